@@ -1,0 +1,213 @@
+/**
+ * The configuration schema: one source for validation, TypeScript types, defaults and the JSON
+ * Schema printed by `peregrine schema`. Static parts (listeners, admin, telemetry, lifecycle) are
+ * read once at start; dynamic parts (upstreams, routes) are compiled into a Snapshot and may be
+ * reloaded. Defaults live here and nowhere else.
+ */
+import { z } from 'zod';
+import { parseDuration, parseSize } from './duration.ts';
+
+const duration = (fallback: string) =>
+  z
+    .union([z.string(), z.number()])
+    .default(fallback)
+    .transform((v, ctx) => {
+      const ms = parseDuration(v);
+      if (ms === undefined) {
+        ctx.addIssue({ code: 'custom', message: `invalid duration ${JSON.stringify(v)} (use e.g. 500ms, 2s, 1m)` });
+        return z.NEVER;
+      }
+      return ms;
+    })
+    .meta({ description: `Duration such as 500ms, 2s, 1m (default ${fallback})` });
+
+const size = (fallback: string) =>
+  z
+    .union([z.string(), z.number()])
+    .default(fallback)
+    .transform((v, ctx) => {
+      const bytes = parseSize(v);
+      if (bytes === undefined) {
+        ctx.addIssue({ code: 'custom', message: `invalid size ${JSON.stringify(v)} (use e.g. 16KiB, 10MB)` });
+        return z.NEVER;
+      }
+      return bytes;
+    })
+    .meta({ description: `Byte size such as 16KiB or 10MB (default ${fallback})` });
+
+/** host:port; host may be an IPv4 address, a name, or a bracketed IPv6 address. */
+const address = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 0.0.0.0:8080')
+  .refine((a) => Number(a.slice(a.lastIndexOf(':') + 1)) <= 65535, 'port out of range');
+
+const name = z
+  .string()
+  .regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/, 'names use letters, digits, _ . - (at most 63 characters)');
+
+const cidr = z
+  .string()
+  .regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected an IP address or CIDR, e.g. 10.0.0.0/8');
+
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE', 'CONNECT'] as const;
+
+export const ListenerSchema = z.strictObject({
+  name,
+  address,
+  /** Peers whose X-Forwarded-* headers are trusted and extended rather than replaced. */
+  trustedProxies: z.array(cidr).default([]),
+  limits: z
+    .strictObject({
+      /** Time allowed for the client to send the complete request head (slowloris bound). */
+      headersTimeout: duration('10s'),
+      /** Time allowed for the whole request to be received; 0 disables. */
+      requestTimeout: duration('0ms'),
+      /** Idle keep-alive connections are closed after this. */
+      keepAliveTimeout: duration('5s'),
+      /** Largest request head accepted; larger gets 431. */
+      maxHeaderSize: size('16KiB'),
+    })
+    .prefault({}),
+});
+
+export const AdminSchema = z.strictObject({
+  /** Loopback by default: the admin API exposes configuration and must not face the internet. */
+  address: address.default('127.0.0.1:9901'),
+});
+
+export const TracingSchema = z.strictObject({
+  exporter: z.enum(['none', 'otlp', 'console']).default('none'),
+  /** OTLP/HTTP base endpoint; `/v1/traces` is appended. OTEL_EXPORTER_OTLP_ENDPOINT overrides. */
+  endpoint: z.url().default('http://127.0.0.1:4318'),
+  /** Root sampling ratio for requests without a sampled parent (parent-based). */
+  sampleRatio: z.number().min(0).max(1).default(0.1),
+});
+
+export const TelemetrySchema = z.strictObject({
+  serviceName: z.string().min(1).default('peregrine'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  tracing: TracingSchema.prefault({}),
+  accessLog: z.strictObject({ enabled: z.boolean().default(true) }).prefault({}),
+  metrics: z
+    .strictObject({
+      /** Attach trace_id exemplars to latency histograms for sampled requests. */
+      exemplars: z.boolean().default(true),
+    })
+    .prefault({}),
+});
+
+export const LifecycleSchema = z.strictObject({
+  /** How long in-flight requests may run after SIGTERM before the process exits anyway. */
+  drainTimeout: duration('30s'),
+  /** Watch the config file and reload on change (SIGHUP always reloads). */
+  watchConfig: z.boolean().default(true),
+});
+
+export const UpstreamSchema = z.strictObject({
+  endpoints: z
+    .array(z.url({ protocol: /^https?$/ }).meta({ description: 'Endpoint origin, e.g. http://10.0.0.5:8080' }))
+    .min(1, 'an upstream needs at least one endpoint'),
+  timeouts: z
+    .strictObject({
+      /** TCP (and TLS) connect. */
+      connect: duration('2s'),
+      /** From request sent to response headers received. */
+      response: duration('15s'),
+      /** Longest silence between two chunks of the response body. */
+      idle: duration('30s'),
+      /** Whole exchange, from the first attempt to the last response byte; 0 disables. */
+      request: duration('30s'),
+    })
+    .prefault({}),
+  pool: z
+    .strictObject({
+      /** Maximum connections per endpoint. */
+      connections: z.number().int().positive().default(128),
+      keepAliveTimeout: duration('4s'),
+    })
+    .prefault({}),
+});
+
+export const RouteMatchSchema = z.strictObject({
+  /** Exact host, or a wildcard suffix `*.example.com`. Absent: any host. */
+  host: z
+    .string()
+    .regex(/^(\*\.)?[A-Za-z0-9.-]+$/, 'host is a name or *.suffix')
+    .transform((h) => h.toLowerCase())
+    .optional(),
+  path: z.string().startsWith('/', 'path must start with /').default('/'),
+  /** exact | prefix (on segment boundaries) | template (`/users/:id`). */
+  pathType: z.enum(['exact', 'prefix', 'template']).default('prefix'),
+  methods: z.array(z.enum(HTTP_METHODS)).min(1).optional(),
+  /** Header name → exact value. */
+  headers: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), z.string()).optional(),
+});
+
+export const RouteSchema = z.strictObject({
+  name,
+  match: RouteMatchSchema.prefault({}),
+  upstream: name,
+  /** Higher wins over specificity. Default 0. */
+  priority: z.number().int().default(0),
+  rewrite: z
+    .strictObject({
+      stripPrefix: z.string().startsWith('/').optional(),
+      addPrefix: z.string().startsWith('/').optional(),
+      /** Replace the Host header sent upstream. */
+      host: z
+        .string()
+        .regex(/^[A-Za-z0-9.-]+(:\d+)?$/)
+        .optional(),
+    })
+    .optional(),
+  /** Send the client's Host upstream (true) or the endpoint's host (false). */
+  preserveHost: z.boolean().default(true),
+});
+
+export const ConfigSchema = z
+  .strictObject({
+    listeners: z.array(ListenerSchema).min(1, 'at least one listener is required'),
+    admin: AdminSchema.prefault({}),
+    telemetry: TelemetrySchema.prefault({}),
+    lifecycle: LifecycleSchema.prefault({}),
+    upstreams: z.record(name, UpstreamSchema).default({}),
+    routes: z.array(RouteSchema).default([]),
+  })
+  .superRefine((cfg, ctx) => {
+    const seenListeners = new Set<string>();
+    cfg.listeners.forEach((l, i) => {
+      if (seenListeners.has(l.name))
+        ctx.addIssue({ code: 'custom', path: ['listeners', i, 'name'], message: `duplicate listener ${l.name}` });
+      seenListeners.add(l.name);
+    });
+    const seenRoutes = new Set<string>();
+    cfg.routes.forEach((r, i) => {
+      if (seenRoutes.has(r.name))
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `duplicate route ${r.name}` });
+      seenRoutes.add(r.name);
+      if (!Object.hasOwn(cfg.upstreams, r.upstream))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'upstream'],
+          message: `unknown upstream ${JSON.stringify(r.upstream)}`,
+        });
+    });
+  });
+
+export type ConfigInput = z.input<typeof ConfigSchema>;
+export type Config = z.output<typeof ConfigSchema>;
+export type ListenerConfig = Config['listeners'][number];
+export type AdminConfig = Config['admin'];
+export type TelemetryConfig = Config['telemetry'];
+export type LifecycleConfig = Config['lifecycle'];
+export type UpstreamConfig = Config['upstreams'][string];
+export type RouteConfig = Config['routes'][number];
+export type RouteMatchConfig = RouteConfig['match'];
+export type HttpMethod = (typeof HTTP_METHODS)[number];
+export { HTTP_METHODS };
+
+/** The part of the config that hot reload may change. */
+export interface DynamicConfig {
+  upstreams: Config['upstreams'];
+  routes: Config['routes'];
+}

@@ -1,0 +1,83 @@
+/**
+ * Every local failure the gateway produces is a GatewayError with a stable code. Retry, breaker,
+ * metrics and logging logic key on `code`, never on message text. `toProblem` is the one mapping
+ * to `application/problem+json` (RFC 9457).
+ */
+
+export interface ErrorSpec {
+  readonly status: number;
+  readonly title: string;
+}
+
+/** The table of codes. Adding a code is adding a row; codes are part of the public contract. */
+export const ERROR_CODES = {
+  BAD_REQUEST: { status: 400, title: 'Bad request' },
+  ROUTE_NOT_FOUND: { status: 404, title: 'No route matches the request' },
+  REQUEST_TIMEOUT: { status: 408, title: 'Request timed out' },
+  PAYLOAD_TOO_LARGE: { status: 413, title: 'Request body too large' },
+  HEADERS_TOO_LARGE: { status: 431, title: 'Request header fields too large' },
+  CLIENT_CLOSED: { status: 499, title: 'Client closed the request' },
+  INTERNAL: { status: 500, title: 'Internal gateway error' },
+  UPSTREAM_CONNECT_FAILED: { status: 502, title: 'Upstream connection failed' },
+  UPSTREAM_RESET: { status: 502, title: 'Upstream connection reset' },
+  UPSTREAM_PROTOCOL_ERROR: { status: 502, title: 'Upstream sent an invalid response' },
+  UPSTREAM_UNAVAILABLE: { status: 503, title: 'Upstream unavailable' },
+  NO_HEALTHY_ENDPOINT: { status: 503, title: 'No endpoint available for the upstream' },
+  SHUTTING_DOWN: { status: 503, title: 'Gateway is shutting down' },
+  UPSTREAM_CONNECT_TIMEOUT: { status: 504, title: 'Upstream connect timed out' },
+  UPSTREAM_TIMEOUT: { status: 504, title: 'Upstream response timed out' },
+  UPSTREAM_BODY_TIMEOUT: { status: 504, title: 'Upstream body idle timeout' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+
+  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+    super(detail ?? ERROR_CODES[code].title, options);
+    this.name = 'GatewayError';
+    this.code = code;
+    this.status = ERROR_CODES[code].status;
+  }
+}
+
+export function isGatewayError(err: unknown): err is GatewayError {
+  return err instanceof GatewayError;
+}
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  code: ErrorCode;
+  detail?: string;
+  instance?: string;
+  traceId?: string;
+  requestId?: string;
+}
+
+/**
+ * Build the RFC 9457 body. `detail` is only what the gateway itself wrote (never upstream or
+ * client text), so it is safe to return.
+ */
+export function toProblem(err: GatewayError, ids: { traceId?: string; requestId?: string }): Problem {
+  const spec = ERROR_CODES[err.code];
+  const problem: Problem = {
+    type: `https://peregrine.dev/problems/${err.code.toLowerCase().replaceAll('_', '-')}`,
+    title: spec.title,
+    status: err.status,
+    code: err.code,
+  };
+  if (err.message && err.message !== spec.title) problem.detail = err.message;
+  if (ids.traceId) problem.traceId = ids.traceId;
+  if (ids.requestId) problem.requestId = ids.requestId;
+  return problem;
+}
+
+/** Wrap anything thrown into a GatewayError without losing the cause. */
+export function asGatewayError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  return new GatewayError('INTERNAL', undefined, { cause: err });
+}
