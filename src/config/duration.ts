@@ -12,7 +12,15 @@ export function parseDuration(value: string | number): number | undefined {
   return Math.round(Number(m[1]) * UNITS[m[2]!]!);
 }
 
-const SIZE_UNITS: Record<string, number> = { b: 1, kb: 1000, kib: 1024, mb: 1e6, mib: 1024 ** 2, gb: 1e9, gib: 1024 ** 3 };
+const SIZE_UNITS: Record<string, number> = {
+  b: 1,
+  kb: 1000,
+  kib: 1024,
+  mb: 1e6,
+  mib: 1024 ** 2,
+  gb: 1e9,
+  gib: 1024 ** 3,
+};
 const SIZE_RE = /^(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)$/i;
 
 /** Parse a byte size such as `64KiB`, `10MB` or a bare number of bytes. */

@@ -14,7 +14,10 @@ const duration = (fallback: string) =>
     .transform((v, ctx) => {
       const ms = parseDuration(v);
       if (ms === undefined) {
-        ctx.addIssue({ code: 'custom', message: `invalid duration ${JSON.stringify(v)} (use e.g. 500ms, 2s, 1m)` });
+        ctx.addIssue({
+          code: 'custom',
+          message: `invalid duration ${JSON.stringify(v)} (use e.g. 500ms, 2s, 1m)`,
+        });
         return z.NEVER;
       }
       return ms;
@@ -39,7 +42,11 @@ const size = (fallback: string) =>
 const address = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 0.0.0.0:8080')
-  .refine((a) => Number(a.slice(a.lastIndexOf(':') + 1)) <= 65535, 'port out of range');
+  // Only judge the port of an address the regex accepted; otherwise both messages would show.
+  .refine((a) => {
+    const port = /:(\d{1,5})$/.exec(a);
+    return !port || Number(port[1]) <= 65535;
+  }, 'port out of range');
 
 const name = z
   .string()
@@ -49,7 +56,17 @@ const cidr = z
   .string()
   .regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected an IP address or CIDR, e.g. 10.0.0.0/8');
 
-const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE', 'CONNECT'] as const;
+const HTTP_METHODS = [
+  'GET',
+  'HEAD',
+  'POST',
+  'PUT',
+  'DELETE',
+  'PATCH',
+  'OPTIONS',
+  'TRACE',
+  'CONNECT',
+] as const;
 
 export const ListenerSchema = z.strictObject({
   name,
@@ -105,7 +122,14 @@ export const LifecycleSchema = z.strictObject({
 
 export const UpstreamSchema = z.strictObject({
   endpoints: z
-    .array(z.url({ protocol: /^https?$/ }).meta({ description: 'Endpoint origin, e.g. http://10.0.0.5:8080' }))
+    .array(
+      z
+        .url({
+          protocol: /^https?$/,
+          error: 'expected an http:// or https:// URL, e.g. http://10.0.0.5:8080',
+        })
+        .meta({ description: 'Endpoint origin, e.g. http://10.0.0.5:8080' }),
+    )
     .min(1, 'an upstream needs at least one endpoint'),
   timeouts: z
     .strictObject({
@@ -173,26 +197,59 @@ export const ConfigSchema = z
     upstreams: z.record(name, UpstreamSchema).default({}),
     routes: z.array(RouteSchema).default([]),
   })
-  .superRefine((cfg, ctx) => {
-    const seenListeners = new Set<string>();
-    cfg.listeners.forEach((l, i) => {
-      if (seenListeners.has(l.name))
-        ctx.addIssue({ code: 'custom', path: ['listeners', i, 'name'], message: `duplicate listener ${l.name}` });
-      seenListeners.add(l.name);
-    });
-    const seenRoutes = new Set<string>();
-    cfg.routes.forEach((r, i) => {
-      if (seenRoutes.has(r.name))
-        ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `duplicate route ${r.name}` });
-      seenRoutes.add(r.name);
-      if (!Object.hasOwn(cfg.upstreams, r.upstream))
-        ctx.addIssue({
-          code: 'custom',
-          path: ['routes', i, 'upstream'],
-          message: `unknown upstream ${JSON.stringify(r.upstream)}`,
-        });
-    });
+  // `when`: run even if other parts of the config failed, so one pass reports every problem
+  // (zod skips refinements after an aborting issue by default). Some issues (e.g. a non-integer)
+  // abort explicitly and still skip it; the loader then runs crossCheck on the raw input itself.
+  .superRefine(
+    (cfg, ctx) => {
+      for (const issue of crossCheck(cfg)) ctx.addIssue({ code: 'custom', ...issue });
+    },
+    { when: (payload) => isObject(payload.value) },
+  );
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export interface CrossCheckIssue {
+  path: (string | number)[];
+  message: string;
+}
+
+/**
+ * Checks that span sections: unique listener and route names, every route's upstream exists.
+ * Reads defensively, so it may run on unvalidated input too.
+ */
+export function crossCheck(cfg: unknown): CrossCheckIssue[] {
+  if (!isObject(cfg)) return [];
+  const issues: CrossCheckIssue[] = [];
+  const listeners = Array.isArray(cfg.listeners) ? cfg.listeners : [];
+  const seenListeners = new Set<string>();
+  listeners.forEach((l: unknown, i) => {
+    if (!isObject(l) || typeof l.name !== 'string') return;
+    if (seenListeners.has(l.name))
+      issues.push({ path: ['listeners', i, 'name'], message: `duplicate listener ${l.name}` });
+    seenListeners.add(l.name);
   });
+  const routes = Array.isArray(cfg.routes) ? cfg.routes : [];
+  // `upstreams` absent means none; of the wrong type, references cannot be judged (no cascade).
+  const upstreams = cfg.upstreams === undefined ? {} : isObject(cfg.upstreams) ? cfg.upstreams : undefined;
+  const seenRoutes = new Set<string>();
+  routes.forEach((r: unknown, i) => {
+    if (!isObject(r)) return;
+    if (typeof r.name === 'string') {
+      if (seenRoutes.has(r.name))
+        issues.push({ path: ['routes', i, 'name'], message: `duplicate route ${r.name}` });
+      seenRoutes.add(r.name);
+    }
+    if (upstreams && typeof r.upstream === 'string' && !Object.hasOwn(upstreams, r.upstream))
+      issues.push({
+        path: ['routes', i, 'upstream'],
+        message: `unknown upstream ${JSON.stringify(r.upstream)}`,
+      });
+  });
+  return issues;
+}
 
 export type ConfigInput = z.input<typeof ConfigSchema>;
 export type Config = z.output<typeof ConfigSchema>;

@@ -1,0 +1,116 @@
+/**
+ * The admin API (express, its own port, loopback by default): metrics, health, and read-only views
+ * of what the data plane is running. Never on the request path.
+ */
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import { redactConfig } from '../config/loader.ts';
+import type { ConfigStore } from '../control/config-store.ts';
+import { renderMetrics, type GatewayMetrics } from '../telemetry/metrics.ts';
+
+export interface AdminSource {
+  readonly store: ConfigStore;
+  readonly metrics: GatewayMetrics;
+  readonly version: string;
+  /** Listeners bound and config loaded, and not draining. */
+  isReady(): boolean;
+  isDraining(): boolean;
+  /** Trigger a reload of the config file (same path as SIGHUP). */
+  reload(trigger: string): Promise<unknown>;
+}
+
+export function createAdminApp(src: AdminSource): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+
+  app.get('/metrics', async function metricsHandler(req: Request, res: Response) {
+    const { contentType, body } = await renderMetrics(src.metrics, req.get('accept'));
+    res.set('content-type', contentType).send(body);
+  });
+
+  app.get('/healthz', function healthz(_req: Request, res: Response) {
+    res.json({ status: 'ok', version: src.version });
+  });
+
+  app.get('/readyz', function readyz(_req: Request, res: Response) {
+    const ready = src.isReady();
+    res.status(ready ? 200 : 503).json({ ready, draining: src.isDraining() });
+  });
+
+  app.get('/v1/config', function config(_req: Request, res: Response) {
+    res.json({
+      version: src.store.current.version,
+      loadedAt: src.store.lastSuccessAt,
+      file: src.store.file ?? null,
+      config: redactConfig(src.store.effective),
+    });
+  });
+
+  app.get('/v1/config/errors', function configErrors(_req: Request, res: Response) {
+    const failure = src.store.lastFailure;
+    res.json({ lastReloadFailed: failure !== undefined, failure: failure ?? null });
+  });
+
+  app.post('/v1/config/reload', async function reload(_req: Request, res: Response) {
+    const result = await src.reload('admin');
+    res.status((result as { ok?: boolean }).ok ? 200 : 422).json(result);
+  });
+
+  app.get('/v1/routes', function routes(_req: Request, res: Response) {
+    const snapshot = src.store.current;
+    res.json({
+      version: snapshot.version,
+      routes: snapshot.routes.routes.map((r, i) => ({
+        order: i,
+        name: r.name,
+        priority: r.priority,
+        match: r.config.match,
+        upstream: r.upstream,
+        rewrite: r.config.rewrite ?? null,
+        preserveHost: r.preserveHost,
+      })),
+    });
+  });
+
+  app.get('/v1/upstreams', function upstreams(_req: Request, res: Response) {
+    const snapshot = src.store.current;
+    res.json({
+      version: snapshot.version,
+      upstreams: [...snapshot.clusters.values()].map((c) => ({
+        name: c.name,
+        balancer: c.balancer.kind,
+        inFlight: c.inFlight,
+        timeouts: c.config.timeouts,
+        endpoints: c.endpoints.map((e) => ({
+          id: e.id,
+          inFlight: e.inFlight,
+          state: 'active',
+          pool: poolStats(e.pool.stats),
+        })),
+      })),
+    });
+  });
+
+  app.use(function notFound(_req: Request, res: Response) {
+    res.status(404).type('application/problem+json').json({ title: 'Not found', status: 404 });
+  });
+
+  app.use(function adminError(err: unknown, _req: Request, res: Response, _next: NextFunction) {
+    res
+      .status(500)
+      .type('application/problem+json')
+      .json({ title: 'Admin API error', status: 500, detail: err instanceof Error ? err.message : String(err) });
+  });
+  return app;
+}
+
+function poolStats(stats: { connected: number; free: number; pending: number; queued: number; running: number; size: number }) {
+  return {
+    connected: stats.connected,
+    free: stats.free,
+    pending: stats.pending,
+    queued: stats.queued,
+    running: stats.running,
+    size: stats.size,
+  };
+}

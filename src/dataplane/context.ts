@@ -1,0 +1,64 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Span } from '@opentelemetry/api';
+import type { Snapshot } from '../control/snapshot.ts';
+import type { ErrorCode } from '../errors.ts';
+import type { Pipeline } from './pipeline.ts';
+import type { CompiledRoute } from './routing/route-table.ts';
+import type { Cluster } from './upstream/cluster.ts';
+import type { Endpoint } from './upstream/endpoint.ts';
+
+/** A stage's entry in the decision log: what was decided and why, in a few words. */
+export interface Decision {
+  readonly stage: string;
+  readonly detail: string;
+}
+
+/**
+ * One object per request carrying what the stages need. Fields are plain and pre-declared so the
+ * object keeps one shape on the hot path.
+ */
+export class RequestContext {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly snapshot: Snapshot;
+  readonly startedAt: number;
+  requestId = '';
+  /** Peer address, captured at arrival (the socket is gone by the time the request finishes). */
+  clientAddress = '';
+  path = '';
+  query = '';
+  route: CompiledRoute | undefined = undefined;
+  cluster: Cluster | undefined = undefined;
+  endpoint: Endpoint | undefined = undefined;
+  span: Span | undefined = undefined;
+  traceId = '';
+  spanId = '';
+  sampled = false;
+  attempts = 0;
+  upstreamStartedAt = 0;
+  upstreamDurationMs: number | undefined = undefined;
+  upstreamStatus = 0;
+  requestBytes = 0;
+  responseBytes = 0;
+  /** Local failure code when the gateway produced or cut the response. */
+  code: ErrorCode | undefined = undefined;
+  /** Set once the upstream exchange is over (success or failure). */
+  upstreamDone = false;
+  /** Abort the in-flight upstream attempt; set by the forwarder while one runs. */
+  abortUpstream: ((reason: Error) => void) | undefined = undefined;
+  totalTimer: NodeJS.Timeout | undefined = undefined;
+  decisions: Decision[] | undefined = undefined;
+  finished = false;
+  pipeline: Pipeline | undefined = undefined;
+
+  constructor(req: IncomingMessage, res: ServerResponse, snapshot: Snapshot, startedAt: number) {
+    this.req = req;
+    this.res = res;
+    this.snapshot = snapshot;
+    this.startedAt = startedAt;
+  }
+
+  decide(stage: string, detail: string): void {
+    (this.decisions ??= []).push({ stage, detail });
+  }
+}

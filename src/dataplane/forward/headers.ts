@@ -1,0 +1,165 @@
+/**
+ * Header hygiene in both directions (RFC 9110 §7.6.1). Hop-by-hop headers never cross the
+ * gateway; forwarding headers are only accepted from trusted proxies; headers the gateway itself
+ * owns (host, request id, trace context) are replaced, never passed through from the client.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import { GatewayError } from '../../errors.ts';
+
+const DROP = 1;
+const HOP_TE = 2;
+const FORWARDING = 3;
+const XFF = 4;
+const HOST = 5;
+const CONNECTION = 6;
+
+/** Request-header name (lower case) → how the gateway treats it. Names not here pass through. */
+const REQUEST_RULES: ReadonlyMap<string, number> = new Map<string, number>([
+  ['connection', CONNECTION],
+  ['keep-alive', DROP],
+  ['proxy-connection', DROP],
+  ['proxy-authenticate', DROP],
+  ['proxy-authorization', DROP],
+  ['te', HOP_TE],
+  ['trailer', DROP],
+  ['transfer-encoding', DROP],
+  ['upgrade', DROP],
+  ['host', HOST],
+  ['x-request-id', DROP],
+  ['traceparent', DROP],
+  ['tracestate', DROP],
+  ['b3', DROP],
+  ['x-b3-traceid', DROP],
+  ['x-b3-spanid', DROP],
+  ['x-b3-parentspanid', DROP],
+  ['x-b3-sampled', DROP],
+  ['x-b3-flags', DROP],
+  ['x-forwarded-for', XFF],
+  ['x-forwarded-proto', FORWARDING],
+  ['x-forwarded-host', FORWARDING],
+  ['x-forwarded-port', FORWARDING],
+  ['forwarded', FORWARDING],
+]);
+
+const RESPONSE_HOP_BY_HOP: readonly string[] = [
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+];
+
+export interface OutboundRequestInfo {
+  /** The peer is a configured trusted proxy: its X-Forwarded-* values are kept and extended. */
+  readonly trusted: boolean;
+  readonly peerAddress: string;
+  readonly proto: 'http' | 'https';
+  /** Host header to send upstream (the client's, or the route's rewrite, or the endpoint's). */
+  readonly upstreamHost: string | undefined;
+  readonly requestId: string;
+}
+
+/** Names listed in a Connection header value, lower-cased; `close`/`keep-alive` included. */
+function connectionTokens(value: string): Set<string> {
+  const out = new Set<string>();
+  for (const token of value.split(',')) {
+    const t = token.trim().toLowerCase();
+    if (t) out.add(t);
+  }
+  return out;
+}
+
+/**
+ * Build the upstream request headers as a flat [name, value, ...] list from the raw client
+ * headers. Throws GatewayError BAD_REQUEST on a duplicate Host.
+ */
+export function buildUpstreamHeaders(rawHeaders: readonly string[], info: OutboundRequestInfo): string[] {
+  const out: string[] = [];
+  let named: Set<string> | undefined;
+  let clientHost: string | undefined;
+  let xff: string | undefined;
+  let sawXfp = false;
+  let sawXfh = false;
+
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    const value = rawHeaders[i + 1]!;
+    const lower = name.toLowerCase();
+    const rule = REQUEST_RULES.get(lower);
+    if (rule === undefined) {
+      if (named?.has(lower)) continue;
+      out.push(name, value);
+      continue;
+    }
+    switch (rule) {
+      case DROP:
+        break;
+      case CONNECTION: {
+        named ??= new Set();
+        for (const t of connectionTokens(value)) named.add(t);
+        break;
+      }
+      case HOP_TE:
+        if (value.trim().toLowerCase() === 'trailers') out.push(name, value);
+        break;
+      case HOST:
+        if (clientHost !== undefined) throw new GatewayError('BAD_REQUEST', 'duplicate Host header');
+        clientHost = value;
+        break;
+      case XFF:
+        if (info.trusted) xff = xff === undefined ? value : `${xff}, ${value}`;
+        break;
+      case FORWARDING:
+        if (info.trusted) {
+          if (lower === 'x-forwarded-proto') sawXfp = true;
+          else if (lower === 'x-forwarded-host') sawXfh = true;
+          out.push(name, value);
+        }
+        break;
+    }
+  }
+
+  // A header named by Connection may have been seen before the Connection header itself.
+  if (named !== undefined) {
+    for (let i = out.length - 2; i >= 0; i -= 2) {
+      const lower = out[i]!.toLowerCase();
+      if (named.has(lower) && lower !== 'te') out.splice(i, 2);
+    }
+  }
+
+  const host = info.upstreamHost ?? clientHost;
+  if (host !== undefined) out.push('host', host);
+  out.push('x-forwarded-for', xff === undefined ? info.peerAddress : `${xff}, ${info.peerAddress}`);
+  if (!sawXfp) out.push('x-forwarded-proto', info.proto);
+  if (!sawXfh && clientHost !== undefined) out.push('x-forwarded-host', clientHost);
+  out.push('x-request-id', info.requestId);
+  // For a WebSocket handshake undici writes `connection: upgrade` and `upgrade: websocket` itself
+  // (it refuses them as headers), from the dispatch's `upgrade` option.
+  return out;
+}
+
+/** The client's Host header (first one), without parsing the rest. */
+export function clientHostOf(headers: IncomingHttpHeaders): string | undefined {
+  return headers.host;
+}
+
+/**
+ * Remove hop-by-hop headers (and every header the upstream's Connection names) from an upstream
+ * response header object, in place, and return it.
+ */
+export function cleanResponseHeaders(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  const connection = headers.connection;
+  if (typeof connection === 'string' && connection.includes(',')) {
+    for (const t of connectionTokens(connection)) delete headers[t];
+  } else if (typeof connection === 'string') {
+    delete headers[connection.trim().toLowerCase()];
+  }
+  for (const name of RESPONSE_HOP_BY_HOP) {
+    if (headers[name] !== undefined) delete headers[name];
+  }
+  return headers;
+}

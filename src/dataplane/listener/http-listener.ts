@@ -1,0 +1,109 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { ListenerConfig } from '../../config/schema.ts';
+import type { ErrorCode } from '../../errors.ts';
+import { createTrustCheck } from '../forward/trusted-proxies.ts';
+import { handleUpgrade, isWebSocketUpgrade } from '../forward/websocket.ts';
+import { type DataplaneHost, Pipeline } from '../pipeline.ts';
+import { writeRawProblem } from '../respond.ts';
+
+/** Node's parser errors → the answer the gateway gives before closing the connection. */
+function clientErrorCode(code: string | undefined): ErrorCode {
+  if (code === 'HPE_HEADER_OVERFLOW') return 'HEADERS_TOO_LARGE';
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_HTTP_HEADERS_TIMEOUT') return 'REQUEST_TIMEOUT';
+  return 'BAD_REQUEST';
+}
+
+export function splitAddress(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  let host = address.slice(0, i);
+  if (host.startsWith('[')) host = host.slice(1, -1);
+  return { host, port: Number(address.slice(i + 1)) };
+}
+
+/**
+ * One data-plane listener: a Node HTTP server with strict parsing and the listener's limits, the
+ * pipeline as its request handler, WebSocket upgrades, and connection accounting.
+ */
+export class HttpListener {
+  readonly config: ListenerConfig;
+  readonly server: Server;
+  readonly pipeline: Pipeline;
+  readonly #host: DataplaneHost;
+  #closed = false;
+
+  constructor(config: ListenerConfig, host: DataplaneHost) {
+    this.config = config;
+    this.#host = host;
+    this.pipeline = new Pipeline({ name: config.name, proto: 'http', trust: createTrustCheck(config.trustedProxies) }, host);
+    const { limits } = config;
+    this.server = createServer(
+      {
+        // Strict parsing is a security property (request smuggling): never enable the lenient parser.
+        insecureHTTPParser: false,
+        joinDuplicateHeaders: false,
+        requireHostHeader: true,
+        maxHeaderSize: limits.maxHeaderSize,
+        headersTimeout: limits.headersTimeout,
+        requestTimeout: limits.requestTimeout,
+        keepAliveTimeout: limits.keepAliveTimeout,
+        connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(limits.headersTimeout / 4))),
+        shouldUpgradeCallback: isWebSocketUpgrade,
+      },
+      this.pipeline.handle,
+    );
+    this.server.on('clientError', this.#onClientError);
+    this.server.on('connection', this.#onConnection);
+    this.server.on('upgrade', this.#onUpgrade);
+  }
+
+  #onConnection = (socket: Socket): void => {
+    const metrics = this.#host.telemetry.metrics;
+    metrics.connectionOpened(this.config.name);
+    socket.once('close', () => metrics.connectionClosed(this.config.name));
+  };
+
+  #onUpgrade = (req: import('node:http').IncomingMessage, socket: Duplex, head: Buffer): void => {
+    if (this.#host.draining) {
+      writeRawProblem(socket, 'SHUTTING_DOWN');
+      return;
+    }
+    handleUpgrade(this.pipeline, req, socket, head);
+  };
+
+  #onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const code = clientErrorCode(err.code);
+    this.#host.telemetry.metrics.recordLocalResponse('_none', code);
+    writeRawProblem(socket, code);
+  };
+
+  async listen(): Promise<AddressInfo> {
+    const { host, port } = splitAddress(this.config.address);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host, port }, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    return this.server.address() as AddressInfo;
+  }
+
+  /** Stop accepting; idle keep-alive connections are closed, active ones finish their request. */
+  stopAccepting(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.server.close();
+    this.server.closeIdleConnections();
+  }
+
+  /** Cut whatever is still open (after the drain timeout). */
+  destroyConnections(): void {
+    this.server.closeAllConnections();
+  }
+}

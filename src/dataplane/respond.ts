@@ -1,0 +1,57 @@
+import { STATUS_CODES, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { ERROR_CODES, type ErrorCode, type GatewayError, toProblem } from '../errors.ts';
+
+/** Response header naming the local decision behind a gateway-generated response. */
+export const REASON_HEADER = 'x-peregrine-reason';
+
+/**
+ * Send a problem+json response for a local failure. Only for responses whose head has not been
+ * sent; after that the only honest thing is to abort the connection.
+ */
+export function sendProblem(
+  res: ServerResponse,
+  err: GatewayError,
+  ids: { traceId?: string; requestId?: string },
+  closeConnection: boolean,
+): void {
+  const body = JSON.stringify(toProblem(err, ids));
+  const headers: Record<string, string | number> = {
+    'content-type': 'application/problem+json',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    [REASON_HEADER]: err.code,
+  };
+  if (closeConnection) headers.connection = 'close';
+  res.writeHead(err.status, headers);
+  res.end(res.req?.method === 'HEAD' ? undefined : body);
+}
+
+/**
+ * Write a problem+json response straight to a socket and close it: for errors Node's HTTP parser
+ * reports before a request object exists (framing, header size, header timeout) and for
+ * refused upgrades.
+ */
+export function writeRawProblem(socket: Duplex, code: ErrorCode, detail?: string): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const spec = ERROR_CODES[code];
+  const problem: Record<string, unknown> = {
+    type: `https://peregrine.dev/problems/${code.toLowerCase().replaceAll('_', '-')}`,
+    title: spec.title,
+    status: spec.status,
+    code,
+  };
+  if (detail) problem.detail = detail;
+  const body = JSON.stringify(problem);
+  socket.end(
+    `HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? 'Error'}\r\n` +
+      'content-type: application/problem+json\r\n' +
+      `content-length: ${Buffer.byteLength(body)}\r\n` +
+      `${REASON_HEADER}: ${code}\r\n` +
+      'connection: close\r\n\r\n' +
+      body,
+  );
+}

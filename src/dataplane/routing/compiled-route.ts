@@ -1,0 +1,225 @@
+/**
+ * One route compiled from its config: host, path, method and header conditions precomputed into
+ * numbers and strings that the per-request checks compare directly, plus the path rewrite.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import { HTTP_METHODS, type RouteConfig } from '../../config/schema.ts';
+import { normalizePath } from './path-normalize.ts';
+import { compileTemplate, matchTemplate, type PathTemplate } from './path-template.ts';
+import type { CompiledRoute, RouteMatch } from './route-table.ts';
+
+/** A route whose configuration cannot be compiled (e.g. a malformed template). */
+export class RouteCompileError extends Error {
+  readonly route: string;
+
+  constructor(route: string, message: string) {
+    super(`route ${JSON.stringify(route)}: ${message}`);
+    this.name = 'RouteCompileError';
+    this.route = route;
+  }
+}
+
+export const HOST_NONE = 0;
+export const HOST_WILDCARD = 1;
+export const HOST_EXACT = 2;
+
+// Path kinds double as their precedence rank (higher first).
+export const PATH_PREFIX = 0;
+export const PATH_TEMPLATE = 1;
+export const PATH_EXACT = 2;
+
+const PREFIX_ANY = 0; // `/`
+const PREFIX_RAW = 1; // ends with `/`: plain startsWith
+const PREFIX_SEGMENT = 2; // equal, or followed by `/`
+
+const SLASH = 0x2f;
+
+const METHOD_BITS: ReadonlyMap<string, number> = new Map(HTTP_METHODS.map((m, i) => [m, 1 << i]));
+/** Methods outside HTTP_METHODS (WebDAV, custom) match only routes without `methods`. */
+const OTHER_METHOD_BIT = 1 << 30;
+const ANY_METHOD = 0x7fffffff;
+
+/** The bit RouteImpl.methodMask is tested against. */
+export function methodBit(method: string): number {
+  return METHOD_BITS.get(method) ?? OTHER_METHOD_BIT;
+}
+
+export class RouteImpl implements CompiledRoute {
+  readonly name: string;
+  readonly upstream: string;
+  readonly priority: number;
+  readonly config: RouteConfig;
+  readonly preserveHost: boolean;
+  readonly hostRewrite: string | undefined;
+
+  /** Position in the configuration. */
+  readonly index: number;
+  /** Position in precedence order; set once by the table that sorts the routes. */
+  rank = 0;
+  readonly hostKind: number;
+  /** Exact host, or the wildcard suffix with its leading dot (`.example.com`), or ''. */
+  readonly host: string;
+  readonly pathKind: number;
+  /** Configured path in normal form. */
+  readonly path: string;
+  readonly prefixMode: number;
+  readonly template: PathTemplate | undefined;
+  /**
+   * Literal text that the path, cut at a segment boundary, must equal for this route to match
+   * (`''`: any path). See PathIndex.
+   */
+  readonly anchor: string;
+  readonly methodMask: number;
+  readonly headerNames: readonly string[] | undefined;
+  readonly headerValues: readonly string[];
+  /** `methods` counts one, each header one. */
+  readonly constraints: number;
+  readonly stripPrefix: string | undefined;
+  readonly addPrefix: string | undefined;
+  /** Shared result for matches without params. */
+  readonly plainMatch: RouteMatch;
+
+  constructor(config: RouteConfig, index: number) {
+    this.name = config.name;
+    this.upstream = config.upstream;
+    this.priority = config.priority;
+    this.config = config;
+    this.preserveHost = config.preserveHost;
+    this.hostRewrite = config.rewrite?.host;
+    this.index = index;
+
+    const match = config.match;
+    let host = (match.host ?? '').toLowerCase();
+    if (host.endsWith('.')) host = host.slice(0, -1);
+    if (host === '') {
+      this.hostKind = HOST_NONE;
+      this.host = '';
+    } else if (host.startsWith('*.')) {
+      this.hostKind = HOST_WILDCARD;
+      this.host = host.slice(1);
+    } else {
+      this.hostKind = HOST_EXACT;
+      this.host = host;
+    }
+
+    const path = configuredPath(config.name, match.path);
+    this.path = path;
+    this.template = undefined;
+    this.prefixMode = PREFIX_SEGMENT;
+    if (match.pathType === 'exact') {
+      this.pathKind = PATH_EXACT;
+      this.anchor = path;
+    } else if (match.pathType === 'template') {
+      this.pathKind = PATH_TEMPLATE;
+      let template: PathTemplate;
+      try {
+        template = compileTemplate(path);
+      } catch (err) {
+        throw new RouteCompileError(config.name, (err as Error).message);
+      }
+      this.template = template;
+      this.anchor = template.anchor;
+    } else {
+      this.pathKind = PATH_PREFIX;
+      if (path === '/') {
+        this.prefixMode = PREFIX_ANY;
+        this.anchor = '';
+      } else if (path.endsWith('/')) {
+        this.prefixMode = PREFIX_RAW;
+        this.anchor = path.slice(0, -1);
+      } else {
+        this.anchor = path;
+      }
+    }
+
+    let mask = 0;
+    for (const m of match.methods ?? []) mask |= METHOD_BITS.get(m) ?? 0;
+    this.methodMask = match.methods === undefined ? ANY_METHOD : mask;
+
+    const headers = Object.entries(match.headers ?? {});
+    this.headerNames = headers.length === 0 ? undefined : headers.map(([n]) => n.toLowerCase());
+    this.headerValues = headers.map(([, v]) => v);
+    this.constraints = (match.methods === undefined ? 0 : 1) + headers.length;
+
+    const strip = config.rewrite?.stripPrefix;
+    // `/users/` strips like `/users`; stripping `/` changes nothing.
+    const trimmed = strip?.endsWith('/') ? strip.slice(0, -1) : strip;
+    this.stripPrefix = trimmed === '' ? undefined : trimmed;
+    this.addPrefix = config.rewrite?.addPrefix;
+
+    this.plainMatch = Object.freeze({ route: this, params: undefined });
+  }
+
+  rewritePath(path: string): string {
+    const strip = this.stripPrefix;
+    const add = this.addPrefix;
+    if (strip === undefined && add === undefined) return path;
+    let rest = path;
+    if (strip !== undefined && path.startsWith(strip)) {
+      if (path.length === strip.length) rest = '';
+      else if (path.charCodeAt(strip.length) === SLASH) rest = path.slice(strip.length);
+    }
+    if (add === undefined) return rest === '' ? '/' : rest;
+    if (rest === '') return add;
+    return add.endsWith('/') ? add + rest.slice(1) : add + rest;
+  }
+
+  /**
+   * Path condition for a route that PathIndex returned for `path`, i.e. whose anchor `path` is
+   * known to start with, followed by `/` or the end. Template captures go to `captures`.
+   */
+  matchesPath(path: string, captures: Int32Array): boolean {
+    const kind = this.pathKind;
+    if (kind === PATH_EXACT) return path.length === this.path.length;
+    if (kind === PATH_TEMPLATE) return matchTemplate(this.template!, path, captures);
+    // Prefix `/` matches anything and `/api` is its own anchor; `/api/` (anchor `/api`) needs the slash.
+    return this.prefixMode !== PREFIX_RAW || path.length > this.anchor.length;
+  }
+
+  matchesHeaders(headers: IncomingHttpHeaders): boolean {
+    const names = this.headerNames;
+    if (names === undefined) return true;
+    for (let i = 0; i < names.length; i++)
+      if (!headerEquals(headers[names[i]!], this.headerValues[i]!)) return false;
+    return true;
+  }
+}
+
+/** The configured path in the normal form requests are compared in. */
+function configuredPath(route: string, path: string): string {
+  const n = normalizePath(path);
+  if ('error' in n)
+    throw new RouteCompileError(route, `path ${JSON.stringify(path)} is invalid (${n.error})`);
+  if (n.query !== '' || path.includes('#'))
+    throw new RouteCompileError(route, `path ${JSON.stringify(path)} must not contain a query or fragment`);
+  return n.path;
+}
+
+function headerEquals(actual: string | string[] | undefined, expected: string): boolean {
+  if (actual === undefined) return false;
+  if (typeof actual === 'string') return actual === expected || listElementEquals(actual, expected);
+  for (let i = 0; i < actual.length; i++) if (actual[i] === expected) return true;
+  return false;
+}
+
+const isOws = (c: number): boolean => c === 0x20 || c === 0x09;
+
+/** Node joins repeated header lines with ", ": is `value` one whole element of that list? */
+function listElementEquals(field: string, value: string): boolean {
+  if (value.length === 0) return false;
+  let from = 0;
+  for (;;) {
+    const at = field.indexOf(value, from);
+    if (at === -1) return false;
+    let before = at - 1;
+    while (before >= 0 && isOws(field.charCodeAt(before))) before--;
+    let after = at + value.length;
+    while (after < field.length && isOws(field.charCodeAt(after))) after++;
+    if (
+      (before < 0 || field.charCodeAt(before) === 0x2c) &&
+      (after === field.length || field.charCodeAt(after) === 0x2c)
+    )
+      return true;
+    from = at + 1;
+  }
+}

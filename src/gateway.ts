@@ -1,0 +1,184 @@
+/**
+ * A running gateway: telemetry, the config store, data-plane listeners and the admin API, with the
+ * lifecycle (reload on file change/SIGHUP, drain on shutdown). main.ts wires signals to it; tests
+ * start it in-process.
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { DestinationStream } from 'pino';
+import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { createAdminApp } from './admin/app.ts';
+import type { Config } from './config/schema.ts';
+import { watchConfigFile } from './config/watch.ts';
+import { ConfigStore, type ReloadResult } from './control/config-store.ts';
+import type { Snapshot } from './control/snapshot.ts';
+import { HttpListener, splitAddress } from './dataplane/listener/http-listener.ts';
+import type { DataplaneHost } from './dataplane/pipeline.ts';
+import { createTelemetry, type Telemetry } from './telemetry/telemetry.ts';
+import { VERSION } from './version.ts';
+
+export interface GatewayOptions {
+  readonly config: Config;
+  /** The file the config came from: reloads re-read it. */
+  readonly configFile?: string;
+  readonly env?: NodeJS.ProcessEnv;
+  /** Where logs go (default stdout). */
+  readonly logDestination?: DestinationStream;
+  /** Extra span processor, for tests that inspect spans. */
+  readonly spanProcessor?: SpanProcessor;
+}
+
+export class Gateway implements DataplaneHost {
+  readonly telemetry: Telemetry;
+  readonly store: ConfigStore;
+  readonly listeners: HttpListener[];
+  readonly version = VERSION;
+  #admin: Server | undefined;
+  #adminAddress: AddressInfo | undefined;
+  #listenerAddresses = new Map<string, AddressInfo>();
+  #draining = false;
+  #ready = false;
+  #inFlight = 0;
+  #idleWaiters: (() => void)[] = [];
+  #watcher: { close(): void } | undefined;
+  #shutdown: Promise<void> | undefined;
+
+  private constructor(opts: GatewayOptions) {
+    const { config } = opts;
+    this.telemetry = createTelemetry(config.telemetry, {
+      version: VERSION,
+      logDestination: opts.logDestination,
+      spanProcessor: opts.spanProcessor,
+    });
+    this.store = new ConfigStore(config, {
+      file: opts.configFile,
+      logger: this.telemetry.logger,
+      metrics: this.telemetry.metrics,
+      env: opts.env,
+    });
+    this.listeners = config.listeners.map((l) => new HttpListener(l, this));
+    this.reload = this.reload.bind(this);
+  }
+
+  /** Bind every listener and the admin API; resolves when the gateway is ready. */
+  static async start(opts: GatewayOptions): Promise<Gateway> {
+    const gw = new Gateway(opts);
+    try {
+      await gw.#listen();
+    } catch (err) {
+      await gw.shutdown(0);
+      throw err;
+    }
+    if (opts.configFile && opts.config.lifecycle.watchConfig) {
+      gw.#watcher = watchConfigFile(opts.configFile, () => void gw.reload('file'));
+    }
+    gw.#ready = true;
+    gw.telemetry.logger.info(
+      {
+        listeners: Object.fromEntries([...gw.#listenerAddresses].map(([n, a]) => [n, `${a.address}:${a.port}`])),
+        admin: gw.#adminAddress ? `${gw.#adminAddress.address}:${gw.#adminAddress.port}` : undefined,
+        version: VERSION,
+      },
+      'peregrine ready',
+    );
+    return gw;
+  }
+
+  async #listen(): Promise<void> {
+    for (const l of this.listeners) this.#listenerAddresses.set(l.config.name, await l.listen());
+    const app = createAdminApp({
+      store: this.store,
+      metrics: this.telemetry.metrics,
+      version: VERSION,
+      isReady: () => this.ready,
+      isDraining: () => this.#draining,
+      reload: this.reload,
+    });
+    const { host, port } = splitAddress(this.store.initial.admin.address);
+    const server = app.listen({ host, port });
+    this.#admin = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('listening', resolve);
+      server.once('error', reject);
+    });
+    this.#adminAddress = server.address() as AddressInfo;
+  }
+
+  // DataplaneHost
+  currentSnapshot(): Snapshot {
+    return this.store.current;
+  }
+  get draining(): boolean {
+    return this.#draining;
+  }
+  get ready(): boolean {
+    return this.#ready && !this.#draining;
+  }
+  requestStarted(): void {
+    this.#inFlight++;
+  }
+  requestFinished(): void {
+    this.#inFlight--;
+    if (this.#inFlight === 0 && this.#idleWaiters.length > 0) {
+      for (const w of this.#idleWaiters.splice(0)) w();
+    }
+  }
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Address a listener is bound to (port resolved when configured as 0). */
+  address(listener?: string): AddressInfo {
+    const name = listener ?? this.listeners[0]!.config.name;
+    const a = this.#listenerAddresses.get(name);
+    if (!a) throw new Error(`no listener named ${name}`);
+    return a;
+  }
+
+  get adminAddress(): AddressInfo {
+    if (!this.#adminAddress) throw new Error('admin API not listening');
+    return this.#adminAddress;
+  }
+
+  reload(trigger = 'signal'): Promise<ReloadResult> {
+    return this.store.reload(trigger);
+  }
+
+  /**
+   * Drain and stop: readiness goes false, listeners stop accepting, keep-alive responses carry
+   * `Connection: close`, in-flight requests get up to `drainTimeoutMs`, then everything is closed
+   * and telemetry flushed. Safe to call twice (the second call waits for the first).
+   */
+  shutdown(drainTimeoutMs = this.store.initial.lifecycle.drainTimeout): Promise<void> {
+    this.#shutdown ??= this.#doShutdown(drainTimeoutMs);
+    return this.#shutdown;
+  }
+
+  async #doShutdown(drainTimeoutMs: number): Promise<void> {
+    const log = this.telemetry.logger;
+    this.#draining = true;
+    this.#watcher?.close();
+    log.info({ inFlight: this.#inFlight, drainTimeoutMs }, 'draining');
+    for (const l of this.listeners) l.stopAccepting();
+    if (this.#inFlight > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const drained = await Promise.race([
+        new Promise<boolean>((resolve) => this.#idleWaiters.push(() => resolve(true))),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(resolve, drainTimeoutMs, false);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (!drained) log.warn({ inFlight: this.#inFlight }, 'drain timeout reached; closing remaining connections');
+    }
+    for (const l of this.listeners) l.destroyConnections();
+    await this.store.destroy();
+    if (this.#admin) {
+      const admin = this.#admin;
+      admin.closeAllConnections();
+      await new Promise<void>((resolve) => admin.close(() => resolve()));
+    }
+    log.info('stopped');
+    await this.telemetry.shutdown();
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * CLI entry: `peregrine run | validate | schema`. Static config is read once here; the gateway
+ * reloads the dynamic part itself on file change and on SIGHUP.
+ */
+import { parseArgs } from 'node:util';
+import { runSchema } from './cli/schema.ts';
+import { runValidate } from './cli/validate.ts';
+import { ConfigError, formatIssue, loadConfigFile } from './config/loader.ts';
+import { Gateway } from './gateway.ts';
+import { VERSION } from './version.ts';
+
+const USAGE = `peregrine ${VERSION}
+
+Usage:
+  peregrine run [--config <file>]   start the gateway (default config/gateway.yaml)
+  peregrine validate <file>         check a config file; exit 0 when valid, 2 with every error
+  peregrine schema                  print the JSON Schema of the config file
+  peregrine --version
+`;
+
+const out = {
+  stdout: (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`),
+  stderr: (s: string) => process.stderr.write(s.endsWith('\n') ? s : `${s}\n`),
+};
+
+async function run(configFile: string): Promise<void> {
+  let config: Awaited<ReturnType<typeof loadConfigFile>>;
+  try {
+    config = await loadConfigFile(configFile);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const issue of err.issues) out.stderr(formatIssue(issue));
+      process.exit(2);
+    }
+    throw err;
+  }
+  const gateway = await Gateway.start({ config, configFile });
+  const log = gateway.telemetry.logger;
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutdown requested');
+    gateway.shutdown().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.fatal({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => void gateway.reload('signal'));
+  // Either of these is a bug in the gateway: log it loudly and exit so the orchestrator restarts us.
+  process.on('unhandledRejection', (reason) => {
+    log.fatal({ err: reason }, 'unhandled promise rejection');
+    process.exitCode = 1;
+    stop('unhandledRejection');
+  });
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception');
+    process.exitCode = 1;
+    stop('uncaughtException');
+  });
+}
+
+async function main(argv: string[]): Promise<number | undefined> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+    },
+  });
+  if (values.version) {
+    out.stdout(VERSION);
+    return 0;
+  }
+  const [command = 'run', ...rest] = positionals;
+  if (values.help || command === 'help') {
+    out.stdout(USAGE);
+    return 0;
+  }
+  switch (command) {
+    case 'run':
+      await run(values.config ?? rest[0] ?? 'config/gateway.yaml');
+      return undefined;
+    case 'validate': {
+      const file = rest[0] ?? values.config;
+      if (!file) {
+        out.stderr('usage: peregrine validate <file>');
+        return 2;
+      }
+      return runValidate(file, out);
+    }
+    case 'schema':
+      return runSchema(out);
+    default:
+      out.stderr(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== undefined) process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`peregrine: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,41 @@
+import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import type { DestinationStream, Logger } from 'pino';
+import type { TelemetryConfig } from '../config/schema.ts';
+import { type AccessLog, createAccessLog } from './access-log.ts';
+import { createLogger, flushLogger } from './logger.ts';
+import { createMetrics, type GatewayMetrics } from './metrics.ts';
+import { createTracing, type Tracing } from './tracing.ts';
+
+/** The telemetry layer the data plane writes to at its fixed points. */
+export interface Telemetry {
+  readonly metrics: GatewayMetrics;
+  readonly tracing: Tracing;
+  readonly logger: Logger;
+  readonly accessLog: AccessLog;
+  /** Flush spans and logs. Safe to call twice. */
+  shutdown(): Promise<void>;
+}
+
+export function createTelemetry(
+  cfg: TelemetryConfig,
+  opts: { version: string; logDestination?: DestinationStream | undefined; spanProcessor?: SpanProcessor | undefined },
+): Telemetry {
+  const logger = createLogger(cfg, opts.logDestination);
+  const metrics = createMetrics({ exemplars: cfg.metrics.exemplars, version: opts.version });
+  const tracing = createTracing(cfg, opts.spanProcessor ? { spanProcessorForTests: opts.spanProcessor } : undefined);
+  const accessLog = createAccessLog(logger, cfg.accessLog.enabled);
+  let closing: Promise<void> | undefined;
+  return {
+    metrics,
+    tracing,
+    logger,
+    accessLog,
+    shutdown() {
+      closing ??= (async () => {
+        await tracing.shutdown();
+        await flushLogger(logger);
+      })();
+      return closing;
+    },
+  };
+}

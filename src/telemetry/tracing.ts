@@ -1,0 +1,385 @@
+/**
+ * Tracing: one SERVER span per inbound request, one CLIENT span per upstream attempt, created by
+ * the gateway at fixed points (no auto-instrumentation of http/undici: it costs 50-80% of
+ * throughput). Parents are passed explicitly (`trace.setSpan(ROOT_CONTEXT, parent)`), so nothing
+ * on the request path touches AsyncLocalStorage or the global context.
+ *
+ * Why not @opentelemetry/sdk-node's NodeSDK: `NodeSDK#start()` always registers globals (tracer
+ * provider, AsyncLocalStorage context manager, propagator, and by default OTLP metric and log
+ * exporters), keeps its tracer provider in a private field, and creates no provider at all when
+ * there is no span processor. A second instance in one process (tests, or a reload) would either
+ * fail to register or leak the first. So this module builds the provider itself, with
+ * sdk-trace-base's BasicTracerProvider and BatchSpanProcessor, which read the same OTEL_*
+ * variables NodeSDK does: OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_*, OTEL_SPAN_*_LIMIT; the OTLP
+ * exporter reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT/HEADERS/TIMEOUT/COMPRESSION; the resource
+ * takes OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME. Nothing is registered globally.
+ *
+ * exporter 'none' (and OTEL_SDK_DISABLED=true) still gives every request real ids and the
+ * parent-based sampling decision, so access logs and problem+json carry a trace id and upstreams
+ * receive a traceparent that keeps the caller's sampled flag, but spans are non-recording and
+ * cost little more than two random ids.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import {
+  type Attributes,
+  type Context,
+  isSpanContextValid,
+  ROOT_CONTEXT,
+  type Span,
+  type SpanContext,
+  SpanKind,
+  type SpanOptions,
+  SpanStatusCode,
+  type TextMapGetter,
+  TraceFlags,
+  trace,
+} from '@opentelemetry/api';
+import { getBooleanFromEnv, getNumberFromEnv, getStringFromEnv, W3CTraceContextPropagator } from '@opentelemetry/core';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { B3Propagator } from '@opentelemetry/propagator-b3';
+import {
+  defaultResource,
+  detectResources,
+  envDetector,
+  hostDetector,
+  processDetector,
+  resourceFromAttributes,
+} from '@opentelemetry/resources';
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ConsoleSpanExporter,
+  ParentBasedSampler,
+  RandomIdGenerator,
+  type Sampler,
+  SamplingDecision,
+  type SpanExporter,
+  type SpanProcessor,
+  TraceIdRatioBasedSampler,
+} from '@opentelemetry/sdk-trace-base';
+import {
+  ATTR_CLIENT_ADDRESS,
+  ATTR_ERROR_TYPE,
+  ATTR_HTTP_REQUEST_METHOD,
+  ATTR_HTTP_REQUEST_METHOD_ORIGINAL,
+  ATTR_HTTP_RESPONSE_STATUS_CODE,
+  ATTR_HTTP_ROUTE,
+  ATTR_SERVER_ADDRESS,
+  ATTR_SERVER_PORT,
+  ATTR_SERVICE_NAME,
+  ATTR_URL_FULL,
+  ATTR_URL_PATH,
+  ATTR_URL_SCHEME,
+  ATTR_USER_AGENT_ORIGINAL,
+} from '@opentelemetry/semantic-conventions';
+import type { TelemetryConfig } from '../config/schema.ts';
+
+export interface Tracing {
+  /**
+   * Extract W3C traceparent/tracestate (and B3 single and multi header as input) from the inbound
+   * headers; start a SERVER span named after the method, to be renamed `${method} ${routeName}`
+   * once a route matched.
+   */
+  startServerSpan(method: string, headers: IncomingHttpHeaders, attributes: Attributes): Span;
+  /** CLIENT span for one upstream attempt, child of the server span. */
+  startClientSpan(parent: Span, name: string, attributes: Attributes): Span;
+  /**
+   * Write traceparent (and tracestate) for `span` into the outbound header object (lower-case
+   * names), replacing whatever the client sent. B3 headers from the client are removed by the
+   * caller's header hygiene (see B3_HEADERS).
+   */
+  inject(span: Span, headers: Record<string, string | string[]>): void;
+  traceIds(span: Span): { traceId: string; spanId: string; sampled: boolean };
+  /** Flush (for at most SHUTDOWN_TIMEOUT_MS) and stop exporting. Idempotent; never rejects. */
+  shutdown(): Promise<void>;
+}
+
+/** Inbound-only trace headers: accepted for extraction, never forwarded (we inject W3C only). */
+export const B3_HEADERS: ReadonlySet<string> = new Set([
+  'b3',
+  'x-b3-traceid',
+  'x-b3-spanid',
+  'x-b3-parentspanid',
+  'x-b3-sampled',
+  'x-b3-flags',
+]);
+
+/** Span attribute names used by the gateway (stable HTTP semantic conventions + peregrine.*). */
+export const SPAN_ATTR = {
+  HTTP_REQUEST_METHOD: ATTR_HTTP_REQUEST_METHOD,
+  HTTP_REQUEST_METHOD_ORIGINAL: ATTR_HTTP_REQUEST_METHOD_ORIGINAL,
+  HTTP_RESPONSE_STATUS_CODE: ATTR_HTTP_RESPONSE_STATUS_CODE,
+  HTTP_ROUTE: ATTR_HTTP_ROUTE,
+  URL_PATH: ATTR_URL_PATH,
+  URL_SCHEME: ATTR_URL_SCHEME,
+  URL_FULL: ATTR_URL_FULL,
+  SERVER_ADDRESS: ATTR_SERVER_ADDRESS,
+  SERVER_PORT: ATTR_SERVER_PORT,
+  CLIENT_ADDRESS: ATTR_CLIENT_ADDRESS,
+  USER_AGENT_ORIGINAL: ATTR_USER_AGENT_ORIGINAL,
+  ERROR_TYPE: ATTR_ERROR_TYPE,
+  UPSTREAM: 'peregrine.upstream',
+  ENDPOINT: 'peregrine.endpoint',
+  ATTEMPT: 'peregrine.attempt',
+} as const;
+
+const KNOWN_METHODS: ReadonlySet<string> = new Set([
+  'GET',
+  'HEAD',
+  'POST',
+  'PUT',
+  'DELETE',
+  'PATCH',
+  'OPTIONS',
+  'TRACE',
+  'CONNECT',
+]);
+
+/** The semconv value of http.request.method: the method if known, `_OTHER` otherwise. */
+export function spanMethod(method: string): string {
+  return KNOWN_METHODS.has(method) ? method : '_OTHER';
+}
+
+/** `{method} {route}`, or `{method}` before a route matched; `HTTP` stands for unknown methods. */
+export function serverSpanName(method: string, route?: string): string {
+  const m = KNOWN_METHODS.has(method) ? method : 'HTTP';
+  return route === undefined ? m : `${m} ${route}`;
+}
+
+/**
+ * End a SERVER span: response status, and error.type + ERROR status for a local failure code or a
+ * 5xx (a 4xx is the client's failure, not the server span's).
+ */
+export function endServerSpan(span: Span, status: number, errorType: string | undefined): void {
+  endSpan(span, status, errorType, status >= 500);
+}
+
+/**
+ * End a CLIENT span: upstream status if a response head arrived, and error.type + ERROR status for
+ * a failed attempt or any status >= 400.
+ */
+export function endClientSpan(span: Span, status: number | undefined, errorType: string | undefined): void {
+  endSpan(span, status, errorType, status !== undefined && status >= 400);
+}
+
+function endSpan(span: Span, status: number | undefined, errorType: string | undefined, badStatus: boolean): void {
+  if (span.isRecording()) {
+    if (status !== undefined && status > 0) span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status);
+    if (errorType !== undefined || badStatus) {
+      const type = errorType ?? String(status);
+      span.setAttribute(ATTR_ERROR_TYPE, type);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: type });
+    }
+  }
+  span.end();
+}
+
+interface SpanStarter {
+  startSpan(name: string, options: SpanOptions, context: Context): Span;
+}
+
+/**
+ * exporter 'none': ids and the sampling decision, no recording. The sampled flag still follows
+ * the parent (and the ratio for root spans) so upstream services see the same decision they
+ * would behind an exporting gateway.
+ */
+class PropagationOnlyTracer implements SpanStarter {
+  private readonly sampler: Sampler;
+  private readonly ids = new RandomIdGenerator();
+
+  constructor(sampler: Sampler) {
+    this.sampler = sampler;
+  }
+
+  startSpan(name: string, options: SpanOptions, context: Context): Span {
+    const parent = trace.getSpanContext(context);
+    let traceId: string;
+    let traceState: SpanContext['traceState'];
+    if (parent !== undefined && isSpanContextValid(parent)) {
+      traceId = parent.traceId;
+      traceState = parent.traceState;
+    } else {
+      traceId = this.ids.generateTraceId();
+    }
+    const { decision } = this.sampler.shouldSample(
+      context,
+      traceId,
+      name,
+      options.kind ?? SpanKind.INTERNAL,
+      options.attributes ?? {},
+      [],
+    );
+    return trace.wrapSpanContext({
+      traceId,
+      spanId: this.ids.generateSpanId(),
+      traceFlags: decision === SamplingDecision.RECORD_AND_SAMPLED ? TraceFlags.SAMPLED : TraceFlags.NONE,
+      traceState,
+    });
+  }
+}
+
+const headerGetter: TextMapGetter<IncomingHttpHeaders> = {
+  keys: (carrier) => Object.keys(carrier),
+  get: (carrier, key) => carrier[key],
+};
+
+class GatewayTracing implements Tracing {
+  private readonly tracer: SpanStarter;
+  private readonly provider: BasicTracerProvider | undefined;
+  private readonly w3c = new W3CTraceContextPropagator();
+  private readonly b3 = new B3Propagator();
+  private closing: Promise<void> | undefined;
+
+  constructor(tracer: SpanStarter, provider: BasicTracerProvider | undefined) {
+    this.tracer = tracer;
+    this.provider = provider;
+  }
+
+  /** W3C wins when both are present and valid; B3 (single, then multi) otherwise. */
+  private extract(headers: IncomingHttpHeaders): Context {
+    if (headers.traceparent !== undefined) {
+      const ctx = this.w3c.extract(ROOT_CONTEXT, headers, headerGetter);
+      if (trace.getSpanContext(ctx) !== undefined) return ctx;
+    }
+    if (headers.b3 !== undefined || headers['x-b3-traceid'] !== undefined) {
+      return this.b3.extract(ROOT_CONTEXT, headers, headerGetter);
+    }
+    return ROOT_CONTEXT;
+  }
+
+  startServerSpan(method: string, headers: IncomingHttpHeaders, attributes: Attributes): Span {
+    const span = this.tracer.startSpan(
+      serverSpanName(method),
+      { kind: SpanKind.SERVER, attributes },
+      this.extract(headers),
+    );
+    // Attributes derived from headers are only worth computing for spans that get exported.
+    if (span.isRecording()) {
+      const m = spanMethod(method);
+      if (attributes[ATTR_HTTP_REQUEST_METHOD] === undefined) {
+        span.setAttribute(ATTR_HTTP_REQUEST_METHOD, m);
+        if (m !== method) span.setAttribute(ATTR_HTTP_REQUEST_METHOD_ORIGINAL, method);
+      }
+      const ua = headers['user-agent'];
+      if (ua !== undefined && attributes[ATTR_USER_AGENT_ORIGINAL] === undefined) {
+        span.setAttribute(ATTR_USER_AGENT_ORIGINAL, ua);
+      }
+      const host = headers.host;
+      if (host !== undefined && attributes[ATTR_SERVER_ADDRESS] === undefined) {
+        span.setAttribute(ATTR_SERVER_ADDRESS, hostWithoutPort(host));
+      }
+    }
+    return span;
+  }
+
+  startClientSpan(parent: Span, name: string, attributes: Attributes): Span {
+    return this.tracer.startSpan(
+      name,
+      { kind: SpanKind.CLIENT, attributes },
+      trace.setSpan(ROOT_CONTEXT, parent),
+    );
+  }
+
+  inject(span: Span, headers: Record<string, string | string[]>): void {
+    delete headers.traceparent;
+    delete headers.tracestate;
+    const sc = span.spanContext();
+    if (!isSpanContextValid(sc)) return;
+    const flags = (sc.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED ? '01' : '00';
+    headers.traceparent = `00-${sc.traceId}-${sc.spanId}-${flags}`;
+    const state = sc.traceState?.serialize();
+    if (state) headers.tracestate = state;
+  }
+
+  traceIds(span: Span): { traceId: string; spanId: string; sampled: boolean } {
+    const sc = span.spanContext();
+    return {
+      traceId: sc.traceId,
+      spanId: sc.spanId,
+      sampled: (sc.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED,
+    };
+  }
+
+  shutdown(): Promise<void> {
+    this.closing ??= this.provider === undefined ? Promise.resolve() : settleWithin(this.provider.shutdown());
+    return this.closing;
+  }
+}
+
+/**
+ * A dead collector must not hold up process exit: the exporter retries until its own timeout
+ * (OTEL_EXPORTER_OTLP_TIMEOUT, 10 s by default), so the flush is cut short after this long.
+ */
+export const SHUTDOWN_TIMEOUT_MS = 5000;
+
+function settleWithin(work: Promise<void>): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, SHUTDOWN_TIMEOUT_MS);
+    timer.unref();
+    const done = (): void => {
+      clearTimeout(timer);
+      resolve();
+    };
+    work.then(done, done);
+  });
+}
+
+function hostWithoutPort(host: string): string {
+  if (host.startsWith('[')) {
+    const end = host.indexOf(']');
+    return end > 0 ? host.slice(1, end) : host;
+  }
+  const colon = host.indexOf(':');
+  return colon === -1 ? host : host.slice(0, colon);
+}
+
+/**
+ * ParentBased(TraceIdRatioBased(ratio)). OTEL_TRACES_SAMPLER_ARG overrides the configured ratio;
+ * OTEL_TRACES_SAMPLER, when set, replaces the sampler entirely (BasicTracerProvider builds it).
+ */
+function configuredSampler(ratio: number): Sampler {
+  const arg = getNumberFromEnv('OTEL_TRACES_SAMPLER_ARG');
+  const root = arg !== undefined && arg >= 0 && arg <= 1 ? arg : ratio;
+  return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(root) });
+}
+
+function otlpUrl(endpoint: string): string | undefined {
+  // The exporter itself prefers these variables, but only when no url is passed in.
+  if (getStringFromEnv('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') || getStringFromEnv('OTEL_EXPORTER_OTLP_ENDPOINT')) {
+    return undefined;
+  }
+  return `${endpoint.replace(/\/+$/, '')}/v1/traces`;
+}
+
+function createExporter(cfg: TelemetryConfig['tracing']): SpanExporter | undefined {
+  switch (cfg.exporter) {
+    case 'otlp': {
+      const url = otlpUrl(cfg.endpoint);
+      return new OTLPTraceExporter(url === undefined ? {} : { url });
+    }
+    case 'console':
+      return new ConsoleSpanExporter();
+    case 'none':
+      return undefined;
+  }
+}
+
+export function createTracing(cfg: TelemetryConfig, opts?: { spanProcessorForTests?: SpanProcessor }): Tracing {
+  const exporter = getBooleanFromEnv('OTEL_SDK_DISABLED') ? undefined : createExporter(cfg.tracing);
+  const processors: SpanProcessor[] = [];
+  if (exporter !== undefined) processors.push(new BatchSpanProcessor(exporter));
+  if (opts?.spanProcessorForTests !== undefined) processors.push(opts.spanProcessorForTests);
+  const sampler = configuredSampler(cfg.tracing.sampleRatio);
+
+  if (processors.length === 0) return new GatewayTracing(new PropagationOnlyTracer(sampler), undefined);
+
+  const resource = defaultResource()
+    .merge(resourceFromAttributes({ [ATTR_SERVICE_NAME]: cfg.serviceName }))
+    .merge(detectResources({ detectors: [envDetector, hostDetector, processDetector] }));
+  const provider = new BasicTracerProvider({
+    resource,
+    spanProcessors: processors,
+    ...(getStringFromEnv('OTEL_TRACES_SAMPLER') === undefined ? { sampler } : {}),
+  });
+  return new GatewayTracing(provider.getTracer('peregrine'), provider);
+}

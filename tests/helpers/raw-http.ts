@@ -1,0 +1,49 @@
+/** Raw-socket HTTP for tests that must see exactly what goes over the wire. */
+import { connect, type Socket } from 'node:net';
+
+/** Send `payload` and collect everything until the server closes or `idleMs` passes with no data. */
+export function rawRequest(port: number, payload: string | Buffer, idleMs = 1500): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket: Socket = connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(Buffer.concat(chunks).toString('latin1'));
+    };
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(done, idleMs);
+    };
+    socket.on('connect', () => {
+      socket.write(payload);
+      arm();
+    });
+    socket.on('data', (c: Buffer) => {
+      chunks.push(c);
+      arm();
+    });
+    socket.on('end', done);
+    socket.on('close', done);
+    socket.on('error', (err) => (chunks.length ? done() : reject(err)));
+  });
+}
+
+/** Status codes of every response found in a raw byte stream, in order. */
+export function statusCodes(raw: string): number[] {
+  return [...raw.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+}
+
+/** Parse the first response head of a raw stream into status and lower-cased header list. */
+export function parseHead(raw: string): { status: number; headers: [string, string][] } {
+  const head = raw.split('\r\n\r\n')[0] ?? '';
+  const [statusLine, ...lines] = head.split('\r\n');
+  return {
+    status: Number(statusLine?.split(' ')[1]),
+    headers: lines.map((l) => {
+      const i = l.indexOf(':');
+      return [l.slice(0, i).toLowerCase(), l.slice(i + 1).trim()] as [string, string];
+    }),
+  };
+}

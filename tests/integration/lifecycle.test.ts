@@ -1,0 +1,138 @@
+/**
+ * The real CLI process: SIGHUP reloads, SIGTERM drains in-flight requests and exits 0.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+
+let up: TestUpstream;
+beforeAll(async () => {
+  up = await startUpstream();
+});
+afterAll(async () => {
+  await up?.close();
+});
+
+interface Running {
+  child: ChildProcess;
+  port: number;
+  adminPort: number;
+  logs: Record<string, unknown>[];
+  exit: Promise<number | null>;
+}
+
+function configYaml(routes: { name: string; path: string }[]): string {
+  return stringify({
+    listeners: [{ name: 'edge', address: '127.0.0.1:0' }],
+    admin: { address: '127.0.0.1:0' },
+    lifecycle: { drainTimeout: '10s', watchConfig: false },
+    upstreams: { up: { endpoints: [up.url] } },
+    routes: routes.map((r) => ({ name: r.name, match: { path: r.path }, upstream: 'up' })),
+  });
+}
+
+async function startCli(file: string): Promise<Running> {
+  const child = spawn(process.execPath, ['src/main.ts', 'run', '--config', file], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: Record<string, unknown>[] = [];
+  let buf = '';
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => {
+    stderr += c.toString();
+  });
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const ready = new Promise<{ port: number; adminPort: number }>((resolve, reject) => {
+    child.stdout!.on('data', (c: Buffer) => {
+      buf += c.toString();
+      let i = buf.indexOf('\n');
+      while (i >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        i = buf.indexOf('\n');
+        if (!line.startsWith('{')) continue;
+        const rec = JSON.parse(line) as Record<string, unknown>;
+        logs.push(rec);
+        if (rec.msg === 'peregrine ready') {
+          const listeners = rec.listeners as Record<string, string>;
+          resolve({
+            port: Number(listeners.edge!.split(':').pop()),
+            adminPort: Number(String(rec.admin).split(':').pop()),
+          });
+        }
+      }
+    });
+    void exit.then((code) => reject(new Error(`gateway exited early (${code}): ${stderr}`)));
+  });
+  const { port, adminPort } = await ready;
+  return { child, port, adminPort, logs, exit };
+}
+
+function get(port: number, path: string): Promise<{ status: number; headers: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('process lifecycle', () => {
+  it('reloads routes on SIGHUP', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'peregrine-cli-')), 'gateway.yaml');
+    writeFileSync(file, configYaml([{ name: 'one', path: '/one' }]));
+    const gw = await startCli(file);
+    try {
+      expect((await get(gw.port, '/two')).status).toBe(404);
+      writeFileSync(file, configYaml([{ name: 'one', path: '/one' }, { name: 'two', path: '/two' }]));
+      gw.child.kill('SIGHUP');
+      const end = Date.now() + 10_000;
+      let status = 404;
+      while (status === 404 && Date.now() < end) {
+        await new Promise((r) => setTimeout(r, 50));
+        status = (await get(gw.port, '/two')).status;
+      }
+      expect(status).toBe(200);
+    } finally {
+      gw.child.kill('SIGTERM');
+      expect(await gw.exit).toBe(0);
+    }
+  });
+
+  it('on SIGTERM turns unready, refuses new connections, completes in-flight requests and exits 0', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'peregrine-cli-')), 'gateway.yaml');
+    writeFileSync(file, configYaml([{ name: 'all', path: '/' }]));
+    const gw = await startCli(file);
+    expect((await get(gw.adminPort, '/readyz')).status).toBe(200);
+
+    const before = up.requests.length;
+    const inflight = Array.from({ length: 5 }, () => get(gw.port, '/delay/1000'));
+    const deadline = Date.now() + 5000;
+    while (up.requests.length < before + 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(up.requests.length).toBe(before + 5);
+
+    gw.child.kill('SIGTERM');
+    // Readiness drops while the in-flight requests are still running.
+    let ready = 200;
+    const until = Date.now() + 2000;
+    while (ready === 200 && Date.now() < until) {
+      ready = (await get(gw.adminPort, '/readyz').catch(() => ({ status: -1 }))).status;
+    }
+    expect(ready).toBe(503);
+    await expect(get(gw.port, '/late')).rejects.toThrow(/ECONNREFUSED/);
+
+    const results = await Promise.all(inflight);
+    expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+    for (const r of results) expect(r.headers.connection).toBe('close');
+    expect(await gw.exit).toBe(0);
+    expect(gw.logs.some((l) => l.msg === 'stopped')).toBe(true);
+    expect(gw.logs.filter((l) => l.type === 'access' && l.status === 200)).toHaveLength(5);
+  });
+});

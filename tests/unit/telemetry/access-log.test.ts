@@ -1,0 +1,91 @@
+import { describe, expect, it } from 'vitest';
+import { type TelemetryConfig, TelemetrySchema } from '../../../src/config/schema.ts';
+import { type AccessLogRecord, createAccessLog } from '../../../src/telemetry/access-log.ts';
+import { createLogger } from '../../../src/telemetry/logger.ts';
+import { memoryStream } from './memory-stream.ts';
+
+function cfg(input: Record<string, unknown> = {}): TelemetryConfig {
+  return TelemetrySchema.parse({ serviceName: 'peregrine-test', ...input });
+}
+
+const RECORD: AccessLogRecord = {
+  listener: 'edge',
+  route: 'users',
+  upstream: 'users-svc',
+  endpoint: 'http://10.0.0.5:8080',
+  method: 'GET',
+  path: '/users/42',
+  status: 200,
+  durationMs: 1.234,
+  upstreamDurationMs: 0.9,
+  requestBytes: 0,
+  responseBytes: 512,
+  traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+  spanId: '00f067aa0ba902b7',
+  requestId: '3f2a0b7e-1c1d-4b2a-9e1e-2f0c8d7a6b5c',
+  clientAddress: '10.1.2.3',
+  code: undefined,
+  userAgent: 'curl/8.5.0',
+  attempts: 1,
+};
+
+describe('createAccessLog', () => {
+  it('writes one JSON line per request with the record fields', () => {
+    const out = memoryStream();
+    const access = createAccessLog(createLogger(cfg(), out.stream), true);
+    access.log(RECORD);
+    access.log({ ...RECORD, route: undefined, upstream: undefined, endpoint: undefined, upstreamDurationMs: undefined, status: 404, code: 'ROUTE_NOT_FOUND', attempts: 0 });
+    const [ok, notFound] = out.lines();
+    const { code: _code, ...defined } = RECORD;
+    expect(ok).toEqual({ level: 'info', time: expect.any(Number), service: 'peregrine-test', type: 'access', msg: 'access', ...defined });
+    expect(notFound).toMatchObject({ type: 'access', msg: 'access', status: 404, code: 'ROUTE_NOT_FOUND', attempts: 0 });
+    // Undefined fields are left out rather than written as null.
+    expect(notFound).not.toHaveProperty('route');
+    expect(notFound).not.toHaveProperty('upstreamDurationMs');
+    expect(out.text().split('\n').filter(Boolean)).toHaveLength(2);
+  });
+
+  it('is written even when the diagnostic log level is above info', () => {
+    const out = memoryStream();
+    const logger = createLogger(cfg({ logLevel: 'warn' }), out.stream);
+    createAccessLog(logger, true).log(RECORD);
+    logger.info('diagnostic info stays hidden');
+    expect(out.lines().map((l) => l.msg)).toEqual(['access']);
+  });
+
+  it('is a shared no-op when disabled', () => {
+    const out = memoryStream();
+    const a = createAccessLog(createLogger(cfg(), out.stream), false);
+    const b = createAccessLog(createLogger(cfg(), out.stream), false);
+    a.log(RECORD);
+    expect(out.text()).toBe('');
+    // Decided at construction: the same empty function, no per-request flag check.
+    expect(a.log).toBe(b.log);
+    expect(a.log.length).toBe(0);
+  });
+
+  it('logs only the record fields even when handed a wider object', () => {
+    const out = memoryStream();
+    const access = createAccessLog(createLogger(cfg(), out.stream), true);
+    const wider = { ...RECORD, headers: { authorization: 'Bearer leak', cookie: 'sid=leak' }, query: '?token=leak' };
+    access.log(wider as AccessLogRecord);
+    expect(out.text()).not.toContain('leak');
+    expect(Object.keys(out.lines()[0]!)).not.toContain('headers');
+  });
+
+  it('cuts very long user agents', () => {
+    const out = memoryStream();
+    createAccessLog(createLogger(cfg(), out.stream), true).log({ ...RECORD, userAgent: 'x'.repeat(5000) });
+    expect((out.lines()[0]!.userAgent as string).length).toBe(512);
+  });
+
+  it('does not let an auth header through the logger shared with other log lines', () => {
+    const out = memoryStream();
+    const logger = createLogger(cfg(), out.stream);
+    const access = createAccessLog(logger, true);
+    logger.warn({ req: { method: 'GET', headers: { authorization: 'Bearer leak', cookie: 'sid=leak' } } }, 'rejected');
+    access.log(RECORD);
+    expect(out.text()).not.toContain('leak');
+    expect(out.lines()[0]).toMatchObject({ req: { headers: { authorization: '[REDACTED]', cookie: '[REDACTED]' } } });
+  });
+});

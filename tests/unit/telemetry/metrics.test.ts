@@ -1,0 +1,216 @@
+import { register as globalRegistry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import {
+  createMetrics,
+  type GatewayMetrics,
+  OPENMETRICS_CONTENT_TYPE,
+  PROMETHEUS_CONTENT_TYPE,
+  renderMetrics,
+  wantsOpenMetrics,
+} from '../../../src/telemetry/metrics.ts';
+
+const TRACE_ID = '0af7651916cd43dd8448eb211c80319c';
+const OM_ACCEPT = 'application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1';
+
+function metricsWithTraffic(exemplars = true): GatewayMetrics {
+  const m = createMetrics({ exemplars, version: '1.2.3' });
+  m.requestStarted('edge');
+  m.requestStarted('edge');
+  m.requestFinished('edge');
+  m.connectionOpened('edge');
+  m.recordRequest('edge', 'users', 'GET', 200, 0.004, TRACE_ID);
+  m.recordRequest('edge', 'users', 'GET', 200, 0.02, undefined);
+  m.recordRequest('edge', undefined, 'PROPFIND', 404, 0.0005, undefined);
+  m.recordBytes('users', 10, 512);
+  m.recordLocalResponse(undefined, 'ROUTE_NOT_FOUND');
+  m.upstreamStarted('users-svc');
+  m.recordAttempt('users-svc', 'http://10.0.0.5:8080', 'success', 200, 0.003, TRACE_ID);
+  m.recordAttempt('users-svc', 'http://10.0.0.5:8080', 'connect_error', undefined, 0.0001, undefined);
+  m.recordConfigReload('success');
+  m.recordWebSocketUpgrade('chat', 'success');
+  return m;
+}
+
+/** Lines of one metric family (samples only). */
+function samples(body: string, prefix: string): string[] {
+  return body.split('\n').filter((l) => l.startsWith(prefix));
+}
+
+describe('createMetrics + renderMetrics', () => {
+  it('renders Prometheus text with the contract names and labels by default', async () => {
+    const m = metricsWithTraffic();
+    const { contentType, body } = await renderMetrics(m, undefined);
+    expect(contentType).toBe(PROMETHEUS_CONTENT_TYPE);
+    expect(body).toContain('# TYPE peregrine_requests_total counter');
+    expect(body).toContain('peregrine_requests_total{listener="edge",route="users",method="GET",status="200"} 2');
+    expect(body).toContain('peregrine_requests_total{listener="edge",route="_none",method="OTHER",status="404"} 1');
+    expect(body).toContain('# TYPE peregrine_request_duration_seconds histogram');
+    expect(body).toContain(
+      'peregrine_request_duration_seconds_bucket{le="0.005",listener="edge",route="users",method="GET",status="200"} 1',
+    );
+    expect(body).toContain(
+      'peregrine_request_duration_seconds_bucket{le="+Inf",listener="edge",route="users",method="GET",status="200"} 2',
+    );
+    expect(body).toContain(
+      'peregrine_request_duration_seconds_count{listener="edge",route="users",method="GET",status="200"} 2',
+    );
+    expect(body).toContain('peregrine_requests_in_flight{listener="edge"} 1');
+    expect(body).toContain('peregrine_open_connections{listener="edge"} 1');
+    expect(body).toContain('peregrine_request_body_bytes_total{route="users"} 10');
+    expect(body).toContain('peregrine_response_body_bytes_total{route="users"} 512');
+    expect(body).toContain('peregrine_local_responses_total{route="_none",code="ROUTE_NOT_FOUND"} 1');
+    expect(body).toContain(
+      'peregrine_upstream_attempts_total{upstream="users-svc",endpoint="http://10.0.0.5:8080",outcome="success",status="200"} 1',
+    );
+    expect(body).toContain(
+      'peregrine_upstream_attempts_total{upstream="users-svc",endpoint="http://10.0.0.5:8080",outcome="connect_error",status="none"} 1',
+    );
+    expect(body).toContain(
+      'peregrine_upstream_attempt_duration_seconds_count{upstream="users-svc",endpoint="http://10.0.0.5:8080",outcome="success"} 1',
+    );
+    expect(body).toContain('peregrine_upstream_in_flight{upstream="users-svc"} 1');
+    expect(body).toContain('peregrine_config_reloads_total{outcome="success"} 1');
+    expect(body).toContain('peregrine_config_reloads_total{outcome="failure"} 0');
+    expect(body).toContain('peregrine_config_last_reload_successful 1');
+    expect(body).toMatch(/peregrine_config_last_reload_success_timestamp_seconds \d{10}/);
+    expect(body).toContain(`peregrine_build_info{version="1.2.3",node_version="${process.version}"} 1`);
+    expect(body).toContain('peregrine_websocket_upgrades_total{route="chat",outcome="success"} 1');
+    // prom-client default process metrics, prefixed.
+    expect(body).toContain('# TYPE peregrine_process_cpu_user_seconds_total counter');
+    expect(body).toContain('peregrine_process_resident_memory_bytes');
+    expect(body).toContain('peregrine_nodejs_eventloop_lag_seconds');
+    // No exemplars and no OpenMetrics terminator in the Prometheus format.
+    expect(body).not.toContain('# {');
+    expect(body).not.toContain('# EOF');
+  });
+
+  it('renders OpenMetrics with trace_id exemplars when the scraper asks for it', async () => {
+    const m = metricsWithTraffic();
+    const { contentType, body } = await renderMetrics(m, OM_ACCEPT);
+    expect(contentType).toBe(OPENMETRICS_CONTENT_TYPE);
+    expect(body.endsWith('# EOF\n')).toBe(true);
+    // OpenMetrics counter families drop the suffix; samples carry it.
+    expect(body).toContain('# TYPE peregrine_requests counter');
+    expect(body).toContain('peregrine_requests_total{listener="edge",route="users",method="GET",status="200"} 2');
+    const bucket = samples(body, 'peregrine_request_duration_seconds_bucket{le="0.005",listener="edge",route="users"');
+    expect(bucket).toHaveLength(1);
+    expect(bucket[0]).toMatch(
+      new RegExp(`^\\S+ 1 # \\{trace_id="${TRACE_ID}"\\} 0\\.004 \\d+(\\.\\d+)?$`),
+    );
+    // The unsampled request (0.02 s) left no exemplar in its bucket.
+    const unsampled = samples(body, 'peregrine_request_duration_seconds_bucket{le="0.025",listener="edge",route="users"');
+    expect(unsampled[0]).not.toContain('# {');
+    const attempt = samples(body, 'peregrine_upstream_attempt_duration_seconds_bucket{le="0.005",upstream="users-svc"');
+    expect(attempt.find((l) => l.includes('outcome="success"'))).toContain(`# {trace_id="${TRACE_ID}"} 0.003`);
+  });
+
+  it('keeps Prometheus output intact after an OpenMetrics render (prom-client renames counters in place)', async () => {
+    const m = metricsWithTraffic();
+    await renderMetrics(m, OM_ACCEPT);
+    const { contentType, body } = await renderMetrics(m, 'text/plain;version=0.0.4');
+    expect(contentType).toBe(PROMETHEUS_CONTENT_TYPE);
+    expect(body).toContain('# TYPE peregrine_requests_total counter');
+    expect(body).toContain('# HELP peregrine_config_reloads_total');
+    expect(body).toContain('# TYPE peregrine_process_cpu_user_seconds_total counter');
+    expect(body).not.toContain('# TYPE peregrine_requests counter');
+    expect(m.registry.contentType).toBe(PROMETHEUS_CONTENT_TYPE);
+  });
+
+  it('serves every concurrent scrape in the format it asked for', async () => {
+    const m = metricsWithTraffic();
+    const asks = Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? OM_ACCEPT : undefined));
+    const results = await Promise.all(asks.map((accept) => renderMetrics(m, accept)));
+    results.forEach(({ contentType, body }, i) => {
+      if (asks[i] === undefined) {
+        expect(contentType).toBe(PROMETHEUS_CONTENT_TYPE);
+        expect(body).toContain('# TYPE peregrine_requests_total counter');
+        expect(body).not.toContain('# EOF');
+        expect(body).not.toContain('# {trace_id=');
+      } else {
+        expect(contentType).toBe(OPENMETRICS_CONTENT_TYPE);
+        expect(body).toContain('# TYPE peregrine_requests counter');
+        expect(body).toContain('# {trace_id=');
+        expect(body.endsWith('# EOF\n')).toBe(true);
+      }
+    });
+  });
+
+  it('records no exemplars when they are disabled', async () => {
+    const { body } = await renderMetrics(metricsWithTraffic(false), OM_ACCEPT);
+    expect(body).not.toContain('# {');
+    expect(body).toContain('peregrine_requests_total{listener="edge",route="users",method="GET",status="200"} 2');
+  });
+
+  it('marks a rejected reload', async () => {
+    const m = metricsWithTraffic();
+    m.recordConfigReload('failure');
+    const { body } = await renderMetrics(m, undefined);
+    expect(body).toContain('peregrine_config_reloads_total{outcome="failure"} 1');
+    expect(body).toContain('peregrine_config_last_reload_successful 0');
+  });
+
+  it('treats status 0 as no upstream status and folds unknown methods', async () => {
+    const m = createMetrics({ exemplars: true, version: 'x' });
+    m.recordAttempt('u', 'e', 'reset', 0, 0.1, undefined);
+    m.recordRequest('l', 'r', 'get', 200, 0.1, undefined);
+    const { body } = await renderMetrics(m, undefined);
+    expect(body).toContain('peregrine_upstream_attempts_total{upstream="u",endpoint="e",outcome="reset",status="none"} 1');
+    expect(body).toContain('peregrine_requests_total{listener="l",route="r",method="OTHER",status="200"} 1');
+  });
+
+  it('forgets the series of a removed endpoint', async () => {
+    const m = metricsWithTraffic();
+    m.recordAttempt('users-svc', 'http://10.0.0.6:8080', 'success', 200, 0.01, undefined);
+    m.forgetEndpoint('users-svc', 'http://10.0.0.5:8080');
+    const { body } = await renderMetrics(m, undefined);
+    expect(body).not.toContain('10.0.0.5');
+    expect(body).toContain('endpoint="http://10.0.0.6:8080"');
+    // Recording again after forgetting starts a fresh series.
+    m.recordAttempt('users-svc', 'http://10.0.0.5:8080', 'success', 200, 0.01, undefined);
+    expect((await renderMetrics(m, undefined)).body).toContain(
+      'peregrine_upstream_attempts_total{upstream="users-svc",endpoint="http://10.0.0.5:8080",outcome="success",status="200"} 1',
+    );
+  });
+
+  it('uses its own registry: two instances coexist and the global registry stays empty', async () => {
+    const a = createMetrics({ exemplars: true, version: 'a' });
+    const b = createMetrics({ exemplars: false, version: 'b' });
+    a.recordRequest('edge', 'r', 'GET', 200, 0.1, undefined);
+    expect((await renderMetrics(a, undefined)).body).toContain('peregrine_requests_total{');
+    expect((await renderMetrics(b, undefined)).body).not.toContain('peregrine_requests_total{');
+    expect(await globalRegistry.metrics()).not.toContain('peregrine_');
+  });
+
+  it('exposes the JSON form through the registry as well', async () => {
+    const m = metricsWithTraffic();
+    const json = await m.registry.getMetricsAsJSON();
+    const duration = json.find((x) => x.name === 'peregrine_request_duration_seconds');
+    expect(duration?.values).toContainEqual(
+      expect.objectContaining({
+        metricName: 'peregrine_request_duration_seconds_count',
+        value: 2,
+        labels: { listener: 'edge', route: 'users', method: 'GET', status: '200' },
+      }),
+    );
+  });
+});
+
+describe('wantsOpenMetrics', () => {
+  it.each([
+    [undefined, false],
+    ['', false],
+    ['*/*', false],
+    ['text/plain;version=0.0.4', false],
+    ['application/openmetrics-text', true],
+    [OM_ACCEPT, true],
+    // Prometheus 3 default scrape protocols.
+    [
+      'application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1',
+      true,
+    ],
+    ['text/plain;q=1,application/openmetrics-text;q=0.5', false],
+    ['application/openmetrics-text;q=0', false],
+  ])('%s → %s', (accept, expected) => {
+    expect(wantsOpenMetrics(accept)).toBe(expected);
+  });
+});

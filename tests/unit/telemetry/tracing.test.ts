@@ -1,0 +1,318 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { type TelemetryConfig, TelemetrySchema } from '../../../src/config/schema.ts';
+import {
+  B3_HEADERS,
+  createTracing,
+  endClientSpan,
+  endServerSpan,
+  SPAN_ATTR,
+  serverSpanName,
+  type Tracing,
+} from '../../../src/telemetry/tracing.ts';
+import { type OtlpReceiver, startOtlpReceiver } from '../../helpers/otlp-receiver.ts';
+
+const PARENT_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
+const PARENT_SPAN = '00f067aa0ba902b7';
+const HEX32 = /^[0-9a-f]{32}$/;
+const HEX16 = /^[0-9a-f]{16}$/;
+
+function config(tracing: Record<string, unknown>): TelemetryConfig {
+  return TelemetrySchema.parse({ serviceName: 'peregrine-test', tracing });
+}
+
+let receiver: OtlpReceiver;
+const opened: Tracing[] = [];
+
+function open(cfg: TelemetryConfig, processor?: SimpleSpanProcessor): Tracing {
+  const t = createTracing(cfg, processor ? { spanProcessorForTests: processor } : undefined);
+  opened.push(t);
+  return t;
+}
+
+/** One request through the gateway: server span, one attempt, both ended. */
+function oneRequest(t: Tracing, headers: IncomingHttpHeaders = {}): { server: string; client: string; traceId: string; outbound: Record<string, string | string[]> } {
+  const server = t.startServerSpan('GET', { host: 'api.example.com:8080', 'user-agent': 'test/1', ...headers }, {
+    [SPAN_ATTR.URL_SCHEME]: 'http',
+    [SPAN_ATTR.CLIENT_ADDRESS]: '10.0.0.1',
+  });
+  server.updateName(serverSpanName('GET', 'users'));
+  server.setAttribute(SPAN_ATTR.HTTP_ROUTE, 'users');
+  const client = t.startClientSpan(server, 'GET users-svc', {
+    [SPAN_ATTR.HTTP_REQUEST_METHOD]: 'GET',
+    [SPAN_ATTR.SERVER_ADDRESS]: '10.0.0.5',
+    [SPAN_ATTR.SERVER_PORT]: 8080,
+    [SPAN_ATTR.URL_FULL]: 'http://10.0.0.5:8080/users/1',
+    [SPAN_ATTR.UPSTREAM]: 'users-svc',
+    [SPAN_ATTR.ENDPOINT]: 'http://10.0.0.5:8080',
+    [SPAN_ATTR.ATTEMPT]: 1,
+  });
+  const outbound: Record<string, string | string[]> = { traceparent: 'client-sent', accept: '*/*' };
+  t.inject(client, outbound);
+  endClientSpan(client, 200, undefined);
+  endServerSpan(server, 200, undefined);
+  return {
+    server: t.traceIds(server).spanId,
+    client: t.traceIds(client).spanId,
+    traceId: t.traceIds(server).traceId,
+    outbound,
+  };
+}
+
+beforeEach(async () => {
+  // Ambient OTEL_* variables would change what these tests see.
+  for (const name of [
+    'OTEL_EXPORTER_OTLP_ENDPOINT',
+    'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
+    'OTEL_TRACES_SAMPLER',
+    'OTEL_TRACES_SAMPLER_ARG',
+    'OTEL_SDK_DISABLED',
+    'OTEL_SERVICE_NAME',
+    'OTEL_EXPORTER_OTLP_TIMEOUT',
+  ]) {
+    vi.stubEnv(name, '');
+  }
+  receiver = await startOtlpReceiver();
+});
+
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((t) => t.shutdown()));
+  await receiver.close();
+  vi.unstubAllEnvs();
+});
+
+describe('createTracing with the OTLP exporter', () => {
+  it('exports the server span and its client span as OTLP/JSON', async () => {
+    const t = open(config({ exporter: 'otlp', endpoint: receiver.url, sampleRatio: 1 }));
+    const ids = oneRequest(t);
+    await t.shutdown();
+    const spans = await receiver.waitForSpans(2);
+    expect(receiver.contentTypes().every((c) => c.startsWith('application/json'))).toBe(true);
+
+    const server = spans.find((s) => s.kind === 'server')!;
+    const client = spans.find((s) => s.kind === 'client')!;
+    expect(server.spanId).toBe(ids.server);
+    expect(server.traceId).toBe(ids.traceId);
+    expect(server.parentSpanId).toBeUndefined();
+    expect(server.name).toBe('GET users');
+    expect(server.attributes).toMatchObject({
+      'http.request.method': 'GET',
+      'url.scheme': 'http',
+      'client.address': '10.0.0.1',
+      'server.address': 'api.example.com',
+      'user_agent.original': 'test/1',
+      'http.route': 'users',
+      'http.response.status_code': 200,
+    });
+    expect(server.resource['service.name']).toBe('peregrine-test');
+
+    expect(client.parentSpanId).toBe(server.spanId);
+    expect(client.traceId).toBe(server.traceId);
+    expect(client.spanId).toBe(ids.client);
+    expect(client.name).toBe('GET users-svc');
+    expect(client.attributes).toMatchObject({
+      'http.request.method': 'GET',
+      'server.address': '10.0.0.5',
+      'server.port': 8080,
+      'url.full': 'http://10.0.0.5:8080/users/1',
+      'http.response.status_code': 200,
+      'peregrine.upstream': 'users-svc',
+      'peregrine.endpoint': 'http://10.0.0.5:8080',
+      'peregrine.attempt': 1,
+    });
+  });
+
+  it('continues an inbound W3C trace and forwards its tracestate', async () => {
+    const t = open(config({ exporter: 'otlp', endpoint: receiver.url, sampleRatio: 0 }));
+    const ids = oneRequest(t, {
+      traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01`,
+      tracestate: 'vendor=abc',
+    });
+    expect(ids.traceId).toBe(PARENT_TRACE);
+    expect(ids.outbound.tracestate).toBe('vendor=abc');
+    await t.shutdown();
+    // Sampled parent: exported although the root ratio is 0.
+    const spans = await receiver.waitForSpans(2);
+    const server = spans.find((s) => s.kind === 'server')!;
+    expect(server.traceId).toBe(PARENT_TRACE);
+    expect(server.parentSpanId).toBe(PARENT_SPAN);
+    expect(server.traceState).toBe('vendor=abc');
+  });
+
+  it.each([
+    ['b3 single header', { b3: `${PARENT_TRACE}-${PARENT_SPAN}-1` }],
+    ['b3 multi header', { 'x-b3-traceid': PARENT_TRACE, 'x-b3-spanid': PARENT_SPAN, 'x-b3-sampled': '1' }],
+  ])('accepts %s as the parent', async (_, headers) => {
+    const t = open(config({ exporter: 'otlp', endpoint: receiver.url, sampleRatio: 0 }));
+    const ids = oneRequest(t, headers);
+    expect(ids.traceId).toBe(PARENT_TRACE);
+    // W3C only goes out.
+    expect(ids.outbound.traceparent).toBe(`00-${PARENT_TRACE}-${ids.client}-01`);
+    expect(Object.keys(ids.outbound).some((h) => B3_HEADERS.has(h))).toBe(false);
+    await t.shutdown();
+    const server = (await receiver.waitForSpans(2)).find((s) => s.kind === 'server')!;
+    expect(server.parentSpanId).toBe(PARENT_SPAN);
+  });
+
+  it('prefers a valid traceparent over B3 and falls back to B3 when traceparent is invalid', () => {
+    const t = open(config({ exporter: 'none' }));
+    const other = 'a'.repeat(32);
+    const both = t.startServerSpan('GET', { traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01`, b3: `${other}-${PARENT_SPAN}-1` }, {});
+    expect(t.traceIds(both).traceId).toBe(PARENT_TRACE);
+    const broken = t.startServerSpan('GET', { traceparent: 'garbage', b3: `${other}-${PARENT_SPAN}-1` }, {});
+    expect(t.traceIds(broken).traceId).toBe(other);
+  });
+
+  it('injects a traceparent naming the client span, replacing what the client sent', () => {
+    const t = open(config({ exporter: 'otlp', endpoint: receiver.url, sampleRatio: 1 }));
+    const ids = oneRequest(t, { traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01`, tracestate: 'x=1' });
+    expect(ids.outbound.traceparent).toBe(`00-${PARENT_TRACE}-${ids.client}-01`);
+    expect(ids.outbound.accept).toBe('*/*');
+    // A fresh root trace carries no tracestate: a stale one from the client is dropped.
+    const root = open(config({ exporter: 'none', sampleRatio: 1 }));
+    const span = root.startServerSpan('GET', {}, {});
+    const headers: Record<string, string | string[]> = { tracestate: 'stale=1' };
+    root.inject(span, headers);
+    expect(headers.tracestate).toBeUndefined();
+    expect(headers.traceparent).toBe(`00-${root.traceIds(span).traceId}-${root.traceIds(span).spanId}-01`);
+  });
+
+  it('at sampleRatio 0 without a sampled parent exports nothing but still hands out trace ids', async () => {
+    const t = open(config({ exporter: 'otlp', endpoint: receiver.url, sampleRatio: 0 }));
+    const server = t.startServerSpan('GET', {}, {});
+    const ids = t.traceIds(server);
+    expect(ids.traceId).toMatch(HEX32);
+    expect(ids.traceId).not.toBe('0'.repeat(32));
+    expect(ids.spanId).toMatch(HEX16);
+    expect(ids.sampled).toBe(false);
+    expect(server.isRecording()).toBe(false);
+    const client = t.startClientSpan(server, 'GET up', {});
+    expect(t.traceIds(client).traceId).toBe(ids.traceId);
+    const headers: Record<string, string | string[]> = {};
+    t.inject(client, headers);
+    expect(headers.traceparent).toBe(`00-${ids.traceId}-${t.traceIds(client).spanId}-00`);
+    client.end();
+    server.end();
+    await t.shutdown();
+    expect(receiver.spans()).toHaveLength(0);
+  });
+
+  it('shutdown() is idempotent and survives an unreachable collector', async () => {
+    vi.stubEnv('OTEL_EXPORTER_OTLP_TIMEOUT', '300');
+    const t = open(config({ exporter: 'otlp', endpoint: 'http://127.0.0.1:9', sampleRatio: 1 }));
+    oneRequest(t);
+    const first = t.shutdown();
+    expect(t.shutdown()).toBe(first);
+    await expect(first).resolves.toBeUndefined();
+    await expect(t.shutdown()).resolves.toBeUndefined();
+  });
+
+  it('lets OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_TRACES_SAMPLER_ARG override the config', async () => {
+    vi.stubEnv('OTEL_EXPORTER_OTLP_ENDPOINT', receiver.url);
+    vi.stubEnv('OTEL_TRACES_SAMPLER_ARG', '1');
+    const t = open(config({ exporter: 'otlp', endpoint: 'http://127.0.0.1:9', sampleRatio: 0 }));
+    oneRequest(t);
+    await t.shutdown();
+    expect(await receiver.waitForSpans(2)).toHaveLength(2);
+  });
+
+  it('keeps instances independent and registers nothing globally', async () => {
+    const other = await startOtlpReceiver();
+    try {
+      const a = open(config({ exporter: 'otlp', endpoint: receiver.url, sampleRatio: 1 }));
+      const b = open(config({ exporter: 'otlp', endpoint: other.url, sampleRatio: 1 }));
+      const fromA = oneRequest(a);
+      const fromB = oneRequest(b);
+      await Promise.all([a.shutdown(), b.shutdown()]);
+      expect((await receiver.waitForSpans(2)).map((s) => s.traceId)).toEqual([fromA.traceId, fromA.traceId]);
+      expect((await other.waitForSpans(2)).map((s) => s.traceId)).toEqual([fromB.traceId, fromB.traceId]);
+      // The global API still has no SDK behind it.
+      expect(trace.getTracer('probe').startSpan('probe').isRecording()).toBe(false);
+    } finally {
+      await other.close();
+    }
+  });
+});
+
+describe('createTracing without an exporter', () => {
+  it('hands out real ids in non-recording spans and keeps the parent sampled flag', () => {
+    const t = open(config({ exporter: 'none', sampleRatio: 0 }));
+    const root = t.startServerSpan('GET', {}, {});
+    expect(root.isRecording()).toBe(false);
+    expect(t.traceIds(root).traceId).toMatch(HEX32);
+    expect(t.traceIds(root).sampled).toBe(false);
+
+    const child = t.startServerSpan('GET', { traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01` }, {});
+    expect(child.isRecording()).toBe(false);
+    expect(t.traceIds(child)).toMatchObject({ traceId: PARENT_TRACE, sampled: true });
+    const attempt = t.startClientSpan(child, 'GET up', {});
+    const headers: Record<string, string | string[]> = {};
+    t.inject(attempt, headers);
+    expect(headers.traceparent).toBe(`00-${PARENT_TRACE}-${t.traceIds(attempt).spanId}-01`);
+    expect(t.traceIds(attempt).spanId).not.toBe(t.traceIds(child).spanId);
+  });
+
+  it('records into a test span processor when one is given', async () => {
+    const exporter = new InMemorySpanExporter();
+    const processor = new SimpleSpanProcessor(exporter);
+    const t = open(config({ exporter: 'none', sampleRatio: 1 }), processor);
+    const ids = oneRequest(t);
+    // SimpleSpanProcessor exports once the resource's async attributes (host id) settle.
+    await processor.forceFlush();
+    const spans = exporter.getFinishedSpans();
+    expect(spans.map((s) => s.kind).sort()).toEqual([SpanKind.SERVER, SpanKind.CLIENT].sort());
+    const client = spans.find((s) => s.kind === SpanKind.CLIENT)!;
+    expect(client.parentSpanContext?.spanId).toBe(ids.server);
+    expect(client.resource.attributes['service.name']).toBe('peregrine-test');
+  });
+});
+
+describe('span helpers', () => {
+  function recorded() {
+    const exporter = new InMemorySpanExporter();
+    const processor = new SimpleSpanProcessor(exporter);
+    const t = open(config({ exporter: 'none', sampleRatio: 1 }), processor);
+    const finished = async () => {
+      await processor.forceFlush();
+      return exporter.getFinishedSpans();
+    };
+    return { t, finished };
+  }
+
+  it('marks server spans as errors for 5xx and local failures only', async () => {
+    const { t, finished } = recorded();
+    endServerSpan(t.startServerSpan('GET', {}, {}), 404, undefined);
+    endServerSpan(t.startServerSpan('GET', {}, {}), 503, 'NO_HEALTHY_ENDPOINT');
+    const [notFound, unavailable] = await finished();
+    expect(notFound!.status.code).toBe(SpanStatusCode.UNSET);
+    expect(notFound!.attributes['error.type']).toBeUndefined();
+    expect(unavailable!.status.code).toBe(SpanStatusCode.ERROR);
+    expect(unavailable!.attributes).toMatchObject({ 'error.type': 'NO_HEALTHY_ENDPOINT', 'http.response.status_code': 503 });
+  });
+
+  it('marks client spans as errors for >= 400 and for failures without a status', async () => {
+    const { t, finished } = recorded();
+    const server = t.startServerSpan('GET', {}, {});
+    endClientSpan(t.startClientSpan(server, 'a', {}), 404, undefined);
+    endClientSpan(t.startClientSpan(server, 'b', {}), undefined, 'connect_error');
+    const [notFound, refused] = await finished();
+    expect(notFound!.attributes).toMatchObject({ 'error.type': '404', 'http.response.status_code': 404 });
+    expect(refused!.attributes['http.response.status_code']).toBeUndefined();
+    expect(refused!.attributes['error.type']).toBe('connect_error');
+    expect(refused!.status.code).toBe(SpanStatusCode.ERROR);
+  });
+
+  it('names spans after the method and route, folding unknown methods', async () => {
+    expect(serverSpanName('GET')).toBe('GET');
+    expect(serverSpanName('POST', 'orders')).toBe('POST orders');
+    expect(serverSpanName('PROPFIND', 'dav')).toBe('HTTP dav');
+    const { t, finished } = recorded();
+    t.startServerSpan('PROPFIND', {}, {}).end();
+    expect((await finished())[0]!.attributes).toMatchObject({
+      'http.request.method': '_OTHER',
+      'http.request.method_original': 'PROPFIND',
+    });
+  });
+});
