@@ -5,8 +5,8 @@
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { DestinationStream } from 'pino';
 import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import type { DestinationStream } from 'pino';
 import { createAdminApp } from './admin/app.ts';
 import type { Config } from './config/schema.ts';
 import { watchConfigFile } from './config/watch.ts';
@@ -75,7 +75,9 @@ export class Gateway implements DataplaneHost {
     gw.#ready = true;
     gw.telemetry.logger.info(
       {
-        listeners: Object.fromEntries([...gw.#listenerAddresses].map(([n, a]) => [n, `${a.address}:${a.port}`])),
+        listeners: Object.fromEntries(
+          [...gw.#listenerAddresses].map(([n, a]) => [n, `${a.address}:${a.port}`]),
+        ),
         admin: gw.#adminAddress ? `${gw.#adminAddress.address}:${gw.#adminAddress.port}` : undefined,
         version: VERSION,
       },
@@ -169,7 +171,8 @@ export class Gateway implements DataplaneHost {
         }),
       ]);
       clearTimeout(timer);
-      if (!drained) log.warn({ inFlight: this.#inFlight }, 'drain timeout reached; closing remaining connections');
+      if (!drained)
+        log.warn({ inFlight: this.#inFlight }, 'drain timeout reached; closing remaining connections');
     }
     for (const l of this.listeners) l.destroyConnections();
     await this.store.destroy();

@@ -5,7 +5,7 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { redactConfig } from '../config/loader.ts';
 import type { ConfigStore } from '../control/config-store.ts';
-import { renderMetrics, type GatewayMetrics } from '../telemetry/metrics.ts';
+import { type GatewayMetrics, renderMetrics } from '../telemetry/metrics.ts';
 
 export interface AdminSource {
   readonly store: ConfigStore;
@@ -99,12 +99,23 @@ export function createAdminApp(src: AdminSource): Express {
     res
       .status(500)
       .type('application/problem+json')
-      .json({ title: 'Admin API error', status: 500, detail: err instanceof Error ? err.message : String(err) });
+      .json({
+        title: 'Admin API error',
+        status: 500,
+        detail: err instanceof Error ? err.message : String(err),
+      });
   });
   return app;
 }
 
-function poolStats(stats: { connected: number; free: number; pending: number; queued: number; running: number; size: number }) {
+function poolStats(stats: {
+  connected: number;
+  free: number;
+  pending: number;
+  queued: number;
+  running: number;
+  size: number;
+}) {
   return {
     connected: stats.connected,
     free: stats.free,

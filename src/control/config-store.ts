@@ -37,14 +37,20 @@ export class ConfigStore {
   readonly #metrics: GatewayMetrics;
   readonly #env: NodeJS.ProcessEnv;
 
-  constructor(config: Config, opts: { file?: string; logger: Logger; metrics: GatewayMetrics; env?: NodeJS.ProcessEnv }) {
+  constructor(
+    config: Config,
+    opts: { file?: string; logger: Logger; metrics: GatewayMetrics; env?: NodeJS.ProcessEnv },
+  ) {
     this.file = opts.file;
     this.initial = config;
     this.#effective = config;
     this.#logger = opts.logger;
     this.#metrics = opts.metrics;
     this.#env = opts.env ?? process.env;
-    this.#current = compileSnapshot({ upstreams: config.upstreams, routes: config.routes }, this.#version).snapshot;
+    this.#current = compileSnapshot(
+      { upstreams: config.upstreams, routes: config.routes },
+      this.#version,
+    ).snapshot;
     this.#lastSuccessAt = new Date().toISOString();
     this.#metrics.recordConfigReload('success');
   }
@@ -87,7 +93,9 @@ export class ConfigStore {
 
   async #reloadOnce(trigger: string): Promise<ReloadResult> {
     if (!this.file) {
-      return this.#fail(trigger, [{ file: '(none)', path: '', message: 'gateway was started without a config file' }]);
+      return this.#fail(trigger, [
+        { file: '(none)', path: '', message: 'gateway was started without a config file' },
+      ]);
     }
     let next: Config;
     try {
@@ -116,7 +124,9 @@ export class ConfigStore {
       try {
         compiled = compileSnapshot(dynamic, this.#version + 1, this.#current);
       } catch (err) {
-        return this.#fail(trigger, [{ file: this.file ?? '(none)', path: '', message: `compile failed: ${String(err)}` }]);
+        return this.#fail(trigger, [
+          { file: this.file ?? '(none)', path: '', message: `compile failed: ${String(err)}` },
+        ]);
       }
       this.#version++;
       this.#current = compiled.snapshot;
@@ -136,7 +146,10 @@ export class ConfigStore {
     this.#lastFailure = failure;
     this.#metrics.recordConfigReload('failure');
     this.#logger.error(
-      { trigger, issues: issues.map((i) => `${i.file}${i.line ? `:${i.line}` : ''} ${i.path}: ${i.message}`) },
+      {
+        trigger,
+        issues: issues.map((i) => `${i.file}${i.line ? `:${i.line}` : ''} ${i.path}: ${i.message}`),
+      },
       'configuration reload rejected; the last good configuration keeps serving',
     );
     return { ok: false, failure };

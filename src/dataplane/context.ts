@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Span } from '@opentelemetry/api';
 import type { Snapshot } from '../control/snapshot.ts';
 import type { ErrorCode } from '../errors.ts';
+import type { ResponseForwarder } from './forward/forwarder.ts';
 import type { Pipeline } from './pipeline.ts';
 import type { CompiledRoute } from './routing/route-table.ts';
 import type { Cluster } from './upstream/cluster.ts';
@@ -44,8 +45,8 @@ export class RequestContext {
   code: ErrorCode | undefined = undefined;
   /** Set once the upstream exchange is over (success or failure). */
   upstreamDone = false;
-  /** Abort the in-flight upstream attempt; set by the forwarder while one runs. */
-  abortUpstream: ((reason: Error) => void) | undefined = undefined;
+  /** The in-flight upstream attempt, while one runs. */
+  forwarder: ResponseForwarder | undefined = undefined;
   totalTimer: NodeJS.Timeout | undefined = undefined;
   decisions: Decision[] | undefined = undefined;
   finished = false;
@@ -59,6 +60,7 @@ export class RequestContext {
   }
 
   decide(stage: string, detail: string): void {
-    (this.decisions ??= []).push({ stage, detail });
+    if (this.decisions === undefined) this.decisions = [{ stage, detail }];
+    else this.decisions.push({ stage, detail });
   }
 }

@@ -43,7 +43,8 @@ export interface ListenerInfo {
 const kContext = Symbol('peregrine.context');
 type ResponseWithContext = ServerResponse & { [kContext]?: RequestContext };
 
-const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+/** A client-supplied request id is kept only when it is this tame; otherwise a UUID replaces it. */
+export const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 const NO_ROUTE = '_none';
 
 function requestIdOf(req: IncomingMessage): string {
@@ -65,7 +66,7 @@ function onResponseClose(this: ResponseWithContext): void {
 
 function onTotalTimeout(ctx: RequestContext): void {
   ctx.totalTimer = undefined;
-  ctx.abortUpstream?.(new GatewayError('UPSTREAM_TIMEOUT', 'total request timeout exceeded'));
+  ctx.forwarder?.abort(new GatewayError('UPSTREAM_TIMEOUT', 'total request timeout exceeded'));
 }
 
 export class Pipeline implements AttemptObserver {
@@ -120,6 +121,8 @@ export class Pipeline implements AttemptObserver {
     if (!match) throw new GatewayError('ROUTE_NOT_FOUND');
     const route = match.route;
     ctx.route = route;
+    // The decision log is built for sampled requests only: it is read from their spans.
+    if (ctx.sampled) ctx.decide('route', `${route.name} (priority ${route.priority})`);
     ctx.span?.updateName(`${method} ${route.name}`);
     ctx.span?.setAttribute('http.route', route.name);
 
@@ -138,6 +141,8 @@ export class Pipeline implements AttemptObserver {
     if (!endpoint) throw new GatewayError('NO_HEALTHY_ENDPOINT', `upstream ${cluster.name} has no endpoints`);
     ctx.endpoint = endpoint;
     ctx.attempts++;
+    if (ctx.sampled)
+      ctx.decide('endpoint', `${endpoint.id} by ${cluster.balancer.kind}, attempt ${ctx.attempts}`);
 
     const { req } = ctx;
     const peer = ctx.clientAddress;
@@ -166,7 +171,7 @@ export class Pipeline implements AttemptObserver {
     }
 
     const forwarder = new ResponseForwarder(ctx, endpoint, this, span, this.host);
-    ctx.abortUpstream = forwarder.abort.bind(forwarder);
+    ctx.forwarder = forwarder;
     endpoint.inFlight++;
     cluster.inFlight++;
     this.telemetry.metrics.upstreamStarted(cluster.name);
@@ -179,6 +184,7 @@ export class Pipeline implements AttemptObserver {
       headers,
       body,
     };
+    forwarder.startResponseTimer(cluster.config.timeouts.response);
     endpoint.pool.dispatch(opts, forwarder);
   }
 
@@ -210,14 +216,14 @@ export class Pipeline implements AttemptObserver {
   }
 
   upstreamCompleted(ctx: RequestContext): void {
-    ctx.abortUpstream = undefined;
+    ctx.forwarder = undefined;
     if (ctx.totalTimer) clearTimeout(ctx.totalTimer);
     ctx.totalTimer = undefined;
     if (!ctx.res.destroyed) ctx.res.end();
   }
 
   upstreamFailed(ctx: RequestContext, error: GatewayError): void {
-    ctx.abortUpstream = undefined;
+    ctx.forwarder = undefined;
     if (ctx.totalTimer) clearTimeout(ctx.totalTimer);
     ctx.totalTimer = undefined;
     if (error.code === 'CLIENT_CLOSED') {
@@ -234,7 +240,8 @@ export class Pipeline implements AttemptObserver {
   respondWithError(ctx: RequestContext, error: GatewayError): void {
     ctx.code = error.code;
     const { res } = ctx;
-    if (ctx.span && error.status >= 500) ctx.span.setStatus({ code: SpanStatusCode.ERROR, message: error.code });
+    if (ctx.span && error.status >= 500)
+      ctx.span.setStatus({ code: SpanStatusCode.ERROR, message: error.code });
     if (res.headersSent) {
       res.destroy(error);
       return;
@@ -254,7 +261,7 @@ export class Pipeline implements AttemptObserver {
     if (!res.writableFinished) {
       // The connection closed before the response completed: the client went away, or we cut it.
       ctx.code ??= 'CLIENT_CLOSED';
-      if (!ctx.upstreamDone && ctx.abortUpstream) ctx.abortUpstream(new GatewayError('CLIENT_CLOSED'));
+      if (!ctx.upstreamDone) ctx.forwarder?.abort(new GatewayError('CLIENT_CLOSED'));
       if (ctx.totalTimer) clearTimeout(ctx.totalTimer);
     }
     const status = res.writableFinished || res.headersSent ? res.statusCode : 499;
@@ -272,13 +279,15 @@ export class Pipeline implements AttemptObserver {
       ctx.sampled ? ctx.traceId : undefined,
     );
     metrics.recordBytes(routeName, ctx.requestBytes, ctx.responseBytes);
-    if (ctx.code && ctx.code !== 'CLIENT_CLOSED' && !ctx.upstreamStatus) metrics.recordLocalResponse(routeName, ctx.code);
+    if (ctx.code && ctx.code !== 'CLIENT_CLOSED' && !ctx.upstreamStatus)
+      metrics.recordLocalResponse(routeName, ctx.code);
     const span = ctx.span;
     if (span) {
       span.setAttribute('http.response.status_code', status);
       span.setAttribute('url.path', ctx.path);
       if (ctx.code) span.setAttribute('error.type', ctx.code);
       if (ctx.decisions) span.setAttribute('peregrine.decisions', ctx.decisions.map(formatDecision));
+      if (ctx.sampled) span.setAttribute('peregrine.request_id', ctx.requestId);
       span.end();
     }
     this.telemetry.accessLog.log({

@@ -13,7 +13,12 @@ import pino, { type DestinationStream, type Logger } from 'pino';
 import type { TelemetryConfig } from '../config/schema.ts';
 
 /** Header names whose values never reach a log line. */
-export const SECRET_HEADERS: readonly string[] = ['authorization', 'proxy-authorization', 'cookie', 'set-cookie'];
+export const SECRET_HEADERS: readonly string[] = [
+  'authorization',
+  'proxy-authorization',
+  'cookie',
+  'set-cookie',
+];
 
 export const REDACTED = '[REDACTED]';
 
@@ -44,13 +49,58 @@ export function createLogger(cfg: TelemetryConfig, destination?: DestinationStre
   );
 }
 
-/** Write out what the destination still buffers (async stdout). Resolves even if flushing fails. */
-export function flushLogger(logger: Logger): Promise<void> {
-  return new Promise((resolve) => {
-    try {
-      logger.flush(() => resolve());
-    } catch {
-      resolve();
-    }
-  });
+/** The parts of a SonicBoom (pino.destination) that flushing needs. */
+interface SonicBoomLike {
+  flushSync(): void;
+  once(event: 'write' | 'error', listener: () => void): unknown;
+  removeListener(event: 'write' | 'error', listener: () => void): unknown;
+  /** Internal: an asynchronous fs.write is in flight. */
+  _writing?: boolean;
+}
+
+function isSonicBoom(stream: unknown): stream is SonicBoomLike {
+  return typeof (stream as SonicBoomLike | undefined)?.flushSync === 'function';
+}
+
+/** How long flushLogger waits for an in-flight asynchronous write before writing the rest anyway. */
+const FLUSH_WAIT_MS = 1000;
+
+/**
+ * Write out everything the destination still holds; call before process.exit(). For the default
+ * asynchronous stdout destination, `logger.flush()` returns at once (SonicBoom with minLength 0)
+ * and `flushSync()` skips a write that is in flight (which process.exit would then lose), so this
+ * waits for that write to land and then writes the queue synchronously. Never rejects.
+ */
+export async function flushLogger(logger: Logger): Promise<void> {
+  const stream: unknown = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
+  if (!isSonicBoom(stream)) {
+    await new Promise<void>((resolve) => {
+      try {
+        logger.flush(() => resolve());
+      } catch {
+        resolve();
+      }
+    });
+    return;
+  }
+  const boom = stream;
+  const deadline = Date.now() + FLUSH_WAIT_MS;
+  while (boom._writing === true && Date.now() < deadline) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(settle, deadline - Date.now());
+      function settle(): void {
+        clearTimeout(timer);
+        boom.removeListener('write', settle);
+        boom.removeListener('error', settle);
+        resolve();
+      }
+      boom.once('write', settle);
+      boom.once('error', settle);
+    });
+  }
+  try {
+    boom.flushSync();
+  } catch {
+    // Not open yet, or already destroyed: nothing more can be written.
+  }
 }

@@ -152,7 +152,12 @@ type ByMethod = (Map<number, RequestSeries> | undefined)[];
 type ByOutcome = (AttemptSeries | undefined)[];
 
 /** The single-label series for `value`, created on first use. */
-function seriesOf(map: Map<string, ScalarCell>, metric: CellMetric, label: string, value: string): ScalarCell {
+function seriesOf(
+  map: Map<string, ScalarCell>,
+  metric: CellMetric,
+  label: string,
+  value: string,
+): ScalarCell {
   let cell = map.get(value);
   if (cell === undefined) {
     cell = metric.cell({ [label]: value });

@@ -19,22 +19,27 @@
  * receive a traceparent that keeps the caller's sampled flag, but spans are non-recording and
  * cost little more than two random ids.
  */
+import { randomFillSync } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import {
   type Attributes,
   type Context,
-  isSpanContextValid,
   ROOT_CONTEXT,
   type Span,
   type SpanContext,
   SpanKind,
-  type SpanOptions,
   SpanStatusCode,
   type TextMapGetter,
   TraceFlags,
+  type Tracer,
   trace,
 } from '@opentelemetry/api';
-import { getBooleanFromEnv, getNumberFromEnv, getStringFromEnv, W3CTraceContextPropagator } from '@opentelemetry/core';
+import {
+  getBooleanFromEnv,
+  getNumberFromEnv,
+  getStringFromEnv,
+  W3CTraceContextPropagator,
+} from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { B3Propagator } from '@opentelemetry/propagator-b3';
 import {
@@ -49,8 +54,8 @@ import {
   BasicTracerProvider,
   BatchSpanProcessor,
   ConsoleSpanExporter,
+  type IdGenerator,
   ParentBasedSampler,
-  RandomIdGenerator,
   type Sampler,
   SamplingDecision,
   type SpanExporter,
@@ -162,7 +167,12 @@ export function endClientSpan(span: Span, status: number | undefined, errorType:
   endSpan(span, status, errorType, status !== undefined && status >= 400);
 }
 
-function endSpan(span: Span, status: number | undefined, errorType: string | undefined, badStatus: boolean): void {
+function endSpan(
+  span: Span,
+  status: number | undefined,
+  errorType: string | undefined,
+  badStatus: boolean,
+): void {
   if (span.isRecording()) {
     if (status !== undefined && status > 0) span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status);
     if (errorType !== undefined || badStatus) {
@@ -174,48 +184,102 @@ function endSpan(span: Span, status: number | undefined, errorType: string | und
   span.end();
 }
 
-interface SpanStarter {
-  startSpan(name: string, options: SpanOptions, context: Context): Span;
+const ID_POOL_BYTES = 4096;
+const INVALID_TRACE_ID = '0'.repeat(32);
+const INVALID_SPAN_ID = '0'.repeat(16);
+
+/**
+ * Trace and span ids hex-encoded from a pool filled by the CSPRNG: about half the cost of the
+ * SDK's Math.random-based RandomIdGenerator (three ids per proxied request; bench/micro/tracing.ts).
+ */
+class PooledIdGenerator implements IdGenerator {
+  private readonly pool = Buffer.allocUnsafe(ID_POOL_BYTES);
+  private offset = ID_POOL_BYTES;
+
+  private next(bytes: number): string {
+    if (this.offset + bytes > ID_POOL_BYTES) {
+      randomFillSync(this.pool);
+      this.offset = 0;
+    }
+    const id = this.pool.toString('hex', this.offset, this.offset + bytes);
+    this.offset += bytes;
+    return id;
+  }
+
+  generateTraceId(): string {
+    let id = this.next(16);
+    while (id === INVALID_TRACE_ID) id = this.next(16);
+    return id;
+  }
+
+  generateSpanId(): string {
+    let id = this.next(8);
+    while (id === INVALID_SPAN_ID) id = this.next(8);
+    return id;
+  }
 }
 
 /**
- * exporter 'none': ids and the sampling decision, no recording. The sampled flag still follows
- * the parent (and the ratio for root spans) so upstream services see the same decision they
- * would behind an exporting gateway.
+ * Creates the spans. Unsampled spans never reach the SDK when the sampler is ours,
+ * ParentBased(TraceIdRatioBased): a child of an unsampled parent is then unsampled whatever the
+ * ratio, so it is built here as a NonRecordingSpan (new span id, the parent's trace id, flags and
+ * tracestate), exactly what the SDK would return, without its context and attribute copying.
+ * Without an SDK (exporter 'none') roots are decided by the ratio sampler here too: upstream
+ * services then see the sampled flag they would see behind an exporting gateway.
  */
-class PropagationOnlyTracer implements SpanStarter {
-  private readonly sampler: Sampler;
-  private readonly ids = new RandomIdGenerator();
+class SpanStarter {
+  private readonly tracer: Tracer | undefined;
+  /** The sampler is ParentBased(root): unsampled parents mean unsampled children. */
+  private readonly parentBased: boolean;
+  private readonly root: Sampler;
+  private readonly ids: IdGenerator;
 
-  constructor(sampler: Sampler) {
-    this.sampler = sampler;
+  constructor(tracer: Tracer | undefined, parentBased: boolean, root: Sampler, ids: IdGenerator) {
+    this.tracer = tracer;
+    this.parentBased = parentBased || tracer === undefined;
+    this.root = root;
+    this.ids = ids;
   }
 
-  startSpan(name: string, options: SpanOptions, context: Context): Span {
+  /** `context` holds the extracted remote parent, if any (validated by the propagators). */
+  startServer(name: string, attributes: Attributes, context: Context): Span {
     const parent = trace.getSpanContext(context);
-    let traceId: string;
-    let traceState: SpanContext['traceState'];
-    if (parent !== undefined && isSpanContextValid(parent)) {
-      traceId = parent.traceId;
-      traceState = parent.traceState;
-    } else {
-      traceId = this.ids.generateTraceId();
+    if (parent !== undefined && (this.tracer === undefined || (this.parentBased && !isSampled(parent)))) {
+      return this.child(parent);
     }
-    const { decision } = this.sampler.shouldSample(
-      context,
-      traceId,
-      name,
-      options.kind ?? SpanKind.INTERNAL,
-      options.attributes ?? {},
-      [],
-    );
+    if (this.tracer !== undefined)
+      return this.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, context);
+    const traceId = this.ids.generateTraceId();
+    const { decision } = this.root.shouldSample(context, traceId, name, SpanKind.SERVER, attributes, []);
     return trace.wrapSpanContext({
       traceId,
       spanId: this.ids.generateSpanId(),
       traceFlags: decision === SamplingDecision.RECORD_AND_SAMPLED ? TraceFlags.SAMPLED : TraceFlags.NONE,
-      traceState,
     });
   }
+
+  startClient(parent: Span, name: string, attributes: Attributes): Span {
+    const sc = parent.spanContext();
+    if (this.tracer === undefined || (this.parentBased && !isSampled(sc))) return this.child(sc);
+    return this.tracer.startSpan(
+      name,
+      { kind: SpanKind.CLIENT, attributes },
+      trace.setSpan(ROOT_CONTEXT, parent),
+    );
+  }
+
+  private child(parent: SpanContext): Span {
+    return trace.wrapSpanContext({
+      traceId: parent.traceId,
+      spanId: this.ids.generateSpanId(),
+      traceFlags: parent.traceFlags & TraceFlags.SAMPLED,
+      traceState: parent.traceState,
+    });
+  }
+}
+
+function isSampled(sc: SpanContext): boolean {
+  return (sc.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED;
 }
 
 const headerGetter: TextMapGetter<IncomingHttpHeaders> = {
@@ -248,11 +312,7 @@ class GatewayTracing implements Tracing {
   }
 
   startServerSpan(method: string, headers: IncomingHttpHeaders, attributes: Attributes): Span {
-    const span = this.tracer.startSpan(
-      serverSpanName(method),
-      { kind: SpanKind.SERVER, attributes },
-      this.extract(headers),
-    );
+    const span = this.tracer.startServer(serverSpanName(method), attributes, this.extract(headers));
     // Attributes derived from headers are only worth computing for spans that get exported.
     if (span.isRecording()) {
       const m = spanMethod(method);
@@ -273,19 +333,16 @@ class GatewayTracing implements Tracing {
   }
 
   startClientSpan(parent: Span, name: string, attributes: Attributes): Span {
-    return this.tracer.startSpan(
-      name,
-      { kind: SpanKind.CLIENT, attributes },
-      trace.setSpan(ROOT_CONTEXT, parent),
-    );
+    return this.tracer.startClient(parent, name, attributes);
   }
 
   inject(span: Span, headers: Record<string, string | string[]>): void {
-    delete headers.traceparent;
-    delete headers.tracestate;
+    if (headers.traceparent !== undefined) delete headers.traceparent;
+    if (headers.tracestate !== undefined) delete headers.tracestate;
     const sc = span.spanContext();
-    if (!isSpanContextValid(sc)) return;
-    const flags = (sc.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED ? '01' : '00';
+    // Our spans always carry valid ids; only the SDK's suppressed-tracing span does not.
+    if (sc.spanId === INVALID_SPAN_ID) return;
+    const flags = isSampled(sc) ? '01' : '00';
     headers.traceparent = `00-${sc.traceId}-${sc.spanId}-${flags}`;
     const state = sc.traceState?.serialize();
     if (state) headers.tracestate = state;
@@ -293,11 +350,7 @@ class GatewayTracing implements Tracing {
 
   traceIds(span: Span): { traceId: string; spanId: string; sampled: boolean } {
     const sc = span.spanContext();
-    return {
-      traceId: sc.traceId,
-      spanId: sc.spanId,
-      sampled: (sc.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED,
-    };
+    return { traceId: sc.traceId, spanId: sc.spanId, sampled: isSampled(sc) };
   }
 
   shutdown(): Promise<void> {
@@ -334,18 +387,21 @@ function hostWithoutPort(host: string): string {
 }
 
 /**
- * ParentBased(TraceIdRatioBased(ratio)). OTEL_TRACES_SAMPLER_ARG overrides the configured ratio;
- * OTEL_TRACES_SAMPLER, when set, replaces the sampler entirely (BasicTracerProvider builds it).
+ * The root sampler: TraceIdRatioBased(ratio), wrapped in ParentBased by the caller.
+ * OTEL_TRACES_SAMPLER_ARG overrides the configured ratio; OTEL_TRACES_SAMPLER, when set, replaces
+ * the whole sampler of an exporting provider (BasicTracerProvider builds it from the environment).
  */
-function configuredSampler(ratio: number): Sampler {
+function rootSampler(ratio: number): Sampler {
   const arg = getNumberFromEnv('OTEL_TRACES_SAMPLER_ARG');
-  const root = arg !== undefined && arg >= 0 && arg <= 1 ? arg : ratio;
-  return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(root) });
+  return new TraceIdRatioBasedSampler(arg !== undefined && arg >= 0 && arg <= 1 ? arg : ratio);
 }
 
 function otlpUrl(endpoint: string): string | undefined {
   // The exporter itself prefers these variables, but only when no url is passed in.
-  if (getStringFromEnv('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') || getStringFromEnv('OTEL_EXPORTER_OTLP_ENDPOINT')) {
+  if (
+    getStringFromEnv('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') ||
+    getStringFromEnv('OTEL_EXPORTER_OTLP_ENDPOINT')
+  ) {
     return undefined;
   }
   return `${endpoint.replace(/\/+$/, '')}/v1/traces`;
@@ -364,22 +420,30 @@ function createExporter(cfg: TelemetryConfig['tracing']): SpanExporter | undefin
   }
 }
 
-export function createTracing(cfg: TelemetryConfig, opts?: { spanProcessorForTests?: SpanProcessor }): Tracing {
+export function createTracing(
+  cfg: TelemetryConfig,
+  opts?: { spanProcessorForTests?: SpanProcessor },
+): Tracing {
   const exporter = getBooleanFromEnv('OTEL_SDK_DISABLED') ? undefined : createExporter(cfg.tracing);
   const processors: SpanProcessor[] = [];
   if (exporter !== undefined) processors.push(new BatchSpanProcessor(exporter));
   if (opts?.spanProcessorForTests !== undefined) processors.push(opts.spanProcessorForTests);
-  const sampler = configuredSampler(cfg.tracing.sampleRatio);
+  const root = rootSampler(cfg.tracing.sampleRatio);
+  const idGenerator = new PooledIdGenerator();
 
-  if (processors.length === 0) return new GatewayTracing(new PropagationOnlyTracer(sampler), undefined);
+  if (processors.length === 0)
+    return new GatewayTracing(new SpanStarter(undefined, true, root, idGenerator), undefined);
 
   const resource = defaultResource()
     .merge(resourceFromAttributes({ [ATTR_SERVICE_NAME]: cfg.serviceName }))
     .merge(detectResources({ detectors: [envDetector, hostDetector, processDetector] }));
+  const envSampler = getStringFromEnv('OTEL_TRACES_SAMPLER') !== undefined;
   const provider = new BasicTracerProvider({
     resource,
+    idGenerator,
     spanProcessors: processors,
-    ...(getStringFromEnv('OTEL_TRACES_SAMPLER') === undefined ? { sampler } : {}),
+    ...(envSampler ? {} : { sampler: new ParentBasedSampler({ root }) }),
   });
-  return new GatewayTracing(provider.getTracer('peregrine'), provider);
+  const starter = new SpanStarter(provider.getTracer('peregrine'), !envSampler, root, idGenerator);
+  return new GatewayTracing(starter, provider);
 }

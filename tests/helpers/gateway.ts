@@ -2,8 +2,7 @@
  * Start a real in-process gateway on 127.0.0.1:0 with a config given as an object (or a file),
  * capturing its JSON log lines for assertions.
  */
-import { writeFileSync } from 'node:fs';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';

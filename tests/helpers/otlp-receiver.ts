@@ -39,7 +39,14 @@ export interface OtlpReceiver {
   close(): Promise<void>;
 }
 
-const KINDS: readonly ReceivedSpanKind[] = ['unspecified', 'internal', 'server', 'client', 'producer', 'consumer'];
+const KINDS: readonly ReceivedSpanKind[] = [
+  'unspecified',
+  'internal',
+  'server',
+  'client',
+  'producer',
+  'consumer',
+];
 
 interface AnyValue {
   stringValue?: string;
@@ -137,7 +144,9 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
     const type = req.headers['content-type'] ?? '';
     const body = await readBody(req);
     if (!type.startsWith('application/json')) {
-      rejected.push(`unsupported content-type ${JSON.stringify(type)} (this receiver decodes OTLP/JSON only)`);
+      rejected.push(
+        `unsupported content-type ${JSON.stringify(type)} (this receiver decodes OTLP/JSON only)`,
+      );
       res.writeHead(415).end();
       return;
     }

@@ -117,7 +117,12 @@ export async function startUpstream(
         setTimeout(() => res.end('second\n'), Number(arg));
         return;
       default:
-        json(res, 200, { method: req.method, url: req.url, headers: req.headers, rawHeaders: req.rawHeaders });
+        json(res, 200, {
+          method: req.method,
+          url: req.url,
+          headers: req.headers,
+          rawHeaders: req.rawHeaders,
+        });
     }
   });
   server.on('connection', (s: Socket) => {

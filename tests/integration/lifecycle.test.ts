@@ -91,7 +91,13 @@ describe('process lifecycle', () => {
     const gw = await startCli(file);
     try {
       expect((await get(gw.port, '/two')).status).toBe(404);
-      writeFileSync(file, configYaml([{ name: 'one', path: '/one' }, { name: 'two', path: '/two' }]));
+      writeFileSync(
+        file,
+        configYaml([
+          { name: 'one', path: '/one' },
+          { name: 'two', path: '/two' },
+        ]),
+      );
       gw.child.kill('SIGHUP');
       const end = Date.now() + 10_000;
       let status = 404;
@@ -115,7 +121,8 @@ describe('process lifecycle', () => {
     const before = up.requests.length;
     const inflight = Array.from({ length: 5 }, () => get(gw.port, '/delay/1000'));
     const deadline = Date.now() + 5000;
-    while (up.requests.length < before + 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    while (up.requests.length < before + 5 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 10));
     expect(up.requests.length).toBe(before + 5);
 
     gw.child.kill('SIGTERM');

@@ -58,7 +58,9 @@ describe('hot reload', () => {
       expect(b.requests.some((r) => r.url === '/x')).toBe(true);
       expect(await inflight).toEqual([200, 200, 200, 200, 200]);
 
-      const routes = (await (await fetch(`${gw.adminUrl}/v1/routes`)).json()) as { routes: { name: string }[] };
+      const routes = (await (await fetch(`${gw.adminUrl}/v1/routes`)).json()) as {
+        routes: { name: string }[];
+      };
       expect(routes.routes.map((r) => r.name).sort()).toEqual(['a', 'b']);
       expect(await metric(gw, /^peregrine_config_reloads_total\{outcome="success"\}/)).toBe(2);
       expect(await metric(gw, /^peregrine_config_last_reload_successful /)).toBe(1);
@@ -121,7 +123,9 @@ describe('hot reload', () => {
       // And a good file afterwards is taken and clears the error.
       writeConfig(gw.configFile!, withB());
       expect((await gw.gateway.reload('test')).ok).toBe(true);
-      const cleared = (await (await fetch(`${gw.adminUrl}/v1/config/errors`)).json()) as { lastReloadFailed: boolean };
+      const cleared = (await (await fetch(`${gw.adminUrl}/v1/config/errors`)).json()) as {
+        lastReloadFailed: boolean;
+      };
       expect(cleared.lastReloadFailed).toBe(false);
     } finally {
       await gw.close();

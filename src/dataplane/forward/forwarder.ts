@@ -6,12 +6,12 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Span } from '@opentelemetry/api';
 import { SpanStatusCode } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
-import type { GatewayError } from '../../errors.ts';
-import type { AttemptOutcome } from './upstream-errors.ts';
-import { classifyUpstreamError } from './upstream-errors.ts';
-import { cleanResponseHeaders } from './headers.ts';
+import { GatewayError } from '../../errors.ts';
 import type { RequestContext } from '../context.ts';
 import type { Endpoint } from '../upstream/endpoint.ts';
+import { cleanResponseHeaders } from './headers.ts';
+import type { AttemptOutcome } from './upstream-errors.ts';
+import { classifyUpstreamError } from './upstream-errors.ts';
 
 /** What the forwarder reports back to the pipeline, which owns metrics and the response. */
 export interface AttemptObserver {
@@ -31,6 +31,11 @@ function resumeController(this: ResponseForwarder): void {
   this.controller?.resume();
 }
 
+function onResponseTimeout(forwarder: ResponseForwarder): void {
+  forwarder.responseTimer = undefined;
+  forwarder.abort(new GatewayError('UPSTREAM_TIMEOUT', 'no response head within the response timeout'));
+}
+
 /** Dispatch handler for one attempt. Methods, not closures, so profiles read and nothing is allocated per chunk. */
 export class ResponseForwarder implements Dispatcher.DispatchHandler {
   readonly ctx: RequestContext;
@@ -40,6 +45,11 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
   /** Read at response time: a drain that began mid-request still closes the connection. */
   readonly lifecycle: { readonly draining: boolean };
   controller: Dispatcher.DispatchController | undefined = undefined;
+  /**
+   * The response-head timeout is ours, not undici's: undici runs header/body timeouts on a coarse
+   * clock (about 1 s resolution), which would let a 200 ms timeout fire a second late.
+   */
+  responseTimer: NodeJS.Timeout | undefined = undefined;
   #done = false;
   #onDrain: (() => void) | undefined = undefined;
 
@@ -55,6 +65,18 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     this.observer = observer;
     this.span = span;
     this.lifecycle = lifecycle;
+  }
+
+  /** Arm the response-head timeout (0 disables). */
+  startResponseTimer(ms: number): void {
+    if (ms > 0) this.responseTimer = setTimeout(onResponseTimeout, ms, this);
+  }
+
+  #clearResponseTimer(): void {
+    if (this.responseTimer !== undefined) {
+      clearTimeout(this.responseTimer);
+      this.responseTimer = undefined;
+    }
   }
 
   /** Abort this attempt (client went away, total timeout). Safe after completion. */
@@ -77,6 +99,7 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     statusCode: number,
     headers: IncomingHttpHeaders,
   ): void {
+    this.#clearResponseTimer();
     const { ctx } = this;
     ctx.upstreamStatus = statusCode;
     const res = ctx.res;
@@ -114,19 +137,14 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
   #fail(error: Error): void {
     if (this.#done) return;
     this.#done = true;
+    this.#clearResponseTimer();
     const { ctx } = this;
     ctx.upstreamDone = true;
     const classified = classifyUpstreamError(error);
     if (this.span && classified.outcome !== 'client_abort') {
       this.span.setStatus({ code: SpanStatusCode.ERROR, message: classified.error.code });
     }
-    this.observer.attemptFinished(
-      ctx,
-      this.endpoint,
-      classified.outcome,
-      ctx.upstreamStatus,
-      this.span,
-    );
+    this.observer.attemptFinished(ctx, this.endpoint, classified.outcome, ctx.upstreamStatus, this.span);
     this.observer.upstreamFailed(ctx, classified.error);
   }
 }

@@ -38,11 +38,17 @@ export function classifyUpstreamError(err: unknown): ClassifiedError {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string') {
     if (code === 'UND_ERR_CONNECT_TIMEOUT')
-      return { error: new GatewayError('UPSTREAM_CONNECT_TIMEOUT', undefined, { cause: err }), outcome: 'timeout' };
+      return {
+        error: new GatewayError('UPSTREAM_CONNECT_TIMEOUT', undefined, { cause: err }),
+        outcome: 'timeout',
+      };
     if (code === 'UND_ERR_HEADERS_TIMEOUT')
       return { error: new GatewayError('UPSTREAM_TIMEOUT', undefined, { cause: err }), outcome: 'timeout' };
     if (code === 'UND_ERR_BODY_TIMEOUT')
-      return { error: new GatewayError('UPSTREAM_BODY_TIMEOUT', undefined, { cause: err }), outcome: 'timeout' };
+      return {
+        error: new GatewayError('UPSTREAM_BODY_TIMEOUT', undefined, { cause: err }),
+        outcome: 'timeout',
+      };
     if (CONNECT_REFUSED.has(code))
       return {
         error: new GatewayError('UPSTREAM_CONNECT_FAILED', undefined, { cause: err }),
@@ -67,5 +73,8 @@ export function classifyUpstreamError(err: unknown): ClassifiedError {
       error: new GatewayError('UPSTREAM_PROTOCOL_ERROR', undefined, { cause: err }),
       outcome: 'protocol_error',
     };
-  return { error: new GatewayError('UPSTREAM_RESET', 'upstream exchange failed', { cause: err }), outcome: 'other' };
+  return {
+    error: new GatewayError('UPSTREAM_RESET', 'upstream exchange failed', { cause: err }),
+    outcome: 'other',
+  };
 }

@@ -3,13 +3,16 @@
  * route table and header hygiene as any request; once the upstream answers 101 the two sockets are
  * joined byte for byte. Anything other than 101 is relayed to the client as a normal response.
  */
+
+import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { STATUS_CODES } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { asGatewayError, GatewayError } from '../../errors.ts';
+import { asGatewayError, type ErrorCode, GatewayError } from '../../errors.ts';
 import type { WebSocketOutcome } from '../../telemetry/metrics.ts';
-import type { Pipeline } from '../pipeline.ts';
+import { type Pipeline, REQUEST_ID_RE } from '../pipeline.ts';
 import { writeRawProblem } from '../respond.ts';
 import { normalizePath } from '../routing/path-normalize.ts';
 import { buildUpstreamHeaders, cleanResponseHeaders } from './headers.ts';
@@ -41,10 +44,14 @@ function destroyBoth(a: Duplex, b: Duplex): void {
 class UpgradeHandler implements Dispatcher.DispatchHandler {
   readonly client: Duplex;
   readonly head: Buffer;
-  readonly onDone: (outcome: WebSocketOutcome, status: number) => void;
+  readonly onDone: (outcome: WebSocketOutcome, status: number, code: ErrorCode | undefined) => void;
   #done = false;
 
-  constructor(client: Duplex, head: Buffer, onDone: (outcome: WebSocketOutcome, status: number) => void) {
+  constructor(
+    client: Duplex,
+    head: Buffer,
+    onDone: (outcome: WebSocketOutcome, status: number, code: ErrorCode | undefined) => void,
+  ) {
     this.client = client;
     this.head = head;
     this.onDone = onDone;
@@ -67,7 +74,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     const client = this.client;
     if (client.destroyed) {
       upstream.destroy();
-      this.onDone('client_abort', statusCode);
+      this.onDone('client_abort', statusCode, 'CLIENT_CLOSED');
       return;
     }
     const connection = headers.connection;
@@ -83,7 +90,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     client.on('close', () => upstream.destroy());
     upstream.pipe(client);
     client.pipe(upstream);
-    this.onDone('success', statusCode);
+    this.onDone('success', statusCode, undefined);
   }
 
   onResponseStart(
@@ -106,7 +113,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   onResponseEnd(): void {
     this.#done = true;
     this.client.end();
-    this.onDone('rejected', this.statusCode);
+    this.onDone('rejected', this.statusCode, undefined);
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
@@ -115,43 +122,104 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     const { error: gwError, outcome } = classifyUpstreamError(error);
     if (this.statusCode === 0) writeRawProblem(this.client, gwError.code);
     else this.client.destroy();
-    this.onDone(outcome, this.statusCode);
+    this.onDone(outcome, this.statusCode || gwError.status, gwError.code);
   }
+}
+
+interface UpgradeRecord {
+  readonly startedAt: number;
+  readonly requestId: string;
+  readonly clientAddress: string;
+  path: string;
+  route: string | undefined;
+  upstream: string | undefined;
+  endpoint: string | undefined;
+}
+
+/**
+ * One handshake = one request in the telemetry: requests_total, the upgrade counter, a local
+ * response when the gateway refused it, and an access-log line.
+ */
+function recordUpgrade(
+  pipeline: Pipeline,
+  req: IncomingMessage,
+  rec: UpgradeRecord,
+  outcome: WebSocketOutcome,
+  status: number,
+  code: ErrorCode | undefined,
+): void {
+  const { metrics, accessLog } = pipeline.telemetry;
+  const ms = performance.now() - rec.startedAt;
+  metrics.recordWebSocketUpgrade(rec.route, outcome);
+  metrics.recordRequest(pipeline.listener.name, rec.route, 'GET', status, ms / 1000, undefined);
+  if (code) metrics.recordLocalResponse(rec.route, code);
+  accessLog.log({
+    listener: pipeline.listener.name,
+    route: rec.route,
+    upstream: rec.upstream,
+    endpoint: rec.endpoint,
+    method: 'GET',
+    path: rec.path,
+    status,
+    durationMs: Math.round(ms * 1000) / 1000,
+    upstreamDurationMs: undefined,
+    requestBytes: 0,
+    responseBytes: 0,
+    traceId: '',
+    spanId: '',
+    requestId: rec.requestId,
+    clientAddress: rec.clientAddress,
+    code,
+    userAgent: req.headers['user-agent'],
+    attempts: rec.endpoint ? 1 : 0,
+  });
 }
 
 /** The `upgrade` listener of a listener's HTTP server. */
 export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: Duplex, head: Buffer): void {
   socket.on('error', () => socket.destroy());
-  const metrics = pipeline.telemetry.metrics;
-  let routeName = '_none';
+  const given = req.headers['x-request-id'];
+  const rec: UpgradeRecord = {
+    startedAt: performance.now(),
+    requestId: typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomUUID(),
+    clientAddress: plainAddress(req.socket.remoteAddress),
+    path: '-',
+    route: undefined,
+    upstream: undefined,
+    endpoint: undefined,
+  };
   try {
+    if (pipeline.host.draining) throw new GatewayError('SHUTTING_DOWN');
     const target = normalizePath(req.url ?? '/');
     if ('error' in target) throw new GatewayError('BAD_REQUEST', `invalid request target (${target.error})`);
+    rec.path = target.path;
     const snapshot = pipeline.host.currentSnapshot();
     const match = snapshot.routes.match(req.headers.host, target.path, 'GET', req.headers);
     if (!match) throw new GatewayError('ROUTE_NOT_FOUND');
     const route = match.route;
-    routeName = route.name;
+    rec.route = route.name;
+    rec.upstream = route.upstream;
     const cluster = snapshot.clusters.get(route.upstream);
     const endpoint = cluster?.balancer.pick();
     if (!cluster || !endpoint) throw new GatewayError('NO_HEALTHY_ENDPOINT');
-    const peer = plainAddress(req.socket.remoteAddress);
+    rec.endpoint = endpoint.id;
     const headers = buildUpstreamHeaders(req.rawHeaders, {
-      trusted: pipeline.listener.trust(peer),
-      peerAddress: peer,
+      trusted: pipeline.listener.trust(rec.clientAddress),
+      peerAddress: rec.clientAddress,
       proto: pipeline.listener.proto,
       upstreamHost: route.hostRewrite ?? (route.preserveHost ? undefined : endpoint.host),
-      requestId: typeof req.headers['x-request-id'] === 'string' ? req.headers['x-request-id'] : crypto.randomUUID(),
+      requestId: rec.requestId,
     });
     const path = route.rewritePath(target.path);
-    const name = routeName;
     endpoint.pool.dispatch(
       { method: 'GET', path: path + target.query, headers, upgrade: 'websocket', body: null },
-      new UpgradeHandler(socket, head, (outcome) => metrics.recordWebSocketUpgrade(name, outcome)),
+      new UpgradeHandler(socket, head, (outcome, status, code) =>
+        recordUpgrade(pipeline, req, rec, outcome, status, code),
+      ),
     );
   } catch (err) {
     const error = asGatewayError(err);
-    metrics.recordWebSocketUpgrade(routeName, 'refused');
     writeRawProblem(socket, error.code);
+    recordUpgrade(pipeline, req, rec, 'refused', error.status, error.code);
   }
 }

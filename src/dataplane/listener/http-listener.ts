@@ -1,9 +1,9 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../../config/schema.ts';
-import type { ErrorCode } from '../../errors.ts';
-import { createTrustCheck } from '../forward/trusted-proxies.ts';
+import { ERROR_CODES, type ErrorCode } from '../../errors.ts';
+import { createTrustCheck, plainAddress } from '../forward/trusted-proxies.ts';
 import { handleUpgrade, isWebSocketUpgrade } from '../forward/websocket.ts';
 import { type DataplaneHost, Pipeline } from '../pipeline.ts';
 import { writeRawProblem } from '../respond.ts';
@@ -36,7 +36,10 @@ export class HttpListener {
   constructor(config: ListenerConfig, host: DataplaneHost) {
     this.config = config;
     this.#host = host;
-    this.pipeline = new Pipeline({ name: config.name, proto: 'http', trust: createTrustCheck(config.trustedProxies) }, host);
+    this.pipeline = new Pipeline(
+      { name: config.name, proto: 'http', trust: createTrustCheck(config.trustedProxies) },
+      host,
+    );
     const { limits } = config;
     this.server = createServer(
       {
@@ -64,11 +67,7 @@ export class HttpListener {
     socket.once('close', () => metrics.connectionClosed(this.config.name));
   };
 
-  #onUpgrade = (req: import('node:http').IncomingMessage, socket: Duplex, head: Buffer): void => {
-    if (this.#host.draining) {
-      writeRawProblem(socket, 'SHUTTING_DOWN');
-      return;
-    }
+  #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     handleUpgrade(this.pipeline, req, socket, head);
   };
 
@@ -78,8 +77,32 @@ export class HttpListener {
       return;
     }
     const code = clientErrorCode(err.code);
-    this.#host.telemetry.metrics.recordLocalResponse('_none', code);
     writeRawProblem(socket, code);
+    // Counted like any request (no route, method unknown) so rate and error panels include them.
+    const { metrics, accessLog } = this.#host.telemetry;
+    const status = ERROR_CODES[code].status;
+    metrics.recordRequest(this.config.name, undefined, 'OTHER', status, 0, undefined);
+    metrics.recordLocalResponse(undefined, code);
+    accessLog.log({
+      listener: this.config.name,
+      route: undefined,
+      upstream: undefined,
+      endpoint: undefined,
+      method: '-',
+      path: '-',
+      status,
+      durationMs: 0,
+      upstreamDurationMs: undefined,
+      requestBytes: 0,
+      responseBytes: 0,
+      traceId: '',
+      spanId: '',
+      requestId: '',
+      clientAddress: plainAddress((socket as Socket).remoteAddress),
+      code,
+      userAgent: undefined,
+      attempts: 0,
+    });
   };
 
   async listen(): Promise<AddressInfo> {

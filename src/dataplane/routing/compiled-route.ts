@@ -10,12 +10,16 @@ import type { CompiledRoute, RouteMatch } from './route-table.ts';
 
 /** A route whose configuration cannot be compiled (e.g. a malformed template). */
 export class RouteCompileError extends Error {
+  /** Route name. */
   readonly route: string;
+  /** Dotted key path into the configuration, e.g. `routes.3.match.path`. */
+  readonly keyPath: string;
 
-  constructor(route: string, message: string) {
+  constructor(route: string, index: number, message: string) {
     super(`route ${JSON.stringify(route)}: ${message}`);
     this.name = 'RouteCompileError';
     this.route = route;
+    this.keyPath = `routes.${index}.match.path`;
   }
 }
 
@@ -28,9 +32,9 @@ export const PATH_PREFIX = 0;
 export const PATH_TEMPLATE = 1;
 export const PATH_EXACT = 2;
 
-const PREFIX_ANY = 0; // `/`
-const PREFIX_RAW = 1; // ends with `/`: plain startsWith
-const PREFIX_SEGMENT = 2; // equal, or followed by `/`
+const PREFIX_ANY = 0; // `/`: no anchor
+const PREFIX_RAW = 1; // `/api/`: anchor `/api`, and the path must go on with `/`
+const PREFIX_SEGMENT = 2; // `/api`: the anchor itself
 
 const SLASH = 0x2f;
 
@@ -102,7 +106,7 @@ export class RouteImpl implements CompiledRoute {
       this.host = host;
     }
 
-    const path = configuredPath(config.name, match.path);
+    const path = configuredPath(config.name, index, match.path);
     this.path = path;
     this.template = undefined;
     this.prefixMode = PREFIX_SEGMENT;
@@ -115,7 +119,7 @@ export class RouteImpl implements CompiledRoute {
       try {
         template = compileTemplate(path);
       } catch (err) {
-        throw new RouteCompileError(config.name, (err as Error).message);
+        throw new RouteCompileError(config.name, index, (err as Error).message);
       }
       this.template = template;
       this.anchor = template.anchor;
@@ -148,6 +152,11 @@ export class RouteImpl implements CompiledRoute {
     this.addPrefix = config.rewrite?.addPrefix;
 
     this.plainMatch = Object.freeze({ route: this, params: undefined });
+  }
+
+  /** What logs and debug output see: the public fields, not the (self-referencing) internals. */
+  toJSON(): { name: string; upstream: string; priority: number; config: RouteConfig } {
+    return { name: this.name, upstream: this.upstream, priority: this.priority, config: this.config };
   }
 
   rewritePath(path: string): string {
@@ -186,12 +195,16 @@ export class RouteImpl implements CompiledRoute {
 }
 
 /** The configured path in the normal form requests are compared in. */
-function configuredPath(route: string, path: string): string {
+function configuredPath(route: string, index: number, path: string): string {
   const n = normalizePath(path);
   if ('error' in n)
-    throw new RouteCompileError(route, `path ${JSON.stringify(path)} is invalid (${n.error})`);
+    throw new RouteCompileError(route, index, `path ${JSON.stringify(path)} is invalid (${n.error})`);
   if (n.query !== '' || path.includes('#'))
-    throw new RouteCompileError(route, `path ${JSON.stringify(path)} must not contain a query or fragment`);
+    throw new RouteCompileError(
+      route,
+      index,
+      `path ${JSON.stringify(path)} must not contain a query or fragment`,
+    );
   return n.path;
 }
 

@@ -32,7 +32,8 @@ const FNV_PRIME = 0x01000193;
 const KEY_MASK = 0x3fffffff;
 const SLASH = 0x2f;
 
-function anchorKey(anchor: string): number {
+/** Exported for tests that need colliding anchors. */
+export function anchorKey(anchor: string): number {
   let h = FNV_OFFSET;
   for (let i = 0; i < anchor.length; i++) h = Math.imul(h ^ anchor.charCodeAt(i), FNV_PRIME);
   return h & KEY_MASK;

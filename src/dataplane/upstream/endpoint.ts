@@ -24,7 +24,8 @@ export class Endpoint {
       pipelining: 1,
       keepAliveTimeout: cfg.pool.keepAliveTimeout,
       connect: { timeout: cfg.timeouts.connect },
-      headersTimeout: cfg.timeouts.response,
+      // The response-head timeout is enforced per attempt by the forwarder (precise timer).
+      headersTimeout: 0,
       bodyTimeout: cfg.timeouts.idle,
       // Defaults that matter for a proxy: never follow redirects, keep header limits strict.
       maxHeaderSize: 64 * 1024,

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { type RouteConfig, RouteSchema } from '../../../src/config/schema.ts';
+import { anchorKey } from '../../../src/dataplane/routing/path-index.ts';
 import {
   type CompiledRoute,
   createRouteTable,
@@ -63,6 +64,14 @@ describe('createRouteTable', () => {
       hostRewrite: undefined,
       priority: 0,
     });
+  });
+
+  it('routes serialise to their public fields', () => {
+    const config = route('r', { path: '/x' });
+    const json = JSON.parse(JSON.stringify(table(config).routes));
+    expect(json).toEqual([
+      { name: 'r', upstream: 'r-up', priority: 0, config: JSON.parse(JSON.stringify(config)) },
+    ]);
   });
 
   describe('precedence', () => {
@@ -168,6 +177,26 @@ describe('createRouteTable', () => {
       expect(hit(t, { path: '/a', headers: { 'x-env': 'canary' } })).toBe('method-header');
       expect(hit(t, { path: '/a' })).toBe('method');
       expect(hit(t, { path: '/a', method: 'POST' })).toBe('plain');
+    });
+
+    it('the example in docs/routing.md', () => {
+      const routes = [
+        route('admin', { host: 'admin.example.com' }),
+        route('tenants', { host: '*.example.com', path: '/api' }),
+        route('user', { path: '/users/:id', pathType: 'template' }),
+        route('users-write', { path: '/users', methods: ['POST'] }),
+        route('users', { path: '/users' }),
+      ];
+      const t = table(...routes);
+      expect(hit(t, { host: 'admin.example.com', path: '/x' })).toBe('admin');
+      expect(hit(t, { host: 'admin.example.com', path: '/users/1' })).toBe('admin');
+      expect(hit(t, { host: 'a.example.com', path: '/api/v1' })).toBe('tenants');
+      expect(hit(t, { host: 'a.example.com', path: '/users/1' })).toBe('user');
+      expect(hit(t, { path: '/users', method: 'POST' })).toBe('users-write');
+      expect(hit(t, { path: '/users/1/orders' })).toBe('users');
+      const withEverything = table(route('everything', { path: '/' }, { priority: 10 }), ...routes);
+      expect(hit(withEverything, { host: 'admin.example.com', path: '/x' })).toBe('everything');
+      expect(hit(withEverything, { path: '/users/1' })).toBe('everything');
     });
 
     it('config order breaks a complete tie', () => {
@@ -283,6 +312,12 @@ describe('createRouteTable', () => {
 
     it('rejects configured paths that can never match', () => {
       expect(() => table(route('bad', { path: '/a%2Fb' }))).toThrow(RouteCompileError);
+      try {
+        table(route('ok'), route('bad', { path: '/a\\b' }));
+        expect.unreachable();
+      } catch (err) {
+        expect(err).toMatchObject({ route: 'bad', keyPath: 'routes.1.match.path' });
+      }
       expect(() => table(route('bad', { path: '/a?x=1', pathType: 'exact' }))).toThrow(/query/);
     });
 
@@ -441,7 +476,36 @@ describe('createRouteTable', () => {
     });
   });
 
-  // Differential check of the plans, Map steps and Host cache against a naive matcher: the first
+  it('never lets a path-hash collision produce a wrong match', () => {
+    // Find two same-length paths whose anchor keys collide (birthday search over 2^30 keys).
+    const seen = new Map<number, string>();
+    let pair: [string, string] | undefined;
+    for (let i = 0; pair === undefined; i++) {
+      const p = `/c${i.toString(36).padStart(5, '0')}`;
+      const key = anchorKey(p);
+      const other = seen.get(key);
+      if (other !== undefined) pair = [other, p];
+      else seen.set(key, p);
+    }
+    const [a, b] = pair;
+    const t = table(
+      route('a-exact', { path: a, pathType: 'exact' }),
+      route('b-prefix', { path: b }),
+      route('b-item', { path: `${b}/:id`, pathType: 'template' }),
+    );
+    expect(hit(t, { path: a })).toBe('a-exact');
+    expect(hit(t, { path: b })).toBe('b-prefix');
+    expect(hit(t, { path: `${b}/x/y` })).toBe('b-prefix');
+    expect(t.match(undefined, `${b}/7`, 'GET', {})?.params).toEqual({ id: '7' });
+    expect(hit(t, { path: `${a}/7` })).toBeUndefined();
+    expect(hit(t, { path: `${a}/` })).toBeUndefined();
+    // Only one of the pair configured: the other collides with it and must not match.
+    const single = table(route('a-prefix', { path: a }));
+    expect(hit(single, { path: `${b}/x` })).toBeUndefined();
+    expect(hit(single, { path: `${a}/x` })).toBe('a-prefix');
+  });
+
+  // Differential check of the host plans, path index and Host cache against a naive matcher: the first
   // route of `routes` (whose order the tests above pin down) that matches by plain rules.
   describe('agrees with a naive matcher on random tables', () => {
     function rng(seed: number): () => number {

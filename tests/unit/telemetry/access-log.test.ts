@@ -34,11 +34,33 @@ describe('createAccessLog', () => {
     const out = memoryStream();
     const access = createAccessLog(createLogger(cfg(), out.stream), true);
     access.log(RECORD);
-    access.log({ ...RECORD, route: undefined, upstream: undefined, endpoint: undefined, upstreamDurationMs: undefined, status: 404, code: 'ROUTE_NOT_FOUND', attempts: 0 });
+    access.log({
+      ...RECORD,
+      route: undefined,
+      upstream: undefined,
+      endpoint: undefined,
+      upstreamDurationMs: undefined,
+      status: 404,
+      code: 'ROUTE_NOT_FOUND',
+      attempts: 0,
+    });
     const [ok, notFound] = out.lines();
     const { code: _code, ...defined } = RECORD;
-    expect(ok).toEqual({ level: 'info', time: expect.any(Number), service: 'peregrine-test', type: 'access', msg: 'access', ...defined });
-    expect(notFound).toMatchObject({ type: 'access', msg: 'access', status: 404, code: 'ROUTE_NOT_FOUND', attempts: 0 });
+    expect(ok).toEqual({
+      level: 'info',
+      time: expect.any(Number),
+      service: 'peregrine-test',
+      type: 'access',
+      msg: 'access',
+      ...defined,
+    });
+    expect(notFound).toMatchObject({
+      type: 'access',
+      msg: 'access',
+      status: 404,
+      code: 'ROUTE_NOT_FOUND',
+      attempts: 0,
+    });
     // Undefined fields are left out rather than written as null.
     expect(notFound).not.toHaveProperty('route');
     expect(notFound).not.toHaveProperty('upstreamDurationMs');
@@ -67,7 +89,11 @@ describe('createAccessLog', () => {
   it('logs only the record fields even when handed a wider object', () => {
     const out = memoryStream();
     const access = createAccessLog(createLogger(cfg(), out.stream), true);
-    const wider = { ...RECORD, headers: { authorization: 'Bearer leak', cookie: 'sid=leak' }, query: '?token=leak' };
+    const wider = {
+      ...RECORD,
+      headers: { authorization: 'Bearer leak', cookie: 'sid=leak' },
+      query: '?token=leak',
+    };
     access.log(wider as AccessLogRecord);
     expect(out.text()).not.toContain('leak');
     expect(Object.keys(out.lines()[0]!)).not.toContain('headers');
@@ -83,9 +109,14 @@ describe('createAccessLog', () => {
     const out = memoryStream();
     const logger = createLogger(cfg(), out.stream);
     const access = createAccessLog(logger, true);
-    logger.warn({ req: { method: 'GET', headers: { authorization: 'Bearer leak', cookie: 'sid=leak' } } }, 'rejected');
+    logger.warn(
+      { req: { method: 'GET', headers: { authorization: 'Bearer leak', cookie: 'sid=leak' } } },
+      'rejected',
+    );
     access.log(RECORD);
     expect(out.text()).not.toContain('leak');
-    expect(out.lines()[0]).toMatchObject({ req: { headers: { authorization: '[REDACTED]', cookie: '[REDACTED]' } } });
+    expect(out.lines()[0]).toMatchObject({
+      req: { headers: { authorization: '[REDACTED]', cookie: '[REDACTED]' } },
+    });
   });
 });

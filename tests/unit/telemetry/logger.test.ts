@@ -37,26 +37,40 @@ describe('createLogger', () => {
     const out = memoryStream();
     const log = createLogger(cfg(), out.stream);
     const [bearer, cookie, setCookie, basic] = SECRETS;
-    log.info({ headers: { authorization: bearer, cookie, 'set-cookie': [setCookie, 'b="2"'], accept: '*/*' } }, 'bag');
+    log.info(
+      { headers: { authorization: bearer, cookie, 'set-cookie': [setCookie, 'b="2"'], accept: '*/*' } },
+      'bag',
+    );
     log.info({ req: { headers: { Authorization: bearer, Cookie: cookie } } }, 'nested, any case');
-    log.warn({ err: { response: { headers: { 'Set-Cookie': setCookie, 'proxy-authorization': basic } } } }, 'deep');
+    log.warn(
+      { err: { response: { headers: { 'Set-Cookie': setCookie, 'proxy-authorization': basic } } } },
+      'deep',
+    );
     log.info({ a: { b: { c: { d: { headers: { AUTHORIZATION: bearer } } } } } }, 'deeper still');
     log.info({ authorization: bearer, cookie: { sid: 'abc123' } }, 'bare keys');
     log.child({ headers: { authorization: bearer } }).info('in child bindings');
-    log.error(Object.assign(new Error('upstream said no'), { headers: { authorization: bearer } }), 'error object');
+    log.error(
+      Object.assign(new Error('upstream said no'), { headers: { authorization: bearer } }),
+      'error object',
+    );
 
     const text = out.text();
     for (const secret of SECRETS) expect(text).not.toContain(secret.split(' ').pop());
     expect(text).not.toContain('abc123');
     const lines = out.lines();
     expect(lines).toHaveLength(7);
-    expect(lines[0]).toMatchObject({ headers: { authorization: REDACTED, 'set-cookie': REDACTED, accept: '*/*' } });
+    expect(lines[0]).toMatchObject({
+      headers: { authorization: REDACTED, 'set-cookie': REDACTED, accept: '*/*' },
+    });
     expect(lines[1]).toMatchObject({ req: { headers: { Authorization: REDACTED, Cookie: REDACTED } } });
     expect(lines[6]).toMatchObject({ msg: 'error object', err: { message: 'upstream said no' } });
   });
 
   it('leaves values that only mention a header name alone', () => {
-    const line = JSON.stringify({ msg: 'the "authorization":"x" header was missing', authorization_mode: 'none' });
+    const line = JSON.stringify({
+      msg: 'the "authorization":"x" header was missing',
+      authorization_mode: 'none',
+    });
     expect(redactSecrets(line)).toBe(line);
   });
 

@@ -1,7 +1,11 @@
 import { Writable } from 'node:stream';
 
 /** A log destination that keeps what was written, for assertions on JSON lines. */
-export function memoryStream(): { stream: Writable; lines: () => Record<string, unknown>[]; text: () => string } {
+export function memoryStream(): {
+  stream: Writable;
+  lines: () => Record<string, unknown>[];
+  text: () => string;
+} {
   const chunks: string[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _enc, cb) {

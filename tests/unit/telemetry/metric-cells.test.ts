@@ -22,7 +22,12 @@ afterEach(() => {
 describe('CellMetric / CellHistogram render like prom-client', () => {
   it.each(FORMATS)('counters and gauges (%s)', async (format) => {
     const ref = registry(format);
-    const refCounter = new Counter({ name: 'x_total', help: 'h', labelNames: ['a', 'b'], registers: [ref as Registry] });
+    const refCounter = new Counter({
+      name: 'x_total',
+      help: 'h',
+      labelNames: ['a', 'b'],
+      registers: [ref as Registry],
+    });
     const refGauge = new Gauge({ name: 'g', help: 'h', labelNames: ['a'], registers: [ref as Registry] });
     refCounter.inc({ a: '1', b: 'x"y' }, 3);
     refCounter.inc({ a: '2', b: 'z' }, 0.5);
@@ -30,7 +35,12 @@ describe('CellMetric / CellHistogram render like prom-client', () => {
     refGauge.dec({ a: 'q' }, 1);
 
     const ours = registry(format);
-    const counter = new CellMetric('counter', { name: 'x_total', help: 'h', labelNames: ['a', 'b'], registry: ours });
+    const counter = new CellMetric('counter', {
+      name: 'x_total',
+      help: 'h',
+      labelNames: ['a', 'b'],
+      registry: ours,
+    });
     const gauge = new CellMetric('gauge', { name: 'g', help: 'h', labelNames: ['a'], registry: ours });
     counter.cell({ a: '1', b: 'x"y' }).value += 3;
     counter.cell({ a: '2', b: 'z' }).value += 0.5;
@@ -53,7 +63,8 @@ describe('CellMetric / CellHistogram render like prom-client', () => {
     ];
 
     const ref = registry(Registry.OPENMETRICS_CONTENT_TYPE);
-    const refHist = new Histogram({
+    // <string>: prom-client types exemplarLabels as the metric's own label names.
+    const refHist = new Histogram<string>({
       name: 'd_seconds',
       help: 'h',
       labelNames: ['route'],
@@ -73,11 +84,8 @@ describe('CellMetric / CellHistogram render like prom-client', () => {
     });
     const cells = new Map<string, ReturnType<CellHistogram['cell']>>();
     for (const [route, value, traceId] of values) {
-      refHist.observe({
-        labels: { route },
-        value,
-        ...(traceId === undefined ? {} : { exemplarLabels: { trace_id: traceId } }),
-      });
+      if (traceId === undefined) refHist.observe({ labels: { route }, value });
+      else refHist.observe({ labels: { route }, value, exemplarLabels: { trace_id: traceId } });
       let cell = cells.get(route);
       if (cell === undefined) {
         cell = hist.cell({ route });
@@ -89,17 +97,30 @@ describe('CellMetric / CellHistogram render like prom-client', () => {
     const expected = await ref.metrics();
     expect(await ours.metrics()).toBe(expected);
     if (format === Registry.OPENMETRICS_CONTENT_TYPE) {
-      expect(expected).toContain('d_seconds_bucket{le="+Inf",route="b"} 2 # {trace_id="cccccccccccccccccccccccccccccccc"} 7');
+      expect(expected).toContain(
+        'd_seconds_bucket{le="+Inf",route="b"} 2 # {trace_id="cccccccccccccccccccccccccccccccc"} 7',
+      );
     }
     // prom-client leaves the +Inf bucket's missing exemplar undefined and the others null.
     const json = async (r: Registry<RegistryContentType>) =>
-      JSON.parse(JSON.stringify(await r.getMetricsAsJSON(), (k, v) => (k === 'exemplar' && v === null ? undefined : v)));
+      JSON.parse(
+        JSON.stringify(await r.getMetricsAsJSON(), (k, v) =>
+          k === 'exemplar' && v === null ? undefined : v,
+        ),
+      );
     expect(await json(ours)).toEqual(await json(ref));
   });
 
   it('drops NaN and negative observations instead of throwing on the hot path', async () => {
     const r = registry(Registry.PROMETHEUS_CONTENT_TYPE);
-    const hist = new CellHistogram({ name: 'h', help: 'h', labelNames: [], buckets: BUCKETS, exemplars: false, registry: r });
+    const hist = new CellHistogram({
+      name: 'h',
+      help: 'h',
+      labelNames: [],
+      buckets: BUCKETS,
+      exemplars: false,
+      registry: r,
+    });
     const cell = hist.cell({});
     hist.observe(cell, Number.NaN, undefined);
     hist.observe(cell, -1, undefined);

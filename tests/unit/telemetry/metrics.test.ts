@@ -10,7 +10,8 @@ import {
 } from '../../../src/telemetry/metrics.ts';
 
 const TRACE_ID = '0af7651916cd43dd8448eb211c80319c';
-const OM_ACCEPT = 'application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1';
+const OM_ACCEPT =
+  'application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1';
 
 function metricsWithTraffic(exemplars = true): GatewayMetrics {
   const m = createMetrics({ exemplars, version: '1.2.3' });
@@ -42,8 +43,12 @@ describe('createMetrics + renderMetrics', () => {
     const { contentType, body } = await renderMetrics(m, undefined);
     expect(contentType).toBe(PROMETHEUS_CONTENT_TYPE);
     expect(body).toContain('# TYPE peregrine_requests_total counter');
-    expect(body).toContain('peregrine_requests_total{listener="edge",route="users",method="GET",status="200"} 2');
-    expect(body).toContain('peregrine_requests_total{listener="edge",route="_none",method="OTHER",status="404"} 1');
+    expect(body).toContain(
+      'peregrine_requests_total{listener="edge",route="users",method="GET",status="200"} 2',
+    );
+    expect(body).toContain(
+      'peregrine_requests_total{listener="edge",route="_none",method="OTHER",status="404"} 1',
+    );
     expect(body).toContain('# TYPE peregrine_request_duration_seconds histogram');
     expect(body).toContain(
       'peregrine_request_duration_seconds_bucket{le="0.005",listener="edge",route="users",method="GET",status="200"} 1',
@@ -91,17 +96,28 @@ describe('createMetrics + renderMetrics', () => {
     expect(body.endsWith('# EOF\n')).toBe(true);
     // OpenMetrics counter families drop the suffix; samples carry it.
     expect(body).toContain('# TYPE peregrine_requests counter');
-    expect(body).toContain('peregrine_requests_total{listener="edge",route="users",method="GET",status="200"} 2');
-    const bucket = samples(body, 'peregrine_request_duration_seconds_bucket{le="0.005",listener="edge",route="users"');
-    expect(bucket).toHaveLength(1);
-    expect(bucket[0]).toMatch(
-      new RegExp(`^\\S+ 1 # \\{trace_id="${TRACE_ID}"\\} 0\\.004 \\d+(\\.\\d+)?$`),
+    expect(body).toContain(
+      'peregrine_requests_total{listener="edge",route="users",method="GET",status="200"} 2',
     );
+    const bucket = samples(
+      body,
+      'peregrine_request_duration_seconds_bucket{le="0.005",listener="edge",route="users"',
+    );
+    expect(bucket).toHaveLength(1);
+    expect(bucket[0]).toMatch(new RegExp(`^\\S+ 1 # \\{trace_id="${TRACE_ID}"\\} 0\\.004 \\d+(\\.\\d+)?$`));
     // The unsampled request (0.02 s) left no exemplar in its bucket.
-    const unsampled = samples(body, 'peregrine_request_duration_seconds_bucket{le="0.025",listener="edge",route="users"');
+    const unsampled = samples(
+      body,
+      'peregrine_request_duration_seconds_bucket{le="0.025",listener="edge",route="users"',
+    );
     expect(unsampled[0]).not.toContain('# {');
-    const attempt = samples(body, 'peregrine_upstream_attempt_duration_seconds_bucket{le="0.005",upstream="users-svc"');
-    expect(attempt.find((l) => l.includes('outcome="success"'))).toContain(`# {trace_id="${TRACE_ID}"} 0.003`);
+    const attempt = samples(
+      body,
+      'peregrine_upstream_attempt_duration_seconds_bucket{le="0.005",upstream="users-svc"',
+    );
+    expect(attempt.find((l) => l.includes('outcome="success"'))).toContain(
+      `# {trace_id="${TRACE_ID}"} 0.003`,
+    );
   });
 
   it('keeps Prometheus output intact after an OpenMetrics render (prom-client renames counters in place)', async () => {
@@ -138,7 +154,9 @@ describe('createMetrics + renderMetrics', () => {
   it('records no exemplars when they are disabled', async () => {
     const { body } = await renderMetrics(metricsWithTraffic(false), OM_ACCEPT);
     expect(body).not.toContain('# {');
-    expect(body).toContain('peregrine_requests_total{listener="edge",route="users",method="GET",status="200"} 2');
+    expect(body).toContain(
+      'peregrine_requests_total{listener="edge",route="users",method="GET",status="200"} 2',
+    );
   });
 
   it('marks a rejected reload', async () => {
@@ -154,7 +172,9 @@ describe('createMetrics + renderMetrics', () => {
     m.recordAttempt('u', 'e', 'reset', 0, 0.1, undefined);
     m.recordRequest('l', 'r', 'get', 200, 0.1, undefined);
     const { body } = await renderMetrics(m, undefined);
-    expect(body).toContain('peregrine_upstream_attempts_total{upstream="u",endpoint="e",outcome="reset",status="none"} 1');
+    expect(body).toContain(
+      'peregrine_upstream_attempts_total{upstream="u",endpoint="e",outcome="reset",status="none"} 1',
+    );
     expect(body).toContain('peregrine_requests_total{listener="l",route="r",method="OTHER",status="200"} 1');
   });
 

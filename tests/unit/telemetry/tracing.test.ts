@@ -33,11 +33,18 @@ function open(cfg: TelemetryConfig, processor?: SimpleSpanProcessor): Tracing {
 }
 
 /** One request through the gateway: server span, one attempt, both ended. */
-function oneRequest(t: Tracing, headers: IncomingHttpHeaders = {}): { server: string; client: string; traceId: string; outbound: Record<string, string | string[]> } {
-  const server = t.startServerSpan('GET', { host: 'api.example.com:8080', 'user-agent': 'test/1', ...headers }, {
-    [SPAN_ATTR.URL_SCHEME]: 'http',
-    [SPAN_ATTR.CLIENT_ADDRESS]: '10.0.0.1',
-  });
+function oneRequest(
+  t: Tracing,
+  headers: IncomingHttpHeaders = {},
+): { server: string; client: string; traceId: string; outbound: Record<string, string | string[]> } {
+  const server = t.startServerSpan(
+    'GET',
+    { host: 'api.example.com:8080', 'user-agent': 'test/1', ...headers },
+    {
+      [SPAN_ATTR.URL_SCHEME]: 'http',
+      [SPAN_ATTR.CLIENT_ADDRESS]: '10.0.0.1',
+    },
+  );
   server.updateName(serverSpanName('GET', 'users'));
   server.setAttribute(SPAN_ATTR.HTTP_ROUTE, 'users');
   const client = t.startClientSpan(server, 'GET users-svc', {
@@ -159,7 +166,11 @@ describe('createTracing with the OTLP exporter', () => {
   it('prefers a valid traceparent over B3 and falls back to B3 when traceparent is invalid', () => {
     const t = open(config({ exporter: 'none' }));
     const other = 'a'.repeat(32);
-    const both = t.startServerSpan('GET', { traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01`, b3: `${other}-${PARENT_SPAN}-1` }, {});
+    const both = t.startServerSpan(
+      'GET',
+      { traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01`, b3: `${other}-${PARENT_SPAN}-1` },
+      {},
+    );
     expect(t.traceIds(both).traceId).toBe(PARENT_TRACE);
     const broken = t.startServerSpan('GET', { traceparent: 'garbage', b3: `${other}-${PARENT_SPAN}-1` }, {});
     expect(t.traceIds(broken).traceId).toBe(other);
@@ -289,7 +300,10 @@ describe('span helpers', () => {
     expect(notFound!.status.code).toBe(SpanStatusCode.UNSET);
     expect(notFound!.attributes['error.type']).toBeUndefined();
     expect(unavailable!.status.code).toBe(SpanStatusCode.ERROR);
-    expect(unavailable!.attributes).toMatchObject({ 'error.type': 'NO_HEALTHY_ENDPOINT', 'http.response.status_code': 503 });
+    expect(unavailable!.attributes).toMatchObject({
+      'error.type': 'NO_HEALTHY_ENDPOINT',
+      'http.response.status_code': 503,
+    });
   });
 
   it('marks client spans as errors for >= 400 and for failures without a status', async () => {

@@ -1,0 +1,340 @@
+/**
+ * Turns measurements into the report: per-round tables, the mean over rounds, and the ratio
+ * checks against Peregrine's targets, as markdown and as a JSON document.
+ */
+import type { MachineCpu } from './cpu.ts';
+import type { LoadResult } from './load.ts';
+import { totalErrors } from './load.ts';
+import type { MachineInfo } from './machine.ts';
+import { type Align, fmtInt, fmtMs, fmtNum, markdownTable } from './table.ts';
+import type { TargetId } from './targets.ts';
+
+export interface Settings {
+  durationS: number;
+  warmupS: number;
+  connections: number;
+  threads: number;
+  rounds: number;
+  /** Longest wait, before each target, for the machine to be quiet. */
+  quietWaitS: number;
+}
+
+export interface Measurement {
+  target: TargetId;
+  label: string;
+  /** 1-based round and position in that round's order. */
+  round: number;
+  position: number;
+  skipped?: string;
+  error?: string;
+  warmup?: LoadResult;
+  load?: LoadResult;
+  /** RSS right after start, before any load. */
+  rssIdleMB?: number;
+  rssMaxMB?: number;
+  /** During the measured run: the target's CPU (% of one core, and µs per request) and the upstream's. */
+  cpu?: { targetPct: number; targetUsPerReq: number; upstreamPct: number };
+  /** The whole machine during the measured run (% of one core). */
+  machineCpu?: MachineCpu;
+  /** Machine busy % (of one core) when the target was started, after waiting for quiet. */
+  quiet?: { waitedS: number; busyPct: number | undefined };
+  extra?: Record<string, number>;
+}
+
+export interface Summary {
+  target: TargetId;
+  label: string;
+  runs: number;
+  rps?: number;
+  p50Ms?: number;
+  p99Ms?: number;
+  /** Largest RSS seen in any round. */
+  rssMaxMB?: number;
+  rssIdleMB?: number;
+  cpuPct?: number;
+  cpuUsPerReq?: number;
+  upstreamCpuPct?: number;
+  /** (max - min) / mean of req/s over rounds, in percent: how much the rounds disagree. */
+  rpsSpreadPct?: number;
+  /** Socket errors and ≥ 400 responses over all measured runs. */
+  errors: number;
+  requests: number;
+  skipped?: string;
+  error?: string;
+}
+
+export interface Check {
+  name: string;
+  /** The target the check judges, and a short name for the summary table's "goals" column. */
+  target?: TargetId;
+  short?: string;
+  value?: number;
+  unit: 'ratio' | 'MB';
+  /** e.g. "≥ 0.90"; absent for information-only rows. */
+  goal?: string;
+  result: 'PASS' | 'MISS' | 'n/a' | 'info';
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+export function summarise(
+  measurements: readonly Measurement[],
+  order: readonly { id: TargetId; label: string }[],
+): Summary[] {
+  return order.map(({ id, label }) => {
+    const mine = measurements.filter((m) => m.target === id);
+    const ok = mine.filter((m) => m.load);
+    const loads = ok.map((m) => m.load!);
+    const s: Summary = {
+      target: id,
+      label,
+      runs: ok.length,
+      errors: loads.reduce((a, l) => a + totalErrors(l), 0),
+      requests: loads.reduce((a, l) => a + l.requests, 0),
+    };
+    const skipped = mine.find((m) => m.skipped)?.skipped;
+    if (skipped) s.skipped = skipped;
+    const error = mine.find((m) => m.error)?.error;
+    if (error) s.error = error;
+    if (!loads.length) return s;
+    const rps = loads.map((l) => l.rps);
+    s.rps = mean(rps);
+    s.p50Ms = mean(loads.map((l) => l.latencyMs.p50));
+    s.p99Ms = mean(loads.map((l) => l.latencyMs.p99));
+    s.rpsSpreadPct = ((Math.max(...rps) - Math.min(...rps)) / s.rps) * 100;
+    const rss = ok.map((m) => m.rssMaxMB).filter((x): x is number => x !== undefined);
+    if (rss.length) s.rssMaxMB = Math.max(...rss);
+    const idle = ok.map((m) => m.rssIdleMB).filter((x): x is number => x !== undefined);
+    if (idle.length) s.rssIdleMB = mean(idle);
+    const cpu = ok.map((m) => m.cpu).filter((x) => x !== undefined);
+    if (cpu.length) {
+      s.cpuPct = mean(cpu.map((c) => c.targetPct));
+      s.cpuUsPerReq = mean(cpu.map((c) => c.targetUsPerReq));
+      s.upstreamCpuPct = mean(cpu.map((c) => c.upstreamPct));
+    }
+    return s;
+  });
+}
+
+export function checks(summaries: readonly Summary[]): Check[] {
+  const by = (id: TargetId) => summaries.find((s) => s.target === id);
+  const rps = (id: TargetId) => by(id)?.rps;
+  const ratio = (a: TargetId, b: TargetId) => {
+    const x = rps(a);
+    const y = rps(b);
+    return x !== undefined && y ? x / y : undefined;
+  };
+  const atLeast = (
+    target: TargetId,
+    short: string,
+    name: string,
+    value: number | undefined,
+    goal: number,
+  ): Check => ({
+    name,
+    target,
+    short,
+    value,
+    unit: 'ratio',
+    goal: `≥ ${goal.toFixed(2)}`,
+    result: value === undefined ? 'n/a' : value >= goal ? 'PASS' : 'MISS',
+  });
+  const rssAtMost = (target: TargetId, name: string, value: number | undefined, goal: number): Check => ({
+    name,
+    target,
+    short: 'RSS',
+    value,
+    unit: 'MB',
+    goal: `≤ ${goal}`,
+    result: value === undefined ? 'n/a' : value <= goal ? 'PASS' : 'MISS',
+  });
+  const info = (name: string, value: number | undefined): Check => ({
+    name,
+    value,
+    unit: 'ratio',
+    result: 'info',
+  });
+  const cpuRatio = (a: TargetId, b: TargetId) => {
+    const x = by(a)?.cpuUsPerReq;
+    const y = by(b)?.cpuUsPerReq;
+    return x !== undefined && y ? x / y : undefined;
+  };
+  return [
+    atLeast(
+      'peregrine-passthrough',
+      'vs bare',
+      'passthrough / bare-undici (req/s)',
+      ratio('peregrine-passthrough', 'bare-undici'),
+      0.9,
+    ),
+    atLeast(
+      'peregrine-observed',
+      'vs bare',
+      'observed / bare-undici (req/s)',
+      ratio('peregrine-observed', 'bare-undici'),
+      0.75,
+    ),
+    atLeast(
+      'peregrine-passthrough',
+      'vs express-hpm',
+      'passthrough / express-hpm (req/s)',
+      ratio('peregrine-passthrough', 'express-hpm'),
+      2,
+    ),
+    rssAtMost(
+      'peregrine-passthrough',
+      'Peregrine passthrough max RSS under load',
+      by('peregrine-passthrough')?.rssMaxMB,
+      150,
+    ),
+    rssAtMost(
+      'peregrine-observed',
+      'Peregrine observed max RSS under load',
+      by('peregrine-observed')?.rssMaxMB,
+      150,
+    ),
+    info('observed / passthrough (req/s)', ratio('peregrine-observed', 'peregrine-passthrough')),
+    info('passthrough / nginx (req/s)', ratio('peregrine-passthrough', 'nginx')),
+    info('bare-undici / direct (req/s)', ratio('bare-undici', 'direct')),
+    info('express-hpm / bare-undici (req/s)', ratio('express-hpm', 'bare-undici')),
+    info('CPU per request: passthrough / bare-undici', cpuRatio('peregrine-passthrough', 'bare-undici')),
+    info('CPU per request: observed / bare-undici', cpuRatio('peregrine-observed', 'bare-undici')),
+    info('CPU per request: express-hpm / passthrough', cpuRatio('express-hpm', 'peregrine-passthrough')),
+  ];
+}
+
+const ROUND_HEADERS = [
+  'target',
+  'req/s',
+  'p50 ms',
+  'p99 ms',
+  'max RSS MB',
+  'CPU %',
+  'CPU µs/req',
+  'upstream CPU %',
+  'wrk+bench CPU %',
+  'other CPU %',
+  'errors',
+];
+
+function roundTable(ms: readonly Measurement[]): string {
+  const rows = ms.map((m) => {
+    if (!m.load) return [m.target, m.skipped ?? `failed: ${firstLine(m.error)}`];
+    return [
+      m.target,
+      fmtInt(m.load.rps),
+      fmtMs(m.load.latencyMs.p50),
+      fmtMs(m.load.latencyMs.p99),
+      fmtNum(m.rssMaxMB, 1),
+      fmtNum(m.cpu?.targetPct, 0),
+      fmtNum(m.cpu?.targetUsPerReq, 1),
+      fmtNum(m.cpu?.upstreamPct, 0),
+      fmtNum(m.machineCpu?.benchPct, 0),
+      fmtNum(m.machineCpu?.otherPct, 0),
+      errorCell(totalErrors(m.load), m.load.requests),
+    ];
+  });
+  return markdownTable(ROUND_HEADERS, rows, ['left', ...ROUND_HEADERS.slice(1).map(() => 'right' as const)]);
+}
+
+function errorCell(errors: number, requests: number): string {
+  if (!errors) return '0';
+  return `${fmtInt(errors)} (${((errors / Math.max(requests, 1)) * 100).toFixed(2)}%)`;
+}
+
+function firstLine(s: string | undefined): string {
+  return (s ?? '').split('\n')[0] ?? '';
+}
+
+function summaryTable(summaries: readonly Summary[], cs: readonly Check[]): string {
+  const goals = (id: TargetId) =>
+    cs
+      .filter((c) => c.target === id && c.goal)
+      .map((c) => `${c.short} ${c.result}`)
+      .join(', ');
+  const headers = [
+    'target',
+    'req/s',
+    'p50 ms',
+    'p99 ms',
+    'idle RSS MB',
+    'max RSS MB',
+    'CPU %',
+    'CPU µs/req',
+    'run spread',
+    'goals',
+  ];
+  const rows = summaries.map((s) => {
+    if (s.rps === undefined) return [s.target, s.skipped ?? `failed: ${firstLine(s.error)}`];
+    return [
+      s.target,
+      fmtInt(s.rps),
+      fmtMs(s.p50Ms),
+      fmtMs(s.p99Ms),
+      fmtNum(s.rssIdleMB, 1),
+      fmtNum(s.rssMaxMB, 1),
+      fmtNum(s.cpuPct, 0),
+      fmtNum(s.cpuUsPerReq, 1),
+      `${fmtNum(s.rpsSpreadPct, 1)}%`,
+      s.target === 'bare-undici' ? '(the floor)' : goals(s.target),
+    ];
+  });
+  const align = headers.map((_, i) => (i === 0 || i === headers.length - 1 ? 'left' : 'right') as Align);
+  return markdownTable(headers, rows, align);
+}
+
+function checkTable(cs: readonly Check[]): string {
+  const rows = cs.map((c) => [
+    c.name,
+    c.unit === 'MB' ? `${fmtNum(c.value, 1)} MB` : fmtNum(c.value),
+    c.goal ?? '',
+    c.result === 'info' ? '' : c.result,
+  ]);
+  return markdownTable(['ratio / check', 'value', 'goal', 'result'], rows, ['left', 'right', 'left', 'left']);
+}
+
+export interface ReportInput {
+  machine: MachineInfo;
+  settings: Settings;
+  loadGeneratorLabel: string;
+  measurements: readonly Measurement[];
+  summaries: readonly Summary[];
+  checks: readonly Check[];
+  notes: readonly string[];
+}
+
+export function markdownReport(r: ReportInput): string {
+  const m = r.machine;
+  const s = r.settings;
+  const out: string[] = [];
+  out.push(`## Peregrine proxy benchmark, ${m.date}`);
+  out.push('');
+  out.push(
+    `Machine: ${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.kernel}; Node ${m.node}` +
+      `${m.nginx ? `; nginx ${m.nginx}` : ''}.`,
+  );
+  out.push(
+    `Load: ${m.loadGenerator}${r.loadGeneratorLabel !== 'wrk' ? ` [${r.loadGeneratorLabel}]` : ''}, ` +
+      `${s.threads} thread(s), ${s.connections} connections, ${s.warmupS} s warmup + ${s.durationS} s measured per target; ` +
+      `${s.rounds} rounds in alternating order (forward, then reversed). Latencies in ms, RSS in MB (MiB).`,
+  );
+  out.push(
+    'CPU columns are % of one core during the measured run (the machine has ' +
+      `${m.cores * 100}%): the target, the upstream, wrk and the bench itself, and "other" (everything else on the ` +
+      "machine: other users, kernel threads, VM steal). CPU µs/req is the target's CPU time per request.",
+  );
+  const rounds = [...new Set(r.measurements.map((x) => x.round))];
+  for (const round of rounds) {
+    const ms = r.measurements.filter((x) => x.round === round).sort((a, b) => a.position - b.position);
+    out.push('', `### Run ${round} (${ms.map((x) => x.target).join(' → ')})`, '', roundTable(ms));
+  }
+  out.push(
+    '',
+    `### Mean of ${rounds.length} runs (load generator: ${m.loadGenerator})`,
+    '',
+    summaryTable(r.summaries, r.checks),
+  );
+  out.push('', '### Goals', '', checkTable(r.checks));
+  if (r.notes.length) out.push('', '### Notes', '', ...r.notes.map((n) => `- ${n}`));
+  return `${out.join('\n')}\n`;
+}

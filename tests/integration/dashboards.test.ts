@@ -1,0 +1,511 @@
+/**
+ * Every query of every dashboard in dashboards/, run against a real Prometheus that scrapes a live
+ * gateway under traffic. A query fails the test when Prometheus rejects it or when it returns no
+ * series: a renamed metric or label, a typo, `=` where a multi-value variable needs `=~`.
+ *
+ * Needs the `prometheus` binary (Debian package `prometheus`; CI installs it in .ci/run, or set
+ * PROMETHEUS_BIN). Without it the test fails: it is the only check that the dashboards work.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import type { ConfigInput } from '../../src/config/schema.ts';
+import {
+  dashboardFiles,
+  type GrafanaVariable,
+  loadDashboard,
+  parseLabelValues,
+  substituteVariables,
+  targetsOf,
+  variableQuery,
+  variablesOf,
+} from '../helpers/dashboards.ts';
+import { startGateway, type TestGateway, writeConfig } from '../helpers/gateway.ts';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+
+const PROMETHEUS_BIN = process.env.PROMETHEUS_BIN ?? 'prometheus';
+const SCRAPE_INTERVAL = '1s';
+/**
+ * Values Grafana would give its built-ins. $__rate_interval is at least 4 scrape intervals in
+ * Grafana; 10 s with 1 s scrapes leaves room for a late scrape.
+ */
+const BUILTINS: Readonly<Record<string, string>> = {
+  __rate_interval: '10s',
+  __rate_interval_ms: '10000',
+  __interval: '5s',
+  __interval_ms: '5000',
+  __range: '5m',
+  __range_s: '300',
+  __range_ms: '300000',
+};
+/** A query may return nothing until its series has two samples in the window: retry until then. */
+const QUERY_DEADLINE_MS = 30_000;
+
+function gatewayConfig(echo: string, extraRoutes: RouteInput[] = []): Partial<ConfigInput> {
+  return {
+    // Every request sampled, so every latency bucket gets a trace_id exemplar.
+    telemetry: { tracing: { sampleRatio: 1 } },
+    upstreams: {
+      echo: { endpoints: [echo], timeouts: { response: '300ms' } },
+      // Nothing listens on port 1: connection refused.
+      refused: { endpoints: ['http://127.0.0.1:1'] },
+    },
+    routes: [
+      { name: 'api', match: { path: '/api' }, upstream: 'echo', rewrite: { stripPrefix: '/api' } },
+      { name: 'refused', match: { path: '/refused' }, upstream: 'refused' },
+      ...extraRoutes,
+    ],
+  };
+}
+type RouteInput = NonNullable<ConfigInput['routes']>[number];
+
+let up: TestUpstream | undefined;
+let gw: TestGateway | undefined;
+let prom: Prometheus | undefined;
+let traffic: Traffic | undefined;
+
+beforeAll(async () => {
+  requirePrometheus();
+  up = await startUpstream();
+  gw = await startGateway(gatewayConfig(up.url), { asFile: true });
+  traffic = startTraffic(gw);
+
+  // One rejected and one accepted reload, so both outcomes have moved.
+  const file = gw.configFile!;
+  writeConfig(file, gatewayConfig(up.url, [{ name: 'broken', upstream: 'missing' }]));
+  expect(await gw.gateway.reload('test')).toMatchObject({ ok: false });
+  const v2: RouteInput = {
+    name: 'v2',
+    match: { path: '/v2' },
+    upstream: 'echo',
+    rewrite: { stripPrefix: '/v2' },
+  };
+  writeConfig(file, gatewayConfig(up.url, [v2]));
+  expect(await gw.gateway.reload('test')).toMatchObject({ ok: true });
+
+  prom = await startPrometheus(gw.gateway.adminAddress.port);
+  await prom.waitForScrapes(3);
+}, 90_000);
+
+afterAll(async () => {
+  const steps: [string, (() => Promise<void>) | undefined][] = [
+    ['traffic', traffic && (() => traffic!.stop())],
+    ['prometheus', prom && (() => prom!.stop())],
+    ['gateway', gw && (() => gw!.close())],
+    ['upstream', up && (() => up!.close())],
+  ];
+  for (const [name, step] of steps) {
+    try {
+      await step?.();
+    } catch (err) {
+      console.error(`dashboards test: closing ${name} failed`, err);
+    }
+  }
+}, 30_000);
+
+describe('dashboards against a real Prometheus', () => {
+  const files = dashboardFiles();
+
+  it('dashboards/ holds at least one dashboard', () => {
+    expect(files.length).toBeGreaterThan(0);
+  });
+
+  describe.each(files)('%s', (file) => {
+    const d = loadDashboard(file);
+    const variables = variablesOf(d);
+
+    it(
+      'every panel query is valid and returns series',
+      async () => {
+        const checks = targetsOf(d).map(({ target, where }) => {
+          const raw = target.expr ?? '';
+          let expr: string | undefined;
+          let problem: string | undefined;
+          try {
+            expr = substituteVariables(raw, variables, BUILTINS);
+          } catch (err) {
+            problem = (err as Error).message;
+          }
+          return {
+            where: `${where}\n    ${raw}`,
+            run: async (): Promise<Outcome> =>
+              expr === undefined ? { fatal: problem! } : prom!.instantQuery(expr),
+          };
+        });
+        expect(checks.length, `${file}: no queries`).toBeGreaterThan(0);
+        const failures = await untilAllPass(checks);
+        if (failures.length > 0)
+          expect.fail(`${file}: panel queries failed\n${failures.join('\n')}${await prom!.context()}`);
+      },
+      QUERY_DEADLINE_MS + 15_000,
+    );
+
+    it(
+      'every template variable query returns values',
+      async () => {
+        const checks = variables
+          .filter((v) => v.type === 'query')
+          .map((v) => ({
+            where: `${file} › variable $${v.name}: ${variableQuery(v) ?? '(no query)'}`,
+            run: () => variableCheck(v, variables),
+          }));
+        const failures = await untilAllPass(checks);
+        if (failures.length > 0)
+          expect.fail(`${file}: variable queries failed\n${failures.join('\n')}${await prom!.context()}`);
+      },
+      QUERY_DEADLINE_MS + 15_000,
+    );
+
+    it(
+      'latency targets with exemplars enabled get trace_id exemplars',
+      async () => {
+        const checks = targetsOf(d)
+          .filter(({ target }) => target.exemplar === true)
+          .map(({ target, where }) => ({
+            where: `${where}\n    ${target.expr}`,
+            run: () => prom!.exemplars(substituteVariables(target.expr ?? '', variables, BUILTINS)),
+          }));
+        const failures = await untilAllPass(checks);
+        if (failures.length > 0)
+          expect.fail(`${file}: no exemplars\n${failures.join('\n')}${await prom!.context()}`);
+      },
+      QUERY_DEADLINE_MS + 15_000,
+    );
+  });
+});
+
+// --- checks ---------------------------------------------------------------------------------
+
+/** undefined: passed; {retry}: not yet (no data); {fatal}: will not pass (invalid query). */
+type Outcome = undefined | { retry: string } | { fatal: string };
+
+/** Run every check until it passes or the deadline; returns one message per failed check. */
+async function untilAllPass(checks: { where: string; run: () => Promise<Outcome> }[]): Promise<string[]> {
+  const deadline = Date.now() + QUERY_DEADLINE_MS;
+  const failed = new Map<string, string>();
+  let pending = checks;
+  for (;;) {
+    const results = await Promise.all(
+      pending.map(async (c) => {
+        try {
+          return { c, outcome: await c.run() };
+        } catch (err) {
+          return { c, outcome: { retry: `request failed: ${(err as Error).message}` } as Outcome };
+        }
+      }),
+    );
+    pending = [];
+    for (const { c, outcome } of results) {
+      if (outcome === undefined) failed.delete(c.where);
+      else {
+        failed.set(c.where, 'fatal' in outcome ? outcome.fatal : outcome.retry);
+        if ('retry' in outcome) pending.push(c);
+      }
+    }
+    if (pending.length === 0 || Date.now() >= deadline) break;
+    await sleep(1000);
+  }
+  return [...failed].map(([where, why]) => `  ${where}\n    → ${why}`);
+}
+
+async function variableCheck(v: GrafanaVariable, variables: GrafanaVariable[]): Promise<Outcome> {
+  const query = variableQuery(v) ?? '';
+  const lv = parseLabelValues(query);
+  if (lv !== undefined) {
+    const match =
+      lv.selector === undefined ? undefined : substituteVariables(lv.selector, variables, BUILTINS);
+    const values = await prom!.labelValues(lv.label, match);
+    return values.length > 0 ? undefined : { retry: `no values for label ${lv.label}` };
+  }
+  const qr = /^\s*query_result\((.*)\)\s*$/s.exec(query);
+  if (qr) return prom!.instantQuery(substituteVariables(qr[1]!, variables, BUILTINS));
+  return { fatal: 'unsupported variable query (the test knows label_values() and query_result())' };
+}
+
+// --- Prometheus -----------------------------------------------------------------------------
+
+function requirePrometheus(): void {
+  const probe = spawnSync(PROMETHEUS_BIN, ['--version'], { encoding: 'utf8' });
+  if (probe.error !== undefined || probe.status !== 0) {
+    throw new Error(
+      `the dashboard test needs Prometheus: could not run ${JSON.stringify(PROMETHEUS_BIN)} ` +
+        `(${probe.error?.message ?? `exit ${probe.status}: ${probe.stderr}`}). ` +
+        'Install it (Debian: apt-get install prometheus; CI does this in .ci/run) or set PROMETHEUS_BIN.',
+    );
+  }
+}
+
+interface PromResponse<T> {
+  status: 'success' | 'error';
+  data: T;
+  errorType?: string;
+  error?: string;
+}
+
+interface Prometheus {
+  readonly url: string;
+  instantQuery(expr: string): Promise<Outcome>;
+  exemplars(expr: string): Promise<Outcome>;
+  labelValues(label: string, match: string | undefined): Promise<string[]>;
+  waitForScrapes(n: number): Promise<void>;
+  /** The scrape target's state, Prometheus's exit status and recent warnings, for failure messages. */
+  context(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** Kill on worker exit too, so a crashed test run never leaves a Prometheus behind. */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const p of running) p.kill('SIGKILL');
+});
+
+async function startPrometheus(adminPort: number): Promise<Prometheus> {
+  const dir = mkdtempSync(join(tmpdir(), 'peregrine-prometheus-'));
+  const configFile = join(dir, 'prometheus.yml');
+  writeFileSync(
+    configFile,
+    [
+      'global:',
+      `  scrape_interval: ${SCRAPE_INTERVAL}`,
+      `  scrape_timeout: ${SCRAPE_INTERVAL}`,
+      `  evaluation_interval: ${SCRAPE_INTERVAL}`,
+      'scrape_configs:',
+      '  - job_name: peregrine',
+      '    metrics_path: /metrics',
+      '    static_configs:',
+      `      - targets: ['127.0.0.1:${adminPort}']`,
+      '',
+    ].join('\n'),
+  );
+  const log: string[] = [];
+  // The port may be taken between freePort() and Prometheus binding it: try a few.
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const proc = spawn(
+      PROMETHEUS_BIN,
+      [
+        `--config.file=${configFile}`,
+        `--storage.tsdb.path=${join(dir, `data-${attempt}`)}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+        '--enable-feature=exemplar-storage',
+        '--log.level=warn',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    running.add(proc);
+    let exit: string | undefined;
+    const exited = new Promise<void>((resolve) => {
+      proc.once('exit', (code, signal) => {
+        exit = `prometheus exited (${signal ?? `code ${code}`})`;
+        running.delete(proc);
+        resolve();
+      });
+      proc.once('error', (err) => {
+        exit = `prometheus failed to start: ${err.message}`;
+        running.delete(proc);
+        resolve();
+      });
+    });
+    proc.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+      log.push(...chunk.split('\n').filter(Boolean));
+      if (log.length > 20) log.splice(0, log.length - 20);
+    });
+    const status = () => `prometheus ${url} ${exit ?? 'running'}; last warnings: ${log.join('\n') || 'none'}`;
+
+    const api = async <T>(
+      path: string,
+      params: Record<string, string | string[]>,
+    ): Promise<PromResponse<T>> => {
+      const body = new URLSearchParams();
+      for (const [k, v] of Object.entries(params)) for (const one of [v].flat()) body.append(k, one);
+      const res = await fetch(`${url}${path}?${body}`, { signal: AbortSignal.timeout(5000) });
+      const json = (await res.json()) as PromResponse<T>;
+      return json;
+    };
+    const now = () => String(Date.now() / 1000);
+
+    const prometheus: Prometheus = {
+      url,
+      async instantQuery(expr) {
+        const r = await api<{ resultType: string; result: unknown[] | unknown }>('/api/v1/query', {
+          query: expr,
+          time: now(),
+        });
+        if (r.status !== 'success')
+          return { fatal: `invalid query: ${r.errorType}: ${r.error} (sent: ${expr})` };
+        if (r.data.resultType === 'scalar' || r.data.resultType === 'string') return undefined;
+        return (r.data.result as unknown[]).length > 0 ? undefined : { retry: `no series (sent: ${expr})` };
+      },
+      async exemplars(expr) {
+        const end = Date.now() / 1000;
+        const r = await api<
+          { seriesLabels: Record<string, string>; exemplars: { labels: Record<string, string> }[] }[]
+        >('/api/v1/query_exemplars', { query: expr, start: String(end - 300), end: String(end) });
+        if (r.status !== 'success')
+          return { fatal: `invalid query: ${r.errorType}: ${r.error} (sent: ${expr})` };
+        const ids = r.data.flatMap((s) => s.exemplars.map((e) => e.labels.trace_id));
+        if (ids.length === 0) return { retry: `no exemplars (sent: ${expr})` };
+        const bad = ids.find((id) => !/^[0-9a-f]{32}$/.test(id ?? ''));
+        return bad === undefined ? undefined : { fatal: `exemplar without a valid trace_id: ${bad}` };
+      },
+      async labelValues(label, match) {
+        const params: Record<string, string> = { start: String(Date.now() / 1000 - 300), end: now() };
+        if (match !== undefined) params['match[]'] = match;
+        const r = await api<string[]>(`/api/v1/label/${encodeURIComponent(label)}/values`, params);
+        if (r.status !== 'success') throw new Error(`${r.errorType}: ${r.error}`);
+        return r.data;
+      },
+      async waitForScrapes(n) {
+        const deadline = Date.now() + 30_000;
+        let last = 'no answer yet';
+        while (Date.now() < deadline && exit === undefined) {
+          try {
+            const targets = await api<{
+              activeTargets: { health: string; lastError: string; scrapeUrl: string }[];
+            }>('/api/v1/targets', {});
+            const t = targets.data.activeTargets.find((x) => x.scrapeUrl.includes(`:${adminPort}/`));
+            last = t === undefined ? 'target not listed' : `target ${t.health} ${t.lastError}`;
+            if (t?.health === 'up') {
+              const r = await api<{ result: { value: [number, string] }[] }>('/api/v1/query', {
+                query: `count_over_time(up{job="peregrine"}[1m])`,
+                time: now(),
+              });
+              const scrapes = Number(r.data.result[0]?.value[1] ?? 0);
+              last = `target up, ${scrapes} scrapes`;
+              if (scrapes >= n) return;
+            }
+          } catch (err) {
+            last = (err as Error).message;
+          }
+          await sleep(250);
+        }
+        throw new Error(`Prometheus did not scrape the gateway ${n} times: ${last}\n${status()}`);
+      },
+      async context() {
+        let target = 'unknown';
+        try {
+          const r = await api<{ activeTargets: { health: string; lastError: string; lastScrape: string }[] }>(
+            '/api/v1/targets',
+            {},
+          );
+          const t = r.data.activeTargets[0];
+          if (t)
+            target = `${t.health}, last scrape ${t.lastScrape}${t.lastError ? `, error: ${t.lastError}` : ''}`;
+        } catch (err) {
+          target = `not reachable (${(err as Error).message})`;
+        }
+        return `\n--- scrape target (gateway admin :${adminPort}): ${target}\n--- ${status()}`;
+      },
+      async stop() {
+        if (exit === undefined) {
+          proc.kill('SIGTERM');
+          const killed = await Promise.race([exited.then(() => true), sleep(5000, false)]);
+          if (!killed) {
+            proc.kill('SIGKILL');
+            await exited;
+          }
+        }
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+
+    // Ready, or exited (port taken: retry on another one).
+    const deadline = Date.now() + 20_000;
+    while (exit === undefined && Date.now() < deadline) {
+      const ready = await fetch(`${url}/-/ready`, { signal: AbortSignal.timeout(1000) }).then(
+        (r) => r.ok,
+        () => false,
+      );
+      if (ready) return prometheus;
+      await sleep(100);
+    }
+    if (exit === undefined) {
+      await prometheus.stop();
+      throw new Error(`Prometheus did not become ready in 20 s\n${status()}`);
+    }
+    const portTaken = log.some((l) => l.includes('address already in use'));
+    if (!portTaken || attempt >= 3) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`Prometheus did not start\n${status()}`);
+    }
+  }
+}
+
+// --- traffic --------------------------------------------------------------------------------
+
+interface Traffic {
+  stop(): Promise<void>;
+}
+
+/**
+ * Requests in the background until stopped, so that every series a panel reads exists and
+ * moves: successes with bodies, 404 (no route), an upstream 503, a refused connection, an
+ * upstream reset, an upstream timeout, and a refused WebSocket upgrade.
+ */
+function startTraffic(g: TestGateway): Traffic {
+  const stopper = new AbortController();
+  const hit = async (path: string, init: RequestInit = {}): Promise<void> => {
+    const signal = AbortSignal.any([stopper.signal, AbortSignal.timeout(5000)]);
+    try {
+      const res = await fetch(`${g.url}${path}`, { ...init, signal });
+      await res.arrayBuffer();
+    } catch {
+      // Aborted at stop, or cut by the gateway on purpose: the metrics are what matter here.
+    }
+  };
+  const upgrade = (path: string): Promise<void> =>
+    new Promise((resolve) => {
+      const ws = new WebSocket(`${g.url.replace('http', 'ws')}${path}`);
+      const done = () => {
+        ws.terminate();
+        resolve();
+      };
+      ws.once('error', done);
+      ws.once('close', done);
+      ws.once('open', done);
+    });
+  const loop = async (pauseMs: number, body: () => Promise<unknown>): Promise<void> => {
+    while (!stopper.signal.aborted) {
+      await body();
+      await sleep(pauseMs);
+    }
+  };
+  const loops = [
+    loop(50, () =>
+      Promise.all([
+        hit('/api/echo'),
+        hit('/api/sink', { method: 'POST', body: 'x'.repeat(1024) }),
+        hit('/no-such-route'),
+        hit('/api/status/503'),
+        hit('/refused'),
+        hit('/api/reset'),
+      ]),
+    ),
+    // Past the 300 ms response timeout: 504, attempt outcome `timeout`.
+    loop(200, () => hit('/api/hang')),
+    loop(1000, () => upgrade('/no-such-route')),
+  ];
+  return {
+    async stop() {
+      stopper.abort();
+      await Promise.all(loops);
+    },
+  };
+}
