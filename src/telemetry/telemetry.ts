@@ -18,11 +18,18 @@ export interface Telemetry {
 
 export function createTelemetry(
   cfg: TelemetryConfig,
-  opts: { version: string; logDestination?: DestinationStream | undefined; spanProcessor?: SpanProcessor | undefined },
+  opts: {
+    version: string;
+    logDestination?: DestinationStream | undefined;
+    spanProcessor?: SpanProcessor | undefined;
+  },
 ): Telemetry {
   const logger = createLogger(cfg, opts.logDestination);
   const metrics = createMetrics({ exemplars: cfg.metrics.exemplars, version: opts.version });
-  const tracing = createTracing(cfg, opts.spanProcessor ? { spanProcessorForTests: opts.spanProcessor } : undefined);
+  const tracing = createTracing(
+    cfg,
+    opts.spanProcessor ? { spanProcessorForTests: opts.spanProcessor } : undefined,
+  );
   const accessLog = createAccessLog(logger, cfg.accessLog.enabled);
   let closing: Promise<void> | undefined;
   return {

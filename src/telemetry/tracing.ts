@@ -247,8 +247,9 @@ class SpanStarter {
     if (parent !== undefined && (this.tracer === undefined || (this.parentBased && !isSampled(parent)))) {
       return this.child(parent);
     }
-    if (this.tracer !== undefined)
+    if (this.tracer !== undefined) {
       return this.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, context);
+    }
     const traceId = this.ids.generateTraceId();
     const { decision } = this.root.shouldSample(context, traceId, name, SpanKind.SERVER, attributes, []);
     return trace.wrapSpanContext({
@@ -288,14 +289,14 @@ const headerGetter: TextMapGetter<IncomingHttpHeaders> = {
 };
 
 class GatewayTracing implements Tracing {
-  private readonly tracer: SpanStarter;
+  private readonly spans: SpanStarter;
   private readonly provider: BasicTracerProvider | undefined;
   private readonly w3c = new W3CTraceContextPropagator();
   private readonly b3 = new B3Propagator();
   private closing: Promise<void> | undefined;
 
-  constructor(tracer: SpanStarter, provider: BasicTracerProvider | undefined) {
-    this.tracer = tracer;
+  constructor(spans: SpanStarter, provider: BasicTracerProvider | undefined) {
+    this.spans = spans;
     this.provider = provider;
   }
 
@@ -312,7 +313,7 @@ class GatewayTracing implements Tracing {
   }
 
   startServerSpan(method: string, headers: IncomingHttpHeaders, attributes: Attributes): Span {
-    const span = this.tracer.startServer(serverSpanName(method), attributes, this.extract(headers));
+    const span = this.spans.startServer(serverSpanName(method), attributes, this.extract(headers));
     // Attributes derived from headers are only worth computing for spans that get exported.
     if (span.isRecording()) {
       const m = spanMethod(method);
@@ -333,7 +334,7 @@ class GatewayTracing implements Tracing {
   }
 
   startClientSpan(parent: Span, name: string, attributes: Attributes): Span {
-    return this.tracer.startClient(parent, name, attributes);
+    return this.spans.startClient(parent, name, attributes);
   }
 
   inject(span: Span, headers: Record<string, string | string[]>): void {
@@ -431,8 +432,9 @@ export function createTracing(
   const root = rootSampler(cfg.tracing.sampleRatio);
   const idGenerator = new PooledIdGenerator();
 
-  if (processors.length === 0)
+  if (processors.length === 0) {
     return new GatewayTracing(new SpanStarter(undefined, true, root, idGenerator), undefined);
+  }
 
   const resource = defaultResource()
     .merge(resourceFromAttributes({ [ATTR_SERVICE_NAME]: cfg.serviceName }))

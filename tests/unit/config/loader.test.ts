@@ -300,7 +300,10 @@ describe('route compilation during validation', () => {
     const text = VALID.replace('path: /api/users', 'path: /api/:/users\n      pathType: template');
     const issues = issuesOf(text);
     expect(issues).toHaveLength(1);
-    expect(issues[0]).toMatchObject({ path: 'routes.0.match.path', line: lineOf(text, 'path: /api/:/users') });
+    expect(issues[0]).toMatchObject({
+      path: 'routes.0.match.path',
+      line: lineOf(text, 'path: /api/:/users'),
+    });
     expect(issues[0]!.message).toContain('invalid parameter name');
   });
 });
