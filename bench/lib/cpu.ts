@@ -4,7 +4,7 @@
  * shared machine that is a steadier measure of proxy cost than req/s. Linux only.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { processTree } from './rss.ts';
 
 let ticksPerSecond: number | undefined;
@@ -54,18 +54,37 @@ export function cpuWindow(pid: number): () => { ms: number; pctOfCore: number } 
   };
 }
 
-/** Busy CPU of the whole machine in ms (all cores; steal included: time the VM did not get). */
-export function machineBusyMs(): number | undefined {
+/** /proc/stat's first line in ms: busy (user+nice+system), softirq+irq, steal. */
+function machineMs(): { busy: number; softirq: number; steal: number } | undefined {
   try {
     const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
-    const [, user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).map(Number);
-    return (
-      (((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) * 1000) /
-      clockTicks()
-    );
+    const [, user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = line
+      .trim()
+      .split(/\s+/)
+      .map(Number);
+    const ms = (ticks: number) => (ticks * 1000) / clockTicks();
+    return { busy: ms(user + nice + system), softirq: ms(irq + softirq), steal: ms(steal) };
   } catch {
     return undefined;
   }
+}
+
+/** CPU ms of every process on the machine, by pid. */
+function allProcessesCpuMs(): Map<number, number> {
+  const out = new Map<number, number>();
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    const pid = Number(e);
+    if (!Number.isInteger(pid)) continue;
+    const ms = cpuMs(pid);
+    if (ms !== undefined) out.set(pid, ms);
+  }
+  return out;
 }
 
 /**
@@ -82,67 +101,66 @@ export function selfAndReapedCpuMs(): number | undefined {
   }
 }
 
+/** Where the machine's CPU went during a window, in % of one core (2 cores: up to 200). */
 export interface MachineCpu {
-  /** Everything busy on the machine, in % of one core (2 cores: up to 200). */
+  /** user + nice + system of the whole machine. */
   machinePct: number;
-  /** The bench itself and the load generator if it is a child that exited in the window (wrk). */
+  /** The bench itself and its reaped children (wrk, once it has exited). */
   benchPct: number;
-  /** The given bench processes (target, upstream, sink). */
-  processesPct: number;
-  /** Whatever else ran: other users' processes, the kernel's own threads, steal. */
-  otherPct: number;
+  /** Interrupt and softirq time: mostly the kernel's loopback TCP work for the bench's traffic. */
+  softirqPct: number;
+  /** Processes that are not the bench's (other users, test runs, ...) plus VM steal. */
+  foreignPct: number;
 }
 
 /**
- * Starts a window over the machine's CPU; `end()` (call it after wrk has exited) splits it into
- * the given processes, the bench + wrk, and everything else.
+ * Starts a window over the machine's CPU; `end()` (call it after wrk has exited) tells how much
+ * went to the bench, to interrupts, and to processes that are not the bench's (`ours()` lists the
+ * bench's long-lived process trees). A foreign process that started and ended inside the window
+ * is missed.
  */
-export function machineCpuWindow(pids: readonly number[]): () => MachineCpu | undefined {
-  const unique = [...new Set(pids)];
-  const read = () => {
-    const machine = machineBusyMs();
-    const self = selfAndReapedCpuMs();
-    const procs = unique.map(treeCpuMs);
-    if (machine === undefined || self === undefined || procs.some((p) => p === undefined)) return undefined;
-    return { machine, self, procs: procs.reduce((a, b) => a! + b!, 0)! };
-  };
-  const start = read();
+export function machineCpuWindow(ours: () => readonly number[]): () => MachineCpu | undefined {
+  const m0 = machineMs();
+  const s0 = selfAndReapedCpuMs();
+  const p0 = allProcessesCpuMs();
   const t0 = performance.now();
   return () => {
-    const end = read();
+    const m1 = machineMs();
+    const s1 = selfAndReapedCpuMs();
+    const p1 = allProcessesCpuMs();
     const wall = performance.now() - t0;
-    if (!start || !end || wall <= 0) return undefined;
+    if (!m0 || !m1 || s0 === undefined || s1 === undefined || wall <= 0) return undefined;
+    const mine = new Set<number>([process.pid]);
+    for (const root of ours()) for (const pid of processTree(root)) mine.add(pid);
+    let foreign = 0;
+    for (const [pid, ms] of p1) if (!mine.has(pid)) foreign += ms - (p0.get(pid) ?? 0);
     const pct = (ms: number) => (ms / wall) * 100;
-    const machinePct = pct(end.machine - start.machine);
-    const benchPct = pct(end.self - start.self);
-    const processesPct = pct(end.procs - start.procs);
     return {
-      machinePct,
-      benchPct,
-      processesPct,
-      otherPct: Math.max(0, machinePct - benchPct - processesPct),
+      machinePct: pct(m1.busy - m0.busy),
+      benchPct: pct(s1 - s0),
+      softirqPct: pct(m1.softirq - m0.softirq),
+      foreignPct: pct(foreign + m1.steal - m0.steal),
     };
   };
 }
 
 /**
- * Wait (at most `maxWaitMs`) until the machine is quiet: less than `thresholdPct` of one core busy
- * over a one-second sample. Other users' work on a small shared box skews a run badly.
+ * Wait (at most `maxWaitMs`) until processes that are not the bench's use less than
+ * `thresholdPct` of one core over a one-second sample: other users' work on a small shared
+ * machine skews a run badly.
  */
 export async function waitForQuiet(
+  ours: () => readonly number[],
   thresholdPct: number,
   maxWaitMs: number,
-): Promise<{ waitedMs: number; busyPct: number | undefined }> {
+): Promise<{ waitedMs: number; foreignPct: number | undefined }> {
   const t0 = performance.now();
-  let busyPct: number | undefined;
   for (;;) {
-    const a = machineBusyMs();
-    const s = performance.now();
+    const window = machineCpuWindow(ours);
     await new Promise((r) => setTimeout(r, 1000));
-    const b = machineBusyMs();
-    if (a === undefined || b === undefined) return { waitedMs: 0, busyPct: undefined };
-    busyPct = ((b - a) / (performance.now() - s)) * 100;
+    const foreignPct = window()?.foreignPct;
     const waitedMs = performance.now() - t0;
-    if (busyPct < thresholdPct || waitedMs >= maxWaitMs) return { waitedMs, busyPct };
+    if (foreignPct === undefined || foreignPct < thresholdPct || waitedMs >= maxWaitMs)
+      return { waitedMs, foreignPct };
   }
 }

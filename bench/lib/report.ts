@@ -17,6 +17,8 @@ export interface Settings {
   rounds: number;
   /** Longest wait, before each target, for the machine to be quiet. */
   quietWaitS: number;
+  /** Measured runs repeated at most this often when other processes disturbed them. */
+  retries: number;
 }
 
 export interface Measurement {
@@ -36,8 +38,8 @@ export interface Measurement {
   cpu?: { targetPct: number; targetUsPerReq: number; upstreamPct: number };
   /** The whole machine during the measured run (% of one core). */
   machineCpu?: MachineCpu;
-  /** Machine busy % (of one core) when the target was started, after waiting for quiet. */
-  quiet?: { waitedS: number; busyPct: number | undefined };
+  /** Measured runs made (more than 1: earlier ones were disturbed by other processes). */
+  attempts?: number;
   extra?: Record<string, number>;
 }
 
@@ -213,7 +215,8 @@ const ROUND_HEADERS = [
   'CPU µs/req',
   'upstream CPU %',
   'wrk+bench CPU %',
-  'other CPU %',
+  'softirq %',
+  'other procs CPU %',
   'errors',
 ];
 
@@ -230,7 +233,8 @@ function roundTable(ms: readonly Measurement[]): string {
       fmtNum(m.cpu?.targetUsPerReq, 1),
       fmtNum(m.cpu?.upstreamPct, 0),
       fmtNum(m.machineCpu?.benchPct, 0),
-      fmtNum(m.machineCpu?.otherPct, 0),
+      fmtNum(m.machineCpu?.softirqPct, 0),
+      `${fmtNum(m.machineCpu?.foreignPct, 0)}${(m.attempts ?? 1) > 1 ? ` (${m.attempts} tries)` : ''}`,
       errorCell(totalErrors(m.load), m.load.requests),
     ];
   });
@@ -320,8 +324,10 @@ export function markdownReport(r: ReportInput): string {
   );
   out.push(
     'CPU columns are % of one core during the measured run (the machine has ' +
-      `${m.cores * 100}%): the target, the upstream, wrk and the bench itself, and "other" (everything else on the ` +
-      "machine: other users, kernel threads, VM steal). CPU µs/req is the target's CPU time per request.",
+      `${m.cores * 100}%): the target, the upstream, wrk with the bench itself, interrupts/softirq (mostly the ` +
+      "kernel's loopback TCP work for the bench's own traffic), and other processes that are not the bench's " +
+      `(other users' test runs, VM steal; a run disturbed by more than 15% is measured again, up to ${s.retries} ` +
+      "times, keeping the least disturbed). CPU µs/req is the target's CPU time per request.",
   );
   const rounds = [...new Set(r.measurements.map((x) => x.round))];
   for (const round of rounds) {

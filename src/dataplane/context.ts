@@ -41,6 +41,14 @@ export class RequestContext {
   upstreamStatus = 0;
   requestBytes = 0;
   responseBytes = 0;
+  /** Verified JWT claims (auth filter). */
+  claims: Readonly<Record<string, unknown>> | undefined = undefined;
+  /** Authenticated subject: the JWT `sub`, for logs and spans. */
+  subject: string | undefined = undefined;
+  /** Verified peer identity from mTLS (SPIFFE URI, DNS name or subject). */
+  identity: string | undefined = undefined;
+  /** Extra headers for the upstream request, set by filters, as [name, value, ...]. */
+  upstreamHeaders: string[] | undefined = undefined;
   /** Local failure code when the gateway produced or cut the response. */
   code: ErrorCode | undefined = undefined;
   /** Set once the upstream exchange is over (success or failure). */
