@@ -23,7 +23,20 @@ const out = {
   stderr: (s: string) => process.stderr.write(s.endsWith('\n') ? s : `${s}\n`),
 };
 
+/**
+ * Node's lenient HTTP parser (`--insecure-http-parser`) accepts the malformed framing that request
+ * smuggling relies on. The gateway refuses to run with it, whatever set it.
+ */
+function lenientParserRequested(execArgv: readonly string[], nodeOptions: string | undefined): boolean {
+  const flags = [...execArgv, ...(nodeOptions ?? '').split(/\s+/)];
+  return flags.includes('--insecure-http-parser');
+}
+
 async function run(configFile: string): Promise<void> {
+  if (lenientParserRequested(process.execArgv, process.env.NODE_OPTIONS)) {
+    out.stderr('peregrine: refusing to start with --insecure-http-parser (request smuggling risk)');
+    process.exit(2);
+  }
   let config: Awaited<ReturnType<typeof loadConfigFile>>;
   try {
     config = await loadConfigFile(configFile);

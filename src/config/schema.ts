@@ -83,6 +83,12 @@ export const ListenerSchema = z.strictObject({
       keepAliveTimeout: duration('5s'),
       /** Largest request head accepted; larger gets 431. */
       maxHeaderSize: size('16KiB'),
+      /**
+       * Request headers whose name contains `_`: `drop` them (default), `reject` the request with
+       * 400, or `allow` them. Some upstream stacks (CGI, WSGI) fold `_` and `-` together, so
+       * `X_Forwarded_For` could pose as `X-Forwarded-For` behind the gateway.
+       */
+      headersWithUnderscores: z.enum(['drop', 'reject', 'allow']).default('drop'),
     })
     .prefault({}),
 });
@@ -186,6 +192,16 @@ export const RouteSchema = z.strictObject({
     .optional(),
   /** Send the client's Host upstream (true) or the endpoint's host (false). */
   preserveHost: z.boolean().default(true),
+  limits: z
+    .strictObject({
+      /**
+       * Largest request body; larger gets 413. A declared Content-Length is checked before the
+       * upstream is contacted; a chunked body is counted as it streams and cut at the limit.
+       * 0 (the default): no limit.
+       */
+      maxBodySize: size('0'),
+    })
+    .optional(),
 });
 
 export const ConfigSchema = z

@@ -58,6 +58,8 @@ export class RequestContext {
   totalTimer: NodeJS.Timeout | undefined = undefined;
   decisions: Decision[] | undefined = undefined;
   finished = false;
+  /** The connection, kept for after the response detached from it. */
+  socket: import('node:stream').Duplex | undefined = undefined;
   pipeline: Pipeline | undefined = undefined;
 
   constructor(req: IncomingMessage, res: ServerResponse, snapshot: Snapshot, startedAt: number) {

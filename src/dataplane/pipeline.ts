@@ -10,18 +10,19 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
+import { type Duplex, Transform, type TransformCallback } from 'node:stream';
 import type { Span } from '@opentelemetry/api';
 import { SpanStatusCode } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
 import type { Snapshot } from '../control/snapshot.ts';
-import { asGatewayError, GatewayError } from '../errors.ts';
+import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
 import { RequestContext } from './context.ts';
 import { type AttemptObserver, ResponseForwarder } from './forward/forwarder.ts';
 import { buildUpstreamHeaders } from './forward/headers.ts';
 import { plainAddress, type TrustCheck } from './forward/trusted-proxies.ts';
 import type { AttemptOutcome } from './forward/upstream-errors.ts';
-import { sendProblem } from './respond.ts';
+import { sendProblem, writeRawProblem } from './respond.ts';
 import { normalizePath } from './routing/path-normalize.ts';
 import type { Endpoint } from './upstream/endpoint.ts';
 
@@ -36,11 +37,28 @@ export interface DataplaneHost {
 
 export interface ListenerInfo {
   readonly name: string;
+  readonly underscores: 'drop' | 'reject' | 'allow';
   readonly proto: 'http' | 'https';
   readonly trust: TrustCheck;
 }
 
 const kContext = Symbol('peregrine.context');
+/** Requests of a keep-alive connection still being answered, and a parser error waiting for them. */
+const kPending = Symbol('peregrine.pending');
+const kDeferredError = Symbol('peregrine.deferredError');
+type TrackedSocket = Duplex & { [kPending]?: number; [kDeferredError]?: ErrorCode };
+
+/**
+ * Called on a parser error. When earlier pipelined requests on this connection are still being
+ * answered, the error response waits for them (good, good, bad → 200, 200, 400 + close);
+ * otherwise it is written at once. Returns true when deferred.
+ */
+export function deferClientError(socket: Duplex, code: ErrorCode): boolean {
+  const s = socket as TrackedSocket;
+  if (!s[kPending]) return false;
+  s[kDeferredError] = code;
+  return true;
+}
 type ResponseWithContext = ServerResponse & { [kContext]?: RequestContext };
 
 /** A client-supplied request id is kept only when it is this tame; otherwise a UUID replaces it. */
@@ -86,6 +104,9 @@ export class Pipeline implements AttemptObserver {
     const ctx = new RequestContext(req, res, this.host.currentSnapshot(), performance.now());
     ctx.pipeline = this;
     (res as ResponseWithContext)[kContext] = ctx;
+    const socket = req.socket as TrackedSocket;
+    ctx.socket = socket;
+    socket[kPending] = (socket[kPending] ?? 0) + 1;
     res.once('close', onResponseClose);
     this.host.requestStarted();
     this.telemetry.metrics.requestStarted(this.listener.name);
@@ -111,7 +132,7 @@ export class Pipeline implements AttemptObserver {
 
   route(ctx: RequestContext): void {
     const { req } = ctx;
-    const target = normalizePath(req.url ?? '/');
+    const target = normalizePath(originForm(req.url ?? '/'));
     if ('error' in target) throw new GatewayError('BAD_REQUEST', `invalid request target (${target.error})`);
     ctx.path = target.path;
     ctx.query = target.query;
@@ -121,6 +142,12 @@ export class Pipeline implements AttemptObserver {
     if (!match) throw new GatewayError('ROUTE_NOT_FOUND');
     const route = match.route;
     ctx.route = route;
+    const maxBody = route.config.limits?.maxBodySize ?? 0;
+    if (maxBody > 0) {
+      const declared = req.headers['content-length'];
+      if (declared !== undefined && Number(declared) > maxBody)
+        throw new GatewayError('PAYLOAD_TOO_LARGE', `request body exceeds ${maxBody} bytes`);
+    }
     // The decision log is built for sampled requests only: it is read from their spans.
     if (ctx.sampled) ctx.decide('route', `${route.name} (priority ${route.priority})`);
     ctx.span?.updateName(`${method} ${route.name}`);
@@ -152,6 +179,7 @@ export class Pipeline implements AttemptObserver {
       proto: this.listener.proto,
       upstreamHost: route.hostRewrite ?? (route.preserveHost ? undefined : endpoint.host),
       requestId: ctx.requestId,
+      underscores: this.listener.underscores,
     });
 
     const method = req.method ?? 'GET';
@@ -176,7 +204,12 @@ export class Pipeline implements AttemptObserver {
     cluster.inFlight++;
     this.telemetry.metrics.upstreamStarted(cluster.name);
     ctx.upstreamStartedAt = performance.now();
-    const body = hasBody(req) ? req : null;
+    let body: IncomingMessage | BodyLimit | null = hasBody(req) ? req : null;
+    const maxBody = route.config.limits?.maxBodySize ?? 0;
+    if (body !== null && maxBody > 0 && req.headers['content-length'] === undefined) {
+      // A chunked body has no declared size: count it on the way and cut it at the limit.
+      body = limitBody(req, maxBody);
+    }
     const path = route.rewritePath(ctx.path);
     const opts: Dispatcher.DispatchOptions = {
       method: method as Dispatcher.HttpMethod,
@@ -249,7 +282,7 @@ export class Pipeline implements AttemptObserver {
     if (res.destroyed) return;
     res.setHeader('x-request-id', ctx.requestId);
     // After a framing error the request body may still be unread: close rather than reuse.
-    const close = this.host.draining || error.code === 'BAD_REQUEST';
+    const close = this.host.draining || error.code === 'BAD_REQUEST' || error.code === 'PAYLOAD_TOO_LARGE';
     sendProblem(res, error, { traceId: ctx.traceId, requestId: ctx.requestId }, close);
   }
 
@@ -311,7 +344,47 @@ export class Pipeline implements AttemptObserver {
       attempts: ctx.attempts,
     });
     this.host.requestFinished();
+    const socket = ctx.socket as TrackedSocket | undefined;
+    if (socket && --socket[kPending]! === 0 && socket[kDeferredError]) {
+      writeRawProblem(socket, socket[kDeferredError]);
+    }
   }
+}
+
+/**
+ * The path-and-query of a request target. An absolute-form target (`http://host/path`) keeps only
+ * its path: its authority never chooses the route or the upstream; the Host header does.
+ */
+export function originForm(target: string): string {
+  if (target.charCodeAt(0) === 47 /* / */) return target;
+  const scheme = target.startsWith('http://') ? 7 : target.startsWith('https://') ? 8 : -1;
+  if (scheme < 0) return target;
+  const slash = target.indexOf('/', scheme);
+  if (slash >= 0) return target.slice(slash);
+  const q = target.indexOf('?', scheme);
+  return q >= 0 ? `/${target.slice(q)}` : '/';
+}
+
+/** Counts a streamed body and fails it with PAYLOAD_TOO_LARGE past `max` bytes. */
+class BodyLimit extends Transform {
+  readonly max: number;
+  seen = 0;
+  constructor(max: number) {
+    super();
+    this.max = max;
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.seen += chunk.length;
+    if (this.seen > this.max) cb(new GatewayError('PAYLOAD_TOO_LARGE', `request body exceeds ${this.max} bytes`));
+    else cb(null, chunk);
+  }
+}
+
+function limitBody(req: IncomingMessage, max: number): BodyLimit {
+  const limiter = new BodyLimit(max);
+  req.on('error', (err) => limiter.destroy(err));
+  req.pipe(limiter);
+  return limiter;
 }
 
 function formatDecision(d: { stage: string; detail: string }): string {

@@ -61,6 +61,8 @@ export interface OutboundRequestInfo {
   /** Host header to send upstream (the client's, or the route's rewrite, or the endpoint's). */
   readonly upstreamHost: string | undefined;
   readonly requestId: string;
+  /** What to do with header names containing `_` (listener policy). */
+  readonly underscores: 'drop' | 'reject' | 'allow';
 }
 
 /** Names listed in a Connection header value, lower-cased; `close`/`keep-alive` included. */
@@ -92,6 +94,11 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], info: Outbou
     const rule = REQUEST_RULES.get(lower);
     if (rule === undefined) {
       if (named?.has(lower)) continue;
+      if (info.underscores !== 'allow' && name.includes('_')) {
+        if (info.underscores === 'reject')
+          throw new GatewayError('BAD_REQUEST', 'header names with underscores are not accepted');
+        continue;
+      }
       out.push(name, value);
       continue;
     }

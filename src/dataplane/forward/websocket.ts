@@ -209,6 +209,7 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
       proto: pipeline.listener.proto,
       upstreamHost: route.hostRewrite ?? (route.preserveHost ? undefined : endpoint.host),
       requestId: rec.requestId,
+      underscores: pipeline.listener.underscores,
     });
     const path = route.rewritePath(target.path);
     endpoint.pool.dispatch(

@@ -5,7 +5,7 @@ import type { ListenerConfig } from '../../config/schema.ts';
 import { ERROR_CODES, type ErrorCode } from '../../errors.ts';
 import { createTrustCheck, plainAddress } from '../forward/trusted-proxies.ts';
 import { handleUpgrade, isWebSocketUpgrade } from '../forward/websocket.ts';
-import { type DataplaneHost, Pipeline } from '../pipeline.ts';
+import { type DataplaneHost, deferClientError, Pipeline } from '../pipeline.ts';
 import { writeRawProblem } from '../respond.ts';
 
 /** Node's parser errors → the answer the gateway gives before closing the connection. */
@@ -37,7 +37,12 @@ export class HttpListener {
     this.config = config;
     this.#host = host;
     this.pipeline = new Pipeline(
-      { name: config.name, proto: 'http', trust: createTrustCheck(config.trustedProxies) },
+      {
+        name: config.name,
+        proto: 'http',
+        trust: createTrustCheck(config.trustedProxies),
+        underscores: config.limits.headersWithUnderscores,
+      },
       host,
     );
     const { limits } = config;
@@ -77,7 +82,7 @@ export class HttpListener {
       return;
     }
     const code = clientErrorCode(err.code);
-    writeRawProblem(socket, code);
+    if (!deferClientError(socket, code)) writeRawProblem(socket, code);
     // Counted like any request (no route, method unknown) so rate and error panels include them.
     const { metrics, accessLog } = this.#host.telemetry;
     const status = ERROR_CODES[code].status;

@@ -1,0 +1,219 @@
+/**
+ * Request normalisation and limits at the gateway's own boundary, over raw sockets
+ * (threat catalogue groups A, B and C).
+ */
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { parseHead, rawRequest, statusCodes } from '../helpers/raw-http.ts';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+
+let up: TestUpstream;
+let other: TestUpstream;
+let gw: TestGateway;
+
+beforeAll(async () => {
+  up = await startUpstream();
+  other = await startUpstream();
+  gw = await startGateway({
+    listeners: [{ name: 'edge', address: '127.0.0.1:0', limits: { headersTimeout: '1s', maxHeaderSize: '8KiB' } }],
+    upstreams: { main: { endpoints: [up.url] }, other: { endpoints: [other.url] } },
+    routes: [
+      { name: 'evil-host', match: { host: 'evil.example' }, upstream: 'other' },
+      { name: 'small', match: { path: '/small' }, upstream: 'main', limits: { maxBodySize: '1KiB' } },
+      { name: 'all', match: { path: '/' }, upstream: 'main' },
+    ],
+  });
+});
+
+afterAll(async () => {
+  await gw?.close();
+  await up?.close();
+  await other?.close();
+});
+
+const last = () => up.requests[up.requests.length - 1]!;
+
+describe('request targets', () => {
+  it('routes an absolute-form target by Host and forwards origin-form', async () => {
+    const raw = await rawRequest(gw.port, 'GET http://evil.example/admin?x=1 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n');
+    expect(parseHead(raw).status).toBe(200);
+    expect(other.requests).toHaveLength(0);
+    expect(last().url).toBe('/admin?x=1');
+    expect(last().headers.host).toBe('a.test');
+  });
+
+  it('routes and forwards the normalised path', async () => {
+    await rawRequest(gw.port, 'GET /a/./b/../%7Euser//x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    expect(last().url).toBe('/a/~user/x');
+  });
+
+  it('rejects encoded slash and backslash traversals and control characters', async () => {
+    const before = up.requests.length;
+    for (const target of ['/pub/..%2Fadmin', '/pub/%5C..%5Cadmin', '/a%00b', '/a\\b']) {
+      const raw = await rawRequest(gw.port, `GET ${target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+      expect(parseHead(raw).status, target).toBe(400);
+    }
+    expect(up.requests.length).toBe(before);
+  });
+});
+
+describe('HTTP/1.1 framing (strict parser)', () => {
+  const bad: Record<string, string> = {
+    'obs-fold': 'GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  folded\r\n\r\n',
+    'space before colon': 'GET / HTTP/1.1\r\nHost: a\r\nX-A : 1\r\n\r\n',
+    'NUL in value': 'GET / HTTP/1.1\r\nHost: a\r\nX-A: a\u0000b\r\n\r\n',
+    'bad token in name': 'GET / HTTP/1.1\r\nHost: a\r\nX(A): 1\r\n\r\n',
+    'bad version': 'GET / HTTP/9.1\r\nHost: a\r\n\r\n',
+    'obfuscated TE': 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\nContent-Length: 3\r\n\r\nabc',
+    'TE identity,chunked with CL': 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n',
+    'two TE headers': 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n',
+    'missing Host': 'GET / HTTP/1.1\r\n\r\n',
+  };
+  for (const [name, payload] of Object.entries(bad)) {
+    it(`answers 400 and closes for ${name}`, async () => {
+      const before = up.requests.length;
+      const raw = await rawRequest(gw.port, payload);
+      expect(statusCodes(raw)).toEqual([400]);
+      expect(up.requests.length).toBe(before);
+    });
+  }
+
+  it('answers a pipeline good, good, bad with 200, 200, 400 and closes', async () => {
+    const good = 'GET /p HTTP/1.1\r\nHost: a\r\n\r\n';
+    const raw = await rawRequest(gw.port, `${good}${good}GET /p HTTP/1.1\r\nHost: a\r\nX-A : 1\r\n\r\n${good}`);
+    expect(statusCodes(raw)).toEqual([200, 200, 400]);
+  });
+
+  it('answers 431 for a request head over the limit', async () => {
+    const raw = await rawRequest(gw.port, `GET / HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(10_000)}\r\n\r\n`);
+    expect(parseHead(raw).status).toBe(431);
+  });
+
+  it('answers 408 to a slowloris client at the headers timeout', async () => {
+    const started = Date.now();
+    const raw = await new Promise<string>((resolve, reject) => {
+      const socket = connect(gw.port, '127.0.0.1');
+      let data = '';
+      const drip = setInterval(() => socket.write('X-Drip: 1\r\n'), 200);
+      socket.on('connect', () => socket.write('GET / HTTP/1.1\r\nHost: a\r\n'));
+      socket.on('data', (c: Buffer) => {
+        data += c.toString();
+      });
+      socket.on('close', () => {
+        clearInterval(drip);
+        resolve(data);
+      });
+      socket.on('error', (e) => {
+        clearInterval(drip);
+        if (data) resolve(data);
+        else reject(e);
+      });
+    });
+    expect(parseHead(raw).status).toBe(408);
+    // 1 s configured; generous upper bound for a loaded machine.
+    expect(Date.now() - started).toBeLessThan(6000);
+  });
+});
+
+describe('header policy', () => {
+  it('drops headers with underscores by default', async () => {
+    await rawRequest(gw.port, 'GET /u HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nmy_header: x\r\nConnection: close\r\n\r\n');
+    const names = last().rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+    expect(names).not.toContain('x_forwarded_for');
+    expect(names).not.toContain('my_header');
+    expect(last().headers['x-forwarded-for']).toBe('127.0.0.1');
+  });
+
+  it('rejects them with 400 when the listener says reject', async () => {
+    const strict = await startGateway({
+      listeners: [{ name: 'edge', address: '127.0.0.1:0', limits: { headersWithUnderscores: 'reject' } }],
+      upstreams: { main: { endpoints: [up.url] } },
+      routes: [{ name: 'all', upstream: 'main' }],
+    });
+    try {
+      const raw = await rawRequest(strict.port, 'GET / HTTP/1.1\r\nHost: a\r\nmy_header: x\r\nConnection: close\r\n\r\n');
+      expect(parseHead(raw).status).toBe(400);
+    } finally {
+      await strict.close();
+    }
+  });
+});
+
+describe('body limits', () => {
+  it('answers 413 for a declared Content-Length over the route limit before contacting the upstream', async () => {
+    const before = up.requests.length;
+    const raw = await rawRequest(gw.port, `POST /small HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n${'x'.repeat(2000)}`);
+    expect(parseHead(raw).status).toBe(413);
+    expect(up.requests.length).toBe(before);
+  });
+
+  it('cuts a chunked body at the limit with 413 and the upstream never receives it all', async () => {
+    let upstreamBytes = 0;
+    const counting = await startUpstream((req, res) => {
+      req.on('data', (c: Buffer) => {
+        upstreamBytes += c.length;
+      });
+      req.on('end', () => res.end('done'));
+      return true;
+    });
+    const local = await startGateway({
+      upstreams: { main: { endpoints: [counting.url] } },
+      routes: [{ name: 'small', upstream: 'main', limits: { maxBodySize: '1KiB' } }],
+    });
+    try {
+      const chunk = 'y'.repeat(600);
+      const body = `258\r\n${chunk}\r\n258\r\n${chunk}\r\n258\r\n${chunk}\r\n0\r\n\r\n`;
+      const raw = await rawRequest(local.port, `POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${body}`);
+      expect(parseHead(raw).status).toBe(413);
+      expect(upstreamBytes).toBeLessThan(1800);
+      // Within the limit it goes through.
+      const ok = await rawRequest(local.port, `POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n258\r\n${chunk}\r\n0\r\n\r\n`);
+      expect(parseHead(ok).status).toBe(200);
+    } finally {
+      await local.close();
+      await counting.close();
+    }
+  });
+});
+
+describe('lenient parsing is never enabled', () => {
+  it('has no insecureHTTPParser: true or --insecure-http-parser anywhere in the shipped code', () => {
+    const roots = ['src', 'bin', 'config', 'deployment'];
+    // main.ts names the flag to refuse it.
+    const guard = join('src', 'main.ts');
+    const files = ['package.json', 'Dockerfile'];
+    const walk = (dir: string): void => {
+      for (const name of readdirSync(dir)) {
+        const p = join(dir, name);
+        if (statSync(p).isDirectory()) walk(p);
+        else files.push(p);
+      }
+    };
+    for (const r of roots) walk(r);
+    for (const f of files) {
+      const text = readFileSync(f, 'utf8');
+      expect(text, f).not.toMatch(/insecureHTTPParser\s*:\s*true/);
+      if (f !== guard) expect(text, f).not.toContain('--insecure-http-parser');
+      expect(text, f).not.toMatch(/lenient(Flags|Parsing)\s*:/);
+    }
+  });
+
+  it('refuses to start when Node runs with --insecure-http-parser', () => {
+    const result = spawnSync(process.execPath, ['--insecure-http-parser', 'src/main.ts', 'run', '--config', 'config/gateway.yaml'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain('insecure-http-parser');
+    const viaEnv = spawnSync(process.execPath, ['src/main.ts', 'run', '--config', 'config/gateway.yaml'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+      env: { ...process.env, NODE_OPTIONS: '--insecure-http-parser' },
+    });
+    expect(viaEnv.status).toBe(2);
+  });
+});
