@@ -80,6 +80,7 @@ async function main(): Promise<void> {
   const loadgen = pickLoadGenerator();
   const node = process.execPath;
   const tmp = mkdtempSync(join(tmpdir(), 'peregrine-profile-'));
+  process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
   try {
     const upstream = await startPeer({ node, root: ROOT }, 'upstream.ts');
     const sink = await startPeer({ node, root: ROOT }, 'otlp-sink.ts');

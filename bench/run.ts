@@ -10,22 +10,60 @@
  * BENCH_THREADS (wrk threads, 1), BENCH_ROUNDS (2), BENCH_TARGETS (comma-separated ids, all),
  * BENCH_LOADGEN (wrk | autocannon), BENCH_QUIET_WAIT (s, 30: how long to wait before each target
  * for other processes to leave the CPU alone), BENCH_RETRIES (2: measured runs repeated when other
- * processes took more than 15% of a core), BENCH_KEEP_TMP=1 (keep generated configs and logs).
+ * processes took more than 15% of a core), BENCH_PEREGRINE_DIR (measure the Peregrine in that
+ * directory instead of a snapshot of this checkout's src/ taken at start), BENCH_KEEP_TMP=1 (keep
+ * generated configs and logs).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { cpuWindow, machineCpuWindow, waitForQuiet } from './lib/cpu.ts';
 import { type LoadResult, totalErrors } from './lib/load.ts';
 import { type LoadGenerator, pickLoadGenerator } from './lib/loadgen.ts';
 import { machineInfo } from './lib/machine.ts';
-import { findExecutable, installCleanup, stopAll, waitForHttp } from './lib/proc.ts';
+import { peregrineConfigYaml } from './lib/peregrine-config.ts';
+import { findExecutable, installCleanup, spawnManaged, stopAll, waitForHttp } from './lib/proc.ts';
 import { checks, type Measurement, markdownReport, type Settings, summarise } from './lib/report.ts';
 import { RssSampler, treeRssKiB } from './lib/rss.ts';
+import { snapshotPeregrine } from './lib/snapshot.ts';
 import { fmtInt, fmtMs, fmtNum } from './lib/table.ts';
-import { type BenchContext, type RunningTarget, startPeer, TARGETS, type Target } from './lib/targets.ts';
+import {
+  type BenchContext,
+  childEnv,
+  type RunningTarget,
+  startPeer,
+  TARGETS,
+  type Target,
+} from './lib/targets.ts';
 
 const ROOT = join(import.meta.dirname, '..');
+/** BENCH_PEREGRINE_DIR: measure the Peregrine in another checkout (e.g. a snapshot of a commit). */
+const PEREGRINE_DIR = resolve(process.env.BENCH_PEREGRINE_DIR ?? ROOT);
+
+/** Fail early, with its own words, when the Peregrine under test does not even load a config. */
+async function preflight(peregrineDir: string, tmpDir: string): Promise<void> {
+  const config = join(tmpDir, 'preflight.yaml');
+  writeFileSync(
+    config,
+    peregrineConfigYaml({
+      profile: 'passthrough',
+      listenPort: 1,
+      adminPort: 2,
+      upstreamOrigin: 'http://127.0.0.1:3',
+    }),
+  );
+  const proc = spawnManaged(
+    'peregrine validate',
+    process.execPath,
+    [join(peregrineDir, 'src/main.ts'), 'validate', config],
+    {
+      env: childEnv(),
+      cwd: peregrineDir,
+    },
+  );
+  const exit = await proc.exited;
+  if (exit.code !== 0) throw new Error(`Peregrine in ${peregrineDir} does not run:\n${proc.output()}`);
+}
 /**
  * Other processes (% of one core) tolerated: before each target the bench waits for less, and a
  * measured run during which they used more is repeated (up to BENCH_RETRIES times).
@@ -148,6 +186,7 @@ async function measure(
       let best: Attempt | undefined;
       for (let attempt = 1; ; attempt++) {
         const a = await measuredRun(ctx, r, loadgen, settings);
+        m.requestsSent = (m.requestsSent ?? m.warmup?.requests ?? 0) + a.load.requests;
         const foreign = a.machineCpu?.foreignPct ?? 0;
         if (!best || foreign < (best.machineCpu?.foreignPct ?? 0)) best = a;
         m.attempts = attempt;
@@ -171,7 +210,7 @@ async function measure(
       `${tag}: ${fmtInt(l.rps)} req/s, p50 ${fmtMs(l.latencyMs.p50)} ms, p99 ${fmtMs(l.latencyMs.p99)} ms, ` +
         `max RSS ${fmtNum(m.rssMaxMB, 1)} MB, CPU ${fmtNum(m.cpu?.targetPct, 0)}% ` +
         `(${fmtNum(m.cpu?.targetUsPerReq, 1)} µs/req; upstream ${fmtNum(m.cpu?.upstreamPct, 0)}%, ` +
-        `wrk+bench ${fmtNum(m.machineCpu?.benchPct, 0)}%, softirq ${fmtNum(m.machineCpu?.softirqPct, 0)}%, ` +
+        `loadgen+bench ${fmtNum(m.machineCpu?.benchPct, 0)}%, softirq ${fmtNum(m.machineCpu?.softirqPct, 0)}%, ` +
         `other ${fmtNum(m.machineCpu?.foreignPct, 0)}%), errors ${totalErrors(l)}` +
         `${m.extra ? `, ${JSON.stringify(m.extra)}` : ''}`,
     );
@@ -202,11 +241,11 @@ function notesFor(measurements: readonly Measurement[], settings: Settings): str
   }
   for (const m of measurements) {
     if (m.target !== 'peregrine-observed' || !m.extra || !m.load) continue;
-    const sent = m.load.requests + (m.warmup?.requests ?? 0);
+    const sent = m.requestsSent ?? m.load.requests;
     const spans = m.extra.otlpSpans ?? 0;
     notes.push(
       `peregrine-observed (run ${m.round}): ${fmtInt(m.extra.accessLogLines)} access-log lines for ${fmtInt(sent)} requests ` +
-        `(warmup + measured); the OTLP sink received ${fmtInt(m.extra.otlpExports)} exports with ${fmtInt(spans)} spans ` +
+        `(warmup and every measured attempt; wrk does not count the ones in flight when it stops); the OTLP sink received ${fmtInt(m.extra.otlpExports)} exports with ${fmtInt(spans)} spans ` +
         `(${fmtNum((spans / Math.max(sent, 1)) * 100, 1)} spans per 100 requests; a sampled request makes a server and a client span).`,
     );
   }
@@ -230,10 +269,16 @@ async function main(): Promise<void> {
   const loadgen = pickLoadGenerator();
   const nginxPath = findExecutable('nginx', ['/usr/sbin', '/usr/local/sbin', '/usr/local/nginx/sbin']);
   const wrkPath = loadgen.tool === 'wrk' ? findExecutable('wrk', ['/usr/local/bin', '/usr/bin']) : undefined;
-  const machine = machineInfo({ tool: loadgen.tool, path: wrkPath }, nginxPath);
+  const machine = machineInfo({ tool: loadgen.tool, path: wrkPath }, nginxPath, PEREGRINE_DIR);
   const tmpDir = mkdtempSync(join(tmpdir(), 'peregrine-bench-'));
+  // Also on Ctrl-C, which exits from the signal handler without reaching the finally below.
+  const removeTmp = () => rmSync(tmpDir, { recursive: true, force: true });
+  if (!process.env.BENCH_KEEP_TMP) process.on('exit', removeTmp);
   const measurements: Measurement[] = [];
   try {
+    // Freeze the code under test (others may be editing src/ meanwhile), unless told where it is.
+    const peregrineDir = process.env.BENCH_PEREGRINE_DIR ? PEREGRINE_DIR : snapshotPeregrine(ROOT, tmpDir);
+    await preflight(peregrineDir, tmpDir);
     const node = process.execPath;
     const upstream = await startPeer({ node, root: ROOT }, 'upstream.ts');
     const otlp = await startPeer({ node, root: ROOT }, 'otlp-sink.ts');
@@ -242,6 +287,7 @@ async function main(): Promise<void> {
     const ctx: BenchContext = {
       node,
       root: ROOT,
+      peregrineDir,
       tmpDir,
       upstream: { origin: upstream.origin, proc: upstream.proc },
       otlp: { endpoint: otlp.origin, proc: otlp.proc },
@@ -261,7 +307,7 @@ async function main(): Promise<void> {
   } finally {
     await stopAll();
     if (process.env.BENCH_KEEP_TMP) log(`bench: generated files kept in ${tmpDir}`);
-    else rmSync(tmpDir, { recursive: true, force: true });
+    else removeTmp();
   }
 
   const summaries = summarise(measurements, targets);

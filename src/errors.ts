@@ -12,6 +12,12 @@ export interface ErrorSpec {
 /** The table of codes. Adding a code is adding a row; codes are part of the public contract. */
 export const ERROR_CODES = {
   BAD_REQUEST: { status: 400, title: 'Bad request' },
+  AUTH_REQUIRED: { status: 401, title: 'Authentication required' },
+  INVALID_TOKEN: { status: 401, title: 'Invalid access token' },
+  INSUFFICIENT_SCOPE: { status: 403, title: 'Insufficient scope' },
+  FORBIDDEN: { status: 403, title: 'Forbidden' },
+  MTLS_REQUIRED: { status: 403, title: 'Client certificate required' },
+  IDENTITY_DENIED: { status: 403, title: 'Client identity not allowed' },
   ROUTE_NOT_FOUND: { status: 404, title: 'No route matches the request' },
   REQUEST_TIMEOUT: { status: 408, title: 'Request timed out' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'Request body too large' },
@@ -22,7 +28,10 @@ export const ERROR_CODES = {
   UPSTREAM_RESET: { status: 502, title: 'Upstream connection reset' },
   UPSTREAM_PROTOCOL_ERROR: { status: 502, title: 'Upstream sent an invalid response' },
   UPSTREAM_UNAVAILABLE: { status: 503, title: 'Upstream unavailable' },
+  AUTH_UNAVAILABLE: { status: 503, title: 'Token verification keys unavailable' },
   NO_HEALTHY_ENDPOINT: { status: 503, title: 'No endpoint available for the upstream' },
+  CIRCUIT_OPEN: { status: 503, title: 'Upstream circuit breaker is open' },
+  UPSTREAM_OVERLOADED: { status: 503, title: 'Upstream concurrency limit reached' },
   SHUTTING_DOWN: { status: 503, title: 'Gateway is shutting down' },
   UPSTREAM_CONNECT_TIMEOUT: { status: 504, title: 'Upstream connect timed out' },
   UPSTREAM_TIMEOUT: { status: 504, title: 'Upstream response timed out' },
@@ -34,12 +43,19 @@ export type ErrorCode = keyof typeof ERROR_CODES;
 export class GatewayError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
+  /** Extra response headers for the problem response (e.g. `www-authenticate`), set by the gateway only. */
+  readonly headers: Readonly<Record<string, string>> | undefined;
 
-  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+  constructor(
+    code: ErrorCode,
+    detail?: string,
+    options?: { cause?: unknown; headers?: Readonly<Record<string, string>> },
+  ) {
     super(detail ?? ERROR_CODES[code].title, options);
     this.name = 'GatewayError';
     this.code = code;
     this.status = ERROR_CODES[code].status;
+    this.headers = options?.headers;
   }
 }
 

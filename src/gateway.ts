@@ -13,6 +13,8 @@ import { watchConfigFile } from './config/watch.ts';
 import { ConfigStore, type ReloadResult } from './control/config-store.ts';
 import type { Snapshot } from './control/snapshot.ts';
 import { HttpListener, splitAddress } from './dataplane/listener/http-listener.ts';
+import type { Listener } from './dataplane/listener/listener.ts';
+import { TlsListener } from './dataplane/listener/tls-listener.ts';
 import type { DataplaneHost } from './dataplane/pipeline.ts';
 import { createTelemetry, type Telemetry } from './telemetry/telemetry.ts';
 import { VERSION } from './version.ts';
@@ -31,7 +33,7 @@ export interface GatewayOptions {
 export class Gateway implements DataplaneHost {
   readonly telemetry: Telemetry;
   readonly store: ConfigStore;
-  readonly listeners: HttpListener[];
+  readonly listeners: Listener[];
   readonly version = VERSION;
   #admin: Server | undefined;
   #adminAddress: AddressInfo | undefined;
@@ -56,7 +58,9 @@ export class Gateway implements DataplaneHost {
       metrics: this.telemetry.metrics,
       env: opts.env,
     });
-    this.listeners = config.listeners.map((l) => new HttpListener(l, this));
+    this.listeners = config.listeners.map((l) =>
+      l.tls ? new TlsListener(l, this) : new HttpListener(l, this),
+    );
     this.reload = this.reload.bind(this);
   }
 
@@ -95,6 +99,7 @@ export class Gateway implements DataplaneHost {
       isReady: () => this.ready,
       isDraining: () => this.#draining,
       reload: this.reload,
+      certificates: () => this.listeners.flatMap((l) => l.certificateStatus?.() ?? []),
     });
     const { host, port } = splitAddress(this.store.initial.admin.address);
     const server = app.listen({ host, port });
@@ -113,8 +118,9 @@ export class Gateway implements DataplaneHost {
   get draining(): boolean {
     return this.#draining;
   }
+  /** Listeners bound, config loaded, every auth provider has keys, and not draining. */
   get ready(): boolean {
-    return this.#ready && !this.#draining;
+    return this.#ready && !this.#draining && this.store.current.auth.providersReady().ready;
   }
   requestStarted(): void {
     this.#inFlight++;

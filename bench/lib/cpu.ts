@@ -4,7 +4,7 @@
  * shared machine that is a steadier measure of proxy cost than req/s. Linux only.
  */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { processTree } from './rss.ts';
 
 let ticksPerSecond: number | undefined;
@@ -69,24 +69,6 @@ function machineMs(): { busy: number; softirq: number; steal: number } | undefin
   }
 }
 
-/** CPU ms of every process on the machine, by pid. */
-function allProcessesCpuMs(): Map<number, number> {
-  const out = new Map<number, number>();
-  let entries: string[];
-  try {
-    entries = readdirSync('/proc');
-  } catch {
-    return out;
-  }
-  for (const e of entries) {
-    const pid = Number(e);
-    if (!Number.isInteger(pid)) continue;
-    const ms = cpuMs(pid);
-    if (ms !== undefined) out.set(pid, ms);
-  }
-  return out;
-}
-
 /**
  * The bench process's own CPU plus that of its children it has reaped (cutime/cstime): wrk,
  * once it has exited, is counted here.
@@ -107,39 +89,62 @@ export interface MachineCpu {
   machinePct: number;
   /** The bench itself and its reaped children (wrk, once it has exited). */
   benchPct: number;
+  /** The bench's long-lived processes (target, upstream, sink). */
+  processesPct: number;
   /** Interrupt and softirq time: mostly the kernel's loopback TCP work for the bench's traffic. */
   softirqPct: number;
-  /** Processes that are not the bench's (other users, test runs, ...) plus VM steal. */
+  /**
+   * Everything else: processes that are not the bench's (other users' test runs, including ones
+   * that started and ended inside the window), kernel threads, and VM steal.
+   */
   foreignPct: number;
 }
 
 /**
- * Starts a window over the machine's CPU; `end()` (call it after wrk has exited) tells how much
- * went to the bench, to interrupts, and to processes that are not the bench's (`ours()` lists the
- * bench's long-lived process trees). A foreign process that started and ended inside the window
- * is missed.
+ * Starts a window over the machine's CPU; `end()` (call it after wrk has exited) splits it into
+ * the bench's processes (`ours()`: the roots of its long-lived process trees), the bench itself
+ * with wrk, interrupts, and the rest.
  */
 export function machineCpuWindow(ours: () => readonly number[]): () => MachineCpu | undefined {
+  const procs = () => {
+    let sum = 0;
+    for (const pid of new Set(ours())) {
+      const ms = treeCpuMs(pid);
+      if (ms === undefined) return undefined;
+      sum += ms;
+    }
+    return sum;
+  };
   const m0 = machineMs();
   const s0 = selfAndReapedCpuMs();
-  const p0 = allProcessesCpuMs();
+  const p0 = procs();
   const t0 = performance.now();
   return () => {
     const m1 = machineMs();
     const s1 = selfAndReapedCpuMs();
-    const p1 = allProcessesCpuMs();
+    const p1 = procs();
     const wall = performance.now() - t0;
-    if (!m0 || !m1 || s0 === undefined || s1 === undefined || wall <= 0) return undefined;
-    const mine = new Set<number>([process.pid]);
-    for (const root of ours()) for (const pid of processTree(root)) mine.add(pid);
-    let foreign = 0;
-    for (const [pid, ms] of p1) if (!mine.has(pid)) foreign += ms - (p0.get(pid) ?? 0);
+    if (
+      !m0 ||
+      !m1 ||
+      s0 === undefined ||
+      s1 === undefined ||
+      p0 === undefined ||
+      p1 === undefined ||
+      wall <= 0
+    ) {
+      return undefined;
+    }
     const pct = (ms: number) => (ms / wall) * 100;
+    const machinePct = pct(m1.busy - m0.busy);
+    const benchPct = pct(s1 - s0);
+    const processesPct = pct(p1 - p0);
     return {
-      machinePct: pct(m1.busy - m0.busy),
-      benchPct: pct(s1 - s0),
+      machinePct,
+      benchPct,
+      processesPct,
       softirqPct: pct(m1.softirq - m0.softirq),
-      foreignPct: pct(foreign + m1.steal - m0.steal),
+      foreignPct: Math.max(0, machinePct - benchPct - processesPct) + pct(m1.steal - m0.steal),
     };
   };
 }

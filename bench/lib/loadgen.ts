@@ -23,5 +23,6 @@ export function pickLoadGenerator(forced = process.env.BENCH_LOADGEN): LoadGener
   if (wrk) {
     return { tool: 'wrk', label: 'wrk', run: (url, opts) => runWrk(wrk, url, opts) };
   }
-  return { tool: 'autocannon', label: 'autocannon (in-process; wrk not found)', run: runAutocannon };
+  const why = forced === 'autocannon' ? 'BENCH_LOADGEN=autocannon' : 'wrk not found';
+  return { tool: 'autocannon', label: `autocannon (in the bench process; ${why})`, run: runAutocannon };
 }

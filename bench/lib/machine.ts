@@ -12,6 +12,11 @@ export interface MachineInfo {
   node: string;
   loadGenerator: string;
   nginx: string | undefined;
+  /**
+   * The Peregrine measured: the checkout it came from, its commit, and whether src/ had
+   * uncommitted changes (the bench runs a copy of src/ taken when it started).
+   */
+  peregrine: { dir: string; commit: string | undefined; srcDirty: boolean | undefined };
   date: string;
 }
 
@@ -40,9 +45,35 @@ function versionLine(cmd: string, args: string[]): string | undefined {
   }
 }
 
+/** Read-only git queries: the commit, and whether src/ differs from it. */
+function peregrineRevision(root: string): MachineInfo['peregrine'] {
+  const git = (args: string[]) =>
+    execFileSync('git', args, {
+      cwd: root,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+      timeout: 5000,
+    });
+  let commit: string | undefined;
+  let srcDirty: boolean | undefined;
+  try {
+    commit = git(['rev-parse', '--short', 'HEAD']).trim();
+    try {
+      git(['diff', '--quiet', 'HEAD', '--', 'src']);
+      srcDirty = false;
+    } catch {
+      srcDirty = true;
+    }
+  } catch {
+    // not a git checkout
+  }
+  return { dir: root, commit, srcDirty };
+}
+
 export function machineInfo(
   loadGen: { tool: string; path?: string },
   nginxPath: string | undefined,
+  root: string,
 ): MachineInfo {
   let loadGenerator = loadGen.tool;
   if (loadGen.tool === 'wrk' && loadGen.path) {
@@ -60,6 +91,7 @@ export function machineInfo(
     node: process.version,
     loadGenerator,
     nginx: nginxV?.replace(/^nginx version:\s*/, ''),
+    peregrine: peregrineRevision(root),
     date: new Date().toISOString(),
   };
 }

@@ -40,6 +40,8 @@ export interface Measurement {
   machineCpu?: MachineCpu;
   /** Measured runs made (more than 1: earlier ones were disturbed by other processes). */
   attempts?: number;
+  /** Requests wrk completed against this target: warmup and every measured attempt. */
+  requestsSent?: number;
   extra?: Record<string, number>;
 }
 
@@ -214,7 +216,7 @@ const ROUND_HEADERS = [
   'CPU %',
   'CPU µs/req',
   'upstream CPU %',
-  'wrk+bench CPU %',
+  'loadgen+bench CPU %',
   'softirq %',
   'other procs CPU %',
   'errors',
@@ -318,13 +320,19 @@ export function markdownReport(r: ReportInput): string {
       `${m.nginx ? `; nginx ${m.nginx}` : ''}.`,
   );
   out.push(
+    m.peregrine.commit
+      ? `Peregrine: commit ${m.peregrine.commit}${m.peregrine.srcDirty ? ' with uncommitted changes in src/' : ''}, ` +
+          'as src/ was when the bench started (it runs a copy).'
+      : `Peregrine: from ${m.peregrine.dir} (not a git checkout).`,
+  );
+  out.push(
     `Load: ${m.loadGenerator}${r.loadGeneratorLabel !== 'wrk' ? ` [${r.loadGeneratorLabel}]` : ''}, ` +
       `${s.threads} thread(s), ${s.connections} connections, ${s.warmupS} s warmup + ${s.durationS} s measured per target; ` +
-      `${s.rounds} rounds in alternating order (forward, then reversed). Latencies in ms, RSS in MB (MiB).`,
+      `${s.rounds} round(s) in alternating order (forward, then reversed). Latencies in ms, RSS in MB (MiB).`,
   );
   out.push(
     'CPU columns are % of one core during the measured run (the machine has ' +
-      `${m.cores * 100}%): the target, the upstream, wrk with the bench itself, interrupts/softirq (mostly the ` +
+      `${m.cores * 100}%): the target, the upstream, the load generator with the bench itself, interrupts/softirq (mostly the ` +
       "kernel's loopback TCP work for the bench's own traffic), and other processes that are not the bench's " +
       `(other users' test runs, VM steal; a run disturbed by more than 15% is measured again, up to ${s.retries} ` +
       "times, keeping the least disturbed). CPU µs/req is the target's CPU time per request.",

@@ -20,8 +20,10 @@ export type TargetId =
 export interface BenchContext {
   /** The Node binary for every Node process (the one running the bench: Node 24). */
   node: string;
-  /** Repository root. */
+  /** Repository root (bench peers are started from here). */
   root: string;
+  /** Directory holding the Peregrine to measure (its src/main.ts); the repository root by default. */
+  peregrineDir: string;
   /** Scratch directory for generated configs and logs, removed at the end. */
   tmpDir: string;
   upstream: { origin: string; proc: Managed };
@@ -130,10 +132,10 @@ function peregrine(profile: PeregrineProfile): Target {
         proc = spawnManaged(
           `peregrine-${profile}`,
           ctx.node,
-          [join(ctx.root, 'src/main.ts'), 'run', '--config', configFile],
+          [join(ctx.peregrineDir, 'src/main.ts'), 'run', '--config', configFile],
           {
             env: childEnv(),
-            cwd: ctx.root,
+            cwd: ctx.peregrineDir,
             stdout: logFd,
           },
         );

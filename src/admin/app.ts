@@ -5,6 +5,7 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { redactConfig } from '../config/loader.ts';
 import type { ConfigStore } from '../control/config-store.ts';
+import type { ListenerCertificateStatus } from '../dataplane/listener/certificates.ts';
 import { type GatewayMetrics, renderMetrics } from '../telemetry/metrics.ts';
 
 export interface AdminSource {
@@ -16,6 +17,8 @@ export interface AdminSource {
   isDraining(): boolean;
   /** Trigger a reload of the config file (same path as SIGHUP). */
   reload(trigger: string): Promise<unknown>;
+  /** TLS listeners' certificates (served and trusted), reload counts and last reload error. */
+  certificates?(): ListenerCertificateStatus[];
 }
 
 export function createAdminApp(src: AdminSource): Express {
@@ -34,7 +37,16 @@ export function createAdminApp(src: AdminSource): Express {
 
   app.get('/readyz', function readyz(_req: Request, res: Response) {
     const ready = src.isReady();
-    res.status(ready ? 200 : 503).json({ ready, draining: src.isDraining() });
+    const auth = src.store.current.auth.providersReady();
+    res.status(ready ? 200 : 503).json({
+      ready,
+      draining: src.isDraining(),
+      authProvidersWithoutKeys: auth.notReady,
+    });
+  });
+
+  app.get('/v1/auth', function auth(_req: Request, res: Response) {
+    res.json({ providers: src.store.current.auth.describe() });
   });
 
   app.get('/v1/config', function config(_req: Request, res: Response) {
@@ -72,21 +84,18 @@ export function createAdminApp(src: AdminSource): Express {
     });
   });
 
+  app.get('/v1/certs', function certs(_req: Request, res: Response) {
+    res.json({ listeners: src.certificates?.() ?? [] });
+  });
+
   app.get('/v1/upstreams', function upstreams(_req: Request, res: Response) {
     const snapshot = src.store.current;
     res.json({
       version: snapshot.version,
       upstreams: [...snapshot.clusters.values()].map((c) => ({
-        name: c.name,
-        balancer: c.balancer.kind,
-        inFlight: c.inFlight,
+        ...c.describe(),
         timeouts: c.config.timeouts,
-        endpoints: c.endpoints.map((e) => ({
-          id: e.id,
-          inFlight: e.inFlight,
-          state: 'active',
-          pool: poolStats(e.pool.stats),
-        })),
+        pools: Object.fromEntries(c.endpoints.map((e) => [e.id, poolStats(e.pool.stats)])),
       })),
     });
   });

@@ -5,6 +5,10 @@
  * reloaded. Defaults live here and nowhere else.
  */
 import { z } from 'zod';
+import { RouteIdentitySchema } from '../dataplane/filters/identity/schema.ts';
+import { AuthSchema, checkRouteAuth, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
+import { Http2Schema, TlsSchema } from '../dataplane/listener/tls-schema.ts';
+import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
 import { parseDuration, parseSize } from './duration.ts';
 
 const duration = (fallback: string) =>
@@ -91,6 +95,10 @@ export const ListenerSchema = z.strictObject({
       headersWithUnderscores: z.enum(['drop', 'reject', 'allow']).default('drop'),
     })
     .prefault({}),
+  /** TLS (and mTLS) on this listener; absent: plain HTTP/1.1. docs/security.md. */
+  tls: TlsSchema.optional(),
+  /** HTTP/2 offered over TLS (ALPN h2); ignored on a plain listener. */
+  http2: Http2Schema.prefault({}),
 });
 
 export const AdminSchema = z.strictObject({
@@ -127,21 +135,13 @@ export const LifecycleSchema = z.strictObject({
 });
 
 export const UpstreamSchema = z.strictObject({
-  endpoints: z
-    .array(
-      z
-        .url({
-          protocol: /^https?$/,
-          error: 'expected an http:// or https:// URL, e.g. http://10.0.0.5:8080',
-        })
-        .meta({ description: 'Endpoint origin, e.g. http://10.0.0.5:8080' }),
-    )
-    .min(1, 'an upstream needs at least one endpoint'),
+  /** Endpoint origins, each a URL string or `{ url, weight }`. */
+  endpoints: EndpointsSchema,
   timeouts: z
     .strictObject({
       /** TCP (and TLS) connect. */
       connect: duration('2s'),
-      /** From request sent to response headers received. */
+      /** From request sent to response headers received; applies to each attempt (per try). */
       response: duration('15s'),
       /** Longest silence between two chunks of the response body. */
       idle: duration('30s'),
@@ -156,6 +156,8 @@ export const UpstreamSchema = z.strictObject({
       keepAliveTimeout: duration('4s'),
     })
     .prefault({}),
+  /** balancer, retries, circuitBreaker, outlierDetection, bulkhead, healthCheck. */
+  ...upstreamPolicyShape,
 });
 
 export const RouteMatchSchema = z.strictObject({
@@ -202,6 +204,10 @@ export const RouteSchema = z.strictObject({
       maxBodySize: size('0'),
     })
     .optional(),
+  /** JWT authentication for this route (docs/security.md). Absent: none. */
+  auth: RouteAuthSchema.optional(),
+  /** Verified mTLS client identities allowed on this route (docs/security.md). Absent: any client. */
+  identity: RouteIdentitySchema.optional(),
 });
 
 export const ConfigSchema = z
@@ -212,6 +218,8 @@ export const ConfigSchema = z
     lifecycle: LifecycleSchema.prefault({}),
     upstreams: z.record(name, UpstreamSchema).default({}),
     routes: z.array(RouteSchema).default([]),
+    /** Token issuers (dynamic: reloaded with routes). */
+    auth: AuthSchema.prefault({}),
   })
   // `when`: run even if other parts of the config failed, so one pass reports every problem
   // (zod skips refinements after an aborting issue by default). Some issues (e.g. a non-integer)
@@ -233,7 +241,8 @@ export interface CrossCheckIssue {
 }
 
 /**
- * Checks that span sections: unique listener and route names, every route's upstream exists.
+ * Checks that span sections: unique listener and route names, every route's upstream exists,
+ * every route's auth providers exist.
  * Reads defensively, so it may run on unvalidated input too.
  */
 export function crossCheck(cfg: unknown): CrossCheckIssue[] {
@@ -250,6 +259,9 @@ export function crossCheck(cfg: unknown): CrossCheckIssue[] {
   const routes = Array.isArray(cfg.routes) ? cfg.routes : [];
   // `upstreams` absent means none; of the wrong type, references cannot be judged (no cascade).
   const upstreams = cfg.upstreams === undefined ? {} : isObject(cfg.upstreams) ? cfg.upstreams : undefined;
+  // The same for `auth.providers`.
+  const auth = cfg.auth ?? {};
+  const authProviders = !isObject(auth) ? undefined : (auth.providers ?? {});
   const seenRoutes = new Set<string>();
   routes.forEach((r: unknown, i) => {
     if (!isObject(r)) return;
@@ -263,6 +275,7 @@ export function crossCheck(cfg: unknown): CrossCheckIssue[] {
         path: ['routes', i, 'upstream'],
         message: `unknown upstream ${JSON.stringify(r.upstream)}`,
       });
+    checkRouteAuth(r.auth, isObject(authProviders) ? authProviders : undefined, ['routes', i], issues);
   });
   return issues;
 }
@@ -283,4 +296,10 @@ export { HTTP_METHODS };
 export interface DynamicConfig {
   upstreams: Config['upstreams'];
   routes: Config['routes'];
+  auth: Config['auth'];
+}
+
+/** The dynamic part of a config. */
+export function dynamicPart(cfg: Config): DynamicConfig {
+  return { upstreams: cfg.upstreams, routes: cfg.routes, auth: cfg.auth };
 }

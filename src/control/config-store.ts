@@ -6,7 +6,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { ConfigError, type ConfigIssue, loadConfigFile } from '../config/loader.ts';
-import type { Config } from '../config/schema.ts';
+import { type Config, dynamicPart } from '../config/schema.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
 import { compileSnapshot, type Snapshot } from './snapshot.ts';
 
@@ -47,10 +47,11 @@ export class ConfigStore {
     this.#logger = opts.logger;
     this.#metrics = opts.metrics;
     this.#env = opts.env ?? process.env;
-    this.#current = compileSnapshot(
-      { upstreams: config.upstreams, routes: config.routes },
-      this.#version,
-    ).snapshot;
+    this.#current = compileSnapshot(dynamicPart(config), this.#version, undefined, {
+      metrics: opts.metrics,
+      logger: opts.logger,
+    }).snapshot;
+    void this.#current.auth.start();
     this.#lastSuccessAt = new Date().toISOString();
     this.#metrics.recordConfigReload('success');
   }
@@ -117,12 +118,15 @@ export class ConfigStore {
         'static configuration changed; it takes effect on restart, only upstreams and routes were reloaded',
       );
     }
-    const dynamic = { upstreams: next.upstreams, routes: next.routes };
+    const dynamic = dynamicPart(next);
     const changed = !isDeepStrictEqual(dynamic, this.#current.config);
     if (changed) {
       let compiled: ReturnType<typeof compileSnapshot>;
       try {
-        compiled = compileSnapshot(dynamic, this.#version + 1, this.#current);
+        compiled = compileSnapshot(dynamic, this.#version + 1, this.#current, {
+          metrics: this.#metrics,
+          logger: this.#logger,
+        });
       } catch (err) {
         return this.#fail(trigger, [
           { file: this.file ?? '(none)', path: '', message: `compile failed: ${String(err)}` },
@@ -133,6 +137,8 @@ export class ConfigStore {
       this.#effective = { ...this.initial, ...dynamic };
       // Retired upstreams drain: their pools close once in-flight requests on them finish.
       for (const cluster of compiled.retired) void cluster.close();
+      compiled.retire();
+      void this.#current.auth.start();
     }
     this.#lastFailure = undefined;
     this.#lastSuccessAt = new Date().toISOString();
@@ -156,10 +162,12 @@ export class ConfigStore {
   }
 
   async close(): Promise<void> {
+    this.#current.auth.close();
     await Promise.all([...this.#current.clusters.values()].map((c) => c.close()));
   }
 
   async destroy(): Promise<void> {
+    this.#current.auth.close();
     await Promise.all([...this.#current.clusters.values()].map((c) => c.destroy()));
   }
 }

@@ -1,6 +1,22 @@
+import type { Logger } from 'pino';
 import type { DynamicConfig } from '../config/schema.ts';
+import type { RequestFilter } from '../dataplane/filters/filter.ts';
+import { createIdentityFilter } from '../dataplane/filters/identity/identity-filter.ts';
+import { createJwtFilter } from '../dataplane/filters/jwt/jwt-filter.ts';
+import { type AuthProviders, createAuthProviders } from '../dataplane/filters/jwt/providers.ts';
 import { createRouteTable, type RouteTable } from '../dataplane/routing/route-table.ts';
 import { Cluster } from '../dataplane/upstream/cluster.ts';
+import type { GatewayMetrics } from '../telemetry/metrics.ts';
+
+/** What a route runs between matching and forwarding, compiled once per snapshot. */
+export interface RoutePlan {
+  /** In order: identity (mTLS allow-list), then JWT. Null when the route has none. */
+  readonly filters: readonly RequestFilter[] | null;
+  /** Client headers the route's filters own (set from claims, or Authorization to strip). */
+  readonly stripHeaders: ReadonlySet<string> | null;
+}
+
+const EMPTY_PLAN: RoutePlan = Object.freeze({ filters: null, stripHeaders: null });
 
 /**
  * Everything a request needs from the dynamic configuration, compiled once and never mutated.
@@ -12,33 +28,96 @@ export interface Snapshot {
   readonly createdAt: Date;
   readonly config: DynamicConfig;
   readonly routes: RouteTable;
+  readonly plans: ReadonlyMap<string, RoutePlan>;
   readonly clusters: ReadonlyMap<string, Cluster>;
+  readonly auth: AuthProviders;
+}
+
+export interface SnapshotDeps {
+  readonly metrics: GatewayMetrics;
+  readonly logger: Logger;
 }
 
 export interface CompileResult {
   readonly snapshot: Snapshot;
   /** Clusters of the previous snapshot that the new one no longer uses: close after the swap. */
   readonly retired: readonly Cluster[];
+  /** Release the previous snapshot's auth providers (shared ones are reference-counted). */
+  retire(): void;
 }
 
 /**
- * Compile a validated dynamic config. Clusters whose upstream config did not change are carried
- * over from `previous` so their pools (and, later, breaker/health state) survive the reload.
+ * Compile a validated dynamic config. Clusters and auth providers whose config did not change are
+ * carried over from `previous` so their runtime state (pools, breaker, EWMA, health, key sets)
+ * survives the reload. Throws when a part cannot be built; then nothing of it is kept.
  */
-export function compileSnapshot(config: DynamicConfig, version: number, previous?: Snapshot): CompileResult {
+export function compileSnapshot(
+  config: DynamicConfig,
+  version: number,
+  previous: Snapshot | undefined,
+  deps: SnapshotDeps,
+): CompileResult {
   const routes = createRouteTable(config.routes);
+  const auth = createAuthProviders(config.auth, previous?.auth, {
+    metrics: deps.metrics,
+    logger: deps.logger,
+  });
   const clusters = new Map<string, Cluster>();
-  for (const [name, upstream] of Object.entries(config.upstreams)) {
-    const old = previous?.clusters.get(name);
-    if (old && old.fingerprint === JSON.stringify(upstream)) clusters.set(name, old);
-    else clusters.set(name, new Cluster(name, upstream));
-  }
-  const retired: Cluster[] = [];
-  if (previous) {
-    for (const [name, old] of previous.clusters) {
-      if (clusters.get(name) !== old) retired.push(old);
+  const created: Cluster[] = [];
+  try {
+    const plans = new Map<string, RoutePlan>();
+    for (const route of routes.routes) {
+      const filters: RequestFilter[] = [];
+      let strip: Set<string> | null = null;
+      const identity = route.config.identity;
+      if (identity) filters.push(createIdentityFilter(route.name, identity, deps.metrics));
+      const routeAuth = route.config.auth;
+      if (routeAuth) {
+        const jwt = createJwtFilter(route.name, routeAuth, auth, deps.metrics);
+        if (jwt) {
+          filters.push(jwt);
+          if (jwt.ownedHeaders.size > 0) strip = new Set(jwt.ownedHeaders);
+        }
+      }
+      plans.set(
+        route.name,
+        filters.length === 0 && strip === null
+          ? EMPTY_PLAN
+          : Object.freeze({ filters: filters.length ? filters : null, stripHeaders: strip }),
+      );
     }
+    for (const [name, upstream] of Object.entries(config.upstreams)) {
+      const old = previous?.clusters.get(name);
+      if (old && old.fingerprint === JSON.stringify(upstream)) clusters.set(name, old);
+      else {
+        const cluster = new Cluster(name, upstream, { logger: deps.logger, metrics: deps.metrics });
+        created.push(cluster);
+        clusters.set(name, cluster);
+      }
+    }
+    const retired: Cluster[] = [];
+    if (previous) {
+      for (const [name, old] of previous.clusters) {
+        if (clusters.get(name) !== old) retired.push(old);
+      }
+    }
+    const snapshot: Snapshot = Object.freeze({
+      version,
+      createdAt: new Date(),
+      config,
+      routes,
+      plans,
+      clusters,
+      auth,
+    });
+    return {
+      snapshot,
+      retired,
+      retire: () => previous?.auth.close(),
+    };
+  } catch (err) {
+    for (const c of created) void c.destroy();
+    auth.close();
+    throw err;
   }
-  const snapshot: Snapshot = Object.freeze({ version, createdAt: new Date(), config, routes, clusters });
-  return { snapshot, retired };
 }

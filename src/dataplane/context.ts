@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Span } from '@opentelemetry/api';
-import type { Snapshot } from '../control/snapshot.ts';
+import type { RoutePlan, Snapshot } from '../control/snapshot.ts';
 import type { ErrorCode } from '../errors.ts';
 import type { ResponseForwarder } from './forward/forwarder.ts';
 import type { Pipeline } from './pipeline.ts';
@@ -58,9 +58,31 @@ export class RequestContext {
   totalTimer: NodeJS.Timeout | undefined = undefined;
   decisions: Decision[] | undefined = undefined;
   finished = false;
+  /** The route's compiled filters and header policy. */
+  plan: RoutePlan | undefined = undefined;
+  /** Admitted by the upstream's breaker/bulkhead: release once when the request ends. */
+  admitted = false;
+  firstAttemptAt = 0;
+  /** No body, or the body is held in `body` and can be sent again. */
+  bodyReplayable = false;
+  body: Buffer | undefined = undefined;
+  /** Endpoints already tried (PickContext: a retry prefers another one). */
+  tried: Endpoint[] | undefined = undefined;
+  retryTimer: NodeJS.Timeout | undefined = undefined;
+  pendingRetry: { readonly delayMs: number; readonly reason: string } | undefined = undefined;
+  retryReason: string | undefined = undefined;
+  backoffMs = 0;
+  /** When the current attempt's response head arrived (0 before). */
+  headAt = 0;
+  totalExpired = false;
   /** The connection, kept for after the response detached from it. */
   socket: import('node:stream').Duplex | undefined = undefined;
   pipeline: Pipeline | undefined = undefined;
+
+  /** PickContext: consistent hashing on a header or cookie. */
+  get headers(): IncomingMessage['headers'] {
+    return this.req.headers;
+  }
 
   constructor(req: IncomingMessage, res: ServerResponse, snapshot: Snapshot, startedAt: number) {
     this.req = req;

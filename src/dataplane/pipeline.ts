@@ -9,6 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import { type Duplex, Transform, type TransformCallback } from 'node:stream';
 import type { Span } from '@opentelemetry/api';
@@ -18,13 +19,16 @@ import type { Snapshot } from '../control/snapshot.ts';
 import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
 import { RequestContext } from './context.ts';
+import type { RequestFilter } from './filters/filter.ts';
 import { type AttemptObserver, ResponseForwarder } from './forward/forwarder.ts';
 import { buildUpstreamHeaders } from './forward/headers.ts';
 import { plainAddress, type TrustCheck } from './forward/trusted-proxies.ts';
 import type { AttemptOutcome } from './forward/upstream-errors.ts';
+import { peerIdentityOf } from './listener/peer-identity.ts';
 import { sendProblem, writeRawProblem } from './respond.ts';
 import { normalizePath } from './routing/path-normalize.ts';
 import type { Endpoint } from './upstream/endpoint.ts';
+import { parseRetryAfter } from './upstream/retry-policy.ts';
 
 /** What the data plane needs from the running gateway. */
 export interface DataplaneHost {
@@ -73,7 +77,29 @@ function requestIdOf(req: IncomingMessage): string {
 function hasBody(req: IncomingMessage): boolean {
   const cl = req.headers['content-length'];
   if (cl !== undefined) return cl !== '0';
+  // HTTP/2 has no Transfer-Encoding: a body follows unless HEADERS ended the stream.
+  if (req.httpVersionMajor === 2) return !(req as unknown as Http2ServerRequest).stream.endAfterHeaders;
   return req.headers['transfer-encoding'] !== undefined;
+}
+
+/**
+ * The response went out whole. Node reports the writable side of an HTTP/2 stream the client reset
+ * as finished, so a stream also needs to have closed without an error code.
+ */
+function responseCompleted(res: ServerResponse): boolean {
+  if (!res.writableFinished) return false;
+  const stream = (res as unknown as { stream?: { rstCode?: number } }).stream;
+  return stream === undefined || !stream.rstCode;
+}
+
+/** The request's Host; for HTTP/2 `:authority` when there is no Host (both and different → 400). */
+function requestHost(req: IncomingMessage): string | undefined {
+  const host = req.headers.host;
+  if (req.httpVersionMajor !== 2) return host;
+  const authority = req.headers[':authority'] as string | undefined;
+  if (host !== undefined && authority !== undefined && host !== authority)
+    throw new GatewayError('BAD_REQUEST', 'Host and :authority differ');
+  return host ?? authority;
 }
 
 /** Fires once per request when the response is finished or the connection went away. */
@@ -84,7 +110,39 @@ function onResponseClose(this: ResponseWithContext): void {
 
 function onTotalTimeout(ctx: RequestContext): void {
   ctx.totalTimer = undefined;
-  ctx.forwarder?.abort(new GatewayError('UPSTREAM_TIMEOUT', 'total request timeout exceeded'));
+  ctx.totalExpired = true;
+  const error = new GatewayError('UPSTREAM_TIMEOUT', 'total request timeout exceeded');
+  if (ctx.forwarder) {
+    ctx.forwarder.abort(error);
+    return;
+  }
+  // Between attempts (backoff): nothing to abort, answer now.
+  if (ctx.retryTimer) {
+    clearTimeout(ctx.retryTimer);
+    ctx.retryTimer = undefined;
+    ctx.pipeline!.respondWithError(ctx, error);
+  }
+}
+
+function runRetry(ctx: RequestContext): void {
+  ctx.retryTimer = undefined;
+  if (!ctx.finished) ctx.pipeline!.guard(ctx, () => ctx.pipeline!.attempt(ctx));
+}
+
+/** Read a body of known, small size into one buffer (for replay on retry). */
+function readBody(req: IncomingMessage, size: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let got = 0;
+    req.on('data', (c: Buffer) => {
+      chunks.push(c);
+      got += c.length;
+    });
+    req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, got)));
+    req.once('error', reject);
+    req.once('aborted', () => reject(new GatewayError('CLIENT_CLOSED')));
+    void size;
+  });
 }
 
 export class Pipeline implements AttemptObserver {
@@ -113,11 +171,14 @@ export class Pipeline implements AttemptObserver {
 
     ctx.requestId = requestIdOf(req);
     ctx.clientAddress = plainAddress(req.socket.remoteAddress);
+    // TLS listeners: the verified mTLS identity, computed once per connection by the listener.
+    if (this.listener.proto === 'https') ctx.identity = peerIdentityOf(req.socket)?.id;
     const span = this.telemetry.tracing.startServerSpan(req.method ?? 'GET', req.headers, {
       'url.scheme': this.listener.proto,
       'client.address': ctx.clientAddress,
     });
     ctx.span = span;
+    if (ctx.identity !== undefined) span.setAttribute('peregrine.client.identity', ctx.identity);
     const ids = this.telemetry.tracing.traceIds(span);
     ctx.traceId = ids.traceId;
     ctx.spanId = ids.spanId;
@@ -138,36 +199,138 @@ export class Pipeline implements AttemptObserver {
     ctx.query = target.query;
 
     const method = req.method ?? 'GET';
-    const match = ctx.snapshot.routes.match(req.headers.host, ctx.path, method, req.headers);
+    const match = ctx.snapshot.routes.match(requestHost(req), ctx.path, method, req.headers);
     if (!match) throw new GatewayError('ROUTE_NOT_FOUND');
     const route = match.route;
     ctx.route = route;
+    // The decision log is built for sampled requests only: it is read from their spans.
+    if (ctx.sampled) ctx.decide('route', `${route.name} (priority ${route.priority})`);
+    ctx.span?.updateName(`${method} ${route.name}`);
+    ctx.span?.setAttribute('http.route', route.name);
     const maxBody = route.config.limits?.maxBodySize ?? 0;
     if (maxBody > 0) {
       const declared = req.headers['content-length'];
       if (declared !== undefined && Number(declared) > maxBody)
         throw new GatewayError('PAYLOAD_TOO_LARGE', `request body exceeds ${maxBody} bytes`);
     }
-    // The decision log is built for sampled requests only: it is read from their spans.
-    if (ctx.sampled) ctx.decide('route', `${route.name} (priority ${route.priority})`);
-    ctx.span?.updateName(`${method} ${route.name}`);
-    ctx.span?.setAttribute('http.route', route.name);
 
     const cluster = ctx.snapshot.clusters.get(route.upstream);
     if (!cluster) throw new GatewayError('UPSTREAM_UNAVAILABLE', `upstream ${route.upstream} is not defined`);
     ctx.cluster = cluster;
+    const plan = ctx.snapshot.plans.get(route.name);
+    ctx.plan = plan;
+    const filters = plan?.filters;
+    if (filters) this.runFilters(ctx, filters, 0);
+    else this.admit(ctx);
+  }
+
+  /** Run the route's filters in order; an asynchronous one suspends the loop until it settles. */
+  runFilters(ctx: RequestContext, filters: readonly RequestFilter[], from: number): void {
+    for (let i = from; i < filters.length; i++) {
+      const pending = filters[i]!.onRequest(ctx);
+      if (pending !== undefined) {
+        pending.then(
+          () => {
+            if (!ctx.finished) this.guard(ctx, () => this.runFilters(ctx, filters, i + 1));
+          },
+          (err: unknown) => {
+            if (!ctx.finished) this.respondWithError(ctx, asGatewayError(err));
+          },
+        );
+        return;
+      }
+    }
+    this.admit(ctx);
+  }
+
+  /** Run a stage from a callback: a throw becomes the request's error response. */
+  guard(ctx: RequestContext, stage: () => void): void {
+    try {
+      stage();
+    } catch (err) {
+      this.respondWithError(ctx, asGatewayError(err));
+    }
+  }
+
+  /** Circuit breaker and bulkhead: may answer 503 at once, or queue the request. */
+  admit(ctx: RequestContext): void {
+    const cluster = ctx.cluster!;
+    const verdict = cluster.admit();
+    if (verdict === undefined) {
+      ctx.admitted = true;
+      this.start(ctx);
+      return;
+    }
+    if (verdict instanceof GatewayError) {
+      if (ctx.sampled) ctx.decide('admission', verdict.code);
+      throw verdict;
+    }
+    verdict.then(
+      (refused) => {
+        if (refused) {
+          if (!ctx.finished) this.respondWithError(ctx, refused);
+          return;
+        }
+        if (ctx.finished) {
+          cluster.release();
+          return;
+        }
+        ctx.admitted = true;
+        this.guard(ctx, () => this.start(ctx));
+      },
+      (err: unknown) => {
+        if (!ctx.finished) this.respondWithError(ctx, asGatewayError(err));
+      },
+    );
+  }
+
+  /** The upstream exchange begins: total timeout armed, body made replayable when it is small. */
+  start(ctx: RequestContext): void {
+    const cluster = ctx.cluster!;
+    cluster.requestStarted();
+    ctx.firstAttemptAt = performance.now();
     const total = cluster.config.timeouts.request;
     if (total > 0) ctx.totalTimer = setTimeout(onTotalTimeout, total, ctx);
+    const { req } = ctx;
+    if (!hasBody(req)) {
+      ctx.bodyReplayable = true;
+      this.attempt(ctx);
+      return;
+    }
+    const declared = req.headers['content-length'];
+    const policy = cluster.retryPolicy;
+    if (policy.maxAttempts > 1 && declared !== undefined && Number(declared) <= policy.bufferBody) {
+      // Small enough to keep: read it once so a retry can send it again.
+      readBody(req, Number(declared)).then(
+        (buf) => {
+          if (ctx.finished) return;
+          ctx.body = buf;
+          ctx.bodyReplayable = true;
+          this.guard(ctx, () => this.attempt(ctx));
+        },
+        (err: unknown) => {
+          if (!ctx.finished)
+            this.respondWithError(
+              ctx,
+              new GatewayError('BAD_REQUEST', 'request body could not be read', { cause: err }),
+            );
+        },
+      );
+      return;
+    }
     this.attempt(ctx);
   }
 
   attempt(ctx: RequestContext): void {
     const route = ctx.route!;
     const cluster = ctx.cluster!;
-    const endpoint = cluster.balancer.pick();
-    if (!endpoint) throw new GatewayError('NO_HEALTHY_ENDPOINT', `upstream ${cluster.name} has no endpoints`);
+    const endpoint = cluster.pick(ctx);
+    if (!endpoint)
+      throw new GatewayError('NO_HEALTHY_ENDPOINT', `upstream ${cluster.name} has no endpoint to pick`);
     ctx.endpoint = endpoint;
     ctx.attempts++;
+    if (ctx.tried === undefined) ctx.tried = [endpoint];
+    else ctx.tried.push(endpoint);
     if (ctx.sampled)
       ctx.decide('endpoint', `${endpoint.id} by ${cluster.balancer.kind}, attempt ${ctx.attempts}`);
 
@@ -180,7 +343,10 @@ export class Pipeline implements AttemptObserver {
       upstreamHost: route.hostRewrite ?? (route.preserveHost ? undefined : endpoint.host),
       requestId: ctx.requestId,
       underscores: this.listener.underscores,
+      clientCert: ctx.identity === undefined ? undefined : peerIdentityOf(req.socket)?.xfcc,
+      strip: ctx.plan?.stripHeaders ?? undefined,
     });
+    if (ctx.upstreamHeaders) for (const h of ctx.upstreamHeaders) headers.push(h);
 
     const method = req.method ?? 'GET';
     const span = this.telemetry.tracing.startClientSpan(ctx.span!, `${method} ${cluster.name}`, {
@@ -191,6 +357,10 @@ export class Pipeline implements AttemptObserver {
       'peregrine.endpoint': endpoint.id,
       'peregrine.attempt': ctx.attempts,
     });
+    if (ctx.retryReason !== undefined && span.isRecording()) {
+      span.setAttribute('peregrine.retry.reason', ctx.retryReason);
+      span.setAttribute('peregrine.retry.backoff_ms', ctx.backoffMs);
+    }
     const trace: Record<string, string | string[]> = {};
     this.telemetry.tracing.inject(span, trace);
     for (const name in trace) {
@@ -200,13 +370,12 @@ export class Pipeline implements AttemptObserver {
 
     const forwarder = new ResponseForwarder(ctx, endpoint, this, span, this.host);
     ctx.forwarder = forwarder;
-    endpoint.inFlight++;
-    cluster.inFlight++;
+    cluster.attemptStarted(endpoint);
     this.telemetry.metrics.upstreamStarted(cluster.name);
     ctx.upstreamStartedAt = performance.now();
-    let body: IncomingMessage | BodyLimit | null = hasBody(req) ? req : null;
+    let body: IncomingMessage | BodyLimit | Buffer | null = ctx.body ?? (hasBody(req) ? req : null);
     const maxBody = route.config.limits?.maxBodySize ?? 0;
-    if (body !== null && maxBody > 0 && req.headers['content-length'] === undefined) {
+    if (body === req && maxBody > 0 && req.headers['content-length'] === undefined) {
       // A chunked body has no declared size: count it on the way and cut it at the limit.
       body = limitBody(req, maxBody);
     }
@@ -228,13 +397,21 @@ export class Pipeline implements AttemptObserver {
     status: number,
     span: Span | undefined,
   ): void {
-    endpoint.inFlight--;
-    ctx.cluster!.inFlight--;
-    this.telemetry.metrics.upstreamFinished(ctx.cluster!.name);
-    const ms = performance.now() - ctx.upstreamStartedAt;
+    const cluster = ctx.cluster!;
+    this.telemetry.metrics.upstreamFinished(cluster.name);
+    const now = performance.now();
+    const ms = now - ctx.upstreamStartedAt;
+    // Latency for the balancer and outlier detection: to the response head (or the failure).
+    cluster.attemptFinished(
+      endpoint,
+      outcome,
+      status,
+      ctx.headAt > 0 ? ctx.headAt - ctx.upstreamStartedAt : ms,
+    );
+    ctx.headAt = 0;
     ctx.upstreamDurationMs = (ctx.upstreamDurationMs ?? 0) + ms;
     this.telemetry.metrics.recordAttempt(
-      ctx.cluster!.name,
+      cluster.name,
       endpoint.id,
       outcome,
       status,
@@ -248,22 +425,102 @@ export class Pipeline implements AttemptObserver {
     }
   }
 
+  /**
+   * The upstream answered with a status the retry policy lists: retry (the forwarder then drops
+   * this response) or relay it. Only called before anything reached the client.
+   */
+  retryOnStatus(ctx: RequestContext, status: number, retryAfter: string | undefined): boolean {
+    const decision = ctx.cluster!.retryDecision({
+      attempt: ctx.attempts,
+      method: ctx.req.method ?? 'GET',
+      outcome: 'success',
+      status,
+      bytesSent: true,
+      bodyReplayable: ctx.bodyReplayable,
+      retryAfterMs: retryAfter === undefined ? undefined : parseRetryAfter(retryAfter),
+      elapsedMs: performance.now() - ctx.firstAttemptAt,
+    });
+    if (ctx.sampled)
+      ctx.decide(
+        'retry',
+        `status ${status}: ${decision.retry ? `retry in ${decision.delayMs}ms` : decision.reason}`,
+      );
+    if (!decision.retry) return false;
+    ctx.pendingRetry = decision;
+    return true;
+  }
+
   upstreamCompleted(ctx: RequestContext): void {
     ctx.forwarder = undefined;
+    if (ctx.pendingRetry) {
+      this.scheduleRetry(ctx);
+      return;
+    }
     if (ctx.totalTimer) clearTimeout(ctx.totalTimer);
     ctx.totalTimer = undefined;
     if (!ctx.res.destroyed) ctx.res.end();
   }
 
-  upstreamFailed(ctx: RequestContext, error: GatewayError): void {
+  upstreamFailed(
+    ctx: RequestContext,
+    error: GatewayError,
+    forwarder: ResponseForwarder,
+    outcome: AttemptOutcome,
+  ): void {
     ctx.forwarder = undefined;
-    if (ctx.totalTimer) clearTimeout(ctx.totalTimer);
-    ctx.totalTimer = undefined;
     if (error.code === 'CLIENT_CLOSED') {
+      this.clearTotalTimer(ctx);
       ctx.code ??= 'CLIENT_CLOSED';
       return;
     }
+    if (ctx.pendingRetry) {
+      // The attempt was dropped on purpose after a retryable status.
+      this.scheduleRetry(ctx);
+      return;
+    }
+    if (!ctx.res.headersSent && !ctx.finished && error.code !== 'PAYLOAD_TOO_LARGE' && !ctx.totalExpired) {
+      const decision = ctx.cluster!.retryDecision({
+        attempt: ctx.attempts,
+        method: ctx.req.method ?? 'GET',
+        outcome,
+        status: ctx.upstreamStatus,
+        bytesSent: forwarder.controller !== undefined,
+        bodyReplayable: ctx.bodyReplayable,
+        elapsedMs: performance.now() - ctx.firstAttemptAt,
+      });
+
+      if (ctx.sampled)
+        ctx.decide(
+          'retry',
+          `${error.code}: ${decision.retry ? `retry in ${decision.delayMs}ms` : decision.reason}`,
+        );
+      if (decision.retry) {
+        ctx.pendingRetry = decision;
+        this.scheduleRetry(ctx);
+        return;
+      }
+    }
+    this.clearTotalTimer(ctx);
     this.respondWithError(ctx, error);
+  }
+
+  scheduleRetry(ctx: RequestContext): void {
+    const decision = ctx.pendingRetry!;
+    ctx.pendingRetry = undefined;
+    ctx.upstreamStatus = 0;
+    ctx.retryReason = decision.reason;
+    ctx.backoffMs = decision.delayMs;
+    if (ctx.finished) return;
+    if (decision.delayMs <= 0) {
+      this.guard(ctx, () => this.attempt(ctx));
+      return;
+    }
+    ctx.retryTimer = setTimeout(runRetry, decision.delayMs, ctx);
+  }
+
+  clearTotalTimer(ctx: RequestContext): void {
+    if (ctx.totalTimer) clearTimeout(ctx.totalTimer);
+    ctx.totalTimer = undefined;
   }
 
   /**
@@ -282,7 +539,10 @@ export class Pipeline implements AttemptObserver {
     if (res.destroyed) return;
     res.setHeader('x-request-id', ctx.requestId);
     // After a framing error the request body may still be unread: close rather than reuse.
-    const close = this.host.draining || error.code === 'BAD_REQUEST' || error.code === 'PAYLOAD_TOO_LARGE';
+    // (HTTP/2 has no Connection header: a stream is independent of the session.)
+    const close =
+      ctx.req.httpVersionMajor !== 2 &&
+      (this.host.draining || error.code === 'BAD_REQUEST' || error.code === 'PAYLOAD_TOO_LARGE');
     sendProblem(res, error, { traceId: ctx.traceId, requestId: ctx.requestId }, close);
   }
 
@@ -291,13 +551,16 @@ export class Pipeline implements AttemptObserver {
     if (ctx.finished) return;
     ctx.finished = true;
     const { res, req } = ctx;
-    if (!res.writableFinished) {
+    const completed = responseCompleted(res);
+    if (!completed) {
       // The connection closed before the response completed: the client went away, or we cut it.
       ctx.code ??= 'CLIENT_CLOSED';
-      if (!ctx.upstreamDone) ctx.forwarder?.abort(new GatewayError('CLIENT_CLOSED'));
+      ctx.forwarder?.abort(new GatewayError('CLIENT_CLOSED'));
       if (ctx.totalTimer) clearTimeout(ctx.totalTimer);
     }
-    const status = res.writableFinished || res.headersSent ? res.statusCode : 499;
+    if (ctx.retryTimer) clearTimeout(ctx.retryTimer);
+    if (ctx.admitted) ctx.cluster!.release();
+    const status = completed || res.headersSent ? res.statusCode : 499;
     const durationMs = performance.now() - ctx.startedAt;
     const routeName = ctx.route?.name ?? NO_ROUTE;
     const method = req.method ?? 'GET';
@@ -321,6 +584,12 @@ export class Pipeline implements AttemptObserver {
       if (ctx.code) span.setAttribute('error.type', ctx.code);
       if (ctx.decisions) span.setAttribute('peregrine.decisions', ctx.decisions.map(formatDecision));
       if (ctx.sampled) span.setAttribute('peregrine.request_id', ctx.requestId);
+      if (ctx.subject !== undefined) span.setAttribute('enduser.id', ctx.subject);
+      if (ctx.plan?.filters)
+        span.setAttribute(
+          'peregrine.auth.result',
+          ctx.code === undefined || ctx.upstreamStatus ? 'allow' : authResultOf(ctx.code),
+        );
       span.end();
     }
     this.telemetry.accessLog.log({
@@ -342,6 +611,8 @@ export class Pipeline implements AttemptObserver {
       code: ctx.code,
       userAgent: req.headers['user-agent'],
       attempts: ctx.attempts,
+      clientIdentity: ctx.identity,
+      subject: ctx.subject,
     });
     this.host.requestFinished();
     const socket = ctx.socket as TrackedSocket | undefined;
@@ -375,7 +646,8 @@ class BodyLimit extends Transform {
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.seen += chunk.length;
-    if (this.seen > this.max) cb(new GatewayError('PAYLOAD_TOO_LARGE', `request body exceeds ${this.max} bytes`));
+    if (this.seen > this.max)
+      cb(new GatewayError('PAYLOAD_TOO_LARGE', `request body exceeds ${this.max} bytes`));
     else cb(null, chunk);
   }
 }
@@ -385,6 +657,20 @@ function limitBody(req: IncomingMessage, max: number): BodyLimit {
   req.on('error', (err) => limiter.destroy(err));
   req.pipe(limiter);
   return limiter;
+}
+
+const DENIALS: ReadonlySet<string> = new Set([
+  'AUTH_REQUIRED',
+  'INVALID_TOKEN',
+  'INSUFFICIENT_SCOPE',
+  'FORBIDDEN',
+  'AUTH_UNAVAILABLE',
+  'MTLS_REQUIRED',
+  'IDENTITY_DENIED',
+]);
+
+function authResultOf(code: string): string {
+  return DENIALS.has(code) ? `deny:${code}` : 'allow';
 }
 
 function formatDecision(d: { stage: string; detail: string }): string {

@@ -22,6 +22,7 @@ export function sendProblem(
     'cache-control': 'no-store',
     [REASON_HEADER]: err.code,
   };
+  if (err.headers) Object.assign(headers, err.headers);
   if (closeConnection) headers.connection = 'close';
   res.writeHead(err.status, headers);
   res.end(res.req?.method === 'HEAD' ? undefined : body);

@@ -26,6 +26,10 @@ export interface AccessLogRecord {
   code: string | undefined;
   userAgent: string | undefined;
   attempts: number;
+  /** Verified mTLS client identity (SPIFFE ID, URI or DNS SAN, or subject DN); never the certificate. */
+  clientIdentity?: string | undefined;
+  /** Authenticated subject (JWT `sub`); never the token. */
+  subject?: string | undefined;
 }
 
 export interface AccessLog {
@@ -66,6 +70,8 @@ export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
           code: rec.code,
           userAgent: ua !== undefined && ua.length > MAX_USER_AGENT ? ua.slice(0, MAX_USER_AGENT) : ua,
           attempts: rec.attempts,
+          clientIdentity: rec.clientIdentity,
+          subject: rec.subject,
         },
         'access',
       );

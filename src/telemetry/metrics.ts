@@ -10,6 +10,8 @@
  * use prom-client's classes directly.
  */
 import { Counter, collectDefaultMetrics, Gauge, Registry, type RegistryContentType } from 'prom-client';
+import type { Http2CloseReason } from '../dataplane/listener/http2-session-guard.ts';
+import type { ClientCertReason, HandshakeFailureReason } from '../dataplane/listener/tls-reasons.ts';
 import type { ErrorCode } from '../errors.ts';
 import {
   CellHistogram,
@@ -58,6 +60,100 @@ export type WebSocketOutcome = 'success' | 'rejected' | 'refused' | Exclude<Atte
 
 export type ConfigReloadOutcome = 'success' | 'failure';
 
+export type CertificateReloadOutcome = 'success' | 'failure';
+
+/** One certificate a TLS listener serves (`server`) or trusts for client certificates (`client_ca`). */
+export interface CertificateExpiry {
+  readonly role: 'server' | 'client_ca';
+  /** RFC 4514 subject, from the configured certificate (never from a client). */
+  readonly subject: string;
+  readonly notAfter: Date;
+}
+
+/**
+ * Local decisions of the upstream resilience layer (label `decision` of
+ * peregrine_upstream_decisions_total): a retry scheduled, a retry refused by the retry budget, a
+ * request refused by the circuit breaker or by the bulkhead. Kept apart from
+ * peregrine_upstream_attempts_total, which counts attempts that reached an endpoint.
+ */
+export const UPSTREAM_DECISIONS = ['retry', 'budget_exhausted', 'circuit_open', 'overloaded'] as const;
+export type UpstreamDecision = (typeof UPSTREAM_DECISIONS)[number];
+/** Why an attempt was retried (label `reason` of peregrine_upstream_retries_total). */
+export const RETRY_REASONS = ['connect_failure', 'refused', 'reset', 'timeout', 'status'] as const;
+export type RetryReason = (typeof RETRY_REASONS)[number];
+/** Circuit breaker states: peregrine_upstream_circuit_state's value is the index. */
+export const CIRCUIT_STATES = ['closed', 'open', 'half_open'] as const;
+export type CircuitStateName = (typeof CIRCUIT_STATES)[number];
+/**
+ * Endpoint states (label `state` of peregrine_upstream_endpoints): healthy (eligible), unhealthy
+ * (failing active health checks), ejected (by outlier detection, health checks passing).
+ */
+export const ENDPOINT_STATES = ['healthy', 'unhealthy', 'ejected'] as const;
+export type EndpointState = (typeof ENDPOINT_STATES)[number];
+
+/** What the upstream gauges read from a live cluster at scrape time. */
+export interface UpstreamStateSource {
+  /** An index into CIRCUIT_STATES. */
+  circuitState(): number;
+  queued(): number;
+  retryBudgetRemaining(): number;
+  /** Endpoint counts by ENDPOINT_STATES index. */
+  endpointStates(): readonly number[];
+  ejectedEndpoints(): number;
+  panicMode(): boolean;
+}
+
+/** The per-upstream resilience counters, one set per upstream name, updated with `+= 1`. */
+export interface UpstreamResilienceSeries {
+  /** By UPSTREAM_DECISIONS index. */
+  readonly decisions: readonly ScalarCell[];
+  /** By RETRY_REASONS index. */
+  readonly retries: readonly ScalarCell[];
+}
+
+/**
+ * Why an auth filter allowed or denied a request (label `reason` of peregrine_auth_decisions_total).
+ * `ok` and, on routes where authentication is optional, `missing` go with `allow`; the rest with `deny`.
+ */
+export const AUTH_REASONS = [
+  'ok',
+  'missing',
+  'malformed',
+  'expired',
+  'not_yet_valid',
+  'bad_signature',
+  'unknown_kid',
+  'wrong_issuer',
+  'wrong_audience',
+  'wrong_type',
+  'missing_claim',
+  'forbidden_header',
+  'algorithm_not_allowed',
+  'too_large',
+  'insufficient_scope',
+  'insufficient_role',
+  'jwks_unavailable',
+  'mtls_required',
+  'identity_denied',
+] as const;
+export type AuthReason = (typeof AUTH_REASONS)[number];
+export type AuthResult = 'allow' | 'deny';
+/** Provider label when no single provider applies (no token, or no provider for the token's issuer). */
+export const NO_PROVIDER = '_none';
+
+/** How one JWKS fetch ended (label `outcome` of peregrine_jwks_fetches_total). */
+export const JWKS_FETCH_OUTCOMES = [
+  'success',
+  'not_modified',
+  'error',
+  'timeout',
+  'http_error',
+  'redirect',
+  'too_large',
+  'invalid',
+] as const;
+export type JwksFetchOutcome = (typeof JWKS_FETCH_OUTCOMES)[number];
+
 /** Seconds. Dense below 100 ms where a gateway's own latency lives; 30 s is the default request timeout. */
 export const LATENCY_BUCKETS: readonly number[] = [
   0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
@@ -86,6 +182,22 @@ export interface GatewayMetrics {
   readonly configLastReloadSuccessful: Gauge;
   readonly buildInfo: Gauge<'version' | 'node_version'>;
   readonly websocketUpgrades: Counter<'route' | 'outcome'>;
+  readonly authDecisions: CellMetric;
+  readonly jwksFetches: Counter<'provider' | 'outcome'>;
+  readonly jwksKidMisses: Counter<'provider'>;
+  readonly jwksKeys: Gauge<'provider'>;
+  readonly jwksKeysetAge: Gauge<'provider'>;
+  readonly jwksStale: Gauge<'provider'>;
+  readonly upstreamDecisions: CellMetric;
+  readonly upstreamRetries: CellMetric;
+  readonly upstreamCircuitState: Gauge<'upstream'>;
+  readonly upstreamCircuitTransitions: Counter<'upstream' | 'from' | 'to'>;
+  readonly upstreamEjections: Counter<'upstream' | 'endpoint'>;
+  readonly upstreamEjectedEndpoints: Gauge<'upstream'>;
+  readonly upstreamEndpoints: Gauge<'upstream' | 'state'>;
+  readonly upstreamPanicMode: Gauge<'upstream'>;
+  readonly upstreamQueued: Gauge<'upstream'>;
+  readonly upstreamRetryBudgetRemaining: Gauge<'upstream'>;
 
   /**
    * One finished request: peregrine_requests_total and peregrine_request_duration_seconds.
@@ -123,6 +235,49 @@ export interface GatewayMetrics {
   recordWebSocketUpgrade(route: string | undefined, outcome: WebSocketOutcome): void;
   /** Drop the series of an endpoint that discovery removed, so churn does not grow memory. */
   forgetEndpoint(upstream: string, endpoint: string): void;
+  /**
+   * The peregrine_auth_decisions_total series for these labels, created on first use and the same
+   * cell for the same labels afterwards. Auth filters fetch their cells when they are built and add
+   * 1 per decision, so a decision costs one `+=`.
+   */
+  authDecisionCell(route: string, provider: string, result: AuthResult, reason: AuthReason): ScalarCell;
+  /** One auth decision, for callers without a cached cell (a Map lookup by joined key). */
+  recordAuthDecision(route: string, provider: string, result: AuthResult, reason: AuthReason): void;
+  recordJwksFetch(provider: string, outcome: JwksFetchOutcome): void;
+  /** A token named a `kid` the provider's key set does not hold. */
+  recordJwksKidMiss(provider: string): void;
+  /**
+   * A provider's key set: usable keys, when the JWKS endpoint last confirmed it (ms since the epoch;
+   * undefined while it never has, or for keys from the configuration), and the time after which it
+   * counts as stale (past its max-age because refreshes failed). Age and staleness are computed at
+   * scrape time, so they keep moving while nothing is fetched.
+   */
+  setJwksKeyset(provider: string, keys: number, confirmedAt: number | undefined, staleAfter: number): void;
+  /** Drop the JWKS gauges of a provider that a reload removed. */
+  forgetJwksProvider(provider: string): void;
+  /** A TLS handshake completed on a listener (counted on 'secureConnection'); alpn `none` without ALPN. */
+  recordTlsHandshake(listener: string, protocol: string, alpn: string): void;
+  recordTlsHandshakeFailure(listener: string, reason: HandshakeFailureReason): void;
+  /** A client certificate that did not verify, or none where one is required. */
+  recordClientCertVerificationFailure(listener: string, reason: ClientCertReason): void;
+  /** A certificate reload after start (file change) was applied or rejected. */
+  recordCertificateReload(listener: string, outcome: CertificateReloadOutcome): void;
+  /** The certificates a listener serves and trusts now; replaces that listener's previous series. */
+  setCertificateExpiry(listener: string, certs: readonly CertificateExpiry[]): void;
+  recordHttp2SessionClosed(listener: string, reason: Http2CloseReason): void;
+  /**
+   * The resilience counters of an upstream: created (at 0) on first use, and the same cells for
+   * every Cluster of that name afterwards, so counters continue across reloads.
+   */
+  upstreamResilience(upstream: string): UpstreamResilienceSeries;
+  /**
+   * Read `source` for the upstream's gauges at every scrape until the returned function is called.
+   * A later watch of the same name replaces it (a reload built a new Cluster); the stale watcher's
+   * unwatch then does nothing.
+   */
+  watchUpstream(upstream: string, source: UpstreamStateSource): () => void;
+  recordCircuitTransition(upstream: string, from: CircuitStateName, to: CircuitStateName): void;
+  recordEjection(upstream: string, endpoint: string): void;
 }
 
 export interface MetricsOptions {
@@ -184,6 +339,33 @@ class PromGatewayMetrics implements GatewayMetrics {
   readonly configLastReloadSuccessful: Gauge;
   readonly buildInfo: Gauge<'version' | 'node_version'>;
   readonly websocketUpgrades: Counter<'route' | 'outcome'>;
+  readonly authDecisions: CellMetric;
+  readonly jwksFetches: Counter<'provider' | 'outcome'>;
+  readonly jwksKidMisses: Counter<'provider'>;
+  readonly jwksKeys: Gauge<'provider'>;
+  readonly jwksKeysetAge: Gauge<'provider'>;
+  readonly jwksStale: Gauge<'provider'>;
+  readonly upstreamDecisions: CellMetric;
+  readonly upstreamRetries: CellMetric;
+  readonly upstreamCircuitState: Gauge<'upstream'>;
+  readonly upstreamCircuitTransitions: Counter<'upstream' | 'from' | 'to'>;
+  readonly upstreamEjections: Counter<'upstream' | 'endpoint'>;
+  readonly upstreamEjectedEndpoints: Gauge<'upstream'>;
+  readonly upstreamEndpoints: Gauge<'upstream' | 'state'>;
+  readonly upstreamPanicMode: Gauge<'upstream'>;
+  readonly upstreamQueued: Gauge<'upstream'>;
+  readonly upstreamRetryBudgetRemaining: Gauge<'upstream'>;
+
+  readonly tlsHandshakes: CellMetric;
+  readonly tlsHandshakeFailures: Counter<'listener' | 'reason'>;
+  readonly tlsClientCertVerificationFailures: Counter<'listener' | 'reason'>;
+  readonly tlsCertificateReloads: Counter<'listener' | 'outcome'>;
+  readonly tlsCertificateExpiry: Gauge<'listener' | 'role' | 'subject'>;
+  readonly http2SessionsClosed: Counter<'listener' | 'reason'>;
+  /** `listener NUL protocol NUL alpn` → handshake series. */
+  private readonly handshakeCells = new Map<string, ScalarCell>();
+  /** listener → label sets of its certificate expiry series (replaced when certificates reload). */
+  private readonly expiryLabels = new Map<string, Labels[]>();
 
   /** listener → route → method index → status → series */
   private readonly requests = new Map<string, Map<string, ByMethod>>();
@@ -195,6 +377,14 @@ class PromGatewayMetrics implements GatewayMetrics {
   private readonly bodyByRoute = new Map<string, BodySeries>();
   /** route → code → series */
   private readonly localByRoute = new Map<string, Map<string, ScalarCell>>();
+  /** `route NUL provider NUL result NUL reason` → series (looked up when filters are built, not per request). */
+  private readonly authCells = new Map<string, ScalarCell>();
+  /** provider → key set times read by the age and stale gauges at scrape time. */
+  private readonly jwksKeysets = new Map<string, { confirmedAt: number | undefined; staleAfter: number }>();
+  /** upstream → resilience counters (kept across reloads). */
+  private readonly resilienceByUpstream = new Map<string, UpstreamResilienceSeries>();
+  /** upstream → the live cluster the upstream gauges read at scrape time. */
+  private readonly upstreamSources = new Map<string, UpstreamStateSource>();
 
   constructor(opts: MetricsOptions) {
     // Prometheus text by default; renderMetrics() switches to OpenMetrics for scrapers that ask.
@@ -298,6 +488,179 @@ class PromGatewayMetrics implements GatewayMetrics {
       name: 'peregrine_websocket_upgrades_total',
       help: 'WebSocket upgrade requests, by route and outcome.',
       labelNames: ['route', 'outcome'],
+      registers,
+    });
+    this.authDecisions = new CellMetric('counter', {
+      name: 'peregrine_auth_decisions_total',
+      help: 'Authentication and authorisation decisions, by route, provider, result and reason.',
+      labelNames: ['route', 'provider', 'result', 'reason'],
+      registry,
+    });
+    this.jwksFetches = new Counter({
+      name: 'peregrine_jwks_fetches_total',
+      help: 'JWKS fetches, by auth provider and outcome.',
+      labelNames: ['provider', 'outcome'],
+      registers,
+    });
+    this.jwksKidMisses = new Counter({
+      name: 'peregrine_jwks_kid_misses_total',
+      help: 'Tokens naming a key id that the provider key set did not hold.',
+      labelNames: ['provider'],
+      registers,
+    });
+    this.jwksKeys = new Gauge({
+      name: 'peregrine_jwks_keys',
+      help: 'Usable verification keys in the provider key set.',
+      labelNames: ['provider'],
+      registers,
+    });
+    const keysets = this.jwksKeysets;
+    this.jwksKeysetAge = new Gauge({
+      name: 'peregrine_jwks_keyset_age_seconds',
+      help: 'Time since the JWKS endpoint last confirmed the key set in use; grows while refreshes fail.',
+      labelNames: ['provider'],
+      registers,
+      collect() {
+        const now = Date.now();
+        for (const [provider, k] of keysets) {
+          if (k.confirmedAt !== undefined) this.set({ provider }, Math.max(0, now - k.confirmedAt) / 1000);
+        }
+      },
+    });
+    this.jwksStale = new Gauge({
+      name: 'peregrine_jwks_stale',
+      help: '1 while the provider serves a key set past its max-age because refreshes failed.',
+      labelNames: ['provider'],
+      registers,
+      collect() {
+        const now = Date.now();
+        for (const [provider, k] of keysets) this.set({ provider }, now > k.staleAfter ? 1 : 0);
+      },
+    });
+    this.upstreamDecisions = new CellMetric('counter', {
+      name: 'peregrine_upstream_decisions_total',
+      help: 'Local resilience decisions per upstream: retry, budget_exhausted, circuit_open, overloaded.',
+      labelNames: ['upstream', 'decision'],
+      registry,
+    });
+    this.upstreamRetries = new CellMetric('counter', {
+      name: 'peregrine_upstream_retries_total',
+      help: 'Retries scheduled per upstream, by the failure that caused them.',
+      labelNames: ['upstream', 'reason'],
+      registry,
+    });
+    this.upstreamCircuitTransitions = new Counter({
+      name: 'peregrine_upstream_circuit_transitions_total',
+      help: 'Circuit breaker state changes per upstream.',
+      labelNames: ['upstream', 'from', 'to'],
+      registers,
+    });
+    this.upstreamEjections = new Counter({
+      name: 'peregrine_upstream_ejections_total',
+      help: 'Endpoints ejected by outlier detection.',
+      labelNames: ['upstream', 'endpoint'],
+      registers,
+    });
+    // Upstream gauges are read from the live clusters at scrape time: nothing on the request path.
+    const sources = this.upstreamSources;
+    this.upstreamCircuitState = new Gauge({
+      name: 'peregrine_upstream_circuit_state',
+      help: 'Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open.',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, s] of sources) this.set({ upstream }, s.circuitState());
+      },
+    });
+    this.upstreamEjectedEndpoints = new Gauge({
+      name: 'peregrine_upstream_ejected_endpoints',
+      help: 'Endpoints currently ejected by outlier detection.',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, s] of sources) this.set({ upstream }, s.ejectedEndpoints());
+      },
+    });
+    this.upstreamEndpoints = new Gauge({
+      name: 'peregrine_upstream_endpoints',
+      help: 'Endpoints per upstream by state: healthy (eligible), unhealthy (active checks), ejected.',
+      labelNames: ['upstream', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, s] of sources) {
+          const counts = s.endpointStates();
+          for (let i = 0; i < ENDPOINT_STATES.length; i++)
+            this.set({ upstream, state: ENDPOINT_STATES[i]! }, counts[i] ?? 0);
+        }
+      },
+    });
+    this.upstreamPanicMode = new Gauge({
+      name: 'peregrine_upstream_panic_mode',
+      help: '1 while too few endpoints are eligible and the balancer spreads over all of them.',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, s] of sources) this.set({ upstream }, s.panicMode() ? 1 : 0);
+      },
+    });
+    this.upstreamQueued = new Gauge({
+      name: 'peregrine_upstream_queued',
+      help: 'Requests waiting for a bulkhead slot.',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, s] of sources) this.set({ upstream }, s.queued());
+      },
+    });
+    this.upstreamRetryBudgetRemaining = new Gauge({
+      name: 'peregrine_upstream_retry_budget_remaining',
+      help: 'Retries the retry budget would allow right now.',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, s] of sources) this.set({ upstream }, s.retryBudgetRemaining());
+      },
+    });
+    this.tlsHandshakes = new CellMetric('counter', {
+      name: 'peregrine_tls_handshakes_total',
+      help: 'TLS handshakes completed, by listener, protocol version and ALPN protocol.',
+      labelNames: ['listener', 'protocol', 'alpn'],
+      registry,
+    });
+    this.tlsHandshakeFailures = new Counter({
+      name: 'peregrine_tls_handshake_failures_total',
+      help: 'TLS handshakes that failed or were refused, by listener and reason.',
+      labelNames: ['listener', 'reason'],
+      registers,
+    });
+    this.tlsClientCertVerificationFailures = new Counter({
+      name: 'peregrine_tls_client_cert_verification_failures_total',
+      help: 'Client certificates that did not verify (or were missing where required), by listener and reason.',
+      labelNames: ['listener', 'reason'],
+      registers,
+    });
+    this.tlsCertificateReloads = new Counter({
+      name: 'peregrine_tls_certificate_reloads_total',
+      help: 'TLS certificate reloads after start, by listener and outcome.',
+      labelNames: ['listener', 'outcome'],
+      registers,
+    });
+    this.tlsCertificateExpiry = new Gauge({
+      name: 'peregrine_tls_certificate_expiry_timestamp_seconds',
+      help: 'Unix time at which a certificate a listener serves (role server) or trusts (role client_ca) expires.',
+      labelNames: ['listener', 'role', 'subject'],
+      registers,
+    });
+    this.http2SessionsClosed = new Counter({
+      name: 'peregrine_http2_sessions_closed_total',
+      help: 'HTTP/2 sessions ended, by listener and reason.',
+      labelNames: ['listener', 'reason'],
       registers,
     });
     collectDefaultMetrics({ register: registry, prefix: 'peregrine_' });
@@ -445,7 +808,108 @@ class PromGatewayMetrics implements GatewayMetrics {
     this.websocketUpgrades.inc({ route: route ?? NO_ROUTE, outcome });
   }
 
+  authDecisionCell(route: string, provider: string, result: AuthResult, reason: AuthReason): ScalarCell {
+    const key = `${route}\u0000${provider}\u0000${result}\u0000${reason}`;
+    let cell = this.authCells.get(key);
+    if (cell === undefined) {
+      cell = this.authDecisions.cell({ route, provider, result, reason });
+      this.authCells.set(key, cell);
+    }
+    return cell;
+  }
+
+  recordAuthDecision(route: string, provider: string, result: AuthResult, reason: AuthReason): void {
+    this.authDecisionCell(route, provider, result, reason).value += 1;
+  }
+
+  recordJwksFetch(provider: string, outcome: JwksFetchOutcome): void {
+    this.jwksFetches.inc({ provider, outcome });
+  }
+
+  recordJwksKidMiss(provider: string): void {
+    this.jwksKidMisses.inc({ provider });
+  }
+
+  setJwksKeyset(provider: string, keys: number, confirmedAt: number | undefined, staleAfter: number): void {
+    this.jwksKeys.set({ provider }, keys);
+    this.jwksKeysets.set(provider, { confirmedAt, staleAfter });
+    if (confirmedAt === undefined) this.jwksKeysetAge.remove({ provider });
+  }
+
+  forgetJwksProvider(provider: string): void {
+    this.jwksKeysets.delete(provider);
+    this.jwksKeys.remove({ provider });
+    this.jwksKeysetAge.remove({ provider });
+    this.jwksStale.remove({ provider });
+  }
+
+  upstreamResilience(upstream: string): UpstreamResilienceSeries {
+    let series = this.resilienceByUpstream.get(upstream);
+    if (series === undefined) {
+      series = {
+        decisions: UPSTREAM_DECISIONS.map((decision) => this.upstreamDecisions.cell({ upstream, decision })),
+        retries: RETRY_REASONS.map((reason) => this.upstreamRetries.cell({ upstream, reason })),
+      };
+      this.resilienceByUpstream.set(upstream, series);
+    }
+    return series;
+  }
+
+  watchUpstream(upstream: string, source: UpstreamStateSource): () => void {
+    const sources = this.upstreamSources;
+    sources.set(upstream, source);
+    return function unwatchUpstream(): void {
+      if (sources.get(upstream) === source) sources.delete(upstream);
+    };
+  }
+
+  recordCircuitTransition(upstream: string, from: CircuitStateName, to: CircuitStateName): void {
+    this.upstreamCircuitTransitions.inc({ upstream, from, to });
+  }
+
+  recordEjection(upstream: string, endpoint: string): void {
+    this.upstreamEjections.inc({ upstream, endpoint });
+  }
+
+  recordTlsHandshake(listener: string, protocol: string, alpn: string): void {
+    const key = `${listener}\u0000${protocol}\u0000${alpn}`;
+    let cell = this.handshakeCells.get(key);
+    if (cell === undefined) {
+      cell = this.tlsHandshakes.cell({ listener, protocol, alpn });
+      this.handshakeCells.set(key, cell);
+    }
+    cell.value += 1;
+  }
+
+  recordTlsHandshakeFailure(listener: string, reason: HandshakeFailureReason): void {
+    this.tlsHandshakeFailures.inc({ listener, reason });
+  }
+
+  recordClientCertVerificationFailure(listener: string, reason: ClientCertReason): void {
+    this.tlsClientCertVerificationFailures.inc({ listener, reason });
+  }
+
+  recordCertificateReload(listener: string, outcome: CertificateReloadOutcome): void {
+    this.tlsCertificateReloads.inc({ listener, outcome });
+  }
+
+  setCertificateExpiry(listener: string, certs: readonly CertificateExpiry[]): void {
+    for (const labels of this.expiryLabels.get(listener) ?? []) this.tlsCertificateExpiry.remove(labels);
+    const sets: Labels[] = [];
+    for (const c of certs) {
+      const labels = { listener, role: c.role, subject: c.subject };
+      this.tlsCertificateExpiry.set(labels, c.notAfter.getTime() / 1000);
+      sets.push(labels);
+    }
+    this.expiryLabels.set(listener, sets);
+  }
+
+  recordHttp2SessionClosed(listener: string, reason: Http2CloseReason): void {
+    this.http2SessionsClosed.inc({ listener, reason });
+  }
+
   forgetEndpoint(upstream: string, endpoint: string): void {
+    this.upstreamEjections.remove({ upstream, endpoint });
     const byEndpoint = this.attempts.get(upstream);
     const byOutcome = byEndpoint?.get(endpoint);
     if (byEndpoint === undefined || byOutcome === undefined) return;

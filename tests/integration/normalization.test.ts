@@ -19,7 +19,9 @@ beforeAll(async () => {
   up = await startUpstream();
   other = await startUpstream();
   gw = await startGateway({
-    listeners: [{ name: 'edge', address: '127.0.0.1:0', limits: { headersTimeout: '1s', maxHeaderSize: '8KiB' } }],
+    listeners: [
+      { name: 'edge', address: '127.0.0.1:0', limits: { headersTimeout: '1s', maxHeaderSize: '8KiB' } },
+    ],
     upstreams: { main: { endpoints: [up.url] }, other: { endpoints: [other.url] } },
     routes: [
       { name: 'evil-host', match: { host: 'evil.example' }, upstream: 'other' },
@@ -39,7 +41,10 @@ const last = () => up.requests[up.requests.length - 1]!;
 
 describe('request targets', () => {
   it('routes an absolute-form target by Host and forwards origin-form', async () => {
-    const raw = await rawRequest(gw.port, 'GET http://evil.example/admin?x=1 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n');
+    const raw = await rawRequest(
+      gw.port,
+      'GET http://evil.example/admin?x=1 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n',
+    );
     expect(parseHead(raw).status).toBe(200);
     expect(other.requests).toHaveLength(0);
     expect(last().url).toBe('/admin?x=1');
@@ -68,9 +73,12 @@ describe('HTTP/1.1 framing (strict parser)', () => {
     'NUL in value': 'GET / HTTP/1.1\r\nHost: a\r\nX-A: a\u0000b\r\n\r\n',
     'bad token in name': 'GET / HTTP/1.1\r\nHost: a\r\nX(A): 1\r\n\r\n',
     'bad version': 'GET / HTTP/9.1\r\nHost: a\r\n\r\n',
-    'obfuscated TE': 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\nContent-Length: 3\r\n\r\nabc',
-    'TE identity,chunked with CL': 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n',
-    'two TE headers': 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n',
+    'obfuscated TE':
+      'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\nContent-Length: 3\r\n\r\nabc',
+    'TE identity,chunked with CL':
+      'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n',
+    'two TE headers':
+      'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n',
     'missing Host': 'GET / HTTP/1.1\r\n\r\n',
   };
   for (const [name, payload] of Object.entries(bad)) {
@@ -84,12 +92,18 @@ describe('HTTP/1.1 framing (strict parser)', () => {
 
   it('answers a pipeline good, good, bad with 200, 200, 400 and closes', async () => {
     const good = 'GET /p HTTP/1.1\r\nHost: a\r\n\r\n';
-    const raw = await rawRequest(gw.port, `${good}${good}GET /p HTTP/1.1\r\nHost: a\r\nX-A : 1\r\n\r\n${good}`);
+    const raw = await rawRequest(
+      gw.port,
+      `${good}${good}GET /p HTTP/1.1\r\nHost: a\r\nX-A : 1\r\n\r\n${good}`,
+    );
     expect(statusCodes(raw)).toEqual([200, 200, 400]);
   });
 
   it('answers 431 for a request head over the limit', async () => {
-    const raw = await rawRequest(gw.port, `GET / HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(10_000)}\r\n\r\n`);
+    const raw = await rawRequest(
+      gw.port,
+      `GET / HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(10_000)}\r\n\r\n`,
+    );
     expect(parseHead(raw).status).toBe(431);
   });
 
@@ -121,8 +135,13 @@ describe('HTTP/1.1 framing (strict parser)', () => {
 
 describe('header policy', () => {
   it('drops headers with underscores by default', async () => {
-    await rawRequest(gw.port, 'GET /u HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nmy_header: x\r\nConnection: close\r\n\r\n');
-    const names = last().rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+    await rawRequest(
+      gw.port,
+      'GET /u HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nmy_header: x\r\nConnection: close\r\n\r\n',
+    );
+    const names = last()
+      .rawHeaders.filter((_, i) => i % 2 === 0)
+      .map((n) => n.toLowerCase());
     expect(names).not.toContain('x_forwarded_for');
     expect(names).not.toContain('my_header');
     expect(last().headers['x-forwarded-for']).toBe('127.0.0.1');
@@ -135,7 +154,10 @@ describe('header policy', () => {
       routes: [{ name: 'all', upstream: 'main' }],
     });
     try {
-      const raw = await rawRequest(strict.port, 'GET / HTTP/1.1\r\nHost: a\r\nmy_header: x\r\nConnection: close\r\n\r\n');
+      const raw = await rawRequest(
+        strict.port,
+        'GET / HTTP/1.1\r\nHost: a\r\nmy_header: x\r\nConnection: close\r\n\r\n',
+      );
       expect(parseHead(raw).status).toBe(400);
     } finally {
       await strict.close();
@@ -146,7 +168,10 @@ describe('header policy', () => {
 describe('body limits', () => {
   it('answers 413 for a declared Content-Length over the route limit before contacting the upstream', async () => {
     const before = up.requests.length;
-    const raw = await rawRequest(gw.port, `POST /small HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n${'x'.repeat(2000)}`);
+    const raw = await rawRequest(
+      gw.port,
+      `POST /small HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n${'x'.repeat(2000)}`,
+    );
     expect(parseHead(raw).status).toBe(413);
     expect(up.requests.length).toBe(before);
   });
@@ -167,11 +192,17 @@ describe('body limits', () => {
     try {
       const chunk = 'y'.repeat(600);
       const body = `258\r\n${chunk}\r\n258\r\n${chunk}\r\n258\r\n${chunk}\r\n0\r\n\r\n`;
-      const raw = await rawRequest(local.port, `POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${body}`);
+      const raw = await rawRequest(
+        local.port,
+        `POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${body}`,
+      );
       expect(parseHead(raw).status).toBe(413);
       expect(upstreamBytes).toBeLessThan(1800);
       // Within the limit it goes through.
-      const ok = await rawRequest(local.port, `POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n258\r\n${chunk}\r\n0\r\n\r\n`);
+      const ok = await rawRequest(
+        local.port,
+        `POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n258\r\n${chunk}\r\n0\r\n\r\n`,
+      );
       expect(parseHead(ok).status).toBe(200);
     } finally {
       await local.close();
@@ -203,10 +234,14 @@ describe('lenient parsing is never enabled', () => {
   });
 
   it('refuses to start when Node runs with --insecure-http-parser', () => {
-    const result = spawnSync(process.execPath, ['--insecure-http-parser', 'src/main.ts', 'run', '--config', 'config/gateway.yaml'], {
-      encoding: 'utf8',
-      timeout: 20_000,
-    });
+    const result = spawnSync(
+      process.execPath,
+      ['--insecure-http-parser', 'src/main.ts', 'run', '--config', 'config/gateway.yaml'],
+      {
+        encoding: 'utf8',
+        timeout: 20_000,
+      },
+    );
     expect(result.status).toBe(2);
     expect(result.stderr).toContain('insecure-http-parser');
     const viaEnv = spawnSync(process.execPath, ['src/main.ts', 'run', '--config', 'config/gateway.yaml'], {

@@ -3,6 +3,7 @@
  * the upstream and the response streams back, both with backpressure and nothing buffered.
  */
 import type { IncomingHttpHeaders } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import type { Span } from '@opentelemetry/api';
 import { SpanStatusCode } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
@@ -22,10 +23,23 @@ export interface AttemptObserver {
     status: number,
     span: Span | undefined,
   ): void;
-  /** Upstream exchange failed before or after the response head; the pipeline answers the client. */
-  upstreamFailed(ctx: RequestContext, error: GatewayError): void;
+  /**
+   * The attempt failed before or after the response head (or was dropped for a retry); the
+   * pipeline retries or answers the client.
+   */
+  upstreamFailed(
+    ctx: RequestContext,
+    error: GatewayError,
+    forwarder: ResponseForwarder,
+    outcome: AttemptOutcome,
+  ): void;
   upstreamCompleted(ctx: RequestContext): void;
+  /** A status the upstream's retry policy lists arrived: true when the pipeline will retry. */
+  retryOnStatus(ctx: RequestContext, status: number, retryAfter: string | undefined): boolean;
 }
+
+/** Abort reason for a response dropped because the request will be retried. */
+const DROPPED_FOR_RETRY = new GatewayError('UPSTREAM_UNAVAILABLE', 'response dropped for a retry');
 
 function resumeController(this: ResponseForwarder): void {
   this.controller?.resume();
@@ -51,6 +65,8 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
    */
   responseTimer: NodeJS.Timeout | undefined = undefined;
   #done = false;
+  /** This attempt's response is being dropped: the request goes to another attempt. */
+  #dropped = false;
   #onDrain: (() => void) | undefined = undefined;
 
   constructor(
@@ -95,22 +111,35 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
   }
 
   onResponseStart(
-    _controller: Dispatcher.DispatchController,
+    controller: Dispatcher.DispatchController,
     statusCode: number,
     headers: IncomingHttpHeaders,
   ): void {
     this.#clearResponseTimer();
     const { ctx } = this;
     ctx.upstreamStatus = statusCode;
+    ctx.headAt = performance.now();
     const res = ctx.res;
     if (res.destroyed) return;
+    if (ctx.cluster!.isRetryableStatus(statusCode)) {
+      const retryAfter = headers['retry-after'];
+      if (
+        this.observer.retryOnStatus(ctx, statusCode, typeof retryAfter === 'string' ? retryAfter : undefined)
+      ) {
+        this.#dropped = true;
+        controller.abort(DROPPED_FOR_RETRY);
+        return;
+      }
+    }
     cleanResponseHeaders(headers);
-    if (this.lifecycle.draining) headers.connection = 'close';
+    // HTTP/2 has no Connection header (Node refuses it); a draining session gets GOAWAY instead.
+    if (this.lifecycle.draining && ctx.req.httpVersionMajor !== 2) headers.connection = 'close';
     headers['x-request-id'] = ctx.requestId;
     res.writeHead(statusCode, headers);
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#dropped) return;
     const res = this.ctx.res;
     this.ctx.responseBytes += chunk.length;
     if (res.destroyed) return;
@@ -140,11 +169,17 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     this.#clearResponseTimer();
     const { ctx } = this;
     ctx.upstreamDone = true;
+    if (this.#dropped) {
+      // The upstream answered (with a retryable status): a complete attempt, not a failure.
+      this.observer.attemptFinished(ctx, this.endpoint, 'success', ctx.upstreamStatus, this.span);
+      this.observer.upstreamFailed(ctx, DROPPED_FOR_RETRY, this, 'success');
+      return;
+    }
     const classified = classifyUpstreamError(error);
     if (this.span && classified.outcome !== 'client_abort') {
       this.span.setStatus({ code: SpanStatusCode.ERROR, message: classified.error.code });
     }
     this.observer.attemptFinished(ctx, this.endpoint, classified.outcome, ctx.upstreamStatus, this.span);
-    this.observer.upstreamFailed(ctx, classified.error);
+    this.observer.upstreamFailed(ctx, classified.error, this, classified.outcome);
   }
 }

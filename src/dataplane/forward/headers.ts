@@ -12,6 +12,8 @@ const FORWARDING = 3;
 const XFF = 4;
 const HOST = 5;
 const CONNECTION = 6;
+const XFCC = 7;
+const COOKIE = 8;
 
 /** Request-header name (lower case) → how the gateway treats it. Names not here pass through. */
 const REQUEST_RULES: ReadonlyMap<string, number> = new Map<string, number>([
@@ -39,6 +41,12 @@ const REQUEST_RULES: ReadonlyMap<string, number> = new Map<string, number>([
   ['x-forwarded-host', FORWARDING],
   ['x-forwarded-port', FORWARDING],
   ['forwarded', FORWARDING],
+  // Identity the gateway asserts (mTLS): kept from a trusted proxy and appended to, else removed.
+  ['x-forwarded-client-cert', XFCC],
+  // HTTP/2 upgrade negotiation (RFC 7540 §3.2.1): h2c is never passed on.
+  ['http2-settings', DROP],
+  // HTTP/2 clients may split Cookie into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
+  ['cookie', COOKIE],
 ]);
 
 const RESPONSE_HOP_BY_HOP: readonly string[] = [
@@ -51,6 +59,7 @@ const RESPONSE_HOP_BY_HOP: readonly string[] = [
   'trailer',
   'transfer-encoding',
   'upgrade',
+  'http2-settings',
 ];
 
 export interface OutboundRequestInfo {
@@ -63,6 +72,10 @@ export interface OutboundRequestInfo {
   readonly requestId: string;
   /** What to do with header names containing `_` (listener policy). */
   readonly underscores: 'drop' | 'reject' | 'allow';
+  /** Client headers a route's filters own (claims → headers, Authorization): always removed. */
+  readonly strip?: ReadonlySet<string> | undefined;
+  /** This connection's verified client certificate as an X-Forwarded-Client-Cert element (mTLS). */
+  readonly clientCert?: string | undefined;
 }
 
 /** Names listed in a Connection header value, lower-cased; `close`/`keep-alive` included. */
@@ -86,6 +99,9 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], info: Outbou
   let xff: string | undefined;
   let sawXfp = false;
   let sawXfh = false;
+  let authority: string | undefined;
+  let xfcc: string | undefined;
+  let cookieAt = -1;
 
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
@@ -93,7 +109,14 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], info: Outbou
     const lower = name.toLowerCase();
     const rule = REQUEST_RULES.get(lower);
     if (rule === undefined) {
+      // HTTP/2 pseudo-headers (`:method`, `:path`, ...) are never headers upstream; `:authority`
+      // stands in for Host when there is none. (HTTP/1.1 names cannot start with `:`.)
+      if (name.charCodeAt(0) === 58) {
+        if (lower === ':authority') authority ??= value;
+        continue;
+      }
       if (named?.has(lower)) continue;
+      if (info.strip?.has(lower)) continue;
       if (info.underscores !== 'allow' && name.includes('_')) {
         if (info.underscores === 'reject')
           throw new GatewayError('BAD_REQUEST', 'header names with underscores are not accepted');
@@ -127,8 +150,18 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], info: Outbou
           out.push(name, value);
         }
         break;
+      case XFCC:
+        if (info.trusted) xfcc = xfcc === undefined ? value : `${xfcc},${value}`;
+        break;
+      case COOKIE:
+        if (cookieAt < 0) {
+          cookieAt = out.length;
+          out.push(name, value);
+        } else out[cookieAt + 1] = `${out[cookieAt + 1]}; ${value}`;
+        break;
     }
   }
+  clientHost ??= authority;
 
   // A header named by Connection may have been seen before the Connection header itself.
   if (named !== undefined) {
@@ -144,6 +177,9 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], info: Outbou
   if (!sawXfp) out.push('x-forwarded-proto', info.proto);
   if (!sawXfh && clientHost !== undefined) out.push('x-forwarded-host', clientHost);
   out.push('x-request-id', info.requestId);
+  if (info.clientCert !== undefined)
+    xfcc = xfcc === undefined ? info.clientCert : `${xfcc},${info.clientCert}`;
+  if (xfcc !== undefined) out.push('x-forwarded-client-cert', xfcc);
   // For a WebSocket handshake undici writes `connection: upgrade` and `upgrade: websocket` itself
   // (it refuses them as headers), from the dispatch's `upgrade` option.
   return out;

@@ -12,6 +12,8 @@ import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { asGatewayError, type ErrorCode, GatewayError } from '../../errors.ts';
 import type { WebSocketOutcome } from '../../telemetry/metrics.ts';
+import { identityFilterFor } from '../filters/identity/identity-filter.ts';
+import { peerIdentityOf } from '../listener/peer-identity.ts';
 import { type Pipeline, REQUEST_ID_RE } from '../pipeline.ts';
 import { writeRawProblem } from '../respond.ts';
 import { normalizePath } from '../routing/path-normalize.ts';
@@ -130,6 +132,8 @@ interface UpgradeRecord {
   readonly startedAt: number;
   readonly requestId: string;
   readonly clientAddress: string;
+  /** Verified mTLS identity of the connection (TLS listeners). */
+  readonly clientIdentity: string | undefined;
   path: string;
   route: string | undefined;
   upstream: string | undefined;
@@ -172,6 +176,7 @@ function recordUpgrade(
     code,
     userAgent: req.headers['user-agent'],
     attempts: rec.endpoint ? 1 : 0,
+    clientIdentity: rec.clientIdentity,
   });
 }
 
@@ -179,10 +184,12 @@ function recordUpgrade(
 export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: Duplex, head: Buffer): void {
   socket.on('error', () => socket.destroy());
   const given = req.headers['x-request-id'];
+  const peer = pipeline.listener.proto === 'https' ? peerIdentityOf(req.socket) : undefined;
   const rec: UpgradeRecord = {
     startedAt: performance.now(),
     requestId: typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomUUID(),
     clientAddress: plainAddress(req.socket.remoteAddress),
+    clientIdentity: peer?.id,
     path: '-',
     route: undefined,
     upstream: undefined,
@@ -199,6 +206,9 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
     const route = match.route;
     rec.route = route.name;
     rec.upstream = route.upstream;
+    // The route's mTLS allow-list applies to upgrades too (interim hook, as in the pipeline).
+    const refusal = identityFilterFor(route, pipeline.telemetry.metrics)?.check(rec.clientIdentity);
+    if (refusal) throw refusal;
     const cluster = snapshot.clusters.get(route.upstream);
     const endpoint = cluster?.balancer.pick();
     if (!cluster || !endpoint) throw new GatewayError('NO_HEALTHY_ENDPOINT');
@@ -210,6 +220,7 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
       upstreamHost: route.hostRewrite ?? (route.preserveHost ? undefined : endpoint.host),
       requestId: rec.requestId,
       underscores: pipeline.listener.underscores,
+      clientCert: peer?.xfcc,
     });
     const path = route.rewritePath(target.path);
     endpoint.pool.dispatch(

@@ -23,6 +23,49 @@ export function splitAddress(address: string): { host: string; port: number } {
 }
 
 /**
+ * The `clientError` listener of a listener's HTTP/1.1 server (TLS listeners too): answer Node's
+ * parser errors with problem+json and close, counted like any request.
+ */
+export function answerClientError(
+  listener: string,
+  host: DataplaneHost,
+  err: NodeJS.ErrnoException,
+  socket: Duplex,
+): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const code = clientErrorCode(err.code);
+  if (!deferClientError(socket, code)) writeRawProblem(socket, code);
+  // Counted like any request (no route, method unknown) so rate and error panels include them.
+  const { metrics, accessLog } = host.telemetry;
+  const status = ERROR_CODES[code].status;
+  metrics.recordRequest(listener, undefined, 'OTHER', status, 0, undefined);
+  metrics.recordLocalResponse(undefined, code);
+  accessLog.log({
+    listener: listener,
+    route: undefined,
+    upstream: undefined,
+    endpoint: undefined,
+    method: '-',
+    path: '-',
+    status,
+    durationMs: 0,
+    upstreamDurationMs: undefined,
+    requestBytes: 0,
+    responseBytes: 0,
+    traceId: '',
+    spanId: '',
+    requestId: '',
+    clientAddress: plainAddress((socket as Socket).remoteAddress),
+    code,
+    userAgent: undefined,
+    attempts: 0,
+  });
+}
+
+/**
  * One data-plane listener: a Node HTTP server with strict parsing and the listener's limits, the
  * pipeline as its request handler, WebSocket upgrades, and connection accounting.
  */
@@ -77,37 +120,7 @@ export class HttpListener {
   };
 
   #onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
-    if (err.code === 'ECONNRESET' || !socket.writable) {
-      socket.destroy();
-      return;
-    }
-    const code = clientErrorCode(err.code);
-    if (!deferClientError(socket, code)) writeRawProblem(socket, code);
-    // Counted like any request (no route, method unknown) so rate and error panels include them.
-    const { metrics, accessLog } = this.#host.telemetry;
-    const status = ERROR_CODES[code].status;
-    metrics.recordRequest(this.config.name, undefined, 'OTHER', status, 0, undefined);
-    metrics.recordLocalResponse(undefined, code);
-    accessLog.log({
-      listener: this.config.name,
-      route: undefined,
-      upstream: undefined,
-      endpoint: undefined,
-      method: '-',
-      path: '-',
-      status,
-      durationMs: 0,
-      upstreamDurationMs: undefined,
-      requestBytes: 0,
-      responseBytes: 0,
-      traceId: '',
-      spanId: '',
-      requestId: '',
-      clientAddress: plainAddress((socket as Socket).remoteAddress),
-      code,
-      userAgent: undefined,
-      attempts: 0,
-    });
+    answerClientError(this.config.name, this.#host, err, socket);
   };
 
   async listen(): Promise<AddressInfo> {

@@ -1,11 +1,118 @@
+import pino, { type Logger } from 'pino';
 import type { UpstreamConfig } from '../../config/schema.ts';
-import type { Balancer } from './balancer.ts';
+import { GatewayError } from '../../errors.ts';
+import {
+  type ENDPOINT_STATES,
+  type GatewayMetrics,
+  RETRY_REASONS,
+  UPSTREAM_DECISIONS,
+  type UpstreamResilienceSeries,
+  type UpstreamStateSource,
+} from '../../telemetry/metrics.ts';
+import type { AttemptOutcome } from '../forward/upstream-errors.ts';
+import type { Balancer, PickContext } from './balancer.ts';
+import { createBalancer, DEFAULT_DECAY_MS, DEFAULT_RTT_MS } from './balancers.ts';
+import { Bulkhead } from './bulkhead.ts';
+import {
+  type Admission,
+  ALLOWED,
+  CircuitBreaker,
+  type CircuitDescription,
+  type CircuitTransition,
+  CLOSED,
+  DENIED,
+  OPEN,
+  PROBE,
+} from './circuit-breaker.ts';
+import { type Clock, monotonicClock, type Random } from './clock.ts';
 import { Endpoint } from './endpoint.ts';
-import { RoundRobinBalancer } from './round-robin.ts';
+import { HealthChecker, type HealthDescription } from './health-checker.ts';
+import { OutlierDetector } from './outlier-detector.ts';
+import { initRtt, observeRtt, rttEstimate } from './peak-ewma.ts';
+import { RetryBudget } from './retry-budget.ts';
+import { type RetryDecision, type RetryGates, type RetryInput, RetryPolicy } from './retry-policy.ts';
+
+/** The metric calls a cluster makes; GatewayMetrics has them all. */
+export type ClusterMetrics = Pick<
+  GatewayMetrics,
+  'upstreamResilience' | 'watchUpstream' | 'recordCircuitTransition' | 'recordEjection'
+>;
+
+/** What a cluster needs from the running gateway. All optional: tests and tools build bare clusters. */
+export interface ClusterDeps {
+  /** Breaker transitions, ejections and returns, health changes and panic mode: one line each. */
+  readonly logger?: Logger | undefined;
+  readonly metrics?: ClusterMetrics | undefined;
+  /** Monotonic milliseconds; performance.now by default. */
+  readonly now?: Clock | undefined;
+  readonly random?: Random | undefined;
+}
+
+export interface EndpointDescription {
+  id: string;
+  weight: number;
+  inFlight: number;
+  /** healthy (eligible) | unhealthy (failing active checks) | ejected (outlier detection). */
+  state: (typeof ENDPOINT_STATES)[number];
+  /** Whether the balancer may choose it now (in panic mode, every endpoint may). */
+  eligible: boolean;
+  health: HealthDescription | null;
+  ejection: {
+    ejected: boolean;
+    /** Wall-clock ISO time the ejection ends. */
+    until: string | null;
+    /** Ejections that set the next one's length (decays while the endpoint behaves). */
+    count: number;
+    consecutiveGatewayErrors: number;
+    consecutive5xx: number;
+  };
+  /** Peak-EWMA latency estimate, ms. */
+  ewmaMs: number;
+}
+
+export interface ClusterDescription {
+  name: string;
+  balancer: string;
+  inFlight: number;
+  panic: boolean;
+  circuitBreaker: CircuitDescription | null;
+  retryBudget: { remaining: number; ratio: number; minRetriesPerSecond: number; windowMs: number } | null;
+  bulkhead: { active: number; queued: number; maxConcurrent: number; maxQueued: number } | null;
+  endpoints: EndpointDescription[];
+}
+
+const DECISION = {
+  retry: UPSTREAM_DECISIONS.indexOf('retry'),
+  budgetExhausted: UPSTREAM_DECISIONS.indexOf('budget_exhausted'),
+  circuitOpen: UPSTREAM_DECISIONS.indexOf('circuit_open'),
+  overloaded: UPSTREAM_DECISIONS.indexOf('overloaded'),
+} as const;
+const REASON_INDEX = new Map<string, number>(RETRY_REASONS.map((r, i) => [r, i]));
+
+const SILENT: Logger = pino({ enabled: false });
+
+/** Counters that go nowhere, for clusters built without metrics. */
+function detachedSeries(): UpstreamResilienceSeries {
+  const cell = () => ({ labels: {}, value: 0 });
+  return { decisions: UPSTREAM_DECISIONS.map(cell), retries: RETRY_REASONS.map(cell) };
+}
+
+function isGatewayStatus(status: number): boolean {
+  return status === 502 || status === 503 || status === 504;
+}
 
 /**
- * An upstream by name: its endpoints, their pools and the balancer. A cluster is runtime state: a
- * reload that leaves the upstream's config unchanged keeps the same Cluster object.
+ * An upstream by name: its endpoints and their pools, the balancer, and the resilience policy
+ * (circuit breaker, retry policy and budget, outlier detection, bulkhead, active health checks).
+ * A cluster is runtime state: a reload that leaves the upstream's config unchanged keeps the same
+ * Cluster object, and with it every counter below.
+ *
+ * Per request, the pipeline calls (docs/resilience.md has the full contract):
+ *
+ *   admit() → requestStarted() → [pick(ctx) → attemptStarted(e) → attemptFinished(e, …)
+ *     → retryDecision(…) → (wait delayMs, repeat)] → release()
+ *
+ * On the success path none of these allocate.
  */
 export class Cluster {
   readonly name: string;
@@ -13,27 +120,334 @@ export class Cluster {
   /** Canonical JSON of the config, to decide whether a reload changed this upstream. */
   readonly fingerprint: string;
   readonly endpoints: readonly Endpoint[];
+  /** Chooses among the eligible endpoints (all of them in panic mode). */
   readonly balancer: Balancer;
+  readonly retryPolicy: RetryPolicy;
+  /** Attempts in flight (attemptStarted/attemptFinished). */
   inFlight = 0;
+
+  readonly #logger: Logger;
+  readonly #metrics: ClusterMetrics | undefined;
+  readonly #series: UpstreamResilienceSeries;
+  readonly #now: Clock;
+  readonly #decayMs: number;
+  readonly #breaker: CircuitBreaker | undefined;
+  readonly #breakerStatuses: ReadonlySet<number>;
+  readonly #budget: RetryBudget | undefined;
+  readonly #bulkhead: Bulkhead | undefined;
+  readonly #outliers: OutlierDetector | undefined;
+  readonly #health: HealthChecker | undefined;
+  readonly #gates: RetryGates;
+  readonly #unwatch: () => void;
+  #eligible: readonly Endpoint[] = [];
+  #panic = false;
   #closed = false;
 
-  constructor(name: string, config: UpstreamConfig) {
+  constructor(name: string, config: UpstreamConfig, deps: ClusterDeps = {}) {
     this.name = name;
     this.config = config;
     this.fingerprint = JSON.stringify(config);
-    this.endpoints = config.endpoints.map((origin) => new Endpoint(origin, config));
-    this.balancer = new RoundRobinBalancer(this.endpoints);
+    const now = deps.now ?? monotonicClock;
+    const random = deps.random ?? Math.random;
+    this.#now = now;
+    this.#logger = (deps.logger ?? SILENT).child({ upstream: name });
+    this.#metrics = deps.metrics;
+    this.#series = deps.metrics?.upstreamResilience(name) ?? detachedSeries();
+
+    const balancerCfg = config.balancer;
+    this.#decayMs = balancerCfg.kind === 'peak_ewma' ? balancerCfg.decay : DEFAULT_DECAY_MS;
+    const defaultRtt = balancerCfg.kind === 'peak_ewma' ? balancerCfg.defaultRtt : DEFAULT_RTT_MS;
+    const t0 = now();
+    this.endpoints = config.endpoints.map((spec) => {
+      const e = new Endpoint(spec, config);
+      initRtt(e, defaultRtt, t0);
+      return e;
+    });
+    this.#eligible = this.endpoints;
+    this.balancer = createBalancer(balancerCfg, this.endpoints, { now, random });
+
+    const timeouts = config.timeouts;
+    this.retryPolicy = new RetryPolicy(config.retries, timeouts.request, random);
+    this.#budget = config.retries.maxAttempts > 1 ? new RetryBudget(config.retries.budget, now) : undefined;
+
+    const cb = config.circuitBreaker;
+    this.#breakerStatuses = new Set(cb.failureStatuses);
+    this.#breaker = cb.enabled
+      ? new CircuitBreaker(cb, {
+          now,
+          probeTimeoutMs: timeouts.request > 0 ? timeouts.request : timeouts.response + timeouts.idle,
+          onTransition: (t) => this.#circuitTransition(t),
+        })
+      : undefined;
+
+    this.#bulkhead = config.bulkhead.maxConcurrent > 0 ? new Bulkhead(config.bulkhead, name) : undefined;
+
+    this.#outliers = config.outlierDetection.enabled
+      ? new OutlierDetector(config.outlierDetection, this.endpoints.length, {
+          now,
+          hooks: {
+            onEject: (e, reason, durationMs) => this.#ejected(e, reason, durationMs),
+            onReturn: (e) => this.#returned(e),
+          },
+        })
+      : undefined;
+
+    this.#health = config.healthCheck
+      ? new HealthChecker(config.healthCheck, this.endpoints, {
+          random,
+          connectTimeoutMs: timeouts.connect,
+          hooks: { onChange: (e, healthy, detail) => this.#healthChanged(e, healthy, detail) },
+        })
+      : undefined;
+
+    const breaker = this.#breaker;
+    const budget = this.#budget;
+    this.#gates = {
+      circuitOpen: () => breaker !== undefined && breaker.state === OPEN,
+      tryWithdraw: () => budget === undefined || budget.tryWithdraw(),
+    };
+    const source: UpstreamStateSource = {
+      circuitState: () => breaker?.state ?? CLOSED,
+      queued: () => this.#bulkhead?.queued ?? 0,
+      retryBudgetRemaining: () => budget?.remaining() ?? 0,
+      endpointStates: () => this.#endpointStates(),
+      ejectedEndpoints: () => this.#outliers?.ejectedCount ?? 0,
+      panicMode: () => this.#panic,
+    };
+    this.#unwatch = deps.metrics?.watchUpstream(name, source) ?? (() => undefined);
+    this.#health?.start();
+  }
+
+  /** True while too few endpoints are eligible and the balancer spreads over all of them. */
+  get panic(): boolean {
+    return this.#panic;
+  }
+
+  /**
+   * May a request go to this upstream? undefined: yes, and the caller holds a slot it must give
+   * back with `release()` exactly once. A GatewayError: no (CIRCUIT_OPEN with a Retry-After
+   * header, or UPSTREAM_OVERLOADED); nothing to release. A Promise only when the bulkhead queues
+   * the request; it settles to one of the two (a request that went away meanwhile releases the
+   * slot it is granted).
+   */
+  admit(): GatewayError | undefined | Promise<GatewayError | undefined> {
+    let admission: Admission = ALLOWED;
+    const breaker = this.#breaker;
+    if (breaker !== undefined) {
+      admission = breaker.allow();
+      if (admission === DENIED) {
+        this.#series.decisions[DECISION.circuitOpen]!.value += 1;
+        const seconds = Math.max(1, Math.ceil(breaker.retryAfterMs() / 1000));
+        return new GatewayError('CIRCUIT_OPEN', `upstream ${this.name}: circuit breaker open`, {
+          headers: { 'retry-after': String(seconds) },
+        });
+      }
+    }
+    const bulkhead = this.#bulkhead;
+    if (bulkhead === undefined || bulkhead.tryAcquire()) return undefined;
+    if (bulkhead.canQueue()) return this.#queue(bulkhead);
+    if (admission === PROBE) breaker!.cancelProbe();
+    this.#series.decisions[DECISION.overloaded]!.value += 1;
+    return new GatewayError(
+      'UPSTREAM_OVERLOADED',
+      `upstream ${this.name}: ${bulkhead.maxConcurrent} requests in flight and ${bulkhead.maxQueued} queued`,
+    );
+  }
+
+  /** Give back the slot `admit()` granted. */
+  release(): void {
+    this.#bulkhead?.release();
+  }
+
+  /** Count one request (once, not per attempt) toward the retry budget. */
+  requestStarted(): void {
+    this.#budget?.requestStarted();
+  }
+
+  /**
+   * The endpoint for the next attempt, never one in `ctx.tried` while another is eligible.
+   * undefined when no endpoint is eligible (every one unhealthy and panic mode off).
+   */
+  pick(ctx?: PickContext): Endpoint | undefined {
+    return this.balancer.pick(ctx);
+  }
+
+  attemptStarted(endpoint: Endpoint): void {
+    endpoint.inFlight++;
+    this.inFlight++;
+  }
+
+  /**
+   * An attempt ended. `status`: the upstream's status, 0 without a response head. `latencyMs`:
+   * dispatch to response head (to the failure when no head came): the latency estimate should not
+   * grow with body size. Feeds the breaker, outlier detection, the latency estimate and the
+   * in-flight counts.
+   */
+  attemptFinished(endpoint: Endpoint, outcome: AttemptOutcome, status: number, latencyMs: number): void {
+    endpoint.inFlight--;
+    this.inFlight--;
+    if (outcome === 'client_abort') {
+      this.#breaker?.onNeutral();
+      return;
+    }
+    const now = this.#now();
+    const noResponse = outcome !== 'success';
+    const gatewayError = noResponse || isGatewayStatus(status);
+    const breaker = this.#breaker;
+    if (breaker !== undefined) {
+      if (noResponse || this.#breakerStatuses.has(status)) breaker.onFailure(now);
+      else breaker.onSuccess(now);
+    }
+    this.#outliers?.onResult(endpoint, gatewayError, gatewayError || status >= 500, now);
+    observeRtt(endpoint, latencyMs, gatewayError, now, this.#decayMs);
+  }
+
+  /**
+   * After a failed attempt: retry it, after `delayMs`, or not (and why). Consults the breaker
+   * and, last, withdraws from the retry budget; counts peregrine_upstream_decisions_total and
+   * peregrine_upstream_retries_total.
+   */
+  retryDecision(input: RetryInput): RetryDecision {
+    const d = this.retryPolicy.decide(input, this.#gates);
+    const series = this.#series;
+    if (d.retry) {
+      series.decisions[DECISION.retry]!.value += 1;
+      series.retries[REASON_INDEX.get(d.reason)!]!.value += 1;
+    } else if (d.reason === 'budget_exhausted') series.decisions[DECISION.budgetExhausted]!.value += 1;
+    return d;
+  }
+
+  /** Whether a response with this status may be retried: the pipeline then holds its head back. */
+  isRetryableStatus(status: number): boolean {
+    return this.retryPolicy.statuses.has(status);
+  }
+
+  /** State for the admin API. */
+  describe(): ClusterDescription {
+    const now = this.#now();
+    const wallNow = Date.now();
+    const eligible = new Set(this.#panic ? this.endpoints : this.#eligible);
+    const budget = this.#budget;
+    const bulkhead = this.#bulkhead;
+    const retries = this.config.retries;
+    return {
+      name: this.name,
+      balancer: this.balancer.kind,
+      inFlight: this.inFlight,
+      panic: this.#panic,
+      circuitBreaker: this.#breaker?.describe() ?? null,
+      retryBudget: budget
+        ? {
+            remaining: budget.remaining(),
+            ratio: retries.budget.ratio,
+            minRetriesPerSecond: retries.budget.minRetriesPerSecond,
+            windowMs: retries.budget.window,
+          }
+        : null,
+      bulkhead: bulkhead
+        ? {
+            active: bulkhead.active,
+            queued: bulkhead.queued,
+            maxConcurrent: bulkhead.maxConcurrent,
+            maxQueued: bulkhead.maxQueued,
+          }
+        : null,
+      endpoints: this.endpoints.map((e) => ({
+        id: e.id,
+        weight: e.weight,
+        inFlight: e.inFlight,
+        state: !e.healthy ? 'unhealthy' : e.ejected ? 'ejected' : 'healthy',
+        eligible: eligible.has(e),
+        health: this.#health?.describe(e) ?? null,
+        ejection: {
+          ejected: e.ejected,
+          until: e.ejected ? new Date(wallNow + (e.ejectedUntil - now)).toISOString() : null,
+          count: e.ejections,
+          consecutiveGatewayErrors: e.consecutiveGatewayErrors,
+          consecutive5xx: e.consecutive5xx,
+        },
+        ewmaMs: Math.round(rttEstimate(e, now, this.#decayMs) * 1000) / 1000,
+      })),
+    };
   }
 
   /** Graceful: in-flight requests finish on their pools. Safe to call twice. */
   async close(): Promise<void> {
     if (this.#closed) return;
-    this.#closed = true;
-    await Promise.all(this.endpoints.map((e) => e.close()));
+    this.#stop();
+    await Promise.all([this.#health?.close(), ...this.endpoints.map((e) => e.close())]);
   }
 
   async destroy(): Promise<void> {
+    this.#stop();
+    this.#bulkhead?.rejectAll(new GatewayError('SHUTTING_DOWN'));
+    await Promise.all([this.#health?.close(), ...this.endpoints.map((e) => e.destroy())]);
+  }
+
+  #stop(): void {
     this.#closed = true;
-    await Promise.all(this.endpoints.map((e) => e.destroy()));
+    this.#unwatch();
+    this.#outliers?.close();
+  }
+
+  async #queue(bulkhead: Bulkhead): Promise<GatewayError | undefined> {
+    const error = await bulkhead.enqueue();
+    if (error !== undefined) this.#series.decisions[DECISION.overloaded]!.value += 1;
+    return error;
+  }
+
+  #endpointStates(): number[] {
+    const counts = [0, 0, 0];
+    for (const e of this.endpoints) counts[!e.healthy ? 1 : e.ejected ? 2 : 0]! += 1;
+    return counts;
+  }
+
+  /** Recompute the eligible set and panic mode after an ejection, a return or a health change. */
+  #refresh(): void {
+    const all = this.endpoints;
+    const eligible = all.filter((e) => e.healthy && !e.ejected);
+    const threshold = this.config.balancer.panicThreshold;
+    const panic = threshold > 0 && eligible.length * 100 < threshold * all.length;
+    if (panic !== this.#panic && !this.#closed) {
+      if (panic)
+        this.#logger.warn(
+          { eligible: eligible.length, endpoints: all.length, panicThreshold: threshold },
+          'upstream panic mode: too few eligible endpoints, balancing over all of them',
+        );
+      else
+        this.#logger.info({ eligible: eligible.length, endpoints: all.length }, 'upstream panic mode ended');
+    }
+    this.#panic = panic;
+    this.#eligible = eligible;
+    this.balancer.update(panic ? all : eligible);
+  }
+
+  #circuitTransition(t: CircuitTransition): void {
+    this.#metrics?.recordCircuitTransition(this.name, t.from, t.to);
+    if (this.#closed) return;
+    const fields = { from: t.from, to: t.to, reason: t.reason, openForMs: t.openForMs };
+    if (t.to === 'open') this.#logger.warn(fields, 'circuit breaker opened');
+    else if (t.to === 'half_open') this.#logger.info(fields, 'circuit breaker half-open');
+    else this.#logger.info(fields, 'circuit breaker closed');
+  }
+
+  #ejected(e: Endpoint, reason: string, durationMs: number): void {
+    this.#metrics?.recordEjection(this.name, e.id);
+    this.#logger.warn(
+      { endpoint: e.id, reason, ejections: e.ejections, ejectedForMs: durationMs },
+      'endpoint ejected',
+    );
+    this.#refresh();
+  }
+
+  #returned(e: Endpoint): void {
+    this.#logger.info({ endpoint: e.id, ejections: e.ejections }, 'endpoint returned from ejection');
+    this.#refresh();
+  }
+
+  #healthChanged(e: Endpoint, healthy: boolean, detail: string): void {
+    if (healthy) this.#logger.info({ endpoint: e.id, detail }, 'endpoint passed health checks');
+    else this.#logger.warn({ endpoint: e.id, detail }, 'endpoint failed health checks');
+    this.#refresh();
   }
 }

@@ -1,0 +1,273 @@
+/**
+ * A TLS listener: HTTP/2 and HTTP/1.1 on one port, chosen by ALPN (`http2.createSecureServer` with
+ * `allowHTTP1`), both served by the same pipeline to HTTP/1.1 upstreams. h2c is never served: on a
+ * plain listener nothing speaks HTTP/2, and an `Upgrade: h2c` request is an ordinary request whose
+ * Upgrade header is dropped.
+ *
+ * mTLS: with `clientAuth` set, a client certificate is requested and verified against `clientCa`.
+ * `required` refuses the handshake without a valid one. `optional` lets a client without a
+ * certificate in (anonymous) but refuses one that presents a certificate that does not verify:
+ * Node would accept it unverified, and a peer that believes it authenticated should not silently
+ * become anonymous. The identity of a verified peer is computed once per connection and cached on
+ * the socket (peer-identity.ts).
+ */
+import { type ServerOptions as HttpServerOptions, type IncomingMessage, ServerResponse } from 'node:http';
+import {
+  createSecureServer,
+  type Http2SecureServer,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type SecureServerOptions,
+  type ServerHttp2Session,
+} from 'node:http2';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import type { ListenerConfig } from '../../config/schema.ts';
+import { createTrustCheck, plainAddress } from '../forward/trusted-proxies.ts';
+import { handleUpgrade, isWebSocketUpgrade } from '../forward/websocket.ts';
+import { type DataplaneHost, Pipeline } from '../pipeline.ts';
+import { type ListenerCertificateStatus, ListenerCertificates } from './certificates.ts';
+import { answerClientError, splitAddress } from './http-listener.ts';
+import { type Http2CloseReason, SessionGuard, type SessionGuardHost } from './http2-session-guard.ts';
+import type { Listener } from './listener.ts';
+import { attachPeerIdentity } from './peer-identity.ts';
+import { handshakeFailureReason, isClientCertReason, verifyErrorReason } from './tls-reasons.ts';
+import type { TlsConfig } from './tls-schema.ts';
+
+/** The node:http options the HTTP/1.1 fallback of an HTTP/2 secure server honours (not in its types). */
+type Http1FallbackOptions = Pick<
+  HttpServerOptions,
+  | 'insecureHTTPParser'
+  | 'joinDuplicateHeaders'
+  | 'requireHostHeader'
+  | 'maxHeaderSize'
+  | 'headersTimeout'
+  | 'requestTimeout'
+  | 'keepAliveTimeout'
+  | 'connectionsCheckingInterval'
+  | 'shouldUpgradeCallback'
+>;
+
+type CompatHandler = (req: Http2ServerRequest, res: Http2ServerResponse) => void;
+
+export class TlsListener implements Listener {
+  readonly config: ListenerConfig;
+  readonly tls: TlsConfig;
+  readonly server: Http2SecureServer;
+  readonly pipeline: Pipeline;
+  readonly certificates: ListenerCertificates;
+  readonly #host: DataplaneHost;
+  readonly #sockets = new Set<Socket>();
+  readonly #sessions = new Map<ServerHttp2Session, SessionGuard>();
+  readonly #guardHost: SessionGuardHost;
+  #closed = false;
+  /** True between refusing a socket in 'secureConnection' and the end of that emit. */
+  #refusing = false;
+
+  /** Loads the certificate files; throws CertificateLoadError when they are not a usable set. */
+  constructor(config: ListenerConfig, host: DataplaneHost) {
+    const tls = config.tls;
+    if (!tls) throw new Error(`listener ${config.name} has no tls section`);
+    this.config = config;
+    this.tls = tls;
+    this.#host = host;
+    const { logger, metrics } = host.telemetry;
+    this.certificates = new ListenerCertificates(config.name, tls, { logger, metrics });
+    this.pipeline = new Pipeline(
+      {
+        name: config.name,
+        proto: 'https',
+        trust: createTrustCheck(config.trustedProxies),
+        underscores: config.limits.headersWithUnderscores,
+      },
+      host,
+    );
+    const { limits, http2 } = config;
+    const offer = http2.enabled ? ['h2', 'http/1.1'] : ['http/1.1'];
+    const options: SecureServerOptions & Http1FallbackOptions = {
+      ...this.certificates.secureContextOptions,
+      allowHTTP1: true,
+      // Server preference order; a client offering only protocols we do not speak is refused
+      // (no_application_protocol). A client sending no ALPN at all gets HTTP/1.1.
+      ALPNCallback: ({ protocols }) => offer.find((p) => protocols.includes(p)),
+      requestCert: tls.clientAuth !== 'none',
+      rejectUnauthorized: tls.clientAuth === 'required',
+      handshakeTimeout: tls.handshakeTimeout,
+      // HTTP/1.1 over TLS: the same strict parser and limits as a plain listener.
+      insecureHTTPParser: false,
+      joinDuplicateHeaders: false,
+      requireHostHeader: true,
+      maxHeaderSize: limits.maxHeaderSize,
+      headersTimeout: limits.headersTimeout,
+      requestTimeout: limits.requestTimeout,
+      keepAliveTimeout: limits.keepAliveTimeout,
+      connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(limits.headersTimeout / 4))),
+      // Ignored by the fallback in Node 24.21 (see #onUpgrade); kept for when it is honoured.
+      shouldUpgradeCallback: isWebSocketUpgrade,
+      // HTTP/2 limits (docs/security.md). The header list limit is the listener's maxHeaderSize.
+      settings: {
+        maxConcurrentStreams: http2.maxConcurrentStreams,
+        maxHeaderListSize: limits.maxHeaderSize,
+        enableConnectProtocol: false,
+      },
+      maxSessionMemory: http2.maxSessionMemory,
+      maxSessionInvalidFrames: http2.maxSessionInvalidFrames,
+      maxSessionRejectedStreams: http2.maxSessionRejectedStreams,
+      maxOutstandingPings: http2.maxOutstandingPings,
+      maxSettings: http2.maxSettings,
+    };
+    // The pipeline reads the part of IncomingMessage/ServerResponse that Node's HTTP/2
+    // compatibility API also has (headers, rawHeaders, method, url, socket, streaming body,
+    // writeHead/write/end/destroy, headersSent, writableFinished, 'close' and 'drain'); the few
+    // HTTP/2 differences are handled there (pipeline.ts, headers.ts, forwarder.ts).
+    this.server = createSecureServer(options, this.pipeline.handle as unknown as CompatHandler);
+    this.#guardHost = {
+      listener: config.name,
+      limits: http2,
+      recordClosed: (reason: Http2CloseReason) => metrics.recordHttp2SessionClosed(config.name, reason),
+      forget: (session: ServerHttp2Session) => this.#sessions.delete(session),
+    };
+    this.server.on('connection', this.#onConnection);
+    // Before Node's own listener: the identity is on the socket, or the peer refused, before the
+    // connection is handed to HTTP/1.1 or HTTP/2.
+    this.server.prependListener('secureConnection', this.#onSecureConnection);
+    this.server.on('tlsClientError', this.#onTlsClientError);
+    this.server.on('session', this.#onSession);
+    this.server.on('clientError', this.#onClientError);
+    this.server.on('upgrade', this.#onUpgrade);
+  }
+
+  #onConnection = (socket: Socket): void => {
+    const metrics = this.#host.telemetry.metrics;
+    metrics.connectionOpened(this.config.name);
+    this.#sockets.add(socket);
+    socket.once('close', () => {
+      metrics.connectionClosed(this.config.name);
+      this.#sockets.delete(socket);
+    });
+  };
+
+  #onSecureConnection = (socket: TLSSocket): void => {
+    const metrics = this.#host.telemetry.metrics;
+    // TLS 1.2 renegotiation could swap the peer certificate under a cached identity.
+    socket.disableRenegotiation();
+    if (this.tls.clientAuth !== 'none') {
+      if (socket.authorized) {
+        attachPeerIdentity(socket, this.certificates.serverUri ?? this.config.name);
+      } else if (socket.getPeerX509Certificate() !== undefined) {
+        // `optional`: a certificate was presented and did not verify. Never authenticated; refused.
+        const reason = verifyErrorReason(socket.authorizationError);
+        metrics.recordClientCertVerificationFailure(this.config.name, reason);
+        metrics.recordTlsHandshakeFailure(this.config.name, reason);
+        this.#host.telemetry.logger.debug(
+          { listener: this.config.name, reason, clientAddress: plainAddress(socket.remoteAddress) },
+          'client certificate did not verify; connection refused',
+        );
+        socket.destroy();
+        this.#refusing = true;
+        queueMicrotask(() => {
+          this.#refusing = false;
+        });
+        return;
+      }
+    }
+    metrics.recordTlsHandshake(
+      this.config.name,
+      socket.getProtocol() ?? 'unknown',
+      socket.alpnProtocol || 'none',
+    );
+  };
+
+  #onTlsClientError = (err: NodeJS.ErrnoException, socket: TLSSocket): void => {
+    const metrics = this.#host.telemetry.metrics;
+    const reason = handshakeFailureReason(err, socket);
+    metrics.recordTlsHandshakeFailure(this.config.name, reason);
+    if (isClientCertReason(reason)) metrics.recordClientCertVerificationFailure(this.config.name, reason);
+    this.#host.telemetry.logger.debug(
+      {
+        listener: this.config.name,
+        reason,
+        code: err.code,
+        clientAddress: plainAddress(socket?.remoteAddress),
+      },
+      'TLS handshake failed',
+    );
+  };
+
+  #onSession = (session: ServerHttp2Session): void => {
+    // Node builds a session even for the socket #onSecureConnection just refused (same emit).
+    if (this.#refusing) {
+      session.destroy();
+      return;
+    }
+    const guard = new SessionGuard(session, this.#guardHost);
+    this.#sessions.set(session, guard);
+    if (this.#closed) guard.drain();
+  };
+
+  #onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
+    answerClientError(this.config.name, this.#host, err, socket);
+  };
+
+  #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    if (isWebSocketUpgrade(req)) {
+      handleUpgrade(this.pipeline, req, socket, head);
+      return;
+    }
+    // The HTTP/1.1 fallback of Node's HTTP/2 server ignores shouldUpgradeCallback and brings every
+    // Upgrade request (h2c, ...) here (Node 24.21). Serve it as the plain request it also is, as a
+    // plain listener does, then close: its parser is detached, so nothing more can be read.
+    socket.on('error', () => socket.destroy());
+    const cl = req.headers['content-length'];
+    if (
+      (cl !== undefined && cl !== '0') ||
+      req.headers['transfer-encoding'] !== undefined ||
+      head.length > 0
+    ) {
+      const err: NodeJS.ErrnoException = new Error('Upgrade request with a body');
+      err.code = 'PEREGRINE_UPGRADE_WITH_BODY';
+      answerClientError(this.config.name, this.#host, err, socket);
+      return;
+    }
+    const res = new ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as Socket);
+    res.once('finish', () => socket.end());
+    this.pipeline.handle(req, res);
+  };
+
+  async listen(): Promise<AddressInfo> {
+    const { host, port } = splitAddress(this.config.address);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host, port }, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    this.certificates.watch((options) => this.server.setSecureContext(options));
+    return this.server.address() as AddressInfo;
+  }
+
+  /**
+   * Stop accepting. HTTP/2 sessions get GOAWAY (open streams finish), idle HTTP/1.1 connections
+   * close, and responses still running on HTTP/1.1 carry `Connection: close`.
+   */
+  stopAccepting(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.certificates.close();
+    for (const guard of this.#sessions.values()) guard.drain();
+    this.server.close();
+  }
+
+  destroyConnections(): void {
+    for (const guard of [...this.#sessions.values()]) guard.destroy();
+    for (const socket of this.#sockets) socket.destroy();
+  }
+
+  certificateStatus(): ListenerCertificateStatus {
+    return this.certificates.status();
+  }
+}

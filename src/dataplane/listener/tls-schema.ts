@@ -1,0 +1,101 @@
+/**
+ * Configuration of a listener's TLS (certificates, versions, client authentication) and of the
+ * HTTP/2 it offers over TLS. docs/configuration.md and docs/security.md describe every option;
+ * defaults live here and nowhere else.
+ */
+import { z } from 'zod';
+import { parseDuration } from '../../config/duration.ts';
+
+// The same duration field as src/config/schema.ts. Not imported from there: schema.ts imports this
+// module, and a cycle would evaluate the helper before it exists.
+const duration = (fallback: string) =>
+  z
+    .union([z.string(), z.number()])
+    .default(fallback)
+    .transform((v, ctx) => {
+      const ms = parseDuration(v);
+      if (ms === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `invalid duration ${JSON.stringify(v)} (use e.g. 500ms, 2s, 1m)`,
+        });
+        return z.NEVER;
+      }
+      return ms;
+    })
+    .meta({ description: `Duration such as 500ms, 2s, 1m (default ${fallback})` });
+
+/** TLS 1.0 and 1.1 are not accepted (RFC 8996). */
+export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
+export type TlsVersion = (typeof TLS_VERSIONS)[number];
+
+const tlsVersion = z.enum(TLS_VERSIONS, {
+  error: 'expected TLSv1.2 or TLSv1.3 (TLS versions below 1.2 are refused, RFC 8996)',
+});
+
+export const CLIENT_AUTH_MODES = ['none', 'optional', 'required'] as const;
+export type ClientAuthMode = (typeof CLIENT_AUTH_MODES)[number];
+
+const pemFile = z.string().min(1, 'a file path is required');
+
+export const TlsSchema = z
+  .strictObject({
+    /** PEM file: the server certificate, then any intermediates. Relative paths: from the working directory. */
+    cert: pemFile,
+    /** PEM file: the unencrypted private key of `cert`. */
+    key: pemFile,
+    minVersion: tlsVersion.default('TLSv1.2'),
+    maxVersion: tlsVersion.default('TLSv1.3'),
+    /** OpenSSL cipher list for TLS 1.2; TLS 1.3 suites stay OpenSSL's defaults. Absent: Node's defaults. */
+    ciphers: z.string().min(1).optional(),
+    /** Client certificates: not asked for, asked for and verified if sent, or required. */
+    clientAuth: z.enum(CLIENT_AUTH_MODES).default('none'),
+    /** PEM file of the CA certificates client certificates must chain to. */
+    clientCa: pemFile.optional(),
+    /** Time a client has to complete the TLS handshake. */
+    handshakeTimeout: duration('10s'),
+    /** Watch `cert`, `key` and `clientCa` and load new contents without a restart. */
+    watch: z.boolean().default(true),
+  })
+  .superRefine((t, ctx) => {
+    if (t.clientAuth !== 'none' && !t.clientCa)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['clientCa'],
+        message: `clientCa is required when clientAuth is ${t.clientAuth}`,
+      });
+    if (t.minVersion === 'TLSv1.3' && t.maxVersion === 'TLSv1.2')
+      ctx.addIssue({ code: 'custom', path: ['maxVersion'], message: 'maxVersion is below minVersion' });
+  });
+
+export const Http2Schema = z.strictObject({
+  /** Offer h2 in ALPN on a TLS listener (HTTP/1.1 is always offered; h2c is never served). */
+  enabled: z.boolean().default(true),
+  /** Streams a client may have open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  maxConcurrentStreams: z.number().int().min(1).max(10_000).default(100),
+  /** Memory one session may use, in MiB; above it new streams are refused. */
+  maxSessionMemory: z.number().int().min(1).max(1024).default(10),
+  /** Invalid frames tolerated on one session before it is closed. */
+  maxSessionInvalidFrames: z.number().int().min(0).default(100),
+  /** Streams refused (over the stream limit) on one session before it is closed. */
+  maxSessionRejectedStreams: z.number().int().min(0).default(100),
+  /** Unacknowledged PINGs a client may have outstanding. */
+  maxOutstandingPings: z.number().int().min(1).default(10),
+  /** Entries allowed in one SETTINGS frame. */
+  maxSettings: z.number().int().min(1).default(32),
+  /**
+   * Rapid reset (CVE-2023-44487): a client that resets more than `maxResets` streams before their
+   * response began, within `window`, has its session closed with GOAWAY ENHANCE_YOUR_CALM.
+   */
+  rapidReset: z
+    .strictObject({
+      maxResets: z.number().int().min(1).default(200),
+      window: duration('10s'),
+    })
+    .prefault({}),
+  /** A session with no open stream and no traffic for this long is closed with GOAWAY. */
+  idleTimeout: duration('60s'),
+});
+
+export type TlsConfig = z.output<typeof TlsSchema>;
+export type Http2Config = z.output<typeof Http2Schema>;

@@ -1,0 +1,172 @@
+/**
+ * JWT verification at the gateway's boundary: real JWKS server, real keys, real upstream.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { type JwksServer, startJwksServer } from '../helpers/jwks-server.ts';
+import {
+  AUDIENCE,
+  algNoneToken,
+  createTestKey,
+  ISSUER,
+  jwksOf,
+  mintToken,
+  type TestKey,
+} from '../helpers/tokens.ts';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+
+let up: TestUpstream;
+let jwks: JwksServer;
+let key: TestKey;
+let gw: TestGateway;
+
+beforeAll(async () => {
+  up = await startUpstream();
+  key = await createTestKey('ES256');
+  jwks = await startJwksServer(jwksOf(key));
+  gw = await startGateway({
+    auth: {
+      providers: {
+        idp: {
+          issuer: ISSUER,
+          jwksUri: jwks.url,
+          algorithms: ['ES256'],
+          audiences: [AUDIENCE],
+          jwksCache: { timeout: '500ms', minRefetchInterval: '100ms' },
+        },
+      },
+    },
+    upstreams: { orders: { endpoints: [up.url] } },
+    routes: [
+      {
+        name: 'orders-admin',
+        match: { path: '/orders/admin' },
+        upstream: 'orders',
+        auth: { mode: 'required', scopes: ['orders:admin'] },
+      },
+      {
+        name: 'orders',
+        match: { path: '/orders' },
+        upstream: 'orders',
+        auth: { mode: 'required', scopes: ['orders:read'], forwardClaims: { 'x-user-id': 'sub' } },
+      },
+      { name: 'public', match: { path: '/public' }, upstream: 'orders', auth: { mode: 'optional' } },
+    ],
+  } as never);
+});
+
+afterAll(async () => {
+  await gw?.close();
+  await jwks?.close();
+  await up?.close();
+});
+
+const last = () => up.requests[up.requests.length - 1]!;
+
+describe('JWT at the edge', () => {
+  it('is ready only once the provider has keys, and exposes it on /v1/auth', async () => {
+    const deadline = Date.now() + 5000;
+    let status = 0;
+    while (status !== 200 && Date.now() < deadline) {
+      status = (await fetch(`${gw.adminUrl}/readyz`)).status;
+      if (status !== 200) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(status).toBe(200);
+    const auth = (await (await fetch(`${gw.adminUrl}/v1/auth`)).json()) as { providers: { name?: string }[] };
+    expect(auth.providers).toHaveLength(1);
+  });
+
+  it('forwards a valid token: claims mapped to headers, Authorization stripped, client claim headers replaced', async () => {
+    const token = await mintToken(key, { subject: 'alice', claims: { scope: 'orders:read profile' } });
+    const res = await fetch(`${gw.url}/orders/1`, {
+      headers: { authorization: `Bearer ${token}`, 'x-user-id': 'mallory' },
+    });
+    expect(res.status).toBe(200);
+    expect(last().headers['x-user-id']).toBe('alice');
+    expect(last().headers.authorization).toBeUndefined();
+    const line = gw.logs.access().find((l) => l.path === '/orders/1');
+    expect(line?.subject).toBe('alice');
+    expect(JSON.stringify(gw.logs.lines())).not.toContain(token);
+  });
+
+  it('answers 401 with WWW-Authenticate for a missing or bad token, before the upstream sees it', async () => {
+    const before = up.requests.length;
+    const missing = await fetch(`${gw.url}/orders/1`);
+    expect(missing.status).toBe(401);
+    expect(missing.headers.get('www-authenticate')).toMatch(/^Bearer realm="peregrine"/);
+    expect(missing.headers.get('content-type')).toBe('application/problem+json');
+
+    const none = await fetch(`${gw.url}/orders/1`, {
+      headers: { authorization: `Bearer ${algNoneToken(key.kid)}` },
+    });
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toContain('error="invalid_token"');
+
+    const expired = await mintToken(key, {
+      exp: Math.floor(Date.now() / 1000) - 3600,
+      claims: { scope: 'orders:read' },
+    });
+    const res = await fetch(`${gw.url}/orders/1`, { headers: { authorization: `Bearer ${expired}` } });
+    expect(res.status).toBe(401);
+    const problem = (await res.json()) as { traceId: string };
+    expect(problem.traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(up.requests.length).toBe(before);
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    expect(metrics).toMatch(
+      /peregrine_auth_decisions_total\{[^}]*route="orders"[^}]*result="deny"[^}]*reason="expired"[^}]*\} 1/,
+    );
+  });
+
+  it('answers 403 insufficient_scope when a scope is missing', async () => {
+    const token = await mintToken(key, { claims: { scope: 'orders:read' } });
+    const res = await fetch(`${gw.url}/orders/admin`, { headers: { authorization: `Bearer ${token}` } });
+    expect(res.status).toBe(403);
+    expect(res.headers.get('www-authenticate')).toContain('error="insufficient_scope"');
+  });
+
+  it('lets an optional route through without a token', async () => {
+    const res = await fetch(`${gw.url}/public/x`);
+    expect(res.status).toBe(200);
+  });
+
+  it('stays unready while a provider has never obtained keys', async () => {
+    const down = await startJwksServer(jwksOf(key));
+    await down.down();
+    const local = await startGateway({
+      auth: {
+        providers: {
+          idp: { issuer: ISSUER, jwksUri: down.url, algorithms: ['ES256'], audiences: [AUDIENCE] },
+        },
+      },
+      upstreams: { orders: { endpoints: [up.url] } },
+      routes: [{ name: 'orders', upstream: 'orders', auth: { mode: 'required' } }],
+    } as never);
+    try {
+      const res = await fetch(`${local.adminUrl}/readyz`);
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as { authProvidersWithoutKeys: string[] }).authProvidersWithoutKeys).toEqual(
+        ['idp'],
+      );
+    } finally {
+      await local.close();
+      await down.close();
+    }
+  });
+
+  it('accepts a rotated key after one JWKS refetch', async () => {
+    await new Promise((r) => setTimeout(r, 150));
+    const next = await createTestKey('ES256');
+    jwks.setKeys(jwksOf(key, next));
+    const before = jwks.requests;
+    const token = await mintToken(next, { claims: { scope: 'orders:read' } });
+    const results = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        fetch(`${gw.url}/orders/rotated`, { headers: { authorization: `Bearer ${token}` } }).then(
+          (r) => r.status,
+        ),
+      ),
+    );
+    expect(results).toEqual(Array(10).fill(200));
+    expect(jwks.requests - before).toBe(1);
+  });
+});
