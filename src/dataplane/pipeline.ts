@@ -83,13 +83,14 @@ function hasBody(req: IncomingMessage): boolean {
 }
 
 /**
- * The response went out whole. Node reports the writable side of an HTTP/2 stream the client reset
- * as finished, so a stream also needs to have closed without an error code.
+ * The response went out whole. Node reports the writable side of a torn-down HTTP/2 stream as
+ * finished, so there the gateway must also have ended the response and the stream closed without
+ * an error code (a session torn down under it closes its streams with code 0).
  */
 function responseCompleted(res: ServerResponse): boolean {
   if (!res.writableFinished) return false;
   const stream = (res as unknown as { stream?: { rstCode?: number } }).stream;
-  return stream === undefined || !stream.rstCode;
+  return stream === undefined || (res.writableEnded && !stream.rstCode);
 }
 
 /** The request's Host; for HTTP/2 `:authority` when there is no Host (both and different → 400). */
@@ -402,12 +403,16 @@ export class Pipeline implements AttemptObserver {
     const now = performance.now();
     const ms = now - ctx.upstreamStartedAt;
     // Latency for the balancer and outlier detection: to the response head (or the failure).
-    cluster.attemptFinished(
+    const events = cluster.attemptFinished(
       endpoint,
       outcome,
       status,
       ctx.headAt > 0 ? ctx.headAt - ctx.upstreamStartedAt : ms,
     );
+    // A breaker transition or an ejection this attempt caused is recorded on its request's span.
+    if (events !== undefined && ctx.span !== undefined) {
+      for (const e of events) ctx.span.addEvent(e.name, e.attributes);
+    }
     ctx.headAt = 0;
     ctx.upstreamDurationMs = (ctx.upstreamDurationMs ?? 0) + ms;
     this.telemetry.metrics.recordAttempt(

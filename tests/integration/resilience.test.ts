@@ -3,6 +3,7 @@
  * counters on the upstream side.
  */
 import { request as httpRequest } from 'node:http';
+import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
@@ -18,8 +19,11 @@ async function upstream(handler?: Parameters<typeof startUpstream>[0]): Promise<
   return u;
 }
 
-async function gateway(input: Parameters<typeof startGateway>[0]): Promise<TestGateway> {
-  const g = await startGateway(input);
+async function gateway(
+  input: Parameters<typeof startGateway>[0],
+  opts?: Parameters<typeof startGateway>[1],
+): Promise<TestGateway> {
+  const g = await startGateway(input, opts);
   opened.push(g);
   return g;
 }
@@ -165,17 +169,22 @@ describe('circuit breaker', () => {
       res.end();
       return true;
     });
-    const gw = await gateway({
-      upstreams: {
-        u: {
-          endpoints: [failing.url],
-          retries: { maxAttempts: 1 },
-          circuitBreaker: { consecutiveFailures: 3, openDuration: '30s' },
-          outlierDetection: { enabled: false },
-        } as never,
+    const spans = new InMemorySpanExporter();
+    const gw = await gateway(
+      {
+        telemetry: { tracing: { sampleRatio: 1 } },
+        upstreams: {
+          u: {
+            endpoints: [failing.url],
+            retries: { maxAttempts: 1 },
+            circuitBreaker: { consecutiveFailures: 3, openDuration: '30s' },
+            outlierDetection: { enabled: false },
+          } as never,
+        },
+        routes: [{ name: 'r', upstream: 'u' }],
       },
-      routes: [{ name: 'r', upstream: 'u' }],
-    });
+      { spanProcessor: new SimpleSpanProcessor(spans) },
+    );
     for (let i = 0; i < 3; i++) expect((await fetch(`${gw.url}/f`)).status).toBe(503);
     const before = failing.requests.length;
     const res = await fetch(`${gw.url}/f`);
@@ -189,6 +198,13 @@ describe('circuit breaker', () => {
     const upstreams = (await (await fetch(`${gw.adminUrl}/v1/upstreams`)).json()) as { upstreams: unknown[] };
     expect(JSON.stringify(upstreams)).toContain('open');
     expect(gw.logs.lines().some((l) => /circuit/i.test(String(l.msg)))).toBe(true);
+    // The request whose failure tripped the breaker carries the transition on its span.
+    const tripped = spans
+      .getFinishedSpans()
+      .flatMap((sp) => sp.events)
+      .filter((e) => e.name === 'peregrine.circuit_transition');
+    expect(tripped).toHaveLength(1);
+    expect(tripped[0]!.attributes).toMatchObject({ from: 'closed', to: 'open' });
   });
 });
 

@@ -104,6 +104,9 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
+    // Given up while undici still had it queued (e.g. the client left during the connect): undici
+    // offers no way to unqueue, so stop it here, before it is written upstream.
+    if (this.#done) controller.abort(new GatewayError('CLIENT_CLOSED'));
   }
 
   onBodySent(chunk: Buffer | string): void {

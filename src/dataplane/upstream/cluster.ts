@@ -114,6 +114,12 @@ function isGatewayStatus(status: number): boolean {
  *
  * On the success path none of these allocate.
  */
+/** A state change an attempt's result caused: recorded as an event on that request's span. */
+export interface ResilienceEvent {
+  readonly name: string;
+  readonly attributes: Record<string, string | number>;
+}
+
 export class Cluster {
   readonly name: string;
   readonly config: UpstreamConfig;
@@ -283,12 +289,22 @@ export class Cluster {
    * grow with body size. Feeds the breaker, outlier detection, the latency estimate and the
    * in-flight counts.
    */
-  attemptFinished(endpoint: Endpoint, outcome: AttemptOutcome, status: number, latencyMs: number): void {
+  /**
+   * Returns the breaker transitions and ejections this result caused, as span event names with
+   * attributes (usually undefined), so the request that tipped the state can record it.
+   */
+  attemptFinished(
+    endpoint: Endpoint,
+    outcome: AttemptOutcome,
+    status: number,
+    latencyMs: number,
+  ): ResilienceEvent[] | undefined {
     endpoint.inFlight--;
     this.inFlight--;
+    this.#events = undefined;
     if (outcome === 'client_abort') {
       this.#breaker?.onNeutral();
-      return;
+      return this.#events;
     }
     const now = this.#now();
     const noResponse = outcome !== 'success';
@@ -300,6 +316,15 @@ export class Cluster {
     }
     this.#outliers?.onResult(endpoint, gatewayError, gatewayError || status >= 500, now);
     observeRtt(endpoint, latencyMs, gatewayError, now, this.#decayMs);
+    return this.#events;
+  }
+
+  #events: ResilienceEvent[] | undefined = undefined;
+
+  #event(name: string, attributes: Record<string, string | number>): void {
+    const e = { name, attributes };
+    if (this.#events === undefined) this.#events = [e];
+    else this.#events.push(e);
   }
 
   /**
@@ -426,6 +451,7 @@ export class Cluster {
     this.#metrics?.recordCircuitTransition(this.name, t.from, t.to);
     if (this.#closed) return;
     const fields = { from: t.from, to: t.to, reason: t.reason, openForMs: t.openForMs };
+    this.#event('peregrine.circuit_transition', { from: t.from, to: t.to, reason: t.reason });
     if (t.to === 'open') this.#logger.warn(fields, 'circuit breaker opened');
     else if (t.to === 'half_open') this.#logger.info(fields, 'circuit breaker half-open');
     else this.#logger.info(fields, 'circuit breaker closed');
@@ -433,6 +459,7 @@ export class Cluster {
 
   #ejected(e: Endpoint, reason: string, durationMs: number): void {
     this.#metrics?.recordEjection(this.name, e.id);
+    this.#event('peregrine.endpoint_ejected', { endpoint: e.id, reason, ejected_for_ms: durationMs });
     this.#logger.warn(
       { endpoint: e.id, reason, ejections: e.ejections, ejectedForMs: durationMs },
       'endpoint ejected',
