@@ -9,38 +9,7 @@ import { RouteIdentitySchema } from '../dataplane/filters/identity/schema.ts';
 import { AuthSchema, checkRouteAuth, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
 import { Http2Schema, TlsSchema } from '../dataplane/listener/tls-schema.ts';
 import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
-import { parseDuration, parseSize } from './duration.ts';
-
-const duration = (fallback: string) =>
-  z
-    .union([z.string(), z.number()])
-    .default(fallback)
-    .transform((v, ctx) => {
-      const ms = parseDuration(v);
-      if (ms === undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `invalid duration ${JSON.stringify(v)} (use e.g. 500ms, 2s, 1m)`,
-        });
-        return z.NEVER;
-      }
-      return ms;
-    })
-    .meta({ description: `Duration such as 500ms, 2s, 1m (default ${fallback})` });
-
-const size = (fallback: string) =>
-  z
-    .union([z.string(), z.number()])
-    .default(fallback)
-    .transform((v, ctx) => {
-      const bytes = parseSize(v);
-      if (bytes === undefined) {
-        ctx.addIssue({ code: 'custom', message: `invalid size ${JSON.stringify(v)} (use e.g. 16KiB, 10MB)` });
-        return z.NEVER;
-      }
-      return bytes;
-    })
-    .meta({ description: `Byte size such as 16KiB or 10MB (default ${fallback})` });
+import { duration, size } from './fields.ts';
 
 /** host:port; host may be an IPv4 address, a name, or a bracketed IPv6 address. */
 const address = z

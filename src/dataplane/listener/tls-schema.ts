@@ -4,26 +4,7 @@
  * defaults live here and nowhere else.
  */
 import { z } from 'zod';
-import { parseDuration } from '../../config/duration.ts';
-
-// The same duration field as src/config/schema.ts. Not imported from there: schema.ts imports this
-// module, and a cycle would evaluate the helper before it exists.
-const duration = (fallback: string) =>
-  z
-    .union([z.string(), z.number()])
-    .default(fallback)
-    .transform((v, ctx) => {
-      const ms = parseDuration(v);
-      if (ms === undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `invalid duration ${JSON.stringify(v)} (use e.g. 500ms, 2s, 1m)`,
-        });
-        return z.NEVER;
-      }
-      return ms;
-    })
-    .meta({ description: `Duration such as 500ms, 2s, 1m (default ${fallback})` });
+import { duration } from '../../config/fields.ts';
 
 /** TLS 1.0 and 1.1 are not accepted (RFC 8996). */
 export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;

@@ -5,40 +5,7 @@
  * docs/resilience.md explains the model.
  */
 import { z } from 'zod';
-import { parseDuration, parseSize } from '../../config/duration.ts';
-
-// The same duration/size fields as src/config/schema.ts. Not imported from there: schema.ts
-// imports this module, and a cycle would evaluate these helpers before they exist.
-const duration = (fallback: string) =>
-  z
-    .union([z.string(), z.number()])
-    .default(fallback)
-    .transform((v, ctx) => {
-      const ms = parseDuration(v);
-      if (ms === undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `invalid duration ${JSON.stringify(v)} (use e.g. 500ms, 2s, 1m)`,
-        });
-        return z.NEVER;
-      }
-      return ms;
-    })
-    .meta({ description: `Duration such as 500ms, 2s, 1m (default ${fallback})` });
-
-const size = (fallback: string) =>
-  z
-    .union([z.string(), z.number()])
-    .default(fallback)
-    .transform((v, ctx) => {
-      const bytes = parseSize(v);
-      if (bytes === undefined) {
-        ctx.addIssue({ code: 'custom', message: `invalid size ${JSON.stringify(v)} (use e.g. 16KiB, 10MB)` });
-        return z.NEVER;
-      }
-      return bytes;
-    })
-    .meta({ description: `Byte size such as 16KiB or 10MB (default ${fallback})` });
+import { duration, size } from '../../config/fields.ts';
 
 const percent = (fallback: number) => z.number().min(0).max(100).default(fallback);
 const httpStatus = z.number().int().min(100).max(599);

@@ -6,7 +6,7 @@
  */
 import { createPublicKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { z } from 'zod';
-import { parseDuration, parseSize } from '../../../config/duration.ts';
+import { duration, size } from '../../../config/fields.ts';
 
 /**
  * Asymmetric JWS algorithms only. HMAC (HS*) is left out on purpose: keys come from a JWKS or PEM
@@ -27,38 +27,6 @@ export const JWT_ALGORITHMS = [
   'Ed25519',
 ] as const;
 export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
-
-// The same duration/size fields as src/config/schema.ts (kept local: that module imports this one).
-const duration = (fallback: string) =>
-  z
-    .union([z.string(), z.number()])
-    .default(fallback)
-    .transform((v, ctx) => {
-      const ms = parseDuration(v);
-      if (ms === undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `invalid duration ${JSON.stringify(v)} (use e.g. 500ms, 2s, 1m)`,
-        });
-        return z.NEVER;
-      }
-      return ms;
-    })
-    .meta({ description: `Duration such as 500ms, 2s, 1m (default ${fallback})` });
-
-const size = (fallback: string) =>
-  z
-    .union([z.string(), z.number()])
-    .default(fallback)
-    .transform((v, ctx) => {
-      const bytes = parseSize(v);
-      if (bytes === undefined) {
-        ctx.addIssue({ code: 'custom', message: `invalid size ${JSON.stringify(v)} (use e.g. 16KiB, 10MB)` });
-        return z.NEVER;
-      }
-      return bytes;
-    })
-    .meta({ description: `Byte size such as 16KiB or 10MB (default ${fallback})` });
 
 const providerName = z
   .string()

@@ -1,0 +1,38 @@
+/**
+ * Schema fields shared by every config section: durations and byte sizes written as strings
+ * (`"2s"`, `"16KiB"`) and parsed once, at validation. A module of its own so section schemas can
+ * use them without importing the top-level schema (which imports them).
+ */
+import { z } from 'zod';
+import { parseDuration, parseSize } from './duration.ts';
+
+export const duration = (fallback: string) =>
+  z
+    .union([z.string(), z.number()])
+    .default(fallback)
+    .transform((v, ctx) => {
+      const ms = parseDuration(v);
+      if (ms === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `invalid duration ${JSON.stringify(v)} (use e.g. 500ms, 2s, 1m)`,
+        });
+        return z.NEVER;
+      }
+      return ms;
+    })
+    .meta({ description: `Duration such as 500ms, 2s, 1m (default ${fallback})` });
+
+export const size = (fallback: string) =>
+  z
+    .union([z.string(), z.number()])
+    .default(fallback)
+    .transform((v, ctx) => {
+      const bytes = parseSize(v);
+      if (bytes === undefined) {
+        ctx.addIssue({ code: 'custom', message: `invalid size ${JSON.stringify(v)} (use e.g. 16KiB, 10MB)` });
+        return z.NEVER;
+      }
+      return bytes;
+    })
+    .meta({ description: `Byte size such as 16KiB or 10MB (default ${fallback})` });
