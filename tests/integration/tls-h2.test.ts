@@ -1,0 +1,404 @@
+/**
+ * HTTP/2 clients through a TLS listener to HTTP/1.1 upstreams: GET and streamed bodies,
+ * pseudo-headers never forwarded, `:authority` routing, a cut response seen as a reset stream,
+ * GOAWAY on drain, and rapid-reset / oversized-header floods closing the session while the
+ * process keeps serving.
+ */
+import { type ClientHttp2Session, constants } from 'node:http2';
+import { connect as tlsConnect } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type CertFiles,
+  createTestPki,
+  removeCertFiles,
+  type TestPki,
+  writeCertFiles,
+} from '../helpers/certs.ts';
+import { startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { h2Request, h2Session, httpsFetch, metricValue, scrape } from '../helpers/tls-client.ts';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+
+const { NGHTTP2_ENHANCE_YOUR_CALM } = constants;
+
+let pki: TestPki;
+let files: CertFiles;
+let up: TestUpstream;
+let api: TestUpstream;
+let gw: TestGateway;
+let session: ClientHttp2Session;
+
+function tlsListener(extra: Record<string, unknown> = {}) {
+  return { name: 'edge', address: '127.0.0.1:0', tls: { cert: files.cert, key: files.key }, ...extra };
+}
+
+beforeAll(async () => {
+  pki = await createTestPki();
+  files = writeCertFiles(pki.server, pki.ca.cert);
+  up = await startUpstream();
+  api = await startUpstream();
+  gw = await startGateway({
+    listeners: [tlsListener({ http2: { rapidReset: { maxResets: 50, window: '10s' } } })],
+    upstreams: {
+      echo: { endpoints: [up.url], timeouts: { response: '2s', idle: '2s', request: '10s' } },
+      api: { endpoints: [api.url] },
+    },
+    routes: [
+      { name: 'api', match: { host: 'api.example.com' }, upstream: 'api' },
+      { name: 'echo', match: { path: '/' }, upstream: 'echo' },
+    ],
+  });
+  session = await h2Session(gw.port, { ca: pki.ca.cert });
+});
+
+afterAll(async () => {
+  session?.close();
+  await gw?.close();
+  await up?.close();
+  await api?.close();
+  removeCertFiles();
+});
+
+function lastSeen(u: TestUpstream = up) {
+  return u.requests[u.requests.length - 1]!;
+}
+
+interface Echo {
+  method: string;
+  url: string;
+  headers: Record<string, string>;
+  rawHeaders: string[];
+}
+
+async function* slowChunks(n: number, size: number): AsyncGenerator<Buffer> {
+  for (let i = 0; i < n; i++) {
+    yield Buffer.alloc(size, 0x61 + i);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+describe('HTTP/2 over TLS to HTTP/1.1 upstreams', () => {
+  it('proxies a GET: pseudo-headers are not forwarded, :authority becomes Host', async () => {
+    const res = await h2Request(session, {
+      ':method': 'GET',
+      ':path': '/items/7?x=1',
+      'x-custom': 'yes',
+      'user-agent': 'h2-test',
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers['content-type']).toBe('application/json');
+    expect(res.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+    const body = JSON.parse(res.body) as Echo;
+    expect(body.method).toBe('GET');
+    expect(body.url).toBe('/items/7?x=1');
+    expect(body.headers['x-custom']).toBe('yes');
+    expect(body.headers.host).toBe(`localhost:${gw.port}`);
+    expect(body.headers['x-forwarded-host']).toBe(`localhost:${gw.port}`);
+    expect(body.headers['x-forwarded-proto']).toBe('https');
+    const names = body.rawHeaders.filter((_, i) => i % 2 === 0);
+    expect(names.some((n) => n.startsWith(':'))).toBe(false);
+    expect(names.filter((n) => n.toLowerCase() === 'host')).toHaveLength(1);
+  });
+
+  it('routes by :authority', async () => {
+    const res = await h2Request(session, {
+      ':method': 'GET',
+      ':path': '/v1/users',
+      ':authority': 'api.example.com',
+    });
+    expect(res.status).toBe(200);
+    expect(lastSeen(api).url).toBe('/v1/users');
+    expect(lastSeen(api).headers.host).toBe('api.example.com');
+  });
+
+  it('refuses a request whose Host differs from :authority', async () => {
+    const res = await h2Request(session, {
+      ':method': 'GET',
+      ':path': '/',
+      ':authority': 'api.example.com',
+      host: 'other.example.com',
+    });
+    expect(res.status).toBe(400);
+    expect(res.headers['content-type']).toBe('application/problem+json');
+    expect(res.headers.connection).toBeUndefined();
+  });
+
+  it('streams a request body without content-length (chunked upstream)', async () => {
+    const res = await h2Request(session, { ':method': 'POST', ':path': '/sink' }, slowChunks(8, 16 * 1024));
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body)).toEqual({ bytes: 8 * 16 * 1024 });
+    const seen = lastSeen();
+    expect(seen.method).toBe('POST');
+    expect(seen.headers['transfer-encoding']).toBe('chunked');
+    expect(seen.headers['content-length']).toBeUndefined();
+  });
+
+  it('streams a body with content-length, and echoes it back', async () => {
+    const payload = 'x'.repeat(100_000);
+    const res = await h2Request(
+      session,
+      {
+        ':method': 'PUT',
+        ':path': '/echo-body',
+        'content-type': 'text/plain',
+        'content-length': payload.length,
+      },
+      payload,
+    );
+    expect(res.status).toBe(200);
+    expect(res.body).toBe(payload);
+    expect(lastSeen().headers['content-length']).toBe(String(payload.length));
+  });
+
+  it('joins HTTP/2 cookie fields into one Cookie header', async () => {
+    const res = await h2Request(session, { ':method': 'GET', ':path': '/cookies', cookie: ['a=1', 'b=2'] });
+    expect(res.status).toBe(200);
+    const seen = lastSeen();
+    expect(seen.headers.cookie).toBe('a=1; b=2');
+    expect(seen.rawHeaders.filter((n, i) => i % 2 === 0 && n.toLowerCase() === 'cookie')).toHaveLength(1);
+  });
+
+  it('answers HEAD and many concurrent streams on one session', async () => {
+    const head = await h2Request(session, { ':method': 'HEAD', ':path': '/bytes/1000' });
+    expect(head.status).toBe(200);
+    expect(head.body).toBe('');
+    const results = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => h2Request(session, { ':method': 'GET', ':path': `/c/${i}` })),
+    );
+    expect(results.map((r) => r.status)).toEqual(Array(40).fill(200));
+    expect(results.map((r) => (JSON.parse(r.body) as Echo).url)).toEqual(
+      Array.from({ length: 40 }, (_, i) => `/c/${i}`),
+    );
+  });
+
+  it('resets the stream when the upstream dies mid-body (never a complete-looking response)', async () => {
+    const err = await h2Request(session, { ':method': 'GET', ':path': '/cut/5000' }).then(
+      () => undefined,
+      (e: Error & { code?: string }) => e,
+    );
+    expect(err).toBeDefined();
+    expect(err!.code).toBe('ERR_HTTP2_STREAM_ERROR');
+    expect(err!.message).toContain('NGHTTP2_INTERNAL_ERROR');
+    // The session itself is fine.
+    expect((await h2Request(session, { ':method': 'GET', ':path': '/after-cut' })).status).toBe(200);
+  });
+
+  it('cancels the upstream request when the client resets its stream (499 CLIENT_CLOSED)', async () => {
+    const seenBefore = up.requests.length;
+    const abortedBefore = up.abortedCount();
+    const stream = session.request({ ':method': 'GET', ':path': '/hang/h2-cancel' });
+    stream.on('error', () => {});
+    for (let i = 0; i < 200 && up.requests.length === seenBefore; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    expect(lastSeen().url).toBe('/hang/h2-cancel');
+    stream.close(constants.NGHTTP2_CANCEL);
+    for (let i = 0; i < 200 && up.abortedCount() === abortedBefore; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    expect(up.abortedCount()).toBe(abortedBefore + 1);
+    let line: Record<string, unknown> | undefined;
+    for (let i = 0; i < 200 && !line; i++) {
+      line = gw.logs.access().find((l) => l.path === '/hang/h2-cancel');
+      if (!line) await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(line).toMatchObject({ status: 499, code: 'CLIENT_CLOSED' });
+  });
+
+  it('serves HTTP/1.1 on the same port', async () => {
+    const res = await httpsFetch(gw.port, '/h1', { ca: pki.ca.cert }, { alpn: ['http/1.1'] });
+    expect(res.alpn).toBe('http/1.1');
+    expect(res.status).toBe(200);
+    const text = await scrape(gw.adminUrl);
+    expect(
+      metricValue(text, 'peregrine_tls_handshakes_total', { listener: 'edge', alpn: 'h2' }),
+    ).toBeGreaterThan(0);
+    const access = gw.logs.access().filter((l) => l.path === '/items/7');
+    expect(access[0]).toMatchObject({ listener: 'edge', route: 'echo', method: 'GET', status: 200 });
+  });
+
+  it('closes a session that floods HEADERS + RST_STREAM (rapid reset) with GOAWAY ENHANCE_YOUR_CALM', async () => {
+    const pairs = 2000;
+    const requestsBefore = up.requests.length;
+    const frames = await rawH2(
+      gw.port,
+      pki.ca.cert,
+      (id, block) => [frame(1, 0x5, id, block), frame(3, 0, id, u32(constants.NGHTTP2_CANCEL))],
+      pairs,
+    );
+    expect(frames.goawayCode).toBe(NGHTTP2_ENHANCE_YOUR_CALM);
+    const text = await scrape(gw.adminUrl);
+    expect(
+      metricValue(text, 'peregrine_http2_sessions_closed_total', { listener: 'edge', reason: 'rapid_reset' }),
+    ).toBe(1);
+    // Work stayed bounded: the session was cut after the limit, far below the streams sent.
+    expect(up.requests.length - requestsBefore).toBeLessThan(200);
+    // And the gateway keeps serving, on the existing session and on new ones.
+    expect((await h2Request(session, { ':method': 'GET', ':path': '/after-flood' })).status).toBe(200);
+    const fresh = await h2Session(gw.port, { ca: pki.ca.cert });
+    expect((await h2Request(fresh, { ':method': 'GET', ':path': '/fresh' })).status).toBe(200);
+    fresh.close();
+  });
+
+  it('closes a session that keeps opening streams over the limit', async () => {
+    // Each stream waits on a slow upstream, so it stays open; past 100 (maxConcurrentStreams) they
+    // are refused, and past maxSessionRejectedStreams refusals the session is closed.
+    const frames = await rawH2(
+      gw.port,
+      pki.ca.cert,
+      (id, block) => [frame(1, 0x5, id, block)],
+      400,
+      '/delay/3000',
+    );
+    expect(frames.refused).toBeGreaterThan(0);
+    const text = await scrape(gw.adminUrl);
+    expect(
+      metricValue(text, 'peregrine_http2_sessions_closed_total', {
+        listener: 'edge',
+        reason: 'invalid_frames',
+      }),
+    ).toBe(1);
+    expect((await h2Request(session, { ':method': 'GET', ':path': '/after-streams' })).status).toBe(200);
+  });
+
+  it('refuses an oversized header list without harm to the process', async () => {
+    const own = await h2Session(gw.port, { ca: pki.ca.cert });
+    own.on('error', () => {});
+    const outcome = await h2Request(own, {
+      ':method': 'GET',
+      ':path': '/big',
+      'x-big': 'b'.repeat(64 * 1024),
+    }).then(
+      (r) => r.status,
+      (e: Error) => e,
+    );
+    // nghttp2 refuses the stream (REFUSED_STREAM) before the gateway sees it.
+    expect(outcome).toBeInstanceOf(Error);
+    expect((outcome as Error).message).toMatch(/NGHTTP2_(REFUSED_STREAM|ENHANCE_YOUR_CALM|PROTOCOL_ERROR)/);
+    own.destroy();
+    expect((await h2Request(session, { ':method': 'GET', ':path': '/after-big' })).status).toBe(200);
+  });
+
+  it('closes an idle session with GOAWAY after http2.idleTimeout, not one with an open stream', async () => {
+    const local = await startGateway({
+      listeners: [tlsListener({ http2: { idleTimeout: '300ms' } })],
+      upstreams: { echo: { endpoints: [up.url] } },
+      routes: [{ name: 'echo', upstream: 'echo' }],
+    });
+    try {
+      const client = await h2Session(local.port, { ca: pki.ca.cert });
+      const goaway = new Promise<number>((resolve) => client.once('goaway', (code) => resolve(code)));
+      // A stream that outlives the idle timeout keeps the session.
+      const slow = await h2Request(client, { ':method': 'GET', ':path': '/delay/600' });
+      expect(slow.status).toBe(200);
+      expect(await goaway).toBe(constants.NGHTTP2_NO_ERROR);
+      await new Promise((r) => client.once('close', r));
+      const labels = { listener: 'edge', reason: 'idle_timeout' };
+      let closed: number | undefined;
+      for (let i = 0; i < 100 && closed === undefined; i++) {
+        closed = metricValue(await scrape(local.adminUrl), 'peregrine_http2_sessions_closed_total', labels);
+        if (closed === undefined) await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(closed).toBe(1);
+    } finally {
+      await local.close();
+    }
+  });
+
+  it('sends GOAWAY on drain and lets the in-flight stream finish', async () => {
+    const local = await startGateway({
+      listeners: [tlsListener()],
+      upstreams: { echo: { endpoints: [up.url] } },
+      routes: [{ name: 'echo', upstream: 'echo' }],
+    });
+    const client = await h2Session(local.port, { ca: pki.ca.cert });
+    const goaway = new Promise<number>((resolve) => client.once('goaway', (code) => resolve(code)));
+    const inFlight = h2Request(client, { ':method': 'GET', ':path': '/delay/300' });
+    await new Promise((r) => setTimeout(r, 50));
+    const stopped = local.gateway.shutdown(5000);
+    expect(await goaway).toBe(constants.NGHTTP2_NO_ERROR);
+    const res = await inFlight;
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body)).toEqual({ delayed: 300 });
+    await stopped;
+    client.destroy();
+  });
+});
+
+function frame(type: number, flags: number, id: number, payload: Buffer): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head[3] = type;
+  head[4] = flags;
+  head.writeUInt32BE(id, 5);
+  return Buffer.concat([head, payload]);
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
+}
+
+/**
+ * A raw HTTP/2 client on one TLS connection: the preface, then `perStream(id, headerBlock)` for
+ * `count` client streams, all written at once. Collects what the gateway sends until it closes
+ * the connection: the GOAWAY error code and how many RST_STREAM REFUSED_STREAM frames came back.
+ */
+function rawH2(
+  port: number,
+  ca: string,
+  perStream: (id: number, block: Buffer) => Buffer[],
+  count: number,
+  path = '/',
+): Promise<{ goawayCode: number | undefined; refused: number }> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      host: '127.0.0.1',
+      port,
+      ca,
+      servername: 'localhost',
+      ALPNProtocols: ['h2'],
+    });
+    socket.on('secureConnect', () => {
+      if (socket.alpnProtocol !== 'h2') {
+        reject(new Error(`ALPN ${socket.alpnProtocol}`));
+        return;
+      }
+      const authority = Buffer.from(`localhost:${port}`);
+      // HPACK: :method GET (static index 2), :scheme https (7), then :path (name index 4) and
+      // :authority (name index 1) as literals without indexing.
+      const p = Buffer.from(path);
+      const block = Buffer.concat([
+        Buffer.from([0x82, 0x87, 0x04, p.length]),
+        p,
+        Buffer.from([0x01, authority.length]),
+        authority,
+      ]);
+      const out: Buffer[] = [
+        Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
+        frame(4, 0, 0, Buffer.alloc(0)),
+      ];
+      for (let i = 0; i < count; i++) out.push(...perStream(1 + 2 * i, block));
+      socket.write(Buffer.concat(out));
+    });
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      const buf = Buffer.concat(chunks);
+      let goawayCode: number | undefined;
+      let refused = 0;
+      for (let off = 0; off + 9 <= buf.length; ) {
+        const len = buf.readUIntBE(off, 3);
+        const type = buf[off + 3];
+        if (type === 7 && off + 17 <= buf.length) goawayCode = buf.readUInt32BE(off + 13);
+        if (
+          type === 3 &&
+          off + 13 <= buf.length &&
+          buf.readUInt32BE(off + 9) === constants.NGHTTP2_REFUSED_STREAM
+        )
+          refused++;
+        off += 9 + len;
+      }
+      resolve({ goawayCode, refused });
+    });
+  });
+}
