@@ -47,7 +47,17 @@ async function run(configFile: string): Promise<void> {
     }
     throw err;
   }
-  const gateway = await Gateway.start({ config, configFile });
+  let gateway: Gateway;
+  try {
+    gateway = await Gateway.start({ config, configFile });
+  } catch (err) {
+    // A port in use, an unreadable certificate, ...: one clear line, not a stack trace.
+    const code = (err as { code?: string }).code;
+    out.stderr(
+      `peregrine: cannot start: ${err instanceof Error ? err.message : String(err)}${code ? ` (${code})` : ''}`,
+    );
+    process.exit(1);
+  }
   const log = gateway.telemetry.logger;
 
   let stopping = false;

@@ -33,7 +33,12 @@ export function sendProblem(
  * reports before a request object exists (framing, header size, header timeout) and for
  * refused upgrades.
  */
-export function writeRawProblem(socket: Duplex, code: ErrorCode, detail?: string): void {
+export function writeRawProblem(
+  socket: Duplex,
+  code: ErrorCode,
+  detail?: string,
+  extraHeaders?: Readonly<Record<string, string>>,
+): void {
   if (!socket.writable) {
     socket.destroy();
     return;
@@ -47,8 +52,11 @@ export function writeRawProblem(socket: Duplex, code: ErrorCode, detail?: string
   };
   if (detail) problem.detail = detail;
   const body = JSON.stringify(problem);
+  let extra = '';
+  if (extraHeaders) for (const name in extraHeaders) extra += `${name}: ${extraHeaders[name]}\r\n`;
   socket.end(
     `HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? 'Error'}\r\n` +
+      extra +
       'content-type: application/problem+json\r\n' +
       `content-length: ${Buffer.byteLength(body)}\r\n` +
       `${REASON_HEADER}: ${code}\r\n` +

@@ -2,6 +2,7 @@
  * JWT verification at the gateway's boundary: real JWKS server, real keys, real upstream.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket, WebSocketServer } from 'ws';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { type JwksServer, startJwksServer } from '../helpers/jwks-server.ts';
 import {
@@ -150,6 +151,60 @@ describe('JWT at the edge', () => {
     } finally {
       await local.close();
       await down.close();
+    }
+  });
+
+  it('applies the route auth to WebSocket handshakes too', async () => {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await new Promise((r) => wss.once('listening', r));
+    const seen: Record<string, unknown>[] = [];
+    wss.on('connection', (sock, req) => {
+      seen.push(req.headers);
+      sock.on('message', (m) => sock.send(`echo:${m.toString()}`));
+    });
+    const wsPort = (wss.address() as { port: number }).port;
+    const local = await startGateway({
+      auth: {
+        providers: {
+          idp: { issuer: ISSUER, jwksUri: jwks.url, algorithms: ['ES256'], audiences: [AUDIENCE] },
+        },
+      },
+      upstreams: { ws: { endpoints: [`http://127.0.0.1:${wsPort}`] } },
+      routes: [
+        { name: 'ws', upstream: 'ws', auth: { mode: 'required', forwardClaims: { 'x-user-id': 'sub' } } },
+      ],
+    } as never);
+    try {
+      const anonymous = new WebSocket(`ws://127.0.0.1:${local.port}/chat`);
+      const refused = await new Promise<{ status: number; auth: string | undefined }>((resolve) =>
+        anonymous.once('unexpected-response', (_req, res) =>
+          resolve({
+            status: res.statusCode ?? 0,
+            auth: res.headers['www-authenticate'] as string | undefined,
+          }),
+        ),
+      );
+      expect(refused.status).toBe(401);
+      expect(refused.auth).toMatch(/^Bearer/);
+      expect(seen).toHaveLength(0);
+
+      const token = await mintToken(key, { subject: 'ws-user' });
+      const client = new WebSocket(`ws://127.0.0.1:${local.port}/chat`, {
+        headers: { authorization: `Bearer ${token}`, 'x-user-id': 'spoofed' },
+      });
+      await new Promise((resolve, reject) => {
+        client.once('open', resolve);
+        client.once('error', reject);
+      });
+      const reply = new Promise<string>((resolve) => client.once('message', (m) => resolve(m.toString())));
+      client.send('hi');
+      expect(await reply).toBe('echo:hi');
+      client.close();
+      expect(seen[0]!['x-user-id']).toBe('ws-user');
+      expect(seen[0]!.authorization).toBeUndefined();
+    } finally {
+      await local.close();
+      await new Promise((r) => wss.close(r));
     }
   });
 

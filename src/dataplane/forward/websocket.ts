@@ -5,14 +5,15 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { asGatewayError, type ErrorCode, GatewayError } from '../../errors.ts';
 import type { WebSocketOutcome } from '../../telemetry/metrics.ts';
-import { identityFilterFor } from '../filters/identity/identity-filter.ts';
+import { RequestContext } from '../context.ts';
+import type { RequestFilter } from '../filters/filter.ts';
 import { peerIdentityOf } from '../listener/peer-identity.ts';
 import { type Pipeline, REQUEST_ID_RE } from '../pipeline.ts';
 import { writeRawProblem } from '../respond.ts';
@@ -180,6 +181,14 @@ function recordUpgrade(
   });
 }
 
+/** Run a route's filters (mTLS identity, JWT) for a handshake; throws the refusal. */
+async function runFilters(filters: readonly RequestFilter[], ctx: RequestContext): Promise<void> {
+  for (const filter of filters) {
+    const pending = filter.onRequest(ctx);
+    if (pending !== undefined) await pending;
+  }
+}
+
 /** The `upgrade` listener of a listener's HTTP server. */
 export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: Duplex, head: Buffer): void {
   socket.on('error', () => socket.destroy());
@@ -195,6 +204,11 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
     upstream: undefined,
     endpoint: undefined,
   };
+  const refuse = (err: unknown): void => {
+    const error = asGatewayError(err);
+    writeRawProblem(socket, error.code, undefined, error.headers);
+    recordUpgrade(pipeline, req, rec, 'refused', error.status, error.code);
+  };
   try {
     if (pipeline.host.draining) throw new GatewayError('SHUTTING_DOWN');
     const target = normalizePath(req.url ?? '/');
@@ -206,32 +220,49 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
     const route = match.route;
     rec.route = route.name;
     rec.upstream = route.upstream;
-    // The route's mTLS allow-list applies to upgrades too (interim hook, as in the pipeline).
-    const refusal = identityFilterFor(route, pipeline.telemetry.metrics)?.check(rec.clientIdentity);
-    if (refusal) throw refusal;
-    const cluster = snapshot.clusters.get(route.upstream);
-    const endpoint = cluster?.balancer.pick();
-    if (!cluster || !endpoint) throw new GatewayError('NO_HEALTHY_ENDPOINT');
-    rec.endpoint = endpoint.id;
-    const headers = buildUpstreamHeaders(req.rawHeaders, {
-      trusted: pipeline.listener.trust(rec.clientAddress),
-      peerAddress: rec.clientAddress,
-      proto: pipeline.listener.proto,
-      upstreamHost: route.hostRewrite ?? (route.preserveHost ? undefined : endpoint.host),
-      requestId: rec.requestId,
-      underscores: pipeline.listener.underscores,
-      clientCert: peer?.xfcc,
-    });
-    const path = route.rewritePath(target.path);
-    endpoint.pool.dispatch(
-      { method: 'GET', path: path + target.query, headers, upgrade: 'websocket', body: null },
-      new UpgradeHandler(socket, head, (outcome, status, code) =>
-        recordUpgrade(pipeline, req, rec, outcome, status, code),
-      ),
-    );
+    const plan = snapshot.plans.get(route.name);
+    // A handshake passes the same filters as any request on the route (mTLS allow-list, JWT).
+    const ctx = new RequestContext(req, undefined as unknown as ServerResponse, snapshot, rec.startedAt);
+    ctx.requestId = rec.requestId;
+    ctx.clientAddress = rec.clientAddress;
+    ctx.identity = peer?.id;
+    const proceed = (): void => {
+      const cluster = snapshot.clusters.get(route.upstream);
+      const endpoint = cluster?.balancer.pick();
+      if (!cluster || !endpoint) throw new GatewayError('NO_HEALTHY_ENDPOINT');
+      rec.endpoint = endpoint.id;
+      const headers = buildUpstreamHeaders(req.rawHeaders, {
+        trusted: pipeline.listener.trust(rec.clientAddress),
+        peerAddress: rec.clientAddress,
+        proto: pipeline.listener.proto,
+        upstreamHost: route.hostRewrite ?? (route.preserveHost ? undefined : endpoint.host),
+        requestId: rec.requestId,
+        underscores: pipeline.listener.underscores,
+        clientCert: peer?.xfcc,
+        strip: plan?.stripHeaders ?? undefined,
+      });
+      if (ctx.upstreamHeaders) for (const h of ctx.upstreamHeaders) headers.push(h);
+      const path = route.rewritePath(target.path);
+      endpoint.pool.dispatch(
+        { method: 'GET', path: path + target.query, headers, upgrade: 'websocket', body: null },
+        new UpgradeHandler(socket, head, (outcome, status, code) =>
+          recordUpgrade(pipeline, req, rec, outcome, status, code),
+        ),
+      );
+    };
+    if (!plan?.filters) {
+      proceed();
+      return;
+    }
+    runFilters(plan.filters, ctx).then(() => {
+      if (socket.destroyed) return;
+      try {
+        proceed();
+      } catch (err) {
+        refuse(err);
+      }
+    }, refuse);
   } catch (err) {
-    const error = asGatewayError(err);
-    writeRawProblem(socket, error.code);
-    recordUpgrade(pipeline, req, rec, 'refused', error.status, error.code);
+    refuse(err);
   }
 }
