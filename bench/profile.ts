@@ -19,6 +19,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import { machineCpuWindow, waitForQuiet } from './lib/cpu.ts';
 import { type CpuProfile, type SelfTime, summariseProfile } from './lib/cpuprofile.ts';
 import { pickLoadGenerator } from './lib/loadgen.ts';
 import { peregrineConfigYaml } from './lib/peregrine-config.ts';
@@ -93,9 +94,13 @@ async function main(): Promise<void> {
       `profile: ${which}, ${warmupS} s warmup + ${durationS} s profiled window, ${connections} connections`,
     );
     if (warmupS > 0) await loadgen.run(url, { durationS: warmupS, connections });
+    const ours = () => [upstream.proc.pid, sink.proc.pid, proc.pid];
+    await waitForQuiet(ours, 15, 30_000);
+    const machine = machineCpuWindow(ours);
     const from = nowUs();
     const load = await loadgen.run(url, { durationS, connections });
     const to = nowUs();
+    const foreign = machine()?.foreignPct;
     await proc.stop(10_000);
     const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
     if (!file)
@@ -119,7 +124,21 @@ async function main(): Promise<void> {
         `p99 ${fmtMs(load.latencyMs.p99)} ms. Profiled window ${fmtNum(s.windowMs / 1000, 1)} s` +
         `${s.wholeProfile ? ' (window not found in the profile: whole profile, start-up included)' : ''}: ` +
         `busy ${fmtNum(s.busyMs / 1000, 2)} s, idle ${fmtNum(s.idleMs / 1000, 2)} s; ` +
-        `${fmtNum((s.busyMs * 1000) / Math.max(load.requests, 1), 1)} µs of main-thread CPU per request.`,
+        `${fmtNum((s.busyMs * 1000) / Math.max(load.requests, 1), 1)} µs of main-thread CPU per request. ` +
+        `Other processes on the machine used ${fmtNum(foreign, 0)}% of a core meanwhile.`,
+      '',
+      '### Self time by group',
+      '',
+      markdownTable(
+        ['group', 'self ms', '% of busy', 'µs per request'],
+        s.groups.map((g) => [
+          g.name,
+          fmtMs(g.selfMs),
+          fmtNum(g.pct, 1),
+          fmtNum((g.selfMs * 1000) / Math.max(load.requests, 1), 1),
+        ]),
+        ['left', 'right', 'right', 'right'],
+      ),
       '',
       '### Self time by module',
       '',

@@ -17,58 +17,25 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
-import { cpuWindow, machineCpuWindow, waitForQuiet } from './lib/cpu.ts';
-import { type LoadResult, totalErrors } from './lib/load.ts';
-import { type LoadGenerator, pickLoadGenerator } from './lib/loadgen.ts';
+import { pickLoadGenerator } from './lib/loadgen.ts';
 import { machineInfo } from './lib/machine.ts';
-import { peregrineConfigYaml } from './lib/peregrine-config.ts';
-import { findExecutable, installCleanup, spawnManaged, stopAll, waitForHttp } from './lib/proc.ts';
-import { checks, type Measurement, markdownReport, type Settings, summarise } from './lib/report.ts';
-import { RssSampler, treeRssKiB } from './lib/rss.ts';
-import { snapshotPeregrine } from './lib/snapshot.ts';
-import { fmtInt, fmtMs, fmtNum } from './lib/table.ts';
+import { FOREIGN_PCT, measure } from './lib/measure.ts';
+import { findExecutable, installCleanup, stopAll, waitForHttp } from './lib/proc.ts';
 import {
-  type BenchContext,
-  childEnv,
-  type RunningTarget,
-  startPeer,
-  TARGETS,
-  type Target,
-} from './lib/targets.ts';
+  checks,
+  type Measurement,
+  markdownReport,
+  notesFor,
+  type Settings,
+  summarise,
+} from './lib/report.ts';
+import { snapshotPeregrine } from './lib/snapshot.ts';
+import { type BenchContext, peregrinePreflight, startPeer, TARGETS, type Target } from './lib/targets.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 /** BENCH_PEREGRINE_DIR: measure the Peregrine in another checkout (e.g. a snapshot of a commit). */
 const PEREGRINE_DIR = resolve(process.env.BENCH_PEREGRINE_DIR ?? ROOT);
 
-/** Fail early, with its own words, when the Peregrine under test does not even load a config. */
-async function preflight(peregrineDir: string, tmpDir: string): Promise<void> {
-  const config = join(tmpDir, 'preflight.yaml');
-  writeFileSync(
-    config,
-    peregrineConfigYaml({
-      profile: 'passthrough',
-      listenPort: 1,
-      adminPort: 2,
-      upstreamOrigin: 'http://127.0.0.1:3',
-    }),
-  );
-  const proc = spawnManaged(
-    'peregrine validate',
-    process.execPath,
-    [join(peregrineDir, 'src/main.ts'), 'validate', config],
-    {
-      env: childEnv(),
-      cwd: peregrineDir,
-    },
-  );
-  const exit = await proc.exited;
-  if (exit.code !== 0) throw new Error(`Peregrine in ${peregrineDir} does not run:\n${proc.output()}`);
-}
-/**
- * Other processes (% of one core) tolerated: before each target the bench waits for less, and a
- * measured run during which they used more is repeated (up to BENCH_RETRIES times).
- */
-const FOREIGN_PCT = 15;
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 function intFromEnv(name: string, fallback: number, min = 1): number {
@@ -108,160 +75,6 @@ function selectTargets(): Target[] {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Attempt {
-  load: LoadResult;
-  cpu: Measurement['cpu'];
-  machineCpu: Measurement['machineCpu'];
-}
-
-/** One measured load run with the CPU accounting around it. */
-async function measuredRun(
-  ctx: BenchContext,
-  running: RunningTarget,
-  loadgen: LoadGenerator,
-  settings: Settings,
-): Promise<Attempt> {
-  const targetCpu = cpuWindow(running.pid);
-  const upstreamCpu = cpuWindow(ctx.upstream.proc.pid);
-  const machineCpu = machineCpuWindow(() => [running.pid, ctx.upstream.proc.pid, ctx.otlp.proc.pid]);
-  const load = await loadgen.run(running.url, {
-    durationS: settings.durationS,
-    connections: settings.connections,
-    threads: settings.threads,
-  });
-  const t = targetCpu();
-  const u = upstreamCpu();
-  return {
-    load,
-    machineCpu: machineCpu(),
-    cpu:
-      t && u
-        ? {
-            targetPct: t.pctOfCore,
-            targetUsPerReq: (t.ms * 1000) / Math.max(load.requests, 1),
-            upstreamPct: u.pctOfCore,
-          }
-        : undefined,
-  };
-}
-
-async function measure(
-  ctx: BenchContext,
-  target: Target,
-  loadgen: LoadGenerator,
-  settings: Settings,
-  round: number,
-  position: number,
-): Promise<Measurement> {
-  const m: Measurement = { target: target.id, label: target.label, round, position };
-  const tag = `[run ${round}] ${target.id}`;
-  const skip = target.skipReason?.(ctx);
-  if (skip) {
-    log(`${tag}: ${skip}`);
-    m.skipped = skip;
-    return m;
-  }
-  const shared = () => [ctx.upstream.proc.pid, ctx.otlp.proc.pid];
-  const quiet = await waitForQuiet(shared, FOREIGN_PCT, settings.quietWaitS * 1000);
-  log(
-    `${tag}: starting (other processes ${fmtNum(quiet.foreignPct, 0)}% of a core` +
-      `${quiet.waitedMs > 1500 ? ` after waiting ${fmtNum(quiet.waitedMs / 1000, 0)} s for quiet` : ''})`,
-  );
-  let running: RunningTarget | undefined;
-  try {
-    running = await target.start(ctx);
-    const r = running;
-    m.rssIdleMB = (treeRssKiB(r.pid) ?? 0) / 1024;
-    const sampler = new RssSampler(r.pid);
-    try {
-      if (settings.warmupS > 0) {
-        m.warmup = await loadgen.run(r.url, {
-          durationS: settings.warmupS,
-          connections: settings.connections,
-          threads: settings.threads,
-        });
-      }
-      // Measure; if other processes took a real share of the CPU meanwhile, wait for quiet and
-      // measure again (bounded), keeping the least disturbed attempt.
-      let best: Attempt | undefined;
-      for (let attempt = 1; ; attempt++) {
-        const a = await measuredRun(ctx, r, loadgen, settings);
-        m.requestsSent = (m.requestsSent ?? m.warmup?.requests ?? 0) + a.load.requests;
-        const foreign = a.machineCpu?.foreignPct ?? 0;
-        if (!best || foreign < (best.machineCpu?.foreignPct ?? 0)) best = a;
-        m.attempts = attempt;
-        if (foreign <= FOREIGN_PCT || attempt > settings.retries) break;
-        log(
-          `${tag}: other processes used ${fmtNum(foreign, 0)}% of a core (${fmtInt(a.load.rps)} req/s); ` +
-            `measuring again (${attempt}/${settings.retries})`,
-        );
-        await waitForQuiet(() => [...shared(), r.pid], FOREIGN_PCT, settings.quietWaitS * 1000);
-      }
-      m.load = best.load;
-      m.cpu = best.cpu;
-      m.machineCpu = best.machineCpu;
-    } finally {
-      m.rssMaxMB = sampler.stop().maxMB;
-    }
-    await r.stop();
-    if (r.after) m.extra = await r.after();
-    const l = m.load;
-    log(
-      `${tag}: ${fmtInt(l.rps)} req/s, p50 ${fmtMs(l.latencyMs.p50)} ms, p99 ${fmtMs(l.latencyMs.p99)} ms, ` +
-        `max RSS ${fmtNum(m.rssMaxMB, 1)} MB, CPU ${fmtNum(m.cpu?.targetPct, 0)}% ` +
-        `(${fmtNum(m.cpu?.targetUsPerReq, 1)} µs/req; upstream ${fmtNum(m.cpu?.upstreamPct, 0)}%, ` +
-        `loadgen+bench ${fmtNum(m.machineCpu?.benchPct, 0)}%, softirq ${fmtNum(m.machineCpu?.softirqPct, 0)}%, ` +
-        `other ${fmtNum(m.machineCpu?.foreignPct, 0)}%), errors ${totalErrors(l)}` +
-        `${m.extra ? `, ${JSON.stringify(m.extra)}` : ''}`,
-    );
-  } catch (err) {
-    m.error = (err as Error).message;
-    log(`${tag}: FAILED: ${m.error}`);
-    await running?.stop().catch(() => {});
-  }
-  return m;
-}
-
-function notesFor(measurements: readonly Measurement[], settings: Settings): string[] {
-  const notes = [
-    'Peregrine metrics (prom-client histograms and counters) cannot be disabled: both Peregrine targets pay for them.',
-    'Passthrough: access log off, tracing exporter none with sampleRatio 0 (ids are still generated and a traceparent is still sent upstream).',
-    'Observed: access log on (JSON lines to a file), OTLP/HTTP trace export to an in-bench sink at sampleRatio 0.1.',
-    `Two cores are shared by wrk, the target and the upstream (and the OTLP sink): absolute numbers say little; compare the ratios, all taken from this one run.`,
-  ];
-  for (const m of measurements) {
-    if (!m.load) continue;
-    const errors = totalErrors(m.load);
-    if (errors > 0) {
-      notes.push(
-        `${m.target} (run ${m.round}): ${errors} failed requests of ${m.load.requests} ` +
-          `(socket errors ${JSON.stringify(m.load.errors)}, ≥400 responses ${m.load.non2xx3xx}).`,
-      );
-    }
-  }
-  for (const m of measurements) {
-    if (m.target !== 'peregrine-observed' || !m.extra || !m.load) continue;
-    const sent = m.requestsSent ?? m.load.requests;
-    const spans = m.extra.otlpSpans ?? 0;
-    notes.push(
-      `peregrine-observed (run ${m.round}): ${fmtInt(m.extra.accessLogLines)} access-log lines for ${fmtInt(sent)} requests ` +
-        `(warmup and every measured attempt; wrk does not count the ones in flight when it stops); the OTLP sink received ${fmtInt(m.extra.otlpExports)} exports with ${fmtInt(spans)} spans ` +
-        `(${fmtNum((spans / Math.max(sent, 1)) * 100, 1)} spans per 100 requests; a sampled request makes a server and a client span).`,
-    );
-  }
-  const noisy = measurements.filter((m) => (m.machineCpu?.foreignPct ?? 0) > FOREIGN_PCT);
-  if (noisy.length) {
-    notes.push(
-      `Other processes (not the bench's) used more than ${FOREIGN_PCT}% of a core, even after ${settings.retries} retries, during: ${noisy
-        .map((m) => `${m.target} run ${m.round} (${fmtNum(m.machineCpu?.foreignPct, 0)}%)`)
-        .join(', ')}. Those numbers are skewed low.`,
-    );
-  }
-  if (settings.rounds < 2)
-    notes.push('Only one round: the order was not alternated, drift is not cancelled.');
-  return notes;
-}
-
 async function main(): Promise<void> {
   installCleanup(log);
   const settings = readSettings();
@@ -278,7 +91,7 @@ async function main(): Promise<void> {
   try {
     // Freeze the code under test (others may be editing src/ meanwhile), unless told where it is.
     const peregrineDir = process.env.BENCH_PEREGRINE_DIR ? PEREGRINE_DIR : snapshotPeregrine(ROOT, tmpDir);
-    await preflight(peregrineDir, tmpDir);
+    await peregrinePreflight(process.execPath, peregrineDir, tmpDir);
     const node = process.execPath;
     const upstream = await startPeer({ node, root: ROOT }, 'upstream.ts');
     const otlp = await startPeer({ node, root: ROOT }, 'otlp-sink.ts');
@@ -312,7 +125,7 @@ async function main(): Promise<void> {
 
   const summaries = summarise(measurements, targets);
   const cs = checks(summaries);
-  const notes = notesFor(measurements, settings);
+  const notes = notesFor(measurements, settings, FOREIGN_PCT);
   const report = {
     machine,
     settings,

@@ -34,6 +34,24 @@ export interface ProfileSummary {
   wholeProfile: boolean;
   functions: SelfTime[];
   modules: SelfTime[];
+  /** Coarse split: V8/native, Node core, undici, the project's own code, telemetry libraries, other deps. */
+  groups: SelfTime[];
+}
+
+const TELEMETRY_PACKAGES =
+  /^(@opentelemetry\/|prom-client$|pino$|pino-std-serializers$|sonic-boom$|thread-stream$|tdigest$|bintrees$)/;
+
+/** Which coarse group a module (as named by moduleOf, or a V8 pseudo-frame) belongs to. */
+export function groupOf(module: string): string {
+  if (module === '(garbage collector)') return 'GC';
+  if (module.startsWith('(')) return 'native (syscalls, V8 builtins, (program))';
+  if (module.startsWith('node:') || module.startsWith('wasm://'))
+    return 'Node core (http, streams, timers, llhttp)';
+  if (module === 'undici') return 'undici';
+  if (TELEMETRY_PACKAGES.test(module)) return 'telemetry libraries (OTel, prom-client, pino)';
+  if (module.startsWith('src/')) return 'project code (src/, bench/)';
+  if (module.startsWith('bench/')) return 'project code (src/, bench/)';
+  return 'other dependencies';
 }
 
 /** "node:internal/streams/writable" → "node:streams"; a node_modules path → its package. */
@@ -95,6 +113,7 @@ export function summariseProfile(
   if (wholeProfile) [from, to] = [p.startTime, p.endTime];
   const fn = new Map<string, number>();
   const mod = new Map<string, number>();
+  const grp = new Map<string, number>();
   let busy = 0;
   let idle = 0;
   let t = p.startTime;
@@ -114,6 +133,8 @@ export function summariseProfile(
     fn.set(name, (fn.get(name) ?? 0) + dur);
     const m = functionName.startsWith('(') && !url ? functionName : moduleOf(url, root);
     mod.set(m, (mod.get(m) ?? 0) + dur);
+    const g = groupOf(m);
+    grp.set(g, (grp.get(g) ?? 0) + dur);
   }
   const rank = (m: Map<string, number>): SelfTime[] =>
     [...m.entries()]
@@ -127,5 +148,6 @@ export function summariseProfile(
     wholeProfile,
     functions: rank(fn),
     modules: rank(mod),
+    groups: rank(grp),
   };
 }

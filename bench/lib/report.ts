@@ -299,6 +299,51 @@ function checkTable(cs: readonly Check[]): string {
   return markdownTable(['ratio / check', 'value', 'goal', 'result'], rows, ['left', 'right', 'left', 'left']);
 }
 
+/** Reading aids printed under the tables: what the targets include, failures, disturbed runs. */
+export function notesFor(
+  measurements: readonly Measurement[],
+  settings: Settings,
+  foreignPct: number,
+): string[] {
+  const notes = [
+    'Peregrine metrics (prom-client histograms and counters) cannot be disabled: both Peregrine targets pay for them.',
+    'Passthrough: access log off, tracing exporter none with sampleRatio 0 (ids are still generated and a traceparent is still sent upstream).',
+    'Observed: access log on (JSON lines to a file), OTLP/HTTP trace export to an in-bench sink at sampleRatio 0.1.',
+    `Two cores are shared by wrk, the target and the upstream (and the OTLP sink): absolute numbers say little; compare the ratios, all taken from this one run.`,
+  ];
+  for (const m of measurements) {
+    if (!m.load) continue;
+    const errors = totalErrors(m.load);
+    if (errors > 0) {
+      notes.push(
+        `${m.target} (run ${m.round}): ${errors} failed requests of ${m.load.requests} ` +
+          `(socket errors ${JSON.stringify(m.load.errors)}, ≥400 responses ${m.load.non2xx3xx}).`,
+      );
+    }
+  }
+  for (const m of measurements) {
+    if (m.target !== 'peregrine-observed' || !m.extra || !m.load) continue;
+    const sent = m.requestsSent ?? m.load.requests;
+    const spans = m.extra.otlpSpans ?? 0;
+    notes.push(
+      `peregrine-observed (run ${m.round}): ${fmtInt(m.extra.accessLogLines)} access-log lines for ${fmtInt(sent)} requests ` +
+        `(warmup and every measured attempt; wrk does not count the ones in flight when it stops); the OTLP sink received ${fmtInt(m.extra.otlpExports)} exports with ${fmtInt(spans)} spans ` +
+        `(${fmtNum((spans / Math.max(sent, 1)) * 100, 1)} spans per 100 requests; a sampled request makes a server and a client span).`,
+    );
+  }
+  const noisy = measurements.filter((m) => (m.machineCpu?.foreignPct ?? 0) > foreignPct);
+  if (noisy.length) {
+    notes.push(
+      `Other processes (not the bench's) used more than ${foreignPct}% of a core, even after ${settings.retries} retries, during: ${noisy
+        .map((m) => `${m.target} run ${m.round} (${fmtNum(m.machineCpu?.foreignPct, 0)}%)`)
+        .join(', ')}. Those numbers are skewed low.`,
+    );
+  }
+  if (settings.rounds < 2)
+    notes.push('Only one round: the order was not alternated, drift is not cancelled.');
+  return notes;
+}
+
 export interface ReportInput {
   machine: MachineInfo;
   settings: Settings;

@@ -217,6 +217,31 @@ const nginx: Target = {
   },
 };
 
+/** Fail early, with its own words, when the Peregrine under test does not even load a config. */
+export async function peregrinePreflight(node: string, peregrineDir: string, tmpDir: string): Promise<void> {
+  const config = join(tmpDir, 'preflight.yaml');
+  writeFileSync(
+    config,
+    peregrineConfigYaml({
+      profile: 'passthrough',
+      listenPort: 1,
+      adminPort: 2,
+      upstreamOrigin: 'http://127.0.0.1:3',
+    }),
+  );
+  const proc = spawnManaged(
+    'peregrine validate',
+    node,
+    [join(peregrineDir, 'src/main.ts'), 'validate', config],
+    {
+      env: childEnv(),
+      cwd: peregrineDir,
+    },
+  );
+  const exit = await proc.exited;
+  if (exit.code !== 0) throw new Error(`Peregrine in ${peregrineDir} does not run:\n${proc.output()}`);
+}
+
 export const TARGETS: readonly Target[] = [
   {
     id: 'direct',

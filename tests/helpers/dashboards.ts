@@ -26,8 +26,15 @@ export interface GrafanaPanel {
   collapsed?: boolean;
   gridPos?: { h: number; w: number; x: number; y: number };
   datasource?: { type?: string; uid?: string } | string | null;
+  fieldConfig?: { defaults?: { mappings?: GrafanaValueMapping[] } };
   targets?: GrafanaTarget[];
   panels?: GrafanaPanel[];
+}
+
+/** A value mapping (`type: value`): raw value → displayed text and colour. */
+export interface GrafanaValueMapping {
+  type?: string;
+  options?: Record<string, { text?: string; color?: string; index?: number }>;
 }
 
 export interface GrafanaVariable {

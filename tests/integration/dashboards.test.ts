@@ -46,18 +46,77 @@ const BUILTINS: Readonly<Record<string, string>> = {
 /** A query may return nothing until its series has two samples in the window: retry until then. */
 const QUERY_DEADLINE_MS = 30_000;
 
-function gatewayConfig(echo: string, extraRoutes: RouteInput[] = []): Partial<ConfigInput> {
+/** The test's upstream servers: `echo` answers by path (tests/helpers/upstream.ts), `hang` never answers. */
+interface Servers {
+  echo: string;
+  hang: string;
+}
+
+/**
+ * `echo` and `refused` feed the overview; their breakers are off so that they keep producing the
+ * outcomes the overview shows (with the defaults, the 503s, resets and timeouts below trip them
+ * within a second and most requests become CIRCUIT_OPEN). The other upstreams each drive one
+ * resilience mechanism, for the resilience dashboard; startTraffic() says how.
+ */
+function gatewayConfig(s: Servers, extraRoutes: RouteInput[] = []): Partial<ConfigInput> {
+  const noBreaker = { enabled: false };
+  const noEjection = { enabled: false };
+  const fastBackoff = { base: '1ms', max: '5ms' };
   return {
     // Every request sampled, so every latency bucket gets a trace_id exemplar.
     telemetry: { tracing: { sampleRatio: 1 } },
     upstreams: {
-      echo: { endpoints: [echo], timeouts: { response: '300ms' } },
+      echo: { endpoints: [s.echo], timeouts: { response: '300ms' }, circuitBreaker: noBreaker },
       // Nothing listens on port 1: connection refused.
-      refused: { endpoints: ['http://127.0.0.1:1'] },
+      refused: { endpoints: ['http://127.0.0.1:1'], circuitBreaker: noBreaker },
+      // Mostly 503 (retried once): trips after 3 failures, open for 0.5-1 s, half-open probes
+      // mostly fail (re-open) and sometimes succeed (close).
+      flapping: {
+        endpoints: [s.echo],
+        retries: { statuses: [503], backoff: fastBackoff },
+        circuitBreaker: { consecutiveFailures: 3, openDuration: '500ms', maxOpenDuration: '1s' },
+        outlierDetection: noEjection,
+      },
+      // Always 503, retried, with a budget of about 3 retries a second for 20 requests a second:
+      // retries and budget_exhausted both keep moving.
+      stingy: {
+        endpoints: [s.echo],
+        retries: { statuses: [503], backoff: fastBackoff, budget: { ratio: 0.1, minRetriesPerSecond: 1 } },
+        circuitBreaker: noBreaker,
+        outlierDetection: noEjection,
+      },
+      // One endpoint hangs: two response timeouts eject it for 1 s, again and again.
+      outlier: {
+        endpoints: [s.hang, s.echo],
+        balancer: { kind: 'round_robin' },
+        timeouts: { response: '150ms' },
+        retries: { maxAttempts: 1 },
+        circuitBreaker: noBreaker,
+        outlierDetection: { consecutiveGatewayErrors: 2, baseEjectionTime: '1s', maxEjectionTime: '1s' },
+      },
+      // One slot and one queue place for three concurrent slow clients: always one queued, and
+      // the third refused (overloaded).
+      bulkhead: { endpoints: [s.echo], bulkhead: { maxConcurrent: 1, maxQueued: 1, queueTimeout: '2s' } },
+      // The second endpoint refuses connections, so fails its health checks: unhealthy, and with
+      // one of two endpoints eligible (under panicThreshold 75) the upstream is in panic mode and
+      // its requests go to the dead endpoint too (connect errors, retried elsewhere).
+      checked: {
+        endpoints: [s.echo, 'http://127.0.0.1:1'],
+        balancer: { kind: 'round_robin', panicThreshold: 75 },
+        healthCheck: { path: '/healthz', interval: '200ms', timeout: '100ms', unhealthyThreshold: 2 },
+        circuitBreaker: noBreaker,
+        outlierDetection: noEjection,
+      },
     },
     routes: [
       { name: 'api', match: { path: '/api' }, upstream: 'echo', rewrite: { stripPrefix: '/api' } },
       { name: 'refused', match: { path: '/refused' }, upstream: 'refused' },
+      ...['flapping', 'stingy', 'outlier', 'bulkhead', 'checked'].map((name) => ({
+        name,
+        match: { path: `/${name}` },
+        upstream: name,
+        rewrite: { stripPrefix: `/${name}` },
+      })),
       ...extraRoutes,
     ],
   };
@@ -65,6 +124,7 @@ function gatewayConfig(echo: string, extraRoutes: RouteInput[] = []): Partial<Co
 type RouteInput = NonNullable<ConfigInput['routes']>[number];
 
 let up: TestUpstream | undefined;
+let hang: TestUpstream | undefined;
 let gw: TestGateway | undefined;
 let prom: Prometheus | undefined;
 let traffic: Traffic | undefined;
@@ -72,12 +132,15 @@ let traffic: Traffic | undefined;
 beforeAll(async () => {
   requirePrometheus();
   up = await startUpstream();
-  gw = await startGateway(gatewayConfig(up.url), { asFile: true });
+  // Accepts every request and never answers.
+  hang = await startUpstream(() => true);
+  const servers: Servers = { echo: up.url, hang: hang.url };
+  gw = await startGateway(gatewayConfig(servers), { asFile: true });
   traffic = startTraffic(gw);
 
   // One rejected and one accepted reload, so both outcomes have moved.
   const file = gw.configFile!;
-  writeConfig(file, gatewayConfig(up.url, [{ name: 'broken', upstream: 'missing' }]));
+  writeConfig(file, gatewayConfig(servers, [{ name: 'broken', upstream: 'missing' }]));
   expect(await gw.gateway.reload('test')).toMatchObject({ ok: false });
   const v2: RouteInput = {
     name: 'v2',
@@ -85,7 +148,7 @@ beforeAll(async () => {
     upstream: 'echo',
     rewrite: { stripPrefix: '/v2' },
   };
-  writeConfig(file, gatewayConfig(up.url, [v2]));
+  writeConfig(file, gatewayConfig(servers, [v2]));
   expect(await gw.gateway.reload('test')).toMatchObject({ ok: true });
 
   prom = await startPrometheus(gw.gateway.adminAddress.port);
@@ -98,6 +161,7 @@ afterAll(async () => {
     ['prometheus', prom && (() => prom!.stop())],
     ['gateway', gw && (() => gw!.close())],
     ['upstream', up && (() => up!.close())],
+    ['hanging upstream', hang && (() => hang!.close())],
   ];
   for (const [name, step] of steps) {
     try {
@@ -177,6 +241,56 @@ describe('dashboards against a real Prometheus', () => {
       QUERY_DEADLINE_MS + 15_000,
     );
   });
+});
+
+/**
+ * The upstream gauges exist from the start and the decision and retry counters start at 0, so
+ * the resilience dashboard's queries return series whatever the traffic does. This checks that
+ * the traffic really moves each of them, so that those series are not just zeros.
+ */
+describe('the test traffic', () => {
+  const driven: Readonly<Record<string, string>> = {
+    'breaker trips': 'peregrine_upstream_circuit_transitions_total{upstream="flapping", to="open"} > 0',
+    'breaker goes half-open':
+      'peregrine_upstream_circuit_transitions_total{upstream="flapping", to="half_open"} > 0',
+    'breaker state leaves closed':
+      'max_over_time(peregrine_upstream_circuit_state{upstream="flapping"}[1m]) > 0',
+    'requests refused by the breaker':
+      'peregrine_upstream_decisions_total{upstream="flapping", decision="circuit_open"} > 0',
+    'retries of a listed status':
+      'peregrine_upstream_retries_total{upstream="flapping", reason="status"} > 0',
+    'retries within the budget': 'peregrine_upstream_retries_total{upstream="stingy", reason="status"} > 0',
+    'retries refused by the budget':
+      'peregrine_upstream_decisions_total{upstream="stingy", decision="budget_exhausted"} > 0',
+    'endpoint ejections': 'peregrine_upstream_ejections_total{upstream="outlier"} > 0',
+    'ejected endpoints': 'max_over_time(peregrine_upstream_ejected_endpoints{upstream="outlier"}[1m]) > 0',
+    'endpoints in state ejected':
+      'max_over_time(peregrine_upstream_endpoints{upstream="outlier", state="ejected"}[1m]) > 0',
+    'attempts timing out': 'peregrine_upstream_attempts_total{upstream="outlier", outcome="timeout"} > 0',
+    'requests refused by the bulkhead':
+      'peregrine_upstream_decisions_total{upstream="bulkhead", decision="overloaded"} > 0',
+    'requests queued by the bulkhead':
+      'max_over_time(peregrine_upstream_queued{upstream="bulkhead"}[1m]) > 0',
+    'endpoints in state unhealthy':
+      'max_over_time(peregrine_upstream_endpoints{upstream="checked", state="unhealthy"}[1m]) > 0',
+    'panic mode': 'max_over_time(peregrine_upstream_panic_mode{upstream="checked"}[1m]) > 0',
+    'retries after connect failures':
+      'peregrine_upstream_retries_total{upstream="checked", reason="connect_failure"} > 0',
+  };
+
+  it(
+    'drives every resilience mechanism the resilience dashboard shows',
+    async () => {
+      const checks = Object.entries(driven).map(([what, expr]) => ({
+        where: `${what}: ${expr}`,
+        run: () => prom!.instantQuery(expr),
+      }));
+      const failures = await untilAllPass(checks);
+      if (failures.length > 0)
+        expect.fail(`the traffic did not produce\n${failures.join('\n')}${await prom!.context()}`);
+    },
+    QUERY_DEADLINE_MS + 15_000,
+  );
 });
 
 // --- checks ---------------------------------------------------------------------------------
@@ -457,7 +571,9 @@ interface Traffic {
 /**
  * Requests in the background until stopped, so that every series a panel reads exists and
  * moves: successes with bodies, 404 (no route), an upstream 503, a refused connection, an
- * upstream reset, an upstream timeout, and a refused WebSocket upgrade.
+ * upstream reset, an upstream timeout, and a refused WebSocket upgrade; and for the resilience
+ * upstreams of gatewayConfig(): a breaker that trips and probes, retries and a spent retry
+ * budget, an endpoint ejected again and again, a full bulkhead, and an upstream in panic mode.
  */
 function startTraffic(g: TestGateway): Traffic {
   const stopper = new AbortController();
@@ -501,6 +617,18 @@ function startTraffic(g: TestGateway): Traffic {
     // Past the 300 ms response timeout: 504, attempt outcome `timeout`.
     loop(200, () => hit('/api/hang')),
     loop(1000, () => upgrade('/no-such-route')),
+    // 503s trip the breaker (retry reason `status`, then circuit_open); the rarer successes
+    // sometimes win the half-open probe and close it.
+    loop(50, () => hit('/flapping/status/503')),
+    loop(250, () => hit('/flapping/echo')),
+    // More retries wanted than the budget allows: budget_exhausted.
+    loop(50, () => hit('/stingy/status/503')),
+    // Round robin over a hanging and a healthy endpoint: timeouts eject the hanging one.
+    loop(50, () => hit('/outlier/echo')),
+    // Three clients for one slot and one queue place: queued, and overloaded.
+    ...[1, 2, 3].map(() => loop(20, () => hit('/bulkhead/delay/200'))),
+    // Panic mode: half of these go to the endpoint that fails its health checks.
+    loop(200, () => hit('/checked/echo')),
   ];
   return {
     async stop() {

@@ -4,7 +4,7 @@
  * gateway. tests/integration/dashboards.test.ts runs the same queries against a real Prometheus.
  */
 import { describe, expect, it } from 'vitest';
-import { createMetrics, renderMetrics } from '../../src/telemetry/metrics.ts';
+import { CIRCUIT_STATES, createMetrics, renderMetrics } from '../../src/telemetry/metrics.ts';
 import {
   dashboardFiles,
   labelMatchers,
@@ -22,12 +22,21 @@ import {
 /** Series Prometheus itself adds to every scrape; a dashboard may use them. */
 const SCRAPE_SERIES = ['up', 'scrape_duration_seconds', 'scrape_samples_scraped', 'scrape_series_added'];
 
-/** Every series name the gateway's registry can export, histogram and counter suffixes included. */
-async function exportedNames(): Promise<Set<string>> {
+/** Every metric family the gateway's registry exports: name → type (counter, gauge, histogram, ...). */
+async function exportedFamilies(): Promise<Map<string, string>> {
   const { body } = await renderMetrics(createMetrics({ exemplars: true, version: 'test' }), undefined);
-  const names = new Set<string>(SCRAPE_SERIES);
+  const families = new Map<string, string>();
   for (const m of body.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
     const [, name, type] = m as unknown as [string, string, string];
+    families.set(name, type);
+  }
+  return families;
+}
+
+/** Every series name the gateway's registry can export, histogram and counter suffixes included. */
+async function exportedNames(): Promise<Set<string>> {
+  const names = new Set<string>(SCRAPE_SERIES);
+  for (const [name, type] of await exportedFamilies()) {
     names.add(name);
     if (type === 'histogram' || type === 'summary') {
       for (const suffix of ['_bucket', '_sum', '_count']) names.add(name + suffix);
@@ -134,6 +143,49 @@ describe('dashboards', () => {
         }
       }
       expect(missing, 'metrics the gateway does not export (see src/telemetry/metrics.ts)').toEqual([]);
+    });
+  });
+
+  describe('the resilience dashboard', () => {
+    const file = 'peregrine-resilience.json';
+
+    it('is one of the dashboards checked above', () => {
+      expect(files).toContain(file);
+      expect(loadDashboard(file).dashboard.uid).toBe('peregrine-resilience');
+    });
+
+    it('charts every upstream metric (peregrine_upstream_*) the gateway exports', async () => {
+      const d = loadDashboard(file);
+      const charted = new Set(targetsOf(d).flatMap(({ target }) => metricNames(target.expr ?? '')));
+      const upstreamFamilies = [...(await exportedFamilies())].filter(([name]) =>
+        name.startsWith('peregrine_upstream_'),
+      );
+      expect(upstreamFamilies.length).toBeGreaterThan(10);
+      const missing = upstreamFamilies
+        .map(([name, type]) => (type === 'histogram' ? `${name}_bucket` : name))
+        .filter((series) => !charted.has(series));
+      expect(missing, `${file}: upstream metrics without a panel`).toEqual([]);
+    });
+
+    it('names every circuit breaker state (CIRCUIT_STATES) on the breaker state panel', () => {
+      const d = loadDashboard(file);
+      const statePanels = panelsOf(d).filter(({ panel }) =>
+        (panel.targets ?? []).some((t) =>
+          metricNames(t.expr ?? '').includes('peregrine_upstream_circuit_state'),
+        ),
+      );
+      const timeline = statePanels.find(({ panel }) => panel.type === 'state-timeline');
+      expect(timeline, `${file}: no state-timeline panel of peregrine_upstream_circuit_state`).toBeDefined();
+      const mapped = new Map<string, string | undefined>();
+      for (const m of timeline!.panel.fieldConfig?.defaults?.mappings ?? []) {
+        if (m.type !== 'value') continue;
+        for (const [value, { text }] of Object.entries(m.options ?? {})) mapped.set(value, text);
+      }
+      // The gauge's value is the index into CIRCUIT_STATES; the text may spell `_` as `-` or a space.
+      expect(
+        CIRCUIT_STATES.map((_, i) => [i, mapped.get(String(i))?.replace(/[- ]/g, '_')]),
+        `${timeline!.where}: value mappings`,
+      ).toEqual(CIRCUIT_STATES.map((state, i) => [i, state]));
     });
   });
 
