@@ -47,7 +47,9 @@ export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
   // serialiser, and this is the hottest log line by far (pino's serialisation of it measured at
   // about 6% of a fully observed request's CPU). It goes to the logger's own destination, so it
   // interleaves with the other lines, and keeps pino's shape (level, time, service, msg).
-  const stream = (logger as unknown as Record<symbol, { write(line: string): unknown }>)[pino.symbols.streamSym]!;
+  const stream = (logger as unknown as Record<symbol, { write(line: string): unknown }>)[
+    pino.symbols.streamSym
+  ]!;
   const bindings = logger.bindings() as { service?: string };
   const head = `{"level":"info","service":${JSON.stringify(bindings.service ?? 'peregrine')},"type":"access","time":`;
   return {
