@@ -46,6 +46,13 @@ export const ListenerSchema = z.strictObject({
   address,
   /** Peers whose X-Forwarded-* headers are trusted and extended rather than replaced. */
   trustedProxies: z.array(cidr).default([]),
+  /**
+   * Response header naming the cause of every response the gateway makes itself (problem+json):
+   * the error code, e.g. `CIRCUIT_OPEN`. `false` leaves it out (the body still carries the code).
+   */
+  reasonHeader: z
+    .union([z.string().regex(/^[A-Za-z0-9-]{1,64}$/, 'a header name'), z.literal(false)])
+    .default('x-peregrine-reason'),
   limits: z
     .strictObject({
       /** Time allowed for the client to send the complete request head (slowloris bound). */

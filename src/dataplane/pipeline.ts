@@ -42,6 +42,8 @@ export interface DataplaneHost {
 export interface ListenerInfo {
   readonly name: string;
   readonly underscores: 'drop' | 'reject' | 'allow';
+  /** Header naming the error code on gateway-made responses, or false. */
+  readonly reasonHeader: string | false;
   readonly proto: 'http' | 'https';
   readonly trust: TrustCheck;
 }
@@ -548,7 +550,13 @@ export class Pipeline implements AttemptObserver {
     const close =
       ctx.req.httpVersionMajor !== 2 &&
       (this.host.draining || error.code === 'BAD_REQUEST' || error.code === 'PAYLOAD_TOO_LARGE');
-    sendProblem(res, error, { traceId: ctx.traceId, requestId: ctx.requestId }, close);
+    sendProblem(
+      res,
+      error,
+      { traceId: ctx.traceId, requestId: ctx.requestId },
+      close,
+      this.listener.reasonHeader,
+    );
   }
 
   /** Once per request: metrics, access log, span end. */
@@ -622,7 +630,7 @@ export class Pipeline implements AttemptObserver {
     this.host.requestFinished();
     const socket = ctx.socket as TrackedSocket | undefined;
     if (socket && --socket[kPending]! === 0 && socket[kDeferredError]) {
-      writeRawProblem(socket, socket[kDeferredError]);
+      writeRawProblem(socket, socket[kDeferredError], undefined, undefined, this.listener.reasonHeader);
     }
   }
 }

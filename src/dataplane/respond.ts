@@ -2,7 +2,7 @@ import { type ServerResponse, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERROR_CODES, type ErrorCode, type GatewayError, toProblem } from '../errors.ts';
 
-/** Response header naming the local decision behind a gateway-generated response. */
+/** Default response header naming the local decision behind a gateway-generated response. */
 export const REASON_HEADER = 'x-peregrine-reason';
 
 /**
@@ -14,14 +14,15 @@ export function sendProblem(
   err: GatewayError,
   ids: { traceId?: string; requestId?: string },
   closeConnection: boolean,
+  reasonHeader: string | false = REASON_HEADER,
 ): void {
   const body = JSON.stringify(toProblem(err, ids));
   const headers: Record<string, string | number> = {
     'content-type': 'application/problem+json',
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
-    [REASON_HEADER]: err.code,
   };
+  if (reasonHeader) headers[reasonHeader] = err.code;
   if (err.headers) Object.assign(headers, err.headers);
   if (closeConnection) headers.connection = 'close';
   res.writeHead(err.status, headers);
@@ -38,6 +39,7 @@ export function writeRawProblem(
   code: ErrorCode,
   detail?: string,
   extraHeaders?: Readonly<Record<string, string>>,
+  reasonHeader: string | false = REASON_HEADER,
 ): void {
   if (!socket.writable) {
     socket.destroy();
@@ -59,7 +61,7 @@ export function writeRawProblem(
       extra +
       'content-type: application/problem+json\r\n' +
       `content-length: ${Buffer.byteLength(body)}\r\n` +
-      `${REASON_HEADER}: ${code}\r\n` +
+      (reasonHeader ? `${reasonHeader}: ${code}\r\n` : '') +
       'connection: close\r\n\r\n' +
       body,
   );

@@ -206,6 +206,32 @@ describe('forwarding', () => {
     }
   });
 
+  it('names the cause in a configurable reason header, or leaves it out', async () => {
+    const custom = await startGateway({
+      listeners: [{ name: 'edge', address: '127.0.0.1:0', reasonHeader: 'x-gateway-cause' }],
+      routes: [],
+    });
+    const hidden = await startGateway({
+      listeners: [{ name: 'edge', address: '127.0.0.1:0', reasonHeader: false }],
+      routes: [],
+    });
+    try {
+      const a = await fetch(`${custom.url}/x`);
+      expect(a.headers.get('x-gateway-cause')).toBe('ROUTE_NOT_FOUND');
+      expect(a.headers.get('x-peregrine-reason')).toBeNull();
+      const b = await fetch(`${hidden.url}/x`);
+      expect(b.status).toBe(404);
+      expect(b.headers.get('x-peregrine-reason')).toBeNull();
+      expect(((await b.json()) as { code: string }).code).toBe('ROUTE_NOT_FOUND');
+      // Parser-level refusals follow the same setting.
+      const raw = await rawRequest(custom.port, 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nX A: 1\r\n\r\n');
+      expect(raw.toLowerCase()).toContain('x-gateway-cause: bad_request');
+    } finally {
+      await custom.close();
+      await hidden.close();
+    }
+  });
+
   it('maps a refused connection to 502 UPSTREAM_CONNECT_FAILED', async () => {
     const res = await fetch(`${gw.url}/dead`);
     expect(res.status).toBe(502);

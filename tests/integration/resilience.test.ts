@@ -3,6 +3,7 @@
  * counters on the upstream side.
  */
 import { request as httpRequest } from 'node:http';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
@@ -233,6 +234,48 @@ describe('outlier ejection', () => {
     expect(good.requests).toHaveLength(10);
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/peregrine_upstream_ejections_total\{[^}]*upstream="u"[^}]*\} 1/);
+  });
+});
+
+describe('black-holed endpoint', () => {
+  it('times out the connect, ejects the endpoint and moves traffic to the healthy one', async () => {
+    // Accepts TCP and never answers the TLS ClientHello: the connect phase (TCP + TLS) hangs.
+    const sockets = new Set<Socket>();
+    const hole = createServer((s) => {
+      sockets.add(s);
+      s.on('error', () => {});
+    });
+    await new Promise<void>((r) => hole.listen(0, '127.0.0.1', r));
+    opened.push({
+      close: async () => {
+        for (const s of sockets) s.destroy();
+        await new Promise<void>((r) => hole.close(() => r()));
+      },
+    });
+    const good = await upstream();
+    const gw = await gateway({
+      upstreams: {
+        u: {
+          endpoints: [`https://127.0.0.1:${(hole.address() as AddressInfo).port}`, good.url],
+          balancer: { kind: 'round_robin' },
+          timeouts: { connect: '150ms' },
+          retries: { maxAttempts: 2, budget: { minRetriesPerSecond: 100 } },
+          circuitBreaker: { enabled: false },
+          outlierDetection: { consecutiveGatewayErrors: 2, baseEjectionTime: '30s' },
+        } as never,
+      },
+      routes: [{ name: 'r', upstream: 'u' }],
+    });
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++) statuses.push((await fetch(`${gw.url}/bh/${i}`)).status);
+    // A connect timeout is retried (nothing reached the upstream), so every request succeeds.
+    expect(statuses).toEqual(Array(8).fill(200));
+    expect(good.requests).toHaveLength(8);
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    expect(metrics).toMatch(/peregrine_upstream_attempts_total\{[^}]*outcome="timeout"[^}]*\} 2/);
+    expect(metrics).toMatch(/peregrine_upstream_ejections_total\{[^}]*upstream="u"[^}]*\} 1/);
+    const view = (await (await fetch(`${gw.adminUrl}/v1/upstreams`)).json()) as { upstreams: unknown[] };
+    expect(JSON.stringify(view)).toMatch(/"ejected":true/);
   });
 });
 

@@ -48,15 +48,18 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   readonly client: Duplex;
   readonly head: Buffer;
   readonly onDone: (outcome: WebSocketOutcome, status: number, code: ErrorCode | undefined) => void;
+  readonly reasonHeader: string | false;
   #done = false;
 
   constructor(
     client: Duplex,
     head: Buffer,
     onDone: (outcome: WebSocketOutcome, status: number, code: ErrorCode | undefined) => void,
+    reasonHeader: string | false,
   ) {
     this.client = client;
     this.head = head;
+    this.reasonHeader = reasonHeader;
     this.onDone = onDone;
   }
 
@@ -123,7 +126,8 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     if (this.#done) return;
     this.#done = true;
     const { error: gwError, outcome } = classifyUpstreamError(error);
-    if (this.statusCode === 0) writeRawProblem(this.client, gwError.code);
+    if (this.statusCode === 0)
+      writeRawProblem(this.client, gwError.code, undefined, undefined, this.reasonHeader);
     else this.client.destroy();
     this.onDone(outcome, this.statusCode || gwError.status, gwError.code);
   }
@@ -206,7 +210,7 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
   };
   const refuse = (err: unknown): void => {
     const error = asGatewayError(err);
-    writeRawProblem(socket, error.code, undefined, error.headers);
+    writeRawProblem(socket, error.code, undefined, error.headers, pipeline.listener.reasonHeader);
     recordUpgrade(pipeline, req, rec, 'refused', error.status, error.code);
   };
   try {
@@ -245,8 +249,11 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
       const path = route.rewritePath(target.path);
       endpoint.pool.dispatch(
         { method: 'GET', path: path + target.query, headers, upgrade: 'websocket', body: null },
-        new UpgradeHandler(socket, head, (outcome, status, code) =>
-          recordUpgrade(pipeline, req, rec, outcome, status, code),
+        new UpgradeHandler(
+          socket,
+          head,
+          (outcome, status, code) => recordUpgrade(pipeline, req, rec, outcome, status, code),
+          pipeline.listener.reasonHeader,
         ),
       );
     };

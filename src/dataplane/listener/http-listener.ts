@@ -31,13 +31,14 @@ export function answerClientError(
   host: DataplaneHost,
   err: NodeJS.ErrnoException,
   socket: Duplex,
+  reasonHeader: string | false,
 ): void {
   if (err.code === 'ECONNRESET' || !socket.writable) {
     socket.destroy();
     return;
   }
   const code = clientErrorCode(err.code);
-  if (!deferClientError(socket, code)) writeRawProblem(socket, code);
+  if (!deferClientError(socket, code)) writeRawProblem(socket, code, undefined, undefined, reasonHeader);
   // Counted like any request (no route, method unknown) so rate and error panels include them.
   const { metrics, accessLog } = host.telemetry;
   const status = ERROR_CODES[code].status;
@@ -85,6 +86,7 @@ export class HttpListener {
         proto: 'http',
         trust: createTrustCheck(config.trustedProxies),
         underscores: config.limits.headersWithUnderscores,
+        reasonHeader: config.reasonHeader,
       },
       host,
     );
@@ -120,7 +122,7 @@ export class HttpListener {
   };
 
   #onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
-    answerClientError(this.config.name, this.#host, err, socket);
+    answerClientError(this.config.name, this.#host, err, socket, this.config.reasonHeader);
   };
 
   async listen(): Promise<AddressInfo> {

@@ -80,6 +80,7 @@ export class TlsListener implements Listener {
         proto: 'https',
         trust: createTrustCheck(config.trustedProxies),
         underscores: config.limits.headersWithUnderscores,
+        reasonHeader: config.reasonHeader,
       },
       host,
     );
@@ -207,7 +208,7 @@ export class TlsListener implements Listener {
   };
 
   #onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
-    answerClientError(this.config.name, this.#host, err, socket);
+    answerClientError(this.config.name, this.#host, err, socket, this.config.reasonHeader);
   };
 
   #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
@@ -227,7 +228,7 @@ export class TlsListener implements Listener {
     ) {
       const err: NodeJS.ErrnoException = new Error('Upgrade request with a body');
       err.code = 'PEREGRINE_UPGRADE_WITH_BODY';
-      answerClientError(this.config.name, this.#host, err, socket);
+      answerClientError(this.config.name, this.#host, err, socket, this.config.reasonHeader);
       return;
     }
     const res = new ServerResponse(req);
