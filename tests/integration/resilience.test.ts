@@ -127,6 +127,53 @@ describe('retries', () => {
     expect(good.requests).toHaveLength(4);
   });
 
+  it('waits for the upstream Retry-After before retrying, within the total timeout', async () => {
+    let calls = 0;
+    const times: number[] = [];
+    const flaky = await upstream((_req, res) => {
+      times.push(Date.now());
+      if (calls++ === 0) {
+        res.writeHead(503, { 'retry-after': '1' });
+        res.end();
+      } else res.end('ok');
+      return true;
+    });
+    const gw = await gateway({
+      upstreams: {
+        u: {
+          endpoints: [flaky.url],
+          retries: { statuses: [503], maxRetryAfter: '3s' },
+          circuitBreaker: { enabled: false },
+          outlierDetection: { enabled: false },
+        } as never,
+      },
+      routes: [{ name: 'r', upstream: 'u' }],
+    });
+    const res = await fetch(`${gw.url}/ra`);
+    expect(res.status).toBe(200);
+    expect(times).toHaveLength(2);
+    expect(times[1]! - times[0]!).toBeGreaterThanOrEqual(950);
+
+    // A Retry-After beyond what the policy accepts is not waited for: the 503 goes to the client.
+    calls = 0;
+    times.length = 0;
+    const strict = await gateway({
+      upstreams: {
+        u: {
+          endpoints: [flaky.url],
+          retries: { statuses: [503], maxRetryAfter: '500ms' },
+          circuitBreaker: { enabled: false },
+          outlierDetection: { enabled: false },
+        } as never,
+      },
+      routes: [{ name: 'r', upstream: 'u' }],
+    });
+    const refused = await fetch(`${strict.url}/ra`);
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect(times).toHaveLength(1);
+  });
+
   it('does not amplify a full outage: attempts stay within the retry budget', async () => {
     const down = await upstream((_req, res) => {
       res.writeHead(503);
