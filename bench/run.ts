@@ -1,13 +1,15 @@
 /**
  * `npm run bench`: one run on this machine comparing Peregrine with the bare minimum (an undici
  * forwarder), what Node users reach for (express + http-proxy-middleware), nginx, and the upstream
- * itself. Each target runs in its own process and is loaded by wrk from another; the whole
+ * itself; and Peregrine with its features on and off (resilience layer off, JWT auth, TLS,
+ * access log and tracing). Each target runs in its own process and is loaded by wrk from another; the whole
  * sequence runs twice, forward then reversed, and the mean per target is reported, with the ratios
  * Peregrine aims for. The report (markdown) goes to stdout, progress to stderr, and the raw results
  * to bench/results/<date>.json.
  *
  * Environment: BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 3), BENCH_CONNECTIONS (50),
- * BENCH_THREADS (wrk threads, 1), BENCH_ROUNDS (2), BENCH_TARGETS (comma-separated ids, all),
+ * BENCH_THREADS (wrk threads, 1), BENCH_ROUNDS (2), BENCH_TARGETS (comma-separated ids, all; e.g.
+ * `peregrine-passthrough,peregrine-lean` for one check; the order stays the canonical one),
  * BENCH_LOADGEN (wrk | autocannon), BENCH_QUIET_WAIT (s, 30: how long to wait before each target
  * for other processes to leave the CPU alone), BENCH_RETRIES (2: measured runs repeated when other
  * processes took more than 15% of a core), BENCH_PEREGRINE_DIR (measure the Peregrine in that
@@ -17,6 +19,7 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
+import { mintBenchJwt, selfSignedCert } from './lib/credentials.ts';
 import { pickLoadGenerator } from './lib/loadgen.ts';
 import { machineInfo } from './lib/machine.ts';
 import { FOREIGN_PCT, measure } from './lib/measure.ts';
@@ -73,6 +76,18 @@ function selectTargets(): Target[] {
   return TARGETS.filter((t) => wanted.includes(t.id));
 }
 
+/** The self-signed certificate for peregrine-https, or why it could not be made. */
+function benchTls(tmpDir: string): BenchContext['tls'] {
+  const openssl = findExecutable('openssl', ['/usr/bin', '/usr/local/bin']);
+  if (!openssl) return { error: 'openssl not installed' };
+  try {
+    return selfSignedCert(openssl, tmpDir);
+  } catch (err) {
+    const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
+    return { error: `openssl failed: ${stderr || (err as Error).message}` };
+  }
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<void> {
@@ -105,6 +120,8 @@ async function main(): Promise<void> {
       upstream: { origin: upstream.origin, proc: upstream.proc },
       otlp: { endpoint: otlp.origin, proc: otlp.proc },
       nginxPath,
+      jwt: await mintBenchJwt(),
+      tls: benchTls(tmpDir),
     };
     log(
       `bench: ${targets.length} targets × ${settings.rounds} runs, ${settings.warmupS} s warmup + ${settings.durationS} s each, ` +

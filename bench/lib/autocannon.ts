@@ -31,11 +31,20 @@ type Autocannon = (opts: {
   connections: number;
   duration: number;
   timeout?: number;
+  headers?: Record<string, string>;
+  tlsOptions?: { ca?: string };
 }) => Promise<AutocannonResult>;
 
 export async function runAutocannon(url: string, opts: LoadOptions): Promise<LoadResult> {
   const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
-  const r = await autocannon({ url, connections: opts.connections, duration: opts.durationS, timeout: 5 });
+  const r = await autocannon({
+    url,
+    connections: opts.connections,
+    duration: opts.durationS,
+    timeout: 5,
+    ...(opts.headers ? { headers: { ...opts.headers } } : {}),
+    ...(opts.ca ? { tlsOptions: { ca: opts.ca } } : {}),
+  });
   // Count like wrk: statuses ≥ 400 are failures (autocannon's non2xx also counts 1xx and 3xx).
   let failed = 0;
   for (const [code, { count }] of Object.entries(r.statusCodeStats ?? {})) {

@@ -19,6 +19,10 @@ export interface LoadOptions {
   connections: number;
   /** Load-generator threads (wrk -t; autocannon workers are not used). */
   threads?: number;
+  /** Headers sent with every request (e.g. `Authorization: Bearer …`). */
+  headers?: Readonly<Record<string, string>>;
+  /** https: the certificate to trust (autocannon verifies; wrk does not verify certificates). */
+  ca?: string;
 }
 
 export function totalErrors(r: LoadResult): number {

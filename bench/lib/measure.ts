@@ -38,6 +38,8 @@ async function measuredRun(
     durationS: settings.durationS,
     connections: settings.connections,
     threads: settings.threads,
+    headers: running.headers,
+    ca: running.ca,
   });
   const t = targetCpu();
   const u = upstreamCpu();
@@ -89,6 +91,8 @@ export async function measure(
           durationS: settings.warmupS,
           connections: settings.connections,
           threads: settings.threads,
+          headers: r.headers,
+          ca: r.ca,
         });
       }
       // Measure; if other processes took a real share of the CPU meanwhile, wait for quiet and

@@ -6,6 +6,7 @@
 import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { request } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 
@@ -157,12 +158,28 @@ export interface HttpResult {
   body: string;
 }
 
-/** One GET on a fresh connection (no agent, Connection: close), bounded by `timeoutMs`. */
-export function httpGet(url: string, timeoutMs = 2000): Promise<HttpResult> {
+export interface GetOptions {
+  /** Extra request headers (e.g. Authorization). */
+  headers?: Record<string, string>;
+  /** https: the PEM certificate(s) to trust, instead of the system store (the bench's own cert). */
+  ca?: string;
+}
+
+/**
+ * One GET on a fresh connection (no agent, Connection: close), bounded by `timeoutMs`; https URLs
+ * are verified, against `opts.ca` when given.
+ */
+export function httpGet(url: string, timeoutMs = 2000, opts: GetOptions = {}): Promise<HttpResult> {
   return new Promise((resolve, reject) => {
-    const req = request(
+    const send = url.startsWith('https:') ? httpsRequest : request;
+    const req = send(
       url,
-      { agent: false, headers: { connection: 'close' }, timeout: timeoutMs },
+      {
+        agent: false,
+        headers: { ...opts.headers, connection: 'close' },
+        timeout: timeoutMs,
+        ...(opts.ca ? { ca: opts.ca } : {}),
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -187,7 +204,7 @@ export function httpGet(url: string, timeoutMs = 2000): Promise<HttpResult> {
  */
 export async function waitForHttp(
   url: string,
-  opts: { timeoutMs?: number; expectStatus?: number; proc?: Managed } = {},
+  opts: GetOptions & { timeoutMs?: number; expectStatus?: number; proc?: Managed } = {},
 ): Promise<HttpResult> {
   const { timeoutMs = 15_000, expectStatus = 200, proc } = opts;
   const deadline = Date.now() + timeoutMs;
@@ -199,7 +216,7 @@ export async function waitForHttp(
       );
     }
     try {
-      const res = await httpGet(url, 1000);
+      const res = await httpGet(url, 1000, opts);
       if (res.status === expectStatus) return res;
       last = `status ${res.status}`;
     } catch (err) {

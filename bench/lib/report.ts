@@ -185,6 +185,20 @@ export function checks(summaries: readonly Summary[]): Check[] {
       ratio('peregrine-passthrough', 'express-hpm'),
       2,
     ),
+    atLeast(
+      'peregrine-passthrough',
+      'resilience on / off',
+      'resilience on / off: passthrough / lean (req/s)',
+      ratio('peregrine-passthrough', 'peregrine-lean'),
+      0.95,
+    ),
+    atLeast(
+      'peregrine-jwt',
+      'vs passthrough',
+      'jwt / passthrough (req/s)',
+      ratio('peregrine-jwt', 'peregrine-passthrough'),
+      0.85,
+    ),
     rssAtMost(
       'peregrine-passthrough',
       'Peregrine passthrough max RSS under load',
@@ -197,6 +211,7 @@ export function checks(summaries: readonly Summary[]): Check[] {
       by('peregrine-observed')?.rssMaxMB,
       150,
     ),
+    info('https / passthrough (req/s)', ratio('peregrine-https', 'peregrine-passthrough')),
     info('observed / passthrough (req/s)', ratio('peregrine-observed', 'peregrine-passthrough')),
     info('passthrough / nginx (req/s)', ratio('peregrine-passthrough', 'nginx')),
     info('bare-undici / direct (req/s)', ratio('bare-undici', 'direct')),
@@ -204,6 +219,9 @@ export function checks(summaries: readonly Summary[]): Check[] {
     info('CPU per request: passthrough / bare-undici', cpuRatio('peregrine-passthrough', 'bare-undici')),
     info('CPU per request: observed / bare-undici', cpuRatio('peregrine-observed', 'bare-undici')),
     info('CPU per request: express-hpm / passthrough', cpuRatio('express-hpm', 'peregrine-passthrough')),
+    info('CPU per request: passthrough / lean', cpuRatio('peregrine-passthrough', 'peregrine-lean')),
+    info('CPU per request: jwt / passthrough', cpuRatio('peregrine-jwt', 'peregrine-passthrough')),
+    info('CPU per request: https / passthrough', cpuRatio('peregrine-https', 'peregrine-passthrough')),
   ];
 }
 
@@ -306,8 +324,11 @@ export function notesFor(
   foreignPct: number,
 ): string[] {
   const notes = [
-    'Peregrine metrics (prom-client histograms and counters) cannot be disabled: both Peregrine targets pay for them.',
+    'Peregrine metrics (prom-client histograms and counters) cannot be disabled: every Peregrine target pays for them.',
     'Passthrough: access log off, tracing exporter none with sampleRatio 0 (ids are still generated and a traceparent is still sent upstream).',
+    "Lean: passthrough with the upstream's resilience layer off (balancer round_robin, retries.maxAttempts 1, circuitBreaker and outlierDetection disabled); passthrough keeps the defaults (peak-EWMA, retry budget, breaker, outlier detection).",
+    'JWT: passthrough whose route requires a JWT (ES256, inline JWKS, issuer and audience checked). wrk sends the same token on every request, so this is the cached-verification path; readiness checked 200 with the token and 401 without one.',
+    'HTTPS: passthrough on a TLS listener (self-signed P-256 certificate made at start); wrk speaks HTTP/1.1 over TLS with keep-alive, so handshakes (one per connection) are amortised.',
     'Observed: access log on (JSON lines to a file), OTLP/HTTP trace export to an in-bench sink at sampleRatio 0.1.',
     `Two cores are shared by wrk, the target and the upstream (and the OTLP sink): absolute numbers say little; compare the ratios, all taken from this one run.`,
   ];

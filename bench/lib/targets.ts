@@ -1,13 +1,14 @@
 /**
- * The six things the bench loads, each started fresh in its own process(es) for each measurement
+ * The nine things the bench loads, each started fresh in its own process(es) for each measurement
  * and stopped after it. The upstream and the OTLP sink are shared and outlive the targets.
  */
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { nginxConf } from '../peers/nginx-conf.ts';
 import { UPSTREAM_BODY } from '../peers/upstream.ts';
+import type { BenchJwt, BenchTls } from './credentials.ts';
 import { type PeregrineProfile, peregrineConfigYaml } from './peregrine-config.ts';
-import { freePort, httpGet, type Managed, spawnManaged, waitForHttp } from './proc.ts';
+import { freePort, type GetOptions, httpGet, type Managed, spawnManaged, waitForHttp } from './proc.ts';
 
 export type TargetId =
   | 'direct'
@@ -15,6 +16,9 @@ export type TargetId =
   | 'express-hpm'
   | 'nginx'
   | 'peregrine-passthrough'
+  | 'peregrine-lean'
+  | 'peregrine-jwt'
+  | 'peregrine-https'
   | 'peregrine-observed';
 
 export interface BenchContext {
@@ -30,12 +34,20 @@ export interface BenchContext {
   /** OTLP/HTTP base endpoint of the sink (`/v1/traces` is appended by the exporter). */
   otlp: { endpoint: string; proc: Managed };
   nginxPath: string | undefined;
+  /** The ES256 token (and its public JWK) minted at start, for peregrine-jwt. */
+  jwt: BenchJwt;
+  /** The self-signed certificate made at start, for peregrine-https; or why there is none. */
+  tls: BenchTls | { error: string };
 }
 
 export interface RunningTarget {
   url: string;
   /** Root of the process tree whose RSS is sampled. */
   pid: number;
+  /** Headers the load generator sends with every request (e.g. the bench JWT). */
+  headers?: Readonly<Record<string, string>>;
+  /** https: the certificate the bench trusts for this target. */
+  ca?: string;
   stop(): Promise<void>;
   /** Facts read after stop, for the report (e.g. spans the sink received). */
   after?(): Promise<Record<string, number>>;
@@ -72,8 +84,8 @@ export async function startPeer(
 }
 
 /** The target answers like the upstream does: proof that it really proxies. */
-async function ready(url: string, proc: Managed): Promise<void> {
-  const res = await waitForHttp(url, { proc });
+async function ready(url: string, proc: Managed, opts: GetOptions = {}): Promise<void> {
+  const res = await waitForHttp(url, { proc, ...opts });
   if (res.body !== UPSTREAM_BODY.toString()) {
     throw new Error(
       `${proc.name}: ${url} answered 200 but not with the upstream's body: ${res.body.slice(0, 200)}`,
@@ -101,18 +113,28 @@ function nodePeer(id: TargetId, label: string, file: string): Target {
 
 let seq = 0;
 
+const PEREGRINE_LABELS: Record<PeregrineProfile, string> = {
+  passthrough: 'Peregrine passthrough (no access log, no tracing export, metrics on, resilience defaults on)',
+  lean: 'Peregrine lean: passthrough with the resilience layer off (round robin, 1 attempt, no breaker, no outlier detection)',
+  jwt: 'Peregrine JWT: passthrough, route requires an ES256 JWT (inline JWKS, issuer and audience checked; one token reused)',
+  https: 'Peregrine HTTPS: passthrough on a TLS listener (self-signed P-256 cert, HTTP/1.1 keep-alive)',
+  observed: 'Peregrine observed (access log, OTLP traces at 10%, metrics on)',
+};
+
 function peregrine(profile: PeregrineProfile): Target {
-  const id: TargetId = profile === 'passthrough' ? 'peregrine-passthrough' : 'peregrine-observed';
+  const id = `peregrine-${profile}` as TargetId;
   return {
     id,
-    label:
-      profile === 'passthrough'
-        ? 'Peregrine passthrough (no access log, no tracing export, metrics on)'
-        : 'Peregrine observed (access log, OTLP traces at 10%, metrics on)',
+    label: PEREGRINE_LABELS[profile],
+    skipReason:
+      profile === 'https'
+        ? (ctx) => ('error' in ctx.tls ? `skipped: no certificate (${ctx.tls.error})` : undefined)
+        : undefined,
     async start(ctx) {
       const n = ++seq;
       const [listenPort, adminPort] = [await freePort(), await freePort()];
       const configFile = join(ctx.tmpDir, `peregrine-${profile}-${n}.yaml`);
+      const tls = profile === 'https' && !('error' in ctx.tls) ? ctx.tls : undefined;
       writeFileSync(
         configFile,
         peregrineConfigYaml({
@@ -121,6 +143,8 @@ function peregrine(profile: PeregrineProfile): Target {
           adminPort,
           upstreamOrigin: ctx.upstream.origin,
           otlpEndpoint: ctx.otlp.endpoint,
+          jwt: profile === 'jwt' ? ctx.jwt : undefined,
+          tls: tls ? { certFile: tls.certFile, keyFile: tls.keyFile } : undefined,
         }),
       );
       // stdout (access log and info lines) goes to a file, as it would in production.
@@ -142,10 +166,14 @@ function peregrine(profile: PeregrineProfile): Target {
       } finally {
         closeSync(logFd);
       }
-      const url = `http://127.0.0.1:${listenPort}/`;
+      const url = `${tls ? 'https' : 'http'}://127.0.0.1:${listenPort}/`;
+      const headers = profile === 'jwt' ? { authorization: `Bearer ${ctx.jwt.token}` } : undefined;
+      // The bench's probe trusts its own certificate explicitly (verification stays on).
+      const ca = tls?.certPem;
       try {
         await waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, { proc });
-        await ready(url, proc);
+        await ready(url, proc, { headers, ca });
+        if (headers) await refusesWithoutToken(url, proc.name);
       } catch (err) {
         await proc.stop(5000);
         throw new Error(`${(err as Error).message}\nlog:\n${readFileSync(logFile, 'utf8').slice(-4000)}`);
@@ -153,6 +181,8 @@ function peregrine(profile: PeregrineProfile): Target {
       return {
         url,
         pid: proc.pid,
+        headers,
+        ca,
         // SIGTERM: drain (1 s), flush spans, exit.
         stop: async () => void (await proc.stop(8000)),
         async after() {
@@ -172,6 +202,20 @@ function peregrine(profile: PeregrineProfile): Target {
       };
     },
   };
+}
+
+/** A route that requires a token must answer 401 without one (else the bench measures no auth). */
+async function refusesWithoutToken(url: string, name: string): Promise<void> {
+  const res = await httpGet(url, 2000);
+  if (res.status !== 401) {
+    throw new Error(
+      `${name}: ${url} without a token answered ${res.status}, not 401: ${res.body.slice(0, 200)}`,
+    );
+  }
+  const bad = await httpGet(url, 2000, { headers: { authorization: 'Bearer not.a.token' } });
+  if (bad.status !== 401) {
+    throw new Error(`${name}: ${url} with a malformed token answered ${bad.status}, not 401`);
+  }
 }
 
 async function sinkStats(ctx: BenchContext): Promise<{ requests: number; bytes: number; jsonSpans: number }> {
@@ -257,5 +301,8 @@ export const TARGETS: readonly Target[] = [
   nodePeer('express-hpm', 'express 5 + http-proxy-middleware 4', 'express-hpm.ts'),
   nginx,
   peregrine('passthrough'),
+  peregrine('lean'),
+  peregrine('jwt'),
+  peregrine('https'),
   peregrine('observed'),
 ];

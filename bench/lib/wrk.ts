@@ -66,17 +66,24 @@ export function parseWrkOutput(text: string): LoadResult {
   };
 }
 
-/** `wrk -t<threads> -c<connections> -d<duration>s --latency <url>`, killed if it overruns. */
-export async function runWrk(wrkPath: string, url: string, opts: LoadOptions): Promise<LoadResult> {
-  const args = [
+/** wrk's arguments: `-t<threads> -c<connections> -d<duration>s --timeout 5s [-H 'name: value']… --latency <url>`. */
+export function wrkArgs(url: string, opts: LoadOptions): string[] {
+  const headers = Object.entries(opts.headers ?? {}).flatMap(([name, value]) => ['-H', `${name}: ${value}`]);
+  return [
     `-t${opts.threads ?? 1}`,
     `-c${opts.connections}`,
     `-d${opts.durationS}s`,
     '--timeout',
     '5s',
+    ...headers,
     '--latency',
     url,
   ];
+}
+
+/** Run wrk (see wrkArgs), killed if it overruns. */
+export async function runWrk(wrkPath: string, url: string, opts: LoadOptions): Promise<LoadResult> {
+  const args = wrkArgs(url, opts);
   const proc = spawnManaged('wrk', wrkPath, args);
   const watchdog = setTimeout(() => void proc.stop(1000), (opts.durationS + 20) * 1000);
   const exit = await proc.exited;
