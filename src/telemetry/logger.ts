@@ -45,31 +45,8 @@ export function createLogger(cfg: TelemetryConfig, destination?: DestinationStre
       formatters: { level: (label) => ({ level: label }) },
       hooks: { streamWrite: redactSecrets },
     },
-    destination ?? batchedStdout(),
+    destination ?? pino.destination({ dest: 1, sync: false }),
   );
-}
-
-/** Longest a log line waits in the stdout buffer before it is written. */
-const FLUSH_INTERVAL_MS = 200;
-
-/**
- * Asynchronous stdout that gathers lines into writes of about 8 KiB instead of one write per
- * line: with an access-log line per request, one system call per request was a visible share of
- * a fully observed request's cost. A timer (unref'd) writes out what is pending at least every
- * FLUSH_INTERVAL_MS, so a quiet gateway's lines still show promptly; flushLogger writes the rest
- * on shutdown.
- */
-function batchedStdout(): DestinationStream {
-  const boom = pino.destination({ dest: 1, sync: false, minLength: 8 * 1024 });
-  const timer = setInterval(function flushPending() {
-    try {
-      boom.flush();
-    } catch {
-      // Not open yet, or closed: the next tick or flushLogger writes it.
-    }
-  }, FLUSH_INTERVAL_MS);
-  timer.unref();
-  return boom;
 }
 
 /** The parts of a SonicBoom (pino.destination) that flushing needs. */
