@@ -9,7 +9,9 @@
  * and 400-800 ns for prom-client's own label hashing) and adds to numbers. Rarely-updated metrics
  * use prom-client's classes directly.
  */
+
 import { Counter, collectDefaultMetrics, Gauge, Registry, type RegistryContentType } from 'prom-client';
+import { HTTP_METHODS } from '../config/schema.ts';
 import type { Http2CloseReason } from '../dataplane/listener/http2-session-guard.ts';
 import type { ClientCertReason, HandshakeFailureReason } from '../dataplane/listener/tls-reasons.ts';
 import type { ErrorCode } from '../errors.ts';
@@ -24,18 +26,7 @@ import {
 export const NO_ROUTE = '_none';
 
 /** Methods kept as label values; anything else is `OTHER`. */
-export const METRIC_METHODS = [
-  'GET',
-  'HEAD',
-  'POST',
-  'PUT',
-  'DELETE',
-  'PATCH',
-  'OPTIONS',
-  'TRACE',
-  'CONNECT',
-  'OTHER',
-] as const;
+export const METRIC_METHODS = [...HTTP_METHODS, 'OTHER'] as const;
 const METHOD_INDEX = new Map<string, number>(METRIC_METHODS.map((m, i) => [m, i]));
 const OTHER_METHOD = METRIC_METHODS.length - 1;
 

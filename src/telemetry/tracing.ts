@@ -19,6 +19,7 @@
  * receive a traceparent that keeps the caller's sampled flag, but spans are non-recording and
  * cost little more than two random ids.
  */
+
 import { randomFillSync } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import {
@@ -78,6 +79,7 @@ import {
   ATTR_USER_AGENT_ORIGINAL,
 } from '@opentelemetry/semantic-conventions';
 import type { TelemetryConfig } from '../config/schema.ts';
+import { HTTP_METHODS } from '../config/schema.ts';
 
 export interface Tracing {
   /**
@@ -128,17 +130,7 @@ export const SPAN_ATTR = {
   ATTEMPT: 'peregrine.attempt',
 } as const;
 
-const KNOWN_METHODS: ReadonlySet<string> = new Set([
-  'GET',
-  'HEAD',
-  'POST',
-  'PUT',
-  'DELETE',
-  'PATCH',
-  'OPTIONS',
-  'TRACE',
-  'CONNECT',
-]);
+const KNOWN_METHODS: ReadonlySet<string> = new Set(HTTP_METHODS);
 
 /** The semconv value of http.request.method: the method if known, `_OTHER` otherwise. */
 export function spanMethod(method: string): string {
