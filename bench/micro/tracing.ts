@@ -106,6 +106,11 @@ function naiveSdk(sampleRatio: number): Tracing {
       tracer.startSpan(name, { kind: SpanKind.CLIENT, attributes }, trace.setSpan(ROOT_CONTEXT, parent)),
     inject: (span, headers) =>
       propagator.inject(trace.setSpan(ROOT_CONTEXT, span), headers, defaultTextMapSetter),
+    injectInto: (span, headers) => {
+      const carrier: Record<string, string> = {};
+      propagator.inject(trace.setSpan(ROOT_CONTEXT, span), carrier, defaultTextMapSetter);
+      for (const name in carrier) headers.push(name, carrier[name]!);
+    },
     traceIds: (span) => {
       const sc = span.spanContext();
       return { traceId: sc.traceId, spanId: sc.spanId, sampled: (sc.traceFlags & 1) === 1 };

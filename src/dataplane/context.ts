@@ -51,8 +51,6 @@ export class RequestContext {
   upstreamHeaders: string[] | undefined = undefined;
   /** Local failure code when the gateway produced or cut the response. */
   code: ErrorCode | undefined = undefined;
-  /** Set once the upstream exchange is over (success or failure). */
-  upstreamDone = false;
   /** The in-flight upstream attempt, while one runs. */
   forwarder: ResponseForwarder | undefined = undefined;
   totalTimer: NodeJS.Timeout | undefined = undefined;

@@ -71,7 +71,8 @@ type ResponseWithContext = ServerResponse & { [kContext]?: RequestContext };
 export const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 const NO_ROUTE = '_none';
 
-function requestIdOf(req: IncomingMessage): string {
+/** The client's `x-request-id` when it is tame, a new UUID otherwise. */
+export function requestIdOf(req: IncomingMessage): string {
   const given = req.headers['x-request-id'];
   return typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomUUID();
 }
@@ -133,7 +134,7 @@ function runRetry(ctx: RequestContext): void {
 }
 
 /** Read a body of known, small size into one buffer (for replay on retry). */
-function readBody(req: IncomingMessage, size: number): Promise<Buffer> {
+function readBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let got = 0;
@@ -144,7 +145,6 @@ function readBody(req: IncomingMessage, size: number): Promise<Buffer> {
     req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, got)));
     req.once('error', reject);
     req.once('aborted', () => reject(new GatewayError('CLIENT_CLOSED')));
-    void size;
   });
 }
 
@@ -304,7 +304,7 @@ export class Pipeline implements AttemptObserver {
     const policy = cluster.retryPolicy;
     if (policy.maxAttempts > 1 && declared !== undefined && Number(declared) <= policy.bufferBody) {
       // Small enough to keep: read it once so a retry can send it again.
-      readBody(req, Number(declared)).then(
+      readBody(req).then(
         (buf) => {
           if (ctx.finished) return;
           ctx.body = buf;
@@ -364,12 +364,7 @@ export class Pipeline implements AttemptObserver {
       span.setAttribute('peregrine.retry.reason', ctx.retryReason);
       span.setAttribute('peregrine.retry.backoff_ms', ctx.backoffMs);
     }
-    const trace: Record<string, string | string[]> = {};
-    this.telemetry.tracing.inject(span, trace);
-    for (const name in trace) {
-      const v = trace[name]!;
-      headers.push(name, Array.isArray(v) ? v.join(',') : v);
-    }
+    this.telemetry.tracing.injectInto(span, headers);
 
     const forwarder = new ResponseForwarder(ctx, endpoint, this, span, this.host);
     ctx.forwarder = forwarder;

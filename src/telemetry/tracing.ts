@@ -96,9 +96,18 @@ export interface Tracing {
    * caller's header hygiene (see B3_HEADERS).
    */
   inject(span: Span, headers: Record<string, string | string[]>): void;
+  /** Same as inject, appending `name, value` pairs to a flat header list (the forwarder's form). */
+  injectInto(span: Span, headers: string[]): void;
   traceIds(span: Span): { traceId: string; spanId: string; sampled: boolean };
   /** Flush (for at most SHUTDOWN_TIMEOUT_MS) and stop exporting. Idempotent; never rejects. */
   shutdown(): Promise<void>;
+}
+
+/** The W3C traceparent naming `span`; undefined for the SDK's suppressed-tracing span (no ids). */
+function traceparentOf(span: Span): string | undefined {
+  const sc = span.spanContext();
+  if (sc.spanId === INVALID_SPAN_ID) return undefined;
+  return `00-${sc.traceId}-${sc.spanId}-${isSampled(sc) ? '01' : '00'}`;
 }
 
 /** Inbound-only trace headers: accepted for extraction, never forwarded (we inject W3C only). */
@@ -332,13 +341,19 @@ class GatewayTracing implements Tracing {
   inject(span: Span, headers: Record<string, string | string[]>): void {
     if (headers.traceparent !== undefined) delete headers.traceparent;
     if (headers.tracestate !== undefined) delete headers.tracestate;
-    const sc = span.spanContext();
-    // Our spans always carry valid ids; only the SDK's suppressed-tracing span does not.
-    if (sc.spanId === INVALID_SPAN_ID) return;
-    const flags = isSampled(sc) ? '01' : '00';
-    headers.traceparent = `00-${sc.traceId}-${sc.spanId}-${flags}`;
-    const state = sc.traceState?.serialize();
+    const traceparent = traceparentOf(span);
+    if (traceparent === undefined) return;
+    headers.traceparent = traceparent;
+    const state = span.spanContext().traceState?.serialize();
     if (state) headers.tracestate = state;
+  }
+
+  injectInto(span: Span, headers: string[]): void {
+    const traceparent = traceparentOf(span);
+    if (traceparent === undefined) return;
+    headers.push('traceparent', traceparent);
+    const state = span.spanContext().traceState?.serialize();
+    if (state) headers.push('tracestate', state);
   }
 
   traceIds(span: Span): { traceId: string; spanId: string; sampled: boolean } {

@@ -157,7 +157,6 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     if (this.#done) return;
     this.#done = true;
     const { ctx } = this;
-    ctx.upstreamDone = true;
     this.observer.attemptFinished(ctx, this.endpoint, 'success', ctx.upstreamStatus, this.span);
     this.observer.upstreamCompleted(ctx);
   }
@@ -171,7 +170,6 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     this.#done = true;
     this.#clearResponseTimer();
     const { ctx } = this;
-    ctx.upstreamDone = true;
     if (this.#dropped) {
       // The upstream answered (with a retryable status): a complete attempt, not a failure.
       this.observer.attemptFinished(ctx, this.endpoint, 'success', ctx.upstreamStatus, this.span);

@@ -185,11 +185,6 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], info: Outbou
   return out;
 }
 
-/** The client's Host header (first one), without parsing the rest. */
-export function clientHostOf(headers: IncomingHttpHeaders): string | undefined {
-  return headers.host;
-}
-
 /**
  * Remove hop-by-hop headers (and every header the upstream's Connection names) from an upstream
  * response header object, in place, and return it.

@@ -4,7 +4,6 @@
  * joined byte for byte. Anything other than 101 is relayed to the client as a normal response.
  */
 
-import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import { performance } from 'node:perf_hooks';
@@ -15,7 +14,7 @@ import type { WebSocketOutcome } from '../../telemetry/metrics.ts';
 import { RequestContext } from '../context.ts';
 import type { RequestFilter } from '../filters/filter.ts';
 import { peerIdentityOf } from '../listener/peer-identity.ts';
-import { type Pipeline, REQUEST_ID_RE } from '../pipeline.ts';
+import { type Pipeline, requestIdOf } from '../pipeline.ts';
 import { writeRawProblem } from '../respond.ts';
 import { normalizePath } from '../routing/path-normalize.ts';
 import { buildUpstreamHeaders, cleanResponseHeaders } from './headers.ts';
@@ -196,11 +195,10 @@ async function runFilters(filters: readonly RequestFilter[], ctx: RequestContext
 /** The `upgrade` listener of a listener's HTTP server. */
 export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: Duplex, head: Buffer): void {
   socket.on('error', () => socket.destroy());
-  const given = req.headers['x-request-id'];
   const peer = pipeline.listener.proto === 'https' ? peerIdentityOf(req.socket) : undefined;
   const rec: UpgradeRecord = {
     startedAt: performance.now(),
-    requestId: typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomUUID(),
+    requestId: requestIdOf(req),
     clientAddress: plainAddress(req.socket.remoteAddress),
     clientIdentity: peer?.id,
     path: '-',

@@ -3,23 +3,17 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../../config/schema.ts';
 import { ERROR_CODES, type ErrorCode } from '../../errors.ts';
-import { createTrustCheck, plainAddress } from '../forward/trusted-proxies.ts';
-import { handleUpgrade, isWebSocketUpgrade } from '../forward/websocket.ts';
+import { plainAddress } from '../forward/trusted-proxies.ts';
+import { handleUpgrade } from '../forward/websocket.ts';
 import { type DataplaneHost, deferClientError, Pipeline } from '../pipeline.ts';
 import { writeRawProblem } from '../respond.ts';
+import { listenerInfo, listenOn, strictHttp1Options } from './listener.ts';
 
 /** Node's parser errors → the answer the gateway gives before closing the connection. */
 function clientErrorCode(code: string | undefined): ErrorCode {
   if (code === 'HPE_HEADER_OVERFLOW') return 'HEADERS_TOO_LARGE';
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_HTTP_HEADERS_TIMEOUT') return 'REQUEST_TIMEOUT';
   return 'BAD_REQUEST';
-}
-
-export function splitAddress(address: string): { host: string; port: number } {
-  const i = address.lastIndexOf(':');
-  let host = address.slice(0, i);
-  if (host.startsWith('[')) host = host.slice(1, -1);
-  return { host, port: Number(address.slice(i + 1)) };
 }
 
 /**
@@ -80,32 +74,8 @@ export class HttpListener {
   constructor(config: ListenerConfig, host: DataplaneHost) {
     this.config = config;
     this.#host = host;
-    this.pipeline = new Pipeline(
-      {
-        name: config.name,
-        proto: 'http',
-        trust: createTrustCheck(config.trustedProxies),
-        underscores: config.limits.headersWithUnderscores,
-        reasonHeader: config.reasonHeader,
-      },
-      host,
-    );
-    const { limits } = config;
-    this.server = createServer(
-      {
-        // Strict parsing is a security property (request smuggling): never enable the lenient parser.
-        insecureHTTPParser: false,
-        joinDuplicateHeaders: false,
-        requireHostHeader: true,
-        maxHeaderSize: limits.maxHeaderSize,
-        headersTimeout: limits.headersTimeout,
-        requestTimeout: limits.requestTimeout,
-        keepAliveTimeout: limits.keepAliveTimeout,
-        connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(limits.headersTimeout / 4))),
-        shouldUpgradeCallback: isWebSocketUpgrade,
-      },
-      this.pipeline.handle,
-    );
+    this.pipeline = new Pipeline(listenerInfo(config, 'http'), host);
+    this.server = createServer(strictHttp1Options(config.limits), this.pipeline.handle);
     this.server.on('clientError', this.#onClientError);
     this.server.on('connection', this.#onConnection);
     this.server.on('upgrade', this.#onUpgrade);
@@ -125,16 +95,8 @@ export class HttpListener {
     answerClientError(this.config.name, this.#host, err, socket, this.config.reasonHeader);
   };
 
-  async listen(): Promise<AddressInfo> {
-    const { host, port } = splitAddress(this.config.address);
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen({ host, port }, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    return this.server.address() as AddressInfo;
+  listen(): Promise<AddressInfo> {
+    return listenOn(this.server, this.config.address);
   }
 
   /** Stop accepting; idle keep-alive connections are closed, active ones finish their request. */

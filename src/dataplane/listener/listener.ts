@@ -1,6 +1,9 @@
-import type { AddressInfo } from 'node:net';
+import type { ServerOptions } from 'node:http';
+import type { AddressInfo, Server } from 'node:net';
 import type { ListenerConfig } from '../../config/schema.ts';
-import type { Pipeline } from '../pipeline.ts';
+import { createTrustCheck } from '../forward/trusted-proxies.ts';
+import { isWebSocketUpgrade } from '../forward/websocket.ts';
+import type { ListenerInfo, Pipeline } from '../pipeline.ts';
 import type { ListenerCertificateStatus } from './certificates.ts';
 
 /** A data-plane listener: plain HTTP/1.1 (HttpListener) or TLS with HTTP/2 and HTTP/1.1 (TlsListener). */
@@ -14,4 +17,54 @@ export interface Listener {
   destroyConnections(): void;
   /** TLS listeners: the certificates served and trusted, for the admin API. */
   certificateStatus?(): ListenerCertificateStatus;
+}
+
+/** What the pipeline knows of its listener, compiled once from the listener's config. */
+export function listenerInfo(config: ListenerConfig, proto: 'http' | 'https'): ListenerInfo {
+  return {
+    name: config.name,
+    proto,
+    trust: createTrustCheck(config.trustedProxies),
+    underscores: config.limits.headersWithUnderscores,
+    reasonHeader: config.reasonHeader,
+  };
+}
+
+/**
+ * The HTTP/1.1 server options every listener uses, plain or TLS. Strict parsing is a security
+ * property (request smuggling): the lenient parser is never enabled.
+ */
+export function strictHttp1Options(limits: ListenerConfig['limits']): ServerOptions {
+  return {
+    insecureHTTPParser: false,
+    joinDuplicateHeaders: false,
+    requireHostHeader: true,
+    maxHeaderSize: limits.maxHeaderSize,
+    headersTimeout: limits.headersTimeout,
+    requestTimeout: limits.requestTimeout,
+    keepAliveTimeout: limits.keepAliveTimeout,
+    connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(limits.headersTimeout / 4))),
+    shouldUpgradeCallback: isWebSocketUpgrade,
+  };
+}
+
+/** `host:port` (host may be a bracketed IPv6 address) → its parts. */
+export function splitAddress(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  let host = address.slice(0, i);
+  if (host.startsWith('[')) host = host.slice(1, -1);
+  return { host, port: Number(address.slice(i + 1)) };
+}
+
+/** Bind `server` to a `host:port` address; resolves with the bound address (port 0 resolved). */
+export async function listenOn(server: Server, address: string): Promise<AddressInfo> {
+  const { host, port } = splitAddress(address);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server.address() as AddressInfo;
 }

@@ -24,13 +24,13 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { ListenerConfig } from '../../config/schema.ts';
-import { createTrustCheck, plainAddress } from '../forward/trusted-proxies.ts';
+import { plainAddress } from '../forward/trusted-proxies.ts';
 import { handleUpgrade, isWebSocketUpgrade } from '../forward/websocket.ts';
 import { type DataplaneHost, Pipeline } from '../pipeline.ts';
 import { type ListenerCertificateStatus, ListenerCertificates } from './certificates.ts';
-import { answerClientError, splitAddress } from './http-listener.ts';
+import { answerClientError } from './http-listener.ts';
 import { type Http2CloseReason, SessionGuard, type SessionGuardHost } from './http2-session-guard.ts';
-import type { Listener } from './listener.ts';
+import { type Listener, listenerInfo, listenOn, strictHttp1Options } from './listener.ts';
 import { attachPeerIdentity } from './peer-identity.ts';
 import { handshakeFailureReason, isClientCertReason, verifyErrorReason } from './tls-reasons.ts';
 import type { TlsConfig } from './tls-schema.ts';
@@ -74,16 +74,7 @@ export class TlsListener implements Listener {
     this.#host = host;
     const { logger, metrics } = host.telemetry;
     this.certificates = new ListenerCertificates(config.name, tls, { logger, metrics });
-    this.pipeline = new Pipeline(
-      {
-        name: config.name,
-        proto: 'https',
-        trust: createTrustCheck(config.trustedProxies),
-        underscores: config.limits.headersWithUnderscores,
-        reasonHeader: config.reasonHeader,
-      },
-      host,
-    );
+    this.pipeline = new Pipeline(listenerInfo(config, 'https'), host);
     const { limits, http2 } = config;
     const offer = http2.enabled ? ['h2', 'http/1.1'] : ['http/1.1'];
     const options: SecureServerOptions & Http1FallbackOptions = {
@@ -96,16 +87,8 @@ export class TlsListener implements Listener {
       rejectUnauthorized: tls.clientAuth === 'required',
       handshakeTimeout: tls.handshakeTimeout,
       // HTTP/1.1 over TLS: the same strict parser and limits as a plain listener.
-      insecureHTTPParser: false,
-      joinDuplicateHeaders: false,
-      requireHostHeader: true,
-      maxHeaderSize: limits.maxHeaderSize,
-      headersTimeout: limits.headersTimeout,
-      requestTimeout: limits.requestTimeout,
-      keepAliveTimeout: limits.keepAliveTimeout,
-      connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(limits.headersTimeout / 4))),
-      // Ignored by the fallback in Node 24.21 (see #onUpgrade); kept for when it is honoured.
-      shouldUpgradeCallback: isWebSocketUpgrade,
+      // (Its shouldUpgradeCallback is ignored by the fallback in Node 24.21; see #onUpgrade.)
+      ...strictHttp1Options(limits),
       // HTTP/2 limits (docs/security.md). The header list limit is the listener's maxHeaderSize.
       settings: {
         maxConcurrentStreams: http2.maxConcurrentStreams,
@@ -239,16 +222,9 @@ export class TlsListener implements Listener {
   };
 
   async listen(): Promise<AddressInfo> {
-    const { host, port } = splitAddress(this.config.address);
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen({ host, port }, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
+    const address = await listenOn(this.server, this.config.address);
     this.certificates.watch((options) => this.server.setSecureContext(options));
-    return this.server.address() as AddressInfo;
+    return address;
   }
 
   /**
