@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { type JwksServer, startJwksServer } from '../helpers/jwks-server.ts';
+import { rawRequest, statusCodes } from '../helpers/raw-http.ts';
 import {
   AUDIENCE,
   algNoneToken,
@@ -205,6 +206,53 @@ describe('JWT at the edge', () => {
     } finally {
       await local.close();
       await new Promise((r) => wss.close(r));
+    }
+  });
+
+  it('removes the token cookie from Cookie upstream and keeps the other cookies as sent', async () => {
+    const local = await startGateway({
+      auth: {
+        providers: {
+          idp: {
+            issuer: ISSUER,
+            jwksUri: jwks.url,
+            algorithms: ['ES256'],
+            audiences: [AUDIENCE],
+            tokenFrom: { cookie: 'tok' },
+          },
+        },
+      },
+      upstreams: { orders: { endpoints: [up.url] } },
+      routes: [
+        { name: 'open', match: { path: '/open' }, upstream: 'orders' },
+        { name: 'orders', match: { path: '/orders' }, upstream: 'orders', auth: { mode: 'required' } },
+      ],
+    } as never);
+    try {
+      const token = await mintToken(key, { subject: 'cookie-user' });
+      const others = 'theme=dark; token=keep; ref="a=b"';
+      const cookies = async (path: string, cookie: string) => {
+        const res = await fetch(`${local.url}${path}`, { headers: { cookie } });
+        expect(res.status).toBe(200);
+        return last().headers.cookie;
+      };
+      expect(await cookies('/orders/1', `theme=dark; tok=${token}; token=keep; ref="a=b"`)).toBe(others);
+      expect(await cookies('/orders/2', `tok=${token};theme=dark;tok=${token}`)).toBe('theme=dark');
+      expect(await cookies('/orders/3', `tok=${token}`)).toBeUndefined();
+      expect(last().rawHeaders.map((h) => h.toLowerCase())).not.toContain('cookie');
+      // One Cookie field per cookie, as HTTP/2 clients send them (here over HTTP/1.1).
+      const raw = await rawRequest(
+        local.port,
+        `GET /orders/4 HTTP/1.1\r\nHost: gw\r\nCookie: a=1\r\nCookie: tok=${token}\r\nCookie: b=2\r\nConnection: close\r\n\r\n`,
+      );
+      expect(statusCodes(raw)).toEqual([200]);
+      expect(last().headers.cookie).toBe('a=1; b=2');
+      // A route without the JWT filter passes Cookie on untouched.
+      expect(await cookies('/open', `tok=${token}; theme=dark`)).toBe(`tok=${token}; theme=dark`);
+      expect(local.logs.access().filter((l) => l.subject === 'cookie-user')).toHaveLength(4);
+      expect(local.logs.text()).not.toContain(token);
+    } finally {
+      await local.close();
     }
   });
 

@@ -34,8 +34,14 @@ import {
 import type { RouteAuthConfig } from './schema.ts';
 import { extractToken, inspectToken } from './token.ts';
 import type { VerifiedToken } from './token-cache.ts';
+import { stripCookies } from './token-cookies.ts';
 
-/** A route's JWT stage, with the header names it owns (see `ownedHeaders`). */
+/**
+ * A route's JWT stage, with the header names it owns (see `ownedHeaders`). Unless the route
+ * forwards credentials, it also removes the providers' token cookies from the request's
+ * `rawHeaders`, which is what the upstream request is built from; `req.headers` is left as the
+ * client sent it.
+ */
 export interface JwtFilter extends RequestFilter {
   /**
    * Lower-case header names the pipeline must remove from the client's request before forwarding:
@@ -70,6 +76,8 @@ class JwtRouteFilter implements JwtFilter {
   readonly #maxTokenSize: number;
   readonly #tokenHeaders: readonly string[];
   readonly #tokenCookies: readonly string[];
+  /** Cookies removed before forwarding: the token cookies, unless credentials are forwarded. */
+  readonly #strippedCookies: readonly string[] | undefined;
   readonly #scopes: readonly string[] | undefined;
   readonly #rolePath: readonly string[];
   readonly #roles: ReadonlySet<string> | undefined;
@@ -132,10 +140,17 @@ class JwtRouteFilter implements JwtFilter {
       for (const h of tokenHeaders) owned.add(h);
     }
     this.ownedHeaders = owned;
+    this.#strippedCookies =
+      cfg.forwardAuthorization || this.#tokenCookies.length === 0 ? undefined : this.#tokenCookies;
   }
 
   onRequest(ctx: RequestContext): undefined | Promise<void> {
-    const token = extractToken(ctx.req.headers, this.#tokenHeaders, this.#tokenCookies);
+    const req = ctx.req;
+    const token = extractToken(req.headers, this.#tokenHeaders, this.#tokenCookies);
+    // Only once `req.headers` exists: Node builds it from `rawHeaders` on first read, and it keeps
+    // the cookies as the client sent them (consistent hashing may read one).
+    if (this.#strippedCookies !== undefined && req.headers.cookie !== undefined)
+      stripCookies(req.rawHeaders, this.#strippedCookies);
     if (token === undefined) return this.#anonymous(ctx);
     if (token.length > this.#maxTokenSize) throw this.#deny(ctx, this.#label, 'too_large');
     const now = this.#now();

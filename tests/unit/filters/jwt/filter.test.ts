@@ -312,6 +312,35 @@ describe('modes, sources, providers', () => {
     expect((await runFilter(f, undefined, { cookie: `xsession=${token}` })).error?.reason).toBe('missing');
   });
 
+  it('removes the token cookie from the raw headers it forwards, unless credentials are forwarded', async () => {
+    const token = await mintToken(es);
+    const cookie = `theme=dark; session=${token}; sessions=keep`;
+    const run = await runFilter(filterFor({ providers: ['main'] }), undefined, { cookie });
+    expect(run.error).toBeUndefined();
+    expect(run.ctx.req.rawHeaders).toEqual(['cookie', 'theme=dark; sessions=keep']);
+    // `req.headers` keeps what the client sent (consistent hashing may read a cookie).
+    expect(run.ctx.req.headers.cookie).toBe(cookie);
+    // Also when the token came from elsewhere, and on a refused request.
+    const viaHeader = await runFilter(filterFor({ providers: ['main'] }), token, { cookie });
+    expect(viaHeader.error).toBeUndefined();
+    expect(viaHeader.ctx.req.rawHeaders).toContain('theme=dark; sessions=keep');
+    const alone = await runFilter(filterFor({ providers: ['main'] }), undefined, { cookie: 'session=bad' });
+    expect(alone.error?.reason).toBe('malformed');
+    expect(alone.ctx.req.rawHeaders).toEqual([]);
+
+    const forwarding = filterFor({ providers: ['main'], forwardAuthorization: true });
+    const forwarded = await runFilter(forwarding, undefined, { cookie });
+    expect(forwarded.ctx.req.rawHeaders).toEqual(['cookie', cookie]);
+    // A route whose providers read no cookie leaves Cookie alone.
+    const partnerOnly = await runFilter(
+      filterFor({ providers: ['partner'] }),
+      await mintToken(partner, { issuer: PARTNER }),
+      { cookie },
+    );
+    expect(partnerOnly.error).toBeUndefined();
+    expect(partnerOnly.ctx.req.rawHeaders).toContain(cookie);
+  });
+
   it('verifies a burst of requests carrying the same new token once', async () => {
     const f = filterFor({ providers: ['main'] });
     const token = await mintToken(es, { subject: 'burst' });

@@ -44,8 +44,13 @@ export function routeAuth(cfg: Record<string, unknown> = {}): RouteAuthConfig {
   return RouteAuthSchema.parse(cfg);
 }
 
+/** A context whose request has `headers` and the matching `rawHeaders`, as Node builds them. */
 export function makeContext(headers: IncomingHttpHeaders, sampled = true): RequestContext {
-  const ctx = new RequestContext({ headers } as IncomingMessage, {} as ServerResponse, {} as Snapshot, 0);
+  const rawHeaders = Object.entries(headers).flatMap(([name, value]) =>
+    value === undefined ? [] : (Array.isArray(value) ? value : [value]).flatMap((v) => [name, v]),
+  );
+  const req = { headers, rawHeaders } as IncomingMessage;
+  const ctx = new RequestContext(req, {} as ServerResponse, {} as Snapshot, 0);
   ctx.sampled = sampled;
   return ctx;
 }
