@@ -152,6 +152,11 @@ export class Gateway implements DataplaneHost {
     return this.store.reload(trigger);
   }
 
+  /** Re-read every TLS listener's certificate files (SIGHUP); a bad set keeps the current one serving. */
+  reloadCertificates(trigger = 'signal'): void {
+    for (const l of this.listeners) l.reloadCertificates?.(trigger);
+  }
+
   /**
    * Drain and stop: readiness goes false, listeners stop accepting, keep-alive responses carry
    * `Connection: close`, in-flight requests get up to `drainTimeoutMs`, then everything is closed

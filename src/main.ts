@@ -75,7 +75,10 @@ async function run(configFile: string): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => void gateway.reload('signal'));
+  process.on('SIGHUP', () => {
+    gateway.reloadCertificates('signal');
+    void gateway.reload('signal');
+  });
   // Either of these is a bug in the gateway: log it loudly and exit so the orchestrator restarts us.
   process.on('unhandledRejection', (reason) => {
     log.fatal({ err: reason }, 'unhandled promise rejection');

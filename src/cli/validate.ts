@@ -1,9 +1,17 @@
 /**
  * `peregrine validate <file>`: load the config exactly as `run` would (interpolation included)
- * and report every problem. Exit codes: 0 valid, 2 invalid or unreadable (1 is left to main.ts
- * for usage errors and crashes).
+ * and report every problem, including the files the gateway would read at start. Exit codes:
+ * 0 valid, 2 invalid or unreadable (1 is left to main.ts for usage errors and crashes).
  */
-import { ConfigError, formatIssue, loadConfigFile } from '../config/loader.ts';
+import {
+  ConfigError,
+  type ConfigIssue,
+  type ConfigSource,
+  formatIssue,
+  loadConfigSource,
+  sortIssues,
+} from '../config/loader.ts';
+import { checkCertificateFiles } from '../dataplane/listener/certificates.ts';
 
 /** Where a subcommand writes. Each call is one line without its trailing newline, like console.log. */
 export interface CliOutput {
@@ -15,13 +23,34 @@ export const EXIT_OK = 0;
 export const EXIT_INVALID_CONFIG = 2;
 
 export async function runValidate(file: string, out: CliOutput): Promise<number> {
+  let issues: ConfigIssue[];
   try {
-    await loadConfigFile(file);
+    issues = fileIssues(await loadConfigSource(file));
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    for (const issue of err.issues) out.stderr(formatIssue(issue));
+    issues = err.issues;
+  }
+  if (issues.length > 0) {
+    for (const issue of issues) out.stderr(formatIssue(issue));
     return EXIT_INVALID_CONFIG;
   }
   out.stdout(`ok: ${file}`);
   return EXIT_OK;
+}
+
+/**
+ * Problems with the files a valid config makes the gateway read at start: each TLS listener's
+ * certificate, key and client CA bundle, put through the checks the listener itself runs at start
+ * and on reload. Paths resolve from the working directory, as for `run`.
+ */
+function fileIssues(source: ConfigSource): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  source.config.listeners.forEach((listener, i) => {
+    if (listener.tls === undefined) return;
+    for (const problem of checkCertificateFiles(listener.tls)) {
+      const path = ['listeners', i, 'tls', ...(problem.setting === undefined ? [] : [problem.setting])];
+      issues.push(source.issueAt(path, problem.message));
+    }
+  });
+  return sortIssues(issues);
 }

@@ -54,8 +54,23 @@ export function formatIssues(issues: readonly ConfigIssue[]): string {
   return issues.map(formatIssue).join('\n');
 }
 
+/** A valid config and where its keys are in the file, for checks made after the schema. */
+export interface ConfigSource {
+  readonly config: Config;
+  /** An issue about the key at `path` (e.g. `['listeners', 0, 'tls', 'cert']`), with its line. */
+  issueAt(path: readonly (string | number)[], message: string): ConfigIssue;
+}
+
 /** Read and parse a config file. Throws ConfigError, also when the file cannot be read. */
 export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
+  return (await loadConfigSource(file, env)).config;
+}
+
+/** loadConfigFile, keeping the file's layout to report later issues at their line. */
+export async function loadConfigSource(
+  file: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<ConfigSource> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -63,11 +78,15 @@ export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = proc
     const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw new ConfigError([{ file, path: '', message: `cannot read config file (${reason})` }]);
   }
-  return parseConfigText(text, file, env);
+  return parseConfigSource(text, file, env);
 }
 
 /** Parse, interpolate and validate config text. `file` only labels the issues. Throws ConfigError. */
 export function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv = process.env): Config {
+  return parseConfigSource(text, file, env).config;
+}
+
+function parseConfigSource(text: string, file: string, env: NodeJS.ProcessEnv): ConfigSource {
   const lineCounter = new LineCounter();
   // uniqueKeys (the default) turns duplicate keys into errors; prettyErrors off keeps messages short.
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
@@ -113,7 +132,11 @@ export function parseConfigText(text: string, file: string, env: NodeJS.ProcessE
     // Validation runs the same route compiler that serves, so `peregrine validate` catches what
     // the schema cannot express (templates, paths normalisation rejects).
     const compileError = routeCompileError(result.data);
-    if (!compileError) return result.data;
+    if (!compileError)
+      return {
+        config: result.data,
+        issueAt: (path, message) => issueAt(locate(doc, path).offset, path.join('.'), message),
+      };
     const path = compileError.keyPath.split('.').map((p) => (/^\d+$/.test(p) ? Number(p) : p));
     issues.push(issueAt(locate(doc, path).offset, compileError.keyPath, compileError.message));
     throw new ConfigError(issues);
@@ -144,7 +167,8 @@ function routeCompileError(config: Config): RouteCompileError | undefined {
   }
 }
 
-function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
+/** Sort by line, in place. */
+export function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
   // Issues without a line (whole-document problems) first; Array#sort is stable.
   return issues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));
 }

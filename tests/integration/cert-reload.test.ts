@@ -2,7 +2,8 @@
  * Certificate hot reload: files replaced atomically while new TLS connections keep arriving give
  * zero failed requests, new connections get the new certificate at once, existing ones keep
  * theirs; a bad, mismatched or expired set is rejected and counted while the old one keeps
- * serving; a client CA bundle reloads too.
+ * serving; a client CA bundle reloads too; a reload asked for (SIGHUP) behaves the same, unwatched
+ * files included.
  */
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -209,6 +210,44 @@ describe('certificate hot reload', () => {
       await waitForCerts(gw, (v) => v.reloads.success === 1);
       expect((await httpsFetch(gw.port, '/', foreign)).status).toBe(200);
       expect((await httpsFetch(gw.port, '/', payments)).status).toBe(200);
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
+describe('certificate reload on demand (SIGHUP)', () => {
+  it('reloads files replaced on disk when asked, unwatched too, and rejects a bad set the same way', async () => {
+    const files = writeCertFiles(pki.server, pki.ca.cert);
+    const gw = await startTlsGateway(files, { watch: false });
+    try {
+      const listener = gw.gateway.listeners[0]!;
+      const served = async () => (await httpsFetch(gw.port, '/', { ca: pki.ca.cert })).peer?.serialNumber;
+      const next = await pki.ca.server();
+      install(files, next);
+      expect(await served()).toBe(pki.server.serial);
+
+      expect(listener.reloadCertificates?.('signal')).toBe(true);
+      expect(await served()).toBe(next.serial);
+
+      // A certificate installed with another certificate's key: rejected, the current one stays.
+      install(files, pki.server, next.key);
+      expect(listener.reloadCertificates?.('signal')).toBe(false);
+      expect(await served()).toBe(next.serial);
+
+      const view = (await (await fetch(`${gw.adminUrl}/v1/certs`)).json()) as {
+        listeners: { watching: boolean; reloads: unknown; lastError: { message: string } | null }[];
+      };
+      expect(view.listeners[0]).toMatchObject({ watching: false, reloads: { success: 1, failure: 1 } });
+      expect(view.listeners[0]!.lastError?.message).toMatch(/does not match certificate/);
+      const text = await scrape(gw.adminUrl);
+      expect(metricValue(text, 'peregrine_tls_certificate_reloads_total', { outcome: 'success' })).toBe(1);
+      expect(metricValue(text, 'peregrine_tls_certificate_reloads_total', { outcome: 'failure' })).toBe(1);
+      const logged = gw.logs.lines().filter((l) => l.listener === 'edge' && l.trigger === 'signal');
+      expect(logged.map((l) => [l.level, l.msg])).toEqual([
+        ['info', 'TLS certificate reloaded'],
+        ['error', 'TLS certificate reload rejected; the previous certificate keeps serving'],
+      ]);
     } finally {
       await gw.close();
     }

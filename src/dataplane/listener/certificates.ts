@@ -1,12 +1,13 @@
 /**
  * A TLS listener's certificate material: the server certificate and key, and the CA bundle client
  * certificates must chain to. Loaded and validated at start (a bad file stops the start), then
- * watched: new contents are validated as a whole (both PEMs parse, the key matches the
- * certificate, it has not expired, OpenSSL accepts the context) before the server's secure context
- * is swapped. A bad or mismatched set is rejected, logged and counted, and the previous context
- * keeps serving. New handshakes use the new context at once; established connections keep theirs.
+ * reloaded when the files change and on demand (SIGHUP): new contents are validated as a whole
+ * (both PEMs parse, the key matches the certificate, it has not expired, OpenSSL accepts the
+ * context) before the server's secure context is swapped. A bad or mismatched set is rejected,
+ * logged and counted, and the previous context keeps serving. New handshakes use the new context
+ * at once; established connections keep theirs.
  */
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
 import type { Logger } from 'pino';
@@ -54,10 +55,17 @@ interface Material {
   readonly clientCaNotAfter: readonly Date[];
 }
 
+/** The `tls` key naming the file a problem is about. */
+export type CertificateSetting = 'cert' | 'key' | 'clientCa';
+
 export class CertificateLoadError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** The file's setting; undefined when the set as a whole is refused (OpenSSL, `ciphers`). */
+  readonly setting: CertificateSetting | undefined;
+
+  constructor(message: string, setting: CertificateSetting | undefined, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'CertificateLoadError';
+    this.setting = setting;
   }
 }
 
@@ -65,26 +73,53 @@ const PEM_CERT_RE = /-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+?-----END CERTI
 /** Files changed together (cert, then key) within this long are loaded as one set. */
 const COALESCE_MS = 100;
 
-function read(file: string, what: string): string {
+function read(file: string, what: string, setting: CertificateSetting): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (err) {
-    throw new CertificateLoadError(`${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+    const reason = (err as NodeJS.ErrnoException).code ?? 'unreadable';
+    throw new CertificateLoadError(`${what} ${file}: cannot read (${reason})`, setting);
   }
 }
 
-function parseCertificates(pem: string, file: string, what: string): X509Certificate[] {
+function parseCertificates(
+  pem: string,
+  file: string,
+  what: string,
+  setting: CertificateSetting,
+): X509Certificate[] {
   const blocks = pem.match(PEM_CERT_RE) ?? [];
-  if (blocks.length === 0) throw new CertificateLoadError(`${what} ${file}: no PEM certificate found`);
+  if (blocks.length === 0)
+    throw new CertificateLoadError(`${what} ${file}: no PEM certificate found`, setting);
   return blocks.map((block, i) => {
     try {
       return new X509Certificate(block);
     } catch (err) {
-      throw new CertificateLoadError(`${what} ${file}: certificate ${i + 1} cannot be parsed`, {
+      throw new CertificateLoadError(`${what} ${file}: certificate ${i + 1} cannot be parsed`, setting, {
         cause: err,
       });
     }
   });
+}
+
+function parseKey(pem: string, file: string): KeyObject {
+  try {
+    return createPrivateKey(pem);
+  } catch (err) {
+    const message = `key ${file}: not a PEM private key (encrypted keys are not supported)`;
+    throw new CertificateLoadError(message, 'key', { cause: err });
+  }
+}
+
+/** Run one loading step; a CertificateLoadError is added to `problems` instead of thrown. */
+function step<T>(problems: CertificateLoadError[], run: () => T): T | undefined {
+  try {
+    return run();
+  } catch (err) {
+    if (!(err instanceof CertificateLoadError)) throw err;
+    problems.push(err);
+    return undefined;
+  }
 }
 
 function rfc4514(multiline: string): string {
@@ -109,36 +144,46 @@ export function describeCertificate(cert: X509Certificate): CertificateInfo {
   };
 }
 
-/** Read and check everything; throws CertificateLoadError naming the file and the problem. */
-function loadMaterial(cfg: TlsConfig, now: number): Material {
-  const certPem = read(cfg.cert, 'certificate');
-  const keyPem = read(cfg.key, 'key');
-  const chain = parseCertificates(certPem, cfg.cert, 'certificate');
-  const leaf = chain[0]!;
-  let key: ReturnType<typeof createPrivateKey>;
-  try {
-    key = createPrivateKey(keyPem);
-  } catch (err) {
-    throw new CertificateLoadError(
-      `key ${cfg.key}: not a PEM private key (encrypted keys are not supported)`,
-      {
-        cause: err,
-      },
-    );
-  }
-  if (!leaf.checkPrivateKey(key))
-    throw new CertificateLoadError(`key ${cfg.key} does not match certificate ${cfg.cert}`);
-  if (leaf.validToDate.getTime() <= now)
-    throw new CertificateLoadError(
-      `certificate ${cfg.cert} expired at ${leaf.validToDate.toISOString()} (serial ${leaf.serialNumber})`,
+/**
+ * Read and check everything, adding each problem to `problems` (a CertificateLoadError naming the
+ * file and what is wrong); returns the material only when there is none. A file that cannot be
+ * read or parsed is not checked further; the key is matched against the certificate when both
+ * parse; OpenSSL sees the set only when nothing else is wrong.
+ */
+function checkMaterial(cfg: TlsConfig, now: number, problems: CertificateLoadError[]): Material | undefined {
+  const certPem = step(problems, () => read(cfg.cert, 'certificate', 'cert'));
+  const chain =
+    certPem === undefined
+      ? undefined
+      : step(problems, () => parseCertificates(certPem, cfg.cert, 'certificate', 'cert'));
+  const keyPem = step(problems, () => read(cfg.key, 'key', 'key'));
+  const key = keyPem === undefined ? undefined : step(problems, () => parseKey(keyPem, cfg.key));
+  const leaf = chain?.[0];
+  if (leaf !== undefined && key !== undefined && !leaf.checkPrivateKey(key))
+    problems.push(new CertificateLoadError(`key ${cfg.key} does not match certificate ${cfg.cert}`, 'key'));
+  if (leaf !== undefined && leaf.validToDate.getTime() <= now)
+    problems.push(
+      new CertificateLoadError(
+        `certificate ${cfg.cert} expired at ${leaf.validToDate.toISOString()} (serial ${leaf.serialNumber})`,
+        'cert',
+      ),
     );
 
-  let caPem: string | undefined;
-  let ca: X509Certificate[] = [];
-  if (cfg.clientAuth !== 'none' && cfg.clientCa) {
-    caPem = read(cfg.clientCa, 'clientCa');
-    ca = parseCertificates(caPem, cfg.clientCa, 'clientCa');
-  }
+  const caFile = cfg.clientAuth !== 'none' ? cfg.clientCa : undefined;
+  const caPem = caFile === undefined ? undefined : step(problems, () => read(caFile, 'clientCa', 'clientCa'));
+  const ca =
+    caFile === undefined || caPem === undefined
+      ? []
+      : step(problems, () => parseCertificates(caPem, caFile, 'clientCa', 'clientCa'));
+  if (
+    problems.length > 0 ||
+    certPem === undefined ||
+    chain === undefined ||
+    leaf === undefined ||
+    keyPem === undefined ||
+    ca === undefined
+  )
+    return undefined;
 
   const options: SecureContextOptions = {
     cert: certPem,
@@ -153,9 +198,9 @@ function loadMaterial(cfg: TlsConfig, now: number): Material {
     // What the server will build from these options; OpenSSL's own checks (key usage, curve, ...).
     createSecureContext(options);
   } catch (err) {
-    throw new CertificateLoadError(`TLS context from ${cfg.cert} and ${cfg.key}: ${(err as Error).message}`, {
-      cause: err,
-    });
+    const message = `TLS context from ${cfg.cert} and ${cfg.key}: ${(err as Error).message}`;
+    problems.push(new CertificateLoadError(message, undefined, { cause: err }));
+    return undefined;
   }
   const server = describeCertificate(leaf);
   return {
@@ -167,6 +212,28 @@ function loadMaterial(cfg: TlsConfig, now: number): Material {
     clientCa: ca.map(describeCertificate),
     clientCaNotAfter: ca.map((c) => c.validToDate),
   };
+}
+
+/** The material, or a CertificateLoadError with every problem found (joined by `; `). */
+function loadMaterial(cfg: TlsConfig, now: number): Material {
+  const problems: CertificateLoadError[] = [];
+  const material = checkMaterial(cfg, now, problems);
+  if (material !== undefined) return material;
+  if (problems.length === 1) throw problems[0]!;
+  throw new CertificateLoadError(problems.map((p) => p.message).join('; '), undefined, {
+    cause: problems[0],
+  });
+}
+
+/**
+ * Every problem with a listener's certificate files, found by the same checks as at start and on
+ * reload (readable, PEM, key matches certificate, not expired, accepted by OpenSSL); empty when
+ * they make a usable set. For `peregrine validate`.
+ */
+export function checkCertificateFiles(cfg: TlsConfig, now: number = Date.now()): CertificateLoadError[] {
+  const problems: CertificateLoadError[] = [];
+  checkMaterial(cfg, now, problems);
+  return problems;
 }
 
 export interface CertificateDeps {
@@ -225,14 +292,18 @@ export class ListenerCertificates {
     else {
       this.#timer = setTimeout(() => {
         this.#timer = undefined;
-        this.reload();
+        this.reload('file');
       }, COALESCE_MS);
       this.#timer.unref();
     }
   }
 
-  /** Load the files again and swap the context if they are a good set. Returns whether it swapped. */
-  reload(): boolean {
+  /**
+   * Load the files again and swap the context if they are a good set; `trigger` (`file`,
+   * `signal`, ...) is logged. Returns whether it swapped. Does nothing before `watch()` installed
+   * the server's context setter (not listening yet) or after `close()`.
+   */
+  reload(trigger: string): boolean {
     if (this.#closed || !this.#apply) return false;
     const { logger, metrics } = this.#deps;
     let material: Material;
@@ -246,7 +317,7 @@ export class ListenerCertificates {
       this.#lastError = { message, at: new Date().toISOString() };
       metrics.recordCertificateReload(this.listener, 'failure');
       logger.error(
-        { listener: this.listener, error: message },
+        { listener: this.listener, trigger, error: message },
         'TLS certificate reload rejected; the previous certificate keeps serving',
       );
       return false;
@@ -260,6 +331,7 @@ export class ListenerCertificates {
     logger.info(
       {
         listener: this.listener,
+        trigger,
         subject: material.server.subject,
         serial: material.server.serial,
         notAfter: material.server.notAfter,

@@ -17,6 +17,8 @@ export interface Listener {
   destroyConnections(): void;
   /** TLS listeners: the certificates served and trusted, for the admin API. */
   certificateStatus?(): ListenerCertificateStatus;
+  /** TLS listeners: reload the certificate files now (SIGHUP); true when a new set was installed. */
+  reloadCertificates?(trigger: string): boolean;
 }
 
 /** What the pipeline knows of its listener, compiled once from the listener's config. */

@@ -247,4 +247,13 @@ export class TlsListener implements Listener {
   certificateStatus(): ListenerCertificateStatus {
     return this.certificates.status();
   }
+
+  /**
+   * Re-read and check the certificate files now (e.g. on SIGHUP), whether or not they are watched,
+   * exactly as a file change would: a good set is swapped in for new handshakes; a bad one is
+   * logged, counted and leaves the current certificate serving. Returns whether it swapped.
+   */
+  reloadCertificates(trigger: string): boolean {
+    return this.certificates.reload(trigger);
+  }
 }

@@ -1,0 +1,102 @@
+/**
+ * `peregrine validate` as a process: the certificate files of TLS listeners are read and checked
+ * as the listener checks them at start, each problem reported at its key's line, exit code 2.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type IssuedCert, TestCa } from '../helpers/certs.ts';
+
+let dir: string;
+let ca: TestCa;
+let server: IssuedCert;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'peregrine-validate-'));
+  ca = await TestCa.create();
+  const other = await ca.server();
+  server = await ca.server();
+  writeFileSync(join(dir, 'good.crt'), server.cert);
+  writeFileSync(join(dir, 'good.key'), server.key);
+  writeFileSync(join(dir, 'other.key'), other.key);
+  writeFileSync(join(dir, 'ca.crt'), ca.cert);
+  writeFileSync(join(dir, 'garbage.crt'), 'this is not PEM\n');
+  writeFileSync(join(dir, 'garbage.key'), '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n');
+});
+
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function validate(yaml: string): { file: string; status: number | null; stdout: string; stderr: string[] } {
+  const file = join(dir, `gateway-${Math.random().toString(36).slice(2)}.yaml`);
+  writeFileSync(file, yaml);
+  const result = spawnSync(process.execPath, ['src/main.ts', 'validate', file], {
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
+  return {
+    file,
+    status: result.status,
+    stdout: result.stdout,
+    stderr: result.stderr.split('\n').filter(Boolean),
+  };
+}
+
+describe('peregrine validate: certificate files', () => {
+  it('reports a missing file, non-PEM files and a mismatched key at their lines, exit 2', () => {
+    const { file, status, stdout, stderr } = validate(
+      [
+        'listeners:',
+        '  - name: missing',
+        '    address: 127.0.0.1:8443',
+        '    tls:',
+        `      cert: ${dir}/nope.crt`,
+        `      key: ${dir}/good.key`,
+        '  - name: garbage',
+        '    address: 127.0.0.1:8444',
+        '    tls:',
+        `      cert: ${dir}/garbage.crt`,
+        `      key: ${dir}/garbage.key`,
+        '  - name: mismatched',
+        '    address: 127.0.0.1:8445',
+        '    tls:',
+        `      cert: ${dir}/good.crt`,
+        `      key: ${dir}/other.key`,
+        '      clientAuth: required',
+        `      clientCa: ${dir}/garbage.crt`,
+        '',
+      ].join('\n'),
+    );
+    expect(stdout).toBe('');
+    expect(stderr).toEqual([
+      `${file}:5 listeners.0.tls.cert: certificate ${dir}/nope.crt: cannot read (ENOENT)`,
+      `${file}:10 listeners.1.tls.cert: certificate ${dir}/garbage.crt: no PEM certificate found`,
+      `${file}:11 listeners.1.tls.key: key ${dir}/garbage.key: not a PEM private key (encrypted keys are not supported)`,
+      `${file}:16 listeners.2.tls.key: key ${dir}/other.key does not match certificate ${dir}/good.crt`,
+      `${file}:18 listeners.2.tls.clientCa: clientCa ${dir}/garbage.crt: no PEM certificate found`,
+    ]);
+    expect(status).toBe(2);
+  });
+
+  it('accepts a listener whose files are a usable set', () => {
+    const { file, status, stdout, stderr } = validate(
+      [
+        'listeners:',
+        '  - name: edge',
+        '    address: 127.0.0.1:8443',
+        '    tls:',
+        `      cert: ${dir}/good.crt`,
+        `      key: ${dir}/good.key`,
+        '      clientAuth: optional',
+        `      clientCa: ${dir}/ca.crt`,
+        '',
+      ].join('\n'),
+    );
+    expect(stderr).toEqual([]);
+    expect(stdout).toBe(`ok: ${file}\n`);
+    expect(status).toBe(0);
+  });
+});
