@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { machineCpuWindow, waitForQuiet } from './lib/cpu.ts';
 import { type CpuProfile, type SelfTime, summariseProfile } from './lib/cpuprofile.ts';
+import { peregrineArgv } from './lib/launcher.ts';
 import { pickLoadGenerator } from './lib/loadgen.ts';
 import { peregrineConfigYaml } from './lib/peregrine-config.ts';
 import { freePort, installCleanup, type Managed, spawnManaged, stopAll, waitForHttp } from './lib/proc.ts';
@@ -64,7 +65,7 @@ async function startProfiled(
   const proc = spawnManaged(
     `peregrine-${which}`,
     node,
-    [...cpuProf, join(ROOT, 'src/main.ts'), 'run', '--config', config],
+    [...cpuProf, ...peregrineArgv(ROOT), 'run', '--config', config],
     { env: childEnv(), cwd: ROOT, stdout: 'ignore' },
   );
   await waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, { proc });

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { nginxConf } from '../peers/nginx-conf.ts';
 import { UPSTREAM_BODY } from '../peers/upstream.ts';
 import type { BenchJwt, BenchTls } from './credentials.ts';
+import { peregrineArgv } from './launcher.ts';
 import { type PeregrineProfile, peregrineConfigYaml } from './peregrine-config.ts';
 import { freePort, type GetOptions, httpGet, type Managed, spawnManaged, waitForHttp } from './proc.ts';
 
@@ -26,7 +27,7 @@ export interface BenchContext {
   node: string;
   /** Repository root (bench peers are started from here). */
   root: string;
-  /** Directory holding the Peregrine to measure (its src/main.ts); the repository root by default. */
+  /** Directory holding the Peregrine to measure (its bin/peregrine.js and src/); the repository root by default. */
   peregrineDir: string;
   /** Scratch directory for generated configs and logs, removed at the end. */
   tmpDir: string;
@@ -156,7 +157,7 @@ function peregrine(profile: PeregrineProfile): Target {
         proc = spawnManaged(
           `peregrine-${profile}`,
           ctx.node,
-          [join(ctx.peregrineDir, 'src/main.ts'), 'run', '--config', configFile],
+          [...peregrineArgv(ctx.peregrineDir), 'run', '--config', configFile],
           {
             env: childEnv(),
             cwd: ctx.peregrineDir,
@@ -276,7 +277,7 @@ export async function peregrinePreflight(node: string, peregrineDir: string, tmp
   const proc = spawnManaged(
     'peregrine validate',
     node,
-    [join(peregrineDir, 'src/main.ts'), 'validate', config],
+    [...peregrineArgv(peregrineDir), 'validate', config],
     {
       env: childEnv(),
       cwd: peregrineDir,

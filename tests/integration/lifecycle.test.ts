@@ -1,11 +1,12 @@
 /**
- * The real CLI process: SIGHUP reloads, SIGTERM drains in-flight requests and exits 0.
+ * The real CLI process, started as it ships (the `bin/peregrine.js` launcher, run through its
+ * `#!` line): SIGHUP reloads, SIGTERM drains in-flight requests and exits 0.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
@@ -37,8 +38,10 @@ function configYaml(routes: { name: string; path: string }[]): string {
 }
 
 async function startCli(file: string): Promise<Running> {
-  const child = spawn(process.execPath, ['src/main.ts', 'run', '--config', file], {
+  // The launcher's `#!/usr/bin/env -S node …` finds Node on PATH: this Node (24) first.
+  const child = spawn('bin/peregrine.js', ['run', '--config', file], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}` },
   });
   const logs: Record<string, unknown>[] = [];
   let buf = '';
@@ -70,6 +73,8 @@ async function startCli(file: string): Promise<Running> {
     void exit.then((code) => reject(new Error(`gateway exited early (${code}): ${stderr}`)));
   });
   const { port, adminPort } = await ready;
+  // The process is Node itself (env execs it) with the launcher's V8 flag, so signals reach it.
+  expect(readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0')).toContain('--max-semi-space-size=8');
   return { child, port, adminPort, logs, exit };
 }
 
