@@ -10,7 +10,7 @@ import type { Dispatcher } from 'undici';
 import { GatewayError } from '../../errors.ts';
 import type { RequestContext } from '../context.ts';
 import type { Endpoint } from '../upstream/endpoint.ts';
-import { cleanResponseHeaders } from './headers.ts';
+import { responseHeaderList } from './headers.ts';
 import type { AttemptOutcome } from './upstream-errors.ts';
 import { classifyUpstreamError } from './upstream-errors.ts';
 
@@ -134,11 +134,9 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
         return;
       }
     }
-    cleanResponseHeaders(headers);
     // HTTP/2 has no Connection header (Node refuses it); a draining session gets GOAWAY instead.
-    if (this.lifecycle.draining && ctx.req.httpVersionMajor !== 2) headers.connection = 'close';
-    headers['x-request-id'] = ctx.requestId;
-    res.writeHead(statusCode, headers);
+    const close = this.lifecycle.draining && ctx.req.httpVersionMajor !== 2;
+    res.writeHead(statusCode, responseHeaderList(headers, ctx.requestId, close));
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {

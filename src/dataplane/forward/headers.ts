@@ -185,6 +185,37 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], info: Outbou
   return out;
 }
 
+const RESPONSE_DROP: ReadonlySet<string> = new Set(RESPONSE_HOP_BY_HOP);
+
+/**
+ * The client response head as a flat [name, value, ...] list, built in one pass over undici's
+ * header object: hop-by-hop headers and every header the upstream's Connection names are left
+ * out, the upstream's X-Request-Id is replaced by the gateway's, and `connection: close` is added
+ * when asked. Deleting from undici's object instead (cleanResponseHeaders) turns it into a slow
+ * dictionary that Node then walks; this list is what `writeHead` takes as it is.
+ */
+export function responseHeaderList(
+  headers: IncomingHttpHeaders,
+  requestId: string,
+  close: boolean,
+): (string | string[])[] {
+  const connection = headers.connection;
+  const named =
+    typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close'
+      ? connectionTokens(connection)
+      : undefined;
+  const out: (string | string[])[] = [];
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || RESPONSE_DROP.has(name) || name === 'x-request-id') continue;
+    if (named?.has(name)) continue;
+    out.push(name, value);
+  }
+  out.push('x-request-id', requestId);
+  if (close) out.push('connection', 'close');
+  return out;
+}
+
 /**
  * Remove hop-by-hop headers (and every header the upstream's Connection names) from an upstream
  * response header object, in place, and return it.
