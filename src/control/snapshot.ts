@@ -5,7 +5,7 @@ import { createIdentityFilter } from '../dataplane/filters/identity/identity-fil
 import { createJwtFilter } from '../dataplane/filters/jwt/jwt-filter.ts';
 import { type AuthProviders, createAuthProviders } from '../dataplane/filters/jwt/providers.ts';
 import { createRouteTable, type RouteTable } from '../dataplane/routing/route-table.ts';
-import { Cluster } from '../dataplane/upstream/cluster.ts';
+import { Cluster, upstreamFingerprint } from '../dataplane/upstream/cluster.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
 
 /** What a route runs between matching and forwarding, compiled once per snapshot. */
@@ -88,9 +88,14 @@ export function compileSnapshot(
     }
     for (const [name, upstream] of Object.entries(config.upstreams)) {
       const old = previous?.clusters.get(name);
-      if (old && old.fingerprint === JSON.stringify(upstream)) clusters.set(name, old);
+      const fingerprint = upstreamFingerprint(upstream);
+      if (old && old.fingerprint === fingerprint) clusters.set(name, old);
       else {
-        const cluster = new Cluster(name, upstream, { logger: deps.logger, metrics: deps.metrics });
+        const cluster = new Cluster(name, upstream, {
+          logger: deps.logger,
+          metrics: deps.metrics,
+          fingerprint,
+        });
         created.push(cluster);
         clusters.set(name, cluster);
       }

@@ -17,6 +17,7 @@ import { SpanStatusCode } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
 import type { Snapshot } from '../control/snapshot.ts';
 import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
+import { accessRecord } from '../telemetry/access-log.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
 import { RequestContext } from './context.ts';
 import type { RequestFilter } from './filters/filter.ts';
@@ -600,28 +601,19 @@ export class Pipeline implements AttemptObserver {
         );
       span.end();
     }
-    this.telemetry.accessLog.log({
-      listener: this.listener.name,
-      route: ctx.route?.name,
-      upstream: ctx.cluster?.name,
-      endpoint: ctx.endpoint?.id,
-      method,
-      path: ctx.path || '-',
-      status,
-      durationMs: round(durationMs),
-      upstreamDurationMs: ctx.upstreamDurationMs === undefined ? undefined : round(ctx.upstreamDurationMs),
-      requestBytes: ctx.requestBytes,
-      responseBytes: ctx.responseBytes,
-      traceId: ctx.traceId,
-      spanId: ctx.spanId,
-      requestId: ctx.requestId,
-      clientAddress: ctx.clientAddress,
-      code: ctx.code,
-      userAgent: req.headers['user-agent'],
-      attempts: ctx.attempts,
-      clientIdentity: ctx.identity,
-      subject: ctx.subject,
-    });
+    this.telemetry.accessLog.log(
+      accessRecord(
+        this.listener.name,
+        ctx.route?.name,
+        ctx.cluster?.name,
+        ctx.endpoint?.id,
+        method,
+        status,
+        durationMs,
+        req.headers['user-agent'],
+        ctx,
+      ),
+    );
     this.host.requestFinished();
     const socket = ctx.socket as TrackedSocket | undefined;
     if (socket && --socket[kPending]! === 0 && socket[kDeferredError]) {
@@ -683,8 +675,4 @@ function authResultOf(code: string): string {
 
 function formatDecision(d: { stage: string; detail: string }): string {
   return `${d.stage}: ${d.detail}`;
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
 }

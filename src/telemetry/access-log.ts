@@ -36,6 +36,73 @@ export interface AccessLog {
   log(rec: AccessLogRecord): void;
 }
 
+/**
+ * What a record copies from the exchange it describes. A RequestContext has every field; a
+ * WebSocket handshake or a parser rejection has no trace, body, upstream timing or subject and
+ * leaves those out.
+ */
+export interface AccessExchange {
+  /** Normalised path; '' when there is none yet (logged as `-`). */
+  readonly path: string;
+  readonly requestId: string;
+  readonly clientAddress: string;
+  readonly code: string | undefined;
+  readonly attempts: number;
+  /** Verified mTLS client identity. */
+  readonly identity: string | undefined;
+  readonly traceId?: string;
+  readonly spanId?: string;
+  readonly requestBytes?: number;
+  readonly responseBytes?: number;
+  readonly upstreamDurationMs?: number | undefined;
+  readonly subject?: string | undefined;
+}
+
+/** Milliseconds to the microsecond. */
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
+/**
+ * The one place a record is built, for finished requests, WebSocket handshakes and parser
+ * rejections alike. Positional and closure-free: the pipeline calls it for every request.
+ */
+export function accessRecord(
+  listener: string,
+  route: string | undefined,
+  upstream: string | undefined,
+  endpoint: string | undefined,
+  method: string,
+  status: number,
+  durationMs: number,
+  userAgent: string | undefined,
+  x: AccessExchange,
+): AccessLogRecord {
+  const upstreamMs = x.upstreamDurationMs;
+  return {
+    listener,
+    route,
+    upstream,
+    endpoint,
+    method,
+    path: x.path || '-',
+    status,
+    durationMs: round(durationMs),
+    upstreamDurationMs: upstreamMs === undefined ? undefined : round(upstreamMs),
+    requestBytes: x.requestBytes ?? 0,
+    responseBytes: x.responseBytes ?? 0,
+    traceId: x.traceId ?? '',
+    spanId: x.spanId ?? '',
+    requestId: x.requestId,
+    clientAddress: x.clientAddress,
+    code: x.code,
+    userAgent,
+    attempts: x.attempts,
+    clientIdentity: x.identity,
+    subject: x.subject,
+  };
+}
+
 /** Longer client-supplied User-Agent values are cut, so one header cannot bloat every line. */
 const MAX_USER_AGENT = 512;
 

@@ -153,124 +153,6 @@ export const LATENCY_BUCKETS: readonly number[] = [
 export const PROMETHEUS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
 export const OPENMETRICS_CONTENT_TYPE = Registry.OPENMETRICS_CONTENT_TYPE;
 
-export interface GatewayMetrics {
-  /** The registry holding every gateway metric (not prom-client's global one). Render it with renderMetrics(). */
-  readonly registry: Registry<RegistryContentType>;
-  readonly exemplars: boolean;
-
-  readonly requestsTotal: CellMetric;
-  readonly requestDuration: CellHistogram;
-  readonly requestsInFlight: CellMetric;
-  readonly openConnections: CellMetric;
-  readonly requestBodyBytes: CellMetric;
-  readonly responseBodyBytes: CellMetric;
-  readonly localResponses: CellMetric;
-  readonly upstreamAttempts: CellMetric;
-  readonly upstreamAttemptDuration: CellHistogram;
-  readonly upstreamInFlight: CellMetric;
-  readonly configReloads: Counter<'outcome'>;
-  readonly configLastReloadSuccessTimestamp: Gauge;
-  readonly configLastReloadSuccessful: Gauge;
-  readonly buildInfo: Gauge<'version' | 'node_version'>;
-  readonly websocketUpgrades: Counter<'route' | 'outcome'>;
-  readonly authDecisions: CellMetric;
-  readonly jwksFetches: Counter<'provider' | 'outcome'>;
-  readonly jwksKidMisses: Counter<'provider'>;
-  readonly jwksKeys: Gauge<'provider'>;
-  readonly jwksKeysetAge: Gauge<'provider'>;
-  readonly jwksStale: Gauge<'provider'>;
-  readonly upstreamDecisions: CellMetric;
-  readonly upstreamRetries: CellMetric;
-  readonly upstreamCircuitState: Gauge<'upstream'>;
-  readonly upstreamCircuitTransitions: Counter<'upstream' | 'from' | 'to'>;
-  readonly upstreamEjections: Counter<'upstream' | 'endpoint'>;
-  readonly upstreamEjectedEndpoints: Gauge<'upstream'>;
-  readonly upstreamEndpoints: Gauge<'upstream' | 'state'>;
-  readonly upstreamPanicMode: Gauge<'upstream'>;
-  readonly upstreamQueued: Gauge<'upstream'>;
-  readonly upstreamRetryBudgetRemaining: Gauge<'upstream'>;
-
-  /**
-   * One finished request: peregrine_requests_total and peregrine_request_duration_seconds.
-   * `route` undefined means no route matched. Pass `traceId` only for sampled requests; it becomes
-   * the bucket's exemplar.
-   */
-  recordRequest(
-    listener: string,
-    route: string | undefined,
-    method: string,
-    status: number,
-    seconds: number,
-    traceId: string | undefined,
-  ): void;
-  recordBytes(route: string | undefined, requestBytes: number, responseBytes: number): void;
-  /** A response the gateway generated itself (problem+json), by GatewayError code. */
-  recordLocalResponse(route: string | undefined, code: ErrorCode): void;
-  requestStarted(listener: string): void;
-  requestFinished(listener: string): void;
-  connectionOpened(listener: string): void;
-  connectionClosed(listener: string): void;
-  /** One upstream attempt. `status` undefined or 0 when no response head arrived (label `none`). */
-  recordAttempt(
-    upstream: string,
-    endpoint: string,
-    outcome: AttemptOutcome,
-    status: number | undefined,
-    seconds: number,
-    traceId: string | undefined,
-  ): void;
-  upstreamStarted(upstream: string): void;
-  upstreamFinished(upstream: string): void;
-  /** Count a configuration load (the initial load included) and update the last-reload gauges. */
-  recordConfigReload(outcome: ConfigReloadOutcome): void;
-  recordWebSocketUpgrade(route: string | undefined, outcome: WebSocketOutcome): void;
-  /** Drop the series of an endpoint that discovery removed, so churn does not grow memory. */
-  forgetEndpoint(upstream: string, endpoint: string): void;
-  /**
-   * The peregrine_auth_decisions_total series for these labels, created on first use and the same
-   * cell for the same labels afterwards. Auth filters fetch their cells when they are built and add
-   * 1 per decision, so a decision costs one `+=`.
-   */
-  authDecisionCell(route: string, provider: string, result: AuthResult, reason: AuthReason): ScalarCell;
-  /** One auth decision, for callers without a cached cell (a Map lookup by joined key). */
-  recordAuthDecision(route: string, provider: string, result: AuthResult, reason: AuthReason): void;
-  recordJwksFetch(provider: string, outcome: JwksFetchOutcome): void;
-  /** A token named a `kid` the provider's key set does not hold. */
-  recordJwksKidMiss(provider: string): void;
-  /**
-   * A provider's key set: usable keys, when the JWKS endpoint last confirmed it (ms since the epoch;
-   * undefined while it never has, or for keys from the configuration), and the time after which it
-   * counts as stale (past its max-age because refreshes failed). Age and staleness are computed at
-   * scrape time, so they keep moving while nothing is fetched.
-   */
-  setJwksKeyset(provider: string, keys: number, confirmedAt: number | undefined, staleAfter: number): void;
-  /** Drop the JWKS gauges of a provider that a reload removed. */
-  forgetJwksProvider(provider: string): void;
-  /** A TLS handshake completed on a listener (counted on 'secureConnection'); alpn `none` without ALPN. */
-  recordTlsHandshake(listener: string, protocol: string, alpn: string): void;
-  recordTlsHandshakeFailure(listener: string, reason: HandshakeFailureReason): void;
-  /** A client certificate that did not verify, or none where one is required. */
-  recordClientCertVerificationFailure(listener: string, reason: ClientCertReason): void;
-  /** A certificate reload after start (file change) was applied or rejected. */
-  recordCertificateReload(listener: string, outcome: CertificateReloadOutcome): void;
-  /** The certificates a listener serves and trusts now; replaces that listener's previous series. */
-  setCertificateExpiry(listener: string, certs: readonly CertificateExpiry[]): void;
-  recordHttp2SessionClosed(listener: string, reason: Http2CloseReason): void;
-  /**
-   * The resilience counters of an upstream: created (at 0) on first use, and the same cells for
-   * every Cluster of that name afterwards, so counters continue across reloads.
-   */
-  upstreamResilience(upstream: string): UpstreamResilienceSeries;
-  /**
-   * Read `source` for the upstream's gauges at every scrape until the returned function is called.
-   * A later watch of the same name replaces it (a reload built a new Cluster); the stale watcher's
-   * unwatch then does nothing.
-   */
-  watchUpstream(upstream: string, source: UpstreamStateSource): () => void;
-  recordCircuitTransition(upstream: string, from: CircuitStateName, to: CircuitStateName): void;
-  recordEjection(upstream: string, endpoint: string): void;
-}
-
 export interface MetricsOptions {
   /** Attach trace_id exemplars to the latency histograms (OpenMetrics scrapes only). */
   exemplars: boolean;
@@ -312,7 +194,9 @@ function seriesOf(
   return cell;
 }
 
-class PromGatewayMetrics implements GatewayMetrics {
+/** Every gateway metric and the calls that record them; build one with createMetrics(). */
+export class GatewayMetrics {
+  /** The registry holding every gateway metric (not prom-client's global one). Render it with renderMetrics(). */
   readonly registry: Registry<RegistryContentType>;
   readonly exemplars: boolean;
   readonly requestsTotal: CellMetric;
@@ -657,6 +541,11 @@ class PromGatewayMetrics implements GatewayMetrics {
     collectDefaultMetrics({ register: registry, prefix: 'peregrine_' });
   }
 
+  /**
+   * One finished request: peregrine_requests_total and peregrine_request_duration_seconds.
+   * `route` undefined means no route matched. Pass `traceId` only for sampled requests; it becomes
+   * the bucket's exemplar.
+   */
   recordRequest(
     listener: string,
     route: string | undefined,
@@ -708,6 +597,7 @@ class PromGatewayMetrics implements GatewayMetrics {
     series.response.value += responseBytes;
   }
 
+  /** A response the gateway generated itself (problem+json), by GatewayError code. */
   recordLocalResponse(route: string | undefined, code: ErrorCode): void {
     const r = route ?? NO_ROUTE;
     let byCode = this.localByRoute.get(r);
@@ -739,6 +629,7 @@ class PromGatewayMetrics implements GatewayMetrics {
     seriesOf(this.connectionsByListener, this.openConnections, 'listener', listener).value -= 1;
   }
 
+  /** One upstream attempt. `status` undefined or 0 when no response head arrived (label `none`). */
   recordAttempt(
     upstream: string,
     endpoint: string,
@@ -789,6 +680,7 @@ class PromGatewayMetrics implements GatewayMetrics {
     seriesOf(this.inFlightByUpstream, this.upstreamInFlight, 'upstream', upstream).value -= 1;
   }
 
+  /** Count a configuration load (the initial load included) and update the last-reload gauges. */
   recordConfigReload(outcome: ConfigReloadOutcome): void {
     this.configReloads.inc({ outcome: outcome === 'success' ? 'success' : 'failure' });
     this.configLastReloadSuccessful.set(outcome === 'success' ? 1 : 0);
@@ -799,6 +691,11 @@ class PromGatewayMetrics implements GatewayMetrics {
     this.websocketUpgrades.inc({ route: route ?? NO_ROUTE, outcome });
   }
 
+  /**
+   * The peregrine_auth_decisions_total series for these labels, created on first use and the same
+   * cell for the same labels afterwards. Auth filters fetch their cells when they are built and add
+   * 1 per decision, so a decision costs one `+=`.
+   */
   authDecisionCell(route: string, provider: string, result: AuthResult, reason: AuthReason): ScalarCell {
     const key = `${route}\u0000${provider}\u0000${result}\u0000${reason}`;
     let cell = this.authCells.get(key);
@@ -809,6 +706,7 @@ class PromGatewayMetrics implements GatewayMetrics {
     return cell;
   }
 
+  /** One auth decision, for callers without a cached cell (a Map lookup by joined key). */
   recordAuthDecision(route: string, provider: string, result: AuthResult, reason: AuthReason): void {
     this.authDecisionCell(route, provider, result, reason).value += 1;
   }
@@ -817,16 +715,24 @@ class PromGatewayMetrics implements GatewayMetrics {
     this.jwksFetches.inc({ provider, outcome });
   }
 
+  /** A token named a `kid` the provider's key set does not hold. */
   recordJwksKidMiss(provider: string): void {
     this.jwksKidMisses.inc({ provider });
   }
 
+  /**
+   * A provider's key set: usable keys, when the JWKS endpoint last confirmed it (ms since the epoch;
+   * undefined while it never has, or for keys from the configuration), and the time after which it
+   * counts as stale (past its max-age because refreshes failed). Age and staleness are computed at
+   * scrape time, so they keep moving while nothing is fetched.
+   */
   setJwksKeyset(provider: string, keys: number, confirmedAt: number | undefined, staleAfter: number): void {
     this.jwksKeys.set({ provider }, keys);
     this.jwksKeysets.set(provider, { confirmedAt, staleAfter });
     if (confirmedAt === undefined) this.jwksKeysetAge.remove({ provider });
   }
 
+  /** Drop the JWKS gauges of a provider that a reload removed. */
   forgetJwksProvider(provider: string): void {
     this.jwksKeysets.delete(provider);
     this.jwksKeys.remove({ provider });
@@ -834,6 +740,10 @@ class PromGatewayMetrics implements GatewayMetrics {
     this.jwksStale.remove({ provider });
   }
 
+  /**
+   * The resilience counters of an upstream: created (at 0) on first use, and the same cells for
+   * every Cluster of that name afterwards, so counters continue across reloads.
+   */
   upstreamResilience(upstream: string): UpstreamResilienceSeries {
     let series = this.resilienceByUpstream.get(upstream);
     if (series === undefined) {
@@ -846,6 +756,11 @@ class PromGatewayMetrics implements GatewayMetrics {
     return series;
   }
 
+  /**
+   * Read `source` for the upstream's gauges at every scrape until the returned function is called.
+   * A later watch of the same name replaces it (a reload built a new Cluster); the stale watcher's
+   * unwatch then does nothing.
+   */
   watchUpstream(upstream: string, source: UpstreamStateSource): () => void {
     const sources = this.upstreamSources;
     sources.set(upstream, source);
@@ -862,6 +777,7 @@ class PromGatewayMetrics implements GatewayMetrics {
     this.upstreamEjections.inc({ upstream, endpoint });
   }
 
+  /** A TLS handshake completed on a listener (counted on 'secureConnection'); alpn `none` without ALPN. */
   recordTlsHandshake(listener: string, protocol: string, alpn: string): void {
     const key = `${listener}\u0000${protocol}\u0000${alpn}`;
     let cell = this.handshakeCells.get(key);
@@ -876,14 +792,17 @@ class PromGatewayMetrics implements GatewayMetrics {
     this.tlsHandshakeFailures.inc({ listener, reason });
   }
 
+  /** A client certificate that did not verify, or none where one is required. */
   recordClientCertVerificationFailure(listener: string, reason: ClientCertReason): void {
     this.tlsClientCertVerificationFailures.inc({ listener, reason });
   }
 
+  /** A certificate reload after start (file change) was applied or rejected. */
   recordCertificateReload(listener: string, outcome: CertificateReloadOutcome): void {
     this.tlsCertificateReloads.inc({ listener, outcome });
   }
 
+  /** The certificates a listener serves and trusts now; replaces that listener's previous series. */
   setCertificateExpiry(listener: string, certs: readonly CertificateExpiry[]): void {
     for (const labels of this.expiryLabels.get(listener) ?? []) this.tlsCertificateExpiry.remove(labels);
     const sets: Labels[] = [];
@@ -899,6 +818,7 @@ class PromGatewayMetrics implements GatewayMetrics {
     this.http2SessionsClosed.inc({ listener, reason });
   }
 
+  /** Drop the series of an endpoint that discovery removed, so churn does not grow memory. */
   forgetEndpoint(upstream: string, endpoint: string): void {
     this.upstreamEjections.remove({ upstream, endpoint });
     const byEndpoint = this.attempts.get(upstream);
@@ -914,7 +834,7 @@ class PromGatewayMetrics implements GatewayMetrics {
 }
 
 export function createMetrics(opts: MetricsOptions): GatewayMetrics {
-  return new PromGatewayMetrics(opts);
+  return new GatewayMetrics(opts);
 }
 
 /**

@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { asGatewayError, type ErrorCode, GatewayError } from '../../errors.ts';
+import { accessRecord } from '../../telemetry/access-log.ts';
 import type { WebSocketOutcome } from '../../telemetry/metrics.ts';
 import { RequestContext } from '../context.ts';
 import type { RequestFilter } from '../filters/filter.ts';
@@ -161,27 +162,26 @@ function recordUpgrade(
   metrics.recordWebSocketUpgrade(rec.route, outcome);
   metrics.recordRequest(pipeline.listener.name, rec.route, 'GET', status, ms / 1000, undefined);
   if (code) metrics.recordLocalResponse(rec.route, code);
-  accessLog.log({
-    listener: pipeline.listener.name,
-    route: rec.route,
-    upstream: rec.upstream,
-    endpoint: rec.endpoint,
-    method: 'GET',
-    path: rec.path,
-    status,
-    durationMs: Math.round(ms * 1000) / 1000,
-    upstreamDurationMs: undefined,
-    requestBytes: 0,
-    responseBytes: 0,
-    traceId: '',
-    spanId: '',
-    requestId: rec.requestId,
-    clientAddress: rec.clientAddress,
-    code,
-    userAgent: req.headers['user-agent'],
-    attempts: rec.endpoint ? 1 : 0,
-    clientIdentity: rec.clientIdentity,
-  });
+  accessLog.log(
+    accessRecord(
+      pipeline.listener.name,
+      rec.route,
+      rec.upstream,
+      rec.endpoint,
+      'GET',
+      status,
+      ms,
+      req.headers['user-agent'],
+      {
+        path: rec.path,
+        requestId: rec.requestId,
+        clientAddress: rec.clientAddress,
+        code,
+        attempts: rec.endpoint ? 1 : 0,
+        identity: rec.clientIdentity,
+      },
+    ),
+  );
 }
 
 /** Run a route's filters (mTLS identity, JWT) for a handshake; throws the refusal. */

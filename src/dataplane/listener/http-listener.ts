@@ -3,6 +3,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../../config/schema.ts';
 import { ERROR_CODES, type ErrorCode } from '../../errors.ts';
+import { accessRecord } from '../../telemetry/access-log.ts';
 import { plainAddress } from '../forward/trusted-proxies.ts';
 import { handleUpgrade } from '../forward/websocket.ts';
 import { type DataplaneHost, deferClientError, Pipeline } from '../pipeline.ts';
@@ -38,26 +39,16 @@ export function answerClientError(
   const status = ERROR_CODES[code].status;
   metrics.recordRequest(listener, undefined, 'OTHER', status, 0, undefined);
   metrics.recordLocalResponse(undefined, code);
-  accessLog.log({
-    listener: listener,
-    route: undefined,
-    upstream: undefined,
-    endpoint: undefined,
-    method: '-',
-    path: '-',
-    status,
-    durationMs: 0,
-    upstreamDurationMs: undefined,
-    requestBytes: 0,
-    responseBytes: 0,
-    traceId: '',
-    spanId: '',
-    requestId: '',
-    clientAddress: plainAddress((socket as Socket).remoteAddress),
-    code,
-    userAgent: undefined,
-    attempts: 0,
-  });
+  accessLog.log(
+    accessRecord(listener, undefined, undefined, undefined, '-', status, 0, undefined, {
+      path: '-',
+      requestId: '',
+      clientAddress: plainAddress((socket as Socket).remoteAddress),
+      code,
+      attempts: 0,
+      identity: undefined,
+    }),
+  );
 }
 
 /**

@@ -46,6 +46,13 @@ export interface ClusterDeps {
   /** Monotonic milliseconds; performance.now by default. */
   readonly now?: Clock | undefined;
   readonly random?: Random | undefined;
+  /** upstreamFingerprint(config), when the caller has computed it already (compileSnapshot has). */
+  readonly fingerprint?: string | undefined;
+}
+
+/** Canonical JSON of an upstream's config: a reload keeps a cluster whose fingerprint is unchanged. */
+export function upstreamFingerprint(config: UpstreamConfig): string {
+  return JSON.stringify(config);
 }
 
 export interface EndpointDescription {
@@ -152,7 +159,7 @@ export class Cluster {
   constructor(name: string, config: UpstreamConfig, deps: ClusterDeps = {}) {
     this.name = name;
     this.config = config;
-    this.fingerprint = JSON.stringify(config);
+    this.fingerprint = deps.fingerprint ?? upstreamFingerprint(config);
     const now = deps.now ?? monotonicClock;
     const random = deps.random ?? Math.random;
     this.#now = now;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { type TelemetryConfig, TelemetrySchema } from '../../../src/config/schema.ts';
-import { type AccessLogRecord, createAccessLog } from '../../../src/telemetry/access-log.ts';
+import { type AccessLogRecord, accessRecord, createAccessLog } from '../../../src/telemetry/access-log.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { memoryStream } from './memory-stream.ts';
 
@@ -118,5 +118,48 @@ describe('createAccessLog', () => {
     expect(out.lines()[0]).toMatchObject({
       req: { headers: { authorization: '[REDACTED]', cookie: '[REDACTED]' } },
     });
+  });
+});
+
+describe('accessRecord', () => {
+  it('copies the exchange and rounds durations to the microsecond', () => {
+    const rec = accessRecord(
+      'edge',
+      'users',
+      'users-svc',
+      'http://10.0.0.5:8080',
+      'GET',
+      200,
+      1.2344,
+      'curl/8.5.0',
+      {
+        path: '/users/42',
+        requestId: RECORD.requestId,
+        clientAddress: '10.1.2.3',
+        code: undefined,
+        attempts: 1,
+        identity: undefined,
+        traceId: RECORD.traceId,
+        spanId: RECORD.spanId,
+        requestBytes: 0,
+        responseBytes: 512,
+        upstreamDurationMs: 0.9000004,
+        subject: undefined,
+      },
+    );
+    expect(rec).toEqual({ ...RECORD, clientIdentity: undefined, subject: undefined });
+  });
+
+  it('fills what a local exchange leaves out with the empty values', () => {
+    const rec = accessRecord('edge', undefined, undefined, undefined, '-', 400, 0, undefined, {
+      path: '',
+      requestId: '',
+      clientAddress: '10.1.2.3',
+      code: 'BAD_REQUEST',
+      attempts: 0,
+      identity: undefined,
+    });
+    expect(rec).toMatchObject({ path: '-', traceId: '', spanId: '', requestBytes: 0, responseBytes: 0 });
+    expect(rec.upstreamDurationMs).toBeUndefined();
   });
 });
