@@ -86,13 +86,14 @@ header('the per-request resilience path of a Cluster (defaults; no bulkhead, no 
     const balancer =
       cfg.kind === 'consistent_hash' ? { kind: cfg.kind, hashOn: cfg.hashOn } : { kind: cfg.kind };
     const c = new Cluster(`bench-${cfg.kind}`, UpstreamSchema.parse({ endpoints: urls, balancer }));
+    const req = { breakerTicket: -1 };
     bench(`${cfg.kind}: admit, requestStarted, pick, attemptStarted/Finished, release`, (i) => {
-      c.admit();
+      c.admit(req);
       c.requestStarted();
       const e = c.pick(CONTEXTS[i & 1023])!;
       c.attemptStarted(e);
-      c.attemptFinished(e, 'success', 200, 5);
-      c.release();
+      c.attemptFinished(e, 'success', 200, 5, req);
+      c.release(req);
     });
     void c.close();
   }
@@ -108,8 +109,7 @@ header('policy pieces, each alone (compare: cockatiel execute() is 150-500 ns, d
     onTransition: () => {},
   });
   bench('CircuitBreaker: allow() + onSuccess(now)', () => {
-    breaker.allow();
-    breaker.onSuccess(now());
+    breaker.onSuccess(now(), breaker.allow());
   });
   const bulkhead = new Bulkhead(cfg.bulkhead, 'bench');
   bench('Bulkhead: tryAcquire() + release()', () => {

@@ -60,6 +60,8 @@ export class RequestContext {
   plan: RoutePlan | undefined = undefined;
   /** Admitted by the upstream's breaker/bulkhead: release once when the request ends. */
   admitted = false;
+  /** AdmissionTicket: the circuit breaker ticket `Cluster.admit` gave this request (-1: none). */
+  breakerTicket = -1;
   firstAttemptAt = 0;
   /** No body, or the body is held in `body` and can be sent again. */
   bodyReplayable = false;

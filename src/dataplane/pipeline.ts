@@ -259,7 +259,7 @@ export class Pipeline implements AttemptObserver {
   /** Circuit breaker and bulkhead: may answer 503 at once, or queue the request. */
   admit(ctx: RequestContext): void {
     const cluster = ctx.cluster!;
-    const verdict = cluster.admit();
+    const verdict = cluster.admit(ctx);
     if (verdict === undefined) {
       ctx.admitted = true;
       this.start(ctx);
@@ -276,7 +276,7 @@ export class Pipeline implements AttemptObserver {
           return;
         }
         if (ctx.finished) {
-          cluster.release();
+          cluster.release(ctx);
           return;
         }
         ctx.admitted = true;
@@ -406,6 +406,7 @@ export class Pipeline implements AttemptObserver {
       outcome,
       status,
       ctx.headAt > 0 ? ctx.headAt - ctx.upstreamStartedAt : ms,
+      ctx,
     );
     // A breaker transition or an ejection this attempt caused is recorded on its request's span.
     if (events !== undefined && ctx.span !== undefined) {
@@ -568,7 +569,7 @@ export class Pipeline implements AttemptObserver {
       if (ctx.totalTimer) clearTimeout(ctx.totalTimer);
     }
     if (ctx.retryTimer) clearTimeout(ctx.retryTimer);
-    if (ctx.admitted) ctx.cluster!.release();
+    if (ctx.admitted) ctx.cluster!.release(ctx);
     const status = completed || res.headersSent ? res.statusCode : 499;
     const durationMs = performance.now() - ctx.startedAt;
     const routeName = ctx.route?.name ?? NO_ROUTE;

@@ -10,12 +10,11 @@ export const HALF_OPEN = 2;
 export type CircuitState = typeof CLOSED | typeof OPEN | typeof HALF_OPEN;
 export type { CircuitStateName };
 
-/** What `allow()` decided. */
-export const DENIED = 0;
-export const ALLOWED = 1;
-/** Allowed as one of the half-open probes. */
-export const PROBE = 2;
-export type Admission = typeof DENIED | typeof ALLOWED | typeof PROBE;
+/**
+ * What `allow()` returns when the request may not go, and the ticket of a request whose results no
+ * longer count (its probe result is in, or it was admitted without a breaker).
+ */
+export const NO_TICKET = -1;
 
 export interface CircuitTransition {
   readonly from: CircuitStateName;
@@ -51,16 +50,26 @@ export interface CircuitDescription {
  * A circuit breaker per upstream, fed by attempt results.
  *
  *   closed ──(consecutive failures, or failure ratio over the window with enough volume)──▶ open
- *   open ──(open duration elapsed; checked when a request asks)──▶ half-open
+ *   open ──(open duration elapsed; noticed by the next allow() or state read)──▶ half-open
  *   half-open ──(every probe succeeded)──▶ closed;  ──(a probe failed)──▶ open, for longer
  *
  * The open duration doubles with each trip that follows a close by less than `maxOpenDuration`,
  * up to `maxOpenDuration`; a trip after a longer quiet spell starts from `openDuration` again.
- * Results arriving while open belong to attempts admitted before the trip and are ignored.
+ *
+ * Results count only for the period their request was admitted in. `allow()` returns a ticket,
+ * the number of the current period (a generation, bumped by every transition and by a probe
+ * write-off); the caller keeps it with the request and hands it back with each result. A result
+ * whose ticket is not the current period's is ignored: a request admitted while closed that ends
+ * while half-open is no probe, and a failure from before the trip does not count against the
+ * next closed period. Every admission while half-open is a probe; its first result (or its
+ * cancellation) is its only one, after which the request holds NO_TICKET (the return values of
+ * `onSuccess`, `onFailure`, `onNeutral` and `cancelProbe` say what the request keeps).
  * Hand-written rather than cockatiel's: see docs/decisions.md.
  */
 export class CircuitBreaker {
   #state: CircuitState = CLOSED;
+  /** The admission period tickets are checked against; never reused. */
+  #generation = 0;
   readonly #cfg: CircuitBreakerConfig;
   readonly #now: Clock;
   readonly #probeTimeoutMs: number;
@@ -71,7 +80,7 @@ export class CircuitBreaker {
   #trips = 0;
   #openUntil = 0;
   #closedAt = -Infinity;
-  /** Probes granted in this half-open period (cancelled ones given back). */
+  /** Probe slots taken in this half-open period: successes plus probes that have not reported. */
   #probesGranted = 0;
   #probeSuccesses = 0;
   #lastProbeAt = 0;
@@ -86,33 +95,55 @@ export class CircuitBreaker {
     this.#failures = new SlidingWindowCounter(cfg.window, now);
   }
 
-  /** The state as of now: an open circuit whose time is up reads (and becomes) half-open. */
+  /**
+   * The state as of now. An open circuit whose time is up becomes half-open here (one transition,
+   * reported once), so that a scrape or the admin API never shows a stale open: no ticket belongs
+   * to an open period, so this cannot disturb probe accounting.
+   */
   get state(): CircuitState {
     if (this.#state === OPEN && this.#now() >= this.#openUntil) this.#toHalfOpen();
     return this.#state;
   }
 
-  /** May a request go to the upstream? Closed: yes, without reading the clock. */
-  allow(): Admission {
-    if (this.#state === CLOSED) return ALLOWED;
+  /**
+   * May a request go to the upstream? NO_TICKET: no. Otherwise the request's ticket, to pass with
+   * each of its results; while half-open the request is a probe (`isProbe`). Closed: yes, without
+   * reading the clock.
+   */
+  allow(): number {
+    if (this.#state === CLOSED) return this.#generation;
     const now = this.#now();
     if (this.#state === OPEN) {
-      if (now < this.#openUntil) return DENIED;
+      if (now < this.#openUntil) return NO_TICKET;
       this.#toHalfOpen();
     }
     if (this.#probesGranted >= this.#cfg.halfOpenProbes) {
-      if (now - this.#lastProbeAt < this.#probeTimeoutMs) return DENIED;
-      // Probes that never reported (their requests ended without an attempt) are written off.
+      if (now - this.#lastProbeAt < this.#probeTimeoutMs) return NO_TICKET;
+      // Probes that never reported are written off: their slots are free again, and a new
+      // generation makes sure their late results or cancellations do not count twice.
+      this.#generation++;
       this.#probesGranted = this.#probeSuccesses;
     }
     this.#probesGranted++;
     this.#lastProbeAt = now;
-    return PROBE;
+    return this.#generation;
   }
 
-  /** A probe granted by `allow()` will not run (e.g. the bulkhead refused the request). */
-  cancelProbe(): void {
-    if (this.#probesGranted > this.#probeSuccesses) this.#probesGranted--;
+  /** Whether `ticket` is a half-open probe that has not reported yet. */
+  isProbe(ticket: number): boolean {
+    return ticket === this.#generation && this.#state === HALF_OPEN;
+  }
+
+  /**
+   * The request holding `ticket` will not reach the upstream after all (the bulkhead refused it,
+   * or it ended without an attempt): a probe gives its slot back. Returns the ticket the request
+   * keeps (NO_TICKET for a probe: it can give its slot back only once).
+   */
+  cancelProbe(ticket: number): number {
+    if (ticket !== this.#generation) return NO_TICKET;
+    if (this.#state !== HALF_OPEN) return ticket;
+    this.#probesGranted--;
+    return NO_TICKET;
   }
 
   /** Milliseconds a denied caller should wait: until half-open, or 1 s while probes run. */
@@ -121,46 +152,48 @@ export class CircuitBreaker {
     return this.#state === HALF_OPEN ? 1000 : 0;
   }
 
-  onSuccess(now: number): void {
-    switch (this.#state) {
-      case CLOSED:
-        this.#consecutive = 0;
-        if (this.#cfg.failureRatio > 0) this.#requests.add(now);
-        return;
-      case HALF_OPEN:
-        if (++this.#probeSuccesses >= this.#cfg.halfOpenProbes) this.#close(now);
-        return;
+  /** An attempt of the request holding `ticket` succeeded. Returns the ticket the request keeps. */
+  onSuccess(now: number, ticket: number): number {
+    if (ticket !== this.#generation) return NO_TICKET;
+    if (this.#state === CLOSED) {
+      this.#consecutive = 0;
+      if (this.#cfg.failureRatio > 0) this.#requests.add(now);
+      return ticket;
     }
+    // Half-open (no ticket belongs to an open period): this is a probe's result.
+    if (++this.#probeSuccesses >= this.#cfg.halfOpenProbes) this.#close(now);
+    return NO_TICKET;
   }
 
-  onFailure(now: number): void {
-    switch (this.#state) {
-      case CLOSED: {
-        const cfg = this.#cfg;
-        this.#consecutive++;
-        if (cfg.consecutiveFailures > 0 && this.#consecutive >= cfg.consecutiveFailures) {
-          this.#trip(now, `${this.#consecutive} consecutive failures`);
-          return;
-        }
-        if (cfg.failureRatio > 0) {
-          this.#requests.add(now);
-          this.#failures.add(now);
-          const total = this.#requests.sum(now);
-          const failed = this.#failures.sum(now);
-          if (total >= cfg.minimumRequests && failed >= cfg.failureRatio * total)
-            this.#trip(now, `${failed} of ${total} attempts failed within ${cfg.window} ms`);
-        }
-        return;
-      }
-      case HALF_OPEN:
-        this.#trip(now, 'half-open probe failed');
-        return;
+  /** An attempt of the request holding `ticket` failed. Returns the ticket the request keeps. */
+  onFailure(now: number, ticket: number): number {
+    if (ticket !== this.#generation) return NO_TICKET;
+    if (this.#state === HALF_OPEN) {
+      this.#trip(now, 'half-open probe failed');
+      return NO_TICKET;
     }
+    const cfg = this.#cfg;
+    this.#consecutive++;
+    if (cfg.consecutiveFailures > 0 && this.#consecutive >= cfg.consecutiveFailures) {
+      this.#trip(now, `${this.#consecutive} consecutive failures`);
+      return NO_TICKET;
+    }
+    if (cfg.failureRatio > 0) {
+      this.#requests.add(now);
+      this.#failures.add(now);
+      const total = this.#requests.sum(now);
+      const failed = this.#failures.sum(now);
+      if (total >= cfg.minimumRequests && failed >= cfg.failureRatio * total) {
+        this.#trip(now, `${failed} of ${total} attempts failed within ${cfg.window} ms`);
+        return NO_TICKET;
+      }
+    }
+    return ticket;
   }
 
   /** An attempt ended without a verdict on the upstream (the client went away). */
-  onNeutral(): void {
-    if (this.#state === HALF_OPEN) this.cancelProbe();
+  onNeutral(ticket: number): number {
+    return this.cancelProbe(ticket);
   }
 
   describe(): CircuitDescription {
@@ -184,6 +217,7 @@ export class CircuitBreaker {
     this.#trips++;
     const openForMs = Math.min(cfg.openDuration * 2 ** (this.#trips - 1), cfg.maxOpenDuration);
     this.#state = OPEN;
+    this.#generation++;
     this.#openUntil = now + openForMs;
     this.#consecutive = 0;
     this.#probesGranted = 0;
@@ -193,6 +227,7 @@ export class CircuitBreaker {
 
   #toHalfOpen(): void {
     this.#state = HALF_OPEN;
+    this.#generation++;
     this.#probesGranted = 0;
     this.#probeSuccesses = 0;
     this.#onTransition({ from: 'open', to: 'half_open', reason: 'open duration elapsed' });
@@ -200,6 +235,7 @@ export class CircuitBreaker {
 
   #close(now: number): void {
     this.#state = CLOSED;
+    this.#generation++;
     this.#closedAt = now;
     this.#consecutive = 0;
     this.#requests.reset(now);

@@ -14,15 +14,12 @@ import type { Balancer, PickContext } from './balancer.ts';
 import { createBalancer, DEFAULT_DECAY_MS, DEFAULT_RTT_MS } from './balancers.ts';
 import { Bulkhead } from './bulkhead.ts';
 import {
-  type Admission,
-  ALLOWED,
   CircuitBreaker,
   type CircuitDescription,
   type CircuitTransition,
   CLOSED,
-  DENIED,
+  NO_TICKET,
   OPEN,
-  PROBE,
 } from './circuit-breaker.ts';
 import { type Clock, monotonicClock, type Random } from './clock.ts';
 import { Endpoint } from './endpoint.ts';
@@ -77,6 +74,14 @@ export interface EndpointDescription {
   ewmaMs: number;
 }
 
+/**
+ * What a request carries from `admit()` through its attempts to `release()`: the circuit breaker
+ * ticket of its admission (NO_TICKET when its results no longer count). The RequestContext is one.
+ */
+export interface AdmissionTicket {
+  breakerTicket: number;
+}
+
 export interface ClusterDescription {
   name: string;
   balancer: string;
@@ -116,8 +121,8 @@ function isGatewayStatus(status: number): boolean {
  *
  * Per request, the pipeline calls (docs/resilience.md has the full contract):
  *
- *   admit() → requestStarted() → [pick(ctx) → attemptStarted(e) → attemptFinished(e, …)
- *     → retryDecision(…) → (wait delayMs, repeat)] → release()
+ *   admit(ctx) → requestStarted() → [pick(ctx) → attemptStarted(e) → attemptFinished(e, …, ctx)
+ *     → retryDecision(…) → (wait delayMs, repeat)] → release(ctx)
  *
  * On the success path none of these allocate.
  */
@@ -238,17 +243,19 @@ export class Cluster {
 
   /**
    * May a request go to this upstream? undefined: yes, and the caller holds a slot it must give
-   * back with `release()` exactly once. A GatewayError: no (CIRCUIT_OPEN with a Retry-After
+   * back with `release(req)` exactly once. A GatewayError: no (CIRCUIT_OPEN with a Retry-After
    * header, or UPSTREAM_OVERLOADED); nothing to release. A Promise only when the bulkhead queues
    * the request; it settles to one of the two (a request that went away meanwhile releases the
-   * slot it is granted).
+   * slot it is granted). Sets `req.breakerTicket`, which the request's attempt results and its
+   * release hand back.
    */
-  admit(): GatewayError | undefined | Promise<GatewayError | undefined> {
-    let admission: Admission = ALLOWED;
+  admit(req: AdmissionTicket): GatewayError | undefined | Promise<GatewayError | undefined> {
+    req.breakerTicket = NO_TICKET;
     const breaker = this.#breaker;
     if (breaker !== undefined) {
-      admission = breaker.allow();
-      if (admission === DENIED) {
+      const ticket = breaker.allow();
+      req.breakerTicket = ticket;
+      if (ticket === NO_TICKET) {
         this.#series.decisions[DECISION.circuitOpen]!.value += 1;
         const seconds = Math.max(1, Math.ceil(breaker.retryAfterMs() / 1000));
         return new GatewayError('CIRCUIT_OPEN', `upstream ${this.name}: circuit breaker open`, {
@@ -258,8 +265,8 @@ export class Cluster {
     }
     const bulkhead = this.#bulkhead;
     if (bulkhead === undefined || bulkhead.tryAcquire()) return undefined;
-    if (bulkhead.canQueue()) return this.#queue(bulkhead);
-    if (admission === PROBE) breaker!.cancelProbe();
+    if (bulkhead.canQueue()) return this.#queue(bulkhead, req);
+    this.#cancelProbe(req);
     this.#series.decisions[DECISION.overloaded]!.value += 1;
     return new GatewayError(
       'UPSTREAM_OVERLOADED',
@@ -267,9 +274,19 @@ export class Cluster {
     );
   }
 
-  /** Give back the slot `admit()` granted. */
-  release(): void {
+  /**
+   * Give back the slot `admit()` granted. A half-open probe whose request ends without a result
+   * (no attempt, or none that reported) gives its probe slot back here.
+   */
+  release(req: AdmissionTicket): void {
     this.#bulkhead?.release();
+    this.#cancelProbe(req);
+  }
+
+  #cancelProbe(req: AdmissionTicket): void {
+    const breaker = this.#breaker;
+    if (breaker !== undefined && req.breakerTicket !== NO_TICKET)
+      req.breakerTicket = breaker.cancelProbe(req.breakerTicket);
   }
 
   /** Count one request (once, not per attempt) toward the retry budget. */
@@ -291,12 +308,12 @@ export class Cluster {
   }
 
   /**
-   * An attempt ended. `status`: the upstream's status, 0 without a response head. `latencyMs`:
-   * dispatch to response head (to the failure when no head came): the latency estimate should not
-   * grow with body size. Feeds the breaker, outlier detection, the latency estimate and the
-   * in-flight counts.
-   */
-  /**
+   * An attempt of the request `req` (admitted by `admit(req)`) ended. `status`: the upstream's
+   * status, 0 without a response head. `latencyMs`: dispatch to response head (to the failure when
+   * no head came): the latency estimate should not grow with body size. Feeds the breaker (only
+   * when `req` was admitted in the breaker's current period; a probe reports once), outlier
+   * detection, the latency estimate and the in-flight counts.
+   *
    * Returns the breaker transitions and ejections this result caused, as span event names with
    * attributes (usually undefined), so the request that tipped the state can record it.
    */
@@ -305,21 +322,25 @@ export class Cluster {
     outcome: AttemptOutcome,
     status: number,
     latencyMs: number,
+    req: AdmissionTicket,
   ): ResilienceEvent[] | undefined {
     endpoint.inFlight--;
     this.inFlight--;
     this.#events = undefined;
+    const breaker = this.#breaker;
+    const ticket = req.breakerTicket;
     if (outcome === 'client_abort') {
-      this.#breaker?.onNeutral();
+      if (breaker !== undefined && ticket !== NO_TICKET) req.breakerTicket = breaker.onNeutral(ticket);
       return this.#events;
     }
     const now = this.#now();
     const noResponse = outcome !== 'success';
     const gatewayError = noResponse || isGatewayStatus(status);
-    const breaker = this.#breaker;
-    if (breaker !== undefined) {
-      if (noResponse || this.#breakerStatuses.has(status)) breaker.onFailure(now);
-      else breaker.onSuccess(now);
+    if (breaker !== undefined && ticket !== NO_TICKET) {
+      req.breakerTicket =
+        noResponse || this.#breakerStatuses.has(status)
+          ? breaker.onFailure(now, ticket)
+          : breaker.onSuccess(now, ticket);
     }
     this.#outliers?.onResult(endpoint, gatewayError, gatewayError || status >= 500, now);
     observeRtt(endpoint, latencyMs, gatewayError, now, this.#decayMs);
@@ -422,9 +443,12 @@ export class Cluster {
     this.#outliers?.close();
   }
 
-  async #queue(bulkhead: Bulkhead): Promise<GatewayError | undefined> {
+  async #queue(bulkhead: Bulkhead, req: AdmissionTicket): Promise<GatewayError | undefined> {
     const error = await bulkhead.enqueue();
-    if (error !== undefined) this.#series.decisions[DECISION.overloaded]!.value += 1;
+    if (error !== undefined) {
+      this.#cancelProbe(req);
+      this.#series.decisions[DECISION.overloaded]!.value += 1;
+    }
     return error;
   }
 

@@ -1,13 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import {
-  ALLOWED,
   CircuitBreaker,
   type CircuitTransition,
   CLOSED,
-  DENIED,
   HALF_OPEN,
+  NO_TICKET,
   OPEN,
-  PROBE,
 } from '../../../src/dataplane/upstream/circuit-breaker.ts';
 import { CircuitBreakerSchema } from '../../../src/dataplane/upstream/policy-schema.ts';
 import { ManualClock } from './helpers.ts';
@@ -24,8 +22,19 @@ function setup(cfg: Record<string, unknown> = {}, probeTimeoutMs = 30_000) {
   return { clock, breaker, transitions, path };
 }
 
+/** allow()'s answer, named: denied, a probe, or an ordinary admission. */
+function admit(b: CircuitBreaker): 'denied' | 'probe' | 'allowed' {
+  const ticket = b.allow();
+  return ticket === NO_TICKET ? 'denied' : b.isProbe(ticket) ? 'probe' : 'allowed';
+}
+
+/** `n` requests admitted now, each failing at once. */
 function fail(b: CircuitBreaker, clock: ManualClock, n: number): void {
-  for (let i = 0; i < n; i++) b.onFailure(clock.t);
+  for (let i = 0; i < n; i++) b.onFailure(clock.t, b.allow());
+}
+
+function succeed(b: CircuitBreaker, clock: ManualClock): void {
+  b.onSuccess(clock.t, b.allow());
 }
 
 describe('CircuitBreaker', () => {
@@ -33,7 +42,7 @@ describe('CircuitBreaker', () => {
     const { breaker, clock, transitions } = setup({ consecutiveFailures: 5, failureRatio: 0 });
     fail(breaker, clock, 4);
     expect(breaker.state).toBe(CLOSED);
-    breaker.onSuccess(clock.t); // a success resets the run
+    succeed(breaker, clock); // a success resets the run
     fail(breaker, clock, 4);
     expect(breaker.state).toBe(CLOSED);
     fail(breaker, clock, 1);
@@ -47,12 +56,12 @@ describe('CircuitBreaker', () => {
     const { breaker, clock } = setup({ consecutiveFailures: 0, failureRatio: 0.5, minimumRequests: 20 });
     // 9 failures, 9 successes: ratio 50% but volume 18 < 20.
     for (let i = 0; i < 9; i++) {
-      breaker.onSuccess(clock.t);
-      breaker.onFailure(clock.t);
+      succeed(breaker, clock);
+      fail(breaker, clock, 1);
     }
     expect(breaker.state).toBe(CLOSED);
-    breaker.onSuccess(clock.t); // 19 requests, 9 failed
-    breaker.onFailure(clock.t); // 20 requests, 10 failed: 50%
+    succeed(breaker, clock); // 19 requests, 9 failed
+    fail(breaker, clock, 1); // 20 requests, 10 failed: 50%
     expect(breaker.state).toBe(OPEN);
   });
 
@@ -60,31 +69,33 @@ describe('CircuitBreaker', () => {
     const { breaker, clock } = setup({ consecutiveFailures: 0, failureRatio: 0.5, minimumRequests: 20 });
     fail(breaker, clock, 19);
     clock.advance(11_000);
-    for (let i = 0; i < 19; i++) breaker.onSuccess(clock.t);
-    breaker.onFailure(clock.t); // 20 in the window, 1 failed
+    for (let i = 0; i < 19; i++) succeed(breaker, clock);
+    fail(breaker, clock, 1); // 20 in the window, 1 failed
     expect(breaker.state).toBe(CLOSED);
   });
 
   it('rejects while open, then admits exactly the configured probes when half-open', () => {
     const { breaker, clock, path } = setup({ consecutiveFailures: 1, halfOpenProbes: 2 });
-    expect(breaker.allow()).toBe(ALLOWED);
+    expect(admit(breaker)).toBe('allowed');
     fail(breaker, clock, 1);
-    expect(breaker.allow()).toBe(DENIED);
+    expect(admit(breaker)).toBe('denied');
     expect(breaker.retryAfterMs()).toBe(5000);
     clock.advance(4999);
-    expect(breaker.allow()).toBe(DENIED);
+    expect(admit(breaker)).toBe('denied');
     expect(breaker.retryAfterMs()).toBe(1);
     clock.advance(1);
-    expect(breaker.allow()).toBe(PROBE);
+    const p1 = breaker.allow();
+    expect(breaker.isProbe(p1)).toBe(true);
     expect(breaker.state).toBe(HALF_OPEN);
-    expect(breaker.allow()).toBe(PROBE);
-    expect(breaker.allow()).toBe(DENIED);
-    breaker.onSuccess(clock.t);
+    const p2 = breaker.allow();
+    expect(breaker.isProbe(p2)).toBe(true);
+    expect(admit(breaker)).toBe('denied');
+    expect(breaker.onSuccess(clock.t, p1)).toBe(NO_TICKET); // a probe reports once
     expect(breaker.state).toBe(HALF_OPEN); // one of two probes done
-    expect(breaker.allow()).toBe(DENIED); // probes are admissions, not a rate: no third
-    breaker.onSuccess(clock.t);
+    expect(admit(breaker)).toBe('denied'); // probes are admissions, not a rate: no third
+    breaker.onSuccess(clock.t, p2);
     expect(breaker.state).toBe(CLOSED);
-    expect(breaker.allow()).toBe(ALLOWED);
+    expect(admit(breaker)).toBe('allowed');
     expect(path()).toEqual(['closed>open', 'open>half_open', 'half_open>closed']);
   });
 
@@ -99,8 +110,9 @@ describe('CircuitBreaker', () => {
     for (let i = 0; i < 5; i++) {
       durations.push(transitions.at(-1)!.openForMs!);
       clock.advance(transitions.at(-1)!.openForMs!);
-      expect(breaker.allow()).toBe(PROBE);
-      breaker.onFailure(clock.t);
+      const probe = breaker.allow();
+      expect(breaker.isProbe(probe)).toBe(true);
+      breaker.onFailure(clock.t, probe);
       expect(breaker.state).toBe(OPEN);
     }
     durations.push(transitions.at(-1)!.openForMs!);
@@ -122,8 +134,9 @@ describe('CircuitBreaker', () => {
       fail(breaker, clock, 1);
       const d = transitions.at(-1)!.openForMs!;
       clock.advance(d);
-      expect(breaker.allow()).toBe(PROBE);
-      breaker.onSuccess(clock.t);
+      const probe = breaker.allow();
+      expect(breaker.isProbe(probe)).toBe(true);
+      breaker.onSuccess(clock.t, probe);
       expect(breaker.state).toBe(CLOSED);
       return d;
     };
@@ -136,27 +149,117 @@ describe('CircuitBreaker', () => {
 
   it('ignores results of attempts admitted before the trip while open', () => {
     const { breaker, clock } = setup({ consecutiveFailures: 1, halfOpenProbes: 1 });
+    const early = [breaker.allow(), breaker.allow()];
     fail(breaker, clock, 1);
-    breaker.onSuccess(clock.t);
-    breaker.onFailure(clock.t);
+    expect(breaker.onSuccess(clock.t, early[0]!)).toBe(NO_TICKET);
+    expect(breaker.onFailure(clock.t, early[1]!)).toBe(NO_TICKET);
     expect(breaker.state).toBe(OPEN);
     expect(breaker.describe().trips).toBe(1);
   });
 
-  it('frees a probe slot when the probe is cancelled, ends without a verdict, or never reports', () => {
+  it('a stale success (admitted while closed) arriving while half-open does not close the circuit', () => {
+    const { breaker, clock, path } = setup({ consecutiveFailures: 1, halfOpenProbes: 1 });
+    const stale = breaker.allow(); // admitted while closed
+    fail(breaker, clock, 1);
+    clock.advance(5000);
+    const probe = breaker.allow();
+    expect(breaker.isProbe(probe)).toBe(true);
+    expect(breaker.isProbe(stale)).toBe(false);
+    expect(breaker.onSuccess(clock.t, stale)).toBe(NO_TICKET);
+    expect(breaker.state).toBe(HALF_OPEN);
+    expect(breaker.describe().probesInFlight).toBe(1);
+    expect(admit(breaker)).toBe('denied'); // the probe still holds the only slot
+    breaker.onSuccess(clock.t, probe);
+    expect(breaker.state).toBe(CLOSED);
+    expect(path()).toEqual(['closed>open', 'open>half_open', 'half_open>closed']);
+  });
+
+  it('a stale failure arriving while half-open does not reopen the circuit', () => {
+    const { breaker, clock, path } = setup({ consecutiveFailures: 1, halfOpenProbes: 1 });
+    const stale = breaker.allow();
+    fail(breaker, clock, 1);
+    clock.advance(5000);
+    const probe = breaker.allow();
+    breaker.onFailure(clock.t, stale);
+    expect(breaker.state).toBe(HALF_OPEN);
+    expect(breaker.describe().trips).toBe(1);
+    breaker.onFailure(clock.t, probe); // the real probe does
+    expect(breaker.state).toBe(OPEN);
+    expect(path()).toEqual(['closed>open', 'open>half_open', 'half_open>open']);
+  });
+
+  it('results from before a trip do not count in the next closed period', () => {
+    const { breaker, clock } = setup({ consecutiveFailures: 2, halfOpenProbes: 1 });
+    const stale = breaker.allow();
+    fail(breaker, clock, 2);
+    clock.advance(5000);
+    breaker.onSuccess(clock.t, breaker.allow());
+    expect(breaker.state).toBe(CLOSED);
+    fail(breaker, clock, 1);
+    breaker.onFailure(clock.t, stale); // would be the second failure in a row
+    expect(breaker.state).toBe(CLOSED);
+    expect(breaker.describe().consecutiveFailures).toBe(1);
+  });
+
+  it('frees a probe slot once when the probe is cancelled or ends without a verdict', () => {
+    const { breaker, clock } = setup({ consecutiveFailures: 1, halfOpenProbes: 2 });
+    const stale = breaker.allow();
+    fail(breaker, clock, 1);
+    clock.advance(5000);
+    const a = breaker.allow();
+    const b = breaker.allow();
+    expect(admit(breaker)).toBe('denied');
+    expect(breaker.cancelProbe(a)).toBe(NO_TICKET);
+    expect(breaker.describe().probesInFlight).toBe(1);
+    expect(breaker.cancelProbe(NO_TICKET)).toBe(NO_TICKET); // the request keeps NO_TICKET: no second time
+    expect(breaker.onNeutral(stale)).toBe(NO_TICKET); // not a probe: frees nothing
+    expect(breaker.describe().probesInFlight).toBe(1);
+    const c = breaker.allow(); // a's slot
+    expect(breaker.isProbe(c)).toBe(true);
+    expect(admit(breaker)).toBe('denied');
+    expect(breaker.onNeutral(b)).toBe(NO_TICKET);
+    expect(breaker.describe().probesInFlight).toBe(1);
+    breaker.onSuccess(clock.t, breaker.allow()); // b's slot
+    expect(breaker.state).toBe(HALF_OPEN);
+    breaker.onSuccess(clock.t, c);
+    expect(breaker.state).toBe(CLOSED);
+  });
+
+  it('writes off probes that never report; their late results and cancellations no longer count', () => {
     const { breaker, clock } = setup({ consecutiveFailures: 1, halfOpenProbes: 1 }, 10_000);
     fail(breaker, clock, 1);
     clock.advance(5000);
-    expect(breaker.allow()).toBe(PROBE);
-    breaker.cancelProbe();
-    expect(breaker.allow()).toBe(PROBE);
-    breaker.onNeutral();
-    expect(breaker.allow()).toBe(PROBE);
-    expect(breaker.allow()).toBe(DENIED);
+    const lost = breaker.allow();
+    expect(breaker.isProbe(lost)).toBe(true);
     clock.advance(9_999);
-    expect(breaker.allow()).toBe(DENIED);
+    expect(admit(breaker)).toBe('denied');
     clock.advance(1);
-    expect(breaker.allow()).toBe(PROBE);
+    const next = breaker.allow();
+    expect(breaker.isProbe(next)).toBe(true);
+    expect(breaker.isProbe(lost)).toBe(false);
+    breaker.cancelProbe(lost);
+    expect(admit(breaker)).toBe('denied'); // next still holds the slot
+    breaker.onFailure(clock.t, lost);
+    expect(breaker.state).toBe(HALF_OPEN);
+    breaker.onSuccess(clock.t, next);
+    expect(breaker.state).toBe(CLOSED);
+  });
+
+  it('reports half-open once the open time is up, without allow(); one transition, not two', () => {
+    const { breaker, clock, path } = setup({ consecutiveFailures: 1, halfOpenProbes: 1 });
+    fail(breaker, clock, 1);
+    clock.advance(4999);
+    expect(breaker.describe()).toMatchObject({ state: 'open', retryAfterMs: 1 });
+    clock.advance(1);
+    expect(breaker.describe()).toMatchObject({ state: 'half_open', retryAfterMs: 0, probesInFlight: 0 });
+    expect(breaker.state).toBe(HALF_OPEN);
+    expect(path()).toEqual(['closed>open', 'open>half_open']);
+    const probe = breaker.allow();
+    expect(breaker.isProbe(probe)).toBe(true);
+    expect(breaker.describe()).toMatchObject({ state: 'half_open', probesInFlight: 1 }); // reads change nothing
+    expect(path()).toEqual(['closed>open', 'open>half_open']);
+    breaker.onSuccess(clock.t, probe);
+    expect(path()).toEqual(['closed>open', 'open>half_open', 'half_open>closed']);
   });
 
   it('describe() reports state, counters and the time left open', () => {

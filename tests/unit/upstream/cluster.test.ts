@@ -1,6 +1,9 @@
 import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { Cluster, type ClusterDeps } from '../../../src/dataplane/upstream/cluster.ts';
+import type { AttemptOutcome } from '../../../src/dataplane/forward/upstream-errors.ts';
+import { NO_TICKET } from '../../../src/dataplane/upstream/circuit-breaker.ts';
+import { type AdmissionTicket, Cluster, type ClusterDeps } from '../../../src/dataplane/upstream/cluster.ts';
+import type { Endpoint } from '../../../src/dataplane/upstream/endpoint.ts';
 import { GatewayError } from '../../../src/errors.ts';
 import { createMetrics, type GatewayMetrics, renderMetrics } from '../../../src/telemetry/metrics.ts';
 import { ManualClock, seededRandom, tally, upstream } from './helpers.ts';
@@ -29,6 +32,20 @@ const FOUR = [
   'http://127.0.0.1:9003',
   'http://127.0.0.1:9004',
 ];
+
+/** A request's admission ticket, as the RequestContext carries it. */
+function ticket(): AdmissionTicket {
+  return { breakerTicket: NO_TICKET };
+}
+
+/** One request with one attempt on `e`: admit, attempt, release. */
+function oneRequest(c: Cluster, e: Endpoint, outcome: AttemptOutcome, status: number): void {
+  const req = ticket();
+  expect(c.admit(req)).toBeUndefined();
+  c.attemptStarted(e);
+  c.attemptFinished(e, outcome, status, 1, req);
+  c.release(req);
+}
 
 async function scrape(m: GatewayMetrics): Promise<string> {
   return (await renderMetrics(m, undefined)).body;
@@ -59,14 +76,15 @@ describe('Cluster: existing surface', () => {
 describe('Cluster: the per-request calls', () => {
   it('the success path: admit, requestStarted, pick, attemptStarted/Finished, release', () => {
     const c = make({ endpoints: FOUR });
-    expect(c.admit()).toBeUndefined();
+    const req = ticket();
+    expect(c.admit(req)).toBeUndefined();
     c.requestStarted();
     const e = c.pick({ headers: {}, clientAddress: '10.0.0.1' })!;
     c.attemptStarted(e);
     expect([e.inFlight, c.inFlight]).toEqual([1, 1]);
-    c.attemptFinished(e, 'success', 200, 12);
+    c.attemptFinished(e, 'success', 200, 12, req);
     expect([e.inFlight, c.inFlight]).toEqual([0, 0]);
-    c.release();
+    c.release(req);
   });
 
   it('a retry goes to another endpoint', () => {
@@ -82,24 +100,21 @@ describe('Cluster: the per-request calls', () => {
       { endpoints: FOUR, circuitBreaker: { consecutiveFailures: 3 } },
       { now: clock.now, metrics: m },
     );
-    for (let i = 0; i < 3; i++) {
-      const e = c.pick()!;
-      c.attemptStarted(e);
-      c.attemptFinished(e, 'connect_error', 0, 1);
-    }
-    const err = c.admit();
+    for (let i = 0; i < 3; i++) oneRequest(c, c.pick()!, 'connect_error', 0);
+    const err = c.admit(ticket());
     expect(err).toBeInstanceOf(GatewayError);
     const ge = err as GatewayError;
     expect([ge.code, ge.status, ge.headers?.['retry-after']]).toEqual(['CIRCUIT_OPEN', 503, '5']);
     clock.advance(3500);
-    expect((c.admit() as GatewayError).headers?.['retry-after']).toBe('2');
+    expect((c.admit(ticket()) as GatewayError).headers?.['retry-after']).toBe('2');
     clock.advance(1500);
-    expect(c.admit()).toBeUndefined(); // the half-open probe
-    expect(c.admit()).toBeInstanceOf(GatewayError);
+    const probe = ticket();
+    expect(c.admit(probe)).toBeUndefined(); // the half-open probe
+    expect(c.admit(ticket())).toBeInstanceOf(GatewayError);
     const e = c.pick()!;
     c.attemptStarted(e);
-    c.attemptFinished(e, 'success', 200, 1);
-    expect(c.admit()).toBeUndefined();
+    c.attemptFinished(e, 'success', 200, 1, probe);
+    expect(c.admit(ticket())).toBeUndefined();
     expect(c.describe().circuitBreaker?.state).toBe('closed');
   });
 
@@ -107,10 +122,8 @@ describe('Cluster: the per-request calls', () => {
     const clock = new ManualClock();
     const c = make({ circuitBreaker: { consecutiveFailures: 2 } }, { now: clock.now });
     const e = c.endpoints[0]!;
-    const attempt = (outcome: 'success' | 'client_abort', status: number) => {
-      c.attemptStarted(e);
-      c.attemptFinished(e, outcome, status, 1);
-    };
+    const attempt = (outcome: 'success' | 'client_abort', status: number) =>
+      oneRequest(c, e, outcome, status);
     attempt('success', 500);
     attempt('success', 404);
     attempt('success', 502);
@@ -174,9 +187,7 @@ describe('Cluster: the per-request calls', () => {
 
   it('retryDecision refuses while the circuit is open', () => {
     const c = make({ circuitBreaker: { consecutiveFailures: 1 } });
-    const e = c.pick()!;
-    c.attemptStarted(e);
-    c.attemptFinished(e, 'connect_error', 0, 1);
+    oneRequest(c, c.pick()!, 'connect_error', 0);
     const d = c.retryDecision({
       attempt: 1,
       method: 'GET',
@@ -195,39 +206,195 @@ describe('Cluster: the per-request calls', () => {
   });
 });
 
+describe('Cluster: circuit breaker probe accounting', () => {
+  /** A breaker that trips on one failure and probes with `probes` requests; open for 5 s. */
+  function tripped(probes: number, extra: Record<string, unknown> = {}, deps: ClusterDeps = {}) {
+    const clock = new ManualClock();
+    const c = make(
+      { circuitBreaker: { consecutiveFailures: 1, halfOpenProbes: probes }, ...extra },
+      { now: clock.now, ...deps },
+    );
+    const e = c.endpoints[0]!;
+    // A request admitted while closed whose attempt is still running when the circuit trips.
+    const stale = ticket();
+    expect(c.admit(stale)).toBeUndefined();
+    c.attemptStarted(e);
+    oneRequest(c, e, 'connect_error', 0);
+    expect(c.describe().circuitBreaker?.state).toBe('open');
+    clock.advance(5000);
+    return { c, e, clock, stale };
+  }
+
+  function start(c: Cluster, e: Endpoint): AdmissionTicket {
+    const req = ticket();
+    expect(c.admit(req)).toBeUndefined();
+    c.attemptStarted(e);
+    return req;
+  }
+
+  const state = (c: Cluster) => c.describe().circuitBreaker!;
+
+  it('a success from a request admitted while closed, arriving while half-open, does not close it', () => {
+    const { c, e, stale } = tripped(1);
+    const probe = start(c, e);
+    c.attemptFinished(e, 'success', 200, 1, stale);
+    expect(state(c)).toMatchObject({ state: 'half_open', probesInFlight: 1 });
+    expect((c.admit(ticket()) as GatewayError).code).toBe('CIRCUIT_OPEN'); // the probe holds the slot
+    c.attemptFinished(e, 'success', 200, 1, probe);
+    expect(state(c).state).toBe('closed');
+  });
+
+  it('a failure from a request admitted while closed, arriving while half-open, does not reopen it', () => {
+    const { c, e, stale } = tripped(1);
+    const probe = start(c, e);
+    c.attemptFinished(e, 'connect_error', 0, 1, stale);
+    expect(state(c)).toMatchObject({ state: 'half_open', trips: 1 });
+    c.attemptFinished(e, 'success', 200, 1, probe);
+    expect(state(c).state).toBe('closed');
+  });
+
+  it('real probes still decide: a failed probe reopens for twice as long, then successful probes close', () => {
+    const { c, e, clock } = tripped(2);
+    const first = start(c, e);
+    c.attemptFinished(e, 'reset', 0, 1, first);
+    expect(state(c)).toMatchObject({ state: 'open', trips: 2, retryAfterMs: 10_000 });
+    expect((c.admit(ticket()) as GatewayError).headers?.['retry-after']).toBe('10');
+    clock.advance(10_000);
+    const a = start(c, e);
+    const b = start(c, e);
+    expect(c.admit(ticket())).toBeInstanceOf(GatewayError);
+    c.attemptFinished(e, 'success', 200, 1, a);
+    expect(state(c).state).toBe('half_open');
+    c.attemptFinished(e, 'success', 200, 1, b);
+    expect(state(c).state).toBe('closed');
+  });
+
+  it('a probe reports once: a retry of the probe request is not a second probe', () => {
+    const { c, e } = tripped(2);
+    const probe = start(c, e);
+    c.attemptFinished(e, 'success', 500, 1, probe); // not a breaker failure: the probe succeeded
+    c.attemptStarted(e); // the retry (500 listed in retries.statuses)
+    c.attemptFinished(e, 'success', 200, 1, probe);
+    expect(state(c)).toMatchObject({ state: 'half_open', probesInFlight: 0 });
+    const other = start(c, e);
+    c.attemptFinished(e, 'success', 200, 1, other);
+    expect(state(c).state).toBe('closed');
+  });
+
+  it('a probe whose client went away gives its slot back once, on the attempt or on release', () => {
+    const { c, e } = tripped(2);
+    const a = start(c, e);
+    const b = start(c, e);
+    c.attemptFinished(e, 'client_abort', 0, 1, a);
+    c.release(a); // the same request ends: no second give-back
+    expect(state(c).probesInFlight).toBe(1);
+    const next = start(c, e); // a's slot
+    expect(c.admit(ticket())).toBeInstanceOf(GatewayError); // b and next hold both slots
+    c.attemptFinished(e, 'success', 200, 1, b);
+    c.attemptFinished(e, 'success', 200, 1, next);
+    expect(state(c).state).toBe('closed');
+  });
+
+  it('a client abort of a request admitted while closed frees no probe slot', () => {
+    const { c, e, stale } = tripped(1);
+    start(c, e);
+    c.attemptFinished(e, 'client_abort', 0, 1, stale);
+    c.release(stale);
+    expect(state(c).probesInFlight).toBe(1);
+    expect(c.admit(ticket())).toBeInstanceOf(GatewayError);
+  });
+
+  it('a probe whose request ends without an attempt gives its slot back on release', () => {
+    const { c } = tripped(1);
+    const probe = ticket();
+    expect(c.admit(probe)).toBeUndefined();
+    expect(c.admit(ticket())).toBeInstanceOf(GatewayError);
+    c.release(probe); // e.g. NO_HEALTHY_ENDPOINT, or the body could not be read
+    expect(state(c).probesInFlight).toBe(0);
+    expect(c.admit(ticket())).toBeUndefined();
+  });
+
+  it('a queued probe that times out in the bulkhead queue gives its slot back', async () => {
+    vi.useFakeTimers();
+    const clock = new ManualClock();
+    const c = make(
+      {
+        circuitBreaker: { consecutiveFailures: 1, halfOpenProbes: 1 },
+        bulkhead: { maxConcurrent: 1, maxQueued: 1, queueTimeout: '200ms' },
+      },
+      { now: clock.now },
+    );
+    const e = c.endpoints[0]!;
+    const holder = start(c, e); // holds the only bulkhead slot, and trips the breaker
+    c.attemptFinished(e, 'connect_error', 0, 1, holder);
+    clock.advance(5000);
+    const queued = c.admit(ticket()) as Promise<GatewayError | undefined>;
+    expect(queued).toBeInstanceOf(Promise);
+    expect(state(c).probesInFlight).toBe(1);
+    await vi.advanceTimersByTimeAsync(200);
+    expect((await queued)?.code).toBe('UPSTREAM_OVERLOADED');
+    expect(state(c).probesInFlight).toBe(0);
+    c.release(holder);
+    expect(c.admit(ticket())).toBeUndefined(); // the probe slot is free
+  });
+
+  it('the gauge and describe() report half-open once the open time is up; admit() adds no transition', async () => {
+    const m = createMetrics({ exemplars: false, version: 't' });
+    const { logger, lines } = logSink();
+    const { c, e } = tripped(1, {}, { metrics: m, logger });
+    expect(await scrape(m)).toContain('peregrine_upstream_circuit_state{upstream="svc"} 2');
+    expect(state(c)).toMatchObject({ state: 'half_open', retryAfterMs: 0, probesInFlight: 0 });
+    const probe = start(c, e);
+    expect(state(c)).toMatchObject({ state: 'half_open', probesInFlight: 1 });
+    let text = await scrape(m);
+    expect(text).toContain('peregrine_upstream_circuit_state{upstream="svc"} 2');
+    expect(text).toContain(
+      'peregrine_upstream_circuit_transitions_total{upstream="svc",from="open",to="half_open"} 1',
+    );
+    c.attemptFinished(e, 'success', 200, 1, probe);
+    text = await scrape(m);
+    expect(text).toContain('peregrine_upstream_circuit_state{upstream="svc"} 0');
+    expect(lines.map((l) => l.msg)).toEqual([
+      'circuit breaker opened',
+      'circuit breaker half-open',
+      'circuit breaker closed',
+    ]);
+  });
+});
+
 describe('Cluster: bulkhead', () => {
   it('is off by default: admit() never queues or refuses, release() is harmless', () => {
     const c = make({});
-    for (let i = 0; i < 1000; i++) expect(c.admit()).toBeUndefined();
-    c.release();
+    for (let i = 0; i < 1000; i++) expect(c.admit(ticket())).toBeUndefined();
+    c.release(ticket());
     expect(c.describe().bulkhead).toBeNull();
   });
 
   it('admits maxConcurrent, queues maxQueued (FIFO), refuses the rest with UPSTREAM_OVERLOADED', async () => {
     const m = createMetrics({ exemplars: false, version: 't' });
     const c = make({ bulkhead: { maxConcurrent: 2, maxQueued: 2, queueTimeout: '10s' } }, { metrics: m });
-    expect(c.admit()).toBeUndefined();
-    expect(c.admit()).toBeUndefined();
-    const q1 = c.admit();
-    const q2 = c.admit();
+    expect(c.admit(ticket())).toBeUndefined();
+    expect(c.admit(ticket())).toBeUndefined();
+    const q1 = c.admit(ticket());
+    const q2 = c.admit(ticket());
     expect(q1).toBeInstanceOf(Promise);
     expect(q2).toBeInstanceOf(Promise);
-    const refused = c.admit() as GatewayError;
+    const refused = c.admit(ticket()) as GatewayError;
     expect([refused.code, refused.status]).toEqual(['UPSTREAM_OVERLOADED', 503]);
     expect(c.describe().bulkhead).toEqual({ active: 2, queued: 2, maxConcurrent: 2, maxQueued: 2 });
     expect(await scrape(m)).toContain('peregrine_upstream_queued{upstream="svc"} 2');
     const order: string[] = [];
     void (q1 as Promise<unknown>).then((r) => order.push(`q1 ${r}`));
     void (q2 as Promise<unknown>).then((r) => order.push(`q2 ${r}`));
-    c.release();
+    c.release(ticket());
     await Promise.resolve();
     await Promise.resolve();
     expect(order).toEqual(['q1 undefined']);
-    c.release();
+    c.release(ticket());
     await vi.waitFor(() => expect(order).toEqual(['q1 undefined', 'q2 undefined']));
     expect(c.describe().bulkhead).toMatchObject({ active: 2, queued: 0 });
-    c.release();
-    c.release();
+    c.release(ticket());
+    c.release(ticket());
     expect(c.describe().bulkhead).toMatchObject({ active: 0, queued: 0 });
     expect(m.upstreamResilience('svc').decisions.map((x) => x.value)).toEqual([0, 0, 0, 1]);
   });
@@ -235,8 +402,8 @@ describe('Cluster: bulkhead', () => {
   it('a queued request gives up after queueTimeout', async () => {
     vi.useFakeTimers();
     const c = make({ bulkhead: { maxConcurrent: 1, maxQueued: 5, queueTimeout: '200ms' } });
-    expect(c.admit()).toBeUndefined();
-    const waiting = c.admit() as Promise<GatewayError | undefined>;
+    expect(c.admit(ticket())).toBeUndefined();
+    const waiting = c.admit(ticket()) as Promise<GatewayError | undefined>;
     await vi.advanceTimersByTimeAsync(200);
     const err = await waiting;
     expect(err?.code).toBe('UPSTREAM_OVERLOADED');
@@ -250,13 +417,14 @@ describe('Cluster: bulkhead', () => {
       { now: clock.now },
     );
     const e = c.pick()!;
-    expect(c.admit()).toBeUndefined(); // holds the only slot
+    const first = ticket();
+    expect(c.admit(first)).toBeUndefined(); // holds the only slot
     c.attemptStarted(e);
-    c.attemptFinished(e, 'connect_error', 0, 1);
+    c.attemptFinished(e, 'connect_error', 0, 1, first);
     clock.advance(5000);
-    expect((c.admit() as GatewayError).code).toBe('UPSTREAM_OVERLOADED');
-    c.release();
-    expect(c.admit()).toBeUndefined(); // the probe slot was not lost
+    expect((c.admit(ticket()) as GatewayError).code).toBe('UPSTREAM_OVERLOADED');
+    c.release(first);
+    expect(c.admit(ticket())).toBeUndefined(); // the probe slot was not lost
   });
 });
 
@@ -274,7 +442,7 @@ describe('Cluster: outlier ejection, eligibility, panic mode, telemetry', () => 
     const bad = c.endpoints[1]!;
     for (let i = 0; i < 5; i++) {
       c.attemptStarted(bad);
-      c.attemptFinished(bad, 'success', 503, 2);
+      c.attemptFinished(bad, 'success', 503, 2, ticket());
     }
     expect(bad.ejected).toBe(true);
     expect(tally(500, () => c.pick()).has(bad.id)).toBe(false);
@@ -311,7 +479,7 @@ describe('Cluster: outlier ejection, eligibility, panic mode, telemetry', () => 
       const e = c.endpoints[i]!;
       for (let k = 0; k < 5; k++) {
         c.attemptStarted(e);
-        c.attemptFinished(e, 'reset', 0, 1);
+        c.attemptFinished(e, 'reset', 0, 1, ticket());
       }
     };
     eject(0);
@@ -336,15 +504,12 @@ describe('Cluster: outlier ejection, eligibility, panic mode, telemetry', () => 
     const { logger, lines } = logSink();
     const c = make({ circuitBreaker: { consecutiveFailures: 1 } }, { metrics: m, logger, now: clock.now });
     const e = c.endpoints[0]!;
-    c.attemptStarted(e);
-    c.attemptFinished(e, 'timeout', 0, 1);
+    oneRequest(c, e, 'timeout', 0);
     expect(await scrape(m)).toContain('peregrine_upstream_circuit_state{upstream="svc"} 1');
     clock.advance(5000);
     // No request came: the scrape itself sees the open period has ended.
     expect(await scrape(m)).toContain('peregrine_upstream_circuit_state{upstream="svc"} 2');
-    c.admit();
-    c.attemptStarted(e);
-    c.attemptFinished(e, 'success', 200, 1);
+    oneRequest(c, e, 'success', 200);
     const text = await scrape(m);
     expect(text).toContain('peregrine_upstream_circuit_state{upstream="svc"} 0');
     expect(text).toContain(
