@@ -328,6 +328,15 @@ export class Pipeline implements AttemptObserver {
   attempt(ctx: RequestContext): void {
     const route = ctx.route!;
     const cluster = ctx.cluster!;
+    if (ctx.attempts > 0) {
+      // A retry: the breaker may have tripped during its backoff (or be probing, half-open).
+      const refusal = cluster.retryBlockedByBreaker();
+      if (refusal !== undefined) {
+        if (ctx.sampled) ctx.decide('retry', `${refusal.code}: retry not sent`);
+        this.clearTotalTimer(ctx);
+        throw refusal;
+      }
+    }
     const endpoint = cluster.pick(ctx);
     if (!endpoint)
       throw new GatewayError('NO_HEALTHY_ENDPOINT', `upstream ${cluster.name} has no endpoint to pick`);

@@ -254,6 +254,42 @@ describe('circuit breaker', () => {
     expect(tripped).toHaveLength(1);
     expect(tripped[0]!.attributes).toMatchObject({ from: 'closed', to: 'open' });
   });
+
+  it('does not send a retry whose backoff ended after the breaker opened', async () => {
+    // Every answer is a retryable 503 asking for a 1 s wait: a retry decided while the circuit was
+    // closed waits long enough for another request to trip it.
+    const failing = await upstream((_req, res) => {
+      res.writeHead(503, { 'retry-after': '1' });
+      res.end();
+      return true;
+    });
+    const gw = await gateway({
+      upstreams: {
+        u: {
+          endpoints: [failing.url],
+          retries: { statuses: [503], budget: { minRetriesPerSecond: 100 } },
+          circuitBreaker: { consecutiveFailures: 2, openDuration: '30s' },
+          outlierDetection: { enabled: false },
+        } as never,
+      },
+      routes: [{ name: 'r', upstream: 'u' }],
+    });
+    const first = fetch(`${gw.url}/a`);
+    for (let i = 0; i < 200 && failing.requests.length === 0; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    expect(failing.requests).toHaveLength(1);
+    // The second failure opens the circuit. Both requests had a retry scheduled (the retry is
+    // decided on the response head, before the attempt's result reaches the breaker); when each
+    // backoff ends the circuit is open, so neither retry is sent.
+    const second = await fetch(`${gw.url}/b`);
+    const res = await first;
+    for (const r of [res, second]) {
+      expect([r.status, r.headers.get('x-peregrine-reason')]).toEqual([503, 'CIRCUIT_OPEN']);
+    }
+    expect(failing.requests).toHaveLength(2);
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    expect(metrics).toMatch(/peregrine_upstream_decisions_total\{upstream="u",decision="circuit_open"\} 2/);
+  });
 });
 
 describe('outlier ejection', () => {

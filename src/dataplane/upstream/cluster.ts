@@ -256,11 +256,7 @@ export class Cluster {
       const ticket = breaker.allow();
       req.breakerTicket = ticket;
       if (ticket === NO_TICKET) {
-        this.#series.decisions[DECISION.circuitOpen]!.value += 1;
-        const seconds = Math.max(1, Math.ceil(breaker.retryAfterMs() / 1000));
-        return new GatewayError('CIRCUIT_OPEN', `upstream ${this.name}: circuit breaker open`, {
-          headers: { 'retry-after': String(seconds) },
-        });
+        return this.#circuitOpen(breaker);
       }
     }
     const bulkhead = this.#bulkhead;
@@ -368,6 +364,26 @@ export class Cluster {
       series.retries[REASON_INDEX.get(d.reason)!]!.value += 1;
     } else if (d.reason === 'budget_exhausted') series.decisions[DECISION.budgetExhausted]!.value += 1;
     return d;
+  }
+
+  /**
+   * A retry about to go out after its backoff: the CIRCUIT_OPEN refusal (counted as a
+   * `circuit_open` decision) when the breaker has left the closed state since the retry was
+   * decided, else undefined. A retry is not a probe: while half-open, only requests admitted as
+   * probes by `admit()` reach the upstream.
+   */
+  retryBlockedByBreaker(): GatewayError | undefined {
+    const breaker = this.#breaker;
+    if (breaker === undefined || breaker.state === CLOSED) return undefined;
+    return this.#circuitOpen(breaker);
+  }
+
+  #circuitOpen(breaker: CircuitBreaker): GatewayError {
+    this.#series.decisions[DECISION.circuitOpen]!.value += 1;
+    const seconds = Math.max(1, Math.ceil(breaker.retryAfterMs() / 1000));
+    return new GatewayError('CIRCUIT_OPEN', `upstream ${this.name}: circuit breaker open`, {
+      headers: { 'retry-after': String(seconds) },
+    });
   }
 
   /** Whether a response with this status may be retried: the pipeline then holds its head back. */

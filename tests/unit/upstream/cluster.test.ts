@@ -200,6 +200,15 @@ describe('Cluster: the per-request calls', () => {
     expect(d).toEqual({ retry: false, reason: 'circuit_open' });
   });
 
+  it('retryBlockedByBreaker refuses a retry once the circuit has left the closed state', () => {
+    const c = make({ circuitBreaker: { consecutiveFailures: 1 } });
+    expect(c.retryBlockedByBreaker()).toBeUndefined();
+    oneRequest(c, c.pick()!, 'connect_error', 0);
+    const refusal = c.retryBlockedByBreaker();
+    expect([refusal?.code, refusal?.status]).toEqual(['CIRCUIT_OPEN', 503]);
+    expect(make({ circuitBreaker: { enabled: false } }).retryBlockedByBreaker()).toBeUndefined();
+  });
+
   it('isRetryableStatus follows retries.statuses', () => {
     const c = make({ retries: { statuses: [503] } });
     expect([c.isRetryableStatus(503), c.isRetryableStatus(502)]).toEqual([true, false]);
