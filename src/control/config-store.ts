@@ -135,7 +135,8 @@ export class ConfigStore {
       this.#version++;
       this.#current = compiled.snapshot;
       this.#effective = { ...this.initial, ...dynamic };
-      // Retired upstreams drain: their pools close once in-flight requests on them finish.
+      // Retired upstreams drain: their pools close once in-flight requests on them finish, except
+      // the endpoints the new clusters took over, which stay open for them.
       for (const cluster of compiled.retired) void cluster.close();
       compiled.retire();
       void this.#current.auth.start();

@@ -40,7 +40,10 @@ export interface SnapshotDeps {
 
 export interface CompileResult {
   readonly snapshot: Snapshot;
-  /** Clusters of the previous snapshot that the new one no longer uses: close after the swap. */
+  /**
+   * Clusters of the previous snapshot that the new one no longer uses: close after the swap.
+   * Closing one leaves open the endpoints its successor took over.
+   */
   readonly retired: readonly Cluster[];
   /** Release the previous snapshot's auth providers (shared ones are reference-counted). */
   retire(): void;
@@ -49,7 +52,10 @@ export interface CompileResult {
 /**
  * Compile a validated dynamic config. Clusters and auth providers whose config did not change are
  * carried over from `previous` so their runtime state (pools, breaker, EWMA, health, key sets)
- * survives the reload. Throws when a part cannot be built; then nothing of it is kept.
+ * survives the reload. An upstream whose config changed gets a new Cluster, which takes over the
+ * previous one's endpoints whose transport settings did not change: their pools, with their
+ * keep-alive connections, are shared, and closing the retired cluster leaves them open. Throws
+ * when a part cannot be built; then nothing of it is kept and `previous` is left as it was.
  */
 export function compileSnapshot(
   config: DynamicConfig,
@@ -95,6 +101,7 @@ export function compileSnapshot(
           logger: deps.logger,
           metrics: deps.metrics,
           fingerprint,
+          previous: old,
         });
         created.push(cluster);
         clusters.set(name, cluster);
@@ -121,7 +128,7 @@ export function compileSnapshot(
       retire: () => previous?.auth.close(),
     };
   } catch (err) {
-    for (const c of created) void c.destroy();
+    for (const c of created) void c.abandon();
     auth.close();
     throw err;
   }

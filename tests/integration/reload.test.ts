@@ -1,4 +1,5 @@
 import { writeFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfigInput } from '../../src/config/schema.ts';
 import { startGateway, type TestGateway, writeConfig } from '../helpers/gateway.ts';
@@ -79,6 +80,76 @@ describe('hot reload', () => {
       expect(gw.gateway.currentSnapshot().version).toBe(2);
     } finally {
       await gw.close();
+    }
+  });
+
+  it('a policy-only change keeps the warm upstream connections; a pool change opens new ones; no request fails', async () => {
+    const up = await startUpstream();
+    let opened = 0;
+    let open = 0;
+    up.server.on('connection', (socket: Socket) => {
+      opened++;
+      open++;
+      socket.on('close', () => open--);
+    });
+    const config = (policy: Record<string, unknown>): Partial<ConfigInput> => ({
+      upstreams: { c: { endpoints: [up.url], ...policy } },
+      routes: [{ name: 'c', match: { path: '/c' }, upstream: 'c', rewrite: { stripPrefix: '/c' } }],
+    });
+    const gw = await startGateway(config({}), { asFile: true });
+    const statuses: number[] = [];
+    const get = async (path: string): Promise<void> => {
+      statuses.push((await fetch(`${gw.url}/c${path}`)).status);
+    };
+    const endpoint = () => gw.gateway.currentSnapshot().clusters.get('c')!.endpoints[0]!;
+    /** Two requests that are still running on the upstream when this resolves. */
+    const startSlow = async (): Promise<{ done: Promise<unknown> }> => {
+      const seen = up.requests.length;
+      const done = Promise.all([get('/delay/300'), get('/delay/300')]);
+      await waitFor(() => up.requests.length >= seen + 2);
+      return { done };
+    };
+    try {
+      await Promise.all([get('/delay/50'), get('/delay/50'), get('/delay/50')]);
+      const warm = opened;
+      expect(warm).toBeGreaterThan(0);
+      const before = endpoint();
+
+      let slow = await startSlow();
+      expect(before.inFlight).toBe(2);
+      writeConfig(
+        gw.configFile!,
+        config({
+          retries: { maxAttempts: 3, statuses: [503] },
+          timeouts: { response: '5s' },
+          circuitBreaker: { consecutiveFailures: 3 },
+        }),
+      );
+      expect((await gw.gateway.reload('test')).ok).toBe(true);
+      expect(gw.gateway.currentSnapshot().clusters.get('c')!.config.retries.maxAttempts).toBe(3);
+      expect(endpoint()).toBe(before);
+      expect(before.inFlight).toBe(2);
+      await slow.done;
+      for (let i = 0; i < 5; i++) await get('/x');
+      await Promise.all([get('/delay/50'), get('/delay/50'), get('/delay/50')]);
+      expect(opened).toBe(warm);
+
+      slow = await startSlow();
+      writeConfig(gw.configFile!, config({ retries: { maxAttempts: 3 }, pool: { keepAliveTimeout: '8s' } }));
+      expect((await gw.gateway.reload('test')).ok).toBe(true);
+      expect(endpoint()).not.toBe(before);
+      expect(before.inFlight).toBe(2);
+      await slow.done;
+      await get('/x');
+      expect(opened).toBeGreaterThan(warm);
+      // The replaced pool closed its connections once its requests were done.
+      await waitFor(() => open === 1);
+
+      expect(statuses.length).toBe(16);
+      expect(statuses.every((s) => s === 200)).toBe(true);
+    } finally {
+      await gw.close();
+      await up.close();
     }
   });
 

@@ -22,7 +22,7 @@ import {
   OPEN,
 } from './circuit-breaker.ts';
 import { type Clock, monotonicClock, type Random } from './clock.ts';
-import { Endpoint } from './endpoint.ts';
+import { Endpoint, endpointTransport } from './endpoint.ts';
 import { HealthChecker, type HealthDescription } from './health-checker.ts';
 import { OutlierDetector } from './outlier-detector.ts';
 import { initRtt, observeRtt, rttEstimate } from './peak-ewma.ts';
@@ -45,6 +45,20 @@ export interface ClusterDeps {
   readonly random?: Random | undefined;
   /** upstreamFingerprint(config), when the caller has computed it already (compileSnapshot has). */
   readonly fingerprint?: string | undefined;
+  /**
+   * The cluster this one replaces on a reload. Its endpoints whose transport settings
+   * (`endpointTransport`: URL, pool options, connect and body timeouts) are unchanged are taken
+   * over, pools and state included, instead of being built again.
+   */
+  readonly previous?: Cluster | undefined;
+}
+
+/** A shared endpoint's fields as the previous cluster left them, for `abandon()`. */
+interface TakenOver {
+  readonly endpoint: Endpoint;
+  readonly weight: number;
+  readonly healthy: boolean;
+  readonly ejected: boolean;
 }
 
 /** Canonical JSON of an upstream's config: a reload keeps a cluster whose fingerprint is unchanged. */
@@ -109,6 +123,13 @@ function detachedSeries(): UpstreamResilienceSeries {
   return { decisions: UPSTREAM_DECISIONS.map(cell), retries: RETRY_REASONS.map(cell) };
 }
 
+/** The previous cluster's endpoints by transport, while it still holds them. */
+function reusableEndpoints(previous: Cluster): Map<string, Endpoint> {
+  const byTransport = new Map<string, Endpoint>();
+  for (const e of previous.endpoints) if (e.held) byTransport.set(e.transport, e);
+  return byTransport;
+}
+
 function isGatewayStatus(status: number): boolean {
   return status === 502 || status === 503 || status === 504;
 }
@@ -117,7 +138,9 @@ function isGatewayStatus(status: number): boolean {
  * An upstream by name: its endpoints and their pools, the balancer, and the resilience policy
  * (circuit breaker, retry policy and budget, outlier detection, bulkhead, active health checks).
  * A cluster is runtime state: a reload that leaves the upstream's config unchanged keeps the same
- * Cluster object, and with it every counter below.
+ * Cluster object, and with it every counter below. A reload that changes it builds a new Cluster
+ * that takes over the old one's endpoints whose transport settings did not change (`deps.previous`):
+ * the two share those Endpoint objects, and each endpoint's pool closes when its last cluster does.
  *
  * Per request, the pipeline calls (docs/resilience.md has the full contract):
  *
@@ -157,6 +180,7 @@ export class Cluster {
   readonly #health: HealthChecker | undefined;
   readonly #gates: RetryGates;
   readonly #unwatch: () => void;
+  readonly #takenOver: readonly TakenOver[];
   #eligible: readonly Endpoint[] = [];
   #panic = false;
   #closed = false;
@@ -176,7 +200,14 @@ export class Cluster {
     this.#decayMs = balancerCfg.kind === 'peak_ewma' ? balancerCfg.decay : DEFAULT_DECAY_MS;
     const defaultRtt = balancerCfg.kind === 'peak_ewma' ? balancerCfg.defaultRtt : DEFAULT_RTT_MS;
     const t0 = now();
+    const shared = deps.previous === undefined ? undefined : reusableEndpoints(deps.previous);
+    const adopted: [Endpoint, number][] = [];
     this.endpoints = config.endpoints.map((spec) => {
+      const kept = shared?.get(endpointTransport(spec, config));
+      if (kept !== undefined) {
+        adopted.push([kept, typeof spec === 'string' ? 1 : spec.weight]);
+        return kept;
+      }
       const e = new Endpoint(spec, config);
       initRtt(e, defaultRtt, t0);
       return e;
@@ -233,7 +264,30 @@ export class Cluster {
       panicMode: () => this.#panic,
     };
     this.#unwatch = deps.metrics?.watchUpstream(name, source) ?? (() => undefined);
+    // Nothing above touched a shared endpoint, so a cluster whose construction throws leaves the
+    // previous one as it was; nothing below throws.
+    this.#takenOver = adopted.length === 0 ? [] : this.#takeOver(adopted, t0);
+    for (const e of this.endpoints) e.hold();
     this.#health?.start();
+  }
+
+  /**
+   * Take over endpoints from the cluster this one replaces. They keep their pool, in-flight count
+   * and latency estimate, and take this config's weight. Health and ejection state carry over
+   * while this config has the feature (health check counters restart; an ejection runs to its
+   * end), and is cleared where it does not.
+   */
+  #takeOver(adopted: readonly [Endpoint, number][], now: number): TakenOver[] {
+    const taken: TakenOver[] = [];
+    for (const [e, weight] of adopted) {
+      taken.push({ endpoint: e, weight: e.weight, healthy: e.healthy, ejected: e.ejected });
+      e.weight = weight;
+      if (this.#health === undefined) e.healthy = true;
+      if (this.#outliers === undefined) e.ejected = false;
+      else if (e.ejected) this.#outliers.adopt(e, now);
+    }
+    this.#refresh();
+    return taken;
   }
 
   /** True while too few endpoints are eligible and the balancer spreads over all of them. */
@@ -440,17 +494,38 @@ export class Cluster {
     };
   }
 
-  /** Graceful: in-flight requests finish on their pools. Safe to call twice. */
+  /**
+   * Graceful: in-flight requests finish on their pools. Endpoints that a newer cluster took over
+   * stay open for it. Safe to call twice.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#stop();
-    await Promise.all([this.#health?.close(), ...this.endpoints.map((e) => e.close())]);
+    await Promise.all([this.#health?.close(), ...this.endpoints.map((e) => e.release())]);
   }
 
+  /** Abort now, except endpoints a newer cluster holds. Also after close(). */
   async destroy(): Promise<void> {
+    const holding = !this.#closed;
     this.#stop();
     this.#bulkhead?.rejectAll(new GatewayError('SHUTTING_DOWN'));
-    await Promise.all([this.#health?.close(), ...this.endpoints.map((e) => e.destroy())]);
+    await Promise.all([
+      this.#health?.close(),
+      ...this.endpoints.map((e) => (holding ? e.release(true) : e.held ? undefined : e.destroy())),
+    ]);
+  }
+
+  /**
+   * Undo a cluster that never served (the reload that built it failed): the endpoints it took over
+   * get back the weight and state the previous cluster gave them, the ones it built are destroyed.
+   */
+  abandon(): Promise<void> {
+    for (const t of this.#takenOver) {
+      t.endpoint.weight = t.weight;
+      t.endpoint.healthy = t.healthy;
+      t.endpoint.ejected = t.ejected;
+    }
+    return this.destroy();
   }
 
   #stop(): void {

@@ -81,6 +81,16 @@ export class OutlierDetector {
     this.#hooks.onEject(e, reason, durationMs);
   }
 
+  /**
+   * Take over an endpoint ejected by the detector of the cluster this one replaces on a reload:
+   * it counts against the cap and returns when that ejection was due to end.
+   */
+  adopt(e: Endpoint, now: number): void {
+    if (!e.ejected || this.#timers.has(e)) return;
+    this.#ejected++;
+    this.#timers.set(e, setTimeout(returnFromEjection, Math.max(0, e.ejectedUntil - now), this, e).unref());
+  }
+
   /** End an ejection (its timer fired). */
   restore(e: Endpoint): void {
     const timer = this.#timers.get(e);

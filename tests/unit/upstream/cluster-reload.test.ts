@@ -1,0 +1,264 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { NO_TICKET } from '../../../src/dataplane/upstream/circuit-breaker.ts';
+import { Cluster, type ClusterDeps } from '../../../src/dataplane/upstream/cluster.ts';
+import type { Endpoint } from '../../../src/dataplane/upstream/endpoint.ts';
+import { ManualClock, seededRandom, tally, upstream } from './helpers.ts';
+
+// A reload that changes an upstream builds a new Cluster with `previous`: endpoints whose transport
+// settings did not change are the same objects, with the same pools. Tests that count picks use
+// round robin: peak-EWMA's preferences (a fresh or penalised latency estimate) are not this file's
+// business.
+
+const open: Cluster[] = [];
+afterEach(async () => {
+  vi.useRealTimers();
+  await Promise.all(open.splice(0).map((c) => c.destroy()));
+});
+
+function make(input: Record<string, unknown>, deps: ClusterDeps = {}): Cluster {
+  const c = new Cluster('svc', upstream(input), { random: seededRandom(), ...deps });
+  open.push(c);
+  return c;
+}
+
+const A = 'http://127.0.0.1:9001';
+const B = 'http://127.0.0.1:9002';
+const C = 'http://127.0.0.1:9003';
+const D = 'http://127.0.0.1:9004';
+
+const isOpen = (e: Endpoint): boolean => !e.pool.closed && !e.pool.destroyed;
+
+function failFiveTimes(c: Cluster, e: Endpoint): void {
+  for (let i = 0; i < 5; i++) {
+    c.attemptStarted(e);
+    c.attemptFinished(e, 'reset', 0, 1, { breakerTicket: NO_TICKET });
+  }
+}
+
+describe('Cluster reload: endpoints whose transport is unchanged are taken over', () => {
+  it('a policy-only change keeps every Endpoint object and its pool; closing the old cluster leaves them open', async () => {
+    const old = make({ endpoints: [A, B] });
+    const next = make(
+      {
+        endpoints: [A, B],
+        retries: { maxAttempts: 3, statuses: [503] },
+        timeouts: { response: '1s', request: '5s' },
+        circuitBreaker: { consecutiveFailures: 2 },
+        bulkhead: { maxConcurrent: 10 },
+        balancer: { kind: 'least_request' },
+      },
+      { previous: old },
+    );
+    expect(next).not.toBe(old);
+    expect(next.endpoints[0]).toBe(old.endpoints[0]);
+    expect(next.endpoints[1]).toBe(old.endpoints[1]);
+    const pools = old.endpoints.map((e) => e.pool);
+    expect(next.endpoints.map((e) => e.pool)).toEqual(pools);
+
+    await old.close();
+    expect(next.endpoints.every(isOpen)).toBe(true);
+    expect(next.endpoints).toContain(next.pick());
+    await next.close();
+    expect(pools.every((p) => p.closed)).toBe(true);
+  });
+
+  it('a change of the pool settings or the baked-in timeouts rebuilds the endpoints; the old pools close with the old cluster', async () => {
+    for (const change of [
+      { pool: { connections: 4 } },
+      { pool: { keepAliveTimeout: '9s' } },
+      { timeouts: { connect: '1s' } },
+      { timeouts: { idle: '5s' } },
+    ]) {
+      const old = make({ endpoints: [A, B] });
+      const next = make({ endpoints: [A, B], ...change }, { previous: old });
+      expect(next.endpoints.some((e) => old.endpoints.includes(e))).toBe(false);
+      await old.close();
+      expect(old.endpoints.some(isOpen)).toBe(false);
+      expect(next.endpoints.every(isOpen)).toBe(true);
+    }
+  });
+
+  it('an endpoint whose own URL changed (same origin) is rebuilt, the others are kept', async () => {
+    const old = make({ endpoints: [A, B, C] });
+    const next = make({ endpoints: [A, `http://user:pw@127.0.0.1:9002`, C] }, { previous: old });
+    const [a, b, c] = old.endpoints;
+    expect(next.endpoints[0]).toBe(a);
+    expect(next.endpoints[1]).not.toBe(b);
+    expect(next.endpoints[1]!.id).toBe(b!.id);
+    expect(next.endpoints[2]).toBe(c);
+    await old.close();
+    expect([isOpen(a!), isOpen(b!), isOpen(c!)]).toEqual([true, false, true]);
+  });
+
+  it('added endpoints are created and removed ones closed; the rest are kept whatever the order', async () => {
+    const rr = { balancer: { kind: 'round_robin' } };
+    const old = make({ endpoints: [A, B, C], ...rr });
+    const [a, b, c] = old.endpoints;
+    const next = make({ endpoints: [D, C, B], ...rr }, { previous: old });
+    expect(next.endpoints[0]!.id).toBe(D);
+    expect(old.endpoints).not.toContain(next.endpoints[0]);
+    expect(next.endpoints[1]).toBe(c);
+    expect(next.endpoints[2]).toBe(b);
+    await old.close();
+    expect(isOpen(a!)).toBe(false);
+    expect(next.endpoints.every(isOpen)).toBe(true);
+    expect(new Set(tally(300, () => next.pick()).keys())).toEqual(new Set([B, C, D]));
+  });
+
+  it('a weight change keeps the endpoint and the new cluster balances by the new weight', () => {
+    const old = make({ endpoints: [A, B], balancer: { kind: 'round_robin' } });
+    const next = make(
+      { endpoints: [A, { url: B, weight: 3 }], balancer: { kind: 'round_robin' } },
+      { previous: old },
+    );
+    expect(next.endpoints).toEqual(old.endpoints);
+    expect(next.endpoints[1]!.weight).toBe(3);
+    const counts = tally(400, () => next.pick());
+    expect([counts.get(A), counts.get(B)]).toEqual([100, 300]);
+  });
+
+  it('in-flight attempts on the old cluster finish on the shared endpoint; counts and the latency estimate carry over', async () => {
+    const clock = new ManualClock();
+    const old = make({ endpoints: [A] }, { now: clock.now });
+    const e = old.endpoints[0]!;
+    const req = { breakerTicket: NO_TICKET };
+    expect(old.admit(req)).toBeUndefined();
+    old.attemptStarted(e);
+    old.attemptFinished(e, 'success', 200, 250, req);
+    const rtt = e.rttMs;
+    expect(rtt).toBe(250);
+    old.attemptStarted(e); // still running when the reload happens
+    const next = make({ endpoints: [A], retries: { maxAttempts: 3 } }, { previous: old, now: clock.now });
+    await old.close();
+    expect(next.endpoints[0]).toBe(e);
+    expect(e.inFlight).toBe(1);
+    expect(e.rttMs).toBe(rtt);
+    old.attemptFinished(e, 'success', 200, 250, req);
+    old.release(req);
+    expect(e.inFlight).toBe(0);
+    expect(isOpen(e)).toBe(true);
+    expect(next.describe().endpoints[0]).toMatchObject({ inFlight: 0, ewmaMs: 250 });
+  });
+
+  it('destroy() after close() spares endpoints a newer cluster holds; the last holder closes the pool', async () => {
+    const old = make({ endpoints: [A, B] });
+    const next = make({ endpoints: [B, C], retries: { maxAttempts: 1 } }, { previous: old });
+    const [a, b] = old.endpoints;
+    await old.close();
+    await old.destroy();
+    expect([isOpen(a!), isOpen(b!)]).toEqual([false, true]);
+    await next.destroy();
+    expect(b!.pool.destroyed).toBe(true);
+  });
+
+  it('a closed cluster hands nothing over', async () => {
+    const old = make({ endpoints: [A] });
+    await old.close();
+    const next = make({ endpoints: [A], retries: { maxAttempts: 1 } }, { previous: old });
+    expect(next.endpoints[0]).not.toBe(old.endpoints[0]);
+    expect(isOpen(next.endpoints[0]!)).toBe(true);
+  });
+
+  it('a chain of reloads keeps the same endpoint', async () => {
+    let current = make({ endpoints: [A] });
+    const e = current.endpoints[0]!;
+    for (let n = 2; n <= 4; n++) {
+      const next = make({ endpoints: [A], retries: { maxAttempts: n } }, { previous: current });
+      await current.close();
+      current = next;
+    }
+    expect(current.endpoints[0]).toBe(e);
+    expect(isOpen(e)).toBe(true);
+  });
+});
+
+describe('Cluster reload: health and ejection state', () => {
+  const rr = { circuitBreaker: { enabled: false }, balancer: { kind: 'round_robin' } };
+
+  it('an ejected endpoint stays ejected in the new cluster and returns when its ejection ends', async () => {
+    vi.useFakeTimers();
+    const now = (): number => Date.now();
+    const old = make({ endpoints: [A, B, C, D], ...rr }, { now });
+    const bad = old.endpoints[1]!;
+    failFiveTimes(old, bad);
+    expect(bad.ejected).toBe(true);
+    vi.advanceTimersByTime(10_000);
+
+    const next = make(
+      { endpoints: [A, B, C, D], ...rr, retries: { maxAttempts: 3 } },
+      { previous: old, now },
+    );
+    await old.close();
+    expect(next.endpoints[1]).toBe(bad);
+    expect(tally(400, () => next.pick()).has(bad.id)).toBe(false);
+    expect(next.describe().endpoints[1]).toMatchObject({ state: 'ejected', eligible: false });
+
+    vi.advanceTimersByTime(19_999);
+    expect(bad.ejected).toBe(true);
+    vi.advanceTimersByTime(1);
+    expect(bad.ejected).toBe(false);
+    expect(tally(400, () => next.pick()).has(bad.id)).toBe(true);
+  });
+
+  it('turning outlier detection off clears ejections; removing health checks makes endpoints healthy', async () => {
+    vi.useFakeTimers();
+    const now = (): number => Date.now();
+    const old = make({ endpoints: [A, B, C, D], ...rr }, { now });
+    failFiveTimes(old, old.endpoints[1]!);
+    old.endpoints[2]!.healthy = false; // as a failing health check would have left it
+    const next = make(
+      { endpoints: [A, B, C, D], ...rr, outlierDetection: { enabled: false } },
+      { previous: old, now },
+    );
+    await old.close();
+    expect(next.endpoints.map((e) => [e.ejected, e.healthy])).toEqual([
+      [false, true],
+      [false, true],
+      [false, true],
+      [false, true],
+    ]);
+    expect(tally(400, () => next.pick()).size).toBe(4);
+  });
+
+  it('with health checks in both configs an unhealthy endpoint stays unhealthy', async () => {
+    const check = { healthCheck: { interval: '1h' }, ...rr };
+    const old = make({ endpoints: [A, B, C], ...check });
+    old.endpoints[0]!.healthy = false;
+    const next = make({ endpoints: [A, B, C], ...check, retries: { maxAttempts: 3 } }, { previous: old });
+    await old.close();
+    expect(next.endpoints[0]!.healthy).toBe(false);
+    expect(tally(300, () => next.pick()).has(A)).toBe(false);
+  });
+
+  it('abandon() (the reload failed) gives the shared endpoints back as they were and closes only what it built', async () => {
+    vi.useFakeTimers();
+    const now = (): number => Date.now();
+    const old = make({ endpoints: [A, B, C, D], ...rr }, { now });
+    failFiveTimes(old, old.endpoints[1]!);
+    old.endpoints[2]!.healthy = false;
+    const next = make(
+      {
+        endpoints: [{ url: A, weight: 5 }, B, C, D, 'http://127.0.0.1:9005'],
+        ...rr,
+        outlierDetection: { enabled: false },
+      },
+      { previous: old, now },
+    );
+    expect(old.endpoints[0]!.weight).toBe(5);
+    expect(old.endpoints[1]!.ejected).toBe(false);
+    await next.abandon();
+    expect(old.endpoints.map((e) => [e.weight, e.ejected, e.healthy])).toEqual([
+      [1, false, true],
+      [1, true, true],
+      [1, false, false],
+      [1, false, true],
+    ]);
+    expect(old.endpoints.every(isOpen)).toBe(true);
+    expect(next.endpoints[4]!.pool.destroyed).toBe(true);
+    // The old cluster's own ejection timer still brings the endpoint back.
+    vi.advanceTimersByTime(30_000);
+    expect(old.endpoints[1]!.ejected).toBe(false);
+    await old.close();
+    expect(old.endpoints.some(isOpen)).toBe(false);
+  });
+});
