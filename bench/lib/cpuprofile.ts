@@ -54,6 +54,16 @@ export function groupOf(module: string): string {
   return 'other dependencies';
 }
 
+/** A profile frame's URL as a file path (a `file:` URL converted; anything else as it is). */
+function pathOf(url: string): string {
+  if (!url.startsWith('file:')) return url;
+  try {
+    return fileURLToPath(url);
+  } catch {
+    return url;
+  }
+}
+
 /** "node:internal/streams/writable" → "node:streams"; a node_modules path → its package. */
 export function moduleOf(url: string, root: string): string {
   if (!url) return '(native)';
@@ -61,14 +71,7 @@ export function moduleOf(url: string, root: string): string {
     const rest = url.slice(5).replace(/^internal\//, '');
     return `node:${rest.split('/')[0]}`;
   }
-  let path = url;
-  if (url.startsWith('file:')) {
-    try {
-      path = fileURLToPath(url);
-    } catch {
-      // keep the URL
-    }
-  }
+  const path = pathOf(url);
   const nm = path.lastIndexOf('/node_modules/');
   if (nm !== -1) {
     const parts = path.slice(nm + '/node_modules/'.length).split('/');
@@ -79,14 +82,7 @@ export function moduleOf(url: string, root: string): string {
 
 function where(url: string, line: number, root: string): string {
   if (!url) return '';
-  let path = url;
-  if (url.startsWith('file:')) {
-    try {
-      path = fileURLToPath(url);
-    } catch {
-      // keep the URL
-    }
-  }
+  const path = pathOf(url);
   const nm = path.lastIndexOf('/node_modules/');
   const short =
     nm !== -1

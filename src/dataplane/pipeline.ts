@@ -611,19 +611,21 @@ export class Pipeline implements AttemptObserver {
         );
       span.end();
     }
-    this.telemetry.accessLog.log(
-      accessRecord(
-        this.listener.name,
-        ctx.route?.name,
-        ctx.cluster?.name,
-        ctx.endpoint?.id,
-        method,
-        status,
-        durationMs,
-        req.headers['user-agent'],
-        ctx,
-      ),
-    );
+    const accessLog = this.telemetry.accessLog;
+    if (accessLog.enabled)
+      accessLog.log(
+        accessRecord(
+          this.listener.name,
+          ctx.route?.name,
+          ctx.cluster?.name,
+          ctx.endpoint?.id,
+          method,
+          status,
+          durationMs,
+          req.headers['user-agent'],
+          ctx,
+        ),
+      );
     this.host.requestFinished();
     const socket = ctx.socket as TrackedSocket | undefined;
     if (socket && --socket[kPending]! === 0 && socket[kDeferredError]) {

@@ -33,6 +33,8 @@ export interface AccessLogRecord {
 }
 
 export interface AccessLog {
+  /** False when access logging is off: callers skip building the record. */
+  readonly enabled: boolean;
   log(rec: AccessLogRecord): void;
 }
 
@@ -109,7 +111,7 @@ const MAX_USER_AGENT = 512;
 function noop(): void {}
 
 export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
-  if (!enabled) return { log: noop };
+  if (!enabled) return { enabled: false, log: noop };
   // The line is built here rather than by pino: a fixed set of fields needs no generic
   // serialiser, and this is the hottest log line by far (pino's serialisation of it measured at
   // about 6% of a fully observed request's CPU). It goes to the logger's own destination, so it
@@ -120,6 +122,7 @@ export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
   const bindings = logger.bindings() as { service?: string };
   const head = `{"level":"info","service":${JSON.stringify(bindings.service ?? 'peregrine')},"type":"access","time":`;
   return {
+    enabled: true,
     log: function accessLog(rec: AccessLogRecord): void {
       const ua = rec.userAgent;
       let line = head + Date.now();

@@ -65,8 +65,8 @@ export interface CertificateExpiry {
  * Local decisions of the upstream resilience layer (label `decision` of
  * peregrine_upstream_decisions_total): a retry scheduled, a retry refused by the retry budget, a
  * request (or a retry due after its backoff) refused by the circuit breaker, or a request refused
- * by the bulkhead. Kept apart from
- * peregrine_upstream_attempts_total, which counts attempts that reached an endpoint.
+ * by the bulkhead. Kept apart from peregrine_upstream_attempts_total, which counts attempts that
+ * reached an endpoint.
  */
 export const UPSTREAM_DECISIONS = ['retry', 'budget_exhausted', 'circuit_open', 'overloaded'] as const;
 export type UpstreamDecision = (typeof UPSTREAM_DECISIONS)[number];

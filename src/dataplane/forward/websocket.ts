@@ -162,26 +162,27 @@ function recordUpgrade(
   metrics.recordWebSocketUpgrade(rec.route, outcome);
   metrics.recordRequest(pipeline.listener.name, rec.route, 'GET', status, ms / 1000, undefined);
   if (code) metrics.recordLocalResponse(rec.route, code);
-  accessLog.log(
-    accessRecord(
-      pipeline.listener.name,
-      rec.route,
-      rec.upstream,
-      rec.endpoint,
-      'GET',
-      status,
-      ms,
-      req.headers['user-agent'],
-      {
-        path: rec.path,
-        requestId: rec.requestId,
-        clientAddress: rec.clientAddress,
-        code,
-        attempts: rec.endpoint ? 1 : 0,
-        identity: rec.clientIdentity,
-      },
-    ),
-  );
+  if (accessLog.enabled)
+    accessLog.log(
+      accessRecord(
+        pipeline.listener.name,
+        rec.route,
+        rec.upstream,
+        rec.endpoint,
+        'GET',
+        status,
+        ms,
+        req.headers['user-agent'],
+        {
+          path: rec.path,
+          requestId: rec.requestId,
+          clientAddress: rec.clientAddress,
+          code,
+          attempts: rec.endpoint ? 1 : 0,
+          identity: rec.clientIdentity,
+        },
+      ),
+    );
 }
 
 /** Run a route's filters (mTLS identity, JWT) for a handshake; throws the refusal. */

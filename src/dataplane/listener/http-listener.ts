@@ -39,16 +39,17 @@ export function answerClientError(
   const status = ERROR_CODES[code].status;
   metrics.recordRequest(listener, undefined, 'OTHER', status, 0, undefined);
   metrics.recordLocalResponse(undefined, code);
-  accessLog.log(
-    accessRecord(listener, undefined, undefined, undefined, '-', status, 0, undefined, {
-      path: '-',
-      requestId: '',
-      clientAddress: plainAddress((socket as Socket).remoteAddress),
-      code,
-      attempts: 0,
-      identity: undefined,
-    }),
-  );
+  if (accessLog.enabled)
+    accessLog.log(
+      accessRecord(listener, undefined, undefined, undefined, '-', status, 0, undefined, {
+        path: '-',
+        requestId: '',
+        clientAddress: plainAddress((socket as Socket).remoteAddress),
+        code,
+        attempts: 0,
+        identity: undefined,
+      }),
+    );
 }
 
 /**
