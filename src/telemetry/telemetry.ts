@@ -39,6 +39,7 @@ export function createTelemetry(
     accessLog,
     shutdown() {
       closing ??= (async () => {
+        accessLog.flush();
         await tracing.shutdown();
         await flushLogger(logger);
       })();

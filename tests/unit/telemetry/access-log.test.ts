@@ -1,7 +1,12 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { type TelemetryConfig, TelemetrySchema } from '../../../src/config/schema.ts';
 import { type AccessLogRecord, accessRecord, createAccessLog } from '../../../src/telemetry/access-log.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
+import { createTelemetry } from '../../../src/telemetry/telemetry.ts';
 import { memoryStream } from './memory-stream.ts';
 
 function cfg(input: Record<string, unknown> = {}): TelemetryConfig {
@@ -44,6 +49,7 @@ describe('createAccessLog', () => {
       code: 'ROUTE_NOT_FOUND',
       attempts: 0,
     });
+    access.flush();
     const [ok, notFound] = out.lines();
     const { code: _code, ...defined } = RECORD;
     expect(ok).toEqual({
@@ -70,7 +76,9 @@ describe('createAccessLog', () => {
   it('is written even when the diagnostic log level is above info', () => {
     const out = memoryStream();
     const logger = createLogger(cfg({ logLevel: 'warn' }), out.stream);
-    createAccessLog(logger, true).log(RECORD);
+    const access = createAccessLog(logger, true);
+    access.log(RECORD);
+    access.flush();
     logger.info('diagnostic info stays hidden');
     expect(out.lines().map((l) => l.msg)).toEqual(['access']);
   });
@@ -95,13 +103,16 @@ describe('createAccessLog', () => {
       query: '?token=leak',
     };
     access.log(wider as AccessLogRecord);
+    access.flush();
     expect(out.text()).not.toContain('leak');
     expect(Object.keys(out.lines()[0]!)).not.toContain('headers');
   });
 
   it('cuts very long user agents', () => {
     const out = memoryStream();
-    createAccessLog(createLogger(cfg(), out.stream), true).log({ ...RECORD, userAgent: 'x'.repeat(5000) });
+    const access = createAccessLog(createLogger(cfg(), out.stream), true);
+    access.log({ ...RECORD, userAgent: 'x'.repeat(5000) });
+    access.flush();
     expect((out.lines()[0]!.userAgent as string).length).toBe(512);
   });
 
@@ -114,10 +125,82 @@ describe('createAccessLog', () => {
       'rejected',
     );
     access.log(RECORD);
+    access.flush();
     expect(out.text()).not.toContain('leak');
     expect(out.lines()[0]).toMatchObject({
       req: { headers: { authorization: '[REDACTED]', cookie: '[REDACTED]' } },
     });
+  });
+});
+
+/** Resolves after the current event-loop turn's immediates have run. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+describe('access-log batching', () => {
+  it('hands the lines of one event-loop turn to the destination as one write, in order', async () => {
+    const out = memoryStream();
+    const writes: string[] = [];
+    const { stream } = out;
+    const write = stream.write.bind(stream);
+    stream.write = ((chunk: string, ...rest: never[]) => {
+      writes.push(String(chunk));
+      return write(chunk, ...rest);
+    }) as typeof stream.write;
+    const access = createAccessLog(createLogger(cfg(), stream), true);
+    for (let i = 0; i < 5; i++) access.log({ ...RECORD, requestId: `r${i}` });
+    expect(writes).toHaveLength(0);
+    await nextTurn();
+    expect(writes).toHaveLength(1);
+    expect(out.lines().map((l) => l.requestId)).toEqual(['r0', 'r1', 'r2', 'r3', 'r4']);
+    // A later turn makes a new batch; a turn with nothing logged writes nothing.
+    access.log({ ...RECORD, requestId: 'r5' });
+    await nextTurn();
+    await nextTurn();
+    expect(writes).toHaveLength(2);
+    expect(out.lines().map((l) => l.requestId)).toHaveLength(6);
+  });
+
+  it('writes a full batch at once, without waiting for the turn to end', () => {
+    const out = memoryStream();
+    const access = createAccessLog(createLogger(cfg(), out.stream), true);
+    let n = 0;
+    while (out.text() === '') access.log({ ...RECORD, requestId: `r${n++}` });
+    // Lines are about 400 bytes: the batch filled at 16 KiB, well before a thousand lines.
+    expect(n).toBeGreaterThan(20);
+    expect(n).toBeLessThan(100);
+    expect(out.lines().map((l) => l.requestId)).toEqual(Array.from({ length: n }, (_, i) => `r${i}`));
+  });
+
+  it("keeps every line, in order, through pino's asynchronous destination up to shutdown", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'peregrine-access-'));
+    try {
+      const file = join(dir, 'access.log');
+      const destination = pino.destination({ dest: file, sync: false, mkdir: true });
+      await new Promise<void>((resolve) => destination.once('ready', () => resolve()));
+      const telemetry = createTelemetry(cfg({ accessLog: { enabled: true } }), {
+        version: 'test',
+        logDestination: destination,
+      });
+      // Several turns' worth, with the destination busy writing earlier batches meanwhile.
+      let id = 0;
+      for (let turn = 0; turn < 20; turn++) {
+        for (let i = 0; i < 100; i++) telemetry.accessLog.log({ ...RECORD, requestId: `r${id++}` });
+        await nextTurn();
+      }
+      // The destination idle, then lines logged in the very turn that shuts down.
+      while ((destination as unknown as { _writing: boolean })._writing) await nextTurn();
+      for (let i = 0; i < 100; i++) telemetry.accessLog.log({ ...RECORD, requestId: `r${id++}` });
+      await telemetry.shutdown();
+      const ids = readFileSync(file, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => (JSON.parse(l) as { requestId: string }).requestId);
+      expect(ids).toEqual(Array.from({ length: id }, (_, i) => `r${i}`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
