@@ -394,7 +394,7 @@ export class Pipeline implements AttemptObserver {
       headers,
       body,
     };
-    forwarder.startResponseTimer(cluster.config.timeouts.response);
+    forwarder.startTimers(cluster.config.timeouts.response, cluster.config.timeouts.idle);
     endpoint.pool.dispatch(opts, forwarder);
   }
 

@@ -253,8 +253,86 @@ describe('forwarding', () => {
 
   it('aborts the client response when the body goes idle past the idle timeout', async () => {
     const res = await fetch(`${gw.url}/slow-body/2000`);
+    const headAt = performance.now();
     expect(res.status).toBe(200);
     await expect(res.text()).rejects.toThrow();
+    const elapsed = performance.now() - headAt;
+    // 300 ms configured: well before the upstream's 2 s, and not on a coarse 1 s clock.
+    expect(elapsed).toBeGreaterThanOrEqual(250);
+    expect(elapsed).toBeLessThan(900);
+    await expectAccessLog((l) => l.path === '/slow-body/2000' && l.code === 'UPSTREAM_BODY_TIMEOUT');
+  });
+
+  it('restarts the idle timeout at every body chunk: a slow but steady body completes', async () => {
+    const trickle = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      let n = 0;
+      const tick = setInterval(() => {
+        res.write(`chunk ${n}\n`);
+        if (++n === 8) {
+          clearInterval(tick);
+          res.end();
+        }
+      }, 100);
+      return true;
+    });
+    const local = await startGateway({
+      upstreams: { u: { endpoints: [trickle.url], timeouts: { idle: '250ms' } } },
+      routes: [{ name: 'r', upstream: 'u' }],
+    });
+    try {
+      // 800 ms in all, more than three idle timeouts, but never 250 ms without a chunk.
+      const res = await fetch(`${local.url}/trickle`);
+      expect(await res.text()).toBe(Array.from({ length: 8 }, (_, i) => `chunk ${i}\n`).join(''));
+    } finally {
+      await local.close();
+      await trickle.close();
+    }
+  });
+
+  it('does not count a client that holds the body back against the upstream idle timeout', async () => {
+    const size = 8 * 1024 * 1024;
+    const producer = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-length': size });
+      res.end(Buffer.alloc(size, 0x62));
+      return true;
+    });
+    const local = await startGateway({
+      upstreams: { u: { endpoints: [producer.url], timeouts: { idle: '200ms' } } },
+      routes: [{ name: 'r', upstream: 'u' }],
+    });
+    try {
+      let received = 0;
+      await new Promise<void>((resolve, reject) => {
+        const req = httpRequest(`${local.url}/held`, (res) => {
+          let held = false;
+          res.on('data', (c: Buffer) => {
+            received += c.length;
+            if (!held) {
+              held = true;
+              // Four idle timeouts long: the gateway pauses the upstream meanwhile, and that
+              // silence is not the upstream's.
+              res.pause();
+              setTimeout(() => res.resume(), 800);
+            }
+          });
+          res.on('end', resolve);
+          res.on('error', reject);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      expect(received).toBe(size);
+      await waitFor(() => local.logs.access().some((l) => l.path === '/held'));
+      expect(local.logs.access().find((l) => l.path === '/held')).toMatchObject({
+        status: 200,
+        responseBytes: size,
+      });
+      expect(local.logs.access().find((l) => l.path === '/held')?.code).toBeUndefined();
+    } finally {
+      await local.close();
+      await producer.close();
+    }
   });
 
   it('aborts the client connection when the upstream dies mid-body', async () => {

@@ -42,12 +42,16 @@ export interface AttemptObserver {
 const DROPPED_FOR_RETRY = new GatewayError('UPSTREAM_UNAVAILABLE', 'response dropped for a retry');
 
 function resumeController(this: ResponseForwarder): void {
-  this.controller?.resume();
+  this.resumeUpstream();
 }
 
 function onResponseTimeout(forwarder: ResponseForwarder): void {
   forwarder.responseTimer = undefined;
   forwarder.abort(new GatewayError('UPSTREAM_TIMEOUT', 'no response head within the response timeout'));
+}
+
+function onBodyIdle(forwarder: ResponseForwarder): void {
+  forwarder.bodyIdleElapsed();
 }
 
 /** Dispatch handler for one attempt. Methods, not closures, so profiles read and nothing is allocated per chunk. */
@@ -64,6 +68,17 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
    * clock (about 1 s resolution), which would let a 200 ms timeout fire a second late.
    */
   responseTimer: NodeJS.Timeout | undefined = undefined;
+  /**
+   * The body idle timeout (`timeouts.idle`): armed at the response head, pushed back by every
+   * chunk, not counted while the client holds the body back. Ours rather than undici's
+   * `bodyTimeout` for the same precision, and because undici allocates a timer per response that
+   * lives until its next clock tick (about half a second): under load that alone promoted some
+   * 100 bytes per request to V8's old generation (docs/benchmarks.md).
+   */
+  #bodyTimer: NodeJS.Timeout | undefined = undefined;
+  #bodyIdleMs = 0;
+  /** The client is not taking the body: the upstream's silence is ours, not a timeout. */
+  #paused = false;
   #done = false;
   /** This attempt's response is being dropped: the request goes to another attempt. */
   #dropped = false;
@@ -83,16 +98,38 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     this.lifecycle = lifecycle;
   }
 
-  /** Arm the response-head timeout (0 disables). */
-  startResponseTimer(ms: number): void {
-    if (ms > 0) this.responseTimer = setTimeout(onResponseTimeout, ms, this);
+  /**
+   * Arm the response-head timeout now, and the body idle timeout for when the head arrives (0
+   * disables either).
+   */
+  startTimers(responseMs: number, bodyIdleMs: number): void {
+    if (responseMs > 0) this.responseTimer = setTimeout(onResponseTimeout, responseMs, this);
+    this.#bodyIdleMs = bodyIdleMs;
   }
 
-  #clearResponseTimer(): void {
+  #clearTimers(): void {
     if (this.responseTimer !== undefined) {
       clearTimeout(this.responseTimer);
       this.responseTimer = undefined;
     }
+    if (this.#bodyTimer !== undefined) {
+      clearTimeout(this.#bodyTimer);
+      this.#bodyTimer = undefined;
+    }
+  }
+
+  /** The body idle timer fired: fail the attempt unless the client is the one holding it up. */
+  bodyIdleElapsed(): void {
+    // Resuming restarts the timer (`refresh` re-arms a timer that has fired).
+    if (this.#paused) return;
+    this.abort(new GatewayError('UPSTREAM_BODY_TIMEOUT', 'no response body data within the idle timeout'));
+  }
+
+  /** The client took what was written: read from the upstream again, and restart the idle clock. */
+  resumeUpstream(): void {
+    this.#paused = false;
+    this.#bodyTimer?.refresh();
+    this.controller?.resume();
   }
 
   /** Abort this attempt (client went away, total timeout). Safe after completion. */
@@ -118,7 +155,7 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     statusCode: number,
     headers: IncomingHttpHeaders,
   ): void {
-    this.#clearResponseTimer();
+    this.#clearTimers();
     const { ctx } = this;
     ctx.upstreamStatus = statusCode;
     ctx.headAt = performance.now();
@@ -137,6 +174,7 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     // HTTP/2 has no Connection header (Node refuses it); a draining session gets GOAWAY instead.
     const close = this.lifecycle.draining && ctx.req.httpVersionMajor !== 2;
     res.writeHead(statusCode, responseHeaderList(headers, ctx.requestId, close));
+    if (this.#bodyIdleMs > 0) this.#bodyTimer = setTimeout(onBodyIdle, this.#bodyIdleMs, this);
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -144,7 +182,9 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     const res = this.ctx.res;
     this.ctx.responseBytes += chunk.length;
     if (res.destroyed) return;
+    this.#bodyTimer?.refresh();
     if (!res.write(chunk)) {
+      this.#paused = true;
       controller.pause();
       this.#onDrain ??= resumeController.bind(this);
       res.once('drain', this.#onDrain);
@@ -154,6 +194,7 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
   onResponseEnd(): void {
     if (this.#done) return;
     this.#done = true;
+    this.#clearTimers();
     const { ctx } = this;
     this.observer.attemptFinished(ctx, this.endpoint, 'success', ctx.upstreamStatus, this.span);
     this.observer.upstreamCompleted(ctx);
@@ -166,7 +207,7 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
   #fail(error: Error): void {
     if (this.#done) return;
     this.#done = true;
-    this.#clearResponseTimer();
+    this.#clearTimers();
     const { ctx } = this;
     if (this.#dropped) {
       // The upstream answered (with a retryable status): a complete attempt, not a failure.

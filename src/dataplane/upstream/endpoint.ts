@@ -11,9 +11,9 @@ function poolOptions(cfg: EndpointTransportConfig): Pool.Options {
     pipelining: 1,
     keepAliveTimeout: cfg.pool.keepAliveTimeout,
     connect: { timeout: cfg.timeouts.connect },
-    // The response-head timeout is enforced per attempt by the forwarder (precise timer).
+    // The response-head and body idle timeouts are enforced per attempt by the forwarder.
     headersTimeout: 0,
-    bodyTimeout: cfg.timeouts.idle,
+    bodyTimeout: 0,
     // Defaults that matter for a proxy: never follow redirects, keep header limits strict.
     maxHeaderSize: 64 * 1024,
   };
