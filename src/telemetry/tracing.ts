@@ -196,6 +196,8 @@ const INVALID_SPAN_ID = '0'.repeat(16);
 class PooledIdGenerator implements IdGenerator {
   private readonly pool = Buffer.allocUnsafe(ID_POOL_BYTES);
   private offset = ID_POOL_BYTES;
+  /** Handed out by the next generateTraceId(): a root already decided by SpanStarter. */
+  presetTraceId: string | undefined = undefined;
 
   private next(bytes: number): string {
     if (this.offset + bytes > ID_POOL_BYTES) {
@@ -208,6 +210,11 @@ class PooledIdGenerator implements IdGenerator {
   }
 
   generateTraceId(): string {
+    const preset = this.presetTraceId;
+    if (preset !== undefined) {
+      this.presetTraceId = undefined;
+      return preset;
+    }
     let id = this.next(16);
     while (id === INVALID_TRACE_ID) id = this.next(16);
     return id;
@@ -225,17 +232,21 @@ class PooledIdGenerator implements IdGenerator {
  * ParentBased(TraceIdRatioBased): a child of an unsampled parent is then unsampled whatever the
  * ratio, so it is built here as a NonRecordingSpan (new span id, the parent's trace id, flags and
  * tracestate), exactly what the SDK would return, without its context and attribute copying.
- * Without an SDK (exporter 'none') roots are decided by the ratio sampler here too: upstream
- * services then see the sampled flag they would see behind an exporting gateway.
+ * A root (no parent) is decided here by the same ratio sampler, on a trace id drawn here: an
+ * unsampled root (most of them, at the usual ratios) is a NonRecordingSpan built here, and a
+ * sampled one goes to the SDK, whose id generator hands out that same trace id (so the SDK's own
+ * sampler, which is deterministic on the trace id, agrees). Without an SDK (exporter 'none') roots
+ * are decided the same way: upstream services then see the sampled flag they would see behind an
+ * exporting gateway.
  */
 class SpanStarter {
   private readonly tracer: Tracer | undefined;
   /** The sampler is ParentBased(root): unsampled parents mean unsampled children. */
   private readonly parentBased: boolean;
   private readonly root: Sampler;
-  private readonly ids: IdGenerator;
+  private readonly ids: PooledIdGenerator;
 
-  constructor(tracer: Tracer | undefined, parentBased: boolean, root: Sampler, ids: IdGenerator) {
+  constructor(tracer: Tracer | undefined, parentBased: boolean, root: Sampler, ids: PooledIdGenerator) {
     this.tracer = tracer;
     this.parentBased = parentBased || tracer === undefined;
     this.root = root;
@@ -248,15 +259,24 @@ class SpanStarter {
     if (parent !== undefined && (this.tracer === undefined || (this.parentBased && !isSampled(parent)))) {
       return this.child(parent);
     }
-    if (this.tracer !== undefined) {
+    if (this.tracer !== undefined && (parent !== undefined || !this.parentBased)) {
       return this.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, context);
     }
     const traceId = this.ids.generateTraceId();
     const { decision } = this.root.shouldSample(context, traceId, name, SpanKind.SERVER, attributes, []);
+    const sampled = decision === SamplingDecision.RECORD_AND_SAMPLED;
+    if (sampled && this.tracer !== undefined) {
+      this.ids.presetTraceId = traceId;
+      try {
+        return this.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, context);
+      } finally {
+        this.ids.presetTraceId = undefined;
+      }
+    }
     return trace.wrapSpanContext({
       traceId,
       spanId: this.ids.generateSpanId(),
-      traceFlags: decision === SamplingDecision.RECORD_AND_SAMPLED ? TraceFlags.SAMPLED : TraceFlags.NONE,
+      traceFlags: sampled ? TraceFlags.SAMPLED : TraceFlags.NONE,
     });
   }
 

@@ -1,6 +1,11 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
-import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import {
+  InMemorySpanExporter,
+  SamplingDecision,
+  SimpleSpanProcessor,
+  TraceIdRatioBasedSampler,
+} from '@opentelemetry/sdk-trace-base';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type TelemetryConfig, TelemetrySchema } from '../../../src/config/schema.ts';
 import {
@@ -263,6 +268,44 @@ describe('createTracing without an exporter', () => {
     t.inject(attempt, headers);
     expect(headers.traceparent).toBe(`00-${PARENT_TRACE}-${t.traceIds(attempt).spanId}-01`);
     expect(t.traceIds(attempt).spanId).not.toBe(t.traceIds(child).spanId);
+  });
+
+  it('decides roots before the SDK: only sampled roots reach it, with the trace id that was sampled', async () => {
+    const exporter = new InMemorySpanExporter();
+    const processor = new SimpleSpanProcessor(exporter);
+    const started: string[] = [];
+    const onStart = processor.onStart.bind(processor);
+    processor.onStart = (span, ctx) => {
+      started.push(span.spanContext().traceId);
+      onStart(span, ctx);
+    };
+    const t = open(config({ exporter: 'none', sampleRatio: 0.5 }), processor);
+    const sampled: string[] = [];
+    const unsampled: string[] = [];
+    for (let i = 0; i < 400; i++) {
+      const span = t.startServerSpan('GET', {}, {});
+      const ids = t.traceIds(span);
+      (ids.sampled ? sampled : unsampled).push(ids.traceId);
+      expect(span.isRecording()).toBe(ids.sampled);
+      span.end();
+    }
+    // About half (binomial, n = 400, sd 10: 150..250 is five sd each way). Were the SDK to draw
+    // its own trace id and decide again, only a quarter would come out sampled.
+    expect(sampled.length).toBeGreaterThan(150);
+    expect(sampled.length).toBeLessThan(250);
+    // The SDK saw exactly the sampled roots, each under the trace id the decision was made on.
+    expect(started).toEqual(sampled);
+    await processor.forceFlush();
+    expect(exporter.getFinishedSpans().map((s) => s.spanContext().traceId)).toEqual(sampled);
+    // Fresh ids every time, and the preset never leaks into the next root.
+    expect(new Set([...sampled, ...unsampled]).size).toBe(400);
+    // Each decision is the one the SDK's ratio sampler makes on that trace id.
+    const sdk = new TraceIdRatioBasedSampler(0.5);
+    const decide = (id: string): boolean =>
+      sdk.shouldSample(ROOT_CONTEXT, id, 'GET', SpanKind.SERVER, {}, []).decision ===
+      SamplingDecision.RECORD_AND_SAMPLED;
+    expect(sampled.every(decide)).toBe(true);
+    expect(unsampled.some(decide)).toBe(false);
   });
 
   it('records into a test span processor when one is given', async () => {
