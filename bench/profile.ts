@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { machineCpuWindow, waitForQuiet } from './lib/cpu.ts';
 import { type CpuProfile, type SelfTime, summariseProfile } from './lib/cpuprofile.ts';
-import { peregrineArgv } from './lib/launcher.ts';
+import { peregrineArgv, peregrineEnv } from './lib/launcher.ts';
 import { pickLoadGenerator } from './lib/loadgen.ts';
 import { peregrineConfigYaml } from './lib/peregrine-config.ts';
 import { freePort, installCleanup, type Managed, spawnManaged, stopAll, waitForHttp } from './lib/proc.ts';
@@ -66,7 +66,7 @@ async function startProfiled(
     `peregrine-${which}`,
     node,
     [...cpuProf, ...peregrineArgv(ROOT), 'run', '--config', config],
-    { env: childEnv(), cwd: ROOT, stdout: 'ignore' },
+    { env: peregrineEnv(ROOT, childEnv()), cwd: ROOT, stdout: 'ignore' },
   );
   await waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, { proc });
   return { proc, url: `http://127.0.0.1:${listenPort}/` };

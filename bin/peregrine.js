@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=8
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=8
 // The launcher (`peregrine`, `npm start`, the Docker image and the bench all start the gateway
 // through this file). Node 24 runs the TypeScript sources directly (type stripping); there is no
 // build step.
@@ -6,6 +6,9 @@
 // --max-semi-space-size (the V8 flag on the line above, MiB): V8 grows its young generation to
 // several times its start size under sustained allocation, which a proxy does on every request; a
 // smaller cap keeps the resident set near the live heap (figures in docs/benchmarks.md).
+//
+// MALLOC_ARENA_MAX=2 (glibc; other C libraries ignore it): V8's worker threads (compiler, GC)
+// would otherwise each get a malloc arena that keeps its peak size, about 10 MiB apiece under load.
 //
 // The compile cache keeps the stripped TypeScript and V8's code cache on disk (in
 // NODE_COMPILE_CACHE, else <tmpdir>/node-compile-cache), so later starts skip the TypeScript

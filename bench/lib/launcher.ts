@@ -1,23 +1,45 @@
 /**
- * The bench starts Peregrine as it ships: through `bin/peregrine.js`, with the Node flags of that
- * file's `#!/usr/bin/env -S node …` line, but with the bench's own Node binary (so the child
- * process runs the Node the bench was started with, whatever PATH says).
+ * The bench starts Peregrine as it ships: through `bin/peregrine.js`, with the environment
+ * variables and Node flags of that file's `#!/usr/bin/env -S [VAR=value …] node [flag …]` line, but
+ * with the bench's own Node binary (so the child process runs the Node the bench was started with,
+ * whatever PATH says).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const SHEBANG = /^#!\/usr\/bin\/env -S node((?: +--?[\w-]+(?:=\S+)?)*) *$/;
+const SHEBANG = /^#!\/usr\/bin\/env -S((?: +[A-Z_][A-Z0-9_]*=\S+)*) +node((?: +--?[\w-]+(?:=\S+)?)*) *$/;
+
+function parse(firstLine: string): { env: string; flags: string } {
+  const m = SHEBANG.exec(firstLine);
+  if (!m) throw new Error(`unexpected #! line in bin/peregrine.js: ${firstLine}`);
+  return { env: m[1]!, flags: m[2]! };
+}
 
 /** The Node flags on a launcher's `#!` line. */
 export function launcherFlags(firstLine: string): string[] {
-  const m = SHEBANG.exec(firstLine);
-  if (!m) throw new Error(`unexpected #! line in bin/peregrine.js: ${firstLine}`);
-  return m[1]!.split(' ').filter(Boolean);
+  return parse(firstLine).flags.split(' ').filter(Boolean);
+}
+
+/** The environment variables a launcher's `#!` line sets (`env -S VAR=value … node`). */
+export function launcherEnv(firstLine: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of parse(firstLine).env.split(' ').filter(Boolean)) {
+    const eq = pair.indexOf('=');
+    out[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return out;
+}
+
+function firstLineOf(dir: string): string {
+  return readFileSync(join(dir, 'bin/peregrine.js'), 'utf8').split('\n', 1)[0] ?? '';
 }
 
 /** Arguments for `node` that run the Peregrine in `dir` (before `run …` / `validate …`). */
 export function peregrineArgv(dir: string): string[] {
-  const bin = join(dir, 'bin/peregrine.js');
-  const firstLine = readFileSync(bin, 'utf8').split('\n', 1)[0] ?? '';
-  return [...launcherFlags(firstLine), bin];
+  return [...launcherFlags(firstLineOf(dir)), join(dir, 'bin/peregrine.js')];
+}
+
+/** The environment the Peregrine in `dir` runs with: `base` plus what its launcher sets. */
+export function peregrineEnv(dir: string, base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return { ...base, ...launcherEnv(firstLineOf(dir)) };
 }

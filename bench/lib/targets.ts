@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { nginxConf } from '../peers/nginx-conf.ts';
 import { UPSTREAM_BODY } from '../peers/upstream.ts';
 import type { BenchJwt, BenchTls } from './credentials.ts';
-import { peregrineArgv } from './launcher.ts';
+import { peregrineArgv, peregrineEnv } from './launcher.ts';
 import { type PeregrineProfile, peregrineConfigYaml } from './peregrine-config.ts';
 import { freePort, type GetOptions, httpGet, type Managed, spawnManaged, waitForHttp } from './proc.ts';
 
@@ -159,7 +159,7 @@ function peregrine(profile: PeregrineProfile): Target {
           ctx.node,
           [...peregrineArgv(ctx.peregrineDir), 'run', '--config', configFile],
           {
-            env: childEnv(),
+            env: peregrineEnv(ctx.peregrineDir, childEnv()),
             cwd: ctx.peregrineDir,
             stdout: logFd,
           },
@@ -279,7 +279,7 @@ export async function peregrinePreflight(node: string, peregrineDir: string, tmp
     node,
     [...peregrineArgv(peregrineDir), 'validate', config],
     {
-      env: childEnv(),
+      env: peregrineEnv(peregrineDir, childEnv()),
       cwd: peregrineDir,
     },
   );
