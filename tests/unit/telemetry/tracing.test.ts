@@ -302,8 +302,7 @@ describe('createTracing without an exporter', () => {
     // Each decision is the one the SDK's ratio sampler makes on that trace id.
     const sdk = new TraceIdRatioBasedSampler(0.5);
     const decide = (id: string): boolean =>
-      sdk.shouldSample(ROOT_CONTEXT, id, 'GET', SpanKind.SERVER, {}, []).decision ===
-      SamplingDecision.RECORD_AND_SAMPLED;
+      sdk.shouldSample(ROOT_CONTEXT, id).decision === SamplingDecision.RECORD_AND_SAMPLED;
     expect(sampled.every(decide)).toBe(true);
     expect(unsampled.some(decide)).toBe(false);
   });
