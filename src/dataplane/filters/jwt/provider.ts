@@ -22,6 +22,13 @@ export interface AuthProviderDeps {
   readonly now?: () => number;
   /** Replaces the HTTP fetcher of a jwksUri provider (tests). */
   readonly fetcher?: JwksFetcher;
+  /** providerFingerprint(config), when the caller has computed it already (a reload has). */
+  readonly fingerprint?: string;
+}
+
+/** The config as one string: a reload keeps a provider (keys, token cache) when it is unchanged. */
+export function providerFingerprint(config: AuthProviderConfig): string {
+  return JSON.stringify(config);
 }
 
 /** The admin view of a provider (/v1/auth). Times are ISO strings. */
@@ -106,7 +113,7 @@ export function reasonOf(err: unknown): TokenFailure {
 export class AuthProvider {
   readonly name: string;
   readonly config: AuthProviderConfig;
-  /** The config as JSON: a reload keeps the provider when this is unchanged. */
+  /** providerFingerprint(config): a reload keeps the provider when this is unchanged. */
   readonly fingerprint: string;
   readonly issuer: string;
   readonly algorithms: ReadonlySet<string>;
@@ -137,7 +144,7 @@ export class AuthProvider {
   constructor(name: string, config: AuthProviderConfig, deps: AuthProviderDeps) {
     this.name = name;
     this.config = config;
-    this.fingerprint = JSON.stringify(config);
+    this.fingerprint = deps.fingerprint ?? providerFingerprint(config);
     this.issuer = config.issuer;
     this.algorithms = new Set(config.algorithms);
     this.maxTokenSize = config.maxTokenSize;

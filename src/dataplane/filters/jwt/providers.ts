@@ -12,7 +12,7 @@
 import type { Logger } from 'pino';
 import type { GatewayMetrics } from '../../../telemetry/metrics.ts';
 import type { JwksFetcher } from './jwks-fetch.ts';
-import { AuthProvider, type AuthProviderStatus } from './provider.ts';
+import { AuthProvider, type AuthProviderStatus, providerFingerprint } from './provider.ts';
 import type { AuthConfig, AuthProviderConfig } from './schema.ts';
 
 export type { AuthProvider, AuthProviderStatus } from './provider.ts';
@@ -52,14 +52,16 @@ class ProviderSet implements AuthProviders {
     const byName = new Map<string, AuthProvider>();
     for (const [name, config] of Object.entries(cfg.providers)) {
       const old = previous?.get(name);
+      const fingerprint = providerFingerprint(config);
       let provider: AuthProvider;
-      if (old !== undefined && !old.closed && old.fingerprint === JSON.stringify(config)) provider = old;
+      if (old !== undefined && !old.closed && old.fingerprint === fingerprint) provider = old;
       else {
         provider = new AuthProvider(name, config, {
           metrics: deps.metrics,
           logger: deps.logger,
           now: deps.now,
           fetcher: deps.fetcherFor?.(name, config),
+          fingerprint,
         });
       }
       provider.acquire();
