@@ -108,6 +108,22 @@ describe('createAccessLog', () => {
     expect(Object.keys(out.lines()[0]!)).not.toContain('headers');
   });
 
+  it('escapes names that need it, and stays right past the bound of its quoted-name cache', () => {
+    const out = memoryStream();
+    const access = createAccessLog(createLogger(cfg(), out.stream), true);
+    access.log({ ...RECORD, route: 'say "hi"\\now', upstream: 'tab\there' });
+    // More distinct methods than the cache keeps (HTTP/2 allows any token), then the first again.
+    for (let i = 0; i < 600; i++) access.log({ ...RECORD, method: `M${i}` });
+    access.log({ ...RECORD, method: 'M0' });
+    access.flush();
+    const lines = out.lines();
+    expect(lines[0]).toMatchObject({ route: 'say "hi"\\now', upstream: 'tab\there' });
+    expect(lines.slice(1).map((l) => l.method)).toEqual([
+      ...Array.from({ length: 600 }, (_, i) => `M${i}`),
+      'M0',
+    ]);
+  });
+
   it('cuts very long user agents', () => {
     const out = memoryStream();
     const access = createAccessLog(createLogger(cfg(), out.stream), true);
