@@ -73,7 +73,7 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
    * chunk, not counted while the client holds the body back. Ours rather than undici's
    * `bodyTimeout` for the same precision, and because undici allocates a timer per response that
    * lives until its next clock tick (about half a second): under load that alone promoted some
-   * 100 bytes per request to V8's old generation (docs/benchmarks.md).
+   * 100 bytes per request to V8's old generation (docs/decisions.md, "Forwarding").
    */
   #bodyTimer: NodeJS.Timeout | undefined = undefined;
   #bodyIdleMs = 0;
