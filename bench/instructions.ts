@@ -1,0 +1,413 @@
+/**
+ * Instructions per request, counted by valgrind's callgrind: a deterministic cost measure for a
+ * noisy machine. req/s of one config varies 1.5x between minutes on a shared VM; the user-space
+ * instructions a proxy executes for a fixed number of requests repeat within ~2% (once the share
+ * of a JIT compilation that happens to land in the counted window is left out).
+ *
+ * For each target: starts the bench upstream (and the OTLP sink when `observed` is measured) as
+ * bench/profile.ts does, runs the target under `valgrind --tool=callgrind` with instrumentation
+ * off, warms it up with a fixed number of requests (autocannon, 50 connections), switches
+ * instrumentation on, sends 2000 settling requests, zeroes the counters, sends exactly N requests
+ * and dumps. Ir of that dump / N is the cost of a request; the share of V8's optimising compilers
+ * and of the GC in it is summed from `callgrind_annotate` (leftover JIT compilation distorts a
+ * run). Kernel time is not counted. The dumps are kept in bench/results/ (kcachegrind,
+ * callgrind_annotate).
+ *
+ *   node bench/instructions.ts [passthrough|observed|bare-undici|bare-undici-default …]
+ *   (default: passthrough bare-undici bare-undici-default)
+ *   BENCH_CG_WARMUP (40000): uninstrumented warmup requests
+ *   BENCH_CG_REQUESTS (5000): requests in the counted window
+ *
+ * Needs valgrind (`apt-get install valgrind`); 1-3 minutes per target.
+ */
+import { execFile } from 'node:child_process';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { promisify } from 'node:util';
+import { callgrindTotal, costByCategory } from './lib/callgrind.ts';
+import { peregrineArgv, peregrineEnv } from './lib/launcher.ts';
+import { peregrineConfigYaml } from './lib/peregrine-config.ts';
+import {
+  findExecutable,
+  freePort,
+  installCleanup,
+  type Managed,
+  spawnManaged,
+  stopAll,
+  waitForHttp,
+} from './lib/proc.ts';
+import { fmtNum, markdownTable } from './lib/table.ts';
+import { childEnv, startPeer } from './lib/targets.ts';
+
+const ROOT = join(import.meta.dirname, '..');
+const WHICH = ['passthrough', 'observed', 'bare-undici', 'bare-undici-default'] as const;
+type Which = (typeof WHICH)[number];
+const DEFAULT_TARGETS: readonly Which[] = ['passthrough', 'bare-undici', 'bare-undici-default'];
+/** The reference of the ratio column: the floor, with Peregrine's GC flags. */
+const REFERENCE: Which = 'bare-undici';
+const CONNECTIONS = 50;
+const SETTLE_REQUESTS = 2000;
+/** Node start-up under valgrind takes 5-20 s on this kind of machine; be generous. */
+const READY_MS = 120_000;
+const log = (s: string) => process.stderr.write(`${s}\n`);
+const run = promisify(execFile);
+
+interface Tools {
+  valgrind: string;
+  control: string;
+  annotate: string;
+}
+
+interface Measured {
+  which: Which;
+  requests: number;
+  ir: number;
+  compiler: number;
+  gc: number;
+  kept: string;
+  seconds: number;
+  note?: string;
+}
+
+function findTools(): Tools {
+  const dirs = ['/usr/bin', '/usr/local/bin'];
+  const [valgrind, control, annotate] = ['valgrind', 'callgrind_control', 'callgrind_annotate'].map((n) =>
+    findExecutable(n, dirs),
+  );
+  if (!valgrind || !control || !annotate) {
+    const missing = [
+      valgrind ? '' : 'valgrind',
+      control ? '' : 'callgrind_control',
+      annotate ? '' : 'callgrind_annotate',
+    ].filter(Boolean);
+    throw new Error(
+      `${missing.join(', ')} not found: install valgrind (Debian/Ubuntu: apt-get install valgrind)`,
+    );
+  }
+  return { valgrind, control, annotate };
+}
+
+function envCount(name: string, fallback: number): number {
+  const raw = process.env[name];
+  const n = raw === undefined ? fallback : Number(raw);
+  if (!Number.isInteger(n) || n < CONNECTIONS) {
+    throw new Error(`${name} must be an integer ≥ ${CONNECTIONS}, not ${JSON.stringify(raw)}`);
+  }
+  return n;
+}
+
+/** Peregrine launcher's GC flags (`--max-semi-space-size=8`), which `bare-undici` gets too. */
+function launcherGcFlags(): string[] {
+  return peregrineArgv(ROOT).filter((a) => /^--(?:max|min)-semi-space-size=/.test(a));
+}
+
+function callgrindArgs(outFile: string): string[] {
+  return [
+    '--tool=callgrind',
+    '--smc-check=all-non-file',
+    '--instr-atstart=no',
+    `--callgrind-out-file=${outFile}`,
+  ];
+}
+
+interface Upstreams {
+  upstream: string;
+  otlp: string | undefined;
+}
+
+/** The target under valgrind, ready to answer; `url` is where the load goes. */
+async function startUnderCallgrind(
+  which: Which,
+  tools: Tools,
+  tmp: string,
+  outFile: string,
+  up: Upstreams,
+): Promise<{ proc: Managed; url: string }> {
+  const node = process.execPath;
+  const vg = callgrindArgs(outFile);
+  if (which === 'bare-undici' || which === 'bare-undici-default') {
+    const flags = which === 'bare-undici' ? launcherGcFlags() : [];
+    // startPeer runs `<node> <nodeArgs…> bench/peers/<file>`: valgrind is the "node" here.
+    const peer = await startPeer(
+      { node: tools.valgrind, root: ROOT },
+      'bare-undici.ts',
+      { UPSTREAM: up.upstream },
+      [...vg, node, ...flags],
+    );
+    const url = `${peer.origin}/`;
+    await readyOrStop(peer.proc, [url]);
+    return { proc: peer.proc, url };
+  }
+  const [listenPort, adminPort] = [await freePort(), await freePort()];
+  const config = join(tmp, `peregrine-${which}.yaml`);
+  writeFileSync(
+    config,
+    peregrineConfigYaml({
+      profile: which,
+      listenPort,
+      adminPort,
+      upstreamOrigin: up.upstream,
+      otlpEndpoint: up.otlp,
+    }),
+  );
+  const proc = spawnManaged(
+    `peregrine-${which}`,
+    tools.valgrind,
+    [...vg, node, ...peregrineArgv(ROOT), 'run', '--config', config],
+    { env: peregrineEnv(ROOT, childEnv()), cwd: ROOT, stdout: 'ignore' },
+  );
+  const url = `http://127.0.0.1:${listenPort}/`;
+  await readyOrStop(proc, [`http://127.0.0.1:${adminPort}/readyz`, url]);
+  return { proc, url };
+}
+
+/** Wait for each URL to answer 200 in turn; stop the process when it never does. */
+async function readyOrStop(proc: Managed, urls: readonly string[]): Promise<void> {
+  try {
+    for (const url of urls) await waitForHttp(url, { proc, timeoutMs: READY_MS });
+  } catch (err) {
+    await proc.stop(5000);
+    throw err;
+  }
+}
+
+interface AmountResult {
+  '2xx': number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+}
+
+type Autocannon = (opts: {
+  url: string;
+  connections: number;
+  amount: number;
+  timeout: number;
+}) => Promise<AmountResult>;
+
+/** Exactly `amount` requests over 50 connections (autocannon, in this process); how many were 2xx. */
+async function send(url: string, amount: number): Promise<{ ok: number; failed: number }> {
+  const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
+  // Generous timeout: the target runs ~50x slower under valgrind.
+  const r = await autocannon({ url, connections: CONNECTIONS, amount, timeout: 30 });
+  return { ok: r['2xx'], failed: r.non2xx + r.errors };
+}
+
+/** Fail with the target's own output when it died (valgrind or Node crashed, or was killed). */
+function assertRunning(proc: Managed, when: string): void {
+  if (!proc.running) {
+    throw new Error(
+      `${proc.name} exited (${proc.exit?.code ?? proc.exit?.signal}) ${when}:\n${proc.output()}`,
+    );
+  }
+}
+
+/** `amount` requests to the target, which must still be running afterwards. */
+async function load(proc: Managed, url: string, amount: number): Promise<{ ok: number; failed: number }> {
+  const r = await send(url, amount);
+  assertRunning(proc, `during ${amount} requests`);
+  return r;
+}
+
+/** callgrind_control exits 0 even when it finds no such process: its output tells. */
+async function callgrindControl(tools: Tools, proc: Managed, args: readonly string[]): Promise<void> {
+  assertRunning(proc, `before callgrind_control ${args.join(' ')}`);
+  const cmd = `callgrind_control ${args.join(' ')} ${proc.pid}`;
+  let out: string;
+  try {
+    const r = await run(tools.control, [...args, String(proc.pid)], { timeout: 60_000 });
+    out = r.stdout + r.stderr;
+  } catch (err) {
+    const e = err as Error & { stdout?: string };
+    throw new Error(`${cmd} failed: ${e.message}\n${e.stdout ?? ''}`);
+  }
+  if (/^Error/m.test(out)) throw new Error(`${cmd} failed:\n${out}`);
+}
+
+/** Wait until the dump file is complete (its `totals:` line is written last). */
+async function waitForDump(file: string, proc: Managed, timeoutMs = 60_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (existsSync(file)) {
+      const text = readFileSync(file, 'utf8');
+      if (/^totals:/m.test(text)) return text;
+    }
+    if (!proc.running) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`${proc.name}: no complete callgrind dump in ${file}:\n${proc.output()}`);
+}
+
+function stamp(): string {
+  return new Date()
+    .toISOString()
+    .replace(/\.\d+Z$/, 'Z')
+    .replaceAll(':', '-');
+}
+
+async function measure(
+  which: Which,
+  tools: Tools,
+  tmp: string,
+  up: Upstreams,
+  counts: { warmup: number; requests: number },
+): Promise<Measured> {
+  const t0 = Date.now();
+  const outFile = join(tmp, `${which}.cg.out`);
+  log(`${which}: starting under callgrind`);
+  const { proc, url } = await startUnderCallgrind(which, tools, tmp, outFile, up);
+  try {
+    log(`${which}: ready after ${fmtNum((Date.now() - t0) / 1000, 0)} s; ${counts.warmup} warmup requests`);
+    await load(proc, url, counts.warmup);
+    await callgrindControl(tools, proc, ['-i', 'on']);
+    await load(proc, url, SETTLE_REQUESTS);
+    await callgrindControl(tools, proc, ['-z']);
+    log(`${which}: counting ${counts.requests} requests`);
+    const window = await load(proc, url, counts.requests);
+    await callgrindControl(tools, proc, ['-d']);
+    const dumpFile = `${outFile}.1`;
+    const ir = callgrindTotal(await waitForDump(dumpFile, proc));
+    await proc.stop(15_000);
+    const resultsDir = join(ROOT, 'bench/results');
+    mkdirSync(resultsDir, { recursive: true });
+    const kept = join(resultsDir, `${stamp()}-${which}.callgrind.out`);
+    copyFileSync(dumpFile, kept);
+    const { stdout } = await run(tools.annotate, ['--threshold=100', '--auto=no', kept], {
+      maxBuffer: 256 * 1024 * 1024,
+    });
+    const cost = costByCategory(stdout);
+    // Divide by the requests that completed; say so when that is not all of them.
+    const note =
+      window.failed > 0 || window.ok !== counts.requests
+        ? `${window.ok} of ${counts.requests} requests answered 2xx, ${window.failed} failed`
+        : undefined;
+    if (window.ok === 0) throw new Error(`${which}: no request of the counted window answered 2xx`);
+    const requests = window.ok;
+    const seconds = (Date.now() - t0) / 1000;
+    log(`${which}: ${fmtNum(ir / requests / 1000, 1)}k Ir/request (${fmtNum(seconds, 0)} s)`);
+    return {
+      which,
+      requests,
+      ir: ir / requests,
+      compiler: cost.compiler / requests,
+      gc: cost.gc / requests,
+      kept,
+      seconds,
+      note,
+    };
+  } finally {
+    await proc.stop(15_000);
+  }
+}
+
+function label(which: Which): string {
+  if (which === 'bare-undici') return `bare-undici (${launcherGcFlags().join(' ') || 'no flags'})`;
+  if (which === 'bare-undici-default') return 'bare-undici (Node defaults)';
+  return `peregrine ${which} (launcher: ${peregrineArgv(ROOT).slice(0, -1).join(' ') || 'no flags'})`;
+}
+
+function report(
+  rows: readonly Measured[],
+  failed: readonly string[],
+  counts: { warmup: number; requests: number },
+): string {
+  const ref = rows.find((r) => r.which === REFERENCE);
+  const k = (n: number) => fmtNum(n / 1000, 1);
+  return [
+    `## Instructions per request (callgrind), ${new Date().toISOString()}`,
+    '',
+    `Node ${process.version}; ${counts.warmup} warmup requests uninstrumented, ${SETTLE_REQUESTS} settling, ` +
+      `${counts.requests} counted; ${CONNECTIONS} connections (autocannon). User-space instructions ` +
+      `(Ir) of the target process only, kernel excluded; k = thousands.`,
+    '',
+    markdownTable(
+      ['target', 'k Ir/req', `× ${REFERENCE}`, 'compiler k/req', 'gc k/req', 'k excl. compiler', '× excl.'],
+      rows.map((r) => [
+        label(r.which),
+        k(r.ir),
+        ref ? fmtNum(r.ir / ref.ir, 2) : 'n/a',
+        k(r.compiler),
+        k(r.gc),
+        k(r.ir - r.compiler),
+        ref ? fmtNum((r.ir - r.compiler) / (ref.ir - ref.compiler), 2) : 'n/a',
+      ]),
+      ['left', 'right', 'right', 'right', 'right', 'right', 'right'],
+    ),
+    '',
+    "A compilation by V8's optimising compilers that happens to land in the counted window adds " +
+      'several k/req to a run (one ~45 M-instruction compilation is 9k/req over 5000 requests); the ' +
+      '"excl. compiler" columns leave it out and repeat better. The gc column is lumpy: the window ' +
+      'holds only a few scavenges.',
+    '',
+    ...rows.filter((r) => r.note).map((r) => `- ${r.which}: ${r.note}`),
+    ...failed.map((f) => `- failed: ${f}`),
+    ...(failed.length > 0 || rows.some((r) => r.note) ? [''] : []),
+    'Dumps (callgrind_annotate, kcachegrind):',
+    '',
+    ...rows.map((r) => `- ${r.which}: ${relative(process.cwd(), r.kept)} (${fmtNum(r.seconds, 0)} s)`),
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  installCleanup(log);
+  const args = process.argv.slice(2);
+  const bad = args.filter((a) => !(WHICH as readonly string[]).includes(a));
+  if (bad.length > 0) {
+    throw new Error(
+      `unknown target ${bad.join(', ')}; usage: node bench/instructions.ts [${WHICH.join('|')} …]`,
+    );
+  }
+  const targets = args.length > 0 ? (args as Which[]) : [...DEFAULT_TARGETS];
+  const counts = {
+    warmup: envCount('BENCH_CG_WARMUP', 40_000),
+    requests: envCount('BENCH_CG_REQUESTS', 5000),
+  };
+  const tools = findTools();
+  const node = process.execPath;
+  const tmp = mkdtempSync(join(tmpdir(), 'peregrine-instructions-'));
+  process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
+  const rows: Measured[] = [];
+  const failed: string[] = [];
+  try {
+    const upstream = await startPeer({ node, root: ROOT }, 'upstream.ts');
+    await waitForHttp(`${upstream.origin}/`, { proc: upstream.proc });
+    let otlp: string | undefined;
+    if (targets.includes('observed')) {
+      const sink = await startPeer({ node, root: ROOT }, 'otlp-sink.ts');
+      await waitForHttp(`${sink.origin}/stats`, { proc: sink.proc });
+      otlp = sink.origin;
+    }
+    for (const which of targets) {
+      try {
+        rows.push(await measure(which, tools, tmp, { upstream: upstream.origin, otlp }, counts));
+      } catch (err) {
+        log(`${which} failed: ${(err as Error).stack ?? String(err)}`);
+        failed.push(`${which}: ${(err as Error).message.split('\n', 1)[0]}`);
+      }
+    }
+    process.stdout.write(`${report(rows, failed, counts)}\n`);
+  } finally {
+    await stopAll();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  if (failed.length > 0) throw new Error(`${failed.length} target(s) failed`);
+}
+
+main().then(
+  () => process.exit(0),
+  async (err: unknown) => {
+    log(`instructions failed: ${(err as Error).stack ?? String(err)}`);
+    await stopAll();
+    process.exit(1);
+  },
+);
