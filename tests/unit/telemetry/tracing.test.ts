@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import {
@@ -13,6 +14,8 @@ import {
   createTracing,
   endClientSpan,
   endServerSpan,
+  ratioBound,
+  ratioKey,
   SPAN_ATTR,
   serverSpanName,
   type Tracing,
@@ -319,6 +322,45 @@ describe('createTracing without an exporter', () => {
     const client = spans.find((s) => s.kind === SpanKind.CLIENT)!;
     expect(client.parentSpanContext?.spanId).toBe(ids.server);
     expect(client.resource.attributes['service.name']).toBe('peregrine-test');
+  });
+});
+
+describe('root sampling on the trace id bytes', () => {
+  it("decides as the SDK's TraceIdRatioBasedSampler does, at every ratio", () => {
+    const ratios = [0, 1e-9, 0.001, 0.1, 0.25, 0.5, 0.9, 0.999999, 1, Number.NaN, -1, 2];
+    // Ids near the edges too: all ones, one word set, and keys just either side of a bound.
+    const ids = [Buffer.alloc(16, 0xff), Buffer.from('00000001000000000000000000000000', 'hex')];
+    for (let i = 0; i < 2000; i++) ids.push(randomBytes(16));
+    for (const ratio of [0.1, 0.5]) {
+      const bound = ratioBound(ratio);
+      for (const key of [bound - 1, bound]) {
+        const id = Buffer.alloc(16);
+        id.writeUInt32BE(key >>> 0, 12);
+        ids.push(id);
+      }
+    }
+    for (const ratio of ratios) {
+      const sdk = new TraceIdRatioBasedSampler(ratio);
+      const bound = ratioBound(ratio);
+      let sampled = 0;
+      for (const bytes of ids) {
+        const hex = bytes.toString('hex');
+        const ours = ratioKey(bytes) < bound;
+        const theirs = sdk.shouldSample(ROOT_CONTEXT, hex).decision === SamplingDecision.RECORD_AND_SAMPLED;
+        if (ours !== theirs) throw new Error(`ratio ${ratio}, trace id ${hex}: ours ${ours}, SDK ${theirs}`);
+        if (ours) sampled++;
+      }
+      if (ratio >= 1) expect(sampled).toBe(ids.length);
+      if (!(ratio > 0)) expect(sampled).toBe(0);
+    }
+  });
+
+  it('reads the key at an offset into a larger buffer', () => {
+    const pool = randomBytes(64);
+    expect(ratioKey(pool, 16)).toBe(ratioKey(Buffer.from(pool.subarray(16, 32))));
+    expect(ratioKey(pool, 16)).toBe(
+      (pool.readUInt32BE(16) ^ pool.readUInt32BE(20) ^ pool.readUInt32BE(24) ^ pool.readUInt32BE(28)) >>> 0,
+    );
   });
 });
 
