@@ -13,7 +13,7 @@
  * run). Kernel time is not counted. The dumps are kept in bench/results/ (kcachegrind,
  * callgrind_annotate).
  *
- *   node bench/instructions.ts [passthrough|observed|bare-undici|bare-undici-default …]
+ *   node bench/instructions.ts [passthrough|lean|observed|bare-undici|bare-undici-default …]
  *   (default: passthrough bare-undici bare-undici-default)
  *   BENCH_CG_WARMUP (40000): uninstrumented warmup requests
  *   BENCH_CG_REQUESTS (5000): requests in the counted window
@@ -50,7 +50,7 @@ import { fmtNum, markdownTable } from './lib/table.ts';
 import { childEnv, startPeer } from './lib/targets.ts';
 
 const ROOT = join(import.meta.dirname, '..');
-const WHICH = ['passthrough', 'observed', 'bare-undici', 'bare-undici-default'] as const;
+const WHICH = ['passthrough', 'lean', 'observed', 'bare-undici', 'bare-undici-default'] as const;
 type Which = (typeof WHICH)[number];
 const DEFAULT_TARGETS: readonly Which[] = ['passthrough', 'bare-undici', 'bare-undici-default'];
 /** The reference of the ratio column: the floor, with Peregrine's GC flags. */
