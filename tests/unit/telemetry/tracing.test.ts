@@ -1,5 +1,7 @@
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
+import { join } from 'node:path';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import {
   InMemorySpanExporter,
@@ -322,6 +324,41 @@ describe('createTracing without an exporter', () => {
     const client = spans.find((s) => s.kind === SpanKind.CLIENT)!;
     expect(client.parentSpanContext?.spanId).toBe(ids.server);
     expect(client.resource.attributes['service.name']).toBe('peregrine-test');
+  });
+});
+
+describe('loading the SDK', () => {
+  it('is left out while no spans are recorded, and loaded once an exporter is configured', () => {
+    // A fresh process: which OTel packages are loaded after createTracing with exporter none, then otlp.
+    const script = `
+      import { createRequire } from 'node:module';
+      import { TelemetrySchema } from './src/config/schema.ts';
+      import { createTracing } from './src/telemetry/tracing.ts';
+      const loaded = () => Object.keys(createRequire(import.meta.url).cache)
+        .filter((f) => /@opentelemetry[\\/](sdk-trace-base|resources|exporter-trace-otlp-http)[\\/]/.test(f))
+        .map((f) => f.match(/@opentelemetry[\\/]([^\\/]+)/)[1]);
+      const cfg = (tracing) => TelemetrySchema.parse({ serviceName: 't', tracing });
+      const none = createTracing(cfg({ exporter: 'none', sampleRatio: 1 }));
+      none.startServerSpan('GET', {}, {}).end();
+      const before = [...new Set(loaded())].sort();
+      const otlp = createTracing(cfg({ exporter: 'otlp', endpoint: 'http://127.0.0.1:9', sampleRatio: 1 }));
+      const after = [...new Set(loaded())].sort();
+      await otlp.shutdown();
+      console.log(JSON.stringify({ before, after }));
+    `;
+    const env: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('OTEL_')) env[k] = v;
+    const result = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: join(import.meta.dirname, '../../..'),
+      env,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(result.stderr).toBe('');
+    expect(JSON.parse(result.stdout)).toEqual({
+      before: [],
+      after: ['exporter-trace-otlp-http', 'resources', 'sdk-trace-base'],
+    });
   });
 });
 
