@@ -124,6 +124,34 @@ describe('createAccessLog', () => {
     ]);
   });
 
+  it('writes any client-supplied string so that it parses back to itself', () => {
+    const out = memoryStream();
+    const access = createAccessLog(createLogger(cfg(), out.stream), true);
+    const values = [
+      '/plain/path-1.2_~:@!$&()*+,;=',
+      '/with "quote"',
+      '/back\\slash',
+      '/ctl\u0001\u001f\u007f',
+      '/new\nline\ttab',
+      '/ünïcødé/☃/𝄞',
+      '/lone\ud800surrogate',
+      '',
+      ' ',
+      '\u2028\u2029',
+    ];
+    for (const v of values) access.log({ ...RECORD, path: v, userAgent: v, subject: v, clientIdentity: v });
+    access.flush();
+    const raw = out.text().split('\n').filter(Boolean);
+    expect(raw).toHaveLength(values.length);
+    raw.forEach((line, i) => {
+      const v = values[i]!;
+      const parsed = JSON.parse(line) as Record<string, unknown>;
+      for (const key of ['path', 'userAgent', 'subject', 'clientIdentity']) expect(parsed[key]).toBe(v);
+      // Nothing raw that JSON forbids: no control characters, and the line is one line.
+      expect([...line].filter((c) => c.charCodeAt(0) < 0x20)).toEqual([]);
+    });
+  });
+
   it('cuts very long user agents', () => {
     const out = memoryStream();
     const access = createAccessLog(createLogger(cfg(), out.stream), true);
