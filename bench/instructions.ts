@@ -46,7 +46,7 @@ import {
   stopAll,
   waitForHttp,
 } from './lib/proc.ts';
-import { fmtNum, markdownTable } from './lib/table.ts';
+import { fileStamp, fmtNum, markdownTable } from './lib/table.ts';
 import { childEnv, startPeer } from './lib/targets.ts';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -248,13 +248,6 @@ async function waitForDump(file: string, proc: Managed, timeoutMs = 60_000): Pro
   throw new Error(`${proc.name}: no complete callgrind dump in ${file}:\n${proc.output()}`);
 }
 
-function stamp(): string {
-  return new Date()
-    .toISOString()
-    .replace(/\.\d+Z$/, 'Z')
-    .replaceAll(':', '-');
-}
-
 async function measure(
   which: Which,
   tools: Tools,
@@ -280,7 +273,7 @@ async function measure(
     await proc.stop(15_000);
     const resultsDir = join(ROOT, 'bench/results');
     mkdirSync(resultsDir, { recursive: true });
-    const kept = join(resultsDir, `${stamp()}-${which}.callgrind.out`);
+    const kept = join(resultsDir, `${fileStamp()}-${which}.callgrind.out`);
     copyFileSync(dumpFile, kept);
     const { stdout } = await run(tools.annotate, ['--threshold=100', '--auto=no', kept], {
       maxBuffer: 256 * 1024 * 1024,
@@ -398,7 +391,6 @@ async function main(): Promise<void> {
     process.stdout.write(`${report(rows, failed, counts)}\n`);
   } finally {
     await stopAll();
-    rmSync(tmp, { recursive: true, force: true });
   }
   if (failed.length > 0) throw new Error(`${failed.length} target(s) failed`);
 }

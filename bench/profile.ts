@@ -25,7 +25,7 @@ import { peregrineArgv, peregrineEnv } from './lib/launcher.ts';
 import { pickLoadGenerator } from './lib/loadgen.ts';
 import { peregrineConfigYaml } from './lib/peregrine-config.ts';
 import { freePort, installCleanup, type Managed, spawnManaged, stopAll, waitForHttp } from './lib/proc.ts';
-import { fmtMs, fmtNum, markdownTable } from './lib/table.ts';
+import { fileStamp, fmtMs, fmtNum, markdownTable } from './lib/table.ts';
 import { childEnv, startPeer } from './lib/targets.ts';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -111,11 +111,7 @@ async function main(): Promise<void> {
 
     const resultsDir = join(ROOT, 'bench/results');
     mkdirSync(resultsDir, { recursive: true });
-    const stamp = new Date()
-      .toISOString()
-      .replace(/\.\d+Z$/, 'Z')
-      .replaceAll(':', '-');
-    const kept = join(resultsDir, `${stamp}-${which}.cpuprofile`);
+    const kept = join(resultsDir, `${fileStamp()}-${which}.cpuprofile`);
     copyFileSync(join(profDir, file), kept);
 
     const out = [

@@ -33,6 +33,7 @@ import {
   summarise,
 } from './lib/report.ts';
 import { snapshotPeregrine } from './lib/snapshot.ts';
+import { fileStamp } from './lib/table.ts';
 import { type BenchContext, peregrinePreflight, startPeer, TARGETS, type Target } from './lib/targets.ts';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -156,7 +157,7 @@ async function main(): Promise<void> {
 
   const resultsDir = join(ROOT, 'bench/results');
   mkdirSync(resultsDir, { recursive: true });
-  const file = join(resultsDir, `${machine.date.replace(/\.\d+Z$/, 'Z').replaceAll(':', '-')}.json`);
+  const file = join(resultsDir, `${fileStamp(machine.date)}.json`);
   writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
   log(`bench: results written to ${relative(process.cwd(), file)}`);
 }

@@ -28,3 +28,8 @@ export function fmtMs(n: number | undefined): string {
 export function fmtNum(n: number | undefined, digits = 2): string {
   return n === undefined || !Number.isFinite(n) ? 'n/a' : n.toFixed(digits);
 }
+
+/** An ISO time as a file-name stamp: seconds, no colons (`2026-12-04T23-29-21Z`). */
+export function fileStamp(iso: string = new Date().toISOString()): string {
+  return iso.replace(/\.\d+Z$/, 'Z').replaceAll(':', '-');
+}

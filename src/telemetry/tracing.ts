@@ -182,7 +182,7 @@ class PooledIdGenerator implements IdGenerator {
   private offset = ID_POOL_BYTES;
   /** Handed out by the next generateTraceId(): a root already decided by SpanStarter. */
   presetTraceId: string | undefined = undefined;
-  /** The sampling key (see ratioKey) of the last id rootTraceId() returned. */
+  /** The sampling key (see ratioKey) of the last trace id drawn. */
   rootKey = 0;
 
   /** Where the next `bytes` random bytes start in the pool (refilled when short). */
@@ -201,7 +201,7 @@ class PooledIdGenerator implements IdGenerator {
     return this.pool.toString('hex', at, at + bytes);
   }
 
-  /** A fresh trace id for a root the gateway decides itself; its sampling key goes to rootKey. */
+  /** A fresh trace id; its sampling key goes to rootKey. */
   rootTraceId(): string {
     for (;;) {
       const at = this.take(16);
@@ -219,9 +219,7 @@ class PooledIdGenerator implements IdGenerator {
       this.presetTraceId = undefined;
       return preset;
     }
-    let id = this.next(16);
-    while (id === INVALID_TRACE_ID) id = this.next(16);
-    return id;
+    return this.rootTraceId();
   }
 
   generateSpanId(): string {
