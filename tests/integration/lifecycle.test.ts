@@ -73,9 +73,11 @@ async function startCli(file: string): Promise<Running> {
     void exit.then((code) => reject(new Error(`gateway exited early (${code}): ${stderr}`)));
   });
   const { port, adminPort } = await ready;
-  // The process is Node itself (env execs it) with the launcher's V8 flag and malloc setting, so
+  // The process is Node itself (env execs it) with the launcher's V8 flags and malloc setting, so
   // signals reach it.
-  expect(readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0')).toContain('--max-semi-space-size=8');
+  expect(readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0')).toEqual(
+    expect.arrayContaining(['--max-semi-space-size=8', '--heap-growing-percent=30']),
+  );
   expect(readFileSync(`/proc/${child.pid}/environ`, 'utf8').split('\0')).toContain('MALLOC_ARENA_MAX=2');
   return { child, port, adminPort, logs, exit };
 }
