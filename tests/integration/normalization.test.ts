@@ -56,9 +56,16 @@ describe('request targets', () => {
     expect(last().url).toBe('/a/~user/x');
   });
 
-  it('rejects encoded slash and backslash traversals and control characters', async () => {
+  it('rejects encoded slash and backslash traversals, servlet ..; traversals and control characters', async () => {
     const before = up.requests.length;
-    for (const target of ['/pub/..%2Fadmin', '/pub/%5C..%5Cadmin', '/a%00b', '/a\\b']) {
+    for (const target of [
+      '/pub/..%2Fadmin',
+      '/pub/%5C..%5Cadmin',
+      '/pub/..;/admin',
+      '/pub/%2e%2e;x/admin',
+      '/a%00b',
+      '/a\\b',
+    ]) {
       const raw = await rawRequest(gw.port, `GET ${target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
       expect(parseHead(raw).status, target).toBe(400);
     }

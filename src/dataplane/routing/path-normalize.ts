@@ -12,11 +12,11 @@
  *   NUL truncates paths in C-based upstreams); escapes of unreserved characters (RFC 3986 §2.3:
  *   ALPHA DIGIT - . _ ~) are decoded and every other escape is upper-cased (RFC 3986 §6.2.2);
  * - repeated slashes are merged, then dot-segments are removed (RFC 3986 §5.2.4), after decoding,
- *   so `%2e%2e` is `..`; a trailing `/`, `/.` or `/..` leaves a trailing slash.
- *
- * `;` has no meaning here: `/a/..;x=y/b` keeps `..;x=y` as an ordinary segment. Servlet containers
- * (Tomcat) strip `;params` before resolving dot-segments, so an upstream of that kind may see a
- * different path than the one that was routed; see docs/routing.md.
+ *   so `%2e%2e` is `..`; a trailing `/`, `/.` or `/..` leaves a trailing slash;
+ * - a dot-segment with `;` parameters (`..;x=y`, `.;`, also `%2e%2e;`) is rejected
+ *   (`dot-segment-parameters`): servlet containers (Tomcat and others) strip `;params` before
+ *   resolving dot-segments and would read `/pub/..;/admin` as `/admin`, a path that was never
+ *   routed. Any other `;` is an ordinary character.
  */
 
 export type PathError =
@@ -26,7 +26,8 @@ export type PathError =
   | 'invalid-percent-encoding'
   | 'encoded-slash'
   | 'encoded-backslash'
-  | 'encoded-nul';
+  | 'encoded-nul'
+  | 'dot-segment-parameters';
 
 export interface NormalizedTarget {
   /** Normalised path, always starting with `/`. */
@@ -43,6 +44,7 @@ const PERCENT = 0x25;
 const QUESTION = 0x3f;
 const HASH = 0x23;
 const BACKSLASH = 0x5c;
+const SEMICOLON = 0x3b;
 const DEL = 0x7f;
 const HEX_UPPER = '0123456789ABCDEF';
 
@@ -70,8 +72,10 @@ export function normalizePath(rawTarget: string): NormalizeResult {
     else if (c === SLASH) {
       if (i > 0 && rawTarget.charCodeAt(i - 1) === SLASH) slow = true;
     } else if (c === DOT && rawTarget.charCodeAt(i - 1) === SLASH) {
-      const next = rawTarget.charCodeAt(i + 1);
-      if (isSegmentEnd(next) || (next === DOT && isSegmentEnd(rawTarget.charCodeAt(i + 2)))) slow = true;
+      // `.`, `..`, `.;…` and `..;…` segments take the slow path (the last two are rejected there).
+      let next = rawTarget.charCodeAt(i + 1);
+      if (next === DOT) next = rawTarget.charCodeAt(i + 2);
+      if (isSegmentEnd(next) || next === SEMICOLON) slow = true;
     }
   }
 
@@ -85,7 +89,8 @@ export function normalizePath(rawTarget: string): NormalizeResult {
 
   const decoded = decodeUnreserved(rawPath);
   if (decoded.error !== undefined) return { error: decoded.error };
-  return { path: removeDotSegments(decoded.value), query };
+  const path = removeDotSegments(decoded.value);
+  return path === undefined ? { error: 'dot-segment-parameters' } : { path, query };
 }
 
 function hexValue(c: number): number {
@@ -129,8 +134,18 @@ function decodeUnreserved(path: string): Decoded {
   return { value: last === 0 ? path : out + path.slice(last), error: undefined };
 }
 
-/** Merge repeated slashes and apply RFC 3986 §5.2.4 to an absolute path. */
-function removeDotSegments(path: string): string {
+/** `.;…` or `..;…`: a dot-segment to a server that strips `;` parameters first. */
+function isDotSegmentWithParameters(s: string): boolean {
+  if (s.charCodeAt(0) !== DOT) return false;
+  const k = s.charCodeAt(1) === DOT ? 2 : 1;
+  return s.charCodeAt(k) === SEMICOLON;
+}
+
+/**
+ * Merge repeated slashes and apply RFC 3986 §5.2.4 to an absolute path; undefined when a segment
+ * is a dot-segment with `;` parameters.
+ */
+function removeDotSegments(path: string): string | undefined {
   const segments = path.split('/');
   const out: string[] = [];
   // segments[0] is the empty string before the leading slash.
@@ -138,6 +153,7 @@ function removeDotSegments(path: string): string {
     const s = segments[k]!;
     if (s === '' || s === '.') continue;
     if (s === '..') out.pop();
+    else if (isDotSegmentWithParameters(s)) return undefined;
     else out.push(s);
   }
   if (out.length === 0) return '/';

@@ -14,7 +14,7 @@ function error(target: string): string | undefined {
 
 describe('normalizePath', () => {
   describe('fast path', () => {
-    it.each(['/', '/a', '/a/b/c', '/a/b/', '/users/123/orders', '/a.b/c..d/.e/f.', '/a/..;x=y/b', '/a/...'])(
+    it.each(['/', '/a', '/a/b/c', '/a/b/', '/users/123/orders', '/a.b/c..d/.e/f.', '/a;x=y/b;c', '/a/...'])(
       'returns %s unchanged',
       (target) => {
         expect(normalizePath(target)).toEqual({ path: target, query: '' });
@@ -63,9 +63,26 @@ describe('normalizePath', () => {
       expect(path(target)).toBe(expected);
     });
 
-    it('keeps ;params literally: ..;x=y is an ordinary segment', () => {
-      expect(path('/a/..;x=y/b')).toBe('/a/..;x=y/b');
-      expect(path('/a/..;/b/../c')).toBe('/a/..;/c');
+    it('keeps ;params of ordinary segments literally', () => {
+      expect(path('/a;x=y/b;c')).toBe('/a;x=y/b;c');
+      expect(path('/a/;/b')).toBe('/a/;/b');
+      expect(path('/a/...;x/b/../c')).toBe('/a/...;x/c');
+      expect(path('/a/.x;y/b')).toBe('/a/.x;y/b');
+      expect(path('/a/b;..')).toBe('/a/b;..');
+    });
+
+    it.each([
+      '/pub/..;/admin',
+      '/pub/..;x=y/admin',
+      '/pub/.;/admin',
+      '/pub/.;x',
+      '/pub/..;',
+      '/pub/%2e%2e;/admin',
+      '/pub/.%2E;x/admin',
+      '/pub//..;/admin',
+      '/pub/a/../..;/admin?q=1',
+    ])('rejects %s: a dot-segment with ;parameters (servlet containers resolve it)', (target) => {
+      expect(error(target)).toBe('dot-segment-parameters');
     });
   });
 
@@ -124,7 +141,7 @@ describe('normalizePath', () => {
   });
 
   it('is idempotent', () => {
-    for (const t of ['/pub/%2e%2e/admin', '//a/./b/../c/', '/%41/%3a/x', '/a/b/..', '/a/..;x=y/b']) {
+    for (const t of ['/pub/%2e%2e/admin', '//a/./b/../c/', '/%41/%3a/x', '/a/b/..', '/a/...;x=y/b']) {
       const once = path(t);
       expect(path(once)).toBe(once);
     }
