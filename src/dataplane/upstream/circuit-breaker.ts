@@ -73,7 +73,7 @@ export class CircuitBreaker {
   readonly #cfg: CircuitBreakerConfig;
   readonly #now: Clock;
   readonly #probeTimeoutMs: number;
-  readonly #onTransition: (t: CircuitTransition) => void;
+  #onTransition: (t: CircuitTransition) => void;
   readonly #requests: SlidingWindowCounter;
   readonly #failures: SlidingWindowCounter;
   #consecutive = 0;
@@ -93,6 +93,16 @@ export class CircuitBreaker {
     const now = opts.now();
     this.#requests = new SlidingWindowCounter(cfg.window, now);
     this.#failures = new SlidingWindowCounter(cfg.window, now);
+  }
+
+  /**
+   * Send transitions to `hook` from now on and return the hook they went to: a reload's new
+   * Cluster takes the breaker over (and gives it back when that reload is abandoned).
+   */
+  redirectTransitions(hook: (t: CircuitTransition) => void): (t: CircuitTransition) => void {
+    const previous = this.#onTransition;
+    this.#onTransition = hook;
+    return previous;
   }
 
   /**

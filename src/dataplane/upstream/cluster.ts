@@ -48,9 +48,28 @@ export interface ClusterDeps {
   /**
    * The cluster this one replaces on a reload. Its endpoints whose transport settings
    * (`endpointTransport`: URL, pool options, connect and body timeouts) are unchanged are taken
-   * over, pools and state included, instead of being built again.
+   * over, pools and state included, instead of being built again; so are its circuit breaker,
+   * retry budget and bulkhead where their own settings are unchanged.
    */
   readonly previous?: Cluster | undefined;
+}
+
+/** The policy objects a new cluster took over from the one it replaces, for `abandon()`. */
+interface PolicyTakenOver {
+  readonly from: Cluster;
+  /** Where the breaker's transitions went before, when the breaker was taken over. */
+  readonly breakerHook: ((t: CircuitTransition) => void) | undefined;
+  readonly bulkhead: boolean;
+}
+
+/** Settings compared as canonical JSON (the parsed config keeps the schema's key order). */
+function sameSettings(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** How long a half-open probe may stay unreported before its slot is given back. */
+function probeTimeoutOf(timeouts: UpstreamConfig['timeouts']): number {
+  return timeouts.request > 0 ? timeouts.request : timeouts.response + timeouts.idle;
 }
 
 /** A shared endpoint's fields as the previous cluster left them, for `abandon()`. */
@@ -181,6 +200,9 @@ export class Cluster {
   readonly #gates: RetryGates;
   readonly #unwatch: () => void;
   readonly #takenOver: readonly TakenOver[];
+  #policyTakenOver: PolicyTakenOver | undefined = undefined;
+  /** False once a newer cluster took the bulkhead over: its waiters are that cluster's to reject. */
+  #ownsBulkhead = true;
   #eligible: readonly Endpoint[] = [];
   #panic = false;
   #closed = false;
@@ -217,19 +239,47 @@ export class Cluster {
 
     const timeouts = config.timeouts;
     this.retryPolicy = new RetryPolicy(config.retries, timeouts.request, random);
-    this.#budget = config.retries.maxAttempts > 1 ? new RetryBudget(config.retries.budget, now) : undefined;
+    // The breaker, retry budget and bulkhead of the cluster this one replaces are taken over when
+    // their own settings did not change: an open circuit stays open, a spent budget stays spent,
+    // and requests still running on the old cluster keep holding slots of the same bulkhead.
+    const old = deps.previous !== undefined && !deps.previous.#closed ? deps.previous : undefined;
+    const oldBudget = old === undefined ? undefined : old.#budget;
+    this.#budget =
+      config.retries.maxAttempts > 1
+        ? oldBudget !== undefined && sameSettings(old!.config.retries.budget, config.retries.budget)
+          ? oldBudget
+          : new RetryBudget(config.retries.budget, now)
+        : undefined;
 
     const cb = config.circuitBreaker;
+    const probeTimeoutMs = probeTimeoutOf(timeouts);
     this.#breakerStatuses = new Set(cb.failureStatuses);
+    const oldBreaker = old === undefined ? undefined : old.#breaker;
+    const keptBreaker =
+      cb.enabled &&
+      oldBreaker !== undefined &&
+      sameSettings(old!.config.circuitBreaker, cb) &&
+      probeTimeoutOf(old!.config.timeouts) === probeTimeoutMs
+        ? oldBreaker
+        : undefined;
     this.#breaker = cb.enabled
-      ? new CircuitBreaker(cb, {
+      ? (keptBreaker ??
+        new CircuitBreaker(cb, {
           now,
-          probeTimeoutMs: timeouts.request > 0 ? timeouts.request : timeouts.response + timeouts.idle,
+          probeTimeoutMs,
           onTransition: (t) => this.#circuitTransition(t),
-        })
+        }))
       : undefined;
 
-    this.#bulkhead = config.bulkhead.maxConcurrent > 0 ? new Bulkhead(config.bulkhead, name) : undefined;
+    const oldBulkhead = old === undefined || !old.#ownsBulkhead ? undefined : old.#bulkhead;
+    const keptBulkhead =
+      config.bulkhead.maxConcurrent > 0 &&
+      oldBulkhead !== undefined &&
+      sameSettings(old!.config.bulkhead, config.bulkhead)
+        ? oldBulkhead
+        : undefined;
+    this.#bulkhead =
+      config.bulkhead.maxConcurrent > 0 ? (keptBulkhead ?? new Bulkhead(config.bulkhead, name)) : undefined;
 
     this.#outliers = config.outlierDetection.enabled
       ? new OutlierDetector(config.outlierDetection, this.endpoints.length, {
@@ -267,6 +317,14 @@ export class Cluster {
     // Nothing above touched a shared endpoint, so a cluster whose construction throws leaves the
     // previous one as it was; nothing below throws.
     this.#takenOver = adopted.length === 0 ? [] : this.#takeOver(adopted, t0);
+    if (old !== undefined && (keptBreaker !== undefined || keptBulkhead !== undefined)) {
+      this.#policyTakenOver = {
+        from: old,
+        breakerHook: keptBreaker?.redirectTransitions((t) => this.#circuitTransition(t)),
+        bulkhead: keptBulkhead !== undefined,
+      };
+      if (keptBulkhead !== undefined) old.#ownsBulkhead = false;
+    }
     for (const e of this.endpoints) e.hold();
     this.#health?.start();
   }
@@ -508,7 +566,7 @@ export class Cluster {
   async destroy(): Promise<void> {
     const holding = !this.#closed;
     this.#stop();
-    this.#bulkhead?.rejectAll(new GatewayError('SHUTTING_DOWN'));
+    if (this.#ownsBulkhead) this.#bulkhead?.rejectAll(new GatewayError('SHUTTING_DOWN'));
     await Promise.all([
       this.#health?.close(),
       ...this.endpoints.map((e) => (holding ? e.release(true) : e.held ? undefined : e.destroy())),
@@ -517,13 +575,23 @@ export class Cluster {
 
   /**
    * Undo a cluster that never served (the reload that built it failed): the endpoints it took over
-   * get back the weight and state the previous cluster gave them, the ones it built are destroyed.
+   * get back the weight and state the previous cluster gave them, the ones it built are destroyed;
+   * a breaker and bulkhead it took over go back to the previous cluster as they are.
    */
   abandon(): Promise<void> {
     for (const t of this.#takenOver) {
       t.endpoint.weight = t.weight;
       t.endpoint.healthy = t.healthy;
       t.endpoint.ejected = t.ejected;
+    }
+    const policy = this.#policyTakenOver;
+    if (policy !== undefined) {
+      if (policy.breakerHook !== undefined) this.#breaker?.redirectTransitions(policy.breakerHook);
+      if (policy.bulkhead) {
+        policy.from.#ownsBulkhead = true;
+        this.#ownsBulkhead = false;
+      }
+      this.#policyTakenOver = undefined;
     }
     return this.destroy();
   }

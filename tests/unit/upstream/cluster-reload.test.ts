@@ -1,7 +1,9 @@
+import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { NO_TICKET } from '../../../src/dataplane/upstream/circuit-breaker.ts';
 import { Cluster, type ClusterDeps } from '../../../src/dataplane/upstream/cluster.ts';
 import type { Endpoint } from '../../../src/dataplane/upstream/endpoint.ts';
+import { GatewayError } from '../../../src/errors.ts';
 import { ManualClock, seededRandom, tally, upstream } from './helpers.ts';
 
 // A reload that changes an upstream builds a new Cluster with `previous`: endpoints whose transport
@@ -259,5 +261,147 @@ describe('Cluster reload: health and ejection state', () => {
     expect(old.endpoints[1]!.ejected).toBe(false);
     await old.close();
     expect(old.endpoints.some(isOpen)).toBe(false);
+  });
+});
+
+describe('Cluster reload: breaker, retry budget and bulkhead whose settings are unchanged are taken over', () => {
+  const breaker = { consecutiveFailures: 3 };
+  const bulkhead = { maxConcurrent: 1, maxQueued: 1, queueTimeout: '10s' };
+
+  function logSink(): { logger: pino.Logger; messages: string[] } {
+    const messages: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (s: string) => messages.push(JSON.parse(s).msg) });
+    return { logger, messages };
+  }
+
+  /** One admitted request whose only attempt fails to connect. */
+  function failedRequest(c: Cluster): void {
+    const req = { breakerTicket: NO_TICKET };
+    expect(c.admit(req)).toBeUndefined();
+    const e = c.pick()!;
+    c.attemptStarted(e);
+    c.attemptFinished(e, 'connect_error', 0, 1, req);
+    c.release(req);
+  }
+
+  it('an open circuit stays open across a reload of other settings; the new cluster logs its transitions', async () => {
+    const clock = new ManualClock();
+    const oldLog = logSink();
+    const newLog = logSink();
+    const old = make({ endpoints: [A], circuitBreaker: breaker }, { now: clock.now, logger: oldLog.logger });
+    for (let i = 0; i < 3; i++) failedRequest(old);
+    expect(oldLog.messages).toContain('circuit breaker opened');
+
+    const next = make(
+      { endpoints: [A], circuitBreaker: breaker, retries: { maxAttempts: 3 } },
+      { previous: old, now: clock.now, logger: newLog.logger },
+    );
+    await old.close();
+    expect(next.describe().circuitBreaker).toMatchObject({ state: 'open', trips: 1 });
+    expect((next.admit({ breakerTicket: NO_TICKET }) as GatewayError).code).toBe('CIRCUIT_OPEN');
+
+    clock.advance(5000);
+    const probe = { breakerTicket: NO_TICKET };
+    expect(next.admit(probe)).toBeUndefined();
+    const e = next.pick()!;
+    next.attemptStarted(e);
+    next.attemptFinished(e, 'success', 200, 1, probe);
+    next.release(probe);
+    expect(next.describe().circuitBreaker?.state).toBe('closed');
+    expect(newLog.messages).toEqual(['circuit breaker half-open', 'circuit breaker closed']);
+    expect(oldLog.messages).toEqual(['circuit breaker opened']);
+  });
+
+  it('a changed breaker setting (or probe timeout) starts a fresh, closed breaker', () => {
+    const old = make({ endpoints: [A], circuitBreaker: breaker });
+    for (let i = 0; i < 3; i++) failedRequest(old);
+    expect(old.describe().circuitBreaker?.state).toBe('open');
+    const tuned = make({ endpoints: [A], circuitBreaker: { consecutiveFailures: 4 } }, { previous: old });
+    expect(tuned.describe().circuitBreaker).toMatchObject({ state: 'closed', trips: 0 });
+    const slower = make(
+      { endpoints: [A], circuitBreaker: breaker, timeouts: { request: '45s' } },
+      { previous: old },
+    );
+    expect(slower.describe().circuitBreaker).toMatchObject({ state: 'closed', trips: 0 });
+  });
+
+  it('a spent retry budget stays spent; a changed budget starts full', () => {
+    const retries = { maxAttempts: 3, budget: { ratio: 0.1, minRetriesPerSecond: 1, window: '10s' } };
+    const clock = new ManualClock();
+    const old = make({ endpoints: [A, B], retries }, { now: clock.now });
+    const input = {
+      attempt: 1,
+      method: 'GET',
+      outcome: 'reset' as const,
+      status: 0,
+      bytesSent: true,
+      bodyReplayable: true,
+      elapsedMs: 1,
+    };
+    let granted = 0;
+    while (old.retryDecision(input).retry) granted++;
+    expect(granted).toBeGreaterThan(0);
+    expect(old.describe().retryBudget?.remaining).toBeLessThan(1);
+
+    const next = make({ endpoints: [A, B], retries, bulkhead }, { previous: old, now: clock.now });
+    expect(next.describe().retryBudget?.remaining).toBe(old.describe().retryBudget?.remaining);
+    expect(next.retryDecision(input)).toMatchObject({ retry: false, reason: 'budget_exhausted' });
+    const changed = make(
+      { endpoints: [A, B], retries: { ...retries, budget: { ...retries.budget, minRetriesPerSecond: 5 } } },
+      { previous: old, now: clock.now },
+    );
+    expect(changed.retryDecision(input).retry).toBe(true);
+  });
+
+  it('requests still running on the old cluster keep their bulkhead slots; a waiter on the new one gets the slot they give back', async () => {
+    const old = make({ endpoints: [A], bulkhead });
+    const running = { breakerTicket: NO_TICKET };
+    expect(old.admit(running)).toBeUndefined();
+
+    const next = make({ endpoints: [A], bulkhead, retries: { maxAttempts: 3 } }, { previous: old });
+    const waiting = next.admit({ breakerTicket: NO_TICKET });
+    expect(waiting).toBeInstanceOf(Promise);
+    expect(next.describe().bulkhead).toMatchObject({ active: 1, queued: 1 });
+    // The queue is full: a third request is refused, as it would have been without the reload.
+    expect((next.admit({ breakerTicket: NO_TICKET }) as GatewayError).code).toBe('UPSTREAM_OVERLOADED');
+
+    await old.close();
+    await old.destroy(); // the old cluster no longer owns the queue: the waiter is not rejected
+    old.release(running);
+    await expect(waiting).resolves.toBeUndefined();
+    expect(next.describe().bulkhead).toMatchObject({ active: 1, queued: 0 });
+
+    const resized = make({ endpoints: [A], bulkhead: { ...bulkhead, maxConcurrent: 2 } }, { previous: next });
+    expect(resized.describe().bulkhead).toMatchObject({ active: 0, queued: 0, maxConcurrent: 2 });
+  });
+
+  it('an abandoned reload gives the breaker and the bulkhead back to the cluster it replaced', async () => {
+    const oldLog = logSink();
+    const old = make({ endpoints: [A], bulkhead, circuitBreaker: breaker }, { logger: oldLog.logger });
+    const running = { breakerTicket: NO_TICKET };
+    expect(old.admit(running)).toBeUndefined();
+    const waiting = old.admit({ breakerTicket: NO_TICKET });
+    expect(waiting).toBeInstanceOf(Promise);
+
+    const next = make(
+      { endpoints: [A], bulkhead, circuitBreaker: breaker, retries: { maxAttempts: 3 } },
+      { previous: old },
+    );
+    await next.abandon();
+    old.release(running);
+    await expect(waiting).resolves.toBeUndefined();
+
+    for (let i = 0; i < 3; i++) {
+      const e = old.pick()!;
+      old.attemptStarted(e);
+      old.attemptFinished(e, 'connect_error', 0, 1, running);
+    }
+    expect(old.describe().circuitBreaker?.state).toBe('open');
+    expect(oldLog.messages).toContain('circuit breaker opened');
+
+    // The old cluster owns its bulkhead again: destroying it rejects what still waits.
+    const held = old.admit({ breakerTicket: NO_TICKET });
+    expect(held).toBeInstanceOf(GatewayError); // the circuit is open now
+    await old.destroy();
   });
 });
