@@ -13,7 +13,7 @@
  * run). Kernel time is not counted. The dumps are kept in bench/results/ (kcachegrind,
  * callgrind_annotate).
  *
- *   node bench/instructions.ts [passthrough|lean|observed|bare-undici|bare-undici-default …]
+ *   node bench/instructions.ts [passthrough|lean|observed|bare-undici|bare-undici-default|express-hpm …]
  *   (default: passthrough bare-undici bare-undici-default)
  *   BENCH_CG_WARMUP (40000): uninstrumented warmup requests
  *   BENCH_CG_REQUESTS (5000): requests in the counted window
@@ -50,7 +50,14 @@ import { fileStamp, fmtNum, markdownTable } from './lib/table.ts';
 import { childEnv, startPeer } from './lib/targets.ts';
 
 const ROOT = join(import.meta.dirname, '..');
-const WHICH = ['passthrough', 'lean', 'observed', 'bare-undici', 'bare-undici-default'] as const;
+const WHICH = [
+  'passthrough',
+  'lean',
+  'observed',
+  'bare-undici',
+  'bare-undici-default',
+  'express-hpm',
+] as const;
 type Which = (typeof WHICH)[number];
 const DEFAULT_TARGETS: readonly Which[] = ['passthrough', 'bare-undici', 'bare-undici-default'];
 /** The reference of the ratio column: the floor, with Peregrine's GC flags. */
@@ -106,9 +113,11 @@ function envCount(name: string, fallback: number): number {
   return n;
 }
 
-/** Peregrine launcher's GC flags (`--max-semi-space-size=8`), which `bare-undici` gets too. */
+/** Peregrine launcher's GC flags (semi-space cap, heap growing), which `bare-undici` gets too. */
 function launcherGcFlags(): string[] {
-  return peregrineArgv(ROOT).filter((a) => /^--(?:max|min)-semi-space-size=/.test(a));
+  return peregrineArgv(ROOT).filter((a) =>
+    /^--(?:(?:max|min)-semi-space-size|heap-growing-percent)=/.test(a),
+  );
 }
 
 function callgrindArgs(outFile: string): string[] {
@@ -135,12 +144,13 @@ async function startUnderCallgrind(
 ): Promise<{ proc: Managed; url: string }> {
   const node = process.execPath;
   const vg = callgrindArgs(outFile);
-  if (which === 'bare-undici' || which === 'bare-undici-default') {
+  if (which === 'bare-undici' || which === 'bare-undici-default' || which === 'express-hpm') {
+    // Like the wall-clock bench: express-hpm and bare-undici-default on Node's defaults.
     const flags = which === 'bare-undici' ? launcherGcFlags() : [];
     // startPeer runs `<node> <nodeArgs…> bench/peers/<file>`: valgrind is the "node" here.
     const peer = await startPeer(
       { node: tools.valgrind, root: ROOT },
-      'bare-undici.ts',
+      which === 'express-hpm' ? 'express-hpm.ts' : 'bare-undici.ts',
       { UPSTREAM: up.upstream },
       [...vg, node, ...flags],
     );
@@ -306,6 +316,7 @@ async function measure(
 function label(which: Which): string {
   if (which === 'bare-undici') return `bare-undici (${launcherGcFlags().join(' ') || 'no flags'})`;
   if (which === 'bare-undici-default') return 'bare-undici (Node defaults)';
+  if (which === 'express-hpm') return 'express + http-proxy-middleware (Node defaults)';
   return `peregrine ${which} (launcher: ${peregrineArgv(ROOT).slice(0, -1).join(' ') || 'no flags'})`;
 }
 
@@ -324,7 +335,17 @@ function report(
       `(Ir) of the target process only, kernel excluded; k = thousands.`,
     '',
     markdownTable(
-      ['target', 'k Ir/req', `× ${REFERENCE}`, 'compiler k/req', 'gc k/req', 'k excl. compiler', '× excl.'],
+      [
+        'target',
+        'k Ir/req',
+        `× ${REFERENCE}`,
+        'compiler k/req',
+        'gc k/req',
+        'k excl. compiler',
+        '× excl.',
+        'k excl. compiler, gc',
+        '× excl. both',
+      ],
       rows.map((r) => [
         label(r.which),
         k(r.ir),
@@ -333,14 +354,17 @@ function report(
         k(r.gc),
         k(r.ir - r.compiler),
         ref ? fmtNum((r.ir - r.compiler) / (ref.ir - ref.compiler), 2) : 'n/a',
+        k(r.ir - r.compiler - r.gc),
+        ref ? fmtNum((r.ir - r.compiler - r.gc) / (ref.ir - ref.compiler - ref.gc), 2) : 'n/a',
       ]),
-      ['left', 'right', 'right', 'right', 'right', 'right', 'right'],
+      ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
     ),
     '',
     "A compilation by V8's optimising compilers that happens to land in the counted window adds " +
       'several k/req to a run (one ~45 M-instruction compilation is 9k/req over 5000 requests); the ' +
       '"excl. compiler" columns leave it out and repeat better. The gc column is lumpy: the window ' +
-      'holds only a few scavenges.',
+      'holds only a few scavenges and mark-compacts, and V8 sizes its heap by wall-clock speed, which ' +
+      'valgrind slows ~50×; the last two columns leave GC out as well (the code a request runs).',
     '',
     ...rows.filter((r) => r.note).map((r) => `- ${r.which}: ${r.note}`),
     ...failed.map((f) => `- failed: ${f}`),
