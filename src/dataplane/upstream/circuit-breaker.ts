@@ -96,13 +96,11 @@ export class CircuitBreaker {
   }
 
   /**
-   * Send transitions to `hook` from now on and return the hook they went to: a reload's new
-   * Cluster takes the breaker over (and gives it back when that reload is abandoned).
+   * Send transitions to `hook` from now on: a reload's new Cluster takes the breaker over (and
+   * gives it back when that reload is abandoned).
    */
-  redirectTransitions(hook: (t: CircuitTransition) => void): (t: CircuitTransition) => void {
-    const previous = this.#onTransition;
+  redirectTransitions(hook: (t: CircuitTransition) => void): void {
     this.#onTransition = hook;
-    return previous;
   }
 
   /**

@@ -54,11 +54,14 @@ export interface ClusterDeps {
   readonly previous?: Cluster | undefined;
 }
 
-/** The policy objects a new cluster took over from the one it replaces, for `abandon()`. */
+/**
+ * The policy objects a new cluster took over from the one it replaces, for `abandon()`. Weak: once
+ * the reload has committed, the new cluster must not keep the retired one (and every cluster
+ * before it) alive.
+ */
 interface PolicyTakenOver {
-  readonly from: Cluster;
-  /** Where the breaker's transitions went before, when the breaker was taken over. */
-  readonly breakerHook: ((t: CircuitTransition) => void) | undefined;
+  readonly from: WeakRef<Cluster>;
+  readonly breaker: boolean;
   readonly bulkhead: boolean;
 }
 
@@ -319,10 +322,11 @@ export class Cluster {
     this.#takenOver = adopted.length === 0 ? [] : this.#takeOver(adopted, t0);
     if (old !== undefined && (keptBreaker !== undefined || keptBulkhead !== undefined)) {
       this.#policyTakenOver = {
-        from: old,
-        breakerHook: keptBreaker?.redirectTransitions((t) => this.#circuitTransition(t)),
+        from: new WeakRef(old),
+        breaker: keptBreaker !== undefined,
         bulkhead: keptBulkhead !== undefined,
       };
+      keptBreaker?.redirectTransitions((t) => this.#circuitTransition(t));
       if (keptBulkhead !== undefined) old.#ownsBulkhead = false;
     }
     for (const e of this.endpoints) e.hold();
@@ -585,14 +589,15 @@ export class Cluster {
       t.endpoint.ejected = t.ejected;
     }
     const policy = this.#policyTakenOver;
-    if (policy !== undefined) {
-      if (policy.breakerHook !== undefined) this.#breaker?.redirectTransitions(policy.breakerHook);
+    const from = policy?.from.deref();
+    if (policy !== undefined && from !== undefined) {
+      if (policy.breaker) this.#breaker?.redirectTransitions((t) => from.#circuitTransition(t));
       if (policy.bulkhead) {
-        policy.from.#ownsBulkhead = true;
+        from.#ownsBulkhead = true;
         this.#ownsBulkhead = false;
       }
-      this.#policyTakenOver = undefined;
     }
+    this.#policyTakenOver = undefined;
     return this.destroy();
   }
 

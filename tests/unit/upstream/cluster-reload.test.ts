@@ -1,3 +1,5 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { NO_TICKET } from '../../../src/dataplane/upstream/circuit-breaker.ts';
@@ -373,6 +375,21 @@ describe('Cluster reload: breaker, retry budget and bulkhead whose settings are 
 
     const resized = make({ endpoints: [A], bulkhead: { ...bulkhead, maxConcurrent: 2 } }, { previous: next });
     expect(resized.describe().bulkhead).toMatchObject({ active: 0, queued: 0, maxConcurrent: 2 });
+  });
+
+  it('does not keep the cluster it replaced alive once that one is closed', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const cfg = { endpoints: [A], bulkhead, circuitBreaker: breaker, retries: { maxAttempts: 3 } };
+    let old: Cluster | undefined = new Cluster('svc', upstream(cfg), { random: seededRandom() });
+    const next = make({ ...cfg, retries: { maxAttempts: 2 } }, { previous: old });
+    const ref = new WeakRef(old);
+    await old.close();
+    old = undefined;
+    await new Promise((resolve) => setImmediate(resolve));
+    gc();
+    expect(ref.deref()).toBeUndefined();
+    expect(next.describe().circuitBreaker?.state).toBe('closed');
   });
 
   it('an abandoned reload gives the breaker and the bulkhead back to the cluster it replaced', async () => {
