@@ -8,7 +8,8 @@
  * to bench/results/<date>.json.
  *
  * Environment: BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 3), BENCH_CONNECTIONS (50),
- * BENCH_THREADS (wrk threads, 1), BENCH_ROUNDS (2), BENCH_TARGETS (comma-separated ids, all; e.g.
+ * BENCH_THREADS (wrk threads, 1), BENCH_ROUNDS (2), BENCH_PIN (1: the target on a CPU of its own,
+ * everything else on the others; bench/lib/pin.ts), BENCH_TARGETS (comma-separated ids, all; e.g.
  * `peregrine-passthrough,peregrine-lean` for one check; the order stays the canonical one),
  * BENCH_LOADGEN (wrk | autocannon), BENCH_QUIET_WAIT (s, 30: how long to wait before each target
  * for other processes to leave the CPU alone), BENCH_RETRIES (2: measured runs repeated when other
@@ -17,12 +18,13 @@
  * generated configs and logs).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { mintBenchJwt, selfSignedCert } from './lib/credentials.ts';
 import { pickLoadGenerator } from './lib/loadgen.ts';
 import { machineInfo } from './lib/machine.ts';
 import { FOREIGN_PCT, measure } from './lib/measure.ts';
+import { type PinPlan, pinPlan, pinSelf } from './lib/pin.ts';
 import { findExecutable, installCleanup, stopAll, waitForHttp } from './lib/proc.ts';
 import {
   checks,
@@ -51,7 +53,7 @@ function intFromEnv(name: string, fallback: number, min = 1): number {
   return n;
 }
 
-function readSettings(): Settings {
+function readSettings(pin: PinPlan | undefined): Settings {
   return {
     durationS: intFromEnv('BENCH_DURATION', 10),
     warmupS: intFromEnv('BENCH_WARMUP', 3, 0),
@@ -60,6 +62,7 @@ function readSettings(): Settings {
     rounds: intFromEnv('BENCH_ROUNDS', 2),
     quietWaitS: intFromEnv('BENCH_QUIET_WAIT', 30, 0),
     retries: intFromEnv('BENCH_RETRIES', 2, 0),
+    pinned: pin ? { target: pin.target, rest: pin.rest } : undefined,
   };
 }
 
@@ -93,12 +96,16 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<void> {
   installCleanup(log);
-  const settings = readSettings();
+  const cores = availableParallelism();
+  const pin = pinPlan(process.env, cores);
+  // Before any child starts: they inherit this process's CPUs.
+  if (pin) pinSelf(pin);
+  const settings = readSettings(pin);
   const targets = selectTargets();
   const loadgen = pickLoadGenerator();
   const nginxPath = findExecutable('nginx', ['/usr/sbin', '/usr/local/sbin', '/usr/local/nginx/sbin']);
   const wrkPath = loadgen.tool === 'wrk' ? findExecutable('wrk', ['/usr/local/bin', '/usr/bin']) : undefined;
-  const machine = machineInfo({ tool: loadgen.tool, path: wrkPath }, nginxPath, PEREGRINE_DIR);
+  const machine = machineInfo({ tool: loadgen.tool, path: wrkPath }, nginxPath, PEREGRINE_DIR, cores);
   const tmpDir = mkdtempSync(join(tmpdir(), 'peregrine-bench-'));
   // Also on Ctrl-C, which exits from the signal handler without reaching the finally below.
   const removeTmp = () => rmSync(tmpDir, { recursive: true, force: true });
@@ -121,6 +128,7 @@ async function main(): Promise<void> {
       upstream: { origin: upstream.origin, proc: upstream.proc },
       otlp: { endpoint: otlp.origin, proc: otlp.proc },
       nginxPath,
+      pin,
       jwt: await mintBenchJwt(),
       tls: benchTls(tmpDir),
     };

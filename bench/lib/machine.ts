@@ -74,6 +74,8 @@ export function machineInfo(
   loadGen: { tool: string; path?: string },
   nginxPath: string | undefined,
   root: string,
+  /** Logical CPUs, counted before the bench pinned itself (BENCH_PIN) to fewer. */
+  cores: number = availableParallelism(),
 ): MachineInfo {
   let loadGenerator = loadGen.tool;
   if (loadGen.tool === 'wrk' && loadGen.path) {
@@ -85,7 +87,7 @@ export function machineInfo(
   const nginxV = nginxPath ? versionLine(nginxPath, ['-v']) : undefined;
   return {
     cpuModel: cpuModel(),
-    cores: availableParallelism(),
+    cores,
     memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
     kernel: `${process.platform} ${release()}`,
     node: process.version,

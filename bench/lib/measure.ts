@@ -6,6 +6,7 @@
 import { cpuWindow, machineCpuWindow, waitForQuiet } from './cpu.ts';
 import { type LoadResult, totalErrors } from './load.ts';
 import type { LoadGenerator } from './loadgen.ts';
+import { pinTarget } from './pin.ts';
 import type { Measurement, Settings } from './report.ts';
 import { RssSampler, treeRssKiB } from './rss.ts';
 import { fmtInt, fmtMs, fmtNum } from './table.ts';
@@ -83,6 +84,7 @@ export async function measure(
   try {
     running = await target.start(ctx);
     const r = running;
+    if (ctx.pin) pinTarget(ctx.pin, r.pid);
     m.rssIdleMB = (treeRssKiB(r.pid) ?? 0) / 1024;
     const sampler = new RssSampler(r.pid);
     try {

@@ -19,6 +19,8 @@ export interface Settings {
   quietWaitS: number;
   /** Measured runs repeated at most this often when other processes disturbed them. */
   retries: number;
+  /** BENCH_PIN=1: taskset CPU lists of the target and of everything else. */
+  pinned?: { target: string; rest: string } | undefined;
 }
 
 export interface Measurement {
@@ -396,6 +398,11 @@ export function markdownReport(r: ReportInput): string {
       `${s.threads} thread(s), ${s.connections} connections, ${s.warmupS} s warmup + ${s.durationS} s measured per target; ` +
       `${s.rounds} round(s) in alternating order (forward, then reversed). Latencies in ms, RSS in MB (MiB).`,
   );
+  if (s.pinned)
+    out.push(
+      `CPU pinning (BENCH_PIN=1): the target on CPU ${s.pinned.target}; the bench, the load generator, the upstream ` +
+        `and the OTLP sink on CPU ${s.pinned.rest}. req/s then follows the target's CPU per request more closely.`,
+    );
   out.push(
     'CPU columns are % of one core during the measured run (the machine has ' +
       `${m.cores * 100}%): the target, the upstream, the load generator with the bench itself, interrupts/softirq (mostly the ` +

@@ -9,6 +9,7 @@ import { UPSTREAM_BODY } from '../peers/upstream.ts';
 import type { BenchJwt, BenchTls } from './credentials.ts';
 import { peregrineArgv, peregrineEnv } from './launcher.ts';
 import { type PeregrineProfile, peregrineConfigYaml } from './peregrine-config.ts';
+import type { PinPlan } from './pin.ts';
 import { freePort, type GetOptions, httpGet, type Managed, spawnManaged, waitForHttp } from './proc.ts';
 
 export type TargetId =
@@ -35,6 +36,8 @@ export interface BenchContext {
   /** OTLP/HTTP base endpoint of the sink (`/v1/traces` is appended by the exporter). */
   otlp: { endpoint: string; proc: Managed };
   nginxPath: string | undefined;
+  /** BENCH_PIN=1: the CPUs of the target and of the rest (bench/lib/pin.ts). */
+  pin?: PinPlan | undefined;
   /** The ES256 token (and its public JWK) minted at start, for peregrine-jwt. */
   jwt: BenchJwt;
   /** The self-signed certificate made at start, for peregrine-https; or why there is none. */
