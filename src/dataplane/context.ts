@@ -96,3 +96,32 @@ export class RequestContext {
     else this.decisions.push({ stage, detail });
   }
 }
+
+const kClosing = Symbol('peregrine.closing');
+/** Requests of a keep-alive connection still being answered (the pipeline counts them). */
+export const kPending = Symbol('peregrine.pending');
+type ClosingSocket = import('node:stream').Duplex & { [kClosing]?: true; [kPending]?: number };
+
+/**
+ * A response on this HTTP/1.x connection carries (or will carry) `Connection: close`: the client
+ * asked for it, or the gateway decided it (a framing error, draining). RFC 9112 §9.6: the server
+ * must not process any request received on the connection after that one; a client that
+ * pipelined more requests learns from the close that they were not processed and may send them
+ * again elsewhere. Without this, Node still emits those requests and they would reach upstreams.
+ */
+export function markConnectionClosing(socket: import('node:stream').Duplex | undefined): void {
+  if (socket !== undefined) (socket as ClosingSocket)[kClosing] = true;
+}
+
+export function isConnectionClosing(socket: import('node:stream').Duplex): boolean {
+  return (socket as ClosingSocket)[kClosing] === true;
+}
+
+/**
+ * Whether the request being answered is the only one still pending on its connection: a response
+ * that closes the connection (draining) must wait for the last one, or the responses of requests
+ * pipelined after it, already on their way to upstreams, would be lost with the connection.
+ */
+export function isLastPending(socket: import('node:stream').Duplex | undefined): boolean {
+  return socket === undefined || ((socket as ClosingSocket)[kPending] ?? 0) <= 1;
+}

@@ -19,7 +19,13 @@ import type { Snapshot } from '../control/snapshot.ts';
 import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
 import { accessRecord } from '../telemetry/access-log.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
-import { RequestContext } from './context.ts';
+import {
+  isConnectionClosing,
+  isLastPending,
+  kPending,
+  markConnectionClosing,
+  RequestContext,
+} from './context.ts';
 import type { RequestFilter } from './filters/filter.ts';
 import { type AttemptObserver, ResponseForwarder } from './forward/forwarder.ts';
 import { buildUpstreamHeaders } from './forward/headers.ts';
@@ -50,8 +56,7 @@ export interface ListenerInfo {
 }
 
 const kContext = Symbol('peregrine.context');
-/** Requests of a keep-alive connection still being answered, and a parser error waiting for them. */
-const kPending = Symbol('peregrine.pending');
+/** A parser error waiting for the requests of its connection still being answered (kPending). */
 const kDeferredError = Symbol('peregrine.deferredError');
 type TrackedSocket = Duplex & { [kPending]?: number; [kDeferredError]?: ErrorCode };
 
@@ -97,10 +102,25 @@ function responseCompleted(res: ServerResponse): boolean {
   return stream === undefined || (res.writableEnded && !stream.rstCode);
 }
 
-/** The request's Host; for HTTP/2 `:authority` when there is no Host (both and different → 400). */
+/**
+ * Node's own check (`requireHostHeader`) is off: it answered with a bare 400 that no metric or log
+ * saw, and it let requests pipelined after that answer through to upstreams (RFC 9112 §9.6).
+ */
+export function assertHostPresent(req: IncomingMessage): void {
+  if (req.httpVersionMajor === 1 && req.httpVersionMinor === 1 && req.headers.host === undefined)
+    throw new GatewayError('BAD_REQUEST', 'an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)');
+}
+
+/**
+ * The request's Host; for HTTP/2 `:authority` when there is no Host (both and different → 400).
+ * HTTP/1.1 without Host → 400; HTTP/1.0 may omit it.
+ */
 function requestHost(req: IncomingMessage): string | undefined {
   const host = req.headers.host;
-  if (req.httpVersionMajor !== 2) return host;
+  if (req.httpVersionMajor !== 2) {
+    assertHostPresent(req);
+    return host;
+  }
   const authority = req.headers[':authority'] as string | undefined;
   if (host !== undefined && authority !== undefined && host !== authority)
     throw new GatewayError('BAD_REQUEST', 'Host and :authority differ');
@@ -163,10 +183,19 @@ export class Pipeline implements AttemptObserver {
 
   /** The `request` listener of the HTTP server. */
   handle(req: IncomingMessage, res: ServerResponse): void {
+    const socket = req.socket as TrackedSocket;
+    if (req.httpVersionMajor === 1) {
+      // Pipelined after a response that closes the connection: not processed (RFC 9112 §9.6).
+      // Node answers nothing more on this connection and closes it after that response.
+      if (isConnectionClosing(socket)) {
+        req.resume();
+        return;
+      }
+      if (!res.shouldKeepAlive) markConnectionClosing(socket);
+    }
     const ctx = new RequestContext(req, res, this.host.currentSnapshot(), performance.now());
     ctx.pipeline = this;
     (res as ResponseWithContext)[kContext] = ctx;
-    const socket = req.socket as TrackedSocket;
     ctx.socket = socket;
     socket[kPending] = (socket[kPending] ?? 0) + 1;
     res.once('close', onResponseClose);
@@ -555,7 +584,10 @@ export class Pipeline implements AttemptObserver {
     // (HTTP/2 has no Connection header: a stream is independent of the session.)
     const close =
       ctx.req.httpVersionMajor !== 2 &&
-      (this.host.draining || error.code === 'BAD_REQUEST' || error.code === 'PAYLOAD_TOO_LARGE');
+      ((this.host.draining && isLastPending(ctx.socket)) ||
+        error.code === 'BAD_REQUEST' ||
+        error.code === 'PAYLOAD_TOO_LARGE');
+    if (close) markConnectionClosing(ctx.socket);
     sendProblem(
       res,
       error,

@@ -2,19 +2,34 @@
 import { connect, type Socket } from 'node:net';
 
 /** Send `payload` and collect everything until the server closes or `idleMs` passes with no data. */
-export function rawRequest(port: number, payload: string | Buffer, idleMs = 1500): Promise<string> {
+export async function rawRequest(port: number, payload: string | Buffer, idleMs = 1500): Promise<string> {
+  return (await rawExchange(port, payload, idleMs)).raw;
+}
+
+/**
+ * `rawRequest`, also telling whether the server closed the connection (true) or it was still open
+ * when `idleMs` passed with no data (false).
+ */
+export function rawExchange(
+  port: number,
+  payload: string | Buffer,
+  idleMs = 1500,
+): Promise<{ raw: string; closedByServer: boolean }> {
   return new Promise((resolve, reject) => {
     const socket: Socket = connect(port, '127.0.0.1');
     const chunks: Buffer[] = [];
     let timer: NodeJS.Timeout | undefined;
-    const done = () => {
+    let settled = false;
+    const done = (closedByServer: boolean) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       socket.destroy();
-      resolve(Buffer.concat(chunks).toString('latin1'));
+      resolve({ raw: Buffer.concat(chunks).toString('latin1'), closedByServer });
     };
     const arm = () => {
       clearTimeout(timer);
-      timer = setTimeout(done, idleMs);
+      timer = setTimeout(() => done(false), idleMs);
     };
     socket.on('connect', () => {
       socket.write(payload);
@@ -24,9 +39,9 @@ export function rawRequest(port: number, payload: string | Buffer, idleMs = 1500
       chunks.push(c);
       arm();
     });
-    socket.on('end', done);
-    socket.on('close', done);
-    socket.on('error', (err) => (chunks.length ? done() : reject(err)));
+    socket.on('end', () => done(true));
+    socket.on('close', () => done(true));
+    socket.on('error', (err) => (chunks.length ? done(true) : reject(err)));
   });
 }
 

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { rawExchange, statusCodes } from '../helpers/raw-http.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
 let up: TestUpstream;
@@ -150,5 +151,30 @@ describe('process lifecycle', () => {
     expect(await gw.exit).toBe(0);
     expect(gw.logs.some((l) => l.msg === 'stopped')).toBe(true);
     expect(gw.logs.filter((l) => l.type === 'access' && l.status === 200)).toHaveLength(5);
+  });
+
+  it('on SIGTERM answers every request pipelined on a connection; only the last response closes it', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'peregrine-cli-')), 'gateway.yaml');
+    writeFileSync(file, configYaml([{ name: 'all', path: '/' }]));
+    const gw = await startCli(file);
+    const before = up.requests.length;
+    const exchange = rawExchange(
+      gw.port,
+      'GET /delay/800 HTTP/1.1\r\nHost: a\r\n\r\nGET /delay/1200 HTTP/1.1\r\nHost: a\r\n\r\n',
+      5000,
+    );
+    const deadline = Date.now() + 5000;
+    while (up.requests.length < before + 2 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 10));
+    expect(up.requests.length).toBe(before + 2);
+    gw.child.kill('SIGTERM');
+
+    const { raw, closedByServer } = await exchange;
+    expect(statusCodes(raw)).toEqual([200, 200]);
+    const heads = raw.split('HTTP/1.1 ').slice(1);
+    expect(heads[0]).not.toMatch(/\r\nconnection: close\r\n/i);
+    expect(heads[1]).toMatch(/\r\nconnection: close\r\n/i);
+    expect(closedByServer).toBe(true);
+    expect(await gw.exit).toBe(0);
   });
 });

@@ -8,7 +8,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
-import { parseHead, rawRequest, statusCodes } from '../helpers/raw-http.ts';
+import { parseHead, rawExchange, rawRequest, statusCodes } from '../helpers/raw-http.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
 let up: TestUpstream;
@@ -73,6 +73,48 @@ describe('request targets', () => {
   });
 });
 
+describe('requests pipelined after a response that closes the connection (RFC 9112 §9.6)', () => {
+  const next = 'POST /after HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi';
+
+  it('the client asked for close: the first is answered, the next never reaches an upstream', async () => {
+    const before = up.requests.length;
+    const { raw, closedByServer } = await rawExchange(
+      gw.port,
+      `GET /first HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n${next}`,
+    );
+    expect(statusCodes(raw)).toEqual([200]);
+    expect(closedByServer).toBe(true);
+    expect(up.requests.slice(before).map((r) => r.url)).toEqual(['/first']);
+  });
+
+  it('the gateway refused the first with 400 + close: the next never reaches an upstream', async () => {
+    const before = up.requests.length;
+    const { raw, closedByServer } = await rawExchange(
+      gw.port,
+      `GET /a%2fb HTTP/1.1\r\nHost: a\r\n\r\n${next}`,
+    );
+    expect(statusCodes(raw)).toEqual([400]);
+    expect(parseHead(raw).headers).toContainEqual(['connection', 'close']);
+    expect(closedByServer).toBe(true);
+    expect(up.requests.length).toBe(before);
+  });
+
+  it("a missing Host gets the gateway's own problem+json 400, with a request id", async () => {
+    const { raw } = await rawExchange(gw.port, 'GET / HTTP/1.1\r\n\r\n');
+    const head = parseHead(raw);
+    expect(head.status).toBe(400);
+    expect(head.headers).toContainEqual(['content-type', 'application/problem+json']);
+    expect(head.headers.some(([k]) => k === 'x-request-id')).toBe(true);
+    expect(raw).toContain('Host header');
+  });
+
+  it('HTTP/1.0 may omit Host', async () => {
+    const { raw } = await rawExchange(gw.port, 'GET /ten HTTP/1.0\r\n\r\n');
+    expect(statusCodes(raw)).toEqual([200]);
+    expect(last().url).toBe('/ten');
+  });
+});
+
 describe('HTTP/1.1 framing (strict parser)', () => {
   const bad: Record<string, string> = {
     'obs-fold': 'GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  folded\r\n\r\n',
@@ -87,12 +129,24 @@ describe('HTTP/1.1 framing (strict parser)', () => {
     'two TE headers':
       'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n',
     'missing Host': 'GET / HTTP/1.1\r\n\r\n',
+    'bare LF line endings': 'GET / HTTP/1.1\nHost: a\nX-A: 1\n\n',
+    'bare CR in a header line': 'GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\rX-B: 2\r\n\r\n',
+    'control character in a value': 'GET / HTTP/1.1\r\nHost: a\r\nX-A: a\u0001b\r\n\r\n',
+    'DEL in a value': 'GET / HTTP/1.1\r\nHost: a\r\nX-A: a\u007fb\r\n\r\n',
+    'vertical tab before chunked':
+      'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \u000bchunked\r\nContent-Length: 3\r\n\r\nabc',
+    'header line starting with whitespace': 'GET / HTTP/1.1\r\n Host: a\r\nX-A: 1\r\n\r\n',
   };
   for (const [name, payload] of Object.entries(bad)) {
     it(`answers 400 and closes for ${name}`, async () => {
       const before = up.requests.length;
-      const raw = await rawRequest(gw.port, payload);
+      // A second, valid request after the bad one: it must get no answer, the connection is closed.
+      const { raw, closedByServer } = await rawExchange(
+        gw.port,
+        `${payload}GET / HTTP/1.1\r\nHost: a\r\n\r\n`,
+      );
       expect(statusCodes(raw)).toEqual([400]);
+      expect(closedByServer).toBe(true);
       expect(up.requests.length).toBe(before);
     });
   }

@@ -8,7 +8,7 @@ import type { Span } from '@opentelemetry/api';
 import { SpanStatusCode } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
 import { GatewayError } from '../../errors.ts';
-import type { RequestContext } from '../context.ts';
+import { isLastPending, markConnectionClosing, type RequestContext } from '../context.ts';
 import type { Endpoint } from '../upstream/endpoint.ts';
 import { responseHeaderList } from './headers.ts';
 import type { AttemptOutcome } from './upstream-errors.ts';
@@ -172,7 +172,10 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
       }
     }
     // HTTP/2 has no Connection header (Node refuses it); a draining session gets GOAWAY instead.
-    const close = this.lifecycle.draining && ctx.req.httpVersionMajor !== 2;
+    // HTTP/1.1: the last response pending on the connection closes it (the ones pipelined after
+    // this one are already being answered).
+    const close = this.lifecycle.draining && ctx.req.httpVersionMajor !== 2 && isLastPending(ctx.socket);
+    if (close) markConnectionClosing(ctx.socket);
     res.writeHead(statusCode, responseHeaderList(headers, ctx.requestId, close));
     if (this.#bodyIdleMs > 0) this.#bodyTimer = setTimeout(onBodyIdle, this.#bodyIdleMs, this);
   }

@@ -15,7 +15,7 @@ import type { WebSocketOutcome } from '../../telemetry/metrics.ts';
 import { RequestContext } from '../context.ts';
 import type { RequestFilter } from '../filters/filter.ts';
 import { peerIdentityOf } from '../listener/peer-identity.ts';
-import { type Pipeline, requestIdOf } from '../pipeline.ts';
+import { assertHostPresent, type Pipeline, requestIdOf } from '../pipeline.ts';
 import { writeRawProblem } from '../respond.ts';
 import { normalizePath } from '../routing/path-normalize.ts';
 import { buildUpstreamHeaders, cleanResponseHeaders } from './headers.ts';
@@ -214,6 +214,7 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
   };
   try {
     if (pipeline.host.draining) throw new GatewayError('SHUTTING_DOWN');
+    assertHostPresent(req);
     const target = normalizePath(req.url ?? '/');
     if ('error' in target) throw new GatewayError('BAD_REQUEST', `invalid request target (${target.error})`);
     rec.path = target.path;

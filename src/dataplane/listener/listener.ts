@@ -40,7 +40,9 @@ export function strictHttp1Options(limits: ListenerConfig['limits']): ServerOpti
   return {
     insecureHTTPParser: false,
     joinDuplicateHeaders: false,
-    requireHostHeader: true,
+    // The pipeline answers a missing Host itself (problem+json, counted, logged, and nothing
+    // pipelined after it is processed); Node's check did none of that.
+    requireHostHeader: false,
     maxHeaderSize: limits.maxHeaderSize,
     headersTimeout: limits.headersTimeout,
     requestTimeout: limits.requestTimeout,
