@@ -126,6 +126,30 @@ describe('JWT at the edge', () => {
     expect(res.headers.get('www-authenticate')).toContain('error="insufficient_scope"');
   });
 
+  it('authorises the normalised path: a traversal out of the public route meets the protected route', async () => {
+    // Raw requests: fetch would resolve the dot-segments itself before sending.
+    const before = up.requests.length;
+    const token = await mintToken(key, { claims: { scope: 'orders:read' } });
+    for (const target of [
+      '/public/%2e%2e/orders/admin',
+      '/public/./../orders/admin',
+      '//orders//admin',
+      '/public/%2E%2E/orders/%61dmin',
+    ]) {
+      const anonymous = await rawRequest(
+        gw.port,
+        `GET ${target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`,
+      );
+      expect(statusCodes(anonymous), target).toEqual([401]);
+      const reader = await rawRequest(
+        gw.port,
+        `GET ${target} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`,
+      );
+      expect(statusCodes(reader), target).toEqual([403]);
+    }
+    expect(up.requests.length).toBe(before);
+  });
+
   it('lets an optional route through without a token', async () => {
     const res = await fetch(`${gw.url}/public/x`);
     expect(res.status).toBe(200);

@@ -73,6 +73,33 @@ describe('request targets', () => {
   });
 });
 
+describe('idle keep-alive connections', () => {
+  it('are closed by the gateway after limits.keepAliveTimeout, and not before', async () => {
+    const idle = await startGateway({
+      listeners: [{ name: 'edge', address: '127.0.0.1:0', limits: { keepAliveTimeout: '300ms' } }],
+      upstreams: { main: { endpoints: [up.url] } },
+      routes: [{ name: 'all', match: { path: '/' }, upstream: 'main' }],
+    });
+    try {
+      const started = Date.now();
+      const { raw, closedByServer } = await rawExchange(
+        idle.port,
+        'GET /idle HTTP/1.1\r\nHost: a\r\n\r\n',
+        5000,
+      );
+      const elapsed = Date.now() - started;
+      expect(statusCodes(raw)).toEqual([200]);
+      expect(parseHead(raw).headers).toContainEqual(['connection', 'keep-alive']);
+      expect(closedByServer).toBe(true);
+      // Generous bounds: Node checks idle sockets on a timer, and CI machines are slow.
+      expect(elapsed).toBeGreaterThanOrEqual(250);
+      expect(elapsed).toBeLessThan(4000);
+    } finally {
+      await idle.close();
+    }
+  });
+});
+
 describe('requests pipelined after a response that closes the connection (RFC 9112 §9.6)', () => {
   const next = 'POST /after HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi';
 
