@@ -565,6 +565,71 @@ describe('forwarding', () => {
   });
 });
 
+describe('WebSocket peers that misbehave', () => {
+  it('an abrupt end on either side closes the other; garbage frames pass through; the gateway keeps serving', async () => {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await new Promise((r) => wss.once('listening', r));
+    const upstreamSockets: import('ws').WebSocket[] = [];
+    const upstreamClosed: number[] = [];
+    wss.on('connection', (sock) => {
+      const i = upstreamSockets.push(sock) - 1;
+      sock.on('close', () => upstreamClosed.push(i));
+      sock.on('error', () => {});
+      sock.on('message', (m) => sock.send(`echo:${m.toString()}`));
+    });
+    const port = (wss.address() as { port: number }).port;
+    const local = await startGateway({
+      upstreams: { ws: { endpoints: [`http://127.0.0.1:${port}`] } },
+      routes: [{ name: 'ws', match: { path: '/ws' }, upstream: 'ws' }],
+    });
+    const open = async (): Promise<WebSocket> => {
+      const c = new WebSocket(`ws://127.0.0.1:${local.port}/ws`);
+      c.on('error', () => {});
+      await new Promise((resolve, reject) => {
+        c.once('open', resolve);
+        c.once('unexpected-response', () => reject(new Error('handshake refused')));
+      });
+      return c;
+    };
+    try {
+      // 1. The client's TCP connection is cut mid-conversation: the upstream side is closed.
+      const a = await open();
+      a.send('one');
+      await new Promise((r) => a.once('message', r));
+      (a as unknown as { _socket: import('node:net').Socket })._socket.destroy();
+      await waitFor(() => upstreamClosed.includes(0));
+
+      // 2. The upstream's connection is cut: the client side is closed.
+      const b = await open();
+      await waitFor(() => upstreamSockets.length === 2);
+      const bClosed = new Promise<number>((resolve) => b.once('close', (code) => resolve(code)));
+      upstreamSockets[1]!.terminate();
+      expect(await bClosed).toBe(1006);
+
+      // 3. Bytes that are not a valid frame reach the upstream, whose WebSocket library rejects
+      //    them and closes; the gateway only relays and closes the client side after it.
+      const c = await open();
+      await waitFor(() => upstreamSockets.length === 3);
+      const cClosed = new Promise<void>((resolve) => c.once('close', () => resolve()));
+      (c as unknown as { _socket: import('node:net').Socket })._socket.write(
+        Buffer.from([0xff, 0xff, 0xff, 0xff]),
+      );
+      await cClosed;
+      await waitFor(() => upstreamClosed.includes(2));
+
+      // The gateway is unharmed: a new conversation works.
+      const d = await open();
+      const reply = new Promise<string>((resolve) => d.once('message', (m) => resolve(m.toString())));
+      d.send('still here');
+      expect(await reply).toBe('echo:still here');
+      d.close();
+    } finally {
+      await local.close();
+      await new Promise((r) => wss.close(r));
+    }
+  });
+});
+
 async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!cond()) {
