@@ -1,7 +1,7 @@
 /**
  * HTTP/2 clients through a TLS listener to HTTP/1.1 upstreams: GET and streamed bodies,
  * pseudo-headers never forwarded, `:authority` routing, a cut response seen as a reset stream,
- * GOAWAY on drain, and rapid-reset / oversized-header floods closing the session while the
+ * GOAWAY on drain, and rapid-reset / oversized-header / CONTINUATION floods closing the session while the
  * process keeps serving.
  */
 import { type ClientHttp2Session, constants } from 'node:http2';
@@ -274,6 +274,41 @@ describe('HTTP/2 over TLS to HTTP/1.1 upstreams', () => {
     expect((outcome as Error).message).toMatch(/NGHTTP2_(REFUSED_STREAM|ENHANCE_YOUR_CALM|PROTOCOL_ERROR)/);
     own.destroy();
     expect((await h2Request(session, { ':method': 'GET', ':path': '/after-big' })).status).toBe(200);
+  });
+
+  it('closes a session flooded with CONTINUATION frames and keeps serving', async () => {
+    const protocolErrorsBefore =
+      metricValue(await scrape(gw.adminUrl), 'peregrine_http2_sessions_closed_total', {
+        listener: 'edge',
+        reason: 'protocol_error',
+      }) ?? 0;
+    // HEADERS with END_STREAM but without END_HEADERS, then 2,000 CONTINUATION frames that never
+    // end the header block (2 MB): literal `x-a` fields of 100 bytes, ten per frame.
+    const junk = Buffer.from([0x00, 3, ...Buffer.from('x-a'), 100, ...Buffer.alloc(100, 0x61)]);
+    const continuation = Buffer.concat(Array.from({ length: 10 }, () => junk));
+    const flood = rawH2(
+      gw.port,
+      pki.ca.cert,
+      (id, block) => [
+        frame(1, 0x1, id, block),
+        ...Array.from({ length: 2000 }, () => frame(9, 0, id, continuation)),
+      ],
+      1,
+    );
+    const timeout = new Promise<'still open'>((resolve) => setTimeout(() => resolve('still open'), 5000));
+    expect(await Promise.race([flood.then(() => 'closed' as const), timeout])).toBe('closed');
+    // nghttp2 refuses the flood (a protocol error), the session is closed and counted, and the
+    // upstream saw nothing. (A GOAWAY may be sent, but the client's unread writes turn the close
+    // into a reset that can discard it, so it is not asserted.)
+    const labels = { listener: 'edge', reason: 'protocol_error' };
+    let after: number | undefined;
+    for (let i = 0; i < 100 && (after ?? 0) <= protocolErrorsBefore; i++) {
+      after = metricValue(await scrape(gw.adminUrl), 'peregrine_http2_sessions_closed_total', labels);
+      if ((after ?? 0) <= protocolErrorsBefore) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(after).toBe(protocolErrorsBefore + 1);
+    expect(up.requests.some((r) => r.headers['x-a'] !== undefined)).toBe(false);
+    expect((await h2Request(session, { ':method': 'GET', ':path': '/after-continuation' })).status).toBe(200);
   });
 
   it('closes an idle session with GOAWAY after http2.idleTimeout, not one with an open stream', async () => {
