@@ -1,7 +1,7 @@
 /**
  * "Nothing lost, nothing crossed" under concurrency: many keep-alive clients, an upstream that
- * answers in a random order (random delays, some bodies streamed in pieces), and a configuration
- * reload half-way. Every request gets exactly one response, the one meant for it, and reaches the
+ * answers in a random order (random delays, some bodies streamed in pieces), and five
+ * configuration reloads during the run. Every request gets exactly one response, the one meant for it, and reaches the
  * upstream exactly once.
  */
 import { Agent, request } from 'node:http';
@@ -40,7 +40,7 @@ beforeAll(async () => {
     );
     return true;
   });
-  gw = await startGateway(config('before'), { asFile: true });
+  gw = await startGateway(config('gen-0'), { asFile: true });
 });
 
 afterAll(async () => {
@@ -89,17 +89,19 @@ describe('under concurrency and a reload', () => {
     const clients = 24;
     const perClient = 40;
     let done = 0;
-    let reloaded = false;
+    let generation = 0;
     const results: { id: string; status: number; body: string; requestId: string; upstreamId: string }[] = [];
     await Promise.all(
       Array.from({ length: clients }, async (_, c) => {
         for (let i = 0; i < perClient; i++) {
           const id = `${c}-${i}`;
           results.push({ id, ...(await get(agent, id)) });
-          if (++done === (clients * perClient) / 2 && !reloaded) {
-            reloaded = true;
-            writeConfig(gw.configFile!, config('after'));
-            await gw.gateway.reload('test');
+          // Five reloads spread over the run, each renaming the route.
+          if (++done % 160 === 0 && generation < 5) {
+            generation++;
+            writeConfig(gw.configFile!, config(`gen-${generation}`));
+            const result = await gw.gateway.reload('test');
+            expect(result, JSON.stringify(result)).toMatchObject({ ok: true, changed: true });
           }
         }
       }),
@@ -114,8 +116,8 @@ describe('under concurrency and a reload', () => {
     }
     expect(seenIds.size).toBe(clients * perClient);
     expect([...seenIds.values()].every((n) => n === 1)).toBe(true);
-    // Both configs served: the reload happened while requests were flowing.
+    // Every generation served: the reloads happened while requests were flowing.
     const routes = new Set(gw.logs.access().map((l) => l.route));
-    expect(routes).toEqual(new Set(['before', 'after']));
+    expect(routes).toEqual(new Set(['gen-0', 'gen-1', 'gen-2', 'gen-3', 'gen-4', 'gen-5']));
   });
 });
