@@ -189,6 +189,7 @@ export class Pipeline implements AttemptObserver {
       // Node answers nothing more on this connection and closes it after that response.
       if (isConnectionClosing(socket)) {
         req.resume();
+        this.telemetry.metrics.pipelinedRequestDropped(this.listener.name);
         return;
       }
       if (!res.shouldKeepAlive) markConnectionClosing(socket);

@@ -204,6 +204,7 @@ export class GatewayMetrics {
   readonly requestDuration: CellHistogram;
   readonly requestsInFlight: CellMetric;
   readonly openConnections: CellMetric;
+  readonly pipelinedDropped: CellMetric;
   readonly requestBodyBytes: CellMetric;
   readonly responseBodyBytes: CellMetric;
   readonly localResponses: CellMetric;
@@ -249,6 +250,7 @@ export class GatewayMetrics {
   private readonly attempts = new Map<string, Map<string, ByOutcome>>();
   private readonly inFlightByListener = new Map<string, ScalarCell>();
   private readonly connectionsByListener = new Map<string, ScalarCell>();
+  private readonly droppedByListener = new Map<string, ScalarCell>();
   private readonly inFlightByUpstream = new Map<string, ScalarCell>();
   private readonly bodyByRoute = new Map<string, BodySeries>();
   /** route → code → series */
@@ -294,6 +296,12 @@ export class GatewayMetrics {
     this.openConnections = new CellMetric('gauge', {
       name: 'peregrine_open_connections',
       help: 'Client connections currently open.',
+      labelNames: ['listener'],
+      registry,
+    });
+    this.pipelinedDropped = new CellMetric('counter', {
+      name: 'peregrine_pipelined_requests_dropped_total',
+      help: 'HTTP/1.1 requests pipelined after a response that closed the connection: not processed (RFC 9112 §9.6).',
       labelNames: ['listener'],
       registry,
     });
@@ -628,6 +636,10 @@ export class GatewayMetrics {
 
   connectionClosed(listener: string): void {
     seriesOf(this.connectionsByListener, this.openConnections, 'listener', listener).value -= 1;
+  }
+
+  pipelinedRequestDropped(listener: string): void {
+    seriesOf(this.droppedByListener, this.pipelinedDropped, 'listener', listener).value += 1;
   }
 
   /** One upstream attempt. `status` undefined or 0 when no response head arrived (label `none`). */

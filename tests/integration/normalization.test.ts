@@ -114,8 +114,15 @@ describe('requests pipelined after a response that closes the connection (RFC 91
     expect(up.requests.slice(before).map((r) => r.url)).toEqual(['/first']);
   });
 
-  it('the gateway refused the first with 400 + close: the next never reaches an upstream', async () => {
+  const dropped = async (): Promise<number> => {
+    const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    const m = /^peregrine_pipelined_requests_dropped_total\{listener="edge"\} (\d+)$/m.exec(text);
+    return m ? Number(m[1]) : 0;
+  };
+
+  it('the gateway refused the first with 400 + close: the next never reaches an upstream, and is counted', async () => {
     const before = up.requests.length;
+    const droppedBefore = await dropped();
     const { raw, closedByServer } = await rawExchange(
       gw.port,
       `GET /a%2fb HTTP/1.1\r\nHost: a\r\n\r\n${next}`,
@@ -124,6 +131,7 @@ describe('requests pipelined after a response that closes the connection (RFC 91
     expect(parseHead(raw).headers).toContainEqual(['connection', 'close']);
     expect(closedByServer).toBe(true);
     expect(up.requests.length).toBe(before);
+    expect(await dropped()).toBe(droppedBefore + 1);
   });
 
   it("a missing Host gets the gateway's own problem+json 400, with a request id", async () => {
