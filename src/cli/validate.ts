@@ -48,7 +48,9 @@ function fileIssues(source: ConfigSource): ConfigIssue[] {
   source.config.listeners.forEach((listener, i) => {
     if (listener.tls === undefined) return;
     for (const problem of checkCertificateFiles(listener.tls)) {
-      const path = ['listeners', i, 'tls', ...(problem.setting === undefined ? [] : [problem.setting])];
+      // `certificates.1.key` → ['certificates', 1, 'key'].
+      const setting = (problem.setting?.split('.') ?? []).map((k) => (/^\d+$/.test(k) ? Number(k) : k));
+      const path = ['listeners', i, 'tls', ...setting];
       issues.push(source.issueAt(path, problem.message));
     }
   });

@@ -81,6 +81,27 @@ describe('peregrine validate: certificate files', () => {
     expect(status).toBe(2);
   });
 
+  it('reports a problem of an SNI certificate at its entry in tls.certificates', () => {
+    const { file, status, stderr } = validate(
+      [
+        'listeners:',
+        '  - name: edge',
+        '    address: 127.0.0.1:8443',
+        '    tls:',
+        `      cert: ${dir}/good.crt`,
+        `      key: ${dir}/good.key`,
+        '      certificates:',
+        `        - cert: ${dir}/good.crt`,
+        `          key: ${dir}/other.key`,
+        '',
+      ].join('\n'),
+    );
+    expect(stderr).toEqual([
+      `${file}:9 listeners.0.tls.certificates.0.key: key ${dir}/other.key does not match certificate ${dir}/good.crt`,
+    ]);
+    expect(status).toBe(2);
+  });
+
   it('accepts a listener whose files are a usable set', () => {
     const { file, status, stdout, stderr } = validate(
       [

@@ -9,7 +9,7 @@
  */
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createSecureContext, type SecureContextOptions } from 'node:tls';
+import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import { type ConfigWatcher, watchConfigFile } from '../../config/watch.ts';
 import type { GatewayMetrics } from '../../telemetry/metrics.ts';
@@ -38,6 +38,8 @@ export interface ListenerCertificateStatus {
   /** Intermediate certificates sent after the server certificate. */
   readonly intermediates: number;
   readonly clientCa: readonly CertificateInfo[];
+  /** The certificates chosen by SNI (`tls.certificates`), with the names each one serves. */
+  readonly sni: readonly SniCertificateStatus[];
   readonly watching: boolean;
   /** Reloads since start (the start-up load is not counted). */
   readonly reloads: { readonly success: number; readonly failure: number };
@@ -45,8 +47,25 @@ export interface ListenerCertificateStatus {
   readonly lastError: { readonly message: string; readonly at: string } | null;
 }
 
+export interface SniCertificateStatus {
+  readonly names: readonly string[];
+  readonly files: { readonly cert: string; readonly key: string };
+  readonly server: CertificateInfo;
+  readonly intermediates: number;
+}
+
+/** A certificate chosen by SNI: its context, built once per load. */
+interface SniEntry {
+  readonly status: SniCertificateStatus;
+  readonly notAfter: Date;
+  readonly context: SecureContext;
+}
+
 interface Material {
   readonly options: SecureContextOptions;
+  readonly sni: readonly SniEntry[];
+  /** Lower-case DNS name → context; `*.example.com` is kept under `.example.com`. */
+  readonly byName: ReadonlyMap<string, SecureContext>;
   readonly server: CertificateInfo;
   readonly serverNotAfter: Date;
   readonly serverUri: string | undefined;
@@ -55,8 +74,11 @@ interface Material {
   readonly clientCaNotAfter: readonly Date[];
 }
 
-/** The `tls` key naming the file a problem is about. */
-export type CertificateSetting = 'cert' | 'key' | 'clientCa';
+/**
+ * The `tls` key naming the file a problem is about: `cert`, `key`, `clientCa`, or
+ * `certificates.<i>.cert` / `certificates.<i>.key` for a certificate chosen by SNI.
+ */
+export type CertificateSetting = 'cert' | 'key' | 'clientCa' | `certificates.${number}.${'cert' | 'key'}`;
 
 export class CertificateLoadError extends Error {
   /** The file's setting; undefined when the set as a whole is refused (OpenSSL, `ciphers`). */
@@ -102,12 +124,12 @@ function parseCertificates(
   });
 }
 
-function parseKey(pem: string, file: string): KeyObject {
+function parseKey(pem: string, file: string, setting: CertificateSetting): KeyObject {
   try {
     return createPrivateKey(pem);
   } catch (err) {
     const message = `key ${file}: not a PEM private key (encrypted keys are not supported)`;
-    throw new CertificateLoadError(message, 'key', { cause: err });
+    throw new CertificateLoadError(message, setting, { cause: err });
   }
 }
 
@@ -150,65 +172,173 @@ export function describeCertificate(cert: X509Certificate): CertificateInfo {
  * read or parsed is not checked further; the key is matched against the certificate when both
  * parse; OpenSSL sees the set only when nothing else is wrong.
  */
-function checkMaterial(cfg: TlsConfig, now: number, problems: CertificateLoadError[]): Material | undefined {
-  const certPem = step(problems, () => read(cfg.cert, 'certificate', 'cert'));
+interface CheckedPair {
+  readonly certPem: string;
+  readonly keyPem: string;
+  readonly chain: readonly X509Certificate[];
+  readonly leaf: X509Certificate;
+}
+
+/** Read and check one certificate/key pair: both parse, the key matches, not expired. */
+function checkPair(
+  certFile: string,
+  keyFile: string,
+  settings: { cert: CertificateSetting; key: CertificateSetting },
+  now: number,
+  problems: CertificateLoadError[],
+): CheckedPair | undefined {
+  const before = problems.length;
+  const certPem = step(problems, () => read(certFile, 'certificate', settings.cert));
   const chain =
     certPem === undefined
       ? undefined
-      : step(problems, () => parseCertificates(certPem, cfg.cert, 'certificate', 'cert'));
-  const keyPem = step(problems, () => read(cfg.key, 'key', 'key'));
-  const key = keyPem === undefined ? undefined : step(problems, () => parseKey(keyPem, cfg.key));
+      : step(problems, () => parseCertificates(certPem, certFile, 'certificate', settings.cert));
+  const keyPem = step(problems, () => read(keyFile, 'key', settings.key));
+  const key =
+    keyPem === undefined ? undefined : step(problems, () => parseKey(keyPem, keyFile, settings.key));
   const leaf = chain?.[0];
   if (leaf !== undefined && key !== undefined && !leaf.checkPrivateKey(key))
-    problems.push(new CertificateLoadError(`key ${cfg.key} does not match certificate ${cfg.cert}`, 'key'));
+    problems.push(
+      new CertificateLoadError(`key ${keyFile} does not match certificate ${certFile}`, settings.key),
+    );
   if (leaf !== undefined && leaf.validToDate.getTime() <= now)
     problems.push(
       new CertificateLoadError(
-        `certificate ${cfg.cert} expired at ${leaf.validToDate.toISOString()} (serial ${leaf.serialNumber})`,
-        'cert',
+        `certificate ${certFile} expired at ${leaf.validToDate.toISOString()} (serial ${leaf.serialNumber})`,
+        settings.cert,
       ),
     );
-
-  const caFile = cfg.clientAuth !== 'none' ? cfg.clientCa : undefined;
-  const caPem = caFile === undefined ? undefined : step(problems, () => read(caFile, 'clientCa', 'clientCa'));
-  const ca =
-    caFile === undefined || caPem === undefined
-      ? []
-      : step(problems, () => parseCertificates(caPem, caFile, 'clientCa', 'clientCa'));
-  if (
-    problems.length > 0 ||
-    certPem === undefined ||
-    chain === undefined ||
-    leaf === undefined ||
-    keyPem === undefined ||
-    ca === undefined
-  )
+  if (problems.length > before || certPem === undefined || chain === undefined || leaf === undefined)
     return undefined;
+  return keyPem === undefined ? undefined : { certPem, keyPem, chain, leaf };
+}
 
+/** The secure context options of one certificate/key pair, with the listener's shared settings. */
+function contextOptions(cfg: TlsConfig, pair: CheckedPair, caPem: string | undefined): SecureContextOptions {
   const options: SecureContextOptions = {
-    cert: certPem,
-    key: keyPem,
+    cert: pair.certPem,
+    key: pair.keyPem,
     minVersion: cfg.minVersion,
     maxVersion: cfg.maxVersion,
     honorCipherOrder: true,
   };
   if (cfg.ciphers) options.ciphers = cfg.ciphers;
   if (caPem !== undefined) options.ca = caPem;
+  return options;
+}
+
+/** What OpenSSL builds from the options (its own checks: key usage, curve, ciphers, ...). */
+function buildContext(
+  options: SecureContextOptions,
+  certFile: string,
+  keyFile: string,
+  setting: CertificateSetting | undefined,
+  problems: CertificateLoadError[],
+): SecureContext | undefined {
   try {
-    // What the server will build from these options; OpenSSL's own checks (key usage, curve, ...).
-    createSecureContext(options);
+    return createSecureContext(options);
   } catch (err) {
-    const message = `TLS context from ${cfg.cert} and ${cfg.key}: ${(err as Error).message}`;
-    problems.push(new CertificateLoadError(message, undefined, { cause: err }));
+    const message = `TLS context from ${certFile} and ${keyFile}: ${(err as Error).message}`;
+    problems.push(new CertificateLoadError(message, setting, { cause: err }));
     return undefined;
   }
-  const server = describeCertificate(leaf);
+}
+
+/** The names an SNI certificate serves: its DNS SANs, lower case, without a trailing dot. */
+function sniNames(info: CertificateInfo): string[] {
+  return info.sans.dns.map((n) => n.toLowerCase().replace(/\.$/, ''));
+}
+
+/**
+ * The certificates chosen by SNI: each pair checked like the main one, and named by its DNS SANs.
+ * A certificate without DNS names could never be chosen, and a name two certificates claim would
+ * be served by whichever came first: both are problems.
+ */
+function checkSni(
+  cfg: TlsConfig,
+  caPem: string | undefined,
+  now: number,
+  problems: CertificateLoadError[],
+): { entries: SniEntry[]; byName: Map<string, SecureContext> } | undefined {
+  const entries: SniEntry[] = [];
+  const byName = new Map<string, SecureContext>();
+  const owner = new Map<string, number>();
+  const before = problems.length;
+  cfg.certificates.forEach((files, i) => {
+    const settings = {
+      cert: `certificates.${i}.cert` as const,
+      key: `certificates.${i}.key` as const,
+    };
+    const pair = checkPair(files.cert, files.key, settings, now, problems);
+    if (pair === undefined) return;
+    const server = describeCertificate(pair.leaf);
+    const names = sniNames(server);
+    if (names.length === 0) {
+      const message = `certificate ${files.cert} has no DNS subject alternative name, so no SNI name selects it`;
+      problems.push(new CertificateLoadError(message, settings.cert));
+      return;
+    }
+    const context = buildContext(
+      contextOptions(cfg, pair, caPem),
+      files.cert,
+      files.key,
+      settings.cert,
+      problems,
+    );
+    if (context === undefined) return;
+    for (const name of names) {
+      const other = owner.get(name);
+      if (other !== undefined) {
+        const message = `certificate ${files.cert} serves ${name}, which certificates[${other}] already serves`;
+        problems.push(new CertificateLoadError(message, settings.cert));
+        continue;
+      }
+      owner.set(name, i);
+      byName.set(name.startsWith('*.') ? name.slice(1) : name, context);
+    }
+    entries.push({
+      status: {
+        names,
+        files: { cert: files.cert, key: files.key },
+        server,
+        intermediates: pair.chain.length - 1,
+      },
+      notAfter: pair.leaf.validToDate,
+      context,
+    });
+  });
+  return problems.length > before ? undefined : { entries, byName };
+}
+
+/**
+ * Read and check everything, adding each problem to `problems` (a CertificateLoadError naming the
+ * file and what is wrong); returns the material only when there is none. A file that cannot be
+ * read or parsed is not checked further; the key is matched against the certificate when both
+ * parse; OpenSSL sees a set only when nothing else is wrong with it.
+ */
+function checkMaterial(cfg: TlsConfig, now: number, problems: CertificateLoadError[]): Material | undefined {
+  const pair = checkPair(cfg.cert, cfg.key, { cert: 'cert', key: 'key' }, now, problems);
+  const caFile = cfg.clientAuth !== 'none' ? cfg.clientCa : undefined;
+  const caPem = caFile === undefined ? undefined : step(problems, () => read(caFile, 'clientCa', 'clientCa'));
+  const ca =
+    caFile === undefined || caPem === undefined
+      ? []
+      : step(problems, () => parseCertificates(caPem, caFile, 'clientCa', 'clientCa'));
+  const sni = checkSni(cfg, caPem, now, problems);
+  if (problems.length > 0 || pair === undefined || ca === undefined || sni === undefined) return undefined;
+
+  const options = contextOptions(cfg, pair, caPem);
+  // What the server will build from these options.
+  if (buildContext(options, cfg.cert, cfg.key, undefined, problems) === undefined) return undefined;
+  const server = describeCertificate(pair.leaf);
   return {
     options,
+    sni: sni.entries,
+    byName: sni.byName,
     server,
-    serverNotAfter: leaf.validToDate,
+    serverNotAfter: pair.leaf.validToDate,
     serverUri: server.sans.uris[0],
-    intermediates: chain.length - 1,
+    intermediates: pair.chain.length - 1,
     clientCa: ca.map(describeCertificate),
     clientCaNotAfter: ca.map((c) => c.validToDate),
   };
@@ -269,6 +399,22 @@ export class ListenerCertificates {
     return this.#material.options;
   }
 
+  /**
+   * The secure context for a client's SNI name: the `tls.certificates` entry one of whose DNS
+   * SANs is that name, else one whose wildcard covers its first label; undefined (the default
+   * certificate) otherwise. Names compare in lower case, without a trailing dot. A reload swaps
+   * the whole table at once.
+   */
+  contextFor(servername: string): SecureContext | undefined {
+    const byName = this.#material.byName;
+    if (byName.size === 0 || servername === '') return undefined;
+    const name = servername.toLowerCase().replace(/\.$/, '');
+    const exact = byName.get(name);
+    if (exact !== undefined) return exact;
+    const dot = name.indexOf('.');
+    return dot > 0 ? byName.get(name.slice(dot)) : undefined;
+  }
+
   /** First URI SAN of the server certificate (the gateway's own SPIFFE ID, for XFCC `By`). */
   get serverUri(): string | undefined {
     return this.#material.serverUri;
@@ -282,6 +428,7 @@ export class ListenerCertificates {
     this.#apply = apply;
     if (!this.config.watch || this.#closed) return;
     const files = [this.config.cert, this.config.key];
+    for (const c of this.config.certificates) files.push(c.cert, c.key);
     if (this.config.clientAuth !== 'none' && this.config.clientCa) files.push(this.config.clientCa);
     for (const file of files) this.#watchers.push(watchConfigFile(file, () => this.#schedule()));
   }
@@ -345,6 +492,11 @@ export class ListenerCertificates {
     const m = this.#material;
     this.#deps.metrics.setCertificateExpiry(this.listener, [
       { role: 'server', subject: m.server.subject, notAfter: m.serverNotAfter },
+      ...m.sni.map((e) => ({
+        role: 'server' as const,
+        subject: e.status.server.subject,
+        notAfter: e.notAfter,
+      })),
       ...m.clientCa.map((c, i) => ({
         role: 'client_ca' as const,
         subject: c.subject,
@@ -366,6 +518,7 @@ export class ListenerCertificates {
       server: m.server,
       intermediates: m.intermediates,
       clientCa: m.clientCa,
+      sni: m.sni.map((e) => e.status),
       watching: this.#watchers.length > 0,
       reloads: { success: this.#success, failure: this.#failure },
       loadedAt: this.#loadedAt.toISOString(),

@@ -22,7 +22,7 @@ import {
 } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { TLSSocket } from 'node:tls';
+import type { SecureContext, TLSSocket } from 'node:tls';
 import type { ListenerConfig } from '../../config/schema.ts';
 import { plainAddress } from '../forward/trusted-proxies.ts';
 import { handleUpgrade, isWebSocketUpgrade } from '../forward/websocket.ts';
@@ -79,6 +79,15 @@ export class TlsListener implements Listener {
     const offer = http2.enabled ? ['h2', 'http/1.1'] : ['http/1.1'];
     const options: SecureServerOptions & Http1FallbackOptions = {
       ...this.certificates.secureContextOptions,
+      // tls.certificates (static: the list cannot change without a restart, only the files'
+      // contents): the context whose DNS SANs cover the client's SNI name; undefined keeps the
+      // default certificate. Without such certificates no callback, so no detour per handshake.
+      ...(tls.certificates.length > 0
+        ? {
+            SNICallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) =>
+              cb(null, this.certificates.contextFor(servername)),
+          }
+        : {}),
       allowHTTP1: true,
       // Server preference order; a client offering only protocols we do not speak is refused
       // (no_application_protocol). A client sending no ALPN at all gets HTTP/1.1.

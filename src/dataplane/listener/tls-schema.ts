@@ -19,12 +19,25 @@ export type ClientAuthMode = (typeof CLIENT_AUTH_MODES)[number];
 
 const pemFile = z.string().min(1, 'a file path is required');
 
+/** One more certificate of a listener, chosen by the name the client asks for (SNI). */
+const SniCertificateSchema = z.strictObject({
+  /** PEM file: the certificate, then any intermediates. Its DNS SANs are the names it serves. */
+  cert: pemFile,
+  /** PEM file: the unencrypted private key of `cert`. */
+  key: pemFile,
+});
+
 export const TlsSchema = z
   .strictObject({
     /** PEM file: the server certificate, then any intermediates. Relative paths: from the working directory. */
     cert: pemFile,
     /** PEM file: the unencrypted private key of `cert`. */
     key: pemFile,
+    /**
+     * More certificates, each served to clients whose SNI name one of its DNS SANs covers (exact,
+     * or `*.example.com` for one label); `cert` serves every other client, and clients without SNI.
+     */
+    certificates: z.array(SniCertificateSchema).max(100).default([]),
     minVersion: tlsVersion.default('TLSv1.2'),
     maxVersion: tlsVersion.default('TLSv1.3'),
     /** OpenSSL cipher list for TLS 1.2; TLS 1.3 suites stay OpenSSL's defaults. Absent: Node's defaults. */
@@ -35,7 +48,7 @@ export const TlsSchema = z
     clientCa: pemFile.optional(),
     /** Time a client has to complete the TLS handshake. */
     handshakeTimeout: duration('10s'),
-    /** Watch `cert`, `key` and `clientCa` and load new contents without a restart. */
+    /** Watch `cert`, `key`, `certificates` and `clientCa` and load new contents without a restart. */
     watch: z.boolean().default(true),
   })
   .superRefine((t, ctx) => {
