@@ -177,6 +177,15 @@ export interface ResilienceEvent {
   readonly attributes: Record<string, string | number>;
 }
 
+/**
+ * The span events caused by the attempt result being recorded (`attemptFinished`). Module-wide, not
+ * per cluster: after a reload a taken-over breaker reports to the new cluster while requests that
+ * started on the old one still finish there, and their events belong to those requests. All of it
+ * is synchronous, so at most one result is being recorded at a time.
+ */
+let recording = false;
+let attemptEvents: ResilienceEvent[] | undefined;
+
 export class Cluster {
   readonly name: string;
   readonly config: UpstreamConfig;
@@ -436,14 +445,31 @@ export class Cluster {
     latencyMs: number,
     req: AdmissionTicket,
   ): ResilienceEvent[] | undefined {
+    recording = true;
+    try {
+      this.#recordResult(endpoint, outcome, status, latencyMs, req);
+    } finally {
+      recording = false;
+    }
+    const events = attemptEvents;
+    attemptEvents = undefined;
+    return events;
+  }
+
+  #recordResult(
+    endpoint: Endpoint,
+    outcome: AttemptOutcome,
+    status: number,
+    latencyMs: number,
+    req: AdmissionTicket,
+  ): void {
     endpoint.inFlight--;
     this.inFlight--;
-    this.#events = undefined;
     const breaker = this.#breaker;
     const ticket = req.breakerTicket;
     if (outcome === 'client_abort') {
       if (breaker !== undefined && ticket !== NO_TICKET) req.breakerTicket = breaker.onNeutral(ticket);
-      return this.#events;
+      return;
     }
     const now = this.#now();
     const noResponse = outcome !== 'success';
@@ -456,15 +482,14 @@ export class Cluster {
     }
     this.#outliers?.onResult(endpoint, gatewayError, gatewayError || status >= 500, now);
     observeRtt(endpoint, latencyMs, gatewayError, now, this.#decayMs);
-    return this.#events;
   }
 
-  #events: ResilienceEvent[] | undefined = undefined;
-
+  /** A state change for the span of the request whose attempt result is being recorded, if any. */
   #event(name: string, attributes: Record<string, string | number>): void {
+    if (!recording) return;
     const e = { name, attributes };
-    if (this.#events === undefined) this.#events = [e];
-    else this.#events.push(e);
+    if (attemptEvents === undefined) attemptEvents = [e];
+    else attemptEvents.push(e);
   }
 
   /**

@@ -314,6 +314,27 @@ describe('Cluster reload: breaker, retry budget and bulkhead whose settings are 
     expect(oldLog.messages).toEqual(['circuit breaker opened']);
   });
 
+  it('a request still running on the old config that trips the taken-over breaker gets the transition event', () => {
+    const old = make({ endpoints: [A], circuitBreaker: breaker });
+    failedRequest(old);
+    failedRequest(old);
+    const running = { breakerTicket: NO_TICKET };
+    expect(old.admit(running)).toBeUndefined();
+    const e = old.pick()!;
+    old.attemptStarted(e);
+
+    const next = make(
+      { endpoints: [A], circuitBreaker: breaker, retries: { maxAttempts: 3 } },
+      { previous: old },
+    );
+    const events = old.attemptFinished(e, 'connect_error', 0, 1, running);
+    expect(events?.map((x) => [x.name, x.attributes.to])).toEqual([['peregrine.circuit_transition', 'open']]);
+    expect(next.describe().circuitBreaker?.state).toBe('open');
+    // Nothing is left over for the next result recorded on either cluster.
+    const other = { breakerTicket: NO_TICKET };
+    expect(next.admit(other)).toBeInstanceOf(GatewayError);
+  });
+
   it('a changed breaker setting (or probe timeout) starts a fresh, closed breaker', () => {
     const old = make({ endpoints: [A], circuitBreaker: breaker });
     for (let i = 0; i < 3; i++) failedRequest(old);
