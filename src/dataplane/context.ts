@@ -100,7 +100,8 @@ export class RequestContext {
 const kClosing = Symbol('peregrine.closing');
 /** Requests of a keep-alive connection still being answered (the pipeline counts them). */
 export const kPending = Symbol('peregrine.pending');
-type ClosingSocket = import('node:stream').Duplex & { [kClosing]?: true; [kPending]?: number };
+/** What the pipeline keeps on a client connection's socket. */
+export type ConnectionSocket = import('node:stream').Duplex & { [kClosing]?: true; [kPending]?: number };
 
 /**
  * A response on this HTTP/1.x connection carries (or will carry) `Connection: close`: the client
@@ -110,11 +111,11 @@ type ClosingSocket = import('node:stream').Duplex & { [kClosing]?: true; [kPendi
  * again elsewhere. Without this, Node still emits those requests and they would reach upstreams.
  */
 export function markConnectionClosing(socket: import('node:stream').Duplex | undefined): void {
-  if (socket !== undefined) (socket as ClosingSocket)[kClosing] = true;
+  if (socket !== undefined) (socket as ConnectionSocket)[kClosing] = true;
 }
 
 export function isConnectionClosing(socket: import('node:stream').Duplex): boolean {
-  return (socket as ClosingSocket)[kClosing] === true;
+  return (socket as ConnectionSocket)[kClosing] === true;
 }
 
 /**
@@ -123,5 +124,5 @@ export function isConnectionClosing(socket: import('node:stream').Duplex): boole
  * pipelined after it, already on their way to upstreams, would be lost with the connection.
  */
 export function isLastPending(socket: import('node:stream').Duplex | undefined): boolean {
-  return socket === undefined || ((socket as ClosingSocket)[kPending] ?? 0) <= 1;
+  return socket === undefined || ((socket as ConnectionSocket)[kPending] ?? 0) <= 1;
 }

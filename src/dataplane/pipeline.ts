@@ -20,6 +20,7 @@ import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
 import { accessRecord } from '../telemetry/access-log.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
 import {
+  type ConnectionSocket,
   isConnectionClosing,
   isLastPending,
   kPending,
@@ -58,7 +59,7 @@ export interface ListenerInfo {
 const kContext = Symbol('peregrine.context');
 /** A parser error waiting for the requests of its connection still being answered (kPending). */
 const kDeferredError = Symbol('peregrine.deferredError');
-type TrackedSocket = Duplex & { [kPending]?: number; [kDeferredError]?: ErrorCode };
+type TrackedSocket = ConnectionSocket & { [kDeferredError]?: ErrorCode };
 
 /**
  * Called on a parser error. When earlier pipelined requests on this connection are still being

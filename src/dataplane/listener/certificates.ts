@@ -13,6 +13,7 @@ import { createSecureContext, type SecureContext, type SecureContextOptions } fr
 import type { Logger } from 'pino';
 import { type ConfigWatcher, watchConfigFile } from '../../config/watch.ts';
 import type { GatewayMetrics } from '../../telemetry/metrics.ts';
+import { normalizeHost } from '../routing/host.ts';
 import type { ClientAuthMode, TlsConfig } from './tls-schema.ts';
 import { readSubjectAltNames, type SubjectAltNames } from './x509-der.ts';
 
@@ -244,9 +245,9 @@ function buildContext(
   }
 }
 
-/** The names an SNI certificate serves: its DNS SANs, lower case, without a trailing dot. */
+/** The names an SNI certificate serves: its DNS SANs, normalised as routing compares hosts. */
 function sniNames(info: CertificateInfo): string[] {
-  return info.sans.dns.map((n) => n.toLowerCase().replace(/\.$/, ''));
+  return info.sans.dns.map(normalizeHost);
 }
 
 /**
@@ -408,7 +409,7 @@ export class ListenerCertificates {
   contextFor(servername: string): SecureContext | undefined {
     const byName = this.#material.byName;
     if (byName.size === 0 || servername === '') return undefined;
-    const name = servername.toLowerCase().replace(/\.$/, '');
+    const name = normalizeHost(servername);
     const exact = byName.get(name);
     if (exact !== undefined) return exact;
     const dot = name.indexOf('.');
