@@ -11,6 +11,7 @@
  */
 import pino, { type DestinationStream, type Logger } from 'pino';
 import type { TelemetryConfig } from '../config/schema.ts';
+import { LogDestination } from './log-destination.ts';
 
 /** Header names whose values never reach a log line. */
 export const SECRET_HEADERS: readonly string[] = [
@@ -45,7 +46,7 @@ export function createLogger(cfg: TelemetryConfig, destination?: DestinationStre
       formatters: { level: (label) => ({ level: label }) },
       hooks: { streamWrite: redactSecrets },
     },
-    destination ?? pino.destination({ dest: 1, sync: false }),
+    destination ?? new LogDestination(),
   );
 }
 
@@ -72,7 +73,11 @@ const FLUSH_WAIT_MS = 1000;
  * waits for that write to land and then writes the queue synchronously. Never rejects.
  */
 export async function flushLogger(logger: Logger): Promise<void> {
-  const stream: unknown = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
+  let stream: unknown = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
+  if (stream instanceof LogDestination) {
+    stream.lines.flush();
+    stream = stream.boom;
+  }
   if (!isSonicBoom(stream)) {
     await new Promise<void>((resolve) => {
       try {

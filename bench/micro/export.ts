@@ -1,0 +1,73 @@
+/**
+ * OTLP serialisation cost per span: a batch of spans shaped like the gateway's (a SERVER and a
+ * CLIENT span per request, with the attributes the pipeline sets) serialised as OTLP/HTTP JSON
+ * and as OTLP/HTTP protobuf, as the batch exporter does off the request path.
+ *
+ *   node bench/micro/export.ts
+ */
+import { JsonTraceSerializer, ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
+import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { TelemetrySchema } from '../../src/config/schema.ts';
+import { createTracing, endClientSpan, endServerSpan } from '../../src/telemetry/tracing.ts';
+import { bench, header } from './harness.ts';
+
+const BATCH = 512;
+const spans: ReadableSpan[] = [];
+const collect: SpanProcessor = {
+  onStart() {},
+  onEnd(span) {
+    spans.push(span);
+  },
+  forceFlush: () => Promise.resolve(),
+  shutdown: () => Promise.resolve(),
+};
+const tracing = createTracing(
+  TelemetrySchema.parse({ serviceName: 'bench', tracing: { exporter: 'none', sampleRatio: 1 } }),
+  { spanProcessorForTests: collect },
+);
+while (spans.length < BATCH) {
+  const server = tracing.startServerSpan(
+    'GET',
+    { host: 'api.example.com', 'user-agent': 'wrk' },
+    {
+      'url.scheme': 'http',
+      'client.address': '127.0.0.1',
+    },
+  );
+  server.updateName('GET all');
+  server.setAttribute('http.route', 'all');
+  const client = tracing.startClientSpan(server, 'GET bench', {
+    'http.request.method': 'GET',
+    'server.address': '127.0.0.1',
+    'server.port': 3001,
+    'peregrine.upstream': 'bench',
+    'peregrine.endpoint': 'http://127.0.0.1:3001',
+    'peregrine.attempt': 1,
+  });
+  endClientSpan(client, 200, undefined);
+  server.setAttribute('url.path', '/');
+  server.setAttribute('peregrine.request_id', crypto.randomUUID());
+  endServerSpan(server, 200, undefined);
+}
+
+header(`serialise a batch of ${BATCH} spans (ns per span)`);
+const json = JsonTraceSerializer.serializeRequest(spans)!;
+const proto = ProtobufTraceSerializer.serializeRequest(spans)!;
+console.log(
+  `bytes per span: json ${(json.length / BATCH).toFixed(0)}, protobuf ${(proto.length / BATCH).toFixed(0)}`,
+);
+const perSpan = (r: { nsPerOp: number; medianNsPerOp: number }) =>
+  console.log(
+    `  = ${(r.nsPerOp / BATCH).toFixed(0)} ns per span (median ${(r.medianNsPerOp / BATCH).toFixed(0)})`,
+  );
+perSpan(
+  bench('OTLP/HTTP JSON (JsonTraceSerializer)', () => JsonTraceSerializer.serializeRequest(spans), 200, 15),
+);
+perSpan(
+  bench(
+    'OTLP/HTTP protobuf (ProtobufTraceSerializer)',
+    () => ProtobufTraceSerializer.serializeRequest(spans),
+    200,
+    15,
+  ),
+);
