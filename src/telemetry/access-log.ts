@@ -171,7 +171,7 @@ export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
   // about 6% of a fully observed request's CPU). It goes to the logger's own destination, so it
   // interleaves with the other lines, and keeps pino's shape (level, time, service, msg). With
   // the default destination the lines share its queue (pino's own lines are written after the
-  // access lines queued before them); another destination gets each turn's lines as one chunk.
+  // access lines queued before them); another destination gets them in chunks the same way (see LineBatch).
   const stream = (logger as unknown as Record<symbol, { write(chunk: Buffer | string): unknown }>)[
     pino.symbols.streamSym
   ]!;

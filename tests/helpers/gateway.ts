@@ -38,6 +38,27 @@ export function captureLogs(): { stream: Writable; capture: LogCapture } {
   };
 }
 
+/**
+ * The gateway writes access lines in batches (up to 25 ms apart); reading the capture hands over
+ * what is queued first, so a test sees every line of the requests it has finished.
+ */
+function flushingFirst(capture: LogCapture, flush: () => void): LogCapture {
+  return {
+    lines: () => {
+      flush();
+      return capture.lines();
+    },
+    access: () => {
+      flush();
+      return capture.access();
+    },
+    text: () => {
+      flush();
+      return capture.text();
+    },
+  };
+}
+
 export interface TestGateway {
   readonly gateway: Gateway;
   readonly url: string;
@@ -84,7 +105,7 @@ export async function startGateway(
     url: `http://127.0.0.1:${addr.port}`,
     port: addr.port,
     adminUrl: `http://127.0.0.1:${gateway.adminAddress.port}`,
-    logs: capture,
+    logs: flushingFirst(capture, () => gateway.telemetry.accessLog.flush()),
     configFile,
     close: () => gateway.shutdown(1000),
   };

@@ -2,9 +2,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { type TelemetryConfig, TelemetrySchema } from '../../../src/config/schema.ts';
 import { type AccessLogRecord, accessRecord, createAccessLog } from '../../../src/telemetry/access-log.ts';
+import { FLUSH_DELAY_MS } from '../../../src/telemetry/log-destination.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { createTelemetry } from '../../../src/telemetry/telemetry.ts';
 import { memoryStream } from './memory-stream.ts';
@@ -183,37 +184,44 @@ function nextTurn(): Promise<void> {
 }
 
 describe('access-log batching', () => {
-  it('hands the lines of one event-loop turn to the destination as one write, in order', async () => {
-    const out = memoryStream();
-    const writes: string[] = [];
-    const { stream } = out;
-    const write = stream.write.bind(stream);
-    stream.write = ((chunk: string, ...rest: never[]) => {
-      writes.push(String(chunk));
-      return write(chunk, ...rest);
-    }) as typeof stream.write;
-    const access = createAccessLog(createLogger(cfg(), stream), true);
-    for (let i = 0; i < 5; i++) access.log({ ...RECORD, requestId: `r${i}` });
-    expect(writes).toHaveLength(0);
-    await nextTurn();
-    expect(writes).toHaveLength(1);
-    expect(out.lines().map((l) => l.requestId)).toEqual(['r0', 'r1', 'r2', 'r3', 'r4']);
-    // A later turn makes a new batch; a turn with nothing logged writes nothing.
-    access.log({ ...RECORD, requestId: 'r5' });
-    await nextTurn();
-    await nextTurn();
-    expect(writes).toHaveLength(2);
-    expect(out.lines().map((l) => l.requestId)).toHaveLength(6);
+  it('hands the lines of up to 25 ms to the destination as one write, in order', () => {
+    vi.useFakeTimers();
+    try {
+      const out = memoryStream();
+      const writes: string[] = [];
+      const { stream } = out;
+      const write = stream.write.bind(stream);
+      stream.write = ((chunk: string, ...rest: never[]) => {
+        writes.push(String(chunk));
+        return write(chunk, ...rest);
+      }) as typeof stream.write;
+      const access = createAccessLog(createLogger(cfg(), stream), true);
+      for (let i = 0; i < 5; i++) {
+        access.log({ ...RECORD, requestId: `r${i}` });
+        vi.advanceTimersByTime(FLUSH_DELAY_MS / 5 - 1);
+      }
+      expect(writes).toHaveLength(0);
+      vi.advanceTimersByTime(5);
+      expect(writes).toHaveLength(1);
+      expect(out.lines().map((l) => l.requestId)).toEqual(['r0', 'r1', 'r2', 'r3', 'r4']);
+      // A later line starts a new batch; time with nothing logged writes nothing.
+      access.log({ ...RECORD, requestId: 'r5' });
+      vi.advanceTimersByTime(FLUSH_DELAY_MS * 4);
+      expect(writes).toHaveLength(2);
+      expect(out.lines().map((l) => l.requestId)).toHaveLength(6);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
-  it('writes a full batch at once, without waiting for the turn to end', () => {
+  it('writes a full batch at once, without waiting for the delay', () => {
     const out = memoryStream();
     const access = createAccessLog(createLogger(cfg(), out.stream), true);
     let n = 0;
     while (out.text() === '') access.log({ ...RECORD, requestId: `r${n++}` });
-    // Lines are about 400 bytes: the batch filled at 16 KiB, well before a thousand lines.
-    expect(n).toBeGreaterThan(20);
-    expect(n).toBeLessThan(100);
+    // Lines are about 400 bytes: the batch filled at 64 KiB, well before a thousand lines.
+    expect(n).toBeGreaterThan(100);
+    expect(n).toBeLessThan(300);
     expect(out.lines().map((l) => l.requestId)).toEqual(Array.from({ length: n }, (_, i) => `r${i}`));
   });
 

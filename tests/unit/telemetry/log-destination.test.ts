@@ -1,29 +1,40 @@
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { TelemetrySchema } from '../../../src/config/schema.ts';
 import { createAccessLog, millisText } from '../../../src/telemetry/access-log.ts';
-import { LineBatch, LogDestination, MAX_BATCH_BYTES } from '../../../src/telemetry/log-destination.ts';
+import {
+  FLUSH_DELAY_MS,
+  LineBatch,
+  LogDestination,
+  MAX_BATCH_BYTES,
+} from '../../../src/telemetry/log-destination.ts';
 import { createLogger, flushLogger } from '../../../src/telemetry/logger.ts';
 
-/** Resolves after the current event-loop turn's immediates have run. */
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
 describe('LineBatch', () => {
-  it('hands one turn of lines over as one chunk, in order, and nothing for an empty turn', async () => {
-    const chunks: string[] = [];
-    const batch = new LineBatch((chunk) => chunks.push(chunk.toString()));
-    batch.add('a\n');
-    batch.add('b\n');
-    expect(chunks).toEqual([]);
-    await nextTurn();
-    expect(chunks).toEqual(['a\nb\n']);
-    await nextTurn();
-    batch.flush();
-    expect(chunks).toHaveLength(1);
+  it('hands the lines of up to FLUSH_DELAY_MS over as one chunk, in order, and nothing when idle', () => {
+    vi.useFakeTimers();
+    try {
+      const chunks: string[] = [];
+      const batch = new LineBatch((chunk) => chunks.push(chunk.toString()));
+      batch.add('a\n');
+      vi.advanceTimersByTime(FLUSH_DELAY_MS - 1);
+      batch.add('b\n');
+      expect(chunks).toEqual([]);
+      vi.advanceTimersByTime(1);
+      expect(chunks).toEqual(['a\nb\n']);
+      vi.advanceTimersByTime(FLUSH_DELAY_MS * 4);
+      batch.flush();
+      expect(chunks).toHaveLength(1);
+      // flush() hands over at once and cancels the pending timer.
+      batch.add('c\n');
+      batch.flush();
+      expect(chunks).toEqual(['a\nb\n', 'c\n']);
+      expect(vi.getTimerCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('hands a batch over as soon as it is full', () => {
