@@ -1,0 +1,175 @@
+/**
+ * Two Peregrine variants measured side by side: both gateways run at the same time on the same CPU
+ * (the last one), each loaded by its own wrk, with the upstream and the OTLP sink on the other
+ * CPUs. The result is the ratio of their CPU time per request over the same seconds, so whatever
+ * slows the machine down (other VMs, turbo, the host) slows both alike. On the shared 2-core VMs
+ * this project is measured on, sequential runs of one and the same config drift by 20-40%; this
+ * ratio repeats within about ±5%. Absolute µs per request are inflated (two processes share the
+ * core's caches), so read the ratio only.
+ *
+ *   node bench/side-by-side.ts <A> [B] [--b-dir DIR] [--rounds N]
+ *
+ * A and B: passthrough, lean, observed, observed:no-log, observed:no-trace, observed:ratio=R
+ * (bench/lib/peregrine-config.ts; the `:` forms change the observed profile's telemetry). B defaults
+ * to A; `--b-dir` runs B from another checkout (e.g. `git worktree add /tmp/base HEAD~1`), to price
+ * a code change. Each round starts both afresh; 3 s warmup, then BENCH_DURATION (10) s measured,
+ * BENCH_CONNECTIONS (25) per side. Needs wrk and taskset.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { stringify } from 'yaml';
+import type { ConfigInput } from '../src/config/schema.ts';
+import { cpuMs } from './lib/cpu.ts';
+import { peregrineArgv, peregrineEnv } from './lib/launcher.ts';
+import { totalErrors } from './lib/load.ts';
+import { type PeregrineProfile, peregrineConfig } from './lib/peregrine-config.ts';
+import { pinPlan, pinSelf, pinTarget } from './lib/pin.ts';
+import {
+  findExecutable,
+  freePort,
+  installCleanup,
+  type Managed,
+  spawnManaged,
+  stopAll,
+  waitForHttp,
+} from './lib/proc.ts';
+import { childEnv, startPeer } from './lib/targets.ts';
+import { runWrk } from './lib/wrk.ts';
+
+const ROOT = join(import.meta.dirname, '..');
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+interface Variant {
+  label: string;
+  profile: PeregrineProfile;
+  tweak(cfg: ConfigInput): void;
+  dir: string;
+}
+
+/** `observed:no-log` and the like: a profile and a change to its telemetry. */
+export function parseVariant(spec: string, dir: string): Variant {
+  const [profile, mod] = spec.split(':', 2) as [string, string | undefined];
+  if (!['passthrough', 'lean', 'observed'].includes(profile)) throw new Error(`unknown profile ${profile}`);
+  const tweak = (cfg: ConfigInput): void => {
+    const t = cfg.telemetry!;
+    if (mod === undefined) return;
+    if (profile !== 'observed') throw new Error(`${spec}: only the observed profile takes a modifier`);
+    if (mod === 'no-log') t.accessLog = { enabled: false };
+    else if (mod === 'no-trace') t.tracing = { exporter: 'none', sampleRatio: 0 };
+    else if (mod.startsWith('ratio=')) t.tracing = { ...t.tracing, sampleRatio: Number(mod.slice(6)) };
+    else throw new Error(`${spec}: unknown modifier ${mod}`);
+  };
+  return { label: spec, profile: profile as PeregrineProfile, tweak, dir };
+}
+
+async function startVariant(
+  v: Variant,
+  tmp: string,
+  side: string,
+  upstreamOrigin: string,
+  otlpEndpoint: string,
+  pin: NonNullable<ReturnType<typeof pinPlan>>,
+): Promise<{ proc: Managed; url: string }> {
+  const [listenPort, adminPort] = [await freePort(), await freePort()];
+  const cfg = peregrineConfig({ profile: v.profile, listenPort, adminPort, upstreamOrigin, otlpEndpoint });
+  v.tweak(cfg);
+  const file = join(tmp, `${side}.yaml`);
+  writeFileSync(file, stringify(cfg));
+  const proc = spawnManaged(
+    `peregrine-${side}`,
+    process.execPath,
+    [...peregrineArgv(v.dir), 'run', '--config', file],
+    {
+      env: peregrineEnv(v.dir, childEnv()),
+      cwd: v.dir,
+      stdout: 'ignore',
+    },
+  );
+  await waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, { proc });
+  pinTarget(pin, proc.pid);
+  return { proc, url: `http://127.0.0.1:${listenPort}/` };
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+async function main(): Promise<void> {
+  installCleanup(log);
+  const args = process.argv.slice(2);
+  const flag = (name: string): string | undefined => {
+    const i = args.indexOf(name);
+    if (i < 0) return undefined;
+    const value = args[i + 1];
+    args.splice(i, 2);
+    return value;
+  };
+  const bDir = flag('--b-dir');
+  const rounds = Number(flag('--rounds') ?? 3);
+  if (args.length < 1 || args.length > 2 || !(rounds >= 1)) {
+    throw new Error('usage: node bench/side-by-side.ts <A> [B] [--b-dir DIR] [--rounds N]');
+  }
+  const a = parseVariant(args[0]!, ROOT);
+  const b = parseVariant(args[1] ?? args[0]!, bDir ? resolve(bDir) : ROOT);
+  const pin = pinPlan({ BENCH_PIN: '1' }, availableParallelism());
+  if (!pin) throw new Error('unreachable');
+  const wrk = findExecutable('wrk', ['/usr/local/bin', '/usr/bin']);
+  if (!wrk) throw new Error('side-by-side needs wrk (apt-get install wrk)');
+  pinSelf(pin);
+  const durationS = Number(process.env.BENCH_DURATION ?? 10);
+  const warmupS = Number(process.env.BENCH_WARMUP ?? 3);
+  const connections = Number(process.env.BENCH_CONNECTIONS ?? 25);
+  const tmp = mkdtempSync(join(tmpdir(), 'peregrine-sbs-'));
+  const ctx = { node: process.execPath, root: ROOT };
+  const upstream = await startPeer(ctx, 'upstream.ts');
+  const sink = await startPeer(ctx, 'otlp-sink.ts');
+  await waitForHttp(`${upstream.origin}/`, { proc: upstream.proc });
+  await waitForHttp(`${sink.origin}/stats`, { proc: sink.proc });
+  const ratios: number[] = [];
+  try {
+    for (let round = 1; round <= rounds; round++) {
+      const [ga, gb] = [
+        await startVariant(a, tmp, 'a', upstream.origin, sink.origin, pin),
+        await startVariant(b, tmp, 'b', upstream.origin, sink.origin, pin),
+      ];
+      const load = (s: number) =>
+        Promise.all([ga, gb].map((g) => runWrk(wrk, g.url, { durationS: s, connections, threads: 1 })));
+      await load(warmupS);
+      const before = [cpuMs(ga.proc.pid), cpuMs(gb.proc.pid)];
+      const [ra, rb] = await load(durationS);
+      const after = [cpuMs(ga.proc.pid), cpuMs(gb.proc.pid)];
+      if (before.includes(undefined) || after.includes(undefined)) throw new Error('a gateway exited');
+      for (const r of [ra!, rb!]) {
+        if (totalErrors(r) > 0)
+          throw new Error(`errors under load: ${JSON.stringify(r.errors)}, non-2xx ${r.non2xx3xx}`);
+      }
+      const usA = ((after[0]! - before[0]!) * 1000) / ra!.requests;
+      const usB = ((after[1]! - before[1]!) * 1000) / rb!.requests;
+      ratios.push(usB / usA);
+      console.log(
+        `round ${round}: A ${a.label} ${usA.toFixed(1)} µs/req (${ra!.requests} req), ` +
+          `B ${b.label}${bDir ? ` (${bDir})` : ''} ${usB.toFixed(1)} µs/req (${rb!.requests} req), B/A ${(usB / usA).toFixed(3)}`,
+      );
+      await Promise.all([ga.proc.stop(), gb.proc.stop()]);
+    }
+    console.log(
+      `B/A CPU per request: median ${median(ratios).toFixed(3)}, range ${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)} over ${rounds} round(s)`,
+    );
+  } finally {
+    await stopAll();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.main) {
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      log(`side-by-side: ${err instanceof Error ? err.message : String(err)}`);
+      void stopAll().finally(() => process.exit(1));
+    },
+  );
+}

@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest';
+import { peregrineConfig } from '../../../bench/lib/peregrine-config.ts';
+import { parseVariant } from '../../../bench/side-by-side.ts';
+
+function configOf(spec: string) {
+  const v = parseVariant(spec, '/repo');
+  const cfg = peregrineConfig({
+    profile: v.profile,
+    listenPort: 1,
+    adminPort: 2,
+    upstreamOrigin: 'http://127.0.0.1:3',
+    otlpEndpoint: 'http://127.0.0.1:4',
+  });
+  v.tweak(cfg);
+  return cfg.telemetry!;
+}
+
+describe('side-by-side variants', () => {
+  it('takes a profile as the bench defines it', () => {
+    expect(configOf('observed')).toMatchObject({
+      accessLog: { enabled: true },
+      tracing: { exporter: 'otlp', sampleRatio: 0.1 },
+    });
+    expect(configOf('passthrough')).toMatchObject({ accessLog: { enabled: false } });
+  });
+
+  it('switches one observed feature off, or changes the sampling ratio', () => {
+    expect(configOf('observed:no-log')).toMatchObject({
+      accessLog: { enabled: false },
+      tracing: { exporter: 'otlp', sampleRatio: 0.1 },
+    });
+    expect(configOf('observed:no-trace')).toMatchObject({
+      accessLog: { enabled: true },
+      tracing: { exporter: 'none', sampleRatio: 0 },
+    });
+    expect(configOf('observed:ratio=0.01').tracing).toMatchObject({ exporter: 'otlp', sampleRatio: 0.01 });
+  });
+
+  it('refuses what it does not know', () => {
+    expect(() => parseVariant('nginx', '/repo')).toThrow(/unknown profile/);
+    expect(() => configOf('observed:no-metrics')).toThrow(/unknown modifier/);
+    expect(() => configOf('passthrough:no-log')).toThrow(/only the observed profile/);
+  });
+});
