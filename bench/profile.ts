@@ -8,25 +8,16 @@
  *   node bench/profile.ts [passthrough|observed|bare-undici|express-hpm]
  *   (BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS as for bench/run.ts)
  */
-import {
-  copyFileSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { machineCpuWindow, waitForQuiet } from './lib/cpu.ts';
 import { type CpuProfile, type SelfTime, summariseProfile } from './lib/cpuprofile.ts';
-import { peregrineArgv, peregrineEnv } from './lib/launcher.ts';
 import { pickLoadGenerator } from './lib/loadgen.ts';
 import { peregrineConfigYaml } from './lib/peregrine-config.ts';
-import { freePort, installCleanup, type Managed, spawnManaged, stopAll, waitForHttp } from './lib/proc.ts';
+import { installCleanup, type Managed, stopAll, waitForHttp } from './lib/proc.ts';
 import { fileStamp, fmtMs, fmtNum, markdownTable } from './lib/table.ts';
-import { childEnv, startPeer } from './lib/targets.ts';
+import { startPeer, startPeregrine } from './lib/targets.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const WHICH = ['passthrough', 'observed', 'bare-undici', 'express-hpm'] as const;
@@ -56,20 +47,14 @@ async function startProfiled(
     const peer = await startPeer({ node, root: ROOT }, `${which}.ts`, { UPSTREAM: upstreamOrigin }, cpuProf);
     return { proc: peer.proc, url: `${peer.origin}/` };
   }
-  const [listenPort, adminPort] = [await freePort(), await freePort()];
-  const config = join(tmp, 'peregrine.yaml');
-  writeFileSync(
-    config,
-    peregrineConfigYaml({ profile: which, listenPort, adminPort, upstreamOrigin, otlpEndpoint }),
-  );
-  const proc = spawnManaged(
-    `peregrine-${which}`,
-    node,
-    [...cpuProf, ...peregrineArgv(ROOT), 'run', '--config', config],
-    { env: peregrineEnv(ROOT, childEnv()), cwd: ROOT, stdout: 'ignore' },
-  );
-  await waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, { proc });
-  return { proc, url: `http://127.0.0.1:${listenPort}/` };
+  return startPeregrine({
+    name: `peregrine-${which}`,
+    dir: ROOT,
+    configFile: join(tmp, 'peregrine.yaml'),
+    yaml: (listenPort, adminPort) =>
+      peregrineConfigYaml({ profile: which, listenPort, adminPort, upstreamOrigin, otlpEndpoint }),
+    nodeArgs: cpuProf,
+  });
 }
 
 async function main(): Promise<void> {

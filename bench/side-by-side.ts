@@ -15,26 +15,17 @@
  * a code change. Each round starts both afresh; 3 s warmup, then BENCH_DURATION (10) s measured,
  * BENCH_CONNECTIONS (25) per side. Needs wrk and taskset.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { ConfigInput } from '../src/config/schema.ts';
 import { cpuMs } from './lib/cpu.ts';
-import { peregrineArgv, peregrineEnv } from './lib/launcher.ts';
 import { totalErrors } from './lib/load.ts';
 import { type PeregrineProfile, peregrineConfig } from './lib/peregrine-config.ts';
 import { pinPlan, pinSelf, pinTarget } from './lib/pin.ts';
-import {
-  findExecutable,
-  freePort,
-  installCleanup,
-  type Managed,
-  spawnManaged,
-  stopAll,
-  waitForHttp,
-} from './lib/proc.ts';
-import { childEnv, startPeer } from './lib/targets.ts';
+import { findExecutable, installCleanup, type Managed, stopAll, waitForHttp } from './lib/proc.ts';
+import { startPeer, startPeregrine } from './lib/targets.ts';
 import { runWrk } from './lib/wrk.ts';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -71,24 +62,24 @@ async function startVariant(
   otlpEndpoint: string,
   pin: NonNullable<ReturnType<typeof pinPlan>>,
 ): Promise<{ proc: Managed; url: string }> {
-  const [listenPort, adminPort] = [await freePort(), await freePort()];
-  const cfg = peregrineConfig({ profile: v.profile, listenPort, adminPort, upstreamOrigin, otlpEndpoint });
-  v.tweak(cfg);
-  const file = join(tmp, `${side}.yaml`);
-  writeFileSync(file, stringify(cfg));
-  const proc = spawnManaged(
-    `peregrine-${side}`,
-    process.execPath,
-    [...peregrineArgv(v.dir), 'run', '--config', file],
-    {
-      env: peregrineEnv(v.dir, childEnv()),
-      cwd: v.dir,
-      stdout: 'ignore',
+  const started = await startPeregrine({
+    name: `peregrine-${side}`,
+    dir: v.dir,
+    configFile: join(tmp, `${side}.yaml`),
+    yaml: (listenPort, adminPort) => {
+      const cfg = peregrineConfig({
+        profile: v.profile,
+        listenPort,
+        adminPort,
+        upstreamOrigin,
+        otlpEndpoint,
+      });
+      v.tweak(cfg);
+      return stringify(cfg);
     },
-  );
-  await waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, { proc });
-  pinTarget(pin, proc.pid);
-  return { proc, url: `http://127.0.0.1:${listenPort}/` };
+  });
+  pinTarget(pin, started.proc.pid);
+  return started;
 }
 
 function median(xs: readonly number[]): number {

@@ -72,6 +72,30 @@ export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
   return { ...env, NODE_ENV: 'production', ...extra };
 }
 
+/**
+ * The Peregrine in `dir` on two free ports, with the config `yaml` writes for them (to
+ * `configFile`), stdout discarded; resolves once its admin /readyz answers. For the tools that
+ * start one gateway of their own (profile, side-by-side); the bench's targets keep their log.
+ */
+export async function startPeregrine(opts: {
+  name: string;
+  dir: string;
+  configFile: string;
+  yaml: (listenPort: number, adminPort: number) => string;
+  nodeArgs?: readonly string[];
+}): Promise<{ proc: Managed; url: string }> {
+  const [listenPort, adminPort] = [await freePort(), await freePort()];
+  writeFileSync(opts.configFile, opts.yaml(listenPort, adminPort));
+  const proc = spawnManaged(
+    opts.name,
+    process.execPath,
+    [...(opts.nodeArgs ?? []), ...peregrineArgv(opts.dir), 'run', '--config', opts.configFile],
+    { env: peregrineEnv(opts.dir, childEnv()), cwd: opts.dir, stdout: 'ignore' },
+  );
+  await waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, { proc });
+  return { proc, url: `http://127.0.0.1:${listenPort}/` };
+}
+
 /** Start one of bench/peers/*.ts with PORT (and UPSTREAM) set. */
 export async function startPeer(
   ctx: Pick<BenchContext, 'node' | 'root'>,

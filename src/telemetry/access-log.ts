@@ -3,8 +3,9 @@
  * traceId. The record is a fixed set of scalar fields: no header bag, no query string (it may hold
  * tokens), so there is nothing for redaction to catch.
  */
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { LineBatch, LogDestination } from './log-destination.ts';
+import { destinationOf } from './logger.ts';
 
 export interface AccessLogRecord {
   listener: string;
@@ -172,9 +173,7 @@ export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
   // interleaves with the other lines, and keeps pino's shape (level, time, service, msg). With
   // the default destination the lines share its queue (pino's own lines are written after the
   // access lines queued before them); another destination gets them in chunks the same way (see LineBatch).
-  const stream = (logger as unknown as Record<symbol, { write(chunk: Buffer | string): unknown }>)[
-    pino.symbols.streamSym
-  ]!;
+  const stream = destinationOf(logger) as { write(chunk: Buffer | string): unknown };
   const batch =
     stream instanceof LogDestination ? stream.lines : new LineBatch((chunk) => stream.write(chunk));
   const bindings = logger.bindings() as { service?: string };

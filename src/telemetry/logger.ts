@@ -72,8 +72,13 @@ const FLUSH_WAIT_MS = 1000;
  * and `flushSync()` skips a write that is in flight (which process.exit would then lose), so this
  * waits for that write to land and then writes the queue synchronously. Never rejects.
  */
+/** The destination a pino logger writes to (pino keeps it under a symbol). */
+export function destinationOf(logger: Logger): unknown {
+  return (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
+}
+
 export async function flushLogger(logger: Logger): Promise<void> {
-  let stream: unknown = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
+  let stream = destinationOf(logger);
   if (stream instanceof LogDestination) {
     stream.lines.flush();
     stream = stream.boom;

@@ -77,6 +77,13 @@ describe('a hanging upstream', () => {
           return res.statusCode;
         }),
       );
+    // Nothing in flight, sockets given a moment to close, garbage collected: what is left.
+    const settled = async (): Promise<{ heap: number; resources: Map<string, number> }> => {
+      await until('nothing in flight', async () => (await inFlight()) === 0);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      gc();
+      return { heap: process.memoryUsage().heapUsed, resources: resources() };
+    };
     // Each wave: all 504; every request reached the upstream and the gateway gave each one up.
     // The upstream's record of them is dropped after each wave: it lives in this process too.
     const runWave = async (): Promise<void> => {
@@ -88,18 +95,10 @@ describe('a hanging upstream', () => {
     // Warm-up waves first: compiled code, inline caches, pools and metric series grow the heap by
     // about 0.6 MB over the first few hundred requests and then stay level.
     for (let w = 0; w < WARMUP_WAVES; w++) await runWave();
-    await until('nothing in flight', async () => (await inFlight()) === 0);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    gc();
-    const heapBefore = process.memoryUsage().heapUsed;
-    const before = resources();
+    const { heap: heapBefore, resources: before } = await settled();
 
     for (let w = 0; w < WAVES; w++) await runWave();
-    await until('nothing in flight', async () => (await inFlight()) === 0);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    gc();
-    const heapAfter = process.memoryUsage().heapUsed;
-    const after = resources();
+    const { heap: heapAfter, resources: after } = await settled();
 
     // Timers that keep the process alive: none left per request.
     expect(after.get('Timeout') ?? 0).toBeLessThanOrEqual(before.get('Timeout') ?? 0);
