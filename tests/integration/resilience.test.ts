@@ -6,6 +6,7 @@ import { request as httpRequest } from 'node:http';
 import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterEach, describe, expect, it } from 'vitest';
+import { startFullBacklog } from '../helpers/full-backlog.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
@@ -362,6 +363,41 @@ describe('black-holed endpoint', () => {
     expect(metrics).toMatch(/peregrine_upstream_ejections_total\{[^}]*upstream="u"[^}]*\} 1/);
     const view = (await (await fetch(`${gw.adminUrl}/v1/upstreams`)).json()) as { upstreams: unknown[] };
     expect(JSON.stringify(view)).toMatch(/"ejected":true/);
+  });
+});
+
+describe('connect timeout', () => {
+  it('fires on time (within tens of ms), not on the half-second clock of undici', async () => {
+    // The kernel drops SYNs to a listener whose accept queue is full: the connect hangs.
+    const full = await startFullBacklog();
+    opened.push(full);
+    const gw = await gateway({
+      upstreams: {
+        u: {
+          endpoints: [full.url],
+          timeouts: { connect: '100ms' },
+          retries: { maxAttempts: 1 },
+          circuitBreaker: { enabled: false },
+          outlierDetection: { enabled: false },
+        } as never,
+      },
+      routes: [{ name: 'r', upstream: 'u' }],
+    });
+    const took: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const started = performance.now();
+      const res = await fetch(`${gw.url}/c/${i}`);
+      took.push(performance.now() - started);
+      expect([res.status, res.headers.get('x-peregrine-reason')]).toEqual([504, 'UPSTREAM_CONNECT_TIMEOUT']);
+    }
+    // undici's own timer fires a 100 ms timeout after 0.5-1 s; the bound leaves room for a loaded
+    // machine and still tells the two apart.
+    for (const ms of took) {
+      expect(ms).toBeGreaterThanOrEqual(95);
+      expect(ms).toBeLessThan(400);
+    }
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    expect(metrics).toMatch(/peregrine_upstream_attempts_total\{[^}]*outcome="timeout",status="none"\} 3/);
   });
 });
 
