@@ -37,6 +37,8 @@ export const ATTEMPT_OUTCOMES = [
   'reset',
   'protocol_error',
   'client_abort',
+  'client_timeout',
+  'client_error',
   'other',
 ] as const;
 export type AttemptOutcome = (typeof ATTEMPT_OUTCOMES)[number];

@@ -1,14 +1,12 @@
+/**
+ * How an upstream attempt failed, in one place: the stable GatewayError code the client sees and
+ * the attempt outcome (metrics, retries, breaker).
+ */
 import { GatewayError } from '../../errors.ts';
+import type { AttemptOutcome } from '../../telemetry/metrics.ts';
 
-/** How an upstream attempt ended: the `outcome` label of the attempt metrics. */
-export type AttemptOutcome =
-  | 'success'
-  | 'timeout'
-  | 'connect_error'
-  | 'reset'
-  | 'protocol_error'
-  | 'client_abort'
-  | 'other';
+/** How an upstream attempt ended: the `outcome` label of the attempt metrics (ATTEMPT_OUTCOMES). */
+export type { AttemptOutcome };
 
 export interface ClassifiedError {
   readonly error: GatewayError;
@@ -20,21 +18,29 @@ const NAME_FAILURES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL
 const RESETS = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ECONNABORTED']);
 
 /**
- * Map what undici (or Node's net layer) reported for an attempt to a GatewayError with a stable
- * code. Keyed on error codes only (undici's `UND_ERR_*`, errno names), never on messages.
+ * Outcomes that describe the client, not the upstream: it went away (`client_abort`), it held the
+ * exchange up until a timeout ran out (`client_timeout`), or its request turned out to be invalid
+ * after the attempt had started (`client_error`). They are neither success nor failure for the
+ * circuit breaker, outlier detection and the latency estimate, and are never retried.
+ */
+export function isClientSide(outcome: AttemptOutcome): boolean {
+  return outcome === 'client_abort' || outcome === 'client_timeout' || outcome === 'client_error';
+}
+
+function outcomeOf(err: GatewayError): AttemptOutcome {
+  if (err.code === 'CLIENT_CLOSED') return 'client_abort';
+  // The request the client sent (its body) is what failed: too large, or badly framed.
+  if (err.status < 500) return 'client_error';
+  if (err.status === 504) return 'timeout';
+  return err.code === 'UPSTREAM_RESET' ? 'reset' : 'other';
+}
+
+/**
+ * Map what undici (or Node's net layer) reported for an attempt to a GatewayError with a
+ * stable code. Keyed on error codes only (undici's `UND_ERR_*`, errno names), never on messages.
  */
 export function classifyUpstreamError(err: unknown): ClassifiedError {
-  if (err instanceof GatewayError) {
-    const outcome: AttemptOutcome =
-      err.code === 'CLIENT_CLOSED'
-        ? 'client_abort'
-        : err.status === 504
-          ? 'timeout'
-          : err.code === 'UPSTREAM_RESET'
-            ? 'reset'
-            : 'other';
-    return { error: err, outcome };
-  }
+  if (err instanceof GatewayError) return { error: err, outcome: outcomeOf(err) };
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string') {
     if (code === 'UND_ERR_CONNECT_TIMEOUT')

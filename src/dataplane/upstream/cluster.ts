@@ -9,7 +9,7 @@ import {
   type UpstreamResilienceSeries,
   type UpstreamStateSource,
 } from '../../telemetry/metrics.ts';
-import type { AttemptOutcome } from '../forward/upstream-errors.ts';
+import { type AttemptOutcome, isClientSide } from '../forward/upstream-errors.ts';
 import type { Balancer, PickContext } from './balancer.ts';
 import { createBalancer, DEFAULT_DECAY_MS, DEFAULT_RTT_MS } from './balancers.ts';
 import { Bulkhead } from './bulkhead.ts';
@@ -467,7 +467,7 @@ export class Cluster {
     this.inFlight--;
     const breaker = this.#breaker;
     const ticket = req.breakerTicket;
-    if (outcome === 'client_abort') {
+    if (isClientSide(outcome)) {
       if (breaker !== undefined && ticket !== NO_TICKET) req.breakerTicket = breaker.onNeutral(ticket);
       return;
     }

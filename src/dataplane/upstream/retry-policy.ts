@@ -1,5 +1,5 @@
 import type { RetryReason } from '../../telemetry/metrics.ts';
-import type { AttemptOutcome } from '../forward/upstream-errors.ts';
+import { type AttemptOutcome, isClientSide } from '../forward/upstream-errors.ts';
 import type { Random } from './clock.ts';
 import type { RetryCondition, RetryConfig } from './policy-schema.ts';
 
@@ -75,7 +75,8 @@ const CONDITION_OF: { readonly [R in Exclude<RetryReason, 'status'>]: RetryCondi
 
 /**
  * Which kind of retryable failure an attempt is, or undefined when it is none: a response was
- * relayed (or is being relayed), or the client went away.
+ * relayed (or is being relayed), or the client is what failed (went away, held the exchange up,
+ * sent an invalid body).
  */
 export function failureKind(
   outcome: AttemptOutcome,
@@ -84,7 +85,7 @@ export function failureKind(
   statuses: ReadonlySet<number>,
 ): RetryReason | 'response_started' | undefined {
   if (outcome === 'success') return statuses.has(status) ? 'status' : undefined;
-  if (outcome === 'client_abort') return undefined;
+  if (isClientSide(outcome)) return undefined;
   // The head arrived and the body failed: the client already has the head.
   if (status !== 0) return 'response_started';
   if (outcome === 'connect_error') return 'connect_failure';

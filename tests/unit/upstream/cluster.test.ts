@@ -133,6 +133,29 @@ describe('Cluster: the per-request calls', () => {
     expect(c.describe().circuitBreaker?.state).toBe('open');
   });
 
+  it('client-side outcomes move neither the breaker, outlier detection nor the latency estimate; a reset does', () => {
+    const clock = new ManualClock();
+    const c = make(
+      { circuitBreaker: { consecutiveFailures: 2 }, outlierDetection: { consecutiveGatewayErrors: 2 } },
+      { now: clock.now },
+    );
+    const e = c.endpoints[0]!;
+    oneRequest(c, e, 'success', 200);
+    const before = c.describe();
+    for (const outcome of ['client_abort', 'client_timeout', 'client_error'] as const) {
+      oneRequest(c, e, outcome, 0);
+      oneRequest(c, e, outcome, 200);
+    }
+    const after = c.describe();
+    expect(after.circuitBreaker).toEqual(before.circuitBreaker);
+    expect(after.endpoints[0]).toEqual(before.endpoints[0]);
+    expect(c.inFlight).toBe(0);
+    oneRequest(c, e, 'reset', 0);
+    expect(c.describe().circuitBreaker).toMatchObject({ consecutiveFailures: 1 });
+    expect(c.describe().endpoints[0]!.ejection.consecutiveGatewayErrors).toBe(1);
+    expect(c.describe().endpoints[0]!.ewmaMs).toBeGreaterThan(before.endpoints[0]!.ewmaMs);
+  });
+
   it('retryDecision: retries a connect failure once, counts it, then stops at maxAttempts', () => {
     const m = createMetrics({ exemplars: false, version: 't' });
     const c = make({ endpoints: FOUR }, { metrics: m });

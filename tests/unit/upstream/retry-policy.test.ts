@@ -45,6 +45,9 @@ describe('failureKind', () => {
     ['success', 503, true, none, undefined],
     ['success', 200, true, s503, undefined],
     ['client_abort', 0, true, none, undefined],
+    ['client_timeout', 0, true, none, undefined],
+    ['client_timeout', 200, true, none, undefined],
+    ['client_error', 0, true, none, undefined],
   ] as const)('%s status %i bytesSent %s → %s', (outcome, status, sent, statuses, kind) => {
     expect(failureKind(outcome as AttemptOutcome, status, sent, statuses)).toBe(kind);
   });
@@ -129,6 +132,14 @@ describe('RetryPolicy.decide', () => {
       'response_started',
     ],
     ['client went away', {}, { outcome: 'client_abort', bytesSent: true }, false, 'not_retryable'],
+    [
+      'client held the exchange up',
+      {},
+      { outcome: 'client_timeout', bytesSent: true },
+      false,
+      'not_retryable',
+    ],
+    ['client sent a bad body', {}, { outcome: 'client_error', bytesSent: true }, false, 'not_retryable'],
     ['streamed body, not replayable', {}, { bodyReplayable: false }, false, 'body_not_replayable'],
     ['max attempts reached', {}, { attempt: 2 }, false, 'max_attempts'],
     ['third attempt allowed by maxAttempts 3', { maxAttempts: 3 }, { attempt: 2 }, true, 'connect_failure'],
