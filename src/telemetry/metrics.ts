@@ -36,6 +36,7 @@ export const ATTEMPT_OUTCOMES = [
   'connect_error',
   'reset',
   'protocol_error',
+  'tls_error',
   'client_abort',
   'client_timeout',
   'client_error',

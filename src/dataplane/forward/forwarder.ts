@@ -229,6 +229,7 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
       // about the upstream: such results must not open its breaker or eject it.
       if (ctx.res.destroyed) outcome = 'client_abort';
       else if (outcome === 'timeout' && this.#clientHeldUp(ctx.totalExpired)) outcome = 'client_timeout';
+      else if (classified.tls !== undefined) ctx.cluster!.tlsFailed(this.endpoint, classified.tls);
     }
     if (this.span && !isClientSide(outcome)) {
       this.span.setStatus({ code: SpanStatusCode.ERROR, message: classified.error.code });
