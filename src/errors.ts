@@ -27,6 +27,8 @@ export const ERROR_CODES = {
   UPSTREAM_CONNECT_FAILED: { status: 502, title: 'Upstream connection failed' },
   UPSTREAM_RESET: { status: 502, title: 'Upstream connection reset' },
   UPSTREAM_PROTOCOL_ERROR: { status: 502, title: 'Upstream sent an invalid response' },
+  UPSTREAM_TLS_VERIFY_FAILED: { status: 502, title: "Upstream's TLS certificate failed verification" },
+  UPSTREAM_TLS_HANDSHAKE_FAILED: { status: 502, title: 'Upstream TLS handshake failed' },
   UPSTREAM_UNAVAILABLE: { status: 503, title: 'Upstream unavailable' },
   AUTH_UNAVAILABLE: { status: 503, title: 'Token verification keys unavailable' },
   NO_HEALTHY_ENDPOINT: { status: 503, title: 'No endpoint available for the upstream' },

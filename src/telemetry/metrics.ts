@@ -36,7 +36,10 @@ export const ATTEMPT_OUTCOMES = [
   'connect_error',
   'reset',
   'protocol_error',
+  'tls_error',
   'client_abort',
+  'client_timeout',
+  'client_error',
   'other',
 ] as const;
 export type AttemptOutcome = (typeof ATTEMPT_OUTCOMES)[number];
