@@ -69,6 +69,7 @@ export class Registry {
       store = new MemoryRegistryStore(storeOptions);
     }
     this.store = store;
+    metrics.addStore(store.kind);
     metrics.watchInstances(instanceSource(store, this.gatewayId));
     if (config.listener !== undefined) {
       const api = new RegistryApi({

@@ -98,7 +98,7 @@ export class RedisConnection {
       retryStrategy: (times) => reconnectDelay(times, initialDelay, maxDelay),
     };
     this.client = new Redis(config.url, options);
-    deps.metrics.setState(name, 'connecting');
+    deps.metrics.addConnection(name);
     this.client.on('ready', this.#onReady);
     this.client.on('error', this.#onError);
     this.client.on('reconnecting', this.#onReconnecting);
@@ -148,6 +148,10 @@ export class RedisConnection {
    */
   recordCommandError(err: unknown): RedisErrorKind {
     const kind = redisErrorKind(err);
+    this.#lastError = {
+      message: err instanceof Error ? err.message : String(err),
+      at: new Date().toISOString(),
+    };
     this.#deps.metrics.recordError(this.name, kind);
     return kind;
   }

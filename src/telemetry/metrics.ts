@@ -973,6 +973,13 @@ export class RedisMetrics {
     });
   }
 
+  /** Start a connection's series: its state, and its counters at 0 (so rates exist before the first error). */
+  addConnection(connection: RedisConnectionName): void {
+    this.setState(connection, 'connecting');
+    this.reconnects.inc({ connection }, 0);
+    for (const kind of REDIS_ERROR_KINDS) this.errors.inc({ connection, kind }, 0);
+  }
+
   setState(connection: RedisConnectionName, state: RedisState): void {
     for (const s of REDIS_STATES) this.connectionState.set({ connection, state: s }, s === state ? 1 : 0);
   }
@@ -1118,6 +1125,14 @@ export class RegistryMetrics {
       help: 'Open watch (server-sent events) streams on the registration API.',
       registers,
     });
+  }
+
+  /** Start a store's error (and, for Redis, resync) counters at 0, so their rates exist before the first event. */
+  addStore(store: 'memory' | 'redis'): void {
+    for (const operation of REGISTRY_STORE_OPERATIONS) this.storeErrors.inc({ store, operation }, 0);
+    if (store !== 'redis') return;
+    for (const reason of REGISTRY_RESYNC_REASONS)
+      for (const outcome of ['success', 'failure']) this.resyncs.inc({ reason, outcome }, 0);
   }
 
   /** Bound the service label to this many distinct values (registry.limits.maxServices). */
