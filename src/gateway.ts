@@ -125,6 +125,7 @@ export class Gateway implements DataplaneHost {
         ...this.listeners.flatMap((l) => l.certificateStatus?.() ?? []),
         ...[this.registry?.server?.certificateStatus()].filter((c) => c !== undefined),
       ],
+      registry: this.registry ? () => this.registry!.describe() : undefined,
     });
     const { host, port } = splitAddress(this.store.initial.admin.address);
     const server = app.listen({ host, port });

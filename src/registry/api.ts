@@ -468,15 +468,17 @@ function notFound(service: string, id: string): GatewayError {
 
 /** The request body as JSON; 413 past MAX_BODY_BYTES, 400 when it does not parse. */
 async function readJson(req: IncomingMessage): Promise<unknown> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > MAX_BODY_BYTES)
-    throw new ApiError('PAYLOAD_TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`, 'invalid');
+  // The rest of an oversized body is not read: the connection closes after the answer.
+  const tooLarge = () =>
+    new ApiError('PAYLOAD_TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`, 'invalid', {
+      headers: { connection: 'close' },
+    });
+  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > MAX_BODY_BYTES)
-      throw new ApiError('PAYLOAD_TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`, 'invalid');
+    if (size > MAX_BODY_BYTES) throw tooLarge();
     chunks.push(chunk);
   }
   if (size === 0) throw new ApiError('INVALID_REGISTRATION', 'a JSON body is required', 'invalid');

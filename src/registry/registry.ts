@@ -92,6 +92,17 @@ export class Registry {
     }
   }
 
+  /** What the admin API shows: this gateway's name, the store's health, the API's address, the services. */
+  describe(): unknown {
+    const address = this.server?.listening ? this.server.address : undefined;
+    return {
+      gatewayId: this.gatewayId,
+      store: this.store.health(),
+      api: address ? `${address.address}:${address.port}` : null,
+      services: this.store.services(),
+    };
+  }
+
   /** Bind the registration API (when configured). */
   async listen(): Promise<AddressInfo | undefined> {
     const address = await this.server?.listen();

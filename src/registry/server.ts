@@ -108,6 +108,10 @@ export class RegistryServer {
     return this.#address;
   }
 
+  get listening(): boolean {
+    return this.#address !== undefined;
+  }
+
   get address(): AddressInfo {
     if (!this.#address) throw new Error('registry API not listening');
     return this.#address;

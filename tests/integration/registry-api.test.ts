@@ -299,6 +299,13 @@ describe('bad input: 400 problem+json naming the field', () => {
     expect(await metric('peregrine_registry_denials_total', { reason: 'invalid' })).toBe(before + 1);
   });
 
+  it('a body over 128 KiB: 413, and the connection closes', async () => {
+    const raw = JSON.stringify({ ...instance, metadata: { big: 'x'.repeat(200 * 1024) } });
+    const r = await call('/v1/services/payments/instances/big', { method: 'PUT', token: TOKEN, raw });
+    expectProblem(r, 413, 'PAYLOAD_TOO_LARGE');
+    expect(r.headers.connection).toBe('close');
+  });
+
   it('malformed JSON and an empty body', async () => {
     expectProblem(
       await call('/v1/services/payments/instances/bad', { method: 'PUT', token: TOKEN, raw: '{"port":' }),
@@ -473,6 +480,21 @@ describe('leases through the API', () => {
     expect(data.status).toBe(404);
     const admin = await fetch(`${gw.adminUrl}/v1/services`);
     expect(admin.status).toBe(404);
+  });
+
+  it('the admin API shows the registry (store health and services), read-only', async () => {
+    await put('payments', 'admin-1', instance);
+    const res = await fetch(`${gw.adminUrl}/v1/registry`);
+    const body = (await res.json()) as {
+      gatewayId: string;
+      store: { synced: boolean };
+      api: string;
+      services: { service: string }[];
+    };
+    expect(body.gatewayId).toBe('gw-test');
+    expect(body.store.synced).toBe(true);
+    expect(body.api).toBe(`127.0.0.1:${port}`);
+    expect(body.services.map((s) => s.service)).toContain('payments');
   });
 });
 

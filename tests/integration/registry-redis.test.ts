@@ -168,6 +168,24 @@ describe('Redis outages', () => {
     ).toBe(0);
   });
 
+  it('a replica started while Redis is down starts empty, retries, and syncs once Redis is up', async () => {
+    const prefix = newPrefix();
+    const a = replica(prefix);
+    await a.store.synced();
+    await a.store.register(registration('payments', 'p-1', 60_000), VIA);
+    await redis.stop();
+    const late = replica(prefix);
+    await sleep(300);
+    expect(late.store.health().synced).toBe(false);
+    expect(ids(late)).toEqual([]);
+    await redis.start();
+    await late.store.synced();
+    expect(ids(late)).toEqual(['p-1']);
+    expect(
+      await metric(late, 'peregrine_registry_resyncs_total', { reason: 'start', outcome: 'success' }),
+    ).toBe(1);
+  });
+
   it('Redis restarted with its data: both replicas resync; nothing lost, nothing invented', async () => {
     const prefix = newPrefix();
     const a = replica(prefix);

@@ -1,4 +1,6 @@
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { runValidate } from '../../../src/cli/validate.ts';
 import { ConfigSchema } from '../../../src/config/schema.ts';
 import { RegistrySchema } from '../../../src/registry/schema.ts';
 
@@ -79,5 +81,29 @@ describe('registry configuration', () => {
     expect(bad({ credentials: { tokens: [token, token] } })).toEqual([
       expect.stringContaining('duplicate token'),
     ]);
+  });
+});
+
+describe('the shipped registry example', () => {
+  const file = fileURLToPath(new URL('../../../config/examples/registry.yaml', import.meta.url));
+  const validate = async () => {
+    const lines: string[] = [];
+    const code = await runValidate(file, { stdout: (l) => lines.push(l), stderr: (l) => lines.push(l) });
+    return { code, lines };
+  };
+
+  it('is valid once its token is in the environment, and says which variable is missing otherwise', async () => {
+    delete process.env.REGISTRY_DEPLOYER_TOKEN;
+    const missing = await validate();
+    expect(missing.code).toBe(2);
+    expect(missing.lines.join('\n')).toMatch(
+      /registry\.credentials\.tokens: .*REGISTRY_DEPLOYER_TOKEN is not set/,
+    );
+    process.env.REGISTRY_DEPLOYER_TOKEN = 'an-example-token-0123456789';
+    try {
+      expect(await validate()).toEqual({ code: 0, lines: [`ok: ${file}`] });
+    } finally {
+      delete process.env.REGISTRY_DEPLOYER_TOKEN;
+    }
   });
 });
