@@ -12,12 +12,10 @@ import {
   type Registration,
   RegistryLimitError,
   type RegistryStore,
-  type ServiceSummary,
   type StoreHealth,
   type StoreLimits,
-  type WatchListener,
 } from './store.ts';
-import { RegistryView, sameSpec } from './view.ts';
+import { sameSpec, ViewedStore } from './view.ts';
 
 export interface MemoryStoreOptions {
   readonly limits: StoreLimits;
@@ -29,9 +27,8 @@ export interface MemoryStoreOptions {
   readonly now?: () => number;
 }
 
-export class MemoryRegistryStore implements RegistryStore {
+export class MemoryRegistryStore extends ViewedStore implements RegistryStore {
   readonly kind = 'memory';
-  readonly #view: RegistryView;
   readonly #limits: StoreLimits;
   readonly #now: () => number;
   readonly #metrics: RegistryMetrics;
@@ -41,13 +38,11 @@ export class MemoryRegistryStore implements RegistryStore {
   #closed = false;
 
   constructor(opts: MemoryStoreOptions) {
+    super((err) => opts.logger.error({ err }, 'registry watcher failed on a change'));
     this.#limits = opts.limits;
     this.#now = opts.now ?? Date.now;
     this.#metrics = opts.metrics;
     this.#logger = opts.logger;
-    this.#view = new RegistryView((err) =>
-      this.#logger.error({ err }, 'registry watcher failed on a change'),
-    );
     this.#timer = setInterval(() => this.sweep(), opts.sweepInterval);
     this.#timer.unref();
   }
@@ -56,12 +51,12 @@ export class MemoryRegistryStore implements RegistryStore {
     const now = this.#now();
     const existing = this.#live(reg.service, reg.id, now);
     if (existing === undefined) {
-      if (this.#view.count(reg.service) === 0 && this.#view.serviceCount >= this.#limits.maxServices)
+      if (this.view.count(reg.service) === 0 && this.view.serviceCount >= this.#limits.maxServices)
         throw new RegistryLimitError(
           'too_many_services',
           `the registry holds its maximum of ${this.#limits.maxServices} services`,
         );
-      if (this.#view.count(reg.service) >= this.#limits.maxInstancesPerService)
+      if (this.view.count(reg.service) >= this.#limits.maxInstancesPerService)
         throw new RegistryLimitError(
           'too_many_instances',
           `service ${reg.service} has its maximum of ${this.#limits.maxInstancesPerService} instances`,
@@ -90,7 +85,7 @@ export class MemoryRegistryStore implements RegistryStore {
         : reg.state === 'draining' && existing?.state !== 'draining'
           ? 'drained'
           : 'updated';
-    this.#view.upsert(instance, cause);
+    this.view.upsert(instance, cause);
     return { outcome, instance };
   }
 
@@ -99,7 +94,7 @@ export class MemoryRegistryStore implements RegistryStore {
     const existing = this.#live(service, id, now);
     if (existing === undefined) return undefined;
     const instance = { ...existing, expiresAt: now + existing.ttlMs, lastHeartbeat: now, registeredVia: via };
-    this.#view.upsert(instance, 'updated');
+    this.view.upsert(instance, 'updated');
     return instance;
   }
 
@@ -108,35 +103,14 @@ export class MemoryRegistryStore implements RegistryStore {
     if (existing === undefined) return undefined;
     if (existing.state === 'draining') return existing;
     const instance: Instance = { ...existing, state: 'draining', registeredVia: via };
-    this.#view.upsert(instance, 'drained');
+    this.view.upsert(instance, 'drained');
     return instance;
   }
 
   async deregister(service: string, id: string): Promise<Instance | undefined> {
     const existing = this.#live(service, id, this.#now());
     if (existing === undefined) return undefined;
-    return this.#view.remove(service, id, 'deregistered');
-  }
-
-  list(service: string): readonly Instance[] {
-    return this.#view.list(service);
-  }
-
-  get(service: string, id: string): Instance | undefined {
-    return this.#view.get(service, id);
-  }
-
-  services(): readonly ServiceSummary[] {
-    return this.#view.services();
-  }
-
-  watch(service: string, listener: WatchListener): () => void {
-    return this.#view.watch(service, listener);
-  }
-
-  /** Every instance in the view (for the instance gauge). */
-  all(): IterableIterator<Instance> {
-    return this.#view.all();
+    return this.view.remove(service, id, 'deregistered');
   }
 
   synced(): Promise<void> {
@@ -152,21 +126,21 @@ export class MemoryRegistryStore implements RegistryStore {
     if (this.#closed) return 0;
     const now = this.#now();
     const expired: Instance[] = [];
-    for (const instance of this.#view.all()) if (instance.expiresAt <= now) expired.push(instance);
+    for (const instance of this.view.all()) if (instance.expiresAt <= now) expired.push(instance);
     for (const instance of expired) this.#expire(instance);
     return expired.length;
   }
 
   /** The instance if its lease is live; an expired one is removed now (an expiry, not an absence). */
   #live(service: string, id: string, now: number): Instance | undefined {
-    const existing = this.#view.get(service, id);
+    const existing = this.view.get(service, id);
     if (existing === undefined || existing.expiresAt > now) return existing;
     this.#expire(existing);
     return undefined;
   }
 
   #expire(instance: Instance): void {
-    this.#view.remove(instance.service, instance.id, 'expired');
+    this.view.remove(instance.service, instance.id, 'expired');
     this.#metrics.recordExpiration(instance.service);
     this.#logger.info(
       { service: instance.service, id: instance.id, address: instance.address, port: instance.port },

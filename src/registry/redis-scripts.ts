@@ -96,6 +96,14 @@ local function live_lease(field, channel, ep, at, now)
   end
   return raw
 end
+
+-- renew and drain: ARGV field, viaJson, channel, epochCandidate, at. The lease is nil when there is none.
+local function lease_change()
+  local field, channel, at = ARGV[1], ARGV[3], ARGV[5]
+  local now = now_ms()
+  local ep = epoch(ARGV[4])
+  return field, channel, at, now, ep, live_lease(field, channel, ep, at, now)
+end
 `;
 
 /**
@@ -140,10 +148,7 @@ return {outcome, lease, rev, ep}
 
 /** renew: ARGV field, viaJson, channel, epochCandidate, at. Returns {lease, spec, rev, epoch} or nil. */
 export const RENEW_SCRIPT = `${PRELUDE}
-local field, channel, at = ARGV[1], ARGV[3], ARGV[5]
-local now = now_ms()
-local ep = epoch(ARGV[4])
-local raw = live_lease(field, channel, ep, at, now)
+local field, channel, at, now, ep, raw = lease_change()
 if not raw then return nil end
 local old = cjson.decode(raw)
 local expires = now + old.ttlMs
@@ -157,10 +162,7 @@ return {lease, redis.call('HGET', KEYS[1], field), rev, ep}
 
 /** drain: ARGV field, viaJson, channel, epochCandidate, at. Returns {lease, spec, rev, epoch} or nil. */
 export const DRAIN_SCRIPT = `${PRELUDE}
-local field, channel, at = ARGV[1], ARGV[3], ARGV[5]
-local now = now_ms()
-local ep = epoch(ARGV[4])
-local raw = live_lease(field, channel, ep, at, now)
+local field, channel, at, _, ep, raw = lease_change()
 if not raw then return nil end
 local spec = redis.call('HGET', KEYS[1], field)
 local old = cjson.decode(raw)

@@ -39,12 +39,10 @@ import {
   RegistryLimitError,
   type RegistryStore,
   RegistryUnavailableError,
-  type ServiceSummary,
   type StoreHealth,
   type StoreLimits,
-  type WatchListener,
 } from './store.ts';
-import { RegistryView } from './view.ts';
+import { ViewedStore } from './view.ts';
 
 export interface RedisStoreOptions {
   readonly limits: StoreLimits;
@@ -133,12 +131,11 @@ function toInstance(key: string, spec: InstanceSpec, lease: Lease): Instance {
   };
 }
 
-export class RedisRegistryStore implements RegistryStore {
+export class RedisRegistryStore extends ViewedStore implements RegistryStore {
   readonly kind = 'redis';
   readonly #redis: RedisConnection;
   readonly #subscriber: RedisConnection;
   readonly #opts: RedisStoreOptions;
-  readonly #view: RegistryView;
   readonly #channel: string;
   readonly #scripts: Record<'register' | 'renew' | 'drain' | 'deregister' | 'sweep' | 'snapshot', Script>;
   readonly #timers: NodeJS.Timeout[] = [];
@@ -164,10 +161,10 @@ export class RedisRegistryStore implements RegistryStore {
   #closed = false;
 
   constructor(redis: RedisConnection, opts: RedisStoreOptions) {
+    super((err) => opts.logger.error({ err }, 'registry watcher failed on a change'));
     this.#redis = redis;
     this.#opts = opts;
     this.#channel = `${redis.config.keyPrefix}${REGISTRY_CHANNEL}`;
-    this.#view = new RegistryView((err) => opts.logger.error({ err }, 'registry watcher failed on a change'));
     let resolve!: () => void;
     this.#firstSync = { promise: new Promise<void>((r) => (resolve = r)), resolve };
     const client = redis.client;
@@ -236,14 +233,14 @@ export class RedisRegistryStore implements RegistryStore {
     }
     const [outcome, lease, rev, epoch] = reply;
     const instance = toInstance(key, JSON.parse(spec) as InstanceSpec, JSON.parse(lease) as Lease);
-    const previous = this.#view.get(reg.service, reg.id);
+    const previous = this.view.get(reg.service, reg.id);
     const cause: ChangeCause =
       outcome === 'created'
         ? 'registered'
         : instance.state === 'draining' && previous?.state !== 'draining'
           ? 'drained'
           : 'updated';
-    this.#applyOwn(key, rev, epoch, () => this.#view.upsert(instance, cause));
+    this.#applyOwn(key, rev, epoch, () => this.view.upsert(instance, cause));
     return { outcome: outcome as RegisterOutcome, instance };
   }
 
@@ -269,7 +266,7 @@ export class RedisRegistryStore implements RegistryStore {
     if (reply === null) return undefined;
     const [lease, spec, rev, epoch] = reply;
     const instance = toInstance(key, JSON.parse(spec) as InstanceSpec, JSON.parse(lease) as Lease);
-    if (rev > 0) this.#applyOwn(key, rev, epoch, () => this.#view.upsert(instance, cause));
+    if (rev > 0) this.#applyOwn(key, rev, epoch, () => this.view.upsert(instance, cause));
     return instance;
   }
 
@@ -281,7 +278,7 @@ export class RedisRegistryStore implements RegistryStore {
     if (reply === null) return undefined;
     const [lease, spec, rev, epoch] = reply;
     const instance = toInstance(key, JSON.parse(spec) as InstanceSpec, JSON.parse(lease) as Lease);
-    this.#applyOwn(key, rev, epoch, () => this.#view.remove(service, id, 'deregistered'));
+    this.#applyOwn(key, rev, epoch, () => this.view.remove(service, id, 'deregistered'));
     return instance;
   }
 
@@ -315,27 +312,7 @@ export class RedisRegistryStore implements RegistryStore {
     apply();
   }
 
-  // --- reads -----------------------------------------------------------------------------------
-
-  list(service: string): readonly Instance[] {
-    return this.#view.list(service);
-  }
-
-  get(service: string, id: string): Instance | undefined {
-    return this.#view.get(service, id);
-  }
-
-  services(): readonly ServiceSummary[] {
-    return this.#view.services();
-  }
-
-  watch(service: string, listener: WatchListener): () => void {
-    return this.#view.watch(service, listener);
-  }
-
-  all(): IterableIterator<Instance> {
-    return this.#view.all();
-  }
+  // --- reads (list, get, services, watch: ViewedStore) -----------------------------------------
 
   synced(): Promise<void> {
     return this.#firstSync.promise;
@@ -440,21 +417,21 @@ export class RedisRegistryStore implements RegistryStore {
   #applyEvent(event: ChangeEvent): void {
     const [service, id] = splitKey(event.key);
     if (event.op === 'del') {
-      this.#view.remove(service, id, event.cause as ChangeCause);
+      this.view.remove(service, id, event.cause as ChangeCause);
       return;
     }
     const lease = event.lease;
     if (lease === null) throw new Error(`change event without a lease for ${event.key}`);
     if (event.op === 'renew' && event.spec === null) {
-      const current = this.#view.get(service, id);
+      const current = this.view.get(service, id);
       if (current === undefined)
         throw new Error(`renewal of an instance this replica does not know: ${event.key}`);
-      this.#view.upsert({ ...current, ...lease }, 'updated');
+      this.view.upsert({ ...current, ...lease }, 'updated');
       return;
     }
     if (event.spec === null) throw new Error(`change event without a spec for ${event.key}`);
     const cause = event.cause === 'renewed' ? 'updated' : event.cause;
-    this.#view.upsert(toInstance(event.key, event.spec, lease), cause);
+    this.view.upsert(toInstance(event.key, event.spec, lease), cause);
   }
 
   /**
@@ -509,7 +486,7 @@ export class RedisRegistryStore implements RegistryStore {
     this.#epoch = reply[0]!;
     this.#rev = Number(reply[1]);
     this.#keyRevs.clear();
-    const changes = this.#view.replaceAll(instances);
+    const changes = this.view.replaceAll(instances);
     this.#lastSync = new Date().toISOString();
     this.#opts.metrics.recordResync(reason, 'success');
     const log = changes > 0 || epochChanged || reason !== 'periodic' ? 'info' : 'debug';

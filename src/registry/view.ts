@@ -179,3 +179,33 @@ export class RegistryView {
     }
   }
 }
+
+/** The reads every store answers from its view (no I/O): stores extend this and keep `view` current. */
+export abstract class ViewedStore {
+  protected readonly view: RegistryView;
+
+  constructor(onListenerError: (err: unknown) => void) {
+    this.view = new RegistryView(onListenerError);
+  }
+
+  list(service: string): readonly Instance[] {
+    return this.view.list(service);
+  }
+
+  get(service: string, id: string): Instance | undefined {
+    return this.view.get(service, id);
+  }
+
+  services(): readonly ServiceSummary[] {
+    return this.view.services();
+  }
+
+  watch(service: string, listener: WatchListener): () => void {
+    return this.view.watch(service, listener);
+  }
+
+  /** Every instance in the view (for the instance gauge). */
+  all(): IterableIterator<Instance> {
+    return this.view.all();
+  }
+}

@@ -97,17 +97,15 @@ export function registryStoreConformance(name: string, opts: ConformanceOptions)
     it('registers an instance: created, listed, summarised, and watchers hear of it', async () => {
       const { store } = await harness();
       const w = changes(store);
-      const reg = registration('payments', 'p-1', ttl, {
-        spec: {
-          address: '10.1.2.3',
-          port: 9000,
-          protocol: 'https',
-          zone: 'eu-1a',
-          version: '1.4.2',
-          weight: 5,
-          metadata: { b: '2', a: '1' },
-        },
-      });
+      const fields = {
+        address: '10.1.2.3',
+        port: 9000,
+        protocol: 'https',
+        zone: 'eu-1a',
+        version: '1.4.2',
+        weight: 5,
+      } as const;
+      const reg = registration('payments', 'p-1', ttl, { spec: { ...fields, metadata: { b: '2', a: '1' } } });
       const before = Date.now();
       const result = await store.register(reg, VIA);
       expect(result.outcome).toBe('created');
@@ -115,12 +113,7 @@ export function registryStoreConformance(name: string, opts: ConformanceOptions)
       expect(i).toMatchObject({
         service: 'payments',
         id: 'p-1',
-        address: '10.1.2.3',
-        port: 9000,
-        protocol: 'https',
-        zone: 'eu-1a',
-        version: '1.4.2',
-        weight: 5,
+        ...fields,
         metadata: { a: '1', b: '2' },
         state: 'active',
         ttlMs: ttl,

@@ -11,6 +11,7 @@ import type { StoreLimits } from '../../src/registry/store.ts';
 import { RedisConnection } from '../../src/stores/redis.ts';
 import { RedisSchema } from '../../src/stores/schema.ts';
 import { createMetrics, type GatewayMetrics } from '../../src/telemetry/metrics.ts';
+import { metricValue } from './tls-client.ts';
 
 export const TEST_LIMITS: StoreLimits = { maxServices: 100, maxInstancesPerService: 2000 };
 export const SWEEP_MS = 50;
@@ -103,4 +104,13 @@ export function redisReplica(
 /** Real time for Redis leases: the time itself, then a sweep and the events it publishes. */
 export async function elapseReal(ms: number): Promise<void> {
   await sleep(ms + 3 * SWEEP_MS);
+}
+
+/** The sum of a metric's samples with these labels in `metrics` (0 when none). */
+export async function metricOf(
+  metrics: GatewayMetrics,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number> {
+  return metricValue(await metrics.registry.metrics(), name, labels) ?? 0;
 }

@@ -9,8 +9,7 @@ import type { RedisConnection } from '../../src/stores/redis.ts';
 import type { GatewayMetrics } from '../../src/telemetry/metrics.ts';
 import { eventually } from '../conformance/registry-store.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
-import { newPrefix, redisConnection, testMetrics } from '../helpers/registry.ts';
-import { metricValue } from '../helpers/tls-client.ts';
+import { metricOf, newPrefix, redisConnection, testMetrics } from '../helpers/registry.ts';
 
 let redis: TestRedis;
 const open: RedisConnection[] = [];
@@ -21,9 +20,7 @@ function connect(metrics: GatewayMetrics = testMetrics(), prefix = newPrefix()):
   return c;
 }
 
-async function metric(m: GatewayMetrics, name: string, labels: Record<string, string>): Promise<number> {
-  return metricValue(await m.registry.metrics(), name, labels) ?? 0;
-}
+const metric = metricOf;
 
 beforeAll(async () => {
   redis = await startRedis();

@@ -9,8 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryUnavailableError } from '../../src/registry/store.ts';
 import { eventually, registration, VIA } from '../conformance/registry-store.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
-import { newPrefix, type RedisReplica, redisReplica, SWEEP_MS } from '../helpers/registry.ts';
-import { metricValue } from '../helpers/tls-client.ts';
+import { metricOf, newPrefix, type RedisReplica, redisReplica, SWEEP_MS } from '../helpers/registry.ts';
 
 const TTL = 1500;
 
@@ -23,8 +22,16 @@ function replica(prefix: string, resyncInterval?: number): RedisReplica {
   return r;
 }
 
-async function metric(r: RedisReplica, name: string, labels: Record<string, string> = {}): Promise<number> {
-  return metricValue(await r.metrics.registry.metrics(), name, labels) ?? 0;
+const metric = (r: RedisReplica, name: string, labels: Record<string, string> = {}) =>
+  metricOf(r.metrics, name, labels);
+
+/** Two replicas of a fresh registry (key prefix returned too), both synced. */
+async function twoReplicas(resyncInterval?: number): Promise<[RedisReplica, RedisReplica, string]> {
+  const prefix = newPrefix();
+  const a = replica(prefix, resyncInterval);
+  const b = replica(prefix, resyncInterval);
+  await Promise.all([a.store.synced(), b.store.synced()]);
+  return [a, b, prefix];
 }
 
 /** The ids of a service in a replica's view. */
@@ -43,10 +50,7 @@ afterAll(async () => {
 
 describe('two replicas on one Redis', () => {
   it('a registration, a drain and a deregistration through A reach B within 1 s', async () => {
-    const prefix = newPrefix();
-    const a = replica(prefix);
-    const b = replica(prefix);
-    await Promise.all([a.store.synced(), b.store.synced()]);
+    const [a, b] = await twoReplicas();
     const arrivals: { what: string; ms: number }[] = [];
     let sentAt = 0;
     b.store.watch('payments', (c) =>
@@ -77,10 +81,7 @@ describe('two replicas on one Redis', () => {
   });
 
   it('renewals through A move the lease B shows, and keep the instance alive at both', async () => {
-    const prefix = newPrefix();
-    const a = replica(prefix);
-    const b = replica(prefix);
-    await Promise.all([a.store.synced(), b.store.synced()]);
+    const [a, b] = await twoReplicas();
     await a.store.register(registration('payments', 'p-1', TTL), 'gateway-a');
     for (let i = 0; i < 4; i++) {
       await sleep(TTL / 3);
@@ -95,10 +96,7 @@ describe('two replicas on one Redis', () => {
   });
 
   it('an expiry is seen by both replicas, and counted once', async () => {
-    const prefix = newPrefix();
-    const a = replica(prefix);
-    const b = replica(prefix);
-    await Promise.all([a.store.synced(), b.store.synced()]);
+    const [a, b] = await twoReplicas();
     const removed: string[] = [];
     a.store.watch('payments', (c) => removed.push(`a:${c.type}:${c.cause}`));
     b.store.watch('payments', (c) => removed.push(`b:${c.type}:${c.cause}`));
@@ -141,10 +139,7 @@ describe('two replicas on one Redis', () => {
 
 describe('Redis outages', () => {
   it('Redis down: every replica keeps its last-known view; writes fail fast; nothing is emptied', async () => {
-    const prefix = newPrefix();
-    const a = replica(prefix, 200);
-    const b = replica(prefix, 200);
-    await Promise.all([a.store.synced(), b.store.synced()]);
+    const [a, b] = await twoReplicas(200);
     await a.store.register(registration('payments', 'p-1', TTL), VIA);
     await a.store.register(registration('payments', 'p-2', 60_000), VIA);
     await eventually(() => expect(ids(b)).toEqual(['p-1', 'p-2']), 1000);
@@ -187,10 +182,7 @@ describe('Redis outages', () => {
   });
 
   it('Redis restarted with its data: both replicas resync; nothing lost, nothing invented', async () => {
-    const prefix = newPrefix();
-    const a = replica(prefix);
-    const b = replica(prefix);
-    await Promise.all([a.store.synced(), b.store.synced()]);
+    const [a, b] = await twoReplicas();
     for (const id of ['p-1', 'p-2']) await a.store.register(registration('payments', id, 60_000), VIA);
     // p-3 expires while Redis is down: after the restart it must be gone, not kept.
     await a.store.register(registration('payments', 'p-3', TTL), VIA);
@@ -217,10 +209,7 @@ describe('Redis outages', () => {
   });
 
   it('Redis restarted empty: the replicas mirror it (no stale instances kept); re-registrations refill it', async () => {
-    const prefix = newPrefix();
-    const a = replica(prefix);
-    const b = replica(prefix);
-    await Promise.all([a.store.synced(), b.store.synced()]);
+    const [a, b] = await twoReplicas();
     await a.store.register(registration('payments', 'p-1', 60_000), VIA);
     await eventually(() => expect(ids(b)).toEqual(['p-1']), 1000);
     // What a Redis that lost its data looks like to the replicas: a new data set (epoch).
@@ -264,10 +253,7 @@ describe('Redis outages', () => {
   });
 
   it('a missed event (a gap in the revisions) makes a replica re-read everything', async () => {
-    const prefix = newPrefix();
-    const a = replica(prefix);
-    const b = replica(prefix);
-    await Promise.all([a.store.synced(), b.store.synced()]);
+    const [a, b, prefix] = await twoReplicas();
     await a.store.register(registration('payments', 'p-1', 60_000), VIA);
     await eventually(() => expect(ids(b)).toEqual(['p-1']), 1000);
     // A change B never hears of: written straight to Redis's data, its event not published.

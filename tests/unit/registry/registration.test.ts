@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createRegistrationParser } from '../../../src/registry/registration.ts';
 import { RegistrySchema } from '../../../src/registry/schema.ts';
+import { spec } from '../../conformance/registry-store.ts';
 
 const parse = createRegistrationParser(RegistrySchema.parse({ limits: { maxMetadataBytes: 64 } }));
 
@@ -16,15 +17,7 @@ describe('registration body', () => {
       id: 'p-1',
       state: 'active',
       ttlMs: 15_000,
-      spec: {
-        address: '10.0.0.1',
-        port: 8080,
-        protocol: 'http',
-        zone: null,
-        version: null,
-        weight: 1,
-        metadata: { a: '2', z: '1' },
-      },
+      spec: spec({ address: '10.0.0.1', port: 8080, metadata: { a: '2', z: '1' } }),
     });
     expect(Object.keys(reg.spec.metadata)).toEqual(['a', 'z']);
   });
