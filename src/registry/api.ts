@@ -437,8 +437,11 @@ export class RegistryApi {
         { reason: denial, code: err.code, detail: err.message },
         'registry request refused',
       );
-    } else if (err.status >= 500) {
+    } else if (err.code === 'INTERNAL') {
       telemetry.logger.error({ err: err.cause ?? err, code: err.code }, 'registry request failed');
+    } else if (err.status >= 500) {
+      // A store outage: logged once by the Redis connection and counted per operation, not per request.
+      telemetry.logger.debug({ code: err.code, detail: err.message }, 'registry request failed');
     }
     endServerSpan(span, err.status, err.code);
     if (res.headersSent) {
