@@ -186,6 +186,9 @@ export class TlsListener implements Listener {
       },
       'TLS handshake failed',
     );
+    // Node leaves the socket open after some handshake failures, the handshake timeout among them
+    // (a silent client kept its descriptor in CLOSE-WAIT for good): whatever the cause, it ends here.
+    socket?.destroy();
   };
 
   #onSession = (session: ServerHttp2Session): void => {
