@@ -25,8 +25,9 @@ const RESETS = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED
  */
 export function classifyUpstreamError(err: unknown): ClassifiedError {
   if (err instanceof GatewayError) {
+    // A 4xx abort reason is the client's doing (it left, its body broke or grew over the limit).
     const outcome: AttemptOutcome =
-      err.code === 'CLIENT_CLOSED'
+      err.status < 500
         ? 'client_abort'
         : err.status === 504
           ? 'timeout'

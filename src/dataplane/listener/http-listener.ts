@@ -6,7 +6,7 @@ import { ERROR_CODES, type ErrorCode } from '../../errors.ts';
 import { accessRecord } from '../../telemetry/access-log.ts';
 import { plainAddress } from '../forward/trusted-proxies.ts';
 import { handleUpgrade } from '../forward/websocket.ts';
-import { type DataplaneHost, deferClientError, Pipeline } from '../pipeline.ts';
+import { type DataplaneHost, deferClientError, Pipeline, requestBodyFailed } from '../pipeline.ts';
 import { writeRawProblem } from '../respond.ts';
 import { listenerInfo, listenOn, strictHttp1Options } from './listener.ts';
 
@@ -33,6 +33,8 @@ export function answerClientError(
     return;
   }
   const code = clientErrorCode(err.code);
+  // About the body of a request the pipeline already has: that request answers it.
+  if (requestBodyFailed(socket, code, err)) return;
   if (!deferClientError(socket, code)) writeRawProblem(socket, code, undefined, undefined, reasonHeader);
   // Counted like any request (no route, method unknown) so rate and error panels include them.
   const { metrics, accessLog } = host.telemetry;
