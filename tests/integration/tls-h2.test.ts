@@ -4,7 +4,8 @@
  * GOAWAY on drain, and rapid-reset / oversized-header / CONTINUATION floods closing the session while the
  * process keeps serving.
  */
-import { type ClientHttp2Session, constants } from 'node:http2';
+import { type ClientHttp2Session, constants, connect as h2connect } from 'node:http2';
+import { createServer as createTcpServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -354,6 +355,166 @@ describe('HTTP/2 over TLS to HTTP/1.1 upstreams', () => {
     expect(JSON.parse(res.body)).toEqual({ delayed: 300 });
     await stopped;
     client.destroy();
+  });
+});
+
+/**
+ * A TCP relay between a test client and the gateway that can stop forwarding, as a client that
+ * stops reading does, and then vanish: `rst` resets the gateway's side (a killed client whose
+ * unread data makes its kernel answer RST), `blackhole` leaves it open and silent forever (the
+ * peer's machine or a middlebox gone without FIN or RST).
+ */
+async function startRelay(target: number): Promise<{
+  port: number;
+  stall(): void;
+  vanish(how: 'rst' | 'blackhole'): void;
+  close(): Promise<void>;
+}> {
+  const pairs: { down: Socket; up: Socket }[] = [];
+  const server: Server = createTcpServer((down) => {
+    const up = netConnect(target, '127.0.0.1');
+    down.pipe(up);
+    up.pipe(down);
+    down.on('error', () => {});
+    up.on('error', () => {});
+    pairs.push({ down, up });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    stall: () => {
+      for (const { down, up } of pairs) {
+        up.unpipe(down);
+        up.pause();
+      }
+    },
+    vanish: (how) => {
+      for (const { down, up } of pairs) {
+        down.destroy();
+        if (how === 'rst') up.resetAndDestroy();
+      }
+    },
+    close: async () => {
+      for (const { down, up } of pairs) {
+        down.destroy();
+        up.destroy();
+      }
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+describe('HTTP/2 clients that vanish (threat catalogue C, D)', () => {
+  let endless: TestUpstream;
+  let local: TestGateway;
+
+  beforeAll(async () => {
+    // Streams until the gateway goes away, with backpressure.
+    endless = await startUpstream((req, res) => {
+      if (!req.url?.startsWith('/endless')) return false;
+      const chunk = Buffer.alloc(64 * 1024, 0x7a);
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      const pump = (): void => {
+        while (!res.destroyed && res.write(chunk));
+        if (!res.destroyed) res.once('drain', pump);
+      };
+      pump();
+      return true;
+    });
+    local = await startGateway({
+      listeners: [tlsListener({ http2: { unresponsiveTimeout: '1s' } })],
+      // No total timeout and a long idle timeout: only the session guard can end these.
+      upstreams: { main: { endpoints: [endless.url], timeouts: { request: 0, idle: '60s' } } },
+      routes: [{ name: 'main', upstream: 'main' }],
+    });
+  });
+
+  afterAll(async () => {
+    await local?.close();
+    await endless?.close();
+  });
+
+  const metric = async (name: string, labels: Record<string, string>): Promise<number> =>
+    metricValue(await scrape(local.adminUrl), name, { listener: 'edge', ...labels }) ?? 0;
+
+  for (const how of ['rst', 'blackhole'] as const) {
+    it(`releases the session, its socket and the upstream request of a client that stops reading and vanishes (${how})`, async () => {
+      const relay = await startRelay(local.port);
+      const seenBefore = endless.requests.length;
+      const closedBefore = await metric('peregrine_http2_sessions_closed_total', { reason: 'unresponsive' });
+      // A client with a large window, as curl has: the gateway writes until TCP is full.
+      const client = h2connect(`https://localhost:${local.port}`, {
+        settings: { initialWindowSize: 2 ** 31 - 1 },
+        createConnection: () =>
+          tlsConnect({
+            host: '127.0.0.1',
+            port: relay.port,
+            ca: pki.ca.cert,
+            servername: 'localhost',
+            ALPNProtocols: ['h2'],
+          }),
+      });
+      client.on('error', () => {});
+      client.on('connect', () => client.setLocalWindowSize(2 ** 31 - 1));
+      const stream = client.request({ ':method': 'GET', ':path': `/endless/${how}` });
+      stream.on('error', () => {});
+      let received = 0;
+      await new Promise<void>((resolve) =>
+        stream.on('data', (c: Buffer) => {
+          received += c.length;
+          if (received > 1024 * 1024) resolve();
+        }),
+      );
+      expect(await metric('peregrine_open_connections', {})).toBe(1);
+      relay.stall();
+      await new Promise((r) => setTimeout(r, 300));
+      const vanishedAt = Date.now();
+      relay.vanish(how);
+      const seen = endless.requests[seenBefore]!;
+      let open = 1;
+      for (let i = 0; i < 100 && (open > 0 || !seen.aborted); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        open = await metric('peregrine_open_connections', {});
+      }
+      // Released within the bound (1 s, checked every 250 ms) plus what the buffers took to fill.
+      expect(open).toBe(0);
+      expect(seen.aborted).toBe(true);
+      expect(Date.now() - vanishedAt).toBeLessThan(4000);
+      expect(await metric('peregrine_http2_sessions_closed_total', { reason: 'unresponsive' })).toBe(
+        closedBefore + 1,
+      );
+      // The attempt ended as the client's doing, never against the upstream.
+      const attempts = await scrape(local.adminUrl);
+      expect(
+        metricValue(attempts, 'peregrine_upstream_attempts_total', { outcome: 'client_abort' }),
+      ).toBeGreaterThan(0);
+      expect(
+        metricValue(attempts, 'peregrine_upstream_attempts_total', { outcome: 'timeout' }),
+      ).toBeUndefined();
+      const line = local.logs.access().find((l) => l.path === `/endless/${how}`);
+      expect(line).toMatchObject({ code: 'CLIENT_CLOSED' });
+      client.destroy();
+      await relay.close();
+    });
+  }
+
+  it('keeps a live client whose stream waits quietly longer than the bound (it answers PINGs)', async () => {
+    const slow = await startUpstream();
+    const gw2 = await startGateway({
+      listeners: [tlsListener({ http2: { unresponsiveTimeout: '1s' } })],
+      upstreams: { main: { endpoints: [slow.url] } },
+      routes: [{ name: 'main', upstream: 'main' }],
+    });
+    const quiet = await h2Session(gw2.port, { ca: pki.ca.cert });
+    try {
+      const res = await h2Request(quiet, { ':method': 'GET', ':path': '/delay/2500' });
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.body)).toEqual({ delayed: 2500 });
+    } finally {
+      quiet.close();
+      await gw2.close();
+      await slow.close();
+    }
   });
 });
 

@@ -1,14 +1,20 @@
 /**
- * Per HTTP/2 session bookkeeping on a TLS listener: rapid-reset protection, the idle timeout, and
- * why each session ended (peregrine_http2_sessions_closed_total).
+ * Per HTTP/2 session bookkeeping on a TLS listener: rapid-reset protection, the idle timeout, the
+ * liveness of the peer, and why each session ended (peregrine_http2_sessions_closed_total).
  *
  * Rapid reset (CVE-2023-44487): a client opens a stream and resets it at once, over and over. The
  * reset stream no longer counts against SETTINGS_MAX_CONCURRENT_STREAMS, but the gateway already
  * started routing and dispatching it, so the concurrency limit bounds nothing. Each stream the
  * client resets before its response began counts; past `maxResets` within `window` the session is
  * closed with GOAWAY ENHANCE_YOUR_CALM. (nghttp2 has its own, much looser, reset rate limit.)
+ *
+ * Liveness: Node's http2 does not notice a peer whose connection vanished while a write to it is
+ * blocked (a slow-reading client killed mid-download: its RST is never read), nor one that went
+ * without FIN or RST at all (nodejs/node#61304, #42710). Such a session, its socket and the
+ * upstream attempts of its streams would stay forever. See `tick`.
  */
 import { constants, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import type { TLSSocket } from 'node:tls';
 import type { Http2Config } from './tls-schema.ts';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_ENHANCE_YOUR_CALM } = constants;
@@ -20,6 +26,7 @@ export const HTTP2_CLOSE_REASONS = [
   'idle_timeout',
   'shutdown',
   'rapid_reset',
+  'unresponsive',
   'invalid_frames',
   'protocol_error',
   'error',
@@ -62,19 +69,35 @@ function onStreamClose(this: GuardedStream): void {
   if (--guard.openStreams === 0 && !guard.idleArmed) guard.armIdle();
 }
 
+/** Liveness ticks per `unresponsiveTimeout`: quiet for two, a PING; for four, destroyed. */
+export const LIVENESS_TICKS = 4;
+const PING_AFTER_TICKS = 2;
+
+function ignorePingResult(): void {}
+
 export class SessionGuard {
   readonly session: ServerHttp2Session;
+  /** The session's TLS connection (the session's own `socket` is a proxy that cannot destroy it). */
+  readonly socket: TLSSocket;
   readonly host: SessionGuardHost;
   openStreams = 0;
   /** The session's idle timer is set; it does not re-arm by itself once it fired. */
   idleArmed = false;
   #resets = 0;
   #windowStart = 0;
+  #seenRead: number;
+  #seenWritten: number;
+  #quietTicks = 0;
+  /** A PING went out since the last tick: the bytes written since are ours, not a sign of life. */
+  #pinged = false;
   reason: Http2CloseReason | undefined = undefined;
 
-  constructor(session: ServerHttp2Session, host: SessionGuardHost) {
+  constructor(session: ServerHttp2Session, socket: TLSSocket, host: SessionGuardHost) {
     this.session = session;
+    this.socket = socket;
     this.host = host;
+    this.#seenRead = socket.bytesRead;
+    this.#seenWritten = socket.bytesWritten;
     (session as ServerHttp2Session & { [kGuard]?: SessionGuard })[kGuard] = this;
     session.on('stream', onStream);
     session.on('error', (err: NodeJS.ErrnoException) => {
@@ -121,6 +144,47 @@ export class SessionGuard {
         new Error('HTTP/2 rapid reset: too many streams reset by the client'),
         NGHTTP2_ENHANCE_YOUR_CALM,
       );
+    }
+  }
+
+  /**
+   * One liveness tick, `unresponsiveTimeout / LIVENESS_TICKS` apart. A sign of life is a byte read
+   * from the peer, or a byte of ours that its TCP took: `bytesWritten` only grows as the kernel's
+   * send buffer drains, so it stops for a peer that vanished or stopped reading, and keeps moving
+   * for one that reads slowly. Quiet for two ticks, the peer gets a PING (a live one answers, idle
+   * or not; Node's idle timer does not count it as traffic); quiet for four (so for at least
+   * `unresponsiveTimeout`), the session is destroyed with its streams, whose upstream attempts
+   * end as the client's (`client_abort`), and its socket with it, which Node keeps open while a
+   * write to it is pending. A socket already gone takes its session with it at once.
+   */
+  tick(): void {
+    const { session, socket } = this;
+    if (session.destroyed) return;
+    if (socket.destroyed) {
+      this.reason ??= 'client_closed';
+      session.destroy();
+      return;
+    }
+    const read = socket.bytesRead;
+    const written = socket.bytesWritten;
+    const alive = read !== this.#seenRead || (written !== this.#seenWritten && !this.#pinged);
+    this.#seenRead = read;
+    this.#seenWritten = written;
+    this.#pinged = false;
+    if (alive) {
+      this.#quietTicks = 0;
+      return;
+    }
+    if (++this.#quietTicks === PING_AFTER_TICKS) {
+      try {
+        this.#pinged = session.ping(ignorePingResult);
+      } catch {
+        // Closing, or too many PINGs outstanding: the ticks go on counting.
+      }
+    } else if (this.#quietTicks >= LIVENESS_TICKS) {
+      this.reason ??= 'unresponsive';
+      session.destroy();
+      socket.destroy();
     }
   }
 

@@ -29,7 +29,12 @@ import { handleUpgrade, isWebSocketUpgrade } from '../forward/websocket.ts';
 import { type DataplaneHost, Pipeline } from '../pipeline.ts';
 import { type ListenerCertificateStatus, ListenerCertificates } from './certificates.ts';
 import { answerClientError } from './http-listener.ts';
-import { type Http2CloseReason, SessionGuard, type SessionGuardHost } from './http2-session-guard.ts';
+import {
+  type Http2CloseReason,
+  LIVENESS_TICKS,
+  SessionGuard,
+  type SessionGuardHost,
+} from './http2-session-guard.ts';
 import { type Listener, listenerInfo, listenOn, strictHttp1Options } from './listener.ts';
 import { attachPeerIdentity } from './peer-identity.ts';
 import { handshakeFailureReason, isClientCertReason, verifyErrorReason } from './tls-reasons.ts';
@@ -64,6 +69,10 @@ export class TlsListener implements Listener {
   #closed = false;
   /** True between refusing a socket in 'secureConnection' and the end of that emit. */
   #refusing = false;
+  /** The socket of the 'secureConnection' being emitted, for the session Node builds on it. */
+  #handshaken: TLSSocket | undefined = undefined;
+  /** Runs SessionGuard.tick for every session while there are sessions (unresponsiveTimeout). */
+  #liveness: NodeJS.Timeout | undefined = undefined;
 
   /** Loads the certificate files; throws CertificateLoadError when they are not a usable set. */
   constructor(config: ListenerConfig, host: DataplaneHost) {
@@ -119,7 +128,10 @@ export class TlsListener implements Listener {
       listener: config.name,
       limits: http2,
       recordClosed: (reason: Http2CloseReason) => metrics.recordHttp2SessionClosed(config.name, reason),
-      forget: (session: ServerHttp2Session) => this.#sessions.delete(session),
+      forget: (session: ServerHttp2Session) => {
+        this.#sessions.delete(session);
+        if (this.#sessions.size === 0) this.#stopLiveness();
+      },
     };
     this.server.on('connection', this.#onConnection);
     // Before Node's own listener: the identity is on the socket, or the peer refused, before the
@@ -170,6 +182,10 @@ export class TlsListener implements Listener {
       socket.getProtocol() ?? 'unknown',
       socket.alpnProtocol || 'none',
     );
+    this.#handshaken = socket;
+    queueMicrotask(() => {
+      this.#handshaken = undefined;
+    });
   };
 
   #onTlsClientError = (err: NodeJS.ErrnoException, socket: TLSSocket): void => {
@@ -197,10 +213,31 @@ export class TlsListener implements Listener {
       session.destroy();
       return;
     }
-    const guard = new SessionGuard(session, this.#guardHost);
+    const socket = this.#handshaken;
+    this.#handshaken = undefined;
+    if (socket === undefined) {
+      // Node emits 'session' from within 'secureConnection', after ours; anything else is a bug.
+      session.destroy();
+      return;
+    }
+    const guard = new SessionGuard(session, socket, this.#guardHost);
     this.#sessions.set(session, guard);
     if (this.#closed) guard.drain();
+    const every = this.config.http2.unresponsiveTimeout / LIVENESS_TICKS;
+    if (every > 0 && this.#liveness === undefined) {
+      this.#liveness = setInterval(this.#tickSessions, every);
+      this.#liveness.unref();
+    }
   };
+
+  #tickSessions = (): void => {
+    for (const guard of this.#sessions.values()) guard.tick();
+  };
+
+  #stopLiveness(): void {
+    if (this.#liveness !== undefined) clearInterval(this.#liveness);
+    this.#liveness = undefined;
+  }
 
   #onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
     answerClientError(this.config.name, this.#host, err, socket, this.config.reasonHeader);
@@ -252,6 +289,7 @@ export class TlsListener implements Listener {
   }
 
   destroyConnections(): void {
+    this.#stopLiveness();
     for (const guard of [...this.#sessions.values()]) guard.destroy();
     for (const socket of this.#sockets) socket.destroy();
   }

@@ -105,6 +105,12 @@ export const Http2Schema = z.strictObject({
     .prefault({}),
   /** A session with no open stream and no traffic for this long is closed with GOAWAY. */
   idleTimeout: duration('60s'),
+  /**
+   * A session whose peer sends nothing and takes none of our bytes for this long (its connection
+   * vanished, or it stopped reading) is destroyed with its streams; a PING asks a quiet one for a
+   * sign of life half-way. 0 disables.
+   */
+  unresponsiveTimeout: duration('30s'),
 });
 
 export type TlsConfig = z.output<typeof TlsSchema>;
