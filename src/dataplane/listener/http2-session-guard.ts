@@ -15,6 +15,8 @@
  */
 import { constants, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
+import { FIELD_CHECK_LOST, type Http2FieldCheck } from './http2-field-check.ts';
+import type { Http2FieldTap } from './http2-field-tap.ts';
 import type { Http2Config } from './tls-schema.ts';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_ENHANCE_YOUR_CALM } = constants;
@@ -43,16 +45,28 @@ export interface SessionGuardHost {
 
 const kGuard = Symbol('peregrine.http2Guard');
 type GuardedStream = ServerHttp2Stream & { [kGuard]?: SessionGuard };
+type GuardedSession = ServerHttp2Session & { [kGuard]?: SessionGuard };
 
 /** Node error codes on a session 'error' → reason. */
 function errorReason(code: string | undefined): Http2CloseReason {
   if (code === 'ERR_HTTP2_TOO_MANY_INVALID_FRAMES') return 'invalid_frames';
-  if (code === 'ERR_HTTP2_ERROR' || code === 'ERR_HTTP2_SESSION_ERROR') return 'protocol_error';
+  if (code === 'ERR_HTTP2_ERROR' || code === 'ERR_HTTP2_SESSION_ERROR' || code === FIELD_CHECK_LOST)
+    return 'protocol_error';
   if (code === 'ECONNRESET' || code === 'EPIPE') return 'client_closed';
   return 'error';
 }
 
-function onStream(this: ServerHttp2Session & { [kGuard]?: SessionGuard }, stream: GuardedStream): void {
+/**
+ * Whether the request of this stream had a malformed header block (true once per stream): it must
+ * be refused, never forwarded without the fields nghttp2 dropped.
+ */
+export function isMalformedStream(stream: ServerHttp2Stream): boolean {
+  const guard = (stream.session as GuardedSession | undefined)?.[kGuard];
+  const id = stream.id;
+  return guard !== undefined && id !== undefined && guard.fields.take(id);
+}
+
+function onStream(this: GuardedSession, stream: GuardedStream): void {
   const guard = this[kGuard];
   if (guard === undefined) return;
   guard.openStreams++;
@@ -69,6 +83,9 @@ function onStreamClose(this: GuardedStream): void {
   if (--guard.openStreams === 0 && !guard.idleArmed) guard.armIdle();
 }
 
+/** How long a session ended on purpose may take to send its GOAWAY before it is cut. */
+const GOAWAY_GRACE_MS = 1000;
+
 /** Liveness ticks per `unresponsiveTimeout`: quiet for two, a PING; for four, destroyed. */
 export const LIVENESS_TICKS = 4;
 const PING_AFTER_TICKS = 2;
@@ -77,8 +94,12 @@ function ignorePingResult(): void {}
 
 export class SessionGuard {
   readonly session: ServerHttp2Session;
+  /** What the session runs on: the field check in front of the TLS connection. */
+  readonly tap: Http2FieldTap;
   /** The session's TLS connection (the session's own `socket` is a proxy that cannot destroy it). */
   readonly socket: TLSSocket;
+  /** What the client's header blocks really held (http2-field-check.ts). */
+  readonly fields: Http2FieldCheck;
   readonly host: SessionGuardHost;
   openStreams = 0;
   /** The session's idle timer is set; it does not re-arm by itself once it fired. */
@@ -92,13 +113,16 @@ export class SessionGuard {
   #pinged = false;
   reason: Http2CloseReason | undefined = undefined;
 
-  constructor(session: ServerHttp2Session, socket: TLSSocket, host: SessionGuardHost) {
+  constructor(session: ServerHttp2Session, tap: Http2FieldTap, host: SessionGuardHost) {
     this.session = session;
+    this.tap = tap;
+    const socket = tap.socket;
     this.socket = socket;
+    this.fields = tap.check;
     this.host = host;
     this.#seenRead = socket.bytesRead;
     this.#seenWritten = socket.bytesWritten;
-    (session as ServerHttp2Session & { [kGuard]?: SessionGuard })[kGuard] = this;
+    (session as GuardedSession)[kGuard] = this;
     session.on('stream', onStream);
     session.on('error', (err: NodeJS.ErrnoException) => {
       this.reason ??= errorReason(err.code);
@@ -139,12 +163,32 @@ export class SessionGuard {
     }
     if (++this.#resets > maxResets) {
       this.reason = 'rapid_reset';
-      // GOAWAY with ENHANCE_YOUR_CALM, then the socket is closed; frames still queued are dropped.
-      session.destroy(
+      this.#endWith(
         new Error('HTTP/2 rapid reset: too many streams reset by the client'),
         NGHTTP2_ENHANCE_YOUR_CALM,
       );
     }
+  }
+
+  /**
+   * End the session with GOAWAY `code`; what the client sent after this is dropped unread. The
+   * GOAWAY goes out before the session is destroyed, which over the field tap would lose it
+   * (http2-field-tap.ts); a client that does not let it out is cut after a grace period.
+   */
+  #endWith(err: Error, code: number): void {
+    const { session, tap } = this;
+    tap.stopReading();
+    session.goaway(code);
+    const end = (): void => {
+      clearTimeout(grace);
+      if (!session.destroyed) session.destroy(err, code);
+    };
+    const grace = setTimeout(() => {
+      end();
+      this.socket.destroy();
+    }, GOAWAY_GRACE_MS);
+    grace.unref();
+    tap.afterGoaway(end);
   }
 
   /**

@@ -24,19 +24,24 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SecureContext, TLSSocket } from 'node:tls';
 import type { ListenerConfig } from '../../config/schema.ts';
+import { GatewayError } from '../../errors.ts';
 import { plainAddress } from '../forward/trusted-proxies.ts';
 import { handleUpgrade, isWebSocketUpgrade } from '../forward/websocket.ts';
 import { type DataplaneHost, Pipeline } from '../pipeline.ts';
+import { sendProblem } from '../respond.ts';
 import { type ListenerCertificateStatus, ListenerCertificates } from './certificates.ts';
-import { answerClientError } from './http-listener.ts';
+import { answerClientError, countRefusal } from './http-listener.ts';
+import { type FieldCheckHost, HPACK_TABLE_SIZE } from './http2-field-check.ts';
+import { Http2FieldTap } from './http2-field-tap.ts';
 import {
   type Http2CloseReason,
+  isMalformedStream,
   LIVENESS_TICKS,
   SessionGuard,
   type SessionGuardHost,
 } from './http2-session-guard.ts';
 import { type Listener, listenerInfo, listenOn, strictHttp1Options } from './listener.ts';
-import { attachPeerIdentity } from './peer-identity.ts';
+import { attachPeerIdentity, kPeerIdentity } from './peer-identity.ts';
 import { handshakeFailureReason, isClientCertReason, verifyErrorReason } from './tls-reasons.ts';
 import type { TlsConfig } from './tls-schema.ts';
 
@@ -56,6 +61,14 @@ type Http1FallbackOptions = Pick<
 
 type CompatHandler = (req: Http2ServerRequest, res: Http2ServerResponse) => void;
 
+/** What Node's socket proxy of a session lets the listener set on the socket the session runs on. */
+type SessionSocket = { _peername?: { address?: string; family?: string; port?: number } } & Record<
+  symbol,
+  unknown
+>;
+
+const MALFORMED = new GatewayError('BAD_REQUEST', 'malformed HTTP/2 request header (RFC 9113 §8.2)');
+
 export class TlsListener implements Listener {
   readonly config: ListenerConfig;
   readonly tls: TlsConfig;
@@ -67,10 +80,10 @@ export class TlsListener implements Listener {
   readonly #sessions = new Map<ServerHttp2Session, SessionGuard>();
   readonly #guardHost: SessionGuardHost;
   #closed = false;
-  /** True between refusing a socket in 'secureConnection' and the end of that emit. */
-  #refusing = false;
-  /** The socket of the 'secureConnection' being emitted, for the session Node builds on it. */
-  #handshaken: TLSSocket | undefined = undefined;
+  /** Node's 'secureConnection' listener: builds the HTTP/2 session, or hands over to HTTP/1.1. */
+  readonly #handOver: (socket: Duplex) => void;
+  /** The connection being handed over to HTTP/2, for the session Node builds on it (same emit). */
+  #handingOver: Http2FieldTap | undefined = undefined;
   /** Runs SessionGuard.tick for every session while there are sessions (unresponsiveTimeout). */
   #liveness: NodeJS.Timeout | undefined = undefined;
 
@@ -109,6 +122,8 @@ export class TlsListener implements Listener {
       ...strictHttp1Options(limits),
       // HTTP/2 limits (docs/security.md). The header list limit is the listener's maxHeaderSize.
       settings: {
+        // The field check decodes the client's header blocks with this table (http2-field-check.ts).
+        headerTableSize: HPACK_TABLE_SIZE,
         maxConcurrentStreams: http2.maxConcurrentStreams,
         maxHeaderListSize: limits.maxHeaderSize,
         enableConnectProtocol: false,
@@ -123,7 +138,13 @@ export class TlsListener implements Listener {
     // compatibility API also has (headers, rawHeaders, method, url, socket, streaming body,
     // writeHead/write/end/destroy, headersSent, writableFinished, 'close' and 'drain'); the few
     // HTTP/2 differences are handled there (pipeline.ts, headers.ts, forwarder.ts).
-    this.server = createSecureServer(options, this.pipeline.handle as unknown as CompatHandler);
+    this.server = createSecureServer(options, this.#onRequest as unknown as CompatHandler);
+    // Node's own listener is called by ours, once the peer is accepted, with the TLS socket (HTTP/1.1)
+    // or the field tap in front of it (HTTP/2).
+    const builders = this.server.listeners('secureConnection');
+    if (builders.length !== 1) throw new Error('unexpected secureConnection listeners on the HTTP/2 server');
+    this.#handOver = builders[0] as (socket: Duplex) => void;
+    this.server.removeAllListeners('secureConnection');
     this.#guardHost = {
       listener: config.name,
       limits: http2,
@@ -134,9 +155,7 @@ export class TlsListener implements Listener {
       },
     };
     this.server.on('connection', this.#onConnection);
-    // Before Node's own listener: the identity is on the socket, or the peer refused, before the
-    // connection is handed to HTTP/1.1 or HTTP/2.
-    this.server.prependListener('secureConnection', this.#onSecureConnection);
+    this.server.on('secureConnection', this.#onSecureConnection);
     this.server.on('tlsClientError', this.#onTlsClientError);
     this.server.on('session', this.#onSession);
     this.server.on('clientError', this.#onClientError);
@@ -170,10 +189,6 @@ export class TlsListener implements Listener {
           'client certificate did not verify; connection refused',
         );
         socket.destroy();
-        this.#refusing = true;
-        queueMicrotask(() => {
-          this.#refusing = false;
-        });
         return;
       }
     }
@@ -182,11 +197,40 @@ export class TlsListener implements Listener {
       socket.getProtocol() ?? 'unknown',
       socket.alpnProtocol || 'none',
     );
-    this.#handshaken = socket;
-    queueMicrotask(() => {
-      this.#handshaken = undefined;
-    });
+    if (socket.alpnProtocol !== 'h2') {
+      this.#handOver.call(this.server, socket);
+      return;
+    }
+    const tap = new Http2FieldTap(socket, this.#fieldCheckHost(socket));
+    this.#handingOver = tap;
+    try {
+      this.#handOver.call(this.server, tap);
+    } finally {
+      this.#handingOver = undefined;
+    }
   };
+
+  /** Where the field check of one HTTP/2 connection reports. */
+  #fieldCheckHost(socket: TLSSocket): FieldCheckHost {
+    const logger = this.#host.telemetry.logger;
+    const listener = this.config.name;
+    return {
+      malformed: (streamId: number, problem: string) => {
+        // Counted here, like a parser refusal, whether nghttp2 resets the stream or hands it over.
+        countRefusal(listener, this.#host, 'BAD_REQUEST', socket.remoteAddress);
+        logger.debug(
+          { listener, streamId, problem, clientAddress: plainAddress(socket.remoteAddress) },
+          'malformed HTTP/2 request header; request refused',
+        );
+      },
+      lostSync: (problem: string) => {
+        logger.debug(
+          { listener, problem, clientAddress: plainAddress(socket.remoteAddress) },
+          'HTTP/2 frames the field check cannot follow; connection closed',
+        );
+      },
+    };
+  }
 
   #onTlsClientError = (err: NodeJS.ErrnoException, socket: TLSSocket): void => {
     const metrics = this.#host.telemetry.metrics;
@@ -208,19 +252,20 @@ export class TlsListener implements Listener {
   };
 
   #onSession = (session: ServerHttp2Session): void => {
-    // Node builds a session even for the socket #onSecureConnection just refused (same emit).
-    if (this.#refusing) {
+    const tap = this.#handingOver;
+    if (tap === undefined) {
+      // Node emits 'session' from within the hand-over in #onSecureConnection; anything else is a bug.
       session.destroy();
       return;
     }
-    const socket = this.#handshaken;
-    this.#handshaken = undefined;
-    if (socket === undefined) {
-      // Node emits 'session' from within 'secureConnection', after ours; anything else is a bug.
-      session.destroy();
-      return;
-    }
-    const guard = new SessionGuard(session, socket, this.#guardHost);
+    const socket = tap.socket;
+    // The session runs on the tap, which Node wraps in a socket of its own without the peer's
+    // address or identity; requests read both from it through Node's proxy, whose writes land there.
+    const onTap = session.socket as unknown as SessionSocket;
+    onTap._peername = { address: socket.remoteAddress, family: socket.remoteFamily, port: socket.remotePort };
+    const identity = (socket as unknown as SessionSocket)[kPeerIdentity];
+    if (identity !== undefined) onTap[kPeerIdentity] = identity;
+    const guard = new SessionGuard(session, tap, this.#guardHost);
     this.#sessions.set(session, guard);
     if (this.#closed) guard.drain();
     const every = this.config.http2.unresponsiveTimeout / LIVENESS_TICKS;
@@ -228,6 +273,15 @@ export class TlsListener implements Listener {
       this.#liveness = setInterval(this.#tickSessions, every);
       this.#liveness.unref();
     }
+  };
+
+  /** HTTP/2 requests whose header block was malformed are refused here; the rest go to the pipeline. */
+  #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    if (req.httpVersionMajor === 2 && isMalformedStream((req as unknown as Http2ServerRequest).stream)) {
+      sendProblem(res, MALFORMED, {}, false, this.config.reasonHeader);
+      return;
+    }
+    this.pipeline.handle(req, res);
   };
 
   #tickSessions = (): void => {
