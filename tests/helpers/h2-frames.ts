@@ -1,5 +1,11 @@
 /** Raw HTTP/2 frames and HPACK fields, for tests that must send what Node's client refuses to. */
+import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { HUFFMAN_LENGTHS, huffmanCode } from '../../src/dataplane/listener/hpack-decoder.ts';
+
+/** A TLS connection to a gateway listener on 127.0.0.1 offering only h2, for raw frames. */
+export function h2Socket(port: number, ca: string): TLSSocket {
+  return tlsConnect({ host: '127.0.0.1', port, ca, servername: 'localhost', ALPNProtocols: ['h2'] });
+}
 
 export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 

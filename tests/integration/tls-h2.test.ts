@@ -6,7 +6,6 @@
  */
 import { type ClientHttp2Session, constants, connect as h2connect } from 'node:http2';
 import { createServer as createTcpServer, connect as netConnect, type Server, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HpackDecoder } from '../../src/dataplane/listener/hpack-decoder.ts';
 import {
@@ -17,7 +16,7 @@ import {
   writeCertFiles,
 } from '../helpers/certs.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
-import { frame, literal, PREFACE, u32 } from '../helpers/h2-frames.ts';
+import { frame, h2Socket, literal, PREFACE, u32 } from '../helpers/h2-frames.ts';
 import { h2Request, h2Session, httpsFetch, metricValue, scrape } from '../helpers/tls-client.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
@@ -375,13 +374,7 @@ function h2Outcomes(
   return new Promise((resolve, reject) => {
     const outcomes: { status?: number; rst?: number }[] = blocks.map(() => ({}));
     const decoder = new HpackDecoder(4096);
-    const socket = tlsConnect({
-      host: '127.0.0.1',
-      port,
-      ca,
-      servername: 'localhost',
-      ALPNProtocols: ['h2'],
-    });
+    const socket = h2Socket(port, ca);
     let buf = Buffer.alloc(0);
     const done = () => outcomes.every((o) => o.status !== undefined || o.rst !== undefined);
     const timer = setTimeout(() => {
@@ -568,14 +561,7 @@ describe('HTTP/2 clients that vanish (threat catalogue C, D)', () => {
       // A client with a large window, as curl has: the gateway writes until TCP is full.
       const client = h2connect(`https://localhost:${local.port}`, {
         settings: { initialWindowSize: 2 ** 31 - 1 },
-        createConnection: () =>
-          tlsConnect({
-            host: '127.0.0.1',
-            port: relay.port,
-            ca: pki.ca.cert,
-            servername: 'localhost',
-            ALPNProtocols: ['h2'],
-          }),
+        createConnection: () => h2Socket(relay.port, pki.ca.cert),
       });
       client.on('error', () => {});
       client.on('connect', () => client.setLocalWindowSize(2 ** 31 - 1));
@@ -657,13 +643,7 @@ function rawH2(
   path = '/',
 ): Promise<{ goawayCode: number | undefined; refused: number }> {
   return new Promise((resolve, reject) => {
-    const socket = tlsConnect({
-      host: '127.0.0.1',
-      port,
-      ca,
-      servername: 'localhost',
-      ALPNProtocols: ['h2'],
-    });
+    const socket = h2Socket(port, ca);
     socket.on('secureConnect', () => {
       if (socket.alpnProtocol !== 'h2') {
         reject(new Error(`ALPN ${socket.alpnProtocol}`));
