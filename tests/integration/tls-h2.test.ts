@@ -610,6 +610,36 @@ describe('HTTP/2 clients that vanish (threat catalogue C, D)', () => {
     });
   }
 
+  it('releases an idle session whose client vanished, once its GOAWAY went nowhere', async () => {
+    const idle = await startGateway({
+      listeners: [tlsListener({ http2: { idleTimeout: '300ms', unresponsiveTimeout: '1s' } })],
+      upstreams: { main: { endpoints: [endless.url] } },
+      routes: [{ name: 'main', upstream: 'main' }],
+    });
+    const relay = await startRelay(idle.port);
+    try {
+      const client = h2connect(`https://localhost:${idle.port}`, {
+        createConnection: () => h2Socket(relay.port, pki.ca.cert),
+      });
+      client.on('error', () => {});
+      expect((await h2Request(client, { ':method': 'GET', ':path': '/idle-then-gone' })).status).toBe(200);
+      relay.stall();
+      relay.vanish('blackhole');
+      const open = async () =>
+        metricValue(await scrape(idle.adminUrl), 'peregrine_open_connections', { listener: 'edge' }) ?? 0;
+      let left = await open();
+      for (let i = 0; i < 100 && left > 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        left = await open();
+      }
+      expect(left).toBe(0);
+      client.destroy();
+    } finally {
+      await relay.close();
+      await idle.close();
+    }
+  });
+
   it('keeps a live client whose stream waits quietly longer than the bound (it answers PINGs)', async () => {
     const slow = await startUpstream();
     const gw2 = await startGateway({

@@ -203,12 +203,13 @@ export class SessionGuard {
    */
   tick(): void {
     const { session, socket } = this;
-    if (session.destroyed) return;
     if (socket.destroyed) {
       this.reason ??= 'client_closed';
-      session.destroy();
+      if (!session.destroyed) session.destroy();
       return;
     }
+    // A session closed gracefully is destroyed by Node before its socket, which then waits for the
+    // peer to finish: the socket is watched until it closes (the guard is forgotten only then).
     const read = socket.bytesRead;
     const written = socket.bytesWritten;
     const alive = read !== this.#seenRead || (written !== this.#seenWritten && !this.#pinged);
@@ -220,6 +221,7 @@ export class SessionGuard {
       return;
     }
     if (++this.#quietTicks === PING_AFTER_TICKS) {
+      if (session.destroyed) return;
       try {
         this.#pinged = session.ping(ignorePingResult);
       } catch {
@@ -227,7 +229,7 @@ export class SessionGuard {
       }
     } else if (this.#quietTicks >= LIVENESS_TICKS) {
       this.reason ??= 'unresponsive';
-      session.destroy();
+      if (!session.destroyed) session.destroy();
       socket.destroy();
     }
   }
