@@ -5,8 +5,8 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { redactConfig } from '../config/loader.ts';
 import type { ConfigStore } from '../control/config-store.ts';
-import type { ListenerCertificateStatus } from '../dataplane/listener/certificates.ts';
 import { type GatewayMetrics, renderMetrics } from '../telemetry/metrics.ts';
+import type { ListenerCertificateStatus } from '../tls/listener-certificates.ts';
 
 export interface AdminSource {
   readonly store: ConfigStore;

@@ -11,8 +11,8 @@ import {
   loadConfigSource,
   sortIssues,
 } from '../config/loader.ts';
-import { checkCertificateFiles } from '../dataplane/listener/certificates.ts';
 import { CredentialLoadError, Credentials } from '../registry/credentials.ts';
+import { checkCertificateFiles } from '../tls/listener-certificates.ts';
 
 /** Where a subcommand writes. Each call is one line without its trailing newline, like console.log. */
 export interface CliOutput {

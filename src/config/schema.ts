@@ -7,10 +7,11 @@
 import { z } from 'zod';
 import { RouteIdentitySchema } from '../dataplane/filters/identity/schema.ts';
 import { AuthSchema, checkRouteAuth, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
-import { Http2Schema, TlsSchema } from '../dataplane/listener/tls-schema.ts';
+import { Http2Schema } from '../dataplane/listener/http2-schema.ts';
 import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
 import { checkRegistry, RegistrySchema } from '../registry/schema.ts';
 import { RedisSchema } from '../stores/schema.ts';
+import { TlsSchema } from '../tls/schema.ts';
 import { address, cidr, duration, name, size } from './fields.ts';
 
 const HTTP_METHODS = [

@@ -19,6 +19,7 @@ import type { Snapshot } from '../control/snapshot.ts';
 import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
 import { accessRecord } from '../telemetry/access-log.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
+import { peerIdentityOf } from '../tls/peer-identity.ts';
 import {
   type ConnectionSocket,
   isConnectionClosing,
@@ -32,7 +33,6 @@ import { type AttemptObserver, ResponseForwarder } from './forward/forwarder.ts'
 import { buildUpstreamHeaders } from './forward/headers.ts';
 import { plainAddress, type TrustCheck } from './forward/trusted-proxies.ts';
 import type { AttemptOutcome } from './forward/upstream-errors.ts';
-import { peerIdentityOf } from './listener/peer-identity.ts';
 import { sendProblem, writeRawProblem } from './respond.ts';
 import { normalizePath } from './routing/path-normalize.ts';
 import type { Endpoint } from './upstream/endpoint.ts';

@@ -20,8 +20,8 @@ import {
 } from 'prom-client';
 import { HTTP_METHODS } from '../config/schema.ts';
 import type { Http2CloseReason } from '../dataplane/listener/http2-session-guard.ts';
-import type { ClientCertReason, HandshakeFailureReason } from '../dataplane/listener/tls-reasons.ts';
 import type { ErrorCode } from '../errors.ts';
+import type { ClientCertReason, HandshakeFailureReason } from '../tls/reasons.ts';
 import {
   CellHistogram,
   CellMetric,

@@ -4,11 +4,7 @@
  */
 import { GatewayError } from '../../errors.ts';
 import type { AttemptOutcome } from '../../telemetry/metrics.ts';
-import {
-  type HandshakeFailureReason,
-  handshakeFailureReason,
-  verifyErrorReason,
-} from '../listener/tls-reasons.ts';
+import { type HandshakeFailureReason, handshakeFailureReason, verifyErrorReason } from '../../tls/reasons.ts';
 
 /** How an upstream attempt ended: the `outcome` label of the attempt metrics (ATTEMPT_OUTCOMES). */
 export type { AttemptOutcome };
