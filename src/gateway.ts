@@ -126,6 +126,7 @@ export class Gateway implements DataplaneHost {
         ...[this.registry?.server?.certificateStatus()].filter((c) => c !== undefined),
       ],
       registry: this.registry ? () => this.registry!.describe() : undefined,
+      upstreamCertificates: () => this.store.upstreamTls.statuses(),
     });
     const { host, port } = splitAddress(this.store.initial.admin.address);
     const server = app.listen({ host, port });
@@ -178,10 +179,14 @@ export class Gateway implements DataplaneHost {
     return this.store.reload(trigger);
   }
 
-  /** Re-read every TLS listener's certificate files (SIGHUP); a bad set keeps the current one serving. */
+  /**
+   * Re-read every TLS listener's certificate files, and every upstream's client certificate and CA
+   * files (SIGHUP); a bad set keeps the current one in use.
+   */
   reloadCertificates(trigger = 'signal'): void {
     for (const l of this.listeners) l.reloadCertificates?.(trigger);
     this.registry?.server?.reloadCertificates(trigger);
+    this.store.upstreamTls.reload(trigger);
   }
 
   /** Address the registration API is bound to. */

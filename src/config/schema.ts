@@ -11,7 +11,7 @@ import { Http2Schema } from '../dataplane/listener/http2-schema.ts';
 import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
 import { checkRegistry, RegistrySchema } from '../registry/schema.ts';
 import { RedisSchema } from '../stores/schema.ts';
-import { TlsSchema } from '../tls/schema.ts';
+import { checkUpstreamTransport, TlsSchema, UPSTREAM_PROTOCOLS, UpstreamTlsSchema } from '../tls/schema.ts';
 import { address, cidr, duration, name, size } from './fields.ts';
 
 const HTTP_METHODS = [
@@ -95,31 +95,39 @@ export const LifecycleSchema = z.strictObject({
   watchConfig: z.boolean().default(true),
 });
 
-export const UpstreamSchema = z.strictObject({
-  /** Endpoint origins, each a URL string or `{ url, weight }`. */
-  endpoints: EndpointsSchema,
-  timeouts: z
-    .strictObject({
-      /** TCP (and TLS) connect. */
-      connect: duration('2s'),
-      /** From request sent to response headers received; applies to each attempt (per try). */
-      response: duration('15s'),
-      /** Longest silence between two chunks of the response body. */
-      idle: duration('30s'),
-      /** Whole exchange, from the first attempt to the last response byte; 0 disables. */
-      request: duration('30s'),
-    })
-    .prefault({}),
-  pool: z
-    .strictObject({
-      /** Maximum connections per endpoint. */
-      connections: z.number().int().positive().default(128),
-      keepAliveTimeout: duration('4s'),
-    })
-    .prefault({}),
-  /** balancer, retries, circuitBreaker, outlierDetection, bulkhead, healthCheck. */
-  ...upstreamPolicyShape,
-});
+export const UpstreamSchema = z
+  .strictObject({
+    /** Endpoint origins, each a URL string or `{ url, weight }`. */
+    endpoints: EndpointsSchema,
+    timeouts: z
+      .strictObject({
+        /** TCP (and TLS) connect. */
+        connect: duration('2s'),
+        /** From request sent to response headers received; applies to each attempt (per try). */
+        response: duration('15s'),
+        /** Longest silence between two chunks of the response body. */
+        idle: duration('30s'),
+        /** Whole exchange, from the first attempt to the last response byte; 0 disables. */
+        request: duration('30s'),
+      })
+      .prefault({}),
+    pool: z
+      .strictObject({
+        /** Maximum connections per endpoint. */
+        connections: z.number().int().positive().default(128),
+        keepAliveTimeout: duration('4s'),
+      })
+      .prefault({}),
+    /** balancer, retries, circuitBreaker, outlierDetection, bulkhead, healthCheck. */
+    ...upstreamPolicyShape,
+    /** TLS toward `https://` endpoints: trust, client certificate, server name, expected identity. */
+    tls: UpstreamTlsSchema.optional(),
+    /** What the connections speak (ALPN over TLS): http1, h2 or auto. */
+    protocol: z.enum(UPSTREAM_PROTOCOLS).default('http1'),
+  })
+  .superRefine((u, ctx) =>
+    checkUpstreamTransport(u, (path, message) => ctx.addIssue({ code: 'custom', path, message })),
+  );
 
 export const RouteMatchSchema = z.strictObject({
   /** Exact host, or a wildcard suffix `*.example.com`. Absent: any host. */

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { ConfigError, type ConfigIssue, loadConfigFile } from '../config/loader.ts';
 import { type Config, dynamicPart } from '../config/schema.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
+import { UpstreamTlsSet } from '../tls/upstream-tls.ts';
 import { compileSnapshot, type Snapshot } from './snapshot.ts';
 
 export interface ReloadFailure {
@@ -26,6 +27,8 @@ export class ConfigStore {
   readonly file: string | undefined;
   /** The config the process started with: its static part is what runs until restart. */
   readonly initial: Config;
+  /** Every upstream's TLS (files, rotation), shared by the endpoints of all snapshots. */
+  readonly upstreamTls: UpstreamTlsSet;
   #current: Snapshot;
   #effective: Config;
   #lastFailure: ReloadFailure | undefined;
@@ -47,9 +50,11 @@ export class ConfigStore {
     this.#logger = opts.logger;
     this.#metrics = opts.metrics;
     this.#env = opts.env ?? process.env;
+    this.upstreamTls = new UpstreamTlsSet({ logger: opts.logger, metrics: opts.metrics });
     this.#current = compileSnapshot(dynamicPart(config), this.#version, undefined, {
       metrics: opts.metrics,
       logger: opts.logger,
+      tls: this.upstreamTls,
     }).snapshot;
     void this.#current.auth.start();
     this.#lastSuccessAt = new Date().toISOString();
@@ -126,10 +131,15 @@ export class ConfigStore {
         compiled = compileSnapshot(dynamic, this.#version + 1, this.#current, {
           metrics: this.#metrics,
           logger: this.#logger,
+          tls: this.upstreamTls,
         });
       } catch (err) {
+        // An error naming its key (an upstream's TLS file) is reported there.
+        const path = (err as { keyPath?: unknown }).keyPath;
         return this.#fail(trigger, [
-          { file: this.file ?? '(none)', path: '', message: `compile failed: ${String(err)}` },
+          typeof path === 'string'
+            ? { file: this.file ?? '(none)', path, message: (err as Error).message }
+            : { file: this.file ?? '(none)', path: '', message: `compile failed: ${String(err)}` },
         ]);
       }
       this.#version++;

@@ -7,6 +7,7 @@ import { type AuthProviders, createAuthProviders } from '../dataplane/filters/jw
 import { createRouteTable, type RouteTable } from '../dataplane/routing/route-table.ts';
 import { Cluster, upstreamFingerprint } from '../dataplane/upstream/cluster.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
+import type { UpstreamTlsSet } from '../tls/upstream-tls.ts';
 
 /** What a route runs between matching and forwarding, compiled once per snapshot. */
 export interface RoutePlan {
@@ -36,6 +37,8 @@ export interface Snapshot {
 export interface SnapshotDeps {
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
+  /** The upstreams' TLS, shared across snapshots (endpoints hold it, not the snapshot). */
+  readonly tls?: UpstreamTlsSet | undefined;
 }
 
 export interface CompileResult {
@@ -102,6 +105,7 @@ export function compileSnapshot(
           metrics: deps.metrics,
           fingerprint,
           previous: old,
+          tls: deps.tls,
         });
         created.push(cluster);
         clusters.set(name, cluster);

@@ -35,7 +35,7 @@ import { plainAddress, type TrustCheck } from './forward/trusted-proxies.ts';
 import type { AttemptOutcome } from './forward/upstream-errors.ts';
 import { sendProblem, writeRawProblem } from './respond.ts';
 import { normalizePath } from './routing/path-normalize.ts';
-import type { Endpoint } from './upstream/endpoint.ts';
+import type { Endpoint, EndpointDispatchOptions } from './upstream/endpoint.ts';
 import { parseRetryAfter } from './upstream/retry-policy.ts';
 
 /** What the data plane needs from the running gateway. */
@@ -464,11 +464,12 @@ export class Pipeline implements AttemptObserver {
       body = limitBody(req, maxBody);
     }
     const path = route.rewritePath(ctx.path);
-    const opts: Dispatcher.DispatchOptions = {
+    const opts: EndpointDispatchOptions = {
       method: method as Dispatcher.HttpMethod,
       path: ctx.query ? path + ctx.query : path,
       headers,
       body,
+      servername: endpoint.servername,
     };
     forwarder.startTimers(cluster.config.timeouts.response, cluster.config.timeouts.idle);
     endpoint.pool.dispatch(opts, forwarder);

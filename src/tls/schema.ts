@@ -3,8 +3,10 @@
  * upstream's (trust, client certificate, server name, expected identity). docs/configuration.md
  * and docs/security.md describe every option; defaults live here and nowhere else.
  */
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { duration } from '../config/fields.ts';
+import { isIdentityPattern, isWorkloadId } from './spiffe.ts';
 
 /** TLS 1.0 and 1.1 are not accepted (RFC 8996). */
 export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
@@ -79,3 +81,115 @@ export const TlsSchema = z
   });
 
 export type TlsConfig = z.output<typeof TlsSchema>;
+
+/**
+ * What an upstream's connections speak, offered in ALPN over TLS: `http1` (the default) offers
+ * only HTTP/1.1; `h2` only HTTP/2; `auto` both, the upstream choosing. Plain `http://` endpoints
+ * speak HTTP/1.1 (h2c is never used). Room for `grpc` later: HTTP/2 with trailers end to end.
+ */
+export const UPSTREAM_PROTOCOLS = ['http1', 'h2', 'auto'] as const;
+export type UpstreamProtocol = (typeof UPSTREAM_PROTOCOLS)[number];
+
+/** ALPN protocol IDs offered per `protocol`. */
+export const ALPN_OFFERS: Readonly<Record<UpstreamProtocol, readonly string[]>> = {
+  http1: ['http/1.1'],
+  h2: ['h2'],
+  auto: ['h2', 'http/1.1'],
+};
+
+const workloadId = z
+  .string()
+  .refine(isWorkloadId, 'expected a SPIFFE ID with a path, e.g. spiffe://prod.example/ns/orders/sa/api');
+
+const identityPattern = z
+  .string()
+  .refine(
+    isIdentityPattern,
+    'expected a SPIFFE ID pattern such as spiffe://prod.example/ns/*/sa/{service}: a literal trust domain, `*` for one whole path segment, {service} for the service name',
+  );
+
+/** A DNS name the certificate is checked against and sent as SNI (never an IP address: RFC 6066). */
+const serverName = z
+  .string()
+  .max(253)
+  .regex(
+    /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/,
+    'expected a DNS name, e.g. orders.internal',
+  )
+  .refine((s) => isIP(s) === 0, 'an IP address is not a server name (SNI carries DNS names only)');
+
+export const UpstreamIdentitySchema = z
+  .strictObject({
+    /** SPIFFE IDs the upstream may present; one of them must be its certificate's. */
+    expect: z.array(workloadId).min(1, 'list at least one SPIFFE ID').max(100).optional(),
+    /** A pattern the upstream's SPIFFE ID must match: `{service}` is the upstream's name, `*` one segment. */
+    expectPattern: identityPattern.optional(),
+  })
+  .superRefine((i, ctx) => {
+    if ((i.expect === undefined) === (i.expectPattern === undefined))
+      ctx.addIssue({ code: 'custom', message: 'identity takes exactly one of expect and expectPattern' });
+  });
+
+export const UpstreamTlsSchema = z
+  .strictObject({
+    /**
+     * PEM file of the CA certificates the upstream's chain must end at. Replaces Node's bundle of
+     * public CAs (a private CA is never trusted alongside them). Absent: Node's bundle.
+     */
+    ca: pemFile.optional(),
+    /** PEM file: the client certificate presented when the upstream asks for one (mTLS), then intermediates. */
+    cert: pemFile.optional(),
+    /** PEM file: the unencrypted private key of `cert`. */
+    key: pemFile.optional(),
+    /** Sent as SNI and, without `identity`, the name the certificate must carry. Default: the endpoint's host. */
+    serverName: serverName.optional(),
+    /** Verify the upstream's SPIFFE ID (X.509-SVID) instead of a host name. Needs `ca`. */
+    identity: UpstreamIdentitySchema.optional(),
+    minVersion: tlsVersion.default('TLSv1.2'),
+    maxVersion: tlsVersion.default('TLSv1.3'),
+    /** Watch `ca`, `cert` and `key` and use new contents for new connections without a restart. */
+    watch: z.boolean().default(true),
+  })
+  .superRefine((t, ctx) => {
+    if ((t.cert === undefined) !== (t.key === undefined))
+      ctx.addIssue({
+        code: 'custom',
+        path: [t.cert === undefined ? 'cert' : 'key'],
+        message: 'cert and key come together (the client certificate and its private key)',
+      });
+    if (t.identity !== undefined && t.ca === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ca'],
+        message: "identity needs ca: a SPIFFE ID means something only under its trust domain's CA",
+      });
+    if (t.minVersion === 'TLSv1.3' && t.maxVersion === 'TLSv1.2')
+      ctx.addIssue({ code: 'custom', path: ['maxVersion'], message: 'maxVersion is below minVersion' });
+  });
+
+export type UpstreamTlsConfig = z.output<typeof UpstreamTlsSchema>;
+export type UpstreamIdentityConfig = z.output<typeof UpstreamIdentitySchema>;
+
+/**
+ * Upstream transport rules that span keys: `tls` and HTTP/2 need `https://` endpoints (a client
+ * certificate or an expected identity over plain HTTP would be a false sense of security, and h2c
+ * is never spoken).
+ */
+export function checkUpstreamTransport(
+  u: { endpoints?: readonly (string | { url: string })[]; tls?: unknown; protocol?: UpstreamProtocol },
+  addIssue: (path: (string | number)[], message: string) => void,
+): void {
+  const needsTls =
+    u.tls !== undefined ? 'tls' : u.protocol !== undefined && u.protocol !== 'http1' ? 'protocol' : undefined;
+  if (needsTls === undefined) return;
+  (u.endpoints ?? []).forEach((e, i) => {
+    const url = typeof e === 'string' ? e : e.url;
+    if (url.startsWith('http://'))
+      addIssue(
+        ['endpoints', i],
+        needsTls === 'tls'
+          ? `tls applies to https:// endpoints; ${url} would be spoken to in clear`
+          : `protocol ${u.protocol} needs https:// endpoints (HTTP/2 without TLS, h2c, is not spoken)`,
+      );
+  });
+}

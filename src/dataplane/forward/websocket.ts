@@ -18,6 +18,7 @@ import type { RequestFilter } from '../filters/filter.ts';
 import { assertHostPresent, type Pipeline, requestIdOf } from '../pipeline.ts';
 import { writeRawProblem } from '../respond.ts';
 import { normalizePath } from '../routing/path-normalize.ts';
+import type { EndpointDispatchOptions } from '../upstream/endpoint.ts';
 import { buildUpstreamHeaders, cleanResponseHeaders } from './headers.ts';
 import { plainAddress } from './trusted-proxies.ts';
 import { classifyUpstreamError } from './upstream-errors.ts';
@@ -247,8 +248,16 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
       });
       if (ctx.upstreamHeaders) for (const h of ctx.upstreamHeaders) headers.push(h);
       const path = route.rewritePath(target.path);
+      const opts: EndpointDispatchOptions = {
+        method: 'GET',
+        path: path + target.query,
+        headers,
+        upgrade: 'websocket',
+        body: null,
+        servername: endpoint.servername,
+      };
       endpoint.pool.dispatch(
-        { method: 'GET', path: path + target.query, headers, upgrade: 'websocket', body: null },
+        opts,
         new UpgradeHandler(
           socket,
           head,

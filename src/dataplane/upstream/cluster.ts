@@ -9,6 +9,7 @@ import {
   type UpstreamResilienceSeries,
   type UpstreamStateSource,
 } from '../../telemetry/metrics.ts';
+import { UpstreamTlsSet } from '../../tls/upstream-tls.ts';
 import { type AttemptOutcome, isClientSide, type UpstreamTlsFailure } from '../forward/upstream-errors.ts';
 import { type Balancer, type PickContext, wasTried } from './balancer.ts';
 import { createBalancer, DEFAULT_DECAY_MS, DEFAULT_RTT_MS } from './balancers.ts';
@@ -32,7 +33,7 @@ import { type RetryDecision, type RetryGates, type RetryInput, RetryPolicy } fro
 /** The metric calls a cluster makes; GatewayMetrics has them all. */
 export type ClusterMetrics = Pick<
   GatewayMetrics,
-  'upstreamResilience' | 'watchUpstream' | 'recordCircuitTransition' | 'recordEjection'
+  'upstreamResilience' | 'watchUpstream' | 'recordCircuitTransition' | 'recordEjection' | 'upstreamTls'
 >;
 
 /** What a cluster needs from the running gateway. All optional: tests and tools build bare clusters. */
@@ -52,6 +53,8 @@ export interface ClusterDeps {
    * retry budget and bulkhead where their own settings are unchanged.
    */
   readonly previous?: Cluster | undefined;
+  /** Where `https://` endpoints take the upstream's TLS from; a set of its own when absent. */
+  readonly tls?: UpstreamTlsSet | undefined;
 }
 
 /**
@@ -141,6 +144,11 @@ const SILENT: Logger = pino({ enabled: false });
 
 /** At most one TLS failure line per endpoint and code in this long. */
 const TLS_LOG_INTERVAL_MS = 10_000;
+const TLS_FAILURE_MESSAGES: Readonly<Record<UpstreamTlsFailure['kind'], string>> = {
+  verify: 'upstream TLS certificate verification failed',
+  handshake: 'upstream TLS handshake failed',
+  identity: 'upstream identity verification failed',
+};
 
 /** Counters that go nowhere, for clusters built without metrics. */
 function detachedSeries(): UpstreamResilienceSeries {
@@ -241,13 +249,17 @@ export class Cluster {
     const t0 = now();
     const shared = deps.previous === undefined ? undefined : reusableEndpoints(deps.previous);
     const adopted: [Endpoint, number][] = [];
+    const endpointDeps = {
+      upstream: name,
+      tls: deps.tls ?? new UpstreamTlsSet({ logger: this.#logger, metrics: deps.metrics }),
+    };
     this.endpoints = config.endpoints.map((spec) => {
       const kept = shared?.get(endpointTransport(spec, config));
       if (kept !== undefined) {
         adopted.push([kept, typeof spec === 'string' ? 1 : spec.weight]);
         return kept;
       }
-      const e = new Endpoint(spec, config);
+      const e = new Endpoint(spec, config, endpointDeps);
       initRtt(e, defaultRtt, t0);
       return e;
     });
@@ -502,6 +514,7 @@ export class Cluster {
    * for that endpoint wait TLS_LOG_INTERVAL_MS (or a different code) and carry the count since.
    */
   tlsFailed(endpoint: Endpoint, failure: UpstreamTlsFailure): void {
+    this.#metrics?.upstreamTls.recordFailure(this.name, failure.reason);
     const now = this.#now();
     const last = this.#tlsLogged.get(endpoint);
     if (last !== undefined && last.code === failure.code && now - last.at < TLS_LOG_INTERVAL_MS) {
@@ -514,11 +527,10 @@ export class Cluster {
         endpoint: endpoint.id,
         code: failure.code,
         reason: failure.reason,
+        ...failure.identity,
         ...(last !== undefined && last.since > 0 ? { suppressed: last.since } : undefined),
       },
-      failure.kind === 'verify'
-        ? 'upstream TLS certificate verification failed'
-        : 'upstream TLS handshake failed',
+      TLS_FAILURE_MESSAGES[failure.kind],
     );
   }
 
