@@ -1,5 +1,5 @@
 /**
- * CLI entry: `peregrine run | validate | schema | register`. Static config is read once here; the gateway
+ * CLI entry: `peregrine run | validate | schema | register | certs`. Static config is read once here; the gateway
  * reloads the dynamic part itself on file change and on SIGHUP.
  */
 import { parseArgs } from 'node:util';
@@ -18,6 +18,8 @@ Usage:
   peregrine schema                  print the JSON Schema of the config file
   peregrine register --service <name> --port <port> --registry <url> [options]
                                     keep an instance registered until SIGTERM (--help for options)
+  peregrine certs init|issue [options]
+                                    a development CA and SPIFFE certificates for a mesh (--help)
   peregrine --version
 `;
 
@@ -103,6 +105,11 @@ async function main(argv: string[]): Promise<number | undefined> {
       return 0;
     }
     return runRegister(argv.slice(1), out);
+  }
+  // `certs` too; loaded on demand, so the gateway never loads its certificate builder.
+  if (argv[0] === 'certs') {
+    const { runCerts } = await import('./cli/certs.ts');
+    return runCerts(argv.slice(1), out);
   }
   const { values, positionals } = parseArgs({
     args: argv,

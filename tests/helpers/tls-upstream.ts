@@ -26,7 +26,7 @@ export interface TlsConnectionRecord {
 }
 
 export interface TlsUpstreamOptions {
-  readonly server: IssuedCert;
+  readonly server: Pick<IssuedCert, 'cert' | 'key'>;
   /** Ask for, and require, a client certificate that chains to this CA (PEM). */
   readonly clientCa?: string;
   /** `h2`: an HTTP/2 server (with `allowHTTP1` as given, default true); default plain HTTPS. */
