@@ -1,5 +1,4 @@
 import 'reflect-metadata';
-import { X509Certificate } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { expectedIdentity } from '../../../src/tls/spiffe.ts';
@@ -62,31 +61,18 @@ describe('verifySvid (X509-SVID §5)', () => {
   });
 
   it('refuses a CA certificate and a leaf that may sign certificates, even with the expected ID', async () => {
-    const keys = ca.keys;
-    const make = (extensions: x509.Extension[]) =>
-      x509.X509CertificateGenerator.createSelfSigned({
-        serialNumber: '0a',
-        name: 'CN=signer',
-        notBefore: new Date(Date.now() - 60_000),
-        notAfter: new Date(Date.now() + 60_000),
-        signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-        keys,
-        extensions: [
-          new x509.SubjectAlternativeNameExtension([{ type: 'url', value: ORDERS }]),
-          ...extensions,
-        ],
-      });
-    const caCert = await make([new x509.BasicConstraintsExtension(true, 0, true)]);
-    const signer = await make([
+    const san = new x509.SubjectAlternativeNameExtension([{ type: 'url', value: ORDERS }]);
+    const caCert = await ca.selfIssued('ca', [san, new x509.BasicConstraintsExtension(true, 0, true)]);
+    const signer = await ca.selfIssued('signer', [
+      san,
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyCertSign, true),
     ]);
-    const raw = (c: x509.X509Certificate) => new X509Certificate(c.toString('pem')).raw;
-    expect(problemOf(verifySvid(raw(caCert), expected))).toEqual([
+    expect(problemOf(verifySvid(caCert.raw, expected))).toEqual([
       'not_svid',
       'a CA certificate is not a leaf SVID',
     ]);
-    expect(problemOf(verifySvid(raw(signer), expected))).toEqual([
+    expect(problemOf(verifySvid(signer.raw, expected))).toEqual([
       'not_svid',
       'a leaf SVID may not sign certificates or CRLs',
     ]);

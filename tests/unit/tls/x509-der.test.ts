@@ -93,17 +93,8 @@ describe('readCertificateFacts', () => {
   });
 
   it('without the extensions: not a CA, no key usage', async () => {
-    const bare = await x509.X509CertificateGenerator.createSelfSigned({
-      serialNumber: '01',
-      name: 'CN=bare',
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 60_000),
-      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-      keys: ca.keys,
-      extensions: [],
-    });
-    const facts = readCertificateFacts(new X509Certificate(bare.toString('pem')).raw);
-    expect(facts).toEqual({
+    const bare = await ca.selfIssued('bare', []);
+    expect(readCertificateFacts(bare.raw)).toEqual({
       sans: { dns: [], uris: [], ips: [], emails: [] },
       ca: false,
       keyUsage: undefined,
@@ -111,18 +102,11 @@ describe('readCertificateFacts', () => {
   });
 
   it('refuses an extension that appears twice', async () => {
-    const twice = await x509.X509CertificateGenerator.createSelfSigned({
-      serialNumber: '02',
-      name: 'CN=twice',
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 60_000),
-      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-      keys: ca.keys,
-      extensions: [new x509.BasicConstraintsExtension(false), new x509.BasicConstraintsExtension(true)],
-    });
-    expect(() => readCertificateFacts(new Uint8Array(twice.rawData))).toThrow(
-      /more than one basicConstraints/,
-    );
+    const twice = await ca.selfIssued('twice', [
+      new x509.BasicConstraintsExtension(false),
+      new x509.BasicConstraintsExtension(true),
+    ]);
+    expect(() => readCertificateFacts(twice.raw)).toThrow(/more than one basicConstraints/);
   });
 });
 
