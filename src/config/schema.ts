@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { RouteIdentitySchema } from '../dataplane/filters/identity/schema.ts';
 import { AuthSchema, checkRouteAuth, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
 import { Http2Schema, TlsSchema } from '../dataplane/listener/tls-schema.ts';
+import { compileRoutePath } from '../dataplane/routing/route-path.ts';
 import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
 import { checkRegistry, RegistrySchema } from '../registry/schema.ts';
 import { RedisSchema } from '../stores/schema.ts';
@@ -135,9 +136,15 @@ export const RouteMatchSchema = z.strictObject({
   headers: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), z.string()).optional(),
 });
 
+/** What the route compiler would refuse: paths normalisation rejects, malformed templates. */
+function checkRoutePath(match: z.output<typeof RouteMatchSchema>, ctx: z.RefinementCtx): void {
+  const compiled = compileRoutePath(match.path, match.pathType);
+  if (compiled.error !== undefined) ctx.addIssue({ code: 'custom', path: ['path'], message: compiled.error });
+}
+
 export const RouteSchema = z.strictObject({
   name,
-  match: RouteMatchSchema.prefault({}),
+  match: RouteMatchSchema.superRefine(checkRoutePath).prefault({}),
   upstream: name,
   /** Higher wins over specificity. Default 0. */
   priority: z.number().int().default(0),
