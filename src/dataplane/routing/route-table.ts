@@ -24,6 +24,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RouteConfig } from '../../config/schema.ts';
+import { runNow, type Steps } from '../../slices.ts';
 import {
   HOST_EXACT,
   HOST_NONE,
@@ -164,32 +165,12 @@ class Table implements RouteTable {
   readonly #cursors: Int32Array;
   readonly #captures: Int32Array;
 
-  constructor(ordered: readonly RouteImpl[]) {
+  constructor(ordered: readonly RouteImpl[], parts: TableParts) {
     this.routes = Object.freeze(ordered.slice());
-    const anyIndex = new PathIndex(ordered.filter((r) => r.hostKind === HOST_NONE));
+    const { anyIndex, suffixIndexes, wildcards, exact } = parts;
     const tail: Plan = anyIndex.size > 0 ? [anyIndex] : [];
     this.#anyHost = tail;
-
-    // A suffix's wildcard part: its own index, then those of the shorter suffixes it ends with
-    // (all of them match any host it matches), longest first.
-    const bySuffix = groupBy(ordered, HOST_WILDCARD);
-    const suffixIndexes = new Map<string, Index>();
-    for (const [suffix, routes] of bySuffix) suffixIndexes.set(suffix, new PathIndex(routes));
-    const wildcards = new Map<string, Plan>();
-    for (const suffix of suffixIndexes.keys()) {
-      const chain: Index[] = [];
-      for (let dot = 0; dot !== -1; dot = suffix.indexOf('.', dot + 1)) {
-        const index = suffixIndexes.get(suffix.slice(dot));
-        if (index !== undefined) chain.push(index);
-      }
-      wildcards.set(suffix, [...chain, ...tail]);
-    }
     this.#wildcards = wildcards;
-
-    const exact = new Map<string, Plan>();
-    for (const [host, routes] of groupBy(ordered, HOST_EXACT)) {
-      exact.set(host, [new PathIndex(routes), ...(longestSuffix(wildcards, host) ?? tail)]);
-    }
     this.#exactHosts = exact;
     this.#hostAware = exact.size > 0 || wildcards.size > 0;
     this.#hostCacheLimit = Math.max(HOST_CACHE_MIN, 2 * (exact.size + wildcards.size));
@@ -213,7 +194,8 @@ class Table implements RouteTable {
     });
     this.#lists = Array.from({ length: maxLists }, () => ordered);
     this.#cursors = new Int32Array(maxLists);
-    const maxParams = Math.max(0, ...ordered.map((r) => r.template?.names.length ?? 0));
+    let maxParams = 0;
+    for (const r of ordered) maxParams = Math.max(maxParams, r.template?.names.length ?? 0);
     this.#captures = new Int32Array(2 * maxParams);
   }
 
@@ -287,7 +269,53 @@ function sumSizes(indexes: Iterable<Index>): number {
 
 /** Compile routes (validated by RouteSchema) into a table. Throws RouteCompileError for a bad route. */
 export function createRouteTable(routes: readonly RouteConfig[]): RouteTable {
-  const ordered = routes.map((config, index) => new RouteImpl(config, index)).sort(comparePrecedence);
+  return runNow(routeTableSteps(routes));
+}
+
+/** createRouteTable in steps (src/slices.ts): it yields after each route and each host. */
+export function* routeTableSteps(routes: readonly RouteConfig[]): Steps<RouteTable> {
+  const ordered: RouteImpl[] = [];
+  for (let i = 0; i < routes.length; i++) {
+    ordered.push(new RouteImpl(routes[i]!, i));
+    yield;
+  }
+  ordered.sort(comparePrecedence);
   for (let i = 0; i < ordered.length; i++) ordered[i]!.rank = i;
-  return new Table(ordered);
+  yield;
+  return new Table(ordered, yield* indexSteps(ordered));
+}
+
+interface TableParts {
+  /** The host-less routes. */
+  readonly anyIndex: Index;
+  readonly suffixIndexes: ReadonlyMap<string, Index>;
+  readonly wildcards: ReadonlyMap<string, Plan>;
+  readonly exact: ReadonlyMap<string, Plan>;
+}
+
+function* indexSteps(ordered: readonly RouteImpl[]): Steps<TableParts> {
+  const anyIndex = new PathIndex(ordered.filter((r) => r.hostKind === HOST_NONE));
+  const tail: Plan = anyIndex.size > 0 ? [anyIndex] : [];
+  // A suffix's wildcard part: its own index, then those of the shorter suffixes it ends with
+  // (all of them match any host it matches), longest first.
+  const suffixIndexes = new Map<string, Index>();
+  for (const [suffix, routes] of groupBy(ordered, HOST_WILDCARD)) {
+    suffixIndexes.set(suffix, new PathIndex(routes));
+    yield;
+  }
+  const wildcards = new Map<string, Plan>();
+  for (const suffix of suffixIndexes.keys()) {
+    const chain: Index[] = [];
+    for (let dot = 0; dot !== -1; dot = suffix.indexOf('.', dot + 1)) {
+      const index = suffixIndexes.get(suffix.slice(dot));
+      if (index !== undefined) chain.push(index);
+    }
+    wildcards.set(suffix, [...chain, ...tail]);
+  }
+  const exact = new Map<string, Plan>();
+  for (const [host, routes] of groupBy(ordered, HOST_EXACT)) {
+    exact.set(host, [new PathIndex(routes), ...(longestSuffix(wildcards, host) ?? tail)]);
+    yield;
+  }
+  return { anyIndex, suffixIndexes, wildcards, exact };
 }
