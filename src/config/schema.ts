@@ -12,6 +12,7 @@ import { compileRoutePath } from '../dataplane/routing/route-path.ts';
 import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
 import { checkRegistry, RegistrySchema } from '../registry/schema.ts';
 import { RedisSchema } from '../stores/schema.ts';
+import { LATENCY_BUCKETS } from '../telemetry/latency-buckets.ts';
 import { address, cidr, duration, name, size } from './fields.ts';
 
 const HTTP_METHODS = [
@@ -84,6 +85,21 @@ export const TelemetrySchema = z.strictObject({
     .strictObject({
       /** Attach trace_id exemplars to latency histograms for sampled requests. */
       exemplars: z.boolean().default(true),
+      /**
+       * Upper bounds (seconds) of the buckets of both latency histograms. Each bucket is one
+       * series per label set: fewer buckets, a cheaper scrape (docs/metrics.md, cardinality).
+       */
+      latencyBuckets: z
+        .array(z.number().positive())
+        .min(1)
+        .max(64)
+        .refine((b) => b.every((v, i) => i === 0 || v > b[i - 1]!), 'bucket bounds must increase')
+        .default([...LATENCY_BUCKETS]),
+      /**
+       * Whether a route has a latency histogram of its own unless it says otherwise
+       * (`routes[].metrics.histogram`). Routes without one share the `route="_other"` series.
+       */
+      routeHistograms: z.boolean().default(true),
     })
     .prefault({}),
 });
@@ -175,6 +191,12 @@ export const RouteSchema = z.strictObject({
   auth: RouteAuthSchema.optional(),
   /** Verified mTLS client identities allowed on this route (docs/security.md). Absent: any client. */
   identity: RouteIdentitySchema.optional(),
+  metrics: z
+    .strictObject({
+      /** A latency histogram of its own; default `telemetry.metrics.routeHistograms`. */
+      histogram: z.boolean().optional(),
+    })
+    .optional(),
 });
 
 export const ConfigSchema = z

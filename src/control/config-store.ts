@@ -66,6 +66,7 @@ export class ConfigStore {
       logger: opts.logger,
     }).snapshot;
     void this.#current.auth.start();
+    this.#configureRouteMetrics();
     this.#lastSuccessAt = new Date().toISOString();
     this.#metrics.recordConfigReload('success');
   }
@@ -168,12 +169,20 @@ export class ConfigStore {
       for (const cluster of compiled.retired) void cluster.close();
       compiled.retire();
       void this.#current.auth.start();
+      this.#configureRouteMetrics();
     }
     this.#lastFailure = undefined;
     this.#lastSuccessAt = new Date().toISOString();
     this.#metrics.recordConfigReload('success');
     this.#logger.info({ trigger, version: this.#version, changed }, 'configuration reloaded');
     return { ok: true, version: this.#version, changed };
+  }
+
+  /** Which routes now serving have a latency histogram of their own. */
+  #configureRouteMetrics(): void {
+    this.#metrics.configureRoutes(
+      this.#current.routes.routes.map((r) => ({ name: r.name, histogram: r.config.metrics?.histogram })),
+    );
   }
 
   #fail(trigger: string, issues: readonly ConfigIssue[]): ReloadResult {

@@ -239,6 +239,54 @@ describe('hot reload', () => {
       await gw.close();
     }
   });
+
+  it('route latency histograms follow the config across a reload; the scrape streams them', async () => {
+    const telemetry = { metrics: { routeHistograms: false, latencyBuckets: [0.01, 1] } };
+    const routes = (histogram: string) => ({
+      telemetry,
+      upstreams: { a: { endpoints: [a.url] } },
+      routes: ['x', 'y'].map((name) => ({
+        name,
+        match: { path: `/${name}` },
+        upstream: 'a',
+        ...(name === histogram ? { metrics: { histogram: true } } : {}),
+      })),
+    });
+    const gw = await startGateway(routes('x'), { asFile: true });
+    const scrape = async () => (await fetch(`${gw.adminUrl}/metrics`)).text();
+    const latency = (body: string, route: string) =>
+      body
+        .split('\n')
+        .filter((l) => l.startsWith('peregrine_request_duration_seconds') && l.includes(`route="${route}"`));
+    try {
+      for (const path of ['/x', '/y', '/y']) expect((await fetch(`${gw.url}${path}`)).status).toBe(200);
+      let body = await scrape();
+      // Two buckets, +Inf, _sum, _count.
+      expect(latency(body, 'x')).toHaveLength(5);
+      expect(latency(body, 'y')).toEqual([]);
+      expect(body).toMatch(
+        /peregrine_request_duration_seconds_count\{listener="edge",route="_other",method="GET",status="200"\} 2\n/,
+      );
+      expect(body).toMatch(
+        /peregrine_requests_total\{listener="edge",route="y",method="GET",status="200"\} 2\n/,
+      );
+
+      writeConfig(gw.configFile!, routes('y'));
+      expect((await gw.gateway.reload('test')).ok).toBe(true);
+      for (const path of ['/x', '/y']) expect((await fetch(`${gw.url}${path}`)).status).toBe(200);
+      body = await scrape();
+      expect(latency(body, 'x')).toEqual([]);
+      expect(latency(body, 'y')).toContain(
+        'peregrine_request_duration_seconds_count{listener="edge",route="y",method="GET",status="200"} 1',
+      );
+      expect(body).toMatch(
+        /peregrine_request_duration_seconds_count\{listener="edge",route="_other",method="GET",status="200"\} 3\n/,
+      );
+      expect(body.endsWith('\n')).toBe(true);
+    } finally {
+      await gw.close();
+    }
+  });
 });
 
 async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
