@@ -6,24 +6,26 @@ import module from 'node:module';
 import type { LoadMessage, LoadRequest } from './load-apart.ts';
 
 module.enableCompileCache?.();
-const { fingerprintOf } = await import('./load-apart.ts');
+const { fingerprintOf, ROUTES_PER_MESSAGE } = await import('./load-apart.ts');
 const { ConfigError, loadConfigFile } = await import('./loader.ts');
 
 process.once('message', async ({ file, env }: LoadRequest) => {
-  let message: LoadMessage;
+  const send = (message: LoadMessage): Promise<void> =>
+    new Promise((resolve) => process.send?.(message, () => resolve()));
   try {
     const config = await loadConfigFile(file, env);
-    message = { ok: true, config, fingerprint: fingerprintOf(config) };
+    const fingerprint = fingerprintOf(config);
+    for (let i = 0; i < config.routes.length; i += ROUTES_PER_MESSAGE)
+      await send({ kind: 'routes', routes: config.routes.slice(i, i + ROUTES_PER_MESSAGE) });
+    await send({ kind: 'loaded', config: { ...config, routes: [] }, fingerprint });
   } catch (err) {
-    message = {
-      ok: false,
-      issues:
-        err instanceof ConfigError
-          ? err.issues
-          : [{ file, path: '', message: `cannot load the config: ${String(err)}` }],
-    };
+    const issues =
+      err instanceof ConfigError
+        ? err.issues
+        : [{ file, path: '', message: `cannot load the config: ${String(err)}` }];
+    await send({ kind: 'invalid', issues });
   }
-  process.send?.(message, () => process.exit(0));
+  process.exit(0);
 });
 // The gateway went away: nobody needs the answer.
 process.once('disconnect', () => process.exit(0));
