@@ -4,8 +4,9 @@ import type { RequestFilter } from '../dataplane/filters/filter.ts';
 import { createIdentityFilter } from '../dataplane/filters/identity/identity-filter.ts';
 import { createJwtFilter } from '../dataplane/filters/jwt/jwt-filter.ts';
 import { type AuthProviders, createAuthProviders } from '../dataplane/filters/jwt/providers.ts';
-import { createRouteTable, type RouteTable } from '../dataplane/routing/route-table.ts';
+import { type RouteTable, routeTableSteps } from '../dataplane/routing/route-table.ts';
 import { Cluster, upstreamFingerprint } from '../dataplane/upstream/cluster.ts';
+import { runInSlices, runNow, type Steps } from '../slices.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
 
 /** What a route runs between matching and forwarding, compiled once per snapshot. */
@@ -63,7 +64,32 @@ export function compileSnapshot(
   previous: Snapshot | undefined,
   deps: SnapshotDeps,
 ): CompileResult {
-  const routes = createRouteTable(config.routes);
+  return runNow(compileSteps(config, version, previous, deps));
+}
+
+/**
+ * compileSnapshot for a gateway that is serving: the work runs in slices of about `sliceMs`, with
+ * a turn of the event loop between them, so requests keep flowing (on `previous`) while 10,000
+ * routes compile.
+ */
+export function compileSnapshotInSlices(
+  config: DynamicConfig,
+  version: number,
+  previous: Snapshot | undefined,
+  deps: SnapshotDeps,
+  sliceMs: number,
+): Promise<CompileResult> {
+  return runInSlices(compileSteps(config, version, previous, deps), sliceMs);
+}
+
+/** The compile, yielding after each route and each upstream (src/slices.ts). */
+function* compileSteps(
+  config: DynamicConfig,
+  version: number,
+  previous: Snapshot | undefined,
+  deps: SnapshotDeps,
+): Steps<CompileResult> {
+  const routes = yield* routeTableSteps(config.routes);
   const auth = createAuthProviders(config.auth, previous?.auth, {
     metrics: deps.metrics,
     logger: deps.logger,
@@ -91,6 +117,7 @@ export function compileSnapshot(
           ? EMPTY_PLAN
           : Object.freeze({ filters: filters.length ? filters : null, stripHeaders: strip }),
       );
+      yield;
     }
     for (const [name, upstream] of Object.entries(config.upstreams)) {
       const old = previous?.clusters.get(name);
@@ -106,6 +133,7 @@ export function compileSnapshot(
         created.push(cluster);
         clusters.set(name, cluster);
       }
+      yield;
     }
     const retired: Cluster[] = [];
     if (previous) {
