@@ -16,6 +16,8 @@ import { HttpListener } from './dataplane/listener/http-listener.ts';
 import { type Listener, splitAddress } from './dataplane/listener/listener.ts';
 import { TlsListener } from './dataplane/listener/tls-listener.ts';
 import type { DataplaneHost } from './dataplane/pipeline.ts';
+import { createDnsProviderFactory } from './discovery/dns-provider.ts';
+import type { ProviderFactories } from './discovery/provider.ts';
 import { createTelemetry, type Telemetry } from './telemetry/telemetry.ts';
 import { VERSION } from './version.ts';
 
@@ -28,6 +30,11 @@ export interface GatewayOptions {
   readonly logDestination?: DestinationStream;
   /** Extra span processor, for tests that inspect spans. */
   readonly spanProcessor?: SpanProcessor;
+  /**
+   * Endpoint providers for discovered upstreams: `dns` (default: the system resolver) and
+   * `registry` (none by default: registry upstreams stay empty).
+   */
+  readonly providers?: Partial<ProviderFactories>;
 }
 
 export class Gateway implements DataplaneHost {
@@ -57,6 +64,10 @@ export class Gateway implements DataplaneHost {
       logger: this.telemetry.logger,
       metrics: this.telemetry.metrics,
       env: opts.env,
+      providers: {
+        dns: opts.providers?.dns ?? createDnsProviderFactory(),
+        registry: opts.providers?.registry,
+      },
     });
     this.listeners = config.listeners.map((l) =>
       l.tls ? new TlsListener(l, this) : new HttpListener(l, this),
@@ -118,9 +129,17 @@ export class Gateway implements DataplaneHost {
   get draining(): boolean {
     return this.#draining;
   }
-  /** Listeners bound, config loaded, every auth provider has keys, and not draining. */
+  /**
+   * Listeners bound, config loaded, every auth provider has keys, every upstream's endpoint source
+   * has answered once (a failure counts: it is shown, not waited for), and not draining.
+   */
   get ready(): boolean {
-    return this.#ready && !this.#draining && this.store.current.auth.providersReady().ready;
+    return (
+      this.#ready &&
+      !this.#draining &&
+      this.store.current.auth.providersReady().ready &&
+      this.store.discovery.pending().length === 0
+    );
   }
   requestStarted(): void {
     this.#inFlight++;

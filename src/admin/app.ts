@@ -38,10 +38,14 @@ export function createAdminApp(src: AdminSource): Express {
   app.get('/readyz', function readyz(_req: Request, res: Response) {
     const ready = src.isReady();
     const auth = src.store.current.auth.providersReady();
+    const discovery = src.store.discovery;
     res.status(ready ? 200 : 503).json({
       ready,
       draining: src.isDraining(),
       authProvidersWithoutKeys: auth.notReady,
+      // Not answered yet: readiness waits for these. Failing: shown, serving their last known endpoints.
+      upstreamSourcesPending: discovery.pending(),
+      upstreamSourcesFailing: discovery.failing(),
     });
   });
 
@@ -94,6 +98,7 @@ export function createAdminApp(src: AdminSource): Express {
       version: snapshot.version,
       upstreams: [...snapshot.clusters.values()].map((c) => ({
         ...c.describe(),
+        discovery: src.store.discovery.status(c.name) ?? null,
         timeouts: c.config.timeouts,
         pools: Object.fromEntries(c.endpoints.map((e) => [e.id, poolStats(e.pool.stats)])),
       })),

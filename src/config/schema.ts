@@ -9,6 +9,7 @@ import { RouteIdentitySchema } from '../dataplane/filters/identity/schema.ts';
 import { AuthSchema, checkRouteAuth, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
 import { Http2Schema, TlsSchema } from '../dataplane/listener/tls-schema.ts';
 import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
+import { checkEndpointSource, DiscoverySchema } from '../discovery/schema.ts';
 import { duration, size } from './fields.ts';
 
 /** host:port; host may be an IPv4 address, a name, or a bracketed IPv6 address. */
@@ -110,9 +111,11 @@ export const LifecycleSchema = z.strictObject({
   watchConfig: z.boolean().default(true),
 });
 
-export const UpstreamSchema = z.strictObject({
-  /** Endpoint origins, each a URL string or `{ url, weight }`. */
-  endpoints: EndpointsSchema,
+const UpstreamFields = z.strictObject({
+  /** Endpoint origins, each a URL string or `{ url, weight, zone, metadata }`; or `discovery`. */
+  endpoints: EndpointsSchema.optional(),
+  /** Endpoints from the service registry or DNS instead of `endpoints` (src/discovery/schema.ts). */
+  discovery: DiscoverySchema.optional(),
   timeouts: z
     .strictObject({
       /** TCP (and TLS) connect. */
@@ -134,6 +137,12 @@ export const UpstreamSchema = z.strictObject({
     .prefault({}),
   /** balancer, retries, circuitBreaker, outlierDetection, bulkhead, healthCheck. */
   ...upstreamPolicyShape,
+});
+
+/** An upstream: exactly one endpoint source (`endpoints` or `discovery`) and its policy. */
+export const UpstreamSchema = UpstreamFields.superRefine(checkEndpointSource).meta({
+  // The JSON Schema says it too, for editors.
+  oneOf: [{ required: ['endpoints'] }, { required: ['discovery'] }],
 });
 
 export const RouteMatchSchema = z.strictObject({
