@@ -59,7 +59,8 @@ export function endpointId(info: EndpointInfo): string {
 
 function optionsFor(url: URL, host: string, cfg: EndpointTransportConfig): Pool.Options {
   const options = poolOptions(cfg);
-  // An https endpoint reached by address verifies the certificate of the name it was found by.
+  // An https endpoint reached by address: the TLS server name is the name it was found by. undici
+  // takes it from the request's Host when that is a name, so this applies to address Hosts.
   if (url.protocol === 'https:' && host !== url.host)
     options.connect = { ...options.connect, servername: hostnameOf(host) };
   return options;
