@@ -530,6 +530,7 @@ export class Pipeline implements AttemptObserver {
         bytesSent: forwarder.controller !== undefined,
         bodyReplayable: ctx.bodyReplayable,
         elapsedMs: performance.now() - ctx.firstAttemptAt,
+        tried: ctx.tried,
       });
 
       if (ctx.sampled)

@@ -248,6 +248,39 @@ describe('live endpoint set: the rest of the contract', () => {
     expect(a!.draining && b!.draining).toBe(true);
   });
 
+  it('a TLS failure is retried only toward an endpoint the balancer could pick: never a draining one, in panic mode too', () => {
+    const c = make({
+      endpoints: [A, B, C],
+      balancer: { kind: 'round_robin', panicThreshold: 50 },
+      retries: { maxAttempts: 5 },
+    });
+    const [, b, cc] = c.endpoints;
+    b!.healthy = false;
+    cc!.healthy = false;
+    c.drainEndpoint(A);
+    // B and C active, neither eligible: panic over the two of them, A (draining) is no candidate.
+    expect(c.panic).toBe(true);
+    c.requestStarted();
+    const tls = {
+      method: 'GET',
+      outcome: 'tls_error',
+      status: 0,
+      bytesSent: false,
+      bodyReplayable: true,
+      elapsedMs: 1,
+    } as const;
+    expect(c.retryDecision({ ...tls, attempt: 1, tried: [b!] }).retry).toBe(true);
+    expect(c.retryDecision({ ...tls, attempt: 2, tried: [b!, cc!] })).toEqual({
+      retry: false,
+      reason: 'no_other_endpoint',
+    });
+    c.removeEndpoint(C);
+    expect(c.retryDecision({ ...tls, attempt: 1, tried: [b!] })).toEqual({
+      retry: false,
+      reason: 'no_other_endpoint',
+    });
+  });
+
   it('says why it has nothing to pick', () => {
     const c = make({ endpoints: [A, B], balancer: { kind: 'round_robin', panicThreshold: 0 } });
     c.endpoints[0]!.healthy = false;
