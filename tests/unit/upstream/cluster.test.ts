@@ -6,7 +6,7 @@ import { type AdmissionTicket, Cluster, type ClusterDeps } from '../../../src/da
 import type { Endpoint } from '../../../src/dataplane/upstream/endpoint.ts';
 import { GatewayError } from '../../../src/errors.ts';
 import { createMetrics, type GatewayMetrics, renderMetrics } from '../../../src/telemetry/metrics.ts';
-import { ManualClock, seededRandom, tally, upstream } from './helpers.ts';
+import { ManualClock, seededRandom, TLS_FAILURE, tally, upstream } from './helpers.ts';
 
 const clusters: Cluster[] = [];
 afterEach(async () => {
@@ -161,14 +161,7 @@ describe('Cluster: the per-request calls', () => {
   it('retryDecision: a TLS failure is retried while an endpoint the request has not tried is eligible', () => {
     const c = make({ endpoints: FOUR, retries: { maxAttempts: 5 } });
     c.requestStarted();
-    const tls = {
-      method: 'GET',
-      outcome: 'tls_error',
-      status: 0,
-      bytesSent: false,
-      bodyReplayable: true,
-      elapsedMs: 1,
-    } as const;
+    const tls = TLS_FAILURE;
     const [a, b, d, e] = c.endpoints;
     expect(c.retryDecision({ ...tls, attempt: 1, tried: [a!] })).toMatchObject({
       retry: true,

@@ -12,7 +12,7 @@ import { NO_TICKET } from '../../../src/dataplane/upstream/circuit-breaker.ts';
 import type { Cluster } from '../../../src/dataplane/upstream/cluster.ts';
 import type { Endpoint } from '../../../src/dataplane/upstream/endpoint.ts';
 import { createMetrics, renderMetrics } from '../../../src/telemetry/metrics.ts';
-import { BALANCER_KINDS, clusterFactory, ManualClock, ORIGINS, tally } from './helpers.ts';
+import { BALANCER_KINDS, clusterFactory, ManualClock, ORIGINS, TLS_FAILURE, tally } from './helpers.ts';
 
 const { make, destroyAll } = clusterFactory();
 afterEach(async () => {
@@ -261,14 +261,7 @@ describe('live endpoint set: the rest of the contract', () => {
     // B and C active, neither eligible: panic over the two of them, A (draining) is no candidate.
     expect(c.panic).toBe(true);
     c.requestStarted();
-    const tls = {
-      method: 'GET',
-      outcome: 'tls_error',
-      status: 0,
-      bytesSent: false,
-      bodyReplayable: true,
-      elapsedMs: 1,
-    } as const;
+    const tls = TLS_FAILURE;
     expect(c.retryDecision({ ...tls, attempt: 1, tried: [b!] }).retry).toBe(true);
     expect(c.retryDecision({ ...tls, attempt: 2, tried: [b!, cc!] })).toEqual({
       retry: false,

@@ -90,3 +90,13 @@ export function clusterFactory(): {
     },
   };
 }
+
+/** A retry decision's input for a TLS failure before any byte went out (add `attempt` and `tried`). */
+export const TLS_FAILURE = {
+  method: 'GET',
+  outcome: 'tls_error',
+  status: 0,
+  bytesSent: false,
+  bodyReplayable: true,
+  elapsedMs: 1,
+} as const;
