@@ -18,6 +18,7 @@ import { TlsListener } from './dataplane/listener/tls-listener.ts';
 import type { DataplaneHost } from './dataplane/pipeline.ts';
 import { createDnsProviderFactory } from './discovery/dns-provider.ts';
 import type { ProviderFactories } from './discovery/provider.ts';
+import { createRegistryProviderFactory } from './discovery/registry-provider.ts';
 import { Registry } from './registry/registry.ts';
 import { RedisConnection } from './stores/redis.ts';
 import { createTelemetry, type Telemetry } from './telemetry/telemetry.ts';
@@ -34,7 +35,8 @@ export interface GatewayOptions {
   readonly spanProcessor?: SpanProcessor;
   /**
    * Endpoint providers for discovered upstreams: `dns` (default: the system resolver) and
-   * `registry` (none by default: registry upstreams stay empty).
+   * `registry` (default: this gateway's registry store when the config has a `registry` section;
+   * without one, registry upstreams stay empty and say why).
    */
   readonly providers?: Partial<ProviderFactories>;
 }
@@ -65,19 +67,6 @@ export class Gateway implements DataplaneHost {
       logDestination: opts.logDestination,
       spanProcessor: opts.spanProcessor,
     });
-    this.store = new ConfigStore(config, {
-      file: opts.configFile,
-      logger: this.telemetry.logger,
-      metrics: this.telemetry.metrics,
-      env: opts.env,
-      providers: {
-        dns: opts.providers?.dns ?? createDnsProviderFactory(),
-        registry: opts.providers?.registry,
-      },
-    });
-    this.listeners = config.listeners.map((l) =>
-      l.tls ? new TlsListener(l, this) : new HttpListener(l, this),
-    );
     const { logger, metrics } = this.telemetry;
     this.redis = config.redis
       ? new RedisConnection(config.redis, {
@@ -89,10 +78,28 @@ export class Gateway implements DataplaneHost {
       this.registry = config.registry
         ? new Registry(config.registry, { telemetry: this.telemetry, redis: this.redis, env: opts.env })
         : undefined;
+      // Registry upstreams read this gateway's registry store; without a registry they say so (503).
+      const registryStore = this.registry?.store;
+      this.store = new ConfigStore(config, {
+        file: opts.configFile,
+        logger,
+        metrics,
+        env: opts.env,
+        providers: {
+          dns: opts.providers?.dns ?? createDnsProviderFactory(),
+          registry:
+            opts.providers?.registry ??
+            (registryStore === undefined ? undefined : createRegistryProviderFactory(registryStore)),
+        },
+      });
     } catch (err) {
-      void this.redis?.close();
+      const registry = this.registry as Registry | undefined;
+      void Promise.resolve(registry?.close()).finally(() => this.redis?.close());
       throw err;
     }
+    this.listeners = config.listeners.map((l) =>
+      l.tls ? new TlsListener(l, this) : new HttpListener(l, this),
+    );
     this.reload = this.reload.bind(this);
   }
 
@@ -137,6 +144,7 @@ export class Gateway implements DataplaneHost {
         ...[this.registry?.server?.certificateStatus()].filter((c) => c !== undefined),
       ],
       registry: this.registry ? () => this.registry!.describe() : undefined,
+      registryStore: this.registry ? () => this.registry!.store.health() : undefined,
     });
     const { host, port } = splitAddress(this.store.initial.admin.address);
     const server = app.listen({ host, port });

@@ -21,6 +21,8 @@ export interface AdminSource {
   certificates?(): ListenerCertificateStatus[];
   /** The service registry: store health and services (absent without a registry). */
   registry?(): unknown;
+  /** The registry store's health, for readiness details (absent without a registry). */
+  registryStore?(): unknown;
 }
 
 export function createAdminApp(src: AdminSource): Express {
@@ -48,6 +50,8 @@ export function createAdminApp(src: AdminSource): Express {
       // Not answered yet: readiness waits for these. Failing: shown, serving their last known endpoints.
       upstreamSourcesPending: discovery.pending(),
       upstreamSourcesFailing: discovery.failing(),
+      // Registry upstreams follow this store; out of sync, they keep their last known instances.
+      registryStore: src.registryStore?.() ?? null,
     });
   });
 

@@ -1,60 +1,62 @@
 /**
- * What a registry provider needs to turn a service's registered instances into endpoints: the
- * filter of `discovery.registry` upstreams and the instance → endpoint mapping. A registry
- * provider is then a small adapter over its store, e.g.:
- *
- *   registry: (cfg, ctx) => {
- *     let stop = () => {};
- *     const publish = (all) => sink.replace(all.filter((i) => matchesFilter(i, cfg.filter)).map(endpointOfInstance));
- *     return {
- *       start(sink) {
- *         store.list(cfg.registry).then(publish, (err) => sink.fail('unavailable', String(err)));
- *         stop = store.watch(cfg.registry, () => store.list(cfg.registry).then(publish, ...));
- *       },
- *       close: () => stop(),
- *     };
- *   }
- *
- * Two instances on one address and port are one endpoint (the origin is an endpoint's identity):
- * a provider that publishes deltas must not `remove` an origin another instance still has.
+ * A service's registered instances as endpoints: the filter of `discovery.registry` upstreams and
+ * the instance → endpoint mapping. Two instances on one address and port are one endpoint (the
+ * origin is an endpoint's identity); `representative` decides which of them speaks for it.
  */
 import { isIP } from 'node:net';
+import type { Instance } from '../registry/store.ts';
 import type { DiscoveredEndpoint } from './provider.ts';
 import type { RegistryFilter } from './schema.ts';
 
-/** A registered instance, as far as discovery reads it. */
-export interface RegisteredInstance {
-  readonly id: string;
-  readonly address: string;
-  readonly port: number;
-  readonly protocol: 'http' | 'https';
-  readonly zone?: string | undefined;
-  readonly version?: string | undefined;
-  readonly weight?: number | undefined;
-  readonly metadata?: Readonly<Record<string, string>> | undefined;
-  readonly state: 'active' | 'draining';
-}
+/** What discovery reads of a registered instance. */
+export type RegisteredInstance = Pick<
+  Instance,
+  'id' | 'address' | 'port' | 'protocol' | 'zone' | 'version' | 'weight' | 'metadata' | 'state'
+>;
 
 /** Whether an instance passes an upstream's `discovery.filter` (every given field must match). */
 export function matchesFilter(instance: RegisteredInstance, filter: RegistryFilter): boolean {
   if (filter.zone !== undefined && instance.zone !== filter.zone) return false;
   if (filter.version !== undefined && instance.version !== filter.version) return false;
   if (filter.metadata !== undefined) {
-    const metadata = instance.metadata ?? {};
+    const metadata = instance.metadata;
     for (const [k, v] of Object.entries(filter.metadata)) if (metadata[k] !== v) return false;
   }
   return true;
 }
 
+/** The origin an instance is reached at: `http://10.0.0.5:8080`, `https://[fd00::7]:8443`. */
+export function originOfInstance(instance: RegisteredInstance): string {
+  const host = isIP(instance.address) === 6 ? `[${instance.address}]` : instance.address;
+  return `${instance.protocol}://${host}:${instance.port}`;
+}
+
 /** The endpoint an instance is: its origin, weight, zone, version, metadata and state. */
 export function endpointOfInstance(instance: RegisteredInstance): DiscoveredEndpoint {
-  const host = isIP(instance.address) === 6 ? `[${instance.address}]` : instance.address;
   return {
-    url: `${instance.protocol}://${host}:${instance.port}`,
+    url: originOfInstance(instance),
     weight: instance.weight,
-    zone: instance.zone,
-    version: instance.version,
+    zone: instance.zone ?? undefined,
+    version: instance.version ?? undefined,
     metadata: instance.metadata,
     state: instance.state,
   };
+}
+
+/**
+ * Of the instances registered on one origin, the one whose weight, zone, metadata and state the
+ * endpoint takes: an active one before a draining one (an instance re-registered under a new id
+ * while its old lease drains is serving), then the lowest id, so every gateway picks the same.
+ */
+export function representative(instances: Iterable<RegisteredInstance>): RegisteredInstance | undefined {
+  let best: RegisteredInstance | undefined;
+  for (const i of instances) {
+    if (
+      best === undefined ||
+      (i.state === 'active' && best.state !== 'active') ||
+      (i.state === best.state && i.id < best.id)
+    )
+      best = i;
+  }
+  return best;
 }

@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import { duration } from '../config/fields.ts';
 import type { EndpointSpec } from '../dataplane/upstream/policy-schema.ts';
+import { SERVICE_NAME_RE } from '../registry/schema.ts';
 
 export const DNS_RECORD_TYPES = ['A', 'AAAA', 'SRV'] as const;
 export type DnsRecordType = (typeof DNS_RECORD_TYPES)[number];
@@ -20,12 +21,12 @@ const dnsName = z
     'expected a DNS name, e.g. users.internal or _http._tcp.users.internal',
   );
 
-/** A service name as the registry knows it. */
+/** A service name as the registry knows it (registrations are held to the same syntax). */
 const serviceName = z
   .string()
   .regex(
-    /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/,
-    'service names use letters, digits, _ . - (at most 63 characters)',
+    SERVICE_NAME_RE,
+    'service names use lower-case letters, digits, _ . - (at most 63, starting and ending with a letter or digit)',
   );
 
 const metadataKey = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$/, 'a metadata key');

@@ -6,67 +6,14 @@
  */
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { ConfigInput } from '../../src/config/schema.ts';
 import { createDnsProviderFactory } from '../../src/discovery/dns-provider.ts';
+import { opener, served, steadyLoad, svc } from '../helpers/discovery.ts';
 import { type DnsTestServer, startDnsServer } from '../helpers/dns-server.ts';
-import { startGateway, type TestGateway, writeConfig } from '../helpers/gateway.ts';
+import { writeConfig } from '../helpers/gateway.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
-const opened: { close(): Promise<void> }[] = [];
-afterEach(async () => {
-  for (const o of opened.splice(0).reverse()) await o.close();
-});
-
-async function upstreams(n: number): Promise<TestUpstream[]> {
-  const list = await Promise.all(Array.from({ length: n }, () => startUpstream()));
-  opened.push(...list);
-  return list;
-}
-
-async function gateway(
-  input: Partial<ConfigInput>,
-  opts?: Parameters<typeof startGateway>[1],
-): Promise<TestGateway> {
-  const g = await startGateway(input, opts);
-  opened.push(g);
-  return g;
-}
-
-/** Requests `path` from `workers` loops until `stop()`; every status is kept. */
-function steadyLoad(url: string, workers: number): { stop(): Promise<number[]> } {
-  const statuses: number[] = [];
-  let running = true;
-  const loops = Array.from({ length: workers }, async () => {
-    while (running) {
-      try {
-        const res = await fetch(url);
-        await res.arrayBuffer();
-        statuses.push(res.status);
-      } catch {
-        statuses.push(0);
-      }
-    }
-  });
-  return {
-    async stop() {
-      running = false;
-      await Promise.all(loops);
-      return statuses;
-    },
-  };
-}
-
-const served = (u: TestUpstream, path: string) => u.requests.filter((r) => r.url === path).length;
-
-/** The route and upstream of these tests; no retries, so a failed attempt is a failed request. */
-function svc(upstream: Record<string, unknown>): Partial<ConfigInput> {
-  return {
-    upstreams: {
-      svc: { balancer: { kind: 'round_robin' }, retries: { maxAttempts: 1 }, ...upstream } as never,
-    },
-    routes: [{ name: 'svc', match: { path: '/' }, upstream: 'svc' }],
-  };
-}
+const { track, upstreams, gateway, closeAll } = opener();
+afterEach(closeAll);
 
 describe('endpoints added and removed under load (config reload)', () => {
   it('no request fails, in-flight requests on removed endpoints finish, and the cluster is the same object throughout', async () => {
@@ -127,7 +74,7 @@ describe('endpoints added and removed under load (config reload)', () => {
       res.writeHead(503).end();
       return true;
     });
-    opened.push(failing);
+    track(failing);
     const breaker = { consecutiveFailures: 2, openDuration: '30s' };
     const gw = await gateway(svc({ endpoints: [failing.url], circuitBreaker: breaker }), { asFile: true });
     const cluster = gw.gateway.store.current.clusters.get('svc')!;
@@ -147,7 +94,7 @@ describe('endpoints added and removed under load (config reload)', () => {
 describe('DNS discovery through the gateway (a real DNS server, SRV records)', () => {
   async function dnsServer(): Promise<DnsTestServer> {
     const d = await startDnsServer();
-    opened.push(d);
+    track(d);
     return d;
   }
 

@@ -67,7 +67,12 @@ describe('upstream endpoint source: exactly one of endpoints, discovery.registry
     ],
     [
       { discovery: { registry: '-users' } },
-      'discovery.registry: service names use letters, digits, _ . - (at most 63 characters)',
+      'discovery.registry: service names use lower-case letters, digits, _ . - (at most 63, starting and ending with a letter or digit)',
+    ],
+    [
+      // The registry takes no upper case: such an upstream could never find an instance.
+      { discovery: { registry: 'Users' } },
+      'discovery.registry: service names use lower-case letters, digits, _ . - (at most 63, starting and ending with a letter or digit)',
     ],
   ])('rejects %j', (input, message) => {
     expect(issues(input)).toContain(message);
