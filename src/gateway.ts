@@ -74,13 +74,14 @@ export class Gateway implements DataplaneHost {
           metrics: metrics.redis,
         })
       : undefined;
+    let registry: Registry | undefined;
+    let store: ConfigStore | undefined;
     try {
-      this.registry = config.registry
+      registry = config.registry
         ? new Registry(config.registry, { telemetry: this.telemetry, redis: this.redis, env: opts.env })
         : undefined;
       // Registry upstreams read this gateway's registry store; without a registry they say so (503).
-      const registryStore = this.registry?.store;
-      this.store = new ConfigStore(config, {
+      store = new ConfigStore(config, {
         file: opts.configFile,
         logger,
         metrics,
@@ -89,17 +90,19 @@ export class Gateway implements DataplaneHost {
           dns: opts.providers?.dns ?? createDnsProviderFactory(),
           registry:
             opts.providers?.registry ??
-            (registryStore === undefined ? undefined : createRegistryProviderFactory(registryStore)),
+            (registry === undefined ? undefined : createRegistryProviderFactory(registry.store)),
         },
       });
+      this.registry = registry;
+      this.store = store;
+      this.listeners = config.listeners.map((l) =>
+        l.tls ? new TlsListener(l, this) : new HttpListener(l, this),
+      );
     } catch (err) {
-      const registry = this.registry as Registry | undefined;
-      void Promise.resolve(registry?.close()).finally(() => this.redis?.close());
+      // Whatever was built is closed: nothing may keep the process alive (a Redis connection).
+      void Promise.allSettled([store?.destroy(), registry?.close()]).finally(() => this.redis?.close());
       throw err;
     }
-    this.listeners = config.listeners.map((l) =>
-      l.tls ? new TlsListener(l, this) : new HttpListener(l, this),
-    );
     this.reload = this.reload.bind(this);
   }
 

@@ -11,7 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import type { ConfigInput } from '../../src/config/schema.ts';
 import { RegistrationClient } from '../../src/registry/client.ts';
 import { opener, served, steadyLoad, svc } from '../helpers/discovery.ts';
-import type { TestGateway } from '../helpers/gateway.ts';
+import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { newPrefix } from '../helpers/registry.ts';
 import { until } from '../helpers/until.ts';
@@ -336,6 +336,29 @@ describe('registry upstreams on gateways sharing one Redis', () => {
   async function ready(gw: TestGateway): Promise<void> {
     await until('ready', async () => (await fetch(`${gw.adminUrl}/readyz`)).status === 200, 5000);
   }
+
+  it('a gateway that fails to start leaves no Redis connection behind', async () => {
+    const prefix = newPrefix();
+    const clients = async () =>
+      (await redis.command('CLIENT', 'LIST')).split('name=failing-start').length - 1;
+    await expect(
+      startGateway({
+        ...svc({ discovery: { registry: 'users' } }),
+        listeners: [
+          {
+            name: 'edge',
+            address: '127.0.0.1:0',
+            tls: { cert: '/nonexistent.crt', key: '/nonexistent.key' },
+          },
+        ],
+        redis: { url: redis.url, keyPrefix: prefix, connectionName: 'failing-start' },
+        registry: { ...(registry() as Record<string, unknown>), store: 'redis' } as never,
+      }),
+    ).rejects.toThrow(/nonexistent/);
+    // Left open, its connections would be up by now (loopback), and stay.
+    await new Promise((r) => setTimeout(r, 500));
+    await until('its connections closed', async () => (await clients()) === 0, 3000);
+  });
 
   it('registered through A, routed by B within 1 s; expiry seen by both', async () => {
     const [u1] = await upstreams(1);
