@@ -11,7 +11,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface LocalRedis {
   readonly url: string;
-  readonly process: ChildProcess;
   /** SIGTERM, then SIGKILL if it has not exited within 5 s. Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -45,7 +44,12 @@ function pings(port: number): Promise<boolean> {
   });
 }
 
-export async function startLocalRedis(dir: string, bin: string): Promise<LocalRedis> {
+/** `started` is told of the process at once, so whoever started it can kill it even mid-start. */
+export async function startLocalRedis(
+  dir: string,
+  bin: string,
+  started: (child: ChildProcess) => void,
+): Promise<LocalRedis> {
   const port = await freeLoopbackPort();
   const log = openSync(join(dir, 'redis.log'), 'a');
   const child = spawn(
@@ -53,6 +57,7 @@ export async function startLocalRedis(dir: string, bin: string): Promise<LocalRe
     ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
     { detached: true, stdio: ['ignore', log, log] },
   );
+  started(child);
   const exited = new Promise<void>((resolve) => {
     child.once('exit', () => resolve());
     child.once('error', () => resolve());
@@ -68,7 +73,6 @@ export async function startLocalRedis(dir: string, bin: string): Promise<LocalRe
   let stopping: Promise<void> | undefined;
   return {
     url: `redis://127.0.0.1:${port}`,
-    process: child,
     stop() {
       stopping ??= (async () => {
         if (child.exitCode !== null || child.signalCode !== null) return;

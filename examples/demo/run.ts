@@ -46,7 +46,6 @@ process.on('SIGTERM', (s) => onSignal(s));
 // Whatever happens to the demo, nothing it started outlives it.
 process.on('exit', () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  if (redis !== undefined && redis.process.exitCode === null) redis.process.kill('SIGKILL');
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -184,7 +183,8 @@ function trickle(url: string): { stop(): Promise<void> } {
 
 async function main(): Promise<void> {
   const redisBin = process.env.REDIS_SERVER_BIN ?? 'redis-server';
-  if (redisServerInstalled(redisBin)) redis = await startLocalRedis(dir, redisBin);
+  if (redisServerInstalled(redisBin))
+    redis = await startLocalRedis(dir, redisBin, (child) => children.push(child));
   const configFile = join(dir, 'gateway.yaml');
   writeFileSync(configFile, stringify(gatewayConfig()));
   const { child: gateway, addresses } = await startGateway(configFile);

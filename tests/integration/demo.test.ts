@@ -7,6 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { until } from '../helpers/until.ts';
@@ -20,8 +21,15 @@ interface Demo {
 }
 
 const running: Demo[] = [];
-afterEach(() => {
-  for (const d of running.splice(0)) if (d.child.exitCode === null) d.child.kill('SIGKILL');
+afterEach(async () => {
+  // SIGTERM, not SIGKILL: the demo then stops (or kills) what it started; SIGKILL would leave the
+  // gateway and redis-server it runs in process groups of their own.
+  for (const d of running.splice(0)) {
+    if (d.child.exitCode !== null || d.child.signalCode !== null) continue;
+    d.child.kill('SIGTERM');
+    const exited = await Promise.race([d.exited.then(() => true), sleep(20_000, false)]);
+    if (!exited) d.child.kill('SIGKILL');
+  }
 });
 
 function startDemo(env: NodeJS.ProcessEnv = {}): Demo {
