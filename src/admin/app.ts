@@ -21,6 +21,8 @@ export interface AdminSource {
   certificates?(): ListenerCertificateStatus[];
   /** The service registry: store health and services (absent without a registry). */
   registry?(): unknown;
+  /** The registry store's health, for readiness details (absent without a registry). */
+  registryStore?(): unknown;
 }
 
 export function createAdminApp(src: AdminSource): Express {
@@ -56,10 +58,16 @@ export function createAdminApp(src: AdminSource): Express {
   app.get('/readyz', function readyz(_req: Request, res: Response) {
     const ready = src.isReady();
     const auth = src.store.current.auth.providersReady();
+    const discovery = src.store.discovery;
     res.status(ready ? 200 : 503).json({
       ready,
       draining: src.isDraining(),
       authProvidersWithoutKeys: auth.notReady,
+      // Not answered yet: readiness waits for these. Failing: shown, serving their last known endpoints.
+      upstreamSourcesPending: discovery.pending(),
+      upstreamSourcesFailing: discovery.failing(),
+      // Registry upstreams follow this store; out of sync, they keep their last known instances.
+      registryStore: src.registryStore?.() ?? null,
     });
   });
 
@@ -120,6 +128,7 @@ export function createAdminApp(src: AdminSource): Express {
       version: snapshot.version,
       upstreams: [...snapshot.clusters.values()].map((c) => ({
         ...c.describe(),
+        discovery: src.store.discovery.status(c.name) ?? null,
         timeouts: c.config.timeouts,
         pools: Object.fromEntries(c.endpoints.map((e) => [e.id, poolStats(e.pool.stats)])),
       })),

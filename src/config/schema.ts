@@ -10,6 +10,7 @@ import { AuthSchema, checkRouteAuth, RouteAuthSchema } from '../dataplane/filter
 import { Http2Schema, TlsSchema } from '../dataplane/listener/tls-schema.ts';
 import { compileRoutePath } from '../dataplane/routing/route-path.ts';
 import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
+import { checkEndpointSource, DiscoverySchema } from '../discovery/schema.ts';
 import { checkRegistry, RegistrySchema } from '../registry/schema.ts';
 import { RedisSchema } from '../stores/schema.ts';
 import { LATENCY_BUCKETS } from '../telemetry/latency-buckets.ts';
@@ -111,9 +112,11 @@ export const LifecycleSchema = z.strictObject({
   watchConfig: z.boolean().default(true),
 });
 
-export const UpstreamSchema = z.strictObject({
-  /** Endpoint origins, each a URL string or `{ url, weight }`. */
-  endpoints: EndpointsSchema,
+const UpstreamFields = z.strictObject({
+  /** Endpoint origins, each a URL string or `{ url, weight, zone, metadata }`; or `discovery`. */
+  endpoints: EndpointsSchema.optional(),
+  /** Endpoints from the service registry or DNS instead of `endpoints` (src/discovery/schema.ts). */
+  discovery: DiscoverySchema.optional(),
   timeouts: z
     .strictObject({
       /** TCP (and TLS) connect. */
@@ -135,6 +138,12 @@ export const UpstreamSchema = z.strictObject({
     .prefault({}),
   /** balancer, retries, circuitBreaker, outlierDetection, bulkhead, healthCheck. */
   ...upstreamPolicyShape,
+});
+
+/** An upstream: exactly one endpoint source (`endpoints` or `discovery`) and its policy. */
+export const UpstreamSchema = UpstreamFields.superRefine(checkEndpointSource).meta({
+  // The JSON Schema says it too, for editors.
+  oneOf: [{ required: ['endpoints'] }, { required: ['discovery'] }],
 });
 
 export const RouteMatchSchema = z.strictObject({

@@ -9,6 +9,9 @@ import type { Logger } from 'pino';
 import { fingerprintOf, type LoadedConfig, loadConfigApart } from '../config/load-apart.ts';
 import { ConfigError, type ConfigIssue } from '../config/loader.ts';
 import { type Config, dynamicPart } from '../config/schema.ts';
+import { Discovery } from '../discovery/discovery.ts';
+import { createDnsProviderFactory } from '../discovery/dns-provider.ts';
+import type { ProviderFactories } from '../discovery/provider.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
 import { type CompileResult, compileSnapshot, compileSnapshotInSlices, type Snapshot } from './snapshot.ts';
 
@@ -49,10 +52,19 @@ export class ConfigStore {
   #fingerprint: string;
   /** Aborted by close(): a reload still loading stops, none starts. */
   readonly #closing = new AbortController();
+  /** Endpoint sources of the serving upstreams; synced after every swap. */
+  readonly discovery: Discovery;
 
   constructor(
     config: Config,
-    opts: { file?: string; logger: Logger; metrics: GatewayMetrics; env?: NodeJS.ProcessEnv },
+    opts: {
+      file?: string;
+      logger: Logger;
+      metrics: GatewayMetrics;
+      env?: NodeJS.ProcessEnv;
+      /** How discovered upstreams get their providers (default: DNS through the system resolver). */
+      providers?: ProviderFactories | undefined;
+    },
   ) {
     this.file = opts.file;
     this.initial = config;
@@ -67,6 +79,12 @@ export class ConfigStore {
     }).snapshot;
     void this.#current.auth.start();
     this.#configureRouteMetrics();
+    this.discovery = new Discovery({
+      logger: opts.logger,
+      metrics: opts.metrics,
+      factories: opts.providers ?? { dns: createDnsProviderFactory() },
+    });
+    this.discovery.sync(this.#current);
     this.#lastSuccessAt = new Date().toISOString();
     this.#metrics.recordConfigReload('success');
   }
@@ -167,6 +185,9 @@ export class ConfigStore {
       // Retired upstreams drain: their pools close once in-flight requests on them finish, except
       // the endpoints the new clusters took over, which stay open for them.
       for (const cluster of compiled.retired) void cluster.close();
+      // Endpoint sources follow the new snapshot; a changed `endpoints` list is applied here, as a
+      // diff to the kept cluster's live set.
+      this.discovery.sync(this.#current);
       compiled.retire();
       void this.#current.auth.start();
       this.#configureRouteMetrics();
@@ -209,12 +230,14 @@ export class ConfigStore {
   async close(): Promise<void> {
     await this.#settleReload();
     this.#current.auth.close();
+    await this.discovery.close();
     await Promise.all([...this.#current.clusters.values()].map((c) => c.close()));
   }
 
   async destroy(): Promise<void> {
     await this.#settleReload();
     this.#current.auth.close();
+    await this.discovery.close();
     await Promise.all([...this.#current.clusters.values()].map((c) => c.destroy()));
   }
 }

@@ -51,11 +51,13 @@ export interface CompileResult {
 }
 
 /**
- * Compile a validated dynamic config. Clusters and auth providers whose config did not change are
- * carried over from `previous` so their runtime state (pools, breaker, EWMA, health, key sets)
- * survives the reload. An upstream whose config changed gets a new Cluster, which takes over the
- * previous one's endpoints whose transport settings did not change: their pools, with their
- * keep-alive connections, are shared, and closing the retired cluster leaves them open. Throws
+ * Compile a validated dynamic config. Clusters whose policy did not change (the fingerprint leaves
+ * out the endpoint source: a changed `endpoints` list is applied to the kept cluster's live set by
+ * the discovery sync after the swap) and auth providers whose config did not change are carried
+ * over from `previous`, so their runtime state (pools, breaker, EWMA, health, key sets) survives
+ * the reload. An upstream whose policy changed gets a new Cluster, which takes over the previous
+ * one's live endpoint set; endpoints whose transport settings did not change are shared, pools
+ * and keep-alive connections included, and closing the retired cluster leaves them open. Throws
  * when a part cannot be built; then nothing of it is kept and `previous` is left as it was.
  */
 export function compileSnapshot(

@@ -414,8 +414,7 @@ export class Pipeline implements AttemptObserver {
       }
     }
     const endpoint = cluster.pick(ctx);
-    if (!endpoint)
-      throw new GatewayError('NO_HEALTHY_ENDPOINT', `upstream ${cluster.name} has no endpoint to pick`);
+    if (!endpoint) throw new GatewayError('NO_HEALTHY_ENDPOINT', cluster.noEndpointReason());
     ctx.endpoint = endpoint;
     ctx.attempts++;
     if (ctx.tried === undefined) ctx.tried = [endpoint];

@@ -90,9 +90,10 @@ export const CIRCUIT_STATES = ['closed', 'open', 'half_open'] as const;
 export type CircuitStateName = (typeof CIRCUIT_STATES)[number];
 /**
  * Endpoint states (label `state` of peregrine_upstream_endpoints): healthy (eligible), unhealthy
- * (failing active health checks), ejected (by outlier detection, health checks passing).
+ * (failing active health checks), ejected (by outlier detection, health checks passing), draining
+ * (its discovery source is taking it away: in-flight requests finish, no new ones).
  */
-export const ENDPOINT_STATES = ['healthy', 'unhealthy', 'ejected'] as const;
+export const ENDPOINT_STATES = ['healthy', 'unhealthy', 'ejected', 'draining'] as const;
 export type EndpointState = (typeof ENDPOINT_STATES)[number];
 
 /** What the upstream gauges read from a live cluster at scrape time. */
@@ -105,6 +106,38 @@ export interface UpstreamStateSource {
   endpointStates(): readonly number[];
   ejectedEndpoints(): number;
   panicMode(): boolean;
+}
+
+/**
+ * How one refresh of an upstream's endpoint source ended (label `outcome` of
+ * peregrine_discovery_refreshes_total): `success`, or why the source could not be read. DNS:
+ * nxdomain (the name does not exist), no_data (no record of the type), servfail, refused, timeout;
+ * any source: unavailable (its backend cannot be reached, or none runs in this gateway), invalid
+ * (it answered with nothing usable), error.
+ */
+export const DISCOVERY_OUTCOMES = [
+  'success',
+  'nxdomain',
+  'no_data',
+  'servfail',
+  'refused',
+  'timeout',
+  'unavailable',
+  'invalid',
+  'error',
+] as const;
+export type DiscoveryOutcome = (typeof DISCOVERY_OUTCOMES)[number];
+
+/** What the discovery gauges read from an upstream's endpoint source at scrape time. */
+export interface DiscoveryStateSource {
+  /** The upstream's source kind: static, dns or registry. */
+  readonly source: string;
+  /** Endpoints in the upstream's live set by the source that put them there (kind → count). */
+  endpointsBySource(): Readonly<Record<string, number>>;
+  /** Unix ms of the last successful refresh; undefined while there has been none. */
+  lastSuccessAt(): number | undefined;
+  /** True while the set is last-known-good: the last refresh failed, or none has succeeded yet. */
+  stale(): boolean;
 }
 
 /** The per-upstream resilience counters, one set per upstream name, updated with `+= 1`. */
@@ -255,6 +288,10 @@ export class GatewayMetrics {
   readonly upstreamPanicMode: Gauge<'upstream'>;
   readonly upstreamQueued: Gauge<'upstream'>;
   readonly upstreamRetryBudgetRemaining: Gauge<'upstream'>;
+  readonly discoveryRefreshes: Counter<'upstream' | 'source' | 'outcome'>;
+  readonly discoveryEndpoints: Gauge<'upstream' | 'source'>;
+  readonly discoveryLastSuccess: Gauge<'upstream' | 'source'>;
+  readonly discoveryStale: Gauge<'upstream' | 'source'>;
 
   readonly tlsHandshakes: CellMetric;
   readonly tlsHandshakeFailures: Counter<'listener' | 'reason'>;
@@ -293,6 +330,8 @@ export class GatewayMetrics {
   private routeHistogramExceptions: ReadonlySet<string> = new Set();
   /** `listener NUL method NUL status` → the `_other` latency series. */
   private readonly otherDurations = new Map<string, HistogramCell>();
+  /** upstream → its endpoint source, read by the discovery gauges at scrape time. */
+  private readonly discoverySources = new Map<string, DiscoveryStateSource>();
 
   constructor(opts: MetricsOptions) {
     // Prometheus text by default; renderMetrics() switches to OpenMetrics for scrapers that ask.
@@ -500,7 +539,7 @@ export class GatewayMetrics {
     });
     this.upstreamEndpoints = new Gauge({
       name: 'peregrine_upstream_endpoints',
-      help: 'Endpoints per upstream by state: healthy (eligible), unhealthy (active checks), ejected.',
+      help: 'Endpoints per upstream by state: healthy (eligible), unhealthy (active checks), ejected, draining.',
       labelNames: ['upstream', 'state'],
       registers,
       collect() {
@@ -540,6 +579,51 @@ export class GatewayMetrics {
       collect() {
         this.reset();
         for (const [upstream, s] of sources) this.set({ upstream }, s.retryBudgetRemaining());
+      },
+    });
+    this.discoveryRefreshes = new Counter({
+      name: 'peregrine_discovery_refreshes_total',
+      help: 'Reads of upstream endpoint sources (a DNS resolution, a registry read or change, the static list applied), by outcome.',
+      labelNames: ['upstream', 'source', 'outcome'],
+      registers,
+    });
+    const discovery = this.discoverySources;
+    this.discoveryEndpoints = new Gauge({
+      name: 'peregrine_discovery_endpoints',
+      help: "Endpoints in an upstream's live set by the source that put them there.",
+      labelNames: ['upstream', 'source'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, d] of discovery) {
+          const counts = d.endpointsBySource();
+          this.set({ upstream, source: d.source }, counts[d.source] ?? 0);
+          for (const [source, n] of Object.entries(counts))
+            if (source !== d.source && n > 0) this.set({ upstream, source }, n);
+        }
+      },
+    });
+    this.discoveryLastSuccess = new Gauge({
+      name: 'peregrine_discovery_last_success_timestamp_seconds',
+      help: "Unix time of the last successful refresh of an upstream's endpoint source.",
+      labelNames: ['upstream', 'source'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, d] of discovery) {
+          const at = d.lastSuccessAt();
+          if (at !== undefined) this.set({ upstream, source: d.source }, at / 1000);
+        }
+      },
+    });
+    this.discoveryStale = new Gauge({
+      name: 'peregrine_discovery_stale',
+      help: "1 while an upstream's endpoints are last-known-good: its source's last refresh failed (or none succeeded yet).",
+      labelNames: ['upstream', 'source'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, d] of discovery) this.set({ upstream, source: d.source }, d.stale() ? 1 : 0);
       },
     });
     this.tlsHandshakes = new CellMetric('counter', {
@@ -912,6 +996,22 @@ export class GatewayMetrics {
 
   recordHttp2SessionClosed(listener: string, reason: Http2CloseReason): void {
     this.http2SessionsClosed.inc({ listener, reason });
+  }
+
+  recordDiscoveryRefresh(upstream: string, source: string, outcome: DiscoveryOutcome): void {
+    this.discoveryRefreshes.inc({ upstream, source, outcome });
+  }
+
+  /**
+   * Read `source` for the upstream's discovery gauges at every scrape until the returned function
+   * is called. A later watch of the same upstream replaces it (its source changed).
+   */
+  watchDiscovery(upstream: string, source: DiscoveryStateSource): () => void {
+    const sources = this.discoverySources;
+    sources.set(upstream, source);
+    return function unwatchDiscovery(): void {
+      if (sources.get(upstream) === source) sources.delete(upstream);
+    };
   }
 
   /** The shared Redis connection's metrics, registered on first use (gateways without Redis show none). */

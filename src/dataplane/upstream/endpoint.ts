@@ -3,6 +3,34 @@ import type { UpstreamConfig } from '../../config/schema.ts';
 import { createConnector } from './connector.ts';
 import type { EndpointSpec } from './policy-schema.ts';
 
+/** Where an endpoint came from: the config file's `endpoints`, DNS, or the service registry. */
+export const ENDPOINT_SOURCES = ['static', 'dns', 'registry'] as const;
+export type EndpointSource = (typeof ENDPOINT_SOURCES)[number];
+
+/**
+ * An endpoint as a source describes it. The origin of `url` is its identity within an upstream
+ * (pool, balancer ring position, metric label); the rest may change while it stays.
+ */
+export interface EndpointInfo {
+  /** `http://` or `https://` origin, e.g. `http://10.0.0.5:8080`. */
+  readonly url: string;
+  /** Relative share of traffic, 1-1000; default 1. */
+  readonly weight?: number | undefined;
+  readonly zone?: string | undefined;
+  /** The version its source reports (the registry's instance version). */
+  readonly version?: string | undefined;
+  readonly metadata?: Readonly<Record<string, string>> | undefined;
+  /** `draining`: in-flight requests finish, new ones go elsewhere. Default `active`. */
+  readonly state?: 'active' | 'draining' | undefined;
+  /**
+   * Host header (when the route does not preserve the client's) and TLS server name, when not the
+   * URL's own host: an address resolved from a name is still that name's virtual host.
+   */
+  readonly host?: string | undefined;
+}
+
+const NO_METADATA: Readonly<Record<string, string>> = Object.freeze({});
+
 /** The parts of an upstream's config an endpoint's pool is built from. */
 export type EndpointTransportConfig = Pick<UpstreamConfig, 'pool' | 'timeouts'>;
 
@@ -21,21 +49,46 @@ function poolOptions(cfg: EndpointTransportConfig): Pool.Options {
   };
 }
 
-function specUrl(spec: EndpointSpec): string {
-  return typeof spec === 'string' ? spec : spec.url;
+/** A config entry (`url` or `{ url, weight, zone, metadata }`) as EndpointInfo. */
+export function endpointInfoOf(spec: EndpointSpec | EndpointInfo | string): EndpointInfo {
+  return typeof spec === 'string' ? { url: spec } : spec;
 }
 
-function transportKey(url: URL, options: Pool.Options): string {
-  return `${url.href} ${JSON.stringify(options)}`;
+/** The identity of an endpoint within its upstream: its URL's origin. */
+export function endpointId(info: EndpointInfo): string {
+  return new URL(info.url).origin;
+}
+
+function optionsFor(url: URL, host: string, cfg: EndpointTransportConfig): Pool.Options {
+  const options = poolOptions(cfg);
+  // An https endpoint reached by address: the TLS server name is the name it was found by. undici
+  // takes it from the request's Host when that is a name, so this applies to address Hosts.
+  if (url.protocol === 'https:' && host !== url.host)
+    options.connect = { ...options.connect, servername: hostnameOf(host) };
+  return options;
+}
+
+function hostnameOf(host: string): string {
+  if (host.startsWith('[')) return host.slice(1, host.indexOf(']'));
+  const colon = host.lastIndexOf(':');
+  return colon < 0 ? host : host.slice(0, colon);
+}
+
+function transportKey(url: URL, host: string, options: Pool.Options): string {
+  return `${url.href} ${host} ${JSON.stringify(options)}`;
 }
 
 /**
- * Everything an endpoint's pool is built from (its URL and the pool options: connections,
- * keep-alive, connect and body timeouts), as one string. A reload keeps an endpoint, with its pool
- * and its warm connections, exactly when this is unchanged; weight and policy are not part of it.
+ * Everything an endpoint's pool is built from (its URL, the host it is addressed as, and the pool
+ * options: connections, keep-alive, connect and body timeouts), as one string. An endpoint is kept,
+ * with its pool and its warm connections, exactly while this is unchanged (across reloads and
+ * endpoint-set updates); weight, zone, metadata, state and policy are not part of it.
  */
-export function endpointTransport(spec: EndpointSpec, cfg: EndpointTransportConfig): string {
-  return transportKey(new URL(specUrl(spec)), poolOptions(cfg));
+export function endpointTransport(spec: EndpointInfo | string, cfg: EndpointTransportConfig): string {
+  const info = endpointInfoOf(spec);
+  const url = new URL(info.url);
+  const host = info.host ?? url.host;
+  return transportKey(url, host, optionsFor(url, host, cfg));
 }
 
 /**
@@ -50,11 +103,23 @@ export class Endpoint {
   readonly url: URL;
   /** Host header value when the route does not preserve the client's. */
   readonly host: string;
+  /** Which source put it in its upstream's set. */
+  source: EndpointSource;
   /**
-   * Relative share of traffic for weighted balancers (config `{ url, weight }`, default 1). Not
-   * readonly: a reload that changes only the weight keeps the endpoint and sets this.
+   * Relative share of traffic for weighted balancers (default 1). Not readonly, nor are zone,
+   * metadata and draining: an update from the endpoint's source changes them in place.
    */
   weight: number;
+  zone: string | undefined;
+  version: string | undefined;
+  metadata: Readonly<Record<string, string>>;
+  /** Draining: no new attempts; the ones in flight finish. */
+  draining = false;
+  /**
+   * Removed from its upstream's set: no new attempts; the pool closes once those in flight finish.
+   * Never set back (the same origin added again is a new Endpoint).
+   */
+  removed = false;
   readonly pool: Pool;
   /** endpointTransport() of the config it was built from. */
   readonly transport: string;
@@ -81,14 +146,57 @@ export class Endpoint {
   /** Clusters holding it: after a reload the new cluster and the one it replaced share it. */
   #holders = 0;
 
-  constructor(spec: EndpointSpec, cfg: EndpointTransportConfig) {
-    this.url = new URL(specUrl(spec));
-    this.weight = typeof spec === 'string' ? 1 : spec.weight;
+  constructor(spec: EndpointInfo | string, cfg: EndpointTransportConfig, source: EndpointSource = 'static') {
+    const info = endpointInfoOf(spec);
+    this.url = new URL(info.url);
     this.id = this.url.origin;
-    this.host = this.url.host;
-    const options = poolOptions(cfg);
-    this.transport = transportKey(this.url, options);
+    this.host = info.host ?? this.url.host;
+    this.source = source;
+    this.weight = info.weight ?? 1;
+    this.zone = info.zone;
+    this.version = info.version;
+    this.metadata = info.metadata ?? NO_METADATA;
+    this.draining = info.state === 'draining';
+    const options = optionsFor(this.url, this.host, cfg);
+    this.transport = transportKey(this.url, this.host, options);
     this.pool = new Pool(this.id, options);
+  }
+
+  /** What its source said about it last, to build it again (a reload that changes its pool). */
+  info(): EndpointInfo {
+    return {
+      url: this.url.href,
+      weight: this.weight,
+      zone: this.zone,
+      version: this.version,
+      metadata: this.metadata,
+      state: this.draining ? 'draining' : 'active',
+      host: this.host === this.url.host ? undefined : this.host,
+    };
+  }
+
+  /**
+   * Take a source's newer description of it (same transport): weight, zone, version, metadata, state.
+   * Returns whether anything changed.
+   */
+  assign(info: EndpointInfo, source: EndpointSource): boolean {
+    const weight = info.weight ?? 1;
+    const draining = info.state === 'draining';
+    const metadata = info.metadata ?? NO_METADATA;
+    const changed =
+      weight !== this.weight ||
+      draining !== this.draining ||
+      info.zone !== this.zone ||
+      info.version !== this.version ||
+      source !== this.source ||
+      !sameMetadata(metadata, this.metadata);
+    this.weight = weight;
+    this.draining = draining;
+    this.zone = info.zone;
+    this.version = info.version;
+    this.metadata = metadata;
+    this.source = source;
+    return changed;
   }
 
   /** Whether a cluster holds it and its pool is open: only then may another cluster take it over. */
@@ -123,4 +231,12 @@ export class Endpoint {
     this.#closed = true;
     await this.pool.destroy();
   }
+}
+
+function sameMetadata(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  if (a === b) return true;
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  for (const k of keys) if (a[k] !== b[k]) return false;
+  return true;
 }

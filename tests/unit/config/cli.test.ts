@@ -76,7 +76,8 @@ describe('configJsonSchema / runSchema', () => {
     expect(schema['required']).toEqual(['listeners']);
     expect(schema['additionalProperties']).toBe(false);
     const upstream = schema['properties'].upstreams.additionalProperties;
-    expect(upstream.required).toEqual(['endpoints']);
+    expect(upstream.oneOf).toEqual([{ required: ['endpoints'] }, { required: ['discovery'] }]);
+    expect(upstream.properties.discovery.oneOf).toEqual([{ required: ['registry'] }, { required: ['dns'] }]);
     // Durations are strings or numbers on input, with their default.
     expect(upstream.properties.timeouts.properties.connect).toMatchObject({
       default: '2s',
