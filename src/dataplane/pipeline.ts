@@ -12,13 +12,12 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import { type Duplex, Transform, type TransformCallback } from 'node:stream';
-import type { Span } from '@opentelemetry/api';
-import { SpanStatusCode } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
 import type { Snapshot } from '../control/snapshot.ts';
 import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
 import { accessRecord } from '../telemetry/access-log.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
+import { endServerSpan } from '../telemetry/tracing.ts';
 import {
   type ConnectionSocket,
   isConnectionClosing,
@@ -434,7 +433,6 @@ export class Pipeline implements AttemptObserver {
     endpoint: Endpoint,
     outcome: AttemptOutcome,
     status: number,
-    span: Span | undefined,
   ): void {
     const cluster = ctx.cluster!;
     this.telemetry.metrics.upstreamFinished(cluster.name);
@@ -462,11 +460,6 @@ export class Pipeline implements AttemptObserver {
       ms / 1000,
       ctx.sampled ? ctx.traceId : undefined,
     );
-    if (span) {
-      if (status) span.setAttribute('http.response.status_code', status);
-      if (outcome !== 'success') span.setAttribute('error.type', outcome);
-      span.end();
-    }
   }
 
   /**
@@ -574,8 +567,6 @@ export class Pipeline implements AttemptObserver {
   respondWithError(ctx: RequestContext, error: GatewayError): void {
     ctx.code = error.code;
     const { res } = ctx;
-    if (ctx.span && error.status >= 500)
-      ctx.span.setStatus({ code: SpanStatusCode.ERROR, message: error.code });
     if (res.headersSent) {
       res.destroy(error);
       return;
@@ -632,9 +623,7 @@ export class Pipeline implements AttemptObserver {
       metrics.recordLocalResponse(routeName, ctx.code);
     const span = ctx.span;
     if (span) {
-      span.setAttribute('http.response.status_code', status);
       span.setAttribute('url.path', ctx.path);
-      if (ctx.code) span.setAttribute('error.type', ctx.code);
       if (ctx.decisions) span.setAttribute('peregrine.decisions', ctx.decisions.map(formatDecision));
       if (ctx.sampled) span.setAttribute('peregrine.request_id', ctx.requestId);
       if (ctx.subject !== undefined) span.setAttribute('enduser.id', ctx.subject);
@@ -643,7 +632,7 @@ export class Pipeline implements AttemptObserver {
           'peregrine.auth.result',
           ctx.code === undefined || ctx.upstreamStatus ? 'allow' : authResultOf(ctx.code),
         );
-      span.end();
+      endServerSpan(span, status, ctx.code);
     }
     const accessLog = this.telemetry.accessLog;
     if (accessLog.enabled)

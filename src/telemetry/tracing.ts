@@ -64,6 +64,7 @@ import {
 } from '@opentelemetry/semantic-conventions';
 import type { TelemetryConfig } from '../config/schema.ts';
 import { HTTP_METHODS } from '../config/schema.ts';
+import { ERROR_CODES, type ErrorCode } from '../errors.ts';
 
 export interface Tracing {
   /**
@@ -121,7 +122,9 @@ export const SPAN_ATTR = {
   UPSTREAM: 'peregrine.upstream',
   ENDPOINT: 'peregrine.endpoint',
   ATTEMPT: 'peregrine.attempt',
+  CODE: 'peregrine.code',
 } as const;
+const ATTR_PEREGRINE_CODE = SPAN_ATTR.CODE;
 
 const KNOWN_METHODS: ReadonlySet<string> = new Set(HTTP_METHODS);
 
@@ -137,36 +140,40 @@ export function serverSpanName(method: string, route?: string): string {
 }
 
 /**
- * End a SERVER span: response status, and error.type + ERROR status for a local failure code or a
- * 5xx (a 4xx is the client's failure, not the server span's).
+ * End a SERVER span, status per the HTTP semantic conventions: ERROR for a 5xx, whether the status
+ * was sent or belongs to the local failure that cut the response (`code`); a 4xx leaves the status
+ * unset (the client's failure, not the server's). `error.type` goes with ERROR: the local code
+ * when the gateway failed the request, else the status as a string. A local code that is not an
+ * error of the span (404 no route, 401, 499 client gone) is kept as `peregrine.code`.
  */
-export function endServerSpan(span: Span, status: number, errorType: string | undefined): void {
-  endSpan(span, status, errorType, status >= 500);
+export function endServerSpan(span: Span, status: number, code: ErrorCode | undefined): void {
+  if (span.isRecording()) {
+    span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status);
+    if (code !== undefined) span.setAttribute(ATTR_PEREGRINE_CODE, code);
+    if (code !== undefined && ERROR_CODES[code].status >= 500) markError(span, code);
+    else if (status >= 500) markError(span, String(status));
+  }
+  span.end();
 }
 
 /**
- * End a CLIENT span: upstream status if a response head arrived, and error.type + ERROR status for
- * a failed attempt or any status >= 400.
+ * End a CLIENT span (one upstream attempt): the upstream's status when a response head arrived;
+ * ERROR when the attempt failed (no response, or a response cut short: `error.type` is the
+ * failure's code) or the status is 4xx/5xx (`error.type` is the status as a string).
  */
-export function endClientSpan(span: Span, status: number | undefined, errorType: string | undefined): void {
-  endSpan(span, status, errorType, status !== undefined && status >= 400);
-}
-
-function endSpan(
-  span: Span,
-  status: number | undefined,
-  errorType: string | undefined,
-  badStatus: boolean,
-): void {
+export function endClientSpan(span: Span, status: number | undefined, failure: ErrorCode | undefined): void {
   if (span.isRecording()) {
     if (status !== undefined && status > 0) span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status);
-    if (errorType !== undefined || badStatus) {
-      const type = errorType ?? String(status);
-      span.setAttribute(ATTR_ERROR_TYPE, type);
-      span.setStatus({ code: SpanStatusCode.ERROR, message: type });
-    }
+    if (failure !== undefined) markError(span, failure);
+    else if (status !== undefined && status >= 400) markError(span, String(status));
   }
   span.end();
+}
+
+/** ERROR status with `error.type`; no description, which the type and status code already give. */
+function markError(span: Span, type: string): void {
+  span.setAttribute(ATTR_ERROR_TYPE, type);
+  span.setStatus({ code: SpanStatusCode.ERROR });
 }
 
 const ID_POOL_BYTES = 4096;

@@ -5,9 +5,9 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Span } from '@opentelemetry/api';
-import { SpanStatusCode } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
 import { GatewayError } from '../../errors.ts';
+import { endClientSpan } from '../../telemetry/tracing.ts';
 import { isLastPending, markConnectionClosing, type RequestContext } from '../context.ts';
 import type { Endpoint } from '../upstream/endpoint.ts';
 import { responseHeaderList } from './headers.ts';
@@ -21,7 +21,6 @@ export interface AttemptObserver {
     endpoint: Endpoint,
     outcome: AttemptOutcome,
     status: number,
-    span: Span | undefined,
   ): void;
   /**
    * The attempt failed before or after the response head (or was dropped for a retry); the
@@ -199,7 +198,8 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     this.#done = true;
     this.#clearTimers();
     const { ctx } = this;
-    this.observer.attemptFinished(ctx, this.endpoint, 'success', ctx.upstreamStatus, this.span);
+    if (this.span) endClientSpan(this.span, ctx.upstreamStatus, undefined);
+    this.observer.attemptFinished(ctx, this.endpoint, 'success', ctx.upstreamStatus);
     this.observer.upstreamCompleted(ctx);
   }
 
@@ -214,15 +214,14 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     const { ctx } = this;
     if (this.#dropped) {
       // The upstream answered (with a retryable status): a complete attempt, not a failure.
-      this.observer.attemptFinished(ctx, this.endpoint, 'success', ctx.upstreamStatus, this.span);
+      if (this.span) endClientSpan(this.span, ctx.upstreamStatus, undefined);
+      this.observer.attemptFinished(ctx, this.endpoint, 'success', ctx.upstreamStatus);
       this.observer.upstreamFailed(ctx, DROPPED_FOR_RETRY, this, 'success');
       return;
     }
     const classified = classifyUpstreamError(error);
-    if (this.span && classified.outcome !== 'client_abort') {
-      this.span.setStatus({ code: SpanStatusCode.ERROR, message: classified.error.code });
-    }
-    this.observer.attemptFinished(ctx, this.endpoint, classified.outcome, ctx.upstreamStatus, this.span);
+    if (this.span) endClientSpan(this.span, ctx.upstreamStatus, classified.error.code);
+    this.observer.attemptFinished(ctx, this.endpoint, classified.outcome, ctx.upstreamStatus);
     this.observer.upstreamFailed(ctx, classified.error, this, classified.outcome);
   }
 }
