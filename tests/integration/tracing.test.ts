@@ -119,7 +119,10 @@ describe('tracing through the gateway', () => {
     // An upstream 5xx relayed: both spans are errors, typed by the status.
     const failed = await statusOf('/s/status/503', 503);
     expect(failed.client!.status.code).toBe(2);
-    expect(failed.client!.attributes).toMatchObject({ 'error.type': '503', 'http.response.status_code': 503 });
+    expect(failed.client!.attributes).toMatchObject({
+      'error.type': '503',
+      'http.response.status_code': 503,
+    });
     expect(failed.server.status.code).toBe(2);
     expect(failed.server.attributes).toMatchObject({ 'error.type': '503', 'http.response.status_code': 503 });
 

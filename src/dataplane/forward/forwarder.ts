@@ -16,12 +16,7 @@ import { classifyUpstreamError } from './upstream-errors.ts';
 
 /** What the forwarder reports back to the pipeline, which owns metrics and the response. */
 export interface AttemptObserver {
-  attemptFinished(
-    ctx: RequestContext,
-    endpoint: Endpoint,
-    outcome: AttemptOutcome,
-    status: number,
-  ): void;
+  attemptFinished(ctx: RequestContext, endpoint: Endpoint, outcome: AttemptOutcome, status: number): void;
   /**
    * The attempt failed before or after the response head (or was dropped for a retry); the
    * pipeline retries or answers the client.

@@ -462,7 +462,10 @@ describe('span helpers', () => {
     expect(unavailable!.status.code).toBe(SpanStatusCode.ERROR);
     expect(unavailable!.attributes['error.type']).toBe('503');
     expect(cut!.status.code).toBe(SpanStatusCode.ERROR);
-    expect(cut!.attributes).toMatchObject({ 'error.type': 'UPSTREAM_RESET', 'http.response.status_code': 200 });
+    expect(cut!.attributes).toMatchObject({
+      'error.type': 'UPSTREAM_RESET',
+      'http.response.status_code': 200,
+    });
     expect(redirect!.status.code).toBe(SpanStatusCode.UNSET);
     expect(redirect!.attributes['error.type']).toBeUndefined();
   });
