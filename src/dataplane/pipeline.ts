@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { type Duplex, Transform, type TransformCallback } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Snapshot } from '../control/snapshot.ts';
-import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
+import { asGatewayError, GatewayError } from '../errors.ts';
 import { accessRecord } from '../telemetry/access-log.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
 import { endServerSpan } from '../telemetry/tracing.ts';
@@ -32,7 +32,7 @@ import { buildUpstreamHeaders } from './forward/headers.ts';
 import { plainAddress, type TrustCheck } from './forward/trusted-proxies.ts';
 import type { AttemptOutcome } from './forward/upstream-errors.ts';
 import { peerIdentityOf } from './listener/peer-identity.ts';
-import { sendProblem, writeRawProblem } from './respond.ts';
+import { type RawProblem, sendProblem, writeRawProblem } from './respond.ts';
 import { normalizePath } from './routing/path-normalize.ts';
 import type { Endpoint } from './upstream/endpoint.ts';
 import { parseRetryAfter } from './upstream/retry-policy.ts';
@@ -58,17 +58,17 @@ export interface ListenerInfo {
 const kContext = Symbol('peregrine.context');
 /** A parser error waiting for the requests of its connection still being answered (kPending). */
 const kDeferredError = Symbol('peregrine.deferredError');
-type TrackedSocket = ConnectionSocket & { [kDeferredError]?: ErrorCode };
+type TrackedSocket = ConnectionSocket & { [kDeferredError]?: RawProblem };
 
 /**
  * Called on a parser error. When earlier pipelined requests on this connection are still being
  * answered, the error response waits for them (good, good, bad → 200, 200, 400 + close);
  * otherwise it is written at once. Returns true when deferred.
  */
-export function deferClientError(socket: Duplex, code: ErrorCode): boolean {
+export function deferClientError(socket: Duplex, problem: RawProblem): boolean {
   const s = socket as TrackedSocket;
   if (!s[kPending]) return false;
-  s[kDeferredError] = code;
+  s[kDeferredError] = problem;
   return true;
 }
 type ResponseWithContext = ServerResponse & { [kContext]?: RequestContext };
@@ -428,12 +428,7 @@ export class Pipeline implements AttemptObserver {
     endpoint.pool.dispatch(opts, forwarder);
   }
 
-  attemptFinished(
-    ctx: RequestContext,
-    endpoint: Endpoint,
-    outcome: AttemptOutcome,
-    status: number,
-  ): void {
+  attemptFinished(ctx: RequestContext, endpoint: Endpoint, outcome: AttemptOutcome, status: number): void {
     const cluster = ctx.cluster!;
     this.telemetry.metrics.upstreamFinished(cluster.name);
     const now = performance.now();
@@ -581,7 +576,7 @@ export class Pipeline implements AttemptObserver {
         error.code === 'BAD_REQUEST' ||
         error.code === 'PAYLOAD_TOO_LARGE');
     if (close) markConnectionClosing(ctx.socket);
-    sendProblem(
+    ctx.responseBytes += sendProblem(
       res,
       error,
       { traceId: ctx.traceId, requestId: ctx.requestId },
@@ -652,7 +647,7 @@ export class Pipeline implements AttemptObserver {
     this.host.requestFinished();
     const socket = ctx.socket as TrackedSocket | undefined;
     if (socket && --socket[kPending]! === 0 && socket[kDeferredError]) {
-      writeRawProblem(socket, socket[kDeferredError], undefined, undefined, this.listener.reasonHeader);
+      writeRawProblem(socket, socket[kDeferredError], this.listener.reasonHeader);
     }
   }
 }

@@ -128,9 +128,12 @@ const ATTR_PEREGRINE_CODE = SPAN_ATTR.CODE;
 
 const KNOWN_METHODS: ReadonlySet<string> = new Set(HTTP_METHODS);
 
+/** http.request.method of a method outside the known set, or of a request whose method is unknown. */
+export const UNKNOWN_METHOD = '_OTHER';
+
 /** The semconv value of http.request.method: the method if known, `_OTHER` otherwise. */
 export function spanMethod(method: string): string {
-  return KNOWN_METHODS.has(method) ? method : '_OTHER';
+  return KNOWN_METHODS.has(method) ? method : UNKNOWN_METHOD;
 }
 
 /** `{method} {route}`, or `{method}` before a route matched; `HTTP` stands for unknown methods. */

@@ -16,7 +16,7 @@ import { RequestContext } from '../context.ts';
 import type { RequestFilter } from '../filters/filter.ts';
 import { peerIdentityOf } from '../listener/peer-identity.ts';
 import { assertHostPresent, type Pipeline, requestIdOf } from '../pipeline.ts';
-import { writeRawProblem } from '../respond.ts';
+import { rawProblem, writeRawProblem } from '../respond.ts';
 import { normalizePath } from '../routing/path-normalize.ts';
 import { buildUpstreamHeaders, cleanResponseHeaders } from './headers.ts';
 import { plainAddress } from './trusted-proxies.ts';
@@ -49,6 +49,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   readonly head: Buffer;
   readonly onDone: (outcome: WebSocketOutcome, status: number, code: ErrorCode | undefined) => void;
   readonly reasonHeader: string | false;
+  readonly requestId: string;
   #done = false;
 
   constructor(
@@ -56,10 +57,12 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     head: Buffer,
     onDone: (outcome: WebSocketOutcome, status: number, code: ErrorCode | undefined) => void,
     reasonHeader: string | false,
+    requestId: string,
   ) {
     this.client = client;
     this.head = head;
     this.reasonHeader = reasonHeader;
+    this.requestId = requestId;
     this.onDone = onDone;
   }
 
@@ -127,7 +130,11 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     this.#done = true;
     const { error: gwError, outcome } = classifyUpstreamError(error);
     if (this.statusCode === 0)
-      writeRawProblem(this.client, gwError.code, undefined, undefined, this.reasonHeader);
+      writeRawProblem(
+        this.client,
+        rawProblem(gwError.code, { requestId: this.requestId }),
+        this.reasonHeader,
+      );
     else this.client.destroy();
     this.onDone(outcome, this.statusCode || gwError.status, gwError.code);
   }
@@ -209,7 +216,12 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
   };
   const refuse = (err: unknown): void => {
     const error = asGatewayError(err);
-    writeRawProblem(socket, error.code, undefined, error.headers, pipeline.listener.reasonHeader);
+    writeRawProblem(
+      socket,
+      rawProblem(error.code, { requestId: rec.requestId }),
+      pipeline.listener.reasonHeader,
+      error.headers,
+    );
     recordUpgrade(pipeline, req, rec, 'refused', error.status, error.code);
   };
   try {
@@ -254,6 +266,7 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
           head,
           (outcome, status, code) => recordUpgrade(pipeline, req, rec, outcome, status, code),
           pipeline.listener.reasonHeader,
+          rec.requestId,
         ),
       );
     };

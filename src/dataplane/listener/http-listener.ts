@@ -1,13 +1,15 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../../config/schema.ts';
-import { ERROR_CODES, type ErrorCode } from '../../errors.ts';
+import type { ErrorCode } from '../../errors.ts';
 import { accessRecord } from '../../telemetry/access-log.ts';
+import { endServerSpan, UNKNOWN_METHOD } from '../../telemetry/tracing.ts';
 import { plainAddress } from '../forward/trusted-proxies.ts';
 import { handleUpgrade } from '../forward/websocket.ts';
 import { type DataplaneHost, deferClientError, Pipeline } from '../pipeline.ts';
-import { writeRawProblem } from '../respond.ts';
+import { rawProblem, writeRawProblem } from '../respond.ts';
 import { listenerInfo, listenOn, strictHttp1Options } from './listener.ts';
 
 /** Node's parser errors → the answer the gateway gives before closing the connection. */
@@ -17,9 +19,14 @@ function clientErrorCode(code: string | undefined): ErrorCode {
   return 'BAD_REQUEST';
 }
 
+/** A parser error has no headers to read a trace parent or a request id from. */
+const NO_HEADERS: IncomingHttpHeaders = {};
+
 /**
  * The `clientError` listener of a listener's HTTP/1.1 server (TLS listeners too): answer Node's
- * parser errors with problem+json and close, counted like any request.
+ * parser errors with problem+json and close, counted like any request. There is no request, but
+ * the refusal gets what every request gets: a request id, a SERVER span (sampled like any root)
+ * whose trace id the body, the access line and the latency exemplar share.
  */
 export function answerClientError(
   listener: string,
@@ -33,21 +40,34 @@ export function answerClientError(
     return;
   }
   const code = clientErrorCode(err.code);
-  if (!deferClientError(socket, code)) writeRawProblem(socket, code, undefined, undefined, reasonHeader);
+  const { metrics, accessLog, tracing } = host.telemetry;
+  const clientAddress = plainAddress((socket as Socket).remoteAddress);
+  const span = tracing.startServerSpan(UNKNOWN_METHOD, NO_HEADERS, {
+    'http.request.method': UNKNOWN_METHOD,
+    'client.address': clientAddress,
+  });
+  const { traceId, spanId, sampled } = tracing.traceIds(span);
+  const requestId = randomUUID();
+  const problem = rawProblem(code, { traceId, requestId });
+  if (!deferClientError(socket, problem)) writeRawProblem(socket, problem, reasonHeader);
   // Counted like any request (no route, method unknown) so rate and error panels include them.
-  const { metrics, accessLog } = host.telemetry;
-  const status = ERROR_CODES[code].status;
-  metrics.recordRequest(listener, undefined, 'OTHER', status, 0, undefined);
+  const status = problem.status;
+  metrics.recordRequest(listener, undefined, 'OTHER', status, 0, sampled ? traceId : undefined);
+  metrics.recordBytes(undefined, 0, problem.bytes);
   metrics.recordLocalResponse(undefined, code);
+  endServerSpan(span, status, code);
   if (accessLog.enabled)
     accessLog.log(
       accessRecord(listener, undefined, undefined, undefined, '-', status, 0, undefined, {
         path: '-',
-        requestId: '',
-        clientAddress: plainAddress((socket as Socket).remoteAddress),
+        requestId,
+        clientAddress,
         code,
         attempts: 0,
         identity: undefined,
+        traceId,
+        spanId,
+        responseBytes: problem.bytes,
       }),
     );
 }
