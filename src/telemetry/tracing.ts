@@ -65,6 +65,7 @@ import {
 import type { TelemetryConfig } from '../config/schema.ts';
 import { HTTP_METHODS } from '../config/schema.ts';
 import { ERROR_CODES, type ErrorCode } from '../errors.ts';
+import { observeSpanExport, type SpanExportObservation, type SpanExportReport } from './span-export.ts';
 
 export interface Tracing {
   /**
@@ -346,11 +347,17 @@ class GatewayTracing implements Tracing {
   private readonly provider: SdkModule.BasicTracerProvider | undefined;
   private readonly w3c = new W3CTraceContextPropagator();
   private readonly b3 = new B3Propagator();
+  private readonly observation: SpanExportObservation | undefined;
   private closing: Promise<void> | undefined;
 
-  constructor(spans: SpanStarter, provider: SdkModule.BasicTracerProvider | undefined) {
+  constructor(
+    spans: SpanStarter,
+    provider: SdkModule.BasicTracerProvider | undefined,
+    observation: SpanExportObservation | undefined,
+  ) {
     this.spans = spans;
     this.provider = provider;
+    this.observation = observation;
   }
 
   /** W3C wins when both are present and valid; B3 (single, then multi) otherwise. */
@@ -414,7 +421,9 @@ class GatewayTracing implements Tracing {
   }
 
   shutdown(): Promise<void> {
-    this.closing ??= this.provider === undefined ? Promise.resolve() : settleWithin(this.provider.shutdown());
+    this.closing ??= (
+      this.provider === undefined ? Promise.resolve() : settleWithin(this.provider.shutdown())
+    ).then(() => this.observation?.close());
     return this.closing;
   }
 }
@@ -494,17 +503,31 @@ function createExporter(cfg: TelemetryConfig['tracing']): SpanExporter | undefin
 
 export function createTracing(
   cfg: TelemetryConfig,
-  opts?: { spanProcessorForTests?: SpanProcessor },
+  opts?: { spanProcessorForTests?: SpanProcessor | undefined; report?: SpanExportReport },
 ): Tracing {
   const exporter = getBooleanFromEnv('OTEL_SDK_DISABLED') ? undefined : createExporter(cfg.tracing);
   const processors: SpanProcessor[] = [];
-  if (exporter !== undefined) processors.push(new (sdkTraceBase().BatchSpanProcessor)(exporter));
+  let observation: SpanExportObservation | undefined;
+  if (exporter !== undefined) {
+    const { BatchSpanProcessor } = sdkTraceBase();
+    if (opts?.report === undefined) processors.push(new BatchSpanProcessor(exporter));
+    else {
+      observation = observeSpanExport(opts.report);
+      // selfObsMeterProvider is passed through to the SDK's processor (see span-export.ts).
+      const config = { selfObsMeterProvider: observation.processorMeters } as SdkModule.BufferConfig;
+      processors.push(new BatchSpanProcessor(observation.exporter(exporter), config));
+    }
+  }
   if (opts?.spanProcessorForTests !== undefined) processors.push(opts.spanProcessorForTests);
   const ratio = rootRatio(cfg.tracing.sampleRatio);
   const idGenerator = new PooledIdGenerator();
 
   if (processors.length === 0) {
-    return new GatewayTracing(new SpanStarter(undefined, true, ratioBound(ratio), idGenerator), undefined);
+    return new GatewayTracing(
+      new SpanStarter(undefined, true, ratioBound(ratio), idGenerator),
+      undefined,
+      undefined,
+    );
   }
 
   const { BasicTracerProvider, ParentBasedSampler, TraceIdRatioBasedSampler } = sdkTraceBase();
@@ -534,5 +557,5 @@ export function createTracing(
     ratioBound(ratio),
     idGenerator,
   );
-  return new GatewayTracing(starter, provider);
+  return new GatewayTracing(starter, provider, observation);
 }

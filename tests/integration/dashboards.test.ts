@@ -7,7 +7,9 @@
  * PROMETHEUS_BIN). Without it the test fails: it is the only check that the dashboards work.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server } from 'node:http';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,10 +48,14 @@ const BUILTINS: Readonly<Record<string, string>> = {
 /** A query may return nothing until its series has two samples in the window: retry until then. */
 const QUERY_DEADLINE_MS = 30_000;
 
-/** The test's upstream servers: `echo` answers by path (tests/helpers/upstream.ts), `hang` never answers. */
+/**
+ * The test's servers: `echo` answers by path (tests/helpers/upstream.ts), `hang` never answers,
+ * `collector` takes span exports (and drops them: the trace export panels need them to flow).
+ */
 interface Servers {
   echo: string;
   hang: string;
+  collector: string;
 }
 
 /**
@@ -63,8 +69,8 @@ function gatewayConfig(s: Servers, extraRoutes: RouteInput[] = []): Partial<Conf
   const noEjection = { enabled: false };
   const fastBackoff = { base: '1ms', max: '5ms' };
   return {
-    // Every request sampled, so every latency bucket gets a trace_id exemplar.
-    telemetry: { tracing: { sampleRatio: 1 } },
+    // Every request sampled, so every latency bucket gets a trace_id exemplar; spans exported.
+    telemetry: { tracing: { sampleRatio: 1, exporter: 'otlp', endpoint: s.collector } },
     upstreams: {
       echo: { endpoints: [s.echo], timeouts: { response: '300ms' }, circuitBreaker: noBreaker },
       // Nothing listens on port 1: connection refused.
@@ -125,6 +131,7 @@ type RouteInput = NonNullable<ConfigInput['routes']>[number];
 
 let up: TestUpstream | undefined;
 let hang: TestUpstream | undefined;
+let collector: Server | undefined;
 let gw: TestGateway | undefined;
 let prom: Prometheus | undefined;
 let traffic: Traffic | undefined;
@@ -134,7 +141,17 @@ beforeAll(async () => {
   up = await startUpstream();
   // Accepts every request and never answers.
   hang = await startUpstream(() => true);
-  const servers: Servers = { echo: up.url, hang: hang.url };
+  collector = createHttpServer((req, res) => {
+    req.resume();
+    req.once('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+  });
+  collector.listen(0, '127.0.0.1');
+  await once(collector, 'listening');
+  const servers: Servers = {
+    echo: up.url,
+    hang: hang.url,
+    collector: `http://127.0.0.1:${(collector.address() as AddressInfo).port}`,
+  };
   gw = await startGateway(gatewayConfig(servers), { asFile: true });
   traffic = startTraffic(gw);
 
@@ -162,6 +179,15 @@ afterAll(async () => {
     ['gateway', gw && (() => gw!.close())],
     ['upstream', up && (() => up!.close())],
     ['hanging upstream', hang && (() => hang!.close())],
+    [
+      'collector',
+      collector &&
+        (() =>
+          new Promise<void>((resolve) => {
+            collector!.closeAllConnections();
+            collector!.close(() => resolve());
+          })),
+    ],
   ];
   for (const [name, step] of steps) {
     try {
@@ -276,10 +302,11 @@ describe('the test traffic', () => {
     'panic mode': 'max_over_time(peregrine_upstream_panic_mode{upstream="checked"}[1m]) > 0',
     'retries after connect failures':
       'peregrine_upstream_retries_total{upstream="checked", reason="connect_failure"} > 0',
+    'spans exported': 'peregrine_tracing_spans_total{outcome="exported"} > 0',
   };
 
   it(
-    'drives every resilience mechanism the resilience dashboard shows',
+    'drives every resilience mechanism the resilience dashboard shows, and span export',
     async () => {
       const checks = Object.entries(driven).map(([what, expr]) => ({
         where: `${what}: ${expr}`,
