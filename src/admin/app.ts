@@ -3,7 +3,7 @@
  * of what the data plane is running. Never on the request path.
  */
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
-import { redactConfig } from '../config/loader.ts';
+import { redact } from '../config/redact.ts';
 import type { ConfigStore } from '../control/config-store.ts';
 import type { ListenerCertificateStatus } from '../dataplane/listener/certificates.ts';
 import { type GatewayMetrics, renderMetrics } from '../telemetry/metrics.ts';
@@ -19,6 +19,14 @@ export interface AdminSource {
   reload(trigger: string): Promise<unknown>;
   /** TLS listeners' certificates (served and trusted), reload counts and last reload error. */
   certificates?(): ListenerCertificateStatus[];
+}
+
+/**
+ * Every view of configuration or state goes out through here: one redaction (src/config/redact.ts)
+ * for all of them, so no view can show a secret another view hides.
+ */
+function sendView(res: Response, body: unknown, status = 200): void {
+  res.status(status).json(redact(body));
 }
 
 export function createAdminApp(src: AdminSource): Express {
@@ -46,31 +54,31 @@ export function createAdminApp(src: AdminSource): Express {
   });
 
   app.get('/v1/auth', function auth(_req: Request, res: Response) {
-    res.json({ providers: src.store.current.auth.describe() });
+    sendView(res, { providers: src.store.current.auth.describe() });
   });
 
   app.get('/v1/config', function config(_req: Request, res: Response) {
-    res.json({
+    sendView(res, {
       version: src.store.current.version,
       loadedAt: src.store.lastSuccessAt,
       file: src.store.file ?? null,
-      config: redactConfig(src.store.effective),
+      config: src.store.effective,
     });
   });
 
   app.get('/v1/config/errors', function configErrors(_req: Request, res: Response) {
     const failure = src.store.lastFailure;
-    res.json({ lastReloadFailed: failure !== undefined, failure: failure ?? null });
+    sendView(res, { lastReloadFailed: failure !== undefined, failure: failure ?? null });
   });
 
   app.post('/v1/config/reload', async function reload(_req: Request, res: Response) {
     const result = await src.reload('admin');
-    res.status((result as { ok?: boolean }).ok ? 200 : 422).json(result);
+    sendView(res, result, (result as { ok?: boolean }).ok ? 200 : 422);
   });
 
   app.get('/v1/routes', function routes(_req: Request, res: Response) {
     const snapshot = src.store.current;
-    res.json({
+    sendView(res, {
       version: snapshot.version,
       routes: snapshot.routes.routes.map((r, i) => ({
         order: i,
@@ -85,12 +93,12 @@ export function createAdminApp(src: AdminSource): Express {
   });
 
   app.get('/v1/certs', function certs(_req: Request, res: Response) {
-    res.json({ listeners: src.certificates?.() ?? [] });
+    sendView(res, { listeners: src.certificates?.() ?? [] });
   });
 
   app.get('/v1/upstreams', function upstreams(_req: Request, res: Response) {
     const snapshot = src.store.current;
-    res.json({
+    sendView(res, {
       version: snapshot.version,
       upstreams: [...snapshot.clusters.values()].map((c) => ({
         ...c.describe(),

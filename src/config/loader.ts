@@ -331,32 +331,3 @@ function pathAt(doc: Document, offset: number, leaf: boolean): Segment[] {
     }
   }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Redaction
-
-const SECRET_KEY_RE = /secret|password|token|key$|authorization|credential/i;
-/** scheme://userinfo@ — userinfo is whatever precedes the first @ before any / ? # or space. */
-const URL_USERINFO_RE = /\b([a-z][a-z0-9+.-]*:\/\/)[^/?#@\s]+@/gi;
-
-/**
- * A deep copy safe to show (admin API `/v1/config`): values under secret-looking keys become
- * "[redacted]" (whole subtrees included), and credentials in URLs anywhere are replaced. Generic
- * on purpose: future sections holding secrets are covered by their key names.
- */
-export function redactConfig(config: Config): unknown {
-  return redactValue(config);
-}
-
-function redactValue(value: unknown): unknown {
-  if (typeof value === 'string') return value.replace(URL_USERINFO_RE, '$1[redacted]@');
-  if (Array.isArray(value)) return value.map(redactValue);
-  if (typeof value === 'object' && value !== null) {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) {
-      out[k] = SECRET_KEY_RE.test(k) && v !== undefined && v !== null ? '[redacted]' : redactValue(v);
-    }
-    return out;
-  }
-  return value;
-}
