@@ -82,19 +82,33 @@ function flushLater(batch: LineBatch): void {
  * pino's destination by default: stdout, asynchronous. pino's own lines (diagnostics, errors)
  * are written at once, after any access lines still queued, so the log keeps the order in which
  * lines were produced.
+ *
+ * It counts the bytes it hands to SonicBoom and the bytes SonicBoom reports written (its public
+ * `write` event), so `drain` knows when everything is on its way to the fd without reading
+ * SonicBoom's private state.
  */
 export class LogDestination {
   /** The asynchronous writer (buffer mode). pino's exit handler flushes it on process exit. */
   readonly boom: SonicBoom;
   /** The access log's queue. */
   readonly lines: LineBatch;
+  #handed = 0;
+  #written = 0;
+  #waiters: (() => void)[] = [];
 
   constructor(fd = 1) {
     const boom = pino.destination({ dest: fd, sync: false, contentMode: 'buffer' });
     this.boom = boom;
+    boom.on('write', (n: number) => {
+      this.#written += n;
+      if (this.#written >= this.#handed) for (const wake of this.#waiters.splice(0)) wake();
+    });
     // Looked up on every call: pino replaces `write` with a no-op after EPIPE.
     const writer = boom as unknown as { write(chunk: Buffer): boolean };
-    this.lines = new LineBatch((chunk) => writer.write(chunk));
+    this.lines = new LineBatch((chunk) => {
+      this.#handed += chunk.length;
+      writer.write(chunk);
+    });
   }
 
   /** pino's lines: queued behind pending access lines and handed over at once. */
@@ -107,5 +121,25 @@ export class LogDestination {
   flush(cb?: (err?: Error) => void): void {
     this.lines.flush();
     this.boom.flush(cb);
+  }
+
+  /**
+   * Hand over the queued lines and wait until every byte handed over so far is written, for at
+   * most `timeoutMs`; true when it all was. Never rejects.
+   */
+  drain(timeoutMs: number): Promise<boolean> {
+    this.lines.flush();
+    if (this.#written >= this.#handed) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(this.#written >= this.#handed);
+      };
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w !== done);
+        done();
+      }, timeoutMs);
+      this.#waiters.push(done);
+    });
   }
 }
