@@ -19,6 +19,12 @@
 // NODE_COMPILE_CACHE, else <tmpdir>/node-compile-cache), so later starts skip the TypeScript
 // stripper altogether and start smaller and faster. Enabled before the sources are imported.
 import module from 'node:module';
+import { nodeVersionProblem } from './require-node.js';
 
+const problem = nodeVersionProblem(process.version, process.execPath);
+if (problem !== undefined) {
+  process.stderr.write(`${problem}\n`);
+  process.exit(1);
+}
 module.enableCompileCache?.();
 await import('../src/main.ts');
