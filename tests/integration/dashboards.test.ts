@@ -3,10 +3,11 @@
  * gateway under traffic. A query fails the test when Prometheus rejects it or when it returns no
  * series: a renamed metric or label, a typo, `=` where a multi-value variable needs `=~`.
  *
- * Needs the `prometheus` binary (Debian package `prometheus`; CI installs it in .ci/run, or set
- * PROMETHEUS_BIN). Without it the test fails: it is the only check that the dashboards work.
+ * Needs a `prometheus` binary, found by tests/helpers/tools.ts (PROMETHEUS_BIN, PATH, or .tools/
+ * from scripts/get-tools.sh). Without one the test fails, saying how to get it: it is the only check
+ * that the dashboards work.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
@@ -28,9 +29,9 @@ import {
   variablesOf,
 } from '../helpers/dashboards.ts';
 import { startGateway, type TestGateway, writeConfig } from '../helpers/gateway.ts';
+import { type FoundTool, findTool, PROMETHEUS } from '../helpers/tools.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
-const PROMETHEUS_BIN = process.env.PROMETHEUS_BIN ?? 'prometheus';
 const SCRAPE_INTERVAL = '1s';
 /**
  * Values Grafana would give its built-ins. $__rate_interval is at least 4 scrape intervals in
@@ -137,7 +138,7 @@ let prom: Prometheus | undefined;
 let traffic: Traffic | undefined;
 
 beforeAll(async () => {
-  requirePrometheus();
+  const prometheus = findTool(PROMETHEUS, 'the dashboard test');
   up = await startUpstream();
   // Accepts every request and never answers.
   hang = await startUpstream(() => true);
@@ -168,7 +169,7 @@ beforeAll(async () => {
   writeConfig(file, gatewayConfig(servers, [v2]));
   expect(await gw.gateway.reload('test')).toMatchObject({ ok: true });
 
-  prom = await startPrometheus(gw.gateway.adminAddress.port);
+  prom = await startPrometheus(prometheus, gw.gateway.adminAddress.port);
   await prom.waitForScrapes(3);
 }, 90_000);
 
@@ -370,17 +371,6 @@ async function variableCheck(v: GrafanaVariable, variables: GrafanaVariable[]): 
 
 // --- Prometheus -----------------------------------------------------------------------------
 
-function requirePrometheus(): void {
-  const probe = spawnSync(PROMETHEUS_BIN, ['--version'], { encoding: 'utf8' });
-  if (probe.error !== undefined || probe.status !== 0) {
-    throw new Error(
-      `the dashboard test needs Prometheus: could not run ${JSON.stringify(PROMETHEUS_BIN)} ` +
-        `(${probe.error?.message ?? `exit ${probe.status}: ${probe.stderr}`}). ` +
-        'Install it (Debian: apt-get install prometheus; CI does this in .ci/run) or set PROMETHEUS_BIN.',
-    );
-  }
-}
-
 interface PromResponse<T> {
   status: 'success' | 'error';
   data: T;
@@ -416,7 +406,7 @@ process.once('exit', () => {
   for (const p of running) p.kill('SIGKILL');
 });
 
-async function startPrometheus(adminPort: number): Promise<Prometheus> {
+async function startPrometheus(bin: FoundTool, adminPort: number): Promise<Prometheus> {
   const dir = mkdtempSync(join(tmpdir(), 'peregrine-prometheus-'));
   const configFile = join(dir, 'prometheus.yml');
   writeFileSync(
@@ -440,7 +430,7 @@ async function startPrometheus(adminPort: number): Promise<Prometheus> {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
     const proc = spawn(
-      PROMETHEUS_BIN,
+      bin.path,
       [
         `--config.file=${configFile}`,
         `--storage.tsdb.path=${join(dir, `data-${attempt}`)}`,
@@ -448,7 +438,7 @@ async function startPrometheus(adminPort: number): Promise<Prometheus> {
         '--enable-feature=exemplar-storage',
         '--log.level=warn',
       ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+      { stdio: ['ignore', 'ignore', 'pipe'], env: bin.env },
     );
     running.add(proc);
     let exit: string | undefined;
