@@ -10,8 +10,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer, type Server } from 'node:http';
-import { type AddressInfo, createServer } from 'node:net';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -29,6 +29,7 @@ import {
   variablesOf,
 } from '../helpers/dashboards.ts';
 import { startGateway, type TestGateway, writeConfig } from '../helpers/gateway.ts';
+import { freePort } from '../helpers/ports.ts';
 import { type FoundTool, findTool, PROMETHEUS } from '../helpers/tools.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
@@ -142,7 +143,7 @@ beforeAll(async () => {
   up = await startUpstream();
   // Accepts every request and never answers.
   hang = await startUpstream(() => true);
-  collector = createHttpServer((req, res) => {
+  collector = createServer((req, res) => {
     req.resume();
     req.once('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
   });
@@ -387,17 +388,6 @@ interface Prometheus {
   /** The scrape target's state, Prometheus's exit status and recent warnings, for failure messages. */
   context(): Promise<string>;
   stop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** Kill on worker exit too, so a crashed test run never leaves a Prometheus behind. */
