@@ -20,6 +20,7 @@ import {
 } from 'yaml';
 import type { z } from 'zod';
 import { createRouteTable, RouteCompileError } from '../dataplane/routing/route-table.ts';
+import { suggestKey } from './key-suggestions.ts';
 import { type Config, ConfigSchema, crossCheck } from './schema.ts';
 
 export interface ConfigIssue {
@@ -262,7 +263,11 @@ function explain(zi: z.core.$ZodIssue): Array<{ path: Segment[]; message: string
   const path = zi.path.map((p) => (typeof p === 'number' ? p : String(p)));
   switch (zi.code) {
     case 'unrecognized_keys':
-      return zi.keys.map((k) => ({ path: [...path, k], message: `unknown key ${JSON.stringify(k)}` }));
+      return zi.keys.map((k) => {
+        const near = suggestKey(path, k);
+        const hint = near === undefined ? '' : `; did you mean ${JSON.stringify(near)}?`;
+        return { path: [...path, k], message: `unknown key ${JSON.stringify(k)}${hint}` };
+      });
     case 'invalid_key': {
       const key = path.at(-1);
       const inner = zi.issues.map((i) => i.message).join('; ');
