@@ -168,12 +168,10 @@ export function millisText(ms: number): string {
 export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
   // Access lines are info lines: a logger set to warn or above writes none.
   if (!enabled || !logger.isLevelEnabled(ACCESS_LEVEL)) return { enabled: false, log: noop, flush: noop };
-  // The line is built here rather than by pino: a fixed set of fields needs no generic
-  // serialiser, and this is the hottest log line by far (pino's serialisation of it measured at
-  // about 6% of a fully observed request's CPU). It goes to the logger's own destination, so it
-  // interleaves with the other lines, and keeps pino's shape (level, time, service, msg). With
+  // Built here rather than by pino (docs/decisions.md, "Logging"), in pino's shape (level, time,
+  // service, msg), into the logger's own destination so it interleaves with the other lines: with
   // the default destination the lines share its queue (pino's own lines are written after the
-  // access lines queued before them); another destination gets them in chunks the same way (see LineBatch).
+  // access lines queued before them); another destination gets them in chunks the same way.
   const stream = destinationOf(logger);
   // Any other destination is a Node stream in practice (tests pass a Writable): it takes Buffers.
   const writable = stream as unknown as { write(chunk: Buffer): unknown };

@@ -1,12 +1,7 @@
 /**
  * Where log lines go: the process's stdout, through pino's asynchronous destination (SonicBoom)
- * in its buffer mode, with the access log's lines gathered into chunks of up to 25 ms.
- *
- * Why buffer mode: in its default string mode SonicBoom measures the UTF-8 length of every
- * string it is handed, keeps the queue as one growing string, and encodes it twice (once for the
- * write, and again, with `Buffer.from`, to drop what was written). For the access log, at one
- * line per request, that was about 4k instructions per request (callgrind). Here each line is
- * encoded once, straight into a slab that the write then uses as it is.
+ * in its buffer mode, with the access log's lines gathered into chunks of up to 25 ms. Why buffer
+ * mode and why 25 ms, with the measurements: docs/decisions.md, "Logging".
  */
 import pino from 'pino';
 
@@ -26,12 +21,6 @@ export const FLUSH_DELAY_MS = 25;
  * once when `flush` is called. Order is kept. Each line is UTF-8 encoded once, into a slab; a
  * handed-over chunk is a view of the slab, and that region is never written again (a full slab is
  * replaced, not reused), so the receiver may hold the chunk for as long as its write takes.
- *
- * Why not a chunk per event-loop turn: each asynchronous write is a round trip through libuv's
- * thread pool (a worker thread woken, the write, the main thread woken, the callbacks). A loaded
- * gateway finishes only a handful of requests per turn, so that was a write every few lines.
- * Writing every 25 ms cut the access log's CPU per request by about 8%, to within 2-4% of not
- * writing at all (two gateways measured side by side on one CPU, docs/benchmarks.md).
  */
 export class LineBatch {
   readonly #out: (chunk: Buffer) => unknown;

@@ -1,18 +1,13 @@
 /**
  * Tracing: one SERVER span per inbound request, one CLIENT span per upstream attempt, created by
- * the gateway at fixed points (no auto-instrumentation of http/undici: it costs 50-80% of
- * throughput). Parents are passed explicitly (`trace.setSpan(ROOT_CONTEXT, parent)`), so nothing
- * on the request path touches AsyncLocalStorage or the global context.
+ * the gateway at fixed points, with parents passed explicitly (`trace.setSpan(ROOT_CONTEXT,
+ * parent)`), so nothing on the request path touches AsyncLocalStorage or the global context.
  *
- * Why not @opentelemetry/sdk-node's NodeSDK: `NodeSDK#start()` always registers globals (tracer
- * provider, AsyncLocalStorage context manager, propagator, and by default OTLP metric and log
- * exporters), keeps its tracer provider in a private field, and creates no provider at all when
- * there is no span processor. A second instance in one process (tests, or a reload) would either
- * fail to register or leak the first. So this module builds the provider itself, with
- * sdk-trace-base's BasicTracerProvider and BatchSpanProcessor, which read the same OTEL_*
- * variables NodeSDK does: OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_*, OTEL_SPAN_*_LIMIT; the OTLP
- * exporter reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT/HEADERS/TIMEOUT/COMPRESSION; the resource
- * takes OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME. Nothing is registered globally.
+ * The provider is sdk-trace-base's BasicTracerProvider with a BatchSpanProcessor, built here and
+ * registered nowhere globally (why not NodeSDK, and why no auto-instrumentation: docs/decisions.md,
+ * "Tracing"). They read the OTEL_* variables NodeSDK does: OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_*,
+ * OTEL_SPAN_*_LIMIT; the OTLP exporter reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT/HEADERS/TIMEOUT/
+ * COMPRESSION; the resource takes OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
  *
  * exporter 'none' (and OTEL_SDK_DISABLED=true) still gives every request real ids and the
  * parent-based sampling decision, so access logs and problem+json carry a trace id and upstreams

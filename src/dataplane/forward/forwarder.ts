@@ -57,17 +57,12 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
   /** Read at response time: a drain that began mid-request still closes the connection. */
   readonly lifecycle: { readonly draining: boolean };
   controller: Dispatcher.DispatchController | undefined = undefined;
-  /**
-   * The response-head timeout is ours, not undici's: undici runs header/body timeouts on a coarse
-   * clock (about 1 s resolution), which would let a 200 ms timeout fire a second late.
-   */
+  /** The response-head timeout: ours, not undici's (docs/decisions.md, "Forwarding"). */
   responseTimer: NodeJS.Timeout | undefined = undefined;
   /**
    * The body idle timeout (`timeouts.idle`): armed at the response head, pushed back by every
-   * chunk, not counted while the client holds the body back. Ours rather than undici's
-   * `bodyTimeout` for the same precision, and because undici allocates a timer per response that
-   * lives until its next clock tick (about half a second): under load that alone promoted some
-   * 100 bytes per request to V8's old generation (docs/decisions.md, "Forwarding").
+   * chunk, not counted while the client holds the body back. Ours, not undici's `bodyTimeout`
+   * (docs/decisions.md, "Forwarding").
    */
   #bodyTimer: NodeJS.Timeout | undefined = undefined;
   #bodyIdleMs = 0;

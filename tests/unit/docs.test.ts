@@ -1,6 +1,7 @@
 /**
  * The README and docs/ link only to files that exist in the repository: a reader of a checkout
- * (or of the repository on a forge) can follow every link, and nothing points outside it.
+ * (or of the repository on a forge) can follow every link, and nothing points outside it. And the
+ * benchmarks page stays a page: the standing results first, the dated history in its own file.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -36,5 +37,34 @@ describe('links in the README and docs/', () => {
       else if (!existsSync(path)) problems.push(`${target}: no such file`);
     }
     expect(problems).toEqual([]);
+  });
+});
+
+describe('docs/benchmarks.md', () => {
+  const text = readFileSync(join(ROOT, 'docs/benchmarks.md'), 'utf8');
+
+  it('opens with the standing results: each goal with its ratio, run and commit, and how to reproduce', () => {
+    const sections = [...text.matchAll(/^## (.+)$/gm)].map((m) => m[1]);
+    expect(sections[0]).toBe('Standing results');
+    const standing = text.slice(text.indexOf('## Standing results'), text.indexOf(`## ${sections[1]}`));
+    for (const goal of [
+      'passthrough / bare-undici',
+      'observed / bare-undici',
+      'passthrough / express-hpm',
+      'max RSS',
+    ]) {
+      const row = standing.split('\n').find((l) => l.startsWith(`| ${goal}`));
+      expect(row, goal).toBeDefined();
+      expect(row, goal).toMatch(/\d\.\d/);
+      expect(row, goal).toMatch(/\d\d:\d\d/);
+      expect(row, goal).toMatch(/`[0-9a-f]{7}`/);
+    }
+    expect(standing).toContain('npm run bench');
+  });
+
+  it('is one short page; dated runs live in benchmarks-log.md', () => {
+    expect(text.split('\n').length).toBeLessThan(300);
+    expect(text).not.toMatch(/^## Results, \d{4}-/m);
+    expect(readFileSync(join(ROOT, 'docs/benchmarks-log.md'), 'utf8')).toMatch(/^## Results, \d{4}-/m);
   });
 });
