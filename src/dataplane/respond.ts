@@ -69,16 +69,19 @@ export function rawProblem(code: ErrorCode, ids: ProblemIds): RawProblem {
   };
 }
 
-/** Write a RawProblem straight to the socket and close it (nothing when it is no longer writable). */
+/**
+ * Write a RawProblem straight to the socket and close it. Returns the body bytes written: 0 when
+ * the socket was no longer writable.
+ */
 export function writeRawProblem(
   socket: Duplex,
   problem: RawProblem,
   reasonHeader: string | false = REASON_HEADER,
   extraHeaders?: Readonly<Record<string, string>>,
-): void {
+): number {
   if (!socket.writable) {
     socket.destroy();
-    return;
+    return 0;
   }
   let extra = problem.requestId === undefined ? '' : `x-request-id: ${problem.requestId}\r\n`;
   if (extraHeaders) for (const name in extraHeaders) extra += `${name}: ${extraHeaders[name]}\r\n`;
@@ -92,4 +95,5 @@ export function writeRawProblem(
       'connection: close\r\n\r\n' +
       problem.body,
   );
+  return problem.bytes;
 }

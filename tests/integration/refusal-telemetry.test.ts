@@ -135,3 +135,25 @@ describe('problem responses of the pipeline', () => {
     expect(line).toMatchObject({ code: 'ROUTE_NOT_FOUND', responseBytes: 0 });
   });
 });
+
+describe('refused WebSocket upgrades', () => {
+  it('count the body of the refusal in the access line and in peregrine_response_body_bytes_total', async () => {
+    const bytesBefore = await responseBodyBytes('_none');
+    const [res] = responses(
+      await rawRequest(
+        gw.port,
+        'GET /nowhere HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+          'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      ),
+    );
+    expect(res!.status).toBe(404);
+    const problem = JSON.parse(res!.body) as Problem;
+    expect(problem.requestId).toBe(res!.headers['x-request-id']);
+    expect(gw.logs.access().find((l) => l.requestId === problem.requestId)).toMatchObject({
+      status: 404,
+      code: 'ROUTE_NOT_FOUND',
+      responseBytes: Buffer.byteLength(res!.body),
+    });
+    expect(await responseBodyBytes('_none')).toBe(bytesBefore + Buffer.byteLength(res!.body));
+  });
+});

@@ -47,7 +47,12 @@ function destroyBoth(a: Duplex, b: Duplex): void {
 class UpgradeHandler implements Dispatcher.DispatchHandler {
   readonly client: Duplex;
   readonly head: Buffer;
-  readonly onDone: (outcome: WebSocketOutcome, status: number, code: ErrorCode | undefined) => void;
+  readonly onDone: (
+    outcome: WebSocketOutcome,
+    status: number,
+    code: ErrorCode | undefined,
+    responseBytes: number,
+  ) => void;
   readonly reasonHeader: string | false;
   readonly requestId: string;
   #done = false;
@@ -55,7 +60,12 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   constructor(
     client: Duplex,
     head: Buffer,
-    onDone: (outcome: WebSocketOutcome, status: number, code: ErrorCode | undefined) => void,
+    onDone: (
+      outcome: WebSocketOutcome,
+      status: number,
+      code: ErrorCode | undefined,
+      responseBytes: number,
+    ) => void,
     reasonHeader: string | false,
     requestId: string,
   ) {
@@ -83,7 +93,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     const client = this.client;
     if (client.destroyed) {
       upstream.destroy();
-      this.onDone('client_abort', statusCode, 'CLIENT_CLOSED');
+      this.onDone('client_abort', statusCode, 'CLIENT_CLOSED', 0);
       return;
     }
     const connection = headers.connection;
@@ -99,7 +109,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     client.on('close', () => upstream.destroy());
     upstream.pipe(client);
     client.pipe(upstream);
-    this.onDone('success', statusCode, undefined);
+    this.onDone('success', statusCode, undefined, 0);
   }
 
   onResponseStart(
@@ -114,15 +124,19 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   }
 
   statusCode = 0;
+  /** Body bytes sent to the client: a relayed refusal's, or the gateway's own problem. */
+  responseBytes = 0;
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (!this.client.destroyed) this.client.write(chunk);
+    if (this.client.destroyed) return;
+    this.client.write(chunk);
+    this.responseBytes += chunk.length;
   }
 
   onResponseEnd(): void {
     this.#done = true;
     this.client.end();
-    this.onDone('rejected', this.statusCode, undefined);
+    this.onDone('rejected', this.statusCode, undefined, this.responseBytes);
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
@@ -130,13 +144,13 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     this.#done = true;
     const { error: gwError, outcome } = classifyUpstreamError(error);
     if (this.statusCode === 0)
-      writeRawProblem(
+      this.responseBytes += writeRawProblem(
         this.client,
         rawProblem(gwError.code, { requestId: this.requestId }),
         this.reasonHeader,
       );
     else this.client.destroy();
-    this.onDone(outcome, this.statusCode || gwError.status, gwError.code);
+    this.onDone(outcome, this.statusCode || gwError.status, gwError.code, this.responseBytes);
   }
 }
 
@@ -150,6 +164,8 @@ interface UpgradeRecord {
   route: string | undefined;
   upstream: string | undefined;
   endpoint: string | undefined;
+  /** Body bytes sent to the client (a refusal's problem, or the upstream's non-101 answer). */
+  responseBytes: number;
 }
 
 /**
@@ -169,6 +185,7 @@ function recordUpgrade(
   metrics.recordWebSocketUpgrade(rec.route, outcome);
   metrics.recordRequest(pipeline.listener.name, rec.route, 'GET', status, ms / 1000, undefined);
   if (code) metrics.recordLocalResponse(rec.route, code);
+  metrics.recordBytes(rec.route, 0, rec.responseBytes);
   if (accessLog.enabled)
     accessLog.log(
       accessRecord(
@@ -187,6 +204,7 @@ function recordUpgrade(
           code,
           attempts: rec.endpoint ? 1 : 0,
           identity: rec.clientIdentity,
+          responseBytes: rec.responseBytes,
         },
       ),
     );
@@ -213,10 +231,11 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
     route: undefined,
     upstream: undefined,
     endpoint: undefined,
+    responseBytes: 0,
   };
   const refuse = (err: unknown): void => {
     const error = asGatewayError(err);
-    writeRawProblem(
+    rec.responseBytes = writeRawProblem(
       socket,
       rawProblem(error.code, { requestId: rec.requestId }),
       pipeline.listener.reasonHeader,
@@ -264,7 +283,10 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
         new UpgradeHandler(
           socket,
           head,
-          (outcome, status, code) => recordUpgrade(pipeline, req, rec, outcome, status, code),
+          (outcome, status, code, responseBytes) => {
+            rec.responseBytes = responseBytes;
+            recordUpgrade(pipeline, req, rec, outcome, status, code);
+          },
           pipeline.listener.reasonHeader,
           rec.requestId,
         ),

@@ -49,11 +49,14 @@ export function answerClientError(
   const { traceId, spanId, sampled } = tracing.traceIds(span);
   const requestId = randomUUID();
   const problem = rawProblem(code, { traceId, requestId });
-  if (!deferClientError(socket, problem)) writeRawProblem(socket, problem, reasonHeader);
+  // A deferred answer is counted now: it goes out when the responses before it have.
+  const bytes = deferClientError(socket, problem)
+    ? problem.bytes
+    : writeRawProblem(socket, problem, reasonHeader);
   // Counted like any request (no route, method unknown) so rate and error panels include them.
   const status = problem.status;
   metrics.recordRequest(listener, undefined, 'OTHER', status, 0, sampled ? traceId : undefined);
-  metrics.recordBytes(undefined, 0, problem.bytes);
+  metrics.recordBytes(undefined, 0, bytes);
   metrics.recordLocalResponse(undefined, code);
   endServerSpan(span, status, code);
   if (accessLog.enabled)
@@ -67,7 +70,7 @@ export function answerClientError(
         identity: undefined,
         traceId,
         spanId,
-        responseBytes: problem.bytes,
+        responseBytes: bytes,
       }),
     );
 }
