@@ -12,6 +12,7 @@ import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 let up: TestUpstream;
 let gw: TestGateway;
 const exporter = new InMemorySpanExporter();
+const processor = new SimpleSpanProcessor(exporter);
 
 beforeAll(async () => {
   up = await startUpstream();
@@ -22,7 +23,7 @@ beforeAll(async () => {
       upstreams: { main: { endpoints: [up.url] } },
       routes: [{ name: 'main', match: { path: '/api' }, upstream: 'main' }],
     },
-    { spanProcessor: new SimpleSpanProcessor(exporter) },
+    { spanProcessor: processor },
   );
 });
 
@@ -94,7 +95,9 @@ describe('refusals by the HTTP parser', () => {
       });
       expect(await responseBodyBytes('_none')).toBe(bytesBefore + Buffer.byteLength(res!.body));
 
-      // Sampled like any root: a SERVER span with that trace id, a 4xx so no error status.
+      // Sampled like any root: a SERVER span with that trace id, a 4xx so no error status. (Spans
+      // ended before the resource's asynchronous attributes are known are exported once they are.)
+      await processor.forceFlush();
       const span = exporter.getFinishedSpans().find((s) => s.spanContext().traceId === problem.traceId);
       expect(span?.attributes).toMatchObject({ 'http.response.status_code': status, 'peregrine.code': code });
       expect(span?.spanContext().spanId).toBe(line!.spanId);
