@@ -1,9 +1,10 @@
 /**
- * CLI entry: `peregrine run | validate | schema | healthcheck`. Static config is read once here;
- * the gateway reloads the dynamic part itself on file change and on SIGHUP.
+ * CLI entry: `peregrine run | validate | schema | healthcheck | register`. Static config is read
+ * once here; the gateway reloads the dynamic part itself on file change and on SIGHUP.
  */
 import { parseArgs } from 'node:util';
 import { runHealthcheck } from './cli/healthcheck.ts';
+import { REGISTER_USAGE, runRegister } from './cli/register.ts';
 import { runSchema } from './cli/schema.ts';
 import { runValidate } from './cli/validate.ts';
 import { ConfigError, formatIssue, loadConfigFile } from './config/loader.ts';
@@ -19,6 +20,8 @@ Usage:
   peregrine healthcheck [--config <file>]
                                     exit 0 when the gateway of that config answers /healthz on its
                                     admin address, 1 otherwise (container health checks)
+  peregrine register --service <name> --port <port> --registry <url> [options]
+                                    keep an instance registered until SIGTERM (--help for options)
   peregrine --version
 `;
 
@@ -102,6 +105,14 @@ async function run(configFile: string): Promise<void> {
 }
 
 async function main(argv: string[]): Promise<number | undefined> {
+  // `register` has options of its own.
+  if (argv[0] === 'register') {
+    if (argv.includes('--help') || argv.includes('-h')) {
+      out.stdout(REGISTER_USAGE);
+      return 0;
+    }
+    return runRegister(argv.slice(1), out);
+  }
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

@@ -60,6 +60,7 @@ import {
 import type { TelemetryConfig } from '../config/schema.ts';
 import { HTTP_METHODS } from '../config/schema.ts';
 import { ERROR_CODES, type ErrorCode } from '../errors.ts';
+import type { AttemptOutcome } from './metrics.ts';
 import { observeSpanExport, type SpanExportObservation, type SpanExportReport } from './span-export.ts';
 
 export interface Tracing {
@@ -119,8 +120,10 @@ export const SPAN_ATTR = {
   ENDPOINT: 'peregrine.endpoint',
   ATTEMPT: 'peregrine.attempt',
   CODE: 'peregrine.code',
+  OUTCOME: 'peregrine.outcome',
 } as const;
 const ATTR_PEREGRINE_CODE = SPAN_ATTR.CODE;
+const ATTR_PEREGRINE_OUTCOME = SPAN_ATTR.OUTCOME;
 
 const KNOWN_METHODS: ReadonlySet<string> = new Set(HTTP_METHODS);
 
@@ -158,13 +161,22 @@ export function endServerSpan(span: Span, status: number, code: ErrorCode | unde
 /**
  * End a CLIENT span (one upstream attempt): the upstream's status when a response head arrived;
  * ERROR when the attempt failed (no response, or a response cut short: `error.type` is the
- * failure's code) or the status is 4xx/5xx (`error.type` is the status as a string).
+ * failure's code, `peregrine.outcome` the attempt's outcome as the attempts metric counts it,
+ * which tells the client's doing, `client_*`, from the upstream's) or the status is 4xx/5xx
+ * (`error.type` is the status as a string).
  */
-export function endClientSpan(span: Span, status: number | undefined, failure: ErrorCode | undefined): void {
+export function endClientSpan(
+  span: Span,
+  status: number | undefined,
+  failure: ErrorCode | undefined,
+  outcome?: AttemptOutcome,
+): void {
   if (span.isRecording()) {
     if (status !== undefined && status > 0) span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status);
-    if (failure !== undefined) markError(span, failure);
-    else if (status !== undefined && status >= 400) markError(span, String(status));
+    if (failure !== undefined) {
+      markError(span, failure);
+      if (outcome !== undefined) span.setAttribute(ATTR_PEREGRINE_OUTCOME, outcome);
+    } else if (status !== undefined && status >= 400) markError(span, String(status));
   }
   span.end();
 }

@@ -3,8 +3,9 @@
  * gateway under traffic. A query fails the test when Prometheus rejects it or when it returns no
  * series: a renamed metric or label, a typo, `=` where a multi-value variable needs `=~`.
  *
- * Needs a `prometheus` binary, found by tests/helpers/tools.ts (PROMETHEUS_BIN, PATH, or .tools/
- * from scripts/get-tools.sh). Without one the test fails, saying how to get it: it is the only check
+ * Needs a `prometheus` binary and, for the registry's store, a `redis-server`, found by
+ * tests/helpers/tools.ts (PROMETHEUS_BIN / REDIS_SERVER_BIN, PATH, or .tools/ from
+ * scripts/get-tools.sh). Without them the test fails, saying how to get them: it is the only check
  * that the dashboards work.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -30,6 +31,7 @@ import {
 } from '../helpers/dashboards.ts';
 import { startGateway, type TestGateway, writeConfig } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/ports.ts';
+import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { type FoundTool, findTool, PROMETHEUS } from '../helpers/tools.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
@@ -52,13 +54,18 @@ const QUERY_DEADLINE_MS = 30_000;
 
 /**
  * The test's servers: `echo` answers by path (tests/helpers/upstream.ts), `hang` never answers,
- * `collector` takes span exports (and drops them: the trace export panels need them to flow).
+ * `collector` takes span exports (and drops them: the trace export panels need them to flow),
+ * `redis` holds the registry (its dashboard charts the Redis store and the replicas' view).
  */
 interface Servers {
   echo: string;
   hang: string;
   collector: string;
+  redis: string;
 }
+
+const REGISTRY_TOKEN = 'dashboards-test-registry-token-0123';
+const REGISTRY_TOKEN_ENV = 'PEREGRINE_DASHBOARDS_REGISTRY_TOKEN';
 
 /**
  * `echo` and `refused` feed the overview; their breakers are off so that they keep producing the
@@ -73,6 +80,15 @@ function gatewayConfig(s: Servers, extraRoutes: RouteInput[] = []): Partial<Conf
   return {
     // Every request sampled, so every latency bucket gets a trace_id exemplar; spans exported.
     telemetry: { tracing: { sampleRatio: 1, exporter: 'otlp', endpoint: s.collector } },
+    redis: { url: s.redis },
+    // Short leases, so registryTraffic() sees some expire.
+    registry: {
+      store: 'redis',
+      listener: { address: '127.0.0.1:0' },
+      credentials: { tokens: [{ name: 'dashboards', env: REGISTRY_TOKEN_ENV, services: ['web', 'jobs'] }] },
+      lease: { minTtl: '300ms' },
+      sync: { sweepInterval: '100ms' },
+    },
     upstreams: {
       echo: { endpoints: [s.echo], timeouts: { response: '300ms' }, circuitBreaker: noBreaker },
       // Nothing listens on port 1: connection refused.
@@ -134,6 +150,7 @@ type RouteInput = NonNullable<ConfigInput['routes']>[number];
 let up: TestUpstream | undefined;
 let hang: TestUpstream | undefined;
 let collector: Server | undefined;
+let redis: TestRedis | undefined;
 let gw: TestGateway | undefined;
 let prom: Prometheus | undefined;
 let traffic: Traffic | undefined;
@@ -149,10 +166,13 @@ beforeAll(async () => {
   });
   collector.listen(0, '127.0.0.1');
   await once(collector, 'listening');
+  redis = await startRedis();
+  process.env[REGISTRY_TOKEN_ENV] = REGISTRY_TOKEN;
   const servers: Servers = {
     echo: up.url,
     hang: hang.url,
     collector: `http://127.0.0.1:${(collector.address() as AddressInfo).port}`,
+    redis: redis.url,
   };
   gw = await startGateway(gatewayConfig(servers), { asFile: true });
   traffic = startTraffic(gw);
@@ -190,6 +210,7 @@ afterAll(async () => {
             collector!.close(() => resolve());
           })),
     ],
+    ['redis', redis && (() => redis!.close())],
   ];
   for (const [name, step] of steps) {
     try {
@@ -305,10 +326,14 @@ describe('the test traffic', () => {
     'retries after connect failures':
       'peregrine_upstream_retries_total{upstream="checked", reason="connect_failure"} > 0',
     'spans exported': 'peregrine_tracing_spans_total{outcome="exported"} > 0',
+    'registry leases expiring': 'peregrine_registry_expirations_total > 0',
+    'registry changes arriving through Redis': 'peregrine_registry_propagation_seconds_count > 0',
+    'registry refusals': 'peregrine_registry_denials_total{reason="no_credential"} > 0',
+    'instances draining': 'max_over_time(peregrine_registry_instances{state="draining"}[1m]) > 0',
   };
 
   it(
-    'drives every resilience mechanism the resilience dashboard shows, and span export',
+    'drives every resilience mechanism the resilience dashboard shows, span export and the registry',
     async () => {
       const checks = Object.entries(driven).map(([what, expr]) => ({
         where: `${what}: ${expr}`,
@@ -636,6 +661,7 @@ function startTraffic(g: TestGateway): Traffic {
     ...[1, 2, 3].map(() => loop(20, () => hit('/bulkhead/delay/200'))),
     // Panic mode: half of these go to the endpoint that fails its health checks.
     loop(200, () => hit('/checked/echo')),
+    ...registryTraffic(g, loop, stopper.signal),
   ];
   return {
     async stop() {
@@ -643,4 +669,51 @@ function startTraffic(g: TestGateway): Traffic {
       await Promise.all(loops);
     },
   };
+}
+
+/**
+ * Registration API traffic: `web` instances registered, renewed and updated, one drained,
+ * deregistered and registered again; `jobs` instances registered once with a short lease that
+ * expires; and requests without a credential (refused).
+ */
+function registryTraffic(
+  g: TestGateway,
+  loop: (pauseMs: number, body: () => Promise<unknown>) => Promise<void>,
+  signal: AbortSignal,
+): Promise<void>[] {
+  const base = `http://127.0.0.1:${g.gateway.registryAddress.port}/v1/services`;
+  const call = async (method: string, path: string, body?: unknown, token = true): Promise<void> => {
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (token) headers.authorization = `Bearer ${REGISTRY_TOKEN}`;
+    try {
+      const res = await fetch(`${base}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.any([signal, AbortSignal.timeout(5000)]),
+      });
+      await res.arrayBuffer();
+    } catch {
+      // Aborted at stop.
+    }
+  };
+  let n = 0;
+  return [
+    loop(200, async () => {
+      n++;
+      await call('PUT', '/web/instances/w-1', { address: '10.0.0.1', port: 8080, weight: 1 + (n % 3) });
+      await call('POST', '/web/instances/w-1/heartbeat');
+      // w-2: registered, draining for two rounds (so scrapes see it), deregistered.
+      if (n % 5 === 1)
+        await call('PUT', '/web/instances/w-2', { address: '10.0.0.2', port: 8080, ttl: '60s' });
+      if (n % 5 === 3) await call('POST', '/web/instances/w-2/drain');
+      if (n % 5 === 0) await call('DELETE', '/web/instances/w-2');
+      await call('PUT', `/jobs/instances/j-${n}`, {
+        address: '10.0.1.1',
+        port: 9000 + (n % 1000),
+        ttl: '300ms',
+      });
+      await call('GET', '', undefined, false);
+    }),
+  ];
 }

@@ -3,13 +3,13 @@ import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Serv
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../../config/schema.ts';
-import type { ErrorCode } from '../../errors.ts';
+import { ERROR_CODES, type ErrorCode } from '../../errors.ts';
 import { accessRecord } from '../../telemetry/access-log.ts';
 import { endServerSpan, UNKNOWN_METHOD } from '../../telemetry/tracing.ts';
 import { plainAddress } from '../forward/trusted-proxies.ts';
 import { handleUpgrade } from '../forward/websocket.ts';
-import { type DataplaneHost, deferClientError, Pipeline } from '../pipeline.ts';
-import { rawProblem, writeRawProblem } from '../respond.ts';
+import { type DataplaneHost, deferClientError, Pipeline, requestBodyFailed } from '../pipeline.ts';
+import { type RawProblem, rawProblem, writeRawProblem } from '../respond.ts';
 import { listenerInfo, listenOn, strictHttp1Options } from './listener.ts';
 
 /** Node's parser errors → the answer the gateway gives before closing the connection. */
@@ -24,9 +24,7 @@ const NO_HEADERS: IncomingHttpHeaders = {};
 
 /**
  * The `clientError` listener of a listener's HTTP/1.1 server (TLS listeners too): answer Node's
- * parser errors with problem+json and close, counted like any request. There is no request, but
- * the refusal gets what every request gets: a request id, a SERVER span (sampled like any root)
- * whose trace id the body, the access line and the latency exemplar share.
+ * parser errors with problem+json and close, counted like any request (countRefusal).
  */
 export function answerClientError(
   listener: string,
@@ -40,21 +38,39 @@ export function answerClientError(
     return;
   }
   const code = clientErrorCode(err.code);
+  // About the body of a request the pipeline already has: that request answers it.
+  if (requestBodyFailed(socket, code, err)) return;
+  countRefusal(listener, host, code, (socket as Socket).remoteAddress, (problem) =>
+    // A deferred answer is counted now: it goes out when the responses before it have.
+    deferClientError(socket, problem) ? problem.bytes : writeRawProblem(socket, problem, reasonHeader),
+  );
+}
+
+/**
+ * A request refused before it reached the pipeline (a parser error, a malformed HTTP/2 header
+ * block nghttp2 reset): counted like any request (no route, method unknown) so rate and error
+ * panels include them, and given an access log line. There is no request, but the refusal gets
+ * what every request gets: a request id, a SERVER span (sampled like any root) whose trace id the
+ * body, the access line and the latency exemplar share. `answer` writes the problem+json (built
+ * with those ids) and returns its body bytes; without it nothing is written (a reset stream).
+ */
+export function countRefusal(
+  listener: string,
+  host: DataplaneHost,
+  code: ErrorCode,
+  remoteAddress: string | undefined,
+  answer?: (problem: RawProblem) => number,
+): void {
   const { metrics, accessLog, tracing } = host.telemetry;
-  const clientAddress = plainAddress((socket as Socket).remoteAddress);
+  const clientAddress = plainAddress(remoteAddress);
   const span = tracing.startServerSpan(UNKNOWN_METHOD, NO_HEADERS, {
     'http.request.method': UNKNOWN_METHOD,
     'client.address': clientAddress,
   });
   const { traceId, spanId, sampled } = tracing.traceIds(span);
   const requestId = randomUUID();
-  const problem = rawProblem(code, { traceId, requestId });
-  // A deferred answer is counted now: it goes out when the responses before it have.
-  const bytes = deferClientError(socket, problem)
-    ? problem.bytes
-    : writeRawProblem(socket, problem, reasonHeader);
-  // Counted like any request (no route, method unknown) so rate and error panels include them.
-  const status = problem.status;
+  const status = ERROR_CODES[code].status;
+  const bytes = answer === undefined ? 0 : answer(rawProblem(code, { traceId, requestId }));
   metrics.recordRequest(listener, undefined, 'OTHER', status, 0, sampled ? traceId : undefined);
   metrics.recordBytes(undefined, 0, bytes);
   metrics.recordLocalResponse(undefined, code);
