@@ -219,8 +219,11 @@ export class Pipeline implements AttemptObserver {
     this.handle = this.handle.bind(this);
   }
 
-  /** The `request` listener of the HTTP server. */
-  handle(req: IncomingMessage, res: ServerResponse): void {
+  /**
+   * The `request` listener of the HTTP server. `refusal`: the listener refuses this request before
+   * it is routed (a malformed HTTP/2 header block); it is answered and counted like any other.
+   */
+  handle(req: IncomingMessage, res: ServerResponse, refusal?: GatewayError): void {
     const socket = req.socket as TrackedSocket;
     if (req.httpVersionMajor === 1) {
       // Pipelined after a response that closes the connection: not processed (RFC 9112 §9.6).
@@ -257,6 +260,10 @@ export class Pipeline implements AttemptObserver {
     ctx.spanId = ids.spanId;
     ctx.sampled = ids.sampled;
 
+    if (refusal !== undefined) {
+      this.respondWithError(ctx, refusal);
+      return;
+    }
     try {
       this.route(ctx);
     } catch (err) {
