@@ -3,10 +3,11 @@
  * included, carries a request id and a trace id that the body, the access line and the trace share,
  * and its body bytes are counted like any other response's.
  */
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
-import { rawRequest, statusCodes } from '../helpers/raw-http.ts';
+import { rawExchange, rawRequest, statusCodes } from '../helpers/raw-http.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
 let up: TestUpstream;
@@ -21,7 +22,11 @@ beforeAll(async () => {
       listeners: [{ name: 'edge', address: '127.0.0.1:0', limits: { maxHeaderSize: '8KiB' } }],
       telemetry: { tracing: { sampleRatio: 1 } },
       upstreams: { main: { endpoints: [up.url] } },
-      routes: [{ name: 'main', match: { path: '/api' }, upstream: 'main' }],
+      routes: [
+        // /sink reads the whole body before answering: a broken body leaves the attempt waiting.
+        { name: 'sink', match: { path: '/sink' }, upstream: 'main' },
+        { name: 'main', match: { path: '/api' }, upstream: 'main' },
+      ],
     },
     { spanProcessor: processor },
   );
@@ -116,6 +121,78 @@ describe('refusals by the HTTP parser', () => {
       status: 400,
       traceId: problem.traceId,
       responseBytes: Buffer.byteLength(refusal.body),
+    });
+  });
+});
+
+describe('refusals of broken HTTP/1.1 framing', () => {
+  /** The one response of `raw`, checked to carry the ids, with its access line. */
+  function refusal(raw: string, route: string) {
+    const [res, ...more] = responses(raw);
+    // The raw stream is read as latin1: one character per byte.
+    const bytes = Buffer.byteLength(res!.body, 'latin1');
+    expect(more).toEqual([]);
+    expect(res!.status).toBe(400);
+    const problem = JSON.parse(res!.body) as Problem;
+    expect(problem.code).toBe('BAD_REQUEST');
+    expect(problem.traceId).toMatch(HEX32);
+    expect(problem.requestId).toMatch(UUID);
+    expect(res!.headers['x-request-id']).toBe(problem.requestId);
+    const line = gw.logs.access().find((l) => l.requestId === problem.requestId);
+    expect(line).toMatchObject({
+      status: 400,
+      code: 'BAD_REQUEST',
+      traceId: problem.traceId,
+      responseBytes: bytes,
+    });
+    expect(line!.route ?? '_none').toBe(route);
+    return { problem, bytes };
+  }
+
+  it('a Transfer-Encoding other than chunked: ids in the body and the access line, bytes counted', async () => {
+    const bytesBefore = await responseBodyBytes('_none');
+    const { raw } = await rawExchange(
+      gw.port,
+      'POST /api/te HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n',
+    );
+    const { problem, bytes } = refusal(raw, '_none');
+    expect(await responseBodyBytes('_none')).toBe(bytesBefore + bytes);
+    await processor.forceFlush();
+    const server = exporter.getFinishedSpans().find((s) => s.spanContext().traceId === problem.traceId);
+    expect(server?.attributes).toMatchObject({
+      'http.response.status_code': 400,
+      'peregrine.code': 'BAD_REQUEST',
+    });
+  });
+
+  it("a chunk that breaks mid-body: the attempt it cut ends as the client's, the 400 carries the ids", async () => {
+    const seenBefore = up.requests.length;
+    const bytesBefore = await responseBodyBytes('sink');
+    const { raw } = await rawExchange(
+      gw.port,
+      'POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n',
+      1500,
+      // Once the upstream has the head: the attempt is under way when the body breaks.
+      { ready: () => up.requests.length > seenBefore, payload: 'zz\r\nhello\r\n0\r\n\r\n' },
+    );
+    expect(up.requests.length).toBe(seenBefore + 1);
+    const { problem, bytes } = refusal(raw, 'sink');
+    expect(await responseBodyBytes('sink')).toBe(bytesBefore + bytes);
+
+    await processor.forceFlush();
+    const spans = exporter.getFinishedSpans().filter((s) => s.spanContext().traceId === problem.traceId);
+    const server = spans.find((s) => s.kind === SpanKind.SERVER);
+    const client = spans.find((s) => s.kind === SpanKind.CLIENT);
+    expect(server?.attributes).toMatchObject({
+      'http.response.status_code': 400,
+      'peregrine.code': 'BAD_REQUEST',
+    });
+    expect(server?.status.code).toBe(SpanStatusCode.UNSET);
+    // A failed attempt (ERROR), and the outcome says whose doing it was.
+    expect(client?.status.code).toBe(SpanStatusCode.ERROR);
+    expect(client?.attributes).toMatchObject({
+      'error.type': 'BAD_REQUEST',
+      'peregrine.outcome': 'client_error',
     });
   });
 });

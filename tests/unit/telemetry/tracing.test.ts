@@ -470,6 +470,32 @@ describe('span helpers', () => {
     expect(redirect!.attributes['error.type']).toBeUndefined();
   });
 
+  it("records a failed attempt's outcome, so the client's doing reads apart from the upstream's", async () => {
+    const { t, finished } = recorded();
+    const server = t.startServerSpan('GET', {}, {});
+    endClientSpan(t.startClientSpan(server, 'a', {}), undefined, 'CLIENT_CLOSED', 'client_abort');
+    endClientSpan(t.startClientSpan(server, 'b', {}), undefined, 'UPSTREAM_TIMEOUT', 'client_timeout');
+    endClientSpan(t.startClientSpan(server, 'c', {}), undefined, 'UPSTREAM_TLS_VERIFY_FAILED', 'tls_error');
+    // An answered attempt has no failure: its outcome is not recorded.
+    endClientSpan(t.startClientSpan(server, 'd', {}), 503, undefined, 'success');
+    const [gone, slowReader, badCert, answered] = await finished();
+    for (const span of [gone, slowReader, badCert]) expect(span!.status.code).toBe(SpanStatusCode.ERROR);
+    expect(gone!.attributes).toMatchObject({
+      'error.type': 'CLIENT_CLOSED',
+      'peregrine.outcome': 'client_abort',
+    });
+    expect(slowReader!.attributes).toMatchObject({
+      'error.type': 'UPSTREAM_TIMEOUT',
+      'peregrine.outcome': 'client_timeout',
+    });
+    expect(badCert!.attributes).toMatchObject({
+      'error.type': 'UPSTREAM_TLS_VERIFY_FAILED',
+      'peregrine.outcome': 'tls_error',
+    });
+    expect(answered!.attributes['peregrine.outcome']).toBeUndefined();
+    expect(answered!.attributes['error.type']).toBe('503');
+  });
+
   it('names spans after the method and route, folding unknown methods', async () => {
     expect(serverSpanName('GET')).toBe('GET');
     expect(serverSpanName('POST', 'orders')).toBe('POST orders');
