@@ -103,7 +103,7 @@ export function createAdminApp(src: AdminSource): Express {
       res.status(404).type('application/problem+json').json({ title: 'No registry configured', status: 404 });
       return;
     }
-    res.json(src.registry());
+    sendView(res, src.registry());
   });
 
   app.get('/v1/upstreams', function upstreams(_req: Request, res: Response) {
