@@ -3,7 +3,7 @@
  * of what the data plane is running. Never on the request path.
  */
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
-import { redactConfig } from '../config/loader.ts';
+import { redact } from '../config/redact.ts';
 import type { ConfigStore } from '../control/config-store.ts';
 import type { ListenerCertificateStatus } from '../dataplane/listener/certificates.ts';
 import { type GatewayMetrics, metricsContentType, writeMetrics } from '../telemetry/metrics.ts';
@@ -23,6 +23,14 @@ export interface AdminSource {
   registry?(): unknown;
   /** The registry store's health, for readiness details (absent without a registry). */
   registryStore?(): unknown;
+}
+
+/**
+ * Every view of configuration or state goes out through here: one redaction (src/config/redact.ts)
+ * for all of them, so no view can show a secret another view hides.
+ */
+function sendView(res: Response, body: unknown, status = 200): void {
+  res.status(status).json(redact(body));
 }
 
 export function createAdminApp(src: AdminSource): Express {
@@ -72,31 +80,31 @@ export function createAdminApp(src: AdminSource): Express {
   });
 
   app.get('/v1/auth', function auth(_req: Request, res: Response) {
-    res.json({ providers: src.store.current.auth.describe() });
+    sendView(res, { providers: src.store.current.auth.describe() });
   });
 
   app.get('/v1/config', function config(_req: Request, res: Response) {
-    res.json({
+    sendView(res, {
       version: src.store.current.version,
       loadedAt: src.store.lastSuccessAt,
       file: src.store.file ?? null,
-      config: redactConfig(src.store.effective),
+      config: src.store.effective,
     });
   });
 
   app.get('/v1/config/errors', function configErrors(_req: Request, res: Response) {
     const failure = src.store.lastFailure;
-    res.json({ lastReloadFailed: failure !== undefined, failure: failure ?? null });
+    sendView(res, { lastReloadFailed: failure !== undefined, failure: failure ?? null });
   });
 
   app.post('/v1/config/reload', async function reload(_req: Request, res: Response) {
     const result = await src.reload('admin');
-    res.status((result as { ok?: boolean }).ok ? 200 : 422).json(result);
+    sendView(res, result, (result as { ok?: boolean }).ok ? 200 : 422);
   });
 
   app.get('/v1/routes', function routes(_req: Request, res: Response) {
     const snapshot = src.store.current;
-    res.json({
+    sendView(res, {
       version: snapshot.version,
       routes: snapshot.routes.routes.map((r, i) => ({
         order: i,
@@ -111,7 +119,7 @@ export function createAdminApp(src: AdminSource): Express {
   });
 
   app.get('/v1/certs', function certs(_req: Request, res: Response) {
-    res.json({ listeners: src.certificates?.() ?? [] });
+    sendView(res, { listeners: src.certificates?.() ?? [] });
   });
 
   app.get('/v1/registry', function registry(_req: Request, res: Response) {
@@ -119,12 +127,12 @@ export function createAdminApp(src: AdminSource): Express {
       res.status(404).type('application/problem+json').json({ title: 'No registry configured', status: 404 });
       return;
     }
-    res.json(src.registry());
+    sendView(res, src.registry());
   });
 
   app.get('/v1/upstreams', function upstreams(_req: Request, res: Response) {
     const snapshot = src.store.current;
-    res.json({
+    sendView(res, {
       version: snapshot.version,
       upstreams: [...snapshot.clusters.values()].map((c) => ({
         ...c.describe(),

@@ -63,6 +63,13 @@ export type WebSocketOutcome = 'success' | 'rejected' | 'refused' | Exclude<Atte
 
 export type ConfigReloadOutcome = 'success' | 'failure';
 
+/**
+ * What became of ended, sampled spans (label `outcome` of peregrine_tracing_spans_total): sent to
+ * the collector, lost in a failed export, or dropped because the export queue was full.
+ */
+export const SPAN_OUTCOMES = ['exported', 'failed', 'dropped'] as const;
+export type SpanOutcome = (typeof SPAN_OUTCOMES)[number];
+
 export type CertificateReloadOutcome = 'success' | 'failure';
 
 /** One certificate a TLS listener serves (`server`) or trusts for client certificates (`client_ca`). */
@@ -299,6 +306,11 @@ export class GatewayMetrics {
   readonly tlsCertificateReloads: Counter<'listener' | 'outcome'>;
   readonly tlsCertificateExpiry: Gauge<'listener' | 'role' | 'subject'>;
   readonly http2SessionsClosed: Counter<'listener' | 'reason'>;
+  readonly tracingSpans: Counter<'outcome'>;
+  readonly tracingExportDuration: Histogram<'outcome'>;
+  readonly tracingQueuedSpans: Gauge;
+  /** Reads the span export queue's depth at scrape time (set while an exporting tracer runs). */
+  private spanQueue: (() => number) | undefined = undefined;
   /** `listener NUL protocol NUL alpn` → handshake series. */
   private readonly handshakeCells = new Map<string, ScalarCell>();
   /** listener → label sets of its certificate expiry series (replaced when certificates reload). */
@@ -662,7 +674,51 @@ export class GatewayMetrics {
       labelNames: ['listener', 'reason'],
       registers,
     });
+    this.tracingSpans = new Counter({
+      name: 'peregrine_tracing_spans_total',
+      help: 'Ended, sampled spans by what became of them: exported, failed (export error) or dropped (queue full).',
+      labelNames: ['outcome'],
+      registers,
+    });
+    for (const outcome of SPAN_OUTCOMES) this.tracingSpans.inc({ outcome }, 0);
+    this.tracingExportDuration = new Histogram({
+      name: 'peregrine_tracing_export_duration_seconds',
+      help: 'Time to export one batch of spans (retries included), by result.',
+      labelNames: ['outcome'],
+      buckets: LATENCY_BUCKETS as number[],
+      registers,
+    });
+    this.tracingExportDuration.zero({ outcome: 'exported' });
+    this.tracingExportDuration.zero({ outcome: 'failed' });
+    const metrics = this;
+    this.tracingQueuedSpans = new Gauge({
+      name: 'peregrine_tracing_queued_spans',
+      help: 'Sampled spans waiting in the export queue (0 when nothing is exported).',
+      registers,
+      collect() {
+        this.set(metrics.spanQueue?.() ?? 0);
+      },
+    });
     collectDefaultMetrics({ register: registry, prefix: 'peregrine_' });
+  }
+
+  /** One export of a batch of `spans` spans, by result. */
+  recordSpanExport(outcome: 'exported' | 'failed', spans: number, seconds: number): void {
+    this.tracingSpans.inc({ outcome }, spans);
+    this.tracingExportDuration.observe({ outcome }, seconds);
+  }
+
+  /** Spans the export queue had no room for. */
+  recordSpansDropped(spans: number): void {
+    this.tracingSpans.inc({ outcome: 'dropped' }, spans);
+  }
+
+  /** Read the export queue's depth with `read` at every scrape until the returned function is called. */
+  watchSpanQueue(read: () => number): () => void {
+    this.spanQueue = read;
+    return () => {
+      if (this.spanQueue === read) this.spanQueue = undefined;
+    };
   }
 
   /**

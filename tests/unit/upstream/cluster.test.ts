@@ -68,10 +68,18 @@ describe('Cluster: existing surface', () => {
   });
 
   it('close() and destroy() are safe to call twice', async () => {
-    const c = make({});
+    const m = createMetrics({ exemplars: false, version: 'test' });
+    const c = make({ endpoints: FOUR }, { metrics: m });
+    expect(await scrape(m)).toContain('peregrine_upstream_circuit_state{upstream="svc"}');
     await c.close();
-    await c.close();
+    // Closed: every pool closed, and the upstream gauges no longer read this cluster.
+    expect(c.endpoints.map((e) => [e.held, e.pool.closed])).toEqual(FOUR.map(() => [false, true]));
+    expect(await scrape(m)).not.toContain('peregrine_upstream_circuit_state{upstream="svc"}');
+    await expect(c.close()).resolves.toBeUndefined();
+    // destroy() after close() leaves every pool destroyed, and is itself repeatable.
     await c.destroy();
+    expect(c.endpoints.every((e) => e.pool.destroyed)).toBe(true);
+    await expect(c.destroy()).resolves.toBeUndefined();
   });
 });
 
