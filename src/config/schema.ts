@@ -8,9 +8,12 @@ import { z } from 'zod';
 import { RouteIdentitySchema } from '../dataplane/filters/identity/schema.ts';
 import { AuthSchema, checkRouteAuth, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
 import { Http2Schema } from '../dataplane/listener/http2-schema.ts';
+import { compileRoutePath } from '../dataplane/routing/route-path.ts';
 import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
+import { checkEndpointSource, DiscoverySchema } from '../discovery/schema.ts';
 import { checkRegistry, RegistrySchema } from '../registry/schema.ts';
 import { RedisSchema } from '../stores/schema.ts';
+import { LATENCY_BUCKETS } from '../telemetry/latency-buckets.ts';
 import { checkUpstreamTransport, TlsSchema, UPSTREAM_PROTOCOLS, UpstreamTlsSchema } from '../tls/schema.ts';
 import { address, cidr, duration, name, size } from './fields.ts';
 
@@ -84,6 +87,21 @@ export const TelemetrySchema = z.strictObject({
     .strictObject({
       /** Attach trace_id exemplars to latency histograms for sampled requests. */
       exemplars: z.boolean().default(true),
+      /**
+       * Upper bounds (seconds) of the buckets of both latency histograms. Each bucket is one
+       * series per label set: fewer buckets, a cheaper scrape (docs/metrics.md, cardinality).
+       */
+      latencyBuckets: z
+        .array(z.number().positive())
+        .min(1)
+        .max(64)
+        .refine((b) => b.every((v, i) => i === 0 || v > b[i - 1]!), 'bucket bounds must increase')
+        .default([...LATENCY_BUCKETS]),
+      /**
+       * Whether a route has a latency histogram of its own unless it says otherwise
+       * (`routes[].metrics.histogram`). Routes without one share the `route="_other"` series.
+       */
+      routeHistograms: z.boolean().default(true),
     })
     .prefault({}),
 });
@@ -95,39 +113,46 @@ export const LifecycleSchema = z.strictObject({
   watchConfig: z.boolean().default(true),
 });
 
-export const UpstreamSchema = z
-  .strictObject({
-    /** Endpoint origins, each a URL string or `{ url, weight }`. */
-    endpoints: EndpointsSchema,
-    timeouts: z
-      .strictObject({
-        /** TCP (and TLS) connect. */
-        connect: duration('2s'),
-        /** From request sent to response headers received; applies to each attempt (per try). */
-        response: duration('15s'),
-        /** Longest silence between two chunks of the response body. */
-        idle: duration('30s'),
-        /** Whole exchange, from the first attempt to the last response byte; 0 disables. */
-        request: duration('30s'),
-      })
-      .prefault({}),
-    pool: z
-      .strictObject({
-        /** Maximum connections per endpoint. */
-        connections: z.number().int().positive().default(128),
-        keepAliveTimeout: duration('4s'),
-      })
-      .prefault({}),
-    /** balancer, retries, circuitBreaker, outlierDetection, bulkhead, healthCheck. */
-    ...upstreamPolicyShape,
-    /** TLS toward `https://` endpoints: trust, client certificate, server name, expected identity. */
-    tls: UpstreamTlsSchema.optional(),
-    /** What the connections speak (ALPN over TLS): http1, h2 or auto. */
-    protocol: z.enum(UPSTREAM_PROTOCOLS).default('http1'),
-  })
-  .superRefine((u, ctx) =>
-    checkUpstreamTransport(u, (path, message) => ctx.addIssue({ code: 'custom', path, message })),
-  );
+const UpstreamFields = z.strictObject({
+  /** Endpoint origins, each a URL string or `{ url, weight, zone, metadata }`; or `discovery`. */
+  endpoints: EndpointsSchema.optional(),
+  /** Endpoints from the service registry or DNS instead of `endpoints` (src/discovery/schema.ts). */
+  discovery: DiscoverySchema.optional(),
+  timeouts: z
+    .strictObject({
+      /** TCP (and TLS) connect. */
+      connect: duration('2s'),
+      /** From request sent to response headers received; applies to each attempt (per try). */
+      response: duration('15s'),
+      /** Longest silence between two chunks of the response body. */
+      idle: duration('30s'),
+      /** Whole exchange, from the first attempt to the last response byte; 0 disables. */
+      request: duration('30s'),
+    })
+    .prefault({}),
+  pool: z
+    .strictObject({
+      /** Maximum connections per endpoint. */
+      connections: z.number().int().positive().default(128),
+      keepAliveTimeout: duration('4s'),
+    })
+    .prefault({}),
+  /** balancer, retries, circuitBreaker, outlierDetection, bulkhead, healthCheck. */
+  ...upstreamPolicyShape,
+  /** TLS toward `https://` endpoints: trust, client certificate, server name, expected identity. */
+  tls: UpstreamTlsSchema.optional(),
+  /** What the connections speak (ALPN over TLS): http1, h2 or auto. */
+  protocol: z.enum(UPSTREAM_PROTOCOLS).default('http1'),
+});
+
+/** An upstream: exactly one endpoint source (`endpoints` or `discovery`) and its policy. */
+export const UpstreamSchema = UpstreamFields.superRefine((u, ctx) => {
+  checkEndpointSource(u, ctx);
+  checkUpstreamTransport(u, (path, message) => ctx.addIssue({ code: 'custom', path, message }));
+}).meta({
+  // The JSON Schema says it too, for editors.
+  oneOf: [{ required: ['endpoints'] }, { required: ['discovery'] }],
+});
 
 export const RouteMatchSchema = z.strictObject({
   /** Exact host, or a wildcard suffix `*.example.com`. Absent: any host. */
@@ -144,9 +169,15 @@ export const RouteMatchSchema = z.strictObject({
   headers: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), z.string()).optional(),
 });
 
+/** What the route compiler would refuse: paths normalisation rejects, malformed templates. */
+function checkRoutePath(match: z.output<typeof RouteMatchSchema>, ctx: z.RefinementCtx): void {
+  const compiled = compileRoutePath(match.path, match.pathType);
+  if (compiled.error !== undefined) ctx.addIssue({ code: 'custom', path: ['path'], message: compiled.error });
+}
+
 export const RouteSchema = z.strictObject({
   name,
-  match: RouteMatchSchema.prefault({}),
+  match: RouteMatchSchema.superRefine(checkRoutePath).prefault({}),
   upstream: name,
   /** Higher wins over specificity. Default 0. */
   priority: z.number().int().default(0),
@@ -177,6 +208,12 @@ export const RouteSchema = z.strictObject({
   auth: RouteAuthSchema.optional(),
   /** Verified mTLS client identities allowed on this route (docs/security.md). Absent: any client. */
   identity: RouteIdentitySchema.optional(),
+  metrics: z
+    .strictObject({
+      /** A latency histogram of its own; default `telemetry.metrics.routeHistograms`. */
+      histogram: z.boolean().optional(),
+    })
+    .optional(),
 });
 
 export const ConfigSchema = z

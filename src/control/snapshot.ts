@@ -4,8 +4,9 @@ import type { RequestFilter } from '../dataplane/filters/filter.ts';
 import { createIdentityFilter } from '../dataplane/filters/identity/identity-filter.ts';
 import { createJwtFilter } from '../dataplane/filters/jwt/jwt-filter.ts';
 import { type AuthProviders, createAuthProviders } from '../dataplane/filters/jwt/providers.ts';
-import { createRouteTable, type RouteTable } from '../dataplane/routing/route-table.ts';
+import { type RouteTable, routeTableSteps } from '../dataplane/routing/route-table.ts';
 import { Cluster, upstreamFingerprint } from '../dataplane/upstream/cluster.ts';
+import { runInSlices, runNow, type Steps } from '../slices.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
 import type { UpstreamTlsSet } from '../tls/upstream-tls.ts';
 
@@ -53,11 +54,13 @@ export interface CompileResult {
 }
 
 /**
- * Compile a validated dynamic config. Clusters and auth providers whose config did not change are
- * carried over from `previous` so their runtime state (pools, breaker, EWMA, health, key sets)
- * survives the reload. An upstream whose config changed gets a new Cluster, which takes over the
- * previous one's endpoints whose transport settings did not change: their pools, with their
- * keep-alive connections, are shared, and closing the retired cluster leaves them open. Throws
+ * Compile a validated dynamic config. Clusters whose policy did not change (the fingerprint leaves
+ * out the endpoint source: a changed `endpoints` list is applied to the kept cluster's live set by
+ * the discovery sync after the swap) and auth providers whose config did not change are carried
+ * over from `previous`, so their runtime state (pools, breaker, EWMA, health, key sets) survives
+ * the reload. An upstream whose policy changed gets a new Cluster, which takes over the previous
+ * one's live endpoint set; endpoints whose transport settings did not change are shared, pools
+ * and keep-alive connections included, and closing the retired cluster leaves them open. Throws
  * when a part cannot be built; then nothing of it is kept and `previous` is left as it was.
  */
 export function compileSnapshot(
@@ -66,7 +69,32 @@ export function compileSnapshot(
   previous: Snapshot | undefined,
   deps: SnapshotDeps,
 ): CompileResult {
-  const routes = createRouteTable(config.routes);
+  return runNow(compileSteps(config, version, previous, deps));
+}
+
+/**
+ * compileSnapshot for a gateway that is serving: the work runs in slices of about `sliceMs`, with
+ * a turn of the event loop between them, so requests keep flowing (on `previous`) while 10,000
+ * routes compile.
+ */
+export function compileSnapshotInSlices(
+  config: DynamicConfig,
+  version: number,
+  previous: Snapshot | undefined,
+  deps: SnapshotDeps,
+  sliceMs: number,
+): Promise<CompileResult> {
+  return runInSlices(compileSteps(config, version, previous, deps), sliceMs);
+}
+
+/** The compile, yielding after each route and each upstream (src/slices.ts). */
+function* compileSteps(
+  config: DynamicConfig,
+  version: number,
+  previous: Snapshot | undefined,
+  deps: SnapshotDeps,
+): Steps<CompileResult> {
+  const routes = yield* routeTableSteps(config.routes);
   const auth = createAuthProviders(config.auth, previous?.auth, {
     metrics: deps.metrics,
     logger: deps.logger,
@@ -94,6 +122,7 @@ export function compileSnapshot(
           ? EMPTY_PLAN
           : Object.freeze({ filters: filters.length ? filters : null, stripHeaders: strip }),
       );
+      yield;
     }
     for (const [name, upstream] of Object.entries(config.upstreams)) {
       const old = previous?.clusters.get(name);
@@ -110,6 +139,7 @@ export function compileSnapshot(
         created.push(cluster);
         clusters.set(name, cluster);
       }
+      yield;
     }
     const retired: Cluster[] = [];
     if (previous) {

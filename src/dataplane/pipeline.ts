@@ -12,13 +12,12 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import { type Duplex, Transform, type TransformCallback } from 'node:stream';
-import type { Span } from '@opentelemetry/api';
-import { SpanStatusCode } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
 import type { Snapshot } from '../control/snapshot.ts';
 import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
 import { accessRecord } from '../telemetry/access-log.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
+import { endServerSpan } from '../telemetry/tracing.ts';
 import { peerIdentityOf } from '../tls/peer-identity.ts';
 import {
   type ConnectionSocket,
@@ -33,7 +32,7 @@ import { type AttemptObserver, ResponseForwarder } from './forward/forwarder.ts'
 import { buildUpstreamHeaders } from './forward/headers.ts';
 import { plainAddress, type TrustCheck } from './forward/trusted-proxies.ts';
 import type { AttemptOutcome } from './forward/upstream-errors.ts';
-import { sendProblem, writeRawProblem } from './respond.ts';
+import { type RawProblem, sendProblem, writeRawProblem } from './respond.ts';
 import { normalizePath } from './routing/path-normalize.ts';
 import type { Endpoint, EndpointDispatchOptions } from './upstream/endpoint.ts';
 import { parseRetryAfter } from './upstream/retry-policy.ts';
@@ -61,7 +60,7 @@ const kContext = Symbol('peregrine.context');
 const kDeferredError = Symbol('peregrine.deferredError');
 /** The latest request of an HTTP/1.x connection: the one whose body Node's parser is reading. */
 const kLatest = Symbol('peregrine.latest');
-type TrackedSocket = ConnectionSocket & { [kDeferredError]?: ErrorCode; [kLatest]?: RequestContext };
+type TrackedSocket = ConnectionSocket & { [kDeferredError]?: RawProblem; [kLatest]?: RequestContext };
 
 /**
  * Called on a parser error (`clientError`). When it is about the body of a request already handed
@@ -91,10 +90,10 @@ export function requestBodyFailed(socket: Duplex, code: ErrorCode, cause: NodeJS
  * answered, the error response waits for them (good, good, bad → 200, 200, 400 + close);
  * otherwise it is written at once. Returns true when deferred.
  */
-export function deferClientError(socket: Duplex, code: ErrorCode): boolean {
+export function deferClientError(socket: Duplex, problem: RawProblem): boolean {
   const s = socket as TrackedSocket;
   if (!s[kPending]) return false;
-  s[kDeferredError] = code;
+  s[kDeferredError] = problem;
   return true;
 }
 type ResponseWithContext = ServerResponse & { [kContext]?: RequestContext };
@@ -220,8 +219,11 @@ export class Pipeline implements AttemptObserver {
     this.handle = this.handle.bind(this);
   }
 
-  /** The `request` listener of the HTTP server. */
-  handle(req: IncomingMessage, res: ServerResponse): void {
+  /**
+   * The `request` listener of the HTTP server. `refusal`: the listener refuses this request before
+   * it is routed (a malformed HTTP/2 header block); it is answered and counted like any other.
+   */
+  handle(req: IncomingMessage, res: ServerResponse, refusal?: GatewayError): void {
     const socket = req.socket as TrackedSocket;
     if (req.httpVersionMajor === 1) {
       // Pipelined after a response that closes the connection: not processed (RFC 9112 §9.6).
@@ -258,6 +260,10 @@ export class Pipeline implements AttemptObserver {
     ctx.spanId = ids.spanId;
     ctx.sampled = ids.sampled;
 
+    if (refusal !== undefined) {
+      this.respondWithError(ctx, refusal);
+      return;
+    }
     try {
       this.route(ctx);
     } catch (err) {
@@ -414,8 +420,7 @@ export class Pipeline implements AttemptObserver {
       }
     }
     const endpoint = cluster.pick(ctx);
-    if (!endpoint)
-      throw new GatewayError('NO_HEALTHY_ENDPOINT', `upstream ${cluster.name} has no endpoint to pick`);
+    if (!endpoint) throw new GatewayError('NO_HEALTHY_ENDPOINT', cluster.noEndpointReason());
     ctx.endpoint = endpoint;
     ctx.attempts++;
     if (ctx.tried === undefined) ctx.tried = [endpoint];
@@ -475,13 +480,7 @@ export class Pipeline implements AttemptObserver {
     endpoint.pool.dispatch(opts, forwarder);
   }
 
-  attemptFinished(
-    ctx: RequestContext,
-    endpoint: Endpoint,
-    outcome: AttemptOutcome,
-    status: number,
-    span: Span | undefined,
-  ): void {
+  attemptFinished(ctx: RequestContext, endpoint: Endpoint, outcome: AttemptOutcome, status: number): void {
     const cluster = ctx.cluster!;
     this.telemetry.metrics.upstreamFinished(cluster.name);
     const now = performance.now();
@@ -508,11 +507,6 @@ export class Pipeline implements AttemptObserver {
       ms / 1000,
       ctx.sampled ? ctx.traceId : undefined,
     );
-    if (span) {
-      if (status) span.setAttribute('http.response.status_code', status);
-      if (outcome !== 'success') span.setAttribute('error.type', outcome);
-      span.end();
-    }
   }
 
   /**
@@ -646,8 +640,6 @@ export class Pipeline implements AttemptObserver {
   respondWithError(ctx: RequestContext, error: GatewayError): void {
     ctx.code = error.code;
     const { res } = ctx;
-    if (ctx.span && error.status >= 500)
-      ctx.span.setStatus({ code: SpanStatusCode.ERROR, message: error.code });
     if (res.headersSent) {
       res.destroy(error);
       return;
@@ -664,7 +656,7 @@ export class Pipeline implements AttemptObserver {
         error.code === 'PAYLOAD_TOO_LARGE' ||
         error.code === 'REQUEST_TIMEOUT');
     if (close) markConnectionClosing(ctx.socket);
-    sendProblem(
+    ctx.responseBytes += sendProblem(
       res,
       error,
       { traceId: ctx.traceId, requestId: ctx.requestId },
@@ -706,9 +698,7 @@ export class Pipeline implements AttemptObserver {
       metrics.recordLocalResponse(routeName, ctx.code);
     const span = ctx.span;
     if (span) {
-      span.setAttribute('http.response.status_code', status);
       span.setAttribute('url.path', ctx.path);
-      if (ctx.code) span.setAttribute('error.type', ctx.code);
       if (ctx.decisions) span.setAttribute('peregrine.decisions', ctx.decisions.map(formatDecision));
       if (ctx.sampled) span.setAttribute('peregrine.request_id', ctx.requestId);
       if (ctx.subject !== undefined) span.setAttribute('enduser.id', ctx.subject);
@@ -717,7 +707,7 @@ export class Pipeline implements AttemptObserver {
           'peregrine.auth.result',
           ctx.code === undefined || ctx.upstreamStatus ? 'allow' : authResultOf(ctx.code),
         );
-      span.end();
+      endServerSpan(span, status, ctx.code);
     }
     const accessLog = this.telemetry.accessLog;
     if (accessLog.enabled)
@@ -738,7 +728,7 @@ export class Pipeline implements AttemptObserver {
     const socket = ctx.socket as TrackedSocket | undefined;
     if (socket !== undefined && socket[kLatest] === ctx) socket[kLatest] = undefined;
     if (socket && --socket[kPending]! === 0 && socket[kDeferredError]) {
-      writeRawProblem(socket, socket[kDeferredError], undefined, undefined, this.listener.reasonHeader);
+      writeRawProblem(socket, socket[kDeferredError], this.listener.reasonHeader);
     }
   }
 }

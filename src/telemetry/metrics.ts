@@ -22,6 +22,8 @@ import { HTTP_METHODS } from '../config/schema.ts';
 import type { Http2CloseReason } from '../dataplane/listener/http2-session-guard.ts';
 import type { ErrorCode } from '../errors.ts';
 import type { ClientCertReason, HandshakeFailureReason } from '../tls/reasons.ts';
+import { type TextSink, writeExposition } from './exposition.ts';
+import { LATENCY_BUCKETS } from './latency-buckets.ts';
 import {
   CellHistogram,
   CellMetric,
@@ -61,6 +63,13 @@ export type WebSocketOutcome = 'success' | 'rejected' | 'refused' | Exclude<Atte
 
 export type ConfigReloadOutcome = 'success' | 'failure';
 
+/**
+ * What became of ended, sampled spans (label `outcome` of peregrine_tracing_spans_total): sent to
+ * the collector, lost in a failed export, or dropped because the export queue was full.
+ */
+export const SPAN_OUTCOMES = ['exported', 'failed', 'dropped'] as const;
+export type SpanOutcome = (typeof SPAN_OUTCOMES)[number];
+
 export type CertificateReloadOutcome = 'success' | 'failure';
 
 /** One certificate a TLS listener serves (`server`) or trusts for client certificates (`client_ca`). */
@@ -88,9 +97,10 @@ export const CIRCUIT_STATES = ['closed', 'open', 'half_open'] as const;
 export type CircuitStateName = (typeof CIRCUIT_STATES)[number];
 /**
  * Endpoint states (label `state` of peregrine_upstream_endpoints): healthy (eligible), unhealthy
- * (failing active health checks), ejected (by outlier detection, health checks passing).
+ * (failing active health checks), ejected (by outlier detection, health checks passing), draining
+ * (its discovery source is taking it away: in-flight requests finish, no new ones).
  */
-export const ENDPOINT_STATES = ['healthy', 'unhealthy', 'ejected'] as const;
+export const ENDPOINT_STATES = ['healthy', 'unhealthy', 'ejected', 'draining'] as const;
 export type EndpointState = (typeof ENDPOINT_STATES)[number];
 
 /** What the upstream gauges read from a live cluster at scrape time. */
@@ -103,6 +113,38 @@ export interface UpstreamStateSource {
   endpointStates(): readonly number[];
   ejectedEndpoints(): number;
   panicMode(): boolean;
+}
+
+/**
+ * How one refresh of an upstream's endpoint source ended (label `outcome` of
+ * peregrine_discovery_refreshes_total): `success`, or why the source could not be read. DNS:
+ * nxdomain (the name does not exist), no_data (no record of the type), servfail, refused, timeout;
+ * any source: unavailable (its backend cannot be reached, or none runs in this gateway), invalid
+ * (it answered with nothing usable), error.
+ */
+export const DISCOVERY_OUTCOMES = [
+  'success',
+  'nxdomain',
+  'no_data',
+  'servfail',
+  'refused',
+  'timeout',
+  'unavailable',
+  'invalid',
+  'error',
+] as const;
+export type DiscoveryOutcome = (typeof DISCOVERY_OUTCOMES)[number];
+
+/** What the discovery gauges read from an upstream's endpoint source at scrape time. */
+export interface DiscoveryStateSource {
+  /** The upstream's source kind: static, dns or registry. */
+  readonly source: string;
+  /** Endpoints in the upstream's live set by the source that put them there (kind → count). */
+  endpointsBySource(): Readonly<Record<string, number>>;
+  /** Unix ms of the last successful refresh; undefined while there has been none. */
+  lastSuccessAt(): number | undefined;
+  /** True while the set is last-known-good: the last refresh failed, or none has succeeded yet. */
+  stale(): boolean;
 }
 
 /** The per-upstream resilience counters, one set per upstream name, updated with `+= 1`. */
@@ -156,10 +198,13 @@ export const JWKS_FETCH_OUTCOMES = [
 ] as const;
 export type JwksFetchOutcome = (typeof JWKS_FETCH_OUTCOMES)[number];
 
-/** Seconds. Dense below 100 ms where a gateway's own latency lives; 30 s is the default request timeout. */
-export const LATENCY_BUCKETS: readonly number[] = [
-  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
-];
+export { LATENCY_BUCKETS };
+
+/**
+ * Route label of the latency series shared by the routes without a histogram of their own
+ * (telemetry.metrics.routeHistograms, a route's metrics.histogram).
+ */
+export const OTHER_ROUTES = '_other';
 
 export const PROMETHEUS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
 export const OPENMETRICS_CONTENT_TYPE = Registry.OPENMETRICS_CONTENT_TYPE;
@@ -167,13 +212,21 @@ export const OPENMETRICS_CONTENT_TYPE = Registry.OPENMETRICS_CONTENT_TYPE;
 export interface MetricsOptions {
   /** Attach trace_id exemplars to the latency histograms (OpenMetrics scrapes only). */
   exemplars: boolean;
+  /** Bucket bounds of both latency histograms (seconds); default LATENCY_BUCKETS. */
+  latencyBuckets?: readonly number[];
+  /**
+   * Whether a route has a latency histogram of its own unless configureRoutes says otherwise
+   * (default true); the others share the `_other` series.
+   */
+  routeHistograms?: boolean;
   /** Gateway version for peregrine_build_info. */
   version: string;
 }
 
 interface RequestSeries {
   readonly total: ScalarCell;
-  readonly duration: HistogramCell;
+  /** The route's own, or the shared `_other` one (replaced when configureRoutes changes that). */
+  duration: HistogramCell;
 }
 
 interface AttemptSeries {
@@ -242,6 +295,10 @@ export class GatewayMetrics {
   readonly upstreamPanicMode: Gauge<'upstream'>;
   readonly upstreamQueued: Gauge<'upstream'>;
   readonly upstreamRetryBudgetRemaining: Gauge<'upstream'>;
+  readonly discoveryRefreshes: Counter<'upstream' | 'source' | 'outcome'>;
+  readonly discoveryEndpoints: Gauge<'upstream' | 'source'>;
+  readonly discoveryLastSuccess: Gauge<'upstream' | 'source'>;
+  readonly discoveryStale: Gauge<'upstream' | 'source'>;
 
   readonly tlsHandshakes: CellMetric;
   readonly tlsHandshakeFailures: Counter<'listener' | 'reason'>;
@@ -249,6 +306,11 @@ export class GatewayMetrics {
   readonly tlsCertificateReloads: Counter<'listener' | 'outcome'>;
   readonly tlsCertificateExpiry: Gauge<'listener' | 'role' | 'subject'>;
   readonly http2SessionsClosed: Counter<'listener' | 'reason'>;
+  readonly tracingSpans: Counter<'outcome'>;
+  readonly tracingExportDuration: Histogram<'outcome'>;
+  readonly tracingQueuedSpans: Gauge;
+  /** Reads the span export queue's depth at scrape time (set while an exporting tracer runs). */
+  private spanQueue: (() => number) | undefined = undefined;
   /** `listener NUL protocol NUL alpn` → handshake series. */
   private readonly handshakeCells = new Map<string, ScalarCell>();
   /** listener → label sets of its certificate expiry series (replaced when certificates reload). */
@@ -276,6 +338,13 @@ export class GatewayMetrics {
   private readonly resilienceByUpstream = new Map<string, UpstreamResilienceSeries>();
   /** upstream → the live cluster the upstream gauges read at scrape time. */
   private readonly upstreamSources = new Map<string, UpstreamStateSource>();
+  private readonly routeHistogramDefault: boolean;
+  /** Routes whose histogram setting differs from routeHistogramDefault. */
+  private routeHistogramExceptions: ReadonlySet<string> = new Set();
+  /** `listener NUL method NUL status` → the `_other` latency series. */
+  private readonly otherDurations = new Map<string, HistogramCell>();
+  /** upstream → its endpoint source, read by the discovery gauges at scrape time. */
+  private readonly discoverySources = new Map<string, DiscoveryStateSource>();
 
   constructor(opts: MetricsOptions) {
     // Prometheus text by default; renderMetrics() switches to OpenMetrics for scrapers that ask.
@@ -284,6 +353,7 @@ export class GatewayMetrics {
     const registry = new Registry<RegistryContentType>();
     this.registry = registry;
     this.exemplars = opts.exemplars;
+    this.routeHistogramDefault = opts.routeHistograms ?? true;
     const registers = [registry as Registry];
 
     this.requestsTotal = new CellMetric('counter', {
@@ -296,7 +366,7 @@ export class GatewayMetrics {
       name: 'peregrine_request_duration_seconds',
       help: 'Time from request received to response finished, as seen by the gateway.',
       labelNames: ['listener', 'route', 'method', 'status'],
-      buckets: LATENCY_BUCKETS,
+      buckets: opts.latencyBuckets ?? LATENCY_BUCKETS,
       exemplars: opts.exemplars,
       registry,
     });
@@ -346,7 +416,7 @@ export class GatewayMetrics {
       name: 'peregrine_upstream_attempt_duration_seconds',
       help: 'Time from attempt start to its end (response finished or failure).',
       labelNames: ['upstream', 'endpoint', 'outcome'],
-      buckets: LATENCY_BUCKETS,
+      buckets: opts.latencyBuckets ?? LATENCY_BUCKETS,
       exemplars: opts.exemplars,
       registry,
     });
@@ -482,7 +552,7 @@ export class GatewayMetrics {
     });
     this.upstreamEndpoints = new Gauge({
       name: 'peregrine_upstream_endpoints',
-      help: 'Endpoints per upstream by state: healthy (eligible), unhealthy (active checks), ejected.',
+      help: 'Endpoints per upstream by state: healthy (eligible), unhealthy (active checks), ejected, draining.',
       labelNames: ['upstream', 'state'],
       registers,
       collect() {
@@ -524,6 +594,51 @@ export class GatewayMetrics {
         for (const [upstream, s] of sources) this.set({ upstream }, s.retryBudgetRemaining());
       },
     });
+    this.discoveryRefreshes = new Counter({
+      name: 'peregrine_discovery_refreshes_total',
+      help: 'Reads of upstream endpoint sources (a DNS resolution, a registry read or change, the static list applied), by outcome.',
+      labelNames: ['upstream', 'source', 'outcome'],
+      registers,
+    });
+    const discovery = this.discoverySources;
+    this.discoveryEndpoints = new Gauge({
+      name: 'peregrine_discovery_endpoints',
+      help: "Endpoints in an upstream's live set by the source that put them there.",
+      labelNames: ['upstream', 'source'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, d] of discovery) {
+          const counts = d.endpointsBySource();
+          this.set({ upstream, source: d.source }, counts[d.source] ?? 0);
+          for (const [source, n] of Object.entries(counts))
+            if (source !== d.source && n > 0) this.set({ upstream, source }, n);
+        }
+      },
+    });
+    this.discoveryLastSuccess = new Gauge({
+      name: 'peregrine_discovery_last_success_timestamp_seconds',
+      help: "Unix time of the last successful refresh of an upstream's endpoint source.",
+      labelNames: ['upstream', 'source'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, d] of discovery) {
+          const at = d.lastSuccessAt();
+          if (at !== undefined) this.set({ upstream, source: d.source }, at / 1000);
+        }
+      },
+    });
+    this.discoveryStale = new Gauge({
+      name: 'peregrine_discovery_stale',
+      help: "1 while an upstream's endpoints are last-known-good: its source's last refresh failed (or none succeeded yet).",
+      labelNames: ['upstream', 'source'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, d] of discovery) this.set({ upstream, source: d.source }, d.stale() ? 1 : 0);
+      },
+    });
     this.tlsHandshakes = new CellMetric('counter', {
       name: 'peregrine_tls_handshakes_total',
       help: 'TLS handshakes completed, by listener, protocol version and ALPN protocol.',
@@ -560,7 +675,51 @@ export class GatewayMetrics {
       labelNames: ['listener', 'reason'],
       registers,
     });
+    this.tracingSpans = new Counter({
+      name: 'peregrine_tracing_spans_total',
+      help: 'Ended, sampled spans by what became of them: exported, failed (export error) or dropped (queue full).',
+      labelNames: ['outcome'],
+      registers,
+    });
+    for (const outcome of SPAN_OUTCOMES) this.tracingSpans.inc({ outcome }, 0);
+    this.tracingExportDuration = new Histogram({
+      name: 'peregrine_tracing_export_duration_seconds',
+      help: 'Time to export one batch of spans (retries included), by result.',
+      labelNames: ['outcome'],
+      buckets: LATENCY_BUCKETS as number[],
+      registers,
+    });
+    this.tracingExportDuration.zero({ outcome: 'exported' });
+    this.tracingExportDuration.zero({ outcome: 'failed' });
+    const metrics = this;
+    this.tracingQueuedSpans = new Gauge({
+      name: 'peregrine_tracing_queued_spans',
+      help: 'Sampled spans waiting in the export queue (0 when nothing is exported).',
+      registers,
+      collect() {
+        this.set(metrics.spanQueue?.() ?? 0);
+      },
+    });
     collectDefaultMetrics({ register: registry, prefix: 'peregrine_' });
+  }
+
+  /** One export of a batch of `spans` spans, by result. */
+  recordSpanExport(outcome: 'exported' | 'failed', spans: number, seconds: number): void {
+    this.tracingSpans.inc({ outcome }, spans);
+    this.tracingExportDuration.observe({ outcome }, seconds);
+  }
+
+  /** Spans the export queue had no room for. */
+  recordSpansDropped(spans: number): void {
+    this.tracingSpans.inc({ outcome: 'dropped' }, spans);
+  }
+
+  /** Read the export queue's depth with `read` at every scrape until the returned function is called. */
+  watchSpanQueue(read: () => number): () => void {
+    this.spanQueue = read;
+    return () => {
+      if (this.spanQueue === read) this.spanQueue = undefined;
+    };
   }
 
   /**
@@ -604,7 +763,59 @@ export class GatewayMetrics {
 
   private newRequestSeries(listener: string, route: string, method: string, status: number): RequestSeries {
     const labels: Labels = { listener, route, method, status: String(status) };
-    return { total: this.requestsTotal.cell(labels), duration: this.requestDuration.cell(labels) };
+    return { total: this.requestsTotal.cell(labels), duration: this.durationCell(labels) };
+  }
+
+  /** The latency series for a request series' labels: the route's own or the shared `_other`. */
+  private durationCell(labels: Labels): HistogramCell {
+    if (this.ownHistogram(labels.route!)) return this.requestDuration.cell(labels);
+    const { listener, method, status } = labels;
+    const key = `${listener}\u0000${method}\u0000${status}`;
+    let cell = this.otherDurations.get(key);
+    if (cell === undefined) {
+      cell = this.requestDuration.cell({
+        listener: listener!,
+        route: OTHER_ROUTES,
+        method: method!,
+        status: status!,
+      });
+      this.otherDurations.set(key, cell);
+    }
+    return cell;
+  }
+
+  private ownHistogram(route: string): boolean {
+    return route === NO_ROUTE || this.routeHistogramExceptions.has(route) !== this.routeHistogramDefault;
+  }
+
+  /**
+   * The routes now configured and whether each has a latency histogram of its own (undefined:
+   * the default). A route that loses its histogram drops its series and records into `_other`
+   * from now on; one that gains it starts its own. Counters stay per route either way.
+   */
+  configureRoutes(
+    routes: Iterable<{ readonly name: string; readonly histogram: boolean | undefined }>,
+  ): void {
+    const exceptions = new Set<string>();
+    for (const r of routes)
+      if (r.histogram !== undefined && r.histogram !== this.routeHistogramDefault) exceptions.add(r.name);
+    const before = this.routeHistogramExceptions;
+    this.routeHistogramExceptions = exceptions;
+    const changed = new Set<string>();
+    for (const name of before) if (!exceptions.has(name)) changed.add(name);
+    for (const name of exceptions) if (!before.has(name)) changed.add(name);
+    if (changed.size === 0) return;
+    for (const byRoute of this.requests.values()) {
+      for (const route of changed) {
+        for (const byStatus of byRoute.get(route) ?? []) {
+          for (const series of byStatus?.values() ?? []) {
+            const own = series.duration.labels.route === route;
+            if (own) this.requestDuration.remove(series.duration);
+            series.duration = this.durationCell(series.total.labels);
+          }
+        }
+      }
+    }
   }
 
   recordBytes(route: string | undefined, requestBytes: number, responseBytes: number): void {
@@ -850,6 +1061,22 @@ export class GatewayMetrics {
     return this.#upstreamTls;
   }
 
+  recordDiscoveryRefresh(upstream: string, source: string, outcome: DiscoveryOutcome): void {
+    this.discoveryRefreshes.inc({ upstream, source, outcome });
+  }
+
+  /**
+   * Read `source` for the upstream's discovery gauges at every scrape until the returned function
+   * is called. A later watch of the same upstream replaces it (its source changed).
+   */
+  watchDiscovery(upstream: string, source: DiscoveryStateSource): () => void {
+    const sources = this.discoverySources;
+    sources.set(upstream, source);
+    return function unwatchDiscovery(): void {
+      if (sources.get(upstream) === source) sources.delete(upstream);
+    };
+  }
+
   /** The shared Redis connection's metrics, registered on first use (gateways without Redis show none). */
   get redis(): RedisMetrics {
     this.#redis ??= new RedisMetrics(this.registry);
@@ -903,26 +1130,37 @@ export function wantsOpenMetrics(accept: string | undefined): boolean {
   return om > 0 && om >= text;
 }
 
+/** The content type a scrape with this Accept header gets. */
+export function metricsContentType(accept: string | undefined): string {
+  return wantsOpenMetrics(accept) ? OPENMETRICS_CONTENT_TYPE : PROMETHEUS_CONTENT_TYPE;
+}
+
 /** Scrapes of one registry run one at a time: the format is registry-wide state (see below). */
 const renderQueues = new WeakMap<GatewayMetrics, Promise<unknown>>();
 
 /**
- * Render for the admin /metrics endpoint: Prometheus text by default, OpenMetrics (with
- * exemplars) when `accept` asks for it.
- *
- * prom-client keeps the format on the Registry and reads it after awaits inside metrics(), and
- * in OpenMetrics mode it renames counters in place (strips `_total`, prometheus/client_js#829).
- * So renders are serialised per registry, and each one restores the counter names and the
- * registry's Prometheus default afterwards. Always go through this function, never call
- * `registry.metrics()` directly.
+ * A scrape renders in slices of about this long, with a turn of the event loop between them:
+ * requests wait at most about one slice for a scrape (exposition.ts).
  */
-export function renderMetrics(
+const SCRAPE_SLICE_MS = 5;
+
+/**
+ * Render for the admin /metrics endpoint: Prometheus text by default, OpenMetrics (with
+ * exemplars) when `accept` asks for it. `sink` receives the text chunk by chunk (a returned
+ * promise holds the next chunk back); the result says which content type it is.
+ *
+ * prom-client keeps the format on the Registry and reads it after awaits, so renders are
+ * serialised per registry, and each one restores the registry's Prometheus default afterwards.
+ * Always go through this function (or renderMetrics), never call `registry.metrics()` directly.
+ */
+export function writeMetrics(
   m: GatewayMetrics,
   accept: string | undefined,
-): Promise<{ contentType: string; body: string }> {
+  sink: TextSink,
+): Promise<{ contentType: string }> {
   const openMetrics = wantsOpenMetrics(accept);
   const previous = renderQueues.get(m) ?? Promise.resolve();
-  const result = previous.then(() => renderNow(m.registry, openMetrics));
+  const result = previous.then(() => renderNow(m.registry, openMetrics, sink));
   renderQueues.set(
     m,
     result.catch(() => undefined),
@@ -930,17 +1168,29 @@ export function renderMetrics(
   return result;
 }
 
+/** writeMetrics into one string. */
+export async function renderMetrics(
+  m: GatewayMetrics,
+  accept: string | undefined,
+): Promise<{ contentType: string; body: string }> {
+  const chunks: string[] = [];
+  const { contentType } = await writeMetrics(m, accept, (chunk) => {
+    chunks.push(chunk);
+  });
+  return { contentType, body: chunks.join('') };
+}
+
 async function renderNow(
   registry: Registry<RegistryContentType>,
   openMetrics: boolean,
-): Promise<{ contentType: string; body: string }> {
+  sink: TextSink,
+): Promise<{ contentType: string }> {
   const contentType = openMetrics ? OPENMETRICS_CONTENT_TYPE : PROMETHEUS_CONTENT_TYPE;
-  const names = registry.getMetricsAsArray().map((metric) => [metric, metric.name] as const);
   registry.setContentType(contentType);
   try {
-    return { contentType, body: await registry.metrics() };
+    await writeExposition(registry, openMetrics, sink, SCRAPE_SLICE_MS);
+    return { contentType };
   } finally {
-    for (const [metric, name] of names) metric.name = name;
     registry.setContentType(PROMETHEUS_CONTENT_TYPE);
   }
 }

@@ -25,11 +25,16 @@ export function createTelemetry(
   },
 ): Telemetry {
   const logger = createLogger(cfg, opts.logDestination);
-  const metrics = createMetrics({ exemplars: cfg.metrics.exemplars, version: opts.version });
-  const tracing = createTracing(
-    cfg,
-    opts.spanProcessor ? { spanProcessorForTests: opts.spanProcessor } : undefined,
-  );
+  const metrics = createMetrics({
+    exemplars: cfg.metrics.exemplars,
+    latencyBuckets: cfg.metrics.latencyBuckets,
+    routeHistograms: cfg.metrics.routeHistograms,
+    version: opts.version,
+  });
+  const tracing = createTracing(cfg, {
+    spanProcessorForTests: opts.spanProcessor,
+    report: { metrics, logger },
+  });
   const accessLog = createAccessLog(logger, cfg.accessLog.enabled);
   let closing: Promise<void> | undefined;
   return {

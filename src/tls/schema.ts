@@ -105,7 +105,7 @@ const identityPattern = z
   .string()
   .refine(
     isIdentityPattern,
-    'expected a SPIFFE ID pattern such as spiffe://prod.example/ns/*/sa/{service}: a literal trust domain, `*` for one whole path segment, {service} for the service name',
+    'expected a SPIFFE ID pattern such as spiffe://prod.example/ns/*/sa/{service}: a literal trust domain, `*` for one whole path segment, {service} for a whole segment that is the service name',
   );
 
 /** A DNS name the certificate is checked against and sent as SNI (never an IP address: RFC 6066). */
@@ -122,7 +122,10 @@ export const UpstreamIdentitySchema = z
   .strictObject({
     /** SPIFFE IDs the upstream may present; one of them must be its certificate's. */
     expect: z.array(workloadId).min(1, 'list at least one SPIFFE ID').max(100).optional(),
-    /** A pattern the upstream's SPIFFE ID must match: `{service}` is the upstream's name, `*` one segment. */
+    /**
+     * A pattern the upstream's SPIFFE ID must match: `{service}` is a segment naming the service (the
+     * registry service it is discovered from, else the upstream's name), `*` any one segment.
+     */
     expectPattern: identityPattern.optional(),
   })
   .superRefine((i, ctx) => {
@@ -173,23 +176,30 @@ export type UpstreamIdentityConfig = z.output<typeof UpstreamIdentitySchema>;
 /**
  * Upstream transport rules that span keys: `tls` and HTTP/2 need `https://` endpoints (a client
  * certificate or an expected identity over plain HTTP would be a false sense of security, and h2c
- * is never spoken).
+ * is never spoken). Endpoints discovered from the registry are checked as they arrive (the cluster
+ * skips plain ones); DNS discovery says its scheme here.
  */
 export function checkUpstreamTransport(
-  u: { endpoints?: readonly (string | { url: string })[]; tls?: unknown; protocol?: UpstreamProtocol },
+  u: {
+    endpoints?: readonly (string | { url: string })[] | undefined;
+    discovery?: { dns?: string; protocol?: string } | object | undefined;
+    tls?: unknown;
+    protocol?: UpstreamProtocol;
+  },
   addIssue: (path: (string | number)[], message: string) => void,
 ): void {
   const needsTls =
     u.tls !== undefined ? 'tls' : u.protocol !== undefined && u.protocol !== 'http1' ? 'protocol' : undefined;
   if (needsTls === undefined) return;
+  const why = (what: string): string =>
+    needsTls === 'tls'
+      ? `tls applies to https:// endpoints; ${what} would be spoken to in clear`
+      : `protocol ${u.protocol} needs https:// endpoints (HTTP/2 without TLS, h2c, is not spoken)`;
   (u.endpoints ?? []).forEach((e, i) => {
     const url = typeof e === 'string' ? e : e.url;
-    if (url.startsWith('http://'))
-      addIssue(
-        ['endpoints', i],
-        needsTls === 'tls'
-          ? `tls applies to https:// endpoints; ${url} would be spoken to in clear`
-          : `protocol ${u.protocol} needs https:// endpoints (HTTP/2 without TLS, h2c, is not spoken)`,
-      );
+    if (url.startsWith('http://')) addIssue(['endpoints', i], why(url));
   });
+  const dns = u.discovery as { dns?: string; protocol?: string } | undefined;
+  if (dns?.dns !== undefined && dns.protocol !== 'https')
+    addIssue(['discovery', 'protocol'], why(`${dns.dns} (discovery.protocol: http)`));
 }

@@ -40,21 +40,20 @@ export function isTrustDomain(name: string): boolean {
 
 /**
  * Whether `pattern` is a workload SPIFFE ID in which whole path segments may be `*` (any one
- * segment) and `{service}` may stand for the service's name within a segment. The trust domain is
- * always literal: a pattern never reaches into another trust domain.
+ * segment) or `{service}` (the service's name), as in the registry's credential patterns. The
+ * trust domain is always literal: a pattern never reaches into another trust domain.
  */
 export function isIdentityPattern(pattern: string): boolean {
   const id = parseSpiffeId(pattern.replaceAll(SERVICE_PLACEHOLDER, 'x').replaceAll('/*', '/x'));
   if (id === undefined || id.path === '') return false;
   const prefix = `spiffe://${id.trustDomain}/`;
-  // The trust domain as written (not made of a placeholder), and `*` only as a whole segment:
-  // `a*` or `*x` would read as globbing we do not do.
+  // `a*` or `svc-{service}` would read as globbing or templating we do not do.
   return (
     pattern.startsWith(prefix) &&
     pattern
       .slice(prefix.length)
       .split('/')
-      .every((s) => s === WILDCARD || !s.includes(WILDCARD))
+      .every((s) => s === WILDCARD || s === SERVICE_PLACEHOLDER || !/[*{}]/.test(s))
   );
 }
 

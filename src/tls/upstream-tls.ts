@@ -109,6 +109,8 @@ const NO_COUNT = { inc(): void {} };
 
 export class UpstreamTls {
   readonly upstream: string;
+  /** What `{service}` in an expected identity pattern stands for. */
+  readonly service: string;
   /** Undefined for an `https://` upstream without a `tls` section: Node's CA bundle, no client certificate. */
   readonly config: UpstreamTlsConfig | undefined;
   /** Verification of the upstream's SPIFFE ID, or undefined: its host name is verified. */
@@ -122,13 +124,22 @@ export class UpstreamTls {
   /** Endpoints using it (UpstreamTlsSet). */
   holders = 0;
 
-  /** Loads the files now; throws UpstreamTlsLoadError when they are not a usable set. */
-  constructor(upstream: string, config: UpstreamTlsConfig | undefined, deps: UpstreamTlsDeps = {}) {
+  /**
+   * Loads the files now; throws UpstreamTlsLoadError when they are not a usable set. `service`:
+   * what an identity pattern's `{service}` names (default: the upstream's name).
+   */
+  constructor(
+    upstream: string,
+    config: UpstreamTlsConfig | undefined,
+    deps: UpstreamTlsDeps = {},
+    service: string = upstream,
+  ) {
     this.upstream = upstream;
+    this.service = service;
     this.config = config;
     const metrics = deps.metrics?.upstreamTls;
     this.#metrics = metrics;
-    this.expected = config?.identity === undefined ? undefined : expectedIdentity(config.identity, upstream);
+    this.expected = config?.identity === undefined ? undefined : expectedIdentity(config.identity, service);
     this.checkServerIdentity = this.expected === undefined ? undefined : svidServerCheck(this.expected);
     this.#newSession = metrics?.handshakeCounter(upstream, 'new') ?? NO_COUNT;
     this.#resumed = metrics?.handshakeCounter(upstream, 'resumed') ?? NO_COUNT;
@@ -223,6 +234,10 @@ export class UpstreamTls {
   }
 }
 
+function keyOf(upstream: string, config: UpstreamTlsConfig | undefined, service: string): string {
+  return `${upstream}\0${service}\0${JSON.stringify(config ?? null)}`;
+}
+
 /**
  * The UpstreamTls of every upstream in use, one per upstream and `tls` section, reference-counted
  * by the endpoints that use it.
@@ -235,12 +250,15 @@ export class UpstreamTlsSet {
     this.#deps = deps;
   }
 
-  /** The upstream's TLS for one more endpoint; throws UpstreamTlsLoadError for unusable files. */
-  acquire(upstream: string, config: UpstreamTlsConfig | undefined): UpstreamTls {
-    const key = `${upstream}\0${JSON.stringify(config ?? null)}`;
+  /**
+   * The upstream's TLS for one more holder (an endpoint, or the cluster itself); throws
+   * UpstreamTlsLoadError for unusable files.
+   */
+  acquire(upstream: string, config: UpstreamTlsConfig | undefined, service: string = upstream): UpstreamTls {
+    const key = keyOf(upstream, config, service);
     let tls = this.#byKey.get(key);
     if (tls === undefined) {
-      tls = new UpstreamTls(upstream, config, this.#deps);
+      tls = new UpstreamTls(upstream, config, this.#deps, service);
       this.#byKey.set(key, tls);
     }
     tls.holders++;
@@ -250,7 +268,7 @@ export class UpstreamTlsSet {
   /** An endpoint is done with it; the last one closes it. */
   release(tls: UpstreamTls): void {
     if (--tls.holders > 0) return;
-    const key = `${tls.upstream}\0${JSON.stringify(tls.config ?? null)}`;
+    const key = keyOf(tls.upstream, tls.config, tls.service);
     if (this.#byKey.get(key) === tls) this.#byKey.delete(key);
     tls.close();
     // Its expiry series go; another generation of the same upstream's settings, still in use, keeps its own.

@@ -156,3 +156,33 @@ describe('peregrine validate: certificate files', () => {
     expect([good.stderr, good.status]).toEqual([[], 0]);
   });
 });
+
+describe('peregrine validate: unknown keys', () => {
+  it('suggests the nearest known key where one is close, wherever the key sits', () => {
+    const { file, status, stderr } = validate(
+      [
+        'listeners:',
+        '  - name: edge',
+        '    address: 127.0.0.1:8080',
+        'upstreams:',
+        '  users:',
+        '    endpoints: [http://127.0.0.1:3001]',
+        '    retrys: { maxAttempts: 2 }',
+        '    circuitbreaker: {}',
+        '    colour: blue',
+        'routes:',
+        '  - name: users',
+        '    upstream: users',
+        '    match: { pathh: /users }',
+        '',
+      ].join('\n'),
+    );
+    expect(stderr).toEqual([
+      `${file}:7 upstreams.users.retrys: unknown key "retrys"; did you mean "retries"?`,
+      `${file}:8 upstreams.users.circuitbreaker: unknown key "circuitbreaker"; did you mean "circuitBreaker"?`,
+      `${file}:9 upstreams.users.colour: unknown key "colour"`,
+      `${file}:13 routes.0.match.pathh: unknown key "pathh"; did you mean "path"?`,
+    ]);
+    expect(status).toBe(2);
+  });
+});

@@ -16,7 +16,7 @@ import { peerIdentityOf } from '../../tls/peer-identity.ts';
 import { RequestContext } from '../context.ts';
 import type { RequestFilter } from '../filters/filter.ts';
 import { assertHostPresent, type Pipeline, requestIdOf } from '../pipeline.ts';
-import { writeRawProblem } from '../respond.ts';
+import { rawProblem, writeRawProblem } from '../respond.ts';
 import { normalizePath } from '../routing/path-normalize.ts';
 import type { EndpointDispatchOptions } from '../upstream/endpoint.ts';
 import { buildUpstreamHeaders, cleanResponseHeaders } from './headers.ts';
@@ -48,19 +48,32 @@ function destroyBoth(a: Duplex, b: Duplex): void {
 class UpgradeHandler implements Dispatcher.DispatchHandler {
   readonly client: Duplex;
   readonly head: Buffer;
-  readonly onDone: (outcome: WebSocketOutcome, status: number, code: ErrorCode | undefined) => void;
+  readonly onDone: (
+    outcome: WebSocketOutcome,
+    status: number,
+    code: ErrorCode | undefined,
+    responseBytes: number,
+  ) => void;
   readonly reasonHeader: string | false;
+  readonly requestId: string;
   #done = false;
 
   constructor(
     client: Duplex,
     head: Buffer,
-    onDone: (outcome: WebSocketOutcome, status: number, code: ErrorCode | undefined) => void,
+    onDone: (
+      outcome: WebSocketOutcome,
+      status: number,
+      code: ErrorCode | undefined,
+      responseBytes: number,
+    ) => void,
     reasonHeader: string | false,
+    requestId: string,
   ) {
     this.client = client;
     this.head = head;
     this.reasonHeader = reasonHeader;
+    this.requestId = requestId;
     this.onDone = onDone;
   }
 
@@ -81,7 +94,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     const client = this.client;
     if (client.destroyed) {
       upstream.destroy();
-      this.onDone('client_abort', statusCode, 'CLIENT_CLOSED');
+      this.onDone('client_abort', statusCode, 'CLIENT_CLOSED', 0);
       return;
     }
     const connection = headers.connection;
@@ -97,7 +110,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     client.on('close', () => upstream.destroy());
     upstream.pipe(client);
     client.pipe(upstream);
-    this.onDone('success', statusCode, undefined);
+    this.onDone('success', statusCode, undefined, 0);
   }
 
   onResponseStart(
@@ -112,15 +125,19 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   }
 
   statusCode = 0;
+  /** Body bytes sent to the client: a relayed refusal's, or the gateway's own problem. */
+  responseBytes = 0;
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (!this.client.destroyed) this.client.write(chunk);
+    if (this.client.destroyed) return;
+    this.client.write(chunk);
+    this.responseBytes += chunk.length;
   }
 
   onResponseEnd(): void {
     this.#done = true;
     this.client.end();
-    this.onDone('rejected', this.statusCode, undefined);
+    this.onDone('rejected', this.statusCode, undefined, this.responseBytes);
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
@@ -128,9 +145,13 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     this.#done = true;
     const { error: gwError, outcome } = classifyUpstreamError(error);
     if (this.statusCode === 0)
-      writeRawProblem(this.client, gwError.code, undefined, undefined, this.reasonHeader);
+      this.responseBytes += writeRawProblem(
+        this.client,
+        rawProblem(gwError.code, { requestId: this.requestId }),
+        this.reasonHeader,
+      );
     else this.client.destroy();
-    this.onDone(outcome, this.statusCode || gwError.status, gwError.code);
+    this.onDone(outcome, this.statusCode || gwError.status, gwError.code, this.responseBytes);
   }
 }
 
@@ -144,6 +165,8 @@ interface UpgradeRecord {
   route: string | undefined;
   upstream: string | undefined;
   endpoint: string | undefined;
+  /** Body bytes sent to the client (a refusal's problem, or the upstream's non-101 answer). */
+  responseBytes: number;
 }
 
 /**
@@ -163,6 +186,7 @@ function recordUpgrade(
   metrics.recordWebSocketUpgrade(rec.route, outcome);
   metrics.recordRequest(pipeline.listener.name, rec.route, 'GET', status, ms / 1000, undefined);
   if (code) metrics.recordLocalResponse(rec.route, code);
+  metrics.recordBytes(rec.route, 0, rec.responseBytes);
   if (accessLog.enabled)
     accessLog.log(
       accessRecord(
@@ -181,6 +205,7 @@ function recordUpgrade(
           code,
           attempts: rec.endpoint ? 1 : 0,
           identity: rec.clientIdentity,
+          responseBytes: rec.responseBytes,
         },
       ),
     );
@@ -207,10 +232,16 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
     route: undefined,
     upstream: undefined,
     endpoint: undefined,
+    responseBytes: 0,
   };
   const refuse = (err: unknown): void => {
     const error = asGatewayError(err);
-    writeRawProblem(socket, error.code, undefined, error.headers, pipeline.listener.reasonHeader);
+    rec.responseBytes = writeRawProblem(
+      socket,
+      rawProblem(error.code, { requestId: rec.requestId }),
+      pipeline.listener.reasonHeader,
+      error.headers,
+    );
     recordUpgrade(pipeline, req, rec, 'refused', error.status, error.code);
   };
   try {
@@ -261,8 +292,12 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
         new UpgradeHandler(
           socket,
           head,
-          (outcome, status, code) => recordUpgrade(pipeline, req, rec, outcome, status, code),
+          (outcome, status, code, responseBytes) => {
+            rec.responseBytes = responseBytes;
+            recordUpgrade(pipeline, req, rec, outcome, status, code);
+          },
           pipeline.listener.reasonHeader,
+          rec.requestId,
         ),
       );
     };

@@ -65,7 +65,6 @@ describe('expected identities', () => {
 
   it('validates patterns: literal trust domain, `*` only as a whole segment, a path', () => {
     expect(isIdentityPattern('spiffe://prod.example/ns/*/sa/{service}')).toBe(true);
-    expect(isIdentityPattern('spiffe://prod.example/sa/svc-{service}')).toBe(true);
     expect(isIdentityPattern('spiffe://prod.example/ns/default/sa/api')).toBe(true);
     for (const bad of [
       'spiffe://*/ns/x',
@@ -73,6 +72,7 @@ describe('expected identities', () => {
       'spiffe://prod.example/ns/a*/sa/x',
       'spiffe://prod.example',
       'spiffe://prod.example/ns/{other}',
+      'spiffe://prod.example/sa/svc-{service}',
       'https://prod.example/ns/{service}',
     ])
       expect(isIdentityPattern(bad), bad).toBe(false);

@@ -1,7 +1,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigSchema } from '../../../src/config/schema.ts';
+import { ConfigSchema, UpstreamSchema } from '../../../src/config/schema.ts';
+import { Cluster } from '../../../src/dataplane/upstream/cluster.ts';
 import { UpstreamTlsSchema } from '../../../src/tls/schema.ts';
 import {
   checkUpstreamTlsFiles,
@@ -137,11 +138,52 @@ describe('upstream tls schema', () => {
         a: { endpoints: ['https://a:1', 'http://b:1'], tls: { ca: 'c' } },
         b: { endpoints: ['http://b:1'], protocol: 'auto' },
         c: { endpoints: ['https://c:1'], protocol: 'h2', tls: { ca: 'c' } },
+        d: { discovery: { dns: 'orders.internal', port: 8443 }, tls: { ca: 'c' } },
       },
     });
     expect(result.error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`)).toEqual([
       'upstreams.a.endpoints.1: tls applies to https:// endpoints; http://b:1 would be spoken to in clear',
       'upstreams.b.endpoints.0: protocol auto needs https:// endpoints (HTTP/2 without TLS, h2c, is not spoken)',
+      'upstreams.d.discovery.protocol: tls applies to https:// endpoints; orders.internal (discovery.protocol: http) would be spoken to in clear',
     ]);
+  });
+});
+
+describe('an upstream cluster and its TLS', () => {
+  const https = (extra: Record<string, unknown>) =>
+    UpstreamSchema.parse({ endpoints: ['https://127.0.0.1:1'], ...extra });
+
+  it("loads the files with the cluster, even a discovered one that has no endpoint yet; {service} is the registry's service", async () => {
+    const set = new UpstreamTlsSet();
+    const cfg = https({
+      endpoints: undefined,
+      discovery: { registry: 'orders-svc' },
+      tls: { ca: files.ca, identity: { expectPattern: 'spiffe://prod.example/ns/*/sa/{service}' } },
+    });
+    const cluster = new Cluster('orders', cfg, { tls: set });
+    expect(cluster.endpoints).toEqual([]);
+    expect(set.statuses()).toMatchObject([
+      { upstream: 'orders', expectedIdentities: ['spiffe://prod.example/ns/*/sa/orders-svc'] },
+    ]);
+    const missing = { ...cfg, tls: { ...cfg.tls!, ca: join(files.dir, 'missing.crt') } };
+    expect(() => new Cluster('orders', missing, { tls: set })).toThrow(
+      expect.objectContaining({ keyPath: 'upstreams.orders.tls.ca' }),
+    );
+    await cluster.close();
+    expect(set.statuses()).toEqual([]);
+  });
+
+  it('never uses a discovered plain http:// endpoint for an upstream that speaks TLS', async () => {
+    const cluster = new Cluster(
+      'orders',
+      https({ endpoints: undefined, discovery: { registry: 'orders' }, tls: { ca: files.ca } }),
+    );
+    const change = cluster.applyEndpoints(
+      [{ url: 'http://10.0.0.5:8080' }, { url: 'https://10.0.0.6:8443' }],
+      'registry',
+    );
+    expect(change.added).toEqual(['https://10.0.0.6:8443']);
+    expect(cluster.endpoints.map((e) => e.id)).toEqual(['https://10.0.0.6:8443']);
+    await cluster.close();
   });
 });
