@@ -320,6 +320,66 @@ describe('mesh mTLS: chain, identity, client certificate', () => {
   });
 });
 
+describe('a registry-discovered upstream', () => {
+  it('the identity follows the registered service: an instance with another identity gets no request, a plain http:// one is skipped', async () => {
+    process.env.PEREGRINE_TEST_MESH_TOKEN = 'mesh-registry-test-token-0123456789';
+    const right = await upstream({ server: certs.orders!, clientCa: ca.cert });
+    const wrong = await upstream({ server: certs.payments!, clientCa: ca.cert });
+    const gw = await startGateway({
+      registry: {
+        listener: { address: '127.0.0.1:0' },
+        credentials: { tokens: [{ name: 't', env: 'PEREGRINE_TEST_MESH_TOKEN', services: ['orders'] }] },
+        addresses: { allowLoopback: true },
+      },
+      upstreams: {
+        shop: upstreamConfig([], {
+          endpoints: undefined,
+          discovery: { registry: 'orders' },
+          tls: meshTls({ identity: { expectPattern: `spiffe://${TD}/ns/*/sa/{service}` } }),
+        }),
+      } as never,
+      routes: [{ name: 'r', upstream: 'shop' }],
+    });
+    opened.push(gw);
+    const register = async (id: string, port: number, protocol: string) => {
+      const res = await fetch(
+        `http://127.0.0.1:${gw.gateway.registryAddress.port}/v1/services/orders/instances/${id}`,
+        {
+          method: 'PUT',
+          headers: {
+            authorization: `Bearer ${process.env.PEREGRINE_TEST_MESH_TOKEN}`,
+            'content-type': 'application/json',
+          },
+          body: JSON.stringify({ address: '127.0.0.1', port, protocol, ttl: '30s' }),
+        },
+      );
+      expect(res.status).toBe(201);
+    };
+    await register('right', right.port, 'https');
+    await register('wrong', wrong.port, 'https');
+    await register('clear', right.port, 'http');
+    const cluster = () => gw.gateway.store.current.clusters.get('shop')!;
+    await until('both https instances routable', () => cluster().endpoints.length === 2);
+    for (let i = 0; i < 4; i++) expect((await get(gw, `/r/${i}`)).status).toBe(200);
+    expect(right.requests).toBe(4);
+    expect(wrong.requests).toBe(0);
+    expect(gw.logs.lines().find((l) => l.msg === 'upstream identity verification failed')).toMatchObject({
+      upstream: 'shop',
+      seen: [PAYMENTS],
+      expected: [`spiffe://${TD}/ns/*/sa/orders`],
+    });
+    expect(
+      gw.logs
+        .lines()
+        .some(
+          (l) =>
+            String(l.msg).startsWith('endpoint skipped') && l.endpoint === `http://127.0.0.1:${right.port}`,
+        ),
+    ).toBe(true);
+    delete process.env.PEREGRINE_TEST_MESH_TOKEN;
+  });
+});
+
 describe('server name', () => {
   it('serverName is sent as SNI and is the name checked without an identity', async () => {
     const up = await upstream({ server: certs.named! });
