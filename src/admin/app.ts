@@ -26,6 +26,8 @@ export interface AdminSource {
   registry?(): unknown;
   /** The registry store's health, for readiness details (absent without a registry). */
   registryStore?(): unknown;
+  /** Mode sidecar: the registration, the application's readiness, the registry followed. */
+  sidecar?(): unknown;
 }
 
 /**
@@ -79,6 +81,7 @@ export function createAdminApp(src: AdminSource): Express {
       upstreamSourcesFailing: discovery.failing(),
       // Registry upstreams follow this store; out of sync, they keep their last known instances.
       registryStore: src.registryStore?.() ?? null,
+      sidecar: src.sidecar?.() ?? null,
     });
   });
 
@@ -114,6 +117,7 @@ export function createAdminApp(src: AdminSource): Express {
         name: r.name,
         priority: r.priority,
         match: r.config.match,
+        listeners: r.config.listeners ?? null,
         upstream: r.upstream,
         rewrite: r.config.rewrite ?? null,
         preserveHost: r.preserveHost,
@@ -131,6 +135,14 @@ export function createAdminApp(src: AdminSource): Express {
       return;
     }
     sendView(res, src.registry());
+  });
+
+  app.get('/v1/sidecar', function sidecar(_req: Request, res: Response) {
+    if (!src.sidecar) {
+      res.status(404).type('application/problem+json').json({ title: 'Not a sidecar', status: 404 });
+      return;
+    }
+    sendView(res, src.sidecar());
   });
 
   app.get('/v1/upstreams', function upstreams(_req: Request, res: Response) {

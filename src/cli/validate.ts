@@ -12,8 +12,10 @@ import {
   sortIssues,
 } from '../config/loader.ts';
 import { CredentialLoadError, Credentials } from '../registry/credentials.ts';
+import { readToken, TokenLoadError } from '../sidecar/registry-channel.ts';
 import { checkCertificateFiles } from '../tls/listener-certificates.ts';
 import type { CertificateLoadError } from '../tls/pem.ts';
+import { UpstreamTlsSchema } from '../tls/schema.ts';
 import { checkUpstreamTlsFiles } from '../tls/upstream-tls.ts';
 
 /** Where a subcommand writes. Each call is one line without its trailing newline, like console.log. */
@@ -45,7 +47,8 @@ export async function runValidate(file: string, out: CliOutput): Promise<number>
  * Problems with the files a valid config makes the gateway read at start: each TLS listener's
  * certificate, key and client CA bundle (the registration API's too) and each upstream's CA bundle
  * and client certificate, put through the checks the gateway itself runs at load and on reload;
- * and the registry's tokens (files and variables).
+ * and the registry's tokens (files and variables). A sidecar's files are its identity's (its
+ * derived listeners and upstreams all use them) and its registry token.
  * Paths resolve from the working directory, as for `run`.
  */
 function fileIssues(source: ConfigSource): ConfigIssue[] {
@@ -57,6 +60,22 @@ function fileIssues(source: ConfigSource): ConfigIssue[] {
       issues.push(source.issueAt([...at, ...setting], problem.message));
     }
   };
+  const sidecar = source.config.sidecar;
+  if (source.config.mode === 'sidecar' && sidecar !== undefined) {
+    // Its listeners and upstreams are derived: the files are the identity's, reported there.
+    const { cert, key, ca } = sidecar.identity;
+    const tls = UpstreamTlsSchema.parse({ cert, key, ca });
+    report(checkUpstreamTlsFiles(tls), ['sidecar', 'identity']);
+    if (sidecar.registry.token !== undefined) {
+      try {
+        readToken(sidecar.registry.token, process.env);
+      } catch (err) {
+        if (!(err instanceof TokenLoadError)) throw err;
+        issues.push(source.issueAt(['sidecar', 'registry', 'token'], err.message));
+      }
+    }
+    return sortIssues(issues);
+  }
   source.config.listeners.forEach((listener, i) => {
     if (listener.tls !== undefined) report(checkCertificateFiles(listener.tls), ['listeners', i, 'tls']);
   });

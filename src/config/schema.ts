@@ -9,25 +9,21 @@ import { RouteIdentitySchema } from '../dataplane/filters/identity/schema.ts';
 import { AuthSchema, checkRouteAuth, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
 import { Http2Schema } from '../dataplane/listener/http2-schema.ts';
 import { compileRoutePath } from '../dataplane/routing/route-path.ts';
-import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
+import {
+  EndpointsSchema,
+  PoolSchema,
+  TimeoutsSchema,
+  upstreamPolicyShape,
+} from '../dataplane/upstream/policy-schema.ts';
 import { checkEndpointSource, DiscoverySchema } from '../discovery/schema.ts';
 import { checkRegistry, RegistrySchema } from '../registry/schema.ts';
+import { deriveSidecar } from '../sidecar/derive.ts';
+import { checkMode, MODES, type SidecarConfig, SidecarSchema } from '../sidecar/schema.ts';
 import { RedisSchema } from '../stores/schema.ts';
 import { LATENCY_BUCKETS } from '../telemetry/latency-buckets.ts';
 import { checkUpstreamTransport, TlsSchema, UPSTREAM_PROTOCOLS, UpstreamTlsSchema } from '../tls/schema.ts';
 import { address, cidr, duration, name, size } from './fields.ts';
-
-const HTTP_METHODS = [
-  'GET',
-  'HEAD',
-  'POST',
-  'PUT',
-  'DELETE',
-  'PATCH',
-  'OPTIONS',
-  'TRACE',
-  'CONNECT',
-] as const;
+import { HTTP_METHODS } from './http-methods.ts';
 
 export const ListenerSchema = z.strictObject({
   name,
@@ -70,6 +66,9 @@ export const AdminSchema = z.strictObject({
   address: address.default('127.0.0.1:9901'),
 });
 
+/** `telemetry.serviceName` when none is set (mode sidecar: `<service>-sidecar`). */
+export const DEFAULT_SERVICE_NAME = 'peregrine';
+
 export const TracingSchema = z.strictObject({
   exporter: z.enum(['none', 'otlp', 'console']).default('none'),
   /** OTLP/HTTP base endpoint; `/v1/traces` is appended. OTEL_EXPORTER_OTLP_ENDPOINT overrides. */
@@ -79,7 +78,7 @@ export const TracingSchema = z.strictObject({
 });
 
 export const TelemetrySchema = z.strictObject({
-  serviceName: z.string().min(1).default('peregrine'),
+  serviceName: z.string().min(1).default(DEFAULT_SERVICE_NAME),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   tracing: TracingSchema.prefault({}),
   accessLog: z.strictObject({ enabled: z.boolean().default(true) }).prefault({}),
@@ -118,25 +117,8 @@ const UpstreamFields = z.strictObject({
   endpoints: EndpointsSchema.optional(),
   /** Endpoints from the service registry or DNS instead of `endpoints` (src/discovery/schema.ts). */
   discovery: DiscoverySchema.optional(),
-  timeouts: z
-    .strictObject({
-      /** TCP (and TLS) connect. */
-      connect: duration('2s'),
-      /** From request sent to response headers received; applies to each attempt (per try). */
-      response: duration('15s'),
-      /** Longest silence between two chunks of the response body. */
-      idle: duration('30s'),
-      /** Whole exchange, from the first attempt to the last response byte; 0 disables. */
-      request: duration('30s'),
-    })
-    .prefault({}),
-  pool: z
-    .strictObject({
-      /** Maximum connections per endpoint. */
-      connections: z.number().int().positive().default(128),
-      keepAliveTimeout: duration('4s'),
-    })
-    .prefault({}),
+  timeouts: TimeoutsSchema.prefault({}),
+  pool: PoolSchema.prefault({}),
   /** balancer, retries, circuitBreaker, outlierDetection, bulkhead, healthCheck. */
   ...upstreamPolicyShape,
   /** TLS toward `https://` endpoints: trust, client certificate, server name, expected identity. */
@@ -208,6 +190,8 @@ export const RouteSchema = z.strictObject({
   auth: RouteAuthSchema.optional(),
   /** Verified mTLS client identities allowed on this route (docs/security.md). Absent: any client. */
   identity: RouteIdentitySchema.optional(),
+  /** Served only on these listeners (by name). Absent: on every listener. */
+  listeners: z.array(name).min(1).optional(),
   metrics: z
     .strictObject({
       /** A latency histogram of its own; default `telemetry.metrics.routeHistograms`. */
@@ -218,7 +202,10 @@ export const RouteSchema = z.strictObject({
 
 export const ConfigSchema = z
   .strictObject({
-    listeners: z.array(ListenerSchema).min(1, 'at least one listener is required'),
+    /** gateway (the default) or sidecar: one service's sidecar, derived from `sidecar` (docs/mesh.md). */
+    mode: z.enum(MODES).default('gateway'),
+    /** Mode gateway: at least one. Mode sidecar: derived from `sidecar`, never written. */
+    listeners: z.array(ListenerSchema).optional(),
     admin: AdminSchema.prefault({}),
     telemetry: TelemetrySchema.prefault({}),
     lifecycle: LifecycleSchema.prefault({}),
@@ -230,6 +217,15 @@ export const ConfigSchema = z
     routes: z.array(RouteSchema).default([]),
     /** Token issuers (dynamic: reloaded with routes). */
     auth: AuthSchema.prefault({}),
+    /** Mode sidecar: the service, its identity, inbound and outbound sides, its registry. */
+    sidecar: SidecarSchema.optional(),
+  })
+  // The JSON Schema says what each mode needs too, for editors.
+  .meta({
+    if: { properties: { mode: { const: 'sidecar' } }, required: ['mode'] },
+    // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then/else, never awaited
+    then: { required: ['sidecar'] },
+    else: { required: ['listeners'] },
   })
   // `when`: run even if other parts of the config failed, so one pass reports every problem
   // (zod skips refinements after an aborting issue by default). Some issues (e.g. a non-integer)
@@ -239,7 +235,35 @@ export const ConfigSchema = z
       for (const issue of crossCheck(cfg)) ctx.addIssue({ code: 'custom', ...issue });
     },
     { when: (payload) => isObject(payload.value) },
-  );
+  )
+  .transform(withSidecarDerived);
+
+/**
+ * A sidecar's listeners, upstreams and routes, derived from its `sidecar` section (src/sidecar/),
+ * so that everything after validation runs the one pipeline and /v1/config shows what it runs.
+ */
+function withSidecarDerived<
+  C extends { mode: string; listeners?: L[] | undefined; sidecar?: SidecarConfig | undefined },
+  L,
+>(parsed: C): C & { listeners: L[] } {
+  const cfg = { ...parsed, listeners: parsed.listeners ?? [] };
+  if (cfg.mode !== 'sidecar' || cfg.sidecar === undefined) return cfg;
+  const derived = deriveSidecar(cfg.sidecar, {
+    listener: ListenerSchema,
+    upstream: UpstreamSchema,
+    route: RouteSchema,
+  });
+  const telemetry = (cfg as unknown as { telemetry: { serviceName: string } }).telemetry;
+  return {
+    ...cfg,
+    ...derived,
+    // Its spans are told apart from the application's, which carry the service's own name.
+    telemetry:
+      telemetry.serviceName === DEFAULT_SERVICE_NAME
+        ? { ...telemetry, serviceName: `${cfg.sidecar.service}-sidecar` }
+        : telemetry,
+  };
+}
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -266,6 +290,7 @@ export function crossCheck(cfg: unknown): CrossCheckIssue[] {
       issues.push({ path: ['listeners', i, 'name'], message: `duplicate listener ${l.name}` });
     seenListeners.add(l.name);
   });
+  checkMode(cfg, issues);
   const routes = Array.isArray(cfg.routes) ? cfg.routes : [];
   // `upstreams` absent means none; of the wrong type, references cannot be judged (no cascade).
   const upstreams = cfg.upstreams === undefined ? {} : isObject(cfg.upstreams) ? cfg.upstreams : undefined;
@@ -286,6 +311,14 @@ export function crossCheck(cfg: unknown): CrossCheckIssue[] {
         message: `unknown upstream ${JSON.stringify(r.upstream)}`,
       });
     checkRouteAuth(r.auth, isObject(authProviders) ? authProviders : undefined, ['routes', i], issues);
+    if (Array.isArray(r.listeners))
+      r.listeners.forEach((l: unknown, j) => {
+        if (typeof l === 'string' && !seenListeners.has(l))
+          issues.push({
+            path: ['routes', i, 'listeners', j],
+            message: `unknown listener ${JSON.stringify(l)}`,
+          });
+      });
   });
   checkRegistry(cfg, issues);
   return issues;

@@ -13,8 +13,9 @@ import type { Http2ServerRequest } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import { type Duplex, Transform, type TransformCallback } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import type { Snapshot } from '../control/snapshot.ts';
+import { routeTableFor, type Snapshot } from '../control/snapshot.ts';
 import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
+import type { MeshSide } from '../sidecar/mesh-telemetry.ts';
 import { accessRecord } from '../telemetry/access-log.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
 import { endServerSpan } from '../telemetry/tracing.ts';
@@ -44,6 +45,8 @@ export interface DataplaneHost {
   readonly draining: boolean;
   requestStarted(): void;
   requestFinished(): void;
+  /** Sidecar mode: the mesh side a listener is (inbound or outbound), which adds to its telemetry. */
+  meshSide?(listener: string): MeshSide | undefined;
 }
 
 export interface ListenerInfo {
@@ -211,11 +214,13 @@ export class Pipeline implements AttemptObserver {
   readonly listener: ListenerInfo;
   readonly host: DataplaneHost;
   readonly telemetry: Telemetry;
+  readonly mesh: MeshSide | undefined;
 
   constructor(listener: ListenerInfo, host: DataplaneHost) {
     this.listener = listener;
     this.host = host;
     this.telemetry = host.telemetry;
+    this.mesh = host.meshSide?.(listener.name);
     this.handle = this.handle.bind(this);
   }
 
@@ -280,7 +285,12 @@ export class Pipeline implements AttemptObserver {
     ctx.query = target.query;
 
     const method = req.method ?? 'GET';
-    const match = ctx.snapshot.routes.match(requestHost(req), ctx.path, method, req.headers);
+    const match = routeTableFor(ctx.snapshot, this.listener.name).match(
+      requestHost(req),
+      ctx.path,
+      method,
+      req.headers,
+    );
     if (!match) throw new GatewayError('ROUTE_NOT_FOUND');
     const route = match.route;
     ctx.route = route;
@@ -696,6 +706,7 @@ export class Pipeline implements AttemptObserver {
     metrics.recordBytes(routeName, ctx.requestBytes, ctx.responseBytes);
     if (ctx.code && ctx.code !== 'CLIENT_CLOSED' && !ctx.upstreamStatus)
       metrics.recordLocalResponse(routeName, ctx.code);
+    if (this.mesh !== undefined) this.mesh.record(ctx, status, durationMs / 1000);
     const span = ctx.span;
     if (span) {
       span.setAttribute('url.path', ctx.path);

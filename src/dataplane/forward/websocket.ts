@@ -9,6 +9,7 @@ import { STATUS_CODES } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import { routeTableFor } from '../../control/snapshot.ts';
 import { asGatewayError, type ErrorCode, GatewayError } from '../../errors.ts';
 import { accessRecord } from '../../telemetry/access-log.ts';
 import type { WebSocketOutcome } from '../../telemetry/metrics.ts';
@@ -251,7 +252,12 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
     if ('error' in target) throw new GatewayError('BAD_REQUEST', `invalid request target (${target.error})`);
     rec.path = target.path;
     const snapshot = pipeline.host.currentSnapshot();
-    const match = snapshot.routes.match(req.headers.host, target.path, 'GET', req.headers);
+    const match = routeTableFor(snapshot, pipeline.listener.name).match(
+      req.headers.host,
+      target.path,
+      'GET',
+      req.headers,
+    );
     if (!match) throw new GatewayError('ROUTE_NOT_FOUND');
     const route = match.route;
     rec.route = route.name;
