@@ -226,12 +226,20 @@ export const SidecarRegistrySchema = z
     drainDelay: duration('2s'),
   })
   .superRefine((r, ctx) => {
-    if (r.url.startsWith('http://') && r.token === undefined)
+    if (!r.url.startsWith('http://')) return;
+    if (r.token === undefined)
       ctx.addIssue({
         code: 'custom',
         path: ['url'],
         message: 'a plain http:// registry cannot see the sidecar certificate: use https://, or a token',
       });
+    for (const key of ['identity', 'serverName'] as const)
+      if (r[key] !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: [key],
+          message: `${key} verifies the registry's certificate: it needs an https:// url`,
+        });
   });
 
 export const SidecarSchema = z

@@ -114,7 +114,7 @@ export function sidecarConfig(o: SidecarOptions): Partial<ConfigInput> {
       },
       registry: {
         url: o.registry,
-        identity: REGISTRY_ID,
+        ...(o.registry.startsWith('https:') ? { identity: REGISTRY_ID } : {}),
         ttl: '3s',
         drainDelay: '300ms',
         ...(o.tokenEnv === undefined ? {} : { token: { env: o.tokenEnv } }),
