@@ -3,6 +3,8 @@
  * over each other), what each mode refuses, where problems are reported, and routes scoped to
  * listeners (which the derived config relies on).
  */
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { type ConfigError, parseConfigText } from '../../../src/config/loader.ts';
 import { type ConfigInput, ConfigSchema, dynamicPart } from '../../../src/config/schema.ts';
@@ -261,5 +263,23 @@ describe('serviceOfIdentity', () => {
     expect(serviceOfIdentity(pattern, 'spiffe://other.example/ns/shop/sa/orders')).toBeUndefined();
     expect(serviceOfIdentity(pattern, 'spiffe://prod.example/nx/shop/sa/orders')).toBeUndefined();
     expect(serviceOfIdentity('spiffe://prod.example/{service}', 'spiffe://prod.example/web')).toBe('web');
+  });
+});
+
+describe('config/examples/sidecar.yaml', () => {
+  it('is a valid sidecar config deriving what docs/configuration.md says', async () => {
+    const file = fileURLToPath(new URL('../../../config/examples/sidecar.yaml', import.meta.url));
+    const c = parseConfigText(readFileSync(file, 'utf8'), file, { POD_IP: '10.1.4.17' });
+    expect(c.mode).toBe('sidecar');
+    expect(c.telemetry.serviceName).toBe('orders-sidecar');
+    expect(c.routes.map((r) => r.name)).toEqual([
+      'inbound',
+      'inbound.refunds',
+      'outbound.payments',
+      'outbound.payments.mesh',
+      'outbound.inventory',
+      'outbound.inventory.mesh',
+    ]);
+    expect(c.sidecar?.registry.address).toBe('10.1.4.17');
   });
 });
