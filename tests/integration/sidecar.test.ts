@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeCertFiles } from '../helpers/certs.ts';
-import { startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { startGateway, type TestGateway, writeConfig } from '../helpers/gateway.ts';
 import {
   callThrough,
   createMeshPki,
@@ -33,7 +33,7 @@ let registryUrl: string;
 let apiApp: TestApp;
 let api: TestGateway;
 let web: TestGateway;
-const opened: { close(): Promise<void> }[] = [];
+const opened: TestGateway[] = [];
 
 /** A mesh peer's connection to an inbound listener, with its certificate (the SVID has no host name). */
 function peerAgent(files: { cert: string; key: string; ca: string }): Agent {
@@ -47,6 +47,17 @@ function peerAgent(files: { cert: string; key: string; ca: string }): Agent {
   });
 }
 
+function apiConfig(allow: string[], ttl = '3s'): Parameters<typeof startGateway>[0] {
+  const c = sidecarConfig({
+    service: 'api',
+    files: pki.files.api!,
+    registry: registryUrl,
+    app: apiApp.url,
+    allow,
+  });
+  return { ...c, sidecar: { ...c.sidecar!, registry: { ...c.sidecar!.registry!, ttl } } };
+}
+
 function port(g: TestGateway, listener: string): number {
   return g.gateway.address(listener).port;
 }
@@ -56,8 +67,11 @@ async function registered(service: string): Promise<{ id: string; state: string;
   return store.list(service).map((i) => ({ id: i.id, state: i.state, port: i.port }));
 }
 
-async function start(config: Parameters<typeof startGateway>[0]): Promise<TestGateway> {
-  const g = await startGateway(config);
+async function start(
+  config: Parameters<typeof startGateway>[0],
+  opts: Parameters<typeof startGateway>[1] = {},
+): Promise<TestGateway> {
+  const g = await startGateway(config, opts);
   opened.push(g);
   return g;
 }
@@ -70,15 +84,7 @@ beforeAll(async () => {
   );
   registryUrl = `https://127.0.0.1:${registry.gateway.registryAddress.port}`;
   apiApp = await startApp(false);
-  api = await start(
-    sidecarConfig({
-      service: 'api',
-      files: pki.files.api!,
-      registry: registryUrl,
-      app: apiApp.url,
-      allow: [meshId('web')],
-    }),
-  );
+  api = await start(apiConfig([meshId('web')]), { asFile: true });
   web = await start(
     sidecarConfig({ service: 'web', files: pki.files.web!, registry: registryUrl, services: ['api'] }),
   );
@@ -190,6 +196,17 @@ describe('refusals', () => {
     expect(metricValue(await scrape(api.adminUrl), 'peregrine_mesh_requests_total', denied)).toBe(
       counted + 1,
     );
+  });
+
+  it('a reload widens the allow-list; a change that needs a restart says so', async () => {
+    const other = opened.find((g) => g.gateway.sidecar?.config.service === 'other')!;
+    writeConfig(api.configFile!, apiConfig([meshId('web'), meshId('other')], '4s'));
+    expect(await api.gateway.reload('test')).toMatchObject({ ok: true, changed: true });
+    const res = await callThrough(port(other, 'outbound'), 'api', '/orders/5');
+    expect(res.status).toBe(200);
+    expect(
+      api.logs.lines().find((l) => String(l.msg).startsWith('static configuration changed')),
+    ).toMatchObject({ sections: ['sidecar'] });
   });
 
   it('refuses a sidecar whose certificate another CA issued, before any request', async () => {
