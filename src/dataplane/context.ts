@@ -3,6 +3,7 @@ import type { Span } from '@opentelemetry/api';
 import type { RoutePlan, Snapshot } from '../control/snapshot.ts';
 import type { ErrorCode } from '../errors.ts';
 import type { ResponseForwarder } from './forward/forwarder.ts';
+import type { Tunnel } from './forward/websocket.ts';
 import type { Pipeline } from './pipeline.ts';
 import type { CompiledRoute } from './routing/route-table.ts';
 import type { Cluster } from './upstream/cluster.ts';
@@ -75,6 +76,8 @@ export class RequestContext {
   /** When the current attempt's response head arrived (0 before). */
   headAt = 0;
   totalExpired = false;
+  /** A WebSocket handshake: the client's socket and what the upgrade needs (undefined: a request). */
+  tunnel: Tunnel | undefined = undefined;
   /** The connection, kept for after the response detached from it. */
   socket: import('node:stream').Duplex | undefined = undefined;
   pipeline: Pipeline | undefined = undefined;

@@ -1,9 +1,13 @@
 /**
  * The request path, top to bottom:
  *
- *   accept → context (ids, server span) → normalise path → match route → pick endpoint
- *     → build upstream headers → attempt (client span, undici dispatch, streaming both ways)
+ *   accept → context (ids, server span) → normalise path → match route → route policies
+ *     → admit (upstream gate, breaker, bulkhead) → pick endpoint → build upstream headers
+ *     → attempt (client span, undici dispatch, streaming both ways)
  *     → finish (metrics, access log, span end)
+ *
+ * A WebSocket handshake takes the same stages in the same order (`upgrade`); only the attempt's
+ * forwarding differs: a 101 joins the two sockets (forward/websocket.ts).
  *
  * Everything here reads the immutable Snapshot captured when the request arrived.
  */
@@ -28,10 +32,17 @@ import {
   RequestContext,
 } from './context.ts';
 import type { RequestFilter } from './filters/filter.ts';
-import { type AttemptObserver, ResponseForwarder } from './forward/forwarder.ts';
+import { ResponseForwarder } from './forward/forwarder.ts';
 import { buildUpstreamHeaders } from './forward/headers.ts';
 import { plainAddress, type TrustCheck } from './forward/trusted-proxies.ts';
 import type { AttemptOutcome } from './forward/upstream-errors.ts';
+import {
+  acceptUpgrade,
+  holdAdmission,
+  TunnelForwarder,
+  type TunnelObserver,
+  upgradeOutcome,
+} from './forward/websocket.ts';
 import { peerIdentityOf } from './listener/peer-identity.ts';
 import { sendProblem, writeRawProblem } from './respond.ts';
 import { normalizePath } from './routing/path-normalize.ts';
@@ -170,7 +181,7 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
   });
 }
 
-export class Pipeline implements AttemptObserver {
+export class Pipeline implements TunnelObserver {
   readonly listener: ListenerInfo;
   readonly host: DataplaneHost;
   readonly telemetry: Telemetry;
@@ -195,11 +206,42 @@ export class Pipeline implements AttemptObserver {
       }
       if (!res.shouldKeepAlive) markConnectionClosing(socket);
     }
+    const ctx = this.begin(req, res);
+    ctx.socket = socket;
+    socket[kPending] = (socket[kPending] ?? 0) + 1;
+    try {
+      this.route(ctx);
+    } catch (err) {
+      this.respondWithError(ctx, asGatewayError(err));
+    }
+  }
+
+  /**
+   * The `upgrade` listener: a WebSocket handshake, through the same stages as any request. Its
+   * socket gets a response object of its own, so a refusal, or an upstream's answer other than
+   * 101, is written like any response (and closes the connection).
+   */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const tunnel = acceptUpgrade(req, socket, head);
+    if (tunnel === undefined) return;
+    const ctx = this.begin(req, tunnel.res);
+    ctx.tunnel = tunnel;
+    try {
+      // A tunnel would outlive the drain.
+      if (this.host.draining) throw new GatewayError('SHUTTING_DOWN');
+      // The bytes after the head belong to the upgraded protocol; a handshake has no body.
+      if (hasBody(req)) throw new GatewayError('BAD_REQUEST', 'a WebSocket handshake has no body');
+      this.route(ctx);
+    } catch (err) {
+      this.respondWithError(ctx, asGatewayError(err));
+    }
+  }
+
+  /** Context, ids and the SERVER span: the first stage of every exchange. */
+  begin(req: IncomingMessage, res: ServerResponse): RequestContext {
     const ctx = new RequestContext(req, res, this.host.currentSnapshot(), performance.now());
     ctx.pipeline = this;
     (res as ResponseWithContext)[kContext] = ctx;
-    ctx.socket = socket;
-    socket[kPending] = (socket[kPending] ?? 0) + 1;
     res.once('close', onResponseClose);
     this.host.requestStarted();
     this.telemetry.metrics.requestStarted(this.listener.name);
@@ -218,12 +260,7 @@ export class Pipeline implements AttemptObserver {
     ctx.traceId = ids.traceId;
     ctx.spanId = ids.spanId;
     ctx.sampled = ids.sampled;
-
-    try {
-      this.route(ctx);
-    } catch (err) {
-      this.respondWithError(ctx, asGatewayError(err));
-    }
+    return ctx;
   }
 
   route(ctx: RequestContext): void {
@@ -407,7 +444,12 @@ export class Pipeline implements AttemptObserver {
     }
     this.telemetry.tracing.injectInto(span, headers);
 
-    const forwarder = new ResponseForwarder(ctx, endpoint, this, span, this.host);
+    // The one place requests and WebSocket handshakes part: how the upstream's answer is forwarded.
+    const tunnel = ctx.tunnel;
+    const forwarder =
+      tunnel === undefined
+        ? new ResponseForwarder(ctx, endpoint, this, span, this.host)
+        : new TunnelForwarder(ctx, endpoint, this, span, this.host);
     ctx.forwarder = forwarder;
     cluster.attemptStarted(endpoint);
     this.telemetry.metrics.upstreamStarted(cluster.name);
@@ -425,6 +467,8 @@ export class Pipeline implements AttemptObserver {
       headers,
       body,
     };
+    // undici writes `Connection: upgrade` and `Upgrade` itself, and hands over the socket on 101.
+    if (tunnel !== undefined) opts.upgrade = 'websocket';
     forwarder.startTimers(cluster.config.timeouts.response, cluster.config.timeouts.idle);
     endpoint.pool.dispatch(opts, forwarder);
   }
@@ -515,6 +559,7 @@ export class Pipeline implements AttemptObserver {
     if (error.code === 'CLIENT_CLOSED') {
       this.clearTotalTimer(ctx);
       ctx.code ??= 'CLIENT_CLOSED';
+      if (ctx.tunnel !== undefined) ctx.tunnel.failure = outcome;
       return;
     }
     if (ctx.pendingRetry) {
@@ -545,7 +590,23 @@ export class Pipeline implements AttemptObserver {
       }
     }
     this.clearTotalTimer(ctx);
+    if (ctx.tunnel !== undefined) ctx.tunnel.failure = outcome;
     this.respondWithError(ctx, error);
+  }
+
+  /**
+   * A WebSocket handshake got its 101 and the sockets are joined: the exchange is finished for
+   * the telemetry (the handshake's status and duration), but an admitted tunnel keeps its bulkhead
+   * slot until it closes (docs/decisions.md, "WebSocket upgrades").
+   */
+  tunnelOpened(ctx: RequestContext): void {
+    ctx.forwarder = undefined;
+    this.clearTotalTimer(ctx);
+    if (ctx.admitted) {
+      ctx.admitted = false;
+      holdAdmission(ctx.tunnel!, ctx.cluster!, ctx.breakerTicket);
+    }
+    this.finish(ctx);
   }
 
   scheduleRetry(ctx: RequestContext): void {
@@ -604,7 +665,8 @@ export class Pipeline implements AttemptObserver {
     if (ctx.finished) return;
     ctx.finished = true;
     const { res, req } = ctx;
-    const completed = responseCompleted(res);
+    const tunnel = ctx.tunnel;
+    const completed = tunnel?.open === true || responseCompleted(res);
     if (!completed) {
       // The connection closed before the response completed: the client went away, or we cut it.
       ctx.code ??= 'CLIENT_CLOSED';
@@ -630,6 +692,7 @@ export class Pipeline implements AttemptObserver {
     metrics.recordBytes(routeName, ctx.requestBytes, ctx.responseBytes);
     if (ctx.code && ctx.code !== 'CLIENT_CLOSED' && !ctx.upstreamStatus)
       metrics.recordLocalResponse(routeName, ctx.code);
+    if (tunnel !== undefined) metrics.recordWebSocketUpgrade(ctx.route?.name, upgradeOutcome(ctx, tunnel));
     const span = ctx.span;
     if (span) {
       span.setAttribute('http.response.status_code', status);

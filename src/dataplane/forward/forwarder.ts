@@ -132,6 +132,17 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     this.controller?.resume();
   }
 
+  /**
+   * End this attempt without a response to relay (a WebSocket tunnel took its connection over):
+   * its timers stop and a later abort does nothing. False when it had already ended.
+   */
+  protected settle(): boolean {
+    if (this.#done) return false;
+    this.#done = true;
+    this.#clearTimers();
+    return true;
+  }
+
   /** Abort this attempt (client went away, total timeout). Safe after completion. */
   abort(reason: Error): void {
     if (this.#done) return;
