@@ -80,6 +80,8 @@ export function createAdminApp(src: AdminSource): Express {
         upstream: r.upstream,
         rewrite: r.config.rewrite ?? null,
         preserveHost: r.preserveHost,
+        // The policy chain in the order it runs: name and kind of each.
+        policies: snapshot.plans.get(r.name)?.policies ?? [],
       })),
     });
   });

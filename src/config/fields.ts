@@ -36,3 +36,8 @@ export const size = (fallback: string) =>
       return bytes;
     })
     .meta({ description: `Byte size such as 16KiB or 10MB (default ${fallback})` });
+
+/** A plain object (not null, not an array): what cross-checks of unvalidated input look for. */
+export function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}

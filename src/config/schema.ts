@@ -6,10 +6,12 @@
  */
 import { z } from 'zod';
 import { RouteIdentitySchema } from '../dataplane/filters/identity/schema.ts';
-import { AuthSchema, checkRouteAuth, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
+import { AuthSchema, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
+import { checkPolicies, PolicySchema } from '../dataplane/filters/policy-schema.ts';
 import { Http2Schema, TlsSchema } from '../dataplane/listener/tls-schema.ts';
 import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
-import { duration, size } from './fields.ts';
+import { duration, isRecord, size } from './fields.ts';
+import { HTTP_METHODS } from './http-methods.ts';
 
 /** host:port; host may be an IPv4 address, a name, or a bracketed IPv6 address. */
 const address = z
@@ -28,18 +30,6 @@ const name = z
 const cidr = z
   .string()
   .regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected an IP address or CIDR, e.g. 10.0.0.0/8');
-
-const HTTP_METHODS = [
-  'GET',
-  'HEAD',
-  'POST',
-  'PUT',
-  'DELETE',
-  'PATCH',
-  'OPTIONS',
-  'TRACE',
-  'CONNECT',
-] as const;
 
 export const ListenerSchema = z.strictObject({
   name,
@@ -180,10 +170,12 @@ export const RouteSchema = z.strictObject({
       maxBodySize: size('0'),
     })
     .optional(),
-  /** JWT authentication for this route (docs/security.md). Absent: none. */
+  /** JWT authentication for this route (docs/security.md). Absent: none. A `jwt` policy inline. */
   auth: RouteAuthSchema.optional(),
   /** Verified mTLS client identities allowed on this route (docs/security.md). Absent: any client. */
   identity: RouteIdentitySchema.optional(),
+  /** Named policies (top-level `policies`) run in this order, after the inline `identity` and `auth`. */
+  policies: z.array(name).optional(),
 });
 
 export const ConfigSchema = z
@@ -196,6 +188,8 @@ export const ConfigSchema = z
     routes: z.array(RouteSchema).default([]),
     /** Token issuers (dynamic: reloaded with routes). */
     auth: AuthSchema.prefault({}),
+    /** Named route policies, `{ kind, ...settings }`, that routes list in `policies` (dynamic). */
+    policies: z.record(name, PolicySchema).default({}),
   })
   // `when`: run even if other parts of the config failed, so one pass reports every problem
   // (zod skips refinements after an aborting issue by default). Some issues (e.g. a non-integer)
@@ -204,12 +198,8 @@ export const ConfigSchema = z
     (cfg, ctx) => {
       for (const issue of crossCheck(cfg)) ctx.addIssue({ code: 'custom', ...issue });
     },
-    { when: (payload) => isObject(payload.value) },
+    { when: (payload) => isRecord(payload.value) },
   );
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 export interface CrossCheckIssue {
   path: (string | number)[];
@@ -218,29 +208,26 @@ export interface CrossCheckIssue {
 
 /**
  * Checks that span sections: unique listener and route names, every route's upstream exists,
- * every route's auth providers exist.
+ * every route's policies exist and pass their kind's checks (e.g. a JWT policy's providers exist).
  * Reads defensively, so it may run on unvalidated input too.
  */
 export function crossCheck(cfg: unknown): CrossCheckIssue[] {
-  if (!isObject(cfg)) return [];
+  if (!isRecord(cfg)) return [];
   const issues: CrossCheckIssue[] = [];
   const listeners = Array.isArray(cfg.listeners) ? cfg.listeners : [];
   const seenListeners = new Set<string>();
   listeners.forEach((l: unknown, i) => {
-    if (!isObject(l) || typeof l.name !== 'string') return;
+    if (!isRecord(l) || typeof l.name !== 'string') return;
     if (seenListeners.has(l.name))
       issues.push({ path: ['listeners', i, 'name'], message: `duplicate listener ${l.name}` });
     seenListeners.add(l.name);
   });
   const routes = Array.isArray(cfg.routes) ? cfg.routes : [];
   // `upstreams` absent means none; of the wrong type, references cannot be judged (no cascade).
-  const upstreams = cfg.upstreams === undefined ? {} : isObject(cfg.upstreams) ? cfg.upstreams : undefined;
-  // The same for `auth.providers`.
-  const auth = cfg.auth ?? {};
-  const authProviders = !isObject(auth) ? undefined : (auth.providers ?? {});
+  const upstreams = cfg.upstreams === undefined ? {} : isRecord(cfg.upstreams) ? cfg.upstreams : undefined;
   const seenRoutes = new Set<string>();
   routes.forEach((r: unknown, i) => {
-    if (!isObject(r)) return;
+    if (!isRecord(r)) return;
     if (typeof r.name === 'string') {
       if (seenRoutes.has(r.name))
         issues.push({ path: ['routes', i, 'name'], message: `duplicate route ${r.name}` });
@@ -251,8 +238,8 @@ export function crossCheck(cfg: unknown): CrossCheckIssue[] {
         path: ['routes', i, 'upstream'],
         message: `unknown upstream ${JSON.stringify(r.upstream)}`,
       });
-    checkRouteAuth(r.auth, isObject(authProviders) ? authProviders : undefined, ['routes', i], issues);
   });
+  checkPolicies(cfg, issues);
   return issues;
 }
 
@@ -273,9 +260,10 @@ export interface DynamicConfig {
   upstreams: Config['upstreams'];
   routes: Config['routes'];
   auth: Config['auth'];
+  policies: Config['policies'];
 }
 
 /** The dynamic part of a config. */
 export function dynamicPart(cfg: Config): DynamicConfig {
-  return { upstreams: cfg.upstreams, routes: cfg.routes, auth: cfg.auth };
+  return { upstreams: cfg.upstreams, routes: cfg.routes, auth: cfg.auth, policies: cfg.policies };
 }

@@ -164,11 +164,13 @@ export class ConfigStore {
 
   async close(): Promise<void> {
     this.#current.auth.close();
+    this.#current.policyState.close();
     await Promise.all([...this.#current.clusters.values()].map((c) => c.close()));
   }
 
   async destroy(): Promise<void> {
     this.#current.auth.close();
+    this.#current.policyState.close();
     await Promise.all([...this.#current.clusters.values()].map((c) => c.destroy()));
   }
 }

@@ -1,7 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Span } from '@opentelemetry/api';
-import type { RoutePlan, Snapshot } from '../control/snapshot.ts';
+import type { Snapshot } from '../control/snapshot.ts';
 import type { ErrorCode } from '../errors.ts';
+import type { RoutePlan } from './filters/chain.ts';
 import type { ResponseForwarder } from './forward/forwarder.ts';
 import type { Tunnel } from './forward/websocket.ts';
 import type { Pipeline } from './pipeline.ts';
@@ -57,7 +58,7 @@ export class RequestContext {
   totalTimer: NodeJS.Timeout | undefined = undefined;
   decisions: Decision[] | undefined = undefined;
   finished = false;
-  /** The route's compiled filters and header policy. */
+  /** The route's compiled policies, header policy and admission gate. */
   plan: RoutePlan | undefined = undefined;
   /** Admitted by the upstream's breaker/bulkhead: release once when the request ends. */
   admitted = false;

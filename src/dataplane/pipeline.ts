@@ -289,9 +289,9 @@ export class Pipeline implements TunnelObserver {
     const cluster = ctx.snapshot.clusters.get(route.upstream);
     if (!cluster) throw new GatewayError('UPSTREAM_UNAVAILABLE', `upstream ${route.upstream} is not defined`);
     ctx.cluster = cluster;
-    const plan = ctx.snapshot.plans.get(route.name);
+    const plan = ctx.snapshot.plans.get(route.name)!;
     ctx.plan = plan;
-    const filters = plan?.filters;
+    const filters = plan.filters;
     if (filters) this.runFilters(ctx, filters, 0);
     else this.admit(ctx);
   }
@@ -324,10 +324,13 @@ export class Pipeline implements TunnelObserver {
     }
   }
 
-  /** Circuit breaker and bulkhead: may answer 503 at once, or queue the request. */
+  /**
+   * The upstream's admission: its upstream-side policies, circuit breaker and bulkhead; may answer
+   * at once (503, or the policy's refusal), or queue the request.
+   */
   admit(ctx: RequestContext): void {
     const cluster = ctx.cluster!;
-    const verdict = cluster.admit(ctx);
+    const verdict = cluster.admit(ctx, ctx.plan!.admission);
     if (verdict === undefined) {
       ctx.admitted = true;
       this.start(ctx);
@@ -701,10 +704,13 @@ export class Pipeline implements TunnelObserver {
       if (ctx.decisions) span.setAttribute('peregrine.decisions', ctx.decisions.map(formatDecision));
       if (ctx.sampled) span.setAttribute('peregrine.request_id', ctx.requestId);
       if (ctx.subject !== undefined) span.setAttribute('enduser.id', ctx.subject);
-      if (ctx.plan?.filters)
+      const denials = ctx.plan?.denials;
+      if (denials)
         span.setAttribute(
-          'peregrine.auth.result',
-          ctx.code === undefined || ctx.upstreamStatus ? 'allow' : authResultOf(ctx.code),
+          'peregrine.policy.result',
+          ctx.code === undefined || ctx.upstreamStatus || !denials.has(ctx.code)
+            ? 'allow'
+            : `deny:${ctx.code}`,
         );
       span.end();
     }
@@ -766,20 +772,6 @@ function limitBody(req: IncomingMessage, max: number): BodyLimit {
   req.on('error', (err) => limiter.destroy(err));
   req.pipe(limiter);
   return limiter;
-}
-
-const DENIALS: ReadonlySet<string> = new Set([
-  'AUTH_REQUIRED',
-  'INVALID_TOKEN',
-  'INSUFFICIENT_SCOPE',
-  'FORBIDDEN',
-  'AUTH_UNAVAILABLE',
-  'MTLS_REQUIRED',
-  'IDENTITY_DENIED',
-]);
-
-function authResultOf(code: string): string {
-  return DENIALS.has(code) ? `deny:${code}` : 'allow';
 }
 
 function formatDecision(d: { stage: string; detail: string }): string {

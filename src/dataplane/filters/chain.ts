@@ -1,0 +1,117 @@
+/**
+ * A route's policies compiled into the chain its requests run: one filter per policy, in the
+ * route's order, built by each policy's kind (kinds.ts), with the state each policy keeps across
+ * reloads taken over from the previous snapshot by policy name and config fingerprint
+ * (carried-state.ts). A route without policies gets EMPTY_PLAN, whose null fields the pipeline
+ * skips with one comparison each.
+ */
+import type { ErrorCode } from '../../errors.ts';
+import type { CompiledRoute } from '../routing/route-table.ts';
+import type { AdmissionGate } from '../upstream/cluster.ts';
+import { CarriedState } from './carried-state.ts';
+import type { PolicyEnv, PolicyState, RequestFilter } from './filter.ts';
+import { type AnyPolicyKind, POLICY_KINDS } from './kinds.ts';
+import { type PolicyConfig, routeChain } from './policy-schema.ts';
+
+/** What a route runs between matching and forwarding, compiled once per snapshot. */
+export interface RoutePlan {
+  /** The route's policy filters in order; null when it has none. */
+  readonly filters: readonly RequestFilter[] | null;
+  /** Client headers the route's policies own (set from claims, or credentials to strip); null: none. */
+  readonly stripHeaders: ReadonlySet<string> | null;
+  /** The codes the route's policies refuse with (`deny:<code>` on spans); null when it has none. */
+  readonly denials: ReadonlySet<ErrorCode> | null;
+  /**
+   * Upstream-side policies of the route's upstream (an upstream rate ceiling), consulted by
+   * `Cluster.admit` before its breaker and bulkhead, for requests and WebSocket handshakes alike.
+   * One gate per upstream, shared by every route to it. None are configured yet: null.
+   */
+  readonly admission: AdmissionGate | null;
+  /** The chain as configured, for the admin API. */
+  readonly policies: readonly { readonly name: string; readonly kind: string }[];
+}
+
+export const EMPTY_PLAN: RoutePlan = Object.freeze({
+  filters: null,
+  stripHeaders: null,
+  denials: null,
+  admission: null,
+  policies: Object.freeze([]),
+});
+
+export interface CompiledPlans {
+  readonly plans: ReadonlyMap<string, RoutePlan>;
+  /** The policies' state for this snapshot: close it when the snapshot is retired. */
+  readonly state: CarriedState<PolicyState>;
+}
+
+function fingerprintOf(config: unknown): string {
+  return JSON.stringify(config);
+}
+
+/** A named policy's settings without its `kind`, as its kind's schema describes them. */
+function settingsOf(policy: PolicyConfig): Record<string, unknown> {
+  const { kind: _kind, ...settings } = policy;
+  return settings;
+}
+
+/**
+ * Compile every route's chain. Throws when a policy cannot be built; the state this compile built
+ * is then released, and what it took over from `previous` stays with `previous`.
+ */
+export function compilePlans(
+  routes: readonly CompiledRoute[],
+  policies: Readonly<Record<string, PolicyConfig>>,
+  previous: CarriedState<PolicyState> | undefined,
+  env: PolicyEnv,
+  kinds: readonly AnyPolicyKind[] = POLICY_KINDS,
+): CompiledPlans {
+  const state = new CarriedState<PolicyState>(previous);
+  const plans = new Map<string, RoutePlan>();
+  try {
+    for (const route of routes) plans.set(route.name, compileRoute(route, policies, state, env, kinds));
+  } catch (err) {
+    state.close();
+    throw err;
+  }
+  state.seal();
+  return { plans, state };
+}
+
+function compileRoute(
+  route: CompiledRoute,
+  policies: Readonly<Record<string, PolicyConfig>>,
+  state: CarriedState<PolicyState>,
+  env: PolicyEnv,
+  kinds: readonly AnyPolicyKind[],
+): RoutePlan {
+  const chain = routeChain(route.config as unknown as Record<string, unknown>, policies, kinds);
+  if (chain.length === 0) return EMPTY_PLAN;
+  const filters: RequestFilter[] = [];
+  const strip = new Set<string>();
+  const denials = new Set<ErrorCode>();
+  const listed: { name: string; kind: string }[] = [];
+  for (const link of chain) {
+    const kind = link.kind;
+    const name = link.name ?? `${route.name}#${kind.routeKey}`;
+    const config = link.name === undefined ? link.settings : settingsOf(link.settings as PolicyConfig);
+    const policy = { name, config };
+    const policyState =
+      kind.createState === undefined
+        ? undefined
+        : state.take(`${kind.kind}/${name}`, fingerprintOf(config), () => kind.createState!(policy, env)!);
+    listed.push({ name, kind: kind.kind });
+    const filter = kind.create(policy, route.name, env, policyState);
+    if (filter === undefined) continue;
+    filters.push(filter);
+    if (filter.ownedHeaders !== undefined) for (const h of filter.ownedHeaders) strip.add(h);
+    for (const code of kind.denials) denials.add(code);
+  }
+  return Object.freeze({
+    filters: filters.length > 0 ? filters : null,
+    stripHeaders: strip.size > 0 ? strip : null,
+    denials: denials.size > 0 ? denials : null,
+    admission: null,
+    policies: Object.freeze(listed),
+  });
+}
