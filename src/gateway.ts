@@ -16,6 +16,8 @@ import { HttpListener } from './dataplane/listener/http-listener.ts';
 import { type Listener, splitAddress } from './dataplane/listener/listener.ts';
 import { TlsListener } from './dataplane/listener/tls-listener.ts';
 import type { DataplaneHost } from './dataplane/pipeline.ts';
+import { Registry } from './registry/registry.ts';
+import { RedisConnection } from './stores/redis.ts';
 import { createTelemetry, type Telemetry } from './telemetry/telemetry.ts';
 import { VERSION } from './version.ts';
 
@@ -34,6 +36,10 @@ export class Gateway implements DataplaneHost {
   readonly telemetry: Telemetry;
   readonly store: ConfigStore;
   readonly listeners: Listener[];
+  /** The shared Redis connection, when the config has a `redis` section. */
+  readonly redis: RedisConnection | undefined;
+  /** The service registry, when the config has a `registry` section. */
+  readonly registry: Registry | undefined;
   readonly version = VERSION;
   #admin: Server | undefined;
   #adminAddress: AddressInfo | undefined;
@@ -61,6 +67,21 @@ export class Gateway implements DataplaneHost {
     this.listeners = config.listeners.map((l) =>
       l.tls ? new TlsListener(l, this) : new HttpListener(l, this),
     );
+    const { logger, metrics } = this.telemetry;
+    this.redis = config.redis
+      ? new RedisConnection(config.redis, {
+          logger: logger.child({ component: 'redis' }),
+          metrics: metrics.redis,
+        })
+      : undefined;
+    try {
+      this.registry = config.registry
+        ? new Registry(config.registry, { telemetry: this.telemetry, redis: this.redis, env: opts.env })
+        : undefined;
+    } catch (err) {
+      void this.redis?.close();
+      throw err;
+    }
     this.reload = this.reload.bind(this);
   }
 
@@ -92,6 +113,7 @@ export class Gateway implements DataplaneHost {
 
   async #listen(): Promise<void> {
     for (const l of this.listeners) this.#listenerAddresses.set(l.config.name, await l.listen());
+    await this.registry?.listen();
     const app = createAdminApp({
       store: this.store,
       metrics: this.telemetry.metrics,
@@ -99,7 +121,11 @@ export class Gateway implements DataplaneHost {
       isReady: () => this.ready,
       isDraining: () => this.#draining,
       reload: this.reload,
-      certificates: () => this.listeners.flatMap((l) => l.certificateStatus?.() ?? []),
+      certificates: () => [
+        ...this.listeners.flatMap((l) => l.certificateStatus?.() ?? []),
+        ...[this.registry?.server?.certificateStatus()].filter((c) => c !== undefined),
+      ],
+      registry: this.registry ? () => this.registry!.describe() : undefined,
     });
     const { host, port } = splitAddress(this.store.initial.admin.address);
     const server = app.listen({ host, port });
@@ -155,6 +181,14 @@ export class Gateway implements DataplaneHost {
   /** Re-read every TLS listener's certificate files (SIGHUP); a bad set keeps the current one serving. */
   reloadCertificates(trigger = 'signal'): void {
     for (const l of this.listeners) l.reloadCertificates?.(trigger);
+    this.registry?.server?.reloadCertificates(trigger);
+  }
+
+  /** Address the registration API is bound to. */
+  get registryAddress(): AddressInfo {
+    const server = this.registry?.server;
+    if (server === undefined) throw new Error('no registration API configured');
+    return server.address;
   }
 
   /**
@@ -173,6 +207,7 @@ export class Gateway implements DataplaneHost {
     this.#watcher?.close();
     log.info({ inFlight: this.#inFlight, drainTimeoutMs }, 'draining');
     for (const l of this.listeners) l.stopAccepting();
+    const registryClosed = this.registry?.close();
     if (this.#inFlight > 0) {
       let timer: NodeJS.Timeout | undefined;
       const drained = await Promise.race([
@@ -186,6 +221,8 @@ export class Gateway implements DataplaneHost {
         log.warn({ inFlight: this.#inFlight }, 'drain timeout reached; closing remaining connections');
     }
     for (const l of this.listeners) l.destroyConnections();
+    await registryClosed;
+    await this.redis?.close();
     await this.store.destroy();
     if (this.#admin) {
       const admin = this.#admin;

@@ -1,8 +1,9 @@
 /**
- * CLI entry: `peregrine run | validate | schema`. Static config is read once here; the gateway
+ * CLI entry: `peregrine run | validate | schema | register`. Static config is read once here; the gateway
  * reloads the dynamic part itself on file change and on SIGHUP.
  */
 import { parseArgs } from 'node:util';
+import { REGISTER_USAGE, runRegister } from './cli/register.ts';
 import { runSchema } from './cli/schema.ts';
 import { runValidate } from './cli/validate.ts';
 import { ConfigError, formatIssue, loadConfigFile } from './config/loader.ts';
@@ -15,6 +16,8 @@ Usage:
   peregrine run [--config <file>]   start the gateway (default config/gateway.yaml)
   peregrine validate <file>         check a config file; exit 0 when valid, 2 with every error
   peregrine schema                  print the JSON Schema of the config file
+  peregrine register --service <name> --port <port> --registry <url> [options]
+                                    keep an instance registered until SIGTERM (--help for options)
   peregrine --version
 `;
 
@@ -93,6 +96,14 @@ async function run(configFile: string): Promise<void> {
 }
 
 async function main(argv: string[]): Promise<number | undefined> {
+  // `register` has options of its own.
+  if (argv[0] === 'register') {
+    if (argv.includes('--help') || argv.includes('-h')) {
+      out.stdout(REGISTER_USAGE);
+      return 0;
+    }
+    return runRegister(argv.slice(1), out);
+  }
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

@@ -19,6 +19,8 @@ export interface AdminSource {
   reload(trigger: string): Promise<unknown>;
   /** TLS listeners' certificates (served and trusted), reload counts and last reload error. */
   certificates?(): ListenerCertificateStatus[];
+  /** The service registry: store health and services (absent without a registry). */
+  registry?(): unknown;
 }
 
 export function createAdminApp(src: AdminSource): Express {
@@ -88,6 +90,14 @@ export function createAdminApp(src: AdminSource): Express {
 
   app.get('/v1/certs', function certs(_req: Request, res: Response) {
     res.json({ listeners: src.certificates?.() ?? [] });
+  });
+
+  app.get('/v1/registry', function registry(_req: Request, res: Response) {
+    if (!src.registry) {
+      res.status(404).type('application/problem+json').json({ title: 'No registry configured', status: 404 });
+      return;
+    }
+    res.json(src.registry());
   });
 
   app.get('/v1/upstreams', function upstreams(_req: Request, res: Response) {

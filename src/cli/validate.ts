@@ -12,6 +12,7 @@ import {
   sortIssues,
 } from '../config/loader.ts';
 import { checkCertificateFiles } from '../dataplane/listener/certificates.ts';
+import { CredentialLoadError, Credentials } from '../registry/credentials.ts';
 
 /** Where a subcommand writes. Each call is one line without its trailing newline, like console.log. */
 export interface CliOutput {
@@ -40,19 +41,32 @@ export async function runValidate(file: string, out: CliOutput): Promise<number>
 
 /**
  * Problems with the files a valid config makes the gateway read at start: each TLS listener's
- * certificate, key and client CA bundle, put through the checks the listener itself runs at start
- * and on reload. Paths resolve from the working directory, as for `run`.
+ * certificate, key and client CA bundle (the registration API's too), put through the checks the
+ * listener itself runs at start and on reload; and the registry's tokens (files and variables).
+ * Paths resolve from the working directory, as for `run`.
  */
 function fileIssues(source: ConfigSource): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
-  source.config.listeners.forEach((listener, i) => {
-    if (listener.tls === undefined) return;
-    for (const problem of checkCertificateFiles(listener.tls)) {
+  const tlsIssues = (tls: Parameters<typeof checkCertificateFiles>[0], at: (string | number)[]): void => {
+    for (const problem of checkCertificateFiles(tls)) {
       // `certificates.1.key` → ['certificates', 1, 'key'].
       const setting = (problem.setting?.split('.') ?? []).map((k) => (/^\d+$/.test(k) ? Number(k) : k));
-      const path = ['listeners', i, 'tls', ...setting];
-      issues.push(source.issueAt(path, problem.message));
+      issues.push(source.issueAt([...at, ...setting], problem.message));
     }
+  };
+  source.config.listeners.forEach((listener, i) => {
+    if (listener.tls !== undefined) tlsIssues(listener.tls, ['listeners', i, 'tls']);
   });
+  const registry = source.config.registry;
+  if (registry?.listener?.tls !== undefined)
+    tlsIssues(registry.listener.tls, ['registry', 'listener', 'tls']);
+  if (registry !== undefined) {
+    try {
+      new Credentials(registry.credentials);
+    } catch (err) {
+      if (!(err instanceof CredentialLoadError)) throw err;
+      issues.push(source.issueAt(['registry', 'credentials', 'tokens'], err.message));
+    }
+  }
   return sortIssues(issues);
 }

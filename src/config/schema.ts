@@ -10,26 +10,10 @@ import { AuthSchema, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts'
 import { checkPolicies, PolicySchema } from '../dataplane/filters/policy-schema.ts';
 import { Http2Schema, TlsSchema } from '../dataplane/listener/tls-schema.ts';
 import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
-import { duration, isRecord, size } from './fields.ts';
+import { checkRegistry, RegistrySchema } from '../registry/schema.ts';
+import { RedisSchema } from '../stores/schema.ts';
+import { address, cidr, duration, isRecord, name, size } from './fields.ts';
 import { HTTP_METHODS } from './http-methods.ts';
-
-/** host:port; host may be an IPv4 address, a name, or a bracketed IPv6 address. */
-const address = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 0.0.0.0:8080')
-  // Only judge the port of an address the regex accepted; otherwise both messages would show.
-  .refine((a) => {
-    const port = /:(\d{1,5})$/.exec(a);
-    return !port || Number(port[1]) <= 65535;
-  }, 'port out of range');
-
-const name = z
-  .string()
-  .regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/, 'names use letters, digits, _ . - (at most 63 characters)');
-
-const cidr = z
-  .string()
-  .regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected an IP address or CIDR, e.g. 10.0.0.0/8');
 
 export const ListenerSchema = z.strictObject({
   name,
@@ -184,6 +168,10 @@ export const ConfigSchema = z
     admin: AdminSchema.prefault({}),
     telemetry: TelemetrySchema.prefault({}),
     lifecycle: LifecycleSchema.prefault({}),
+    /** The shared Redis connection (static). Absent: nothing uses Redis. */
+    redis: RedisSchema.optional(),
+    /** The service registry (static). Absent: no registry. docs/registry.md. */
+    registry: RegistrySchema.optional(),
     upstreams: z.record(name, UpstreamSchema).default({}),
     routes: z.array(RouteSchema).default([]),
     /** Token issuers (dynamic: reloaded with routes). */
@@ -240,6 +228,7 @@ export function crossCheck(cfg: unknown): CrossCheckIssue[] {
       });
   });
   checkPolicies(cfg, issues);
+  checkRegistry(cfg, issues);
   return issues;
 }
 
@@ -249,6 +238,8 @@ export type ListenerConfig = Config['listeners'][number];
 export type AdminConfig = Config['admin'];
 export type TelemetryConfig = Config['telemetry'];
 export type LifecycleConfig = Config['lifecycle'];
+export type { RegistryConfig } from '../registry/schema.ts';
+export type { RedisConfig } from '../stores/schema.ts';
 export type UpstreamConfig = Config['upstreams'][string];
 export type RouteConfig = Config['routes'][number];
 export type RouteMatchConfig = RouteConfig['match'];

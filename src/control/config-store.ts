@@ -20,7 +20,7 @@ export type ReloadResult =
   | { readonly ok: true; readonly version: number; readonly changed: boolean }
   | { readonly ok: false; readonly failure: ReloadFailure };
 
-const STATIC_KEYS = ['listeners', 'admin', 'telemetry', 'lifecycle'] as const;
+const STATIC_KEYS = ['listeners', 'admin', 'telemetry', 'lifecycle', 'redis', 'registry'] as const;
 
 export class ConfigStore {
   readonly file: string | undefined;

@@ -70,7 +70,32 @@ export interface ListenerInfo {
 const kContext = Symbol('peregrine.context');
 /** A parser error waiting for the requests of its connection still being answered (kPending). */
 const kDeferredError = Symbol('peregrine.deferredError');
-type TrackedSocket = ConnectionSocket & { [kDeferredError]?: ErrorCode };
+/** The latest request of an HTTP/1.x connection: the one whose body Node's parser is reading. */
+const kLatest = Symbol('peregrine.latest');
+type TrackedSocket = ConnectionSocket & { [kDeferredError]?: ErrorCode; [kLatest]?: RequestContext };
+
+/**
+ * Called on a parser error (`clientError`). When it is about the body of a request already handed
+ * to the pipeline (bad chunk framing, a request timeout mid-body), that request ends here: its
+ * upstream attempt is aborted and the client answered (or cut). Node tells only the server: the
+ * request itself sees nothing until the socket is destroyed, so without this the attempt would
+ * wait for a body that never comes, holding an upstream connection until a timeout. Returns true
+ * when the error was this request's (also when it already was, as Node reports it again for each
+ * chunk that arrives after it).
+ */
+export function requestBodyFailed(socket: Duplex, code: ErrorCode, cause: NodeJS.ErrnoException): boolean {
+  const ctx = (socket as TrackedSocket)[kLatest];
+  if (ctx === undefined || ctx.req.complete) return false;
+  if (ctx.code !== undefined) {
+    // Already being answered with an error (or abandoned): that answer closes the connection.
+    markConnectionClosing(socket);
+    return true;
+  }
+  // The upstream's response went out whole: answered after it, like any later parser error.
+  if (ctx.res.writableEnded) return false;
+  ctx.pipeline!.bodyFailed(ctx, code, cause);
+  return true;
+}
 
 /**
  * Called on a parser error. When earlier pipelined requests on this connection are still being
@@ -121,6 +146,19 @@ function responseCompleted(res: ServerResponse): boolean {
 export function assertHostPresent(req: IncomingMessage): void {
   if (req.httpVersionMajor === 1 && req.httpVersionMinor === 1 && req.headers.host === undefined)
     throw new GatewayError('BAD_REQUEST', 'an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)');
+}
+
+/**
+ * RFC 9112 §6.3: a request whose Transfer-Encoding is anything but one final `chunked` has no
+ * reliable length, so it gets 400 and the connection is closed before any upstream is contacted.
+ * Node's parser refuses most such heads only after handing the request over (`xchunked` without
+ * Content-Length), and accepts codings the gateway cannot undo (`gzip, chunked`), which would
+ * reach the upstream decoded of the chunking only, without their Transfer-Encoding.
+ */
+export function assertTransferEncoding(req: IncomingMessage): void {
+  const te = req.headers['transfer-encoding'];
+  if (te !== undefined && te !== 'chunked' && te.trim().toLowerCase() !== 'chunked')
+    throw new GatewayError('BAD_REQUEST', 'Transfer-Encoding other than chunked (RFC 9112 §6.3)');
 }
 
 /**
@@ -209,6 +247,7 @@ export class Pipeline implements TunnelObserver {
     const ctx = this.begin(req, res);
     ctx.socket = socket;
     socket[kPending] = (socket[kPending] ?? 0) + 1;
+    if (req.httpVersionMajor === 1) socket[kLatest] = ctx;
     try {
       this.route(ctx);
     } catch (err) {
@@ -265,6 +304,7 @@ export class Pipeline implements TunnelObserver {
 
   route(ctx: RequestContext): void {
     const { req } = ctx;
+    assertTransferEncoding(req);
     const target = normalizePath(originForm(req.url ?? '/'));
     if ('error' in target) throw new GatewayError('BAD_REQUEST', `invalid request target (${target.error})`);
     ctx.path = target.path;
@@ -397,6 +437,11 @@ export class Pipeline implements TunnelObserver {
   }
 
   attempt(ctx: RequestContext): void {
+    // Already answered while an earlier stage was waiting (its body failed): never dispatched.
+    if (ctx.code !== undefined) {
+      this.clearTotalTimer(ctx);
+      return;
+    }
     const route = ctx.route!;
     const cluster = ctx.cluster!;
     if (ctx.attempts > 0) {
@@ -570,7 +615,7 @@ export class Pipeline implements TunnelObserver {
       this.scheduleRetry(ctx);
       return;
     }
-    if (!ctx.res.headersSent && !ctx.finished && error.code !== 'PAYLOAD_TOO_LARGE' && !ctx.totalExpired) {
+    if (!ctx.res.headersSent && !ctx.finished && outcome !== 'client_abort' && !ctx.totalExpired) {
       const decision = ctx.cluster!.retryDecision({
         attempt: ctx.attempts,
         method: ctx.req.method ?? 'GET',
@@ -579,6 +624,7 @@ export class Pipeline implements TunnelObserver {
         bytesSent: forwarder.controller !== undefined,
         bodyReplayable: ctx.bodyReplayable,
         elapsedMs: performance.now() - ctx.firstAttemptAt,
+        tried: ctx.tried,
       });
 
       if (ctx.sampled)
@@ -632,6 +678,31 @@ export class Pipeline implements TunnelObserver {
   }
 
   /**
+   * The request's body broke after its head was handed over (requestBodyFailed). The connection
+   * is done: nothing after this request is processed. A running attempt is aborted (undici
+   * destroys its upstream connection, which is never reused) and ends as `client_abort`, never
+   * against the upstream; the client gets the error if no response started, else its connection
+   * is cut. Before any attempt (a stage still waiting) it is answered now and never dispatched.
+   */
+  bodyFailed(ctx: RequestContext, code: ErrorCode, cause: NodeJS.ErrnoException): void {
+    markConnectionClosing(ctx.socket);
+    const error = new GatewayError(code, `request body rejected (${cause.code ?? 'parse error'})`, { cause });
+    if (ctx.sampled) ctx.decide('request body', `${cause.code}: attempt aborted`);
+    this.telemetry.logger.debug(
+      { listener: this.listener.name, requestId: ctx.requestId, code: cause.code },
+      'request body framing error; request ended',
+    );
+    if (ctx.forwarder) {
+      ctx.forwarder.abort(error);
+      return;
+    }
+    if (ctx.retryTimer) clearTimeout(ctx.retryTimer);
+    ctx.retryTimer = undefined;
+    this.clearTotalTimer(ctx);
+    this.respondWithError(ctx, error);
+  }
+
+  /**
    * Answer with problem+json when the response head is still ours to write; otherwise abort the
    * client connection so a cut response never looks complete.
    */
@@ -646,13 +717,15 @@ export class Pipeline implements TunnelObserver {
     }
     if (res.destroyed) return;
     res.setHeader('x-request-id', ctx.requestId);
-    // After a framing error the request body may still be unread: close rather than reuse.
+    // After a framing error or a body timeout the request body may still be unread: close rather
+    // than reuse.
     // (HTTP/2 has no Connection header: a stream is independent of the session.)
     const close =
       ctx.req.httpVersionMajor !== 2 &&
       ((this.host.draining && isLastPending(ctx.socket)) ||
         error.code === 'BAD_REQUEST' ||
-        error.code === 'PAYLOAD_TOO_LARGE');
+        error.code === 'PAYLOAD_TOO_LARGE' ||
+        error.code === 'REQUEST_TIMEOUT');
     if (close) markConnectionClosing(ctx.socket);
     sendProblem(
       res,
@@ -731,6 +804,7 @@ export class Pipeline implements TunnelObserver {
       );
     this.host.requestFinished();
     const socket = ctx.socket as TrackedSocket | undefined;
+    if (socket !== undefined && socket[kLatest] === ctx) socket[kLatest] = undefined;
     if (socket && --socket[kPending]! === 0 && socket[kDeferredError]) {
       writeRawProblem(socket, socket[kDeferredError], undefined, undefined, this.listener.reasonHeader);
     }

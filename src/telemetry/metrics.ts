@@ -10,7 +10,14 @@
  * use prom-client's classes directly.
  */
 
-import { Counter, collectDefaultMetrics, Gauge, Registry, type RegistryContentType } from 'prom-client';
+import {
+  Counter,
+  collectDefaultMetrics,
+  Gauge,
+  Histogram,
+  Registry,
+  type RegistryContentType,
+} from 'prom-client';
 import { HTTP_METHODS } from '../config/http-methods.ts';
 import type { Http2CloseReason } from '../dataplane/listener/http2-session-guard.ts';
 import type { ClientCertReason, HandshakeFailureReason } from '../dataplane/listener/tls-reasons.ts';
@@ -36,7 +43,10 @@ export const ATTEMPT_OUTCOMES = [
   'connect_error',
   'reset',
   'protocol_error',
+  'tls_error',
   'client_abort',
+  'client_timeout',
+  'client_error',
   'other',
 ] as const;
 export type AttemptOutcome = (typeof ATTEMPT_OUTCOMES)[number];
@@ -243,6 +253,8 @@ export class GatewayMetrics {
   private readonly handshakeCells = new Map<string, ScalarCell>();
   /** listener → label sets of its certificate expiry series (replaced when certificates reload). */
   private readonly expiryLabels = new Map<string, Labels[]>();
+  #redis: RedisMetrics | undefined;
+  #registryMetrics: RegistryMetrics | undefined;
 
   /** listener → route → method index → status → series */
   private readonly requests = new Map<string, Map<string, ByMethod>>();
@@ -831,6 +843,18 @@ export class GatewayMetrics {
     this.http2SessionsClosed.inc({ listener, reason });
   }
 
+  /** The shared Redis connection's metrics, registered on first use (gateways without Redis show none). */
+  get redis(): RedisMetrics {
+    this.#redis ??= new RedisMetrics(this.registry);
+    return this.#redis;
+  }
+
+  /** The service registry's metrics, registered on first use (gateways without a registry show none). */
+  get registryMetrics(): RegistryMetrics {
+    this.#registryMetrics ??= new RegistryMetrics(this.registry);
+    return this.#registryMetrics;
+  }
+
   /** Drop the series of an endpoint that discovery removed, so churn does not grow memory. */
   forgetEndpoint(upstream: string, endpoint: string): void {
     this.upstreamEjections.remove({ upstream, endpoint });
@@ -911,5 +935,260 @@ async function renderNow(
   } finally {
     for (const [metric, name] of names) metric.name = name;
     registry.setContentType(PROMETHEUS_CONTENT_TYPE);
+  }
+}
+
+// --- Redis and the service registry -------------------------------------------------------------
+
+/** One of Peregrine's Redis connections: `commands` (shared by every user) or `subscriber` (pub/sub). */
+export type RedisConnectionName = 'commands' | 'subscriber';
+/** peregrine_redis_connection_state: 1 on the connection's current state, 0 on the others. */
+export const REDIS_STATES = ['connecting', 'ready', 'reconnecting', 'closed'] as const;
+export type RedisState = (typeof REDIS_STATES)[number];
+/** connection: the socket failed or could not connect; timeout: a command had no reply in time; command: Redis answered with an error. */
+export const REDIS_ERROR_KINDS = ['connection', 'timeout', 'command'] as const;
+export type RedisErrorKind = (typeof REDIS_ERROR_KINDS)[number];
+
+export class RedisMetrics {
+  readonly connectionState: Gauge<'connection' | 'state'>;
+  readonly reconnects: Counter<'connection'>;
+  readonly errors: Counter<'connection' | 'kind'>;
+
+  constructor(registry: Registry<RegistryContentType>) {
+    const registers = [registry as Registry];
+    this.connectionState = new Gauge({
+      name: 'peregrine_redis_connection_state',
+      help: 'State of each Redis connection: 1 on the current state (connecting, ready, reconnecting, closed).',
+      labelNames: ['connection', 'state'],
+      registers,
+    });
+    this.reconnects = new Counter({
+      name: 'peregrine_redis_reconnects_total',
+      help: 'Reconnection attempts per Redis connection.',
+      labelNames: ['connection'],
+      registers,
+    });
+    this.errors = new Counter({
+      name: 'peregrine_redis_errors_total',
+      help: 'Redis failures by connection and kind: connection, timeout, command.',
+      labelNames: ['connection', 'kind'],
+      registers,
+    });
+  }
+
+  /** Start a connection's series: its state, and its counters at 0 (so rates exist before the first error). */
+  addConnection(connection: RedisConnectionName): void {
+    this.setState(connection, 'connecting');
+    this.reconnects.inc({ connection }, 0);
+    for (const kind of REDIS_ERROR_KINDS) this.errors.inc({ connection, kind }, 0);
+  }
+
+  setState(connection: RedisConnectionName, state: RedisState): void {
+    for (const s of REDIS_STATES) this.connectionState.set({ connection, state: s }, s === state ? 1 : 0);
+  }
+
+  recordReconnect(connection: RedisConnectionName): void {
+    this.reconnects.inc({ connection });
+  }
+
+  recordError(connection: RedisConnectionName, kind: RedisErrorKind): void {
+    this.errors.inc({ connection, kind });
+  }
+}
+
+/** Why the registration API refused a request (label `reason` of peregrine_registry_denials_total). */
+export const REGISTRY_DENIAL_REASONS = [
+  'no_credential',
+  'bad_credential',
+  'service_not_allowed',
+  'rate_limited',
+  'invalid',
+  'address_not_allowed',
+  'too_many_instances',
+  'too_many_services',
+] as const;
+export type RegistryDenialReason = (typeof REGISTRY_DENIAL_REASONS)[number];
+/** Why a replica re-read the whole registry (label `reason` of peregrine_registry_resyncs_total). */
+export const REGISTRY_RESYNC_REASONS = ['start', 'reconnect', 'gap', 'periodic'] as const;
+export type RegistryResyncReason = (typeof REGISTRY_RESYNC_REASONS)[number];
+/** Registry store operations (label `operation` of peregrine_registry_store_errors_total). */
+export const REGISTRY_STORE_OPERATIONS = [
+  'register',
+  'renew',
+  'drain',
+  'deregister',
+  'sweep',
+  'resync',
+  'event',
+] as const;
+export type RegistryStoreOperation = (typeof REGISTRY_STORE_OPERATIONS)[number];
+/** Service label value for services past the label bound (see RegistryMetrics.serviceLabel). */
+export const OTHER_SERVICE = '_other';
+
+/** What the instance gauge reads from the registry at scrape time: counts per service, state and source. */
+export interface RegistryInstanceSource {
+  instanceCounts(): Iterable<{ service: string; state: string; source: string; count: number }>;
+}
+
+/**
+ * Registry metrics. Service names come from registrations, not from configuration, so the label is
+ * bounded: the first `maxServices` names seen keep their own series, later ones share `_other`
+ * (the store refuses more than `registry.limits.maxServices` services at once, so this only
+ * happens after many services came and went).
+ */
+export class RegistryMetrics {
+  readonly instances: Gauge<'service' | 'state' | 'source'>;
+  readonly registrations: Counter<'service' | 'outcome'>;
+  readonly renewals: Counter<'service'>;
+  readonly drains: Counter<'service'>;
+  readonly deregistrations: Counter<'service'>;
+  readonly expirations: Counter<'service'>;
+  readonly denials: Counter<'reason'>;
+  readonly storeErrors: Counter<'store' | 'operation'>;
+  readonly resyncs: Counter<'reason' | 'outcome'>;
+  readonly propagation: Histogram;
+  readonly watchStreams: Gauge;
+  #maxServices = 1000;
+  readonly #labelled = new Set<string>();
+  #source: RegistryInstanceSource | undefined;
+
+  constructor(registry: Registry<RegistryContentType>) {
+    const registers = [registry as Registry];
+    const metrics = this;
+    this.instances = new Gauge({
+      name: 'peregrine_registry_instances',
+      help: 'Registered instances per service, by state (active, draining) and source (local: registered through this gateway; peer: through another replica).',
+      labelNames: ['service', 'state', 'source'],
+      registers,
+      collect() {
+        this.reset();
+        const source = metrics.#source;
+        if (source === undefined) return;
+        for (const c of source.instanceCounts())
+          this.inc({ service: metrics.serviceLabel(c.service), state: c.state, source: c.source }, c.count);
+      },
+    });
+    this.registrations = new Counter({
+      name: 'peregrine_registry_registrations_total',
+      help: 'Registrations accepted, by service and outcome (created, updated).',
+      labelNames: ['service', 'outcome'],
+      registers,
+    });
+    this.renewals = new Counter({
+      name: 'peregrine_registry_renewals_total',
+      help: 'Lease renewals (heartbeats, and registrations of an unchanged instance), by service.',
+      labelNames: ['service'],
+      registers,
+    });
+    this.drains = new Counter({
+      name: 'peregrine_registry_drains_total',
+      help: 'Instances put into the draining state, by service.',
+      labelNames: ['service'],
+      registers,
+    });
+    this.deregistrations = new Counter({
+      name: 'peregrine_registry_deregistrations_total',
+      help: 'Instances removed by their owner, by service.',
+      labelNames: ['service'],
+      registers,
+    });
+    this.expirations = new Counter({
+      name: 'peregrine_registry_expirations_total',
+      help: 'Leases expired without renewal, by service (counted by the replica that removed them).',
+      labelNames: ['service'],
+      registers,
+    });
+    this.denials = new Counter({
+      name: 'peregrine_registry_denials_total',
+      help: 'Registration API requests refused, by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of REGISTRY_DENIAL_REASONS) this.denials.inc({ reason }, 0);
+    this.storeErrors = new Counter({
+      name: 'peregrine_registry_store_errors_total',
+      help: 'Registry store operations that failed (store unreachable, timeout, bad event), by store and operation.',
+      labelNames: ['store', 'operation'],
+      registers,
+    });
+    this.resyncs = new Counter({
+      name: 'peregrine_registry_resyncs_total',
+      help: 'Full re-reads of the shared registry by this replica, by reason and outcome.',
+      labelNames: ['reason', 'outcome'],
+      registers,
+    });
+    this.propagation = new Histogram({
+      name: 'peregrine_registry_propagation_seconds',
+      help: 'Time from a registry change at one replica to its arrival at this one (through Redis).',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
+    this.watchStreams = new Gauge({
+      name: 'peregrine_registry_watch_streams',
+      help: 'Open watch (server-sent events) streams on the registration API.',
+      registers,
+    });
+  }
+
+  /** Start a store's error (and, for Redis, resync) counters at 0, so their rates exist before the first event. */
+  addStore(store: 'memory' | 'redis'): void {
+    for (const operation of REGISTRY_STORE_OPERATIONS) this.storeErrors.inc({ store, operation }, 0);
+    if (store !== 'redis') return;
+    for (const reason of REGISTRY_RESYNC_REASONS)
+      for (const outcome of ['success', 'failure']) this.resyncs.inc({ reason, outcome }, 0);
+  }
+
+  /** Bound the service label to this many distinct values (registry.limits.maxServices). */
+  setMaxServices(n: number): void {
+    this.#maxServices = n;
+  }
+
+  /** Read instance counts from `source` at every scrape (the registry's view). */
+  watchInstances(source: RegistryInstanceSource | undefined): void {
+    this.#source = source;
+  }
+
+  /** The label value for `service`: itself while under the bound, else `_other`. */
+  serviceLabel(service: string): string {
+    if (this.#labelled.has(service)) return service;
+    if (this.#labelled.size >= this.#maxServices) return OTHER_SERVICE;
+    this.#labelled.add(service);
+    return service;
+  }
+
+  recordRegistration(service: string, outcome: 'created' | 'updated'): void {
+    this.registrations.inc({ service: this.serviceLabel(service), outcome });
+  }
+
+  recordRenewal(service: string): void {
+    this.renewals.inc({ service: this.serviceLabel(service) });
+  }
+
+  recordDrain(service: string): void {
+    this.drains.inc({ service: this.serviceLabel(service) });
+  }
+
+  recordDeregistration(service: string): void {
+    this.deregistrations.inc({ service: this.serviceLabel(service) });
+  }
+
+  recordExpiration(service: string): void {
+    this.expirations.inc({ service: this.serviceLabel(service) });
+  }
+
+  recordDenial(reason: RegistryDenialReason): void {
+    this.denials.inc({ reason });
+  }
+
+  recordStoreError(store: 'memory' | 'redis', operation: RegistryStoreOperation): void {
+    this.storeErrors.inc({ store, operation });
+  }
+
+  recordResync(reason: RegistryResyncReason, outcome: 'success' | 'failure'): void {
+    this.resyncs.inc({ reason, outcome });
+  }
+
+  observePropagation(seconds: number): void {
+    this.propagation.observe(Math.max(0, seconds));
   }
 }

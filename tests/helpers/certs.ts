@@ -35,6 +35,8 @@ export interface IssueOptions {
   notAfter?: Date;
   /** Hex serial; random when absent. */
   serial?: string;
+  /** The subject's key: ECDSA P-256 (default) or RSA 2048 (for tests of RSA-only cipher suites). */
+  keyType?: 'ecdsa' | 'rsa';
 }
 
 export interface IssuedCert {
@@ -58,8 +60,16 @@ function randomSerial(): string {
   return Buffer.from(bytes).toString('hex');
 }
 
-async function newKeys(): Promise<KeyPair> {
-  return (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as KeyPair;
+const RSA_ALG = {
+  name: 'RSASSA-PKCS1-v1_5',
+  modulusLength: 2048,
+  publicExponent: new Uint8Array([1, 0, 1]),
+  hash: 'SHA-256',
+};
+
+async function newKeys(type: 'ecdsa' | 'rsa' = 'ecdsa'): Promise<KeyPair> {
+  const alg = type === 'rsa' ? RSA_ALG : ALG;
+  return (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as KeyPair;
 }
 
 function keyPem(keys: KeyPair): string {
@@ -114,7 +124,7 @@ export class TestCa {
   }
 
   async issue(opts: IssueOptions): Promise<IssuedCert> {
-    const keys = await newKeys();
+    const keys = await newKeys(opts.keyType);
     const names: x509.JsonGeneralName[] = [
       ...(opts.dns ?? []).map((value) => ({ type: 'dns' as const, value })),
       ...(opts.ips ?? []).map((value) => ({ type: 'ip' as const, value })),

@@ -8,12 +8,14 @@ export async function rawRequest(port: number, payload: string | Buffer, idleMs 
 
 /**
  * `rawRequest`, also telling whether the server closed the connection (true) or it was still open
- * when `idleMs` passed with no data (false).
+ * when `idleMs` passed with no data (false). With `then`, its payload follows once `ready()` holds
+ * (checked every 10 ms, for up to 2 s): e.g. the rest of a body once the upstream saw the head.
  */
 export function rawExchange(
   port: number,
   payload: string | Buffer,
   idleMs = 1500,
+  then?: { ready: () => boolean; payload: string | Buffer },
 ): Promise<{ raw: string; closedByServer: boolean }> {
   return new Promise((resolve, reject) => {
     const socket: Socket = connect(port, '127.0.0.1');
@@ -31,8 +33,12 @@ export function rawExchange(
       clearTimeout(timer);
       timer = setTimeout(() => done(false), idleMs);
     };
-    socket.on('connect', () => {
+    socket.on('connect', async () => {
       socket.write(payload);
+      if (then) {
+        for (let i = 0; i < 200 && !then.ready(); i++) await new Promise((r) => setTimeout(r, 10));
+        socket.write(then.payload);
+      }
       arm();
     });
     socket.on('data', (c: Buffer) => {

@@ -8,7 +8,6 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -26,6 +25,8 @@ import {
   variablesOf,
 } from '../helpers/dashboards.ts';
 import { startGateway, type TestGateway, writeConfig } from '../helpers/gateway.ts';
+import { freePort } from '../helpers/ports.ts';
+import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
 const PROMETHEUS_BIN = process.env.PROMETHEUS_BIN ?? 'prometheus';
@@ -46,11 +47,18 @@ const BUILTINS: Readonly<Record<string, string>> = {
 /** A query may return nothing until its series has two samples in the window: retry until then. */
 const QUERY_DEADLINE_MS = 30_000;
 
-/** The test's upstream servers: `echo` answers by path (tests/helpers/upstream.ts), `hang` never answers. */
+/**
+ * The test's servers: `echo` answers by path (tests/helpers/upstream.ts), `hang` never answers,
+ * `redis` holds the registry (its dashboard charts the Redis store and the replicas' view).
+ */
 interface Servers {
   echo: string;
   hang: string;
+  redis: string;
 }
+
+const REGISTRY_TOKEN = 'dashboards-test-registry-token-0123';
+const REGISTRY_TOKEN_ENV = 'PEREGRINE_DASHBOARDS_REGISTRY_TOKEN';
 
 /**
  * `echo` and `refused` feed the overview; their breakers are off so that they keep producing the
@@ -65,6 +73,15 @@ function gatewayConfig(s: Servers, extraRoutes: RouteInput[] = []): Partial<Conf
   return {
     // Every request sampled, so every latency bucket gets a trace_id exemplar.
     telemetry: { tracing: { sampleRatio: 1 } },
+    redis: { url: s.redis },
+    // Short leases, so registryTraffic() sees some expire.
+    registry: {
+      store: 'redis',
+      listener: { address: '127.0.0.1:0' },
+      credentials: { tokens: [{ name: 'dashboards', env: REGISTRY_TOKEN_ENV, services: ['web', 'jobs'] }] },
+      lease: { minTtl: '300ms' },
+      sync: { sweepInterval: '100ms' },
+    },
     upstreams: {
       echo: { endpoints: [s.echo], timeouts: { response: '300ms' }, circuitBreaker: noBreaker },
       // Nothing listens on port 1: connection refused.
@@ -125,6 +142,7 @@ type RouteInput = NonNullable<ConfigInput['routes']>[number];
 
 let up: TestUpstream | undefined;
 let hang: TestUpstream | undefined;
+let redis: TestRedis | undefined;
 let gw: TestGateway | undefined;
 let prom: Prometheus | undefined;
 let traffic: Traffic | undefined;
@@ -134,7 +152,9 @@ beforeAll(async () => {
   up = await startUpstream();
   // Accepts every request and never answers.
   hang = await startUpstream(() => true);
-  const servers: Servers = { echo: up.url, hang: hang.url };
+  redis = await startRedis();
+  process.env[REGISTRY_TOKEN_ENV] = REGISTRY_TOKEN;
+  const servers: Servers = { echo: up.url, hang: hang.url, redis: redis.url };
   gw = await startGateway(gatewayConfig(servers), { asFile: true });
   traffic = startTraffic(gw);
 
@@ -162,6 +182,7 @@ afterAll(async () => {
     ['gateway', gw && (() => gw!.close())],
     ['upstream', up && (() => up!.close())],
     ['hanging upstream', hang && (() => hang!.close())],
+    ['redis', redis && (() => redis!.close())],
   ];
   for (const [name, step] of steps) {
     try {
@@ -276,10 +297,14 @@ describe('the test traffic', () => {
     'panic mode': 'max_over_time(peregrine_upstream_panic_mode{upstream="checked"}[1m]) > 0',
     'retries after connect failures':
       'peregrine_upstream_retries_total{upstream="checked", reason="connect_failure"} > 0',
+    'registry leases expiring': 'peregrine_registry_expirations_total > 0',
+    'registry changes arriving through Redis': 'peregrine_registry_propagation_seconds_count > 0',
+    'registry refusals': 'peregrine_registry_denials_total{reason="no_credential"} > 0',
+    'instances draining': 'max_over_time(peregrine_registry_instances{state="draining"}[1m]) > 0',
   };
 
   it(
-    'drives every resilience mechanism the resilience dashboard shows',
+    'drives every resilience mechanism the resilience dashboard shows, and the registry',
     async () => {
       const checks = Object.entries(driven).map(([what, expr]) => ({
         where: `${what}: ${expr}`,
@@ -370,17 +395,6 @@ interface Prometheus {
   /** The scrape target's state, Prometheus's exit status and recent warnings, for failure messages. */
   context(): Promise<string>;
   stop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** Kill on worker exit too, so a crashed test run never leaves a Prometheus behind. */
@@ -629,6 +643,7 @@ function startTraffic(g: TestGateway): Traffic {
     ...[1, 2, 3].map(() => loop(20, () => hit('/bulkhead/delay/200'))),
     // Panic mode: half of these go to the endpoint that fails its health checks.
     loop(200, () => hit('/checked/echo')),
+    ...registryTraffic(g, loop, stopper.signal),
   ];
   return {
     async stop() {
@@ -636,4 +651,51 @@ function startTraffic(g: TestGateway): Traffic {
       await Promise.all(loops);
     },
   };
+}
+
+/**
+ * Registration API traffic: `web` instances registered, renewed and updated, one drained,
+ * deregistered and registered again; `jobs` instances registered once with a short lease that
+ * expires; and requests without a credential (refused).
+ */
+function registryTraffic(
+  g: TestGateway,
+  loop: (pauseMs: number, body: () => Promise<unknown>) => Promise<void>,
+  signal: AbortSignal,
+): Promise<void>[] {
+  const base = `http://127.0.0.1:${g.gateway.registryAddress.port}/v1/services`;
+  const call = async (method: string, path: string, body?: unknown, token = true): Promise<void> => {
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (token) headers.authorization = `Bearer ${REGISTRY_TOKEN}`;
+    try {
+      const res = await fetch(`${base}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.any([signal, AbortSignal.timeout(5000)]),
+      });
+      await res.arrayBuffer();
+    } catch {
+      // Aborted at stop.
+    }
+  };
+  let n = 0;
+  return [
+    loop(200, async () => {
+      n++;
+      await call('PUT', '/web/instances/w-1', { address: '10.0.0.1', port: 8080, weight: 1 + (n % 3) });
+      await call('POST', '/web/instances/w-1/heartbeat');
+      // w-2: registered, draining for two rounds (so scrapes see it), deregistered.
+      if (n % 5 === 1)
+        await call('PUT', '/web/instances/w-2', { address: '10.0.0.2', port: 8080, ttl: '60s' });
+      if (n % 5 === 3) await call('POST', '/web/instances/w-2/drain');
+      if (n % 5 === 0) await call('DELETE', '/web/instances/w-2');
+      await call('PUT', `/jobs/instances/j-${n}`, {
+        address: '10.0.1.1',
+        port: 9000 + (n % 1000),
+        ttl: '300ms',
+      });
+      await call('GET', '', undefined, false);
+    }),
+  ];
 }

@@ -7,6 +7,7 @@ import { runInNewContext } from 'node:vm';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { until } from '../helpers/until.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
 let up: TestUpstream;
@@ -48,14 +49,6 @@ async function inFlight(): Promise<number> {
   const m = /^peregrine_requests_in_flight(?:\{[^}]*\})? (\d+)/m.exec(text);
   if (!m) throw new Error('no in-flight gauge');
   return Number(m[1]);
-}
-
-async function until(what: string, ok: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await ok())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
 }
 
 describe('a hanging upstream', () => {

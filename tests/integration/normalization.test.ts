@@ -229,6 +229,184 @@ describe('HTTP/1.1 framing (strict parser)', () => {
   });
 });
 
+describe('HTTP/1.1 request body framing after the head (threat catalogue A)', () => {
+  let sink: TestUpstream;
+  let local: TestGateway;
+  let upstreamOpen = 0;
+  let upstreamConnections = 0;
+
+  beforeAll(async () => {
+    // Reads the body and answers once it ends: a broken body never ends.
+    sink = await startUpstream((req, res) => {
+      if (!req.url?.startsWith('/upload')) return false;
+      req.resume();
+      req.on('end', () => res.end('stored'));
+      return true;
+    });
+    sink.server.on('connection', (socket) => {
+      upstreamOpen++;
+      upstreamConnections++;
+      socket.once('close', () => upstreamOpen--);
+    });
+    local = await startGateway({
+      listeners: [{ name: 'edge', address: '127.0.0.1:0' }],
+      upstreams: {
+        // One connection: a request that held it would make every other one wait.
+        main: { endpoints: [sink.url], pool: { connections: 1 }, timeouts: { response: '10s' } },
+      },
+      routes: [{ name: 'all', match: { path: '/' }, upstream: 'main' }],
+    });
+  });
+
+  afterAll(async () => {
+    await local?.close();
+    await sink?.close();
+  });
+
+  const head = 'POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n';
+  const followUp = async (): Promise<number> => {
+    const started = Date.now();
+    const raw = await rawRequest(local.port, 'GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    expect(statusCodes(raw)).toEqual([200]);
+    return Date.now() - started;
+  };
+
+  it('refuses a Transfer-Encoding other than chunked at the head, before any upstream connection', async () => {
+    for (const te of ['xchunked', 'gzip, chunked', 'chunked, identity', 'identity']) {
+      const connectionsBefore = upstreamConnections;
+      const seenBefore = sink.requests.length;
+      const started = Date.now();
+      const { raw, closedByServer } = await rawExchange(
+        local.port,
+        `POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ${te}\r\n\r\n`,
+      );
+      expect(statusCodes(raw), te).toEqual([400]);
+      expect(parseHead(raw).headers, te).toContainEqual(['connection', 'close']);
+      expect(closedByServer, te).toBe(true);
+      expect(Date.now() - started, te).toBeLessThan(1500);
+      expect(sink.requests.length, te).toBe(seenBefore);
+      expect(upstreamConnections, te).toBe(connectionsBefore);
+    }
+    // chunked itself, in any letter case, is fine.
+    const ok = await rawRequest(
+      local.port,
+      'POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n2\r\nok\r\n0\r\n\r\n',
+    );
+    expect(statusCodes(ok)).toEqual([200]);
+  });
+
+  const broken: Record<string, string> = {
+    'a chunk-size line ending in bare LF': '5\nhello\r\n0\r\n\r\n',
+    'a chunk size that is not hex': 'zz\r\nhello\r\n0\r\n\r\n',
+    'a chunk longer than its declared size': '3\r\nhello\r\n0\r\n\r\n',
+  };
+  for (const [name, rest] of Object.entries(broken)) {
+    it(`aborts the upstream attempt at once for ${name}: 400, closed, upstream connection destroyed, pool free`, async () => {
+      const seenBefore = sink.requests.length;
+      const started = Date.now();
+      const { raw, closedByServer } = await rawExchange(local.port, head, 1500, {
+        ready: () => sink.requests.length > seenBefore,
+        payload: `${rest}GET /pipelined HTTP/1.1\r\nHost: a\r\n\r\n`,
+      });
+      const ms = Date.now() - started;
+      // The upstream had the head (and the first chunk) when the body broke.
+      expect(sink.requests.length).toBe(seenBefore + 1);
+      expect(statusCodes(raw)).toEqual([400]);
+      expect(parseHead(raw).headers).toContainEqual(['connection', 'close']);
+      expect(raw).toContain('BAD_REQUEST');
+      expect(closedByServer).toBe(true);
+      // Nothing waited for timeouts.response (10 s).
+      expect(ms).toBeLessThan(2000);
+      // The upstream connection carrying the half-sent request was destroyed, never reused.
+      for (let i = 0; i < 100 && upstreamOpen > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(upstreamOpen).toBe(0);
+      expect(sink.requests[seenBefore]!.aborted).toBe(true);
+      // The pool's only connection is free: the next request is served at once.
+      expect(await followUp()).toBeLessThan(1000);
+      expect(sink.requests.map((r) => r.url)).not.toContain('/pipelined');
+    });
+  }
+
+  it('does the same when the head and the broken body arrive together', async () => {
+    const seenBefore = sink.requests.length;
+    const { raw, closedByServer } = await rawExchange(
+      local.port,
+      'POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n',
+    );
+    expect(statusCodes(raw)).toEqual([400]);
+    expect(closedByServer).toBe(true);
+    for (let i = 0; i < 100 && upstreamOpen > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(upstreamOpen).toBe(0);
+    expect(sink.requests.slice(seenBefore).every((r) => r.aborted)).toBe(true);
+    expect(await followUp()).toBeLessThan(1000);
+  });
+
+  it('cuts the client connection when the upstream had already answered', async () => {
+    const early = await startUpstream((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('early\n');
+      req.resume();
+      req.on('end', () => res.end('done'));
+      return true;
+    });
+    const gw2 = await startGateway({
+      upstreams: { main: { endpoints: [early.url], timeouts: { idle: '10s' } } },
+      routes: [{ name: 'all', upstream: 'main' }],
+    });
+    try {
+      const { raw, closedByServer } = await rawExchange(gw2.port, head, 1500, {
+        ready: () => early.requests.length > 0,
+        payload: 'zz\r\nhello\r\n0\r\n\r\n',
+      });
+      // One response, its head already sent, then cut: never a complete-looking response.
+      expect(statusCodes(raw)).toEqual([200]);
+      expect(raw).not.toContain('done');
+      expect(closedByServer).toBe(true);
+      for (let i = 0; i < 100 && !early.requests[0]!.aborted; i++)
+        await new Promise((r) => setTimeout(r, 10));
+      expect(early.requests[0]!.aborted).toBe(true);
+    } finally {
+      await gw2.close();
+      await early.close();
+    }
+  });
+
+  it('ends a request whose body outlives limits.requestTimeout with 408, and aborts its attempt', async () => {
+    const slow = await startGateway({
+      listeners: [
+        {
+          name: 'edge',
+          address: '127.0.0.1:0',
+          limits: { requestTimeout: '600ms', headersTimeout: '500ms' },
+        },
+      ],
+      upstreams: { main: { endpoints: [sink.url], timeouts: { response: '10s' } } },
+      routes: [{ name: 'all', upstream: 'main' }],
+    });
+    try {
+      const seenBefore = sink.requests.length;
+      const { raw, closedByServer } = await rawExchange(slow.port, head, 5000);
+      expect(statusCodes(raw)).toEqual([408]);
+      expect(parseHead(raw).headers).toContainEqual(['connection', 'close']);
+      expect(closedByServer).toBe(true);
+      for (let i = 0; i < 100 && !sink.requests[seenBefore]?.aborted; i++)
+        await new Promise((r) => setTimeout(r, 10));
+      expect(sink.requests[seenBefore]!.aborted).toBe(true);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('counts the refusals as 400 BAD_REQUEST and never against the upstream', async () => {
+    const text = await (await fetch(`${local.adminUrl}/metrics`)).text();
+    expect(text).toMatch(/peregrine_local_responses_total\{[^}]*code="BAD_REQUEST"[^}]*\} [1-9]/);
+    expect(text).not.toMatch(/peregrine_upstream_attempts_total\{[^}]*outcome="(other|reset|timeout)"/);
+    const lines = local.logs.access().filter((l) => l.path === '/upload' && l.status === 400);
+    expect(lines.length).toBeGreaterThanOrEqual(4);
+    expect(lines.every((l) => l.code === 'BAD_REQUEST')).toBe(true);
+  });
+});
+
 describe('header policy', () => {
   it('drops headers with underscores by default', async () => {
     await rawRequest(

@@ -6,6 +6,7 @@ import { request as httpRequest } from 'node:http';
 import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterEach, describe, expect, it } from 'vitest';
+import { startFullBacklog } from '../helpers/full-backlog.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
@@ -52,7 +53,7 @@ const resetAfterRequest: Parameters<typeof startUpstream>[0] = (req) => {
 };
 
 describe('retries', () => {
-  it('retries a GET reset by one endpoint on another endpoint', async () => {
+  it('retries a GET reset by one endpoint on another endpoint, without steering later first attempts', async () => {
     const bad = await upstream(resetAfterRequest);
     const good = await upstream();
     const gw = await gateway({
@@ -60,15 +61,18 @@ describe('retries', () => {
         u: {
           endpoints: [bad.url, good.url],
           balancer: { kind: 'round_robin' },
-          // This test is about where a retry goes; the budget has its own test.
+          // This test is about where a retry goes; the budget and ejection have their own tests.
           retries: { budget: { minRetriesPerSecond: 100 } },
+          outlierDetection: { enabled: false },
         } as never,
       },
       routes: [{ name: 'r', upstream: 'u' }],
     });
-    for (let i = 0; i < 6; i++) expect((await fetch(`${gw.url}/get/${i}`)).status).toBe(200);
-    expect(good.requests).toHaveLength(6);
-    expect(bad.requests.length).toBeGreaterThan(0);
+    for (let i = 0; i < 12; i++) expect((await fetch(`${gw.url}/get/${i}`)).status).toBe(200);
+    // A sequential client's first attempts alternate; the six on the bad endpoint are retried on
+    // the good one. Were retries to advance the shared rotation, all twelve would start on the bad one.
+    expect(bad.requests).toHaveLength(6);
+    expect(good.requests).toHaveLength(12);
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/peregrine_upstream_retries_total\{[^}]*upstream="u"[^}]*\} [1-9]/);
   });
@@ -359,6 +363,41 @@ describe('black-holed endpoint', () => {
     expect(metrics).toMatch(/peregrine_upstream_ejections_total\{[^}]*upstream="u"[^}]*\} 1/);
     const view = (await (await fetch(`${gw.adminUrl}/v1/upstreams`)).json()) as { upstreams: unknown[] };
     expect(JSON.stringify(view)).toMatch(/"ejected":true/);
+  });
+});
+
+describe('connect timeout', () => {
+  it('fires on time (within tens of ms), not on the half-second clock of undici', async () => {
+    // The kernel drops SYNs to a listener whose accept queue is full: the connect hangs.
+    const full = await startFullBacklog();
+    opened.push(full);
+    const gw = await gateway({
+      upstreams: {
+        u: {
+          endpoints: [full.url],
+          timeouts: { connect: '100ms' },
+          retries: { maxAttempts: 1 },
+          circuitBreaker: { enabled: false },
+          outlierDetection: { enabled: false },
+        } as never,
+      },
+      routes: [{ name: 'r', upstream: 'u' }],
+    });
+    const took: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const started = performance.now();
+      const res = await fetch(`${gw.url}/c/${i}`);
+      took.push(performance.now() - started);
+      expect([res.status, res.headers.get('x-peregrine-reason')]).toEqual([504, 'UPSTREAM_CONNECT_TIMEOUT']);
+    }
+    // undici's own timer fires a 100 ms timeout after 0.5-1 s; the bound leaves room for a loaded
+    // machine and still tells the two apart.
+    for (const ms of took) {
+      expect(ms).toBeGreaterThanOrEqual(95);
+      expect(ms).toBeLessThan(400);
+    }
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    expect(metrics).toMatch(/peregrine_upstream_attempts_total\{[^}]*outcome="timeout",status="none"\} 3/);
   });
 });
 

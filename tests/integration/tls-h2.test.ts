@@ -4,9 +4,10 @@
  * GOAWAY on drain, and rapid-reset / oversized-header / CONTINUATION floods closing the session while the
  * process keeps serving.
  */
-import { type ClientHttp2Session, constants } from 'node:http2';
-import { connect as tlsConnect } from 'node:tls';
+import { type ClientHttp2Session, constants, connect as h2connect } from 'node:http2';
+import { createServer as createTcpServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HpackDecoder } from '../../src/dataplane/listener/hpack-decoder.ts';
 import {
   type CertFiles,
   createTestPki,
@@ -15,6 +16,7 @@ import {
   writeCertFiles,
 } from '../helpers/certs.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { frame, h2Socket, literal, PREFACE, u32 } from '../helpers/h2-frames.ts';
 import { h2Request, h2Session, httpsFetch, metricValue, scrape } from '../helpers/tls-client.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
@@ -94,6 +96,8 @@ describe('HTTP/2 over TLS to HTTP/1.1 upstreams', () => {
     expect(body.headers.host).toBe(`localhost:${gw.port}`);
     expect(body.headers['x-forwarded-host']).toBe(`localhost:${gw.port}`);
     expect(body.headers['x-forwarded-proto']).toBe('https');
+    // The peer's address, though the session runs on the field check's stream.
+    expect(body.headers['x-forwarded-for']).toBe('127.0.0.1');
     const names = body.rawHeaders.filter((_, i) => i % 2 === 0);
     expect(names.some((n) => n.startsWith(':'))).toBe(false);
     expect(names.filter((n) => n.toLowerCase() === 'host')).toHaveLength(1);
@@ -357,20 +361,304 @@ describe('HTTP/2 over TLS to HTTP/1.1 upstreams', () => {
   });
 });
 
-function frame(type: number, flags: number, id: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(id, 5);
-  return Buffer.concat([head, payload]);
+/**
+ * Open one raw HTTP/2 connection, send a request header block per stream (1, 3, 5, ...), and
+ * collect how each stream ended: the response status (decoded with the client-side HPACK state)
+ * or the RST_STREAM code.
+ */
+function h2Outcomes(
+  port: number,
+  ca: string,
+  blocks: Buffer[],
+): Promise<{ status?: number; rst?: number }[]> {
+  return new Promise((resolve, reject) => {
+    const outcomes: { status?: number; rst?: number }[] = blocks.map(() => ({}));
+    const decoder = new HpackDecoder(4096);
+    const socket = h2Socket(port, ca);
+    let buf = Buffer.alloc(0);
+    const done = () => outcomes.every((o) => o.status !== undefined || o.rst !== undefined);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve(outcomes);
+    }, 5000);
+    socket.on('secureConnect', () => {
+      const out = [PREFACE, frame(4, 0, 0, Buffer.alloc(0))];
+      for (const [i, block] of blocks.entries()) out.push(frame(1, 0x5, 1 + 2 * i, block));
+      socket.write(Buffer.concat(out));
+    });
+    socket.on('data', (c: Buffer) => {
+      buf = Buffer.concat([buf, c]);
+      while (buf.length >= 9 && buf.length >= 9 + buf.readUIntBE(0, 3)) {
+        const len = buf.readUIntBE(0, 3);
+        const type = buf[3];
+        const id = buf.readUInt32BE(5) & 0x7fffffff;
+        const payload = buf.subarray(9, 9 + len);
+        buf = buf.subarray(9 + len);
+        const outcome = outcomes[(id - 1) / 2];
+        if (type === 1) {
+          decoder.decode(payload, {
+            field: (name, value) => {
+              if (name === ':status' && outcome) outcome.status = Number(value);
+            },
+          });
+        } else if (type === 3 && outcome && outcome.status === undefined) {
+          outcome.rst = payload.readUInt32BE(0);
+        }
+      }
+      if (done()) {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(outcomes);
+      }
+    });
+    socket.on('error', reject);
+  });
 }
 
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n);
-  return b;
+describe('malformed HTTP/2 fields (RFC 9113 §8.2, threat catalogue D)', () => {
+  const request = (...fields: Buffer[]) =>
+    Buffer.concat([
+      Buffer.from([0x82, 0x87]),
+      literal(':path', '/fields'),
+      literal(':authority', 'localhost'),
+      ...fields,
+    ]);
+  // nghttp2 drops these silently and hands the rest of the request over: the gateway refuses it.
+  const dropped: Record<string, Buffer> = {
+    'CR in a value': literal('x-a', 'a\rb'),
+    'LF in a value': literal('x-a', 'a\nInjected: yes'),
+    'NUL in a value': literal('x-a', 'a\u0000b'),
+    'NUL in a Huffman-coded value': literal('x-a', 'a\u0000b', true),
+    'another control character in a value': literal('x-a', 'a\u0001b'),
+    'DEL in a value': literal('x-a', 'a\u007fb'),
+    'whitespace around a value': literal('x-a', ' a'),
+    'a space in a name': literal('x a', '1'),
+    'a colon inside a name': literal('x:a', '1'),
+    'an empty name': literal('', '1'),
+  };
+  // nghttp2 resets these itself; the gateway counts them as refused too.
+  const reset: Record<string, Buffer> = {
+    'an upper case name': literal('X-Upper', '1'),
+    connection: literal('connection', 'keep-alive'),
+    'keep-alive': literal('keep-alive', 'timeout=5'),
+    'proxy-connection': literal('proxy-connection', 'close'),
+    'transfer-encoding': literal('transfer-encoding', 'chunked'),
+    upgrade: literal('upgrade', 'h2c'),
+    'te other than trailers': literal('te', 'gzip'),
+  };
+
+  it('refuses each request (400 or RST_STREAM PROTOCOL_ERROR), forwards none, counts all, and keeps the session', async () => {
+    const seenBefore = up.requests.filter((r) => r.url === '/fields').length;
+    const refusedBefore =
+      metricValue(await scrape(gw.adminUrl), 'peregrine_local_responses_total', { code: 'BAD_REQUEST' }) ?? 0;
+    const cases = [...Object.entries(dropped), ...Object.entries(reset)];
+    const outcomes = await h2Outcomes(gw.port, pki.ca.cert, [
+      ...cases.map(([, field]) => request(field)),
+      // Then a good request on the same connection: the header compression state is intact.
+      request(literal('x-a', 'fine'), literal('te', 'trailers')),
+    ]);
+    cases.forEach(([name], i) => {
+      if (name in dropped) expect(outcomes[i], name).toEqual({ status: 400 });
+      else expect(outcomes[i], name).toEqual({ rst: constants.NGHTTP2_PROTOCOL_ERROR });
+    });
+    expect(outcomes[cases.length]).toEqual({ status: 200 });
+    const forwarded = up.requests.filter((r) => r.url === '/fields');
+    expect(forwarded.length - seenBefore).toBe(1);
+    expect(forwarded[forwarded.length - 1]!.headers['x-a']).toBe('fine');
+    const refusedAfter =
+      metricValue(await scrape(gw.adminUrl), 'peregrine_local_responses_total', { code: 'BAD_REQUEST' }) ?? 0;
+    expect(refusedAfter - refusedBefore).toBe(cases.length);
+  });
+});
+
+/**
+ * A TCP relay between a test client and the gateway that can stop forwarding, as a client that
+ * stops reading does, and then vanish: `rst` resets the gateway's side (a killed client whose
+ * unread data makes its kernel answer RST), `blackhole` leaves it open and silent forever (the
+ * peer's machine or a middlebox gone without FIN or RST).
+ */
+async function startRelay(target: number): Promise<{
+  port: number;
+  stall(): void;
+  vanish(how: 'rst' | 'blackhole'): void;
+  close(): Promise<void>;
+}> {
+  const pairs: { down: Socket; up: Socket }[] = [];
+  const server: Server = createTcpServer((down) => {
+    const up = netConnect(target, '127.0.0.1');
+    down.pipe(up);
+    up.pipe(down);
+    down.on('error', () => {});
+    up.on('error', () => {});
+    pairs.push({ down, up });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    stall: () => {
+      for (const { down, up } of pairs) {
+        up.unpipe(down);
+        up.pause();
+      }
+    },
+    vanish: (how) => {
+      for (const { down, up } of pairs) {
+        down.destroy();
+        if (how === 'rst') up.resetAndDestroy();
+      }
+    },
+    close: async () => {
+      for (const { down, up } of pairs) {
+        down.destroy();
+        up.destroy();
+      }
+      await new Promise((r) => server.close(r));
+    },
+  };
 }
+
+describe('HTTP/2 clients that vanish (threat catalogue C, D)', () => {
+  let endless: TestUpstream;
+  let local: TestGateway;
+
+  beforeAll(async () => {
+    // Streams until the gateway goes away, with backpressure.
+    endless = await startUpstream((req, res) => {
+      if (!req.url?.startsWith('/endless')) return false;
+      const chunk = Buffer.alloc(64 * 1024, 0x7a);
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      const pump = (): void => {
+        while (!res.destroyed && res.write(chunk));
+        if (!res.destroyed) res.once('drain', pump);
+      };
+      pump();
+      return true;
+    });
+    local = await startGateway({
+      listeners: [tlsListener({ http2: { unresponsiveTimeout: '1s' } })],
+      // No total timeout and a long idle timeout: only the session guard can end these.
+      upstreams: { main: { endpoints: [endless.url], timeouts: { request: 0, idle: '60s' } } },
+      routes: [{ name: 'main', upstream: 'main' }],
+    });
+  });
+
+  afterAll(async () => {
+    await local?.close();
+    await endless?.close();
+  });
+
+  const metric = async (name: string, labels: Record<string, string>): Promise<number> =>
+    metricValue(await scrape(local.adminUrl), name, { listener: 'edge', ...labels }) ?? 0;
+
+  for (const how of ['rst', 'blackhole'] as const) {
+    it(`releases the session, its socket and the upstream request of a client that stops reading and vanishes (${how})`, async () => {
+      const relay = await startRelay(local.port);
+      const seenBefore = endless.requests.length;
+      const closedBefore = await metric('peregrine_http2_sessions_closed_total', {});
+      const unresponsiveBefore = await metric('peregrine_http2_sessions_closed_total', {
+        reason: 'unresponsive',
+      });
+      // A client with a large window, as curl has: the gateway writes until TCP is full.
+      const client = h2connect(`https://localhost:${local.port}`, {
+        settings: { initialWindowSize: 2 ** 31 - 1 },
+        createConnection: () => h2Socket(relay.port, pki.ca.cert),
+      });
+      client.on('error', () => {});
+      client.on('connect', () => client.setLocalWindowSize(2 ** 31 - 1));
+      const stream = client.request({ ':method': 'GET', ':path': `/endless/${how}` });
+      stream.on('error', () => {});
+      let received = 0;
+      await new Promise<void>((resolve) =>
+        stream.on('data', (c: Buffer) => {
+          received += c.length;
+          if (received > 1024 * 1024) resolve();
+        }),
+      );
+      expect(await metric('peregrine_open_connections', {})).toBe(1);
+      relay.stall();
+      await new Promise((r) => setTimeout(r, 300));
+      const vanishedAt = Date.now();
+      relay.vanish(how);
+      const seen = endless.requests[seenBefore]!;
+      let open = 1;
+      for (let i = 0; i < 100 && (open > 0 || !seen.aborted); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        open = await metric('peregrine_open_connections', {});
+      }
+      // Released within the bound (1 s, checked every 250 ms) plus what the buffers took to fill.
+      expect(open).toBe(0);
+      expect(seen.aborted).toBe(true);
+      expect(Date.now() - vanishedAt).toBeLessThan(4000);
+      expect(await metric('peregrine_http2_sessions_closed_total', {})).toBe(closedBefore + 1);
+      // A reset is seen as soon as it arrives; a silent peer only by the liveness check.
+      if (how === 'blackhole')
+        expect(await metric('peregrine_http2_sessions_closed_total', { reason: 'unresponsive' })).toBe(
+          unresponsiveBefore + 1,
+        );
+      // The attempt ended as the client's doing, never against the upstream.
+      const attempts = await scrape(local.adminUrl);
+      expect(
+        metricValue(attempts, 'peregrine_upstream_attempts_total', { outcome: 'client_abort' }),
+      ).toBeGreaterThan(0);
+      expect(
+        metricValue(attempts, 'peregrine_upstream_attempts_total', { outcome: 'timeout' }),
+      ).toBeUndefined();
+      const line = local.logs.access().find((l) => l.path === `/endless/${how}`);
+      expect(line).toMatchObject({ code: 'CLIENT_CLOSED' });
+      client.destroy();
+      await relay.close();
+    });
+  }
+
+  it('releases an idle session whose client vanished, once its GOAWAY went nowhere', async () => {
+    const idle = await startGateway({
+      listeners: [tlsListener({ http2: { idleTimeout: '300ms', unresponsiveTimeout: '1s' } })],
+      upstreams: { main: { endpoints: [endless.url] } },
+      routes: [{ name: 'main', upstream: 'main' }],
+    });
+    const relay = await startRelay(idle.port);
+    try {
+      const client = h2connect(`https://localhost:${idle.port}`, {
+        createConnection: () => h2Socket(relay.port, pki.ca.cert),
+      });
+      client.on('error', () => {});
+      expect((await h2Request(client, { ':method': 'GET', ':path': '/idle-then-gone' })).status).toBe(200);
+      relay.stall();
+      relay.vanish('blackhole');
+      const open = async () =>
+        metricValue(await scrape(idle.adminUrl), 'peregrine_open_connections', { listener: 'edge' }) ?? 0;
+      let left = await open();
+      for (let i = 0; i < 100 && left > 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        left = await open();
+      }
+      expect(left).toBe(0);
+      client.destroy();
+    } finally {
+      await relay.close();
+      await idle.close();
+    }
+  });
+
+  it('keeps a live client whose stream waits quietly longer than the bound (it answers PINGs)', async () => {
+    const slow = await startUpstream();
+    const gw2 = await startGateway({
+      listeners: [tlsListener({ http2: { unresponsiveTimeout: '1s' } })],
+      upstreams: { main: { endpoints: [slow.url] } },
+      routes: [{ name: 'main', upstream: 'main' }],
+    });
+    const quiet = await h2Session(gw2.port, { ca: pki.ca.cert });
+    try {
+      const res = await h2Request(quiet, { ':method': 'GET', ':path': '/delay/2500' });
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.body)).toEqual({ delayed: 2500 });
+    } finally {
+      quiet.close();
+      await gw2.close();
+      await slow.close();
+    }
+  });
+});
 
 /**
  * A raw HTTP/2 client on one TLS connection: the preface, then `perStream(id, headerBlock)` for
@@ -385,13 +673,7 @@ function rawH2(
   path = '/',
 ): Promise<{ goawayCode: number | undefined; refused: number }> {
   return new Promise((resolve, reject) => {
-    const socket = tlsConnect({
-      host: '127.0.0.1',
-      port,
-      ca,
-      servername: 'localhost',
-      ALPNProtocols: ['h2'],
-    });
+    const socket = h2Socket(port, ca);
     socket.on('secureConnect', () => {
       if (socket.alpnProtocol !== 'h2') {
         reject(new Error(`ALPN ${socket.alpnProtocol}`));
@@ -407,10 +689,7 @@ function rawH2(
         Buffer.from([0x01, authority.length]),
         authority,
       ]);
-      const out: Buffer[] = [
-        Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
-        frame(4, 0, 0, Buffer.alloc(0)),
-      ];
+      const out: Buffer[] = [PREFACE, frame(4, 0, 0, Buffer.alloc(0))];
       for (let i = 0; i < count; i++) out.push(...perStream(1 + 2 * i, block));
       socket.write(Buffer.concat(out));
     });

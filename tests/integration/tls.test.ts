@@ -3,6 +3,8 @@
  * tunnelled, WebSocket over TLS, the certificate on the admin API and in metrics, and a bad
  * certificate stopping the start. Real certificates from a throwaway CA.
  */
+import { readdirSync } from 'node:fs';
+import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
@@ -10,6 +12,7 @@ import { ConfigSchema } from '../../src/config/schema.ts';
 import {
   type CertFiles,
   createTestPki,
+  type IssuedCert,
   removeCertFiles,
   type TestPki,
   writeCertFiles,
@@ -271,5 +274,155 @@ describe('TLS listener', () => {
       clientAuth: 'none',
     });
     expect(ok.listeners[0]!.http2).toMatchObject({ enabled: true, maxConcurrentStreams: 100 });
+  });
+});
+
+/** Complete a TLS 1.2 handshake offering only `ciphers`: the suite chosen, or the error. */
+function handshake(port: number, ca: string, ciphers: string): Promise<string | Error> {
+  return new Promise((resolve) => {
+    const socket = tlsConnect({
+      host: '127.0.0.1',
+      port,
+      ca,
+      servername: 'localhost',
+      maxVersion: 'TLSv1.2',
+      ciphers,
+    });
+    socket.on('secureConnect', () => {
+      resolve(socket.getCipher().standardName);
+      socket.destroy();
+    });
+    socket.on('error', resolve);
+  });
+}
+
+function openDescriptors(): number {
+  return readdirSync('/proc/self/fd').length;
+}
+
+describe('TLS defaults and handshake limits (threat catalogue C, F)', () => {
+  let rsa: IssuedCert;
+  let rsaFiles: CertFiles;
+
+  beforeAll(async () => {
+    rsa = await pki.ca.server({ keyType: 'rsa' });
+    rsaFiles = writeCertFiles(rsa, pki.ca.cert);
+  });
+
+  it("offers only Mozilla's intermediate suites for TLS 1.2 by default, even with an RSA certificate", async () => {
+    const local = await startGateway({
+      listeners: [{ name: 'edge', address: '127.0.0.1:0', tls: { cert: rsaFiles.cert, key: rsaFiles.key } }],
+      upstreams: { echo: { endpoints: [up.url] } },
+      routes: [{ name: 'echo', upstream: 'echo' }],
+    });
+    try {
+      const ca = pki.ca.cert;
+      // No forward secrecy (static RSA key exchange), CBC, CCM and ARIA: refused.
+      for (const suite of [
+        'AES128-GCM-SHA256',
+        'AES256-SHA256',
+        'ECDHE-RSA-AES128-SHA256',
+        'ECDHE-RSA-AES256-SHA',
+        'AES128-CCM',
+        'ECDHE-ARIA128-GCM-SHA256',
+      ]) {
+        const result = await handshake(local.port, ca, suite);
+        expect(result, suite).toBeInstanceOf(Error);
+      }
+      // ECDHE with AES-GCM or ChaCha20-Poly1305: accepted.
+      expect(await handshake(local.port, ca, 'ECDHE-RSA-AES128-GCM-SHA256')).toBe(
+        'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256',
+      );
+      expect(await handshake(local.port, ca, 'ECDHE-RSA-AES256-GCM-SHA384')).toBe(
+        'TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384',
+      );
+      expect(await handshake(local.port, ca, 'ECDHE-RSA-CHACHA20-POLY1305')).toBe(
+        'TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256',
+      );
+      // TLS 1.3 keeps its suites, and a default client gets it.
+      const res = await httpsFetch(local.port, '/rsa', { ca }, { alpn: ['http/1.1'] });
+      expect(res.status).toBe(200);
+      expect(res.protocol).toBe('TLSv1.3');
+      const text = await scrape(local.adminUrl);
+      expect(
+        metricValue(text, 'peregrine_tls_handshake_failures_total', {
+          listener: 'edge',
+          reason: 'no_shared_cipher',
+        }),
+      ).toBe(6);
+    } finally {
+      await local.close();
+    }
+  });
+
+  it('lets tls.ciphers override the default list', async () => {
+    const local = await startGateway({
+      listeners: [
+        {
+          name: 'edge',
+          address: '127.0.0.1:0',
+          tls: { cert: rsaFiles.cert, key: rsaFiles.key, ciphers: 'AES128-GCM-SHA256' },
+        },
+      ],
+      upstreams: { echo: { endpoints: [up.url] } },
+      routes: [{ name: 'echo', upstream: 'echo' }],
+    });
+    try {
+      expect(await handshake(local.port, pki.ca.cert, 'AES128-GCM-SHA256')).toBe(
+        'TLS_RSA_WITH_AES_128_GCM_SHA256',
+      );
+      expect(await handshake(local.port, pki.ca.cert, 'ECDHE-RSA-AES128-GCM-SHA256')).toBeInstanceOf(Error);
+    } finally {
+      await local.close();
+    }
+  });
+
+  it('destroys the sockets of clients that never finish the handshake (open descriptors return to baseline)', async () => {
+    const local = await startGateway({
+      listeners: [
+        {
+          name: 'edge',
+          address: '127.0.0.1:0',
+          tls: { cert: files.cert, key: files.key, handshakeTimeout: '300ms' },
+        },
+      ],
+      upstreams: { echo: { endpoints: [up.url] } },
+      routes: [{ name: 'echo', upstream: 'echo' }],
+    });
+    const clients: Socket[] = [];
+    try {
+      const baseline = openDescriptors();
+      const count = 100;
+      // Silent clients: TCP connected, not a byte of TLS sent. Each closes its side once the
+      // gateway closes its own, so the in-process count covers both ends.
+      await Promise.all(
+        Array.from(
+          { length: count },
+          () =>
+            new Promise<void>((resolve, reject) => {
+              const socket = netConnect(local.port, '127.0.0.1', () => resolve());
+              socket.on('error', () => {});
+              socket.once('error', reject);
+              clients.push(socket);
+            }),
+        ),
+      );
+      expect(openDescriptors()).toBeGreaterThanOrEqual(baseline + count);
+      let open = openDescriptors();
+      for (let i = 0; i < 100 && open > baseline; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        open = openDescriptors();
+      }
+      expect(open).toBeLessThanOrEqual(baseline);
+      expect(clients.every((c) => c.destroyed)).toBe(true);
+      const text = await scrape(local.adminUrl);
+      expect(
+        metricValue(text, 'peregrine_tls_handshake_failures_total', { listener: 'edge', reason: 'timeout' }),
+      ).toBe(count);
+      expect(metricValue(text, 'peregrine_open_connections', { listener: 'edge' })).toBe(0);
+    } finally {
+      for (const c of clients) c.destroy();
+      await local.close();
+    }
   });
 });

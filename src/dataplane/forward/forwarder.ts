@@ -11,8 +11,7 @@ import { GatewayError } from '../../errors.ts';
 import { isLastPending, markConnectionClosing, type RequestContext } from '../context.ts';
 import type { Endpoint } from '../upstream/endpoint.ts';
 import { responseHeaderList } from './headers.ts';
-import type { AttemptOutcome } from './upstream-errors.ts';
-import { classifyUpstreamError } from './upstream-errors.ts';
+import { type AttemptOutcome, classifyUpstreamError, isClientSide } from './upstream-errors.ts';
 
 /** What the forwarder reports back to the pipeline, which owns metrics and the response. */
 export interface AttemptObserver {
@@ -79,6 +78,9 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
   #bodyIdleMs = 0;
   /** The client is not taking the body: the upstream's silence is ours, not a timeout. */
   #paused = false;
+  /** When the current pause began, and the time spent paused before it (ms). */
+  #pausedAt = 0;
+  #heldMs = 0;
   #done = false;
   /** This attempt's response is being dropped: the request goes to another attempt. */
   #dropped = false;
@@ -128,6 +130,7 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
   /** The client took what was written: read from the upstream again, and restart the idle clock. */
   resumeUpstream(): void {
     this.#paused = false;
+    this.#heldMs += performance.now() - this.#pausedAt;
     this.#bodyTimer?.refresh();
     this.controller?.resume();
   }
@@ -199,6 +202,7 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     this.#bodyTimer?.refresh();
     if (!res.write(chunk)) {
       this.#paused = true;
+      this.#pausedAt = performance.now();
       controller.pause();
       this.#onDrain ??= resumeController.bind(this);
       res.once('drain', this.#onDrain);
@@ -230,10 +234,34 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
       return;
     }
     const classified = classifyUpstreamError(error);
-    if (this.span && classified.outcome !== 'client_abort') {
+    let outcome = classified.outcome;
+    if (!isClientSide(outcome)) {
+      // A client that is gone, or that held the exchange up until a timeout ran out, says nothing
+      // about the upstream: such results must not open its breaker or eject it.
+      if (ctx.res.destroyed) outcome = 'client_abort';
+      else if (outcome === 'timeout' && this.#clientHeldUp(ctx.totalExpired)) outcome = 'client_timeout';
+      else if (classified.tls !== undefined) ctx.cluster!.tlsFailed(this.endpoint, classified.tls);
+    }
+    if (this.span && !isClientSide(outcome)) {
       this.span.setStatus({ code: SpanStatusCode.ERROR, message: classified.error.code });
     }
-    this.observer.attemptFinished(ctx, this.endpoint, classified.outcome, ctx.upstreamStatus, this.span);
-    this.observer.upstreamFailed(ctx, classified.error, this, classified.outcome);
+    this.observer.attemptFinished(ctx, this.endpoint, outcome, ctx.upstreamStatus, this.span);
+    this.observer.upstreamFailed(ctx, classified.error, this, outcome);
+  }
+
+  /**
+   * Whether a timeout that just ran out is the client's doing: it is still sending its request body
+   * and the gateway is reading it (not held back by the upstream), or, for the total timeout, it
+   * is holding the response body back now or held it back for at least half of this attempt. A
+   * connect timeout never is (no request was written), nor a body idle timeout while the client
+   * takes the body (the idle timer does not run while it does not).
+   */
+  #clientHeldUp(total: boolean): boolean {
+    const req = this.ctx.req;
+    if (this.controller !== undefined && !req.complete && req.readableFlowing === true) return true;
+    if (!total) return false;
+    if (this.#paused) return true;
+    const elapsed = performance.now() - this.ctx.upstreamStartedAt;
+    return this.#heldMs > 0 && this.#heldMs * 2 >= elapsed;
   }
 }

@@ -1,18 +1,41 @@
+/**
+ * How an upstream attempt failed, in one place: the stable GatewayError code the client sees, the
+ * attempt outcome (metrics, retries, breaker), and for TLS failures the reason a log line names.
+ */
 import { GatewayError } from '../../errors.ts';
+import type { AttemptOutcome } from '../../telemetry/metrics.ts';
+import {
+  type HandshakeFailureReason,
+  handshakeFailureReason,
+  verifyErrorReason,
+} from '../listener/tls-reasons.ts';
 
-/** How an upstream attempt ended: the `outcome` label of the attempt metrics. */
-export type AttemptOutcome =
-  | 'success'
-  | 'timeout'
-  | 'connect_error'
-  | 'reset'
-  | 'protocol_error'
-  | 'client_abort'
-  | 'other';
+/** How an upstream attempt ended: the `outcome` label of the attempt metrics (ATTEMPT_OUTCOMES). */
+export type { AttemptOutcome };
+
+/**
+ * Why the upstream's certificate was refused: the listener's client-certificate reasons (OpenSSL's
+ * verification codes folded the same way) and `name_mismatch` (the certificate does not name the
+ * host the gateway connected to).
+ */
+export type UpstreamTlsReason =
+  | ReturnType<typeof verifyErrorReason>
+  | 'name_mismatch'
+  | HandshakeFailureReason;
+
+export interface UpstreamTlsFailure {
+  /** `verify`: the handshake completed and the certificate was refused; `handshake`: it did not complete. */
+  readonly kind: 'verify' | 'handshake';
+  /** Node's code: CERT_HAS_EXPIRED, UNABLE_TO_VERIFY_LEAF_SIGNATURE, ERR_TLS_CERT_ALTNAME_INVALID, ERR_SSL_... */
+  readonly code: string;
+  readonly reason: UpstreamTlsReason;
+}
 
 export interface ClassifiedError {
   readonly error: GatewayError;
   readonly outcome: AttemptOutcome;
+  /** Set for TLS failures (outcome `tls_error`). */
+  readonly tls?: UpstreamTlsFailure | undefined;
 }
 
 const CONNECT_REFUSED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
@@ -20,21 +43,84 @@ const NAME_FAILURES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL
 const RESETS = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ECONNABORTED']);
 
 /**
- * Map what undici (or Node's net layer) reported for an attempt to a GatewayError with a stable
- * code. Keyed on error codes only (undici's `UND_ERR_*`, errno names), never on messages.
+ * OpenSSL's certificate verification results (X509_V_ERR_*), as Node names them in `err.code` when
+ * it refuses a peer's certificate, and Node's own host name check.
+ */
+const VERIFY_CODES: ReadonlySet<string> = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_CRL',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECRYPT_CRL_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'CERT_SIGNATURE_FAILURE',
+  'CRL_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'CRL_NOT_YET_VALID',
+  'CRL_HAS_EXPIRED',
+  'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'ERROR_IN_CRL_LAST_UPDATE_FIELD',
+  'ERROR_IN_CRL_NEXT_UPDATE_FIELD',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'CERT_CHAIN_TOO_LONG',
+  'CERT_REVOKED',
+  'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED',
+  'INVALID_PURPOSE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+const NAME_MISMATCH: ReadonlySet<string> = new Set(['ERR_TLS_CERT_ALTNAME_INVALID', 'HOSTNAME_MISMATCH']);
+
+/** A TLS failure of the upstream connection, or undefined when `code` is not one. */
+export function upstreamTlsFailure(code: string): UpstreamTlsFailure | undefined {
+  if (VERIFY_CODES.has(code))
+    return {
+      kind: 'verify',
+      code,
+      reason: NAME_MISMATCH.has(code) ? 'name_mismatch' : verifyErrorReason(code),
+    };
+  if (code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_') || code === 'EPROTO')
+    return {
+      kind: 'handshake',
+      code,
+      reason: handshakeFailureReason({ code } as NodeJS.ErrnoException, undefined),
+    };
+  return undefined;
+}
+
+/**
+ * Outcomes that describe the client, not the upstream: it went away (`client_abort`), it held the
+ * exchange up until a timeout ran out (`client_timeout`), or its request turned out to be invalid
+ * after the attempt had started (`client_error`). They are neither success nor failure for the
+ * circuit breaker, outlier detection and the latency estimate, and are never retried.
+ */
+export function isClientSide(outcome: AttemptOutcome): boolean {
+  return outcome === 'client_abort' || outcome === 'client_timeout' || outcome === 'client_error';
+}
+
+function outcomeOf(err: GatewayError): AttemptOutcome {
+  if (err.code === 'CLIENT_CLOSED') return 'client_abort';
+  // The request the client sent (its body) is what failed: too large, or badly framed.
+  if (err.status < 500) return 'client_error';
+  if (err.status === 504) return 'timeout';
+  return err.code === 'UPSTREAM_RESET' ? 'reset' : 'other';
+}
+
+/**
+ * Map what undici (or Node's net and TLS layers) reported for an attempt to a GatewayError with a
+ * stable code. Keyed on error codes only (undici's `UND_ERR_*`, errno names, OpenSSL's names),
+ * never on messages.
  */
 export function classifyUpstreamError(err: unknown): ClassifiedError {
-  if (err instanceof GatewayError) {
-    const outcome: AttemptOutcome =
-      err.code === 'CLIENT_CLOSED'
-        ? 'client_abort'
-        : err.status === 504
-          ? 'timeout'
-          : err.code === 'UPSTREAM_RESET'
-            ? 'reset'
-            : 'other';
-    return { error: err, outcome };
-  }
+  if (err instanceof GatewayError) return { error: err, outcome: outcomeOf(err) };
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string') {
     if (code === 'UND_ERR_CONNECT_TIMEOUT')
@@ -65,6 +151,17 @@ export function classifyUpstreamError(err: unknown): ClassifiedError {
       return {
         error: new GatewayError('UPSTREAM_PROTOCOL_ERROR', undefined, { cause: err }),
         outcome: 'protocol_error',
+      };
+    const tls = upstreamTlsFailure(code);
+    if (tls !== undefined)
+      return {
+        error: new GatewayError(
+          tls.kind === 'verify' ? 'UPSTREAM_TLS_VERIFY_FAILED' : 'UPSTREAM_TLS_HANDSHAKE_FAILED',
+          undefined,
+          { cause: err },
+        ),
+        outcome: 'tls_error',
+        tls,
       };
   }
   // undici's HTTPParserError carries the llhttp code on `code` (HPE_*) and name 'HTTPParserError'.

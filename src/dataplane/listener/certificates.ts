@@ -222,8 +222,8 @@ function contextOptions(cfg: TlsConfig, pair: CheckedPair, caPem: string | undef
     minVersion: cfg.minVersion,
     maxVersion: cfg.maxVersion,
     honorCipherOrder: true,
+    ciphers: cfg.ciphers,
   };
-  if (cfg.ciphers) options.ciphers = cfg.ciphers;
   if (caPem !== undefined) options.ca = caPem;
   return options;
 }

@@ -6,7 +6,7 @@ import { ERROR_CODES, type ErrorCode } from '../../errors.ts';
 import { accessRecord } from '../../telemetry/access-log.ts';
 import { plainAddress } from '../forward/trusted-proxies.ts';
 import { handleUpgrade } from '../forward/websocket.ts';
-import { type DataplaneHost, deferClientError, Pipeline } from '../pipeline.ts';
+import { type DataplaneHost, deferClientError, Pipeline, requestBodyFailed } from '../pipeline.ts';
 import { writeRawProblem } from '../respond.ts';
 import { listenerInfo, listenOn, strictHttp1Options } from './listener.ts';
 
@@ -33,8 +33,23 @@ export function answerClientError(
     return;
   }
   const code = clientErrorCode(err.code);
+  // About the body of a request the pipeline already has: that request answers it.
+  if (requestBodyFailed(socket, code, err)) return;
   if (!deferClientError(socket, code)) writeRawProblem(socket, code, undefined, undefined, reasonHeader);
-  // Counted like any request (no route, method unknown) so rate and error panels include them.
+  countRefusal(listener, host, code, (socket as Socket).remoteAddress);
+}
+
+/**
+ * A request refused before it reached the pipeline (a parser error, a malformed HTTP/2 header
+ * block): counted like any request (no route, method unknown) so rate and error panels include
+ * them, and given an access log line.
+ */
+export function countRefusal(
+  listener: string,
+  host: DataplaneHost,
+  code: ErrorCode,
+  remoteAddress: string | undefined,
+): void {
   const { metrics, accessLog } = host.telemetry;
   const status = ERROR_CODES[code].status;
   metrics.recordRequest(listener, undefined, 'OTHER', status, 0, undefined);
@@ -44,7 +59,7 @@ export function answerClientError(
       accessRecord(listener, undefined, undefined, undefined, '-', status, 0, undefined, {
         path: '-',
         requestId: '',
-        clientAddress: plainAddress((socket as Socket).remoteAddress),
+        clientAddress: plainAddress(remoteAddress),
         code,
         attempts: 0,
         identity: undefined,

@@ -24,14 +24,24 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SecureContext, TLSSocket } from 'node:tls';
 import type { ListenerConfig } from '../../config/schema.ts';
+import { GatewayError } from '../../errors.ts';
 import { plainAddress } from '../forward/trusted-proxies.ts';
 import { handleUpgrade, isWebSocketUpgrade } from '../forward/websocket.ts';
 import { type DataplaneHost, Pipeline } from '../pipeline.ts';
+import { sendProblem } from '../respond.ts';
 import { type ListenerCertificateStatus, ListenerCertificates } from './certificates.ts';
-import { answerClientError } from './http-listener.ts';
-import { type Http2CloseReason, SessionGuard, type SessionGuardHost } from './http2-session-guard.ts';
+import { answerClientError, countRefusal } from './http-listener.ts';
+import { type FieldCheckHost, HPACK_TABLE_SIZE } from './http2-field-check.ts';
+import { Http2FieldTap } from './http2-field-tap.ts';
+import {
+  type Http2CloseReason,
+  isMalformedStream,
+  LIVENESS_TICKS,
+  SessionGuard,
+  type SessionGuardHost,
+} from './http2-session-guard.ts';
 import { type Listener, listenerInfo, listenOn, strictHttp1Options } from './listener.ts';
-import { attachPeerIdentity } from './peer-identity.ts';
+import { attachPeerIdentity, kPeerIdentity } from './peer-identity.ts';
 import { handshakeFailureReason, isClientCertReason, verifyErrorReason } from './tls-reasons.ts';
 import type { TlsConfig } from './tls-schema.ts';
 
@@ -51,6 +61,14 @@ type Http1FallbackOptions = Pick<
 
 type CompatHandler = (req: Http2ServerRequest, res: Http2ServerResponse) => void;
 
+/** What Node's socket proxy of a session lets the listener set on the socket the session runs on. */
+type SessionSocket = { _peername?: { address?: string; family?: string; port?: number } } & Record<
+  symbol,
+  unknown
+>;
+
+const MALFORMED = new GatewayError('BAD_REQUEST', 'malformed HTTP/2 request header (RFC 9113 §8.2)');
+
 export class TlsListener implements Listener {
   readonly config: ListenerConfig;
   readonly tls: TlsConfig;
@@ -62,8 +80,12 @@ export class TlsListener implements Listener {
   readonly #sessions = new Map<ServerHttp2Session, SessionGuard>();
   readonly #guardHost: SessionGuardHost;
   #closed = false;
-  /** True between refusing a socket in 'secureConnection' and the end of that emit. */
-  #refusing = false;
+  /** Node's 'secureConnection' listener: builds the HTTP/2 session, or hands over to HTTP/1.1. */
+  readonly #handOver: (socket: Duplex) => void;
+  /** The connection being handed over to HTTP/2, for the session Node builds on it (same emit). */
+  #handingOver: Http2FieldTap | undefined = undefined;
+  /** Runs SessionGuard.tick for every session while there are sessions (unresponsiveTimeout). */
+  #liveness: NodeJS.Timeout | undefined = undefined;
 
   /** Loads the certificate files; throws CertificateLoadError when they are not a usable set. */
   constructor(config: ListenerConfig, host: DataplaneHost) {
@@ -100,6 +122,8 @@ export class TlsListener implements Listener {
       ...strictHttp1Options(limits),
       // HTTP/2 limits (docs/security.md). The header list limit is the listener's maxHeaderSize.
       settings: {
+        // The field check decodes the client's header blocks with this table (http2-field-check.ts).
+        headerTableSize: HPACK_TABLE_SIZE,
         maxConcurrentStreams: http2.maxConcurrentStreams,
         maxHeaderListSize: limits.maxHeaderSize,
         enableConnectProtocol: false,
@@ -114,17 +138,24 @@ export class TlsListener implements Listener {
     // compatibility API also has (headers, rawHeaders, method, url, socket, streaming body,
     // writeHead/write/end/destroy, headersSent, writableFinished, 'close' and 'drain'); the few
     // HTTP/2 differences are handled there (pipeline.ts, headers.ts, forwarder.ts).
-    this.server = createSecureServer(options, this.pipeline.handle as unknown as CompatHandler);
+    this.server = createSecureServer(options, this.#onRequest as unknown as CompatHandler);
+    // Node's own listener is called by ours, once the peer is accepted, with the TLS socket (HTTP/1.1)
+    // or the field tap in front of it (HTTP/2).
+    const builders = this.server.listeners('secureConnection');
+    if (builders.length !== 1) throw new Error('unexpected secureConnection listeners on the HTTP/2 server');
+    this.#handOver = builders[0] as (socket: Duplex) => void;
+    this.server.removeAllListeners('secureConnection');
     this.#guardHost = {
       listener: config.name,
       limits: http2,
       recordClosed: (reason: Http2CloseReason) => metrics.recordHttp2SessionClosed(config.name, reason),
-      forget: (session: ServerHttp2Session) => this.#sessions.delete(session),
+      forget: (session: ServerHttp2Session) => {
+        this.#sessions.delete(session);
+        if (this.#sessions.size === 0) this.#stopLiveness();
+      },
     };
     this.server.on('connection', this.#onConnection);
-    // Before Node's own listener: the identity is on the socket, or the peer refused, before the
-    // connection is handed to HTTP/1.1 or HTTP/2.
-    this.server.prependListener('secureConnection', this.#onSecureConnection);
+    this.server.on('secureConnection', this.#onSecureConnection);
     this.server.on('tlsClientError', this.#onTlsClientError);
     this.server.on('session', this.#onSession);
     this.server.on('clientError', this.#onClientError);
@@ -158,10 +189,6 @@ export class TlsListener implements Listener {
           'client certificate did not verify; connection refused',
         );
         socket.destroy();
-        this.#refusing = true;
-        queueMicrotask(() => {
-          this.#refusing = false;
-        });
         return;
       }
     }
@@ -170,7 +197,40 @@ export class TlsListener implements Listener {
       socket.getProtocol() ?? 'unknown',
       socket.alpnProtocol || 'none',
     );
+    if (socket.alpnProtocol !== 'h2') {
+      this.#handOver.call(this.server, socket);
+      return;
+    }
+    const tap = new Http2FieldTap(socket, this.#fieldCheckHost(socket));
+    this.#handingOver = tap;
+    try {
+      this.#handOver.call(this.server, tap);
+    } finally {
+      this.#handingOver = undefined;
+    }
   };
+
+  /** Where the field check of one HTTP/2 connection reports. */
+  #fieldCheckHost(socket: TLSSocket): FieldCheckHost {
+    const logger = this.#host.telemetry.logger;
+    const listener = this.config.name;
+    return {
+      malformed: (streamId: number, problem: string) => {
+        // Counted here, like a parser refusal, whether nghttp2 resets the stream or hands it over.
+        countRefusal(listener, this.#host, 'BAD_REQUEST', socket.remoteAddress);
+        logger.debug(
+          { listener, streamId, problem, clientAddress: plainAddress(socket.remoteAddress) },
+          'malformed HTTP/2 request header; request refused',
+        );
+      },
+      lostSync: (problem: string) => {
+        logger.debug(
+          { listener, problem, clientAddress: plainAddress(socket.remoteAddress) },
+          'HTTP/2 frames the field check cannot follow; connection closed',
+        );
+      },
+    };
+  }
 
   #onTlsClientError = (err: NodeJS.ErrnoException, socket: TLSSocket): void => {
     const metrics = this.#host.telemetry.metrics;
@@ -186,18 +246,52 @@ export class TlsListener implements Listener {
       },
       'TLS handshake failed',
     );
+    // Node leaves the socket open after some handshake failures, the handshake timeout among them
+    // (a silent client kept its descriptor in CLOSE-WAIT for good): whatever the cause, it ends here.
+    socket?.destroy();
   };
 
   #onSession = (session: ServerHttp2Session): void => {
-    // Node builds a session even for the socket #onSecureConnection just refused (same emit).
-    if (this.#refusing) {
+    const tap = this.#handingOver;
+    if (tap === undefined) {
+      // Node emits 'session' from within the hand-over in #onSecureConnection; anything else is a bug.
       session.destroy();
       return;
     }
-    const guard = new SessionGuard(session, this.#guardHost);
+    const socket = tap.socket;
+    // The session runs on the tap, which Node wraps in a socket of its own without the peer's
+    // address or identity; requests read both from it through Node's proxy, whose writes land there.
+    const onTap = session.socket as unknown as SessionSocket;
+    onTap._peername = { address: socket.remoteAddress, family: socket.remoteFamily, port: socket.remotePort };
+    const identity = (socket as unknown as SessionSocket)[kPeerIdentity];
+    if (identity !== undefined) onTap[kPeerIdentity] = identity;
+    const guard = new SessionGuard(session, tap, this.#guardHost);
     this.#sessions.set(session, guard);
     if (this.#closed) guard.drain();
+    const every = this.config.http2.unresponsiveTimeout / LIVENESS_TICKS;
+    if (every > 0 && this.#liveness === undefined) {
+      this.#liveness = setInterval(this.#tickSessions, every);
+      this.#liveness.unref();
+    }
   };
+
+  /** HTTP/2 requests whose header block was malformed are refused here; the rest go to the pipeline. */
+  #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    if (req.httpVersionMajor === 2 && isMalformedStream((req as unknown as Http2ServerRequest).stream)) {
+      sendProblem(res, MALFORMED, {}, false, this.config.reasonHeader);
+      return;
+    }
+    this.pipeline.handle(req, res);
+  };
+
+  #tickSessions = (): void => {
+    for (const guard of this.#sessions.values()) guard.tick();
+  };
+
+  #stopLiveness(): void {
+    if (this.#liveness !== undefined) clearInterval(this.#liveness);
+    this.#liveness = undefined;
+  }
 
   #onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
     answerClientError(this.config.name, this.#host, err, socket, this.config.reasonHeader);
@@ -249,6 +343,7 @@ export class TlsListener implements Listener {
   }
 
   destroyConnections(): void {
+    this.#stopLiveness();
     for (const guard of [...this.#sessions.values()]) guard.destroy();
     for (const socket of this.#sockets) socket.destroy();
   }

@@ -19,6 +19,22 @@ export type ClientAuthMode = (typeof CLIENT_AUTH_MODES)[number];
 
 const pemFile = z.string().min(1, 'a file path is required');
 
+/**
+ * The TLS 1.2 suites of Mozilla's "intermediate" profile (Server Side TLS 5.7): ECDHE key exchange
+ * (forward secrecy) with AEAD ciphers only. Node's own default list adds, with an RSA certificate,
+ * static-RSA key exchange and CBC, CCM and ARIA suites. Mozilla's DHE-RSA suites are left out:
+ * Node offers no DH group unless `dhparam` is set, so they could never be chosen. TLS 1.3 suites
+ * are not named here and stay OpenSSL's defaults (all AEAD with forward secrecy).
+ */
+export const INTERMEDIATE_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
 /** One more certificate of a listener, chosen by the name the client asks for (SNI). */
 const SniCertificateSchema = z.strictObject({
   /** PEM file: the certificate, then any intermediates. Its DNS SANs are the names it serves. */
@@ -40,8 +56,8 @@ export const TlsSchema = z
     certificates: z.array(SniCertificateSchema).max(100).default([]),
     minVersion: tlsVersion.default('TLSv1.2'),
     maxVersion: tlsVersion.default('TLSv1.3'),
-    /** OpenSSL cipher list for TLS 1.2; TLS 1.3 suites stay OpenSSL's defaults. Absent: Node's defaults. */
-    ciphers: z.string().min(1).optional(),
+    /** OpenSSL cipher list for TLS 1.2; TLS 1.3 suites stay OpenSSL's defaults. Default: Mozilla intermediate. */
+    ciphers: z.string().min(1).default(INTERMEDIATE_CIPHERS),
     /** Client certificates: not asked for, asked for and verified if sent, or required. */
     clientAuth: z.enum(CLIENT_AUTH_MODES).default('none'),
     /** PEM file of the CA certificates client certificates must chain to. */
@@ -89,6 +105,12 @@ export const Http2Schema = z.strictObject({
     .prefault({}),
   /** A session with no open stream and no traffic for this long is closed with GOAWAY. */
   idleTimeout: duration('60s'),
+  /**
+   * A session whose peer sends nothing and takes none of our bytes for this long (its connection
+   * vanished, or it stopped reading) is destroyed with its streams; a PING asks a quiet one for a
+   * sign of life half-way. 0 disables.
+   */
+  unresponsiveTimeout: duration('30s'),
 });
 
 export type TlsConfig = z.output<typeof TlsSchema>;

@@ -9,8 +9,8 @@ import {
   type UpstreamResilienceSeries,
   type UpstreamStateSource,
 } from '../../telemetry/metrics.ts';
-import type { AttemptOutcome } from '../forward/upstream-errors.ts';
-import type { Balancer, PickContext } from './balancer.ts';
+import { type AttemptOutcome, isClientSide, type UpstreamTlsFailure } from '../forward/upstream-errors.ts';
+import { type Balancer, type PickContext, wasTried } from './balancer.ts';
 import { createBalancer, DEFAULT_DECAY_MS, DEFAULT_RTT_MS } from './balancers.ts';
 import { Bulkhead } from './bulkhead.ts';
 import {
@@ -155,6 +155,9 @@ const REASON_INDEX = new Map<string, number>(RETRY_REASONS.map((r, i) => [r, i])
 
 const SILENT: Logger = pino({ enabled: false });
 
+/** At most one TLS failure line per endpoint and code in this long. */
+const TLS_LOG_INTERVAL_MS = 10_000;
+
 /** Counters that go nowhere, for clusters built without metrics. */
 function detachedSeries(): UpstreamResilienceSeries {
   const cell = () => ({ labels: {}, value: 0 });
@@ -229,6 +232,8 @@ export class Cluster {
   readonly #unwatch: () => void;
   readonly #takenOver: readonly TakenOver[];
   #policyTakenOver: PolicyTakenOver | undefined = undefined;
+  /** The last TLS failure line per endpoint (tlsFailed). */
+  readonly #tlsLogged = new WeakMap<Endpoint, { code: string; at: number; since: number }>();
   /** False once a newer cluster took the bulkhead over: its waiters are that cluster's to reject. */
   #ownsBulkhead = true;
   #eligible: readonly Endpoint[] = [];
@@ -332,6 +337,7 @@ export class Cluster {
     this.#gates = {
       circuitOpen: () => breaker !== undefined && breaker.state === OPEN,
       tryWithdraw: () => budget === undefined || budget.tryWithdraw(),
+      otherEndpoint: (tried) => this.#hasUntried(tried),
     };
     const source: UpstreamStateSource = {
       circuitState: () => breaker?.state ?? CLOSED,
@@ -496,7 +502,7 @@ export class Cluster {
     this.inFlight--;
     const breaker = this.#breaker;
     const ticket = req.breakerTicket;
-    if (outcome === 'client_abort') {
+    if (isClientSide(outcome)) {
       if (breaker !== undefined && ticket !== NO_TICKET) req.breakerTicket = breaker.onNeutral(ticket);
       return;
     }
@@ -511,6 +517,38 @@ export class Cluster {
     }
     this.#outliers?.onResult(endpoint, gatewayError, gatewayError || status >= 500, now);
     observeRtt(endpoint, latencyMs, gatewayError, now, this.#decayMs);
+  }
+
+  /** Whether the balancer has a candidate outside `tried`. */
+  #hasUntried(tried: readonly Endpoint[] | undefined): boolean {
+    for (const e of this.#panic ? this.endpoints : this.#eligible) if (!wasTried(tried, e)) return true;
+    return false;
+  }
+
+  /**
+   * An attempt failed on TLS with `endpoint`: one warn line naming the reason (Node's code and
+   * its folded reason). A failing endpoint fails every connection, so after a line the next ones
+   * for that endpoint wait TLS_LOG_INTERVAL_MS (or a different code) and carry the count since.
+   */
+  tlsFailed(endpoint: Endpoint, failure: UpstreamTlsFailure): void {
+    const now = this.#now();
+    const last = this.#tlsLogged.get(endpoint);
+    if (last !== undefined && last.code === failure.code && now - last.at < TLS_LOG_INTERVAL_MS) {
+      last.since++;
+      return;
+    }
+    this.#tlsLogged.set(endpoint, { code: failure.code, at: now, since: 0 });
+    this.#logger.warn(
+      {
+        endpoint: endpoint.id,
+        code: failure.code,
+        reason: failure.reason,
+        ...(last !== undefined && last.since > 0 ? { suppressed: last.since } : undefined),
+      },
+      failure.kind === 'verify'
+        ? 'upstream TLS certificate verification failed'
+        : 'upstream TLS handshake failed',
+    );
   }
 
   /** A state change for the span of the request whose attempt result is being recorded, if any. */

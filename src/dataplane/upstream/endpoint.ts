@@ -1,5 +1,6 @@
 import { Pool } from 'undici';
 import type { UpstreamConfig } from '../../config/schema.ts';
+import { createConnector } from './connector.ts';
 import type { EndpointSpec } from './policy-schema.ts';
 
 /** The parts of an upstream's config an endpoint's pool is built from. */
@@ -10,7 +11,8 @@ function poolOptions(cfg: EndpointTransportConfig): Pool.Options {
     connections: cfg.pool.connections,
     pipelining: 1,
     keepAliveTimeout: cfg.pool.keepAliveTimeout,
-    connect: { timeout: cfg.timeouts.connect },
+    // Ours, for a connect timeout that fires on time; it serialises as `{ timeout }` for the key.
+    connect: createConnector(cfg.timeouts.connect),
     // The response-head and body idle timeouts are enforced per attempt by the forwarder.
     headersTimeout: 0,
     bodyTimeout: 0,

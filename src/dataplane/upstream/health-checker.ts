@@ -1,5 +1,6 @@
 import { Client } from 'undici';
 import type { Random } from './clock.ts';
+import { createConnector } from './connector.ts';
 import type { Endpoint } from './endpoint.ts';
 import type { HealthCheckConfig } from './policy-schema.ts';
 
@@ -84,7 +85,7 @@ export class HealthChecker {
       endpoint,
       client: new Client(endpoint.id, {
         pipelining: 1,
-        connect: { timeout: Math.min(opts.connectTimeoutMs, cfg.timeout) },
+        connect: createConnector(Math.min(opts.connectTimeoutMs, cfg.timeout)),
         keepAliveTimeout: cfg.interval * 2,
       }),
       timer: undefined,

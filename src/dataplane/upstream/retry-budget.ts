@@ -11,18 +11,21 @@ const EPSILON = 1e-9;
  * ratio, not by `maxAttempts`.
  *
  * A token balance: each request deposits `ratio`, time deposits `minRetriesPerSecond` per second,
- * each retry withdraws 1. The balance is capped at what the last `window` earned
- * (ratio × requests in the window + minRetriesPerSecond × window seconds), so credit from old
- * traffic expires and a quiet spell cannot bank a retry storm. Since nothing else adds tokens,
- * over any run of T seconds with R requests:
+ * each retry withdraws 1. The balance is capped at ratio × the requests of the last `window`, plus
+ * one second of the floor: credit from old traffic expires, and a quiet spell banks no more than
+ * one second of floor, so a burst after it cannot spend a window's worth at once. Since nothing
+ * else adds tokens, over any T seconds:
  *
  *   retries ≤ ratio × R + minRetriesPerSecond × (T + 1)
  *
- * (the 1 is the starting balance of one second's floor, so a fresh upstream can retry at once).
+ * where R counts the requests of those T seconds and of the `window` before them (just the burst's
+ * own after a quiet window). Linkerd's budget (tower's TpsBudget) keeps a constant reserve of
+ * minRetriesPerSecond × ttl instead, which an idle upstream hands out at once (docs/decisions.md).
  */
 export class RetryBudget {
   readonly #ratio: number;
   readonly #perMs: number;
+  /** One second of `minRetriesPerSecond`: the most floor credit a quiet spell banks. */
   readonly #floor: number;
   readonly #now: Clock;
   readonly #requests: SlidingWindowCounter;
@@ -33,11 +36,11 @@ export class RetryBudget {
   constructor(cfg: RetryConfig['budget'], now: Clock) {
     this.#ratio = cfg.ratio;
     this.#perMs = cfg.minRetriesPerSecond / 1000;
-    this.#floor = cfg.minRetriesPerSecond * (cfg.window / 1000);
+    this.#floor = cfg.minRetriesPerSecond;
     this.#now = now;
     const t = now();
     this.#requests = new SlidingWindowCounter(cfg.window, t);
-    this.#balance = Math.min(cfg.minRetriesPerSecond, this.#floor);
+    this.#balance = this.#floor;
     this.#updatedAt = t;
   }
 

@@ -1,6 +1,7 @@
 import type { RetryReason } from '../../telemetry/metrics.ts';
-import type { AttemptOutcome } from '../forward/upstream-errors.ts';
+import { type AttemptOutcome, isClientSide } from '../forward/upstream-errors.ts';
 import type { Random } from './clock.ts';
+import type { Endpoint } from './endpoint.ts';
 import type { RetryCondition, RetryConfig } from './policy-schema.ts';
 
 /** RFC 9110 §9.2.2: repeating these has the same effect as sending them once. */
@@ -23,6 +24,7 @@ export type NoRetryReason =
   | 'response_started'
   | 'non_idempotent'
   | 'body_not_replayable'
+  | 'no_other_endpoint'
   | 'circuit_open'
   | 'retry_after_too_long'
   | 'deadline'
@@ -51,6 +53,8 @@ export interface RetryInput {
   readonly retryAfterMs?: number | undefined;
   /** Time since the request's first attempt started. */
   readonly elapsedMs: number;
+  /** The endpoints this request has tried: a TLS failure is retried only on another one. */
+  readonly tried?: readonly Endpoint[] | undefined;
 }
 
 const NO: { readonly [R in NoRetryReason]: RetryDecision } = {
@@ -60,6 +64,7 @@ const NO: { readonly [R in NoRetryReason]: RetryDecision } = {
   response_started: { retry: false, reason: 'response_started' },
   non_idempotent: { retry: false, reason: 'non_idempotent' },
   body_not_replayable: { retry: false, reason: 'body_not_replayable' },
+  no_other_endpoint: { retry: false, reason: 'no_other_endpoint' },
   circuit_open: { retry: false, reason: 'circuit_open' },
   retry_after_too_long: { retry: false, reason: 'retry_after_too_long' },
   deadline: { retry: false, reason: 'deadline' },
@@ -75,7 +80,8 @@ const CONDITION_OF: { readonly [R in Exclude<RetryReason, 'status'>]: RetryCondi
 
 /**
  * Which kind of retryable failure an attempt is, or undefined when it is none: a response was
- * relayed (or is being relayed), or the client went away.
+ * relayed (or is being relayed), or the client is what failed (went away, held the exchange up,
+ * sent an invalid body). A TLS failure during the connect is a connect failure.
  */
 export function failureKind(
   outcome: AttemptOutcome,
@@ -84,10 +90,10 @@ export function failureKind(
   statuses: ReadonlySet<number>,
 ): RetryReason | 'response_started' | undefined {
   if (outcome === 'success') return statuses.has(status) ? 'status' : undefined;
-  if (outcome === 'client_abort') return undefined;
+  if (isClientSide(outcome)) return undefined;
   // The head arrived and the body failed: the client already has the head.
   if (status !== 0) return 'response_started';
-  if (outcome === 'connect_error') return 'connect_failure';
+  if (outcome === 'connect_error' || (outcome === 'tls_error' && !bytesSent)) return 'connect_failure';
   if (!bytesSent) return outcome === 'timeout' ? 'connect_failure' : 'refused';
   return outcome === 'timeout' ? 'timeout' : 'reset';
 }
@@ -115,10 +121,12 @@ export function parseRetryAfter(
   return Math.max(0, at - nowMs);
 }
 
-/** The local parts of the budget and breaker that a decision consults. */
+/** The local parts of the budget, breaker and balancer that a decision consults. */
 export interface RetryGates {
   circuitOpen(): boolean;
   tryWithdraw(): boolean;
+  /** Whether an eligible endpoint outside `tried` exists. */
+  otherEndpoint(tried: readonly Endpoint[] | undefined): boolean;
 }
 
 /**
@@ -159,6 +167,8 @@ export class RetryPolicy {
     if (!IDEMPOTENT_METHODS.has(input.method) && (input.bytesSent || kind === 'status'))
       return NO.non_idempotent;
     if (!input.bodyReplayable) return NO.body_not_replayable;
+    // A refused certificate or a failed handshake will fail the same way on the same endpoint.
+    if (input.outcome === 'tls_error' && !gates.otherEndpoint(input.tried)) return NO.no_other_endpoint;
     if (gates.circuitOpen()) return NO.circuit_open;
     let delayMs = backoffDelay(input.attempt, this.#baseMs, this.#maxMs, this.#random);
     if (input.retryAfterMs !== undefined) {

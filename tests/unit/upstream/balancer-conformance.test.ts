@@ -149,6 +149,36 @@ describe('WeightedRoundRobinBalancer', () => {
     const seq = Array.from({ length: 14 }, () => names.get(bal.pick()!)).join('');
     expect(seq).toBe('aabacaaaabacaa');
   });
+
+  it.each([
+    ['equal weights', [1, 1, 1]],
+    ['weights 3,1,2', [3, 1, 2]],
+  ])(
+    'retries take turns of their own: first attempts rotate as if there were none (%s)',
+    (_what, weights) => {
+      const list = eps(3, weights);
+      const deps = { now: () => 0, random: Math.random };
+      const plain = createBalancer({ kind: 'round_robin', panicThreshold: 50 }, list, deps);
+      const retried = createBalancer({ kind: 'round_robin', panicThreshold: 50 }, list, deps);
+      const firstPlain: string[] = [];
+      const firstRetried: string[] = [];
+      const retries = new Set<string>();
+      for (let i = 0; i < 60; i++) {
+        firstPlain.push(plain.pick()!.id);
+        const first = retried.pick()!;
+        firstRetried.push(first.id);
+        // Every first attempt on list[0] fails and is retried elsewhere.
+        if (first === list[0]) {
+          const retry = retried.pick({ tried: [first] })!;
+          expect(retry).not.toBe(list[0]);
+          retries.add(retry.id);
+        }
+      }
+      expect(firstRetried).toEqual(firstPlain);
+      // The retries themselves still rotate over the other endpoints.
+      expect(retries).toEqual(new Set([list[1]!.id, list[2]!.id]));
+    },
+  );
 });
 
 describe('LeastRequestBalancer', () => {

@@ -138,6 +138,85 @@ describe('Cluster: the per-request calls', () => {
     expect(c.describe().circuitBreaker?.state).toBe('open');
   });
 
+  it('client-side outcomes move neither the breaker, outlier detection nor the latency estimate; tls_error does', () => {
+    const clock = new ManualClock();
+    const c = make(
+      { circuitBreaker: { consecutiveFailures: 2 }, outlierDetection: { consecutiveGatewayErrors: 2 } },
+      { now: clock.now },
+    );
+    const e = c.endpoints[0]!;
+    oneRequest(c, e, 'success', 200);
+    const before = c.describe();
+    for (const outcome of ['client_abort', 'client_timeout', 'client_error'] as const) {
+      oneRequest(c, e, outcome, 0);
+      oneRequest(c, e, outcome, 200);
+    }
+    const after = c.describe();
+    expect(after.circuitBreaker).toEqual(before.circuitBreaker);
+    expect(after.endpoints[0]).toEqual(before.endpoints[0]);
+    expect(c.inFlight).toBe(0);
+    oneRequest(c, e, 'tls_error', 0);
+    expect(c.describe().circuitBreaker).toMatchObject({ consecutiveFailures: 1 });
+    expect(c.describe().endpoints[0]!.ejection.consecutiveGatewayErrors).toBe(1);
+    expect(c.describe().endpoints[0]!.ewmaMs).toBeGreaterThan(before.endpoints[0]!.ewmaMs);
+  });
+
+  it('retryDecision: a TLS failure is retried while an endpoint the request has not tried is eligible', () => {
+    const c = make({ endpoints: FOUR, retries: { maxAttempts: 5 } });
+    c.requestStarted();
+    const tls = {
+      method: 'GET',
+      outcome: 'tls_error',
+      status: 0,
+      bytesSent: false,
+      bodyReplayable: true,
+      elapsedMs: 1,
+    } as const;
+    const [a, b, d, e] = c.endpoints;
+    expect(c.retryDecision({ ...tls, attempt: 1, tried: [a!] })).toMatchObject({
+      retry: true,
+      reason: 'connect_failure',
+    });
+    expect(c.retryDecision({ ...tls, attempt: 3, tried: [a!, b!, d!] }).retry).toBe(true);
+    expect(c.retryDecision({ ...tls, attempt: 4, tried: [a!, b!, d!, e!] })).toEqual({
+      retry: false,
+      reason: 'no_other_endpoint',
+    });
+    const single = make({ retries: { maxAttempts: 3 } });
+    expect(single.retryDecision({ ...tls, attempt: 1, tried: [single.endpoints[0]!] })).toEqual({
+      retry: false,
+      reason: 'no_other_endpoint',
+    });
+  });
+
+  it('tlsFailed: one warn line per endpoint and code per 10 s, then one with the count left out', () => {
+    const clock = new ManualClock();
+    const { logger, lines } = logSink();
+    const c = make({ endpoints: FOUR }, { now: clock.now, logger });
+    const [a, b] = c.endpoints;
+    const expired = { kind: 'verify', code: 'CERT_HAS_EXPIRED', reason: 'cert_expired' } as const;
+    for (let i = 0; i < 5; i++) c.tlsFailed(a!, expired);
+    c.tlsFailed(b!, expired);
+    const tlsLines = () => lines.filter((l) => String(l.msg).startsWith('upstream TLS'));
+    expect(tlsLines()).toHaveLength(2);
+    expect(tlsLines()[0]).toMatchObject({
+      upstream: 'svc',
+      endpoint: a!.id,
+      code: 'CERT_HAS_EXPIRED',
+      reason: 'cert_expired',
+      msg: 'upstream TLS certificate verification failed',
+    });
+    // Another reason is news: logged at once.
+    c.tlsFailed(a!, { kind: 'handshake', code: 'ERR_SSL_WRONG_VERSION_NUMBER', reason: 'not_tls' });
+    expect(tlsLines()).toHaveLength(3);
+    expect(tlsLines()[2]).toMatchObject({ msg: 'upstream TLS handshake failed', reason: 'not_tls' });
+    c.tlsFailed(a!, { kind: 'handshake', code: 'ERR_SSL_WRONG_VERSION_NUMBER', reason: 'not_tls' });
+    clock.advance(10_000);
+    c.tlsFailed(a!, { kind: 'handshake', code: 'ERR_SSL_WRONG_VERSION_NUMBER', reason: 'not_tls' });
+    expect(tlsLines()).toHaveLength(4);
+    expect(tlsLines()[3]).toMatchObject({ suppressed: 1 });
+  });
+
   it('retryDecision: retries a connect failure once, counts it, then stops at maxAttempts', () => {
     const m = createMetrics({ exemplars: false, version: 't' });
     const c = make({ endpoints: FOUR }, { metrics: m });

@@ -29,14 +29,40 @@ describe('RetryBudget', () => {
     expect([b.tryWithdraw(), b.tryWithdraw(), b.tryWithdraw()]).toEqual([true, true, false]);
   });
 
-  it('earns the floor over time, capped at one window of it', () => {
+  it('earns the floor over time, capped at one second of it', () => {
     const clock = new ManualClock();
     const b = budget({ ratio: 0, minRetriesPerSecond: 3, window: '10s' }, clock);
     while (b.tryWithdraw());
-    clock.advance(1000);
+    clock.advance(500);
+    expect(b.remaining()).toBe(1);
+    clock.advance(500);
     expect(b.remaining()).toBe(3);
     clock.advance(60_000);
-    expect(b.remaining()).toBe(30);
+    expect(b.remaining()).toBe(3);
+  });
+
+  it('a burst of failing requests after a quiet spell gets no more than ratio × R + floor × (T + 1)', () => {
+    const clock = new ManualClock();
+    const ratio = 0.2;
+    const floor = 3;
+    const b = budget({ ratio, minRetriesPerSecond: floor, window: '10s' }, clock);
+    // Some traffic, then more than a window of silence: its credit has expired.
+    for (let i = 0; i < 100; i++) b.requestStarted();
+    clock.advance(15_000);
+    // 500 requests in half a second, each failing and retried once when the budget allows.
+    const requests = 500;
+    const spanMs = 500;
+    let retries = 0;
+    for (let i = 0; i < requests; i++) {
+      clock.t += spanMs / requests;
+      b.requestStarted();
+      if (b.tryWithdraw()) retries++;
+    }
+    const bound = ratio * requests + floor * (spanMs / 1000 + 1);
+    expect(bound).toBe(104.5);
+    expect(retries).toBeLessThanOrEqual(bound);
+    // Not vacuous: the ratio's share is all there.
+    expect(retries).toBeGreaterThanOrEqual(ratio * requests);
   });
 
   it('lets credit from old traffic expire with the window', () => {

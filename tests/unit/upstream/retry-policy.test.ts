@@ -10,7 +10,7 @@ import {
   RetryPolicy,
 } from '../../../src/dataplane/upstream/retry-policy.ts';
 
-const open: RetryGates = { circuitOpen: () => false, tryWithdraw: () => true };
+const open: RetryGates = { circuitOpen: () => false, tryWithdraw: () => true, otherEndpoint: () => true };
 
 function policy(cfg: Record<string, unknown> = {}, total = 30_000, random = () => 0.5): RetryPolicy {
   return new RetryPolicy(RetrySchema.parse(cfg), total, random);
@@ -45,6 +45,10 @@ describe('failureKind', () => {
     ['success', 503, true, none, undefined],
     ['success', 200, true, s503, undefined],
     ['client_abort', 0, true, none, undefined],
+    ['client_timeout', 0, true, none, undefined],
+    ['client_timeout', 200, true, none, undefined],
+    ['client_error', 0, true, none, undefined],
+    ['tls_error', 0, false, none, 'connect_failure'],
   ] as const)('%s status %i bytesSent %s → %s', (outcome, status, sent, statuses, kind) => {
     expect(failureKind(outcome as AttemptOutcome, status, sent, statuses)).toBe(kind);
   });
@@ -129,6 +133,21 @@ describe('RetryPolicy.decide', () => {
       'response_started',
     ],
     ['client went away', {}, { outcome: 'client_abort', bytesSent: true }, false, 'not_retryable'],
+    [
+      'client held the exchange up',
+      {},
+      { outcome: 'client_timeout', bytesSent: true },
+      false,
+      'not_retryable',
+    ],
+    ['client sent a bad body', {}, { outcome: 'client_error', bytesSent: true }, false, 'not_retryable'],
+    [
+      'TLS failure, another endpoint left, POST',
+      {},
+      { outcome: 'tls_error', method: 'POST' },
+      true,
+      'connect_failure',
+    ],
     ['streamed body, not replayable', {}, { bodyReplayable: false }, false, 'body_not_replayable'],
     ['max attempts reached', {}, { attempt: 2 }, false, 'max_attempts'],
     ['third attempt allowed by maxAttempts 3', { maxAttempts: 3 }, { attempt: 2 }, true, 'connect_failure'],
@@ -148,6 +167,7 @@ describe('RetryPolicy.decide', () => {
         withdrawn++;
         return budgetLeft;
       },
+      otherEndpoint: () => true,
     });
     const p = policy();
     expect(p.decide(input(), gates(true, true)).reason).toBe('circuit_open');
@@ -155,6 +175,39 @@ describe('RetryPolicy.decide', () => {
     expect(withdrawn).toBe(0);
     expect(p.decide(input(), gates(false, false)).reason).toBe('budget_exhausted');
     expect(withdrawn).toBe(1);
+  });
+
+  it('retries a TLS failure only when an endpoint the request has not tried is left, without spending budget otherwise', () => {
+    let withdrawn = 0;
+    let asked: unknown;
+    const gates = (other: boolean): RetryGates => ({
+      circuitOpen: () => false,
+      tryWithdraw: () => {
+        withdrawn++;
+        return true;
+      },
+      otherEndpoint: (tried) => {
+        asked = tried;
+        return other;
+      },
+    });
+    const tried = [] as unknown as NonNullable<RetryInput['tried']>;
+    const p = policy();
+    expect(p.decide(input({ outcome: 'tls_error', tried }), gates(false))).toEqual({
+      retry: false,
+      reason: 'no_other_endpoint',
+    });
+    expect(asked).toBe(tried);
+    expect(withdrawn).toBe(0);
+    expect(p.decide(input({ outcome: 'tls_error', tried }), gates(true))).toMatchObject({
+      retry: true,
+      reason: 'connect_failure',
+    });
+    expect(withdrawn).toBe(1);
+    // Other failures do not ask: they may be retried on the same endpoint.
+    asked = undefined;
+    expect(p.decide(input({ outcome: 'connect_error' }), gates(false)).retry).toBe(true);
+    expect(asked).toBeUndefined();
   });
 
   it('waits for Retry-After when it fits the total timeout and the cap, never less than the backoff', () => {

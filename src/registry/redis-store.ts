@@ -1,0 +1,520 @@
+/**
+ * The registry on Redis, shared by every gateway replica. Writes are Lua scripts (redis-scripts.ts)
+ * that change the data and publish a change event with a revision number in one step. Each replica
+ * keeps a view (view.ts) that it fills with a full read and then follows through the events:
+ *
+ * - a lease expires on Redis's clock even when no gateway is alive: every read and write treats a
+ *   lease past its expiry as gone. Live replicas sweep expired leases every `sweepInterval` and
+ *   publish the expiries, so every replica sees a registration, drain or expiry within a second;
+ * - a replica re-reads everything at start, whenever either connection comes back, when an event's
+ *   revision shows it missed one (or the data set's epoch changed: Redis flushed or replaced), and
+ *   every `resyncInterval` as a backstop;
+ * - while Redis is unreachable the view stays as it was last confirmed: a failed read changes
+ *   nothing. Writes fail fast (RegistryUnavailableError), and the client retries.
+ *
+ * A replica applies its own writes to its view at once (read-your-writes); the event for the same
+ * revision is then skipped.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { RedisConnection } from '../stores/redis.ts';
+import type { RegistryMetrics, RegistryResyncReason, RegistryStoreOperation } from '../telemetry/metrics.ts';
+import {
+  DEREGISTER_SCRIPT,
+  DRAIN_SCRIPT,
+  REGISTER_SCRIPT,
+  REGISTRY_CHANNEL,
+  REGISTRY_KEYS,
+  RENEW_SCRIPT,
+  SNAPSHOT_SCRIPT,
+  SWEEP_SCRIPT,
+} from './redis-scripts.ts';
+import {
+  type ChangeCause,
+  type Instance,
+  type InstanceSpec,
+  type RegisterOutcome,
+  type RegisterResult,
+  type Registration,
+  RegistryLimitError,
+  type RegistryStore,
+  RegistryUnavailableError,
+  type StoreHealth,
+  type StoreLimits,
+} from './store.ts';
+import { ViewedStore } from './view.ts';
+
+export interface RedisStoreOptions {
+  readonly limits: StoreLimits;
+  /** Milliseconds between sweeps of expired leases. */
+  readonly sweepInterval: number;
+  /** Milliseconds between full re-reads (a backstop for lost events). */
+  readonly resyncInterval: number;
+  readonly metrics: RegistryMetrics;
+  readonly logger: Logger;
+}
+
+/** At most this many leases are expired per sweep (one script must stay short). */
+const SWEEP_BATCH = 500;
+
+type Script = (...args: (string | number)[]) => Promise<unknown>;
+
+interface ChangeEvent {
+  readonly epoch: string;
+  readonly rev: number;
+  readonly op: 'set' | 'renew' | 'del';
+  readonly cause: ChangeCause | 'renewed';
+  /** Origin gateway's wall clock (ms) when it sent the write, for the propagation histogram. */
+  readonly at: number;
+  readonly key: string;
+  readonly spec: InstanceSpec | null;
+  readonly lease: Lease | null;
+}
+
+interface Lease {
+  readonly state: 'active' | 'draining';
+  readonly ttlMs: number;
+  readonly expiresAt: number;
+  readonly lastHeartbeat: number;
+  readonly registeredAt: number;
+  readonly registeredVia: string;
+}
+
+/** Spec as stored: keys in a fixed order and metadata sorted, so equal specs are equal strings. */
+export function canonicalSpec(spec: InstanceSpec): string {
+  const metadata: Record<string, string> = {};
+  for (const k of Object.keys(spec.metadata).sort()) metadata[k] = spec.metadata[k]!;
+  return JSON.stringify({
+    address: spec.address,
+    port: spec.port,
+    protocol: spec.protocol,
+    zone: spec.zone,
+    version: spec.version,
+    weight: spec.weight,
+    metadata,
+  });
+}
+
+/**
+ * Offered with every script as the data set's epoch, taken only when Redis has none (a new or
+ * flushed data set). Fresh each time, so a flushed Redis never gets back an epoch a replica knows.
+ */
+function newEpoch(): string {
+  return randomUUID();
+}
+
+function splitKey(key: string): [service: string, id: string] {
+  const slash = key.indexOf('/');
+  return [key.slice(0, slash), key.slice(slash + 1)];
+}
+
+function toInstance(key: string, spec: InstanceSpec, lease: Lease): Instance {
+  const [service, id] = splitKey(key);
+  if (!service || !id || typeof spec.address !== 'string' || typeof lease.expiresAt !== 'number')
+    throw new Error(`malformed registry record ${JSON.stringify(key)}`);
+  return {
+    service,
+    id,
+    address: spec.address,
+    port: spec.port,
+    protocol: spec.protocol,
+    zone: spec.zone ?? null,
+    version: spec.version ?? null,
+    weight: spec.weight,
+    metadata: spec.metadata ?? {},
+    state: lease.state,
+    ttlMs: lease.ttlMs,
+    expiresAt: lease.expiresAt,
+    lastHeartbeat: lease.lastHeartbeat,
+    registeredAt: lease.registeredAt,
+    registeredVia: lease.registeredVia,
+  };
+}
+
+export class RedisRegistryStore extends ViewedStore implements RegistryStore {
+  readonly kind = 'redis';
+  readonly #redis: RedisConnection;
+  readonly #subscriber: RedisConnection;
+  readonly #opts: RedisStoreOptions;
+  readonly #channel: string;
+  readonly #scripts: Record<'register' | 'renew' | 'drain' | 'deregister' | 'sweep' | 'snapshot', Script>;
+  readonly #timers: NodeJS.Timeout[] = [];
+  readonly #unlisten: (() => void)[] = [];
+  /** Epoch and revision the view corresponds to; undefined before the first full read. */
+  #epoch: string | undefined;
+  #rev = 0;
+  /**
+   * Revision of the last change this replica applied per key (its own writes included, removals
+   * too), so an older event for the same key is skipped. Entries at or below #rev are dropped.
+   */
+  readonly #keyRevs = new Map<string, number>();
+  #subscribed = false;
+  #subscribing = false;
+  #resyncing: Promise<void> | undefined;
+  #resyncAgain: RegistryResyncReason | undefined;
+  /** Events that arrived during a full read, applied after it. */
+  #buffer: ChangeEvent[] | undefined;
+  #everSynced = false;
+  #lastSync: string | null = null;
+  #lastError: { message: string; at: string } | null = null;
+  #firstSync: { promise: Promise<void>; resolve: () => void };
+  #closed = false;
+
+  constructor(redis: RedisConnection, opts: RedisStoreOptions) {
+    super((err) => opts.logger.error({ err }, 'registry watcher failed on a change'));
+    this.#redis = redis;
+    this.#opts = opts;
+    this.#channel = `${redis.config.keyPrefix}${REGISTRY_CHANNEL}`;
+    let resolve!: () => void;
+    this.#firstSync = { promise: new Promise<void>((r) => (resolve = r)), resolve };
+    const client = redis.client;
+    const define = (name: string, lua: string): Script => {
+      // Shared client: the command names are the registry's own. KEYS are prefixed by ioredis.
+      const command = `peregrineRegistry${name}`;
+      client.defineCommand(command, { numberOfKeys: REGISTRY_KEYS.length, lua });
+      const fn = (client as unknown as Record<string, Script>)[command]!.bind(client);
+      return (...args) => fn(...REGISTRY_KEYS, ...args);
+    };
+    this.#scripts = {
+      register: define('Register', REGISTER_SCRIPT),
+      renew: define('Renew', RENEW_SCRIPT),
+      drain: define('Drain', DRAIN_SCRIPT),
+      deregister: define('Deregister', DEREGISTER_SCRIPT),
+      sweep: define('Sweep', SWEEP_SCRIPT),
+      snapshot: define('Snapshot', SNAPSHOT_SCRIPT),
+    };
+
+    this.#subscriber = redis.subscriber();
+    this.#subscriber.client.on('message', this.#onMessage);
+    this.#unlisten.push(
+      () => this.#subscriber.client.off('message', this.#onMessage),
+      this.#subscriber.onReady(() => void this.#subscribe()),
+      redis.onReady(() => this.#maybeResync(this.#everSynced ? 'reconnect' : 'start')),
+    );
+    if (this.#subscriber.ready) void this.#subscribe();
+
+    const sweep = setInterval(() => void this.#tick(), opts.sweepInterval);
+    // Also while unsubscribed: without events, a periodic read still keeps the view close.
+    const resync = setInterval(() => this.#maybeResync('periodic', true), opts.resyncInterval);
+    sweep.unref();
+    resync.unref();
+    this.#timers.push(sweep, resync);
+  }
+
+  // --- writes ----------------------------------------------------------------------------------
+
+  async register(reg: Registration, via: string): Promise<RegisterResult> {
+    const key = `${reg.service}/${reg.id}`;
+    const spec = canonicalSpec(reg.spec);
+    const reply = (await this.#run('register', () =>
+      this.#scripts.register(
+        key,
+        reg.service,
+        spec,
+        reg.state,
+        reg.ttlMs,
+        JSON.stringify(via),
+        this.#opts.limits.maxServices,
+        this.#opts.limits.maxInstancesPerService,
+        this.#channel,
+        newEpoch(),
+        Date.now(),
+      ),
+    )) as [string, string, number, string];
+    if (reply[0] === 'err') {
+      const reason = reply[1] as 'too_many_instances' | 'too_many_services';
+      const { maxServices, maxInstancesPerService } = this.#opts.limits;
+      throw new RegistryLimitError(
+        reason,
+        reason === 'too_many_services'
+          ? `the registry holds its maximum of ${maxServices} services`
+          : `service ${reg.service} has its maximum of ${maxInstancesPerService} instances`,
+      );
+    }
+    const [outcome, lease, rev, epoch] = reply;
+    const instance = toInstance(key, JSON.parse(spec) as InstanceSpec, JSON.parse(lease) as Lease);
+    const previous = this.view.get(reg.service, reg.id);
+    const cause: ChangeCause =
+      outcome === 'created'
+        ? 'registered'
+        : instance.state === 'draining' && previous?.state !== 'draining'
+          ? 'drained'
+          : 'updated';
+    this.#applyOwn(key, rev, epoch, () => this.view.upsert(instance, cause));
+    return { outcome: outcome as RegisterOutcome, instance };
+  }
+
+  renew(service: string, id: string, via: string): Promise<Instance | undefined> {
+    return this.#leaseChange('renew', service, id, via, 'updated');
+  }
+
+  drain(service: string, id: string, via: string): Promise<Instance | undefined> {
+    return this.#leaseChange('drain', service, id, via, 'drained');
+  }
+
+  async #leaseChange(
+    op: 'renew' | 'drain',
+    service: string,
+    id: string,
+    via: string,
+    cause: ChangeCause,
+  ): Promise<Instance | undefined> {
+    const key = `${service}/${id}`;
+    const reply = (await this.#run(op, () =>
+      this.#scripts[op](key, JSON.stringify(via), this.#channel, newEpoch(), Date.now()),
+    )) as [string, string, number, string] | null;
+    if (reply === null) return undefined;
+    const [lease, spec, rev, epoch] = reply;
+    const instance = toInstance(key, JSON.parse(spec) as InstanceSpec, JSON.parse(lease) as Lease);
+    if (rev > 0) this.#applyOwn(key, rev, epoch, () => this.view.upsert(instance, cause));
+    return instance;
+  }
+
+  async deregister(service: string, id: string): Promise<Instance | undefined> {
+    const key = `${service}/${id}`;
+    const reply = (await this.#run('deregister', () =>
+      this.#scripts.deregister(key, this.#channel, newEpoch(), Date.now()),
+    )) as [string, string, number, string] | null;
+    if (reply === null) return undefined;
+    const [lease, spec, rev, epoch] = reply;
+    const instance = toInstance(key, JSON.parse(spec) as InstanceSpec, JSON.parse(lease) as Lease);
+    this.#applyOwn(key, rev, epoch, () => this.view.remove(service, id, 'deregistered'));
+    return instance;
+  }
+
+  /** Run a store command; failures are counted and become RegistryUnavailableError. */
+  async #run(operation: RegistryStoreOperation, command: () => Promise<unknown>): Promise<unknown> {
+    try {
+      return await command();
+    } catch (err) {
+      this.#failed(operation, err);
+      throw new RegistryUnavailableError('the registry store (Redis) is unavailable', { cause: err });
+    }
+  }
+
+  #failed(operation: RegistryStoreOperation, err: unknown): void {
+    const message = err instanceof Error ? err.message : String(err);
+    this.#lastError = { message, at: new Date().toISOString() };
+    this.#opts.metrics.recordStoreError('redis', operation);
+    this.#redis.recordCommandError(err);
+    this.#opts.logger.debug({ operation, error: message }, 'registry store operation failed');
+  }
+
+  /** Apply this replica's own write now, unless the view is on another epoch (a resync will catch up). */
+  #applyOwn(key: string, rev: number, epoch: string, apply: () => void): void {
+    if (epoch !== this.#epoch) {
+      this.#maybeResync('gap');
+      return;
+    }
+    const known = this.#keyRevs.get(key);
+    if (rev <= this.#rev || (known !== undefined && rev <= known)) return;
+    this.#keyRevs.set(key, rev);
+    apply();
+  }
+
+  // --- reads (list, get, services, watch: ViewedStore) -----------------------------------------
+
+  synced(): Promise<void> {
+    return this.#firstSync.promise;
+  }
+
+  health(): StoreHealth {
+    return {
+      store: 'redis',
+      synced: this.#everSynced && this.#redis.ready && this.#subscriber.ready && this.#subscribed,
+      lastSync: this.#lastSync,
+      lastError: this.#lastError,
+    };
+  }
+
+  // --- following Redis -------------------------------------------------------------------------
+
+  async #subscribe(): Promise<void> {
+    this.#subscribed = false;
+    this.#subscribing = true;
+    try {
+      await this.#subscriber.client.subscribe(this.#channel);
+    } catch (err) {
+      // Retried when the subscriber is ready again, or by the next tick.
+      this.#failed('event', err);
+      return;
+    } finally {
+      this.#subscribing = false;
+    }
+    this.#subscribed = true;
+    this.#maybeResync(this.#everSynced ? 'reconnect' : 'start');
+  }
+
+  /** Every sweepInterval: expire leases; retry what failed (subscription, first read). */
+  async #tick(): Promise<void> {
+    if (this.#closed) return;
+    this.#pruneKeyRevs();
+    // A subscription lost with its connection is renewed when the subscriber is ready again; one
+    // that failed on a ready connection is retried here.
+    if (!this.#subscriber.ready) this.#subscribed = false;
+    else if (!this.#subscribed && !this.#subscribing) void this.#subscribe();
+    if (!this.#redis.ready) return;
+    if (this.#epoch === undefined && this.#resyncing === undefined) this.#maybeResync('start');
+    let fields: string[];
+    try {
+      fields = (await this.#scripts.sweep(this.#channel, newEpoch(), Date.now(), SWEEP_BATCH)) as string[];
+    } catch (err) {
+      this.#failed('sweep', err);
+      return;
+    }
+    for (const field of fields) {
+      const [service, id] = splitKey(field);
+      this.#opts.metrics.recordExpiration(service);
+      this.#opts.logger.info({ service, id }, 'registry lease expired');
+    }
+  }
+
+  #pruneKeyRevs(): void {
+    for (const [key, rev] of this.#keyRevs) if (rev <= this.#rev) this.#keyRevs.delete(key);
+  }
+
+  #onMessage = (channel: string, message: string): void => {
+    if (channel !== this.#channel || this.#closed) return;
+    let event: ChangeEvent;
+    try {
+      event = JSON.parse(message) as ChangeEvent;
+      if (typeof event.rev !== 'number' || typeof event.key !== 'string')
+        throw new Error('not a change event');
+    } catch (err) {
+      this.#failed('event', err);
+      this.#maybeResync('gap');
+      return;
+    }
+    if (this.#buffer !== undefined || this.#epoch === undefined) {
+      this.#buffer?.push(event);
+      return;
+    }
+    this.#apply(event);
+  };
+
+  #apply(event: ChangeEvent): void {
+    if (event.epoch !== this.#epoch) {
+      this.#maybeResync('gap');
+      return;
+    }
+    if (event.rev <= this.#rev) return;
+    const gap = event.rev !== this.#rev + 1;
+    this.#rev = event.rev;
+    if (typeof event.at === 'number') this.#opts.metrics.observePropagation((Date.now() - event.at) / 1000);
+    const known = this.#keyRevs.get(event.key);
+    if (known === undefined || event.rev > known) {
+      try {
+        this.#applyEvent(event);
+      } catch (err) {
+        this.#failed('event', err);
+        this.#maybeResync('gap');
+        return;
+      }
+    }
+    if (gap) this.#maybeResync('gap');
+  }
+
+  #applyEvent(event: ChangeEvent): void {
+    const [service, id] = splitKey(event.key);
+    if (event.op === 'del') {
+      this.view.remove(service, id, event.cause as ChangeCause);
+      return;
+    }
+    const lease = event.lease;
+    if (lease === null) throw new Error(`change event without a lease for ${event.key}`);
+    if (event.op === 'renew' && event.spec === null) {
+      const current = this.view.get(service, id);
+      if (current === undefined)
+        throw new Error(`renewal of an instance this replica does not know: ${event.key}`);
+      this.view.upsert({ ...current, ...lease }, 'updated');
+      return;
+    }
+    if (event.spec === null) throw new Error(`change event without a spec for ${event.key}`);
+    const cause = event.cause === 'renewed' ? 'updated' : event.cause;
+    this.view.upsert(toInstance(event.key, event.spec, lease), cause);
+  }
+
+  /**
+   * Start a full re-read, or queue one after the read in progress. Only once subscribed (a read
+   * before the subscription is live could miss the changes in between), unless `unsubscribedToo`.
+   */
+  #maybeResync(reason: RegistryResyncReason, unsubscribedToo = false): void {
+    if (this.#closed || !this.#redis.ready || !(this.#subscribed || unsubscribedToo)) return;
+    if (this.#resyncing !== undefined) {
+      this.#resyncAgain ??= reason;
+      return;
+    }
+    this.#resyncing = this.#resync(reason).finally(() => {
+      this.#resyncing = undefined;
+      const again = this.#resyncAgain;
+      this.#resyncAgain = undefined;
+      if (again !== undefined) this.#maybeResync(again);
+    });
+  }
+
+  async #resync(reason: RegistryResyncReason): Promise<void> {
+    this.#buffer = [];
+    let reply: string[];
+    try {
+      reply = (await this.#scripts.snapshot(newEpoch())) as string[];
+    } catch (err) {
+      // Keep the view as last confirmed; events that came meanwhile still apply on top of it.
+      this.#failed('resync', err);
+      this.#opts.metrics.recordResync(reason, 'failure');
+      this.#drainBuffer();
+      return;
+    }
+    let instances: Instance[];
+    try {
+      instances = [];
+      for (let i = 2; i + 2 < reply.length; i += 3) {
+        instances.push(
+          toInstance(
+            reply[i]!,
+            JSON.parse(reply[i + 1]!) as InstanceSpec,
+            JSON.parse(reply[i + 2]!) as Lease,
+          ),
+        );
+      }
+    } catch (err) {
+      this.#failed('resync', err);
+      this.#opts.metrics.recordResync(reason, 'failure');
+      this.#drainBuffer();
+      return;
+    }
+    const epochChanged = this.#epoch !== undefined && this.#epoch !== reply[0];
+    this.#epoch = reply[0]!;
+    this.#rev = Number(reply[1]);
+    this.#keyRevs.clear();
+    const changes = this.view.replaceAll(instances);
+    this.#lastSync = new Date().toISOString();
+    this.#opts.metrics.recordResync(reason, 'success');
+    const log = changes > 0 || epochChanged || reason !== 'periodic' ? 'info' : 'debug';
+    this.#opts.logger[log](
+      { reason, instances: instances.length, changes, epochChanged },
+      'registry view re-read from Redis',
+    );
+    if (!this.#everSynced) {
+      this.#everSynced = true;
+      this.#firstSync.resolve();
+    }
+    this.#drainBuffer();
+  }
+
+  #drainBuffer(): void {
+    const buffered = this.#buffer ?? [];
+    this.#buffer = undefined;
+    if (this.#epoch === undefined) return;
+    for (const event of buffered) this.#apply(event);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const t of this.#timers) clearInterval(t);
+    for (const off of this.#unlisten) off();
+    await this.#resyncing?.catch(() => undefined);
+    if (this.#subscribed && this.#subscriber.ready)
+      await this.#subscriber.client.unsubscribe(this.#channel).catch(() => undefined);
+  }
+}

@@ -1,0 +1,254 @@
+/**
+ * The one Redis connection Peregrine's subsystems share (the registry store; rate limiting), with
+ * its health and metrics. Built for a gateway that must never wait on Redis:
+ *
+ * - `enableOfflineQueue: false`: a command sent while disconnected fails at once instead of
+ *   queueing behind a reconnect; callers fall back (last-known-good, a local limiter, ...).
+ * - every command has a deadline (`commandTimeout`); commands in flight when the connection drops
+ *   fail rather than being replayed later.
+ * - reconnection never gives up: exponential backoff with jitter between `reconnect.initialDelay`
+ *   and `reconnect.maxDelay`.
+ * - state changes and errors are metrics (`peregrine_redis_*`) and log lines (one per transition,
+ *   not one per failed retry).
+ *
+ * Pub/sub needs a connection of its own (RESP2 servers refuse other commands on a subscribed
+ * connection): `subscriber()` makes one on first use, with the same settings, health and metrics
+ * under `connection="subscriber"`.
+ */
+import { Redis, type RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
+import type { RedisConnectionName, RedisErrorKind, RedisMetrics, RedisState } from '../telemetry/metrics.ts';
+import type { RedisConfig } from './schema.ts';
+
+export type { RedisState } from '../telemetry/metrics.ts';
+
+export interface RedisHealth {
+  readonly connection: RedisConnectionName;
+  readonly state: RedisState;
+  /** When the connection entered its current state (ISO 8601). */
+  readonly since: string;
+  readonly reconnects: number;
+  /** The last error's message (never a command's arguments), or null. */
+  readonly lastError: { readonly message: string; readonly at: string } | null;
+}
+
+export interface RedisDeps {
+  readonly logger: Logger;
+  readonly metrics: RedisMetrics;
+}
+
+/** The delay before reconnection attempt `times` (1-based): doubling, capped, with up to 50% jitter off. */
+export function reconnectDelay(
+  times: number,
+  initialMs: number,
+  maxMs: number,
+  random: () => number = Math.random,
+): number {
+  const base = Math.min(maxMs, initialMs * 2 ** Math.min(30, Math.max(0, times - 1)));
+  return Math.max(1, Math.round(base * (0.5 + random() / 2)));
+}
+
+/** Classify a failed command: no reply in time, no usable connection, or an error reply. */
+export function redisErrorKind(err: unknown): RedisErrorKind {
+  const message = err instanceof Error ? err.message : String(err);
+  if (/timed out/i.test(message)) return 'timeout';
+  if (
+    /enableOfflineQueue|Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|MaxRetriesPerRequest|connect/i.test(
+      message,
+    )
+  )
+    return 'connection';
+  return 'command';
+}
+
+export class RedisConnection {
+  readonly config: RedisConfig;
+  readonly name: RedisConnectionName;
+  /** The ioredis client. Commands fail fast while disconnected; see the module comment. */
+  readonly client: Redis;
+  readonly #deps: RedisDeps;
+  #state: RedisState = 'connecting';
+  #since = new Date();
+  #reconnects = 0;
+  #lastError: { message: string; at: string } | null = null;
+  #readyListeners = new Set<() => void>();
+  #subscriber: RedisConnection | undefined;
+  #closing: Promise<void> | undefined;
+  /** Set once the connection has been ready: later 'error's are outages, logged once per outage. */
+  #wasReady = false;
+  #outageLogged = false;
+
+  constructor(config: RedisConfig, deps: RedisDeps, name: RedisConnectionName = 'commands') {
+    this.config = config;
+    this.name = name;
+    this.#deps = deps;
+    const { initialDelay, maxDelay } = config.reconnect;
+    const options: RedisOptions = {
+      keyPrefix: config.keyPrefix,
+      connectTimeout: config.connectTimeout,
+      commandTimeout: config.commandTimeout,
+      connectionName: name === 'commands' ? config.connectionName : `${config.connectionName}-sub`,
+      enableOfflineQueue: false,
+      // A command caught by a disconnect fails at the first reconnection attempt, never replayed later.
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      // The subscriber's owner resubscribes itself on 'ready', so it knows when the subscription is live.
+      autoResubscribe: false,
+      lazyConnect: true,
+      retryStrategy: (times) => reconnectDelay(times, initialDelay, maxDelay),
+    };
+    this.client = new Redis(config.url, options);
+    deps.metrics.addConnection(name);
+    this.client.on('ready', this.#onReady);
+    this.client.on('error', this.#onError);
+    this.client.on('reconnecting', this.#onReconnecting);
+    this.client.on('end', this.#onEnd);
+    // Connection failures are reported through 'error' and retried by the strategy above.
+    this.client.connect().catch(() => undefined);
+  }
+
+  get state(): RedisState {
+    return this.#state;
+  }
+
+  get ready(): boolean {
+    return this.#state === 'ready';
+  }
+
+  health(): RedisHealth {
+    return {
+      connection: this.name,
+      state: this.#state,
+      since: this.#since.toISOString(),
+      reconnects: this.#reconnects,
+      lastError: this.#lastError,
+    };
+  }
+
+  /**
+   * Call `listener` every time the connection becomes ready (the first time and after each
+   * reconnect: whoever caches Redis state re-reads it then). Returns the unsubscribe function.
+   */
+  onReady(listener: () => void): () => void {
+    this.#readyListeners.add(listener);
+    return () => this.#readyListeners.delete(listener);
+  }
+
+  /** The pub/sub connection, made on first use and closed with this one. */
+  subscriber(): RedisConnection {
+    if (this.name === 'subscriber') throw new Error('a subscriber connection has no subscriber of its own');
+    if (this.#closing) throw new Error('Redis connection closed');
+    this.#subscriber ??= new RedisConnection(this.config, this.#deps, 'subscriber');
+    return this.#subscriber;
+  }
+
+  /**
+   * Count a failed command (users call this from their catch) and return its kind, so they can log
+   * or count it their own way too.
+   */
+  recordCommandError(err: unknown): RedisErrorKind {
+    const kind = redisErrorKind(err);
+    this.#lastError = {
+      message: err instanceof Error ? err.message : String(err),
+      at: new Date().toISOString(),
+    };
+    this.#deps.metrics.recordError(this.name, kind);
+    return kind;
+  }
+
+  #setState(state: RedisState): void {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.#since = new Date();
+    this.#deps.metrics.setState(this.name, state);
+  }
+
+  #onReady = (): void => {
+    const recovered = this.#wasReady || this.#reconnects > 0;
+    this.#wasReady = true;
+    this.#outageLogged = false;
+    this.#setState('ready');
+    this.#deps.logger.info(
+      { connection: this.name, url: redactedUrl(this.config.url), recovered },
+      recovered ? 'Redis connection restored' : 'Redis connection ready',
+    );
+    for (const listener of this.#readyListeners) {
+      try {
+        listener();
+      } catch (err) {
+        this.#deps.logger.error({ err, connection: this.name }, 'Redis ready listener failed');
+      }
+    }
+  };
+
+  #onError = (err: Error): void => {
+    this.#lastError = { message: err.message, at: new Date().toISOString() };
+    this.#deps.metrics.recordError(this.name, 'connection');
+    if (!this.#outageLogged) {
+      this.#outageLogged = true;
+      this.#deps.logger.warn(
+        { connection: this.name, url: redactedUrl(this.config.url), error: err.message },
+        this.#wasReady ? 'Redis connection lost; reconnecting' : 'cannot connect to Redis; retrying',
+      );
+    }
+  };
+
+  #onReconnecting = (): void => {
+    this.#reconnects++;
+    this.#deps.metrics.recordReconnect(this.name);
+    this.#setState('reconnecting');
+  };
+
+  #onEnd = (): void => {
+    this.#setState('closed');
+  };
+
+  /**
+   * Close this connection and its subscriber: QUIT (pending replies arrive first), cut after
+   * `commandTimeout` if Redis does not answer. Safe to call twice.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#readyListeners.clear();
+    const sub = this.#subscriber;
+    await Promise.all([sub?.close(), this.#quit()]);
+    this.#setState('closed');
+  }
+
+  async #quit(): Promise<void> {
+    const client = this.client;
+    if (client.status === 'end') return;
+    if (client.status !== 'ready') {
+      client.disconnect(false);
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        client.quit(),
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, this.config.commandTimeout);
+        }),
+      ]);
+    } catch {
+      // Closing anyway.
+    } finally {
+      clearTimeout(timer);
+      client.disconnect(false);
+    }
+  }
+}
+
+/** Where the connection goes, for logs: scheme, host, port and database, never the credentials. */
+function redactedUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}${u.pathname}`;
+  } catch {
+    return '(unparsable url)';
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * A real redis-server for tests, on a random loopback port, in a temporary directory; stopped,
+ * restarted (same port, same data when persistent) and removed by the test.
+ *
+ * Needs the `redis-server` binary (Debian package `redis-server`; CI installs it in .ci/run, or
+ * set REDIS_SERVER_BIN).
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from './ports.ts';
+
+const REDIS_BIN = process.env.REDIS_SERVER_BIN ?? 'redis-server';
+
+export interface TestRedis {
+  readonly port: number;
+  readonly url: string;
+  /** Running now. */
+  readonly running: boolean;
+  /** Stop (SIGTERM: a persistent server writes its data first). */
+  stop(): Promise<void>;
+  /** Start again on the same port and directory. */
+  start(): Promise<void>;
+  /** Send a command through a fresh connection; resolves with the raw reply. */
+  command(...args: string[]): Promise<string>;
+  /** Stop and remove the directory. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+/** Kill on worker exit too, so a crashed test run never leaves a redis-server behind. */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const p of running) p.kill('SIGKILL');
+});
+
+function requireRedis(): void {
+  const probe = spawnSync(REDIS_BIN, ['--version'], { encoding: 'utf8' });
+  if (probe.error !== undefined || probe.status !== 0)
+    throw new Error(
+      `these tests need redis-server: could not run ${JSON.stringify(REDIS_BIN)} ` +
+        `(${probe.error?.message ?? `exit ${probe.status}`}). Install it (Debian: apt-get install redis-server; ` +
+        'CI does this in .ci/run) or set REDIS_SERVER_BIN.',
+    );
+}
+
+/** RESP-encode a command, send it on a new connection, return the first reply line(s). */
+function send(port: number, args: string[], timeoutMs = 2000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    let data = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error('redis command timed out'));
+    }, timeoutMs);
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    socket.on('data', (chunk) => {
+      data += chunk.toString();
+      if (data.endsWith('\r\n')) {
+        clearTimeout(timer);
+        socket.end();
+        resolve(data);
+      }
+    });
+    socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`);
+  });
+}
+
+export async function startRedis(opts: { persistent?: boolean } = {}): Promise<TestRedis> {
+  requireRedis();
+  const dir = mkdtempSync(join(tmpdir(), 'peregrine-redis-'));
+  let port = 0;
+  let proc: ChildProcess | undefined;
+  let exited: Promise<void> = Promise.resolve();
+  let log = '';
+
+  const spawnOnce = async (): Promise<boolean> => {
+    const args = [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--save',
+      '',
+      '--appendonly',
+      opts.persistent ? 'yes' : 'no',
+      '--appendfsync',
+      'always',
+      '--daemonize',
+      'no',
+      '--loglevel',
+      'warning',
+    ];
+    log = '';
+    const p = spawn(REDIS_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    proc = p;
+    running.add(p);
+    let done = false;
+    exited = new Promise<void>((resolve) => {
+      p.once('exit', () => {
+        done = true;
+        running.delete(p);
+        resolve();
+      });
+      p.once('error', () => {
+        done = true;
+        running.delete(p);
+        resolve();
+      });
+    });
+    for (const s of [p.stdout!, p.stderr!]) s.setEncoding('utf8').on('data', (c: string) => (log += c));
+    const deadline = Date.now() + 10_000;
+    while (!done && Date.now() < deadline) {
+      try {
+        if ((await send(port, ['PING'], 500)).startsWith('+PONG')) return true;
+      } catch {
+        // not up yet
+      }
+      await sleep(25);
+    }
+    if (!done) {
+      p.kill('SIGKILL');
+      await exited;
+      throw new Error(`redis-server did not answer within 10 s\n${log}`);
+    }
+    return false;
+  };
+
+  const start = async (newPortIfTaken: boolean): Promise<void> => {
+    for (let attempt = 1; ; attempt++) {
+      if (await spawnOnce()) return;
+      // The port may have been taken between freePort() and the bind: a new one (first start only).
+      if (!newPortIfTaken || attempt >= 3 || !/Address already in use/i.test(log))
+        throw new Error(`redis-server did not start on port ${port}\n${log}`);
+      port = await freePort();
+    }
+  };
+
+  port = await freePort();
+  await start(true);
+  let closed = false;
+  const stop = async (): Promise<void> => {
+    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+    proc.kill('SIGTERM');
+    const killed = await Promise.race([exited.then(() => true), sleep(5000, false)]);
+    if (!killed) {
+      proc.kill('SIGKILL');
+      await exited;
+    }
+  };
+  const isRunning = (): boolean => proc !== undefined && proc.exitCode === null && proc.signalCode === null;
+  return {
+    get port() {
+      return port;
+    },
+    get url() {
+      return `redis://127.0.0.1:${port}`;
+    },
+    get running() {
+      return isRunning();
+    },
+    stop,
+    async start() {
+      if (isRunning()) return;
+      await start(false);
+    },
+    command: (...args) => send(port, args),
+    async close() {
+      if (closed) return;
+      closed = true;
+      await stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

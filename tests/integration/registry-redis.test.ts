@@ -1,0 +1,282 @@
+/**
+ * Gateway replicas sharing the registry through a real redis-server: a change at one replica
+ * reaches the others within a second; leases expire on Redis's clock with no gateway alive; a
+ * restarted Redis is re-read in full (nothing lost, nothing invented); an unreachable or stalled
+ * Redis never empties a replica's view; missed events are detected and repaired.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { RegistryUnavailableError } from '../../src/registry/store.ts';
+import { eventually, registration, VIA } from '../conformance/registry-store.ts';
+import { startRedis, type TestRedis } from '../helpers/redis.ts';
+import { metricOf, newPrefix, type RedisReplica, redisReplica, SWEEP_MS } from '../helpers/registry.ts';
+
+const TTL = 1500;
+
+let redis: TestRedis;
+const replicas: RedisReplica[] = [];
+
+function replica(prefix: string, resyncInterval?: number): RedisReplica {
+  const r = redisReplica(redis.url, prefix, {}, resyncInterval);
+  replicas.push(r);
+  return r;
+}
+
+const metric = (r: RedisReplica, name: string, labels: Record<string, string> = {}) =>
+  metricOf(r.metrics, name, labels);
+
+/** Two replicas of a fresh registry (key prefix returned too), both synced. */
+async function twoReplicas(resyncInterval?: number): Promise<[RedisReplica, RedisReplica, string]> {
+  const prefix = newPrefix();
+  const a = replica(prefix, resyncInterval);
+  const b = replica(prefix, resyncInterval);
+  await Promise.all([a.store.synced(), b.store.synced()]);
+  return [a, b, prefix];
+}
+
+/** The ids of a service in a replica's view. */
+const ids = (r: RedisReplica, service = 'payments') => r.store.list(service).map((i) => i.id);
+
+beforeAll(async () => {
+  redis = await startRedis({ persistent: true });
+});
+afterEach(async () => {
+  for (const r of replicas.splice(0)) await r.close();
+  if (!redis.running) await redis.start();
+});
+afterAll(async () => {
+  await redis?.close();
+});
+
+describe('two replicas on one Redis', () => {
+  it('a registration, a drain and a deregistration through A reach B within 1 s', async () => {
+    const [a, b] = await twoReplicas();
+    const arrivals: { what: string; ms: number }[] = [];
+    let sentAt = 0;
+    b.store.watch('payments', (c) =>
+      arrivals.push({ what: `${c.type}:${c.cause}`, ms: performance.now() - sentAt }),
+    );
+
+    sentAt = performance.now();
+    await a.store.register(registration('payments', 'p-1', 60_000), 'gateway-a');
+    await eventually(() => expect(ids(b)).toEqual(['p-1']), 1000);
+    expect(b.store.get('payments', 'p-1')?.registeredVia).toBe('gateway-a');
+
+    sentAt = performance.now();
+    await a.store.drain('payments', 'p-1', 'gateway-a');
+    await eventually(() => expect(b.store.get('payments', 'p-1')?.state).toBe('draining'), 1000);
+
+    sentAt = performance.now();
+    await a.store.deregister('payments', 'p-1');
+    await eventually(() => expect(ids(b)).toEqual([]), 1000);
+
+    expect(arrivals.map((x) => x.what)).toEqual([
+      'upsert:registered',
+      'upsert:drained',
+      'remove:deregistered',
+    ]);
+    for (const x of arrivals) expect(x.ms).toBeLessThan(1000);
+    // B measured how long the changes took to arrive.
+    expect(await metric(b, 'peregrine_registry_propagation_seconds_count')).toBeGreaterThanOrEqual(3);
+  });
+
+  it('renewals through A move the lease B shows, and keep the instance alive at both', async () => {
+    const [a, b] = await twoReplicas();
+    await a.store.register(registration('payments', 'p-1', TTL), 'gateway-a');
+    for (let i = 0; i < 4; i++) {
+      await sleep(TTL / 3);
+      const renewed = await a.store.renew('payments', 'p-1', 'gateway-a');
+      await eventually(
+        () => expect(b.store.get('payments', 'p-1')?.expiresAt).toBe(renewed!.expiresAt),
+        1000,
+      );
+    }
+    expect(ids(a)).toEqual(['p-1']);
+    expect(ids(b)).toEqual(['p-1']);
+  });
+
+  it('an expiry is seen by both replicas, and counted once', async () => {
+    const [a, b] = await twoReplicas();
+    const removed: string[] = [];
+    a.store.watch('payments', (c) => removed.push(`a:${c.type}:${c.cause}`));
+    b.store.watch('payments', (c) => removed.push(`b:${c.type}:${c.cause}`));
+    const { instance } = await a.store.register(registration('payments', 'p-1', TTL), 'gateway-a');
+    await eventually(() => expect(ids(b)).toEqual(['p-1']), 1000);
+    removed.length = 0;
+    await eventually(() => {
+      expect(ids(a)).toEqual([]);
+      expect(ids(b)).toEqual([]);
+    }, TTL + 3000);
+    // Both saw it within a second of the lease's end (the sweep runs every SWEEP_MS).
+    expect(Date.now() - instance.expiresAt).toBeLessThan(1000 + SWEEP_MS);
+    expect(removed.sort()).toEqual(['a:remove:expired', 'b:remove:expired']);
+    const expirations =
+      (await metric(a, 'peregrine_registry_expirations_total')) +
+      (await metric(b, 'peregrine_registry_expirations_total'));
+    expect(expirations).toBe(1);
+  });
+
+  it('a lease expires with no gateway alive: a replica started later never sees it', async () => {
+    const prefix = newPrefix();
+    const a = replica(prefix);
+    await a.store.synced();
+    await a.store.register(registration('payments', 'gone', TTL), VIA);
+    await a.store.register(registration('payments', 'kept', 60_000), VIA);
+    await a.close();
+    await sleep(TTL + 200);
+    // Nobody swept: the lease is still in Redis, past its time.
+    expect(await redis.command('ZSCORE', `${prefix}registry:expiry`, 'payments/gone')).toMatch(/^\$\d+/);
+    const c = replica(prefix);
+    await c.store.synced();
+    expect(ids(c)).toEqual(['kept']);
+    expect(await c.store.renew('payments', 'gone', VIA)).toBeUndefined();
+    // Every key carries a TTL covering its longest lease, so a registry left alone empties itself.
+    const pttl = Number((await redis.command('PTTL', `${prefix}registry:spec`)).slice(1));
+    expect(pttl).toBeGreaterThan(0);
+    expect(pttl).toBeLessThanOrEqual(60_000 + 60_000);
+  });
+});
+
+describe('Redis outages', () => {
+  it('Redis down: every replica keeps its last-known view; writes fail fast; nothing is emptied', async () => {
+    const [a, b] = await twoReplicas(200);
+    await a.store.register(registration('payments', 'p-1', TTL), VIA);
+    await a.store.register(registration('payments', 'p-2', 60_000), VIA);
+    await eventually(() => expect(ids(b)).toEqual(['p-1', 'p-2']), 1000);
+    const removals: string[] = [];
+    b.store.watch('payments', (c) => removals.push(c.instance.id));
+
+    await redis.stop();
+    await eventually(() => expect(b.store.health().synced).toBe(false), 2000);
+    const started = performance.now();
+    const write = await a.store.register(registration('payments', 'p-3', TTL), VIA).catch((e: unknown) => e);
+    expect(write).toBeInstanceOf(RegistryUnavailableError);
+    expect(performance.now() - started).toBeLessThan(1500);
+    // Past p-1's lease and many resync intervals: the replicas still route to what they knew.
+    await sleep(TTL + 500);
+    expect(ids(a)).toEqual(['p-1', 'p-2']);
+    expect(ids(b)).toEqual(['p-1', 'p-2']);
+    expect(removals).toEqual([]);
+    expect(await metric(a, 'peregrine_registry_store_errors_total', { operation: 'register' })).toBe(1);
+    expect(
+      await metric(b, 'peregrine_redis_connection_state', { connection: 'commands', state: 'ready' }),
+    ).toBe(0);
+  });
+
+  it('a replica started while Redis is down starts empty, retries, and syncs once Redis is up', async () => {
+    const prefix = newPrefix();
+    const a = replica(prefix);
+    await a.store.synced();
+    await a.store.register(registration('payments', 'p-1', 60_000), VIA);
+    await redis.stop();
+    const late = replica(prefix);
+    await sleep(300);
+    expect(late.store.health().synced).toBe(false);
+    expect(ids(late)).toEqual([]);
+    await redis.start();
+    await late.store.synced();
+    expect(ids(late)).toEqual(['p-1']);
+    expect(
+      await metric(late, 'peregrine_registry_resyncs_total', { reason: 'start', outcome: 'success' }),
+    ).toBe(1);
+  });
+
+  it('Redis restarted with its data: both replicas resync; nothing lost, nothing invented', async () => {
+    const [a, b] = await twoReplicas();
+    for (const id of ['p-1', 'p-2']) await a.store.register(registration('payments', id, 60_000), VIA);
+    // p-3 expires while Redis is down: after the restart it must be gone, not kept.
+    await a.store.register(registration('payments', 'p-3', TTL), VIA);
+    await eventually(() => expect(ids(b)).toEqual(['p-1', 'p-2', 'p-3']), 1000);
+
+    await redis.stop();
+    await sleep(TTL + 200);
+    expect(ids(b)).toEqual(['p-1', 'p-2', 'p-3']);
+    await redis.start();
+
+    await eventually(async () => {
+      expect(
+        await metric(b, 'peregrine_registry_resyncs_total', { reason: 'reconnect', outcome: 'success' }),
+      ).toBeGreaterThan(0);
+    }, 5000);
+    await eventually(() => {
+      expect(ids(a)).toEqual(['p-1', 'p-2']);
+      expect(ids(b)).toEqual(['p-1', 'p-2']);
+    }, 3000);
+    await eventually(() => expect(b.store.health().synced).toBe(true), 3000);
+    // The subscription is live again: a change through B reaches A.
+    await b.store.register(registration('payments', 'p-4', 60_000), 'gateway-b');
+    await eventually(() => expect(ids(a)).toEqual(['p-1', 'p-2', 'p-4']), 1000);
+  });
+
+  it('Redis restarted empty: the replicas mirror it (no stale instances kept); re-registrations refill it', async () => {
+    const [a, b] = await twoReplicas();
+    await a.store.register(registration('payments', 'p-1', 60_000), VIA);
+    await eventually(() => expect(ids(b)).toEqual(['p-1']), 1000);
+    // What a Redis that lost its data looks like to the replicas: a new data set (epoch).
+    await redis.command('FLUSHALL');
+    await a.store.register(registration('payments', 'p-2', 60_000), VIA);
+    await eventually(() => {
+      expect(ids(a)).toEqual(['p-2']);
+      expect(ids(b)).toEqual(['p-2']);
+    }, 2000);
+    expect(
+      await metric(b, 'peregrine_registry_resyncs_total', { reason: 'gap', outcome: 'success' }),
+    ).toBeGreaterThan(0);
+    // The old instance's client renews, gets "unknown", and registers again.
+    expect(await a.store.renew('payments', 'p-1', VIA)).toBeUndefined();
+    await a.store.register(registration('payments', 'p-1', 60_000), VIA);
+    await eventually(() => expect(ids(b)).toEqual(['p-1', 'p-2']), 1000);
+  });
+
+  it('a stalled Redis (reads time out) leaves the view as it was', async () => {
+    const prefix = newPrefix();
+    const a = replica(prefix, 100);
+    await a.store.synced();
+    await a.store.register(registration('payments', 'p-1', 60_000), VIA);
+    const removals: string[] = [];
+    a.store.watch('payments', (c) => removals.push(c.instance.id));
+    const failuresBefore = await metric(a, 'peregrine_registry_resyncs_total', { outcome: 'failure' });
+    // Every client's commands wait 2.5 s: the periodic re-reads (every 100 ms) time out at 1 s.
+    await redis.command('CLIENT', 'PAUSE', '2500', 'ALL');
+    await sleep(2000);
+    expect(ids(a)).toEqual(['p-1']);
+    expect(removals).toEqual([]);
+    expect(await metric(a, 'peregrine_registry_resyncs_total', { outcome: 'failure' })).toBeGreaterThan(
+      failuresBefore,
+    );
+    expect(await metric(a, 'peregrine_redis_errors_total', { kind: 'timeout' })).toBeGreaterThan(0);
+    await sleep(1000);
+    await eventually(async () => {
+      await a.store.register(registration('payments', 'p-2', 60_000), VIA);
+      expect(ids(a)).toEqual(['p-1', 'p-2']);
+    }, 3000);
+  });
+
+  it('a missed event (a gap in the revisions) makes a replica re-read everything', async () => {
+    const [a, b, prefix] = await twoReplicas();
+    await a.store.register(registration('payments', 'p-1', 60_000), VIA);
+    await eventually(() => expect(ids(b)).toEqual(['p-1']), 1000);
+    // A change B never hears of: written straight to Redis's data, its event not published.
+    await redis.command(
+      'HSET',
+      `${prefix}registry:spec`,
+      'payments/p-9',
+      (await redis.command('HGET', `${prefix}registry:spec`, 'payments/p-1')).split('\r\n')[1]!,
+    );
+    await redis.command(
+      'HSET',
+      `${prefix}registry:lease`,
+      'payments/p-9',
+      (await redis.command('HGET', `${prefix}registry:lease`, 'payments/p-1')).split('\r\n')[1]!,
+    );
+    await redis.command('ZADD', `${prefix}registry:expiry`, String(Date.now() + 60_000), 'payments/p-9');
+    await redis.command('INCR', `${prefix}registry:rev`);
+    expect(ids(b)).toEqual(['p-1']);
+    // The next event's revision skips one: B notices and re-reads.
+    await a.store.register(registration('payments', 'p-2', 60_000), VIA);
+    await eventually(() => expect(ids(b)).toEqual(['p-1', 'p-2', 'p-9']), 1000);
+    expect(await metric(b, 'peregrine_registry_resyncs_total', { reason: 'gap', outcome: 'success' })).toBe(
+      1,
+    );
+  });
+});
