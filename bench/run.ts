@@ -21,6 +21,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { mintBenchJwt, selfSignedCert } from './lib/credentials.ts';
+import { intFromEnv } from './lib/env.ts';
 import { pickLoadGenerator } from './lib/loadgen.ts';
 import { machineInfo } from './lib/machine.ts';
 import { FOREIGN_PCT, measure } from './lib/measure.ts';
@@ -43,15 +44,6 @@ const ROOT = join(import.meta.dirname, '..');
 const PEREGRINE_DIR = resolve(process.env.BENCH_PEREGRINE_DIR ?? ROOT);
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
-
-function intFromEnv(name: string, fallback: number, min = 1): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min)
-    throw new Error(`${name} must be an integer ≥ ${min}, not ${JSON.stringify(raw)}`);
-  return n;
-}
 
 function readSettings(pin: PinPlan | undefined): Settings {
   return {

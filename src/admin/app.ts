@@ -6,7 +6,7 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import { redactConfig } from '../config/loader.ts';
 import type { ConfigStore } from '../control/config-store.ts';
 import type { ListenerCertificateStatus } from '../dataplane/listener/certificates.ts';
-import { type GatewayMetrics, renderMetrics } from '../telemetry/metrics.ts';
+import { type GatewayMetrics, metricsContentType, writeMetrics } from '../telemetry/metrics.ts';
 
 export interface AdminSource {
   readonly store: ConfigStore;
@@ -29,8 +29,24 @@ export function createAdminApp(src: AdminSource): Express {
   app.set('etag', false);
 
   app.get('/metrics', async function metricsHandler(req: Request, res: Response) {
-    const { contentType, body } = await renderMetrics(src.metrics, req.get('accept'));
-    res.set('content-type', contentType).send(body);
+    // Streamed as it renders: at 10,000 routes the text is 20 MB, never held whole.
+    const accept = req.get('accept');
+    res.status(200).set('content-type', metricsContentType(accept));
+    try {
+      await writeMetrics(src.metrics, accept, function writeChunk(chunk: string) {
+        if (res.destroyed || res.write(chunk)) return;
+        return new Promise<void>((resolve) => {
+          res.once('drain', resolve);
+          res.once('close', resolve);
+        });
+      });
+    } catch (err) {
+      if (!res.headersSent) throw err;
+      // Cut, so a partial scrape never looks complete.
+      res.destroy(err as Error);
+      return;
+    }
+    res.end();
   });
 
   app.get('/healthz', function healthz(_req: Request, res: Response) {

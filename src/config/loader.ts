@@ -19,7 +19,6 @@ import {
   visit,
 } from 'yaml';
 import type { z } from 'zod';
-import { createRouteTable, RouteCompileError } from '../dataplane/routing/route-table.ts';
 import { type Config, ConfigSchema, crossCheck } from './schema.ts';
 
 export interface ConfigIssue {
@@ -129,17 +128,10 @@ function parseConfigSource(text: string, file: string, env: NodeJS.ProcessEnv): 
 
   const result = ConfigSchema.safeParse(data, { error: missingKeyMessage });
   if (result.success && issues.length === 0) {
-    // Validation runs the same route compiler that serves, so `peregrine validate` catches what
-    // the schema cannot express (templates, paths normalisation rejects).
-    const compileError = routeCompileError(result.data);
-    if (!compileError)
-      return {
-        config: result.data,
-        issueAt: (path, message) => issueAt(locate(doc, path).offset, path.join('.'), message),
-      };
-    const path = compileError.keyPath.split('.').map((p) => (/^\d+$/.test(p) ? Number(p) : p));
-    issues.push(issueAt(locate(doc, path).offset, compileError.keyPath, compileError.message));
-    throw new ConfigError(issues);
+    return {
+      config: result.data,
+      issueAt: (path, message) => issueAt(locate(doc, path).offset, path.join('.'), message),
+    };
   }
   const explained = (result.error?.issues ?? []).flatMap(explain);
   // zod skips the schema's cross-section refinement after some kinds of issue; run it here too.
@@ -155,16 +147,6 @@ function parseConfigSource(text: string, file: string, env: NodeJS.ProcessEnv): 
     issues.push(issueAt(at.offset, path.join('.'), message));
   }
   throw new ConfigError(sortIssues(issues));
-}
-
-function routeCompileError(config: Config): RouteCompileError | undefined {
-  try {
-    createRouteTable(config.routes);
-    return undefined;
-  } catch (err) {
-    if (err instanceof RouteCompileError) return err;
-    throw err;
-  }
 }
 
 /** Sort by line, in place. */

@@ -9,9 +9,11 @@ import { RouteIdentitySchema } from '../dataplane/filters/identity/schema.ts';
 import { AuthSchema, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
 import { checkPolicies, PolicySchema } from '../dataplane/filters/policy-schema.ts';
 import { Http2Schema, TlsSchema } from '../dataplane/listener/tls-schema.ts';
+import { compileRoutePath } from '../dataplane/routing/route-path.ts';
 import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
 import { checkRegistry, RegistrySchema } from '../registry/schema.ts';
 import { RedisSchema } from '../stores/schema.ts';
+import { LATENCY_BUCKETS } from '../telemetry/latency-buckets.ts';
 import { address, cidr, duration, isRecord, name, size } from './fields.ts';
 import { HTTP_METHODS } from './http-methods.ts';
 
@@ -73,6 +75,21 @@ export const TelemetrySchema = z.strictObject({
     .strictObject({
       /** Attach trace_id exemplars to latency histograms for sampled requests. */
       exemplars: z.boolean().default(true),
+      /**
+       * Upper bounds (seconds) of the buckets of both latency histograms. Each bucket is one
+       * series per label set: fewer buckets, a cheaper scrape (docs/metrics.md, cardinality).
+       */
+      latencyBuckets: z
+        .array(z.number().positive())
+        .min(1)
+        .max(64)
+        .refine((b) => b.every((v, i) => i === 0 || v > b[i - 1]!), 'bucket bounds must increase')
+        .default([...LATENCY_BUCKETS]),
+      /**
+       * Whether a route has a latency histogram of its own unless it says otherwise
+       * (`routes[].metrics.histogram`). Routes without one share the `route="_other"` series.
+       */
+      routeHistograms: z.boolean().default(true),
     })
     .prefault({}),
 });
@@ -125,9 +142,15 @@ export const RouteMatchSchema = z.strictObject({
   headers: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), z.string()).optional(),
 });
 
+/** What the route compiler would refuse: paths normalisation rejects, malformed templates. */
+function checkRoutePath(match: z.output<typeof RouteMatchSchema>, ctx: z.RefinementCtx): void {
+  const compiled = compileRoutePath(match.path, match.pathType);
+  if (compiled.error !== undefined) ctx.addIssue({ code: 'custom', path: ['path'], message: compiled.error });
+}
+
 export const RouteSchema = z.strictObject({
   name,
-  match: RouteMatchSchema.prefault({}),
+  match: RouteMatchSchema.superRefine(checkRoutePath).prefault({}),
   upstream: name,
   /** Higher wins over specificity. Default 0. */
   priority: z.number().int().default(0),
@@ -160,6 +183,12 @@ export const RouteSchema = z.strictObject({
   identity: RouteIdentitySchema.optional(),
   /** Named policies (top-level `policies`) run in this order, after the inline `identity` and `auth`. */
   policies: z.array(name).optional(),
+  metrics: z
+    .strictObject({
+      /** A latency histogram of its own; default `telemetry.metrics.routeHistograms`. */
+      histogram: z.boolean().optional(),
+    })
+    .optional(),
 });
 
 export const ConfigSchema = z

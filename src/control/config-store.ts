@@ -1,14 +1,22 @@
 /**
- * Owns the current Snapshot. Reloads re-read the config file, validate it and compile a new
- * snapshot; only then is it swapped in. A reload that fails leaves the last good snapshot serving,
- * is logged and counted, and its issues are kept for the admin API.
+ * Owns the current Snapshot. Reloads re-read the config file and validate it in a child process,
+ * then compile a new snapshot in slices between requests; only then is it swapped in, so requests
+ * in flight finish on the snapshot they started with. A reload that fails leaves the last good
+ * snapshot serving, is logged and counted, and its issues are kept for the admin API.
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
-import { ConfigError, type ConfigIssue, loadConfigFile } from '../config/loader.ts';
+import { fingerprintOf, type LoadedConfig, loadConfigApart } from '../config/load-apart.ts';
+import { ConfigError, type ConfigIssue } from '../config/loader.ts';
 import { type Config, dynamicPart } from '../config/schema.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
-import { compileSnapshot, type Snapshot } from './snapshot.ts';
+import { type CompileResult, compileSnapshot, compileSnapshotInSlices, type Snapshot } from './snapshot.ts';
+
+/**
+ * A reload compiles in slices of about this long, with a turn of the event loop between: requests
+ * on the current snapshot wait at most about one slice (plus a GC pause).
+ */
+const COMPILE_SLICE_MS = 10;
 
 export interface ReloadFailure {
   readonly at: string;
@@ -32,10 +40,15 @@ export class ConfigStore {
   #lastSuccessAt: string;
   #version = 1;
   #reloading: Promise<ReloadResult> | undefined;
-  #pendingAgain = false;
+  /** The run after the current one, shared by the calls made during the current one. */
+  #queued: Promise<ReloadResult> | undefined;
   readonly #logger: Logger;
   readonly #metrics: GatewayMetrics;
   readonly #env: NodeJS.ProcessEnv;
+  /** configFingerprint of the dynamic part serving now. */
+  #fingerprint: string;
+  /** Aborted by close(): a reload still loading stops, none starts. */
+  readonly #closing = new AbortController();
 
   constructor(
     config: Config,
@@ -47,11 +60,13 @@ export class ConfigStore {
     this.#logger = opts.logger;
     this.#metrics = opts.metrics;
     this.#env = opts.env ?? process.env;
+    this.#fingerprint = fingerprintOf(config);
     this.#current = compileSnapshot(dynamicPart(config), this.#version, undefined, {
       metrics: opts.metrics,
       logger: opts.logger,
     }).snapshot;
     void this.#current.auth.start();
+    this.#configureRouteMetrics();
     this.#lastSuccessAt = new Date().toISOString();
     this.#metrics.recordConfigReload('success');
   }
@@ -75,21 +90,30 @@ export class ConfigStore {
 
   /**
    * Reload from the file. Concurrent calls coalesce: one runs, and one more runs after it if a
-   * change arrived meanwhile, so the last write always wins.
+   * change arrived meanwhile, so the last write always wins. Every call resolves with the result
+   * of a run that read the file after the call (a call during a run waits for the next one).
    */
   reload(trigger: string): Promise<ReloadResult> {
-    if (this.#reloading) {
-      this.#pendingAgain = true;
-      return this.#reloading;
+    if (this.#closing.signal.aborted) {
+      return Promise.resolve(
+        this.#fail(trigger, [
+          { file: this.file ?? '(none)', path: '', message: 'the gateway is shutting down' },
+        ]),
+      );
     }
-    this.#reloading = this.#reloadOnce(trigger).finally(() => {
+    const running = this.#reloading;
+    if (running) {
+      this.#queued ??= running.then(() => {
+        this.#queued = undefined;
+        return this.reload(trigger);
+      });
+      return this.#queued;
+    }
+    const run = this.#reloadOnce(trigger).finally(() => {
       this.#reloading = undefined;
-      if (this.#pendingAgain) {
-        this.#pendingAgain = false;
-        void this.reload(trigger);
-      }
     });
-    return this.#reloading;
+    this.#reloading = run;
+    return run;
   }
 
   async #reloadOnce(trigger: string): Promise<ReloadResult> {
@@ -98,41 +122,46 @@ export class ConfigStore {
         { file: '(none)', path: '', message: 'gateway was started without a config file' },
       ]);
     }
-    let next: Config;
+    let next: LoadedConfig;
     try {
-      next = await loadConfigFile(this.file, this.#env);
+      // Parsing and validating a large file takes a second of CPU: away from the event loop.
+      next = await loadConfigApart(this.file, this.#env, this.#closing.signal);
     } catch (err) {
       const issues =
         err instanceof ConfigError ? err.issues : [{ file: this.file, path: '', message: String(err) }];
       return this.#fail(trigger, issues);
     }
-    return this.apply(next, trigger);
+    return this.#apply(next, trigger);
   }
 
-  /** Swap in a validated config's dynamic part. */
-  apply(next: Config, trigger: string): ReloadResult {
-    const changedStatic = STATIC_KEYS.filter((k) => !isDeepStrictEqual(next[k], this.initial[k]));
+  /** Swap in a validated config's dynamic part, compiled in slices while the current one serves. */
+  async #apply(next: LoadedConfig, trigger: string): Promise<ReloadResult> {
+    const changedStatic = STATIC_KEYS.filter((k) => !isDeepStrictEqual(next.config[k], this.initial[k]));
     if (changedStatic.length > 0) {
       this.#logger.warn(
         { sections: changedStatic, trigger },
         'static configuration changed; it takes effect on restart, only upstreams and routes were reloaded',
       );
     }
-    const dynamic = dynamicPart(next);
-    const changed = !isDeepStrictEqual(dynamic, this.#current.config);
+    const dynamic = dynamicPart(next.config);
+    const changed = next.fingerprint !== this.#fingerprint;
     if (changed) {
-      let compiled: ReturnType<typeof compileSnapshot>;
+      let compiled: CompileResult;
       try {
-        compiled = compileSnapshot(dynamic, this.#version + 1, this.#current, {
-          metrics: this.#metrics,
-          logger: this.#logger,
-        });
+        compiled = await compileSnapshotInSlices(
+          dynamic,
+          this.#version + 1,
+          this.#current,
+          { metrics: this.#metrics, logger: this.#logger },
+          COMPILE_SLICE_MS,
+        );
       } catch (err) {
         return this.#fail(trigger, [
           { file: this.file ?? '(none)', path: '', message: `compile failed: ${String(err)}` },
         ]);
       }
       this.#version++;
+      this.#fingerprint = next.fingerprint;
       this.#current = compiled.snapshot;
       this.#effective = { ...this.initial, ...dynamic };
       // Retired upstreams drain: their pools close once in-flight requests on them finish, except
@@ -140,12 +169,20 @@ export class ConfigStore {
       for (const cluster of compiled.retired) void cluster.close();
       compiled.retire();
       void this.#current.auth.start();
+      this.#configureRouteMetrics();
     }
     this.#lastFailure = undefined;
     this.#lastSuccessAt = new Date().toISOString();
     this.#metrics.recordConfigReload('success');
     this.#logger.info({ trigger, version: this.#version, changed }, 'configuration reloaded');
     return { ok: true, version: this.#version, changed };
+  }
+
+  /** Which routes now serving have a latency histogram of their own. */
+  #configureRouteMetrics(): void {
+    this.#metrics.configureRoutes(
+      this.#current.routes.routes.map((r) => ({ name: r.name, histogram: r.config.metrics?.histogram })),
+    );
   }
 
   #fail(trigger: string, issues: readonly ConfigIssue[]): ReloadResult {
@@ -162,13 +199,22 @@ export class ConfigStore {
     return { ok: false, failure };
   }
 
+  /** Stop a reload in progress (a compile already under way finishes and is swapped in first). */
+  async #settleReload(): Promise<void> {
+    this.#closing.abort();
+    await this.#reloading;
+    await this.#queued;
+  }
+
   async close(): Promise<void> {
+    await this.#settleReload();
     this.#current.auth.close();
     this.#current.policyState.close();
     await Promise.all([...this.#current.clusters.values()].map((c) => c.close()));
   }
 
   async destroy(): Promise<void> {
+    await this.#settleReload();
     this.#current.auth.close();
     this.#current.policyState.close();
     await Promise.all([...this.#current.clusters.values()].map((c) => c.destroy()));

@@ -1,11 +1,12 @@
 import type { Logger } from 'pino';
 import type { DynamicConfig } from '../config/schema.ts';
 import type { CarriedState } from '../dataplane/filters/carried-state.ts';
-import { compilePlans, type RoutePlan } from '../dataplane/filters/chain.ts';
+import { compilePlanSteps, type RoutePlan } from '../dataplane/filters/chain.ts';
 import type { PolicyState } from '../dataplane/filters/filter.ts';
 import { type AuthProviders, createAuthProviders } from '../dataplane/filters/jwt/providers.ts';
-import { createRouteTable, type RouteTable } from '../dataplane/routing/route-table.ts';
+import { type RouteTable, routeTableSteps } from '../dataplane/routing/route-table.ts';
 import { Cluster, upstreamFingerprint } from '../dataplane/upstream/cluster.ts';
+import { runInSlices, runNow, type Steps } from '../slices.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
 
 export type { RoutePlan } from '../dataplane/filters/chain.ts';
@@ -62,7 +63,32 @@ export function compileSnapshot(
   previous: Snapshot | undefined,
   deps: SnapshotDeps,
 ): CompileResult {
-  const routes = createRouteTable(config.routes);
+  return runNow(compileSteps(config, version, previous, deps));
+}
+
+/**
+ * compileSnapshot for a gateway that is serving: the work runs in slices of about `sliceMs`, with
+ * a turn of the event loop between them, so requests keep flowing (on `previous`) while 10,000
+ * routes compile.
+ */
+export function compileSnapshotInSlices(
+  config: DynamicConfig,
+  version: number,
+  previous: Snapshot | undefined,
+  deps: SnapshotDeps,
+  sliceMs: number,
+): Promise<CompileResult> {
+  return runInSlices(compileSteps(config, version, previous, deps), sliceMs);
+}
+
+/** The compile, yielding after each route and each upstream (src/slices.ts). */
+function* compileSteps(
+  config: DynamicConfig,
+  version: number,
+  previous: Snapshot | undefined,
+  deps: SnapshotDeps,
+): Steps<CompileResult> {
+  const routes = yield* routeTableSteps(config.routes);
   const auth = createAuthProviders(config.auth, previous?.auth, {
     metrics: deps.metrics,
     logger: deps.logger,
@@ -71,7 +97,7 @@ export function compileSnapshot(
   const created: Cluster[] = [];
   let policyState: CarriedState<PolicyState> | undefined;
   try {
-    const compiled = compilePlans(routes.routes, config.policies, previous?.policyState, {
+    const compiled = yield* compilePlanSteps(routes.routes, config.policies, previous?.policyState, {
       metrics: deps.metrics,
       logger: deps.logger,
       auth,
@@ -92,6 +118,7 @@ export function compileSnapshot(
         created.push(cluster);
         clusters.set(name, cluster);
       }
+      yield;
     }
     const retired: Cluster[] = [];
     if (previous) {

@@ -22,6 +22,8 @@ import { HTTP_METHODS } from '../config/http-methods.ts';
 import type { Http2CloseReason } from '../dataplane/listener/http2-session-guard.ts';
 import type { ClientCertReason, HandshakeFailureReason } from '../dataplane/listener/tls-reasons.ts';
 import type { ErrorCode } from '../errors.ts';
+import { type TextSink, writeExposition } from './exposition.ts';
+import { LATENCY_BUCKETS } from './latency-buckets.ts';
 import {
   CellHistogram,
   CellMetric,
@@ -156,10 +158,13 @@ export const JWKS_FETCH_OUTCOMES = [
 ] as const;
 export type JwksFetchOutcome = (typeof JWKS_FETCH_OUTCOMES)[number];
 
-/** Seconds. Dense below 100 ms where a gateway's own latency lives; 30 s is the default request timeout. */
-export const LATENCY_BUCKETS: readonly number[] = [
-  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
-];
+export { LATENCY_BUCKETS };
+
+/**
+ * Route label of the latency series shared by the routes without a histogram of their own
+ * (telemetry.metrics.routeHistograms, a route's metrics.histogram).
+ */
+export const OTHER_ROUTES = '_other';
 
 export const PROMETHEUS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
 export const OPENMETRICS_CONTENT_TYPE = Registry.OPENMETRICS_CONTENT_TYPE;
@@ -167,13 +172,21 @@ export const OPENMETRICS_CONTENT_TYPE = Registry.OPENMETRICS_CONTENT_TYPE;
 export interface MetricsOptions {
   /** Attach trace_id exemplars to the latency histograms (OpenMetrics scrapes only). */
   exemplars: boolean;
+  /** Bucket bounds of both latency histograms (seconds); default LATENCY_BUCKETS. */
+  latencyBuckets?: readonly number[];
+  /**
+   * Whether a route has a latency histogram of its own unless configureRoutes says otherwise
+   * (default true); the others share the `_other` series.
+   */
+  routeHistograms?: boolean;
   /** Gateway version for peregrine_build_info. */
   version: string;
 }
 
 interface RequestSeries {
   readonly total: ScalarCell;
-  readonly duration: HistogramCell;
+  /** The route's own, or the shared `_other` one (replaced when configureRoutes changes that). */
+  duration: HistogramCell;
 }
 
 interface AttemptSeries {
@@ -275,6 +288,11 @@ export class GatewayMetrics {
   private readonly resilienceByUpstream = new Map<string, UpstreamResilienceSeries>();
   /** upstream → the live cluster the upstream gauges read at scrape time. */
   private readonly upstreamSources = new Map<string, UpstreamStateSource>();
+  private readonly routeHistogramDefault: boolean;
+  /** Routes whose histogram setting differs from routeHistogramDefault. */
+  private routeHistogramExceptions: ReadonlySet<string> = new Set();
+  /** `listener NUL method NUL status` → the `_other` latency series. */
+  private readonly otherDurations = new Map<string, HistogramCell>();
 
   constructor(opts: MetricsOptions) {
     // Prometheus text by default; renderMetrics() switches to OpenMetrics for scrapers that ask.
@@ -283,6 +301,7 @@ export class GatewayMetrics {
     const registry = new Registry<RegistryContentType>();
     this.registry = registry;
     this.exemplars = opts.exemplars;
+    this.routeHistogramDefault = opts.routeHistograms ?? true;
     const registers = [registry as Registry];
 
     this.requestsTotal = new CellMetric('counter', {
@@ -295,7 +314,7 @@ export class GatewayMetrics {
       name: 'peregrine_request_duration_seconds',
       help: 'Time from request received to response finished, as seen by the gateway.',
       labelNames: ['listener', 'route', 'method', 'status'],
-      buckets: LATENCY_BUCKETS,
+      buckets: opts.latencyBuckets ?? LATENCY_BUCKETS,
       exemplars: opts.exemplars,
       registry,
     });
@@ -345,7 +364,7 @@ export class GatewayMetrics {
       name: 'peregrine_upstream_attempt_duration_seconds',
       help: 'Time from attempt start to its end (response finished or failure).',
       labelNames: ['upstream', 'endpoint', 'outcome'],
-      buckets: LATENCY_BUCKETS,
+      buckets: opts.latencyBuckets ?? LATENCY_BUCKETS,
       exemplars: opts.exemplars,
       registry,
     });
@@ -603,7 +622,59 @@ export class GatewayMetrics {
 
   private newRequestSeries(listener: string, route: string, method: string, status: number): RequestSeries {
     const labels: Labels = { listener, route, method, status: String(status) };
-    return { total: this.requestsTotal.cell(labels), duration: this.requestDuration.cell(labels) };
+    return { total: this.requestsTotal.cell(labels), duration: this.durationCell(labels) };
+  }
+
+  /** The latency series for a request series' labels: the route's own or the shared `_other`. */
+  private durationCell(labels: Labels): HistogramCell {
+    if (this.ownHistogram(labels.route!)) return this.requestDuration.cell(labels);
+    const { listener, method, status } = labels;
+    const key = `${listener}\u0000${method}\u0000${status}`;
+    let cell = this.otherDurations.get(key);
+    if (cell === undefined) {
+      cell = this.requestDuration.cell({
+        listener: listener!,
+        route: OTHER_ROUTES,
+        method: method!,
+        status: status!,
+      });
+      this.otherDurations.set(key, cell);
+    }
+    return cell;
+  }
+
+  private ownHistogram(route: string): boolean {
+    return route === NO_ROUTE || this.routeHistogramExceptions.has(route) !== this.routeHistogramDefault;
+  }
+
+  /**
+   * The routes now configured and whether each has a latency histogram of its own (undefined:
+   * the default). A route that loses its histogram drops its series and records into `_other`
+   * from now on; one that gains it starts its own. Counters stay per route either way.
+   */
+  configureRoutes(
+    routes: Iterable<{ readonly name: string; readonly histogram: boolean | undefined }>,
+  ): void {
+    const exceptions = new Set<string>();
+    for (const r of routes)
+      if (r.histogram !== undefined && r.histogram !== this.routeHistogramDefault) exceptions.add(r.name);
+    const before = this.routeHistogramExceptions;
+    this.routeHistogramExceptions = exceptions;
+    const changed = new Set<string>();
+    for (const name of before) if (!exceptions.has(name)) changed.add(name);
+    for (const name of exceptions) if (!before.has(name)) changed.add(name);
+    if (changed.size === 0) return;
+    for (const byRoute of this.requests.values()) {
+      for (const route of changed) {
+        for (const byStatus of byRoute.get(route) ?? []) {
+          for (const series of byStatus?.values() ?? []) {
+            const own = series.duration.labels.route === route;
+            if (own) this.requestDuration.remove(series.duration);
+            series.duration = this.durationCell(series.total.labels);
+          }
+        }
+      }
+    }
   }
 
   recordBytes(route: string | undefined, requestBytes: number, responseBytes: number): void {
@@ -896,26 +967,37 @@ export function wantsOpenMetrics(accept: string | undefined): boolean {
   return om > 0 && om >= text;
 }
 
+/** The content type a scrape with this Accept header gets. */
+export function metricsContentType(accept: string | undefined): string {
+  return wantsOpenMetrics(accept) ? OPENMETRICS_CONTENT_TYPE : PROMETHEUS_CONTENT_TYPE;
+}
+
 /** Scrapes of one registry run one at a time: the format is registry-wide state (see below). */
 const renderQueues = new WeakMap<GatewayMetrics, Promise<unknown>>();
 
 /**
- * Render for the admin /metrics endpoint: Prometheus text by default, OpenMetrics (with
- * exemplars) when `accept` asks for it.
- *
- * prom-client keeps the format on the Registry and reads it after awaits inside metrics(), and
- * in OpenMetrics mode it renames counters in place (strips `_total`, prometheus/client_js#829).
- * So renders are serialised per registry, and each one restores the counter names and the
- * registry's Prometheus default afterwards. Always go through this function, never call
- * `registry.metrics()` directly.
+ * A scrape renders in slices of about this long, with a turn of the event loop between them:
+ * requests wait at most about one slice for a scrape (exposition.ts).
  */
-export function renderMetrics(
+const SCRAPE_SLICE_MS = 5;
+
+/**
+ * Render for the admin /metrics endpoint: Prometheus text by default, OpenMetrics (with
+ * exemplars) when `accept` asks for it. `sink` receives the text chunk by chunk (a returned
+ * promise holds the next chunk back); the result says which content type it is.
+ *
+ * prom-client keeps the format on the Registry and reads it after awaits, so renders are
+ * serialised per registry, and each one restores the registry's Prometheus default afterwards.
+ * Always go through this function (or renderMetrics), never call `registry.metrics()` directly.
+ */
+export function writeMetrics(
   m: GatewayMetrics,
   accept: string | undefined,
-): Promise<{ contentType: string; body: string }> {
+  sink: TextSink,
+): Promise<{ contentType: string }> {
   const openMetrics = wantsOpenMetrics(accept);
   const previous = renderQueues.get(m) ?? Promise.resolve();
-  const result = previous.then(() => renderNow(m.registry, openMetrics));
+  const result = previous.then(() => renderNow(m.registry, openMetrics, sink));
   renderQueues.set(
     m,
     result.catch(() => undefined),
@@ -923,17 +1005,29 @@ export function renderMetrics(
   return result;
 }
 
+/** writeMetrics into one string. */
+export async function renderMetrics(
+  m: GatewayMetrics,
+  accept: string | undefined,
+): Promise<{ contentType: string; body: string }> {
+  const chunks: string[] = [];
+  const { contentType } = await writeMetrics(m, accept, (chunk) => {
+    chunks.push(chunk);
+  });
+  return { contentType, body: chunks.join('') };
+}
+
 async function renderNow(
   registry: Registry<RegistryContentType>,
   openMetrics: boolean,
-): Promise<{ contentType: string; body: string }> {
+  sink: TextSink,
+): Promise<{ contentType: string }> {
   const contentType = openMetrics ? OPENMETRICS_CONTENT_TYPE : PROMETHEUS_CONTENT_TYPE;
-  const names = registry.getMetricsAsArray().map((metric) => [metric, metric.name] as const);
   registry.setContentType(contentType);
   try {
-    return { contentType, body: await registry.metrics() };
+    await writeExposition(registry, openMetrics, sink, SCRAPE_SLICE_MS);
+    return { contentType };
   } finally {
-    for (const [metric, name] of names) metric.name = name;
     registry.setContentType(PROMETHEUS_CONTENT_TYPE);
   }
 }

@@ -25,7 +25,12 @@ export function createTelemetry(
   },
 ): Telemetry {
   const logger = createLogger(cfg, opts.logDestination);
-  const metrics = createMetrics({ exemplars: cfg.metrics.exemplars, version: opts.version });
+  const metrics = createMetrics({
+    exemplars: cfg.metrics.exemplars,
+    latencyBuckets: cfg.metrics.latencyBuckets,
+    routeHistograms: cfg.metrics.routeHistograms,
+    version: opts.version,
+  });
   const tracing = createTracing(
     cfg,
     opts.spanProcessor ? { spanProcessorForTests: opts.spanProcessor } : undefined,

@@ -1,4 +1,5 @@
 import { writeFileSync } from 'node:fs';
+import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfigInput } from '../../src/config/schema.ts';
@@ -84,7 +85,13 @@ describe('hot reload', () => {
   });
 
   it('a policy-only change keeps the warm upstream connections; a pool change opens new ones; no request fails', async () => {
-    const up = await startUpstream();
+    // Requests to /held wait until the test releases them, however long the reload takes.
+    const held: ServerResponse[] = [];
+    const up = await startUpstream((req, res) => {
+      if (req.url !== '/held') return false;
+      held.push(res);
+      return true;
+    });
     let opened = 0;
     let open = 0;
     up.server.on('connection', (socket: Socket) => {
@@ -102,12 +109,14 @@ describe('hot reload', () => {
       statuses.push((await fetch(`${gw.url}/c${path}`)).status);
     };
     const endpoint = () => gw.gateway.currentSnapshot().clusters.get('c')!.endpoints[0]!;
-    /** Two requests that are still running on the upstream when this resolves. */
+    /** Two requests that are running on the upstream until released. */
     const startSlow = async (): Promise<{ done: Promise<unknown> }> => {
-      const seen = up.requests.length;
-      const done = Promise.all([get('/delay/300'), get('/delay/300')]);
-      await waitFor(() => up.requests.length >= seen + 2);
+      const done = Promise.all([get('/held'), get('/held')]);
+      await waitFor(() => held.length === 2);
       return { done };
+    };
+    const release = (): void => {
+      for (const res of held.splice(0)) res.end('ok');
     };
     try {
       await Promise.all([get('/delay/50'), get('/delay/50'), get('/delay/50')]);
@@ -129,6 +138,7 @@ describe('hot reload', () => {
       expect(gw.gateway.currentSnapshot().clusters.get('c')!.config.retries.maxAttempts).toBe(3);
       expect(endpoint()).toBe(before);
       expect(before.inFlight).toBe(2);
+      release();
       await slow.done;
       for (let i = 0; i < 5; i++) await get('/x');
       await Promise.all([get('/delay/50'), get('/delay/50'), get('/delay/50')]);
@@ -139,6 +149,7 @@ describe('hot reload', () => {
       expect((await gw.gateway.reload('test')).ok).toBe(true);
       expect(endpoint()).not.toBe(before);
       expect(before.inFlight).toBe(2);
+      release();
       await slow.done;
       await get('/x');
       expect(opened).toBeGreaterThan(warm);
@@ -224,6 +235,54 @@ describe('hot reload', () => {
       const text = await (await fetch(`${gw.adminUrl}/v1/config`)).text();
       expect(text).not.toContain('hunter2');
       expect(JSON.parse(text).config.routes[0].name).toBe('a');
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('route latency histograms follow the config across a reload; the scrape streams them', async () => {
+    const telemetry = { metrics: { routeHistograms: false, latencyBuckets: [0.01, 1] } };
+    const routes = (histogram: string) => ({
+      telemetry,
+      upstreams: { a: { endpoints: [a.url] } },
+      routes: ['x', 'y'].map((name) => ({
+        name,
+        match: { path: `/${name}` },
+        upstream: 'a',
+        ...(name === histogram ? { metrics: { histogram: true } } : {}),
+      })),
+    });
+    const gw = await startGateway(routes('x'), { asFile: true });
+    const scrape = async () => (await fetch(`${gw.adminUrl}/metrics`)).text();
+    const latency = (body: string, route: string) =>
+      body
+        .split('\n')
+        .filter((l) => l.startsWith('peregrine_request_duration_seconds') && l.includes(`route="${route}"`));
+    try {
+      for (const path of ['/x', '/y', '/y']) expect((await fetch(`${gw.url}${path}`)).status).toBe(200);
+      let body = await scrape();
+      // Two buckets, +Inf, _sum, _count.
+      expect(latency(body, 'x')).toHaveLength(5);
+      expect(latency(body, 'y')).toEqual([]);
+      expect(body).toMatch(
+        /peregrine_request_duration_seconds_count\{listener="edge",route="_other",method="GET",status="200"\} 2\n/,
+      );
+      expect(body).toMatch(
+        /peregrine_requests_total\{listener="edge",route="y",method="GET",status="200"\} 2\n/,
+      );
+
+      writeConfig(gw.configFile!, routes('y'));
+      expect((await gw.gateway.reload('test')).ok).toBe(true);
+      for (const path of ['/x', '/y']) expect((await fetch(`${gw.url}${path}`)).status).toBe(200);
+      body = await scrape();
+      expect(latency(body, 'x')).toEqual([]);
+      expect(latency(body, 'y')).toContain(
+        'peregrine_request_duration_seconds_count{listener="edge",route="y",method="GET",status="200"} 1',
+      );
+      expect(body).toMatch(
+        /peregrine_request_duration_seconds_count\{listener="edge",route="_other",method="GET",status="200"\} 3\n/,
+      );
+      expect(body.endsWith('\n')).toBe(true);
     } finally {
       await gw.close();
     }

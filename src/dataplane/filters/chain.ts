@@ -6,6 +6,7 @@
  * skips with one comparison each.
  */
 import type { ErrorCode } from '../../errors.ts';
+import { runNow, type Steps } from '../../slices.ts';
 import type { CompiledRoute } from '../routing/route-table.ts';
 import type { AdmissionGate } from '../upstream/cluster.ts';
 import { CarriedState } from './carried-state.ts';
@@ -66,10 +67,24 @@ export function compilePlans(
   env: PolicyEnv,
   kinds: readonly AnyPolicyKind[] = POLICY_KINDS,
 ): CompiledPlans {
+  return runNow(compilePlanSteps(routes, policies, previous, env, kinds));
+}
+
+/** compilePlans, yielding after each route (src/slices.ts). */
+export function* compilePlanSteps(
+  routes: readonly CompiledRoute[],
+  policies: Readonly<Record<string, PolicyConfig>>,
+  previous: CarriedState<PolicyState> | undefined,
+  env: PolicyEnv,
+  kinds: readonly AnyPolicyKind[] = POLICY_KINDS,
+): Steps<CompiledPlans> {
   const state = new CarriedState<PolicyState>(previous);
   const plans = new Map<string, RoutePlan>();
   try {
-    for (const route of routes) plans.set(route.name, compileRoute(route, policies, state, env, kinds));
+    for (const route of routes) {
+      plans.set(route.name, compileRoute(route, policies, state, env, kinds));
+      yield;
+    }
   } catch (err) {
     state.close();
     throw err;

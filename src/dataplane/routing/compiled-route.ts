@@ -4,8 +4,8 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { HTTP_METHODS, type RouteConfig } from '../../config/schema.ts';
-import { normalizePath } from './path-normalize.ts';
-import { compileTemplate, matchTemplate, type PathTemplate } from './path-template.ts';
+import { matchTemplate, type PathTemplate } from './path-template.ts';
+import { compileRoutePath } from './route-path.ts';
 import type { CompiledRoute, RouteMatch } from './route-table.ts';
 
 /** A route whose configuration cannot be compiled (e.g. a malformed template). */
@@ -106,23 +106,18 @@ export class RouteImpl implements CompiledRoute {
       this.host = host;
     }
 
-    const path = configuredPath(config.name, index, match.path);
+    const compiled = compileRoutePath(match.path, match.pathType);
+    if (compiled.error !== undefined) throw new RouteCompileError(config.name, index, compiled.error);
+    const path = compiled.path;
     this.path = path;
-    this.template = undefined;
+    this.template = compiled.template;
     this.prefixMode = PREFIX_SEGMENT;
     if (match.pathType === 'exact') {
       this.pathKind = PATH_EXACT;
       this.anchor = path;
-    } else if (match.pathType === 'template') {
+    } else if (compiled.template !== undefined) {
       this.pathKind = PATH_TEMPLATE;
-      let template: PathTemplate;
-      try {
-        template = compileTemplate(path);
-      } catch (err) {
-        throw new RouteCompileError(config.name, index, (err as Error).message);
-      }
-      this.template = template;
-      this.anchor = template.anchor;
+      this.anchor = compiled.template.anchor;
     } else {
       this.pathKind = PATH_PREFIX;
       if (path === '/') {
@@ -192,20 +187,6 @@ export class RouteImpl implements CompiledRoute {
       if (!headerEquals(headers[names[i]!], this.headerValues[i]!)) return false;
     return true;
   }
-}
-
-/** The configured path in the normal form requests are compared in. */
-function configuredPath(route: string, index: number, path: string): string {
-  const n = normalizePath(path);
-  if ('error' in n)
-    throw new RouteCompileError(route, index, `path ${JSON.stringify(path)} is invalid (${n.error})`);
-  if (n.query !== '' || path.includes('#'))
-    throw new RouteCompileError(
-      route,
-      index,
-      `path ${JSON.stringify(path)} must not contain a query or fragment`,
-    );
-  return n.path;
 }
 
 function headerEquals(actual: string | string[] | undefined, expected: string): boolean {

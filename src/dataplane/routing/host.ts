@@ -17,11 +17,3 @@ export function normalizeHost(raw: string | undefined): string {
   if (host.endsWith('.')) host = host.slice(0, -1);
   return host.toLowerCase();
 }
-
-/**
- * `suffix` is a wildcard pattern without its `*` (`.example.com`): one or more labels must precede
- * it, so the apex `example.com` and `badexample.com` do not match. `host` must be normalised.
- */
-export function wildcardMatches(suffix: string, host: string): boolean {
-  return host.length > suffix.length && host.endsWith(suffix);
-}

@@ -69,12 +69,21 @@ export class PathIndex<R extends Anchored> {
     return this.#longestAnchor + 1;
   }
 
+  /** Routes held (each once). */
+  get size(): number {
+    let n = this.#any.length;
+    for (const first of this.#groups.values())
+      for (let g: AnchorGroup<R> | undefined = first; g !== undefined; g = g.next) n += g.routes.length;
+    return n;
+  }
+
   /**
-   * Put the candidate lists for `path` into `lists[0..n)` and return n. Each list is in precedence
-   * order and the lists are disjoint. `lists` must have room for `maxLists` entries.
+   * Put the candidate lists for `path` into `lists[from..n)` and return n. Each list is in
+   * precedence order and the lists are disjoint. `lists` must have room for `maxLists` entries
+   * after `from`.
    */
-  collect(path: string, lists: (readonly R[])[]): number {
-    let n = 0;
+  collect(path: string, lists: (readonly R[])[], from: number): number {
+    let n = from;
     if (this.#any.length > 0) lists[n++] = this.#any;
     const groups = this.#groups;
     if (groups.size === 0) return n;

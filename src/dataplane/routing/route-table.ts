@@ -10,18 +10,21 @@
  * 4. more constraints first: `methods` counts one, each header counts one;
  * 5. configuration order.
  *
- * How a request is matched cheaply: the precedence order is computed once. For every configured
- * exact host, every wildcard suffix, and "any other host", the table precomputes the routes that
- * host can match, indexed by path anchor (see PathIndex). A request finds its index through a
+ * How a request is matched cheaply: the precedence order is computed once, and each route gets
+ * its rank in it. The routes of each exact host, of each wildcard suffix, and the host-less ones
+ * are indexed by path anchor, each group on its own (see PathIndex). For every exact host and
+ * wildcard suffix the table lists the indexes a request for it must consult (its own, the
+ * wildcard suffixes it falls under, the host-less one). A request finds that plan through a
  * bounded cache keyed by the raw Host value, gets the few candidate lists for its path with Map
- * lookups, and checks candidates in precedence order: a method bit test, a string compare, header
- * lookups. A route without params returns a preallocated, frozen RouteMatch.
+ * lookups, and checks candidates in rank order, merging the lists: a method bit test, a string
+ * compare, header lookups. A route without params returns a preallocated, frozen RouteMatch.
  *
  * Matching rules are in docs/routing.md: HEAD does not match a GET-only route; a prefix `/api`
  * matches `/api`, `/api/` and `/api/x` but a prefix `/api/` does not match `/api`.
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RouteConfig } from '../../config/schema.ts';
+import { runNow, type Steps } from '../../slices.ts';
 import {
   HOST_EXACT,
   HOST_NONE,
@@ -31,7 +34,7 @@ import {
   RouteCompileError,
   RouteImpl,
 } from './compiled-route.ts';
-import { normalizeHost, wildcardMatches } from './host.ts';
+import { normalizeHost } from './host.ts';
 import { PathIndex } from './path-index.ts';
 import { buildParams, compareTemplates } from './path-template.ts';
 
@@ -56,9 +59,20 @@ export interface RouteMatch {
   readonly params: Readonly<Record<string, string>> | undefined;
 }
 
+/** Sizes of what the table precomputed: linear in routes and hosts, whatever the mix. */
+export interface RouteTableStats {
+  /** Routes held by the path indexes: every route exactly once. */
+  readonly indexedRoutes: number;
+  /** One for the host-less routes, one per wildcard suffix, one per exact host. */
+  readonly pathIndexes: number;
+  /** Index references in the per-host plans: a few per exact host and wildcard suffix. */
+  readonly planEntries: number;
+}
+
 export interface RouteTable {
   /** In precedence order. */
   readonly routes: readonly CompiledRoute[];
+  readonly stats: RouteTableStats;
   /** host: Host header value as received (may carry :port, any case, may be undefined); path: normalised path without query string; method upper-case. */
   match(
     host: string | undefined,
@@ -68,10 +82,21 @@ export interface RouteTable {
   ): RouteMatch | undefined;
 }
 
-/** Distinct Host values remembered; past this the cache starts over, so random Hosts cost CPU, not memory. */
-const HOST_CACHE_LIMIT = 1024;
+/**
+ * Distinct Host values remembered, at least; past the limit the cache starts over, so random Hosts
+ * cost CPU, not memory. The limit grows with the configured hosts so that traffic spread over all
+ * of them still hits the cache.
+ */
+const HOST_CACHE_MIN = 1024;
 
-type Plan = PathIndex<RouteImpl>;
+type Index = PathIndex<RouteImpl>;
+/**
+ * The path indexes a request for one host is matched against, most specific host first: the
+ * exact host's own routes, those of each wildcard suffix the host falls under (longest first),
+ * the host-less routes. Each route sits in exactly one index, so the table grows linearly with
+ * the routes however many hosts they name; the global precedence rank merges the candidates.
+ */
+type Plan = readonly Index[];
 
 /** Negative when `a` takes precedence over `b`. */
 function comparePrecedence(a: RouteImpl, b: RouteImpl): number {
@@ -84,12 +109,6 @@ function comparePrecedence(a: RouteImpl, b: RouteImpl): number {
   if (byPath !== 0) return byPath;
   if (a.constraints !== b.constraints) return b.constraints - a.constraints;
   return a.index - b.index;
-}
-
-function hostAccepts(r: RouteImpl, host: string): boolean {
-  if (r.hostKind === HOST_NONE) return true;
-  if (r.hostKind === HOST_EXACT) return r.host === host;
-  return wildcardMatches(r.host, host);
 }
 
 function check(
@@ -106,57 +125,77 @@ function check(
   return { route: r, params: buildParams(template, path, captures) };
 }
 
+/** Routes grouped by a key, each group in the order of `ordered` (precedence). */
+function groupBy(ordered: readonly RouteImpl[], kind: number): Map<string, RouteImpl[]> {
+  const groups = new Map<string, RouteImpl[]>();
+  for (const r of ordered) {
+    if (r.hostKind !== kind) continue;
+    const group = groups.get(r.host);
+    if (group === undefined) groups.set(r.host, [r]);
+    else group.push(r);
+  }
+  return groups;
+}
+
+/**
+ * The longest key of `suffixes` that `host` ends with, one or more labels before it (as
+ * wildcardMatches requires): every suffix starts with a dot, so only the dots of `host` after its
+ * first character can start one.
+ */
+function longestSuffix<T>(suffixes: ReadonlyMap<string, T>, host: string): T | undefined {
+  for (let dot = host.indexOf('.', 1); dot !== -1; dot = host.indexOf('.', dot + 1)) {
+    const found = suffixes.get(host.slice(dot));
+    if (found !== undefined) return found;
+  }
+  return undefined;
+}
+
 class Table implements RouteTable {
   readonly routes: readonly CompiledRoute[];
+  readonly stats: RouteTableStats;
   readonly #anyHost: Plan;
   readonly #exactHosts: ReadonlyMap<string, Plan>;
-  /** Wildcard suffixes, longest first, each with the plan for hosts whose longest matching suffix it is. */
-  readonly #wildcards: readonly { readonly suffix: string; readonly plan: Plan }[];
+  /** Wildcard suffix (`.example.com`) → the plan of hosts whose longest matching suffix it is. */
+  readonly #wildcards: ReadonlyMap<string, Plan>;
   readonly #hostAware: boolean;
   readonly #hostCache = new Map<string, Plan>();
+  readonly #hostCacheLimit: number;
   // Scratch space for one match at a time (matching is synchronous).
   readonly #lists: (readonly RouteImpl[])[];
   readonly #cursors: Int32Array;
   readonly #captures: Int32Array;
 
-  constructor(ordered: readonly RouteImpl[]) {
+  constructor(ordered: readonly RouteImpl[], parts: TableParts) {
     this.routes = Object.freeze(ordered.slice());
-    const plans: Plan[] = [];
-    const plan = (routes: RouteImpl[]): Plan => {
-      const p = new PathIndex(routes);
-      plans.push(p);
-      return p;
-    };
-
-    this.#anyHost = plan(ordered.filter((r) => r.hostKind === HOST_NONE));
-    const exact = new Map<string, Plan>();
-    const suffixes = new Set<string>();
-    for (const r of ordered) {
-      if (r.hostKind === HOST_EXACT && !exact.has(r.host)) {
-        const host = r.host;
-        exact.set(host, plan(ordered.filter((o) => hostAccepts(o, host))));
-      }
-      if (r.hostKind === HOST_WILDCARD) suffixes.add(r.host);
-    }
+    const { anyIndex, suffixIndexes, wildcards, exact } = parts;
+    const tail: Plan = anyIndex.size > 0 ? [anyIndex] : [];
+    this.#anyHost = tail;
+    this.#wildcards = wildcards;
     this.#exactHosts = exact;
-    // The wildcard suffixes matching one host are nested (each is a suffix of the longest, and all
-    // start with a dot), so the longest matching suffix determines the whole set of wildcard routes.
-    this.#wildcards = [...suffixes]
-      .sort((a, b) => b.length - a.length)
-      .map((suffix) => ({
-        suffix,
-        plan: plan(
-          ordered.filter(
-            (o) => o.hostKind === HOST_NONE || (o.hostKind === HOST_WILDCARD && suffix.endsWith(o.host)),
-          ),
-        ),
-      }));
-    this.#hostAware = exact.size > 0 || suffixes.size > 0;
+    this.#hostAware = exact.size > 0 || wildcards.size > 0;
+    this.#hostCacheLimit = Math.max(HOST_CACHE_MIN, 2 * (exact.size + wildcards.size));
 
-    const maxLists = Math.max(0, ...plans.map((p) => p.maxLists));
+    let maxLists = 0;
+    let planEntries = tail.length;
+    for (const plans of [exact, wildcards]) {
+      for (const plan of plans.values()) {
+        planEntries += plan.length;
+        maxLists = Math.max(
+          maxLists,
+          plan.reduce((sum, index) => sum + index.maxLists, 0),
+        );
+      }
+    }
+    maxLists = Math.max(maxLists, anyIndex.maxLists);
+    this.stats = Object.freeze({
+      indexedRoutes: anyIndex.size + sumSizes(suffixIndexes.values()) + sumSizes(firstIndexes(exact)),
+      pathIndexes: 1 + suffixIndexes.size + exact.size,
+      planEntries,
+    });
     this.#lists = Array.from({ length: maxLists }, () => ordered);
     this.#cursors = new Int32Array(maxLists);
-    const maxParams = Math.max(0, ...ordered.map((r) => r.template?.names.length ?? 0));
+    let maxParams = 0;
+    for (const r of ordered) maxParams = Math.max(maxParams, r.template?.names.length ?? 0);
     this.#captures = new Int32Array(2 * maxParams);
   }
 
@@ -167,7 +206,9 @@ class Table implements RouteTable {
     headers: IncomingHttpHeaders,
   ): RouteMatch | undefined {
     const lists = this.#lists;
-    const n = this.#planFor(host).collect(path, lists);
+    const plan = this.#planFor(host);
+    let n = 0;
+    for (let k = 0; k < plan.length; k++) n = plan[k]!.collect(path, lists, n);
     if (n === 0) return undefined;
     const bit = methodBit(method);
     if (n === 1) {
@@ -205,23 +246,76 @@ class Table implements RouteTable {
     const cached = this.#hostCache.get(rawHost);
     if (cached !== undefined) return cached;
     const plan = this.#resolve(normalizeHost(rawHost));
-    if (this.#hostCache.size >= HOST_CACHE_LIMIT) this.#hostCache.clear();
+    if (this.#hostCache.size >= this.#hostCacheLimit) this.#hostCache.clear();
     this.#hostCache.set(rawHost, plan);
     return plan;
   }
 
   #resolve(host: string): Plan {
     if (host === '') return this.#anyHost;
-    const exact = this.#exactHosts.get(host);
-    if (exact !== undefined) return exact;
-    for (const w of this.#wildcards) if (wildcardMatches(w.suffix, host)) return w.plan;
-    return this.#anyHost;
+    return this.#exactHosts.get(host) ?? longestSuffix(this.#wildcards, host) ?? this.#anyHost;
   }
+}
+
+function* firstIndexes(plans: ReadonlyMap<string, Plan>): Iterable<Index> {
+  for (const plan of plans.values()) yield plan[0]!;
+}
+
+function sumSizes(indexes: Iterable<Index>): number {
+  let n = 0;
+  for (const index of indexes) n += index.size;
+  return n;
 }
 
 /** Compile routes (validated by RouteSchema) into a table. Throws RouteCompileError for a bad route. */
 export function createRouteTable(routes: readonly RouteConfig[]): RouteTable {
-  const ordered = routes.map((config, index) => new RouteImpl(config, index)).sort(comparePrecedence);
+  return runNow(routeTableSteps(routes));
+}
+
+/** createRouteTable in steps (src/slices.ts): it yields after each route and each host. */
+export function* routeTableSteps(routes: readonly RouteConfig[]): Steps<RouteTable> {
+  const ordered: RouteImpl[] = [];
+  for (let i = 0; i < routes.length; i++) {
+    ordered.push(new RouteImpl(routes[i]!, i));
+    yield;
+  }
+  ordered.sort(comparePrecedence);
   for (let i = 0; i < ordered.length; i++) ordered[i]!.rank = i;
-  return new Table(ordered);
+  yield;
+  return new Table(ordered, yield* indexSteps(ordered));
+}
+
+interface TableParts {
+  /** The host-less routes. */
+  readonly anyIndex: Index;
+  readonly suffixIndexes: ReadonlyMap<string, Index>;
+  readonly wildcards: ReadonlyMap<string, Plan>;
+  readonly exact: ReadonlyMap<string, Plan>;
+}
+
+function* indexSteps(ordered: readonly RouteImpl[]): Steps<TableParts> {
+  const anyIndex = new PathIndex(ordered.filter((r) => r.hostKind === HOST_NONE));
+  const tail: Plan = anyIndex.size > 0 ? [anyIndex] : [];
+  // A suffix's wildcard part: its own index, then those of the shorter suffixes it ends with
+  // (all of them match any host it matches), longest first.
+  const suffixIndexes = new Map<string, Index>();
+  for (const [suffix, routes] of groupBy(ordered, HOST_WILDCARD)) {
+    suffixIndexes.set(suffix, new PathIndex(routes));
+    yield;
+  }
+  const wildcards = new Map<string, Plan>();
+  for (const suffix of suffixIndexes.keys()) {
+    const chain: Index[] = [];
+    for (let dot = 0; dot !== -1; dot = suffix.indexOf('.', dot + 1)) {
+      const index = suffixIndexes.get(suffix.slice(dot));
+      if (index !== undefined) chain.push(index);
+    }
+    wildcards.set(suffix, [...chain, ...tail]);
+  }
+  const exact = new Map<string, Plan>();
+  for (const [host, routes] of groupBy(ordered, HOST_EXACT)) {
+    exact.set(host, [new PathIndex(routes), ...(longestSuffix(wildcards, host) ?? tail)]);
+    yield;
+  }
+  return { anyIndex, suffixIndexes, wildcards, exact };
 }

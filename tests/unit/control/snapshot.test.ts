@@ -5,8 +5,9 @@ import {
   ConfigSchema,
   type DynamicConfig,
   dynamicPart,
+  RouteSchema,
 } from '../../../src/config/schema.ts';
-import { compileSnapshot, type Snapshot } from '../../../src/control/snapshot.ts';
+import { compileSnapshot, compileSnapshotInSlices, type Snapshot } from '../../../src/control/snapshot.ts';
 import type { Endpoint } from '../../../src/dataplane/upstream/endpoint.ts';
 import { createMetrics } from '../../../src/telemetry/metrics.ts';
 
@@ -85,5 +86,39 @@ describe('compileSnapshot: endpoints across a reload', () => {
     );
     expect(good.snapshot.clusters.get('a')!.endpoints[0]).toBe(a);
     expect(a.weight).toBe(7);
+  });
+});
+
+describe('compileSnapshotInSlices', () => {
+  it('gives the event loop turns while it compiles, and compiles what compileSnapshot does', async () => {
+    const upstreams = Object.fromEntries(
+      Array.from({ length: 20 }, (_, i) => [`u${i}`, { endpoints: [`http://127.0.0.1:${9100 + i}`] }]),
+    );
+    const config = dynamic(upstreams);
+    config.routes = Array.from({ length: 300 }, (_, i) =>
+      RouteSchema.parse({
+        name: `r${i}`,
+        upstream: `u${i % 20}`,
+        match: i % 3 === 0 ? { host: `h${i}.example.com` } : { path: `/p${i}` },
+      }),
+    );
+    let turns = 0;
+    let running = true;
+    const tick = (): void => {
+      turns++;
+      if (running) setImmediate(tick);
+    };
+    setImmediate(tick);
+    // A slice of 0 ms ends at every step: one per route, host and upstream.
+    const result = await compileSnapshotInSlices(config, 1, undefined, deps, 0);
+    running = false;
+    snapshots.push(result.snapshot);
+    expect(turns).toBeGreaterThan(300);
+    const reference = compile(config).snapshot;
+    expect(result.snapshot.routes.routes.map((r) => r.name)).toEqual(
+      reference.routes.routes.map((r) => r.name),
+    );
+    expect([...result.snapshot.clusters.keys()]).toEqual([...reference.clusters.keys()]);
+    expect(result.snapshot.routes.match('h3.example.com', '/x', 'GET', {})?.route.name).toBe('r3');
   });
 });

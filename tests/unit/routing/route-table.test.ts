@@ -17,6 +17,24 @@ function route(
   return RouteSchema.parse({ name, upstream: `${name}-up`, match, ...extra });
 }
 
+/** A route whose path skips the schema's check, to exercise the compiler's own. */
+function unchecked(
+  name: string,
+  match: Record<string, unknown> & { path: string },
+  extra: Record<string, unknown> = {},
+): RouteConfig {
+  const valid = route(name, { ...match, path: '/' }, extra);
+  return { ...valid, match: { ...valid.match, path: match.path } };
+}
+
+/** The schema's message for a route's path, or undefined when it accepts the route. */
+function schemaIssue(match: Record<string, unknown>): string | undefined {
+  const result = RouteSchema.safeParse({ name: 'r', upstream: 'u', match });
+  if (result.success) return undefined;
+  expect(result.error.issues.map((i) => i.path.join('.'))).toEqual(['match.path']);
+  return result.error.issues[0]!.message;
+}
+
 function table(...routes: RouteConfig[]): RouteTable {
   return createRouteTable(routes);
 }
@@ -199,6 +217,92 @@ describe('createRouteTable', () => {
       expect(hit(withEverything, { path: '/users/1' })).toBe('everything');
     });
 
+    // Each host's routes, each wildcard suffix's and the host-less ones are indexed apart and
+    // merged by rank per request: these pin the orders where candidates from several indexes meet.
+    describe('candidates from several host indexes', () => {
+      it('same path and priority: exact host, then the longer wildcard, then the shorter, then none', () => {
+        const t = table(
+          route('none', { path: '/a', pathType: 'exact' }),
+          route('wild', { host: '*.example.com', path: '/a', pathType: 'exact' }),
+          route('wild-deep', { host: '*.b.example.com', path: '/a', pathType: 'exact' }),
+          route('exact', { host: 'x.b.example.com', path: '/a', pathType: 'exact' }),
+        );
+        expect(hit(t, { host: 'x.b.example.com', path: '/a' })).toBe('exact');
+        expect(hit(t, { host: 'y.b.example.com', path: '/a' })).toBe('wild-deep');
+        expect(hit(t, { host: 'b.example.com', path: '/a' })).toBe('wild');
+        expect(hit(t, { host: 'example.com', path: '/a' })).toBe('none');
+        // Method constraints drop each in turn: the next index in rank order answers.
+        const constrained = table(
+          route('none', { path: '/a' }),
+          route('wild', { host: '*.example.com', path: '/a', methods: ['POST', 'PUT'] }),
+          route('wild-deep', { host: '*.b.example.com', path: '/a', methods: ['PUT'] }),
+          route('exact', { host: 'x.b.example.com', path: '/a', methods: ['DELETE'] }),
+        );
+        const on = (method: string) => hit(constrained, { host: 'x.b.example.com', path: '/a/1', method });
+        expect([on('DELETE'), on('PUT'), on('POST'), on('GET')]).toEqual([
+          'exact',
+          'wild-deep',
+          'wild',
+          'none',
+        ]);
+      });
+
+      it('a host-less route at a higher priority beats every host; at a lower one it loses to all', () => {
+        const t = table(
+          route('exact', { host: 'a.example.com', path: '/a/b/c', pathType: 'exact' }),
+          route('wild', { host: '*.example.com', path: '/a/b' }, { priority: 1 }),
+          route('none-high', { path: '/a' }, { priority: 2 }),
+          route('none-low', { path: '/a/b/c', pathType: 'exact' }, { priority: -1 }),
+        );
+        expect(hit(t, { host: 'a.example.com', path: '/a/b/c' })).toBe('none-high');
+        const without = table(...t.routes.filter((r) => r.name !== 'none-high').map((r) => r.config));
+        // priority 1 (wildcard) before 0 (exact host) before -1 (host-less, most specific path).
+        expect(hit(without, { host: 'a.example.com', path: '/a/b/c' })).toBe('wild');
+        expect(hit(without, { host: 'a.example.com', path: '/a/x' })).toBeUndefined();
+        const lowOnly = table(
+          route('exact', { host: 'a.example.com', path: '/z' }),
+          route('none-low', { path: '/a/b/c', pathType: 'exact' }, { priority: -1 }),
+        );
+        expect(hit(lowOnly, { host: 'a.example.com', path: '/a/b/c' })).toBe('none-low');
+      });
+
+      it('at equal priority and host, path kind and length decide across anchors of one host', () => {
+        const t = table(
+          route('h-root', { host: 'a.example.com', path: '/' }),
+          route('h-a', { host: 'a.example.com', path: '/a' }),
+          route('h-item', { host: 'a.example.com', path: '/a/:id', pathType: 'template' }),
+          route('none-exact', { path: '/a/1', pathType: 'exact' }, { priority: 0 }),
+        );
+        expect(hit(t, { host: 'a.example.com', path: '/a/1' })).toBe('h-item');
+        expect(hit(t, { host: 'a.example.com', path: '/a/1/2' })).toBe('h-a');
+        expect(hit(t, { host: 'a.example.com', path: '/b' })).toBe('h-root');
+        expect(hit(t, { host: 'b.example.com', path: '/a/1' })).toBe('none-exact');
+      });
+
+      it('an exact host under a wildcard falls through to the wildcard, then to the host-less routes', () => {
+        const t = table(
+          route('exact', { host: 'a.example.com', path: '/v1' }),
+          route('wild', { host: '*.example.com', path: '/v2' }),
+          route('wild-top', { host: '*.com', path: '/v3' }),
+          route('none', { path: '/v4' }),
+        );
+        for (const [path, want] of [
+          ['/v1', 'exact'],
+          ['/v2', 'wild'],
+          ['/v3', 'wild-top'],
+          ['/v4', 'none'],
+          ['/v5', undefined],
+        ] as const) {
+          expect(hit(t, { host: 'a.example.com', path })).toBe(want);
+          expect(hit(t, { host: 'A.Example.com.:8443', path })).toBe(want);
+        }
+        expect(hit(t, { host: 'b.example.com', path: '/v1' })).toBeUndefined();
+        expect(hit(t, { host: 'example.com', path: '/v3' })).toBe('wild-top');
+        expect(hit(t, { host: 'example.com', path: '/v2' })).toBeUndefined();
+        expect(hit(t, { host: 'example.org', path: '/v3' })).toBeUndefined();
+      });
+    });
+
     it('config order breaks a complete tie', () => {
       const a = table(route('first', { path: '/x' }), route('second', { path: '/x' }));
       const b = table(route('second', { path: '/x' }), route('first', { path: '/x' }));
@@ -311,14 +415,19 @@ describe('createRouteTable', () => {
     });
 
     it('rejects configured paths that can never match', () => {
-      expect(() => table(route('bad', { path: '/a%2Fb' }))).toThrow(RouteCompileError);
+      expect(() => table(unchecked('bad', { path: '/a%2Fb' }))).toThrow(RouteCompileError);
       try {
-        table(route('ok'), route('bad', { path: '/a\\b' }));
+        table(route('ok'), unchecked('bad', { path: '/a\\b' }));
         expect.unreachable();
       } catch (err) {
         expect(err).toMatchObject({ route: 'bad', keyPath: 'routes.1.match.path' });
       }
-      expect(() => table(route('bad', { path: '/a?x=1', pathType: 'exact' }))).toThrow(/query/);
+      expect(() => table(unchecked('bad', { path: '/a?x=1', pathType: 'exact' }))).toThrow(/query/);
+      // The schema refuses the same paths, so validation needs no table to find them.
+      expect(schemaIssue({ path: '/a%2Fb' })).toBe('path "/a%2Fb" is invalid (encoded-slash)');
+      expect(schemaIssue({ path: '/a\\b' })).toMatch(/invalid \(backslash\)/);
+      expect(schemaIssue({ path: '/a?x=1', pathType: 'exact' })).toMatch(/query or fragment/);
+      expect(schemaIssue({ path: '/a/b', pathType: 'exact' })).toBeUndefined();
     });
 
     it('many exact routes, including same path with different constraints', () => {
@@ -390,8 +499,9 @@ describe('createRouteTable', () => {
       ['/a/:__proto__', /parameter name/],
       ['/a/:id/:id', /duplicate/],
     ])('rejects the template %s', (path, message) => {
-      expect(() => table(route('bad', { path, pathType: 'template' }))).toThrow(message);
-      expect(() => table(route('bad', { path, pathType: 'template' }))).toThrow(RouteCompileError);
+      expect(() => table(unchecked('bad', { path, pathType: 'template' }))).toThrow(message);
+      expect(() => table(unchecked('bad', { path, pathType: 'template' }))).toThrow(RouteCompileError);
+      expect(schemaIssue({ path, pathType: 'template' })).toMatch(message);
     });
   });
 
@@ -505,6 +615,49 @@ describe('createRouteTable', () => {
     expect(hit(single, { path: `${a}/x` })).toBe('a-prefix');
   });
 
+  describe('size', () => {
+    // The table once held, for every exact host, a copy of every host-less route (hosts ×
+    // routes); these pin the linear layout: each route in one index, a few plan entries per host.
+    function tenants(routes: number): RouteConfig[] {
+      return Array.from({ length: routes }, (_, i) =>
+        i % 4 === 0
+          ? route(`t${i}`, { host: `t${i}.tenants.example.com`, path: '/' })
+          : i % 4 === 1
+            ? route(`p${i}`, { path: `/api/s${i}` })
+            : i % 4 === 2
+              ? route(`w${i}`, { host: `*.g${(i >> 2) % 40}.example.com`, path: `/w${i}` })
+              : route(`i${i}`, { path: `/api/s${i}/:id`, pathType: 'template' }),
+      );
+    }
+
+    it('grows linearly with routes when a quarter of them name a host of their own', () => {
+      const sizes = [1000, 2000, 4000].map((n) => {
+        const t = createRouteTable(tenants(n));
+        return { n, ...t.stats };
+      });
+      for (const s of sizes) {
+        expect(s.indexedRoutes).toBe(s.n);
+        // One index per exact host (n/4) and per wildcard suffix (40), and the host-less one.
+        expect(s.pathIndexes).toBe(s.n / 4 + 40 + 1);
+        // Exact host: own + wildcard part + host-less; suffix: own + host-less; plus the host-less plan.
+        expect(s.planEntries).toBeLessThanOrEqual(3 * (s.n / 4) + 2 * 40 + 1);
+      }
+      expect(sizes[2]!.planEntries / sizes[0]!.planEntries).toBeLessThan(4.1);
+    });
+
+    it('still matches every host of a large table correctly', () => {
+      const t = createRouteTable(tenants(4000));
+      expect(hit(t, { host: 't3996.tenants.example.com', path: '/api/s1/x' })).toBe('t3996');
+      expect(hit(t, { host: 'other.example.com', path: '/api/s1/x' })).toBe('p1');
+      // Route w{i} is under *.g{(i >> 2) mod 40}: w2 and w162 under g0, w6 under g1.
+      expect(hit(t, { host: 'x.g0.example.com', path: '/w2' })).toBe('w2');
+      expect(hit(t, { host: 'x.g0.example.com', path: '/w162' })).toBe('w162');
+      expect(hit(t, { host: 'x.g1.example.com', path: '/w6' })).toBe('w6');
+      expect(hit(t, { host: 'x.g1.example.com', path: '/w2' })).toBeUndefined();
+      expect(t.match(undefined, '/api/s3/7', 'GET', {})?.params).toEqual({ id: '7' });
+    });
+  });
+
   // Differential check of the host plans, path index and Host cache against a naive matcher: the first
   // route of `routes` (whose order the tests above pin down) that matches by plain rules.
   describe('agrees with a naive matcher on random tables', () => {
@@ -597,13 +750,17 @@ describe('createRouteTable', () => {
             undefined,
             'example.com',
             'a.example.com',
+            'b.a.example.com',
+            'x.org',
             '*.example.com',
             '*.a.example.com',
+            '*.com',
           ]);
           if (host) match.host = host;
           if (next() < 0.3) match.methods = pick([['GET'], ['POST'], ['GET', 'HEAD']]);
           if (next() < 0.2) match.headers = { 'x-env': pick(['prod', 'dev']) };
-          configs.push(route(`r${i}`, match, { priority: pick([0, 0, 0, 1, -1]) }));
+          // Unchecked: the compiler's own rejection of a bad random template is part of the test.
+          configs.push(unchecked(`r${i}`, { ...match, path }, { priority: pick([0, 0, 0, 1, -1]) }));
         }
         let t: RouteTable;
         try {
@@ -621,6 +778,8 @@ describe('createRouteTable', () => {
               'EXAMPLE.com:8080',
               'a.example.com',
               'b.a.example.com.',
+              'B.A.example.com:1',
+              'c.b.a.example.com',
               'x.org',
               '[::1]:80',
             ]) as string,

@@ -4,6 +4,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, type RegistryContentType } from 'prom-client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { writeExposition } from '../../../src/telemetry/exposition.ts';
 import { CellHistogram, CellMetric } from '../../../src/telemetry/metric-cells.ts';
 
 const BUCKETS = [0.001, 0.01, 0.1, 1];
@@ -142,5 +143,87 @@ describe('CellMetric / CellHistogram render like prom-client', () => {
     c.cell({ a: '1' }).value = 5;
     r.resetMetrics();
     expect(await r.metrics()).toContain('c_total{a="1"} 0');
+  });
+});
+
+describe('writeExposition (the scrape) renders what Registry#metrics() renders', () => {
+  /** A registry with cell metrics and prom-client's own metrics, both kinds with odd values. */
+  function populated(format: RegistryContentType): Registry<RegistryContentType> {
+    const r = registry(format);
+    const counter = new CellMetric('counter', {
+      name: 'req_total',
+      help: 'Requests, with a "quote" and a \\ backslash\nand a newline.',
+      labelNames: ['route', 'status'],
+      registry: r,
+    });
+    for (let i = 0; i < 300; i++) counter.cell({ route: `r${i}`, status: '200' }).value = i * 1.5;
+    counter.cell({ route: 'odd "name"\\\n', status: '500' }).value = Number.POSITIVE_INFINITY;
+    const gauge = new CellMetric('gauge', { name: 'inflight', help: 'h', labelNames: [], registry: r });
+    gauge.cell({}).value = Number.NaN;
+    const hist = new CellHistogram({
+      name: 'lat_seconds',
+      help: 'h',
+      labelNames: ['route'],
+      buckets: BUCKETS,
+      exemplars: true,
+      registry: r,
+    });
+    for (let i = 0; i < 200; i++) {
+      const cell = hist.cell({ route: `r${i}` });
+      hist.observe(cell, i / 1000, i % 3 === 0 ? `trace-${i}` : undefined);
+      hist.observe(cell, i, undefined);
+    }
+    const bare = new CellHistogram({
+      name: 'bare_seconds',
+      help: 'h',
+      labelNames: [],
+      buckets: BUCKETS,
+      exemplars: false,
+      registry: r,
+    });
+    bare.observe(bare.cell({}), 0.02, undefined);
+    new CellMetric('counter', { name: 'empty_total', help: 'h', labelNames: ['a'], registry: r });
+    new Counter({
+      name: 'pc_total',
+      help: 'prom-client counter',
+      labelNames: ['x'],
+      registers: [r as Registry],
+    }).inc({ x: 'y' }, 2);
+    new Gauge({ name: 'pg', help: 'prom-client gauge', registers: [r as Registry] }).set(4);
+    return r;
+  }
+
+  it.each(FORMATS)('%s', async (format) => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(new Date('2025-01-02T03:04:05.678Z'));
+    const expected = await populated(format).metrics();
+    const ours = populated(format);
+    const chunks: string[] = [];
+    const sink = (c: string) => {
+      chunks.push(c);
+    };
+    await writeExposition(ours, format === Registry.OPENMETRICS_CONTENT_TYPE, sink, 1, 4096);
+    expect(chunks.join('')).toBe(expected);
+    expect(expected).toContain('lat_seconds_bucket{le="0.001",route="r1"} 1');
+    // Written as it renders, not as one string.
+    expect(chunks.length).toBeGreaterThan(1);
+    // The registry's own counter names are left as they were (prom-client renames in place).
+    expect(ours.getSingleMetric('pc_total')).toBeDefined();
+    expect(await ours.getSingleMetricAsString('pc_total')).toContain('# TYPE pc_total counter');
+  });
+
+  it('gives the event loop a turn between slices', async () => {
+    const r = populated(Registry.PROMETHEUS_CONTENT_TYPE);
+    let turns = 0;
+    let running = true;
+    const tick = (): void => {
+      turns++;
+      if (running) setImmediate(tick);
+    };
+    setImmediate(tick);
+    // A slice of 0 ms ends after every piece (64 series): this render takes several.
+    await writeExposition(r, false, () => undefined, 0);
+    running = false;
+    expect(turns).toBeGreaterThan(5);
   });
 });

@@ -234,3 +234,81 @@ describe('wantsOpenMetrics', () => {
     expect(wantsOpenMetrics(accept)).toBe(expected);
   });
 });
+
+describe('per-route series cost', () => {
+  const histogramLines = (body: string, route: string) =>
+    samples(body, 'peregrine_request_duration_seconds_').filter((l) => l.includes(`route="${route}"`));
+
+  it('latencyBuckets sets the buckets of both latency histograms', async () => {
+    const m = createMetrics({ exemplars: false, version: 't', latencyBuckets: [0.01, 0.1, 1] });
+    m.recordRequest('edge', 'users', 'GET', 200, 0.05, undefined);
+    m.recordAttempt('svc', 'http://10.0.0.5:8080', 'success', 200, 0.05, undefined);
+    const { body } = await renderMetrics(m, undefined);
+    // 3 buckets, +Inf, _sum, _count.
+    expect(histogramLines(body, 'users')).toHaveLength(6);
+    expect(body).toContain(
+      'peregrine_request_duration_seconds_bucket{le="0.1",listener="edge",route="users",method="GET",status="200"} 1',
+    );
+    expect(samples(body, 'peregrine_upstream_attempt_duration_seconds_bucket')).toHaveLength(4);
+  });
+
+  it('a route without a histogram of its own keeps its counters and shares the _other latency series', async () => {
+    const m = createMetrics({ exemplars: false, version: 't' });
+    m.configureRoutes([
+      { name: 'tenant-a', histogram: false },
+      { name: 'tenant-b', histogram: false },
+      { name: 'users', histogram: undefined },
+    ]);
+    m.recordRequest('edge', 'tenant-a', 'GET', 200, 0.004, undefined);
+    m.recordRequest('edge', 'tenant-b', 'GET', 200, 0.004, undefined);
+    m.recordRequest('edge', 'users', 'GET', 200, 0.004, undefined);
+    const { body } = await renderMetrics(m, undefined);
+    expect(body).toContain(
+      'peregrine_requests_total{listener="edge",route="tenant-a",method="GET",status="200"} 1',
+    );
+    expect(body).toContain(
+      'peregrine_requests_total{listener="edge",route="tenant-b",method="GET",status="200"} 1',
+    );
+    expect(histogramLines(body, 'tenant-a')).toEqual([]);
+    expect(histogramLines(body, 'users')).toHaveLength(17);
+    expect(body).toContain(
+      'peregrine_request_duration_seconds_count{listener="edge",route="_other",method="GET",status="200"} 2',
+    );
+    expect(samples(body, 'peregrine_requests_total').some((l) => l.includes('_other'))).toBe(false);
+  });
+
+  it('routeHistograms false: only routes that ask get one; a reload can change that either way', async () => {
+    const m = createMetrics({ exemplars: false, version: 't', routeHistograms: false });
+    m.configureRoutes([
+      { name: 'checkout', histogram: true },
+      { name: 'tenant-a', histogram: undefined },
+    ]);
+    m.recordRequest('edge', 'checkout', 'POST', 201, 0.2, undefined);
+    m.recordRequest('edge', 'tenant-a', 'GET', 200, 0.004, undefined);
+    m.recordRequest('edge', undefined, 'GET', 404, 0.001, undefined);
+    let { body } = await renderMetrics(m, undefined);
+    expect(histogramLines(body, 'checkout')).toHaveLength(17);
+    expect(histogramLines(body, 'tenant-a')).toEqual([]);
+    // Requests that matched no route keep their own series: one set, not one per route.
+    expect(histogramLines(body, '_none')).toHaveLength(17);
+
+    // The reload swaps the two: checkout's series go, tenant-a starts its own.
+    m.configureRoutes([
+      { name: 'checkout', histogram: false },
+      { name: 'tenant-a', histogram: true },
+    ]);
+    m.recordRequest('edge', 'checkout', 'POST', 201, 0.2, undefined);
+    m.recordRequest('edge', 'tenant-a', 'GET', 200, 0.004, undefined);
+    ({ body } = await renderMetrics(m, undefined));
+    expect(histogramLines(body, 'checkout')).toEqual([]);
+    expect(histogramLines(body, 'tenant-a')).toContain(
+      'peregrine_request_duration_seconds_count{listener="edge",route="tenant-a",method="GET",status="200"} 1',
+    );
+    expect(body).toContain(
+      'peregrine_request_duration_seconds_count{listener="edge",route="_other",method="POST",status="201"} 1',
+    );
+    expect(body).toContain(
+      'peregrine_requests_total{listener="edge",route="checkout",method="POST",status="201"} 2',
+    );
+  });
+});
