@@ -3,55 +3,14 @@
  * admit them, an open tunnel holds its bulkhead slot until it closes, and each handshake has a
  * SERVER span and a CLIENT attempt span whose context the upstream receives.
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterEach, describe, expect, it } from 'vitest';
-import { WebSocket, WebSocketServer } from 'ws';
 import type { ConfigInput } from '../../src/config/schema.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { parseHead, rawExchange } from '../helpers/raw-http.ts';
-
-interface WsUpstream {
-  readonly url: string;
-  /** Handshake requests the upstream received, in order. */
-  readonly handshakes: IncomingMessage[];
-  /** Plain HTTP requests the upstream received. */
-  plainRequests: number;
-  readonly sockets: import('ws').WebSocket[];
-  close(): Promise<void>;
-}
-
-/** An upstream that speaks WebSocket (echo) and answers plain requests with `plainStatus`. */
-async function wsUpstream(plainStatus = 200): Promise<WsUpstream> {
-  const server: Server = createServer((_req, res) => {
-    up.plainRequests++;
-    res.writeHead(plainStatus, { 'content-type': 'text/plain' });
-    res.end('plain');
-  });
-  const wss = new WebSocketServer({ server });
-  const up: WsUpstream = {
-    url: '',
-    handshakes: [],
-    plainRequests: 0,
-    sockets: [],
-    close: async () => {
-      for (const s of up.sockets) s.terminate();
-      await new Promise((r) => wss.close(r));
-      server.closeAllConnections();
-      await new Promise((r) => server.close(r));
-    },
-  };
-  wss.on('connection', (sock, req) => {
-    up.handshakes.push(req);
-    up.sockets.push(sock);
-    sock.on('error', () => {});
-    sock.on('message', (m) => sock.send(`echo:${m.toString()}`));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  (up as { url: string }).url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return up;
-}
+import { type Handshake, opened, refusal, wsHandshake, wsUpstream } from '../helpers/ws-upstream.ts';
 
 const cleanup: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -74,44 +33,10 @@ async function gatewayFor(
   return gw;
 }
 
-interface Refusal {
-  readonly status: number;
-  readonly headers: IncomingMessage['headers'];
-  readonly body: string;
-}
-
-interface Handshake {
-  readonly ws: WebSocket;
-  /** How the handshake ended: 'open' (101), or the answer that refused it. */
-  readonly outcome: Promise<'open' | Refusal>;
-}
-
 function handshake(gw: TestGateway, path = '/chat', headers: Record<string, string> = {}): Handshake {
-  const ws = new WebSocket(`ws://127.0.0.1:${gw.port}${path}`, { headers });
-  ws.on('error', () => {});
-  cleanup.push(async () => ws.terminate());
-  const outcome = new Promise<'open' | Refusal>((resolve) => {
-    ws.once('open', () => resolve('open'));
-    ws.once('unexpected-response', (_req, res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => {
-        body += c.toString();
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-    });
-  });
-  return { ws, outcome };
-}
-
-async function refusal(h: Handshake): Promise<Refusal> {
-  const outcome = await h.outcome;
-  if (outcome === 'open') throw new Error('the handshake was not refused: the tunnel opened');
-  return outcome;
-}
-
-async function opened(h: Handshake): Promise<void> {
-  const outcome = await h.outcome;
-  if (outcome !== 'open') throw new Error(`the handshake was refused with ${outcome.status} ${outcome.body}`);
+  const h = wsHandshake(gw.port, path, headers);
+  cleanup.push(async () => h.ws.terminate());
+  return h;
 }
 
 async function bulkhead(gw: TestGateway): Promise<{ active: number; queued: number }> {
