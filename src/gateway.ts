@@ -58,16 +58,8 @@ export class Gateway implements DataplaneHost {
       logDestination: opts.logDestination,
       spanProcessor: opts.spanProcessor,
     });
-    this.store = new ConfigStore(config, {
-      file: opts.configFile,
-      logger: this.telemetry.logger,
-      metrics: this.telemetry.metrics,
-      env: opts.env,
-    });
-    this.listeners = config.listeners.map((l) =>
-      l.tls ? new TlsListener(l, this) : new HttpListener(l, this),
-    );
     const { logger, metrics } = this.telemetry;
+    // Before the config store: the first snapshot's Redis-backed policies count through it.
     this.redis = config.redis
       ? new RedisConnection(config.redis, {
           logger: logger.child({ component: 'redis' }),
@@ -75,6 +67,16 @@ export class Gateway implements DataplaneHost {
         })
       : undefined;
     try {
+      this.store = new ConfigStore(config, {
+        file: opts.configFile,
+        logger,
+        metrics,
+        env: opts.env,
+        redis: this.redis,
+      });
+      this.listeners = config.listeners.map((l) =>
+        l.tls ? new TlsListener(l, this) : new HttpListener(l, this),
+      );
       this.registry = config.registry
         ? new Registry(config.registry, { telemetry: this.telemetry, redis: this.redis, env: opts.env })
         : undefined;
@@ -126,6 +128,7 @@ export class Gateway implements DataplaneHost {
         ...[this.registry?.server?.certificateStatus()].filter((c) => c !== undefined),
       ],
       registry: this.registry ? () => this.registry!.describe() : undefined,
+      redis: this.redis ? () => this.redis!.health() : undefined,
     });
     const { host, port } = splitAddress(this.store.initial.admin.address);
     const server = app.listen({ host, port });

@@ -5,7 +5,9 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { redactConfig } from '../config/loader.ts';
 import type { ConfigStore } from '../control/config-store.ts';
+import { describeRateLimits } from '../dataplane/filters/rate-limit/describe.ts';
 import type { ListenerCertificateStatus } from '../dataplane/listener/certificates.ts';
+import type { RedisHealth } from '../stores/redis.ts';
 import { type GatewayMetrics, metricsContentType, writeMetrics } from '../telemetry/metrics.ts';
 
 export interface AdminSource {
@@ -21,6 +23,8 @@ export interface AdminSource {
   certificates?(): ListenerCertificateStatus[];
   /** The service registry: store health and services (absent without a registry). */
   registry?(): unknown;
+  /** The shared Redis connection's health (absent without a `redis` section). */
+  redis?(): RedisHealth;
 }
 
 export function createAdminApp(src: AdminSource): Express {
@@ -101,6 +105,15 @@ export function createAdminApp(src: AdminSource): Express {
         // The policy chain in the order it runs: name and kind of each.
         policies: snapshot.plans.get(r.name)?.policies ?? [],
       })),
+    });
+  });
+
+  app.get('/v1/ratelimits', function rateLimits(_req: Request, res: Response) {
+    const snapshot = src.store.current;
+    res.json({
+      version: snapshot.version,
+      redis: src.redis?.() ?? null,
+      policies: describeRateLimits(snapshot),
     });
   });
 

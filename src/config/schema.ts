@@ -125,6 +125,11 @@ export const UpstreamSchema = z.strictObject({
     .prefault({}),
   /** balancer, retries, circuitBreaker, outlierDetection, bulkhead, healthCheck. */
   ...upstreamPolicyShape,
+  /**
+   * Named policies (top-level `policies`) asked at admission, in order, for every request and
+   * WebSocket handshake to this upstream from any route: rate ceilings (`rate_limit`).
+   */
+  policies: z.array(name).optional(),
 });
 
 export const RouteMatchSchema = z.strictObject({

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { fingerprintOf, type LoadedConfig, loadConfigApart } from '../config/load-apart.ts';
 import { ConfigError, type ConfigIssue } from '../config/loader.ts';
 import { type Config, dynamicPart } from '../config/schema.ts';
+import type { RedisConnection } from '../stores/redis.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
 import { type CompileResult, compileSnapshot, compileSnapshotInSlices, type Snapshot } from './snapshot.ts';
 
@@ -44,6 +45,7 @@ export class ConfigStore {
   #queued: Promise<ReloadResult> | undefined;
   readonly #logger: Logger;
   readonly #metrics: GatewayMetrics;
+  readonly #redis: RedisConnection | undefined;
   readonly #env: NodeJS.ProcessEnv;
   /** configFingerprint of the dynamic part serving now. */
   #fingerprint: string;
@@ -52,18 +54,27 @@ export class ConfigStore {
 
   constructor(
     config: Config,
-    opts: { file?: string; logger: Logger; metrics: GatewayMetrics; env?: NodeJS.ProcessEnv },
+    opts: {
+      file?: string;
+      logger: Logger;
+      metrics: GatewayMetrics;
+      env?: NodeJS.ProcessEnv;
+      /** The shared Redis connection, for policies that count in Redis. */
+      redis?: RedisConnection | undefined;
+    },
   ) {
     this.file = opts.file;
     this.initial = config;
     this.#effective = config;
     this.#logger = opts.logger;
     this.#metrics = opts.metrics;
+    this.#redis = opts.redis;
     this.#env = opts.env ?? process.env;
     this.#fingerprint = fingerprintOf(config);
     this.#current = compileSnapshot(dynamicPart(config), this.#version, undefined, {
       metrics: opts.metrics,
       logger: opts.logger,
+      redis: opts.redis,
     }).snapshot;
     void this.#current.auth.start();
     this.#configureRouteMetrics();
@@ -152,7 +163,7 @@ export class ConfigStore {
           dynamic,
           this.#version + 1,
           this.#current,
-          { metrics: this.#metrics, logger: this.#logger },
+          { metrics: this.#metrics, logger: this.#logger, redis: this.#redis },
           COMPILE_SLICE_MS,
         );
       } catch (err) {

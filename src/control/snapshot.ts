@@ -4,9 +4,11 @@ import type { CarriedState } from '../dataplane/filters/carried-state.ts';
 import { compilePlanSteps, type RoutePlan } from '../dataplane/filters/chain.ts';
 import type { PolicyState } from '../dataplane/filters/filter.ts';
 import { type AuthProviders, createAuthProviders } from '../dataplane/filters/jwt/providers.ts';
+import { POLICY_KINDS } from '../dataplane/filters/kinds.ts';
 import { type RouteTable, routeTableSteps } from '../dataplane/routing/route-table.ts';
 import { Cluster, upstreamFingerprint } from '../dataplane/upstream/cluster.ts';
 import { runInSlices, runNow, type Steps } from '../slices.ts';
+import type { RedisConnection } from '../stores/redis.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
 
 export type { RoutePlan } from '../dataplane/filters/chain.ts';
@@ -32,6 +34,8 @@ export interface Snapshot {
 export interface SnapshotDeps {
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
+  /** The shared Redis connection, for policies that count in Redis (absent: none may). */
+  readonly redis?: RedisConnection | undefined;
 }
 
 export interface CompileResult {
@@ -97,11 +101,14 @@ function* compileSteps(
   const created: Cluster[] = [];
   let policyState: CarriedState<PolicyState> | undefined;
   try {
-    const compiled = yield* compilePlanSteps(routes.routes, config.policies, previous?.policyState, {
-      metrics: deps.metrics,
-      logger: deps.logger,
-      auth,
-    });
+    const compiled = yield* compilePlanSteps(
+      routes.routes,
+      config.policies,
+      previous?.policyState,
+      { metrics: deps.metrics, logger: deps.logger, auth, redis: deps.redis },
+      POLICY_KINDS,
+      config.upstreams,
+    );
     policyState = compiled.state;
     const plans = compiled.plans;
     for (const [name, upstream] of Object.entries(config.upstreams)) {

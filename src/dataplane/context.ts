@@ -51,6 +51,16 @@ export class RequestContext {
   identity: string | undefined = undefined;
   /** Extra headers for the upstream request, set by filters, as [name, value, ...]. */
   upstreamHeaders: string[] | undefined = undefined;
+  /**
+   * Headers policies add to the response the client gets (rate limit fields), as [name, value,
+   * ...]; see addResponseHeader. Not added to an upstream's 429, which passes unchanged.
+   */
+  responseHeaders: string[] | undefined = undefined;
+  /** The client's address through trusted proxies' X-Forwarded-For, once a policy has read it. */
+  forwardedAddress: string | undefined = undefined;
+  /** The rate limit policy whose decision the access log reports, and that decision. */
+  rateLimitPolicy: string | undefined = undefined;
+  rateLimitOutcome: string | undefined = undefined;
   /** Local failure code when the gateway produced or cut the response. */
   code: ErrorCode | undefined = undefined;
   /** The in-flight upstream attempt, while one runs. */
@@ -99,6 +109,26 @@ export class RequestContext {
     if (this.decisions === undefined) this.decisions = [{ stage, detail }];
     else this.decisions.push({ stage, detail });
   }
+}
+
+/**
+ * Add a header to the client's response. A name already added gets the value appended to its
+ * list (`a, b`): the fields policies add are lists, and one field line per name suits HTTP/2's
+ * compatibility API as well as HTTP/1.1.
+ */
+export function addResponseHeader(ctx: RequestContext, name: string, value: string): void {
+  const list = ctx.responseHeaders;
+  if (list === undefined) {
+    ctx.responseHeaders = [name, value];
+    return;
+  }
+  for (let i = 0; i < list.length; i += 2) {
+    if (list[i] === name) {
+      list[i + 1] = `${list[i + 1]}, ${value}`;
+      return;
+    }
+  }
+  list.push(name, value);
 }
 
 const kClosing = Symbol('peregrine.closing');

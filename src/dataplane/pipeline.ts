@@ -717,6 +717,9 @@ export class Pipeline implements TunnelObserver {
     }
     if (res.destroyed) return;
     res.setHeader('x-request-id', ctx.requestId);
+    const extra = ctx.responseHeaders;
+    if (extra !== undefined)
+      for (let i = 0; i < extra.length; i += 2) res.setHeader(extra[i]!, extra[i + 1]!);
     // After a framing error or a body timeout the request body may still be unread: close rather
     // than reuse.
     // (HTTP/2 has no Connection header: a stream is independent of the session.)

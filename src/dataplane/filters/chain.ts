@@ -5,10 +5,11 @@
  * (carried-state.ts). A route without policies gets EMPTY_PLAN, whose null fields the pipeline
  * skips with one comparison each.
  */
-import type { ErrorCode } from '../../errors.ts';
+import type { ErrorCode, GatewayError } from '../../errors.ts';
 import { runNow, type Steps } from '../../slices.ts';
+import type { RequestContext } from '../context.ts';
 import type { CompiledRoute } from '../routing/route-table.ts';
-import type { AdmissionGate } from '../upstream/cluster.ts';
+import type { AdmissionGate, AdmissionTicket } from '../upstream/cluster.ts';
 import { CarriedState } from './carried-state.ts';
 import type { PolicyEnv, PolicyState, RequestFilter } from './filter.ts';
 import { type AnyPolicyKind, POLICY_KINDS } from './kinds.ts';
@@ -23,11 +24,11 @@ export interface RoutePlan {
   /** The codes the route's policies refuse with (`deny:<code>` on spans); null when it has none. */
   readonly denials: ReadonlySet<ErrorCode> | null;
   /**
-   * Upstream-side policies of the route's upstream (an upstream rate ceiling), consulted by
-   * `Cluster.admit` before its breaker and bulkhead, for requests and WebSocket handshakes alike.
-   * One gate per upstream, shared by every route to it. None are configured yet: null.
+   * Upstream-side policies of the route's upstream (`upstreams.<name>.policies`: rate ceilings),
+   * consulted by `Cluster.admit` before its breaker and bulkhead, for requests and WebSocket
+   * handshakes alike. One gate per upstream, shared by every route to it; null when it lists none.
    */
-  readonly admission: AdmissionGate | null;
+  readonly admission: AdmissionGate<RequestContext> | null;
   /** The chain as configured, for the admin API. */
   readonly policies: readonly { readonly name: string; readonly kind: string }[];
 }
@@ -56,9 +57,15 @@ function settingsOf(policy: PolicyConfig): Record<string, unknown> {
   return settings;
 }
 
+/** What the compile reads of an upstream: the policies it lists (its ceilings). */
+export interface UpstreamPolicies {
+  readonly policies?: readonly string[] | undefined;
+}
+
 /**
- * Compile every route's chain. Throws when a policy cannot be built; the state this compile built
- * is then released, and what it took over from `previous` stays with `previous`.
+ * Compile every route's chain, and each upstream's admission gate from the policies it lists.
+ * Throws when a policy cannot be built; the state this compile built is then released, and what it
+ * took over from `previous` stays with `previous`.
  */
 export function compilePlans(
   routes: readonly CompiledRoute[],
@@ -66,8 +73,9 @@ export function compilePlans(
   previous: CarriedState<PolicyState> | undefined,
   env: PolicyEnv,
   kinds: readonly AnyPolicyKind[] = POLICY_KINDS,
+  upstreams: Readonly<Record<string, UpstreamPolicies>> = {},
 ): CompiledPlans {
-  return runNow(compilePlanSteps(routes, policies, previous, env, kinds));
+  return runNow(compilePlanSteps(routes, policies, previous, env, kinds, upstreams));
 }
 
 /** compilePlans, yielding after each route (src/slices.ts). */
@@ -77,12 +85,14 @@ export function* compilePlanSteps(
   previous: CarriedState<PolicyState> | undefined,
   env: PolicyEnv,
   kinds: readonly AnyPolicyKind[] = POLICY_KINDS,
+  upstreams: Readonly<Record<string, UpstreamPolicies>> = {},
 ): Steps<CompiledPlans> {
   const state = new CarriedState<PolicyState>(previous);
   const plans = new Map<string, RoutePlan>();
   try {
+    const gates = compileGates(upstreams, policies, state, env, kinds);
     for (const route of routes) {
-      plans.set(route.name, compileRoute(route, policies, state, env, kinds));
+      plans.set(route.name, compileRoute(route, policies, state, env, kinds, gates.get(route.upstream)));
       yield;
     }
   } catch (err) {
@@ -93,30 +103,99 @@ export function* compilePlanSteps(
   return { plans, state };
 }
 
+/** An upstream's admission policies, compiled: one gate, and the codes they refuse with. */
+interface UpstreamGate {
+  readonly gate: AdmissionGate<RequestContext>;
+  readonly denials: readonly ErrorCode[];
+}
+
+/** The policy's state in this compile: taken over from the previous one when unchanged. */
+function stateOf(
+  kind: AnyPolicyKind,
+  policy: { name: string; config: unknown },
+  state: CarriedState<PolicyState>,
+  env: PolicyEnv,
+): PolicyState | undefined {
+  return kind.createState === undefined
+    ? undefined
+    : state.take(
+        `${kind.kind}/${policy.name}`,
+        fingerprintOf(policy.config),
+        () => kind.createState!(policy, env)!,
+      );
+}
+
+function compileGates(
+  upstreams: Readonly<Record<string, UpstreamPolicies>>,
+  policies: Readonly<Record<string, PolicyConfig>>,
+  state: CarriedState<PolicyState>,
+  env: PolicyEnv,
+  kinds: readonly AnyPolicyKind[],
+): Map<string, UpstreamGate> {
+  const gates = new Map<string, UpstreamGate>();
+  for (const [upstream, cfg] of Object.entries(upstreams)) {
+    const listed = cfg.policies;
+    if (listed === undefined || listed.length === 0) continue;
+    const built: AdmissionGate<RequestContext>[] = [];
+    const denials: ErrorCode[] = [];
+    for (const name of listed) {
+      const settings = policies[name];
+      const kind = settings === undefined ? undefined : kinds.find((k) => k.kind === settings.kind);
+      if (settings === undefined || kind?.createGate === undefined)
+        throw new Error(`upstream ${upstream}: policy ${name} cannot apply to an upstream`);
+      const policy = { name, config: settingsOf(settings) };
+      built.push(kind.createGate(policy, upstream, env, stateOf(kind, policy, state, env)));
+      denials.push(...kind.denials);
+    }
+    gates.set(upstream, { gate: built.length === 1 ? built[0]! : new GateChain(built), denials });
+  }
+  return gates;
+}
+
+/** Several admission gates, asked in order; the first refusal stands. */
+class GateChain<T extends AdmissionTicket> implements AdmissionGate<T> {
+  readonly name: string;
+  readonly #gates: readonly AdmissionGate<T>[];
+
+  constructor(gates: readonly AdmissionGate<T>[]) {
+    this.#gates = gates;
+    this.name = gates.map((g) => g.name).join(',');
+  }
+
+  admit(req: T, from = 0): GatewayError | undefined | Promise<GatewayError | undefined> {
+    const gates = this.#gates;
+    for (let i = from; i < gates.length; i++) {
+      const verdict = gates[i]!.admit(req);
+      if (verdict === undefined) continue;
+      if (verdict instanceof Promise) return verdict.then((refused) => refused ?? this.admit(req, i + 1));
+      return verdict;
+    }
+    return undefined;
+  }
+}
+
 function compileRoute(
   route: CompiledRoute,
   policies: Readonly<Record<string, PolicyConfig>>,
   state: CarriedState<PolicyState>,
   env: PolicyEnv,
   kinds: readonly AnyPolicyKind[],
+  admission: UpstreamGate | undefined,
 ): RoutePlan {
   const chain = routeChain(route.config as unknown as Record<string, unknown>, policies, kinds);
-  if (chain.length === 0) return EMPTY_PLAN;
+  if (chain.length === 0 && admission === undefined) return EMPTY_PLAN;
   const filters: RequestFilter[] = [];
   const strip = new Set<string>();
-  const denials = new Set<ErrorCode>();
+  const denials = new Set<ErrorCode>(admission?.denials);
   const listed: { name: string; kind: string }[] = [];
   for (const link of chain) {
     const kind = link.kind;
     const name = link.name ?? `${route.name}#${kind.routeKey}`;
     const config = link.name === undefined ? link.settings : settingsOf(link.settings as PolicyConfig);
     const policy = { name, config };
-    const policyState =
-      kind.createState === undefined
-        ? undefined
-        : state.take(`${kind.kind}/${name}`, fingerprintOf(config), () => kind.createState!(policy, env)!);
+    const policyState = stateOf(kind, policy, state, env);
     listed.push({ name, kind: kind.kind });
-    const filter = kind.create(policy, route.name, env, policyState);
+    const filter = kind.create(policy, route.name, env, policyState, route.upstream);
     if (filter === undefined) continue;
     filters.push(filter);
     if (filter.ownedHeaders !== undefined) for (const h of filter.ownedHeaders) strip.add(h);
@@ -126,7 +205,7 @@ function compileRoute(
     filters: filters.length > 0 ? filters : null,
     stripHeaders: strip.size > 0 ? strip : null,
     denials: denials.size > 0 ? denials : null,
-    admission: null,
+    admission: admission?.gate ?? null,
     policies: Object.freeze(listed),
   });
 }

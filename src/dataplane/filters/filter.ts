@@ -1,8 +1,10 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { ErrorCode } from '../../errors.ts';
+import type { RedisConnection } from '../../stores/redis.ts';
 import type { GatewayMetrics } from '../../telemetry/metrics.ts';
 import type { RequestContext } from '../context.ts';
+import type { AdmissionGate } from '../upstream/cluster.ts';
 import type { AuthProviders } from './jwt/providers.ts';
 
 /**
@@ -32,7 +34,16 @@ export interface PolicyEnv {
   readonly logger: Logger;
   /** The token issuers (`auth.providers`), for policies that verify tokens. */
   readonly auth: AuthProviders;
+  /** The shared Redis connection, when the gateway has one (the static `redis` section). */
+  readonly redis?: RedisConnection | undefined;
 }
+
+/** Where a policy is listed, for checks that depend on it. */
+export type PolicyPlacement =
+  /** On a route, after the chain's policies of kinds `before` (inline ones included). */
+  | { readonly before: readonly string[] }
+  /** On an upstream (`upstreams.<name>.policies`): asked at admission. */
+  | { readonly upstream: string };
 
 /** One configured policy, as a route's chain refers to it. */
 export interface Policy<C> {
@@ -89,6 +100,13 @@ export interface PolicyKind<C = unknown, S extends PolicyState | undefined = und
     path: (string | number)[],
     issues: PolicyIssue[],
   ): void;
+  /** Checks that depend on where the policy is listed (`path`: the listing). Appends to `issues`. */
+  checkPlacement?(
+    settings: unknown,
+    place: PolicyPlacement,
+    path: (string | number)[],
+    issues: PolicyIssue[],
+  ): void;
   /**
    * State that must survive a reload, one per policy (shared by every route that lists it). A
    * snapshot takes it over from the previous one when the policy's name and config fingerprint
@@ -97,7 +115,19 @@ export interface PolicyKind<C = unknown, S extends PolicyState | undefined = und
   createState?(policy: Policy<C>, env: PolicyEnv): S;
   /**
    * The policy's filter on one route (metric series are per route), or undefined when it has
-   * nothing to do there (a JWT policy with `mode: none`). Throws when it cannot be built.
+   * nothing to do there (a JWT policy with `mode: none`). `upstream`: the route's. Throws when it
+   * cannot be built.
    */
-  create(policy: Policy<C>, route: string, env: PolicyEnv, state: S): RequestFilter | undefined;
+  create(
+    policy: Policy<C>,
+    route: string,
+    env: PolicyEnv,
+    state: S,
+    upstream: string,
+  ): RequestFilter | undefined;
+  /**
+   * The policy as an upstream's admission gate (`upstreams.<name>.policies`: an upstream ceiling).
+   * Kinds without it cannot be listed on upstreams.
+   */
+  createGate?(policy: Policy<C>, upstream: string, env: PolicyEnv, state: S): AdmissionGate<RequestContext>;
 }

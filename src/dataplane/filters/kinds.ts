@@ -7,8 +7,9 @@
 import type { PolicyKind, PolicyState } from './filter.ts';
 import { identityPolicy } from './identity/kind.ts';
 import { jwtPolicy } from './jwt/kind.ts';
+import { rateLimitPolicy } from './rate-limit/kind.ts';
 
 /** A kind whatever its config type (PolicyKind's methods are checked bivariantly). */
 export type AnyPolicyKind = PolicyKind<unknown, PolicyState | undefined>;
 
-export const POLICY_KINDS: readonly AnyPolicyKind[] = [identityPolicy, jwtPolicy];
+export const POLICY_KINDS: readonly AnyPolicyKind[] = [identityPolicy, jwtPolicy, rateLimitPolicy];

@@ -81,8 +81,10 @@ export function routeChain(
 
 /**
  * Cross-checks of the policies of a whole config: each named policy's kind check at
- * `policies.<name>`, and per route: its `policies` name existing policies, once each, and a kind
- * that allows one policy per route gets at most one (inline or named).
+ * `policies.<name>`; per route: its `policies` name existing policies, once each, a kind that
+ * allows one policy per route gets at most one (inline or named), and each kind's check of its
+ * place in the chain; per upstream: its `policies` name existing policies, once each, of kinds
+ * that can apply at admission.
  */
 export function checkPolicies(cfg: Record<string, unknown>, issues: PolicyIssue[]): void {
   // `policies` absent means none; of the wrong type, references cannot be judged (no cascade).
@@ -96,32 +98,63 @@ export function checkPolicies(cfg: Record<string, unknown>, issues: PolicyIssue[
   const routes = Array.isArray(cfg.routes) ? cfg.routes : [];
   routes.forEach((r: unknown, i) => {
     if (!isRecord(r)) return;
-    if (Array.isArray(r.policies) && policies !== undefined) {
-      const listed = new Set<string>();
-      r.policies.forEach((ref: unknown, j) => {
-        if (typeof ref !== 'string') return;
-        if (!Object.hasOwn(policies, ref))
-          issues.push({
-            path: ['routes', i, 'policies', j],
-            message: `unknown policy ${JSON.stringify(ref)}`,
-          });
-        else if (listed.has(ref))
-          issues.push({ path: ['routes', i, 'policies', j], message: `policy ${ref} is listed twice` });
-        listed.add(ref);
-      });
-    }
+    if (Array.isArray(r.policies) && policies !== undefined)
+      checkReferences(r.policies, policies, ['routes', i, 'policies'], issues);
     const seen = new Map<string, string>();
+    const before: string[] = [];
     for (const link of routeChain(r, policies)) {
-      if (link.name === undefined) link.kind.check?.(link.settings, cfg, ['routes', i, ...link.path], issues);
+      const path = ['routes', i, ...link.path];
+      if (link.name === undefined) link.kind.check?.(link.settings, cfg, path, issues);
+      link.kind.checkPlacement?.(link.settings, { before }, path, issues);
+      before.push(link.kind.kind);
       if (!link.kind.onePerRoute) continue;
       const earlier = seen.get(link.kind.kind);
       const here = link.name ?? link.path[0]!;
       if (earlier !== undefined)
         issues.push({
-          path: ['routes', i, ...link.path],
+          path,
           message: `a route takes one ${link.kind.kind} policy; it has ${earlier} already`,
         });
       else seen.set(link.kind.kind, String(here));
     }
+  });
+  if (!isRecord(cfg.upstreams) || policies === undefined) return;
+  for (const [upstream, u] of Object.entries(cfg.upstreams)) {
+    if (!isRecord(u) || !Array.isArray(u.policies)) continue;
+    const path = ['upstreams', upstream, 'policies'];
+    checkReferences(u.policies, policies, path, issues);
+    u.policies.forEach((ref: unknown, j) => {
+      if (typeof ref !== 'string' || !Object.hasOwn(policies, ref)) return;
+      const settings = policies[ref];
+      const kind =
+        isRecord(settings) && typeof settings.kind === 'string' ? policyKind(settings.kind) : undefined;
+      if (kind === undefined) return;
+      if (kind.createGate === undefined)
+        issues.push({
+          path: [...path, j],
+          message: `a ${kind.kind} policy applies to routes only (upstreams take: ${GATE_KINDS.join(', ')})`,
+        });
+      else kind.checkPlacement?.(settings, { upstream }, [...path, j], issues);
+    });
+  }
+}
+
+/** Kinds that can apply at an upstream's admission. */
+const GATE_KINDS = POLICY_KINDS.filter((k) => k.createGate !== undefined).map((k) => k.kind);
+
+/** A list of policy names: each must exist, once. */
+function checkReferences(
+  refs: unknown[],
+  policies: Record<string, unknown>,
+  path: (string | number)[],
+  issues: PolicyIssue[],
+): void {
+  const listed = new Set<string>();
+  refs.forEach((ref: unknown, j) => {
+    if (typeof ref !== 'string') return;
+    if (!Object.hasOwn(policies, ref))
+      issues.push({ path: [...path, j], message: `unknown policy ${JSON.stringify(ref)}` });
+    else if (listed.has(ref)) issues.push({ path: [...path, j], message: `policy ${ref} is listed twice` });
+    listed.add(ref);
   });
 }

@@ -190,7 +190,9 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     // this one are already being answered).
     const close = this.lifecycle.draining && ctx.req.httpVersionMajor !== 2 && isLastPending(ctx.socket);
     if (close) markConnectionClosing(ctx.socket);
-    res.writeHead(statusCode, responseHeaderList(headers, ctx.requestId, close));
+    // An upstream's own 429 passes as it is: its Retry-After and limits are the upstream's word.
+    const extra = statusCode === 429 ? undefined : ctx.responseHeaders;
+    res.writeHead(statusCode, responseHeaderList(headers, ctx.requestId, close, extra));
     if (this.#bodyIdleMs > 0) this.#bodyTimer = setTimeout(onBodyIdle, this.#bodyIdleMs, this);
   }
 

@@ -72,8 +72,17 @@ export class Tunnel {
     socket.on('drain', this.#relayDrain);
   }
 
-  /** The upstream answered 101: write its head to the client and join the sockets. */
-  join(upstream: Duplex, statusCode: number, headers: IncomingHttpHeaders, requestId: string): void {
+  /**
+   * The upstream answered 101: write its head to the client, with the gateway's own headers
+   * (`extra`, [name, value, ...]: rate limit fields), and join the sockets.
+   */
+  join(
+    upstream: Duplex,
+    statusCode: number,
+    headers: IncomingHttpHeaders,
+    requestId: string,
+    extra: readonly string[] | undefined,
+  ): void {
     const client = this.socket;
     this.res.detachSocket(client as Socket);
     client.removeListener('drain', this.#relayDrain);
@@ -83,6 +92,12 @@ export class Tunnel {
     headers.connection = typeof connection === 'string' ? connection : 'Upgrade';
     headers.upgrade = typeof upgrade === 'string' ? upgrade : 'websocket';
     headers['x-request-id'] = requestId;
+    if (extra !== undefined)
+      for (let i = 0; i < extra.length; i += 2) {
+        const name = extra[i]!;
+        const own = headers[name];
+        headers[name] = typeof own === 'string' ? `${own}, ${extra[i + 1]}` : extra[i + 1];
+      }
     client.write(headBlock(statusCode, headers));
     if (this.head.length > 0) upstream.write(this.head);
     upstream.on('error', destroyOnError);
@@ -164,7 +179,7 @@ export class TunnelForwarder extends ResponseForwarder {
       this.observer.upstreamFailed(ctx, new GatewayError('CLIENT_CLOSED'), this, 'client_abort');
       return;
     }
-    tunnel.join(upstream, statusCode, headers, ctx.requestId);
+    tunnel.join(upstream, statusCode, headers, ctx.requestId, ctx.responseHeaders);
     ctx.res.statusCode = statusCode;
     this.observer.attemptFinished(ctx, this.endpoint, 'success', statusCode, this.span);
     this.#tunnels.tunnelOpened(ctx);

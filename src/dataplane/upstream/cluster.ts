@@ -122,16 +122,17 @@ export interface AdmissionTicket {
  * An upstream-side policy consulted at admission (an upstream rate ceiling), before the breaker
  * and bulkhead: what it refuses never takes a probe or a slot. Compiled with the snapshot, one per
  * upstream, and passed to `admit` by the pipeline (RoutePlan.admission), so requests and WebSocket
- * handshakes meet it alike and a reload that keeps the Cluster can still change it.
+ * handshakes meet it alike and a reload that keeps the Cluster can still change it. `T`: what the
+ * gate reads of a request (the pipeline's gates get its RequestContext).
  */
-export interface AdmissionGate {
+export interface AdmissionGate<T extends AdmissionTicket = AdmissionTicket> {
   /** The policy's name, for decisions and errors. */
   readonly name: string;
   /**
    * undefined: pass; a GatewayError: refuse with it; a Promise only when the decision must wait
    * (a shared store), settling to one of the two.
    */
-  admit(req: AdmissionTicket): GatewayError | undefined | Promise<GatewayError | undefined>;
+  admit(req: T): GatewayError | undefined | Promise<GatewayError | undefined>;
 }
 
 export interface ClusterDescription {
@@ -396,9 +397,9 @@ export class Cluster {
    * meanwhile releases the slot it is granted). `gate`: the upstream-side policies, asked first.
    * Sets `req.breakerTicket`, which the request's attempt results and its release hand back.
    */
-  admit(
-    req: AdmissionTicket,
-    gate: AdmissionGate | null = null,
+  admit<T extends AdmissionTicket>(
+    req: T,
+    gate: AdmissionGate<T> | null = null,
   ): GatewayError | undefined | Promise<GatewayError | undefined> {
     req.breakerTicket = NO_TICKET;
     if (gate !== null) {

@@ -9,6 +9,7 @@ import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { RouteSchema } from '../../../src/config/schema.ts';
+import type { RequestContext } from '../../../src/dataplane/context.ts';
 import type { CarriedState } from '../../../src/dataplane/filters/carried-state.ts';
 import { compilePlans, EMPTY_PLAN } from '../../../src/dataplane/filters/chain.ts';
 import type { PolicyEnv, PolicyKind, PolicyState } from '../../../src/dataplane/filters/filter.ts';
@@ -17,6 +18,7 @@ import { AuthSchema } from '../../../src/dataplane/filters/jwt/schema.ts';
 import { type AnyPolicyKind, POLICY_KINDS } from '../../../src/dataplane/filters/kinds.ts';
 import type { PolicyConfig } from '../../../src/dataplane/filters/policy-schema.ts';
 import { createRouteTable } from '../../../src/dataplane/routing/route-table.ts';
+import { GatewayError } from '../../../src/errors.ts';
 import { createMetrics } from '../../../src/telemetry/metrics.ts';
 
 class Counter implements PolicyState {
@@ -65,7 +67,26 @@ const tagKind: PolicyKind<{ on: boolean }> = {
   },
 };
 
-const KINDS: readonly AnyPolicyKind[] = [...POLICY_KINDS, countingKind, tagKind];
+/**
+ * A test kind that also applies at admission: its gate answers after a turn (as a shared store
+ * would) and refuses once the policy's state has counted `limit` requests, route and gate together.
+ */
+const gateKind: PolicyKind<{ limit: number }, Counter> = {
+  ...countingKind,
+  kind: 'gating',
+  denials: ['CIRCUIT_OPEN'],
+  createGate(policy, upstream, _env, state) {
+    return {
+      name: `${policy.name}@${upstream}`,
+      admit: async () => {
+        await Promise.resolve();
+        return ++state.count > state.limit ? new GatewayError('CIRCUIT_OPEN', policy.name) : undefined;
+      },
+    };
+  },
+};
+
+const KINDS: readonly AnyPolicyKind[] = [...POLICY_KINDS, countingKind, tagKind, gateKind];
 
 const metrics = createMetrics({ exemplars: false, version: 't' });
 const logger = pino({ enabled: false });
@@ -99,8 +120,9 @@ function compile(
   rs: Record<string, unknown>[],
   policies: Record<string, PolicyConfig>,
   previous?: CarriedState<PolicyState>,
+  upstreams: Record<string, { policies?: string[] }> = {},
 ) {
-  const compiled = compilePlans(routes(rs), policies, previous, env(), KINDS);
+  const compiled = compilePlans(routes(rs), policies, previous, env(), KINDS, upstreams);
   opened.push(compiled.state);
   return compiled;
 }
@@ -222,5 +244,36 @@ describe('compilePlans', () => {
     expect(c.closed).toBe(false);
     const again = compile([{ name: 'r', policies: ['c'] }], { c: { kind: 'counting', limit: 1 } }, v1.state);
     expect(again.state.get('counting/c')).toBe(c);
+  });
+
+  it("compiles each upstream's policies into one admission gate, asked in order, sharing the policies' state with routes", async () => {
+    Counter.built = 0;
+    const { plans, state } = compile(
+      [
+        { name: 'toU', upstream: 'u', policies: ['first'] },
+        { name: 'alsoToU', upstream: 'u' },
+        { name: 'toV', upstream: 'v' },
+      ],
+      { first: { kind: 'gating', limit: 3 }, second: { kind: 'gating', limit: 1 } },
+      undefined,
+      { u: { policies: ['first', 'second'] }, v: {} },
+    );
+    // One state per policy, whether a route or an upstream lists it.
+    expect(Counter.built).toBe(2);
+    const gate = plans.get('toU')!.admission!;
+    expect(plans.get('alsoToU')!.admission).toBe(gate);
+    expect(plans.get('toV')).toBe(EMPTY_PLAN);
+    expect(gate.name).toBe('first@u,second@u');
+    // A route that lists nothing itself still reports the codes its upstream's gate refuses with.
+    expect([...plans.get('alsoToU')!.denials!]).toEqual(['CIRCUIT_OPEN']);
+    plans.get('toU')!.filters![0]!.onRequest({} as never);
+    const ticket = { breakerTicket: -1 } as unknown as RequestContext;
+    expect(await gate.admit(ticket)).toBeUndefined();
+    // `second` refuses now (its limit is 1), so `first` counted: the route's request and two gates.
+    expect((await gate.admit(ticket))?.message).toBe('second');
+    expect((state.get('gating/first') as Counter).count).toBe(3);
+    // `first` refuses before `second` is asked.
+    expect((await gate.admit(ticket))?.message).toBe('first');
+    expect((state.get('gating/second') as Counter).count).toBe(2);
   });
 });
