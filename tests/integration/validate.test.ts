@@ -138,7 +138,7 @@ describe('peregrine validate: route policies', () => {
     );
     expect(stdout).toBe('');
     expect(stderr).toEqual([
-      `${file}:5 policies.limits.kind: unknown policy kind "quota" (kinds: identity, jwt)`,
+      `${file}:5 policies.limits.kind: unknown policy kind "quota" (kinds: identity, jwt, rate_limit)`,
       `${file}:7 routes.0.policies.1: unknown policy "limit"`,
     ]);
     expect(status).toBe(2);

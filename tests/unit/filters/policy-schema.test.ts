@@ -70,8 +70,8 @@ routes:
 routes: []
 `),
     ).toEqual([
-      '7 policies.a.kind: unknown policy kind "ratelimit" (kinds: identity, jwt)',
-      '8 policies.b.kind: required key is missing (kinds: identity, jwt)',
+      '7 policies.a.kind: unknown policy kind "ratelimit" (kinds: identity, jwt, rate_limit)',
+      '8 policies.b.kind: required key is missing (kinds: identity, jwt, rate_limit)',
       '12 policies.c.mode: scopes and roles need mode: required',
       '13 policies.c.extra: unknown key "extra"',
     ]);
