@@ -22,12 +22,17 @@ COPY --chown=root:root config ./config
 RUN ["bin/peregrine.js", "--version"]
 # The image's unprivileged user; the code and config are root-owned and read-only to it.
 USER node
-# Data plane and admin API. The admin API binds 127.0.0.1 by default; expose it on the pod network
-# only deliberately (admin.address: 0.0.0.0:9901) and never publish it to the internet.
+# The config `run` and `healthcheck` read: the image's own (data plane on 0.0.0.0:8080, admin API
+# on the container's loopback, one upstream from PEREGRINE_UPSTREAM). Mount yours over it, or
+# mount it elsewhere and point PEREGRINE_CONFIG at it (docs/deployment.md).
+ENV PEREGRINE_CONFIG=config/container.yaml
+# Data plane, and the admin API for when PEREGRINE_ADMIN=0.0.0.0:9901 opens it deliberately (it
+# shows the configuration: publish it to the scraper's network only, never to the internet).
 EXPOSE 8080 9901
-HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:9901/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+# Reads the admin address from PEREGRINE_CONFIG, so it follows the config instead of repeating it.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["bin/peregrine.js", "healthcheck"]
 STOPSIGNAL SIGTERM
 # The launcher carries the Node flags (see its #! line); env finds the image's node.
 ENTRYPOINT ["bin/peregrine.js"]
-CMD ["run", "--config", "config/gateway.yaml"]
+CMD ["run"]

@@ -16,6 +16,9 @@ import { HttpListener } from './dataplane/listener/http-listener.ts';
 import { type Listener, splitAddress } from './dataplane/listener/listener.ts';
 import { TlsListener } from './dataplane/listener/tls-listener.ts';
 import type { DataplaneHost } from './dataplane/pipeline.ts';
+import { createDnsProviderFactory } from './discovery/dns-provider.ts';
+import type { ProviderFactories } from './discovery/provider.ts';
+import { createRegistryProviderFactory } from './discovery/registry-provider.ts';
 import { Registry } from './registry/registry.ts';
 import { RedisConnection } from './stores/redis.ts';
 import { createTelemetry, type Telemetry } from './telemetry/telemetry.ts';
@@ -30,6 +33,12 @@ export interface GatewayOptions {
   readonly logDestination?: DestinationStream;
   /** Extra span processor, for tests that inspect spans. */
   readonly spanProcessor?: SpanProcessor;
+  /**
+   * Endpoint providers for discovered upstreams: `dns` (default: the system resolver) and
+   * `registry` (default: this gateway's registry store when the config has a `registry` section;
+   * without one, registry upstreams stay empty and say why).
+   */
+  readonly providers?: Partial<ProviderFactories>;
 }
 
 export class Gateway implements DataplaneHost {
@@ -66,22 +75,34 @@ export class Gateway implements DataplaneHost {
           metrics: metrics.redis,
         })
       : undefined;
+    let registry: Registry | undefined;
+    let store: ConfigStore | undefined;
     try {
-      this.store = new ConfigStore(config, {
+      registry = config.registry
+        ? new Registry(config.registry, { telemetry: this.telemetry, redis: this.redis, env: opts.env })
+        : undefined;
+      // Registry upstreams read this gateway's registry store; without a registry they say so (503).
+      store = new ConfigStore(config, {
         file: opts.configFile,
         logger,
         metrics,
         env: opts.env,
         redis: this.redis,
+        providers: {
+          dns: opts.providers?.dns ?? createDnsProviderFactory(),
+          registry:
+            opts.providers?.registry ??
+            (registry === undefined ? undefined : createRegistryProviderFactory(registry.store)),
+        },
       });
+      this.registry = registry;
+      this.store = store;
       this.listeners = config.listeners.map((l) =>
         l.tls ? new TlsListener(l, this) : new HttpListener(l, this),
       );
-      this.registry = config.registry
-        ? new Registry(config.registry, { telemetry: this.telemetry, redis: this.redis, env: opts.env })
-        : undefined;
     } catch (err) {
-      void this.redis?.close();
+      // Whatever was built is closed: nothing may keep the process alive (a Redis connection).
+      void Promise.allSettled([store?.destroy(), registry?.close()]).finally(() => this.redis?.close());
       throw err;
     }
     this.reload = this.reload.bind(this);
@@ -128,6 +149,8 @@ export class Gateway implements DataplaneHost {
         ...[this.registry?.server?.certificateStatus()].filter((c) => c !== undefined),
       ],
       registry: this.registry ? () => this.registry!.describe() : undefined,
+      registryStore: this.registry ? () => this.registry!.store.health() : undefined,
+      upstreamCertificates: () => this.store.upstreamTls.statuses(),
       redis: this.redis ? () => this.redis!.health() : undefined,
     });
     const { host, port } = splitAddress(this.store.initial.admin.address);
@@ -147,9 +170,17 @@ export class Gateway implements DataplaneHost {
   get draining(): boolean {
     return this.#draining;
   }
-  /** Listeners bound, config loaded, every auth provider has keys, and not draining. */
+  /**
+   * Listeners bound, config loaded, every auth provider has keys, every upstream's endpoint source
+   * has answered once (a failure counts: it is shown, not waited for), and not draining.
+   */
   get ready(): boolean {
-    return this.#ready && !this.#draining && this.store.current.auth.providersReady().ready;
+    return (
+      this.#ready &&
+      !this.#draining &&
+      this.store.current.auth.providersReady().ready &&
+      this.store.discovery.pending().length === 0
+    );
   }
   requestStarted(): void {
     this.#inFlight++;
@@ -181,10 +212,14 @@ export class Gateway implements DataplaneHost {
     return this.store.reload(trigger);
   }
 
-  /** Re-read every TLS listener's certificate files (SIGHUP); a bad set keeps the current one serving. */
+  /**
+   * Re-read every TLS listener's certificate files, and every upstream's client certificate and CA
+   * files (SIGHUP); a bad set keeps the current one in use.
+   */
   reloadCertificates(trigger = 'signal'): void {
     for (const l of this.listeners) l.reloadCertificates?.(trigger);
     this.registry?.server?.reloadCertificates(trigger);
+    this.store.upstreamTls.reload(trigger);
   }
 
   /** Address the registration API is bound to. */

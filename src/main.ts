@@ -1,8 +1,9 @@
 /**
- * CLI entry: `peregrine run | validate | schema | register`. Static config is read once here; the gateway
- * reloads the dynamic part itself on file change and on SIGHUP.
+ * CLI entry: `peregrine run | validate | schema | healthcheck | register | certs`. Static config is
+ * read once here; the gateway reloads the dynamic part itself on file change and on SIGHUP.
  */
 import { parseArgs } from 'node:util';
+import { runHealthcheck } from './cli/healthcheck.ts';
 import { REGISTER_USAGE, runRegister } from './cli/register.ts';
 import { runSchema } from './cli/schema.ts';
 import { runValidate } from './cli/validate.ts';
@@ -13,13 +14,23 @@ import { VERSION } from './version.ts';
 const USAGE = `peregrine ${VERSION}
 
 Usage:
-  peregrine run [--config <file>]   start the gateway (default config/gateway.yaml)
+  peregrine run [--config <file>]   start the gateway (default $PEREGRINE_CONFIG, else config/gateway.yaml)
   peregrine validate <file>         check a config file; exit 0 when valid, 2 with every error
   peregrine schema                  print the JSON Schema of the config file
+  peregrine healthcheck [--config <file>]
+                                    exit 0 when the gateway of that config answers /healthz on its
+                                    admin address, 1 otherwise (container health checks)
   peregrine register --service <name> --port <port> --registry <url> [options]
                                     keep an instance registered until SIGTERM (--help for options)
+  peregrine certs init|issue [options]
+                                    a development CA and SPIFFE certificates for a mesh (--help)
   peregrine --version
 `;
+
+/** The config file of `run` and `healthcheck` when none is given. */
+function defaultConfigFile(): string {
+  return process.env.PEREGRINE_CONFIG || 'config/gateway.yaml';
+}
 
 const out = {
   stdout: (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`),
@@ -104,6 +115,11 @@ async function main(argv: string[]): Promise<number | undefined> {
     }
     return runRegister(argv.slice(1), out);
   }
+  // `certs` too; loaded on demand, so the gateway never loads its certificate builder.
+  if (argv[0] === 'certs') {
+    const { runCerts } = await import('./cli/certs.ts');
+    return runCerts(argv.slice(1), out);
+  }
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -124,8 +140,10 @@ async function main(argv: string[]): Promise<number | undefined> {
   }
   switch (command) {
     case 'run':
-      await run(values.config ?? rest[0] ?? 'config/gateway.yaml');
+      await run(values.config ?? rest[0] ?? defaultConfigFile());
       return undefined;
+    case 'healthcheck':
+      return runHealthcheck(values.config ?? rest[0] ?? defaultConfigFile(), out);
     case 'validate': {
       const file = rest[0] ?? values.config;
       if (!file) {

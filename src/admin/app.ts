@@ -3,12 +3,13 @@
  * of what the data plane is running. Never on the request path.
  */
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
-import { redactConfig } from '../config/loader.ts';
+import { redact } from '../config/redact.ts';
 import type { ConfigStore } from '../control/config-store.ts';
 import { describeRateLimits } from '../dataplane/filters/rate-limit/describe.ts';
-import type { ListenerCertificateStatus } from '../dataplane/listener/certificates.ts';
 import type { RedisHealth } from '../stores/redis.ts';
 import { type GatewayMetrics, metricsContentType, writeMetrics } from '../telemetry/metrics.ts';
+import type { ListenerCertificateStatus } from '../tls/listener-certificates.ts';
+import type { UpstreamTlsStatus } from '../tls/upstream-tls.ts';
 
 export interface AdminSource {
   readonly store: ConfigStore;
@@ -21,10 +22,22 @@ export interface AdminSource {
   reload(trigger: string): Promise<unknown>;
   /** TLS listeners' certificates (served and trusted), reload counts and last reload error. */
   certificates?(): ListenerCertificateStatus[];
+  /** Upstreams' client certificates and CA bundles (those with a `tls` section). */
+  upstreamCertificates?(): UpstreamTlsStatus[];
   /** The service registry: store health and services (absent without a registry). */
   registry?(): unknown;
+  /** The registry store's health, for readiness details (absent without a registry). */
+  registryStore?(): unknown;
   /** The shared Redis connection's health (absent without a `redis` section). */
   redis?(): RedisHealth;
+}
+
+/**
+ * Every view of configuration or state goes out through here: one redaction (src/config/redact.ts)
+ * for all of them, so no view can show a secret another view hides.
+ */
+function sendView(res: Response, body: unknown, status = 200): void {
+  res.status(status).json(redact(body));
 }
 
 export function createAdminApp(src: AdminSource): Express {
@@ -60,39 +73,45 @@ export function createAdminApp(src: AdminSource): Express {
   app.get('/readyz', function readyz(_req: Request, res: Response) {
     const ready = src.isReady();
     const auth = src.store.current.auth.providersReady();
+    const discovery = src.store.discovery;
     res.status(ready ? 200 : 503).json({
       ready,
       draining: src.isDraining(),
       authProvidersWithoutKeys: auth.notReady,
+      // Not answered yet: readiness waits for these. Failing: shown, serving their last known endpoints.
+      upstreamSourcesPending: discovery.pending(),
+      upstreamSourcesFailing: discovery.failing(),
+      // Registry upstreams follow this store; out of sync, they keep their last known instances.
+      registryStore: src.registryStore?.() ?? null,
     });
   });
 
   app.get('/v1/auth', function auth(_req: Request, res: Response) {
-    res.json({ providers: src.store.current.auth.describe() });
+    sendView(res, { providers: src.store.current.auth.describe() });
   });
 
   app.get('/v1/config', function config(_req: Request, res: Response) {
-    res.json({
+    sendView(res, {
       version: src.store.current.version,
       loadedAt: src.store.lastSuccessAt,
       file: src.store.file ?? null,
-      config: redactConfig(src.store.effective),
+      config: src.store.effective,
     });
   });
 
   app.get('/v1/config/errors', function configErrors(_req: Request, res: Response) {
     const failure = src.store.lastFailure;
-    res.json({ lastReloadFailed: failure !== undefined, failure: failure ?? null });
+    sendView(res, { lastReloadFailed: failure !== undefined, failure: failure ?? null });
   });
 
   app.post('/v1/config/reload', async function reload(_req: Request, res: Response) {
     const result = await src.reload('admin');
-    res.status((result as { ok?: boolean }).ok ? 200 : 422).json(result);
+    sendView(res, result, (result as { ok?: boolean }).ok ? 200 : 422);
   });
 
   app.get('/v1/routes', function routes(_req: Request, res: Response) {
     const snapshot = src.store.current;
-    res.json({
+    sendView(res, {
       version: snapshot.version,
       routes: snapshot.routes.routes.map((r, i) => ({
         order: i,
@@ -110,7 +129,7 @@ export function createAdminApp(src: AdminSource): Express {
 
   app.get('/v1/ratelimits', function rateLimits(_req: Request, res: Response) {
     const snapshot = src.store.current;
-    res.json({
+    sendView(res, {
       version: snapshot.version,
       redis: src.redis?.() ?? null,
       policies: describeRateLimits(snapshot),
@@ -118,7 +137,7 @@ export function createAdminApp(src: AdminSource): Express {
   });
 
   app.get('/v1/certs', function certs(_req: Request, res: Response) {
-    res.json({ listeners: src.certificates?.() ?? [] });
+    sendView(res, { listeners: src.certificates?.() ?? [], upstreams: src.upstreamCertificates?.() ?? [] });
   });
 
   app.get('/v1/registry', function registry(_req: Request, res: Response) {
@@ -126,15 +145,16 @@ export function createAdminApp(src: AdminSource): Express {
       res.status(404).type('application/problem+json').json({ title: 'No registry configured', status: 404 });
       return;
     }
-    res.json(src.registry());
+    sendView(res, src.registry());
   });
 
   app.get('/v1/upstreams', function upstreams(_req: Request, res: Response) {
     const snapshot = src.store.current;
-    res.json({
+    sendView(res, {
       version: snapshot.version,
       upstreams: [...snapshot.clusters.values()].map((c) => ({
         ...c.describe(),
+        discovery: src.store.discovery.status(c.name) ?? null,
         timeouts: c.config.timeouts,
         pools: Object.fromEntries(c.endpoints.map((e) => [e.id, poolStats(e.pool.stats)])),
       })),

@@ -3,15 +3,13 @@
  * schema, for editors (yaml-language-server `# yaml-language-server: $schema=...`) and CI.
  * It describes the input side: durations and sizes are strings or numbers, defaults are shown.
  */
-import { z } from 'zod';
-import { ConfigSchema } from '../config/schema.ts';
+import { configInputJsonSchema } from '../config/key-suggestions.ts';
 import type { CliOutput } from './validate.ts';
 
 export const CONFIG_SCHEMA_ID = 'https://peregrine.dev/schemas/config.json';
 
 export function configJsonSchema(): object {
-  // Transforms (durations, sizes) cannot be expressed; `any` keeps their input side as written.
-  const schema = z.toJSONSchema(ConfigSchema, { io: 'input', unrepresentable: 'any' });
+  const schema = configInputJsonSchema();
   return {
     $schema: schema.$schema,
     $id: CONFIG_SCHEMA_ID,

@@ -19,6 +19,7 @@ import {
   visit,
 } from 'yaml';
 import type { z } from 'zod';
+import { suggestKey } from './key-suggestions.ts';
 import { type Config, ConfigSchema, crossCheck } from './schema.ts';
 
 export interface ConfigIssue {
@@ -244,7 +245,11 @@ function explain(zi: z.core.$ZodIssue): Array<{ path: Segment[]; message: string
   const path = zi.path.map((p) => (typeof p === 'number' ? p : String(p)));
   switch (zi.code) {
     case 'unrecognized_keys':
-      return zi.keys.map((k) => ({ path: [...path, k], message: `unknown key ${JSON.stringify(k)}` }));
+      return zi.keys.map((k) => {
+        const near = suggestKey(path, k);
+        const hint = near === undefined ? '' : `; did you mean ${JSON.stringify(near)}?`;
+        return { path: [...path, k], message: `unknown key ${JSON.stringify(k)}${hint}` };
+      });
     case 'invalid_key': {
       const key = path.at(-1);
       const inner = zi.issues.map((i) => i.message).join('; ');
@@ -312,33 +317,4 @@ function pathAt(doc: Document, offset: number, leaf: boolean): Segment[] {
       return path;
     }
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Redaction
-
-const SECRET_KEY_RE = /secret|password|token|key$|authorization|credential/i;
-/** scheme://userinfo@ — userinfo is whatever precedes the first @ before any / ? # or space. */
-const URL_USERINFO_RE = /\b([a-z][a-z0-9+.-]*:\/\/)[^/?#@\s]+@/gi;
-
-/**
- * A deep copy safe to show (admin API `/v1/config`): values under secret-looking keys become
- * "[redacted]" (whole subtrees included), and credentials in URLs anywhere are replaced. Generic
- * on purpose: future sections holding secrets are covered by their key names.
- */
-export function redactConfig(config: Config): unknown {
-  return redactValue(config);
-}
-
-function redactValue(value: unknown): unknown {
-  if (typeof value === 'string') return value.replace(URL_USERINFO_RE, '$1[redacted]@');
-  if (Array.isArray(value)) return value.map(redactValue);
-  if (typeof value === 'object' && value !== null) {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) {
-      out[k] = SECRET_KEY_RE.test(k) && v !== undefined && v !== null ? '[redacted]' : redactValue(v);
-    }
-    return out;
-  }
-  return value;
 }

@@ -8,12 +8,14 @@ import { z } from 'zod';
 import { RouteIdentitySchema } from '../dataplane/filters/identity/schema.ts';
 import { AuthSchema, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
 import { checkPolicies, PolicySchema } from '../dataplane/filters/policy-schema.ts';
-import { Http2Schema, TlsSchema } from '../dataplane/listener/tls-schema.ts';
+import { Http2Schema } from '../dataplane/listener/http2-schema.ts';
 import { compileRoutePath } from '../dataplane/routing/route-path.ts';
 import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
+import { checkEndpointSource, DiscoverySchema } from '../discovery/schema.ts';
 import { checkRegistry, RegistrySchema } from '../registry/schema.ts';
 import { RedisSchema } from '../stores/schema.ts';
 import { LATENCY_BUCKETS } from '../telemetry/latency-buckets.ts';
+import { checkUpstreamTransport, TlsSchema, UPSTREAM_PROTOCOLS, UpstreamTlsSchema } from '../tls/schema.ts';
 import { address, cidr, duration, isRecord, name, size } from './fields.ts';
 import { HTTP_METHODS } from './http-methods.ts';
 
@@ -101,9 +103,11 @@ export const LifecycleSchema = z.strictObject({
   watchConfig: z.boolean().default(true),
 });
 
-export const UpstreamSchema = z.strictObject({
-  /** Endpoint origins, each a URL string or `{ url, weight }`. */
-  endpoints: EndpointsSchema,
+const UpstreamFields = z.strictObject({
+  /** Endpoint origins, each a URL string or `{ url, weight, zone, metadata }`; or `discovery`. */
+  endpoints: EndpointsSchema.optional(),
+  /** Endpoints from the service registry or DNS instead of `endpoints` (src/discovery/schema.ts). */
+  discovery: DiscoverySchema.optional(),
   timeouts: z
     .strictObject({
       /** TCP (and TLS) connect. */
@@ -130,6 +134,19 @@ export const UpstreamSchema = z.strictObject({
    * WebSocket handshake to this upstream from any route: rate ceilings (`rate_limit`).
    */
   policies: z.array(name).optional(),
+  /** TLS toward `https://` endpoints: trust, client certificate, server name, expected identity. */
+  tls: UpstreamTlsSchema.optional(),
+  /** What the connections speak (ALPN over TLS): http1, h2 or auto. */
+  protocol: z.enum(UPSTREAM_PROTOCOLS).default('http1'),
+});
+
+/** An upstream: exactly one endpoint source (`endpoints` or `discovery`) and its policy. */
+export const UpstreamSchema = UpstreamFields.superRefine((u, ctx) => {
+  checkEndpointSource(u, ctx);
+  checkUpstreamTransport(u, (path, message) => ctx.addIssue({ code: 'custom', path, message }));
+}).meta({
+  // The JSON Schema says it too, for editors.
+  oneOf: [{ required: ['endpoints'] }, { required: ['discovery'] }],
 });
 
 export const RouteMatchSchema = z.strictObject({

@@ -9,8 +9,12 @@ import type { Logger } from 'pino';
 import { fingerprintOf, type LoadedConfig, loadConfigApart } from '../config/load-apart.ts';
 import { ConfigError, type ConfigIssue } from '../config/loader.ts';
 import { type Config, dynamicPart } from '../config/schema.ts';
+import { Discovery } from '../discovery/discovery.ts';
+import { createDnsProviderFactory } from '../discovery/dns-provider.ts';
+import type { ProviderFactories } from '../discovery/provider.ts';
 import type { RedisConnection } from '../stores/redis.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
+import { UpstreamTlsSet } from '../tls/upstream-tls.ts';
 import { type CompileResult, compileSnapshot, compileSnapshotInSlices, type Snapshot } from './snapshot.ts';
 
 /**
@@ -35,6 +39,8 @@ export class ConfigStore {
   readonly file: string | undefined;
   /** The config the process started with: its static part is what runs until restart. */
   readonly initial: Config;
+  /** Every upstream's TLS (files, rotation), shared by the endpoints of all snapshots. */
+  readonly upstreamTls: UpstreamTlsSet;
   #current: Snapshot;
   #effective: Config;
   #lastFailure: ReloadFailure | undefined;
@@ -51,6 +57,8 @@ export class ConfigStore {
   #fingerprint: string;
   /** Aborted by close(): a reload still loading stops, none starts. */
   readonly #closing = new AbortController();
+  /** Endpoint sources of the serving upstreams; synced after every swap. */
+  readonly discovery: Discovery;
 
   constructor(
     config: Config,
@@ -59,6 +67,8 @@ export class ConfigStore {
       logger: Logger;
       metrics: GatewayMetrics;
       env?: NodeJS.ProcessEnv;
+      /** How discovered upstreams get their providers (default: DNS through the system resolver). */
+      providers?: ProviderFactories | undefined;
       /** The shared Redis connection, for policies that count in Redis. */
       redis?: RedisConnection | undefined;
     },
@@ -71,13 +81,21 @@ export class ConfigStore {
     this.#redis = opts.redis;
     this.#env = opts.env ?? process.env;
     this.#fingerprint = fingerprintOf(config);
+    this.upstreamTls = new UpstreamTlsSet({ logger: opts.logger, metrics: opts.metrics });
     this.#current = compileSnapshot(dynamicPart(config), this.#version, undefined, {
       metrics: opts.metrics,
       logger: opts.logger,
+      tls: this.upstreamTls,
       redis: opts.redis,
     }).snapshot;
     void this.#current.auth.start();
     this.#configureRouteMetrics();
+    this.discovery = new Discovery({
+      logger: opts.logger,
+      metrics: opts.metrics,
+      factories: opts.providers ?? { dns: createDnsProviderFactory() },
+    });
+    this.discovery.sync(this.#current);
     this.#lastSuccessAt = new Date().toISOString();
     this.#metrics.recordConfigReload('success');
   }
@@ -163,12 +181,16 @@ export class ConfigStore {
           dynamic,
           this.#version + 1,
           this.#current,
-          { metrics: this.#metrics, logger: this.#logger, redis: this.#redis },
+          { metrics: this.#metrics, logger: this.#logger, tls: this.upstreamTls, redis: this.#redis },
           COMPILE_SLICE_MS,
         );
       } catch (err) {
+        // An error naming its key (an upstream's TLS file) is reported there.
+        const path = (err as { keyPath?: unknown }).keyPath;
         return this.#fail(trigger, [
-          { file: this.file ?? '(none)', path: '', message: `compile failed: ${String(err)}` },
+          typeof path === 'string'
+            ? { file: this.file ?? '(none)', path, message: (err as Error).message }
+            : { file: this.file ?? '(none)', path: '', message: `compile failed: ${String(err)}` },
         ]);
       }
       this.#version++;
@@ -178,6 +200,9 @@ export class ConfigStore {
       // Retired upstreams drain: their pools close once in-flight requests on them finish, except
       // the endpoints the new clusters took over, which stay open for them.
       for (const cluster of compiled.retired) void cluster.close();
+      // Endpoint sources follow the new snapshot; a changed `endpoints` list is applied here, as a
+      // diff to the kept cluster's live set.
+      this.discovery.sync(this.#current);
       compiled.retire();
       void this.#current.auth.start();
       this.#configureRouteMetrics();
@@ -221,6 +246,7 @@ export class ConfigStore {
     await this.#settleReload();
     this.#current.auth.close();
     this.#current.policyState.close();
+    await this.discovery.close();
     await Promise.all([...this.#current.clusters.values()].map((c) => c.close()));
   }
 
@@ -228,6 +254,7 @@ export class ConfigStore {
     await this.#settleReload();
     this.#current.auth.close();
     this.#current.policyState.close();
+    await this.discovery.close();
     await Promise.all([...this.#current.clusters.values()].map((c) => c.destroy()));
   }
 }

@@ -10,6 +10,7 @@ import { Cluster, upstreamFingerprint } from '../dataplane/upstream/cluster.ts';
 import { runInSlices, runNow, type Steps } from '../slices.ts';
 import type { RedisConnection } from '../stores/redis.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
+import type { UpstreamTlsSet } from '../tls/upstream-tls.ts';
 
 export type { RoutePlan } from '../dataplane/filters/chain.ts';
 
@@ -34,6 +35,8 @@ export interface Snapshot {
 export interface SnapshotDeps {
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
+  /** The upstreams' TLS, shared across snapshots (endpoints hold it, not the snapshot). */
+  readonly tls?: UpstreamTlsSet | undefined;
   /** The shared Redis connection, for policies that count in Redis (absent: none may). */
   readonly redis?: RedisConnection | undefined;
 }
@@ -53,13 +56,15 @@ export interface CompileResult {
 }
 
 /**
- * Compile a validated dynamic config. Clusters, auth providers and policy state whose config did
- * not change are carried over from `previous` so their runtime state (pools, breaker, EWMA,
- * health, key sets, counters) survives the reload. An upstream whose config changed gets a new
- * Cluster, which takes over the previous one's endpoints whose transport settings did not change:
- * their pools, with their keep-alive connections, are shared, and closing the retired cluster
- * leaves them open. Throws when a part cannot be built; then nothing of it is kept and `previous`
- * is left as it was.
+ * Compile a validated dynamic config. Clusters whose policy did not change (the fingerprint leaves
+ * out the endpoint source: a changed `endpoints` list is applied to the kept cluster's live set by
+ * the discovery sync after the swap), and auth providers and route policies whose config did not
+ * change, are carried over from `previous`, so their runtime state (pools, breaker, EWMA, health,
+ * key sets, rate limit counters) survives the reload. An upstream whose policy changed gets a new
+ * Cluster, which takes over the previous one's live endpoint set; endpoints whose transport
+ * settings did not change are shared, pools and keep-alive connections included, and closing the
+ * retired cluster leaves them open. Throws when a part cannot be built; then nothing of it is kept
+ * and `previous` is left as it was.
  */
 export function compileSnapshot(
   config: DynamicConfig,
@@ -121,6 +126,7 @@ function* compileSteps(
           metrics: deps.metrics,
           fingerprint,
           previous: old,
+          tls: deps.tls,
         });
         created.push(cluster);
         clusters.set(name, cluster);

@@ -16,13 +16,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import { type Duplex, Transform, type TransformCallback } from 'node:stream';
-import type { Span } from '@opentelemetry/api';
-import { SpanStatusCode } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
 import type { Snapshot } from '../control/snapshot.ts';
 import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
 import { accessRecord } from '../telemetry/access-log.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
+import { endServerSpan } from '../telemetry/tracing.ts';
+import { peerIdentityOf } from '../tls/peer-identity.ts';
 import {
   type ConnectionSocket,
   isConnectionClosing,
@@ -43,10 +43,9 @@ import {
   type TunnelObserver,
   upgradeOutcome,
 } from './forward/websocket.ts';
-import { peerIdentityOf } from './listener/peer-identity.ts';
-import { sendProblem, writeRawProblem } from './respond.ts';
+import { type RawProblem, sendProblem, writeRawProblem } from './respond.ts';
 import { normalizePath } from './routing/path-normalize.ts';
-import type { Endpoint } from './upstream/endpoint.ts';
+import type { Endpoint, EndpointDispatchOptions } from './upstream/endpoint.ts';
 import { parseRetryAfter } from './upstream/retry-policy.ts';
 
 /** What the data plane needs from the running gateway. */
@@ -72,7 +71,7 @@ const kContext = Symbol('peregrine.context');
 const kDeferredError = Symbol('peregrine.deferredError');
 /** The latest request of an HTTP/1.x connection: the one whose body Node's parser is reading. */
 const kLatest = Symbol('peregrine.latest');
-type TrackedSocket = ConnectionSocket & { [kDeferredError]?: ErrorCode; [kLatest]?: RequestContext };
+type TrackedSocket = ConnectionSocket & { [kDeferredError]?: RawProblem; [kLatest]?: RequestContext };
 
 /**
  * Called on a parser error (`clientError`). When it is about the body of a request already handed
@@ -102,10 +101,10 @@ export function requestBodyFailed(socket: Duplex, code: ErrorCode, cause: NodeJS
  * answered, the error response waits for them (good, good, bad → 200, 200, 400 + close);
  * otherwise it is written at once. Returns true when deferred.
  */
-export function deferClientError(socket: Duplex, code: ErrorCode): boolean {
+export function deferClientError(socket: Duplex, problem: RawProblem): boolean {
   const s = socket as TrackedSocket;
   if (!s[kPending]) return false;
-  s[kDeferredError] = code;
+  s[kDeferredError] = problem;
   return true;
 }
 type ResponseWithContext = ServerResponse & { [kContext]?: RequestContext };
@@ -231,8 +230,11 @@ export class Pipeline implements TunnelObserver {
     this.handle = this.handle.bind(this);
   }
 
-  /** The `request` listener of the HTTP server. */
-  handle(req: IncomingMessage, res: ServerResponse): void {
+  /**
+   * The `request` listener of the HTTP server. `refusal`: the listener refuses this request before
+   * it is routed (a malformed HTTP/2 header block); it is answered and counted like any other.
+   */
+  handle(req: IncomingMessage, res: ServerResponse, refusal?: GatewayError): void {
     const socket = req.socket as TrackedSocket;
     if (req.httpVersionMajor === 1) {
       // Pipelined after a response that closes the connection: not processed (RFC 9112 §9.6).
@@ -248,6 +250,10 @@ export class Pipeline implements TunnelObserver {
     ctx.socket = socket;
     socket[kPending] = (socket[kPending] ?? 0) + 1;
     if (req.httpVersionMajor === 1) socket[kLatest] = ctx;
+    if (refusal !== undefined) {
+      this.respondWithError(ctx, refusal);
+      return;
+    }
     try {
       this.route(ctx);
     } catch (err) {
@@ -454,8 +460,7 @@ export class Pipeline implements TunnelObserver {
       }
     }
     const endpoint = cluster.pick(ctx);
-    if (!endpoint)
-      throw new GatewayError('NO_HEALTHY_ENDPOINT', `upstream ${cluster.name} has no endpoint to pick`);
+    if (!endpoint) throw new GatewayError('NO_HEALTHY_ENDPOINT', cluster.noEndpointReason());
     ctx.endpoint = endpoint;
     ctx.attempts++;
     if (ctx.tried === undefined) ctx.tried = [endpoint];
@@ -509,11 +514,12 @@ export class Pipeline implements TunnelObserver {
       body = limitBody(req, maxBody);
     }
     const path = route.rewritePath(ctx.path);
-    const opts: Dispatcher.DispatchOptions = {
+    const opts: EndpointDispatchOptions = {
       method: method as Dispatcher.HttpMethod,
       path: ctx.query ? path + ctx.query : path,
       headers,
       body,
+      servername: endpoint.servername,
     };
     // undici writes `Connection: upgrade` and `Upgrade` itself, and hands over the socket on 101.
     if (tunnel !== undefined) opts.upgrade = 'websocket';
@@ -521,13 +527,7 @@ export class Pipeline implements TunnelObserver {
     endpoint.pool.dispatch(opts, forwarder);
   }
 
-  attemptFinished(
-    ctx: RequestContext,
-    endpoint: Endpoint,
-    outcome: AttemptOutcome,
-    status: number,
-    span: Span | undefined,
-  ): void {
+  attemptFinished(ctx: RequestContext, endpoint: Endpoint, outcome: AttemptOutcome, status: number): void {
     const cluster = ctx.cluster!;
     this.telemetry.metrics.upstreamFinished(cluster.name);
     const now = performance.now();
@@ -554,11 +554,6 @@ export class Pipeline implements TunnelObserver {
       ms / 1000,
       ctx.sampled ? ctx.traceId : undefined,
     );
-    if (span) {
-      if (status) span.setAttribute('http.response.status_code', status);
-      if (outcome !== 'success') span.setAttribute('error.type', outcome);
-      span.end();
-    }
   }
 
   /**
@@ -709,8 +704,6 @@ export class Pipeline implements TunnelObserver {
   respondWithError(ctx: RequestContext, error: GatewayError): void {
     ctx.code = error.code;
     const { res } = ctx;
-    if (ctx.span && error.status >= 500)
-      ctx.span.setStatus({ code: SpanStatusCode.ERROR, message: error.code });
     if (res.headersSent) {
       res.destroy(error);
       return;
@@ -730,7 +723,7 @@ export class Pipeline implements TunnelObserver {
         error.code === 'PAYLOAD_TOO_LARGE' ||
         error.code === 'REQUEST_TIMEOUT');
     if (close) markConnectionClosing(ctx.socket);
-    sendProblem(
+    ctx.responseBytes += sendProblem(
       res,
       error,
       { traceId: ctx.traceId, requestId: ctx.requestId },
@@ -774,9 +767,7 @@ export class Pipeline implements TunnelObserver {
     if (tunnel !== undefined) metrics.recordWebSocketUpgrade(ctx.route?.name, upgradeOutcome(ctx, tunnel));
     const span = ctx.span;
     if (span) {
-      span.setAttribute('http.response.status_code', status);
       span.setAttribute('url.path', ctx.path);
-      if (ctx.code) span.setAttribute('error.type', ctx.code);
       if (ctx.decisions) span.setAttribute('peregrine.decisions', ctx.decisions.map(formatDecision));
       if (ctx.sampled) span.setAttribute('peregrine.request_id', ctx.requestId);
       if (ctx.subject !== undefined) span.setAttribute('enduser.id', ctx.subject);
@@ -788,7 +779,7 @@ export class Pipeline implements TunnelObserver {
             ? 'allow'
             : `deny:${ctx.code}`,
         );
-      span.end();
+      endServerSpan(span, status, ctx.code);
     }
     const accessLog = this.telemetry.accessLog;
     if (accessLog.enabled)
@@ -809,7 +800,7 @@ export class Pipeline implements TunnelObserver {
     const socket = ctx.socket as TrackedSocket | undefined;
     if (socket !== undefined && socket[kLatest] === ctx) socket[kLatest] = undefined;
     if (socket && --socket[kPending]! === 0 && socket[kDeferredError]) {
-      writeRawProblem(socket, socket[kDeferredError], undefined, undefined, this.listener.reasonHeader);
+      writeRawProblem(socket, socket[kDeferredError], this.listener.reasonHeader);
     }
   }
 }

@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import { LineBatch, LogDestination } from './log-destination.ts';
-import { destinationOf } from './logger.ts';
+import { ACCESS_LEVEL, destinationOf } from './logger.ts';
 
 export interface AccessLogRecord {
   listener: string;
@@ -173,18 +173,19 @@ export function millisText(ms: number): string {
 }
 
 export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
-  if (!enabled) return { enabled: false, log: noop, flush: noop };
-  // The line is built here rather than by pino: a fixed set of fields needs no generic
-  // serialiser, and this is the hottest log line by far (pino's serialisation of it measured at
-  // about 6% of a fully observed request's CPU). It goes to the logger's own destination, so it
-  // interleaves with the other lines, and keeps pino's shape (level, time, service, msg). With
+  // Access lines are info lines: a logger set to warn or above writes none.
+  if (!enabled || !logger.isLevelEnabled(ACCESS_LEVEL)) return { enabled: false, log: noop, flush: noop };
+  // Built here rather than by pino (docs/decisions.md, "Logging"), in pino's shape (level, time,
+  // service, msg), into the logger's own destination so it interleaves with the other lines: with
   // the default destination the lines share its queue (pino's own lines are written after the
-  // access lines queued before them); another destination gets them in chunks the same way (see LineBatch).
-  const stream = destinationOf(logger) as { write(chunk: Buffer | string): unknown };
+  // access lines queued before them); another destination gets them in chunks the same way.
+  const stream = destinationOf(logger);
+  // Any other destination is a Node stream in practice (tests pass a Writable): it takes Buffers.
+  const writable = stream as unknown as { write(chunk: Buffer): unknown };
   const batch =
-    stream instanceof LogDestination ? stream.lines : new LineBatch((chunk) => stream.write(chunk));
+    stream instanceof LogDestination ? stream.lines : new LineBatch((chunk) => writable.write(chunk));
   const bindings = logger.bindings() as { service?: string };
-  const head = `{"level":"info","service":${JSON.stringify(bindings.service ?? 'peregrine')},"type":"access","time":`;
+  const head = `{"level":"${ACCESS_LEVEL}","service":${JSON.stringify(bindings.service ?? 'peregrine')},"type":"access","time":`;
   // Date.now() is past the small-integer range, so its decimal text is worked out by the slow
   // number-to-string path: kept for the millisecond it stays the same.
   let lastTime = 0;

@@ -1,12 +1,7 @@
 /**
  * Where log lines go: the process's stdout, through pino's asynchronous destination (SonicBoom)
- * in its buffer mode, with the access log's lines gathered into chunks of up to 25 ms.
- *
- * Why buffer mode: in its default string mode SonicBoom measures the UTF-8 length of every
- * string it is handed, keeps the queue as one growing string, and encodes it twice (once for the
- * write, and again, with `Buffer.from`, to drop what was written). For the access log, at one
- * line per request, that was about 4k instructions per request (callgrind). Here each line is
- * encoded once, straight into a slab that the write then uses as it is.
+ * in its buffer mode, with the access log's lines gathered into chunks of up to 25 ms. Why buffer
+ * mode and why 25 ms, with the measurements: docs/decisions.md, "Logging".
  */
 import pino from 'pino';
 
@@ -26,12 +21,6 @@ export const FLUSH_DELAY_MS = 25;
  * once when `flush` is called. Order is kept. Each line is UTF-8 encoded once, into a slab; a
  * handed-over chunk is a view of the slab, and that region is never written again (a full slab is
  * replaced, not reused), so the receiver may hold the chunk for as long as its write takes.
- *
- * Why not a chunk per event-loop turn: each asynchronous write is a round trip through libuv's
- * thread pool (a worker thread woken, the write, the main thread woken, the callbacks). A loaded
- * gateway finishes only a handful of requests per turn, so that was a write every few lines.
- * Writing every 25 ms cut the access log's CPU per request by about 8%, to within 2-4% of not
- * writing at all (two gateways measured side by side on one CPU, docs/benchmarks.md).
  */
 export class LineBatch {
   readonly #out: (chunk: Buffer) => unknown;
@@ -82,19 +71,33 @@ function flushLater(batch: LineBatch): void {
  * pino's destination by default: stdout, asynchronous. pino's own lines (diagnostics, errors)
  * are written at once, after any access lines still queued, so the log keeps the order in which
  * lines were produced.
+ *
+ * It counts the bytes it hands to SonicBoom and the bytes SonicBoom reports written (its public
+ * `write` event), so `drain` knows when everything is on its way to the fd without reading
+ * SonicBoom's private state.
  */
 export class LogDestination {
   /** The asynchronous writer (buffer mode). pino's exit handler flushes it on process exit. */
   readonly boom: SonicBoom;
   /** The access log's queue. */
   readonly lines: LineBatch;
+  #handed = 0;
+  #written = 0;
+  #waiters: (() => void)[] = [];
 
   constructor(fd = 1) {
     const boom = pino.destination({ dest: fd, sync: false, contentMode: 'buffer' });
     this.boom = boom;
+    boom.on('write', (n: number) => {
+      this.#written += n;
+      if (this.#written >= this.#handed) for (const wake of this.#waiters.splice(0)) wake();
+    });
     // Looked up on every call: pino replaces `write` with a no-op after EPIPE.
     const writer = boom as unknown as { write(chunk: Buffer): boolean };
-    this.lines = new LineBatch((chunk) => writer.write(chunk));
+    this.lines = new LineBatch((chunk) => {
+      this.#handed += chunk.length;
+      writer.write(chunk);
+    });
   }
 
   /** pino's lines: queued behind pending access lines and handed over at once. */
@@ -107,5 +110,25 @@ export class LogDestination {
   flush(cb?: (err?: Error) => void): void {
     this.lines.flush();
     this.boom.flush(cb);
+  }
+
+  /**
+   * Hand over the queued lines and wait until every byte handed over so far is written, for at
+   * most `timeoutMs`; true when it all was. Never rejects.
+   */
+  drain(timeoutMs: number): Promise<boolean> {
+    this.lines.flush();
+    if (this.#written >= this.#handed) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(this.#written >= this.#handed);
+      };
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w !== done);
+        done();
+      }, timeoutMs);
+      this.#waiters.push(done);
+    });
   }
 }

@@ -38,79 +38,63 @@ export function redactSecrets(line: string): string {
   return line.replace(SECRET_FIELD, `"$1":"${REDACTED}"`);
 }
 
+/** The level of access lines: they are written when the configured level lets `info` through. */
+export const ACCESS_LEVEL = 'info';
+
+/**
+ * The destination of every logger createLogger made, so the access log can write to it and
+ * flushLogger can flush it without reading pino's internal symbols.
+ */
+const destinations = new WeakMap<Logger, DestinationStream | LogDestination>();
+
 export function createLogger(cfg: TelemetryConfig, destination?: DestinationStream): Logger {
-  return pino(
+  const dest = destination ?? new LogDestination();
+  const logger = pino(
     {
       level: cfg.logLevel,
       base: { service: cfg.serviceName },
       formatters: { level: (label) => ({ level: label }) },
       hooks: { streamWrite: redactSecrets },
     },
-    destination ?? new LogDestination(),
+    dest,
   );
+  destinations.set(logger, dest);
+  return logger;
 }
 
-/** The parts of a SonicBoom (pino.destination) that flushing needs. */
-interface SonicBoomLike {
-  flushSync(): void;
-  once(event: 'write' | 'error', listener: () => void): unknown;
-  removeListener(event: 'write' | 'error', listener: () => void): unknown;
-  /** Internal: an asynchronous fs.write is in flight. */
-  _writing?: boolean;
+/** The destination createLogger gave `logger`; it throws for a logger createLogger did not make. */
+export function destinationOf(logger: Logger): DestinationStream | LogDestination {
+  const dest = destinations.get(logger);
+  if (dest === undefined) throw new Error('not a logger made by createLogger()');
+  return dest;
 }
 
-function isSonicBoom(stream: unknown): stream is SonicBoomLike {
-  return typeof (stream as SonicBoomLike | undefined)?.flushSync === 'function';
-}
-
-/** How long flushLogger waits for an in-flight asynchronous write before writing the rest anyway. */
+/** How long flushLogger waits for asynchronous writes before writing the rest synchronously. */
 const FLUSH_WAIT_MS = 1000;
 
 /**
- * Write out everything the destination still holds; call before process.exit(). For the default
- * asynchronous stdout destination, `logger.flush()` returns at once (SonicBoom with minLength 0)
- * and `flushSync()` skips a write that is in flight (which process.exit would then lose), so this
- * waits for that write to land and then writes the queue synchronously. Never rejects.
+ * Write out everything the destination still holds; call before process.exit(). The default
+ * destination writes asynchronously: this waits (up to FLUSH_WAIT_MS) for what it handed over to
+ * be written, and only if that did not happen writes what is left synchronously (a synchronous
+ * write while an asynchronous one is in flight could put lines out of order, so it is the last
+ * resort). Other destinations get pino's `logger.flush()`. Never rejects.
  */
-/** The destination a pino logger writes to (pino keeps it under a symbol). */
-export function destinationOf(logger: Logger): unknown {
-  return (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
-}
-
 export async function flushLogger(logger: Logger): Promise<void> {
-  let stream = destinationOf(logger);
-  if (stream instanceof LogDestination) {
-    stream.lines.flush();
-    stream = stream.boom;
-  }
-  if (!isSonicBoom(stream)) {
-    await new Promise<void>((resolve) => {
-      try {
-        logger.flush(() => resolve());
-      } catch {
-        resolve();
-      }
-    });
+  const dest = destinations.get(logger);
+  if (dest instanceof LogDestination) {
+    if (await dest.drain(FLUSH_WAIT_MS)) return;
+    try {
+      dest.boom.flushSync();
+    } catch {
+      // Not open yet, or already destroyed: nothing more can be written.
+    }
     return;
   }
-  const boom = stream;
-  const deadline = Date.now() + FLUSH_WAIT_MS;
-  while (boom._writing === true && Date.now() < deadline) {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(settle, deadline - Date.now());
-      function settle(): void {
-        clearTimeout(timer);
-        boom.removeListener('write', settle);
-        boom.removeListener('error', settle);
-        resolve();
-      }
-      boom.once('write', settle);
-      boom.once('error', settle);
-    });
-  }
-  try {
-    boom.flushSync();
-  } catch {
-    // Not open yet, or already destroyed: nothing more can be written.
-  }
+  await new Promise<void>((resolve) => {
+    try {
+      logger.flush(() => resolve());
+    } catch {
+      resolve();
+    }
+  });
 }

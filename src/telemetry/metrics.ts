@@ -20,8 +20,8 @@ import {
 } from 'prom-client';
 import { HTTP_METHODS } from '../config/http-methods.ts';
 import type { Http2CloseReason } from '../dataplane/listener/http2-session-guard.ts';
-import type { ClientCertReason, HandshakeFailureReason } from '../dataplane/listener/tls-reasons.ts';
 import type { ErrorCode } from '../errors.ts';
+import type { ClientCertReason, HandshakeFailureReason } from '../tls/reasons.ts';
 import { type TextSink, writeExposition } from './exposition.ts';
 import { LATENCY_BUCKETS } from './latency-buckets.ts';
 import {
@@ -63,6 +63,13 @@ export type WebSocketOutcome = 'success' | 'rejected' | 'refused' | Exclude<Atte
 
 export type ConfigReloadOutcome = 'success' | 'failure';
 
+/**
+ * What became of ended, sampled spans (label `outcome` of peregrine_tracing_spans_total): sent to
+ * the collector, lost in a failed export, or dropped because the export queue was full.
+ */
+export const SPAN_OUTCOMES = ['exported', 'failed', 'dropped'] as const;
+export type SpanOutcome = (typeof SPAN_OUTCOMES)[number];
+
 export type CertificateReloadOutcome = 'success' | 'failure';
 
 /** One certificate a TLS listener serves (`server`) or trusts for client certificates (`client_ca`). */
@@ -90,9 +97,10 @@ export const CIRCUIT_STATES = ['closed', 'open', 'half_open'] as const;
 export type CircuitStateName = (typeof CIRCUIT_STATES)[number];
 /**
  * Endpoint states (label `state` of peregrine_upstream_endpoints): healthy (eligible), unhealthy
- * (failing active health checks), ejected (by outlier detection, health checks passing).
+ * (failing active health checks), ejected (by outlier detection, health checks passing), draining
+ * (its discovery source is taking it away: in-flight requests finish, no new ones).
  */
-export const ENDPOINT_STATES = ['healthy', 'unhealthy', 'ejected'] as const;
+export const ENDPOINT_STATES = ['healthy', 'unhealthy', 'ejected', 'draining'] as const;
 export type EndpointState = (typeof ENDPOINT_STATES)[number];
 
 /** What the upstream gauges read from a live cluster at scrape time. */
@@ -105,6 +113,38 @@ export interface UpstreamStateSource {
   endpointStates(): readonly number[];
   ejectedEndpoints(): number;
   panicMode(): boolean;
+}
+
+/**
+ * How one refresh of an upstream's endpoint source ended (label `outcome` of
+ * peregrine_discovery_refreshes_total): `success`, or why the source could not be read. DNS:
+ * nxdomain (the name does not exist), no_data (no record of the type), servfail, refused, timeout;
+ * any source: unavailable (its backend cannot be reached, or none runs in this gateway), invalid
+ * (it answered with nothing usable), error.
+ */
+export const DISCOVERY_OUTCOMES = [
+  'success',
+  'nxdomain',
+  'no_data',
+  'servfail',
+  'refused',
+  'timeout',
+  'unavailable',
+  'invalid',
+  'error',
+] as const;
+export type DiscoveryOutcome = (typeof DISCOVERY_OUTCOMES)[number];
+
+/** What the discovery gauges read from an upstream's endpoint source at scrape time. */
+export interface DiscoveryStateSource {
+  /** The upstream's source kind: static, dns or registry. */
+  readonly source: string;
+  /** Endpoints in the upstream's live set by the source that put them there (kind → count). */
+  endpointsBySource(): Readonly<Record<string, number>>;
+  /** Unix ms of the last successful refresh; undefined while there has been none. */
+  lastSuccessAt(): number | undefined;
+  /** True while the set is last-known-good: the last refresh failed, or none has succeeded yet. */
+  stale(): boolean;
 }
 
 /** The per-upstream resilience counters, one set per upstream name, updated with `+= 1`. */
@@ -255,6 +295,10 @@ export class GatewayMetrics {
   readonly upstreamPanicMode: Gauge<'upstream'>;
   readonly upstreamQueued: Gauge<'upstream'>;
   readonly upstreamRetryBudgetRemaining: Gauge<'upstream'>;
+  readonly discoveryRefreshes: Counter<'upstream' | 'source' | 'outcome'>;
+  readonly discoveryEndpoints: Gauge<'upstream' | 'source'>;
+  readonly discoveryLastSuccess: Gauge<'upstream' | 'source'>;
+  readonly discoveryStale: Gauge<'upstream' | 'source'>;
 
   readonly tlsHandshakes: CellMetric;
   readonly tlsHandshakeFailures: Counter<'listener' | 'reason'>;
@@ -262,11 +306,17 @@ export class GatewayMetrics {
   readonly tlsCertificateReloads: Counter<'listener' | 'outcome'>;
   readonly tlsCertificateExpiry: Gauge<'listener' | 'role' | 'subject'>;
   readonly http2SessionsClosed: Counter<'listener' | 'reason'>;
+  readonly tracingSpans: Counter<'outcome'>;
+  readonly tracingExportDuration: Histogram<'outcome'>;
+  readonly tracingQueuedSpans: Gauge;
+  /** Reads the span export queue's depth at scrape time (set while an exporting tracer runs). */
+  private spanQueue: (() => number) | undefined = undefined;
   /** `listener NUL protocol NUL alpn` → handshake series. */
   private readonly handshakeCells = new Map<string, ScalarCell>();
   /** listener → label sets of its certificate expiry series (replaced when certificates reload). */
   private readonly expiryLabels = new Map<string, Labels[]>();
   #redis: RedisMetrics | undefined;
+  #upstreamTls: UpstreamTlsMetrics | undefined;
   #registryMetrics: RegistryMetrics | undefined;
   #rateLimits: RateLimitMetrics | undefined;
 
@@ -294,6 +344,8 @@ export class GatewayMetrics {
   private routeHistogramExceptions: ReadonlySet<string> = new Set();
   /** `listener NUL method NUL status` → the `_other` latency series. */
   private readonly otherDurations = new Map<string, HistogramCell>();
+  /** upstream → its endpoint source, read by the discovery gauges at scrape time. */
+  private readonly discoverySources = new Map<string, DiscoveryStateSource>();
 
   constructor(opts: MetricsOptions) {
     // Prometheus text by default; renderMetrics() switches to OpenMetrics for scrapers that ask.
@@ -501,7 +553,7 @@ export class GatewayMetrics {
     });
     this.upstreamEndpoints = new Gauge({
       name: 'peregrine_upstream_endpoints',
-      help: 'Endpoints per upstream by state: healthy (eligible), unhealthy (active checks), ejected.',
+      help: 'Endpoints per upstream by state: healthy (eligible), unhealthy (active checks), ejected, draining.',
       labelNames: ['upstream', 'state'],
       registers,
       collect() {
@@ -543,6 +595,51 @@ export class GatewayMetrics {
         for (const [upstream, s] of sources) this.set({ upstream }, s.retryBudgetRemaining());
       },
     });
+    this.discoveryRefreshes = new Counter({
+      name: 'peregrine_discovery_refreshes_total',
+      help: 'Reads of upstream endpoint sources (a DNS resolution, a registry read or change, the static list applied), by outcome.',
+      labelNames: ['upstream', 'source', 'outcome'],
+      registers,
+    });
+    const discovery = this.discoverySources;
+    this.discoveryEndpoints = new Gauge({
+      name: 'peregrine_discovery_endpoints',
+      help: "Endpoints in an upstream's live set by the source that put them there.",
+      labelNames: ['upstream', 'source'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, d] of discovery) {
+          const counts = d.endpointsBySource();
+          this.set({ upstream, source: d.source }, counts[d.source] ?? 0);
+          for (const [source, n] of Object.entries(counts))
+            if (source !== d.source && n > 0) this.set({ upstream, source }, n);
+        }
+      },
+    });
+    this.discoveryLastSuccess = new Gauge({
+      name: 'peregrine_discovery_last_success_timestamp_seconds',
+      help: "Unix time of the last successful refresh of an upstream's endpoint source.",
+      labelNames: ['upstream', 'source'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, d] of discovery) {
+          const at = d.lastSuccessAt();
+          if (at !== undefined) this.set({ upstream, source: d.source }, at / 1000);
+        }
+      },
+    });
+    this.discoveryStale = new Gauge({
+      name: 'peregrine_discovery_stale',
+      help: "1 while an upstream's endpoints are last-known-good: its source's last refresh failed (or none succeeded yet).",
+      labelNames: ['upstream', 'source'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, d] of discovery) this.set({ upstream, source: d.source }, d.stale() ? 1 : 0);
+      },
+    });
     this.tlsHandshakes = new CellMetric('counter', {
       name: 'peregrine_tls_handshakes_total',
       help: 'TLS handshakes completed, by listener, protocol version and ALPN protocol.',
@@ -579,7 +676,51 @@ export class GatewayMetrics {
       labelNames: ['listener', 'reason'],
       registers,
     });
+    this.tracingSpans = new Counter({
+      name: 'peregrine_tracing_spans_total',
+      help: 'Ended, sampled spans by what became of them: exported, failed (export error) or dropped (queue full).',
+      labelNames: ['outcome'],
+      registers,
+    });
+    for (const outcome of SPAN_OUTCOMES) this.tracingSpans.inc({ outcome }, 0);
+    this.tracingExportDuration = new Histogram({
+      name: 'peregrine_tracing_export_duration_seconds',
+      help: 'Time to export one batch of spans (retries included), by result.',
+      labelNames: ['outcome'],
+      buckets: LATENCY_BUCKETS as number[],
+      registers,
+    });
+    this.tracingExportDuration.zero({ outcome: 'exported' });
+    this.tracingExportDuration.zero({ outcome: 'failed' });
+    const metrics = this;
+    this.tracingQueuedSpans = new Gauge({
+      name: 'peregrine_tracing_queued_spans',
+      help: 'Sampled spans waiting in the export queue (0 when nothing is exported).',
+      registers,
+      collect() {
+        this.set(metrics.spanQueue?.() ?? 0);
+      },
+    });
     collectDefaultMetrics({ register: registry, prefix: 'peregrine_' });
+  }
+
+  /** One export of a batch of `spans` spans, by result. */
+  recordSpanExport(outcome: 'exported' | 'failed', spans: number, seconds: number): void {
+    this.tracingSpans.inc({ outcome }, spans);
+    this.tracingExportDuration.observe({ outcome }, seconds);
+  }
+
+  /** Spans the export queue had no room for. */
+  recordSpansDropped(spans: number): void {
+    this.tracingSpans.inc({ outcome: 'dropped' }, spans);
+  }
+
+  /** Read the export queue's depth with `read` at every scrape until the returned function is called. */
+  watchSpanQueue(read: () => number): () => void {
+    this.spanQueue = read;
+    return () => {
+      if (this.spanQueue === read) this.spanQueue = undefined;
+    };
   }
 
   /**
@@ -915,6 +1056,28 @@ export class GatewayMetrics {
     this.http2SessionsClosed.inc({ listener, reason });
   }
 
+  /** TLS toward upstreams, registered on first use (gateways without `https://` upstreams show none). */
+  get upstreamTls(): UpstreamTlsMetrics {
+    this.#upstreamTls ??= new UpstreamTlsMetrics(this.registry);
+    return this.#upstreamTls;
+  }
+
+  recordDiscoveryRefresh(upstream: string, source: string, outcome: DiscoveryOutcome): void {
+    this.discoveryRefreshes.inc({ upstream, source, outcome });
+  }
+
+  /**
+   * Read `source` for the upstream's discovery gauges at every scrape until the returned function
+   * is called. A later watch of the same upstream replaces it (its source changed).
+   */
+  watchDiscovery(upstream: string, source: DiscoveryStateSource): () => void {
+    const sources = this.discoverySources;
+    sources.set(upstream, source);
+    return function unwatchDiscovery(): void {
+      if (sources.get(upstream) === source) sources.delete(upstream);
+    };
+  }
+
   /** The shared Redis connection's metrics, registered on first use (gateways without Redis show none). */
   get redis(): RedisMetrics {
     this.#redis ??= new RedisMetrics(this.registry);
@@ -1036,6 +1199,78 @@ async function renderNow(
     return { contentType };
   } finally {
     registry.setContentType(PROMETHEUS_CONTENT_TYPE);
+  }
+}
+
+// --- TLS toward upstreams ------------------------------------------------------------------------
+
+/** One certificate an upstream's connections present (`client`) or trust (`ca`). */
+export interface UpstreamCertificateExpiry {
+  readonly role: 'client' | 'ca';
+  readonly subject: string;
+  readonly notAfter: Date;
+}
+
+export class UpstreamTlsMetrics {
+  readonly handshakes: Counter<'upstream' | 'session'>;
+  readonly failures: Counter<'upstream' | 'reason'>;
+  readonly certificateReloads: Counter<'upstream' | 'outcome'>;
+  readonly certificateExpiry: Gauge<'upstream' | 'role' | 'subject'>;
+  /** upstream → label sets of its certificate expiry series (replaced when its certificates reload). */
+  readonly #expiryLabels = new Map<string, Labels[]>();
+
+  constructor(registry: Registry<RegistryContentType>) {
+    const registers = [registry as Registry];
+    this.handshakes = new Counter({
+      name: 'peregrine_upstream_tls_handshakes_total',
+      help: 'TLS handshakes with upstream endpoints, by upstream and session: new (full handshake) or resumed.',
+      labelNames: ['upstream', 'session'],
+      registers,
+    });
+    this.failures = new Counter({
+      name: 'peregrine_upstream_tls_failures_total',
+      help: "Upstream connections refused over TLS, by upstream and reason (certificate, handshake or the peer's SPIFFE identity).",
+      labelNames: ['upstream', 'reason'],
+      registers,
+    });
+    this.certificateReloads = new Counter({
+      name: 'peregrine_upstream_tls_certificate_reloads_total',
+      help: "Reloads of an upstream's client certificate and CA files after start, by upstream and outcome.",
+      labelNames: ['upstream', 'outcome'],
+      registers,
+    });
+    this.certificateExpiry = new Gauge({
+      name: 'peregrine_upstream_tls_certificate_expiry_timestamp_seconds',
+      help: "Unix time at which a certificate an upstream's connections present (role client) or trust (role ca) expires.",
+      labelNames: ['upstream', 'role', 'subject'],
+      registers,
+    });
+  }
+
+  /** The handshake counter of one upstream and session kind, for a caller to keep and increment. */
+  handshakeCounter(upstream: string, session: 'new' | 'resumed'): { inc(): void } {
+    return this.handshakes.labels({ upstream, session });
+  }
+
+  recordFailure(upstream: string, reason: string): void {
+    this.failures.inc({ upstream, reason });
+  }
+
+  recordCertificateReload(upstream: string, outcome: CertificateReloadOutcome): void {
+    this.certificateReloads.inc({ upstream, outcome });
+  }
+
+  /** The certificates an upstream uses now; replaces its previous series (none: removes them). */
+  setCertificateExpiry(upstream: string, certs: readonly UpstreamCertificateExpiry[]): void {
+    for (const labels of this.#expiryLabels.get(upstream) ?? []) this.certificateExpiry.remove(labels);
+    const sets: Labels[] = [];
+    for (const c of certs) {
+      const labels = { upstream, role: c.role, subject: c.subject };
+      this.certificateExpiry.set(labels, c.notAfter.getTime() / 1000);
+      sets.push(labels);
+    }
+    if (sets.length > 0) this.#expiryLabels.set(upstream, sets);
+    else this.#expiryLabels.delete(upstream);
   }
 }
 

@@ -31,10 +31,10 @@ export function createTelemetry(
     routeHistograms: cfg.metrics.routeHistograms,
     version: opts.version,
   });
-  const tracing = createTracing(
-    cfg,
-    opts.spanProcessor ? { spanProcessorForTests: opts.spanProcessor } : undefined,
-  );
+  const tracing = createTracing(cfg, {
+    spanProcessorForTests: opts.spanProcessor,
+    report: { metrics, logger },
+  });
   const accessLog = createAccessLog(logger, cfg.accessLog.enabled);
   let closing: Promise<void> | undefined;
   return {

@@ -1,18 +1,13 @@
 /**
  * Tracing: one SERVER span per inbound request, one CLIENT span per upstream attempt, created by
- * the gateway at fixed points (no auto-instrumentation of http/undici: it costs 50-80% of
- * throughput). Parents are passed explicitly (`trace.setSpan(ROOT_CONTEXT, parent)`), so nothing
- * on the request path touches AsyncLocalStorage or the global context.
+ * the gateway at fixed points, with parents passed explicitly (`trace.setSpan(ROOT_CONTEXT,
+ * parent)`), so nothing on the request path touches AsyncLocalStorage or the global context.
  *
- * Why not @opentelemetry/sdk-node's NodeSDK: `NodeSDK#start()` always registers globals (tracer
- * provider, AsyncLocalStorage context manager, propagator, and by default OTLP metric and log
- * exporters), keeps its tracer provider in a private field, and creates no provider at all when
- * there is no span processor. A second instance in one process (tests, or a reload) would either
- * fail to register or leak the first. So this module builds the provider itself, with
- * sdk-trace-base's BasicTracerProvider and BatchSpanProcessor, which read the same OTEL_*
- * variables NodeSDK does: OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_*, OTEL_SPAN_*_LIMIT; the OTLP
- * exporter reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT/HEADERS/TIMEOUT/COMPRESSION; the resource
- * takes OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME. Nothing is registered globally.
+ * The provider is sdk-trace-base's BasicTracerProvider with a BatchSpanProcessor, built here and
+ * registered nowhere globally (why not NodeSDK, and why no auto-instrumentation: docs/decisions.md,
+ * "Tracing"). They read the OTEL_* variables NodeSDK does: OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_*,
+ * OTEL_SPAN_*_LIMIT; the OTLP exporter reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT/HEADERS/TIMEOUT/
+ * COMPRESSION; the resource takes OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
  *
  * exporter 'none' (and OTEL_SDK_DISABLED=true) still gives every request real ids and the
  * parent-based sampling decision, so access logs and problem+json carry a trace id and upstreams
@@ -64,6 +59,9 @@ import {
 } from '@opentelemetry/semantic-conventions';
 import type { TelemetryConfig } from '../config/schema.ts';
 import { HTTP_METHODS } from '../config/schema.ts';
+import { ERROR_CODES, type ErrorCode } from '../errors.ts';
+import type { AttemptOutcome } from './metrics.ts';
+import { observeSpanExport, type SpanExportObservation, type SpanExportReport } from './span-export.ts';
 
 export interface Tracing {
   /**
@@ -121,13 +119,20 @@ export const SPAN_ATTR = {
   UPSTREAM: 'peregrine.upstream',
   ENDPOINT: 'peregrine.endpoint',
   ATTEMPT: 'peregrine.attempt',
+  CODE: 'peregrine.code',
+  OUTCOME: 'peregrine.outcome',
 } as const;
+const ATTR_PEREGRINE_CODE = SPAN_ATTR.CODE;
+const ATTR_PEREGRINE_OUTCOME = SPAN_ATTR.OUTCOME;
 
 const KNOWN_METHODS: ReadonlySet<string> = new Set(HTTP_METHODS);
 
+/** http.request.method of a method outside the known set, or of a request whose method is unknown. */
+export const UNKNOWN_METHOD = '_OTHER';
+
 /** The semconv value of http.request.method: the method if known, `_OTHER` otherwise. */
 export function spanMethod(method: string): string {
-  return KNOWN_METHODS.has(method) ? method : '_OTHER';
+  return KNOWN_METHODS.has(method) ? method : UNKNOWN_METHOD;
 }
 
 /** `{method} {route}`, or `{method}` before a route matched; `HTTP` stands for unknown methods. */
@@ -137,36 +142,49 @@ export function serverSpanName(method: string, route?: string): string {
 }
 
 /**
- * End a SERVER span: response status, and error.type + ERROR status for a local failure code or a
- * 5xx (a 4xx is the client's failure, not the server span's).
+ * End a SERVER span, status per the HTTP semantic conventions: ERROR for a 5xx, whether the status
+ * was sent or belongs to the local failure that cut the response (`code`); a 4xx leaves the status
+ * unset (the client's failure, not the server's). `error.type` goes with ERROR: the local code
+ * when the gateway failed the request, else the status as a string. A local code that is not an
+ * error of the span (404 no route, 401, 499 client gone) is kept as `peregrine.code`.
  */
-export function endServerSpan(span: Span, status: number, errorType: string | undefined): void {
-  endSpan(span, status, errorType, status >= 500);
+export function endServerSpan(span: Span, status: number, code: ErrorCode | undefined): void {
+  if (span.isRecording()) {
+    span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status);
+    if (code !== undefined) span.setAttribute(ATTR_PEREGRINE_CODE, code);
+    if (code !== undefined && ERROR_CODES[code].status >= 500) markError(span, code);
+    else if (status >= 500) markError(span, String(status));
+  }
+  span.end();
 }
 
 /**
- * End a CLIENT span: upstream status if a response head arrived, and error.type + ERROR status for
- * a failed attempt or any status >= 400.
+ * End a CLIENT span (one upstream attempt): the upstream's status when a response head arrived;
+ * ERROR when the attempt failed (no response, or a response cut short: `error.type` is the
+ * failure's code, `peregrine.outcome` the attempt's outcome as the attempts metric counts it,
+ * which tells the client's doing, `client_*`, from the upstream's) or the status is 4xx/5xx
+ * (`error.type` is the status as a string).
  */
-export function endClientSpan(span: Span, status: number | undefined, errorType: string | undefined): void {
-  endSpan(span, status, errorType, status !== undefined && status >= 400);
-}
-
-function endSpan(
+export function endClientSpan(
   span: Span,
   status: number | undefined,
-  errorType: string | undefined,
-  badStatus: boolean,
+  failure: ErrorCode | undefined,
+  outcome?: AttemptOutcome,
 ): void {
   if (span.isRecording()) {
     if (status !== undefined && status > 0) span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status);
-    if (errorType !== undefined || badStatus) {
-      const type = errorType ?? String(status);
-      span.setAttribute(ATTR_ERROR_TYPE, type);
-      span.setStatus({ code: SpanStatusCode.ERROR, message: type });
-    }
+    if (failure !== undefined) {
+      markError(span, failure);
+      if (outcome !== undefined) span.setAttribute(ATTR_PEREGRINE_OUTCOME, outcome);
+    } else if (status !== undefined && status >= 400) markError(span, String(status));
   }
   span.end();
+}
+
+/** ERROR status with `error.type`; no description, which the type and status code already give. */
+function markError(span: Span, type: string): void {
+  span.setAttribute(ATTR_ERROR_TYPE, type);
+  span.setStatus({ code: SpanStatusCode.ERROR });
 }
 
 const ID_POOL_BYTES = 4096;
@@ -336,11 +354,17 @@ class GatewayTracing implements Tracing {
   private readonly provider: SdkModule.BasicTracerProvider | undefined;
   private readonly w3c = new W3CTraceContextPropagator();
   private readonly b3 = new B3Propagator();
+  private readonly observation: SpanExportObservation | undefined;
   private closing: Promise<void> | undefined;
 
-  constructor(spans: SpanStarter, provider: SdkModule.BasicTracerProvider | undefined) {
+  constructor(
+    spans: SpanStarter,
+    provider: SdkModule.BasicTracerProvider | undefined,
+    observation: SpanExportObservation | undefined,
+  ) {
     this.spans = spans;
     this.provider = provider;
+    this.observation = observation;
   }
 
   /** W3C wins when both are present and valid; B3 (single, then multi) otherwise. */
@@ -404,7 +428,9 @@ class GatewayTracing implements Tracing {
   }
 
   shutdown(): Promise<void> {
-    this.closing ??= this.provider === undefined ? Promise.resolve() : settleWithin(this.provider.shutdown());
+    this.closing ??= (
+      this.provider === undefined ? Promise.resolve() : settleWithin(this.provider.shutdown())
+    ).then(() => this.observation?.close());
     return this.closing;
   }
 }
@@ -484,17 +510,31 @@ function createExporter(cfg: TelemetryConfig['tracing']): SpanExporter | undefin
 
 export function createTracing(
   cfg: TelemetryConfig,
-  opts?: { spanProcessorForTests?: SpanProcessor },
+  opts?: { spanProcessorForTests?: SpanProcessor | undefined; report?: SpanExportReport },
 ): Tracing {
   const exporter = getBooleanFromEnv('OTEL_SDK_DISABLED') ? undefined : createExporter(cfg.tracing);
   const processors: SpanProcessor[] = [];
-  if (exporter !== undefined) processors.push(new (sdkTraceBase().BatchSpanProcessor)(exporter));
+  let observation: SpanExportObservation | undefined;
+  if (exporter !== undefined) {
+    const { BatchSpanProcessor } = sdkTraceBase();
+    if (opts?.report === undefined) processors.push(new BatchSpanProcessor(exporter));
+    else {
+      observation = observeSpanExport(opts.report);
+      // selfObsMeterProvider is passed through to the SDK's processor (see span-export.ts).
+      const config = { selfObsMeterProvider: observation.processorMeters } as SdkModule.BufferConfig;
+      processors.push(new BatchSpanProcessor(observation.exporter(exporter), config));
+    }
+  }
   if (opts?.spanProcessorForTests !== undefined) processors.push(opts.spanProcessorForTests);
   const ratio = rootRatio(cfg.tracing.sampleRatio);
   const idGenerator = new PooledIdGenerator();
 
   if (processors.length === 0) {
-    return new GatewayTracing(new SpanStarter(undefined, true, ratioBound(ratio), idGenerator), undefined);
+    return new GatewayTracing(
+      new SpanStarter(undefined, true, ratioBound(ratio), idGenerator),
+      undefined,
+      undefined,
+    );
   }
 
   const { BasicTracerProvider, ParentBasedSampler, TraceIdRatioBasedSampler } = sdkTraceBase();
@@ -524,5 +564,5 @@ export function createTracing(
     ratioBound(ratio),
     idGenerator,
   );
-  return new GatewayTracing(starter, provider);
+  return new GatewayTracing(starter, provider, observation);
 }

@@ -6,6 +6,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createMetrics, renderMetrics } from '../../src/telemetry/metrics.ts';
 
 export const DASHBOARD_DIR = fileURLToPath(new URL('../../dashboards/', import.meta.url));
 
@@ -237,4 +238,35 @@ export function metricNames(expr: string): string[] {
     names.add(m[0]);
   }
   return [...names];
+}
+
+/** Series Prometheus itself adds to every scrape; a dashboard may use them. */
+const SCRAPE_SERIES = ['up', 'scrape_duration_seconds', 'scrape_samples_scraped', 'scrape_series_added'];
+
+/** Every metric family the gateway's registry exports: name → type (counter, gauge, histogram, ...). */
+export async function exportedFamilies(): Promise<Map<string, string>> {
+  const metrics = createMetrics({ exemplars: true, version: 'test' });
+  // Registered on first use (by a gateway with Redis, with a registry, with rate limits).
+  void metrics.redis;
+  void metrics.registryMetrics;
+  void metrics.rateLimits;
+  const { body } = await renderMetrics(metrics, undefined);
+  const families = new Map<string, string>();
+  for (const m of body.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+    const [, name, type] = m as unknown as [string, string, string];
+    families.set(name, type);
+  }
+  return families;
+}
+
+/** Every series name the gateway's registry can export, histogram and counter suffixes included. */
+export async function exportedNames(): Promise<Set<string>> {
+  const names = new Set<string>(SCRAPE_SERIES);
+  for (const [name, type] of await exportedFamilies()) {
+    names.add(name);
+    if (type === 'histogram' || type === 'summary') {
+      for (const suffix of ['_bucket', '_sum', '_count']) names.add(name + suffix);
+    }
+  }
+  return names;
 }

@@ -10,6 +10,7 @@ import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { stringify } from 'yaml';
 import { loadConfigFile } from '../../src/config/loader.ts';
 import { type ConfigInput, ConfigSchema } from '../../src/config/schema.ts';
+import type { ProviderFactories } from '../../src/discovery/provider.ts';
 import { Gateway } from '../../src/gateway.ts';
 
 export interface LogCapture {
@@ -82,7 +83,7 @@ export function testConfig(input: Partial<ConfigInput>): ConfigInput {
 
 export async function startGateway(
   input: Partial<ConfigInput>,
-  opts: { spanProcessor?: SpanProcessor; asFile?: boolean } = {},
+  opts: { spanProcessor?: SpanProcessor; asFile?: boolean; providers?: Partial<ProviderFactories> } = {},
 ): Promise<TestGateway> {
   const { stream, capture } = captureLogs();
   const full = testConfig(input);
@@ -98,6 +99,7 @@ export async function startGateway(
     configFile,
     logDestination: stream,
     spanProcessor: opts.spanProcessor,
+    providers: opts.providers,
   });
   const addr = gateway.address();
   return {

@@ -1,6 +1,9 @@
-/** A loopback port that was free a moment ago (for servers that cannot bind port 0 themselves). */
 import { type AddressInfo, createServer } from 'node:net';
 
+/**
+ * A loopback port free a moment ago, for a program that must be told its port in advance (it may
+ * be taken again before that program binds it: callers that can, retry).
+ */
 export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve, reject) => {

@@ -2,18 +2,17 @@
  * A real redis-server for tests, on a random loopback port, in a temporary directory; stopped,
  * restarted (same port, same data when persistent) and removed by the test.
  *
- * Needs the `redis-server` binary (Debian package `redis-server`; CI installs it in .ci/run, or
- * set REDIS_SERVER_BIN).
+ * Needs the `redis-server` binary, found like every external program the tests run
+ * (tests/helpers/tools.ts: REDIS_SERVER_BIN, PATH, or .tools/ from scripts/get-tools.sh).
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './ports.ts';
-
-const REDIS_BIN = process.env.REDIS_SERVER_BIN ?? 'redis-server';
+import { findTool, REDIS_SERVER } from './tools.ts';
 
 export interface TestRedis {
   readonly port: number;
@@ -42,16 +41,6 @@ process.once('exit', () => {
   for (const p of running) p.kill('SIGKILL');
 });
 
-function requireRedis(): void {
-  const probe = spawnSync(REDIS_BIN, ['--version'], { encoding: 'utf8' });
-  if (probe.error !== undefined || probe.status !== 0)
-    throw new Error(
-      `these tests need redis-server: could not run ${JSON.stringify(REDIS_BIN)} ` +
-        `(${probe.error?.message ?? `exit ${probe.status}`}). Install it (Debian: apt-get install redis-server; ` +
-        'CI does this in .ci/run) or set REDIS_SERVER_BIN.',
-    );
-}
-
 /** RESP-encode a command, send it on a new connection, return the first reply line(s). */
 function send(port: number, args: string[], timeoutMs = 2000): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -78,7 +67,7 @@ function send(port: number, args: string[], timeoutMs = 2000): Promise<string> {
 }
 
 export async function startRedis(opts: { persistent?: boolean } = {}): Promise<TestRedis> {
-  requireRedis();
+  const redis = findTool(REDIS_SERVER, 'the Redis-backed tests');
   const dir = mkdtempSync(join(tmpdir(), 'peregrine-redis-'));
   let port = 0;
   let proc: ChildProcess | undefined;
@@ -105,7 +94,7 @@ export async function startRedis(opts: { persistent?: boolean } = {}): Promise<T
       'warning',
     ];
     log = '';
-    const p = spawn(REDIS_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(redis.path, args, { env: redis.env, stdio: ['ignore', 'pipe', 'pipe'] });
     proc = p;
     running.add(p);
     let done = false;

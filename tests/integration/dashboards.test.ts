@@ -3,11 +3,16 @@
  * gateway under traffic. A query fails the test when Prometheus rejects it or when it returns no
  * series: a renamed metric or label, a typo, `=` where a multi-value variable needs `=~`.
  *
- * Needs the `prometheus` binary (Debian package `prometheus`; CI installs it in .ci/run, or set
- * PROMETHEUS_BIN). Without it the test fails: it is the only check that the dashboards work.
+ * Needs a `prometheus` binary and, for the registry's store, a `redis-server`, found by
+ * tests/helpers/tools.ts (PROMETHEUS_BIN / REDIS_SERVER_BIN, PATH, or .tools/ from
+ * scripts/get-tools.sh). Without them the test fails, saying how to get them: it is the only check
+ * that the dashboards work.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -27,9 +32,9 @@ import {
 import { startGateway, type TestGateway, writeConfig } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/ports.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
+import { type FoundTool, findTool, PROMETHEUS } from '../helpers/tools.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
-const PROMETHEUS_BIN = process.env.PROMETHEUS_BIN ?? 'prometheus';
 const SCRAPE_INTERVAL = '1s';
 /**
  * Values Grafana would give its built-ins. $__rate_interval is at least 4 scrape intervals in
@@ -49,11 +54,13 @@ const QUERY_DEADLINE_MS = 30_000;
 
 /**
  * The test's servers: `echo` answers by path (tests/helpers/upstream.ts), `hang` never answers,
+ * `collector` takes span exports (and drops them: the trace export panels need them to flow),
  * `redis` holds the registry (its dashboard charts the Redis store and the replicas' view).
  */
 interface Servers {
   echo: string;
   hang: string;
+  collector: string;
   redis: string;
 }
 
@@ -71,8 +78,8 @@ function gatewayConfig(s: Servers, extraRoutes: RouteInput[] = []): Partial<Conf
   const noEjection = { enabled: false };
   const fastBackoff = { base: '1ms', max: '5ms' };
   return {
-    // Every request sampled, so every latency bucket gets a trace_id exemplar.
-    telemetry: { tracing: { sampleRatio: 1 } },
+    // Every request sampled, so every latency bucket gets a trace_id exemplar; spans exported.
+    telemetry: { tracing: { sampleRatio: 1, exporter: 'otlp', endpoint: s.collector } },
     redis: { url: s.redis },
     // Short leases, so registryTraffic() sees some expire.
     registry: {
@@ -159,19 +166,31 @@ type RouteInput = NonNullable<ConfigInput['routes']>[number];
 
 let up: TestUpstream | undefined;
 let hang: TestUpstream | undefined;
+let collector: Server | undefined;
 let redis: TestRedis | undefined;
 let gw: TestGateway | undefined;
 let prom: Prometheus | undefined;
 let traffic: Traffic | undefined;
 
 beforeAll(async () => {
-  requirePrometheus();
+  const prometheus = findTool(PROMETHEUS, 'the dashboard test');
   up = await startUpstream();
   // Accepts every request and never answers.
   hang = await startUpstream(() => true);
+  collector = createServer((req, res) => {
+    req.resume();
+    req.once('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+  });
+  collector.listen(0, '127.0.0.1');
+  await once(collector, 'listening');
   redis = await startRedis();
   process.env[REGISTRY_TOKEN_ENV] = REGISTRY_TOKEN;
-  const servers: Servers = { echo: up.url, hang: hang.url, redis: redis.url };
+  const servers: Servers = {
+    echo: up.url,
+    hang: hang.url,
+    collector: `http://127.0.0.1:${(collector.address() as AddressInfo).port}`,
+    redis: redis.url,
+  };
   gw = await startGateway(gatewayConfig(servers), { asFile: true });
   traffic = startTraffic(gw);
 
@@ -188,7 +207,7 @@ beforeAll(async () => {
   writeConfig(file, gatewayConfig(servers, [v2]));
   expect(await gw.gateway.reload('test')).toMatchObject({ ok: true });
 
-  prom = await startPrometheus(gw.gateway.adminAddress.port);
+  prom = await startPrometheus(prometheus, gw.gateway.adminAddress.port);
   await prom.waitForScrapes(3);
 }, 90_000);
 
@@ -199,6 +218,15 @@ afterAll(async () => {
     ['gateway', gw && (() => gw!.close())],
     ['upstream', up && (() => up!.close())],
     ['hanging upstream', hang && (() => hang!.close())],
+    [
+      'collector',
+      collector &&
+        (() =>
+          new Promise<void>((resolve) => {
+            collector!.closeAllConnections();
+            collector!.close(() => resolve());
+          })),
+    ],
     ['redis', redis && (() => redis!.close())],
   ];
   for (const [name, step] of steps) {
@@ -314,6 +342,7 @@ describe('the test traffic', () => {
     'panic mode': 'max_over_time(peregrine_upstream_panic_mode{upstream="checked"}[1m]) > 0',
     'retries after connect failures':
       'peregrine_upstream_retries_total{upstream="checked", reason="connect_failure"} > 0',
+    'spans exported': 'peregrine_tracing_spans_total{outcome="exported"} > 0',
     'registry leases expiring': 'peregrine_registry_expirations_total > 0',
     'registry changes arriving through Redis': 'peregrine_registry_propagation_seconds_count > 0',
     'registry refusals': 'peregrine_registry_denials_total{reason="no_credential"} > 0',
@@ -325,7 +354,7 @@ describe('the test traffic', () => {
   };
 
   it(
-    'drives every resilience mechanism the resilience dashboard shows, the registry and rate limits',
+    'drives every resilience mechanism the resilience dashboard shows, span export, the registry and rate limits',
     async () => {
       const checks = Object.entries(driven).map(([what, expr]) => ({
         where: `${what}: ${expr}`,
@@ -389,17 +418,6 @@ async function variableCheck(v: GrafanaVariable, variables: GrafanaVariable[]): 
 
 // --- Prometheus -----------------------------------------------------------------------------
 
-function requirePrometheus(): void {
-  const probe = spawnSync(PROMETHEUS_BIN, ['--version'], { encoding: 'utf8' });
-  if (probe.error !== undefined || probe.status !== 0) {
-    throw new Error(
-      `the dashboard test needs Prometheus: could not run ${JSON.stringify(PROMETHEUS_BIN)} ` +
-        `(${probe.error?.message ?? `exit ${probe.status}: ${probe.stderr}`}). ` +
-        'Install it (Debian: apt-get install prometheus; CI does this in .ci/run) or set PROMETHEUS_BIN.',
-    );
-  }
-}
-
 interface PromResponse<T> {
   status: 'success' | 'error';
   data: T;
@@ -424,7 +442,7 @@ process.once('exit', () => {
   for (const p of running) p.kill('SIGKILL');
 });
 
-async function startPrometheus(adminPort: number): Promise<Prometheus> {
+async function startPrometheus(bin: FoundTool, adminPort: number): Promise<Prometheus> {
   const dir = mkdtempSync(join(tmpdir(), 'peregrine-prometheus-'));
   const configFile = join(dir, 'prometheus.yml');
   writeFileSync(
@@ -448,7 +466,7 @@ async function startPrometheus(adminPort: number): Promise<Prometheus> {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
     const proc = spawn(
-      PROMETHEUS_BIN,
+      bin.path,
       [
         `--config.file=${configFile}`,
         `--storage.tsdb.path=${join(dir, `data-${attempt}`)}`,
@@ -456,7 +474,7 @@ async function startPrometheus(adminPort: number): Promise<Prometheus> {
         '--enable-feature=exemplar-storage',
         '--log.level=warn',
       ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+      { stdio: ['ignore', 'ignore', 'pipe'], env: bin.env },
     );
     running.add(proc);
     let exit: string | undefined;

@@ -19,7 +19,9 @@ beforeAll(async () => {
     upstreams: {
       stuck: {
         endpoints: [up.url],
-        timeouts: { response: '150ms', request: '2s' },
+        // The response timeout runs from dispatch, connect included: generous enough that a
+        // wave of 100 new connections reaches the upstream before it fires on a loaded machine.
+        timeouts: { response: '500ms', request: '2s' },
         retries: { maxAttempts: 1 },
         // The breaker would start refusing after a run of timeouts; this test wants every
         // request to reach the upstream and time out there.

@@ -361,25 +361,36 @@ describe('HTTP/2 over TLS to HTTP/1.1 upstreams', () => {
   });
 });
 
+interface StreamOutcome {
+  status?: number;
+  rst?: number;
+  /** The response's x-request-id, and its body (DATA frames). */
+  requestId?: string;
+  body?: string;
+}
+
 /**
  * Open one raw HTTP/2 connection, send a request header block per stream (1, 3, 5, ...), and
  * collect how each stream ended: the response status (decoded with the client-side HPACK state)
  * or the RST_STREAM code.
  */
-function h2Outcomes(
-  port: number,
-  ca: string,
-  blocks: Buffer[],
-): Promise<{ status?: number; rst?: number }[]> {
+function h2Outcomes(port: number, ca: string, blocks: Buffer[]): Promise<StreamOutcome[]> {
   return new Promise((resolve, reject) => {
-    const outcomes: { status?: number; rst?: number }[] = blocks.map(() => ({}));
+    const outcomes: StreamOutcome[] = blocks.map(() => ({}));
+    const bodies = new Map<StreamOutcome, string>();
     const decoder = new HpackDecoder(4096);
     const socket = h2Socket(port, ca);
     let buf = Buffer.alloc(0);
-    const done = () => outcomes.every((o) => o.status !== undefined || o.rst !== undefined);
+    // A stream is done at its RST_STREAM, or at the END_STREAM flag of its HEADERS or DATA.
+    const ended = new Set<StreamOutcome>();
+    const done = () => outcomes.every((o) => ended.has(o));
+    const finish = () => {
+      for (const [o, body] of bodies) o.body = body;
+      resolve(outcomes);
+    };
     const timer = setTimeout(() => {
       socket.destroy();
-      resolve(outcomes);
+      finish();
     }, 5000);
     socket.on('secureConnect', () => {
       const out = [PREFACE, frame(4, 0, 0, Buffer.alloc(0))];
@@ -391,6 +402,7 @@ function h2Outcomes(
       while (buf.length >= 9 && buf.length >= 9 + buf.readUIntBE(0, 3)) {
         const len = buf.readUIntBE(0, 3);
         const type = buf[3];
+        const flags = buf[4]!;
         const id = buf.readUInt32BE(5) & 0x7fffffff;
         const payload = buf.subarray(9, 9 + len);
         buf = buf.subarray(9 + len);
@@ -399,16 +411,22 @@ function h2Outcomes(
           decoder.decode(payload, {
             field: (name, value) => {
               if (name === ':status' && outcome) outcome.status = Number(value);
+              if (name === 'x-request-id' && outcome) outcome.requestId = value;
             },
           });
-        } else if (type === 3 && outcome && outcome.status === undefined) {
-          outcome.rst = payload.readUInt32BE(0);
+          if (outcome && flags & 0x1) ended.add(outcome);
+        } else if (type === 0 && outcome) {
+          bodies.set(outcome, (bodies.get(outcome) ?? '') + payload.toString('utf8'));
+          if (flags & 0x1) ended.add(outcome);
+        } else if (type === 3 && outcome) {
+          if (outcome.status === undefined) outcome.rst = payload.readUInt32BE(0);
+          ended.add(outcome);
         }
       }
       if (done()) {
         clearTimeout(timer);
         socket.destroy();
-        resolve(outcomes);
+        finish();
       }
     });
     socket.on('error', reject);
@@ -458,16 +476,46 @@ describe('malformed HTTP/2 fields (RFC 9113 §8.2, threat catalogue D)', () => {
       request(literal('x-a', 'fine'), literal('te', 'trailers')),
     ]);
     cases.forEach(([name], i) => {
-      if (name in dropped) expect(outcomes[i], name).toEqual({ status: 400 });
+      if (name in dropped) expect(outcomes[i]!.status, name).toBe(400);
       else expect(outcomes[i], name).toEqual({ rst: constants.NGHTTP2_PROTOCOL_ERROR });
     });
-    expect(outcomes[cases.length]).toEqual({ status: 200 });
+    expect(outcomes[cases.length]!.status).toBe(200);
     const forwarded = up.requests.filter((r) => r.url === '/fields');
     expect(forwarded.length - seenBefore).toBe(1);
     expect(forwarded[forwarded.length - 1]!.headers['x-a']).toBe('fine');
     const refusedAfter =
       metricValue(await scrape(gw.adminUrl), 'peregrine_local_responses_total', { code: 'BAD_REQUEST' }) ?? 0;
     expect(refusedAfter - refusedBefore).toBe(cases.length);
+  });
+
+  it('gives every refusal its ids and counts the bytes of the 400s; a reset stream gets an access line too', async () => {
+    const linesBefore = gw.logs.access().length;
+    const outcomes = await h2Outcomes(gw.port, pki.ca.cert, [
+      request(dropped['CR in a value']!),
+      request(reset['an upper case name']!),
+    ]);
+    const [answered, refused] = outcomes as [StreamOutcome, StreamOutcome];
+    expect(answered.status).toBe(400);
+    expect(refused.rst).toBe(constants.NGHTTP2_PROTOCOL_ERROR);
+    const problem = JSON.parse(answered.body!) as { code: string; traceId?: string; requestId?: string };
+    expect(problem.code).toBe('BAD_REQUEST');
+    expect(problem.traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(problem.requestId).toBe(answered.requestId);
+    expect(gw.logs.access().find((l) => l.requestId === problem.requestId)).toMatchObject({
+      status: 400,
+      code: 'BAD_REQUEST',
+      traceId: problem.traceId,
+      responseBytes: Buffer.byteLength(answered.body!),
+    });
+    // The reset one: its own line, with ids of its own and no body.
+    const others = gw.logs
+      .access()
+      .slice(linesBefore)
+      .filter((l) => l.code === 'BAD_REQUEST' && l.requestId !== problem.requestId);
+    expect(others).toHaveLength(1);
+    expect(others[0]).toMatchObject({ status: 400, responseBytes: 0 });
+    expect(others[0]!.requestId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(others[0]!.traceId).toMatch(/^[0-9a-f]{32}$/);
   });
 });
 

@@ -20,6 +20,7 @@ beforeAll(async () => {
     upstreams: { users: { endpoints: [up.url] }, dead: { endpoints: ['http://127.0.0.1:1'] } },
     routes: [
       { name: 'dead', match: { path: '/dead' }, upstream: 'dead' },
+      { name: 'status', match: { path: '/s' }, upstream: 'users', rewrite: { stripPrefix: '/s' } },
       { name: 'users-api', match: { path: '/users' }, upstream: 'users' },
     ],
   });
@@ -98,6 +99,48 @@ describe('tracing through the gateway', () => {
     expect(server.parentSpanId).toBeUndefined();
     expect(server.status.code).toBe(2);
     expect(client.status.code).toBe(2);
-    expect(client.attributes['error.type']).toBe('connect_error');
+    expect(client.attributes['error.type']).toBe('UPSTREAM_CONNECT_FAILED');
+    expect(server.attributes['error.type']).toBe('UPSTREAM_CONNECT_FAILED');
+  });
+
+  it('sets span status per the HTTP conventions: CLIENT errs on 4xx and 5xx, SERVER on 5xx only', async () => {
+    const statusOf = async (path: string, status: number) => {
+      const res = await fetch(`${gw.url}${path}`);
+      expect(res.status).toBe(status);
+      await res.arrayBuffer();
+      const line = gw.logs.access().find((l) => l.requestId === res.headers.get('x-request-id'))!;
+      const spans = await spansOfTrace(line.traceId as string, line.upstream ? 2 : 1);
+      return {
+        server: spans.find((s) => s.kind === 'server')!,
+        client: spans.find((s) => s.kind === 'client'),
+      };
+    };
+
+    // An upstream 5xx relayed: both spans are errors, typed by the status.
+    const failed = await statusOf('/s/status/503', 503);
+    expect(failed.client!.status.code).toBe(2);
+    expect(failed.client!.attributes).toMatchObject({
+      'error.type': '503',
+      'http.response.status_code': 503,
+    });
+    expect(failed.server.status.code).toBe(2);
+    expect(failed.server.attributes).toMatchObject({ 'error.type': '503', 'http.response.status_code': 503 });
+
+    // An upstream 4xx: the attempt is an error, the request served is not.
+    const missing = await statusOf('/s/status/404', 404);
+    expect(missing.client!.status.code).toBe(2);
+    expect(missing.client!.attributes['error.type']).toBe('404');
+    expect(missing.server.status.code).toBe(0);
+    expect(missing.server.attributes['error.type']).toBeUndefined();
+
+    // A local 4xx: status unset, the code recorded.
+    const noRoute = await statusOf('/nowhere', 404);
+    expect(noRoute.server.status.code).toBe(0);
+    expect(noRoute.server.attributes['error.type']).toBeUndefined();
+    expect(noRoute.server.attributes['peregrine.code']).toBe('ROUTE_NOT_FOUND');
+
+    const ok = await statusOf('/users/ok', 200);
+    expect(ok.client!.status.code).toBe(0);
+    expect(ok.server.status.code).toBe(0);
   });
 });

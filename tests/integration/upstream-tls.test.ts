@@ -4,10 +4,12 @@
  * against). Each failure gets its own code, outcome and log line, and is never retried on the
  * endpoint that failed.
  */
-import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpServer, request as httpRequest, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import tls from 'node:tls';
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import { InMemorySpanExporter, SimpleSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type IssuedCert, TestCa } from '../helpers/certs.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
@@ -74,19 +76,27 @@ function httpsUpstream(cert: IssuedCert): Promise<TestServer> {
   return serve(createHttpsServer({ cert: cert.cert, key: cert.key }), 'https');
 }
 
-async function gateway(endpoints: string[], retries: Record<string, unknown> = {}): Promise<TestGateway> {
-  const g = await startGateway({
-    upstreams: {
-      u: {
-        endpoints,
-        balancer: { kind: 'round_robin' },
-        retries: { budget: { minRetriesPerSecond: 100 }, ...retries },
-        circuitBreaker: { enabled: false },
-        outlierDetection: { enabled: false },
-      } as never,
+async function gateway(
+  endpoints: string[],
+  retries: Record<string, unknown> = {},
+  spanProcessor?: SpanProcessor,
+): Promise<TestGateway> {
+  const g = await startGateway(
+    {
+      ...(spanProcessor && { telemetry: { tracing: { sampleRatio: 1 } } }),
+      upstreams: {
+        u: {
+          endpoints,
+          balancer: { kind: 'round_robin' },
+          retries: { budget: { minRetriesPerSecond: 100 }, ...retries },
+          circuitBreaker: { enabled: false },
+          outlierDetection: { enabled: false },
+        } as never,
+      },
+      routes: [{ name: 'r', upstream: 'u' }],
     },
-    routes: [{ name: 'r', upstream: 'u' }],
-  });
+    { spanProcessor },
+  );
   opened.push(g);
   return g;
 }
@@ -161,6 +171,31 @@ describe('upstream TLS certificate verification', () => {
   });
 });
 
+describe('upstream TLS server name', () => {
+  it("is the endpoint's host, never the client's Host (preserveHost), and a changing Host keeps the connection", async () => {
+    const up = await httpsUpstream(certs.good!);
+    const g = await startGateway({
+      upstreams: { u: { endpoints: [up.url], retries: { maxAttempts: 1 } } as never },
+      routes: [{ name: 'r', upstream: 'u', preserveHost: true }],
+    });
+    opened.push(g);
+    for (const host of ['api.example.com', 'shop.example.com', 'api.example.com']) {
+      const res = await new Promise<number>((resolve, reject) => {
+        const req = httpRequest({ port: g.port, host: '127.0.0.1', path: '/n', headers: { host } }, (r) => {
+          r.resume();
+          r.on('end', () => resolve(r.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      expect(res).toBe(200);
+    }
+    // One connection: undici closes a connection whose TLS name would change with the Host.
+    expect(up.connections).toBe(1);
+    expect(up.requests).toBe(3);
+  });
+});
+
 describe('upstream TLS handshake failure', () => {
   it('an endpoint that does not speak TLS: 502 UPSTREAM_TLS_HANDSHAKE_FAILED, reason not_tls, not retried on it', async () => {
     const plain = await serve(createHttpServer(), 'http');
@@ -174,5 +209,21 @@ describe('upstream TLS handshake failure', () => {
     const line = gw.logs.lines().find((l) => l.msg === 'upstream TLS handshake failed');
     expect(line).toMatchObject({ upstream: 'u', reason: 'not_tls' });
     expect(String(line!.code)).toMatch(/^ERR_SSL_/);
+  });
+
+  it("ends the attempt's CLIENT span as failed, typed by the code, with the outcome", async () => {
+    const exporter = new InMemorySpanExporter();
+    const processor = new SimpleSpanProcessor(exporter);
+    const plain = await serve(createHttpServer(), 'http');
+    const gw = await gateway([plain.url.replace('http:', 'https:')], { maxAttempts: 1 }, processor);
+    const res = await fetch(`${gw.url}/h`);
+    expect(res.status).toBe(502);
+    await processor.forceFlush();
+    const client = exporter.getFinishedSpans().find((s) => s.kind === SpanKind.CLIENT);
+    expect(client?.status.code).toBe(SpanStatusCode.ERROR);
+    expect(client?.attributes).toMatchObject({
+      'error.type': 'UPSTREAM_TLS_HANDSHAKE_FAILED',
+      'peregrine.outcome': 'tls_error',
+    });
   });
 });

@@ -5,9 +5,9 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Span } from '@opentelemetry/api';
-import { SpanStatusCode } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
 import { GatewayError } from '../../errors.ts';
+import { endClientSpan } from '../../telemetry/tracing.ts';
 import { isLastPending, markConnectionClosing, type RequestContext } from '../context.ts';
 import type { Endpoint } from '../upstream/endpoint.ts';
 import { responseHeaderList } from './headers.ts';
@@ -15,13 +15,7 @@ import { type AttemptOutcome, classifyUpstreamError, isClientSide } from './upst
 
 /** What the forwarder reports back to the pipeline, which owns metrics and the response. */
 export interface AttemptObserver {
-  attemptFinished(
-    ctx: RequestContext,
-    endpoint: Endpoint,
-    outcome: AttemptOutcome,
-    status: number,
-    span: Span | undefined,
-  ): void;
+  attemptFinished(ctx: RequestContext, endpoint: Endpoint, outcome: AttemptOutcome, status: number): void;
   /**
    * The attempt failed before or after the response head (or was dropped for a retry); the
    * pipeline retries or answers the client.
@@ -62,17 +56,12 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
   /** Read at response time: a drain that began mid-request still closes the connection. */
   readonly lifecycle: { readonly draining: boolean };
   controller: Dispatcher.DispatchController | undefined = undefined;
-  /**
-   * The response-head timeout is ours, not undici's: undici runs header/body timeouts on a coarse
-   * clock (about 1 s resolution), which would let a 200 ms timeout fire a second late.
-   */
+  /** The response-head timeout: ours, not undici's (docs/decisions.md, "Forwarding"). */
   responseTimer: NodeJS.Timeout | undefined = undefined;
   /**
    * The body idle timeout (`timeouts.idle`): armed at the response head, pushed back by every
-   * chunk, not counted while the client holds the body back. Ours rather than undici's
-   * `bodyTimeout` for the same precision, and because undici allocates a timer per response that
-   * lives until its next clock tick (about half a second): under load that alone promoted some
-   * 100 bytes per request to V8's old generation (docs/decisions.md, "Forwarding").
+   * chunk, not counted while the client holds the body back. Ours, not undici's `bodyTimeout`
+   * (docs/decisions.md, "Forwarding").
    */
   #bodyTimer: NodeJS.Timeout | undefined = undefined;
   #bodyIdleMs = 0;
@@ -216,7 +205,8 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     this.#done = true;
     this.#clearTimers();
     const { ctx } = this;
-    this.observer.attemptFinished(ctx, this.endpoint, 'success', ctx.upstreamStatus, this.span);
+    if (this.span) endClientSpan(this.span, ctx.upstreamStatus, undefined);
+    this.observer.attemptFinished(ctx, this.endpoint, 'success', ctx.upstreamStatus);
     this.observer.upstreamCompleted(ctx);
   }
 
@@ -231,7 +221,8 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     const { ctx } = this;
     if (this.#dropped) {
       // The upstream answered (with a retryable status): a complete attempt, not a failure.
-      this.observer.attemptFinished(ctx, this.endpoint, 'success', ctx.upstreamStatus, this.span);
+      if (this.span) endClientSpan(this.span, ctx.upstreamStatus, undefined);
+      this.observer.attemptFinished(ctx, this.endpoint, 'success', ctx.upstreamStatus);
       this.observer.upstreamFailed(ctx, DROPPED_FOR_RETRY, this, 'success');
       return;
     }
@@ -244,10 +235,16 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
       else if (outcome === 'timeout' && this.#clientHeldUp(ctx.totalExpired)) outcome = 'client_timeout';
       else if (classified.tls !== undefined) ctx.cluster!.tlsFailed(this.endpoint, classified.tls);
     }
-    if (this.span && !isClientSide(outcome)) {
-      this.span.setStatus({ code: SpanStatusCode.ERROR, message: classified.error.code });
-    }
-    this.observer.attemptFinished(ctx, this.endpoint, outcome, ctx.upstreamStatus, this.span);
+    // Failed all the same (the upstream exchange did not complete), whoever's doing it was:
+    // `peregrine.outcome` says whose.
+    if (this.span)
+      endClientSpan(
+        this.span,
+        ctx.upstreamStatus,
+        outcome === 'client_abort' ? 'CLIENT_CLOSED' : classified.error.code,
+        outcome,
+      );
+    this.observer.attemptFinished(ctx, this.endpoint, outcome, ctx.upstreamStatus);
     this.observer.upstreamFailed(ctx, classified.error, this, outcome);
   }
 

@@ -14,6 +14,7 @@ import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { GatewayError } from '../../errors.ts';
 import type { WebSocketOutcome } from '../../telemetry/metrics.ts';
+import { endClientSpan } from '../../telemetry/tracing.ts';
 import type { RequestContext } from '../context.ts';
 import type { Pipeline } from '../pipeline.ts';
 import type { Cluster } from '../upstream/cluster.ts';
@@ -175,13 +176,15 @@ export class TunnelForwarder extends ResponseForwarder {
     ctx.headAt = performance.now();
     if (tunnel.socket.destroyed) {
       upstream.destroy();
-      this.observer.attemptFinished(ctx, this.endpoint, 'client_abort', statusCode, this.span);
+      if (this.span) endClientSpan(this.span, statusCode, 'CLIENT_CLOSED', 'client_abort');
+      this.observer.attemptFinished(ctx, this.endpoint, 'client_abort', statusCode);
       this.observer.upstreamFailed(ctx, new GatewayError('CLIENT_CLOSED'), this, 'client_abort');
       return;
     }
     tunnel.join(upstream, statusCode, headers, ctx.requestId, ctx.responseHeaders);
     ctx.res.statusCode = statusCode;
-    this.observer.attemptFinished(ctx, this.endpoint, 'success', statusCode, this.span);
+    if (this.span) endClientSpan(this.span, statusCode, undefined);
+    this.observer.attemptFinished(ctx, this.endpoint, 'success', statusCode);
     this.#tunnels.tunnelOpened(ctx);
   }
 }

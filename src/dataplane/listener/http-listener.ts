@@ -1,13 +1,15 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../../config/schema.ts';
 import { ERROR_CODES, type ErrorCode } from '../../errors.ts';
 import { accessRecord } from '../../telemetry/access-log.ts';
+import { endServerSpan, UNKNOWN_METHOD } from '../../telemetry/tracing.ts';
 import { plainAddress } from '../forward/trusted-proxies.ts';
 import { handleUpgrade } from '../forward/websocket.ts';
 import { type DataplaneHost, deferClientError, Pipeline, requestBodyFailed } from '../pipeline.ts';
-import { writeRawProblem } from '../respond.ts';
+import { type RawProblem, rawProblem, writeRawProblem } from '../respond.ts';
 import { listenerInfo, listenOn, strictHttp1Options } from './listener.ts';
 
 /** Node's parser errors → the answer the gateway gives before closing the connection. */
@@ -17,9 +19,12 @@ function clientErrorCode(code: string | undefined): ErrorCode {
   return 'BAD_REQUEST';
 }
 
+/** A parser error has no headers to read a trace parent or a request id from. */
+const NO_HEADERS: IncomingHttpHeaders = {};
+
 /**
  * The `clientError` listener of a listener's HTTP/1.1 server (TLS listeners too): answer Node's
- * parser errors with problem+json and close, counted like any request.
+ * parser errors with problem+json and close, counted like any request (countRefusal).
  */
 export function answerClientError(
   listener: string,
@@ -35,34 +40,53 @@ export function answerClientError(
   const code = clientErrorCode(err.code);
   // About the body of a request the pipeline already has: that request answers it.
   if (requestBodyFailed(socket, code, err)) return;
-  if (!deferClientError(socket, code)) writeRawProblem(socket, code, undefined, undefined, reasonHeader);
-  countRefusal(listener, host, code, (socket as Socket).remoteAddress);
+  countRefusal(listener, host, code, (socket as Socket).remoteAddress, (problem) =>
+    // A deferred answer is counted now: it goes out when the responses before it have.
+    deferClientError(socket, problem) ? problem.bytes : writeRawProblem(socket, problem, reasonHeader),
+  );
 }
 
 /**
  * A request refused before it reached the pipeline (a parser error, a malformed HTTP/2 header
- * block): counted like any request (no route, method unknown) so rate and error panels include
- * them, and given an access log line.
+ * block nghttp2 reset): counted like any request (no route, method unknown) so rate and error
+ * panels include them, and given an access log line. There is no request, but the refusal gets
+ * what every request gets: a request id, a SERVER span (sampled like any root) whose trace id the
+ * body, the access line and the latency exemplar share. `answer` writes the problem+json (built
+ * with those ids) and returns its body bytes; without it nothing is written (a reset stream).
  */
 export function countRefusal(
   listener: string,
   host: DataplaneHost,
   code: ErrorCode,
   remoteAddress: string | undefined,
+  answer?: (problem: RawProblem) => number,
 ): void {
-  const { metrics, accessLog } = host.telemetry;
+  const { metrics, accessLog, tracing } = host.telemetry;
+  const clientAddress = plainAddress(remoteAddress);
+  const span = tracing.startServerSpan(UNKNOWN_METHOD, NO_HEADERS, {
+    'http.request.method': UNKNOWN_METHOD,
+    'client.address': clientAddress,
+  });
+  const { traceId, spanId, sampled } = tracing.traceIds(span);
+  const requestId = randomUUID();
   const status = ERROR_CODES[code].status;
-  metrics.recordRequest(listener, undefined, 'OTHER', status, 0, undefined);
+  const bytes = answer === undefined ? 0 : answer(rawProblem(code, { traceId, requestId }));
+  metrics.recordRequest(listener, undefined, 'OTHER', status, 0, sampled ? traceId : undefined);
+  metrics.recordBytes(undefined, 0, bytes);
   metrics.recordLocalResponse(undefined, code);
+  endServerSpan(span, status, code);
   if (accessLog.enabled)
     accessLog.log(
       accessRecord(listener, undefined, undefined, undefined, '-', status, 0, undefined, {
         path: '-',
-        requestId: '',
-        clientAddress: plainAddress(remoteAddress),
+        requestId,
+        clientAddress,
         code,
         attempts: 0,
         identity: undefined,
+        traceId,
+        spanId,
+        responseBytes: bytes,
       }),
     );
 }

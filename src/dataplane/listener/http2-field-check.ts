@@ -71,6 +71,11 @@ export const FIELD_CHECK_LOST = 'PEREGRINE_HTTP2_FIELD_CHECK';
 export interface FieldCheckHost {
   /** The request header block of `streamId` is malformed. */
   malformed(streamId: number, problem: string): void;
+  /**
+   * A malformed request that never reached the listener: nghttp2 reset its stream, or the
+   * connection ended first. Once per stream; the ones handed over are the listener's (take()).
+   */
+  refused(streamId: number): void;
   /** The frames cannot be followed (nghttp2 ends such a connection too): end the connection. */
   lostSync(problem: string): void;
 }
@@ -104,17 +109,26 @@ export class Http2FieldCheck {
     this.host = host;
   }
 
-  /** Streams whose request headers are malformed, until the listener takes them. */
+  /**
+   * Streams whose request headers are malformed, until the listener takes them or nghttp2 resets
+   * them (each flagged stream ends one way or the other, or with the connection).
+   */
   readonly malformed = new Set<number>();
 
-  /** True once (and only once) for a stream flagged malformed. */
+  /** True once (and only once) for a stream flagged malformed: the listener refuses it. */
   take(streamId: number): boolean {
-    const set = this.malformed;
-    if (set.size === 0) return false;
-    const hit = set.delete(streamId);
-    // Flagged streams nghttp2 refused itself never reach the listener: forget the older ones.
-    for (const id of set) if (id < streamId) set.delete(id);
-    return hit;
+    return this.malformed.size !== 0 && this.malformed.delete(streamId);
+  }
+
+  /** The server sent RST_STREAM for `streamId`: a flagged stream it never handed over was refused. */
+  streamReset(streamId: number): void {
+    if (this.malformed.delete(streamId)) this.host.refused(streamId);
+  }
+
+  /** The connection ended: flagged streams still waiting were never answered. */
+  end(): void {
+    for (const id of this.malformed) this.host.refused(id);
+    this.malformed.clear();
   }
 
   feed(chunk: Buffer): void {

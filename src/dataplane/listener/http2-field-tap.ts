@@ -8,13 +8,15 @@
  * Over such a socket Node completes each write a turn of the event loop later, and a session
  * destroyed while one is pending drops the frames queued behind it, its final GOAWAY included. So
  * a session the gateway ends on purpose sends its GOAWAY first and is destroyed once the frame has
- * gone out (`afterGoaway`): the tap watches the frame headers of what it writes.
+ * gone out (`afterGoaway`): the tap watches the frame headers of what it writes, RST_STREAM too
+ * (a malformed request nghttp2 refused itself is counted then: Http2FieldCheck.streamReset).
  */
 import { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { FIELD_CHECK_LOST, type FieldCheckHost, Http2FieldCheck } from './http2-field-check.ts';
 
 const FRAME_HEADER = 9;
+const RST_STREAM = 0x3;
 const GOAWAY = 0x7;
 
 export class Http2FieldTap extends Duplex {
@@ -36,6 +38,7 @@ export class Http2FieldTap extends Duplex {
     this.socket = socket;
     this.check = new Http2FieldCheck({
       malformed: report.malformed,
+      refused: report.refused,
       lostSync: (problem: string) => {
         report.lostSync(problem);
         const err: NodeJS.ErrnoException = new Error(`HTTP/2 field check: ${problem}`);
@@ -76,6 +79,7 @@ export class Http2FieldTap extends Duplex {
   };
 
   #onClose = (): void => {
+    this.check.end();
     this.destroy();
     this.#goawaySent();
   };
@@ -128,8 +132,10 @@ export class Http2FieldTap extends Duplex {
       if (this.#outHeadLength < FRAME_HEADER) return;
       this.#outHeadLength = 0;
       this.#outSkip = this.#outHead.readUIntBE(0, 3);
-      if (this.#outHead[3] === GOAWAY && this.#onGoaway !== undefined)
-        queueMicrotask(() => this.#goawaySent());
+      const type = this.#outHead[3];
+      if (type === GOAWAY && this.#onGoaway !== undefined) queueMicrotask(() => this.#goawaySent());
+      else if (type === RST_STREAM && this.check.malformed.size !== 0)
+        this.check.streamReset(this.#outHead.readUInt32BE(5) & 0x7fffffff);
     }
   }
 

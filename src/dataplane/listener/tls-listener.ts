@@ -25,11 +25,13 @@ import type { Duplex } from 'node:stream';
 import type { SecureContext, TLSSocket } from 'node:tls';
 import type { ListenerConfig } from '../../config/schema.ts';
 import { GatewayError } from '../../errors.ts';
+import { type ListenerCertificateStatus, ListenerCertificates } from '../../tls/listener-certificates.ts';
+import { attachPeerIdentity, kPeerIdentity } from '../../tls/peer-identity.ts';
+import { handshakeFailureReason, isClientCertReason, verifyErrorReason } from '../../tls/reasons.ts';
+import type { TlsConfig } from '../../tls/schema.ts';
 import { plainAddress } from '../forward/trusted-proxies.ts';
 import { handleUpgrade, isWebSocketUpgrade } from '../forward/websocket.ts';
 import { type DataplaneHost, Pipeline } from '../pipeline.ts';
-import { sendProblem } from '../respond.ts';
-import { type ListenerCertificateStatus, ListenerCertificates } from './certificates.ts';
 import { answerClientError, countRefusal } from './http-listener.ts';
 import { type FieldCheckHost, HPACK_TABLE_SIZE } from './http2-field-check.ts';
 import { Http2FieldTap } from './http2-field-tap.ts';
@@ -41,9 +43,6 @@ import {
   type SessionGuardHost,
 } from './http2-session-guard.ts';
 import { type Listener, listenerInfo, listenOn, strictHttp1Options } from './listener.ts';
-import { attachPeerIdentity, kPeerIdentity } from './peer-identity.ts';
-import { handshakeFailureReason, isClientCertReason, verifyErrorReason } from './tls-reasons.ts';
-import type { TlsConfig } from './tls-schema.ts';
 
 /** The node:http options the HTTP/1.1 fallback of an HTTP/2 secure server honours (not in its types). */
 type Http1FallbackOptions = Pick<
@@ -216,12 +215,16 @@ export class TlsListener implements Listener {
     const listener = this.config.name;
     return {
       malformed: (streamId: number, problem: string) => {
-        // Counted here, like a parser refusal, whether nghttp2 resets the stream or hands it over.
-        countRefusal(listener, this.#host, 'BAD_REQUEST', socket.remoteAddress);
+        // Counted where it ends: by the pipeline when nghttp2 hands it over, else by `refused`.
         logger.debug(
           { listener, streamId, problem, clientAddress: plainAddress(socket.remoteAddress) },
           'malformed HTTP/2 request header; request refused',
         );
+      },
+      refused: () => {
+        // nghttp2 reset the stream itself (or the connection ended first): no answer to give,
+        // but counted, logged and traced like a parser refusal.
+        countRefusal(listener, this.#host, 'BAD_REQUEST', socket.remoteAddress);
       },
       lostSync: (problem: string) => {
         logger.debug(
@@ -275,13 +278,11 @@ export class TlsListener implements Listener {
     }
   };
 
-  /** HTTP/2 requests whose header block was malformed are refused here; the rest go to the pipeline. */
+  /** HTTP/2 requests whose header block was malformed are refused by the pipeline, before routing. */
   #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    if (req.httpVersionMajor === 2 && isMalformedStream((req as unknown as Http2ServerRequest).stream)) {
-      sendProblem(res, MALFORMED, {}, false, this.config.reasonHeader);
-      return;
-    }
-    this.pipeline.handle(req, res);
+    const malformed =
+      req.httpVersionMajor === 2 && isMalformedStream((req as unknown as Http2ServerRequest).stream);
+    this.pipeline.handle(req, res, malformed ? MALFORMED : undefined);
   };
 
   #tickSessions = (): void => {

@@ -9,6 +9,7 @@ import {
   type UpstreamResilienceSeries,
   type UpstreamStateSource,
 } from '../../telemetry/metrics.ts';
+import { type UpstreamTls, UpstreamTlsSet } from '../../tls/upstream-tls.ts';
 import { type AttemptOutcome, isClientSide, type UpstreamTlsFailure } from '../forward/upstream-errors.ts';
 import { type Balancer, type PickContext, wasTried } from './balancer.ts';
 import { createBalancer, DEFAULT_DECAY_MS, DEFAULT_RTT_MS } from './balancers.ts';
@@ -22,7 +23,15 @@ import {
   OPEN,
 } from './circuit-breaker.ts';
 import { type Clock, monotonicClock, type Random } from './clock.ts';
-import { Endpoint, endpointTransport } from './endpoint.ts';
+import {
+  Endpoint,
+  type EndpointDeps,
+  type EndpointInfo,
+  type EndpointSource,
+  endpointId,
+  endpointInfoOf,
+  endpointTransport,
+} from './endpoint.ts';
 import { HealthChecker, type HealthDescription } from './health-checker.ts';
 import { OutlierDetector } from './outlier-detector.ts';
 import { initRtt, observeRtt, rttEstimate } from './peak-ewma.ts';
@@ -32,7 +41,12 @@ import { type RetryDecision, type RetryGates, type RetryInput, RetryPolicy } fro
 /** The metric calls a cluster makes; GatewayMetrics has them all. */
 export type ClusterMetrics = Pick<
   GatewayMetrics,
-  'upstreamResilience' | 'watchUpstream' | 'recordCircuitTransition' | 'recordEjection'
+  | 'upstreamResilience'
+  | 'watchUpstream'
+  | 'recordCircuitTransition'
+  | 'recordEjection'
+  | 'forgetEndpoint'
+  | 'upstreamTls'
 >;
 
 /** What a cluster needs from the running gateway. All optional: tests and tools build bare clusters. */
@@ -46,12 +60,16 @@ export interface ClusterDeps {
   /** upstreamFingerprint(config), when the caller has computed it already (compileSnapshot has). */
   readonly fingerprint?: string | undefined;
   /**
-   * The cluster this one replaces on a reload. Its endpoints whose transport settings
-   * (`endpointTransport`: URL, pool options, connect and body timeouts) are unchanged are taken
-   * over, pools and state included, instead of being built again; so are its circuit breaker,
-   * retry budget and bulkhead where their own settings are unchanged.
+   * The cluster this one replaces on a reload (its policy changed). Its endpoint set is taken
+   * over: endpoints whose transport settings (`endpointTransport`: URL, pool options, connect and
+   * body timeouts) are unchanged are the same objects, pools and state included; the others are
+   * built again from what their source said. So are its circuit breaker, retry budget and
+   * bulkhead taken over where their own settings are unchanged. Without it the set starts as the
+   * config's `endpoints` (none for a discovered upstream, until its source publishes).
    */
   readonly previous?: Cluster | undefined;
+  /** Where `https://` endpoints take the upstream's TLS from; a set of its own when absent. */
+  readonly tls?: UpstreamTlsSet | undefined;
 }
 
 /**
@@ -78,21 +96,54 @@ function probeTimeoutOf(timeouts: UpstreamConfig['timeouts']): number {
 /** A shared endpoint's fields as the previous cluster left them, for `abandon()`. */
 interface TakenOver {
   readonly endpoint: Endpoint;
-  readonly weight: number;
   readonly healthy: boolean;
   readonly ejected: boolean;
 }
 
-/** Canonical JSON of an upstream's config: a reload keeps a cluster whose fingerprint is unchanged. */
+/**
+ * Canonical JSON of an upstream's policy: its config without the endpoint source (`endpoints`,
+ * `discovery`). A reload keeps a cluster whose fingerprint is unchanged; endpoint changes are
+ * applied to its live set instead (`applyEndpoints`).
+ */
 export function upstreamFingerprint(config: UpstreamConfig): string {
-  return JSON.stringify(config);
+  // `policies` (admission gates) are compiled into the routes' plans, not held by the cluster.
+  const { endpoints: _endpoints, discovery: _discovery, policies: _policies, ...policy } = config;
+  return JSON.stringify(policy);
 }
+
+/** What an endpoint-set update changed, by endpoint id. */
+export interface EndpointChange {
+  readonly added: readonly string[];
+  readonly removed: readonly string[];
+  /** Kept, with a new weight, zone, metadata, state or source. */
+  readonly updated: readonly string[];
+}
+
+/** A change to one endpoint already in the set; absent fields stay as they are. */
+export interface EndpointUpdate {
+  readonly weight?: number | undefined;
+  readonly zone?: string | undefined;
+  readonly metadata?: Readonly<Record<string, string>> | undefined;
+  readonly state?: 'active' | 'draining' | undefined;
+}
+
+const NO_CHANGE: EndpointChange = Object.freeze({ added: [], removed: [], updated: [] });
+/** Endpoint ids named per list in the log line of a set change (the counts are always there). */
+const LOGGED_IDS = 10;
 
 export interface EndpointDescription {
   id: string;
+  /** Which source put it in the set: static (the config file), dns or registry. */
+  source: EndpointSource;
   weight: number;
+  zone: string | null;
+  version: string | null;
+  metadata: Readonly<Record<string, string>>;
   inFlight: number;
-  /** healthy (eligible) | unhealthy (failing active checks) | ejected (outlier detection). */
+  /**
+   * healthy (eligible) | unhealthy (failing active checks) | ejected (outlier detection) |
+   * draining (its source is taking it away: no new requests).
+   */
   state: (typeof ENDPOINT_STATES)[number];
   /** Whether the balancer may choose it now (in panic mode, every endpoint may). */
   eligible: boolean;
@@ -158,18 +209,16 @@ const SILENT: Logger = pino({ enabled: false });
 
 /** At most one TLS failure line per endpoint and code in this long. */
 const TLS_LOG_INTERVAL_MS = 10_000;
+const TLS_FAILURE_MESSAGES: Readonly<Record<UpstreamTlsFailure['kind'], string>> = {
+  verify: 'upstream TLS certificate verification failed',
+  handshake: 'upstream TLS handshake failed',
+  identity: 'upstream identity verification failed',
+};
 
 /** Counters that go nowhere, for clusters built without metrics. */
 function detachedSeries(): UpstreamResilienceSeries {
   const cell = () => ({ labels: {}, value: 0 });
   return { decisions: UPSTREAM_DECISIONS.map(cell), retries: RETRY_REASONS.map(cell) };
-}
-
-/** The previous cluster's endpoints by transport, while it still holds them. */
-function reusableEndpoints(previous: Cluster): Map<string, Endpoint> {
-  const byTransport = new Map<string, Endpoint>();
-  for (const e of previous.endpoints) if (e.held) byTransport.set(e.transport, e);
-  return byTransport;
 }
 
 function isGatewayStatus(status: number): boolean {
@@ -209,9 +258,8 @@ let attemptEvents: ResilienceEvent[] | undefined;
 export class Cluster {
   readonly name: string;
   readonly config: UpstreamConfig;
-  /** Canonical JSON of the config, to decide whether a reload changed this upstream. */
+  /** Canonical JSON of the policy, to decide whether a reload changed this upstream. */
   readonly fingerprint: string;
-  readonly endpoints: readonly Endpoint[];
   /** Chooses among the eligible endpoints (all of them in panic mode). */
   readonly balancer: Balancer;
   readonly retryPolicy: RetryPolicy;
@@ -223,6 +271,14 @@ export class Cluster {
   readonly #series: UpstreamResilienceSeries;
   readonly #now: Clock;
   readonly #decayMs: number;
+  readonly #defaultRtt: number;
+  /** What its endpoints share: the upstream's TLS, and the names it goes by. */
+  readonly #endpointDeps: EndpointDeps;
+  /**
+   * The upstream's `tls` files, held for the cluster's life: loaded (and checked) when the config
+   * is, even before a discovered upstream has its first endpoint.
+   */
+  #tls: UpstreamTls | undefined;
   readonly #breaker: CircuitBreaker | undefined;
   readonly #breakerStatuses: ReadonlySet<number>;
   readonly #budget: RetryBudget | undefined;
@@ -238,8 +294,18 @@ export class Cluster {
   /** False once a newer cluster took the bulkhead over: its waiters are that cluster's to reject. */
   #ownsBulkhead = true;
   #eligible: readonly Endpoint[] = [];
+  /** The live set, in the order endpoints joined; replaced (never mutated) on each change. */
+  #members: readonly Endpoint[] = [];
+  readonly #byId = new Map<string, Endpoint>();
+  /** Removed endpoints whose pools are still closing (in-flight attempts finishing). */
+  readonly #leaving = new Set<Endpoint>();
   #panic = false;
   #closed = false;
+  /**
+   * Why the set is empty or stale, from its discovery source (e.g. `dns users.internal: NXDOMAIN`);
+   * part of the NO_HEALTHY_ENDPOINT answer.
+   */
+  sourceNote: string | undefined = undefined;
 
   constructor(name: string, config: UpstreamConfig, deps: ClusterDeps = {}) {
     this.name = name;
@@ -256,20 +322,30 @@ export class Cluster {
     this.#decayMs = balancerCfg.kind === 'peak_ewma' ? balancerCfg.decay : DEFAULT_DECAY_MS;
     const defaultRtt = balancerCfg.kind === 'peak_ewma' ? balancerCfg.defaultRtt : DEFAULT_RTT_MS;
     const t0 = now();
-    const shared = deps.previous === undefined ? undefined : reusableEndpoints(deps.previous);
-    const adopted: [Endpoint, number][] = [];
-    this.endpoints = config.endpoints.map((spec) => {
-      const kept = shared?.get(endpointTransport(spec, config));
-      if (kept !== undefined) {
-        adopted.push([kept, typeof spec === 'string' ? 1 : spec.weight]);
-        return kept;
+    this.#defaultRtt = defaultRtt;
+    const tlsSet = deps.tls ?? new UpstreamTlsSet({ logger: this.#logger, metrics: deps.metrics });
+    // An identity pattern's {service}: the registered service it is discovered from, else its name.
+    const discovery = config.discovery;
+    const service = discovery !== undefined && 'registry' in discovery ? discovery.registry : name;
+    this.#endpointDeps = { upstream: name, service, tls: tlsSet };
+    this.#tls = config.tls === undefined ? undefined : tlsSet.acquire(name, config.tls, service);
+    const previous = deps.previous !== undefined && !deps.previous.#closed ? deps.previous : undefined;
+    const adopted: Endpoint[] = [];
+    const members: Endpoint[] = [];
+    if (previous === undefined) {
+      for (const spec of config.endpoints ?? [])
+        members.push(this.#build(endpointInfoOf(spec), 'static', t0));
+    } else {
+      for (const e of previous.#members) {
+        if (e.held && e.transport === endpointTransport(e.info(), config)) {
+          adopted.push(e);
+          members.push(e);
+        } else members.push(this.#build(e.info(), e.source, t0));
       }
-      const e = new Endpoint(spec, config);
-      initRtt(e, defaultRtt, t0);
-      return e;
-    });
-    this.#eligible = this.endpoints;
-    this.balancer = createBalancer(balancerCfg, this.endpoints, { now, random });
+    }
+    this.#members = members;
+    for (const e of members) this.#byId.set(e.id, e);
+    this.balancer = createBalancer(balancerCfg, members, { now, random });
 
     const timeouts = config.timeouts;
     this.retryPolicy = new RetryPolicy(config.retries, timeouts.request, random);
@@ -316,7 +392,7 @@ export class Cluster {
       config.bulkhead.maxConcurrent > 0 ? (keptBulkhead ?? new Bulkhead(config.bulkhead, name)) : undefined;
 
     this.#outliers = config.outlierDetection.enabled
-      ? new OutlierDetector(config.outlierDetection, this.endpoints.length, {
+      ? new OutlierDetector(config.outlierDetection, members.length, {
           now,
           hooks: {
             onEject: (e, reason, durationMs) => this.#ejected(e, reason, durationMs),
@@ -326,7 +402,7 @@ export class Cluster {
       : undefined;
 
     this.#health = config.healthCheck
-      ? new HealthChecker(config.healthCheck, this.endpoints, {
+      ? new HealthChecker(config.healthCheck, members, {
           random,
           connectTimeoutMs: timeouts.connect,
           hooks: { onChange: (e, healthy, detail) => this.#healthChanged(e, healthy, detail) },
@@ -361,32 +437,210 @@ export class Cluster {
       keptBreaker?.redirectTransitions((t) => this.#circuitTransition(t));
       if (keptBulkhead !== undefined) old.#ownsBulkhead = false;
     }
-    for (const e of this.endpoints) e.hold();
+    for (const e of members) e.hold();
+    this.#refresh();
     this.#health?.start();
   }
 
+  /** A new Endpoint for this upstream (not yet held). */
+  #build(info: EndpointInfo, source: EndpointSource, now: number): Endpoint {
+    const e = new Endpoint(info, this.config, source, this.#endpointDeps);
+    initRtt(e, this.#defaultRtt, now);
+    return e;
+  }
+
   /**
-   * Take over endpoints from the cluster this one replaces. They keep their pool, in-flight count
-   * and latency estimate, and take this config's weight. Health and ejection state carry over
+   * Take over endpoints from the cluster this one replaces. They keep their pool, in-flight count,
+   * latency estimate, weight, zone, metadata and state. Health and ejection state carry over
    * while this config has the feature (health check counters restart; an ejection runs to its
    * end), and is cleared where it does not.
    */
-  #takeOver(adopted: readonly [Endpoint, number][], now: number): TakenOver[] {
+  #takeOver(adopted: readonly Endpoint[], now: number): TakenOver[] {
     const taken: TakenOver[] = [];
-    for (const [e, weight] of adopted) {
-      taken.push({ endpoint: e, weight: e.weight, healthy: e.healthy, ejected: e.ejected });
-      e.weight = weight;
+    for (const e of adopted) {
+      taken.push({ endpoint: e, healthy: e.healthy, ejected: e.ejected });
       if (this.#health === undefined) e.healthy = true;
       if (this.#outliers === undefined) e.ejected = false;
       else if (e.ejected) this.#outliers.adopt(e, now);
     }
-    this.#refresh();
     return taken;
   }
 
   /** True while too few endpoints are eligible and the balancer spreads over all of them. */
   get panic(): boolean {
     return this.#panic;
+  }
+
+  /** The live endpoint set, in the order endpoints joined (a new array after each change). */
+  get endpoints(): readonly Endpoint[] {
+    return this.#members;
+  }
+
+  /** A member of the live set by id (its origin). */
+  endpoint(id: string): Endpoint | undefined {
+    return this.#byId.get(id);
+  }
+
+  /**
+   * Make the live set exactly `list` (by origin; a repeated origin counts once, first wins). New
+   * origins join; missing ones leave: no new attempts, and their pools close once the attempts in
+   * flight on them finish. The others keep their Endpoint object, pool, latency estimate, health
+   * and ejection state, and take the listed weight, zone, metadata and state. An origin listed
+   * with another URL or host (another transport) is replaced. Nothing else in the cluster is
+   * touched: not the breaker, the budget, the bulkhead, nor any other endpoint.
+   */
+  applyEndpoints(list: readonly EndpointInfo[], source: EndpointSource = 'static'): EndpointChange {
+    return this.#upsert(list, source, true);
+  }
+
+  /** Add an endpoint, or update it when its origin is in the set already (see applyEndpoints). */
+  addEndpoint(info: EndpointInfo, source: EndpointSource = 'static'): EndpointChange {
+    return this.#upsert([info], source, false);
+  }
+
+  /** Change an endpoint's weight, zone, metadata or state in place. False: no such endpoint. */
+  updateEndpoint(id: string, update: EndpointUpdate): boolean {
+    const e = this.#byId.get(id);
+    if (e === undefined || this.#closed) return false;
+    const info = e.info();
+    const changed = e.assign(
+      {
+        url: info.url,
+        host: info.host,
+        weight: update.weight ?? info.weight,
+        zone: 'zone' in update ? update.zone : info.zone,
+        version: info.version,
+        metadata: update.metadata ?? info.metadata,
+        state: update.state ?? info.state,
+      },
+      e.source,
+    );
+    if (changed) this.#commit([], [], [e]);
+    return true;
+  }
+
+  /** No new attempts to this endpoint; those in flight finish. False: no such endpoint. */
+  drainEndpoint(id: string): boolean {
+    return this.updateEndpoint(id, { state: 'draining' });
+  }
+
+  /**
+   * Take an endpoint out of the set: no new attempts; its pool closes once the attempts in flight
+   * on it finish. False: no such endpoint.
+   */
+  removeEndpoint(id: string): boolean {
+    const e = this.#byId.get(id);
+    if (e === undefined || this.#closed) return false;
+    this.#commit([], [e], []);
+    return true;
+  }
+
+  #upsert(list: readonly EndpointInfo[], source: EndpointSource, exact: boolean): EndpointChange {
+    if (this.#closed) return NO_CHANGE;
+    const now = this.#now();
+    const seen = new Set<string>();
+    const added: Endpoint[] = [];
+    const removed: Endpoint[] = [];
+    const updated: Endpoint[] = [];
+    for (const info of list) {
+      if (this.#cleartext(info)) continue;
+      const id = endpointId(info);
+      if (seen.has(id)) continue;
+      seen.add(id);
+      const current = this.#byId.get(id);
+      if (current !== undefined && current.transport === endpointTransport(info, this.config)) {
+        if (current.assign(info, source)) updated.push(current);
+        continue;
+      }
+      if (current !== undefined) removed.push(current);
+      added.push(this.#build(info, source, now));
+    }
+    if (exact) for (const e of this.#members) if (!seen.has(e.id)) removed.push(e);
+    return this.#commit(added, removed, updated);
+  }
+
+  /**
+   * An `http://` endpoint published for an upstream that speaks TLS (`tls`, or HTTP/2): never used,
+   * so a client certificate or an expected identity is never silently dropped. The config's own
+   * endpoints are refused by the schema; this is for discovered ones.
+   */
+  #cleartext(info: EndpointInfo): boolean {
+    const tlsOnly = this.config.tls !== undefined || this.config.protocol !== 'http1';
+    if (!tlsOnly || !info.url.startsWith('http://')) return false;
+    this.#logger.warn(
+      { endpoint: info.url },
+      'endpoint skipped: the upstream speaks TLS (tls or protocol) and this endpoint is plain http://',
+    );
+    return true;
+  }
+
+  /** Apply a set change: removals first (a replaced origin leaves before its successor joins). */
+  #commit(
+    added: readonly Endpoint[],
+    removed: readonly Endpoint[],
+    updated: readonly Endpoint[],
+  ): EndpointChange {
+    if (added.length === 0 && removed.length === 0 && updated.length === 0) return NO_CHANGE;
+    let members = this.#members;
+    if (removed.length > 0) {
+      const gone = new Set(removed);
+      members = members.filter((e) => !gone.has(e));
+      for (const e of removed) this.#retire(e);
+    }
+    if (added.length > 0) {
+      members = [...members, ...added];
+      for (const e of added) {
+        this.#byId.set(e.id, e);
+        e.hold();
+        this.#health?.add(e);
+      }
+    }
+    this.#members = members;
+    this.#outliers?.resize(members.length);
+    this.#refresh();
+    const change: EndpointChange = {
+      added: added.map((e) => e.id),
+      removed: removed.map((e) => e.id),
+      updated: updated.map((e) => e.id),
+    };
+    this.#logger.info(
+      {
+        endpoints: members.length,
+        added: change.added.length,
+        removed: change.removed.length,
+        updated: change.updated.length,
+        addedIds: change.added.slice(0, LOGGED_IDS),
+        removedIds: change.removed.slice(0, LOGGED_IDS),
+      },
+      'endpoint set changed',
+    );
+    return change;
+  }
+
+  /** An endpoint leaves the set: its checks and ejection stop, its pool drains and closes. */
+  #retire(e: Endpoint): void {
+    if (this.#byId.get(e.id) === e) this.#byId.delete(e.id);
+    e.removed = true;
+    this.#health?.remove(e);
+    this.#outliers?.forget(e);
+    this.#leaving.add(e);
+    const closed = (): void => {
+      this.#leaving.delete(e);
+      if (!this.#byId.has(e.id)) this.#metrics?.forgetEndpoint(this.name, e.id);
+    };
+    void e.release().then(closed, closed);
+  }
+
+  /**
+   * Why `pick()` found no endpoint, for the NO_HEALTHY_ENDPOINT answer. Not on the success path.
+   */
+  noEndpointReason(): string {
+    const all = this.#members;
+    if (all.length === 0)
+      return `upstream ${this.name} has no endpoints${this.sourceNote === undefined ? '' : ` (${this.sourceNote})`}`;
+    const draining = all.filter((e) => e.draining).length;
+    if (draining === all.length) return `upstream ${this.name}: all ${all.length} endpoints are draining`;
+    return `upstream ${this.name}: none of its ${all.length - draining} endpoints is eligible (unhealthy or ejected)`;
   }
 
   /**
@@ -501,6 +755,8 @@ export class Cluster {
   ): void {
     endpoint.inFlight--;
     this.inFlight--;
+    // Only an endpoint whose source changed it while this attempt was in flight is in either state.
+    if (endpoint.removed || endpoint.draining) this.#endpointLeft(endpoint);
     const breaker = this.#breaker;
     const ticket = req.breakerTicket;
     if (isClientSide(outcome)) {
@@ -520,9 +776,19 @@ export class Cluster {
     observeRtt(endpoint, latencyMs, gatewayError, now, this.#decayMs);
   }
 
-  /** Whether the balancer has a candidate outside `tried`. */
+  #endpointLeft(e: Endpoint): void {
+    this.#event(e.removed ? 'peregrine.endpoint_removed' : 'peregrine.endpoint_draining', {
+      endpoint: e.id,
+      source: e.source,
+    });
+  }
+
+  /**
+   * Whether the balancer has a candidate outside `tried`: its candidates are `#eligible`, which in
+   * panic mode is every endpoint but the draining ones (removed ones are out of the set already).
+   */
   #hasUntried(tried: readonly Endpoint[] | undefined): boolean {
-    for (const e of this.#panic ? this.endpoints : this.#eligible) if (!wasTried(tried, e)) return true;
+    for (const e of this.#eligible) if (!wasTried(tried, e)) return true;
     return false;
   }
 
@@ -532,6 +798,7 @@ export class Cluster {
    * for that endpoint wait TLS_LOG_INTERVAL_MS (or a different code) and carry the count since.
    */
   tlsFailed(endpoint: Endpoint, failure: UpstreamTlsFailure): void {
+    this.#metrics?.upstreamTls.recordFailure(this.name, failure.reason);
     const now = this.#now();
     const last = this.#tlsLogged.get(endpoint);
     if (last !== undefined && last.code === failure.code && now - last.at < TLS_LOG_INTERVAL_MS) {
@@ -544,11 +811,10 @@ export class Cluster {
         endpoint: endpoint.id,
         code: failure.code,
         reason: failure.reason,
+        ...failure.identity,
         ...(last !== undefined && last.since > 0 ? { suppressed: last.since } : undefined),
       },
-      failure.kind === 'verify'
-        ? 'upstream TLS certificate verification failed'
-        : 'upstream TLS handshake failed',
+      TLS_FAILURE_MESSAGES[failure.kind],
     );
   }
 
@@ -604,7 +870,7 @@ export class Cluster {
   describe(): ClusterDescription {
     const now = this.#now();
     const wallNow = Date.now();
-    const eligible = new Set(this.#panic ? this.endpoints : this.#eligible);
+    const eligible = new Set(this.#eligible);
     const budget = this.#budget;
     const bulkhead = this.#bulkhead;
     const retries = this.config.retries;
@@ -630,11 +896,15 @@ export class Cluster {
             maxQueued: bulkhead.maxQueued,
           }
         : null,
-      endpoints: this.endpoints.map((e) => ({
+      endpoints: this.#members.map((e) => ({
         id: e.id,
+        source: e.source,
         weight: e.weight,
+        zone: e.zone ?? null,
+        version: e.version ?? null,
+        metadata: e.metadata,
         inFlight: e.inFlight,
-        state: !e.healthy ? 'unhealthy' : e.ejected ? 'ejected' : 'healthy',
+        state: e.draining ? 'draining' : !e.healthy ? 'unhealthy' : e.ejected ? 'ejected' : 'healthy',
         eligible: eligible.has(e),
         health: this.#health?.describe(e) ?? null,
         ejection: {
@@ -656,7 +926,7 @@ export class Cluster {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#stop();
-    await Promise.all([this.#health?.close(), ...this.endpoints.map((e) => e.release())]);
+    await Promise.all([this.#health?.close(), ...this.#members.map((e) => e.release())]);
   }
 
   /** Abort now, except endpoints a newer cluster holds. Also after close(). */
@@ -666,7 +936,9 @@ export class Cluster {
     if (this.#ownsBulkhead) this.#bulkhead?.rejectAll(new GatewayError('SHUTTING_DOWN'));
     await Promise.all([
       this.#health?.close(),
-      ...this.endpoints.map((e) => (holding ? e.release(true) : e.held ? undefined : e.destroy())),
+      ...this.#members.map((e) => (holding ? e.release(true) : e.held ? undefined : e.destroy())),
+      // Removed endpoints still finishing their attempts: abort those too (shutdown).
+      ...[...this.#leaving].map((e) => (e.held ? undefined : e.destroy())),
     ]);
   }
 
@@ -677,7 +949,6 @@ export class Cluster {
    */
   abandon(): Promise<void> {
     for (const t of this.#takenOver) {
-      t.endpoint.weight = t.weight;
       t.endpoint.healthy = t.healthy;
       t.endpoint.ejected = t.ejected;
     }
@@ -698,6 +969,8 @@ export class Cluster {
     this.#closed = true;
     this.#unwatch();
     this.#outliers?.close();
+    if (this.#tls !== undefined) this.#endpointDeps.tls!.release(this.#tls);
+    this.#tls = undefined;
   }
 
   async #queue(bulkhead: Bulkhead, req: AdmissionTicket): Promise<GatewayError | undefined> {
@@ -710,14 +983,18 @@ export class Cluster {
   }
 
   #endpointStates(): number[] {
-    const counts = [0, 0, 0];
-    for (const e of this.endpoints) counts[!e.healthy ? 1 : e.ejected ? 2 : 0]! += 1;
+    const counts = [0, 0, 0, 0];
+    for (const e of this.#members) counts[e.draining ? 3 : !e.healthy ? 1 : e.ejected ? 2 : 0]! += 1;
     return counts;
   }
 
-  /** Recompute the eligible set and panic mode after an ejection, a return or a health change. */
+  /**
+   * Recompute the eligible set and panic mode after an ejection, a return, a health change or a
+   * change of the set. Draining endpoints are never eligible, not even in panic mode.
+   */
   #refresh(): void {
-    const all = this.endpoints;
+    const members = this.#members;
+    const all = members.some((e) => e.draining) ? members.filter((e) => !e.draining) : members;
     const eligible = all.filter((e) => e.healthy && !e.ejected);
     const threshold = this.config.balancer.panicThreshold;
     const panic = threshold > 0 && eligible.length * 100 < threshold * all.length;
@@ -731,8 +1008,8 @@ export class Cluster {
         this.#logger.info({ eligible: eligible.length, endpoints: all.length }, 'upstream panic mode ended');
     }
     this.#panic = panic;
-    this.#eligible = eligible;
-    this.balancer.update(panic ? all : eligible);
+    this.#eligible = panic ? all : eligible;
+    this.balancer.update(this.#eligible);
   }
 
   #circuitTransition(t: CircuitTransition): void {

@@ -1,6 +1,5 @@
 import { Client } from 'undici';
 import type { Random } from './clock.ts';
-import { createConnector } from './connector.ts';
 import type { Endpoint } from './endpoint.ts';
 import type { HealthCheckConfig } from './policy-schema.ts';
 
@@ -36,6 +35,8 @@ export function statusMatcher(expected: readonly (number | string)[]): (status: 
 
 interface ProbeState {
   readonly endpoint: Endpoint;
+  /** Its endpoint left the checker (removed from the upstream, or the checker closed). */
+  stopped: boolean;
   /** Its own connection: a check must not queue behind traffic in the endpoint's busy pool. */
   readonly client: Client;
   timer: NodeJS.Timeout | undefined;
@@ -63,13 +64,16 @@ function abortCheck(ac: AbortController): void {
  * `expectedStatuses`, an error, or no answer within `timeout`) and healthy again after
  * `healthyThreshold` passing ones. Endpoints start healthy, and the first round runs within the
  * first jitter span, so a gateway starting next to a dead endpoint stops using it within seconds.
+ * Endpoints join (`add`) and leave (`remove`) one at a time; the others' checks go on undisturbed.
  */
 export class HealthChecker {
   readonly #cfg: HealthCheckConfig;
   readonly #random: Random;
   readonly #hooks: HealthHooks;
   readonly #expected: (status: number) => boolean;
-  readonly #states: ProbeState[];
+  readonly #connectTimeoutMs: number;
+  readonly #states = new Map<Endpoint, ProbeState>();
+  #started = false;
   #closed = false;
 
   constructor(
@@ -81,11 +85,26 @@ export class HealthChecker {
     this.#random = opts.random;
     this.#hooks = opts.hooks;
     this.#expected = statusMatcher(cfg.expectedStatuses);
-    this.#states = endpoints.map((endpoint) => ({
+    this.#connectTimeoutMs = opts.connectTimeoutMs;
+    for (const e of endpoints) this.add(e);
+  }
+
+  start(): void {
+    if (this.#started || this.#closed) return;
+    this.#started = true;
+    for (const s of this.#states.values()) this.#scheduleFirst(s);
+  }
+
+  /** Check one more endpoint; once started, its first check runs within the first jitter span. */
+  add(endpoint: Endpoint): void {
+    if (this.#closed || this.#states.has(endpoint)) return;
+    const cfg = this.#cfg;
+    const s: ProbeState = {
       endpoint,
+      stopped: false,
       client: new Client(endpoint.id, {
         pipelining: 1,
-        connect: createConnector(Math.min(opts.connectTimeoutMs, cfg.timeout)),
+        connect: endpoint.connector(Math.min(this.#connectTimeoutMs, cfg.timeout)),
         keepAliveTimeout: cfg.interval * 2,
       }),
       timer: undefined,
@@ -95,15 +114,23 @@ export class HealthChecker {
       lastCheckAt: 0,
       lastStatus: 0,
       lastError: undefined,
-    }));
+    };
+    this.#states.set(endpoint, s);
+    if (this.#started) this.#scheduleFirst(s);
   }
 
-  start(): void {
+  /** Stop checking an endpoint that left the upstream and close its check connection. */
+  remove(endpoint: Endpoint): void {
+    const s = this.#states.get(endpoint);
+    if (s === undefined) return;
+    this.#states.delete(endpoint);
+    void stopProbe(s);
+  }
+
+  #scheduleFirst(s: ProbeState): void {
     const cfg = this.#cfg;
-    for (const s of this.#states) {
-      const first = Math.round(this.#random() * cfg.interval * cfg.jitter);
-      s.timer = setTimeout(runCheck, first, this, s).unref();
-    }
+    const first = Math.round(this.#random() * cfg.interval * cfg.jitter);
+    s.timer = setTimeout(runCheck, first, this, s).unref();
   }
 
   /** One check of one endpoint, then the next one is scheduled. */
@@ -133,7 +160,7 @@ export class HealthChecker {
       clearTimeout(timeout);
       s.abort = undefined;
     }
-    if (this.#closed) return;
+    if (s.stopped) return;
     this.#record(s, ok, status, error);
     s.timer = setTimeout(runCheck, nextCheckDelay(cfg.interval, cfg.jitter, this.#random), this, s).unref();
   }
@@ -161,7 +188,7 @@ export class HealthChecker {
   }
 
   describe(endpoint: Endpoint): HealthDescription | undefined {
-    const s = this.#states.find((x) => x.endpoint === endpoint);
+    const s = this.#states.get(endpoint);
     if (s === undefined) return undefined;
     return {
       consecutiveSuccesses: s.successes,
@@ -176,11 +203,16 @@ export class HealthChecker {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const s of this.#states) {
-      if (s.timer !== undefined) clearTimeout(s.timer);
-      s.timer = undefined;
-      s.abort?.abort(new Error('health checker closed'));
-    }
-    await Promise.all(this.#states.map((s) => s.client.destroy().catch(() => undefined)));
+    const states = [...this.#states.values()];
+    this.#states.clear();
+    await Promise.all(states.map(stopProbe));
   }
+}
+
+function stopProbe(s: ProbeState): Promise<void> {
+  s.stopped = true;
+  if (s.timer !== undefined) clearTimeout(s.timer);
+  s.timer = undefined;
+  s.abort?.abort(new Error('health checks stopped'));
+  return s.client.destroy().catch(() => undefined);
 }

@@ -23,7 +23,7 @@ export class OutlierDetector {
   readonly #cfg: OutlierDetectionConfig;
   readonly #now: Clock;
   readonly #hooks: OutlierHooks;
-  readonly #endpointCount: number;
+  #endpointCount: number;
   readonly #timers = new Map<Endpoint, NodeJS.Timeout>();
   #ejected = 0;
   #closed = false;
@@ -52,7 +52,7 @@ export class OutlierDetector {
     e.consecutive5xx++;
     if (gatewayError) e.consecutiveGatewayErrors++;
     else e.consecutiveGatewayErrors = 0;
-    if (e.ejected || this.#closed) return;
+    if (e.ejected || e.removed || this.#closed) return;
     const cfg = this.#cfg;
     if (cfg.consecutiveGatewayErrors > 0 && e.consecutiveGatewayErrors >= cfg.consecutiveGatewayErrors)
       this.#eject(e, now, `${e.consecutiveGatewayErrors} consecutive gateway errors`);
@@ -89,6 +89,20 @@ export class OutlierDetector {
     if (!e.ejected || this.#timers.has(e)) return;
     this.#ejected++;
     this.#timers.set(e, setTimeout(returnFromEjection, Math.max(0, e.ejectedUntil - now), this, e).unref());
+  }
+
+  /** The upstream's endpoint set changed size: the ejection cap is a share of it. */
+  resize(endpointCount: number): void {
+    this.#endpointCount = endpointCount;
+  }
+
+  /** An endpoint left the upstream: its ejection, if any, no longer counts against the cap. */
+  forget(e: Endpoint): void {
+    const timer = this.#timers.get(e);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.#timers.delete(e);
+    this.#ejected--;
   }
 
   /** End an ejection (its timer fired). */

@@ -14,7 +14,7 @@ const endpointUrl = z
   .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL, e.g. http://10.0.0.5:8080' })
   .meta({ description: 'Endpoint origin, e.g. http://10.0.0.5:8080' });
 
-/** An endpoint: its origin as a string (weight 1), or `{ url, weight }`. */
+/** An endpoint: its origin as a string (weight 1), or `{ url, weight, zone, metadata }`. */
 export const EndpointSchema = z.union(
   [
     endpointUrl,
@@ -22,9 +22,15 @@ export const EndpointSchema = z.union(
       url: endpointUrl,
       /** Relative share of traffic for weighted balancers (and of the ring for consistent hashing). */
       weight: z.number().int().min(1).max(1000).default(1),
+      /** Where it runs (shown by the admin API). */
+      zone: z.string().min(1).max(64).optional(),
+      /** Labels shown by the admin API; discovery sources carry theirs the same way. */
+      metadata: z
+        .record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$/, 'a metadata key'), z.string().max(256))
+        .optional(),
     }),
   ],
-  { error: 'expected an endpoint URL or { url, weight }' },
+  { error: 'expected an endpoint URL or { url, weight, zone, metadata }' },
 );
 
 function originOf(endpoint: z.output<typeof EndpointSchema>): string | undefined {

@@ -57,7 +57,10 @@ describe('bench Peregrine configs', async () => {
     for (const profile of ['ratelimit', 'ratelimit-redis'] as const) {
       const cfg = ConfigSchema.parse(peregrineConfig({ profile, ...base, ...extras }));
       expect(cfg.routes[0]!.policies).toEqual(['bench']);
-      const policy = cfg.policies.bench as { limits: { points: number }[]; store: { type: string } };
+      const policy = cfg.policies.bench as unknown as {
+        limits: { points: number }[];
+        store: { type: string };
+      };
       expect(policy.limits[0]!.points).toBeGreaterThanOrEqual(1_000_000_000);
       expect(policy.store.type).toBe(profile === 'ratelimit' ? 'memory' : 'redis');
     }

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { healthzUrl, runHealthcheck } from '../../../src/cli/healthcheck.ts';
 import { configJsonSchema, runSchema } from '../../../src/cli/schema.ts';
 import { runValidate } from '../../../src/cli/validate.ts';
 
@@ -19,7 +20,7 @@ function capture(): {
 }
 
 describe('runValidate', () => {
-  for (const shipped of ['config/gateway.yaml', 'config/examples/full.yaml']) {
+  for (const shipped of ['config/gateway.yaml', 'config/container.yaml', 'config/examples/full.yaml']) {
     it(`accepts the shipped ${shipped}`, async () => {
       const c = capture();
       const file = join(ROOT, shipped);
@@ -76,7 +77,8 @@ describe('configJsonSchema / runSchema', () => {
     expect(schema['required']).toEqual(['listeners']);
     expect(schema['additionalProperties']).toBe(false);
     const upstream = schema['properties'].upstreams.additionalProperties;
-    expect(upstream.required).toEqual(['endpoints']);
+    expect(upstream.oneOf).toEqual([{ required: ['endpoints'] }, { required: ['discovery'] }]);
+    expect(upstream.properties.discovery.oneOf).toEqual([{ required: ['registry'] }, { required: ['dns'] }]);
     // Durations are strings or numbers on input, with their default.
     expect(upstream.properties.timeouts.properties.connect).toMatchObject({
       default: '2s',
@@ -91,5 +93,28 @@ describe('configJsonSchema / runSchema', () => {
     expect(c.stdout).toHaveLength(1);
     expect(JSON.parse(c.stdout[0]!)).toEqual(configJsonSchema());
     expect(c.stdout[0]).toContain('\n  "$id"');
+  });
+});
+
+describe('healthcheck', () => {
+  it('asks /healthz on the admin address, on loopback for a wildcard bind', () => {
+    expect(healthzUrl('127.0.0.1:9901')).toBe('http://127.0.0.1:9901/healthz');
+    expect(healthzUrl('0.0.0.0:9901')).toBe('http://127.0.0.1:9901/healthz');
+    expect(healthzUrl('[::]:9901')).toBe('http://[::1]:9901/healthz');
+    expect(healthzUrl('[::1]:9902')).toBe('http://[::1]:9902/healthz');
+    expect(healthzUrl('admin.internal:9901')).toBe('http://admin.internal:9901/healthz');
+  });
+
+  it('is unhealthy, in one line, when the config does not load', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'peregrine-health-'));
+    try {
+      const file = join(dir, 'bad.yaml');
+      await writeFile(file, 'listeners: []\n');
+      const c = capture();
+      expect(await runHealthcheck(file, c.out)).toBe(1);
+      expect(c.stderr).toEqual([`unhealthy: ${file} does not load (peregrine validate ${file} says why)`]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -89,7 +89,7 @@ describe('parseConfigText', () => {
         line: lineOf(text, 'conect'),
         column: 7,
         path: 'upstreams.users.timeouts.conect',
-        message: 'unknown key "conect"',
+        message: 'unknown key "conect"; did you mean "connect"?',
       },
     ]);
   });

@@ -9,6 +9,7 @@ import {
 } from '../../../src/config/schema.ts';
 import { compileSnapshot, compileSnapshotInSlices, type Snapshot } from '../../../src/control/snapshot.ts';
 import type { Endpoint } from '../../../src/dataplane/upstream/endpoint.ts';
+import { Discovery } from '../../../src/discovery/discovery.ts';
 import { createMetrics } from '../../../src/telemetry/metrics.ts';
 
 const deps = { metrics: createMetrics({ exemplars: false, version: 't' }), logger: pino({ enabled: false }) };
@@ -68,24 +69,48 @@ describe('compileSnapshot: endpoints across a reload', () => {
     expect(isOpen(first.clusters.get('b')!.endpoints[0]!)).toBe(false);
   });
 
-  it('a compile that fails leaves the serving snapshot as it was: endpoints open, weights unchanged', async () => {
+  it('a compile that fails leaves the serving snapshot as it was: endpoints open, state unchanged', async () => {
     const first = compile(dynamic({ a: { endpoints: [A] }, b: { endpoints: [B] } })).snapshot;
     const a = first.clusters.get('a')!.endpoints[0]!;
-    const bad = dynamic({ a: { endpoints: [{ url: A, weight: 7 }] }, b: { endpoints: [B] } });
+    a.healthy = false;
+    const bad = dynamic({ a: { endpoints: [A], retries: { maxAttempts: 3 } }, b: { endpoints: [B] } });
     // Past validation, as a bug would: the pool constructor throws for the second upstream.
     (bad.upstreams.b!.pool as { connections: number }).connections = -1;
     expect(() => compileSnapshot(bad, 2, first, deps)).toThrow(/connections/);
     await new Promise((r) => setTimeout(r, 10));
-    expect(a.weight).toBe(1);
+    // The new cluster for `a` had taken `a` over (and, without health checks, made it healthy).
+    expect(a.healthy).toBe(false);
     expect(isOpen(a)).toBe(true);
-    expect(first.clusters.get('a')!.pick()).toBe(a);
+    expect(first.clusters.get('a')!.endpoints).toEqual([a]);
     // And the next good reload still takes the endpoint over.
     const good = compile(
-      dynamic({ a: { endpoints: [{ url: A, weight: 7 }] }, b: { endpoints: [B] } }),
+      dynamic({ a: { endpoints: [A], retries: { maxAttempts: 3 } }, b: { endpoints: [B] } }),
       first,
     );
     expect(good.snapshot.clusters.get('a')!.endpoints[0]).toBe(a);
-    expect(a.weight).toBe(7);
+  });
+
+  it('the fingerprint is the policy: an endpoint-only change keeps the cluster, and the discovery sync applies the list as a diff', async () => {
+    const discovery = new Discovery({ ...deps, factories: { dns: () => ({ start() {}, close() {} }) } });
+    const first = compile(dynamic({ a: { endpoints: [A, B] } })).snapshot;
+    discovery.sync(first);
+    const cluster = first.clusters.get('a')!;
+    const [a, b] = cluster.endpoints;
+    const second = compile(
+      dynamic({ a: { endpoints: [{ url: A, weight: 7 }, 'http://127.0.0.1:9003'] } }),
+      first,
+    );
+    expect(second.snapshot.clusters.get('a')).toBe(cluster);
+    expect(second.retired).toEqual([]);
+    discovery.sync(second.snapshot);
+    expect(cluster.endpoints.map((e) => [e.id, e.weight])).toEqual([
+      [A, 7],
+      ['http://127.0.0.1:9003', 1],
+    ]);
+    expect(cluster.endpoints[0]).toBe(a);
+    await new Promise((r) => setTimeout(r, 10));
+    expect(isOpen(b!)).toBe(false);
+    await discovery.close();
   });
 });
 

@@ -59,6 +59,7 @@ function run(bytes: Buffer, chunkSize: number): { malformed: [number, string][];
   const lost: string[] = [];
   const check = new Http2FieldCheck({
     malformed: (id, problem) => malformed.push([id, problem]),
+    refused: () => {},
     lostSync: (problem) => lost.push(problem),
   });
   for (let off = 0; off < bytes.length; off += chunkSize) check.feed(bytes.subarray(off, off + chunkSize));
@@ -98,15 +99,27 @@ describe('Http2FieldCheck', () => {
     });
   }
 
-  it('flags a stream once and forgets older flags nghttp2 refused itself', () => {
-    const check = new Http2FieldCheck({ malformed: () => {}, lostSync: () => {} });
+  it('hands each flagged stream to exactly one end: taken by the listener, reset, or the connection closing', () => {
+    const refused: number[] = [];
+    const check = new Http2FieldCheck({
+      malformed: () => {},
+      refused: (id) => refused.push(id),
+      lostSync: () => {},
+    });
     check.feed(stream);
     expect(check.take(1)).toBe(false);
     expect(check.take(5)).toBe(true);
     expect(check.take(5)).toBe(false);
-    // 3 was never taken (as for a stream nghttp2 reset): gone once a later stream is looked up.
-    expect(check.malformed.has(3)).toBe(false);
-    expect(check.take(9)).toBe(true);
+    // nghttp2 resets 9 itself; its RST_STREAM for the handed-over 5 (or a fine 7) refuses nothing.
+    check.streamReset(9);
+    check.streamReset(5);
+    check.streamReset(7);
+    expect(refused).toEqual([9]);
+    expect(check.take(9)).toBe(false);
+    // 3 was neither taken nor reset when the connection ended.
+    check.end();
+    expect(refused).toEqual([9, 3]);
+    expect(check.malformed.size).toBe(0);
   });
 
   it('gives up, and says so, on frames it cannot follow', () => {

@@ -1,11 +1,10 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
 import { describe, expect, it, vi } from 'vitest';
 import { type TelemetryConfig, TelemetrySchema } from '../../../src/config/schema.ts';
 import { type AccessLogRecord, accessRecord, createAccessLog } from '../../../src/telemetry/access-log.ts';
-import { FLUSH_DELAY_MS } from '../../../src/telemetry/log-destination.ts';
+import { FLUSH_DELAY_MS, LogDestination } from '../../../src/telemetry/log-destination.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { createTelemetry } from '../../../src/telemetry/telemetry.ts';
 import { memoryStream } from './memory-stream.ts';
@@ -74,14 +73,24 @@ describe('createAccessLog', () => {
     expect(out.text().split('\n').filter(Boolean)).toHaveLength(2);
   });
 
-  it('is written even when the diagnostic log level is above info', () => {
-    const out = memoryStream();
-    const logger = createLogger(cfg({ logLevel: 'warn' }), out.stream);
-    const access = createAccessLog(logger, true);
-    access.log(RECORD);
-    access.flush();
-    logger.info('diagnostic info stays hidden');
-    expect(out.lines().map((l) => l.msg)).toEqual(['access']);
+  it('honours the configured level: access lines are info lines', () => {
+    for (const [level, written] of [
+      ['debug', true],
+      ['info', true],
+      ['warn', false],
+    ] as const) {
+      const out = memoryStream();
+      const logger = createLogger(cfg({ logLevel: level }), out.stream);
+      const access = createAccessLog(logger, true);
+      expect(access.enabled, level).toBe(written);
+      access.log(RECORD);
+      access.flush();
+      logger.warn('a warning');
+      expect(
+        out.lines().map((l) => `${l.level} ${l.msg}`),
+        level,
+      ).toEqual(written ? ['info access', 'warn a warning'] : ['warn a warning']);
+    }
   });
 
   it('is a shared no-op when disabled', () => {
@@ -225,12 +234,11 @@ describe('access-log batching', () => {
     expect(out.lines().map((l) => l.requestId)).toEqual(Array.from({ length: n }, (_, i) => `r${i}`));
   });
 
-  it("keeps every line, in order, through pino's asynchronous destination up to shutdown", async () => {
+  it('keeps every line, in order, through the asynchronous default destination up to shutdown', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'peregrine-access-'));
+    const fd = openSync(join(dir, 'access.log'), 'w');
     try {
-      const file = join(dir, 'access.log');
-      const destination = pino.destination({ dest: file, sync: false, mkdir: true });
-      await new Promise<void>((resolve) => destination.once('ready', () => resolve()));
+      const destination = new LogDestination(fd);
       const telemetry = createTelemetry(cfg({ accessLog: { enabled: true } }), {
         version: 'test',
         logDestination: destination,
@@ -242,15 +250,16 @@ describe('access-log batching', () => {
         await nextTurn();
       }
       // The destination idle, then lines logged in the very turn that shuts down.
-      while ((destination as unknown as { _writing: boolean })._writing) await nextTurn();
+      expect(await destination.drain(5000)).toBe(true);
       for (let i = 0; i < 100; i++) telemetry.accessLog.log({ ...RECORD, requestId: `r${id++}` });
       await telemetry.shutdown();
-      const ids = readFileSync(file, 'utf8')
+      const ids = readFileSync(join(dir, 'access.log'), 'utf8')
         .split('\n')
         .filter(Boolean)
         .map((l) => (JSON.parse(l) as { requestId: string }).requestId);
       expect(ids).toEqual(Array.from({ length: id }, (_, i) => `r${i}`));
     } finally {
+      closeSync(fd);
       rmSync(dir, { recursive: true, force: true });
     }
   });

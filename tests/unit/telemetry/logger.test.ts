@@ -1,9 +1,10 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { type TelemetryConfig, TelemetrySchema } from '../../../src/config/schema.ts';
+import { LogDestination } from '../../../src/telemetry/log-destination.ts';
 import { createLogger, flushLogger, REDACTED, redactSecrets } from '../../../src/telemetry/logger.ts';
 import { memoryStream } from './memory-stream.ts';
 
@@ -74,10 +75,20 @@ describe('createLogger', () => {
     expect(redactSecrets(line)).toBe(line);
   });
 
-  it('flushLogger writes out an asynchronous destination', async () => {
+  it('flushLogger writes out the default asynchronous destination, in order', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'peregrine-log-')), 'out.log');
-    const dest = pino.destination({ dest: file, sync: false });
-    await new Promise((resolve) => dest.once('ready', resolve));
+    const fd = openSync(file, 'w');
+    const log = createLogger(cfg(), new LogDestination(fd));
+    for (let i = 0; i < 2000; i++) log.info({ i, pad: 'x'.repeat(200) }, 'line');
+    await flushLogger(log);
+    const lines = readFileSync(file, 'utf8').trim().split('\n');
+    expect(lines.map((l) => (JSON.parse(l) as { i: number }).i)).toEqual([...Array(2000).keys()]);
+    closeSync(fd);
+  });
+
+  it("flushLogger uses pino's own flush for other destinations", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'peregrine-log-')), 'out.log');
+    const dest = pino.destination({ dest: file, sync: true });
     const log = createLogger(cfg(), dest);
     for (let i = 0; i < 100; i++) log.info({ i }, 'line');
     await flushLogger(log);

@@ -413,30 +413,87 @@ describe('span helpers', () => {
     return { t, finished };
   }
 
-  it('marks server spans as errors for 5xx and local failures only', async () => {
+  it('marks server spans as errors for 5xx only, whether sent or the status of the local failure', async () => {
     const { t, finished } = recorded();
-    endServerSpan(t.startServerSpan('GET', {}, {}), 404, undefined);
+    endServerSpan(t.startServerSpan('GET', {}, {}), 404, 'ROUTE_NOT_FOUND');
     endServerSpan(t.startServerSpan('GET', {}, {}), 503, 'NO_HEALTHY_ENDPOINT');
-    const [notFound, unavailable] = await finished();
+    endServerSpan(t.startServerSpan('GET', {}, {}), 502, undefined);
+    endServerSpan(t.startServerSpan('GET', {}, {}), 200, 'UPSTREAM_BODY_TIMEOUT');
+    endServerSpan(t.startServerSpan('GET', {}, {}), 499, 'CLIENT_CLOSED');
+    endServerSpan(t.startServerSpan('GET', {}, {}), 502, 'CLIENT_CLOSED');
+    const [notFound, unavailable, relayed, cut, gone, goneAfter502] = await finished();
     expect(notFound!.status.code).toBe(SpanStatusCode.UNSET);
     expect(notFound!.attributes['error.type']).toBeUndefined();
+    expect(notFound!.attributes).toMatchObject({
+      'http.response.status_code': 404,
+      'peregrine.code': 'ROUTE_NOT_FOUND',
+    });
     expect(unavailable!.status.code).toBe(SpanStatusCode.ERROR);
     expect(unavailable!.attributes).toMatchObject({
       'error.type': 'NO_HEALTHY_ENDPOINT',
       'http.response.status_code': 503,
     });
+    // An upstream's 5xx relayed as it is: the status is the error.
+    expect(relayed!.status.code).toBe(SpanStatusCode.ERROR);
+    expect(relayed!.attributes['error.type']).toBe('502');
+    // The head went out as 200, then the gateway cut the body: a server failure all the same.
+    expect(cut!.status.code).toBe(SpanStatusCode.ERROR);
+    expect(cut!.attributes['error.type']).toBe('UPSTREAM_BODY_TIMEOUT');
+    // The client went away: not the server's failure.
+    expect(gone!.status.code).toBe(SpanStatusCode.UNSET);
+    expect(gone!.attributes['error.type']).toBeUndefined();
+    expect(goneAfter502!.attributes['error.type']).toBe('502');
   });
 
-  it('marks client spans as errors for >= 400 and for failures without a status', async () => {
+  it('marks client spans as errors for 4xx, 5xx and failed attempts, with or without a status', async () => {
     const { t, finished } = recorded();
     const server = t.startServerSpan('GET', {}, {});
     endClientSpan(t.startClientSpan(server, 'a', {}), 404, undefined);
-    endClientSpan(t.startClientSpan(server, 'b', {}), undefined, 'connect_error');
-    const [notFound, refused] = await finished();
+    endClientSpan(t.startClientSpan(server, 'b', {}), undefined, 'UPSTREAM_CONNECT_FAILED');
+    endClientSpan(t.startClientSpan(server, 'c', {}), 503, undefined);
+    endClientSpan(t.startClientSpan(server, 'd', {}), 200, 'UPSTREAM_RESET');
+    endClientSpan(t.startClientSpan(server, 'e', {}), 302, undefined);
+    const [notFound, refused, unavailable, cut, redirect] = await finished();
+    expect(notFound!.status.code).toBe(SpanStatusCode.ERROR);
     expect(notFound!.attributes).toMatchObject({ 'error.type': '404', 'http.response.status_code': 404 });
     expect(refused!.attributes['http.response.status_code']).toBeUndefined();
-    expect(refused!.attributes['error.type']).toBe('connect_error');
+    expect(refused!.attributes['error.type']).toBe('UPSTREAM_CONNECT_FAILED');
     expect(refused!.status.code).toBe(SpanStatusCode.ERROR);
+    expect(unavailable!.status.code).toBe(SpanStatusCode.ERROR);
+    expect(unavailable!.attributes['error.type']).toBe('503');
+    expect(cut!.status.code).toBe(SpanStatusCode.ERROR);
+    expect(cut!.attributes).toMatchObject({
+      'error.type': 'UPSTREAM_RESET',
+      'http.response.status_code': 200,
+    });
+    expect(redirect!.status.code).toBe(SpanStatusCode.UNSET);
+    expect(redirect!.attributes['error.type']).toBeUndefined();
+  });
+
+  it("records a failed attempt's outcome, so the client's doing reads apart from the upstream's", async () => {
+    const { t, finished } = recorded();
+    const server = t.startServerSpan('GET', {}, {});
+    endClientSpan(t.startClientSpan(server, 'a', {}), undefined, 'CLIENT_CLOSED', 'client_abort');
+    endClientSpan(t.startClientSpan(server, 'b', {}), undefined, 'UPSTREAM_TIMEOUT', 'client_timeout');
+    endClientSpan(t.startClientSpan(server, 'c', {}), undefined, 'UPSTREAM_TLS_VERIFY_FAILED', 'tls_error');
+    // An answered attempt has no failure: its outcome is not recorded.
+    endClientSpan(t.startClientSpan(server, 'd', {}), 503, undefined, 'success');
+    const [gone, slowReader, badCert, answered] = await finished();
+    for (const span of [gone, slowReader, badCert]) expect(span!.status.code).toBe(SpanStatusCode.ERROR);
+    expect(gone!.attributes).toMatchObject({
+      'error.type': 'CLIENT_CLOSED',
+      'peregrine.outcome': 'client_abort',
+    });
+    expect(slowReader!.attributes).toMatchObject({
+      'error.type': 'UPSTREAM_TIMEOUT',
+      'peregrine.outcome': 'client_timeout',
+    });
+    expect(badCert!.attributes).toMatchObject({
+      'error.type': 'UPSTREAM_TLS_VERIFY_FAILED',
+      'peregrine.outcome': 'tls_error',
+    });
+    expect(answered!.attributes['peregrine.outcome']).toBeUndefined();
+    expect(answered!.attributes['error.type']).toBe('503');
   });
 
   it('names spans after the method and route, folding unknown methods', async () => {

@@ -8,14 +8,9 @@ import { createBalancer } from '../../../src/dataplane/upstream/balancers.ts';
 import type { Endpoint } from '../../../src/dataplane/upstream/endpoint.ts';
 import { observeRtt } from '../../../src/dataplane/upstream/peak-ewma.ts';
 import { BalancerSchema } from '../../../src/dataplane/upstream/policy-schema.ts';
-import { closeAll, endpoints, ManualClock, seededRandom, tally } from './helpers.ts';
+import { BALANCER_KINDS, closeAll, endpoints, ManualClock, seededRandom, tally } from './helpers.ts';
 
-const KINDS = [
-  { kind: 'round_robin' },
-  { kind: 'least_request' },
-  { kind: 'peak_ewma' },
-  { kind: 'consistent_hash', hashOn: { source: 'header', name: 'x-key' } },
-] as const;
+const KINDS = BALANCER_KINDS;
 
 const opened: Endpoint[] = [];
 function eps(n: number, weights?: number[]): Endpoint[] {

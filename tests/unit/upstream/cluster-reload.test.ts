@@ -3,32 +3,25 @@ import { runInNewContext } from 'node:vm';
 import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { NO_TICKET } from '../../../src/dataplane/upstream/circuit-breaker.ts';
-import { Cluster, type ClusterDeps } from '../../../src/dataplane/upstream/cluster.ts';
+import { Cluster } from '../../../src/dataplane/upstream/cluster.ts';
 import type { Endpoint } from '../../../src/dataplane/upstream/endpoint.ts';
 import { GatewayError } from '../../../src/errors.ts';
-import { ManualClock, seededRandom, tally, upstream } from './helpers.ts';
+import { clusterFactory, ManualClock, ORIGINS, seededRandom, tally, upstream } from './helpers.ts';
 
-// A reload that changes an upstream builds a new Cluster with `previous`: endpoints whose transport
-// settings did not change are the same objects, with the same pools. Tests that count picks use
-// round robin: peak-EWMA's preferences (a fresh or penalised latency estimate) are not this file's
-// business.
+// A reload that changes an upstream's policy builds a new Cluster with `previous`: it takes the
+// live endpoint set over, and endpoints whose transport settings did not change are the same
+// objects, with the same pools. A change of the endpoint list itself is applied to the live set
+// afterwards (`applyEndpoints`, which the reload's discovery sync calls; endpoint-set.test.ts).
+// Tests that count picks use round robin: peak-EWMA's preferences (a fresh or penalised latency
+// estimate) are not this file's business.
 
-const open: Cluster[] = [];
+const { make, destroyAll } = clusterFactory();
 afterEach(async () => {
   vi.useRealTimers();
-  await Promise.all(open.splice(0).map((c) => c.destroy()));
+  await destroyAll();
 });
 
-function make(input: Record<string, unknown>, deps: ClusterDeps = {}): Cluster {
-  const c = new Cluster('svc', upstream(input), { random: seededRandom(), ...deps });
-  open.push(c);
-  return c;
-}
-
-const A = 'http://127.0.0.1:9001';
-const B = 'http://127.0.0.1:9002';
-const C = 'http://127.0.0.1:9003';
-const D = 'http://127.0.0.1:9004';
+const { A, B, C, D } = ORIGINS;
 
 const isOpen = (e: Endpoint): boolean => !e.pool.closed && !e.pool.destroyed;
 
@@ -81,43 +74,40 @@ describe('Cluster reload: endpoints whose transport is unchanged are taken over'
     }
   });
 
-  it('an endpoint whose own URL changed (same origin) is rebuilt, the others are kept', async () => {
-    const old = make({ endpoints: [A, B, C] });
-    const next = make({ endpoints: [A, `http://user:pw@127.0.0.1:9002`, C] }, { previous: old });
-    const [a, b, c] = old.endpoints;
-    expect(next.endpoints[0]).toBe(a);
-    expect(next.endpoints[1]).not.toBe(b);
-    expect(next.endpoints[1]!.id).toBe(b!.id);
-    expect(next.endpoints[2]).toBe(c);
-    await old.close();
-    expect([isOpen(a!), isOpen(b!), isOpen(c!)]).toEqual([true, false, true]);
-  });
-
-  it('added endpoints are created and removed ones closed; the rest are kept whatever the order', async () => {
+  it('takes the live set over, not the config list: discovered endpoints, weights, zones and drains carry over', async () => {
     const rr = { balancer: { kind: 'round_robin' } };
-    const old = make({ endpoints: [A, B, C], ...rr });
-    const [a, b, c] = old.endpoints;
-    const next = make({ endpoints: [D, C, B], ...rr }, { previous: old });
-    expect(next.endpoints[0]!.id).toBe(D);
-    expect(old.endpoints).not.toContain(next.endpoints[0]);
-    expect(next.endpoints[1]).toBe(c);
-    expect(next.endpoints[2]).toBe(b);
+    const old = make({ endpoints: [A, B], ...rr });
+    old.applyEndpoints(
+      [
+        { url: B, weight: 3, zone: 'z1' },
+        { url: C, state: 'draining' },
+      ],
+      'dns',
+    );
+    const [b, c] = old.endpoints;
+    const next = make({ endpoints: [A, B], retries: { maxAttempts: 4 }, ...rr }, { previous: old });
+    expect(next.endpoints).toEqual([b, c]);
+    expect(next.endpoints.map((e) => [e.id, e.weight, e.zone, e.draining, e.source])).toEqual([
+      [B, 3, 'z1', false, 'dns'],
+      [C, 1, undefined, true, 'dns'],
+    ]);
+    expect(new Set(tally(50, () => next.pick()).keys())).toEqual(new Set([B]));
     await old.close();
-    expect(isOpen(a!)).toBe(false);
     expect(next.endpoints.every(isOpen)).toBe(true);
-    expect(new Set(tally(300, () => next.pick()).keys())).toEqual(new Set([B, C, D]));
   });
 
-  it('a weight change keeps the endpoint and the new cluster balances by the new weight', () => {
-    const old = make({ endpoints: [A, B], balancer: { kind: 'round_robin' } });
-    const next = make(
-      { endpoints: [A, { url: B, weight: 3 }], balancer: { kind: 'round_robin' } },
-      { previous: old },
-    );
-    expect(next.endpoints).toEqual(old.endpoints);
-    expect(next.endpoints[1]!.weight).toBe(3);
-    const counts = tally(400, () => next.pick());
-    expect([counts.get(A), counts.get(B)]).toEqual([100, 300]);
+  it('with changed pool settings the set is rebuilt from what its sources said, new pools for all', async () => {
+    const old = make({ endpoints: [A] });
+    old.applyEndpoints([{ url: A }, { url: B, weight: 2, zone: 'z', metadata: { k: 'v' } }], 'registry');
+    const next = make({ endpoints: [A], pool: { connections: 2 } }, { previous: old });
+    expect(next.endpoints.some((e) => old.endpoints.includes(e))).toBe(false);
+    expect(next.endpoints.map((e) => [e.id, e.weight, e.zone, e.metadata, e.source])).toEqual([
+      [A, 1, undefined, {}, 'registry'],
+      [B, 2, 'z', { k: 'v' }, 'registry'],
+    ]);
+    await old.close();
+    expect(old.endpoints.some(isOpen)).toBe(false);
+    expect(next.endpoints.every(isOpen)).toBe(true);
   });
 
   it('in-flight attempts on the old cluster finish on the shared endpoint; counts and the latency estimate carry over', async () => {
@@ -146,7 +136,10 @@ describe('Cluster reload: endpoints whose transport is unchanged are taken over'
   it('destroy() after close() spares endpoints a newer cluster holds; the last holder closes the pool', async () => {
     const old = make({ endpoints: [A, B] });
     const next = make({ endpoints: [B, C], retries: { maxAttempts: 1 } }, { previous: old });
+    next.applyEndpoints([{ url: B }, { url: C }]);
     const [a, b] = old.endpoints;
+    // A left the new cluster's set, but the old cluster still holds it.
+    expect(isOpen(a!)).toBe(true);
     await old.close();
     await old.destroy();
     expect([isOpen(a!), isOpen(b!)]).toEqual([false, true]);
@@ -240,14 +233,9 @@ describe('Cluster reload: health and ejection state', () => {
     failFiveTimes(old, old.endpoints[1]!);
     old.endpoints[2]!.healthy = false;
     const next = make(
-      {
-        endpoints: [{ url: A, weight: 5 }, B, C, D, 'http://127.0.0.1:9005'],
-        ...rr,
-        outlierDetection: { enabled: false },
-      },
+      { endpoints: [A, B, C, D], ...rr, outlierDetection: { enabled: false } },
       { previous: old, now },
     );
-    expect(old.endpoints[0]!.weight).toBe(5);
     expect(old.endpoints[1]!.ejected).toBe(false);
     await next.abandon();
     expect(old.endpoints.map((e) => [e.weight, e.ejected, e.healthy])).toEqual([
@@ -257,7 +245,14 @@ describe('Cluster reload: health and ejection state', () => {
       [1, false, true],
     ]);
     expect(old.endpoints.every(isOpen)).toBe(true);
-    expect(next.endpoints[4]!.pool.destroyed).toBe(true);
+    // One whose pool settings changed built its own endpoints: abandoning destroys those.
+    const rebuilt = make(
+      { endpoints: [A, B, C, D], ...rr, pool: { connections: 3 } },
+      { previous: old, now },
+    );
+    await rebuilt.abandon();
+    expect(rebuilt.endpoints.every((e) => e.pool.destroyed)).toBe(true);
+    expect(old.endpoints.every(isOpen)).toBe(true);
     // The old cluster's own ejection timer still brings the endpoint back.
     vi.advanceTimersByTime(30_000);
     expect(old.endpoints[1]!.ejected).toBe(false);

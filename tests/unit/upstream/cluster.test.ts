@@ -11,7 +11,7 @@ import {
 import type { Endpoint } from '../../../src/dataplane/upstream/endpoint.ts';
 import { GatewayError } from '../../../src/errors.ts';
 import { createMetrics, type GatewayMetrics, renderMetrics } from '../../../src/telemetry/metrics.ts';
-import { ManualClock, seededRandom, tally, upstream } from './helpers.ts';
+import { ManualClock, seededRandom, TLS_FAILURE, tally, upstream } from './helpers.ts';
 
 const clusters: Cluster[] = [];
 afterEach(async () => {
@@ -60,7 +60,9 @@ describe('Cluster: existing surface', () => {
   it('keeps name, config, fingerprint, endpoints, balancer and inFlight', () => {
     const c = make({ endpoints: ['http://127.0.0.1:9001', { url: 'http://127.0.0.1:9002', weight: 3 }] });
     expect(c.name).toBe('svc');
-    expect(c.fingerprint).toBe(JSON.stringify(c.config));
+    // The policy only: the endpoints are a live set, not part of what makes a cluster.
+    const { endpoints: _endpoints, ...policy } = c.config;
+    expect(c.fingerprint).toBe(JSON.stringify(policy));
     expect(c.endpoints.map((e) => [e.id, e.weight])).toEqual([
       ['http://127.0.0.1:9001', 1],
       ['http://127.0.0.1:9002', 3],
@@ -71,10 +73,18 @@ describe('Cluster: existing surface', () => {
   });
 
   it('close() and destroy() are safe to call twice', async () => {
-    const c = make({});
+    const m = createMetrics({ exemplars: false, version: 'test' });
+    const c = make({ endpoints: FOUR }, { metrics: m });
+    expect(await scrape(m)).toContain('peregrine_upstream_circuit_state{upstream="svc"}');
     await c.close();
-    await c.close();
+    // Closed: every pool closed, and the upstream gauges no longer read this cluster.
+    expect(c.endpoints.map((e) => [e.held, e.pool.closed])).toEqual(FOUR.map(() => [false, true]));
+    expect(await scrape(m)).not.toContain('peregrine_upstream_circuit_state{upstream="svc"}');
+    await expect(c.close()).resolves.toBeUndefined();
+    // destroy() after close() leaves every pool destroyed, and is itself repeatable.
     await c.destroy();
+    expect(c.endpoints.every((e) => e.pool.destroyed)).toBe(true);
+    await expect(c.destroy()).resolves.toBeUndefined();
   });
 });
 
@@ -164,14 +174,7 @@ describe('Cluster: the per-request calls', () => {
   it('retryDecision: a TLS failure is retried while an endpoint the request has not tried is eligible', () => {
     const c = make({ endpoints: FOUR, retries: { maxAttempts: 5 } });
     c.requestStarted();
-    const tls = {
-      method: 'GET',
-      outcome: 'tls_error',
-      status: 0,
-      bytesSent: false,
-      bodyReplayable: true,
-      elapsedMs: 1,
-    } as const;
+    const tls = TLS_FAILURE;
     const [a, b, d, e] = c.endpoints;
     expect(c.retryDecision({ ...tls, attempt: 1, tried: [a!] })).toMatchObject({
       retry: true,
@@ -661,7 +664,11 @@ describe('Cluster: outlier ejection, eligibility, panic mode, telemetry', () => 
     expect(d.endpoints).toEqual([
       {
         id: 'http://127.0.0.1:9001',
+        source: 'static',
         weight: 2,
+        zone: null,
+        version: null,
+        metadata: {},
         inFlight: 0,
         state: 'healthy',
         eligible: true,

@@ -257,3 +257,29 @@ describe('health check helpers', () => {
     expect([200, 299, 300, 304, 418, 503].map(m)).toEqual([true, true, false, true, true, false]);
   });
 });
+
+describe('HealthChecker: endpoints joining and leaving (real servers)', () => {
+  it('checks an endpoint that joins, stops checking one that leaves, and leaves the others be', async () => {
+    const stays = await healthServer(200);
+    const leaves = await healthServer(200);
+    const joins = await healthServer(503);
+    const c = clusterOf([stays.url, leaves.url], {
+      healthCheck: { path: '/health', interval: '30ms', unhealthyThreshold: 2, jitter: 0 },
+      balancer: { kind: 'round_robin', panicThreshold: 0 },
+    });
+    await vi.waitFor(() => expect(leaves.checks.length).toBeGreaterThanOrEqual(2), { timeout: 5000 });
+    const stopped = leaves.checks.length;
+    c.removeEndpoint(leaves.url);
+    c.addEndpoint({ url: joins.url });
+    const joined = c.endpoint(joins.url)!;
+    await vi.waitFor(() => expect(joined.healthy).toBe(false), { timeout: 5000 });
+    const running = stays.checks.length;
+    await vi.waitFor(() => expect(stays.checks.length).toBeGreaterThan(running + 3), { timeout: 5000 });
+    // At most one check was in flight when it left.
+    expect(leaves.checks.length - stopped).toBeLessThanOrEqual(1);
+    expect(c.describe().endpoints.map((e) => [e.id, e.state])).toEqual([
+      [stays.url, 'healthy'],
+      [joins.url, 'unhealthy'],
+    ]);
+  });
+});

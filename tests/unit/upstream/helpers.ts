@@ -1,4 +1,5 @@
 import { type UpstreamConfig, UpstreamSchema } from '../../../src/config/schema.ts';
+import { Cluster, type ClusterDeps } from '../../../src/dataplane/upstream/cluster.ts';
 import { Endpoint } from '../../../src/dataplane/upstream/endpoint.ts';
 
 /** A parsed upstream config: every default applied, as the gateway would see it. */
@@ -52,3 +53,50 @@ export function tally(n: number, pick: (i: number) => Endpoint | undefined): Map
   }
   return counts;
 }
+
+/** Every balancer kind, with the settings it needs. */
+export const BALANCER_KINDS = [
+  { kind: 'round_robin' },
+  { kind: 'least_request' },
+  { kind: 'peak_ewma' },
+  { kind: 'consistent_hash', hashOn: { source: 'header', name: 'x-key' } },
+] as const;
+
+/** Loopback origins nothing listens on (pools never connect). */
+export const ORIGINS = {
+  A: 'http://127.0.0.1:9001',
+  B: 'http://127.0.0.1:9002',
+  C: 'http://127.0.0.1:9003',
+  D: 'http://127.0.0.1:9004',
+  E: 'http://127.0.0.1:9005',
+} as const;
+
+/**
+ * Clusters named `svc` with a seeded random, kept until `destroyAll()` (call it after each test).
+ */
+export function clusterFactory(): {
+  make(input: Record<string, unknown>, deps?: ClusterDeps): Cluster;
+  destroyAll(): Promise<void>;
+} {
+  const open: Cluster[] = [];
+  return {
+    make(input, deps = {}) {
+      const c = new Cluster('svc', upstream(input), { random: seededRandom(), ...deps });
+      open.push(c);
+      return c;
+    },
+    async destroyAll() {
+      await Promise.all(open.splice(0).map((c) => c.destroy()));
+    },
+  };
+}
+
+/** A retry decision's input for a TLS failure before any byte went out (add `attempt` and `tried`). */
+export const TLS_FAILURE = {
+  method: 'GET',
+  outcome: 'tls_error',
+  status: 0,
+  bytesSent: false,
+  bodyReplayable: true,
+  elapsedMs: 1,
+} as const;

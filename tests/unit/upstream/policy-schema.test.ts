@@ -65,7 +65,7 @@ describe('UpstreamSchema resilience keys', () => {
   it.each([
     [{ endpoints: ['ftp://a'] }, ['endpoints', 0], 'expected an http:// or https:// URL'],
     [{ endpoints: [{ url: 'http://a', weight: 0 }] }, ['endpoints', 0, 'weight'], 'Too small'],
-    [{ endpoints: [5] }, ['endpoints', 0], 'expected an endpoint URL or { url, weight }'],
+    [{ endpoints: [5] }, ['endpoints', 0], 'expected an endpoint URL or { url, weight, zone, metadata }'],
     [
       { endpoints: ['http://a:1', { url: 'http://a:1/x' }] },
       ['endpoints', 1],
@@ -110,10 +110,12 @@ describe('UpstreamSchema resilience keys', () => {
       expect(UpstreamSchema.safeParse({ endpoints: ['http://a'], balancer }).success).toBe(true);
   });
 
-  it('leaves endpoints the only required key of an upstream in the JSON Schema', () => {
+  it('requires exactly one of endpoints and discovery in the JSON Schema, nothing else', () => {
     const schema = z.toJSONSchema(ConfigSchema, { io: 'input', unrepresentable: 'any' }) as unknown as {
-      properties: { upstreams: { additionalProperties: { required: string[] } } };
+      properties: { upstreams: { additionalProperties: { required?: string[]; oneOf: unknown } } };
     };
-    expect(schema.properties.upstreams.additionalProperties.required).toEqual(['endpoints']);
+    const upstream = schema.properties.upstreams.additionalProperties;
+    expect(upstream.required).toBeUndefined();
+    expect(upstream.oneOf).toEqual([{ required: ['endpoints'] }, { required: ['discovery'] }]);
   });
 });

@@ -62,13 +62,6 @@ function iso(ms: number | undefined): string | undefined {
   return ms === undefined || !Number.isFinite(ms) ? undefined : new Date(ms).toISOString();
 }
 
-function redactUri(uri: string): string {
-  const u = new URL(uri);
-  u.username = '';
-  u.password = '';
-  return u.toString();
-}
-
 function deepFreeze<T>(v: T): T {
   if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
     Object.freeze(v);
@@ -222,7 +215,8 @@ export class AuthProvider {
       name: this.name,
       issuer: this.issuer,
       source: cfg.jwksUri !== undefined ? 'jwksUri' : cfg.jwks !== undefined ? 'jwks' : 'publicKeys',
-      jwksUri: cfg.jwksUri === undefined ? undefined : redactUri(cfg.jwksUri),
+      // Credentials in the URI are redacted by the admin API, like every view it shows.
+      jwksUri: cfg.jwksUri,
       algorithms: cfg.algorithms,
       cachedTokens: this.tokenCache.size,
     } as const;

@@ -1,6 +1,8 @@
 /**
- * JWKS rotation and outages, in real time against a real JWKS server, asserted with exact
- * request counters and generous time bounds.
+ * JWKS rotation and outages against a real JWKS server, asserted with exact request counters and
+ * generous time bounds. The refetch rate limit reads the providers' clock: the tests that wait
+ * for it to allow a refetch hold that clock and move it (`clock.advance`) instead of sleeping.
+ * Fetch timeouts, retries and background refreshes run on real timers.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createJwtFilter, type JwtFilter } from '../../../../src/dataplane/filters/jwt/jwt-filter.ts';
@@ -16,7 +18,6 @@ import {
   routeAuth,
   runFilter,
   silentLogger,
-  sleep,
 } from './harness.ts';
 
 interface Setup {
@@ -24,6 +25,23 @@ interface Setup {
   metrics: GatewayMetrics;
   providers: AuthProviders;
   filter: JwtFilter;
+  clock: Clock;
+}
+
+/** The providers' clock for tests that pass one: it stands still until advanced. */
+interface Clock {
+  now(): number;
+  advance(ms: number): void;
+}
+
+function heldClock(): Clock {
+  let t = Date.now();
+  return {
+    now: () => t,
+    advance: (ms) => {
+      t += ms;
+    },
+  };
 }
 
 const open: (() => Promise<void>)[] = [];
@@ -32,28 +50,29 @@ afterEach(async () => {
   for (const close of open.splice(0)) await close();
 });
 
-async function setup(keys: TestKey[], jwksCache: Record<string, unknown>, start = true): Promise<Setup> {
+async function setup(keys: TestKey[], jwksCache: Record<string, unknown>, clock?: Clock): Promise<Setup> {
   const server = await startJwksServer(jwksOf(...keys));
   const metrics = newMetrics();
   const providers = createAuthProviders(authConfig({ main: { jwksUri: server.url, jwksCache } }), undefined, {
     metrics,
     logger: silentLogger,
+    now: clock === undefined ? undefined : () => clock.now(),
   });
   open.push(async () => {
     providers.close();
     await server.close();
   });
-  if (start) await providers.start();
+  await providers.start();
   const filter = createJwtFilter('orders', routeAuth(), providers, metrics)!;
-  return { server, metrics, providers, filter };
+  return { server, metrics, providers, filter, clock: clock ?? { now: Date.now, advance: () => {} } };
 }
 
 describe('key rotation', () => {
   it('accepts a new kid with exactly one refetch for N concurrent requests', async () => {
     const [a, b] = await Promise.all([createTestKey('ES256'), createTestKey('ES256')]);
-    const { server, filter, metrics } = await setup([a], { minRefetchInterval: '100ms' });
+    const { server, filter, metrics, clock } = await setup([a], { minRefetchInterval: '100ms' }, heldClock());
     expect(server.requests).toBe(1);
-    await sleep(150);
+    clock.advance(150);
     server.setKeys(jwksOf(a, b));
     // Distinct tokens, so per-token deduplication cannot hide refetches.
     const tokens = await Promise.all(
@@ -71,6 +90,7 @@ describe('key rotation', () => {
   it('rate-limits refetches for a flood of random kids', async () => {
     const a = await createTestKey('ES256');
     const attacker = await createTestKey('ES256');
+    // Real time: the flood runs for a second and the bound is refetches per 300 ms of it.
     const { server, filter } = await setup([a], { minRefetchInterval: '300ms', timeout: '500ms' });
     const started = Date.now();
     let sent = 0;
@@ -92,9 +112,9 @@ describe('key rotation', () => {
 
   it('implausible tokens (expired) never trigger a refetch', async () => {
     const a = await createTestKey('ES256');
-    const { server, filter } = await setup([a], { minRefetchInterval: '50ms' });
-    await sleep(80);
-    const now = Math.floor(Date.now() / 1000);
+    const { server, filter, clock } = await setup([a], { minRefetchInterval: '50ms' }, heldClock());
+    clock.advance(80);
+    const now = Math.floor(clock.now() / 1000);
     const run = await runFilter(
       filter,
       await mintToken(a, { kid: randomKid(), exp: now - 3600, iat: now - 7200 }),
@@ -128,8 +148,12 @@ describe('JWKS outages', () => {
     const a = await createTestKey('ES256');
     // minRefetchInterval 800 ms: the retry after the failed refetch comes 800 ms later (backoff
     // starts at min(1 s, minRefetchInterval)), which leaves a window to see an immediate refusal.
-    const { server, filter } = await setup([a], { minRefetchInterval: '800ms', timeout: '400ms' });
-    await sleep(850);
+    const { server, filter, clock } = await setup(
+      [a],
+      { minRefetchInterval: '800ms', timeout: '400ms' },
+      heldClock(),
+    );
+    clock.advance(850);
     server.setMode('blackhole');
     const before = server.requests;
     const unknown1 = runFilter(filter, await mintToken(a, { kid: randomKid() }));
