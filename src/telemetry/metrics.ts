@@ -1534,8 +1534,8 @@ export class RegistryMetrics {
  * by the insurance limiter), `dry_run_limited` would have been limited (dry run admits it),
  * `insured` admitted by the insurance limiter while the store failed, `store_error` decided
  * without a limiter while the store failed (fail-open admits, fail-closed refuses with 503),
- * `skipped` not counted (an exemption, a missing key with `missingKey: skip`, a cost of 0),
- * `key_missing` refused because it lacks the key's value (`missingKey: reject`).
+ * `skipped` not counted (an exemption, a missing key with `ifMissing: skip`, a cost of 0),
+ * `key_missing` refused because it lacks the key's value (`ifMissing: reject`).
  */
 export const RATE_LIMIT_OUTCOMES = [
   'allowed',

@@ -134,10 +134,10 @@ function gatewayConfig(s: Servers, extraRoutes: RouteInput[] = []): Partial<Conf
     },
     // Five requests a second per policy, for traffic of about 20 a second: limited all along.
     policies: {
-      'rl-memory': { kind: 'rate_limit', key: 'none', limits: [{ points: 5, duration: '1s' }] },
+      'rl-memory': { kind: 'rate_limit', limitBy: 'none', limits: [{ points: 5, duration: '1s' }] },
       'rl-redis': {
         kind: 'rate_limit',
-        key: 'none',
+        limitBy: 'none',
         limits: [{ points: 5, duration: '1s' }],
         store: { type: 'redis', replicas: 1 },
       },

@@ -37,13 +37,13 @@ beforeAll(async () => {
       perIdentity: {
         kind: 'rate_limit',
         limits: [{ points: 2, duration: '60s' }],
-        key: 'identity',
-        missingKey: 'reject',
+        limitBy: 'identity',
+        ifMissing: 'reject',
       },
       opsExempt: {
         kind: 'rate_limit',
         limits: [{ points: 1, duration: '60s' }],
-        key: 'none',
+        limitBy: 'none',
         exempt: { identities: ['spiffe://prod.example/ns/payments/*'] },
       },
     } as never,
@@ -78,7 +78,7 @@ describe('keyed by the mTLS identity', () => {
     expect(await statuses('/by-identity', pki.orders, 3)).toEqual([200, 200, 429]);
   });
 
-  it('refuses a request without a client certificate under missingKey: reject', async () => {
+  it('refuses a request without a client certificate under ifMissing: reject', async () => {
     const res = await httpsFetch(gw.port, '/by-identity', as());
     expect(res.status).toBe(403);
     expect(JSON.parse(res.body)).toMatchObject({ code: 'RATE_LIMIT_KEY_MISSING', policy: 'perIdentity' });

@@ -56,31 +56,31 @@ beforeAll(async () => {
       policies: {
         shared: {
           kind: 'rate_limit',
-          key: 'none',
+          limitBy: 'none',
           limits: [{ points: N, duration: '60s' }],
           store: redisStore('insurance'),
         },
         insured: {
           kind: 'rate_limit',
-          key: 'none',
+          limitBy: 'none',
           limits: [{ points: INSURED, duration: '60s' }],
           store: redisStore('insurance'),
         },
         slow: {
           kind: 'rate_limit',
-          key: 'none',
+          limitBy: 'none',
           limits: [{ points: 1000, duration: '60s' }],
           store: redisStore('insurance'),
         },
         open: {
           kind: 'rate_limit',
-          key: 'none',
+          limitBy: 'none',
           limits: [{ points: 2, duration: '60s' }],
           store: redisStore('fail-open'),
         },
         closed: {
           kind: 'rate_limit',
-          key: 'none',
+          limitBy: 'none',
           limits: [{ points: 1000, duration: '60s' }],
           store: redisStore('fail-closed'),
         },

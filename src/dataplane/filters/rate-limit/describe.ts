@@ -16,8 +16,10 @@ export interface RateLimitDescription {
     readonly blockSeconds: number | null;
     readonly burst: { readonly points: number; readonly windowSeconds: number } | null;
   }[];
-  readonly key: readonly string[];
-  readonly missingKey: RateLimitConfig['missingKey'];
+  /** What a request is counted by (`limitBy`). */
+  readonly countedBy: readonly string[];
+  /** What a request without it gets (`ifMissing`). */
+  readonly whenMissing: RateLimitConfig['ifMissing'];
   readonly per: RateLimitConfig['per'];
   readonly cost: RateLimitConfig['cost'];
   readonly exempt: { readonly identities: readonly string[]; readonly addresses: readonly string[] } | null;
@@ -50,8 +52,8 @@ export function describeRateLimits(snapshot: Snapshot): RateLimitDescription[] {
         blockSeconds: l.blockDuration ?? null,
         burst: l.burst === undefined ? null : { points: l.burst.points, windowSeconds: l.burst.duration },
       })),
-      key: cfg.key,
-      missingKey: cfg.missingKey,
+      countedBy: cfg.limitBy,
+      whenMissing: cfg.ifMissing,
       per: cfg.per,
       cost: cfg.cost,
       exempt: cfg.exempt ?? null,

@@ -104,7 +104,7 @@ export function compileKey(spec: readonly string[]): KeyFunction {
   };
 }
 
-/** The key a request without the key's value falls back to (`missingKey: address`). */
+/** The key a request without the key's value falls back to (`ifMissing: address`). */
 export function fallbackKey(ctx: RequestContext): string {
   return `a:${clientAddressOf(ctx)}`;
 }

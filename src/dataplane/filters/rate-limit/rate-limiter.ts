@@ -62,7 +62,7 @@ export class RateLimiter implements PolicyState, StoreObserver {
   readonly fields: RateLimitFields;
   readonly #key: KeyFunction;
   readonly #exemptions: Exemptions | undefined;
-  readonly #missingKey: RateLimitConfig['missingKey'];
+  readonly #ifMissing: RateLimitConfig['ifMissing'];
   readonly #costDefault: number;
   readonly #costByMethod: ReadonlyMap<string, number> | undefined;
   readonly #dryRun: boolean;
@@ -103,9 +103,9 @@ export class RateLimiter implements PolicyState, StoreObserver {
       this.counters = new MemoryCounters(config.limits);
     }
     this.fields = new RateLimitFields(name, config.limits);
-    this.#key = compileKey(config.key);
+    this.#key = compileKey(config.limitBy);
     this.#exemptions = compileExemptions(config.exempt);
-    this.#missingKey = config.missingKey;
+    this.#ifMissing = config.ifMissing;
     const cost = config.cost;
     this.#costDefault = typeof cost === 'number' ? cost : cost.default;
     const methods = typeof cost === 'number' ? {} : cost.methods;
@@ -127,8 +127,8 @@ export class RateLimiter implements PolicyState, StoreObserver {
     if (this.#exemptions?.exempt(ctx)) return this.#skip(ctx, 'exempt');
     let key = this.#key(ctx);
     if (key === undefined) {
-      if (this.#missingKey === 'skip') return this.#skip(ctx, 'no key');
-      if (this.#missingKey === 'reject') return this.#refuseKeyless(ctx);
+      if (this.#ifMissing === 'skip') return this.#skip(ctx, 'no key');
+      if (this.#ifMissing === 'reject') return this.#refuseKeyless(ctx);
       key = fallbackKey(ctx);
     }
     const method = ctx.req.method ?? 'GET';
@@ -207,7 +207,7 @@ export class RateLimiter implements PolicyState, StoreObserver {
     this.#report(ctx, 'key_missing');
     return new GatewayError(
       'RATE_LIMIT_KEY_MISSING',
-      `rate limit ${this.name} counts requests by ${this.config.key.join(' + ')}, which this request lacks`,
+      `rate limit ${this.name} counts requests by ${this.config.limitBy.join(' + ')}, which this request lacks`,
       { members: { policy: this.name } },
     );
   }

@@ -138,9 +138,10 @@ export const RateLimitSchema = z
   .strictObject({
     /** One or more limits; a request must fit in every one. */
     limits: z.array(LimitSchema).min(1, 'list at least one limit').max(8),
-    key: KeySchema,
+    /** What a request is counted by: its key. */
+    limitBy: KeySchema,
     /** A request without the key's value: counted by its address instead, refused (403), or not counted. */
-    missingKey: z.enum(['address', 'reject', 'skip']).default('address'),
+    ifMissing: z.enum(['address', 'reject', 'skip']).default('address'),
     /**
      * One budget for every route and upstream listing the policy (`policy`), or one per route or
      * per upstream. Never multiplied silently: a shared policy shares its budget.
@@ -153,7 +154,7 @@ export const RateLimitSchema = z
       .strictObject({
         /** Verified mTLS identities (exact, or `prefix/*`). */
         identities: z.array(identityPattern).default([]),
-        /** Client addresses or CIDRs (the address as `key: address` reads it). */
+        /** Client addresses or CIDRs (the address as `limitBy: address` reads it). */
         addresses: z.array(cidr).default([]),
       })
       .optional(),
@@ -215,7 +216,7 @@ export function checkRateLimitPolicy(
 }
 
 function keyParts(settings: Record<string, unknown>): string[] {
-  const key = settings.key;
+  const key = settings.limitBy;
   if (typeof key === 'string') return [key];
   return Array.isArray(key) ? key.filter((k): k is string => typeof k === 'string') : [];
 }

@@ -37,8 +37,8 @@ routes:
     expect(cfg.policies.api).toEqual({
       kind: 'rate_limit',
       limits: [{ points: 100, duration: 60 }],
-      key: ['address'],
-      missingKey: 'address',
+      limitBy: ['address'],
+      ifMissing: 'address',
       per: 'policy',
       cost: 1,
       store: { type: 'memory' },
@@ -50,13 +50,13 @@ routes:
   it('read key none, a single key part, header names in any case, and a Redis store with its defaults', () => {
     const cfg = parse(`redis: { url: redis://127.0.0.1:6379 }
 policies:
-  a: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], key: none }
-  b: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], key: claim:tenant.id }
-  c: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], key: [identity, header:X-Tenant], store: { type: redis, replicas: 3 } }
+  a: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], limitBy: none }
+  b: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], limitBy: claim:tenant.id }
+  c: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], limitBy: [identity, header:X-Tenant], store: { type: redis, replicas: 3 } }
 `);
-    expect(cfg.policies.a!.key).toEqual([]);
-    expect(cfg.policies.b!.key).toEqual(['claim:tenant.id']);
-    expect(cfg.policies.c!.key).toEqual(['identity', 'header:x-tenant']);
+    expect(cfg.policies.a!.limitBy).toEqual([]);
+    expect(cfg.policies.b!.limitBy).toEqual(['claim:tenant.id']);
+    expect(cfg.policies.c!.limitBy).toEqual(['identity', 'header:x-tenant']);
     expect(cfg.policies.c!.store).toEqual({ type: 'redis', timeout: 50, onError: 'insurance', replicas: 3 });
   });
 
@@ -71,14 +71,14 @@ policies:
       - { points: 10, duration: 1500ms }
       - { points: 0, duration: 1s }
       - { points: 5, duration: 1s }
-    key: [address, cookie:session]
+    limitBy: [address, cookie:session]
     store: { type: redis }
 `),
     ).toEqual([
       '7 policies.api.limits.0.duration: expected whole seconds, at least 1s (e.g. 1s, 30s, 1m, 1h), not "500ms"',
       '8 policies.api.limits.1.duration: expected whole seconds, at least 1s (e.g. 1s, 30s, 1m, 1h), not "1500ms"',
       '9 policies.api.limits.2.points: Too small: expected number to be >=1',
-      '11 policies.api.key.1: address, identity, claim:<name or dotted path>, or header:<name>',
+      '11 policies.api.limitBy.1: address, identity, claim:<name or dotted path>, or header:<name>',
     ]);
     expect(
       problems(`redis: { url: redis://127.0.0.1:6379 }
@@ -109,7 +109,7 @@ describe('where a rate_limit policy is listed', () => {
   it('a claim key needs a jwt policy earlier in the route, inline or named', () => {
     const policies = `${U}auth: { providers: { idp: { issuer: https://idp.example/, algorithms: [ES256], jwksUri: https://idp.example/jwks } } }
 policies:
-  user: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], key: claim:sub }
+  user: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], limitBy: claim:sub }
   signed: { kind: jwt, mode: optional }
 `;
     expect(
@@ -133,7 +133,7 @@ policies:
   u: { endpoints: [http://127.0.0.1:3001], policies: [ceiling, perRoute, signed, nope, ceiling] }
 auth: { providers: { idp: { issuer: https://idp.example/, algorithms: [ES256], jwksUri: https://idp.example/jwks } } }
 policies:
-  ceiling: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], key: none }
+  ceiling: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], limitBy: none }
   perRoute: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], per: route }
   signed: { kind: jwt, mode: optional }
 `),
