@@ -13,7 +13,7 @@ import {
   writeCertFiles,
 } from '../helpers/certs.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
-import { type ClientTls, httpsFetch } from '../helpers/tls-client.ts';
+import { type ClientTls, clientTls, httpsFetch } from '../helpers/tls-client.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
 let pki: TestPki;
@@ -62,7 +62,7 @@ afterAll(async () => {
 });
 
 function as(cert?: IssuedCert): ClientTls {
-  return cert ? { ca: pki.ca.cert, cert: cert.cert, key: cert.key } : { ca: pki.ca.cert };
+  return clientTls(pki.ca.cert, cert);
 }
 
 async function statuses(path: string, cert: IssuedCert | undefined, n: number): Promise<number[]> {

@@ -5,7 +5,8 @@
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseConfigText } from '../../../src/config/loader.ts';
+import { parseConfigText } from '../../../src/config/loader.ts';
+import { configProblems } from '../../helpers/config-problems.ts';
 
 const EC_PEM = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
   .publicKey.export({ type: 'spki', format: 'pem' })
@@ -23,13 +24,7 @@ function parse(yaml: string) {
 }
 
 function problems(yaml: string): string[] {
-  try {
-    parse(yaml);
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues.map((i) => `${i.line ?? '-'} ${i.path}: ${i.message}`);
-    throw err;
-  }
-  return [];
+  return configProblems(head + yaml, { PEM: EC_PEM });
 }
 
 describe('named policies', () => {

@@ -6,7 +6,7 @@
  * and kept across reloads while its configuration is unchanged.
  */
 import type { PolicyKind } from '../filter.ts';
-import { RateLimitFilter, RateLimitGate, scopeOf } from './rate-limit-filter.ts';
+import { RateLimitStage, scopeOf } from './rate-limit-filter.ts';
 import { RateLimiter } from './rate-limiter.ts';
 import {
   checkRateLimitPlacement,
@@ -34,9 +34,9 @@ export const rateLimitPolicy: PolicyKind<RateLimitConfig, RateLimiter> = {
     });
   },
   create(policy, route, _env, limiter, upstream) {
-    return new RateLimitFilter(limiter, scopeOf(policy.config.per, route, upstream));
+    return new RateLimitStage(limiter, scopeOf(policy.config.per, route, upstream));
   },
   createGate(policy, upstream, _env, limiter) {
-    return new RateLimitGate(limiter, scopeOf(policy.config.per, undefined, upstream));
+    return new RateLimitStage(limiter, scopeOf(policy.config.per, undefined, upstream));
   },
 };

@@ -10,7 +10,7 @@ import type { AdmissionGate } from '../../upstream/cluster.ts';
 import type { RequestFilter } from '../filter.ts';
 import type { RateLimiter } from './rate-limiter.ts';
 
-export class RateLimitFilter implements RequestFilter {
+export class RateLimitStage implements RequestFilter, AdmissionGate<RequestContext> {
   readonly name: string;
   readonly #limiter: RateLimiter;
   readonly #scope: string;
@@ -21,25 +21,15 @@ export class RateLimitFilter implements RequestFilter {
     this.#scope = scope;
   }
 
+  /** On a route: throws (or rejects with) the refusal. */
   onRequest(ctx: RequestContext): undefined | Promise<void> {
     const verdict = this.#limiter.decide(ctx, this.#scope, true);
     if (verdict === undefined) return undefined;
     if (verdict instanceof Promise) return verdict as Promise<undefined>;
     throw verdict;
   }
-}
 
-export class RateLimitGate implements AdmissionGate<RequestContext> {
-  readonly name: string;
-  readonly #limiter: RateLimiter;
-  readonly #scope: string;
-
-  constructor(limiter: RateLimiter, scope: string) {
-    this.name = limiter.name;
-    this.#limiter = limiter;
-    this.#scope = scope;
-  }
-
+  /** On an upstream: returns (or resolves to) the refusal. */
   admit(ctx: RequestContext): GatewayError | undefined | Promise<GatewayError | undefined> {
     return this.#limiter.decide(ctx, this.#scope, false);
   }

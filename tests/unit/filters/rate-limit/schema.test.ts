@@ -6,7 +6,8 @@
  */
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfigFile, parseConfigText } from '../../../../src/config/loader.ts';
+import { loadConfigFile, parseConfigText } from '../../../../src/config/loader.ts';
+import { configProblems } from '../../../helpers/config-problems.ts';
 
 const head = `listeners: [{ name: edge, address: 127.0.0.1:8080 }]
 `;
@@ -18,13 +19,7 @@ function parse(yaml: string) {
 }
 
 function problems(yaml: string): string[] {
-  try {
-    parse(yaml);
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues.map((i) => `${i.line ?? '-'} ${i.path}: ${i.message}`);
-    throw err;
-  }
-  return [];
+  return configProblems(head + yaml, {});
 }
 
 describe('rate_limit settings', () => {
