@@ -235,4 +235,38 @@ describe('WebSocket upgrades are traced like requests', () => {
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
     expect(metrics).toContain('peregrine_websocket_upgrades_total{route="ws",outcome="rejected"} 1');
   });
+
+  it("a handshake the gateway refuses carries its ids, bytes and an ERROR span like any request's refusal", async () => {
+    const spans = new InMemorySpanExporter();
+    // Nothing listens on port 1 and there is no retry: 502 UPSTREAM_CONNECT_FAILED.
+    const gw = await gatewayFor(
+      {
+        endpoints: ['http://127.0.0.1:1'],
+        retries: { maxAttempts: 1 },
+        outlierDetection: { enabled: false },
+      },
+      { spans },
+    );
+    const answer = await refusal(handshake(gw));
+    expect(answer.status).toBe(502);
+    const problem = JSON.parse(answer.body) as { code: string; requestId: string; traceId: string };
+    expect(problem.code).toBe('UPSTREAM_CONNECT_FAILED');
+    expect(problem.requestId).toBe(answer.headers['x-request-id']);
+    await waitFor(() => gw.logs.access().some((l) => l.requestId === problem.requestId));
+    const line = gw.logs.access().find((l) => l.requestId === problem.requestId)!;
+    expect(line).toMatchObject({
+      status: 502,
+      code: 'UPSTREAM_CONNECT_FAILED',
+      traceId: problem.traceId,
+      responseBytes: Buffer.byteLength(answer.body),
+    });
+    await waitFor(() =>
+      spans.getFinishedSpans().some((s) => s.spanContext().traceId === problem.traceId && s.kind === 1),
+    );
+    const server = spans
+      .getFinishedSpans()
+      .find((s) => s.spanContext().traceId === problem.traceId && s.kind === 1)!;
+    expect(server.status.code).toBe(2); // SpanStatusCode.ERROR
+    expect(server.attributes['error.type']).toBe('UPSTREAM_CONNECT_FAILED');
+  });
 });
