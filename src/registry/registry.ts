@@ -103,6 +103,40 @@ export class Registry {
     };
   }
 
+  /**
+   * Registered instances with their leases, for the admin API: of one service, or of every
+   * service, sorted by service and id, at most `limit` (`total` says how many there are).
+   */
+  instances(service: string | undefined, limit: number): { total: number; instances: unknown[] } {
+    const services = service === undefined ? this.store.services().map((s) => s.service) : [service];
+    const instances: unknown[] = [];
+    let total = 0;
+    for (const name of services) {
+      for (const i of this.store.list(name)) {
+        total++;
+        if (instances.length >= limit) continue;
+        instances.push({
+          service: i.service,
+          id: i.id,
+          address: i.address,
+          port: i.port,
+          protocol: i.protocol,
+          state: i.state,
+          zone: i.zone,
+          version: i.version,
+          weight: i.weight,
+          metadata: i.metadata,
+          ttlMs: i.ttlMs,
+          expiresAt: new Date(i.expiresAt).toISOString(),
+          lastHeartbeat: new Date(i.lastHeartbeat).toISOString(),
+          registeredAt: new Date(i.registeredAt).toISOString(),
+          registeredVia: i.registeredVia,
+        });
+      }
+    }
+    return { total, instances };
+  }
+
   /** Bind the registration API (when configured). */
   async listen(): Promise<AddressInfo | undefined> {
     const address = await this.server?.listen();
