@@ -11,8 +11,9 @@ import {
   loadConfigSource,
   sortIssues,
 } from '../config/loader.ts';
+import { readTokenRef, SecretLoadError } from '../config/secret-ref.ts';
 import { checkCertificateFiles } from '../dataplane/listener/certificates.ts';
-import { CredentialLoadError, Credentials } from '../registry/credentials.ts';
+import { Credentials } from '../registry/credentials.ts';
 
 /** Where a subcommand writes. Each call is one line without its trailing newline, like console.log. */
 export interface CliOutput {
@@ -41,8 +42,9 @@ export async function runValidate(file: string, out: CliOutput): Promise<number>
 
 /**
  * Problems with the files a valid config makes the gateway read at start: each TLS listener's
- * certificate, key and client CA bundle (the registration API's too), put through the checks the
- * listener itself runs at start and on reload; and the registry's tokens (files and variables).
+ * certificate, key and client CA bundle (the admin port's and the registration API's too), put
+ * through the checks the listener itself runs at start and on reload; and the admin and registry
+ * tokens (files and variables).
  * Paths resolve from the working directory, as for `run`.
  */
 function fileIssues(source: ConfigSource): ConfigIssue[] {
@@ -57,6 +59,16 @@ function fileIssues(source: ConfigSource): ConfigIssue[] {
   source.config.listeners.forEach((listener, i) => {
     if (listener.tls !== undefined) tlsIssues(listener.tls, ['listeners', i, 'tls']);
   });
+  const admin = source.config.admin;
+  if (admin.tls !== undefined) tlsIssues(admin.tls, ['admin', 'tls']);
+  if (admin.auth.token !== undefined) {
+    try {
+      readTokenRef(admin.auth.token, 'admin token', process.env);
+    } catch (err) {
+      if (!(err instanceof SecretLoadError)) throw err;
+      issues.push(source.issueAt(['admin', 'auth', 'token'], err.message));
+    }
+  }
   const registry = source.config.registry;
   if (registry?.listener?.tls !== undefined)
     tlsIssues(registry.listener.tls, ['registry', 'listener', 'tls']);
@@ -64,7 +76,7 @@ function fileIssues(source: ConfigSource): ConfigIssue[] {
     try {
       new Credentials(registry.credentials);
     } catch (err) {
-      if (!(err instanceof CredentialLoadError)) throw err;
+      if (!(err instanceof SecretLoadError)) throw err;
       issues.push(source.issueAt(['registry', 'credentials', 'tokens'], err.message));
     }
   }
