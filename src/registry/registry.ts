@@ -10,7 +10,7 @@ import type { RedisConnection } from '../stores/redis.ts';
 import type { RegistryInstanceSource } from '../telemetry/metrics.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
 import { createAddressPolicy } from './address-policy.ts';
-import { RegistryApi } from './api.ts';
+import { instanceJson, RegistryApi } from './api.ts';
 import { Credentials } from './credentials.ts';
 import { MemoryRegistryStore } from './memory-store.ts';
 import { RateLimiter } from './rate-limit.ts';
@@ -115,23 +115,7 @@ export class Registry {
       for (const i of this.store.list(name)) {
         total++;
         if (instances.length >= limit) continue;
-        instances.push({
-          service: i.service,
-          id: i.id,
-          address: i.address,
-          port: i.port,
-          protocol: i.protocol,
-          state: i.state,
-          zone: i.zone,
-          version: i.version,
-          weight: i.weight,
-          metadata: i.metadata,
-          ttlMs: i.ttlMs,
-          expiresAt: new Date(i.expiresAt).toISOString(),
-          lastHeartbeat: new Date(i.lastHeartbeat).toISOString(),
-          registeredAt: new Date(i.registeredAt).toISOString(),
-          registeredVia: i.registeredVia,
-        });
+        instances.push(instanceJson(i));
       }
     }
     return { total, instances };

@@ -7,7 +7,9 @@
  *
  * STATUS_PAGE_SCREENSHOT=docs/images/status-page.png takes the README's screenshot at the end.
  */
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -196,5 +198,38 @@ describe('the status page', () => {
 
   it('logged no console error, CSP violation or page error through all of it', () => {
     expect(consoleErrors).toEqual([]);
+  });
+});
+
+describe('the status page behind an admin token', () => {
+  it('asks for the token, then shows the gateway; a wrong token is refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'peregrine-ui-token-'));
+    const token = 'st4tus-page-t0ken-abcdef012345';
+    writeFileSync(join(dir, 'token'), token);
+    const guarded = await startGateway({
+      ...config(),
+      admin: { auth: { token: { file: join(dir, 'token') } } },
+    });
+    const p = await browser.context.newPage();
+    try {
+      await p.goto(`${guarded.adminUrl}/ui?refresh=0.5`);
+      const login = p.locator('#login');
+      await expect.poll(() => login.isVisible()).toBe(true);
+      expect(await p.locator('tr[data-route]').count()).toBe(0);
+      await p.fill('#token', 'not-the-token-at-all');
+      await p.click('#login button');
+      await expect.poll(() => p.locator('#login-error').textContent()).toContain('not the admin token');
+      await p.fill('#token', token);
+      await p.click('#login button');
+      await expect.poll(() => p.locator('tr[data-route="users"]').count()).toBe(1);
+      expect(await login.isVisible()).toBe(false);
+      expect(await p.locator('#facts').textContent()).toContain('bearer token; probes open');
+      // The token stays in this tab's session, never in the page.
+      expect(await p.content()).not.toContain(token);
+    } finally {
+      await p.close();
+      await guarded.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
