@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { ConfigInput } from '../../src/config/schema.ts';
 import { launchBrowser, type TestBrowser } from '../helpers/browser.ts';
@@ -28,6 +28,7 @@ let payments: TestUpstream;
 let gw: TestGateway;
 let browser: TestBrowser;
 let page: Page;
+let launchError: unknown;
 const consoleErrors: string[] = [];
 
 function config(): Partial<ConfigInput> {
@@ -62,13 +63,23 @@ beforeAll(async () => {
   usersB = await startUpstream();
   payments = await startUpstream();
   gw = await startGateway(config(), { asFile: true });
-  browser = await launchBrowser('the status page test');
+  try {
+    browser = await launchBrowser('the status page test');
+  } catch (err) {
+    // Every test fails with this (a failed beforeAll would report them skipped).
+    launchError = err;
+    return;
+  }
   page = await browser.context.newPage();
   page.on('console', (m) => {
     if (m.type() === 'error' || m.type() === 'warning') consoleErrors.push(`${m.type()}: ${m.text()}`);
   });
   page.on('pageerror', (err) => consoleErrors.push(`pageerror: ${err.message}`));
 }, 90_000);
+
+beforeEach(() => {
+  if (launchError !== undefined) throw launchError;
+});
 
 afterAll(async () => {
   await browser?.close();
