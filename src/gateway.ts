@@ -192,6 +192,7 @@ export class Gateway implements DataplaneHost {
       traceUrl: this.store.initial.telemetry.tracing.uiUrl,
       auth: adminAuthMode(adminConfig.auth, adminConfig.tls?.clientAuth),
       guard: this.#adminGuard,
+      upstreamCertificates: () => this.store.upstreamTls.statuses(),
     });
     const admin = new SideListener(
       ADMIN_LISTENER,
@@ -257,11 +258,15 @@ export class Gateway implements DataplaneHost {
     return this.store.reload(trigger);
   }
 
-  /** Re-read every TLS listener's certificate files (SIGHUP); a bad set keeps the current one serving. */
+  /**
+   * Re-read every TLS listener's certificate files, and every upstream's client certificate and CA
+   * files (SIGHUP); a bad set keeps the current one in use.
+   */
   reloadCertificates(trigger = 'signal'): void {
     for (const l of this.listeners) l.reloadCertificates?.(trigger);
     this.registry?.server?.reloadCertificates(trigger);
     this.#admin?.reloadCertificates(trigger);
+    this.store.upstreamTls.reload(trigger);
   }
 
   /** Address the registration API is bound to. */

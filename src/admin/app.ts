@@ -7,9 +7,10 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import { formatIssue } from '../config/loader.ts';
 import { redact } from '../config/redact.ts';
 import type { ConfigStore } from '../control/config-store.ts';
-import type { ListenerCertificateStatus } from '../dataplane/listener/certificates.ts';
 import { type GatewayMetrics, metricsContentType, writeMetrics } from '../telemetry/metrics.ts';
 import type { RecentDecisions } from '../telemetry/recent-decisions.ts';
+import type { ListenerCertificateStatus } from '../tls/listener-certificates.ts';
+import type { UpstreamTlsStatus } from '../tls/upstream-tls.ts';
 import type { AdminAuthMode } from './auth.ts';
 import { routeStats } from './route-stats.ts';
 import { mountUi } from './ui.ts';
@@ -40,6 +41,8 @@ export interface AdminSource {
   listeners?(): ListenerStatus[];
   /** TLS listeners' certificates (served and trusted), reload counts and last reload error. */
   certificates?(): ListenerCertificateStatus[];
+  /** Upstreams' client certificates and CA bundles (those with a `tls` section). */
+  upstreamCertificates?(): UpstreamTlsStatus[];
   /** The service registry: store health and services (absent without a registry). */
   registry?(): unknown;
   /** Registered instances with their leases, of one service or all (absent without a registry). */
@@ -152,7 +155,7 @@ export function createAdminApp(src: AdminSource): Express {
   });
 
   app.get('/v1/certs', function certs(_req: Request, res: Response) {
-    sendView(res, { listeners: src.certificates?.() ?? [] });
+    sendView(res, { listeners: src.certificates?.() ?? [], upstreams: src.upstreamCertificates?.() ?? [] });
   });
 
   app.get('/v1/status', function status(_req: Request, res: Response) {

@@ -14,9 +14,9 @@ import { timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 import { bearerToken, readTokenRef, tokenDigest } from '../config/secret-ref.ts';
 import { plainAddress } from '../dataplane/forward/trusted-proxies.ts';
-import { peerIdentityOf } from '../dataplane/listener/peer-identity.ts';
-import type { ClientAuthMode } from '../dataplane/listener/tls-schema.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
+import { peerIdentityOf } from '../tls/peer-identity.ts';
+import type { ClientAuthMode } from '../tls/schema.ts';
 import type { AdminAuthConfig } from './schema.ts';
 
 export const ADMIN_REALM = 'peregrine-admin';

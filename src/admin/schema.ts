@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { address } from '../config/fields.ts';
 import { checkSecretRef, secretRefShape } from '../config/secret-ref.ts';
-import { TlsSchema } from '../dataplane/listener/tls-schema.ts';
+import { TlsSchema } from '../tls/schema.ts';
 
 export const AdminAuthSchema = z.strictObject({
   /** A bearer token every request must carry (exactly one of env or file). */

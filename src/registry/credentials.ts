@@ -9,7 +9,7 @@
  * time whatever the token, and no token is ever logged or shown.
  */
 import { bearerToken, readTokenRef, SecretLoadError, tokenDigest } from '../config/secret-ref.ts';
-import type { PeerIdentity } from '../dataplane/listener/peer-identity.ts';
+import type { PeerIdentity } from '../tls/peer-identity.ts';
 import type { IdentityCredentialConfig, RegistryConfig, TokenCredentialConfig } from './schema.ts';
 
 export interface Credential {

@@ -3,7 +3,7 @@
  * its own address, strict HTTP/1.1, and either plain HTTP or TLS with the same certificate
  * handling as data-plane listeners (files validated at start, hot reload, SIGHUP) and mTLS: with
  * `clientAuth`, the identity of a client whose chain verified is attached to its connection
- * (peer-identity.ts); a client that presents a certificate that does not verify is refused, never
+ * (tls/peer-identity.ts); a client that presents a certificate that does not verify is refused, never
  * treated as anonymous.
  */
 import {
@@ -16,12 +16,12 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Telemetry } from '../../telemetry/telemetry.ts';
+import { type ListenerCertificateStatus, ListenerCertificates } from '../../tls/listener-certificates.ts';
+import { attachPeerIdentity } from '../../tls/peer-identity.ts';
+import { handshakeFailureReason, isClientCertReason, verifyErrorReason } from '../../tls/reasons.ts';
+import type { TlsConfig } from '../../tls/schema.ts';
 import { plainAddress } from '../forward/trusted-proxies.ts';
-import { type ListenerCertificateStatus, ListenerCertificates } from './certificates.ts';
 import { listenOn } from './listener.ts';
-import { attachPeerIdentity } from './peer-identity.ts';
-import { handshakeFailureReason, isClientCertReason, verifyErrorReason } from './tls-reasons.ts';
-import type { TlsConfig } from './tls-schema.ts';
 
 export interface SideListenerConfig {
   readonly address: string;
