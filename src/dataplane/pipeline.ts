@@ -762,8 +762,19 @@ export class Pipeline implements TunnelObserver {
       ctx.sampled ? ctx.traceId : undefined,
     );
     metrics.recordBytes(routeName, ctx.requestBytes, ctx.responseBytes);
-    if (ctx.code && ctx.code !== 'CLIENT_CLOSED' && !ctx.upstreamStatus)
+    if (ctx.code && ctx.code !== 'CLIENT_CLOSED' && !ctx.upstreamStatus) {
       metrics.recordLocalResponse(routeName, ctx.code);
+      this.telemetry.decisions.record(
+        this.listener.name,
+        ctx.route?.name,
+        ctx.cluster?.name,
+        status,
+        ctx.code,
+        ctx.traceId,
+        ctx.sampled,
+        ctx.requestId,
+      );
+    }
     if (tunnel !== undefined) metrics.recordWebSocketUpgrade(ctx.route?.name, upgradeOutcome(ctx, tunnel));
     const span = ctx.span;
     if (span) {
