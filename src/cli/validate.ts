@@ -11,8 +11,8 @@ import {
   loadConfigSource,
   sortIssues,
 } from '../config/loader.ts';
-import { CredentialLoadError, Credentials } from '../registry/credentials.ts';
-import { readToken, TokenLoadError } from '../sidecar/registry-channel.ts';
+import { readTokenRef, SecretLoadError } from '../config/secret-ref.ts';
+import { Credentials } from '../registry/credentials.ts';
 import { checkCertificateFiles } from '../tls/listener-certificates.ts';
 import type { CertificateLoadError } from '../tls/pem.ts';
 import { UpstreamTlsSchema } from '../tls/schema.ts';
@@ -45,10 +45,10 @@ export async function runValidate(file: string, out: CliOutput): Promise<number>
 
 /**
  * Problems with the files a valid config makes the gateway read at start: each TLS listener's
- * certificate, key and client CA bundle (the registration API's too) and each upstream's CA bundle
- * and client certificate, put through the checks the gateway itself runs at load and on reload;
- * and the registry's tokens (files and variables). A sidecar's files are its identity's (its
- * derived listeners and upstreams all use them) and its registry token.
+ * certificate, key and client CA bundle (the admin port's and the registration API's too) and each
+ * upstream's CA bundle and client certificate, put through the checks the gateway itself runs at
+ * load and on reload; and the admin and registry tokens (files and variables). A sidecar's files
+ * are its identity's (its derived listeners and upstreams all use them) and its registry token.
  * Paths resolve from the working directory, as for `run`.
  */
 function fileIssues(source: ConfigSource): ConfigIssue[] {
@@ -60,17 +60,26 @@ function fileIssues(source: ConfigSource): ConfigIssue[] {
       issues.push(source.issueAt([...at, ...setting], problem.message));
     }
   };
+  const admin = source.config.admin;
+  if (admin.tls !== undefined) report(checkCertificateFiles(admin.tls), ['admin', 'tls']);
+  if (admin.auth.token !== undefined) {
+    try {
+      readTokenRef(admin.auth.token, 'admin token', process.env);
+    } catch (err) {
+      if (!(err instanceof SecretLoadError)) throw err;
+      issues.push(source.issueAt(['admin', 'auth', 'token'], err.message));
+    }
+  }
   const sidecar = source.config.sidecar;
   if (source.config.mode === 'sidecar' && sidecar !== undefined) {
     // Its listeners and upstreams are derived: the files are the identity's, reported there.
     const { cert, key, ca } = sidecar.identity;
-    const tls = UpstreamTlsSchema.parse({ cert, key, ca });
-    report(checkUpstreamTlsFiles(tls), ['sidecar', 'identity']);
+    report(checkUpstreamTlsFiles(UpstreamTlsSchema.parse({ cert, key, ca })), ['sidecar', 'identity']);
     if (sidecar.registry.token !== undefined) {
       try {
-        readToken(sidecar.registry.token, process.env);
+        readTokenRef(sidecar.registry.token, 'registry token', process.env);
       } catch (err) {
-        if (!(err instanceof TokenLoadError)) throw err;
+        if (!(err instanceof SecretLoadError)) throw err;
         issues.push(source.issueAt(['sidecar', 'registry', 'token'], err.message));
       }
     }
@@ -89,7 +98,7 @@ function fileIssues(source: ConfigSource): ConfigIssue[] {
     try {
       new Credentials(registry.credentials);
     } catch (err) {
-      if (!(err instanceof CredentialLoadError)) throw err;
+      if (!(err instanceof SecretLoadError)) throw err;
       issues.push(source.issueAt(['registry', 'credentials', 'tokens'], err.message));
     }
   }

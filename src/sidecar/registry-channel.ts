@@ -5,10 +5,10 @@
  * by the next connection. The registry is verified by its SPIFFE ID (`registry.identity`) or by
  * host name (`serverName`, else the URL's host).
  */
-import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import { Agent, type Dispatcher } from 'undici';
+import { readTokenRef } from '../config/secret-ref.ts';
 import { createConnector } from '../dataplane/upstream/connector.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
 import { UpstreamTlsSchema } from '../tls/schema.ts';
@@ -18,30 +18,6 @@ import type { SidecarConfig } from './schema.ts';
 /** The TLS metrics' `upstream` label of the registry connection (`_`: never an upstream's name). */
 export const REGISTRY_PEER = '_registry';
 const CONNECT_TIMEOUT_MS = 5000;
-
-/** A token by reference could not be read. */
-export class TokenLoadError extends Error {}
-
-/** The token a `{ env | file }` reference names; throws TokenLoadError. */
-export function readToken(
-  ref: { env?: string | undefined; file?: string | undefined },
-  env: NodeJS.ProcessEnv,
-): string {
-  let token: string | undefined;
-  if (ref.env !== undefined) {
-    token = env[ref.env];
-    if (token === undefined || token === '')
-      throw new TokenLoadError(`environment variable ${ref.env} is not set`);
-  } else {
-    try {
-      token = readFileSync(ref.file!, 'utf8').trim();
-    } catch (err) {
-      throw new TokenLoadError(`cannot read ${ref.file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
-    }
-    if (token === '') throw new TokenLoadError(`${ref.file} is empty`);
-  }
-  return token;
-}
 
 export class RegistryChannel {
   readonly url: string;
@@ -59,7 +35,8 @@ export class RegistryChannel {
   ) {
     const { registry, identity } = sidecar;
     this.url = registry.url;
-    const token = registry.token === undefined ? undefined : readToken(registry.token, deps.env);
+    const token =
+      registry.token === undefined ? undefined : readTokenRef(registry.token, 'registry token', deps.env);
     this.token = token;
     this.headers = token === undefined ? {} : { authorization: `Bearer ${token}` };
     const url = new URL(registry.url);

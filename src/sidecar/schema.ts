@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { address, duration, name } from '../config/fields.ts';
 import { HTTP_METHODS } from '../config/http-methods.ts';
+import { checkSecretRef, secretRefShape } from '../config/secret-ref.ts';
 import { IDENTITY_PATTERN_RE } from '../dataplane/filters/identity/schema.ts';
 import { compileRoutePath } from '../dataplane/routing/route-path.ts';
 import {
@@ -166,18 +167,7 @@ export const SidecarOutboundSchema = z.strictObject({
   upstream: UpstreamPolicySchema.optional(),
 });
 
-const TokenRefSchema = z
-  .strictObject({
-    env: z
-      .string()
-      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
-      .optional(),
-    file: z.string().min(1).optional(),
-  })
-  .superRefine((t, ctx) => {
-    if ((t.env === undefined) === (t.file === undefined))
-      ctx.addIssue({ code: 'custom', path: ['env'], message: 'exactly one of env or file is required' });
-  });
+const TokenRefSchema = z.strictObject(secretRefShape).superRefine(checkSecretRef);
 
 export const SidecarRegistrySchema = z
   .strictObject({
@@ -397,6 +387,12 @@ export function checkMode(
           : v !== undefined;
       if (written) issues.push({ path: [key], message: `not in mode sidecar: ${why}` });
     }
+    const policies = cfg.policies;
+    if (typeof policies === 'object' && policies !== null && Object.keys(policies).length > 0)
+      issues.push({
+        path: ['policies'],
+        message: 'not in mode sidecar: no route of a sidecar lists named policies',
+      });
     const auth = cfg.auth as { providers?: object } | undefined;
     if (auth?.providers !== undefined && Object.keys(auth.providers).length > 0)
       issues.push({

@@ -246,9 +246,11 @@ const SCRAPE_SERIES = ['up', 'scrape_duration_seconds', 'scrape_samples_scraped'
 /** Every metric family the gateway's registry exports: name → type (counter, gauge, histogram, ...). */
 export async function exportedFamilies(): Promise<Map<string, string>> {
   const metrics = createMetrics({ exemplars: true, version: 'test' });
-  // Registered on first use (by a gateway with Redis, with a registry, in mode sidecar, with TLS upstreams).
+  // Registered on first use (by a gateway with Redis, with a registry, with rate limits, in mode
+  // sidecar, with TLS upstreams).
   void metrics.redis;
   void metrics.registryMetrics;
+  void metrics.rateLimits;
   void metrics.mesh;
   void metrics.upstreamTls;
   const { body } = await renderMetrics(metrics, undefined);

@@ -184,7 +184,7 @@ describe('peregrine validate: mode sidecar', () => {
     expect(bad.stderr).toEqual([
       `${bad.file}:7 sidecar.identity.key: key ${dir}/other.key does not match certificate ${dir}/good.crt`,
       `${bad.file}:8 sidecar.identity.ca: ca ${dir}/nope.crt: cannot read (ENOENT)`,
-      `${bad.file}:13 sidecar.registry.token: environment variable PEREGRINE_VALIDATE_TEST_UNSET_TOKEN is not set`,
+      `${bad.file}:13 sidecar.registry.token: registry token: environment variable PEREGRINE_VALIDATE_TEST_UNSET_TOKEN is not set`,
     ]);
     expect(bad.status).toBe(2);
     const good = sidecar([`    cert: ${dir}/good.crt`, `    key: ${dir}/good.key`, `    ca: ${dir}/ca.crt`]);
@@ -237,5 +237,57 @@ describe('peregrine validate: unknown keys', () => {
       `${file}:13 routes.0.match.pathh: unknown key "pathh"; did you mean "path"?`,
     ]);
     expect(status).toBe(2);
+  });
+});
+
+describe('peregrine validate: route policies', () => {
+  it('reports an unknown policy kind and a reference to a missing policy at their lines, exit 2', () => {
+    const { file, status, stdout, stderr } = validate(
+      [
+        'listeners: [{ name: edge, address: 127.0.0.1:8080 }]',
+        'upstreams: { u: { endpoints: [http://127.0.0.1:3001] } }',
+        'policies:',
+        '  mesh: { kind: identity, allow: [spiffe://prod/ns/payments/sa/api] }',
+        '  limits: { kind: quota }',
+        'routes:',
+        '  - { name: r, upstream: u, policies: [mesh, limit] }',
+        '',
+      ].join('\n'),
+    );
+    expect(stdout).toBe('');
+    expect(stderr).toEqual([
+      `${file}:5 policies.limits.kind: unknown policy kind "quota" (kinds: identity, jwt, rate_limit)`,
+      `${file}:7 routes.0.policies.1: unknown policy "limit"`,
+    ]);
+    expect(status).toBe(2);
+  });
+});
+
+describe('peregrine validate: the admin port', () => {
+  it("checks the admin listener's certificate files and its token, at their lines", () => {
+    writeFileSync(join(dir, 'short.token'), 'too-short\n');
+    const { file, status, stderr } = validate(
+      [
+        'listeners:',
+        '  - name: edge',
+        '    address: 127.0.0.1:8080',
+        'admin:',
+        '  address: 0.0.0.0:9901',
+        '  tls:',
+        `    cert: ${dir}/garbage.crt`,
+        `    key: ${dir}/good.key`,
+        '  auth:',
+        '    token:',
+        `      file: ${dir}/short.token`,
+        '',
+      ].join('\n'),
+    );
+    expect(status).toBe(2);
+    expect(stderr).toEqual([
+      expect.stringMatching(new RegExp(`^${file}:7 admin\\.tls\\.cert: .*no PEM certificate found`)),
+      expect.stringMatching(
+        new RegExp(`^${file}:10 admin\\.auth\\.token: admin token: shorter than 16 characters`),
+      ),
+    ]);
   });
 });
