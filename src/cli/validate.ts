@@ -11,7 +11,7 @@ import {
   loadConfigSource,
   sortIssues,
 } from '../config/loader.ts';
-import { readTokenRef, SecretLoadError } from '../config/secret-ref.ts';
+import { readTokenRef, SecretLoadError, type SecretRef } from '../config/secret-ref.ts';
 import { Credentials } from '../registry/credentials.ts';
 import { checkCertificateFiles } from '../tls/listener-certificates.ts';
 import type { CertificateLoadError } from '../tls/pem.ts';
@@ -60,29 +60,24 @@ function fileIssues(source: ConfigSource): ConfigIssue[] {
       issues.push(source.issueAt([...at, ...setting], problem.message));
     }
   };
-  const admin = source.config.admin;
-  if (admin.tls !== undefined) report(checkCertificateFiles(admin.tls), ['admin', 'tls']);
-  if (admin.auth.token !== undefined) {
+  const checkToken = (ref: SecretRef, label: string, at: (string | number)[]): void => {
     try {
-      readTokenRef(admin.auth.token, 'admin token', process.env);
+      readTokenRef(ref, label, process.env);
     } catch (err) {
       if (!(err instanceof SecretLoadError)) throw err;
-      issues.push(source.issueAt(['admin', 'auth', 'token'], err.message));
+      issues.push(source.issueAt(at, err.message));
     }
-  }
+  };
+  const admin = source.config.admin;
+  if (admin.tls !== undefined) report(checkCertificateFiles(admin.tls), ['admin', 'tls']);
+  if (admin.auth.token !== undefined) checkToken(admin.auth.token, 'admin token', ['admin', 'auth', 'token']);
   const sidecar = source.config.sidecar;
   if (source.config.mode === 'sidecar' && sidecar !== undefined) {
     // Its listeners and upstreams are derived: the files are the identity's, reported there.
     const { cert, key, ca } = sidecar.identity;
     report(checkUpstreamTlsFiles(UpstreamTlsSchema.parse({ cert, key, ca })), ['sidecar', 'identity']);
-    if (sidecar.registry.token !== undefined) {
-      try {
-        readTokenRef(sidecar.registry.token, 'registry token', process.env);
-      } catch (err) {
-        if (!(err instanceof SecretLoadError)) throw err;
-        issues.push(source.issueAt(['sidecar', 'registry', 'token'], err.message));
-      }
-    }
+    if (sidecar.registry.token !== undefined)
+      checkToken(sidecar.registry.token, 'registry token', ['sidecar', 'registry', 'token']);
     return sortIssues(issues);
   }
   source.config.listeners.forEach((listener, i) => {
