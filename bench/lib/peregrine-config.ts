@@ -34,6 +34,12 @@ export interface PeregrineConfigOptions {
   jwt?: BenchJwtProvider;
   /** PEM files of the listener's certificate and key (https only). */
   tls?: { certFile: string; keyFile: string };
+  /**
+   * The upstream's endpoints, when not just `upstreamOrigin` (a wide upstream: bench/peers/wide-upstream.ts),
+   * and settings merged into its policy (e.g. `healthCheck`, `balancer`).
+   */
+  endpoints?: readonly string[];
+  upstream?: Record<string, unknown>;
 }
 
 /** Resilience layer off: what `lean` sets on the upstream (the other profiles keep the defaults). */
@@ -72,8 +78,9 @@ export function peregrineConfig(o: PeregrineConfigOptions): ConfigInput {
     lifecycle: { watchConfig: false, drainTimeout: '1s' },
     upstreams: {
       bench: {
-        endpoints: [o.upstreamOrigin],
+        endpoints: o.endpoints === undefined ? [o.upstreamOrigin] : [...o.endpoints],
         ...(o.profile === 'lean' ? RESILIENCE_OFF : {}),
+        ...o.upstream,
       },
     },
     routes: [
