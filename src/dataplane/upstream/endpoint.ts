@@ -78,6 +78,21 @@ function transportKey(url: URL, host: string, options: Pool.Options): string {
   return `${url.href} ${host} ${JSON.stringify(options)}`;
 }
 
+/** Pool options undici has accepted, as JSON: each is tried once, not once per endpoint. */
+const acceptedOptions = new Set<string>();
+
+/**
+ * Throw now what undici's Pool constructor would throw for these options, so that a cluster with
+ * bad pool options fails to build (and a reload fails) instead of its first request.
+ */
+function checkPoolOptions(options: Pool.Options): void {
+  const key = JSON.stringify(options);
+  if (acceptedOptions.has(key)) return;
+  void new Pool('http://127.0.0.1', options).destroy();
+  if (acceptedOptions.size >= 100) acceptedOptions.clear();
+  acceptedOptions.add(key);
+}
+
 /**
  * Everything an endpoint's pool is built from (its URL, the host it is addressed as, and the pool
  * options: connections, keep-alive, connect and body timeouts), as one string. An endpoint is kept,
@@ -120,7 +135,8 @@ export class Endpoint {
    * Never set back (the same origin added again is a new Endpoint).
    */
   removed = false;
-  readonly pool: Pool;
+  #pool: Pool | undefined;
+  readonly #poolOptions: Pool.Options;
   /** endpointTransport() of the config it was built from. */
   readonly transport: string;
   /** Attempts in progress (least-request and peak-EWMA read it). */
@@ -143,6 +159,7 @@ export class Endpoint {
   rttMs = 0;
   rttAt = 0;
   #closed = false;
+  #destroyed = false;
   /** Clusters holding it: after a reload the new cluster and the one it replaced share it. */
   #holders = 0;
 
@@ -159,7 +176,29 @@ export class Endpoint {
     this.draining = info.state === 'draining';
     const options = optionsFor(this.url, this.host, cfg);
     this.transport = transportKey(this.url, this.host, options);
-    this.pool = new Pool(this.id, options);
+    checkPoolOptions(options);
+    this.#poolOptions = options;
+  }
+
+  /**
+   * Its connection pool, made at first use: on a wide upstream most endpoints are outside this
+   * replica's aperture and never need one (an undici Pool is about 19 KB before any connection).
+   */
+  get pool(): Pool {
+    let pool = this.#pool;
+    if (pool === undefined) {
+      pool = new Pool(this.id, this.#poolOptions);
+      this.#pool = pool;
+      // Asked for after close(): a pool in the same state, so nothing can use it.
+      if (this.#destroyed) void pool.destroy();
+      else if (this.#closed) void pool.close();
+    }
+    return pool;
+  }
+
+  /** The pool if one was made: for views that must not make one. */
+  get openedPool(): Pool | undefined {
+    return this.#pool;
   }
 
   /** What its source said about it last, to build it again (a reload that changes its pool). */
@@ -223,13 +262,14 @@ export class Endpoint {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.pool.close();
+    await this.#pool?.close();
   }
 
   /** Abort everything now (shutdown after the drain timeout). */
   async destroy(): Promise<void> {
     this.#closed = true;
-    await this.pool.destroy();
+    this.#destroyed = true;
+    await this.#pool?.destroy();
   }
 }
 
