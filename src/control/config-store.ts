@@ -9,11 +9,18 @@ import type { Logger } from 'pino';
 import { fingerprintOf, type LoadedConfig, loadConfigApart } from '../config/load-apart.ts';
 import { ConfigError, type ConfigIssue } from '../config/loader.ts';
 import { type Config, dynamicPart } from '../config/schema.ts';
+import { replicaPosition } from '../dataplane/upstream/aperture.ts';
 import { Discovery } from '../discovery/discovery.ts';
 import { createDnsProviderFactory } from '../discovery/dns-provider.ts';
 import type { ProviderFactories } from '../discovery/provider.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
-import { type CompileResult, compileSnapshot, compileSnapshotInSlices, type Snapshot } from './snapshot.ts';
+import {
+  type CompileResult,
+  compileSnapshot,
+  compileSnapshotInSlices,
+  type Snapshot,
+  type SnapshotDeps,
+} from './snapshot.ts';
 
 /**
  * A reload compiles in slices of about this long, with a turn of the event loop between: requests
@@ -31,7 +38,7 @@ export type ReloadResult =
   | { readonly ok: true; readonly version: number; readonly changed: boolean }
   | { readonly ok: false; readonly failure: ReloadFailure };
 
-const STATIC_KEYS = ['listeners', 'admin', 'telemetry', 'lifecycle', 'redis', 'registry'] as const;
+const STATIC_KEYS = ['listeners', 'admin', 'telemetry', 'lifecycle', 'redis', 'registry', 'replica'] as const;
 
 export class ConfigStore {
   readonly file: string | undefined;
@@ -47,6 +54,7 @@ export class ConfigStore {
   #queued: Promise<ReloadResult> | undefined;
   readonly #logger: Logger;
   readonly #metrics: GatewayMetrics;
+  readonly #snapshotDeps: SnapshotDeps;
   readonly #env: NodeJS.ProcessEnv;
   /** configFingerprint of the dynamic part serving now. */
   #fingerprint: string;
@@ -73,10 +81,17 @@ export class ConfigStore {
     this.#metrics = opts.metrics;
     this.#env = opts.env ?? process.env;
     this.#fingerprint = fingerprintOf(config);
-    this.#current = compileSnapshot(dynamicPart(config), this.#version, undefined, {
+    this.#snapshotDeps = {
       metrics: opts.metrics,
       logger: opts.logger,
-    }).snapshot;
+      replica: replicaPosition(config.replica),
+    };
+    this.#current = compileSnapshot(
+      dynamicPart(config),
+      this.#version,
+      undefined,
+      this.#snapshotDeps,
+    ).snapshot;
     void this.#current.auth.start();
     this.#configureRouteMetrics();
     this.discovery = new Discovery({
@@ -170,7 +185,7 @@ export class ConfigStore {
           dynamic,
           this.#version + 1,
           this.#current,
-          { metrics: this.#metrics, logger: this.#logger },
+          this.#snapshotDeps,
           COMPILE_SLICE_MS,
         );
       } catch (err) {

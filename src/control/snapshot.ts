@@ -5,6 +5,7 @@ import { createIdentityFilter } from '../dataplane/filters/identity/identity-fil
 import { createJwtFilter } from '../dataplane/filters/jwt/jwt-filter.ts';
 import { type AuthProviders, createAuthProviders } from '../dataplane/filters/jwt/providers.ts';
 import { type RouteTable, routeTableSteps } from '../dataplane/routing/route-table.ts';
+import type { ReplicaPosition } from '../dataplane/upstream/aperture.ts';
 import { Cluster, upstreamFingerprint } from '../dataplane/upstream/cluster.ts';
 import { runInSlices, runNow, type Steps } from '../slices.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
@@ -37,6 +38,8 @@ export interface Snapshot {
 export interface SnapshotDeps {
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
+  /** This process among its replicas (the static `replica`), for every upstream's aperture. */
+  readonly replica?: ReplicaPosition | undefined;
 }
 
 export interface CompileResult {
@@ -131,6 +134,7 @@ function* compileSteps(
           metrics: deps.metrics,
           fingerprint,
           previous: old,
+          replica: deps.replica,
         });
         created.push(cluster);
         clusters.set(name, cluster);
