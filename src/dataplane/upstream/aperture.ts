@@ -42,6 +42,35 @@ function byRingKey(a: Endpoint, b: Endpoint): number {
   return ringKey(a) - ringKey(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
 
+/** What changed in the set since the last `setMembers`. */
+export interface MemberChange {
+  readonly added: readonly Endpoint[];
+  readonly removed: readonly Endpoint[];
+}
+
+/**
+ * The ring after `change`: the endpoints that stay keep their order, the newcomers are sorted and
+ * merged in. O(n) with lookups only in the (small) change, where sorting the whole set again would
+ * look keys up n log n times.
+ */
+function changeRing(previous: readonly Endpoint[], change: MemberChange): Endpoint[] {
+  const gone = new Set(change.removed);
+  const kept = gone.size === 0 ? previous : previous.filter((e) => !gone.has(e));
+  return merge(kept, [...change.added].sort(byRingKey));
+}
+
+function merge(kept: readonly Endpoint[], added: readonly Endpoint[]): Endpoint[] {
+  if (added.length === 0) return [...kept];
+  const ring: Endpoint[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < kept.length && j < added.length)
+    ring.push(byRingKey(kept[i]!, added[j]!) <= 0 ? kept[i++]! : added[j++]!);
+  while (i < kept.length) ring.push(kept[i++]!);
+  while (j < added.length) ring.push(added[j++]!);
+  return ring;
+}
+
 /** Non-negative `a mod n`. */
 function mod(a: number, n: number): number {
   return ((a % n) + n) % n;
@@ -106,9 +135,12 @@ export class Aperture {
     return this.#cfg.maxLoad;
   }
 
-  /** The live set changed (joined or left, not health): place it on the ring. */
-  setMembers(members: readonly Endpoint[]): void {
-    const ring = [...members].sort(byRingKey);
+  /**
+   * The live set changed (joined or left, not health): place it on the ring. With `change` (what
+   * joined and left since the last call), only that is looked at.
+   */
+  setMembers(members: readonly Endpoint[], change?: MemberChange): void {
+    const ring = change === undefined ? [...members].sort(byRingKey) : changeRing(this.#ring, change);
     this.#ring = ring;
     const r = ring.length;
     const { index, count } = this.#replica;
@@ -129,17 +161,17 @@ export class Aperture {
 
   /**
    * The endpoints to balance over, among `candidates` (the eligible endpoints, or all of them in
-   * panic mode): `candidates` itself when the window would hold them all, else a new array in ring
-   * order. Also sets `watched`.
+   * panic mode; `isCandidate` says the same of one endpoint, faster than a set of them): `candidates`
+   * itself when the window would hold them all, else a new array in ring order. Also sets `watched`.
    */
-  choose(candidates: readonly Endpoint[]): readonly Endpoint[] {
+  choose(candidates: readonly Endpoint[], isCandidate?: (e: Endpoint) => boolean): readonly Endpoint[] {
     const size = this.size;
     if (size >= candidates.length) {
       this.#inUse = candidates.length;
       this.#watched = this.#ring;
       return candidates;
     }
-    const eligible = new Set(candidates);
+    const eligible = isCandidate === undefined ? new Set(candidates) : { has: isCandidate };
     const ring = this.#ring;
     const r = ring.length;
     const chosen: Endpoint[] = [];

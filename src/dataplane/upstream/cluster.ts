@@ -293,6 +293,8 @@ export class Cluster {
   /** What the balancer chooses among: the aperture's window over #eligible, or #eligible itself. */
   #inUse: readonly Endpoint[] = [];
   readonly #aperture: Aperture | undefined;
+  /** Whether an endpoint of the set is among #eligible (the rule #refresh applies). */
+  readonly #isCandidate = (e: Endpoint): boolean => !e.draining && (this.#panic || (e.healthy && !e.ejected));
   /** Attempts in flight above which the aperture widens (Infinity: it cannot, or there is none). */
   #widenAt = Infinity;
   /** The most attempts in flight since the aperture last looked (APERTURE_PERIOD_MS). */
@@ -589,7 +591,7 @@ export class Cluster {
     }
     this.#members = members;
     this.#outliers?.resize(members.length);
-    if (added.length > 0 || removed.length > 0) this.#aperture?.setMembers(members);
+    if (added.length > 0 || removed.length > 0) this.#aperture?.setMembers(members, { added, removed });
     this.#refresh();
     const change: EndpointChange = {
       added: added.map((e) => e.id),
@@ -1048,7 +1050,7 @@ export class Cluster {
   #applyWindow(): void {
     const candidates = this.#eligible;
     const aperture = this.#aperture;
-    const chosen = aperture === undefined ? candidates : aperture.choose(candidates);
+    const chosen = aperture === undefined ? candidates : aperture.choose(candidates, this.#isCandidate);
     this.#inUse = chosen;
     this.balancer.update(chosen);
     this.#widenAt = chosen === candidates ? Infinity : aperture!.size * aperture!.maxLoad;

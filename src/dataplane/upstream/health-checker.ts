@@ -274,17 +274,26 @@ export class HealthChecker {
    * endpoint that comes into use is checked within the next jitter span.
    */
   focus(inUse: readonly Endpoint[] | undefined): void {
+    const previous = this.#focus;
     const focus = inUse === undefined ? undefined : new Set(inUse);
     this.#focus = focus;
-    for (const s of this.#states.values()) {
-      const active = focus === undefined || focus.has(s.endpoint);
-      if (active === s.active) continue;
-      s.active = active;
-      if (!active || !this.#started || s.timer === undefined) continue;
-      // Into use: its last idle-rate check may be a minute old.
-      const soon = Math.round(this.#random() * this.#cfg.interval * this.#cfg.jitter);
-      if (s.dueAt - this.#now() > soon) this.#schedule(s, soon);
+    if (previous !== undefined && focus !== undefined) {
+      // From one window to the next: only what changed (a window is small, the set may not be).
+      for (const e of previous) if (!focus.has(e)) this.#setActive(e, false);
+      for (const e of focus) if (!previous.has(e)) this.#setActive(e, true);
+      return;
     }
+    for (const e of this.#states.keys()) this.#setActive(e, focus === undefined || focus.has(e));
+  }
+
+  #setActive(e: Endpoint, active: boolean): void {
+    const s = this.#states.get(e);
+    if (s === undefined || s.active === active) return;
+    s.active = active;
+    if (!active || !this.#started || s.timer === undefined) return;
+    // Into use: its last idle-rate check may be a minute old.
+    const soon = Math.round(this.#random() * this.#cfg.interval * this.#cfg.jitter);
+    if (s.dueAt - this.#now() > soon) this.#schedule(s, soon);
   }
 
   #scheduleFirst(s: ProbeState): void {

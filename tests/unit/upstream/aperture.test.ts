@@ -123,6 +123,23 @@ describe('Aperture', () => {
     }
   });
 
+  it('a ring kept up to date change by change is the ring built afresh', () => {
+    const kept = aperture({ minEndpoints: 40 });
+    let current = fakeEndpoints(300);
+    kept.setMembers(current);
+    const random = seededRandom(3);
+    for (let k = 0; k < 40; k++) {
+      const removed = current.filter(() => random() < 0.02);
+      const added = fakeEndpoints(1 + Math.floor(random() * 3), 2000 + k * 10);
+      current = [...current.filter((e) => !removed.includes(e)), ...added];
+      kept.setMembers(current, { added, removed });
+      const fresh = aperture({ minEndpoints: 40 });
+      fresh.setMembers(shuffled(current, k));
+      expect(ids(kept.choose(current))).toEqual(ids(fresh.choose(current)));
+      expect(ids(kept.watched)).toEqual(ids(fresh.watched));
+    }
+  });
+
   it('steps over ineligible endpoints (the window reaches further) and watches them', () => {
     const members = fakeEndpoints(100);
     const a = aperture();
