@@ -1,6 +1,6 @@
 import { Client } from 'undici';
 import type { Clock, Random } from './clock.ts';
-import { createConnector } from './connector.ts';
+import { createConnector, type TimedConnector } from './connector.ts';
 import type { Endpoint } from './endpoint.ts';
 import type { HealthCheckConfig } from './policy-schema.ts';
 
@@ -69,7 +69,8 @@ export interface HealthProbes {
  */
 class HttpProbes implements HealthProbes {
   readonly #cfg: HealthCheckConfig;
-  readonly #connectTimeoutMs: number;
+  /** One connector for every check: its TLS session cache lets a reconnect resume a session. */
+  readonly #connect: TimedConnector;
   /** The Clients of endpoints checked at the full rate. */
   readonly #kept = new Map<Endpoint, Client>();
   /** Idle-rate checks' Clients while their check runs. */
@@ -77,13 +78,13 @@ class HttpProbes implements HealthProbes {
 
   constructor(cfg: HealthCheckConfig, connectTimeoutMs: number) {
     this.#cfg = cfg;
-    this.#connectTimeoutMs = connectTimeoutMs;
+    this.#connect = createConnector(Math.min(connectTimeoutMs, cfg.timeout));
   }
 
   #client(endpoint: Endpoint): Client {
     return new Client(endpoint.id, {
       pipelining: 1,
-      connect: createConnector(Math.min(this.#connectTimeoutMs, this.#cfg.timeout)),
+      connect: this.#connect,
       keepAliveTimeout: this.#cfg.interval * 2,
     });
   }
