@@ -184,7 +184,8 @@ export interface HealthCheckerOptions {
  * `healthyThreshold` passing ones. Endpoints start healthy.
  *
  * When: an endpoint in use (`focus`: the aperture's window, or every endpoint) is checked every
- * `interval` and the others every `idleInterval`, each wait times a random factor in
+ * `interval` and the others every `idleInterval` (or, past `idleChecksPerSecond × idleInterval`
+ * of them, as often as that many checks a second allow), each wait times a random factor in
  * [1 - jitter, 1 + jitter] so gateways do not check in step. An endpoint's first check runs within
  * the first jitter span (one in use) or at a random point of the idle interval (one not); its
  * second comes at a random point of the interval after it, so the checks of many endpoints spread
@@ -205,6 +206,8 @@ export class HealthChecker {
   /** The endpoints checked at `interval`; undefined: all of them. */
   #focus: ReadonlySet<Endpoint> | undefined = undefined;
   readonly #waiting: ProbeState[] = [];
+  /** Endpoints checked at the idle rate now. */
+  #idle = 0;
   #inFlight = 0;
   #maxInFlight = MIN_IN_FLIGHT;
   #started = false;
@@ -255,6 +258,7 @@ export class HealthChecker {
       lastError: undefined,
     };
     this.#states.set(endpoint, s);
+    if (!s.active) this.#idle++;
     this.#maxInFlight = maxChecksInFlight(this.#states.size, this.#cfg);
     if (this.#started) this.#scheduleFirst(s);
   }
@@ -264,6 +268,7 @@ export class HealthChecker {
     const s = this.#states.get(endpoint);
     if (s === undefined) return;
     this.#states.delete(endpoint);
+    if (!s.active) this.#idle--;
     this.#maxInFlight = maxChecksInFlight(this.#states.size, this.#cfg);
     this.#stop(s);
     void this.#probes.forget(endpoint);
@@ -291,6 +296,7 @@ export class HealthChecker {
     const s = this.#states.get(e);
     if (s === undefined || s.active === active) return;
     s.active = active;
+    this.#idle += active ? -1 : 1;
     if (!active || !this.#started || s.timer === undefined) return;
     // Into use: its last idle-rate check may be a minute old.
     const soon = Math.round(this.#random() * this.#cfg.interval * this.#cfg.jitter);
@@ -299,8 +305,13 @@ export class HealthChecker {
 
   #scheduleFirst(s: ProbeState): void {
     const cfg = this.#cfg;
-    const span = s.active ? cfg.interval * cfg.jitter : this.#idleInterval;
+    const span = s.active ? cfg.interval * cfg.jitter : this.#idlePeriod();
     this.#schedule(s, Math.round(this.#random() * span));
+  }
+
+  /** Time between two checks of an endpoint out of use: idleInterval, longer past the rate cap. */
+  #idlePeriod(): number {
+    return Math.max(this.#idleInterval, (this.#idle * 1000) / this.#cfg.idleChecksPerSecond);
   }
 
   #schedule(s: ProbeState, delay: number): void {
@@ -350,7 +361,7 @@ export class HealthChecker {
     else
       this.#schedule(
         s,
-        nextCheckDelay(s.active ? cfg.interval : this.#idleInterval, cfg.jitter, this.#random),
+        nextCheckDelay(s.active ? cfg.interval : this.#idlePeriod(), cfg.jitter, this.#random),
       );
   }
 
@@ -415,6 +426,7 @@ export class HealthChecker {
     this.#closed = true;
     for (const s of this.#states.values()) this.#stop(s);
     this.#states.clear();
+    this.#idle = 0;
     await this.#probes.close();
   }
 }

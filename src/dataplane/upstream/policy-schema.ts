@@ -215,6 +215,12 @@ export const HealthCheckSchema = z.strictObject({
    * than `interval`. Envoy's no-traffic interval: a replica need not watch closely what it does not use.
    */
   idleInterval: duration('60s'),
+  /**
+   * At most this many checks a second of endpoints not in use, per upstream: past
+   * idleChecksPerSecond × idleInterval of them (600), each is checked less often, so the sweep's
+   * cost stops growing with the set.
+   */
+  idleChecksPerSecond: z.number().positive().max(10_000).default(10),
   timeout: duration('1s'),
   /** Consecutive passing checks that make an unhealthy endpoint healthy. */
   healthyThreshold: z.number().int().min(1).default(2),

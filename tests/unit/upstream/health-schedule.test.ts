@@ -171,6 +171,34 @@ describe('health check schedule (fake timers)', () => {
     await hc.close();
   });
 
+  it('sweeps many endpoints out of use at idleChecksPerSecond at most: each less often, the total bounded', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const eps = fakeEndpoints(1010);
+    const probes = fakeProbes(2);
+    const hc = checker(eps, probes, {
+      interval: '10s',
+      idleInterval: '60s',
+      idleChecksPerSecond: 10,
+      jitter: 0.1,
+    });
+    hc.focus(eps.slice(0, 10));
+    hc.start();
+    await vi.advanceTimersByTimeAsync(700_000);
+    // 1,000 out of use at 10 a second: each every 100 s (± 10%), not every 60 s.
+    const late = probes.checks.filter((c) => c.idle && c.at >= 200_000 && c.at < 700_000);
+    expect(late.length / 500).toBeGreaterThan(9);
+    expect(late.length / 500).toBeLessThan(11);
+    const perEndpoint = countBy(late, (c) => c.endpoint);
+    for (const n of perEndpoint.values()) {
+      expect(n).toBeGreaterThanOrEqual(4);
+      expect(n).toBeLessThanOrEqual(6);
+    }
+    // The ten in use are still checked every 10 s.
+    const used = probes.checks.filter((c) => !c.idle && c.at >= 200_000 && c.at < 700_000);
+    expect(used.length).toBeGreaterThanOrEqual(10 * 45);
+    await hc.close();
+  });
+
   it('an endpoint removed while its check waits for a slot is never checked', async () => {
     vi.useFakeTimers({ now: 0 });
     const eps = fakeEndpoints(8);

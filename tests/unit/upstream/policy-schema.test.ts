@@ -50,6 +50,7 @@ describe('UpstreamSchema resilience keys', () => {
       path: '/healthz',
       interval: 10_000,
       idleInterval: 60_000,
+      idleChecksPerSecond: 10,
       timeout: 1000,
       healthyThreshold: 2,
       unhealthyThreshold: 3,
