@@ -13,7 +13,7 @@
  * run). Kernel time is not counted. The dumps are kept in bench/results/ (kcachegrind,
  * callgrind_annotate).
  *
- *   node bench/instructions.ts [passthrough|lean|observed|bare-undici|bare-undici-default|express-hpm …]
+ *   node bench/instructions.ts [passthrough|lean|observed|ratelimit|bare-undici|bare-undici-default|express-hpm …]
  *   (default: passthrough bare-undici bare-undici-default)
  *   wide: passthrough over an upstream of BENCH_WIDE_ENDPOINTS (1000) endpoints, all served by one
  *   process (bench/peers/wide-upstream.ts, which then serves every target: passthrough's one
@@ -60,6 +60,7 @@ const WHICH = [
   'wide',
   'lean',
   'observed',
+  'ratelimit',
   'bare-undici',
   'bare-undici-default',
   'express-hpm',

@@ -13,7 +13,9 @@ import { replicaPosition } from '../dataplane/upstream/aperture.ts';
 import { Discovery } from '../discovery/discovery.ts';
 import { createDnsProviderFactory } from '../discovery/dns-provider.ts';
 import type { ProviderFactories } from '../discovery/provider.ts';
+import type { RedisConnection } from '../stores/redis.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
+import { UpstreamTlsSet } from '../tls/upstream-tls.ts';
 import {
   type CompileResult,
   compileSnapshot,
@@ -44,6 +46,8 @@ export class ConfigStore {
   readonly file: string | undefined;
   /** The config the process started with: its static part is what runs until restart. */
   readonly initial: Config;
+  /** Every upstream's TLS (files, rotation), shared by the endpoints of all snapshots. */
+  readonly upstreamTls: UpstreamTlsSet;
   #current: Snapshot;
   #effective: Config;
   #lastFailure: ReloadFailure | undefined;
@@ -72,6 +76,8 @@ export class ConfigStore {
       env?: NodeJS.ProcessEnv;
       /** How discovered upstreams get their providers (default: DNS through the system resolver). */
       providers?: ProviderFactories | undefined;
+      /** The shared Redis connection, for policies that count in Redis. */
+      redis?: RedisConnection | undefined;
     },
   ) {
     this.file = opts.file;
@@ -81,9 +87,12 @@ export class ConfigStore {
     this.#metrics = opts.metrics;
     this.#env = opts.env ?? process.env;
     this.#fingerprint = fingerprintOf(config);
+    this.upstreamTls = new UpstreamTlsSet({ logger: opts.logger, metrics: opts.metrics });
     this.#snapshotDeps = {
       metrics: opts.metrics,
       logger: opts.logger,
+      tls: this.upstreamTls,
+      redis: opts.redis,
       replica: replicaPosition(config.replica),
     };
     this.#current = compileSnapshot(
@@ -189,8 +198,12 @@ export class ConfigStore {
           COMPILE_SLICE_MS,
         );
       } catch (err) {
+        // An error naming its key (an upstream's TLS file) is reported there.
+        const path = (err as { keyPath?: unknown }).keyPath;
         return this.#fail(trigger, [
-          { file: this.file ?? '(none)', path: '', message: `compile failed: ${String(err)}` },
+          typeof path === 'string'
+            ? { file: this.file ?? '(none)', path, message: (err as Error).message }
+            : { file: this.file ?? '(none)', path: '', message: `compile failed: ${String(err)}` },
         ]);
       }
       this.#version++;
@@ -245,6 +258,7 @@ export class ConfigStore {
   async close(): Promise<void> {
     await this.#settleReload();
     this.#current.auth.close();
+    this.#current.policyState.close();
     await this.discovery.close();
     await Promise.all([...this.#current.clusters.values()].map((c) => c.close()));
   }
@@ -252,6 +266,7 @@ export class ConfigStore {
   async destroy(): Promise<void> {
     await this.#settleReload();
     this.#current.auth.close();
+    this.#current.policyState.close();
     await this.discovery.close();
     await Promise.all([...this.#current.clusters.values()].map((c) => c.destroy()));
   }

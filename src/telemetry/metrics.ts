@@ -18,10 +18,10 @@ import {
   Registry,
   type RegistryContentType,
 } from 'prom-client';
-import { HTTP_METHODS } from '../config/schema.ts';
+import { HTTP_METHODS } from '../config/http-methods.ts';
 import type { Http2CloseReason } from '../dataplane/listener/http2-session-guard.ts';
-import type { ClientCertReason, HandshakeFailureReason } from '../dataplane/listener/tls-reasons.ts';
 import type { ErrorCode } from '../errors.ts';
+import type { ClientCertReason, HandshakeFailureReason } from '../tls/reasons.ts';
 import { type TextSink, writeExposition } from './exposition.ts';
 import { LATENCY_BUCKETS } from './latency-buckets.ts';
 import {
@@ -307,6 +307,7 @@ export class GatewayMetrics {
   readonly tlsHandshakeFailures: Counter<'listener' | 'reason'>;
   readonly tlsClientCertVerificationFailures: Counter<'listener' | 'reason'>;
   readonly tlsCertificateReloads: Counter<'listener' | 'outcome'>;
+  readonly adminAuthFailures: Counter<'reason'>;
   readonly tlsCertificateExpiry: Gauge<'listener' | 'role' | 'subject'>;
   readonly http2SessionsClosed: Counter<'listener' | 'reason'>;
   readonly tracingSpans: Counter<'outcome'>;
@@ -319,7 +320,9 @@ export class GatewayMetrics {
   /** listener → label sets of its certificate expiry series (replaced when certificates reload). */
   private readonly expiryLabels = new Map<string, Labels[]>();
   #redis: RedisMetrics | undefined;
+  #upstreamTls: UpstreamTlsMetrics | undefined;
   #registryMetrics: RegistryMetrics | undefined;
+  #rateLimits: RateLimitMetrics | undefined;
 
   /** listener → route → method index → status → series */
   private readonly requests = new Map<string, Map<string, ByMethod>>();
@@ -673,6 +676,12 @@ export class GatewayMetrics {
       name: 'peregrine_tls_certificate_reloads_total',
       help: 'TLS certificate reloads after start, by listener and outcome.',
       labelNames: ['listener', 'outcome'],
+      registers,
+    });
+    this.adminAuthFailures = new Counter({
+      name: 'peregrine_admin_auth_failures_total',
+      help: 'Admin API requests refused for want of a credential (no_credential) or with a wrong one (bad_credential).',
+      labelNames: ['reason'],
       registers,
     });
     this.tlsCertificateExpiry = new Gauge({
@@ -1041,6 +1050,23 @@ export class GatewayMetrics {
     this.tlsHandshakeFailures.inc({ listener, reason });
   }
 
+  recordAdminAuthFailure(reason: 'no_credential' | 'bad_credential'): void {
+    this.adminAuthFailures.inc({ reason });
+  }
+
+  /**
+   * Every request series (route, status, count) with its latency histogram cell, for the admin
+   * API's per-route view. The histogram is the shared `_other` one for routes without their own.
+   */
+  *requestSeries(): Generator<{ route: string; status: number; count: number; duration: HistogramCell }> {
+    for (const byRoute of this.requests.values())
+      for (const [route, byMethod] of byRoute)
+        for (const byStatus of byMethod)
+          if (byStatus !== undefined)
+            for (const [status, series] of byStatus)
+              yield { route, status, count: series.total.value, duration: series.duration };
+  }
+
   /** A client certificate that did not verify, or none where one is required. */
   recordClientCertVerificationFailure(listener: string, reason: ClientCertReason): void {
     this.tlsClientCertVerificationFailures.inc({ listener, reason });
@@ -1065,6 +1091,12 @@ export class GatewayMetrics {
 
   recordHttp2SessionClosed(listener: string, reason: Http2CloseReason): void {
     this.http2SessionsClosed.inc({ listener, reason });
+  }
+
+  /** TLS toward upstreams, registered on first use (gateways without `https://` upstreams show none). */
+  get upstreamTls(): UpstreamTlsMetrics {
+    this.#upstreamTls ??= new UpstreamTlsMetrics(this.registry);
+    return this.#upstreamTls;
   }
 
   recordDiscoveryRefresh(upstream: string, source: string, outcome: DiscoveryOutcome): void {
@@ -1093,6 +1125,12 @@ export class GatewayMetrics {
   get registryMetrics(): RegistryMetrics {
     this.#registryMetrics ??= new RegistryMetrics(this.registry);
     return this.#registryMetrics;
+  }
+
+  /** Rate limiting's metrics, registered on first use (gateways without rate limits show none). */
+  get rateLimits(): RateLimitMetrics {
+    this.#rateLimits ??= new RateLimitMetrics(this.registry);
+    return this.#rateLimits;
   }
 
   /** Drop the series of an endpoint that discovery removed, so churn does not grow memory. */
@@ -1198,6 +1236,78 @@ async function renderNow(
     return { contentType };
   } finally {
     registry.setContentType(PROMETHEUS_CONTENT_TYPE);
+  }
+}
+
+// --- TLS toward upstreams ------------------------------------------------------------------------
+
+/** One certificate an upstream's connections present (`client`) or trust (`ca`). */
+export interface UpstreamCertificateExpiry {
+  readonly role: 'client' | 'ca';
+  readonly subject: string;
+  readonly notAfter: Date;
+}
+
+export class UpstreamTlsMetrics {
+  readonly handshakes: Counter<'upstream' | 'session'>;
+  readonly failures: Counter<'upstream' | 'reason'>;
+  readonly certificateReloads: Counter<'upstream' | 'outcome'>;
+  readonly certificateExpiry: Gauge<'upstream' | 'role' | 'subject'>;
+  /** upstream → label sets of its certificate expiry series (replaced when its certificates reload). */
+  readonly #expiryLabels = new Map<string, Labels[]>();
+
+  constructor(registry: Registry<RegistryContentType>) {
+    const registers = [registry as Registry];
+    this.handshakes = new Counter({
+      name: 'peregrine_upstream_tls_handshakes_total',
+      help: 'TLS handshakes with upstream endpoints, by upstream and session: new (full handshake) or resumed.',
+      labelNames: ['upstream', 'session'],
+      registers,
+    });
+    this.failures = new Counter({
+      name: 'peregrine_upstream_tls_failures_total',
+      help: "Upstream connections refused over TLS, by upstream and reason (certificate, handshake or the peer's SPIFFE identity).",
+      labelNames: ['upstream', 'reason'],
+      registers,
+    });
+    this.certificateReloads = new Counter({
+      name: 'peregrine_upstream_tls_certificate_reloads_total',
+      help: "Reloads of an upstream's client certificate and CA files after start, by upstream and outcome.",
+      labelNames: ['upstream', 'outcome'],
+      registers,
+    });
+    this.certificateExpiry = new Gauge({
+      name: 'peregrine_upstream_tls_certificate_expiry_timestamp_seconds',
+      help: "Unix time at which a certificate an upstream's connections present (role client) or trust (role ca) expires.",
+      labelNames: ['upstream', 'role', 'subject'],
+      registers,
+    });
+  }
+
+  /** The handshake counter of one upstream and session kind, for a caller to keep and increment. */
+  handshakeCounter(upstream: string, session: 'new' | 'resumed'): { inc(): void } {
+    return this.handshakes.labels({ upstream, session });
+  }
+
+  recordFailure(upstream: string, reason: string): void {
+    this.failures.inc({ upstream, reason });
+  }
+
+  recordCertificateReload(upstream: string, outcome: CertificateReloadOutcome): void {
+    this.certificateReloads.inc({ upstream, outcome });
+  }
+
+  /** The certificates an upstream uses now; replaces its previous series (none: removes them). */
+  setCertificateExpiry(upstream: string, certs: readonly UpstreamCertificateExpiry[]): void {
+    for (const labels of this.#expiryLabels.get(upstream) ?? []) this.certificateExpiry.remove(labels);
+    const sets: Labels[] = [];
+    for (const c of certs) {
+      const labels = { upstream, role: c.role, subject: c.subject };
+      this.certificateExpiry.set(labels, c.notAfter.getTime() / 1000);
+      sets.push(labels);
+    }
+    if (sets.length > 0) this.#expiryLabels.set(upstream, sets);
+    else this.#expiryLabels.delete(upstream);
   }
 }
 
@@ -1453,5 +1563,98 @@ export class RegistryMetrics {
 
   observePropagation(seconds: number): void {
     this.propagation.observe(Math.max(0, seconds));
+  }
+}
+
+/**
+ * How a rate limit policy decided a request: `allowed` and `limited` by its store (or, `limited`,
+ * by the insurance limiter), `dry_run_limited` would have been limited (dry run admits it),
+ * `insured` admitted by the insurance limiter while the store failed, `store_error` decided
+ * without a limiter while the store failed (fail-open admits, fail-closed refuses with 503),
+ * `skipped` not counted (an exemption, a missing key with `ifMissing: skip`, a cost of 0),
+ * `key_missing` refused because it lacks the key's value (`ifMissing: reject`).
+ */
+export const RATE_LIMIT_OUTCOMES = [
+  'allowed',
+  'limited',
+  'dry_run_limited',
+  'store_error',
+  'insured',
+  'skipped',
+  'key_missing',
+] as const;
+export type RateLimitOutcome = (typeof RATE_LIMIT_OUTCOMES)[number];
+
+/** How a call to the shared store ended: a reply, no reply within the policy's timeout, a failure. */
+export const RATE_LIMIT_STORE_RESULTS = ['ok', 'timeout', 'error'] as const;
+export type RateLimitStoreResult = (typeof RATE_LIMIT_STORE_RESULTS)[number];
+
+/** Store latency buckets: the per-call timeout defaults to 50 ms, and a healthy local Redis answers in well under 1 ms. */
+const RATE_LIMIT_STORE_BUCKETS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+];
+
+export class RateLimitMetrics {
+  readonly decisions: CellMetric;
+  readonly storeDuration: Histogram<'policy' | 'result'>;
+  readonly insuranceActivations: Counter<'policy'>;
+  readonly degraded: Gauge<'policy'>;
+  readonly #cells = new Map<string, readonly ScalarCell[]>();
+
+  constructor(registry: Registry<RegistryContentType>) {
+    const registers = [registry as Registry];
+    this.decisions = new CellMetric('counter', {
+      name: 'peregrine_ratelimit_decisions_total',
+      help: 'Rate limit decisions, by policy and outcome (allowed, limited, dry_run_limited, store_error, insured, skipped, key_missing).',
+      labelNames: ['policy', 'outcome'],
+      registry,
+    });
+    this.storeDuration = new Histogram({
+      name: 'peregrine_ratelimit_store_duration_seconds',
+      help: "Time a Redis-backed policy waited for its store per request (all its limits at once), by policy and result (ok, timeout: the policy's per-call timeout ran out, error).",
+      labelNames: ['policy', 'result'],
+      buckets: RATE_LIMIT_STORE_BUCKETS,
+      registers,
+    });
+    this.insuranceActivations = new Counter({
+      name: 'peregrine_ratelimit_insurance_activations_total',
+      help: 'Times a Redis-backed policy switched from its store to its degradation (insurance, fail-open or fail-closed) after a store failure.',
+      labelNames: ['policy'],
+      registers,
+    });
+    this.degraded = new Gauge({
+      name: 'peregrine_ratelimit_degraded',
+      help: '1 while a Redis-backed policy decides by its degradation because its last store call failed, else 0.',
+      labelNames: ['policy'],
+      registers,
+    });
+  }
+
+  /**
+   * The decision cells of a policy, one per outcome in RATE_LIMIT_OUTCOMES order, created at 0
+   * on first use and the same afterwards: a decision costs one `+=`.
+   */
+  decisionCells(policy: string): readonly ScalarCell[] {
+    let cells = this.#cells.get(policy);
+    if (cells === undefined) {
+      cells = RATE_LIMIT_OUTCOMES.map((outcome) => this.decisions.cell({ policy, outcome }));
+      this.#cells.set(policy, cells);
+    }
+    return cells;
+  }
+
+  /** A Redis-backed policy: its store series start at 0, so their rates exist before the first failure. */
+  addStorePolicy(policy: string): void {
+    this.insuranceActivations.inc({ policy }, 0);
+    this.degraded.set({ policy }, 0);
+  }
+
+  observeStore(policy: string, result: RateLimitStoreResult, seconds: number): void {
+    this.storeDuration.observe({ policy, result }, seconds);
+  }
+
+  setDegraded(policy: string, degraded: boolean): void {
+    this.degraded.set({ policy }, degraded ? 1 : 0);
+    if (degraded) this.insuranceActivations.inc({ policy });
   }
 }

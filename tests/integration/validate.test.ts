@@ -1,6 +1,6 @@
 /**
- * `peregrine validate` as a process: the certificate files of TLS listeners are read and checked
- * as the listener checks them at start, each problem reported at its key's line, exit code 2.
+ * `peregrine validate` as a process: the certificate files of TLS listeners and upstreams are read
+ * and checked as the gateway checks them at start, each problem reported at its key's line, exit 2.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -120,6 +120,41 @@ describe('peregrine validate: certificate files', () => {
     expect(stdout).toBe(`ok: ${file}\n`);
     expect(status).toBe(0);
   });
+
+  it("reports an upstream's CA and client certificate problems at their keys, and accepts a usable set", () => {
+    const upstream = (lines: string[]) =>
+      validate(
+        [
+          'listeners:',
+          '  - name: edge',
+          '    address: 127.0.0.1:8080',
+          'upstreams:',
+          '  orders:',
+          '    endpoints: [https://10.0.0.5:8443]',
+          '    tls:',
+          ...lines,
+          '',
+        ].join('\n'),
+      );
+    const bad = upstream([
+      `      ca: ${dir}/garbage.crt`,
+      `      cert: ${dir}/good.crt`,
+      `      key: ${dir}/other.key`,
+      '      identity: { expect: [spiffe://prod.example/ns/shop/sa/orders] }',
+    ]);
+    expect(bad.stderr).toEqual([
+      `${bad.file}:8 upstreams.orders.tls.ca: ca ${dir}/garbage.crt: no PEM certificate found`,
+      `${bad.file}:10 upstreams.orders.tls.key: key ${dir}/other.key does not match certificate ${dir}/good.crt`,
+    ]);
+    expect(bad.status).toBe(2);
+    const good = upstream([
+      `      ca: ${dir}/ca.crt`,
+      `      cert: ${dir}/good.crt`,
+      `      key: ${dir}/good.key`,
+      '      identity: { expectPattern: "spiffe://prod.example/ns/*/sa/{service}" }',
+    ]);
+    expect([good.stderr, good.status]).toEqual([[], 0]);
+  });
 });
 
 describe('peregrine validate: unknown keys', () => {
@@ -149,5 +184,57 @@ describe('peregrine validate: unknown keys', () => {
       `${file}:13 routes.0.match.pathh: unknown key "pathh"; did you mean "path"?`,
     ]);
     expect(status).toBe(2);
+  });
+});
+
+describe('peregrine validate: route policies', () => {
+  it('reports an unknown policy kind and a reference to a missing policy at their lines, exit 2', () => {
+    const { file, status, stdout, stderr } = validate(
+      [
+        'listeners: [{ name: edge, address: 127.0.0.1:8080 }]',
+        'upstreams: { u: { endpoints: [http://127.0.0.1:3001] } }',
+        'policies:',
+        '  mesh: { kind: identity, allow: [spiffe://prod/ns/payments/sa/api] }',
+        '  limits: { kind: quota }',
+        'routes:',
+        '  - { name: r, upstream: u, policies: [mesh, limit] }',
+        '',
+      ].join('\n'),
+    );
+    expect(stdout).toBe('');
+    expect(stderr).toEqual([
+      `${file}:5 policies.limits.kind: unknown policy kind "quota" (kinds: identity, jwt, rate_limit)`,
+      `${file}:7 routes.0.policies.1: unknown policy "limit"`,
+    ]);
+    expect(status).toBe(2);
+  });
+});
+
+describe('peregrine validate: the admin port', () => {
+  it("checks the admin listener's certificate files and its token, at their lines", () => {
+    writeFileSync(join(dir, 'short.token'), 'too-short\n');
+    const { file, status, stderr } = validate(
+      [
+        'listeners:',
+        '  - name: edge',
+        '    address: 127.0.0.1:8080',
+        'admin:',
+        '  address: 0.0.0.0:9901',
+        '  tls:',
+        `    cert: ${dir}/garbage.crt`,
+        `    key: ${dir}/good.key`,
+        '  auth:',
+        '    token:',
+        `      file: ${dir}/short.token`,
+        '',
+      ].join('\n'),
+    );
+    expect(status).toBe(2);
+    expect(stderr).toEqual([
+      expect.stringMatching(new RegExp(`^${file}:7 admin\\.tls\\.cert: .*no PEM certificate found`)),
+      expect.stringMatching(
+        new RegExp(`^${file}:10 admin\\.auth\\.token: admin token: shorter than 16 characters`),
+      ),
+    ]);
   });
 });

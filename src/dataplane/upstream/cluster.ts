@@ -9,6 +9,7 @@ import {
   type UpstreamResilienceSeries,
   type UpstreamStateSource,
 } from '../../telemetry/metrics.ts';
+import { type UpstreamTls, UpstreamTlsSet } from '../../tls/upstream-tls.ts';
 import { type AttemptOutcome, isClientSide, type UpstreamTlsFailure } from '../forward/upstream-errors.ts';
 import { Aperture, type ApertureDescription, type ReplicaPosition, replicaPosition } from './aperture.ts';
 import { type Balancer, type PickContext, wasTried } from './balancer.ts';
@@ -25,6 +26,7 @@ import {
 import { type Clock, monotonicClock, type Random } from './clock.ts';
 import {
   Endpoint,
+  type EndpointDeps,
   type EndpointInfo,
   type EndpointSource,
   endpointId,
@@ -40,7 +42,12 @@ import { type RetryDecision, type RetryGates, type RetryInput, RetryPolicy } fro
 /** The metric calls a cluster makes; GatewayMetrics has them all. */
 export type ClusterMetrics = Pick<
   GatewayMetrics,
-  'upstreamResilience' | 'watchUpstream' | 'recordCircuitTransition' | 'recordEjection' | 'forgetEndpoint'
+  | 'upstreamResilience'
+  | 'watchUpstream'
+  | 'recordCircuitTransition'
+  | 'recordEjection'
+  | 'forgetEndpoint'
+  | 'upstreamTls'
 >;
 
 /** What a cluster needs from the running gateway. All optional: tests and tools build bare clusters. */
@@ -67,6 +74,8 @@ export interface ClusterDeps {
    * config's `endpoints` (none for a discovered upstream, until its source publishes).
    */
   readonly previous?: Cluster | undefined;
+  /** Where `https://` endpoints take the upstream's TLS from; a set of its own when absent. */
+  readonly tls?: UpstreamTlsSet | undefined;
 }
 
 /**
@@ -103,7 +112,8 @@ interface TakenOver {
  * applied to its live set instead (`applyEndpoints`).
  */
 export function upstreamFingerprint(config: UpstreamConfig): string {
-  const { endpoints: _endpoints, discovery: _discovery, ...policy } = config;
+  // `policies` (admission gates) are compiled into the routes' plans, not held by the cluster.
+  const { endpoints: _endpoints, discovery: _discovery, policies: _policies, ...policy } = config;
   return JSON.stringify(policy);
 }
 
@@ -188,6 +198,23 @@ export interface AdmissionTicket {
   breakerTicket: number;
 }
 
+/**
+ * An upstream-side policy consulted at admission (an upstream rate ceiling), before the breaker
+ * and bulkhead: what it refuses never takes a probe or a slot. Compiled with the snapshot, one per
+ * upstream, and passed to `admit` by the pipeline (RoutePlan.admission), so requests and WebSocket
+ * handshakes meet it alike and a reload that keeps the Cluster can still change it. `T`: what the
+ * gate reads of a request (the pipeline's gates get its RequestContext).
+ */
+export interface AdmissionGate<T extends AdmissionTicket = AdmissionTicket> {
+  /** The policy's name, for decisions and errors. */
+  readonly name: string;
+  /**
+   * undefined: pass; a GatewayError: refuse with it; a Promise only when the decision must wait
+   * (a shared store), settling to one of the two.
+   */
+  admit(req: T): GatewayError | undefined | Promise<GatewayError | undefined>;
+}
+
 export interface ClusterDescription {
   name: string;
   balancer: string;
@@ -213,6 +240,11 @@ const SILENT: Logger = pino({ enabled: false });
 
 /** At most one TLS failure line per endpoint and code in this long. */
 const TLS_LOG_INTERVAL_MS = 10_000;
+const TLS_FAILURE_MESSAGES: Readonly<Record<UpstreamTlsFailure['kind'], string>> = {
+  verify: 'upstream TLS certificate verification failed',
+  handshake: 'upstream TLS handshake failed',
+  identity: 'upstream identity verification failed',
+};
 
 /** Counters that go nowhere, for clusters built without metrics. */
 function detachedSeries(): UpstreamResilienceSeries {
@@ -275,6 +307,13 @@ export class Cluster {
   readonly #now: Clock;
   readonly #decayMs: number;
   readonly #defaultRtt: number;
+  /** What its endpoints share: the upstream's TLS, and the names it goes by. */
+  readonly #endpointDeps: EndpointDeps;
+  /**
+   * The upstream's `tls` files, held for the cluster's life: loaded (and checked) when the config
+   * is, even before a discovered upstream has its first endpoint.
+   */
+  #tls: UpstreamTls | undefined;
   readonly #breaker: CircuitBreaker | undefined;
   readonly #breakerStatuses: ReadonlySet<number>;
   readonly #budget: RetryBudget | undefined;
@@ -332,6 +371,12 @@ export class Cluster {
     const defaultRtt = balancerCfg.kind === 'peak_ewma' ? balancerCfg.defaultRtt : DEFAULT_RTT_MS;
     const t0 = now();
     this.#defaultRtt = defaultRtt;
+    const tlsSet = deps.tls ?? new UpstreamTlsSet({ logger: this.#logger, metrics: deps.metrics });
+    // An identity pattern's {service}: the registered service it is discovered from, else its name.
+    const discovery = config.discovery;
+    const service = discovery !== undefined && 'registry' in discovery ? discovery.registry : name;
+    this.#endpointDeps = { upstream: name, service, tls: tlsSet };
+    this.#tls = config.tls === undefined ? undefined : tlsSet.acquire(name, config.tls, service);
     const previous = deps.previous !== undefined && !deps.previous.#closed ? deps.previous : undefined;
     const adopted: Endpoint[] = [];
     const members: Endpoint[] = [];
@@ -454,7 +499,7 @@ export class Cluster {
 
   /** A new Endpoint for this upstream (not yet held). */
   #build(info: EndpointInfo, source: EndpointSource, now: number): Endpoint {
-    const e = new Endpoint(info, this.config, source);
+    const e = new Endpoint(info, this.config, source, this.#endpointDeps);
     initRtt(e, this.#defaultRtt, now);
     return e;
   }
@@ -553,6 +598,7 @@ export class Cluster {
     const removed: Endpoint[] = [];
     const updated: Endpoint[] = [];
     for (const info of list) {
+      if (this.#cleartext(info)) continue;
       const id = endpointId(info);
       if (seen.has(id)) continue;
       seen.add(id);
@@ -566,6 +612,21 @@ export class Cluster {
     }
     if (exact) for (const e of this.#members) if (!seen.has(e.id)) removed.push(e);
     return this.#commit(added, removed, updated);
+  }
+
+  /**
+   * An `http://` endpoint published for an upstream that speaks TLS (`tls`, or HTTP/2): never used,
+   * so a client certificate or an expected identity is never silently dropped. The config's own
+   * endpoints are refused by the schema; this is for discovered ones.
+   */
+  #cleartext(info: EndpointInfo): boolean {
+    const tlsOnly = this.config.tls !== undefined || this.config.protocol !== 'http1';
+    if (!tlsOnly || !info.url.startsWith('http://')) return false;
+    this.#logger.warn(
+      { endpoint: info.url },
+      'endpoint skipped: the upstream speaks TLS (tls or protocol) and this endpoint is plain http://',
+    );
+    return true;
   }
 
   /** Apply a set change: removals first (a replaced origin leaves before its successor joins). */
@@ -684,14 +745,27 @@ export class Cluster {
 
   /**
    * May a request go to this upstream? undefined: yes, and the caller holds a slot it must give
-   * back with `release(req)` exactly once. A GatewayError: no (CIRCUIT_OPEN with a Retry-After
-   * header, or UPSTREAM_OVERLOADED); nothing to release. A Promise only when the bulkhead queues
-   * the request; it settles to one of the two (a request that went away meanwhile releases the
-   * slot it is granted). Sets `req.breakerTicket`, which the request's attempt results and its
-   * release hand back.
+   * back with `release(req)` exactly once. A GatewayError: no (the gate's refusal, CIRCUIT_OPEN
+   * with a Retry-After header, or UPSTREAM_OVERLOADED); nothing to release. A Promise only when the
+   * gate or the bulkhead must wait; it settles to one of the two (a request that went away
+   * meanwhile releases the slot it is granted). `gate`: the upstream-side policies, asked first.
+   * Sets `req.breakerTicket`, which the request's attempt results and its release hand back.
    */
-  admit(req: AdmissionTicket): GatewayError | undefined | Promise<GatewayError | undefined> {
+  admit<T extends AdmissionTicket>(
+    req: T,
+    gate: AdmissionGate<T> | null = null,
+  ): GatewayError | undefined | Promise<GatewayError | undefined> {
     req.breakerTicket = NO_TICKET;
+    if (gate !== null) {
+      const verdict = gate.admit(req);
+      if (verdict instanceof Promise) return verdict.then((refused) => refused ?? this.#admitHere(req));
+      if (verdict !== undefined) return verdict;
+    }
+    return this.#admitHere(req);
+  }
+
+  /** The breaker, then the bulkhead. */
+  #admitHere(req: AdmissionTicket): GatewayError | undefined | Promise<GatewayError | undefined> {
     const breaker = this.#breaker;
     if (breaker !== undefined) {
       const ticket = breaker.allow();
@@ -827,6 +901,7 @@ export class Cluster {
    * for that endpoint wait TLS_LOG_INTERVAL_MS (or a different code) and carry the count since.
    */
   tlsFailed(endpoint: Endpoint, failure: UpstreamTlsFailure): void {
+    this.#metrics?.upstreamTls.recordFailure(this.name, failure.reason);
     const now = this.#now();
     const last = this.#tlsLogged.get(endpoint);
     if (last !== undefined && last.code === failure.code && now - last.at < TLS_LOG_INTERVAL_MS) {
@@ -839,11 +914,10 @@ export class Cluster {
         endpoint: endpoint.id,
         code: failure.code,
         reason: failure.reason,
+        ...failure.identity,
         ...(last !== undefined && last.since > 0 ? { suppressed: last.since } : undefined),
       },
-      failure.kind === 'verify'
-        ? 'upstream TLS certificate verification failed'
-        : 'upstream TLS handshake failed',
+      TLS_FAILURE_MESSAGES[failure.kind],
     );
   }
 
@@ -1002,6 +1076,8 @@ export class Cluster {
     this.#unwatch();
     this.#outliers?.close();
     this.flushSetLog();
+    if (this.#tls !== undefined) this.#endpointDeps.tls!.release(this.#tls);
+    this.#tls = undefined;
   }
 
   async #queue(bulkhead: Bulkhead, req: AdmissionTicket): Promise<GatewayError | undefined> {

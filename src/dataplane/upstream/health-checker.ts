@@ -1,6 +1,6 @@
 import { Client } from 'undici';
 import type { Clock, Random } from './clock.ts';
-import { createConnector, type TimedConnector } from './connector.ts';
+import type { Connector } from './connector.ts';
 import type { Endpoint } from './endpoint.ts';
 import type { HealthCheckConfig } from './policy-schema.ts';
 
@@ -69,8 +69,12 @@ export interface HealthProbes {
  */
 class HttpProbes implements HealthProbes {
   readonly #cfg: HealthCheckConfig;
-  /** One connector for every check: its TLS session cache lets a reconnect resume a session. */
-  readonly #connect: TimedConnector;
+  readonly #connectTimeoutMs: number;
+  /**
+   * One connector per endpoint (its TLS: server name, client certificate, verification), kept
+   * across its checks: a reconnect can resume the TLS session, and an idle-rate check allocates less.
+   */
+  readonly #connectors = new Map<Endpoint, Connector>();
   /** The Clients of endpoints checked at the full rate. */
   readonly #kept = new Map<Endpoint, Client>();
   /** Idle-rate checks' Clients while their check runs. */
@@ -78,13 +82,18 @@ class HttpProbes implements HealthProbes {
 
   constructor(cfg: HealthCheckConfig, connectTimeoutMs: number) {
     this.#cfg = cfg;
-    this.#connect = createConnector(Math.min(connectTimeoutMs, cfg.timeout));
+    this.#connectTimeoutMs = Math.min(connectTimeoutMs, cfg.timeout);
   }
 
   #client(endpoint: Endpoint): Client {
+    let connect = this.#connectors.get(endpoint);
+    if (connect === undefined) {
+      connect = endpoint.connector(this.#connectTimeoutMs);
+      this.#connectors.set(endpoint, connect);
+    }
     return new Client(endpoint.id, {
       pipelining: 1,
-      connect: this.#connect,
+      connect,
       keepAliveTimeout: this.#cfg.interval * 2,
     });
   }
@@ -123,6 +132,7 @@ class HttpProbes implements HealthProbes {
 
   /** Close the endpoint's kept Client: at once (it left the upstream), or gracefully. */
   forget(endpoint: Endpoint, now = true): Promise<void> {
+    if (now) this.#connectors.delete(endpoint);
     const client = this.#kept.get(endpoint);
     if (client === undefined) return Promise.resolve();
     this.#kept.delete(endpoint);
@@ -133,6 +143,7 @@ class HttpProbes implements HealthProbes {
     const clients = [...this.#kept.values(), ...this.#once];
     this.#kept.clear();
     this.#once.clear();
+    this.#connectors.clear();
     await Promise.all(clients.map((c) => c.destroy().catch(() => undefined)));
   }
 }
