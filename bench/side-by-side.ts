@@ -20,9 +20,10 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { ConfigInput } from '../src/config/schema.ts';
+import { takeFlag } from './lib/args.ts';
 import { type PeregrineProfile, peregrineConfig } from './lib/peregrine-config.ts';
 import { pinPlan, pinSelf, pinTarget } from './lib/pin.ts';
-import { findExecutable, installCleanup, type Managed, stopAll, waitForHttp } from './lib/proc.ts';
+import { findExecutable, installCleanup, type Managed, runMain, stopAll, waitForHttp } from './lib/proc.ts';
 import { median, sideBySideRound } from './lib/side-by-side-round.ts';
 import { startPeer, startPeregrine } from './lib/targets.ts';
 
@@ -83,15 +84,8 @@ async function startVariant(
 async function main(): Promise<void> {
   installCleanup(log);
   const args = process.argv.slice(2);
-  const flag = (name: string): string | undefined => {
-    const i = args.indexOf(name);
-    if (i < 0) return undefined;
-    const value = args[i + 1];
-    args.splice(i, 2);
-    return value;
-  };
-  const bDir = flag('--b-dir');
-  const rounds = Number(flag('--rounds') ?? 3);
+  const bDir = takeFlag(args, '--b-dir');
+  const rounds = Number(takeFlag(args, '--rounds') ?? 3);
   if (args.length < 1 || args.length > 2 || !(rounds >= 1)) {
     throw new Error('usage: node bench/side-by-side.ts <A> [B] [--b-dir DIR] [--rounds N]');
   }
@@ -144,12 +138,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (import.meta.main) {
-  main().then(
-    () => process.exit(0),
-    (err: unknown) => {
-      log(`side-by-side: ${err instanceof Error ? err.message : String(err)}`);
-      void stopAll().finally(() => process.exit(1));
-    },
-  );
-}
+if (import.meta.main) runMain('side-by-side', main);

@@ -24,11 +24,12 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
+import { takeFlag, takeSwitch } from './lib/args.ts';
 import { cpuMs } from './lib/cpu.ts';
 import { intFromEnv } from './lib/env.ts';
 import { peregrineConfig } from './lib/peregrine-config.ts';
 import { type PinPlan, pinPlan, pinSelf, pinTarget } from './lib/pin.ts';
-import { findExecutable, installCleanup, type Managed, stopAll } from './lib/proc.ts';
+import { findExecutable, installCleanup, type Managed, runMain, stopAll } from './lib/proc.ts';
 import { median, sideBySideRound } from './lib/side-by-side-round.ts';
 import { fileStamp, fmtInt, fmtNum, markdownTable } from './lib/table.ts';
 import { startPeregrine } from './lib/targets.ts';
@@ -225,22 +226,10 @@ function report(
 async function main(): Promise<void> {
   installCleanup(log);
   const args = process.argv.slice(2);
-  const flag = (name: string): string | undefined => {
-    const i = args.indexOf(name);
-    if (i < 0) return undefined;
-    const value = args[i + 1];
-    args.splice(i, 2);
-    return value;
-  };
-  const has = (name: string): boolean => {
-    const i = args.indexOf(name);
-    if (i >= 0) args.splice(i, 1);
-    return i >= 0;
-  };
-  const bDir = flag('--b-dir');
-  const rounds = Number(flag('--rounds') ?? 3);
-  const skipLoad = has('--skip-load');
-  const skipHealth = has('--skip-health');
+  const bDir = takeFlag(args, '--b-dir');
+  const rounds = Number(takeFlag(args, '--rounds') ?? 3);
+  const skipLoad = takeSwitch(args, '--skip-load');
+  const skipHealth = takeSwitch(args, '--skip-health');
   if (args.length > 0 || !(rounds >= 1)) {
     throw new Error('usage: node bench/wide.ts [--rounds N] [--b-dir DIR] [--skip-load] [--skip-health]');
   }
@@ -268,12 +257,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (import.meta.main) {
-  main().then(
-    () => process.exit(0),
-    (err: unknown) => {
-      log(`bench:wide: ${err instanceof Error ? err.message : String(err)}`);
-      void stopAll().finally(() => process.exit(1));
-    },
-  );
-}
+if (import.meta.main) runMain('bench:wide', main);

@@ -8,7 +8,7 @@
  *   PORT=3001 WIDE_ENDPOINTS=1000 node bench/peers/wide-upstream.ts
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { listenPort } from './peer.ts';
+import { exitWithParent, listenPort } from './peer.ts';
 import { UPSTREAM_BODY } from './upstream.ts';
 
 const HEADERS = {
@@ -66,14 +66,5 @@ if (import.meta.main) {
     });
     servers.push(server);
   }
-  const stop = (): void => {
-    for (const s of servers) {
-      s.closeAllConnections();
-      s.close();
-    }
-    process.exit(0);
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
-  if (process.send) process.on('disconnect', stop);
+  exitWithParent(...servers);
 }
