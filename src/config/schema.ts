@@ -14,6 +14,7 @@ import { compileRoutePath } from '../dataplane/routing/route-path.ts';
 import {
   EndpointsSchema,
   PoolSchema,
+  ReplicaSchema,
   TimeoutsSchema,
   upstreamPolicyShape,
 } from '../dataplane/upstream/policy-schema.ts';
@@ -225,6 +226,8 @@ export const ConfigSchema = z
     redis: RedisSchema.optional(),
     /** The service registry (static). Absent: no registry. docs/registry.md. */
     registry: RegistrySchema.optional(),
+    /** This process among the gateway's replicas (static), for the aperture. docs/resilience.md#aperture. */
+    replica: ReplicaSchema.optional(),
     upstreams: z.record(name, UpstreamSchema).default({}),
     routes: z.array(RouteSchema).default([]),
     /** Token issuers (dynamic: reloaded with routes). */
