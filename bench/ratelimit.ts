@@ -15,8 +15,8 @@
  * BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_ROUNDS, BENCH_PIN, BENCH_QUIET_WAIT,
  * BENCH_RETRIES, BENCH_PEREGRINE_DIR, BENCH_KEEP_TMP. Needs wrk (else autocannon) and redis-server.
  */
-import { log, runFeatureBench, throughputGroup } from './lib/feature-bench.ts';
-import { stopAll } from './lib/proc.ts';
+import { runFeatureBench, throughputGroup } from './lib/feature-bench.ts';
+import { runMain } from './lib/proc.ts';
 import { accuracyGroup } from './lib/ratelimit-accuracy.ts';
 import { latencyGroup } from './lib/ratelimit-latency.ts';
 
@@ -37,13 +37,4 @@ async function main(): Promise<void> {
   });
 }
 
-if (import.meta.main) {
-  main().then(
-    () => process.exit(0),
-    async (err: unknown) => {
-      log(`bench:ratelimit failed: ${(err as Error).stack ?? String(err)}`);
-      await stopAll();
-      process.exit(1);
-    },
-  );
-}
+if (import.meta.main) runMain('bench:ratelimit', main);

@@ -19,8 +19,8 @@
  * BENCH_CONNECTIONS, BENCH_ROUNDS, BENCH_PIN, BENCH_QUIET_WAIT, BENCH_RETRIES, BENCH_PEREGRINE_DIR,
  * BENCH_KEEP_TMP. Needs wrk (else autocannon) and redis-server.
  */
-import { log, runFeatureBench, throughputGroup } from './lib/feature-bench.ts';
-import { stopAll } from './lib/proc.ts';
+import { runFeatureBench, throughputGroup } from './lib/feature-bench.ts';
+import { runMain } from './lib/proc.ts';
 import { churnGroup } from './lib/registry-churn.ts';
 import { heartbeatsGroup, type RegistryStoreKind } from './lib/registry-heartbeats.ts';
 import { propagationGroup } from './lib/registry-propagation.ts';
@@ -53,13 +53,4 @@ async function main(): Promise<void> {
   });
 }
 
-if (import.meta.main) {
-  main().then(
-    () => process.exit(0),
-    async (err: unknown) => {
-      log(`bench:registry failed: ${(err as Error).stack ?? String(err)}`);
-      await stopAll();
-      process.exit(1);
-    },
-  );
-}
+if (import.meta.main) runMain('bench:registry', main);
