@@ -9,8 +9,9 @@
  *
  *   node bench/side-by-side.ts <A> [B] [--b-dir DIR] [--rounds N]
  *
- * A and B: passthrough, lean, observed, observed:no-log, observed:no-trace, observed:ratio=R
- * (bench/lib/peregrine-config.ts; the `:` forms change the observed profile's telemetry). B defaults
+ * A and B: passthrough, lean, observed, observed:no-log, observed:no-trace, observed:ratio=R,
+ * ratelimit, registry (bench/lib/peregrine-config.ts; the `:` forms change the observed profile's
+ * telemetry; registry registers the upstream through the registration API once it is up). B defaults
  * to A; `--b-dir` runs B from another checkout (e.g. `git worktree add /tmp/base HEAD~1`), to price
  * a code change. Each round starts both afresh; 3 s warmup, then BENCH_DURATION (10) s measured,
  * BENCH_CONNECTIONS (25) per side. Needs wrk and taskset.
@@ -23,7 +24,17 @@ import type { ConfigInput } from '../src/config/schema.ts';
 import { takeFlag } from './lib/args.ts';
 import { type PeregrineProfile, peregrineConfig } from './lib/peregrine-config.ts';
 import { pinPlan, pinSelf, pinTarget } from './lib/pin.ts';
-import { findExecutable, installCleanup, type Managed, runMain, stopAll, waitForHttp } from './lib/proc.ts';
+import {
+  findExecutable,
+  freePort,
+  installCleanup,
+  type Managed,
+  runMain,
+  stopAll,
+  waitForHttp,
+} from './lib/proc.ts';
+import { registerBenchUpstream } from './lib/registry-api.ts';
+import { benchRegistryToken, REGISTRY_TOKEN_ENV } from './lib/registry-config.ts';
 import { median, sideBySideRound } from './lib/side-by-side-round.ts';
 import { startPeer, startPeregrine } from './lib/targets.ts';
 
@@ -37,10 +48,13 @@ interface Variant {
   dir: string;
 }
 
+/** Profiles that need no Redis: both sides share the machine, and a Redis would be a third process. */
+const SIDE_BY_SIDE_PROFILES = ['passthrough', 'lean', 'observed', 'ratelimit', 'registry'];
+
 /** `observed:no-log` and the like: a profile and a change to its telemetry. */
 export function parseVariant(spec: string, dir: string): Variant {
   const [profile, mod] = spec.split(':', 2) as [string, string | undefined];
-  if (!['passthrough', 'lean', 'observed'].includes(profile)) throw new Error(`unknown profile ${profile}`);
+  if (!SIDE_BY_SIDE_PROFILES.includes(profile)) throw new Error(`unknown profile ${profile}`);
   const tweak = (cfg: ConfigInput): void => {
     const t = cfg.telemetry!;
     if (mod === undefined) return;
@@ -60,7 +74,8 @@ async function startVariant(
   upstreamOrigin: string,
   otlpEndpoint: string,
   pin: NonNullable<ReturnType<typeof pinPlan>>,
-): Promise<{ proc: Managed; url: string }> {
+): Promise<{ proc: Managed; url: string; stop(): Promise<void> }> {
+  const registryPort = v.profile === 'registry' ? await freePort() : undefined;
   const started = await startPeregrine({
     name: `peregrine-${side}`,
     dir: v.dir,
@@ -72,13 +87,26 @@ async function startVariant(
         adminPort,
         upstreamOrigin,
         otlpEndpoint,
+        registryPort,
       });
       v.tweak(cfg);
       return stringify(cfg);
     },
+    env: registryPort ? { [REGISTRY_TOKEN_ENV]: benchRegistryToken() } : {},
   });
   pinTarget(pin, started.proc.pid);
-  return started;
+  // registry: the upstream is registered through the registration API, then served.
+  const registration = registryPort
+    ? await registerBenchUpstream(`http://127.0.0.1:${registryPort}`, upstreamOrigin)
+    : undefined;
+  await waitForHttp(started.url, { proc: started.proc });
+  return {
+    ...started,
+    async stop() {
+      await registration?.close();
+      await started.proc.stop();
+    },
+  };
 }
 
 async function main(): Promise<void> {
@@ -127,7 +155,7 @@ async function main(): Promise<void> {
         `round ${round}: A ${a.label} ${usA.toFixed(1)} µs/req (${ra.requests} req), ` +
           `B ${b.label}${bDir ? ` (${bDir})` : ''} ${usB.toFixed(1)} µs/req (${rb.requests} req), B/A ${(usB / usA).toFixed(3)}`,
       );
-      await Promise.all([ga.proc.stop(), gb.proc.stop()]);
+      await Promise.all([ga.stop(), gb.stop()]);
     }
     console.log(
       `B/A CPU per request: median ${median(ratios).toFixed(3)}, range ${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)} over ${rounds} round(s)`,

@@ -34,7 +34,12 @@ async function measuredRun(
 ): Promise<Attempt> {
   const targetCpu = cpuWindow(running.pid);
   const upstreamCpu = cpuWindow(ctx.upstream.proc.pid);
-  const machineCpu = machineCpuWindow(() => [running.pid, ctx.upstream.proc.pid, ctx.otlp.proc.pid]);
+  const machineCpu = machineCpuWindow(() => [
+    running.pid,
+    ...(running.companions ?? []),
+    ctx.upstream.proc.pid,
+    ctx.otlp.proc.pid,
+  ]);
   const load = await loadgen.run(running.url, {
     durationS: settings.durationS,
     connections: settings.connections,
@@ -111,7 +116,11 @@ export async function measure(
           `${tag}: other processes used ${fmtNum(foreign, 0)}% of a core (${fmtInt(a.load.rps)} req/s); ` +
             `measuring again (${attempt}/${settings.retries})`,
         );
-        await waitForQuiet(() => [...shared(), r.pid], FOREIGN_PCT, settings.quietWaitS * 1000);
+        await waitForQuiet(
+          () => [...shared(), r.pid, ...(r.companions ?? [])],
+          FOREIGN_PCT,
+          settings.quietWaitS * 1000,
+        );
       }
       m.load = best.load;
       m.cpu = best.cpu;

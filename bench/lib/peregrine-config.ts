@@ -12,9 +12,12 @@
  * - ratelimit: passthrough whose route has a rate limit policy (memory counters, keyed by client
  *   address) whose limit the bench never reaches: the price of counting, not of refusing.
  * - ratelimit-redis: the same with the counters in a local Redis (`redisUrl`).
+ * - registry: passthrough whose upstream takes its endpoint from the gateway's own registry (memory
+ *   store; the bench registers the upstream through the registration API on `registryPort`).
  */
 import { stringify } from 'yaml';
 import type { ConfigInput } from '../../src/config/schema.ts';
+import { benchRegistrySection } from './registry-config.ts';
 
 export const PEREGRINE_PROFILES = [
   'passthrough',
@@ -24,6 +27,7 @@ export const PEREGRINE_PROFILES = [
   'observed',
   'ratelimit',
   'ratelimit-redis',
+  'registry',
 ] as const;
 export type PeregrineProfile = (typeof PEREGRINE_PROFILES)[number];
 
@@ -53,7 +57,12 @@ export interface PeregrineConfigOptions {
   upstream?: Record<string, unknown>;
   /** The Redis the counters live in (ratelimit-redis only). */
   redisUrl?: string;
+  /** The registration API's port (registry only). */
+  registryPort?: number;
 }
+
+/** The service the `registry` profile's upstream discovers. */
+export const BENCH_SERVICE = 'bench';
 
 /** Far above what the bench drives in a second: every request is counted, none refused. */
 const UNREACHED_LIMIT = 1_000_000_000;
@@ -73,6 +82,8 @@ export function peregrineConfig(o: PeregrineConfigOptions): ConfigInput {
   if (o.profile === 'https' && !o.tls) throw new Error('https profile needs tls');
   if (o.profile === 'ratelimit-redis' && !o.redisUrl)
     throw new Error('ratelimit-redis profile needs redisUrl');
+  if (o.profile === 'registry' && o.registryPort === undefined)
+    throw new Error('registry profile needs registryPort');
   const rateLimited = o.profile === 'ratelimit' || o.profile === 'ratelimit-redis';
   const listener: NonNullable<ConfigInput['listeners']>[number] = {
     name: 'bench',
@@ -97,7 +108,9 @@ export function peregrineConfig(o: PeregrineConfigOptions): ConfigInput {
     lifecycle: { watchConfig: false, drainTimeout: '1s' },
     upstreams: {
       bench: {
-        endpoints: o.endpoints === undefined ? [o.upstreamOrigin] : [...o.endpoints],
+        ...(o.profile === 'registry'
+          ? { discovery: { registry: BENCH_SERVICE } }
+          : { endpoints: o.endpoints === undefined ? [o.upstreamOrigin] : [...o.endpoints] }),
         ...(o.profile === 'lean' ? RESILIENCE_OFF : {}),
         ...o.upstream,
       },
@@ -120,6 +133,14 @@ export function peregrineConfig(o: PeregrineConfigOptions): ConfigInput {
         ...(o.profile === 'ratelimit-redis' ? { store: { type: 'redis', replicas: 1 } } : {}),
       },
     } as ConfigInput['policies'];
+  }
+  if (o.profile === 'registry' && o.registryPort !== undefined) {
+    config.registry = benchRegistrySection({
+      port: o.registryPort,
+      store: 'memory',
+      services: [BENCH_SERVICE],
+      allowLoopback: true,
+    });
   }
   if (o.profile === 'ratelimit-redis') config.redis = { url: o.redisUrl, keyPrefix: 'peregrine-bench:' };
   if (o.profile === 'jwt' && o.jwt) {

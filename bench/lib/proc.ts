@@ -258,3 +258,22 @@ export function findExecutable(name: string, extraDirs: readonly string[] = []):
   }
   return undefined;
 }
+
+/**
+ * Send `message` over a peer's IPC channel and resolve with its next message (peers answer
+ * questions such as `counts`); rejects after `timeoutMs` without an answer.
+ */
+export function askPeer<T>(proc: Managed, message: string, timeoutMs = 2000): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onMessage = (answer: unknown) => {
+      clearTimeout(timer);
+      resolve(answer as T);
+    };
+    const timer = setTimeout(() => {
+      proc.child.off('message', onMessage);
+      reject(new Error(`${proc.name}: no answer to ${message} within ${timeoutMs} ms\n${proc.output()}`));
+    }, timeoutMs);
+    proc.child.once('message', onMessage);
+    proc.child.send(message);
+  });
+}

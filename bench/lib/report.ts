@@ -75,7 +75,8 @@ export interface Check {
   target?: TargetId;
   short?: string;
   value?: number;
-  unit: 'ratio' | 'MB';
+  /** How `value` is shown: a ratio, MB, ms, % of one core, or a count. */
+  unit: 'ratio' | 'MB' | 'ms' | '%' | 'count';
   /** e.g. "≥ 0.90"; absent for information-only rows. */
   goal?: string;
   result: 'PASS' | 'MISS' | 'n/a' | 'info';
@@ -208,6 +209,13 @@ export function checks(summaries: readonly Summary[]): Check[] {
       ratio('peregrine-ratelimit', 'peregrine-passthrough'),
       0.95,
     ),
+    atLeast(
+      'peregrine-registry',
+      'vs static',
+      'registry-discovered / static endpoints: registry / passthrough (req/s)',
+      ratio('peregrine-registry', 'peregrine-passthrough'),
+      0.98,
+    ),
     rssAtMost(
       'peregrine-passthrough',
       'Peregrine passthrough max RSS under load',
@@ -239,6 +247,7 @@ export function checks(summaries: readonly Summary[]): Check[] {
       'CPU per request: rate limit on Redis / in memory',
       cpuRatio('peregrine-ratelimit-redis', 'peregrine-ratelimit'),
     ),
+    info('CPU per request: registry / passthrough', cpuRatio('peregrine-registry', 'peregrine-passthrough')),
   ];
 }
 
@@ -287,7 +296,7 @@ function firstLine(s: string | undefined): string {
   return (s ?? '').split('\n')[0] ?? '';
 }
 
-function summaryTable(summaries: readonly Summary[], cs: readonly Check[]): string {
+export function summaryTable(summaries: readonly Summary[], cs: readonly Check[]): string {
   const goals = (id: TargetId) =>
     cs
       .filter((c) => c.target === id && c.goal)
@@ -324,13 +333,23 @@ function summaryTable(summaries: readonly Summary[], cs: readonly Check[]): stri
   return markdownTable(headers, rows, align);
 }
 
-function checkTable(cs: readonly Check[]): string {
-  const rows = cs.map((c) => [
-    c.name,
-    c.unit === 'MB' ? `${fmtNum(c.value, 1)} MB` : fmtNum(c.value),
-    c.goal ?? '',
-    c.result === 'info' ? '' : c.result,
-  ]);
+function checkValue(c: Check): string {
+  switch (c.unit) {
+    case 'MB':
+      return `${fmtNum(c.value, 1)} MB`;
+    case 'ms':
+      return `${fmtMs(c.value)} ms`;
+    case '%':
+      return `${fmtNum(c.value, 2)}%`;
+    case 'count':
+      return fmtInt(c.value);
+    default:
+      return fmtNum(c.value);
+  }
+}
+
+export function checkTable(cs: readonly Check[]): string {
+  const rows = cs.map((c) => [c.name, checkValue(c), c.goal ?? '', c.result === 'info' ? '' : c.result]);
   return markdownTable(['ratio / check', 'value', 'goal', 'result'], rows, ['left', 'right', 'left', 'left']);
 }
 
@@ -392,22 +411,25 @@ export interface ReportInput {
   notes: readonly string[];
 }
 
+/** The machine and the Peregrine measured, for the head of every report. */
+export function machineLines(m: MachineInfo): string[] {
+  return [
+    `Machine: ${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.kernel}; Node ${m.node}` +
+      `${m.nginx ? `; nginx ${m.nginx}` : ''}.`,
+    m.peregrine.commit
+      ? `Peregrine: commit ${m.peregrine.commit}${m.peregrine.srcDirty ? ' with uncommitted changes in src/' : ''}, ` +
+        'as src/ was when the bench started (it runs a copy).'
+      : `Peregrine: from ${m.peregrine.dir} (not a git checkout).`,
+  ];
+}
+
 export function markdownReport(r: ReportInput): string {
   const m = r.machine;
   const s = r.settings;
   const out: string[] = [];
   out.push(`## Peregrine proxy benchmark, ${m.date}`);
   out.push('');
-  out.push(
-    `Machine: ${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.kernel}; Node ${m.node}` +
-      `${m.nginx ? `; nginx ${m.nginx}` : ''}.`,
-  );
-  out.push(
-    m.peregrine.commit
-      ? `Peregrine: commit ${m.peregrine.commit}${m.peregrine.srcDirty ? ' with uncommitted changes in src/' : ''}, ` +
-          'as src/ was when the bench started (it runs a copy).'
-      : `Peregrine: from ${m.peregrine.dir} (not a git checkout).`,
-  );
+  out.push(...machineLines(m));
   out.push(
     `Load: ${m.loadGenerator}${r.loadGeneratorLabel !== 'wrk' ? ` [${r.loadGeneratorLabel}]` : ''}, ` +
       `${s.threads} thread(s), ${s.connections} connections, ${s.warmupS} s warmup + ${s.durationS} s measured per target; ` +

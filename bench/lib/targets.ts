@@ -1,5 +1,5 @@
 /**
- * The nine things the bench loads, each started fresh in its own process(es) for each measurement
+ * The things the bench loads, each started fresh in its own process(es) for each measurement
  * and stopped after it. The upstream and the OTLP sink are shared and outlive the targets.
  */
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
@@ -12,6 +12,8 @@ import { type PeregrineProfile, peregrineConfigYaml } from './peregrine-config.t
 import type { PinPlan } from './pin.ts';
 import { freePort, type GetOptions, httpGet, type Managed, spawnManaged, waitForHttp } from './proc.ts';
 import { redisServerPath, startBenchRedis } from './redis.ts';
+import { registerBenchUpstream } from './registry-api.ts';
+import { benchRegistryToken, REGISTRY_TOKEN_ENV } from './registry-config.ts';
 
 export type TargetId =
   | 'direct'
@@ -24,7 +26,8 @@ export type TargetId =
   | 'peregrine-https'
   | 'peregrine-observed'
   | 'peregrine-ratelimit'
-  | 'peregrine-ratelimit-redis';
+  | 'peregrine-ratelimit-redis'
+  | 'peregrine-registry';
 
 export interface BenchContext {
   /** The Node binary for every Node process (the one running the bench: Node 24). */
@@ -51,6 +54,8 @@ export interface RunningTarget {
   url: string;
   /** Root of the process tree whose RSS is sampled. */
   pid: number;
+  /** Processes the target brought along (its Redis): the bench's, not "other processes". */
+  companions?: readonly number[];
   /** Headers the load generator sends with every request (e.g. the bench JWT). */
   headers?: Readonly<Record<string, string>>;
   /** https: the certificate the bench trusts for this target. */
@@ -77,8 +82,10 @@ export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 
 /**
  * The Peregrine in `dir` on two free ports, with the config `yaml` writes for them (to
- * `configFile`), stdout discarded; resolves once its admin /readyz answers. For the tools that
- * start one gateway of their own (profile, side-by-side); the bench's targets keep their log.
+ * `configFile`); resolves once its admin /readyz answers. For the tools that start gateways of
+ * their own (profile, side-by-side, the registry and rate-limit benches); the bench's targets keep
+ * their log. stdout is discarded unless `stdout: 'pipe'` keeps its tail for error messages (for
+ * configs that log little).
  */
 export async function startPeregrine(opts: {
   name: string;
@@ -86,17 +93,21 @@ export async function startPeregrine(opts: {
   configFile: string;
   yaml: (listenPort: number, adminPort: number) => string;
   nodeArgs?: readonly string[];
-}): Promise<{ proc: Managed; url: string }> {
+  /** Extra environment (e.g. the registry token). */
+  env?: Record<string, string>;
+  stdout?: 'ignore' | 'pipe';
+}): Promise<{ proc: Managed; url: string; admin: string }> {
   const [listenPort, adminPort] = [await freePort(), await freePort()];
   writeFileSync(opts.configFile, opts.yaml(listenPort, adminPort));
   const proc = spawnManaged(
     opts.name,
     process.execPath,
     [...(opts.nodeArgs ?? []), ...peregrineArgv(opts.dir), 'run', '--config', opts.configFile],
-    { env: peregrineEnv(opts.dir, childEnv()), cwd: opts.dir, stdout: 'ignore' },
+    { env: peregrineEnv(opts.dir, childEnv(opts.env)), cwd: opts.dir, stdout: opts.stdout ?? 'ignore' },
   );
-  await waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, { proc });
-  return { proc, url: `http://127.0.0.1:${listenPort}/` };
+  const admin = `http://127.0.0.1:${adminPort}`;
+  await waitForHttp(`${admin}/readyz`, { proc });
+  return { proc, url: `http://127.0.0.1:${listenPort}/`, admin };
 }
 
 /** Start one of bench/peers/*.ts with PORT (and UPSTREAM) set. */
@@ -154,6 +165,8 @@ const PEREGRINE_LABELS: Record<PeregrineProfile, string> = {
     'Peregrine rate limit: passthrough, route with a rate limit policy (memory counters, by client address) the load never reaches',
   'ratelimit-redis':
     'Peregrine rate limit on Redis: the same policy with its counters in a local redis-server (one key, INCRBY per request)',
+  registry:
+    "Peregrine registry: passthrough whose upstream's endpoint is registered through the registration API (memory store), not listed in the config",
 };
 
 function peregrine(profile: PeregrineProfile): Target {
@@ -173,6 +186,7 @@ function peregrine(profile: PeregrineProfile): Target {
       const configFile = join(ctx.tmpDir, `peregrine-${profile}-${n}.yaml`);
       const tls = profile === 'https' && !('error' in ctx.tls) ? ctx.tls : undefined;
       const redis = profile === 'ratelimit-redis' ? await startBenchRedis(`redis-${n}`) : undefined;
+      const registryPort = profile === 'registry' ? await freePort() : undefined;
       writeFileSync(
         configFile,
         peregrineConfigYaml({
@@ -184,6 +198,7 @@ function peregrine(profile: PeregrineProfile): Target {
           jwt: profile === 'jwt' ? ctx.jwt : undefined,
           tls: tls ? { certFile: tls.certFile, keyFile: tls.keyFile } : undefined,
           redisUrl: redis?.url,
+          registryPort,
         }),
       );
       // stdout (access log and info lines) goes to a file, as it would in production.
@@ -197,7 +212,10 @@ function peregrine(profile: PeregrineProfile): Target {
           ctx.node,
           [...peregrineArgv(ctx.peregrineDir), 'run', '--config', configFile],
           {
-            env: peregrineEnv(ctx.peregrineDir, childEnv()),
+            env: peregrineEnv(
+              ctx.peregrineDir,
+              childEnv(registryPort ? { [REGISTRY_TOKEN_ENV]: benchRegistryToken() } : {}),
+            ),
             cwd: ctx.peregrineDir,
             stdout: logFd,
           },
@@ -209,11 +227,15 @@ function peregrine(profile: PeregrineProfile): Target {
       const headers = profile === 'jwt' ? { authorization: `Bearer ${ctx.jwt.token}` } : undefined;
       // The bench's probe trusts its own certificate explicitly (verification stays on).
       const ca = tls?.certPem;
+      let registration: Awaited<ReturnType<typeof registerBenchUpstream>> | undefined;
       try {
         await waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, { proc });
+        if (registryPort)
+          registration = await registerBenchUpstream(`http://127.0.0.1:${registryPort}`, ctx.upstream.origin);
         await ready(url, proc, { headers, ca });
         if (headers) await refusesWithoutToken(url, proc.name);
       } catch (err) {
+        await registration?.close();
         await proc.stop(5000);
         await redis?.proc.stop(2000);
         throw new Error(`${(err as Error).message}\nlog:\n${readFileSync(logFile, 'utf8').slice(-4000)}`);
@@ -221,10 +243,12 @@ function peregrine(profile: PeregrineProfile): Target {
       return {
         url,
         pid: proc.pid,
+        ...(redis ? { companions: [redis.proc.pid] } : {}),
         headers,
         ca,
         // SIGTERM: drain (1 s), flush spans, exit.
         stop: async () => {
+          await registration?.close();
           await proc.stop(8000);
           await redis?.proc.stop(2000);
         },
@@ -350,4 +374,5 @@ export const TARGETS: readonly Target[] = [
   peregrine('observed'),
   peregrine('ratelimit'),
   peregrine('ratelimit-redis'),
+  peregrine('registry'),
 ];

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { mintBenchJwt } from '../../../bench/lib/credentials.ts';
-import { PEREGRINE_PROFILES, peregrineConfig } from '../../../bench/lib/peregrine-config.ts';
+import { BENCH_SERVICE, PEREGRINE_PROFILES, peregrineConfig } from '../../../bench/lib/peregrine-config.ts';
+import { REGISTRY_TOKEN_ENV } from '../../../bench/lib/registry-config.ts';
 import { wrkArgs } from '../../../bench/lib/wrk.ts';
 import { ConfigSchema, crossCheck } from '../../../src/config/schema.ts';
 
@@ -13,6 +14,7 @@ describe('bench Peregrine configs', async () => {
     jwt,
     tls: { certFile: '/tmp/bench-cert.pem', keyFile: '/tmp/bench-key.pem' },
     redisUrl: 'redis://127.0.0.1:18084',
+    registryPort: 18085,
   };
 
   it.each(PEREGRINE_PROFILES)('%s is a valid Peregrine config', (profile) => {
@@ -66,10 +68,25 @@ describe('bench Peregrine configs', async () => {
     }
   });
 
+  it('registry takes the upstream from its own registry, with the bench token, for 127.0.0.1 only when asked', () => {
+    const cfg = ConfigSchema.parse(peregrineConfig({ profile: 'registry', ...base, ...extras }));
+    expect(cfg.upstreams.bench!.endpoints).toBeUndefined();
+    expect(cfg.upstreams.bench!.discovery).toMatchObject({ registry: BENCH_SERVICE, filter: {} });
+    expect(cfg.registry?.store).toBe('memory');
+    expect(cfg.registry?.listener?.address).toBe('127.0.0.1:18085');
+    expect(cfg.registry?.credentials.tokens).toEqual([
+      { name: 'bench', env: REGISTRY_TOKEN_ENV, services: [BENCH_SERVICE] },
+    ]);
+    expect(cfg.registry?.addresses.allowLoopback).toBe(true);
+    const plain = ConfigSchema.parse(peregrineConfig({ profile: 'passthrough', ...base, ...extras }));
+    expect(plain.registry).toBeUndefined();
+  });
+
   it('refuses a profile without what it needs', () => {
     expect(() => peregrineConfig({ profile: 'jwt', ...base })).toThrow(/jwt/);
     expect(() => peregrineConfig({ profile: 'https', ...base })).toThrow(/tls/);
     expect(() => peregrineConfig({ profile: 'ratelimit-redis', ...base })).toThrow(/redisUrl/);
+    expect(() => peregrineConfig({ profile: 'registry', ...base })).toThrow(/registryPort/);
   });
 });
 

@@ -1,0 +1,189 @@
+/**
+ * What a rate limit adds to each request's latency and CPU at a load well below saturation:
+ * passthrough, the memory limiter and the Redis limiter (bench/run.ts's targets; the limit is
+ * never reached) run at the same time, and are loaded one at a time at the same fixed rate by
+ * bench/lib/paced.ts in short slices, taking turns (order reversed every other turn), until each
+ * had BENCH_RL_DURATION seconds. Whatever the machine does meanwhile is spread over all three
+ * alike, where back-to-back runs of a minute each drift apart; an idle target costs next to
+ * nothing while another is loaded. Goal (issue 15): the Redis limiter adds at most 1 ms to the
+ * p99.
+ */
+import { cpuMs, machineCpuWindow, waitForQuiet } from './cpu.ts';
+import { intFromEnv } from './env.ts';
+import { type Group, log } from './feature-bench.ts';
+import { goal, info } from './goals.ts';
+import { FOREIGN_PCT } from './measure.ts';
+import { PacedLoad, pacedFailures } from './paced.ts';
+import { pinTarget } from './pin.ts';
+import { type LatencySummary, summariseLatencies } from './stats.ts';
+import { fmtInt, fmtMs, fmtNum, markdownTable } from './table.ts';
+import { type RunningTarget, TARGETS, type TargetId } from './targets.ts';
+
+export const ADDED_P99_GOAL_MS = 1;
+const IDS: readonly TargetId[] = [
+  'peregrine-passthrough',
+  'peregrine-ratelimit',
+  'peregrine-ratelimit-redis',
+];
+
+export interface LatencyRow {
+  target: TargetId;
+  latency: LatencySummary | undefined;
+  requests: number;
+  cpuUsPerReq: number;
+  /** Answers other than 2xx, and requests without an answer. */
+  failed: number;
+  skipped?: string;
+}
+
+interface Loaded {
+  id: TargetId;
+  running: RunningTarget;
+  load: PacedLoad;
+  latencies: number[];
+  cpuMs: number;
+  failed: number;
+}
+
+/** Slice k's order: forward on even turns, reversed on odd ones, so no target always follows another. */
+export function sliceOrder<T>(items: readonly T[], turn: number): T[] {
+  return turn % 2 === 0 ? [...items] : [...items].reverse();
+}
+
+const diff = (a: number | undefined, b: number | undefined) =>
+  a === undefined || b === undefined ? undefined : a - b;
+
+export const latencyGroup: Group = {
+  id: 'latency',
+  title: 'Latency and CPU added by the limiter at a fixed rate',
+  async run({ ctx, settings }) {
+    const rate = intFromEnv('BENCH_RL_RATE', 1000);
+    const durationS = intFromEnv('BENCH_RL_DURATION', 20);
+    const sliceS = intFromEnv('BENCH_RL_SLICE', 1);
+    const connections = intFromEnv('BENCH_RL_CONNECTIONS', 16);
+    const rows: LatencyRow[] = [];
+    const loaded: Loaded[] = [];
+    let foreignPct: number | undefined;
+    try {
+      for (const t of TARGETS.filter((x) => IDS.includes(x.id))) {
+        const skip = t.skipReason?.(ctx);
+        if (skip) {
+          rows.push({
+            target: t.id,
+            latency: undefined,
+            requests: 0,
+            cpuUsPerReq: Number.NaN,
+            failed: 0,
+            skipped: skip,
+          });
+          continue;
+        }
+        const running = await t.start(ctx);
+        if (ctx.pin) pinTarget(ctx.pin, running.pid);
+        loaded.push({
+          id: t.id,
+          running,
+          load: new PacedLoad(running.url, connections),
+          latencies: [],
+          cpuMs: 0,
+          failed: 0,
+        });
+      }
+      for (const l of loaded) if (settings.warmupS > 0) await l.load.run(rate, settings.warmupS);
+      const pids = () => [
+        ctx.upstream.proc.pid,
+        ctx.otlp.proc.pid,
+        ...loaded.flatMap((l) => [l.running.pid, ...(l.running.companions ?? [])]),
+      ];
+      await waitForQuiet(pids, FOREIGN_PCT, settings.quietWaitS * 1000);
+      log(`latency: ${loaded.length} targets × ${durationS} s at ${rate} req/s in ${sliceS} s slices`);
+      const machine = machineCpuWindow(pids);
+      for (let turn = 0; turn < Math.ceil(durationS / sliceS); turn++) {
+        for (const l of sliceOrder(loaded, turn)) {
+          const before = cpuMs(l.running.pid);
+          const r = await l.load.run(rate, sliceS);
+          const after = cpuMs(l.running.pid);
+          if (before === undefined || after === undefined) throw new Error(`${l.id} exited`);
+          l.cpuMs += after - before;
+          l.latencies.push(...r.latenciesMs);
+          l.failed += pacedFailures(r);
+        }
+      }
+      foreignPct = machine()?.foreignPct;
+    } finally {
+      for (const l of loaded) {
+        await l.load.close();
+        await l.running.stop();
+      }
+    }
+    for (const l of loaded) {
+      rows.push({
+        target: l.id,
+        latency: summariseLatencies(l.latencies),
+        requests: l.latencies.length,
+        cpuUsPerReq: (l.cpuMs * 1000) / Math.max(1, l.latencies.length),
+        failed: l.failed,
+      });
+    }
+    rows.sort((a, b) => IDS.indexOf(a.target) - IDS.indexOf(b.target));
+    const by = (id: TargetId) => rows.find((r) => r.target === id);
+    const pass = by('peregrine-passthrough');
+    const mem = by('peregrine-ratelimit');
+    const red = by('peregrine-ratelimit-redis');
+    const table = markdownTable(
+      ['target', 'answers', 'p50 ms', 'p99 ms', 'max ms', 'CPU µs/req', 'failed'],
+      rows.map((r) =>
+        r.skipped
+          ? [r.target, r.skipped]
+          : [
+              r.target,
+              fmtInt(r.requests),
+              fmtMs(r.latency?.p50),
+              fmtMs(r.latency?.p99),
+              fmtMs(r.latency?.max),
+              fmtNum(r.cpuUsPerReq, 1),
+              fmtInt(r.failed),
+            ],
+      ),
+      ['left', ...Array(6).fill('right')],
+    );
+    const checks = [
+      goal(
+        `Redis limiter: p99 added over passthrough at ${fmtInt(rate)} req/s`,
+        diff(red?.latency?.p99, pass?.latency?.p99),
+        '≤',
+        ADDED_P99_GOAL_MS,
+        'ms',
+      ),
+      info('Redis limiter: p50 added over passthrough', diff(red?.latency?.p50, pass?.latency?.p50), 'ms'),
+      info(
+        'Redis limiter: p50 added over the memory limiter',
+        diff(red?.latency?.p50, mem?.latency?.p50),
+        'ms',
+      ),
+      info(
+        'Redis limiter: p99 added over the memory limiter',
+        diff(red?.latency?.p99, mem?.latency?.p99),
+        'ms',
+      ),
+      info('memory limiter: p99 added over passthrough', diff(mem?.latency?.p99, pass?.latency?.p99), 'ms'),
+      info(
+        'gateway CPU per request at the fixed rate: Redis / memory limiter',
+        red && mem ? red.cpuUsPerReq / mem.cpuUsPerReq : undefined,
+        'ratio',
+      ),
+      info(
+        'gateway CPU per request at the fixed rate: memory limiter / passthrough',
+        mem && pass ? mem.cpuUsPerReq / pass.cpuUsPerReq : undefined,
+        'ratio',
+      ),
+    ];
+    const notes = [
+      `Latency: the three gateways ran together and took turns: ${sliceS} s slices at ${fmtInt(rate)} req/s (BENCH_RL_RATE) each, until each had ${durationS} s, after ${settings.warmupS} s of warmup each; sent open-loop over up to ${connections} keep-alive connections from the bench process; latency from sending to the end of the body. The limit is never reached (every request is counted, none refused). Latencies include the bench's own event loop. Other processes used ${fmtNum(foreignPct, 0)}% of a core meanwhile. An "added" value below 0 is noise.`,
+    ];
+    for (const r of rows)
+      if (r.failed > 0)
+        notes.push(`latency: ${r.target} had ${r.failed} failed requests (not 2xx, or no answer).`);
+    return { body: table, checks, notes, data: rows };
+  },
+};

@@ -1,0 +1,40 @@
+/**
+ * `npm run bench:ratelimit`: rate limiting's goals (issue 15), each marked PASS or MISS.
+ *
+ * - throughput: `peregrine-ratelimit` (a memory limiter that never limits) against
+ *   `peregrine-passthrough`, and `peregrine-ratelimit-redis`, as bench/run.ts measures them; goal:
+ *   memory ≥ 0.95× passthrough req/s; CPU per request Redis / memory.
+ * - latency: the three at one fixed rate, open-loop; the p50 and p99 the Redis limiter adds, goal
+ *   p99 added ≤ 1 ms; CPU per request.
+ * - accuracy: two replicas sharing a Redis policy at 5× its limit; goal admitted ≤ limit × (1 +
+ *   tolerance), tolerance 0 within a window.
+ *
+ * About 5 minutes on a quiet machine. Environment: BENCH_GROUPS (throughput,latency,accuracy),
+ * BENCH_RL_RATE (1000 req/s), BENCH_RL_DURATION (15 s), BENCH_RL_CONNECTIONS (16),
+ * BENCH_ACC_POINTS (100), BENCH_ACC_WINDOW (2 s), BENCH_ACC_TRIALS (10); and bench/run.ts's
+ * BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_ROUNDS, BENCH_PIN, BENCH_QUIET_WAIT,
+ * BENCH_RETRIES, BENCH_PEREGRINE_DIR, BENCH_KEEP_TMP. Needs wrk (else autocannon) and redis-server.
+ */
+import { runFeatureBench, throughputGroup } from './lib/feature-bench.ts';
+import { runMain } from './lib/proc.ts';
+import { accuracyGroup } from './lib/ratelimit-accuracy.ts';
+import { latencyGroup } from './lib/ratelimit-latency.ts';
+
+async function main(): Promise<void> {
+  await runFeatureBench({
+    name: 'ratelimit',
+    title: 'Peregrine rate-limit benchmark',
+    groups: [
+      throughputGroup(
+        'throughput',
+        'Throughput: rate limit (never reached) against passthrough',
+        ['peregrine-passthrough', 'peregrine-ratelimit', 'peregrine-ratelimit-redis'],
+        (c) => c.name.includes('rate limit'),
+      ),
+      latencyGroup,
+      accuracyGroup,
+    ],
+  });
+}
+
+if (import.meta.main) runMain('bench:ratelimit', main);

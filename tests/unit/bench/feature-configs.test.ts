@@ -1,0 +1,92 @@
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { ACCURACY_POLICY, accuracyConfigYaml, TRIAL_HEADER } from '../../../bench/lib/ratelimit-config.ts';
+import {
+  REGISTRY_TOKEN_ENV,
+  registryGatewayConfig,
+  registryGatewayYaml,
+} from '../../../bench/lib/registry-config.ts';
+import { ConfigSchema, crossCheck } from '../../../src/config/schema.ts';
+
+const ports = { listenPort: 18080, adminPort: 18081 };
+
+function valid(input: unknown) {
+  const parsed = ConfigSchema.safeParse(input);
+  expect(parsed.error?.issues ?? []).toEqual([]);
+  expect(crossCheck(input as Parameters<typeof crossCheck>[0])).toEqual([]);
+  return parsed.data!;
+}
+
+describe('registry bench gateways', () => {
+  it.each(['memory', 'redis'] as const)(
+    '%s store: a valid config with an upstream and route per service',
+    (store) => {
+      const cfg = valid(
+        parse(
+          registryGatewayYaml({
+            ...ports,
+            port: 18082,
+            store,
+            redisUrl: 'redis://127.0.0.1:18083',
+            keyPrefix: 'bench-x:',
+            services: ['hb-*'],
+            upstreams: ['hb-0', 'hb-1'],
+            keepAliveTimeout: '30s',
+            rateLimit: { perSecond: 100_000, burst: 100_000 },
+            maxInstancesPerService: 1000,
+          }),
+        ),
+      );
+      expect(cfg.registry?.store).toBe(store);
+      expect(cfg.registry?.listener?.keepAliveTimeout).toBe(30_000);
+      expect(cfg.registry?.credentials.tokens[0]).toMatchObject({
+        env: REGISTRY_TOKEN_ENV,
+        services: ['hb-*'],
+      });
+      expect(cfg.registry?.rateLimit).toEqual({ perSecond: 100_000, burst: 100_000 });
+      expect(cfg.registry?.addresses.allowLoopback).toBe(false);
+      expect(cfg.upstreams['hb-1']!.discovery).toMatchObject({ registry: 'hb-1', filter: {} });
+      expect(cfg.routes.map((r) => [r.match.path, r.upstream])).toEqual([
+        ['/hb-0', 'hb-0'],
+        ['/hb-1', 'hb-1'],
+      ]);
+      if (store === 'redis') expect(cfg.redis?.keyPrefix).toBe('bench-x:');
+      else expect(cfg.redis).toBeUndefined();
+    },
+  );
+
+  it('a follower without the registration API, and a Redis store without its Redis refused', () => {
+    const follower = valid(
+      registryGatewayConfig({ ...ports, store: 'memory', services: ['s'], upstreams: ['s'] }),
+    );
+    expect(follower.registry?.listener).toBeUndefined();
+    expect(() =>
+      registryGatewayConfig({ ...ports, store: 'redis', services: ['s'], upstreams: ['s'] }),
+    ).toThrow(/redisUrl/);
+  });
+});
+
+describe('rate-limit accuracy gateways', () => {
+  it('count every request in Redis, by the trial header, refusing a request without it', () => {
+    const cfg = valid(
+      parse(
+        accuracyConfigYaml({
+          ...ports,
+          upstreamOrigin: 'http://127.0.0.1:18084',
+          redisUrl: 'redis://127.0.0.1:18083',
+          points: 100,
+          windowS: 2,
+          replicas: 2,
+        }),
+      ),
+    );
+    expect(cfg.routes[0]!.policies).toEqual([ACCURACY_POLICY]);
+    expect(cfg.policies[ACCURACY_POLICY]).toMatchObject({
+      kind: 'rate_limit',
+      limits: [{ points: 100, duration: 2 }],
+      limitBy: [`header:${TRIAL_HEADER}`],
+      ifMissing: 'reject',
+      store: { type: 'redis', replicas: 2 },
+    });
+  });
+});
