@@ -21,6 +21,9 @@ import { createDnsProviderFactory } from './discovery/dns-provider.ts';
 import type { ProviderFactories } from './discovery/provider.ts';
 import { createRegistryProviderFactory } from './discovery/registry-provider.ts';
 import { Registry } from './registry/registry.ts';
+import { SidecarAgent } from './sidecar/agent.ts';
+import { INBOUND } from './sidecar/derive.ts';
+import type { MeshSide } from './sidecar/mesh-telemetry.ts';
 import { RedisConnection } from './stores/redis.ts';
 import { createTelemetry, type Telemetry } from './telemetry/telemetry.ts';
 import { VERSION } from './version.ts';
@@ -63,6 +66,8 @@ export class Gateway implements DataplaneHost {
   readonly redis: RedisConnection | undefined;
   /** The service registry, when the config has a `registry` section. */
   readonly registry: Registry | undefined;
+  /** Mode sidecar: registration, the application's readiness, the registry followed (docs/mesh.md). */
+  readonly sidecar: SidecarAgent | undefined;
   readonly version = VERSION;
   /** When start() was called: the status page's uptime. */
   readonly startedAt = new Date();
@@ -95,10 +100,21 @@ export class Gateway implements DataplaneHost {
       : undefined;
     let registry: Registry | undefined;
     let store: ConfigStore | undefined;
+    let sidecar: SidecarAgent | undefined;
     try {
       registry = config.registry
         ? new Registry(config.registry, { telemetry: this.telemetry, redis: this.redis, env: opts.env })
         : undefined;
+      sidecar =
+        config.mode === 'sidecar' && config.sidecar !== undefined
+          ? new SidecarAgent(config.sidecar, {
+              logger: logger.child({ component: 'sidecar' }),
+              metrics,
+              env: opts.env ?? process.env,
+            })
+          : undefined;
+      // Before the listeners: their pipelines ask it which mesh side they are.
+      this.sidecar = sidecar;
       // Registry upstreams read this gateway's registry store; without a registry they say so (503).
       store = new ConfigStore(config, {
         file: opts.configFile,
@@ -110,6 +126,7 @@ export class Gateway implements DataplaneHost {
           dns: opts.providers?.dns ?? createDnsProviderFactory(),
           registry:
             opts.providers?.registry ??
+            sidecar?.providerFactory() ??
             (registry === undefined ? undefined : createRegistryProviderFactory(registry.store)),
         },
       });
@@ -127,7 +144,9 @@ export class Gateway implements DataplaneHost {
       );
     } catch (err) {
       // Whatever was built is closed: nothing may keep the process alive (a Redis connection).
-      void Promise.allSettled([store?.destroy(), registry?.close()]).finally(() => this.redis?.close());
+      void Promise.allSettled([store?.destroy(), registry?.close(), sidecar?.close()]).finally(() =>
+        this.redis?.close(),
+      );
       throw err;
     }
     this.reload = this.reload.bind(this);
@@ -146,6 +165,8 @@ export class Gateway implements DataplaneHost {
       gw.#watcher = watchConfigFile(opts.configFile, () => void gw.reload('file'));
     }
     gw.#ready = true;
+    // Follow the registry; register once the application is ready (in the background).
+    gw.sidecar?.start(gw.#listenerAddresses.get(INBOUND)?.port);
     gw.telemetry.logger.info(
       {
         listeners: Object.fromEntries(
@@ -190,6 +211,7 @@ export class Gateway implements DataplaneHost {
       registry: registry ? () => registry.describe() : undefined,
       registryInstances: registry ? (service, limit) => registry.instances(service, limit) : undefined,
       registryStore: registry ? () => registry.store.health() : undefined,
+      sidecar: this.sidecar ? () => this.sidecar!.describe() : undefined,
       decisions: this.telemetry.decisions,
       traceUrl: this.store.initial.telemetry.tracing.uiUrl,
       auth: adminAuthMode(adminConfig.auth, adminConfig.tls?.clientAuth),
@@ -228,8 +250,12 @@ export class Gateway implements DataplaneHost {
       this.#ready &&
       !this.#draining &&
       this.store.current.auth.providersReady().ready &&
-      this.store.discovery.pending().length === 0
+      this.store.discovery.pending().length === 0 &&
+      (this.sidecar?.ready ?? true)
     );
+  }
+  meshSide(listener: string): MeshSide | undefined {
+    return this.sidecar?.meshSide(listener);
   }
   requestStarted(): void {
     this.#inFlight++;
@@ -270,6 +296,7 @@ export class Gateway implements DataplaneHost {
     this.registry?.server?.reloadCertificates(trigger);
     this.#admin?.reloadCertificates(trigger);
     this.store.upstreamTls.reload(trigger);
+    this.sidecar?.reloadCertificates(trigger);
   }
 
   /** Address the registration API is bound to. */
@@ -294,6 +321,8 @@ export class Gateway implements DataplaneHost {
     this.#draining = true;
     this.#watcher?.close();
     log.info({ inFlight: this.#inFlight, drainTimeoutMs }, 'draining');
+    // A sidecar leaves the registry first, serving while its peers stop sending to it.
+    await this.sidecar?.drain();
     for (const l of this.listeners) l.stopAccepting();
     const registryClosed = this.registry?.close();
     if (this.#inFlight > 0) {
@@ -310,6 +339,7 @@ export class Gateway implements DataplaneHost {
     }
     for (const l of this.listeners) l.destroyConnections();
     await registryClosed;
+    await this.sidecar?.close();
     await this.redis?.close();
     await this.store.destroy();
     await this.#admin?.close(0);

@@ -61,6 +61,8 @@ export interface AdminSource {
   readonly auth?: AdminAuthMode;
   /** Runs before every route: refuses requests without a credential (admin auth). */
   readonly guard?: ((req: Request, res: Response, next: NextFunction) => void) | undefined;
+  /** Mode sidecar: the registration, the application's readiness, the registry followed. */
+  sidecar?(): unknown;
 }
 
 /**
@@ -116,6 +118,7 @@ export function createAdminApp(src: AdminSource): Express {
       upstreamSourcesFailing: discovery.failing(),
       // Registry upstreams follow this store; out of sync, they keep their last known instances.
       registryStore: src.registryStore?.() ?? null,
+      sidecar: src.sidecar?.() ?? null,
     });
   });
 
@@ -151,6 +154,7 @@ export function createAdminApp(src: AdminSource): Express {
         name: r.name,
         priority: r.priority,
         match: r.config.match,
+        listeners: r.config.listeners ?? null,
         upstream: r.upstream,
         rewrite: r.config.rewrite ?? null,
         preserveHost: r.preserveHost,
@@ -231,6 +235,14 @@ export function createAdminApp(src: AdminSource): Express {
       traceUrl: src.traceUrl ?? null,
       decisions: kept?.recent(Number.isInteger(limit) && limit > 0 ? limit : undefined) ?? [],
     });
+  });
+
+  app.get('/v1/sidecar', function sidecar(_req: Request, res: Response) {
+    if (!src.sidecar) {
+      res.status(404).type('application/problem+json').json({ title: 'Not a sidecar', status: 404 });
+      return;
+    }
+    sendView(res, src.sidecar());
   });
 
   app.get('/v1/upstreams', function upstreams(_req: Request, res: Response) {

@@ -11,10 +11,11 @@ import {
   loadConfigSource,
   sortIssues,
 } from '../config/loader.ts';
-import { readTokenRef, SecretLoadError } from '../config/secret-ref.ts';
+import { readTokenRef, SecretLoadError, type SecretRef } from '../config/secret-ref.ts';
 import { Credentials } from '../registry/credentials.ts';
 import { checkCertificateFiles } from '../tls/listener-certificates.ts';
 import type { CertificateLoadError } from '../tls/pem.ts';
+import { UpstreamTlsSchema } from '../tls/schema.ts';
 import { checkUpstreamTlsFiles } from '../tls/upstream-tls.ts';
 
 /** Where a subcommand writes. Each call is one line without its trailing newline, like console.log. */
@@ -46,7 +47,8 @@ export async function runValidate(file: string, out: CliOutput): Promise<number>
  * Problems with the files a valid config makes the gateway read at start: each TLS listener's
  * certificate, key and client CA bundle (the admin port's and the registration API's too) and each
  * upstream's CA bundle and client certificate, put through the checks the gateway itself runs at
- * load and on reload; and the admin and registry tokens (files and variables).
+ * load and on reload; and the admin and registry tokens (files and variables). A sidecar's files
+ * are its identity's (its derived listeners and upstreams all use them) and its registry token.
  * Paths resolve from the working directory, as for `run`.
  */
 function fileIssues(source: ConfigSource): ConfigIssue[] {
@@ -58,19 +60,29 @@ function fileIssues(source: ConfigSource): ConfigIssue[] {
       issues.push(source.issueAt([...at, ...setting], problem.message));
     }
   };
+  const checkToken = (ref: SecretRef, label: string, at: (string | number)[]): void => {
+    try {
+      readTokenRef(ref, label, process.env);
+    } catch (err) {
+      if (!(err instanceof SecretLoadError)) throw err;
+      issues.push(source.issueAt(at, err.message));
+    }
+  };
+  const admin = source.config.admin;
+  if (admin.tls !== undefined) report(checkCertificateFiles(admin.tls), ['admin', 'tls']);
+  if (admin.auth.token !== undefined) checkToken(admin.auth.token, 'admin token', ['admin', 'auth', 'token']);
+  const sidecar = source.config.sidecar;
+  if (source.config.mode === 'sidecar' && sidecar !== undefined) {
+    // Its listeners and upstreams are derived: the files are the identity's, reported there.
+    const { cert, key, ca } = sidecar.identity;
+    report(checkUpstreamTlsFiles(UpstreamTlsSchema.parse({ cert, key, ca })), ['sidecar', 'identity']);
+    if (sidecar.registry.token !== undefined)
+      checkToken(sidecar.registry.token, 'registry token', ['sidecar', 'registry', 'token']);
+    return sortIssues(issues);
+  }
   source.config.listeners.forEach((listener, i) => {
     if (listener.tls !== undefined) report(checkCertificateFiles(listener.tls), ['listeners', i, 'tls']);
   });
-  const admin = source.config.admin;
-  if (admin.tls !== undefined) report(checkCertificateFiles(admin.tls), ['admin', 'tls']);
-  if (admin.auth.token !== undefined) {
-    try {
-      readTokenRef(admin.auth.token, 'admin token', process.env);
-    } catch (err) {
-      if (!(err instanceof SecretLoadError)) throw err;
-      issues.push(source.issueAt(['admin', 'auth', 'token'], err.message));
-    }
-  }
   const registry = source.config.registry;
   if (registry?.listener?.tls !== undefined)
     report(checkCertificateFiles(registry.listener.tls), ['registry', 'listener', 'tls']);

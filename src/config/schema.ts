@@ -11,9 +11,17 @@ import { AuthSchema, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts'
 import { checkPolicies, PolicySchema } from '../dataplane/filters/policy-schema.ts';
 import { Http2Schema } from '../dataplane/listener/http2-schema.ts';
 import { compileRoutePath } from '../dataplane/routing/route-path.ts';
-import { EndpointsSchema, ReplicaSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
+import {
+  EndpointsSchema,
+  PoolSchema,
+  ReplicaSchema,
+  TimeoutsSchema,
+  upstreamPolicyShape,
+} from '../dataplane/upstream/policy-schema.ts';
 import { checkEndpointSource, DiscoverySchema } from '../discovery/schema.ts';
 import { checkRegistry, RegistrySchema } from '../registry/schema.ts';
+import { deriveSidecar } from '../sidecar/derive.ts';
+import { checkMode, MODES, type SidecarConfig, SidecarSchema } from '../sidecar/schema.ts';
 import { RedisSchema } from '../stores/schema.ts';
 import { LATENCY_BUCKETS } from '../telemetry/latency-buckets.ts';
 import { checkUpstreamTransport, TlsSchema, UPSTREAM_PROTOCOLS, UpstreamTlsSchema } from '../tls/schema.ts';
@@ -56,6 +64,9 @@ export const ListenerSchema = z.strictObject({
   http2: Http2Schema.prefault({}),
 });
 
+/** `telemetry.serviceName` when none is set (mode sidecar: `<service>-sidecar`). */
+export const DEFAULT_SERVICE_NAME = 'peregrine';
+
 export const TracingSchema = z.strictObject({
   exporter: z.enum(['none', 'otlp', 'console']).default('none'),
   /** OTLP/HTTP base endpoint; `/v1/traces` is appended. OTEL_EXPORTER_OTLP_ENDPOINT overrides. */
@@ -73,7 +84,7 @@ export const TracingSchema = z.strictObject({
 });
 
 export const TelemetrySchema = z.strictObject({
-  serviceName: z.string().min(1).default('peregrine'),
+  serviceName: z.string().min(1).default(DEFAULT_SERVICE_NAME),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   tracing: TracingSchema.prefault({}),
   accessLog: z.strictObject({ enabled: z.boolean().default(true) }).prefault({}),
@@ -112,25 +123,8 @@ const UpstreamFields = z.strictObject({
   endpoints: EndpointsSchema.optional(),
   /** Endpoints from the service registry or DNS instead of `endpoints` (src/discovery/schema.ts). */
   discovery: DiscoverySchema.optional(),
-  timeouts: z
-    .strictObject({
-      /** TCP (and TLS) connect. */
-      connect: duration('2s'),
-      /** From request sent to response headers received; applies to each attempt (per try). */
-      response: duration('15s'),
-      /** Longest silence between two chunks of the response body. */
-      idle: duration('30s'),
-      /** Whole exchange, from the first attempt to the last response byte; 0 disables. */
-      request: duration('30s'),
-    })
-    .prefault({}),
-  pool: z
-    .strictObject({
-      /** Maximum connections per endpoint. */
-      connections: z.number().int().positive().default(128),
-      keepAliveTimeout: duration('4s'),
-    })
-    .prefault({}),
+  timeouts: TimeoutsSchema.prefault({}),
+  pool: PoolSchema.prefault({}),
   /** balancer, retries, circuitBreaker, outlierDetection, bulkhead, healthCheck. */
   ...upstreamPolicyShape,
   /**
@@ -209,6 +203,8 @@ export const RouteSchema = z.strictObject({
   identity: RouteIdentitySchema.optional(),
   /** Named policies (top-level `policies`) run in this order, after the inline `identity` and `auth`. */
   policies: z.array(name).optional(),
+  /** Served only on these listeners (by name). Absent: on every listener. */
+  listeners: z.array(name).min(1).optional(),
   metrics: z
     .strictObject({
       /** A latency histogram of its own; default `telemetry.metrics.routeHistograms`. */
@@ -219,7 +215,10 @@ export const RouteSchema = z.strictObject({
 
 export const ConfigSchema = z
   .strictObject({
-    listeners: z.array(ListenerSchema).min(1, 'at least one listener is required'),
+    /** gateway (the default) or sidecar: one service's sidecar, derived from `sidecar` (docs/mesh.md). */
+    mode: z.enum(MODES).default('gateway'),
+    /** Mode gateway: at least one. Mode sidecar: derived from `sidecar`, never written. */
+    listeners: z.array(ListenerSchema).optional(),
     admin: AdminSchema.prefault({}),
     telemetry: TelemetrySchema.prefault({}),
     lifecycle: LifecycleSchema.prefault({}),
@@ -235,6 +234,15 @@ export const ConfigSchema = z
     auth: AuthSchema.prefault({}),
     /** Named route policies, `{ kind, ...settings }`, that routes list in `policies` (dynamic). */
     policies: z.record(name, PolicySchema).default({}),
+    /** Mode sidecar: the service, its identity, inbound and outbound sides, its registry. */
+    sidecar: SidecarSchema.optional(),
+  })
+  // The JSON Schema says what each mode needs too, for editors.
+  .meta({
+    if: { properties: { mode: { const: 'sidecar' } }, required: ['mode'] },
+    // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then/else, never awaited
+    then: { required: ['sidecar'] },
+    else: { required: ['listeners'] },
   })
   // `when`: run even if other parts of the config failed, so one pass reports every problem
   // (zod skips refinements after an aborting issue by default). Some issues (e.g. a non-integer)
@@ -244,7 +252,35 @@ export const ConfigSchema = z
       for (const issue of crossCheck(cfg)) ctx.addIssue({ code: 'custom', ...issue });
     },
     { when: (payload) => isRecord(payload.value) },
-  );
+  )
+  .transform(withSidecarDerived);
+
+/**
+ * A sidecar's listeners, upstreams and routes, derived from its `sidecar` section (src/sidecar/),
+ * so that everything after validation runs the one pipeline and /v1/config shows what it runs.
+ */
+function withSidecarDerived<
+  C extends { mode: string; listeners?: L[] | undefined; sidecar?: SidecarConfig | undefined },
+  L,
+>(parsed: C): C & { listeners: L[] } {
+  const cfg = { ...parsed, listeners: parsed.listeners ?? [] };
+  if (cfg.mode !== 'sidecar' || cfg.sidecar === undefined) return cfg;
+  const derived = deriveSidecar(cfg.sidecar, {
+    listener: ListenerSchema,
+    upstream: UpstreamSchema,
+    route: RouteSchema,
+  });
+  const telemetry = (cfg as unknown as { telemetry: { serviceName: string } }).telemetry;
+  return {
+    ...cfg,
+    ...derived,
+    // Its spans are told apart from the application's, which carry the service's own name.
+    telemetry:
+      telemetry.serviceName === DEFAULT_SERVICE_NAME
+        ? { ...telemetry, serviceName: `${cfg.sidecar.service}-sidecar` }
+        : telemetry,
+  };
+}
 
 export interface CrossCheckIssue {
   path: (string | number)[];
@@ -267,6 +303,7 @@ export function crossCheck(cfg: unknown): CrossCheckIssue[] {
       issues.push({ path: ['listeners', i, 'name'], message: `duplicate listener ${l.name}` });
     seenListeners.add(l.name);
   });
+  checkMode(cfg, issues);
   const routes = Array.isArray(cfg.routes) ? cfg.routes : [];
   // `upstreams` absent means none; of the wrong type, references cannot be judged (no cascade).
   const upstreams = cfg.upstreams === undefined ? {} : isRecord(cfg.upstreams) ? cfg.upstreams : undefined;
@@ -282,6 +319,14 @@ export function crossCheck(cfg: unknown): CrossCheckIssue[] {
       issues.push({
         path: ['routes', i, 'upstream'],
         message: `unknown upstream ${JSON.stringify(r.upstream)}`,
+      });
+    if (Array.isArray(r.listeners))
+      r.listeners.forEach((l: unknown, j) => {
+        if (typeof l === 'string' && !seenListeners.has(l))
+          issues.push({
+            path: ['routes', i, 'listeners', j],
+            message: `unknown listener ${JSON.stringify(l)}`,
+          });
       });
   });
   checkPolicies(cfg, issues);

@@ -13,6 +13,7 @@ import { replicaPosition } from '../dataplane/upstream/aperture.ts';
 import { Discovery } from '../discovery/discovery.ts';
 import { createDnsProviderFactory } from '../discovery/dns-provider.ts';
 import type { ProviderFactories } from '../discovery/provider.ts';
+import { staticSidecarPart } from '../sidecar/derive.ts';
 import type { RedisConnection } from '../stores/redis.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
 import { UpstreamTlsSet } from '../tls/upstream-tls.ts';
@@ -40,7 +41,16 @@ export type ReloadResult =
   | { readonly ok: true; readonly version: number; readonly changed: boolean }
   | { readonly ok: false; readonly failure: ReloadFailure };
 
-const STATIC_KEYS = ['listeners', 'admin', 'telemetry', 'lifecycle', 'redis', 'registry', 'replica'] as const;
+const STATIC_KEYS = [
+  'mode',
+  'listeners',
+  'admin',
+  'telemetry',
+  'lifecycle',
+  'redis',
+  'registry',
+  'replica',
+] as const;
 
 export class ConfigStore {
   readonly file: string | undefined;
@@ -178,7 +188,11 @@ export class ConfigStore {
 
   /** Swap in a validated config's dynamic part, compiled in slices while the current one serves. */
   async #apply(next: LoadedConfig, trigger: string): Promise<ReloadResult> {
-    const changedStatic = STATIC_KEYS.filter((k) => !isDeepStrictEqual(next.config[k], this.initial[k]));
+    const changedStatic: string[] = STATIC_KEYS.filter(
+      (k) => !isDeepStrictEqual(next.config[k], this.initial[k]),
+    );
+    if (!isDeepStrictEqual(staticSidecarPart(next.config.sidecar), staticSidecarPart(this.initial.sidecar)))
+      changedStatic.push('sidecar');
     if (changedStatic.length > 0) {
       this.#logger.warn(
         { sections: changedStatic, trigger },

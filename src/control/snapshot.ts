@@ -25,6 +25,12 @@ export interface Snapshot {
   readonly createdAt: Date;
   readonly config: DynamicConfig;
   readonly routes: RouteTable;
+  /**
+   * When some route is served on named listeners only: each named listener's table, and under
+   * OTHER_LISTENERS the table of every other listener. Null when no route names listeners: every
+   * listener matches `routes`. Read through routeTableFor().
+   */
+  readonly listenerRoutes: ReadonlyMap<string, RouteTable> | null;
   /** Each route's policy chain (dataplane/filters/chain.ts). */
   readonly plans: ReadonlyMap<string, RoutePlan>;
   readonly clusters: ReadonlyMap<string, Cluster>;
@@ -101,6 +107,7 @@ function* compileSteps(
   deps: SnapshotDeps,
 ): Steps<CompileResult> {
   const routes = yield* routeTableSteps(config.routes);
+  const listenerRoutes = yield* listenerRouteTables(config.routes);
   const auth = createAuthProviders(config.auth, previous?.auth, {
     metrics: deps.metrics,
     logger: deps.logger,
@@ -148,6 +155,7 @@ function* compileSteps(
       createdAt: new Date(),
       config,
       routes,
+      listenerRoutes,
       plans,
       clusters,
       auth,
@@ -167,4 +175,33 @@ function* compileSteps(
     policyState?.close();
     throw err;
   }
+}
+
+/** The key of listenerRoutes for listeners no route names (listener names never contain `*`). */
+const OTHER_LISTENERS = '*';
+
+/** The route table a listener matches its requests against. */
+export function routeTableFor(snapshot: Snapshot, listener: string): RouteTable {
+  const scoped = snapshot.listenerRoutes;
+  if (scoped === null) return snapshot.routes;
+  return scoped.get(listener) ?? scoped.get(OTHER_LISTENERS)!;
+}
+
+/** A table per listener that routes name (its routes and the unscoped ones); null when none do. */
+function* listenerRouteTables(
+  routes: DynamicConfig['routes'],
+): Steps<ReadonlyMap<string, RouteTable> | null> {
+  const named = new Set<string>();
+  for (const r of routes) for (const l of r.listeners ?? []) named.add(l);
+  if (named.size === 0) return null;
+  const tables = new Map<string, RouteTable>();
+  for (const listener of named)
+    tables.set(
+      listener,
+      yield* routeTableSteps(
+        routes.filter((r) => r.listeners === undefined || r.listeners.includes(listener)),
+      ),
+    );
+  tables.set(OTHER_LISTENERS, yield* routeTableSteps(routes.filter((r) => r.listeners === undefined)));
+  return tables;
 }

@@ -17,8 +17,9 @@ import type { Http2ServerRequest } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import { type Duplex, Transform, type TransformCallback } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import type { Snapshot } from '../control/snapshot.ts';
+import { routeTableFor, type Snapshot } from '../control/snapshot.ts';
 import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
+import type { MeshSide } from '../sidecar/mesh-telemetry.ts';
 import { accessRecord } from '../telemetry/access-log.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
 import { endServerSpan } from '../telemetry/tracing.ts';
@@ -55,6 +56,8 @@ export interface DataplaneHost {
   readonly draining: boolean;
   requestStarted(): void;
   requestFinished(): void;
+  /** Sidecar mode: the mesh side a listener is (inbound or outbound), which adds to its telemetry. */
+  meshSide?(listener: string): MeshSide | undefined;
 }
 
 export interface ListenerInfo {
@@ -222,11 +225,13 @@ export class Pipeline implements TunnelObserver {
   readonly listener: ListenerInfo;
   readonly host: DataplaneHost;
   readonly telemetry: Telemetry;
+  readonly mesh: MeshSide | undefined;
 
   constructor(listener: ListenerInfo, host: DataplaneHost) {
     this.listener = listener;
     this.host = host;
     this.telemetry = host.telemetry;
+    this.mesh = host.meshSide?.(listener.name);
     this.handle = this.handle.bind(this);
   }
 
@@ -317,7 +322,12 @@ export class Pipeline implements TunnelObserver {
     ctx.query = target.query;
 
     const method = req.method ?? 'GET';
-    const match = ctx.snapshot.routes.match(requestHost(req), ctx.path, method, req.headers);
+    const match = routeTableFor(ctx.snapshot, this.listener.name).match(
+      requestHost(req),
+      ctx.path,
+      method,
+      req.headers,
+    );
     if (!match) throw new GatewayError('ROUTE_NOT_FOUND');
     const route = match.route;
     ctx.route = route;
@@ -776,6 +786,7 @@ export class Pipeline implements TunnelObserver {
       );
     }
     if (tunnel !== undefined) metrics.recordWebSocketUpgrade(ctx.route?.name, upgradeOutcome(ctx, tunnel));
+    if (this.mesh !== undefined) this.mesh.record(ctx, status, durationMs / 1000);
     const span = ctx.span;
     if (span) {
       span.setAttribute('url.path', ctx.path);

@@ -1,6 +1,7 @@
 /**
  * Registry discovery: an upstream's endpoints are the registered instances of a service (those
- * passing its `filter`), read from this gateway's registry store. The store answers from a view it
+ * passing its `filter`), read from this gateway's registry store (or, in a sidecar, from its view
+ * of a registry elsewhere, registry/follower.ts). The store answers from a view it
  * keeps in memory (no I/O per read) and calls watchers synchronously as the view changes, so the
  * provider publishes the whole set once, then one delta per change: an instance joining, changing
  * (weight, zone, metadata, draining) or leaving touches only its own endpoint.
@@ -10,7 +11,7 @@
  * reports the source as failing (the endpoints stay as they are) and stops publishing; once it is
  * in sync again, it publishes the whole set afresh, which takes in whatever changed meanwhile.
  */
-import type { InstanceChange, RegistryStore, StoreHealth } from '../registry/store.ts';
+import type { InstanceChange, RegistryReader, StoreHealth } from '../registry/store.ts';
 import type { EndpointProvider, EndpointSink, ProviderFactory } from './provider.ts';
 import {
   endpointOfInstance,
@@ -31,9 +32,9 @@ export interface RegistryProviderOptions {
 
 const DEFAULT_HEALTH_INTERVAL_MS = 1000;
 
-/** Registry providers reading `store` (the gateway's registry store: memory or Redis). */
+/** Registry providers reading `store` (the gateway's registry store: memory or Redis; or a follower). */
 export function createRegistryProviderFactory(
-  store: RegistryStore,
+  store: RegistryReader,
   opts: RegistryProviderOptions = {},
 ): ProviderFactory<RegistryDiscoveryConfig> {
   const intervalMs = opts.healthIntervalMs ?? DEFAULT_HEALTH_INTERVAL_MS;
@@ -48,7 +49,7 @@ function outOfSync(h: StoreHealth): string {
 }
 
 class RegistryProvider implements EndpointProvider {
-  readonly #store: RegistryStore;
+  readonly #store: RegistryReader;
   readonly #config: RegistryDiscoveryConfig;
   readonly #intervalMs: number;
   /** Matching instances by id, as last published. */
@@ -64,7 +65,7 @@ class RegistryProvider implements EndpointProvider {
   #failed = false;
   #closed = false;
 
-  constructor(store: RegistryStore, config: RegistryDiscoveryConfig, intervalMs: number) {
+  constructor(store: RegistryReader, config: RegistryDiscoveryConfig, intervalMs: number) {
     this.#store = store;
     this.#config = config;
     this.#intervalMs = intervalMs;

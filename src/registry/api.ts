@@ -39,6 +39,8 @@ import {
 
 /** Largest request body accepted (a registration with the largest metadata fits well within it). */
 const MAX_BODY_BYTES = 128 * 1024;
+/** Services one watch stream may name (a sidecar names the services its application calls). */
+const MAX_WATCHED_SERVICES = 1000;
 /** A comment line on every watch stream this often, so proxies and clients see it is alive. */
 const WATCH_KEEPALIVE_MS = 15_000;
 /** A watch client that lets this much pile up unread is cut off. */
@@ -374,16 +376,25 @@ export class RegistryApi {
         break;
       }
       default:
-        this.#watch(req, res, url.searchParams.get('service'));
+        this.#watch(req, res, url.searchParams.getAll('service'));
         endServerSpan(span, 200, undefined);
         return;
     }
     endServerSpan(span, 200, undefined);
   }
 
-  /** Server-sent events: `snapshot` (the instances now), then one `change` per change. */
-  #watch(req: IncomingMessage, res: ServerResponse, service: string | null): void {
-    if (service !== null && !SERVICE_NAME_RE.test(service)) throw badName('service', service);
+  /**
+   * Server-sent events: `snapshot` (the instances now), then one `change` per change; of every
+   * service, or of the services named (`?service=a&service=b`).
+   */
+  #watch(req: IncomingMessage, res: ServerResponse, services: string[]): void {
+    for (const service of services) if (!SERVICE_NAME_RE.test(service)) throw badName('service', service);
+    if (services.length > MAX_WATCHED_SERVICES)
+      throw new ApiError(
+        'INVALID_REGISTRATION',
+        `a watch names at most ${MAX_WATCHED_SERVICES} services`,
+        'invalid',
+      );
     if (this.#watches.size >= this.#deps.maxWatchStreams)
       throw new ApiError(
         'REGISTRY_RATE_LIMITED',
@@ -399,8 +410,10 @@ export class RegistryApi {
       'x-accel-buffering': 'no',
     });
     req.socket.setTimeout(0);
-    const instances =
-      service === null ? store.services().flatMap((s) => store.list(s.service)) : store.list(service);
+    const named = [...new Set(services)];
+    const instances = (named.length === 0 ? store.services().map((s) => s.service) : named).flatMap((s) =>
+      store.list(s),
+    );
     res.write(`event: snapshot\ndata: ${JSON.stringify({ instances: instances.map(instanceJson) })}\n\n`);
     const send = (change: InstanceChange): void => {
       if (res.writableLength > WATCH_MAX_BUFFER) {
@@ -410,7 +423,10 @@ export class RegistryApi {
       const data = { type: change.type, cause: change.cause, instance: instanceJson(change.instance) };
       res.write(`event: change\ndata: ${JSON.stringify(data)}\n\n`);
     };
-    const unwatch = store.watch(service ?? ALL_SERVICES, send);
+    const unwatches = (named.length === 0 ? [ALL_SERVICES] : named).map((s) => store.watch(s, send));
+    const unwatch = (): void => {
+      for (const u of unwatches) u();
+    };
     const keepalive = setInterval(() => res.write(': keepalive\n\n'), WATCH_KEEPALIVE_MS);
     keepalive.unref();
     this.#watches.add(res);

@@ -17,7 +17,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
-import { Agent, request } from 'undici';
+import { Agent, type Dispatcher, request } from 'undici';
 
 export interface RegistrationClientOptions {
   /** Base URL of the registration API, e.g. `https://registry.internal:9902`. */
@@ -37,6 +37,13 @@ export interface RegistrationClientOptions {
   readonly ttlMs?: number;
   /** Bearer token (from a secret: never put it on a command line). */
   readonly token?: string;
+  /**
+   * How to reach the registry, instead of an agent of the client's own built from `tls` (e.g. one
+   * whose certificates follow rotation). The client never closes it.
+   */
+  readonly dispatcher?: Dispatcher;
+  /** State to register in (default active); setState() changes it later. */
+  readonly state?: 'active' | 'draining';
   /** TLS toward the registry: CA bundle, and a client certificate for mTLS. */
   readonly tls?: {
     readonly ca?: string | Buffer;
@@ -111,9 +118,12 @@ export class RegistrationClient extends EventEmitter {
   readonly id: string;
   readonly #opts: RegistrationClientOptions;
   readonly #base: string;
-  readonly #agent: Agent;
+  readonly #agent: Dispatcher;
+  readonly #ownAgent: boolean;
   readonly #headers: Record<string, string>;
-  readonly #body: string;
+  readonly #spec: Record<string, unknown>;
+  #body: string;
+  #wanted: 'active' | 'draining';
   #state: RegistrationState = 'idle';
   #timer: NodeJS.Timeout | undefined;
   #failures = 0;
@@ -140,13 +150,16 @@ export class RegistrationClient extends EventEmitter {
     if (base.protocol !== 'http:' && base.protocol !== 'https:')
       throw new Error('registry must be an http(s) URL');
     this.#base = `${base.origin}/v1/services/${encodeURIComponent(opts.service)}/instances/${encodeURIComponent(this.id)}`;
-    this.#agent = new Agent({
-      connect: { ca: opts.tls?.ca, cert: opts.tls?.cert, key: opts.tls?.key },
-      keepAliveTimeout: 30_000,
-    });
+    this.#ownAgent = opts.dispatcher === undefined;
+    this.#agent =
+      opts.dispatcher ??
+      new Agent({
+        connect: { ca: opts.tls?.ca, cert: opts.tls?.cert, key: opts.tls?.key },
+        keepAliveTimeout: 30_000,
+      });
     this.#headers = { 'content-type': 'application/json' };
     if (opts.token) this.#headers.authorization = `Bearer ${opts.token}`;
-    this.#body = JSON.stringify({
+    this.#spec = {
       address: opts.address,
       port: opts.port,
       protocol: opts.protocol,
@@ -155,13 +168,37 @@ export class RegistrationClient extends EventEmitter {
       weight: opts.weight,
       metadata: opts.metadata,
       ttl: this.#ttlMs,
-    });
+    };
+    this.#wanted = opts.state ?? 'active';
+    this.#body = this.#bodyFor(this.#wanted);
     const signals = opts.handleSignals;
     this.#signals = signals === true ? ['SIGTERM', 'SIGINT'] : signals ? [...signals] : [];
   }
 
   get state(): RegistrationState {
     return this.#state;
+  }
+
+  /** The state the instance is registered in (or will be). */
+  get registeredState(): 'active' | 'draining' {
+    return this.#wanted;
+  }
+
+  #bodyFor(state: 'active' | 'draining'): string {
+    // Leaving `state` out registers as active, as before; a draining instance says so.
+    return JSON.stringify(state === 'active' ? this.#spec : { ...this.#spec, state });
+  }
+
+  /**
+   * Register in `state` from now on: draining (gateways send it no new requests, those in flight
+   * finish) or active again. Registered already: sent at once (renewals keep it); otherwise the
+   * registration in progress uses it.
+   */
+  setState(state: 'active' | 'draining'): void {
+    if (state === this.#wanted) return;
+    this.#wanted = state;
+    this.#body = this.#bodyFor(state);
+    if (this.#state === 'registered') this.#register();
   }
 
   /**
@@ -323,7 +360,7 @@ export class RegistrationClient extends EventEmitter {
       }
     }
     this.#state = 'closed';
-    await this.#agent.close();
+    if (this.#ownAgent) await this.#agent.close();
   }
 }
 

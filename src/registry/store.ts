@@ -90,7 +90,8 @@ export interface ServiceSummary {
 }
 
 export interface StoreHealth {
-  readonly store: 'memory' | 'redis';
+  /** `remote`: a view of a registry elsewhere, followed through its watch API (follower.ts). */
+  readonly store: 'memory' | 'redis' | 'remote';
   /** The view reflects the store (false before the first full read, and while the store is unreachable). */
   readonly synced: boolean;
   /** When the view was last confirmed by a full read (ISO 8601), or null. */
@@ -148,3 +149,6 @@ export interface StoreLimits {
   readonly maxServices: number;
   readonly maxInstancesPerService: number;
 }
+
+/** What follows a registry's instances without writing: the stores, and a remote registry's follower. */
+export type RegistryReader = Pick<RegistryStore, 'list' | 'watch' | 'synced' | 'health'>;

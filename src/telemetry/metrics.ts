@@ -322,6 +322,8 @@ export class GatewayMetrics {
   #redis: RedisMetrics | undefined;
   #upstreamTls: UpstreamTlsMetrics | undefined;
   #registryMetrics: RegistryMetrics | undefined;
+  #mesh: MeshMetrics | undefined;
+  readonly #latencyBuckets: readonly number[];
   #rateLimits: RateLimitMetrics | undefined;
 
   /** listener → route → method index → status → series */
@@ -358,6 +360,7 @@ export class GatewayMetrics {
     const registry = new Registry<RegistryContentType>();
     this.registry = registry;
     this.exemplars = opts.exemplars;
+    this.#latencyBuckets = opts.latencyBuckets ?? LATENCY_BUCKETS;
     this.routeHistogramDefault = opts.routeHistograms ?? true;
     const registers = [registry as Registry];
 
@@ -1127,6 +1130,12 @@ export class GatewayMetrics {
     return this.#registryMetrics;
   }
 
+  /** Service-to-service metrics of a sidecar, registered on first use (gateways show none). */
+  get mesh(): MeshMetrics {
+    this.#mesh ??= new MeshMetrics(this.registry, this.#latencyBuckets, this.exemplars);
+    return this.#mesh;
+  }
+
   /** Rate limiting's metrics, registered on first use (gateways without rate limits show none). */
   get rateLimits(): RateLimitMetrics {
     this.#rateLimits ??= new RateLimitMetrics(this.registry);
@@ -1563,6 +1572,69 @@ export class RegistryMetrics {
 
   observePropagation(seconds: number): void {
     this.propagation.observe(Math.max(0, seconds));
+  }
+}
+
+// --- The mesh (sidecar mode) ---------------------------------------------------------------------
+
+/** Which side of a sidecar a request came through: from a mesh peer, or from the local application. */
+export const MESH_DIRECTIONS = ['inbound', 'outbound'] as const;
+export type MeshDirection = (typeof MESH_DIRECTIONS)[number];
+/** Peer label values that name no service: no route chose a destination; a caller identity outside the pattern. */
+export const MESH_NO_PEER = '_none';
+export const MESH_UNKNOWN_PEER = '_unknown';
+
+/**
+ * The series of one (direction, source, destination): its latency histogram, and its request
+ * counters by status, created as statuses appear.
+ */
+export interface MeshPeerSeries {
+  readonly duration: HistogramCell;
+  readonly byStatus: Map<number, ScalarCell>;
+  readonly labels: Labels;
+}
+
+/**
+ * Requests through a sidecar by direction and by the services on either end. `source` and
+ * `destination` are service names: the local service on one end; on the other, the destination a
+ * route chose (outbound, bounded by `sidecar.outbound.services`) or the caller's service read from
+ * its verified identity (inbound, bounded by `sidecar.metrics.maxPeers`, then `_other`).
+ */
+export class MeshMetrics {
+  readonly requests: CellMetric;
+  readonly duration: CellHistogram;
+
+  constructor(registry: Registry<RegistryContentType>, buckets: readonly number[], exemplars: boolean) {
+    this.requests = new CellMetric('counter', {
+      name: 'peregrine_mesh_requests_total',
+      help: 'Requests through a sidecar, by direction (inbound: from a mesh peer; outbound: from the local application), source and destination service, and status.',
+      labelNames: ['direction', 'source', 'destination', 'status'],
+      registry,
+    });
+    this.duration = new CellHistogram({
+      name: 'peregrine_mesh_request_duration_seconds',
+      help: 'Time from request received to response finished at a sidecar, by direction, source and destination service.',
+      labelNames: ['direction', 'source', 'destination'],
+      buckets,
+      exemplars,
+      registry,
+    });
+  }
+
+  /** The series of one pair of services; the caller keeps it (one per peer). */
+  peerSeries(direction: MeshDirection, source: string, destination: string): MeshPeerSeries {
+    const labels = { direction, source, destination };
+    return { duration: this.duration.cell(labels), byStatus: new Map(), labels };
+  }
+
+  record(series: MeshPeerSeries, status: number, seconds: number, traceId: string | undefined): void {
+    let total = series.byStatus.get(status);
+    if (total === undefined) {
+      total = this.requests.cell({ ...series.labels, status: String(status) });
+      series.byStatus.set(status, total);
+    }
+    total.value += 1;
+    this.duration.observe(series.duration, seconds, traceId);
   }
 }
 

@@ -101,3 +101,22 @@ export function expectedIdentity(
   if (cfg.expectPattern !== undefined) return byPattern(cfg.expectPattern, service);
   throw new Error('identity needs expect or expectPattern');
 }
+
+/**
+ * The service an identity names by `pattern` (`spiffe://td/ns/*\/sa/{service}`): the segment in
+ * the `{service}` place when every other segment matches; undefined when it does not match.
+ */
+export function serviceOfIdentity(pattern: string, id: string): string | undefined {
+  const slash = pattern.indexOf('/', 'spiffe://'.length);
+  const prefix = pattern.slice(0, slash + 1);
+  if (slash < 0 || !id.startsWith(prefix) || !isSpiffeId(id)) return undefined;
+  const want = pattern.slice(prefix.length).split('/');
+  const got = id.slice(prefix.length).split('/');
+  if (got.length !== want.length) return undefined;
+  let service: string | undefined;
+  for (let i = 0; i < want.length; i++) {
+    if (want[i] === SERVICE_PLACEHOLDER) service = got[i];
+    else if (want[i] !== WILDCARD && want[i] !== got[i]) return undefined;
+  }
+  return service;
+}

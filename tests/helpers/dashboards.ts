@@ -246,10 +246,13 @@ const SCRAPE_SERIES = ['up', 'scrape_duration_seconds', 'scrape_samples_scraped'
 /** Every metric family the gateway's registry exports: name → type (counter, gauge, histogram, ...). */
 export async function exportedFamilies(): Promise<Map<string, string>> {
   const metrics = createMetrics({ exemplars: true, version: 'test' });
-  // Registered on first use (by a gateway with Redis, with a registry, with rate limits).
+  // Registered on first use (by a gateway with Redis, with a registry, with rate limits, in mode
+  // sidecar, with TLS upstreams).
   void metrics.redis;
   void metrics.registryMetrics;
   void metrics.rateLimits;
+  void metrics.mesh;
+  void metrics.upstreamTls;
   const { body } = await renderMetrics(metrics, undefined);
   const families = new Map<string, string>();
   for (const m of body.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {

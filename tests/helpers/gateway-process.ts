@@ -8,8 +8,10 @@ import { dirname } from 'node:path';
 
 export interface GatewayProcess {
   readonly child: ChildProcess;
-  /** The port of the listener named `edge`. */
+  /** The port of the listener named `edge` (0 when there is none, e.g. a sidecar). */
   readonly port: number;
+  /** The port of every listener, by name. */
+  readonly listeners: Readonly<Record<string, number>>;
   readonly adminPort: number;
   readonly logs: Record<string, unknown>[];
   /** Its exit code (null when killed by a signal). */
@@ -18,11 +20,14 @@ export interface GatewayProcess {
   stop(graceMs?: number): Promise<void>;
 }
 
-export async function startGatewayProcess(configFile: string): Promise<GatewayProcess> {
+export async function startGatewayProcess(
+  configFile: string,
+  env: Readonly<Record<string, string>> = {},
+): Promise<GatewayProcess> {
   // The launcher's `#!/usr/bin/env -S node …` finds Node on PATH: this Node (24) first.
   const child = spawn('bin/peregrine.js', ['run', '--config', configFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}` },
+    env: { ...process.env, ...env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}` },
   });
   const logs: Record<string, unknown>[] = [];
   let buf = '';
@@ -31,32 +36,41 @@ export async function startGatewayProcess(configFile: string): Promise<GatewayPr
     stderr += c.toString();
   });
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const ready = new Promise<{ port: number; adminPort: number }>((resolve, reject) => {
-    child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString();
-      let i = buf.indexOf('\n');
-      while (i >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        i = buf.indexOf('\n');
-        if (!line.startsWith('{')) continue;
-        const rec = JSON.parse(line) as Record<string, unknown>;
-        logs.push(rec);
-        if (rec.msg === 'peregrine ready') {
-          const listeners = rec.listeners as Record<string, string>;
-          resolve({
-            port: Number(listeners.edge!.split(':').pop()),
-            adminPort: Number(String(rec.admin).split(':').pop()),
-          });
+  const ready = new Promise<{ port: number; adminPort: number; listeners: Record<string, number> }>(
+    (resolve, reject) => {
+      child.stdout!.on('data', (c: Buffer) => {
+        buf += c.toString();
+        let i = buf.indexOf('\n');
+        while (i >= 0) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          i = buf.indexOf('\n');
+          if (!line.startsWith('{')) continue;
+          const rec = JSON.parse(line) as Record<string, unknown>;
+          logs.push(rec);
+          if (rec.msg === 'peregrine ready') {
+            const listeners = Object.fromEntries(
+              Object.entries(rec.listeners as Record<string, string>).map(([n, a]) => [
+                n,
+                Number(a.split(':').pop()),
+              ]),
+            );
+            resolve({
+              port: listeners.edge ?? 0,
+              adminPort: Number(String(rec.admin).split(':').pop()),
+              listeners,
+            });
+          }
         }
-      }
-    });
-    void exit.then((code) => reject(new Error(`gateway exited early (${code}): ${stderr}`)));
-  });
-  const { port, adminPort } = await ready;
+      });
+      void exit.then((code) => reject(new Error(`gateway exited early (${code}): ${stderr}`)));
+    },
+  );
+  const { port, adminPort, listeners } = await ready;
   return {
     child,
     port,
+    listeners,
     adminPort,
     logs,
     exit,

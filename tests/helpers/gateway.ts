@@ -70,10 +70,13 @@ export interface TestGateway {
   close(): Promise<void>;
 }
 
-/** Listener and admin default to 127.0.0.1:0; everything else comes from `input`. */
+/**
+ * Listener and admin default to 127.0.0.1:0 (a sidecar's listeners are its own); everything else
+ * comes from `input`.
+ */
 export function testConfig(input: Partial<ConfigInput>): ConfigInput {
   return {
-    listeners: [{ name: 'edge', address: '127.0.0.1:0' }],
+    ...(input.mode === 'sidecar' ? {} : { listeners: [{ name: 'edge', address: '127.0.0.1:0' }] }),
     ...input,
     admin: { address: '127.0.0.1:0', ...input.admin },
     telemetry: { logLevel: 'info', ...input.telemetry },

@@ -19,6 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import type { ConfigInput } from '../../src/config/schema.ts';
+import { removeCertFiles } from '../helpers/certs.ts';
 import {
   dashboardFiles,
   type GrafanaVariable,
@@ -30,6 +31,7 @@ import {
   variablesOf,
 } from '../helpers/dashboards.ts';
 import { startGateway, type TestGateway, writeConfig } from '../helpers/gateway.ts';
+import { callThrough, createMeshPki, meshId, type SidecarOptions, sidecarConfig } from '../helpers/mesh.ts';
 import { freePort } from '../helpers/ports.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { type FoundTool, findTool, PROMETHEUS } from '../helpers/tools.ts';
@@ -66,6 +68,8 @@ interface Servers {
 
 const REGISTRY_TOKEN = 'dashboards-test-registry-token-0123';
 const REGISTRY_TOKEN_ENV = 'PEREGRINE_DASHBOARDS_REGISTRY_TOKEN';
+const MESH_TOKEN = 'dashboards-test-mesh-token-0123456789';
+const MESH_TOKEN_ENV = 'PEREGRINE_DASHBOARDS_MESH_TOKEN';
 
 /**
  * `echo` and `refused` feed the overview; their breakers are off so that they keep producing the
@@ -85,7 +89,15 @@ function gatewayConfig(s: Servers, extraRoutes: RouteInput[] = []): Partial<Conf
     registry: {
       store: 'redis',
       listener: { address: '127.0.0.1:0' },
-      credentials: { tokens: [{ name: 'dashboards', env: REGISTRY_TOKEN_ENV, services: ['web', 'jobs'] }] },
+      credentials: {
+        tokens: [
+          { name: 'dashboards', env: REGISTRY_TOKEN_ENV, services: ['web', 'jobs'] },
+          // The mesh's sidecars (meshSidecars()): they register and follow the registry with it.
+          { name: 'mesh', env: MESH_TOKEN_ENV, services: ['cart', 'shop', 'batch', 'rogue'] },
+        ],
+      },
+      // The sidecars run on this machine.
+      addresses: { allowLoopback: true },
       lease: { minTtl: '300ms' },
       sync: { sweepInterval: '100ms' },
     },
@@ -169,6 +181,7 @@ let hang: TestUpstream | undefined;
 let collector: Server | undefined;
 let redis: TestRedis | undefined;
 let gw: TestGateway | undefined;
+let mesh: Mesh | undefined;
 let prom: Prometheus | undefined;
 let traffic: Traffic | undefined;
 
@@ -185,6 +198,7 @@ beforeAll(async () => {
   await once(collector, 'listening');
   redis = await startRedis();
   process.env[REGISTRY_TOKEN_ENV] = REGISTRY_TOKEN;
+  process.env[MESH_TOKEN_ENV] = MESH_TOKEN;
   const servers: Servers = {
     echo: up.url,
     hang: hang.url,
@@ -192,7 +206,8 @@ beforeAll(async () => {
     redis: redis.url,
   };
   gw = await startGateway(gatewayConfig(servers), { asFile: true });
-  traffic = startTraffic(gw);
+  mesh = await meshSidecars(gw, servers);
+  traffic = startTraffic(gw, mesh);
 
   // One rejected and one accepted reload, so both outcomes have moved.
   const file = gw.configFile!;
@@ -207,7 +222,10 @@ beforeAll(async () => {
   writeConfig(file, gatewayConfig(servers, [v2]));
   expect(await gw.gateway.reload('test')).toMatchObject({ ok: true });
 
-  prom = await startPrometheus(prometheus, gw.gateway.adminAddress.port);
+  prom = await startPrometheus(prometheus, [
+    gw.gateway.adminAddress.port,
+    ...Object.values(mesh.sidecars).map((s) => s.gateway.adminAddress.port),
+  ]);
   await prom.waitForScrapes(3);
 }, 90_000);
 
@@ -215,6 +233,7 @@ afterAll(async () => {
   const steps: [string, (() => Promise<void>) | undefined][] = [
     ['traffic', traffic && (() => traffic!.stop())],
     ['prometheus', prom && (() => prom!.stop())],
+    ['mesh', mesh && (() => mesh!.close())],
     ['gateway', gw && (() => gw!.close())],
     ['upstream', up && (() => up!.close())],
     ['hanging upstream', hang && (() => hang!.close())],
@@ -351,10 +370,17 @@ describe('the test traffic', () => {
       'peregrine_ratelimit_decisions_total{policy="rl-memory", outcome="limited"} > 0',
     'requests rate limited through Redis':
       'peregrine_ratelimit_store_duration_seconds_count{policy="rl-redis", result="ok"} > 0',
+    'mesh requests':
+      'peregrine_mesh_requests_total{direction="outbound", source="shop", destination="cart"} > 0',
+    'mesh 5xx': 'peregrine_mesh_requests_total{direction="outbound", status="500"} > 0',
+    'callers refused by identity':
+      'peregrine_mesh_requests_total{direction="inbound", source="batch", destination="cart", status="403"} > 0',
+    'foreign client certificates refused':
+      'peregrine_tls_client_cert_verification_failures_total{listener="inbound"} > 0',
   };
 
   it(
-    'drives every resilience mechanism the resilience dashboard shows, span export, the registry and rate limits',
+    'drives every resilience mechanism the resilience dashboard shows, span export, the registry, rate limits and the mesh',
     async () => {
       const checks = Object.entries(driven).map(([what, expr]) => ({
         where: `${what}: ${expr}`,
@@ -442,7 +468,9 @@ process.once('exit', () => {
   for (const p of running) p.kill('SIGKILL');
 });
 
-async function startPrometheus(bin: FoundTool, adminPort: number): Promise<Prometheus> {
+/** Scrapes every admin port; the first (the gateway's) is the one waited for and reported on. */
+async function startPrometheus(bin: FoundTool, adminPorts: number[]): Promise<Prometheus> {
+  const adminPort = adminPorts[0]!;
   const dir = mkdtempSync(join(tmpdir(), 'peregrine-prometheus-'));
   const configFile = join(dir, 'prometheus.yml');
   writeFileSync(
@@ -456,7 +484,7 @@ async function startPrometheus(bin: FoundTool, adminPort: number): Promise<Prome
       '  - job_name: peregrine',
       '    metrics_path: /metrics',
       '    static_configs:',
-      `      - targets: ['127.0.0.1:${adminPort}']`,
+      `      - targets: [${adminPorts.map((p) => `'127.0.0.1:${p}'`).join(', ')}]`,
       '',
     ].join('\n'),
   );
@@ -551,7 +579,7 @@ async function startPrometheus(bin: FoundTool, adminPort: number): Promise<Prome
             last = t === undefined ? 'target not listed' : `target ${t.health} ${t.lastError}`;
             if (t?.health === 'up') {
               const r = await api<{ result: { value: [number, string] }[] }>('/api/v1/query', {
-                query: `count_over_time(up{job="peregrine"}[1m])`,
+                query: `count_over_time(up{job="peregrine", instance="127.0.0.1:${adminPort}"}[1m])`,
                 time: now(),
               });
               const scrapes = Number(r.data.result[0]?.value[1] ?? 0);
@@ -568,11 +596,10 @@ async function startPrometheus(bin: FoundTool, adminPort: number): Promise<Prome
       async context() {
         let target = 'unknown';
         try {
-          const r = await api<{ activeTargets: { health: string; lastError: string; lastScrape: string }[] }>(
-            '/api/v1/targets',
-            {},
-          );
-          const t = r.data.activeTargets[0];
+          const r = await api<{
+            activeTargets: { health: string; lastError: string; lastScrape: string; scrapeUrl: string }[];
+          }>('/api/v1/targets', {});
+          const t = r.data.activeTargets.find((x) => x.scrapeUrl.includes(`:${adminPort}/`));
           if (t)
             target = `${t.health}, last scrape ${t.lastScrape}${t.lastError ? `, error: ${t.lastError}` : ''}`;
         } catch (err) {
@@ -628,7 +655,7 @@ interface Traffic {
  * upstreams of gatewayConfig(): a breaker that trips and probes, retries and a spent retry
  * budget, an endpoint ejected again and again, a full bulkhead, and an upstream in panic mode.
  */
-function startTraffic(g: TestGateway): Traffic {
+function startTraffic(g: TestGateway, m: Mesh): Traffic {
   const stopper = new AbortController();
   const hit = async (path: string, init: RequestInit = {}): Promise<void> => {
     const signal = AbortSignal.any([stopper.signal, AbortSignal.timeout(5000)]);
@@ -685,6 +712,7 @@ function startTraffic(g: TestGateway): Traffic {
     // Over the rate limits' 5 a second: limited, in memory and in Redis.
     loop(50, () => Promise.all([hit('/rl-memory/echo'), hit('/rl-redis/echo')])),
     ...registryTraffic(g, loop, stopper.signal),
+    ...meshTraffic(m, loop),
   ];
   return {
     async stop() {
@@ -738,5 +766,65 @@ function registryTraffic(
       });
       await call('GET', '', undefined, false);
     }),
+  ];
+}
+
+// --- the mesh -------------------------------------------------------------------------------
+
+/** Sidecars of a small mesh, in process, registered with (and following) the gateway's registry. */
+interface Mesh {
+  readonly sidecars: Record<'cart' | 'shop' | 'batch' | 'rogue', TestGateway>;
+  close(): Promise<void>;
+}
+
+/**
+ * `cart` (the echo upstream as its application, callable by `shop` only), and outbound-only
+ * sidecars for `shop` (allowed), `batch` (not on cart's allow-list) and `rogue` (a certificate from
+ * another CA). All trace every request, so mesh latencies get exemplars.
+ */
+async function meshSidecars(g: TestGateway, s: Servers): Promise<Mesh> {
+  const pki = await createMeshPki(['cart', 'shop', 'batch']);
+  const registry = `http://127.0.0.1:${g.gateway.registryAddress.port}`;
+  const telemetry = { tracing: { sampleRatio: 1, exporter: 'otlp' as const, endpoint: s.collector } };
+  const start = (o: SidecarOptions) =>
+    startGateway({ ...sidecarConfig({ ...o, tokenEnv: MESH_TOKEN_ENV }), telemetry });
+  const rogueFiles = await pki.issue('rogue', pki.otherCa);
+  const [cart, shop, batch, rogue] = await Promise.all([
+    start({ service: 'cart', files: pki.files.cart!, registry, app: s.echo, allow: [meshId('shop')] }),
+    start({ service: 'shop', files: pki.files.shop!, registry, services: ['cart'] }),
+    start({ service: 'batch', files: pki.files.batch!, registry, services: ['cart'] }),
+    start({ service: 'rogue', files: rogueFiles, registry, services: ['cart'] }),
+  ]);
+  const sidecars = { cart: cart!, shop: shop!, batch: batch!, rogue: rogue! };
+  return {
+    sidecars,
+    async close() {
+      await Promise.all(Object.values(sidecars).map((x) => x.close()));
+      removeCertFiles();
+    },
+  };
+}
+
+/**
+ * shop → cart: successes and 500s, by both of cart's names, and a service it may not call
+ * (404); batch → cart: refused by identity (403); rogue → cart: refused at the handshake.
+ */
+function meshTraffic(
+  m: Mesh,
+  loop: (pauseMs: number, body: () => Promise<unknown>) => Promise<void>,
+): Promise<void>[] {
+  const out = (name: keyof Mesh['sidecars']) => m.sidecars[name].gateway.address('outbound').port;
+  const call = (from: keyof Mesh['sidecars'], host: string, path: string) =>
+    callThrough(out(from), host, path).catch(() => undefined);
+  return [
+    loop(50, () =>
+      Promise.all([
+        call('shop', 'cart', '/echo'),
+        call('shop', 'cart.mesh', '/status/500'),
+        call('shop', 'billing', '/'),
+        call('batch', 'cart', '/echo'),
+      ]),
+    ),
+    loop(500, () => call('rogue', 'cart', '/echo')),
   ];
 }

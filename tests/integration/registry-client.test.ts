@@ -132,6 +132,23 @@ describe('RegistrationClient', () => {
     await c.close();
   });
 
+  it('setState() drains the registration and makes it active again; renewals keep the state', async () => {
+    const c = client({ id: 'state-1', state: 'draining' });
+    await c.start();
+    expect(store().get('payments', 'state-1')?.state).toBe('draining');
+    c.setState('active');
+    await eventually(() => expect(store().get('payments', 'state-1')?.state).toBe('active'), 2000);
+    c.setState('draining');
+    await eventually(() => expect(store().get('payments', 'state-1')?.state).toBe('draining'), 2000);
+    const renewedBefore = store().get('payments', 'state-1')!.lastHeartbeat;
+    await eventually(
+      () => expect(store().get('payments', 'state-1')!.lastHeartbeat).toBeGreaterThan(renewedBefore),
+      TTL,
+    );
+    expect(store().get('payments', 'state-1')?.state).toBe('draining');
+    expect(c.registeredState).toBe('draining');
+  });
+
   it('start() rejects when the registry refuses the registration itself', async () => {
     const forbidden = client({ service: 'users' });
     const err = await forbidden.start().catch((e: unknown) => e);

@@ -157,6 +157,59 @@ describe('peregrine validate: certificate files', () => {
   });
 });
 
+describe('peregrine validate: mode sidecar', () => {
+  const sidecar = (identity: string[], registry: string[] = []) =>
+    validate(
+      [
+        'mode: sidecar',
+        'sidecar:',
+        '  service: orders',
+        '  identity:',
+        '    trustDomain: prod.example',
+        ...identity,
+        '  inbound: { app: "http://127.0.0.1:8080" }',
+        '  outbound: { services: [payments] }',
+        '  registry:',
+        '    url: https://registry.internal:9902',
+        ...registry,
+        '',
+      ].join('\n'),
+    );
+
+  it("reports the identity's files and the registry token at their keys, and accepts a usable set", () => {
+    const bad = sidecar(
+      [`    cert: ${dir}/good.crt`, `    key: ${dir}/other.key`, `    ca: ${dir}/nope.crt`],
+      ['    token: { env: PEREGRINE_VALIDATE_TEST_UNSET_TOKEN }'],
+    );
+    expect(bad.stderr).toEqual([
+      `${bad.file}:7 sidecar.identity.key: key ${dir}/other.key does not match certificate ${dir}/good.crt`,
+      `${bad.file}:8 sidecar.identity.ca: ca ${dir}/nope.crt: cannot read (ENOENT)`,
+      `${bad.file}:13 sidecar.registry.token: registry token: environment variable PEREGRINE_VALIDATE_TEST_UNSET_TOKEN is not set`,
+    ]);
+    expect(bad.status).toBe(2);
+    const good = sidecar([`    cert: ${dir}/good.crt`, `    key: ${dir}/good.key`, `    ca: ${dir}/ca.crt`]);
+    expect([good.stderr, good.status]).toEqual([[], 0]);
+  });
+
+  it('refuses the sections a sidecar derives', () => {
+    const { file, stderr, status } = validate(
+      [
+        'mode: sidecar',
+        'listeners: [{ name: edge, address: "127.0.0.1:8080" }]',
+        'sidecar:',
+        '  service: orders',
+        `  identity: { trustDomain: prod.example, cert: ${dir}/good.crt, key: ${dir}/good.key, ca: ${dir}/ca.crt }`,
+        '  registry: { url: "https://registry.internal:9902" }',
+        '',
+      ].join('\n'),
+    );
+    expect(stderr).toEqual([
+      `${file}:2 listeners: not in mode sidecar: the sidecar derives its listeners from sidecar.inbound and sidecar.outbound`,
+    ]);
+    expect(status).toBe(2);
+  });
+});
+
 describe('peregrine validate: unknown keys', () => {
   it('suggests the nearest known key where one is close, wherever the key sits', () => {
     const { file, status, stderr } = validate(

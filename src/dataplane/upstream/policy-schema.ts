@@ -197,6 +197,23 @@ export const BulkheadSchema = z.strictObject({
   queueTimeout: duration('1s'),
 });
 
+export const TimeoutsSchema = z.strictObject({
+  /** TCP (and TLS) connect. */
+  connect: duration('2s'),
+  /** From request sent to response headers received; applies to each attempt (per try). */
+  response: duration('15s'),
+  /** Longest silence between two chunks of the response body. */
+  idle: duration('30s'),
+  /** Whole exchange, from the first attempt to the last response byte; 0 disables. */
+  request: duration('30s'),
+});
+
+export const PoolSchema = z.strictObject({
+  /** Maximum connections per endpoint. */
+  connections: z.number().int().positive().default(128),
+  keepAliveTimeout: duration('4s'),
+});
+
 /** `200`, or an inclusive range such as `200-399`. */
 const statusOrRange = z.union([
   httpStatus,

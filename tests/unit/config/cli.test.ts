@@ -74,7 +74,10 @@ describe('configJsonSchema / runSchema', () => {
     expect(schema['$schema']).toBe('https://json-schema.org/draft/2020-12/schema');
     expect(schema['$id']).toMatch(/^https:\/\//);
     expect(schema['title']).toMatch(/Peregrine/);
-    expect(schema['required']).toEqual(['listeners']);
+    // A gateway needs listeners; a sidecar its sidecar section (and derives its listeners).
+    expect(schema['if']).toEqual({ properties: { mode: { const: 'sidecar' } }, required: ['mode'] });
+    expect(schema['then']).toEqual({ required: ['sidecar'] });
+    expect(schema['else']).toEqual({ required: ['listeners'] });
     expect(schema['additionalProperties']).toBe(false);
     const upstream = schema['properties'].upstreams.additionalProperties;
     expect(upstream.oneOf).toEqual([{ required: ['endpoints'] }, { required: ['discovery'] }]);
