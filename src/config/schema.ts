@@ -75,6 +75,11 @@ export const TracingSchema = z.strictObject({
   endpoint: z.url().default('http://127.0.0.1:4318'),
   /** Root sampling ratio for requests without a sampled parent (parent-based). */
   sampleRatio: z.number().min(0).max(1).default(0.1),
+  /**
+   * Put the process's command line on the trace resource (`process.command_args`). Off: a command
+   * line can carry secrets.
+   */
+  commandArgs: z.boolean().default(false),
 });
 
 export const TelemetrySchema = z.strictObject({

@@ -34,6 +34,7 @@ export function createTelemetry(
   const tracing = createTracing(cfg, {
     spanProcessorForTests: opts.spanProcessor,
     report: { metrics, logger },
+    version: opts.version,
   });
   const accessLog = createAccessLog(logger, cfg.accessLog.enabled);
   let closing: Promise<void> | undefined;

@@ -74,7 +74,7 @@ export function countRefusal(
   metrics.recordRequest(listener, undefined, 'OTHER', status, 0, sampled ? traceId : undefined);
   metrics.recordBytes(undefined, 0, bytes);
   metrics.recordLocalResponse(undefined, code);
-  endServerSpan(span, status, code);
+  endServerSpan(span, answer === undefined ? undefined : status, code);
   if (accessLog.enabled)
     accessLog.log(
       accessRecord(listener, undefined, undefined, undefined, '-', status, 0, undefined, {
@@ -86,6 +86,7 @@ export function countRefusal(
         identity: undefined,
         traceId,
         spanId,
+        sampled,
         responseBytes: bytes,
       }),
     );
