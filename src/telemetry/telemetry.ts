@@ -46,6 +46,7 @@ export function createTelemetry(
     shutdown() {
       closing ??= (async () => {
         accessLog.flush();
+        metrics.close();
         await tracing.shutdown();
         await flushLogger(logger);
       })();
