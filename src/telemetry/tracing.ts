@@ -113,10 +113,9 @@ export const B3_HEADERS: ReadonlySet<string> = new Set([
 
 /**
  * The name of the service on the other side of a CLIENT span, under the two names tools read:
- * `peer.service` is what the Collector's servicegraph connector, Tempo's service graphs and
- * Jaeger look for by default (a virtual node for an uninstrumented upstream); the conventions
- * have since deprecated it for `server.service.name` (development), which nothing reads by default
- * yet. Defined here: the semantic-conventions package keeps unstable names out of its stable entry
+ * `peer.service` is what the Collector's servicegraph connector and Tempo's service graphs look
+ * for by default (the node of an uninstrumented upstream); the conventions have since deprecated
+ * it for `server.service.name` (development), which they do not read by default yet. Defined here: the semantic-conventions package keeps unstable names out of its stable entry
  * point (docs/decisions.md, "Span attributes: the HTTP conventions").
  */
 const ATTR_PEER_SERVICE = 'peer.service';

@@ -340,15 +340,7 @@ describe('the test traffic', () => {
 
   it(
     'drives every resilience mechanism the resilience dashboard shows, span export and the registry',
-    async () => {
-      const checks = Object.entries(driven).map(([what, expr]) => ({
-        where: `${what}: ${expr}`,
-        run: () => prom!.instantQuery(expr),
-      }));
-      const failures = await untilAllPass(checks);
-      if (failures.length > 0)
-        expect.fail(`the traffic did not produce\n${failures.join('\n')}${await prom!.context()}`);
-    },
+    () => expectSeries(driven, 'the traffic did not produce'),
     QUERY_DEADLINE_MS + 15_000,
   );
 });
@@ -377,15 +369,7 @@ describe('the OpenTelemetry recording rules', () => {
 
   it(
     'produce the OpenTelemetry-named series from the gateway',
-    async () => {
-      const checks = Object.entries(recorded).map(([what, expr]) => ({
-        where: `${what}: ${expr}`,
-        run: () => prom!.instantQuery(expr),
-      }));
-      const failures = await untilAllPass(checks);
-      if (failures.length > 0)
-        expect.fail(`the recording rules did not produce\n${failures.join('\n')}${await prom!.context()}`);
-    },
+    () => expectSeries(recorded, 'the recording rules did not produce'),
     QUERY_DEADLINE_MS + 15_000,
   );
 
@@ -403,6 +387,16 @@ describe('the OpenTelemetry recording rules', () => {
 
 /** undefined: passed; {retry}: not yet (no data); {fatal}: will not pass (invalid query). */
 type Outcome = undefined | { retry: string } | { fatal: string };
+
+/** Every expression (`what` → PromQL) returns series before the deadline; fails with those that do not. */
+async function expectSeries(exprs: Readonly<Record<string, string>>, failure: string): Promise<void> {
+  const checks = Object.entries(exprs).map(([what, expr]) => ({
+    where: `${what}: ${expr}`,
+    run: () => prom!.instantQuery(expr),
+  }));
+  const failures = await untilAllPass(checks);
+  if (failures.length > 0) expect.fail(`${failure}\n${failures.join('\n')}${await prom!.context()}`);
+}
 
 /** Run every check until it passes or the deadline; returns one message per failed check. */
 async function untilAllPass(checks: { where: string; run: () => Promise<Outcome> }[]): Promise<string[]> {
