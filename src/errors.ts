@@ -37,6 +37,7 @@ export const ERROR_CODES = {
   UPSTREAM_PROTOCOL_ERROR: { status: 502, title: 'Upstream sent an invalid response' },
   UPSTREAM_TLS_VERIFY_FAILED: { status: 502, title: "Upstream's TLS certificate failed verification" },
   UPSTREAM_TLS_HANDSHAKE_FAILED: { status: 502, title: 'Upstream TLS handshake failed' },
+  UPSTREAM_IDENTITY_MISMATCH: { status: 502, title: "Upstream's identity is not the one expected" },
   UPSTREAM_UNAVAILABLE: { status: 503, title: 'Upstream unavailable' },
   AUTH_UNAVAILABLE: { status: 503, title: 'Token verification keys unavailable' },
   NO_HEALTHY_ENDPOINT: { status: 503, title: 'No endpoint available for the upstream' },

@@ -148,6 +148,7 @@ export class Gateway implements DataplaneHost {
       ],
       registry: this.registry ? () => this.registry!.describe() : undefined,
       registryStore: this.registry ? () => this.registry!.store.health() : undefined,
+      upstreamCertificates: () => this.store.upstreamTls.statuses(),
     });
     const { host, port } = splitAddress(this.store.initial.admin.address);
     const server = app.listen({ host, port });
@@ -208,10 +209,14 @@ export class Gateway implements DataplaneHost {
     return this.store.reload(trigger);
   }
 
-  /** Re-read every TLS listener's certificate files (SIGHUP); a bad set keeps the current one serving. */
+  /**
+   * Re-read every TLS listener's certificate files, and every upstream's client certificate and CA
+   * files (SIGHUP); a bad set keeps the current one in use.
+   */
   reloadCertificates(trigger = 'signal'): void {
     for (const l of this.listeners) l.reloadCertificates?.(trigger);
     this.registry?.server?.reloadCertificates(trigger);
+    this.store.upstreamTls.reload(trigger);
   }
 
   /** Address the registration API is bound to. */

@@ -1,6 +1,6 @@
 /**
- * CLI entry: `peregrine run | validate | schema | healthcheck | register`. Static config is read
- * once here; the gateway reloads the dynamic part itself on file change and on SIGHUP.
+ * CLI entry: `peregrine run | validate | schema | healthcheck | register | certs`. Static config is
+ * read once here; the gateway reloads the dynamic part itself on file change and on SIGHUP.
  */
 import { parseArgs } from 'node:util';
 import { runHealthcheck } from './cli/healthcheck.ts';
@@ -22,6 +22,8 @@ Usage:
                                     admin address, 1 otherwise (container health checks)
   peregrine register --service <name> --port <port> --registry <url> [options]
                                     keep an instance registered until SIGTERM (--help for options)
+  peregrine certs init|issue [options]
+                                    a development CA and SPIFFE certificates for a mesh (--help)
   peregrine --version
 `;
 
@@ -112,6 +114,11 @@ async function main(argv: string[]): Promise<number | undefined> {
       return 0;
     }
     return runRegister(argv.slice(1), out);
+  }
+  // `certs` too; loaded on demand, so the gateway never loads its certificate builder.
+  if (argv[0] === 'certs') {
+    const { runCerts } = await import('./cli/certs.ts');
+    return runCerts(argv.slice(1), out);
   }
   const { values, positionals } = parseArgs({
     args: argv,

@@ -5,8 +5,9 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { redact } from '../config/redact.ts';
 import type { ConfigStore } from '../control/config-store.ts';
-import type { ListenerCertificateStatus } from '../dataplane/listener/certificates.ts';
 import { type GatewayMetrics, metricsContentType, writeMetrics } from '../telemetry/metrics.ts';
+import type { ListenerCertificateStatus } from '../tls/listener-certificates.ts';
+import type { UpstreamTlsStatus } from '../tls/upstream-tls.ts';
 
 export interface AdminSource {
   readonly store: ConfigStore;
@@ -19,6 +20,8 @@ export interface AdminSource {
   reload(trigger: string): Promise<unknown>;
   /** TLS listeners' certificates (served and trusted), reload counts and last reload error. */
   certificates?(): ListenerCertificateStatus[];
+  /** Upstreams' client certificates and CA bundles (those with a `tls` section). */
+  upstreamCertificates?(): UpstreamTlsStatus[];
   /** The service registry: store health and services (absent without a registry). */
   registry?(): unknown;
   /** The registry store's health, for readiness details (absent without a registry). */
@@ -119,7 +122,7 @@ export function createAdminApp(src: AdminSource): Express {
   });
 
   app.get('/v1/certs', function certs(_req: Request, res: Response) {
-    sendView(res, { listeners: src.certificates?.() ?? [] });
+    sendView(res, { listeners: src.certificates?.() ?? [], upstreams: src.upstreamCertificates?.() ?? [] });
   });
 
   app.get('/v1/registry', function registry(_req: Request, res: Response) {

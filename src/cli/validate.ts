@@ -11,8 +11,10 @@ import {
   loadConfigSource,
   sortIssues,
 } from '../config/loader.ts';
-import { checkCertificateFiles } from '../dataplane/listener/certificates.ts';
 import { CredentialLoadError, Credentials } from '../registry/credentials.ts';
+import { checkCertificateFiles } from '../tls/listener-certificates.ts';
+import type { CertificateLoadError } from '../tls/pem.ts';
+import { checkUpstreamTlsFiles } from '../tls/upstream-tls.ts';
 
 /** Where a subcommand writes. Each call is one line without its trailing newline, like console.log. */
 export interface CliOutput {
@@ -41,25 +43,29 @@ export async function runValidate(file: string, out: CliOutput): Promise<number>
 
 /**
  * Problems with the files a valid config makes the gateway read at start: each TLS listener's
- * certificate, key and client CA bundle (the registration API's too), put through the checks the
- * listener itself runs at start and on reload; and the registry's tokens (files and variables).
+ * certificate, key and client CA bundle (the registration API's too) and each upstream's CA bundle
+ * and client certificate, put through the checks the gateway itself runs at load and on reload;
+ * and the registry's tokens (files and variables).
  * Paths resolve from the working directory, as for `run`.
  */
 function fileIssues(source: ConfigSource): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
-  const tlsIssues = (tls: Parameters<typeof checkCertificateFiles>[0], at: (string | number)[]): void => {
-    for (const problem of checkCertificateFiles(tls)) {
+  const report = (problems: readonly CertificateLoadError[], at: (string | number)[]): void => {
+    for (const problem of problems) {
       // `certificates.1.key` → ['certificates', 1, 'key'].
       const setting = (problem.setting?.split('.') ?? []).map((k) => (/^\d+$/.test(k) ? Number(k) : k));
       issues.push(source.issueAt([...at, ...setting], problem.message));
     }
   };
   source.config.listeners.forEach((listener, i) => {
-    if (listener.tls !== undefined) tlsIssues(listener.tls, ['listeners', i, 'tls']);
+    if (listener.tls !== undefined) report(checkCertificateFiles(listener.tls), ['listeners', i, 'tls']);
   });
   const registry = source.config.registry;
   if (registry?.listener?.tls !== undefined)
-    tlsIssues(registry.listener.tls, ['registry', 'listener', 'tls']);
+    report(checkCertificateFiles(registry.listener.tls), ['registry', 'listener', 'tls']);
+  for (const [name, upstream] of Object.entries(source.config.upstreams)) {
+    if (upstream.tls !== undefined) report(checkUpstreamTlsFiles(upstream.tls), ['upstreams', name, 'tls']);
+  }
   if (registry !== undefined) {
     try {
       new Credentials(registry.credentials);

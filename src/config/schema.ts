@@ -7,13 +7,14 @@
 import { z } from 'zod';
 import { RouteIdentitySchema } from '../dataplane/filters/identity/schema.ts';
 import { AuthSchema, checkRouteAuth, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
-import { Http2Schema, TlsSchema } from '../dataplane/listener/tls-schema.ts';
+import { Http2Schema } from '../dataplane/listener/http2-schema.ts';
 import { compileRoutePath } from '../dataplane/routing/route-path.ts';
 import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
 import { checkEndpointSource, DiscoverySchema } from '../discovery/schema.ts';
 import { checkRegistry, RegistrySchema } from '../registry/schema.ts';
 import { RedisSchema } from '../stores/schema.ts';
 import { LATENCY_BUCKETS } from '../telemetry/latency-buckets.ts';
+import { checkUpstreamTransport, TlsSchema, UPSTREAM_PROTOCOLS, UpstreamTlsSchema } from '../tls/schema.ts';
 import { address, cidr, duration, name, size } from './fields.ts';
 
 const HTTP_METHODS = [
@@ -143,10 +144,17 @@ const UpstreamFields = z.strictObject({
     .prefault({}),
   /** balancer, retries, circuitBreaker, outlierDetection, bulkhead, healthCheck. */
   ...upstreamPolicyShape,
+  /** TLS toward `https://` endpoints: trust, client certificate, server name, expected identity. */
+  tls: UpstreamTlsSchema.optional(),
+  /** What the connections speak (ALPN over TLS): http1, h2 or auto. */
+  protocol: z.enum(UPSTREAM_PROTOCOLS).default('http1'),
 });
 
 /** An upstream: exactly one endpoint source (`endpoints` or `discovery`) and its policy. */
-export const UpstreamSchema = UpstreamFields.superRefine(checkEndpointSource).meta({
+export const UpstreamSchema = UpstreamFields.superRefine((u, ctx) => {
+  checkEndpointSource(u, ctx);
+  checkUpstreamTransport(u, (path, message) => ctx.addIssue({ code: 'custom', path, message }));
+}).meta({
   // The JSON Schema says it too, for editors.
   oneOf: [{ required: ['endpoints'] }, { required: ['discovery'] }],
 });

@@ -13,6 +13,7 @@ import { Discovery } from '../discovery/discovery.ts';
 import { createDnsProviderFactory } from '../discovery/dns-provider.ts';
 import type { ProviderFactories } from '../discovery/provider.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
+import { UpstreamTlsSet } from '../tls/upstream-tls.ts';
 import { type CompileResult, compileSnapshot, compileSnapshotInSlices, type Snapshot } from './snapshot.ts';
 
 /**
@@ -37,6 +38,8 @@ export class ConfigStore {
   readonly file: string | undefined;
   /** The config the process started with: its static part is what runs until restart. */
   readonly initial: Config;
+  /** Every upstream's TLS (files, rotation), shared by the endpoints of all snapshots. */
+  readonly upstreamTls: UpstreamTlsSet;
   #current: Snapshot;
   #effective: Config;
   #lastFailure: ReloadFailure | undefined;
@@ -73,9 +76,11 @@ export class ConfigStore {
     this.#metrics = opts.metrics;
     this.#env = opts.env ?? process.env;
     this.#fingerprint = fingerprintOf(config);
+    this.upstreamTls = new UpstreamTlsSet({ logger: opts.logger, metrics: opts.metrics });
     this.#current = compileSnapshot(dynamicPart(config), this.#version, undefined, {
       metrics: opts.metrics,
       logger: opts.logger,
+      tls: this.upstreamTls,
     }).snapshot;
     void this.#current.auth.start();
     this.#configureRouteMetrics();
@@ -170,12 +175,16 @@ export class ConfigStore {
           dynamic,
           this.#version + 1,
           this.#current,
-          { metrics: this.#metrics, logger: this.#logger },
+          { metrics: this.#metrics, logger: this.#logger, tls: this.upstreamTls },
           COMPILE_SLICE_MS,
         );
       } catch (err) {
+        // An error naming its key (an upstream's TLS file) is reported there.
+        const path = (err as { keyPath?: unknown }).keyPath;
         return this.#fail(trigger, [
-          { file: this.file ?? '(none)', path: '', message: `compile failed: ${String(err)}` },
+          typeof path === 'string'
+            ? { file: this.file ?? '(none)', path, message: (err as Error).message }
+            : { file: this.file ?? '(none)', path: '', message: `compile failed: ${String(err)}` },
         ]);
       }
       this.#version++;

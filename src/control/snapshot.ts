@@ -8,6 +8,7 @@ import { type RouteTable, routeTableSteps } from '../dataplane/routing/route-tab
 import { Cluster, upstreamFingerprint } from '../dataplane/upstream/cluster.ts';
 import { runInSlices, runNow, type Steps } from '../slices.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
+import type { UpstreamTlsSet } from '../tls/upstream-tls.ts';
 
 /** What a route runs between matching and forwarding, compiled once per snapshot. */
 export interface RoutePlan {
@@ -37,6 +38,8 @@ export interface Snapshot {
 export interface SnapshotDeps {
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
+  /** The upstreams' TLS, shared across snapshots (endpoints hold it, not the snapshot). */
+  readonly tls?: UpstreamTlsSet | undefined;
 }
 
 export interface CompileResult {
@@ -131,6 +134,7 @@ function* compileSteps(
           metrics: deps.metrics,
           fingerprint,
           previous: old,
+          tls: deps.tls,
         });
         created.push(cluster);
         clusters.set(name, cluster);

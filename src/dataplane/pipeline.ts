@@ -24,6 +24,7 @@ import {
   routeServerSpan,
   setServerQuery,
 } from '../telemetry/tracing.ts';
+import { peerIdentityOf } from '../tls/peer-identity.ts';
 import {
   type ConnectionSocket,
   isConnectionClosing,
@@ -37,10 +38,9 @@ import { type AttemptObserver, ResponseForwarder } from './forward/forwarder.ts'
 import { buildUpstreamHeaders } from './forward/headers.ts';
 import { plainAddress, type TrustCheck } from './forward/trusted-proxies.ts';
 import type { AttemptOutcome } from './forward/upstream-errors.ts';
-import { peerIdentityOf } from './listener/peer-identity.ts';
 import { type RawProblem, sendProblem, writeRawProblem } from './respond.ts';
 import { normalizePath } from './routing/path-normalize.ts';
-import type { Endpoint } from './upstream/endpoint.ts';
+import type { Endpoint, EndpointDispatchOptions } from './upstream/endpoint.ts';
 import { parseRetryAfter } from './upstream/retry-policy.ts';
 
 /** What the data plane needs from the running gateway. */
@@ -486,11 +486,12 @@ export class Pipeline implements AttemptObserver {
       // A chunked body has no declared size: count it on the way and cut it at the limit.
       body = limitBody(req, maxBody);
     }
-    const opts: Dispatcher.DispatchOptions = {
+    const opts: EndpointDispatchOptions = {
       method: method as Dispatcher.HttpMethod,
       path: ctx.query ? path + ctx.query : path,
       headers,
       body,
+      servername: endpoint.servername,
     };
     forwarder.startTimers(cluster.config.timeouts.response, cluster.config.timeouts.idle);
     endpoint.pool.dispatch(opts, forwarder);

@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { PeerIdentity } from '../dataplane/listener/peer-identity.ts';
+import type { PeerIdentity } from '../tls/peer-identity.ts';
 import type { IdentityCredentialConfig, RegistryConfig, TokenCredentialConfig } from './schema.ts';
 
 /** Tokens shorter than this are refused at start: they could be guessed. */

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { address, cidr, duration, name } from '../config/fields.ts';
-import { TlsSchema } from '../dataplane/listener/tls-schema.ts';
+import { TlsSchema } from '../tls/schema.ts';
 
 /** Service names: lower-case DNS-label-like, so they fit metric labels, keys and URLs as they are. */
 export const SERVICE_NAME_RE = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/;

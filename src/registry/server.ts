@@ -10,15 +10,11 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { plainAddress } from '../dataplane/forward/trusted-proxies.ts';
-import { type ListenerCertificateStatus, ListenerCertificates } from '../dataplane/listener/certificates.ts';
 import { listenOn } from '../dataplane/listener/listener.ts';
-import { attachPeerIdentity } from '../dataplane/listener/peer-identity.ts';
-import {
-  handshakeFailureReason,
-  isClientCertReason,
-  verifyErrorReason,
-} from '../dataplane/listener/tls-reasons.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
+import { type ListenerCertificateStatus, ListenerCertificates } from '../tls/listener-certificates.ts';
+import { attachPeerIdentity } from '../tls/peer-identity.ts';
+import { handshakeFailureReason, isClientCertReason, verifyErrorReason } from '../tls/reasons.ts';
 import type { RegistryApi } from './api.ts';
 import type { RegistryListenerConfig } from './schema.ts';
 

@@ -13,8 +13,8 @@
 import { Counter, Gauge, Histogram, Registry, type RegistryContentType } from 'prom-client';
 import { HTTP_METHODS } from '../config/schema.ts';
 import type { Http2CloseReason } from '../dataplane/listener/http2-session-guard.ts';
-import type { ClientCertReason, HandshakeFailureReason } from '../dataplane/listener/tls-reasons.ts';
 import type { ErrorCode } from '../errors.ts';
+import type { ClientCertReason, HandshakeFailureReason } from '../tls/reasons.ts';
 import { type TextSink, writeExposition } from './exposition.ts';
 import { LATENCY_BUCKETS } from './latency-buckets.ts';
 import {
@@ -312,6 +312,7 @@ export class GatewayMetrics {
   /** listener → label sets of its certificate expiry series (replaced when certificates reload). */
   private readonly expiryLabels = new Map<string, Labels[]>();
   #redis: RedisMetrics | undefined;
+  #upstreamTls: UpstreamTlsMetrics | undefined;
   #registryMetrics: RegistryMetrics | undefined;
 
   /** listener → route → method index → status → series */
@@ -1088,6 +1089,12 @@ export class GatewayMetrics {
     this.http2SessionsClosed.inc({ listener, reason });
   }
 
+  /** TLS toward upstreams, registered on first use (gateways without `https://` upstreams show none). */
+  get upstreamTls(): UpstreamTlsMetrics {
+    this.#upstreamTls ??= new UpstreamTlsMetrics(this.registry);
+    return this.#upstreamTls;
+  }
+
   recordDiscoveryRefresh(upstream: string, source: string, outcome: DiscoveryOutcome): void {
     this.discoveryRefreshes.inc({ upstream, source, outcome });
   }
@@ -1219,6 +1226,78 @@ async function renderNow(
     return { contentType };
   } finally {
     registry.setContentType(PROMETHEUS_CONTENT_TYPE);
+  }
+}
+
+// --- TLS toward upstreams ------------------------------------------------------------------------
+
+/** One certificate an upstream's connections present (`client`) or trust (`ca`). */
+export interface UpstreamCertificateExpiry {
+  readonly role: 'client' | 'ca';
+  readonly subject: string;
+  readonly notAfter: Date;
+}
+
+export class UpstreamTlsMetrics {
+  readonly handshakes: Counter<'upstream' | 'session'>;
+  readonly failures: Counter<'upstream' | 'reason'>;
+  readonly certificateReloads: Counter<'upstream' | 'outcome'>;
+  readonly certificateExpiry: Gauge<'upstream' | 'role' | 'subject'>;
+  /** upstream → label sets of its certificate expiry series (replaced when its certificates reload). */
+  readonly #expiryLabels = new Map<string, Labels[]>();
+
+  constructor(registry: Registry<RegistryContentType>) {
+    const registers = [registry as Registry];
+    this.handshakes = new Counter({
+      name: 'peregrine_upstream_tls_handshakes_total',
+      help: 'TLS handshakes with upstream endpoints, by upstream and session: new (full handshake) or resumed.',
+      labelNames: ['upstream', 'session'],
+      registers,
+    });
+    this.failures = new Counter({
+      name: 'peregrine_upstream_tls_failures_total',
+      help: "Upstream connections refused over TLS, by upstream and reason (certificate, handshake or the peer's SPIFFE identity).",
+      labelNames: ['upstream', 'reason'],
+      registers,
+    });
+    this.certificateReloads = new Counter({
+      name: 'peregrine_upstream_tls_certificate_reloads_total',
+      help: "Reloads of an upstream's client certificate and CA files after start, by upstream and outcome.",
+      labelNames: ['upstream', 'outcome'],
+      registers,
+    });
+    this.certificateExpiry = new Gauge({
+      name: 'peregrine_upstream_tls_certificate_expiry_timestamp_seconds',
+      help: "Unix time at which a certificate an upstream's connections present (role client) or trust (role ca) expires.",
+      labelNames: ['upstream', 'role', 'subject'],
+      registers,
+    });
+  }
+
+  /** The handshake counter of one upstream and session kind, for a caller to keep and increment. */
+  handshakeCounter(upstream: string, session: 'new' | 'resumed'): { inc(): void } {
+    return this.handshakes.labels({ upstream, session });
+  }
+
+  recordFailure(upstream: string, reason: string): void {
+    this.failures.inc({ upstream, reason });
+  }
+
+  recordCertificateReload(upstream: string, outcome: CertificateReloadOutcome): void {
+    this.certificateReloads.inc({ upstream, outcome });
+  }
+
+  /** The certificates an upstream uses now; replaces its previous series (none: removes them). */
+  setCertificateExpiry(upstream: string, certs: readonly UpstreamCertificateExpiry[]): void {
+    for (const labels of this.#expiryLabels.get(upstream) ?? []) this.certificateExpiry.remove(labels);
+    const sets: Labels[] = [];
+    for (const c of certs) {
+      const labels = { upstream, role: c.role, subject: c.subject };
+      this.certificateExpiry.set(labels, c.notAfter.getTime() / 1000);
+      sets.push(labels);
+    }
+    if (sets.length > 0) this.#expiryLabels.set(upstream, sets);
+    else this.#expiryLabels.delete(upstream);
   }
 }
 

@@ -153,6 +153,23 @@ export class TestCa {
     return describe(cert, keyPem(keys));
   }
 
+  /**
+   * A certificate signed by the CA's key for itself, with exactly `extensions` and nothing else
+   * (for tests of how extensions are read: none, twice, a CA flag on a would-be leaf).
+   */
+  async selfIssued(cn: string, extensions: x509.Extension[]): Promise<X509Certificate> {
+    const cert = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: randomSerial(),
+      name: `CN=${cn}`,
+      notBefore: new Date(Date.now() - HOUR),
+      notAfter: new Date(Date.now() + HOUR),
+      signingAlgorithm: ALG,
+      keys: this.keys,
+      extensions,
+    });
+    return new X509Certificate(cert.toString('pem'));
+  }
+
   /** A certificate for the gateway: localhost and 127.0.0.1, serverAuth. */
   server(extra: Partial<IssueOptions> = {}): Promise<IssuedCert> {
     return this.issue({

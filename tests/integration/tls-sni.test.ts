@@ -8,8 +8,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkCertificateFiles } from '../../src/dataplane/listener/certificates.ts';
-import { TlsSchema } from '../../src/dataplane/listener/tls-schema.ts';
+import { checkCertificateFiles } from '../../src/tls/listener-certificates.ts';
+import { TlsSchema } from '../../src/tls/schema.ts';
 import {
   type CertFiles,
   createTestPki,

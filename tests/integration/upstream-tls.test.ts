@@ -4,7 +4,7 @@
  * against). Each failure gets its own code, outcome and log line, and is never retried on the
  * endpoint that failed.
  */
-import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpServer, request as httpRequest, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import tls from 'node:tls';
@@ -168,6 +168,31 @@ describe('upstream TLS certificate verification', () => {
     expect(
       await metric(gw, /peregrine_upstream_retries_total\{upstream="u",reason="connect_failure"\} (\d+)/),
     ).toBe(2);
+  });
+});
+
+describe('upstream TLS server name', () => {
+  it("is the endpoint's host, never the client's Host (preserveHost), and a changing Host keeps the connection", async () => {
+    const up = await httpsUpstream(certs.good!);
+    const g = await startGateway({
+      upstreams: { u: { endpoints: [up.url], retries: { maxAttempts: 1 } } as never },
+      routes: [{ name: 'r', upstream: 'u', preserveHost: true }],
+    });
+    opened.push(g);
+    for (const host of ['api.example.com', 'shop.example.com', 'api.example.com']) {
+      const res = await new Promise<number>((resolve, reject) => {
+        const req = httpRequest({ port: g.port, host: '127.0.0.1', path: '/n', headers: { host } }, (r) => {
+          r.resume();
+          r.on('end', () => resolve(r.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      expect(res).toBe(200);
+    }
+    // One connection: undici closes a connection whose TLS name would change with the Host.
+    expect(up.connections).toBe(1);
+    expect(up.requests).toBe(3);
   });
 });
 

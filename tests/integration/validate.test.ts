@@ -1,6 +1,6 @@
 /**
- * `peregrine validate` as a process: the certificate files of TLS listeners are read and checked
- * as the listener checks them at start, each problem reported at its key's line, exit code 2.
+ * `peregrine validate` as a process: the certificate files of TLS listeners and upstreams are read
+ * and checked as the gateway checks them at start, each problem reported at its key's line, exit 2.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -119,6 +119,41 @@ describe('peregrine validate: certificate files', () => {
     expect(stderr).toEqual([]);
     expect(stdout).toBe(`ok: ${file}\n`);
     expect(status).toBe(0);
+  });
+
+  it("reports an upstream's CA and client certificate problems at their keys, and accepts a usable set", () => {
+    const upstream = (lines: string[]) =>
+      validate(
+        [
+          'listeners:',
+          '  - name: edge',
+          '    address: 127.0.0.1:8080',
+          'upstreams:',
+          '  orders:',
+          '    endpoints: [https://10.0.0.5:8443]',
+          '    tls:',
+          ...lines,
+          '',
+        ].join('\n'),
+      );
+    const bad = upstream([
+      `      ca: ${dir}/garbage.crt`,
+      `      cert: ${dir}/good.crt`,
+      `      key: ${dir}/other.key`,
+      '      identity: { expect: [spiffe://prod.example/ns/shop/sa/orders] }',
+    ]);
+    expect(bad.stderr).toEqual([
+      `${bad.file}:8 upstreams.orders.tls.ca: ca ${dir}/garbage.crt: no PEM certificate found`,
+      `${bad.file}:10 upstreams.orders.tls.key: key ${dir}/other.key does not match certificate ${dir}/good.crt`,
+    ]);
+    expect(bad.status).toBe(2);
+    const good = upstream([
+      `      ca: ${dir}/ca.crt`,
+      `      cert: ${dir}/good.crt`,
+      `      key: ${dir}/good.key`,
+      '      identity: { expectPattern: "spiffe://prod.example/ns/*/sa/{service}" }',
+    ]);
+    expect([good.stderr, good.status]).toEqual([[], 0]);
   });
 });
 

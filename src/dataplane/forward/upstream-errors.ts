@@ -4,31 +4,39 @@
  */
 import { GatewayError } from '../../errors.ts';
 import type { AttemptOutcome } from '../../telemetry/metrics.ts';
-import {
-  type HandshakeFailureReason,
-  handshakeFailureReason,
-  verifyErrorReason,
-} from '../listener/tls-reasons.ts';
+import { type HandshakeFailureReason, handshakeFailureReason, verifyErrorReason } from '../../tls/reasons.ts';
+import { PEER_IDENTITY_ERROR, type PeerIdentityError, type PeerIdentityReason } from '../../tls/svid.ts';
 
 /** How an upstream attempt ended: the `outcome` label of the attempt metrics (ATTEMPT_OUTCOMES). */
 export type { AttemptOutcome };
 
 /**
  * Why the upstream's certificate was refused: the listener's client-certificate reasons (OpenSSL's
- * verification codes folded the same way) and `name_mismatch` (the certificate does not name the
- * host the gateway connected to).
+ * verification codes folded the same way), `name_mismatch` (the certificate does not name the
+ * host the gateway connected to), and for an expected SPIFFE identity `not_svid` (no SPIFFE ID, or
+ * not a leaf SVID) or `identity_mismatch` (a SPIFFE ID not expected).
  */
 export type UpstreamTlsReason =
   | ReturnType<typeof verifyErrorReason>
   | 'name_mismatch'
-  | HandshakeFailureReason;
+  | HandshakeFailureReason
+  | PeerIdentityReason;
 
 export interface UpstreamTlsFailure {
-  /** `verify`: the handshake completed and the certificate was refused; `handshake`: it did not complete. */
-  readonly kind: 'verify' | 'handshake';
+  /**
+   * `verify`: the handshake completed and the certificate was refused; `handshake`: it did not
+   * complete; `identity`: the chain verified and the SPIFFE ID was not one expected.
+   */
+  readonly kind: 'verify' | 'handshake' | 'identity';
   /** Node's code: CERT_HAS_EXPIRED, UNABLE_TO_VERIFY_LEAF_SIGNATURE, ERR_TLS_CERT_ALTNAME_INVALID, ERR_SSL_... */
   readonly code: string;
   readonly reason: UpstreamTlsReason;
+  /** `identity` only: the URI SANs seen, the identities expected, and what was wrong. */
+  readonly identity?: {
+    readonly seen: readonly string[];
+    readonly expected: readonly string[];
+    readonly problem: string;
+  };
 }
 
 export interface ClassifiedError {
@@ -152,6 +160,19 @@ export function classifyUpstreamError(err: unknown): ClassifiedError {
         error: new GatewayError('UPSTREAM_PROTOCOL_ERROR', undefined, { cause: err }),
         outcome: 'protocol_error',
       };
+    if (code === PEER_IDENTITY_ERROR) {
+      const e = err as PeerIdentityError;
+      return {
+        error: new GatewayError('UPSTREAM_IDENTITY_MISMATCH', undefined, { cause: err }),
+        outcome: 'tls_error',
+        tls: {
+          kind: 'identity',
+          code,
+          reason: e.reason,
+          identity: { seen: e.seen, expected: e.expected, problem: e.message },
+        },
+      };
+    }
     const tls = upstreamTlsFailure(code);
     if (tls !== undefined)
       return {

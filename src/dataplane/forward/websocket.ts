@@ -12,12 +12,13 @@ import type { Dispatcher } from 'undici';
 import { asGatewayError, type ErrorCode, GatewayError } from '../../errors.ts';
 import { accessRecord } from '../../telemetry/access-log.ts';
 import type { WebSocketOutcome } from '../../telemetry/metrics.ts';
+import { peerIdentityOf } from '../../tls/peer-identity.ts';
 import { RequestContext } from '../context.ts';
 import type { RequestFilter } from '../filters/filter.ts';
-import { peerIdentityOf } from '../listener/peer-identity.ts';
 import { assertHostPresent, type Pipeline, requestIdOf } from '../pipeline.ts';
 import { rawProblem, writeRawProblem } from '../respond.ts';
 import { normalizePath } from '../routing/path-normalize.ts';
+import type { EndpointDispatchOptions } from '../upstream/endpoint.ts';
 import { buildUpstreamHeaders, cleanResponseHeaders } from './headers.ts';
 import { plainAddress } from './trusted-proxies.ts';
 import { classifyUpstreamError } from './upstream-errors.ts';
@@ -278,8 +279,16 @@ export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: 
       });
       if (ctx.upstreamHeaders) for (const h of ctx.upstreamHeaders) headers.push(h);
       const path = route.rewritePath(target.path);
+      const opts: EndpointDispatchOptions = {
+        method: 'GET',
+        path: path + target.query,
+        headers,
+        upgrade: 'websocket',
+        body: null,
+        servername: endpoint.servername,
+      };
       endpoint.pool.dispatch(
-        { method: 'GET', path: path + target.query, headers, upgrade: 'websocket', body: null },
+        opts,
         new UpgradeHandler(
           socket,
           head,

@@ -17,7 +17,7 @@ import { constants, type ServerHttp2Session, type ServerHttp2Stream } from 'node
 import type { TLSSocket } from 'node:tls';
 import { FIELD_CHECK_LOST, type Http2FieldCheck } from './http2-field-check.ts';
 import type { Http2FieldTap } from './http2-field-tap.ts';
-import type { Http2Config } from './tls-schema.ts';
+import type { Http2Config } from './http2-schema.ts';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_ENHANCE_YOUR_CALM } = constants;
 

@@ -1,10 +1,10 @@
 import type { ServerOptions } from 'node:http';
 import type { AddressInfo, Server } from 'node:net';
 import type { ListenerConfig } from '../../config/schema.ts';
+import type { ListenerCertificateStatus } from '../../tls/listener-certificates.ts';
 import { createTrustCheck } from '../forward/trusted-proxies.ts';
 import { isWebSocketUpgrade } from '../forward/websocket.ts';
 import type { ListenerInfo, Pipeline } from '../pipeline.ts';
-import type { ListenerCertificateStatus } from './certificates.ts';
 
 /** A data-plane listener: plain HTTP/1.1 (HttpListener) or TLS with HTTP/2 and HTTP/1.1 (TlsListener). */
 export interface Listener {

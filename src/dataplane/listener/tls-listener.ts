@@ -25,10 +25,13 @@ import type { Duplex } from 'node:stream';
 import type { SecureContext, TLSSocket } from 'node:tls';
 import type { ListenerConfig } from '../../config/schema.ts';
 import { GatewayError } from '../../errors.ts';
+import { type ListenerCertificateStatus, ListenerCertificates } from '../../tls/listener-certificates.ts';
+import { attachPeerIdentity, kPeerIdentity } from '../../tls/peer-identity.ts';
+import { handshakeFailureReason, isClientCertReason, verifyErrorReason } from '../../tls/reasons.ts';
+import type { TlsConfig } from '../../tls/schema.ts';
 import { plainAddress } from '../forward/trusted-proxies.ts';
 import { handleUpgrade, isWebSocketUpgrade } from '../forward/websocket.ts';
 import { type DataplaneHost, Pipeline } from '../pipeline.ts';
-import { type ListenerCertificateStatus, ListenerCertificates } from './certificates.ts';
 import { answerClientError, countRefusal } from './http-listener.ts';
 import { type FieldCheckHost, HPACK_TABLE_SIZE } from './http2-field-check.ts';
 import { Http2FieldTap } from './http2-field-tap.ts';
@@ -40,9 +43,6 @@ import {
   type SessionGuardHost,
 } from './http2-session-guard.ts';
 import { type Listener, listenerInfo, listenOn, strictHttp1Options } from './listener.ts';
-import { attachPeerIdentity, kPeerIdentity } from './peer-identity.ts';
-import { handshakeFailureReason, isClientCertReason, verifyErrorReason } from './tls-reasons.ts';
-import type { TlsConfig } from './tls-schema.ts';
 
 /** The node:http options the HTTP/1.1 fallback of an HTTP/2 secure server honours (not in its types). */
 type Http1FallbackOptions = Pick<

@@ -9,6 +9,7 @@ import {
   type UpstreamResilienceSeries,
   type UpstreamStateSource,
 } from '../../telemetry/metrics.ts';
+import { type UpstreamTls, UpstreamTlsSet } from '../../tls/upstream-tls.ts';
 import { type AttemptOutcome, isClientSide, type UpstreamTlsFailure } from '../forward/upstream-errors.ts';
 import { type Balancer, type PickContext, wasTried } from './balancer.ts';
 import { createBalancer, DEFAULT_DECAY_MS, DEFAULT_RTT_MS } from './balancers.ts';
@@ -24,6 +25,7 @@ import {
 import { type Clock, monotonicClock, type Random } from './clock.ts';
 import {
   Endpoint,
+  type EndpointDeps,
   type EndpointInfo,
   type EndpointSource,
   endpointId,
@@ -39,7 +41,12 @@ import { type RetryDecision, type RetryGates, type RetryInput, RetryPolicy } fro
 /** The metric calls a cluster makes; GatewayMetrics has them all. */
 export type ClusterMetrics = Pick<
   GatewayMetrics,
-  'upstreamResilience' | 'watchUpstream' | 'recordCircuitTransition' | 'recordEjection' | 'forgetEndpoint'
+  | 'upstreamResilience'
+  | 'watchUpstream'
+  | 'recordCircuitTransition'
+  | 'recordEjection'
+  | 'forgetEndpoint'
+  | 'upstreamTls'
 >;
 
 /** What a cluster needs from the running gateway. All optional: tests and tools build bare clusters. */
@@ -61,6 +68,8 @@ export interface ClusterDeps {
    * config's `endpoints` (none for a discovered upstream, until its source publishes).
    */
   readonly previous?: Cluster | undefined;
+  /** Where `https://` endpoints take the upstream's TLS from; a set of its own when absent. */
+  readonly tls?: UpstreamTlsSet | undefined;
 }
 
 /**
@@ -182,6 +191,11 @@ const SILENT: Logger = pino({ enabled: false });
 
 /** At most one TLS failure line per endpoint and code in this long. */
 const TLS_LOG_INTERVAL_MS = 10_000;
+const TLS_FAILURE_MESSAGES: Readonly<Record<UpstreamTlsFailure['kind'], string>> = {
+  verify: 'upstream TLS certificate verification failed',
+  handshake: 'upstream TLS handshake failed',
+  identity: 'upstream identity verification failed',
+};
 
 /** Counters that go nowhere, for clusters built without metrics. */
 function detachedSeries(): UpstreamResilienceSeries {
@@ -240,6 +254,13 @@ export class Cluster {
   readonly #now: Clock;
   readonly #decayMs: number;
   readonly #defaultRtt: number;
+  /** What its endpoints share: the upstream's TLS, and the names it goes by. */
+  readonly #endpointDeps: EndpointDeps;
+  /**
+   * The upstream's `tls` files, held for the cluster's life: loaded (and checked) when the config
+   * is, even before a discovered upstream has its first endpoint.
+   */
+  #tls: UpstreamTls | undefined;
   readonly #breaker: CircuitBreaker | undefined;
   readonly #breakerStatuses: ReadonlySet<number>;
   readonly #budget: RetryBudget | undefined;
@@ -284,6 +305,12 @@ export class Cluster {
     const defaultRtt = balancerCfg.kind === 'peak_ewma' ? balancerCfg.defaultRtt : DEFAULT_RTT_MS;
     const t0 = now();
     this.#defaultRtt = defaultRtt;
+    const tlsSet = deps.tls ?? new UpstreamTlsSet({ logger: this.#logger, metrics: deps.metrics });
+    // An identity pattern's {service}: the registered service it is discovered from, else its name.
+    const discovery = config.discovery;
+    const service = discovery !== undefined && 'registry' in discovery ? discovery.registry : name;
+    this.#endpointDeps = { upstream: name, service, tls: tlsSet };
+    this.#tls = config.tls === undefined ? undefined : tlsSet.acquire(name, config.tls, service);
     const previous = deps.previous !== undefined && !deps.previous.#closed ? deps.previous : undefined;
     const adopted: Endpoint[] = [];
     const members: Endpoint[] = [];
@@ -399,7 +426,7 @@ export class Cluster {
 
   /** A new Endpoint for this upstream (not yet held). */
   #build(info: EndpointInfo, source: EndpointSource, now: number): Endpoint {
-    const e = new Endpoint(info, this.config, source);
+    const e = new Endpoint(info, this.config, source, this.#endpointDeps);
     initRtt(e, this.#defaultRtt, now);
     return e;
   }
@@ -498,6 +525,7 @@ export class Cluster {
     const removed: Endpoint[] = [];
     const updated: Endpoint[] = [];
     for (const info of list) {
+      if (this.#cleartext(info)) continue;
       const id = endpointId(info);
       if (seen.has(id)) continue;
       seen.add(id);
@@ -511,6 +539,21 @@ export class Cluster {
     }
     if (exact) for (const e of this.#members) if (!seen.has(e.id)) removed.push(e);
     return this.#commit(added, removed, updated);
+  }
+
+  /**
+   * An `http://` endpoint published for an upstream that speaks TLS (`tls`, or HTTP/2): never used,
+   * so a client certificate or an expected identity is never silently dropped. The config's own
+   * endpoints are refused by the schema; this is for discovered ones.
+   */
+  #cleartext(info: EndpointInfo): boolean {
+    const tlsOnly = this.config.tls !== undefined || this.config.protocol !== 'http1';
+    if (!tlsOnly || !info.url.startsWith('http://')) return false;
+    this.#logger.warn(
+      { endpoint: info.url },
+      'endpoint skipped: the upstream speaks TLS (tls or protocol) and this endpoint is plain http://',
+    );
+    return true;
   }
 
   /** Apply a set change: removals first (a replaced origin leaves before its successor joins). */
@@ -724,6 +767,7 @@ export class Cluster {
    * for that endpoint wait TLS_LOG_INTERVAL_MS (or a different code) and carry the count since.
    */
   tlsFailed(endpoint: Endpoint, failure: UpstreamTlsFailure): void {
+    this.#metrics?.upstreamTls.recordFailure(this.name, failure.reason);
     const now = this.#now();
     const last = this.#tlsLogged.get(endpoint);
     if (last !== undefined && last.code === failure.code && now - last.at < TLS_LOG_INTERVAL_MS) {
@@ -736,11 +780,10 @@ export class Cluster {
         endpoint: endpoint.id,
         code: failure.code,
         reason: failure.reason,
+        ...failure.identity,
         ...(last !== undefined && last.since > 0 ? { suppressed: last.since } : undefined),
       },
-      failure.kind === 'verify'
-        ? 'upstream TLS certificate verification failed'
-        : 'upstream TLS handshake failed',
+      TLS_FAILURE_MESSAGES[failure.kind],
     );
   }
 
@@ -895,6 +938,8 @@ export class Cluster {
     this.#closed = true;
     this.#unwatch();
     this.#outliers?.close();
+    if (this.#tls !== undefined) this.#endpointDeps.tls!.release(this.#tls);
+    this.#tls = undefined;
   }
 
   async #queue(bulkhead: Bulkhead, req: AdmissionTicket): Promise<GatewayError | undefined> {

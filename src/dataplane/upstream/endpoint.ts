@@ -1,7 +1,13 @@
-import { Pool } from 'undici';
+import { isIP } from 'node:net';
+import { type Dispatcher, Pool } from 'undici';
 import type { UpstreamConfig } from '../../config/schema.ts';
-import { createConnector } from './connector.ts';
+import { ALPN_OFFERS } from '../../tls/schema.ts';
+import { UpstreamTlsSet } from '../../tls/upstream-tls.ts';
+import { type Connector, createConnector, type TlsConnect } from './connector.ts';
 import type { EndpointSpec } from './policy-schema.ts';
+
+/** Dispatch options with `servername`, which undici reads (core/request.js) but does not type. */
+export type EndpointDispatchOptions = Dispatcher.DispatchOptions & { servername: string };
 
 /** Where an endpoint came from: the config file's `endpoints`, DNS, or the service registry. */
 export const ENDPOINT_SOURCES = ['static', 'dns', 'registry'] as const;
@@ -32,20 +38,37 @@ export interface EndpointInfo {
 const NO_METADATA: Readonly<Record<string, string>> = Object.freeze({});
 
 /** The parts of an upstream's config an endpoint's pool is built from. */
-export type EndpointTransportConfig = Pick<UpstreamConfig, 'pool' | 'timeouts'>;
+export type EndpointTransportConfig = Pick<UpstreamConfig, 'pool' | 'timeouts' | 'tls' | 'protocol'>;
 
-function poolOptions(cfg: EndpointTransportConfig): Pool.Options {
+/** What an endpoint shares with the rest of its upstream. */
+export interface EndpointDeps {
+  /** The upstream's name: the metric label of its TLS handshakes and reloads. */
+  readonly upstream?: string | undefined;
+  /** The service an expected identity pattern names (`{service}`); the upstream's name by default. */
+  readonly service?: string | undefined;
+  /** Where `https://` endpoints take their upstream's TLS from (shared, reference-counted). */
+  readonly tls?: UpstreamTlsSet | undefined;
+}
+
+/** What the pool's connector is, for the transport key: plain endpoints keep the key they always had. */
+function connectKey(url: URL, cfg: EndpointTransportConfig): object {
+  const timeout = cfg.timeouts.connect;
+  return url.protocol === 'https:' ? { timeout, tls: cfg.tls ?? null, protocol: cfg.protocol } : { timeout };
+}
+
+function poolOptions(cfg: EndpointTransportConfig, connect: Connector | object): Pool.Options {
   return {
     connections: cfg.pool.connections,
     pipelining: 1,
     keepAliveTimeout: cfg.pool.keepAliveTimeout,
-    // Ours, for a connect timeout that fires on time; it serialises as `{ timeout }` for the key.
-    connect: createConnector(cfg.timeouts.connect),
+    // Ours, for a connect timeout that fires on time and TLS that follows rotation.
+    connect: connect as Connector,
     // The response-head and body idle timeouts are enforced per attempt by the forwarder.
     headersTimeout: 0,
     bodyTimeout: 0,
     // Defaults that matter for a proxy: never follow redirects, keep header limits strict.
     maxHeaderSize: 64 * 1024,
+    ...(cfg.protocol !== 'http1' ? { allowH2: true } : undefined),
   };
 }
 
@@ -59,36 +82,28 @@ export function endpointId(info: EndpointInfo): string {
   return new URL(info.url).origin;
 }
 
-function optionsFor(url: URL, host: string, cfg: EndpointTransportConfig): Pool.Options {
-  const options = poolOptions(cfg);
-  // An https endpoint reached by address: the TLS server name is the name it was found by. undici
-  // takes it from the request's Host when that is a name, so this applies to address Hosts.
-  if (url.protocol === 'https:' && host !== url.host)
-    options.connect = { ...options.connect, servername: hostnameOf(host) };
-  return options;
+function transportKey(url: URL, host: string, cfg: EndpointTransportConfig): string {
+  return `${url.href} ${host} ${JSON.stringify(poolOptions(cfg, connectKey(url, cfg)))}`;
 }
 
+/** The host name of a `host[:port]`, without IPv6 brackets. */
 function hostnameOf(host: string): string {
   if (host.startsWith('[')) return host.slice(1, host.indexOf(']'));
   const colon = host.lastIndexOf(':');
   return colon < 0 ? host : host.slice(0, colon);
 }
 
-function transportKey(url: URL, host: string, options: Pool.Options): string {
-  return `${url.href} ${host} ${JSON.stringify(options)}`;
-}
-
 /**
  * Everything an endpoint's pool is built from (its URL, the host it is addressed as, and the pool
- * options: connections, keep-alive, connect and body timeouts), as one string. An endpoint is kept,
- * with its pool and its warm connections, exactly while this is unchanged (across reloads and
- * endpoint-set updates); weight, zone, metadata, state and policy are not part of it.
+ * options: connections, keep-alive, connect and body timeouts, and for `https://` the TLS settings
+ * and protocol), as one string. An endpoint is kept, with its pool and its warm connections,
+ * exactly while this is unchanged (across reloads and endpoint-set updates); weight, zone,
+ * metadata, state and policy are not part of it.
  */
 export function endpointTransport(spec: EndpointInfo | string, cfg: EndpointTransportConfig): string {
   const info = endpointInfoOf(spec);
   const url = new URL(info.url);
-  const host = info.host ?? url.host;
-  return transportKey(url, host, optionsFor(url, host, cfg));
+  return transportKey(url, info.host ?? url.host, cfg);
 }
 
 /**
@@ -105,6 +120,13 @@ export class Endpoint {
   readonly host: string;
   /** Which source put it in its upstream's set. */
   source: EndpointSource;
+  /**
+   * undici's per-request `servername`, the same for every request: undici takes the TLS server
+   * name from the request's Host otherwise, and closes a connection when it changes. The name
+   * checked and sent as SNI is the connector's (`tls.serverName`, else the endpoint's host),
+   * never a client's Host; for plain endpoints it only spares undici deriving one per request.
+   */
+  readonly servername: string;
   /**
    * Relative share of traffic for weighted balancers (default 1). Not readonly, nor are zone,
    * metadata and draining: an update from the endpoint's source changes them in place.
@@ -145,8 +167,17 @@ export class Endpoint {
   #closed = false;
   /** Clusters holding it: after a reload the new cluster and the one it replaced share it. */
   #holders = 0;
+  /** `https://` only: how its connections speak TLS, and where the upstream's TLS was taken from. */
+  readonly #tls: { readonly connect: TlsConnect; readonly set: UpstreamTlsSet } | undefined;
+  #tlsReleased = false;
 
-  constructor(spec: EndpointInfo | string, cfg: EndpointTransportConfig, source: EndpointSource = 'static') {
+  /** Throws UpstreamTlsLoadError when its upstream's TLS files are not a usable set. */
+  constructor(
+    spec: EndpointInfo | string,
+    cfg: EndpointTransportConfig,
+    source: EndpointSource = 'static',
+    deps: EndpointDeps = {},
+  ) {
     const info = endpointInfoOf(spec);
     this.url = new URL(info.url);
     this.id = this.url.origin;
@@ -157,9 +188,33 @@ export class Endpoint {
     this.version = info.version;
     this.metadata = info.metadata ?? NO_METADATA;
     this.draining = info.state === 'draining';
-    const options = optionsFor(this.url, this.host, cfg);
-    this.transport = transportKey(this.url, this.host, options);
-    this.pool = new Pool(this.id, options);
+    this.transport = transportKey(this.url, this.host, cfg);
+    // The name it is addressed as: an address resolved from a name is still that name's host.
+    const hostname = hostnameOf(this.host);
+    if (this.url.protocol === 'https:') {
+      const serverName = cfg.tls?.serverName;
+      this.servername = serverName ?? hostname;
+      const set = deps.tls ?? new UpstreamTlsSet();
+      const tls = set.acquire(deps.upstream ?? this.id, cfg.tls, deps.service);
+      this.#tls = {
+        set,
+        connect: {
+          tls,
+          // SNI carries DNS names only (RFC 6066): an endpoint addressed by IP sends none.
+          serverName: serverName ?? (isIP(hostname) === 0 ? hostname : undefined),
+          alpn: ALPN_OFFERS[cfg.protocol],
+        },
+      };
+    } else this.servername = hostname;
+    this.pool = new Pool(this.id, poolOptions(cfg, this.connector(cfg.timeouts.connect)));
+  }
+
+  /**
+   * A connector to this endpoint as its pool connects (TLS, client certificate, verification),
+   * with its own connect timeout: for connections of its own, such as active health checks.
+   */
+  connector(timeoutMs: number): Connector {
+    return createConnector(timeoutMs, this.#tls?.connect);
   }
 
   /** What its source said about it last, to build it again (a reload that changes its pool). */
@@ -223,13 +278,27 @@ export class Endpoint {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.pool.close();
+    try {
+      await this.pool.close();
+    } finally {
+      this.#releaseTls();
+    }
   }
 
   /** Abort everything now (shutdown after the drain timeout). */
   async destroy(): Promise<void> {
     this.#closed = true;
-    await this.pool.destroy();
+    try {
+      await this.pool.destroy();
+    } finally {
+      this.#releaseTls();
+    }
+  }
+
+  #releaseTls(): void {
+    if (this.#tlsReleased || this.#tls === undefined) return;
+    this.#tlsReleased = true;
+    this.#tls.set.release(this.#tls.connect.tls);
   }
 }
 

@@ -1,6 +1,5 @@
 import { Client } from 'undici';
 import type { Random } from './clock.ts';
-import { createConnector } from './connector.ts';
 import type { Endpoint } from './endpoint.ts';
 import type { HealthCheckConfig } from './policy-schema.ts';
 
@@ -105,7 +104,7 @@ export class HealthChecker {
       stopped: false,
       client: new Client(endpoint.id, {
         pipelining: 1,
-        connect: createConnector(Math.min(this.#connectTimeoutMs, cfg.timeout)),
+        connect: endpoint.connector(Math.min(this.#connectTimeoutMs, cfg.timeout)),
         keepAliveTimeout: cfg.interval * 2,
       }),
       timer: undefined,

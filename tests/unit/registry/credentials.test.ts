@@ -2,13 +2,13 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { PeerIdentity } from '../../../src/dataplane/listener/peer-identity.ts';
 import {
   CredentialLoadError,
   Credentials,
   compileServicePatterns,
 } from '../../../src/registry/credentials.ts';
 import { RegistrySchema } from '../../../src/registry/schema.ts';
+import type { PeerIdentity } from '../../../src/tls/peer-identity.ts';
 
 const TOKEN = 'a-long-enough-token-0123456789';
 const peer = (spiffeId: string | undefined): PeerIdentity =>

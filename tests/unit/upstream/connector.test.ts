@@ -91,4 +91,22 @@ describe('createConnector', () => {
     expect(e.transport).toBe(key);
     return e.close();
   });
+
+  it('https endpoints: TLS settings and protocol are part of the key; the TLS name never comes from a Host', () => {
+    const https = (extra: Record<string, unknown> = {}) =>
+      upstream({ endpoints: ['https://10.0.0.5:8443'], ...extra });
+    const key = endpointTransport('https://10.0.0.5:8443', https());
+    expect(key).toContain('"connect":{"timeout":2000,"tls":null,"protocol":"http1"}');
+    expect(endpointTransport('https://10.0.0.5:8443', https({ protocol: 'auto' }))).toContain(
+      '"allowH2":true',
+    );
+    const named = https({ tls: { serverName: 'orders.internal' } });
+    expect(endpointTransport('https://10.0.0.5:8443', named)).not.toBe(key);
+    const e = new Endpoint('https://10.0.0.5:8443', named);
+    const ip = new Endpoint('https://10.0.0.5:8443', https());
+    const plain = new Endpoint('http://[::1]:80', upstream());
+    // undici compares each request's servername with the connection's: the same for every request.
+    expect([e.servername, ip.servername, plain.servername]).toEqual(['orders.internal', '10.0.0.5', '::1']);
+    return Promise.all([e.close(), ip.close(), plain.close()]);
+  });
 });

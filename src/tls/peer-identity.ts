@@ -8,6 +8,7 @@
  */
 import { createHash, type X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
+import { isSpiffeId } from './spiffe.ts';
 import { readSubjectAltNames } from './x509-der.ts';
 
 export const kPeerIdentity = Symbol('peregrine.peerIdentity');
@@ -34,17 +35,9 @@ export interface PeerIdentity {
 type IdentitySocket = { [kPeerIdentity]?: PeerIdentity };
 
 const MAX_NAME = 2048;
-// SPIFFE ID (spiffe.io SPIFFE-ID §2): lower-case trust domain; path segments of letters, digits,
-// `.`, `-`, `_`, none empty, `.` or `..`; no query, fragment, port or user info.
-const SPIFFE_RE = /^spiffe:\/\/[a-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
-const DOT_SEGMENT_RE = /\/\.\.?(\/|$)/;
 const URI_RE = /^[A-Za-z][A-Za-z0-9+.-]*:[\x21-\x7e]+$/;
 const DNS_RE =
   /^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*$/;
-
-export function isSpiffeId(uri: string): boolean {
-  return uri.length <= MAX_NAME && SPIFFE_RE.test(uri) && !DOT_SEGMENT_RE.test(uri);
-}
 
 function isUri(s: string): boolean {
   return s.length <= MAX_NAME && URI_RE.test(s);

@@ -2,8 +2,8 @@ import 'reflect-metadata';
 import { X509Certificate } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { identityFromCertificate } from '../../../src/dataplane/listener/peer-identity.ts';
-import { DerError, readSubjectAltNames } from '../../../src/dataplane/listener/x509-der.ts';
+import { identityFromCertificate } from '../../../src/tls/peer-identity.ts';
+import { DerError, readCertificateFacts, readSubjectAltNames } from '../../../src/tls/x509-der.ts';
 import {
   createTestPki,
   PAYMENTS_ID,
@@ -74,6 +74,39 @@ describe('readSubjectAltNames', () => {
         expect(err).toBeInstanceOf(DerError);
       }
     }
+  });
+});
+
+describe('readCertificateFacts', () => {
+  it('reads basicConstraints cA and keyUsage of a leaf and of a CA, as Node does', () => {
+    const leaf = readCertificateFacts(pki.payments.x509.raw);
+    expect(leaf.ca).toBe(false);
+    expect(leaf.keyUsage).toEqual({ digitalSignature: true, keyCertSign: false, crlSign: false });
+    expect(leaf.sans.uris).toEqual([PAYMENTS_ID]);
+    const caCert = new X509Certificate(ca.cert);
+    const facts = readCertificateFacts(caCert.raw);
+    expect(facts.ca).toBe(caCert.ca);
+    expect(facts).toMatchObject({
+      ca: true,
+      keyUsage: { digitalSignature: false, keyCertSign: true, crlSign: true },
+    });
+  });
+
+  it('without the extensions: not a CA, no key usage', async () => {
+    const bare = await ca.selfIssued('bare', []);
+    expect(readCertificateFacts(bare.raw)).toEqual({
+      sans: { dns: [], uris: [], ips: [], emails: [] },
+      ca: false,
+      keyUsage: undefined,
+    });
+  });
+
+  it('refuses an extension that appears twice', async () => {
+    const twice = await ca.selfIssued('twice', [
+      new x509.BasicConstraintsExtension(false),
+      new x509.BasicConstraintsExtension(true),
+    ]);
+    expect(() => readCertificateFacts(twice.raw)).toThrow(/more than one basicConstraints/);
   });
 });
 

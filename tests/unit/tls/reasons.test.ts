@@ -5,7 +5,7 @@ import {
   handshakeFailureReason,
   isClientCertReason,
   verifyErrorReason,
-} from '../../../src/dataplane/listener/tls-reasons.ts';
+} from '../../../src/tls/reasons.ts';
 
 function err(code: string): NodeJS.ErrnoException {
   return Object.assign(new Error(code), { code });

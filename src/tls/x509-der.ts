@@ -1,13 +1,14 @@
 /**
- * The subjectAltName extension of an X.509 certificate, read from its DER bytes.
+ * The extensions of an X.509 certificate that identities depend on, read from its DER bytes:
+ * subjectAltName, basicConstraints and keyUsage.
  *
  * Node offers SANs only as one display string (`X509Certificate#subjectAltName`,
  * `DNS:a, URI:b`), whose quoting rules changed across releases (CVE-2021-44532); splitting it lets
  * a crafted entry such as a DNS name `x, URI:spiffe://evil` pose as a second entry. So identities
- * are read structurally here: Certificate → TBSCertificate → extensions [3] → the extension with
- * OID 2.5.29.17 → GeneralNames (RFC 5280 §4.2.1.6). Only the certificate of a peer whose chain
- * OpenSSL already verified is ever parsed; every length is still bounds-checked, and anything
- * unexpected throws rather than guesses.
+ * are read structurally here: Certificate → TBSCertificate → extensions [3] → the extension by OID
+ * (RFC 5280 §4.2.1.6 GeneralNames, §4.2.1.9 BasicConstraints, §4.2.1.3 KeyUsage). Only the
+ * certificate of a peer whose chain OpenSSL already verified is ever parsed; every length is still
+ * bounds-checked, and anything unexpected throws rather than guesses.
  */
 
 export interface SubjectAltNames {
@@ -27,6 +28,8 @@ interface Tlv {
 const SEQUENCE = 0x30;
 const OID = 0x06;
 const BOOLEAN = 0x01;
+const INTEGER = 0x02;
+const BIT_STRING = 0x03;
 const OCTET_STRING = 0x04;
 const EXTENSIONS = 0xa3; // [3] EXPLICIT, constructed
 // GeneralName alternatives are IMPLICIT context-specific tags.
@@ -34,8 +37,14 @@ const GN_EMAIL = 0x81;
 const GN_DNS = 0x82;
 const GN_URI = 0x86;
 const GN_IP = 0x87;
-/** 2.5.29.17, subjectAltName. */
-const SAN_OID = [0x55, 0x1d, 0x11];
+/** 2.5.29.17, subjectAltName; 2.5.29.19, basicConstraints; 2.5.29.15, keyUsage. */
+const SAN_OID = 0x11;
+const BASIC_CONSTRAINTS_OID = 0x13;
+const KEY_USAGE_OID = 0x0f;
+/** KeyUsage bits as they sit in the BIT STRING's first content byte (bit 0 is 0x80). */
+const KU_DIGITAL_SIGNATURE = 0x80;
+const KU_KEY_CERT_SIGN = 0x04;
+const KU_CRL_SIGN = 0x02;
 
 export class DerError extends Error {
   constructor(message: string) {
@@ -67,10 +76,10 @@ function expect(tlv: Tlv, tag: number, what: string): Tlv {
   return tlv;
 }
 
-function isSanOid(buf: Uint8Array, oid: Tlv): boolean {
-  if (oid.end - oid.start !== SAN_OID.length) return false;
-  for (let i = 0; i < SAN_OID.length; i++) if (buf[oid.start + i] !== SAN_OID[i]) return false;
-  return true;
+/** The last byte of a 2.5.29.x (id-ce) extension OID, or -1 for any other OID. */
+function idCe(buf: Uint8Array, oid: Tlv): number {
+  if (oid.end - oid.start !== 3 || buf[oid.start] !== 0x55 || buf[oid.start + 1] !== 0x1d) return -1;
+  return buf[oid.start + 2]!;
 }
 
 /** IA5String content: 7-bit. Anything else is refused rather than re-interpreted. */
@@ -125,15 +134,50 @@ function readGeneralNames(buf: Uint8Array, value: Tlv): SubjectAltNames {
 
 const EMPTY: SubjectAltNames = Object.freeze({ dns: [], uris: [], ips: [], emails: [] });
 
+/** What a certificate's extensions say about it. */
+export interface CertificateFacts {
+  readonly sans: SubjectAltNames;
+  /** basicConstraints cA (false when the extension is absent). */
+  readonly ca: boolean;
+  /** keyUsage, undefined when the extension is absent. */
+  readonly keyUsage:
+    | { readonly digitalSignature: boolean; readonly keyCertSign: boolean; readonly crlSign: boolean }
+    | undefined;
+}
+
+/** BasicConstraints ::= SEQUENCE { cA BOOLEAN DEFAULT FALSE, pathLenConstraint INTEGER OPTIONAL } */
+function readBasicConstraints(buf: Uint8Array, value: Tlv): boolean {
+  const seq = expect(readTlv(buf, value.start, value.end), SEQUENCE, 'BasicConstraints');
+  if (seq.start === seq.end) return false;
+  const first = readTlv(buf, seq.start, seq.end);
+  if (first.tag === INTEGER) return false;
+  expect(first, BOOLEAN, 'cA');
+  if (first.end - first.start !== 1) throw new DerError('cA must be one byte');
+  return buf[first.start] !== 0;
+}
+
+/** KeyUsage ::= BIT STRING: the first content byte counts unused bits, then the bits. */
+function readKeyUsage(buf: Uint8Array, value: Tlv): NonNullable<CertificateFacts['keyUsage']> {
+  const bits = expect(readTlv(buf, value.start, value.end), BIT_STRING, 'KeyUsage');
+  const first = bits.end - bits.start > 1 ? buf[bits.start + 1]! : 0;
+  return {
+    digitalSignature: (first & KU_DIGITAL_SIGNATURE) !== 0,
+    keyCertSign: (first & KU_KEY_CERT_SIGN) !== 0,
+    crlSign: (first & KU_CRL_SIGN) !== 0,
+  };
+}
+
 /**
- * Read the subjectAltName extension of a DER certificate (`X509Certificate#raw`). A certificate
- * without one yields empty lists. Throws DerError on malformed input or on two SAN extensions
- * (RFC 5280 §4.2: an extension appears at most once).
+ * Read subjectAltName, basicConstraints and keyUsage of a DER certificate (`X509Certificate#raw`).
+ * Throws DerError on malformed input or on an extension that appears twice (RFC 5280 §4.2: an
+ * extension appears at most once).
  */
-export function readSubjectAltNames(der: Uint8Array): SubjectAltNames {
+export function readCertificateFacts(der: Uint8Array): CertificateFacts {
   const cert = expect(readTlv(der, 0, der.length), SEQUENCE, 'Certificate');
   const tbs = expect(readTlv(der, cert.start, cert.end), SEQUENCE, 'TBSCertificate');
-  let found: SubjectAltNames | undefined;
+  let sans: SubjectAltNames | undefined;
+  let ca: boolean | undefined;
+  let keyUsage: CertificateFacts['keyUsage'];
   for (let p = tbs.start; p < tbs.end; ) {
     const field = readTlv(der, p, tbs.end);
     p = field.end;
@@ -146,10 +190,30 @@ export function readSubjectAltNames(der: Uint8Array): SubjectAltNames {
       let next = readTlv(der, oid.end, ext.end);
       if (next.tag === BOOLEAN) next = readTlv(der, next.end, ext.end);
       const value = expect(next, OCTET_STRING, 'extnValue');
-      if (!isSanOid(der, oid)) continue;
-      if (found) throw new DerError('more than one subjectAltName extension');
-      found = readGeneralNames(der, value);
+      switch (idCe(der, oid)) {
+        case SAN_OID:
+          if (sans) throw new DerError('more than one subjectAltName extension');
+          sans = readGeneralNames(der, value);
+          break;
+        case BASIC_CONSTRAINTS_OID:
+          if (ca !== undefined) throw new DerError('more than one basicConstraints extension');
+          ca = readBasicConstraints(der, value);
+          break;
+        case KEY_USAGE_OID:
+          if (keyUsage) throw new DerError('more than one keyUsage extension');
+          keyUsage = readKeyUsage(der, value);
+          break;
+        default:
+      }
     }
   }
-  return found ?? EMPTY;
+  return { sans: sans ?? EMPTY, ca: ca ?? false, keyUsage };
+}
+
+/**
+ * Read the subjectAltName extension of a DER certificate (`X509Certificate#raw`). A certificate
+ * without one yields empty lists. Throws DerError on malformed input (readCertificateFacts).
+ */
+export function readSubjectAltNames(der: Uint8Array): SubjectAltNames {
+  return readCertificateFacts(der).sans;
 }
