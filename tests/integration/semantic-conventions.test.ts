@@ -198,8 +198,10 @@ describe('spans by the OpenTelemetry HTTP conventions', () => {
     });
     expect(server.attributes).not.toHaveProperty('error.type');
 
-    const [first, second] = clients.sort((a, b) =>
-      Number(a.attributes['http.request.resend_count'] ?? 0) - Number(b.attributes['http.request.resend_count'] ?? 0),
+    const [first, second] = clients.sort(
+      (a, b) =>
+        Number(a.attributes['http.request.resend_count'] ?? 0) -
+        Number(b.attributes['http.request.resend_count'] ?? 0),
     );
     const attempt = {
       'http.request.method': 'GET',
@@ -210,7 +212,11 @@ describe('spans by the OpenTelemetry HTTP conventions', () => {
       'server.service.name': 'flaky',
     };
     expect(first!.status.code).toBe(OTLP_ERROR);
-    expect(first!.attributes).toMatchObject({ ...attempt, 'http.response.status_code': 503, 'error.type': '503' });
+    expect(first!.attributes).toMatchObject({
+      ...attempt,
+      'http.response.status_code': 503,
+      'error.type': '503',
+    });
     expect(first!.attributes).not.toHaveProperty('http.request.resend_count');
     expect(second!.status.code).toBe(OTLP_UNSET);
     expect(second!.attributes).toMatchObject({
@@ -220,7 +226,9 @@ describe('spans by the OpenTelemetry HTTP conventions', () => {
     });
     expect(second!.attributes).not.toHaveProperty('error.type');
     // Each try carried its own attempt's span as the parent.
-    const seen = flaky.requests.filter((r) => r.headers['x-request-id'] === 'sc-retry').map((r) => parentOf(r.headers));
+    const seen = flaky.requests
+      .filter((r) => r.headers['x-request-id'] === 'sc-retry')
+      .map((r) => parentOf(r.headers));
     expect(seen.sort()).toEqual([first!.spanId, second!.spanId].sort());
   });
 
