@@ -3,17 +3,18 @@
  * lifecycle (reload on file change/SIGHUP, drain on shutdown). main.ts wires signals to it; tests
  * start it in-process.
  */
-import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type { DestinationStream } from 'pino';
 import { createAdminApp } from './admin/app.ts';
+import { adminAuthMode, createAdminGuard } from './admin/auth.ts';
 import type { Config } from './config/schema.ts';
 import { watchConfigFile } from './config/watch.ts';
 import { ConfigStore, type ReloadResult } from './control/config-store.ts';
 import type { Snapshot } from './control/snapshot.ts';
 import { HttpListener } from './dataplane/listener/http-listener.ts';
 import { type Listener, splitAddress } from './dataplane/listener/listener.ts';
+import { SideListener } from './dataplane/listener/side-listener.ts';
 import { TlsListener } from './dataplane/listener/tls-listener.ts';
 import type { DataplaneHost } from './dataplane/pipeline.ts';
 import { createDnsProviderFactory } from './discovery/dns-provider.ts';
@@ -41,6 +42,19 @@ export interface GatewayOptions {
   readonly providers?: Partial<ProviderFactories>;
 }
 
+/** The admin listener's name in logs and TLS metrics. */
+const ADMIN_LISTENER = 'admin';
+/** The admin API serves short requests (a scrape streams its answer; these bound the request only). */
+const ADMIN_TIMEOUTS = { headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 5_000 };
+
+function hostPort(a: AddressInfo): string {
+  return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
 export class Gateway implements DataplaneHost {
   readonly telemetry: Telemetry;
   readonly store: ConfigStore;
@@ -50,7 +64,10 @@ export class Gateway implements DataplaneHost {
   /** The service registry, when the config has a `registry` section. */
   readonly registry: Registry | undefined;
   readonly version = VERSION;
-  #admin: Server | undefined;
+  /** When start() was called: the status page's uptime. */
+  readonly startedAt = new Date();
+  #admin: SideListener | undefined;
+  #adminGuard: ReturnType<typeof createAdminGuard>;
   #adminAddress: AddressInfo | undefined;
   #listenerAddresses = new Map<string, AddressInfo>();
   #draining = false;
@@ -66,6 +83,7 @@ export class Gateway implements DataplaneHost {
       version: VERSION,
       logDestination: opts.logDestination,
       spanProcessor: opts.spanProcessor,
+      recentDecisions: config.admin.recentDecisions,
     });
     const { logger, metrics } = this.telemetry;
     this.redis = config.redis
@@ -95,6 +113,13 @@ export class Gateway implements DataplaneHost {
       });
       this.registry = registry;
       this.store = store;
+      // The admin token is read now: one that cannot be used stops the start, naming the setting.
+      this.#adminGuard = createAdminGuard(
+        config.admin.auth,
+        config.admin.tls?.clientAuth,
+        this.telemetry,
+        opts.env,
+      );
       this.listeners = config.listeners.map((l) =>
         l.tls ? new TlsListener(l, this) : new HttpListener(l, this),
       );
@@ -124,7 +149,7 @@ export class Gateway implements DataplaneHost {
         listeners: Object.fromEntries(
           [...gw.#listenerAddresses].map(([n, a]) => [n, `${a.address}:${a.port}`]),
         ),
-        admin: gw.#adminAddress ? `${gw.#adminAddress.address}:${gw.#adminAddress.port}` : undefined,
+        admin: gw.#adminAddress ? hostPort(gw.#adminAddress) : undefined,
         version: VERSION,
       },
       'peregrine ready',
@@ -135,29 +160,53 @@ export class Gateway implements DataplaneHost {
   async #listen(): Promise<void> {
     for (const l of this.listeners) this.#listenerAddresses.set(l.config.name, await l.listen());
     await this.registry?.listen();
+    const adminConfig = this.store.initial.admin;
+    const registry = this.registry;
     const app = createAdminApp({
       store: this.store,
       metrics: this.telemetry.metrics,
       version: VERSION,
+      startedAt: this.startedAt,
       isReady: () => this.ready,
       isDraining: () => this.#draining,
       reload: this.reload,
-      certificates: () => [
-        ...this.listeners.flatMap((l) => l.certificateStatus?.() ?? []),
-        ...[this.registry?.server?.certificateStatus()].filter((c) => c !== undefined),
-      ],
-      registry: this.registry ? () => this.registry!.describe() : undefined,
-      registryStore: this.registry ? () => this.registry!.store.health() : undefined,
+      listeners: () =>
+        this.listeners.map((l) => {
+          const a = this.#listenerAddresses.get(l.config.name);
+          return {
+            name: l.config.name,
+            address: a === undefined ? l.config.address : hostPort(a),
+            tls: l.config.tls !== undefined,
+          };
+        }),
+      certificates: () =>
+        [
+          ...this.listeners.map((l) => l.certificateStatus?.()),
+          registry?.server?.certificateStatus(),
+          this.#admin?.certificateStatus(),
+        ].filter((c) => c !== undefined),
+      registry: registry ? () => registry.describe() : undefined,
+      registryInstances: registry ? (service, limit) => registry.instances(service, limit) : undefined,
+      registryStore: registry ? () => registry.store.health() : undefined,
+      decisions: this.telemetry.decisions,
+      traceUrl: this.store.initial.telemetry.tracing.uiUrl,
+      auth: adminAuthMode(adminConfig.auth, adminConfig.tls?.clientAuth),
+      guard: this.#adminGuard,
       upstreamCertificates: () => this.store.upstreamTls.statuses(),
     });
-    const { host, port } = splitAddress(this.store.initial.admin.address);
-    const server = app.listen({ host, port });
-    this.#admin = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('listening', resolve);
-      server.once('error', reject);
-    });
-    this.#adminAddress = server.address() as AddressInfo;
+    const admin = new SideListener(
+      ADMIN_LISTENER,
+      { address: adminConfig.address, tls: adminConfig.tls, ...ADMIN_TIMEOUTS },
+      app,
+      this.telemetry,
+    );
+    this.#admin = admin;
+    this.#adminAddress = await admin.listen();
+    if (this.#adminGuard === undefined && !isLoopbackHost(splitAddress(adminConfig.address).host))
+      this.telemetry.logger.warn(
+        { admin: adminConfig.address },
+        'the admin API listens beyond loopback without a credential: set admin.auth.token or admin.tls.clientAuth',
+      );
   }
 
   // DataplaneHost
@@ -216,6 +265,7 @@ export class Gateway implements DataplaneHost {
   reloadCertificates(trigger = 'signal'): void {
     for (const l of this.listeners) l.reloadCertificates?.(trigger);
     this.registry?.server?.reloadCertificates(trigger);
+    this.#admin?.reloadCertificates(trigger);
     this.store.upstreamTls.reload(trigger);
   }
 
@@ -259,11 +309,7 @@ export class Gateway implements DataplaneHost {
     await registryClosed;
     await this.redis?.close();
     await this.store.destroy();
-    if (this.#admin) {
-      const admin = this.#admin;
-      admin.closeAllConnections();
-      await new Promise<void>((resolve) => admin.close(() => resolve()));
-    }
+    await this.#admin?.close(0);
     log.info('stopped');
     await this.telemetry.shutdown();
   }

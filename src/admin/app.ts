@@ -1,31 +1,62 @@
 /**
- * The admin API (express, its own port, loopback by default): metrics, health, and read-only views
- * of what the data plane is running. Never on the request path.
+ * The admin API (express, its own port, loopback by default): metrics, health, read-only views
+ * of what the data plane is running, and the status page (`/ui`) that shows those views. Never on
+ * the request path.
  */
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import { formatIssue } from '../config/loader.ts';
 import { redact } from '../config/redact.ts';
 import type { ConfigStore } from '../control/config-store.ts';
 import { type GatewayMetrics, metricsContentType, writeMetrics } from '../telemetry/metrics.ts';
+import type { RecentDecisions } from '../telemetry/recent-decisions.ts';
 import type { ListenerCertificateStatus } from '../tls/listener-certificates.ts';
 import type { UpstreamTlsStatus } from '../tls/upstream-tls.ts';
+import type { AdminAuthMode } from './auth.ts';
+import { routeStats } from './route-stats.ts';
+import { mountUi } from './ui.ts';
+
+/** A listener as `/v1/status` shows it. */
+export interface ListenerStatus {
+  readonly name: string;
+  /** Bound address (`host:port`, port resolved). */
+  readonly address: string;
+  readonly tls: boolean;
+}
+
+/** Most instances one `/v1/registry/instances` answer lists (`total` says how many there are). */
+export const MAX_LISTED_INSTANCES = 1000;
 
 export interface AdminSource {
   readonly store: ConfigStore;
   readonly metrics: GatewayMetrics;
   readonly version: string;
+  /** When this process started serving (for uptime). */
+  readonly startedAt: Date;
   /** Listeners bound and config loaded, and not draining. */
   isReady(): boolean;
   isDraining(): boolean;
   /** Trigger a reload of the config file (same path as SIGHUP). */
   reload(trigger: string): Promise<unknown>;
+  /** Data-plane listeners and where they are bound. */
+  listeners?(): ListenerStatus[];
   /** TLS listeners' certificates (served and trusted), reload counts and last reload error. */
   certificates?(): ListenerCertificateStatus[];
   /** Upstreams' client certificates and CA bundles (those with a `tls` section). */
   upstreamCertificates?(): UpstreamTlsStatus[];
   /** The service registry: store health and services (absent without a registry). */
   registry?(): unknown;
+  /** Registered instances with their leases, of one service or all (absent without a registry). */
+  registryInstances?(service: string | undefined, limit: number): { total: number; instances: unknown[] };
   /** The registry store's health, for readiness details (absent without a registry). */
   registryStore?(): unknown;
+  /** The last responses the gateway made itself (absent: an empty list). */
+  readonly decisions?: RecentDecisions;
+  /** `telemetry.tracing.uiUrl`: a trace's page in a trace backend, `{traceId}` to fill in. */
+  readonly traceUrl?: string | undefined;
+  /** What protects this admin API. */
+  readonly auth?: AdminAuthMode;
+  /** Runs before every route: refuses requests without a credential (admin auth). */
+  readonly guard?: ((req: Request, res: Response, next: NextFunction) => void) | undefined;
 }
 
 /**
@@ -40,6 +71,8 @@ export function createAdminApp(src: AdminSource): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  if (src.guard) app.use(src.guard);
+  mountUi(app);
 
   app.get('/metrics', async function metricsHandler(req: Request, res: Response) {
     // Streamed as it renders: at 10,000 routes the text is 20 MB, never held whole.
@@ -125,12 +158,64 @@ export function createAdminApp(src: AdminSource): Express {
     sendView(res, { listeners: src.certificates?.() ?? [], upstreams: src.upstreamCertificates?.() ?? [] });
   });
 
-  app.get('/v1/registry', function registry(_req: Request, res: Response) {
-    if (!src.registry) {
-      res.status(404).type('application/problem+json').json({ title: 'No registry configured', status: 404 });
-      return;
-    }
-    sendView(res, src.registry());
+  app.get('/v1/status', function status(_req: Request, res: Response) {
+    const store = src.store;
+    const failure = store.lastFailure;
+    sendView(res, {
+      version: src.version,
+      startedAt: src.startedAt.toISOString(),
+      uptimeSeconds: Math.round((Date.now() - src.startedAt.getTime()) / 100) / 10,
+      ready: src.isReady(),
+      draining: src.isDraining(),
+      config: {
+        generation: store.current.version,
+        file: store.file ?? null,
+        loadedAt: store.lastSuccessAt,
+        lastReload:
+          failure === undefined
+            ? { ok: true, at: store.lastSuccessAt }
+            : {
+                ok: false,
+                at: failure.at,
+                trigger: failure.trigger,
+                issues: failure.issues.map((i) => ({ ...i, text: formatIssue(i) })),
+              },
+      },
+      listeners: src.listeners?.() ?? [],
+      admin: { auth: src.auth ?? null },
+      // What this admin API answers: a client (the status page) asks only for what is there.
+      api: apiPaths(app),
+    });
+  });
+
+  if (src.registry) {
+    const registry = src.registry;
+    app.get('/v1/registry', function registryView(_req: Request, res: Response) {
+      sendView(res, registry());
+    });
+  }
+  if (src.registryInstances) {
+    const instances = src.registryInstances;
+    app.get('/v1/registry/instances', function registryInstances(req: Request, res: Response) {
+      const service = typeof req.query.service === 'string' ? req.query.service : undefined;
+      const { total, instances: list } = instances(service, MAX_LISTED_INSTANCES);
+      sendView(res, { total, truncated: list.length < total, instances: list });
+    });
+  }
+
+  app.get('/v1/stats/routes', function stats(_req: Request, res: Response) {
+    sendView(res, routeStats(src.metrics));
+  });
+
+  app.get('/v1/decisions/recent', function decisions(req: Request, res: Response) {
+    const kept = src.decisions;
+    const limit = Number(req.query.limit);
+    sendView(res, {
+      capacity: kept?.capacity ?? 0,
+      total: kept?.total ?? 0,
+      traceUrl: src.traceUrl ?? null,
+      decisions: kept?.recent(Number.isInteger(limit) && limit > 0 ? limit : undefined) ?? [],
+    });
   });
 
   app.get('/v1/upstreams', function upstreams(_req: Request, res: Response) {
@@ -161,6 +246,20 @@ export function createAdminApp(src: AdminSource): Express {
       });
   });
   return app;
+}
+
+/** The GET paths of `app`, as registered (the static page's own excluded). */
+function apiPaths(app: Express): string[] {
+  const stack = (app as unknown as { router: { stack: { route?: { path: unknown; methods: object } }[] } })
+    .router.stack;
+  const paths: string[] = [];
+  for (const layer of stack) {
+    const route = layer.route;
+    if (route === undefined || !('get' in route.methods) || typeof route.path !== 'string') continue;
+    if (route.path === '/' || route.path.startsWith('/ui')) continue;
+    paths.push(route.path);
+  }
+  return paths;
 }
 
 function poolStats(stats: {

@@ -11,7 +11,8 @@ import {
   loadConfigSource,
   sortIssues,
 } from '../config/loader.ts';
-import { CredentialLoadError, Credentials } from '../registry/credentials.ts';
+import { readTokenRef, SecretLoadError } from '../config/secret-ref.ts';
+import { Credentials } from '../registry/credentials.ts';
 import { checkCertificateFiles } from '../tls/listener-certificates.ts';
 import type { CertificateLoadError } from '../tls/pem.ts';
 import { checkUpstreamTlsFiles } from '../tls/upstream-tls.ts';
@@ -43,9 +44,9 @@ export async function runValidate(file: string, out: CliOutput): Promise<number>
 
 /**
  * Problems with the files a valid config makes the gateway read at start: each TLS listener's
- * certificate, key and client CA bundle (the registration API's too) and each upstream's CA bundle
- * and client certificate, put through the checks the gateway itself runs at load and on reload;
- * and the registry's tokens (files and variables).
+ * certificate, key and client CA bundle (the admin port's and the registration API's too) and each
+ * upstream's CA bundle and client certificate, put through the checks the gateway itself runs at
+ * load and on reload; and the admin and registry tokens (files and variables).
  * Paths resolve from the working directory, as for `run`.
  */
 function fileIssues(source: ConfigSource): ConfigIssue[] {
@@ -60,6 +61,16 @@ function fileIssues(source: ConfigSource): ConfigIssue[] {
   source.config.listeners.forEach((listener, i) => {
     if (listener.tls !== undefined) report(checkCertificateFiles(listener.tls), ['listeners', i, 'tls']);
   });
+  const admin = source.config.admin;
+  if (admin.tls !== undefined) report(checkCertificateFiles(admin.tls), ['admin', 'tls']);
+  if (admin.auth.token !== undefined) {
+    try {
+      readTokenRef(admin.auth.token, 'admin token', process.env);
+    } catch (err) {
+      if (!(err instanceof SecretLoadError)) throw err;
+      issues.push(source.issueAt(['admin', 'auth', 'token'], err.message));
+    }
+  }
   const registry = source.config.registry;
   if (registry?.listener?.tls !== undefined)
     report(checkCertificateFiles(registry.listener.tls), ['registry', 'listener', 'tls']);
@@ -70,7 +81,7 @@ function fileIssues(source: ConfigSource): ConfigIssue[] {
     try {
       new Credentials(registry.credentials);
     } catch (err) {
-      if (!(err instanceof CredentialLoadError)) throw err;
+      if (!(err instanceof SecretLoadError)) throw err;
       issues.push(source.issueAt(['registry', 'credentials', 'tokens'], err.message));
     }
   }

@@ -5,6 +5,7 @@
  * reloaded. Defaults live here and nowhere else.
  */
 import { z } from 'zod';
+import { AdminSchema } from '../admin/schema.ts';
 import { RouteIdentitySchema } from '../dataplane/filters/identity/schema.ts';
 import { AuthSchema, checkRouteAuth, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
 import { Http2Schema } from '../dataplane/listener/http2-schema.ts';
@@ -65,11 +66,6 @@ export const ListenerSchema = z.strictObject({
   http2: Http2Schema.prefault({}),
 });
 
-export const AdminSchema = z.strictObject({
-  /** Loopback by default: the admin API exposes configuration and must not face the internet. */
-  address: address.default('127.0.0.1:9901'),
-});
-
 export const TracingSchema = z.strictObject({
   exporter: z.enum(['none', 'otlp', 'console']).default('none'),
   /** OTLP/HTTP base endpoint; `/v1/traces` is appended. OTEL_EXPORTER_OTLP_ENDPOINT overrides. */
@@ -81,6 +77,14 @@ export const TracingSchema = z.strictObject({
    * line can carry secrets.
    */
   commandArgs: z.boolean().default(false),
+  /**
+   * A trace backend's page for one trace, with `{traceId}` where the id goes (Jaeger:
+   * `http://jaeger:16686/trace/{traceId}`): the status page links each local decision to it.
+   */
+  uiUrl: z
+    .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
+    .refine((u) => u.includes('{traceId}'), 'the URL needs {traceId} where the trace id goes')
+    .optional(),
 });
 
 export const TelemetrySchema = z.strictObject({

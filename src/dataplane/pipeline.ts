@@ -713,8 +713,19 @@ export class Pipeline implements AttemptObserver {
       ctx.sampled ? ctx.traceId : undefined,
     );
     metrics.recordBytes(routeName, ctx.requestBytes, ctx.responseBytes);
-    if (ctx.code && ctx.code !== 'CLIENT_CLOSED' && !ctx.upstreamStatus)
+    if (ctx.code && ctx.code !== 'CLIENT_CLOSED' && !ctx.upstreamStatus) {
       metrics.recordLocalResponse(routeName, ctx.code);
+      this.telemetry.decisions.record(
+        this.listener.name,
+        ctx.route?.name,
+        ctx.cluster?.name,
+        status,
+        ctx.code,
+        ctx.traceId,
+        ctx.sampled,
+        ctx.requestId,
+      );
+    }
     const span = ctx.span;
     if (span) {
       span.setAttribute('url.path', ctx.path);

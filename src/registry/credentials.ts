@@ -8,14 +8,9 @@
  * only as SHA-256 digests: a request's token is hashed and looked up, so comparing takes the same
  * time whatever the token, and no token is ever logged or shown.
  */
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { bearerToken, readTokenRef, SecretLoadError, tokenDigest } from '../config/secret-ref.ts';
 import type { PeerIdentity } from '../tls/peer-identity.ts';
 import type { IdentityCredentialConfig, RegistryConfig, TokenCredentialConfig } from './schema.ts';
-
-/** Tokens shorter than this are refused at start: they could be guessed. */
-export const MIN_TOKEN_LENGTH = 16;
-const MAX_TOKEN_LENGTH = 4096;
 
 export interface Credential {
   readonly kind: 'identity' | 'token';
@@ -28,12 +23,8 @@ export type Authentication =
   | { readonly ok: true; readonly credential: Credential }
   | { readonly ok: false; readonly reason: 'no_credential' | 'bad_credential'; readonly detail: string };
 
-export class CredentialLoadError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'CredentialLoadError';
-  }
-}
+/** A token that cannot be used (unset, unreadable, short, or the same as another). */
+export { SecretLoadError as CredentialLoadError };
 
 /** `payments`, `payments-*`, `*` → a matcher of service names. */
 export function compileServicePatterns(patterns: readonly string[]): (service: string) => boolean {
@@ -69,33 +60,8 @@ function compileIdentity(c: IdentityCredentialConfig): IdentityRule {
 }
 
 function readToken(t: TokenCredentialConfig, env: NodeJS.ProcessEnv): string {
-  let value: string | undefined;
-  if (t.env !== undefined) {
-    value = env[t.env];
-    if (value === undefined || value === '')
-      throw new CredentialLoadError(`registry token ${t.name}: environment variable ${t.env} is not set`);
-  } else {
-    try {
-      value = readFileSync(t.file!, 'utf8');
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
-      throw new CredentialLoadError(`registry token ${t.name}: cannot read ${t.file} (${code})`);
-    }
-  }
-  const token = value.trim();
-  if (token.length < MIN_TOKEN_LENGTH)
-    throw new CredentialLoadError(
-      `registry token ${t.name}: shorter than ${MIN_TOKEN_LENGTH} characters (use a random token, e.g. openssl rand -hex 32)`,
-    );
-  if (/\s/.test(token)) throw new CredentialLoadError(`registry token ${t.name}: contains whitespace`);
-  return token;
+  return readTokenRef(t, `registry token ${t.name}`, env);
 }
-
-function digest(token: string): string {
-  return createHash('sha256').update(token).digest('hex');
-}
-
-const BEARER_RE = /^Bearer[ \t]+([^\s]+)[ \t]*$/i;
 
 export class Credentials {
   readonly #identities: readonly IdentityRule[];
@@ -107,9 +73,9 @@ export class Credentials {
     this.#identities = cfg.identities.map(compileIdentity);
     const tokens = new Map<string, Credential>();
     for (const t of cfg.tokens) {
-      const key = digest(readToken(t, env));
+      const key = tokenDigest(readToken(t, env)).toString('hex');
       if (tokens.has(key))
-        throw new CredentialLoadError(
+        throw new SecretLoadError(
           `registry token ${t.name}: the same token as ${tokens.get(key)!.principal}`,
         );
       tokens.set(key, {
@@ -136,8 +102,9 @@ export class Credentials {
       if (credential !== undefined) return { ok: true, credential };
     }
     if (authorization !== undefined) {
-      const m = authorization.length <= MAX_TOKEN_LENGTH + 16 ? BEARER_RE.exec(authorization) : null;
-      const credential = m ? this.#tokens.get(digest(m[1]!)) : undefined;
+      const token = bearerToken(authorization);
+      const credential =
+        token === undefined ? undefined : this.#tokens.get(tokenDigest(token).toString('hex'));
       if (credential !== undefined) return { ok: true, credential };
       return { ok: false, reason: 'bad_credential', detail: 'the bearer token is not a registry credential' };
     }

@@ -10,7 +10,7 @@ import type { RedisConnection } from '../stores/redis.ts';
 import type { RegistryInstanceSource } from '../telemetry/metrics.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
 import { createAddressPolicy } from './address-policy.ts';
-import { RegistryApi } from './api.ts';
+import { instanceJson, RegistryApi } from './api.ts';
 import { Credentials } from './credentials.ts';
 import { MemoryRegistryStore } from './memory-store.ts';
 import { RateLimiter } from './rate-limit.ts';
@@ -101,6 +101,24 @@ export class Registry {
       api: address ? `${address.address}:${address.port}` : null,
       services: this.store.services(),
     };
+  }
+
+  /**
+   * Registered instances with their leases, for the admin API: of one service, or of every
+   * service, sorted by service and id, at most `limit` (`total` says how many there are).
+   */
+  instances(service: string | undefined, limit: number): { total: number; instances: unknown[] } {
+    const services = service === undefined ? this.store.services().map((s) => s.service) : [service];
+    const instances: unknown[] = [];
+    let total = 0;
+    for (const name of services) {
+      for (const i of this.store.list(name)) {
+        total++;
+        if (instances.length >= limit) continue;
+        instances.push(instanceJson(i));
+      }
+    }
+    return { total, instances };
   }
 
   /** Bind the registration API (when configured). */

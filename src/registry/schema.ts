@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { address, cidr, duration, name } from '../config/fields.ts';
+import { checkSecretRef, secretRefShape } from '../config/secret-ref.ts';
 import { TlsSchema } from '../tls/schema.ts';
 
 /** Service names: lower-case DNS-label-like, so they fit metric labels, keys and URLs as they are. */
@@ -58,20 +59,11 @@ const TokenCredentialSchema = z
   .strictObject({
     /** Names the token in logs (the token itself is never logged). */
     name,
-    /** Environment variable holding the token. */
-    env: z
-      .string()
-      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
-      .optional(),
-    /** File holding the token (surrounding whitespace ignored), e.g. a mounted Kubernetes secret. */
-    file: z.string().min(1).optional(),
+    ...secretRefShape,
     /** Services this token may register: names or patterns with `*`. */
     services: z.array(servicePattern).min(1),
   })
-  .superRefine((t, ctx) => {
-    if ((t.env === undefined) === (t.file === undefined))
-      ctx.addIssue({ code: 'custom', path: ['env'], message: 'exactly one of env or file is required' });
-  });
+  .superRefine(checkSecretRef);
 
 export const RegistryListenerSchema = z.strictObject({
   /** Never the data-plane or admin address: registration is a separate surface. */

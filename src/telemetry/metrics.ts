@@ -300,6 +300,7 @@ export class GatewayMetrics {
   readonly tlsHandshakeFailures: Counter<'listener' | 'reason'>;
   readonly tlsClientCertVerificationFailures: Counter<'listener' | 'reason'>;
   readonly tlsCertificateReloads: Counter<'listener' | 'outcome'>;
+  readonly adminAuthFailures: Counter<'reason'>;
   readonly tlsCertificateExpiry: Gauge<'listener' | 'role' | 'subject'>;
   readonly http2SessionsClosed: Counter<'listener' | 'reason'>;
   readonly tracingSpans: Counter<'outcome'>;
@@ -666,6 +667,12 @@ export class GatewayMetrics {
       name: 'peregrine_tls_certificate_reloads_total',
       help: 'TLS certificate reloads after start, by listener and outcome.',
       labelNames: ['listener', 'outcome'],
+      registers,
+    });
+    this.adminAuthFailures = new Counter({
+      name: 'peregrine_admin_auth_failures_total',
+      help: 'Admin API requests refused for want of a credential (no_credential) or with a wrong one (bad_credential).',
+      labelNames: ['reason'],
       registers,
     });
     this.tlsCertificateExpiry = new Gauge({
@@ -1061,6 +1068,23 @@ export class GatewayMetrics {
 
   recordTlsHandshakeFailure(listener: string, reason: HandshakeFailureReason): void {
     this.tlsHandshakeFailures.inc({ listener, reason });
+  }
+
+  recordAdminAuthFailure(reason: 'no_credential' | 'bad_credential'): void {
+    this.adminAuthFailures.inc({ reason });
+  }
+
+  /**
+   * Every request series (route, status, count) with its latency histogram cell, for the admin
+   * API's per-route view. The histogram is the shared `_other` one for routes without their own.
+   */
+  *requestSeries(): Generator<{ route: string; status: number; count: number; duration: HistogramCell }> {
+    for (const byRoute of this.requests.values())
+      for (const [route, byMethod] of byRoute)
+        for (const byStatus of byMethod)
+          if (byStatus !== undefined)
+            for (const [status, series] of byStatus)
+              yield { route, status, count: series.total.value, duration: series.duration };
   }
 
   /** A client certificate that did not verify, or none where one is required. */

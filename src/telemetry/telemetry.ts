@@ -4,6 +4,7 @@ import type { TelemetryConfig } from '../config/schema.ts';
 import { type AccessLog, createAccessLog } from './access-log.ts';
 import { createLogger, flushLogger } from './logger.ts';
 import { createMetrics, type GatewayMetrics } from './metrics.ts';
+import { RECENT_DECISIONS, RecentDecisions } from './recent-decisions.ts';
 import { createTracing, type Tracing } from './tracing.ts';
 
 /** The telemetry layer the data plane writes to at its fixed points. */
@@ -12,6 +13,8 @@ export interface Telemetry {
   readonly tracing: Tracing;
   readonly logger: Logger;
   readonly accessLog: AccessLog;
+  /** The last responses the gateway made itself, for the admin API. */
+  readonly decisions: RecentDecisions;
   /** Flush spans and logs. Safe to call twice. */
   shutdown(): Promise<void>;
 }
@@ -22,6 +25,8 @@ export function createTelemetry(
     version: string;
     logDestination?: DestinationStream | undefined;
     spanProcessor?: SpanProcessor | undefined;
+    /** How many local decisions `decisions` keeps (`admin.recentDecisions`). */
+    recentDecisions?: number | undefined;
   },
 ): Telemetry {
   const logger = createLogger(cfg, opts.logDestination);
@@ -37,12 +42,14 @@ export function createTelemetry(
     version: opts.version,
   });
   const accessLog = createAccessLog(logger, cfg.accessLog.enabled);
+  const decisions = new RecentDecisions(opts.recentDecisions ?? RECENT_DECISIONS);
   let closing: Promise<void> | undefined;
   return {
     metrics,
     tracing,
     logger,
     accessLog,
+    decisions,
     shutdown() {
       closing ??= (async () => {
         accessLog.flush();

@@ -19,6 +19,8 @@ export interface ToolSpec {
   readonly envVar: string;
   /** The Debian package that has it (for apt-get and scripts/get-tools.sh). */
   readonly debianPackage: string;
+  /** false: a copy extracted into .tools/ does not run (Debian's chromium), so none is looked for. */
+  readonly localCopy?: boolean;
 }
 
 export const PROMETHEUS: ToolSpec = {
@@ -35,6 +37,13 @@ export const REDIS_SERVER: ToolSpec = {
   command: 'redis-server',
   envVar: 'REDIS_SERVER_BIN',
   debianPackage: 'redis-server',
+};
+
+export const CHROMIUM: ToolSpec = {
+  command: 'chromium',
+  envVar: 'CHROMIUM_BIN',
+  debianPackage: 'chromium',
+  localCopy: false,
 };
 
 export interface FoundTool {
@@ -97,7 +106,7 @@ export function findTool(
     if (why === undefined) tool = { path: spec.command, env: baseEnv, source: 'PATH' };
     else tried.push(`no working \`${spec.command}\` on PATH (${why})`);
   }
-  if (tool === undefined) {
+  if (tool === undefined && spec.localCopy !== false) {
     const local = join(toolsRoot, 'usr/bin', spec.command);
     const env = { ...baseEnv, LD_LIBRARY_PATH: toolsLibraryPath(toolsRoot, baseEnv.LD_LIBRARY_PATH) };
     const why = existsSync(local) ? tryRun(local, env) : 'not there';
@@ -110,7 +119,11 @@ export function findTool(
         `${neededBy} needs ${spec.command} and found none:`,
         ...tried.map((t) => `  - ${t}`),
         'Do one of:',
-        `  scripts/get-tools.sh ${spec.debianPackage}      # no root: Debian's package, extracted into .tools/`,
+        ...(spec.localCopy === false
+          ? []
+          : [
+              `  scripts/get-tools.sh ${spec.debianPackage}      # no root: Debian's package, extracted into .tools/`,
+            ]),
         `  sudo apt-get install ${spec.debianPackage}      # Debian/Ubuntu, system-wide`,
         `  ${spec.envVar}=/path/to/${spec.command} npm test`,
       ].join('\n'),

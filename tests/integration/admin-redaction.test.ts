@@ -12,14 +12,27 @@ let up: TestUpstream;
 let jwks: JwksServer;
 let gw: TestGateway;
 
-const SECRETS = ['Bearer s3cr3t-token', 'session=c00kie', 'k-12345', 'hunter2', 'jwks-pass', 'otel-pass'];
+const SECRETS = [
+  'Bearer s3cr3t-token',
+  'session=c00kie',
+  'k-12345',
+  'hunter2',
+  'jwks-pass',
+  'otel-pass',
+  'trace-ui-pass',
+];
 
 beforeAll(async () => {
   up = await startUpstream();
   jwks = await startJwksServer();
   const withUser = (url: string, password: string) => url.replace('http://', `http://user:${password}@`);
   gw = await startGateway({
-    telemetry: { tracing: { endpoint: 'http://otel:otel-pass@127.0.0.1:4318' } },
+    telemetry: {
+      tracing: {
+        endpoint: 'http://otel:otel-pass@127.0.0.1:4318',
+        uiUrl: 'http://ui:trace-ui-pass@127.0.0.1:16686/trace/{traceId}',
+      },
+    },
     auth: {
       providers: {
         idp: { issuer: 'https://idp.test', algorithms: ['RS256'], jwksUri: withUser(jwks.url, 'jwks-pass') },
@@ -51,15 +64,22 @@ afterAll(async () => {
 });
 
 describe('the admin API', () => {
-  it.each(['/v1/config', '/v1/routes', '/v1/upstreams', '/v1/auth', '/v1/config/errors', '/v1/certs'])(
-    '%s shows no secret',
-    async (path) => {
-      const res = await fetch(`${gw.adminUrl}${path}`);
-      expect(res.status).toBe(200);
-      const text = await res.text();
-      for (const secret of SECRETS) expect(text, `${path} shows ${secret}`).not.toContain(secret);
-    },
-  );
+  it.each([
+    '/v1/config',
+    '/v1/routes',
+    '/v1/upstreams',
+    '/v1/auth',
+    '/v1/config/errors',
+    '/v1/certs',
+    '/v1/status',
+    '/v1/stats/routes',
+    '/v1/decisions/recent',
+  ])('%s shows no secret', async (path) => {
+    const res = await fetch(`${gw.adminUrl}${path}`);
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    for (const secret of SECRETS) expect(text, `${path} shows ${secret}`).not.toContain(secret);
+  });
 
   it('/v1/routes redacts header-match values under secret names the way /v1/config does', async () => {
     const routes = (await (await fetch(`${gw.adminUrl}/v1/routes`)).json()) as {

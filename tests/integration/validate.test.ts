@@ -186,3 +186,32 @@ describe('peregrine validate: unknown keys', () => {
     expect(status).toBe(2);
   });
 });
+
+describe('peregrine validate: the admin port', () => {
+  it("checks the admin listener's certificate files and its token, at their lines", () => {
+    writeFileSync(join(dir, 'short.token'), 'too-short\n');
+    const { file, status, stderr } = validate(
+      [
+        'listeners:',
+        '  - name: edge',
+        '    address: 127.0.0.1:8080',
+        'admin:',
+        '  address: 0.0.0.0:9901',
+        '  tls:',
+        `    cert: ${dir}/garbage.crt`,
+        `    key: ${dir}/good.key`,
+        '  auth:',
+        '    token:',
+        `      file: ${dir}/short.token`,
+        '',
+      ].join('\n'),
+    );
+    expect(status).toBe(2);
+    expect(stderr).toEqual([
+      expect.stringMatching(new RegExp(`^${file}:7 admin\\.tls\\.cert: .*no PEM certificate found`)),
+      expect.stringMatching(
+        new RegExp(`^${file}:10 admin\\.auth\\.token: admin token: shorter than 16 characters`),
+      ),
+    ]);
+  });
+});

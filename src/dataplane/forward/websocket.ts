@@ -185,7 +185,20 @@ function recordUpgrade(
   const ms = performance.now() - rec.startedAt;
   metrics.recordWebSocketUpgrade(rec.route, outcome);
   metrics.recordRequest(pipeline.listener.name, rec.route, 'GET', status, ms / 1000, undefined);
-  if (code) metrics.recordLocalResponse(rec.route, code);
+  if (code) {
+    metrics.recordLocalResponse(rec.route, code);
+    // A handshake has no span of its own here: no trace id to show.
+    pipeline.telemetry.decisions.record(
+      pipeline.listener.name,
+      rec.route,
+      rec.upstream,
+      status,
+      code,
+      '',
+      false,
+      rec.requestId,
+    );
+  }
   metrics.recordBytes(rec.route, 0, rec.responseBytes);
   if (accessLog.enabled)
     accessLog.log(

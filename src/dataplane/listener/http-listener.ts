@@ -61,7 +61,7 @@ export function countRefusal(
   remoteAddress: string | undefined,
   answer?: (problem: RawProblem) => number,
 ): void {
-  const { metrics, accessLog, tracing } = host.telemetry;
+  const { metrics, accessLog, tracing, decisions } = host.telemetry;
   const clientAddress = plainAddress(remoteAddress);
   const span = tracing.startServerSpan(UNKNOWN_METHOD, NO_HEADERS, {
     'http.request.method': UNKNOWN_METHOD,
@@ -74,6 +74,7 @@ export function countRefusal(
   metrics.recordRequest(listener, undefined, 'OTHER', status, 0, sampled ? traceId : undefined);
   metrics.recordBytes(undefined, 0, bytes);
   metrics.recordLocalResponse(undefined, code);
+  decisions.record(listener, undefined, undefined, status, code, traceId, sampled, requestId);
   endServerSpan(span, answer === undefined ? undefined : status, code);
   if (accessLog.enabled)
     accessLog.log(

@@ -44,6 +44,8 @@ export interface CircuitDescription {
   /** Milliseconds until the open circuit admits a probe; 0 unless open. */
   retryAfterMs: number;
   probesInFlight: number;
+  /** The latest transition and why; null before the first. */
+  lastTransition: { from: CircuitStateName; to: CircuitStateName; reason: string; at: string } | null;
 }
 
 /**
@@ -84,6 +86,8 @@ export class CircuitBreaker {
   #probesGranted = 0;
   #probeSuccesses = 0;
   #lastProbeAt = 0;
+  /** The latest transition, for the admin view (wall-clock time). */
+  #last: { from: CircuitStateName; to: CircuitStateName; reason: string; at: number } | undefined;
 
   constructor(cfg: CircuitBreakerConfig, opts: CircuitBreakerOptions) {
     this.#cfg = cfg;
@@ -215,6 +219,8 @@ export class CircuitBreaker {
       trips: this.#trips,
       retryAfterMs: state === OPEN ? Math.max(0, this.#openUntil - now) : 0,
       probesInFlight: this.#probesGranted - this.#probeSuccesses,
+      lastTransition:
+        this.#last === undefined ? null : { ...this.#last, at: new Date(this.#last.at).toISOString() },
     };
   }
 
@@ -230,7 +236,12 @@ export class CircuitBreaker {
     this.#consecutive = 0;
     this.#probesGranted = 0;
     this.#probeSuccesses = 0;
-    this.#onTransition({ from: CIRCUIT_STATES[from], to: 'open', reason, openForMs });
+    this.#transition({ from: CIRCUIT_STATES[from], to: 'open', reason, openForMs });
+  }
+
+  #transition(t: CircuitTransition): void {
+    this.#last = { from: t.from, to: t.to, reason: t.reason, at: Date.now() };
+    this.#onTransition(t);
   }
 
   #toHalfOpen(): void {
@@ -238,7 +249,7 @@ export class CircuitBreaker {
     this.#generation++;
     this.#probesGranted = 0;
     this.#probeSuccesses = 0;
-    this.#onTransition({ from: 'open', to: 'half_open', reason: 'open duration elapsed' });
+    this.#transition({ from: 'open', to: 'half_open', reason: 'open duration elapsed' });
   }
 
   #close(now: number): void {
@@ -248,7 +259,7 @@ export class CircuitBreaker {
     this.#consecutive = 0;
     this.#requests.reset(now);
     this.#failures.reset(now);
-    this.#onTransition({
+    this.#transition({
       from: 'half_open',
       to: 'closed',
       reason: `${this.#probeSuccesses} half-open probe(s) succeeded`,

@@ -52,7 +52,7 @@ describe('loadConfigApart', () => {
 
   it('fingerprints differ when a dynamic part differs, not when only a static one does', async () => {
     const base = await loadConfigFile('config/examples/full.yaml', {});
-    const moved = { ...base, admin: { address: '127.0.0.1:1' } };
+    const moved = { ...base, admin: { ...base.admin, address: '127.0.0.1:1' } };
     expect(fingerprintOf(moved)).toBe(fingerprintOf(base));
     const routes = dynamicPart(base).routes.map((r, i) => (i === 0 ? { ...r, priority: r.priority + 1 } : r));
     expect(fingerprintOf({ ...base, routes })).not.toBe(fingerprintOf(base));
