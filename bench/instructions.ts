@@ -13,7 +13,7 @@
  * run). Kernel time is not counted. The dumps are kept in bench/results/ (kcachegrind,
  * callgrind_annotate).
  *
- *   node bench/instructions.ts [passthrough|lean|observed|bare-undici|bare-undici-default|express-hpm …]
+ *   node bench/instructions.ts [passthrough|lean|observed|ratelimit|bare-undici|bare-undici-default|express-hpm …]
  *   (default: passthrough bare-undici bare-undici-default)
  *   BENCH_CG_WARMUP (40000): uninstrumented warmup requests
  *   BENCH_CG_REQUESTS (5000): requests in the counted window
@@ -54,6 +54,7 @@ const WHICH = [
   'passthrough',
   'lean',
   'observed',
+  'ratelimit',
   'bare-undici',
   'bare-undici-default',
   'express-hpm',

@@ -20,6 +20,7 @@ export const ERROR_CODES = {
   INVALID_TOKEN: { status: 401, title: 'Invalid access token' },
   INVALID_CREDENTIAL: { status: 401, title: 'Credential not accepted' },
   INSUFFICIENT_SCOPE: { status: 403, title: 'Insufficient scope' },
+  RATE_LIMIT_KEY_MISSING: { status: 403, title: 'Request lacks what its rate limit is keyed on' },
   FORBIDDEN: { status: 403, title: 'Forbidden' },
   MTLS_REQUIRED: { status: 403, title: 'Client certificate required' },
   IDENTITY_DENIED: { status: 403, title: 'Client identity not allowed' },
@@ -29,6 +30,7 @@ export const ERROR_CODES = {
   REQUEST_TIMEOUT: { status: 408, title: 'Request timed out' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'Request body too large' },
   REGISTRY_RATE_LIMITED: { status: 429, title: 'Too many registration requests' },
+  RATE_LIMITED: { status: 429, title: 'Rate limit exceeded' },
   HEADERS_TOO_LARGE: { status: 431, title: 'Request header fields too large' },
   CLIENT_CLOSED: { status: 499, title: 'Client closed the request' },
   INTERNAL: { status: 500, title: 'Internal gateway error' },
@@ -45,6 +47,7 @@ export const ERROR_CODES = {
   UPSTREAM_OVERLOADED: { status: 503, title: 'Upstream concurrency limit reached' },
   SHUTTING_DOWN: { status: 503, title: 'Gateway is shutting down' },
   REGISTRY_UNAVAILABLE: { status: 503, title: 'Registry store unavailable' },
+  RATE_LIMIT_UNAVAILABLE: { status: 503, title: 'Rate limit store unavailable' },
   UPSTREAM_CONNECT_TIMEOUT: { status: 504, title: 'Upstream connect timed out' },
   UPSTREAM_TIMEOUT: { status: 504, title: 'Upstream response timed out' },
   UPSTREAM_BODY_TIMEOUT: { status: 504, title: 'Upstream body idle timeout' },
@@ -57,17 +60,24 @@ export class GatewayError extends Error {
   readonly status: number;
   /** Extra response headers for the problem response (e.g. `www-authenticate`), set by the gateway only. */
   readonly headers: Readonly<Record<string, string>> | undefined;
+  /** Extension members of the problem body (RFC 9457 §3.2), set by the gateway only. */
+  readonly members: Readonly<Record<string, string | readonly string[]>> | undefined;
 
   constructor(
     code: ErrorCode,
     detail?: string,
-    options?: { cause?: unknown; headers?: Readonly<Record<string, string>> },
+    options?: {
+      cause?: unknown;
+      headers?: Readonly<Record<string, string>>;
+      members?: Readonly<Record<string, string | readonly string[]>>;
+    },
   ) {
     super(detail ?? ERROR_CODES[code].title, options);
     this.name = 'GatewayError';
     this.code = code;
     this.status = ERROR_CODES[code].status;
     this.headers = options?.headers;
+    this.members = options?.members;
   }
 }
 
@@ -84,6 +94,8 @@ export interface Problem {
   instance?: string;
   traceId?: string;
   requestId?: string;
+  /** Extension members (GatewayError.members). */
+  [member: string]: unknown;
 }
 
 /**
@@ -99,6 +111,9 @@ export function toProblem(err: GatewayError, ids: { traceId?: string; requestId?
     code: err.code,
   };
   if (err.message && err.message !== spec.title) problem.detail = err.message;
+  if (err.members !== undefined) {
+    for (const name in err.members) if (!Object.hasOwn(problem, name)) problem[name] = err.members[name];
+  }
   if (ids.traceId) problem.traceId = ids.traceId;
   if (ids.requestId) problem.requestId = ids.requestId;
   return problem;

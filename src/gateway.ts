@@ -86,6 +86,7 @@ export class Gateway implements DataplaneHost {
       recentDecisions: config.admin.recentDecisions,
     });
     const { logger, metrics } = this.telemetry;
+    // Before the config store: the first snapshot's Redis-backed policies count through it.
     this.redis = config.redis
       ? new RedisConnection(config.redis, {
           logger: logger.child({ component: 'redis' }),
@@ -104,6 +105,7 @@ export class Gateway implements DataplaneHost {
         logger,
         metrics,
         env: opts.env,
+        redis: this.redis,
         providers: {
           dns: opts.providers?.dns ?? createDnsProviderFactory(),
           registry:
@@ -193,6 +195,7 @@ export class Gateway implements DataplaneHost {
       auth: adminAuthMode(adminConfig.auth, adminConfig.tls?.clientAuth),
       guard: this.#adminGuard,
       upstreamCertificates: () => this.store.upstreamTls.statuses(),
+      redis: this.redis ? () => this.redis!.health() : undefined,
     });
     const admin = new SideListener(
       ADMIN_LISTENER,

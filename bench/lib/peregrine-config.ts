@@ -9,11 +9,22 @@
  * - jwt: passthrough whose route requires a JWT (ES256, inline JWKS, issuer and audience checked).
  * - https: passthrough on a TLS listener.
  * - observed: access log on, OTLP trace export at 10%.
+ * - ratelimit: passthrough whose route has a rate limit policy (memory counters, keyed by client
+ *   address) whose limit the bench never reaches: the price of counting, not of refusing.
+ * - ratelimit-redis: the same with the counters in a local Redis (`redisUrl`).
  */
 import { stringify } from 'yaml';
 import type { ConfigInput } from '../../src/config/schema.ts';
 
-export const PEREGRINE_PROFILES = ['passthrough', 'lean', 'jwt', 'https', 'observed'] as const;
+export const PEREGRINE_PROFILES = [
+  'passthrough',
+  'lean',
+  'jwt',
+  'https',
+  'observed',
+  'ratelimit',
+  'ratelimit-redis',
+] as const;
 export type PeregrineProfile = (typeof PEREGRINE_PROFILES)[number];
 
 export interface BenchJwtProvider {
@@ -34,7 +45,12 @@ export interface PeregrineConfigOptions {
   jwt?: BenchJwtProvider;
   /** PEM files of the listener's certificate and key (https only). */
   tls?: { certFile: string; keyFile: string };
+  /** The Redis the counters live in (ratelimit-redis only). */
+  redisUrl?: string;
 }
+
+/** Far above what the bench drives in a second: every request is counted, none refused. */
+const UNREACHED_LIMIT = 1_000_000_000;
 
 /** Resilience layer off: what `lean` sets on the upstream (the other profiles keep the defaults). */
 export const RESILIENCE_OFF = {
@@ -49,6 +65,9 @@ export function peregrineConfig(o: PeregrineConfigOptions): ConfigInput {
   if (observed && !o.otlpEndpoint) throw new Error('observed profile needs otlpEndpoint');
   if (o.profile === 'jwt' && !o.jwt) throw new Error('jwt profile needs jwt');
   if (o.profile === 'https' && !o.tls) throw new Error('https profile needs tls');
+  if (o.profile === 'ratelimit-redis' && !o.redisUrl)
+    throw new Error('ratelimit-redis profile needs redisUrl');
+  const rateLimited = o.profile === 'ratelimit' || o.profile === 'ratelimit-redis';
   const listener: NonNullable<ConfigInput['listeners']>[number] = {
     name: 'bench',
     address: `127.0.0.1:${o.listenPort}`,
@@ -82,9 +101,20 @@ export function peregrineConfig(o: PeregrineConfigOptions): ConfigInput {
         match: { path: '/' },
         upstream: 'bench',
         ...(o.profile === 'jwt' ? { auth: { mode: 'required' as const, providers: ['bench'] } } : {}),
+        ...(rateLimited ? { policies: ['bench'] } : {}),
       },
     ],
   };
+  if (rateLimited) {
+    config.policies = {
+      bench: {
+        kind: 'rate_limit',
+        limits: [{ points: UNREACHED_LIMIT, duration: '1s' }],
+        ...(o.profile === 'ratelimit-redis' ? { store: { type: 'redis', replicas: 1 } } : {}),
+      },
+    } as ConfigInput['policies'];
+  }
+  if (o.profile === 'ratelimit-redis') config.redis = { url: o.redisUrl, keyPrefix: 'peregrine-bench:' };
   if (o.profile === 'jwt' && o.jwt) {
     config.auth = {
       providers: {

@@ -201,6 +201,13 @@ export function checks(summaries: readonly Summary[]): Check[] {
       ratio('peregrine-jwt', 'peregrine-passthrough'),
       0.85,
     ),
+    atLeast(
+      'peregrine-ratelimit',
+      'vs passthrough',
+      'rate limit (memory, not limiting) / passthrough (req/s)',
+      ratio('peregrine-ratelimit', 'peregrine-passthrough'),
+      0.95,
+    ),
     rssAtMost(
       'peregrine-passthrough',
       'Peregrine passthrough max RSS under load',
@@ -224,6 +231,14 @@ export function checks(summaries: readonly Summary[]): Check[] {
     info('CPU per request: passthrough / lean', cpuRatio('peregrine-passthrough', 'peregrine-lean')),
     info('CPU per request: jwt / passthrough', cpuRatio('peregrine-jwt', 'peregrine-passthrough')),
     info('CPU per request: https / passthrough', cpuRatio('peregrine-https', 'peregrine-passthrough')),
+    info(
+      'rate limit on Redis / passthrough (req/s)',
+      ratio('peregrine-ratelimit-redis', 'peregrine-passthrough'),
+    ),
+    info(
+      'CPU per request: rate limit on Redis / in memory',
+      cpuRatio('peregrine-ratelimit-redis', 'peregrine-ratelimit'),
+    ),
   ];
 }
 

@@ -11,6 +11,7 @@ import { peregrineArgv, peregrineEnv } from './launcher.ts';
 import { type PeregrineProfile, peregrineConfigYaml } from './peregrine-config.ts';
 import type { PinPlan } from './pin.ts';
 import { freePort, type GetOptions, httpGet, type Managed, spawnManaged, waitForHttp } from './proc.ts';
+import { redisServerPath, startBenchRedis } from './redis.ts';
 
 export type TargetId =
   | 'direct'
@@ -21,7 +22,9 @@ export type TargetId =
   | 'peregrine-lean'
   | 'peregrine-jwt'
   | 'peregrine-https'
-  | 'peregrine-observed';
+  | 'peregrine-observed'
+  | 'peregrine-ratelimit'
+  | 'peregrine-ratelimit-redis';
 
 export interface BenchContext {
   /** The Node binary for every Node process (the one running the bench: Node 24). */
@@ -147,6 +150,10 @@ const PEREGRINE_LABELS: Record<PeregrineProfile, string> = {
   jwt: 'Peregrine JWT: passthrough, route requires an ES256 JWT (inline JWKS, issuer and audience checked; one token reused)',
   https: 'Peregrine HTTPS: passthrough on a TLS listener (self-signed P-256 cert, HTTP/1.1 keep-alive)',
   observed: 'Peregrine observed (access log, OTLP traces at 10%, metrics on)',
+  ratelimit:
+    'Peregrine rate limit: passthrough, route with a rate limit policy (memory counters, by client address) the load never reaches',
+  'ratelimit-redis':
+    'Peregrine rate limit on Redis: the same policy with its counters in a local redis-server (one key, INCRBY per request)',
 };
 
 function peregrine(profile: PeregrineProfile): Target {
@@ -157,12 +164,15 @@ function peregrine(profile: PeregrineProfile): Target {
     skipReason:
       profile === 'https'
         ? (ctx) => ('error' in ctx.tls ? `skipped: no certificate (${ctx.tls.error})` : undefined)
-        : undefined,
+        : profile === 'ratelimit-redis'
+          ? () => (redisServerPath() === undefined ? 'skipped: no redis-server' : undefined)
+          : undefined,
     async start(ctx) {
       const n = ++seq;
       const [listenPort, adminPort] = [await freePort(), await freePort()];
       const configFile = join(ctx.tmpDir, `peregrine-${profile}-${n}.yaml`);
       const tls = profile === 'https' && !('error' in ctx.tls) ? ctx.tls : undefined;
+      const redis = profile === 'ratelimit-redis' ? await startBenchRedis(`redis-${n}`) : undefined;
       writeFileSync(
         configFile,
         peregrineConfigYaml({
@@ -173,6 +183,7 @@ function peregrine(profile: PeregrineProfile): Target {
           otlpEndpoint: ctx.otlp.endpoint,
           jwt: profile === 'jwt' ? ctx.jwt : undefined,
           tls: tls ? { certFile: tls.certFile, keyFile: tls.keyFile } : undefined,
+          redisUrl: redis?.url,
         }),
       );
       // stdout (access log and info lines) goes to a file, as it would in production.
@@ -204,6 +215,7 @@ function peregrine(profile: PeregrineProfile): Target {
         if (headers) await refusesWithoutToken(url, proc.name);
       } catch (err) {
         await proc.stop(5000);
+        await redis?.proc.stop(2000);
         throw new Error(`${(err as Error).message}\nlog:\n${readFileSync(logFile, 'utf8').slice(-4000)}`);
       }
       return {
@@ -212,7 +224,10 @@ function peregrine(profile: PeregrineProfile): Target {
         headers,
         ca,
         // SIGTERM: drain (1 s), flush spans, exit.
-        stop: async () => void (await proc.stop(8000)),
+        stop: async () => {
+          await proc.stop(8000);
+          await redis?.proc.stop(2000);
+        },
         async after() {
           const log = readFileSync(logFile);
           let accessLines = 0;
@@ -333,4 +348,6 @@ export const TARGETS: readonly Target[] = [
   peregrine('jwt'),
   peregrine('https'),
   peregrine('observed'),
+  peregrine('ratelimit'),
+  peregrine('ratelimit-redis'),
 ];

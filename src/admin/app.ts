@@ -7,6 +7,8 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import { formatIssue } from '../config/loader.ts';
 import { redact } from '../config/redact.ts';
 import type { ConfigStore } from '../control/config-store.ts';
+import { describeRateLimits } from '../dataplane/filters/rate-limit/describe.ts';
+import type { RedisHealth } from '../stores/redis.ts';
 import { type GatewayMetrics, metricsContentType, writeMetrics } from '../telemetry/metrics.ts';
 import type { RecentDecisions } from '../telemetry/recent-decisions.ts';
 import type { ListenerCertificateStatus } from '../tls/listener-certificates.ts';
@@ -49,6 +51,8 @@ export interface AdminSource {
   registryInstances?(service: string | undefined, limit: number): { total: number; instances: unknown[] };
   /** The registry store's health, for readiness details (absent without a registry). */
   registryStore?(): unknown;
+  /** The shared Redis connection's health (absent without a `redis` section). */
+  redis?(): RedisHealth;
   /** The last responses the gateway made itself (absent: an empty list). */
   readonly decisions?: RecentDecisions;
   /** `telemetry.tracing.uiUrl`: a trace's page in a trace backend, `{traceId}` to fill in. */
@@ -150,7 +154,18 @@ export function createAdminApp(src: AdminSource): Express {
         upstream: r.upstream,
         rewrite: r.config.rewrite ?? null,
         preserveHost: r.preserveHost,
+        // The policy chain in the order it runs: name and kind of each.
+        policies: snapshot.plans.get(r.name)?.policies ?? [],
       })),
+    });
+  });
+
+  app.get('/v1/ratelimits', function rateLimits(_req: Request, res: Response) {
+    const snapshot = src.store.current;
+    sendView(res, {
+      version: snapshot.version,
+      redis: src.redis?.() ?? null,
+      policies: describeRateLimits(snapshot),
     });
   });
 

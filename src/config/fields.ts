@@ -37,6 +37,11 @@ export const size = (fallback: string) =>
     })
     .meta({ description: `Byte size such as 16KiB or 10MB (default ${fallback})` });
 
+/** A plain object (not null, not an array): what cross-checks of unvalidated input look for. */
+export function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
 /** host:port; host may be an IPv4 address, a name, or a bracketed IPv6 address. */
 export const address = z
   .string()

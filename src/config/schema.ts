@@ -7,7 +7,8 @@
 import { z } from 'zod';
 import { AdminSchema } from '../admin/schema.ts';
 import { RouteIdentitySchema } from '../dataplane/filters/identity/schema.ts';
-import { AuthSchema, checkRouteAuth, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
+import { AuthSchema, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts';
+import { checkPolicies, PolicySchema } from '../dataplane/filters/policy-schema.ts';
 import { Http2Schema } from '../dataplane/listener/http2-schema.ts';
 import { compileRoutePath } from '../dataplane/routing/route-path.ts';
 import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
@@ -16,19 +17,8 @@ import { checkRegistry, RegistrySchema } from '../registry/schema.ts';
 import { RedisSchema } from '../stores/schema.ts';
 import { LATENCY_BUCKETS } from '../telemetry/latency-buckets.ts';
 import { checkUpstreamTransport, TlsSchema, UPSTREAM_PROTOCOLS, UpstreamTlsSchema } from '../tls/schema.ts';
-import { address, cidr, duration, name, size } from './fields.ts';
-
-const HTTP_METHODS = [
-  'GET',
-  'HEAD',
-  'POST',
-  'PUT',
-  'DELETE',
-  'PATCH',
-  'OPTIONS',
-  'TRACE',
-  'CONNECT',
-] as const;
+import { address, cidr, duration, isRecord, name, size } from './fields.ts';
+import { HTTP_METHODS } from './http-methods.ts';
 
 export const ListenerSchema = z.strictObject({
   name,
@@ -148,6 +138,11 @@ const UpstreamFields = z.strictObject({
     .prefault({}),
   /** balancer, retries, circuitBreaker, outlierDetection, bulkhead, healthCheck. */
   ...upstreamPolicyShape,
+  /**
+   * Named policies (top-level `policies`) asked at admission, in order, for every request and
+   * WebSocket handshake to this upstream from any route: rate ceilings (`rate_limit`).
+   */
+  policies: z.array(name).optional(),
   /** TLS toward `https://` endpoints: trust, client certificate, server name, expected identity. */
   tls: UpstreamTlsSchema.optional(),
   /** What the connections speak (ALPN over TLS): http1, h2 or auto. */
@@ -213,10 +208,12 @@ export const RouteSchema = z.strictObject({
       maxBodySize: size('0'),
     })
     .optional(),
-  /** JWT authentication for this route (docs/security.md). Absent: none. */
+  /** JWT authentication for this route (docs/security.md). Absent: none. A `jwt` policy inline. */
   auth: RouteAuthSchema.optional(),
   /** Verified mTLS client identities allowed on this route (docs/security.md). Absent: any client. */
   identity: RouteIdentitySchema.optional(),
+  /** Named policies (top-level `policies`) run in this order, after the inline `identity` and `auth`. */
+  policies: z.array(name).optional(),
   metrics: z
     .strictObject({
       /** A latency histogram of its own; default `telemetry.metrics.routeHistograms`. */
@@ -239,6 +236,8 @@ export const ConfigSchema = z
     routes: z.array(RouteSchema).default([]),
     /** Token issuers (dynamic: reloaded with routes). */
     auth: AuthSchema.prefault({}),
+    /** Named route policies, `{ kind, ...settings }`, that routes list in `policies` (dynamic). */
+    policies: z.record(name, PolicySchema).default({}),
   })
   // `when`: run even if other parts of the config failed, so one pass reports every problem
   // (zod skips refinements after an aborting issue by default). Some issues (e.g. a non-integer)
@@ -247,12 +246,8 @@ export const ConfigSchema = z
     (cfg, ctx) => {
       for (const issue of crossCheck(cfg)) ctx.addIssue({ code: 'custom', ...issue });
     },
-    { when: (payload) => isObject(payload.value) },
+    { when: (payload) => isRecord(payload.value) },
   );
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 export interface CrossCheckIssue {
   path: (string | number)[];
@@ -261,29 +256,26 @@ export interface CrossCheckIssue {
 
 /**
  * Checks that span sections: unique listener and route names, every route's upstream exists,
- * every route's auth providers exist.
+ * every route's policies exist and pass their kind's checks (e.g. a JWT policy's providers exist).
  * Reads defensively, so it may run on unvalidated input too.
  */
 export function crossCheck(cfg: unknown): CrossCheckIssue[] {
-  if (!isObject(cfg)) return [];
+  if (!isRecord(cfg)) return [];
   const issues: CrossCheckIssue[] = [];
   const listeners = Array.isArray(cfg.listeners) ? cfg.listeners : [];
   const seenListeners = new Set<string>();
   listeners.forEach((l: unknown, i) => {
-    if (!isObject(l) || typeof l.name !== 'string') return;
+    if (!isRecord(l) || typeof l.name !== 'string') return;
     if (seenListeners.has(l.name))
       issues.push({ path: ['listeners', i, 'name'], message: `duplicate listener ${l.name}` });
     seenListeners.add(l.name);
   });
   const routes = Array.isArray(cfg.routes) ? cfg.routes : [];
   // `upstreams` absent means none; of the wrong type, references cannot be judged (no cascade).
-  const upstreams = cfg.upstreams === undefined ? {} : isObject(cfg.upstreams) ? cfg.upstreams : undefined;
-  // The same for `auth.providers`.
-  const auth = cfg.auth ?? {};
-  const authProviders = !isObject(auth) ? undefined : (auth.providers ?? {});
+  const upstreams = cfg.upstreams === undefined ? {} : isRecord(cfg.upstreams) ? cfg.upstreams : undefined;
   const seenRoutes = new Set<string>();
   routes.forEach((r: unknown, i) => {
-    if (!isObject(r)) return;
+    if (!isRecord(r)) return;
     if (typeof r.name === 'string') {
       if (seenRoutes.has(r.name))
         issues.push({ path: ['routes', i, 'name'], message: `duplicate route ${r.name}` });
@@ -294,8 +286,8 @@ export function crossCheck(cfg: unknown): CrossCheckIssue[] {
         path: ['routes', i, 'upstream'],
         message: `unknown upstream ${JSON.stringify(r.upstream)}`,
       });
-    checkRouteAuth(r.auth, isObject(authProviders) ? authProviders : undefined, ['routes', i], issues);
   });
+  checkPolicies(cfg, issues);
   checkRegistry(cfg, issues);
   return issues;
 }
@@ -319,9 +311,10 @@ export interface DynamicConfig {
   upstreams: Config['upstreams'];
   routes: Config['routes'];
   auth: Config['auth'];
+  policies: Config['policies'];
 }
 
 /** The dynamic part of a config. */
 export function dynamicPart(cfg: Config): DynamicConfig {
-  return { upstreams: cfg.upstreams, routes: cfg.routes, auth: cfg.auth };
+  return { upstreams: cfg.upstreams, routes: cfg.routes, auth: cfg.auth, policies: cfg.policies };
 }

@@ -12,6 +12,7 @@ import { type Config, dynamicPart } from '../config/schema.ts';
 import { Discovery } from '../discovery/discovery.ts';
 import { createDnsProviderFactory } from '../discovery/dns-provider.ts';
 import type { ProviderFactories } from '../discovery/provider.ts';
+import type { RedisConnection } from '../stores/redis.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
 import { UpstreamTlsSet } from '../tls/upstream-tls.ts';
 import { type CompileResult, compileSnapshot, compileSnapshotInSlices, type Snapshot } from './snapshot.ts';
@@ -50,6 +51,7 @@ export class ConfigStore {
   #queued: Promise<ReloadResult> | undefined;
   readonly #logger: Logger;
   readonly #metrics: GatewayMetrics;
+  readonly #redis: RedisConnection | undefined;
   readonly #env: NodeJS.ProcessEnv;
   /** configFingerprint of the dynamic part serving now. */
   #fingerprint: string;
@@ -67,6 +69,8 @@ export class ConfigStore {
       env?: NodeJS.ProcessEnv;
       /** How discovered upstreams get their providers (default: DNS through the system resolver). */
       providers?: ProviderFactories | undefined;
+      /** The shared Redis connection, for policies that count in Redis. */
+      redis?: RedisConnection | undefined;
     },
   ) {
     this.file = opts.file;
@@ -74,6 +78,7 @@ export class ConfigStore {
     this.#effective = config;
     this.#logger = opts.logger;
     this.#metrics = opts.metrics;
+    this.#redis = opts.redis;
     this.#env = opts.env ?? process.env;
     this.#fingerprint = fingerprintOf(config);
     this.upstreamTls = new UpstreamTlsSet({ logger: opts.logger, metrics: opts.metrics });
@@ -81,6 +86,7 @@ export class ConfigStore {
       metrics: opts.metrics,
       logger: opts.logger,
       tls: this.upstreamTls,
+      redis: opts.redis,
     }).snapshot;
     void this.#current.auth.start();
     this.#configureRouteMetrics();
@@ -175,7 +181,7 @@ export class ConfigStore {
           dynamic,
           this.#version + 1,
           this.#current,
-          { metrics: this.#metrics, logger: this.#logger, tls: this.upstreamTls },
+          { metrics: this.#metrics, logger: this.#logger, tls: this.upstreamTls, redis: this.#redis },
           COMPILE_SLICE_MS,
         );
       } catch (err) {
@@ -243,6 +249,7 @@ export class ConfigStore {
   async close(): Promise<void> {
     await this.#settleReload();
     this.#current.auth.close();
+    this.#current.policyState.close();
     await this.discovery.close();
     await Promise.all([...this.#current.clusters.values()].map((c) => c.close()));
   }
@@ -250,6 +257,7 @@ export class ConfigStore {
   async destroy(): Promise<void> {
     await this.#settleReload();
     this.#current.auth.close();
+    this.#current.policyState.close();
     await this.discovery.close();
     await Promise.all([...this.#current.clusters.values()].map((c) => c.destroy()));
   }

@@ -1,24 +1,18 @@
 import type { Logger } from 'pino';
 import type { DynamicConfig } from '../config/schema.ts';
-import type { RequestFilter } from '../dataplane/filters/filter.ts';
-import { createIdentityFilter } from '../dataplane/filters/identity/identity-filter.ts';
-import { createJwtFilter } from '../dataplane/filters/jwt/jwt-filter.ts';
+import type { CarriedState } from '../dataplane/filters/carried-state.ts';
+import { compilePlanSteps, type RoutePlan } from '../dataplane/filters/chain.ts';
+import type { PolicyState } from '../dataplane/filters/filter.ts';
 import { type AuthProviders, createAuthProviders } from '../dataplane/filters/jwt/providers.ts';
+import { POLICY_KINDS } from '../dataplane/filters/kinds.ts';
 import { type RouteTable, routeTableSteps } from '../dataplane/routing/route-table.ts';
 import { Cluster, upstreamFingerprint } from '../dataplane/upstream/cluster.ts';
 import { runInSlices, runNow, type Steps } from '../slices.ts';
+import type { RedisConnection } from '../stores/redis.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
 import type { UpstreamTlsSet } from '../tls/upstream-tls.ts';
 
-/** What a route runs between matching and forwarding, compiled once per snapshot. */
-export interface RoutePlan {
-  /** In order: identity (mTLS allow-list), then JWT. Null when the route has none. */
-  readonly filters: readonly RequestFilter[] | null;
-  /** Client headers the route's filters own (set from claims, or Authorization to strip). */
-  readonly stripHeaders: ReadonlySet<string> | null;
-}
-
-const EMPTY_PLAN: RoutePlan = Object.freeze({ filters: null, stripHeaders: null });
+export type { RoutePlan } from '../dataplane/filters/chain.ts';
 
 /**
  * Everything a request needs from the dynamic configuration, compiled once and never mutated.
@@ -30,9 +24,12 @@ export interface Snapshot {
   readonly createdAt: Date;
   readonly config: DynamicConfig;
   readonly routes: RouteTable;
+  /** Each route's policy chain (dataplane/filters/chain.ts). */
   readonly plans: ReadonlyMap<string, RoutePlan>;
   readonly clusters: ReadonlyMap<string, Cluster>;
   readonly auth: AuthProviders;
+  /** What the route policies keep across reloads, by policy name and config fingerprint. */
+  readonly policyState: CarriedState<PolicyState>;
 }
 
 export interface SnapshotDeps {
@@ -40,6 +37,8 @@ export interface SnapshotDeps {
   readonly logger: Logger;
   /** The upstreams' TLS, shared across snapshots (endpoints hold it, not the snapshot). */
   readonly tls?: UpstreamTlsSet | undefined;
+  /** The shared Redis connection, for policies that count in Redis (absent: none may). */
+  readonly redis?: RedisConnection | undefined;
 }
 
 export interface CompileResult {
@@ -49,19 +48,23 @@ export interface CompileResult {
    * Closing one leaves open the endpoints its successor took over.
    */
   readonly retired: readonly Cluster[];
-  /** Release the previous snapshot's auth providers (shared ones are reference-counted). */
+  /**
+   * Release the previous snapshot's auth providers and policy state (what the new one took over
+   * stays open).
+   */
   retire(): void;
 }
 
 /**
  * Compile a validated dynamic config. Clusters whose policy did not change (the fingerprint leaves
  * out the endpoint source: a changed `endpoints` list is applied to the kept cluster's live set by
- * the discovery sync after the swap) and auth providers whose config did not change are carried
- * over from `previous`, so their runtime state (pools, breaker, EWMA, health, key sets) survives
- * the reload. An upstream whose policy changed gets a new Cluster, which takes over the previous
- * one's live endpoint set; endpoints whose transport settings did not change are shared, pools
- * and keep-alive connections included, and closing the retired cluster leaves them open. Throws
- * when a part cannot be built; then nothing of it is kept and `previous` is left as it was.
+ * the discovery sync after the swap), and auth providers and route policies whose config did not
+ * change, are carried over from `previous`, so their runtime state (pools, breaker, EWMA, health,
+ * key sets, rate limit counters) survives the reload. An upstream whose policy changed gets a new
+ * Cluster, which takes over the previous one's live endpoint set; endpoints whose transport
+ * settings did not change are shared, pools and keep-alive connections included, and closing the
+ * retired cluster leaves them open. Throws when a part cannot be built; then nothing of it is kept
+ * and `previous` is left as it was.
  */
 export function compileSnapshot(
   config: DynamicConfig,
@@ -101,29 +104,18 @@ function* compileSteps(
   });
   const clusters = new Map<string, Cluster>();
   const created: Cluster[] = [];
+  let policyState: CarriedState<PolicyState> | undefined;
   try {
-    const plans = new Map<string, RoutePlan>();
-    for (const route of routes.routes) {
-      const filters: RequestFilter[] = [];
-      let strip: Set<string> | null = null;
-      const identity = route.config.identity;
-      if (identity) filters.push(createIdentityFilter(route.name, identity, deps.metrics));
-      const routeAuth = route.config.auth;
-      if (routeAuth) {
-        const jwt = createJwtFilter(route.name, routeAuth, auth, deps.metrics);
-        if (jwt) {
-          filters.push(jwt);
-          if (jwt.ownedHeaders.size > 0) strip = new Set(jwt.ownedHeaders);
-        }
-      }
-      plans.set(
-        route.name,
-        filters.length === 0 && strip === null
-          ? EMPTY_PLAN
-          : Object.freeze({ filters: filters.length ? filters : null, stripHeaders: strip }),
-      );
-      yield;
-    }
+    const compiled = yield* compilePlanSteps(
+      routes.routes,
+      config.policies,
+      previous?.policyState,
+      { metrics: deps.metrics, logger: deps.logger, auth, redis: deps.redis },
+      POLICY_KINDS,
+      config.upstreams,
+    );
+    policyState = compiled.state;
+    const plans = compiled.plans;
     for (const [name, upstream] of Object.entries(config.upstreams)) {
       const old = previous?.clusters.get(name);
       const fingerprint = upstreamFingerprint(upstream);
@@ -155,15 +147,20 @@ function* compileSteps(
       plans,
       clusters,
       auth,
+      policyState,
     });
     return {
       snapshot,
       retired,
-      retire: () => previous?.auth.close(),
+      retire: () => {
+        previous?.auth.close();
+        previous?.policyState.close();
+      },
     };
   } catch (err) {
     for (const c of created) void c.abandon();
     auth.close();
+    policyState?.close();
     throw err;
   }
 }

@@ -1,8 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Span } from '@opentelemetry/api';
-import type { RoutePlan, Snapshot } from '../control/snapshot.ts';
+import type { Snapshot } from '../control/snapshot.ts';
 import type { ErrorCode } from '../errors.ts';
+import type { RoutePlan } from './filters/chain.ts';
 import type { ResponseForwarder } from './forward/forwarder.ts';
+import type { Tunnel } from './forward/websocket.ts';
 import type { Pipeline } from './pipeline.ts';
 import type { CompiledRoute } from './routing/route-table.ts';
 import type { Cluster } from './upstream/cluster.ts';
@@ -49,6 +51,16 @@ export class RequestContext {
   identity: string | undefined = undefined;
   /** Extra headers for the upstream request, set by filters, as [name, value, ...]. */
   upstreamHeaders: string[] | undefined = undefined;
+  /**
+   * Headers policies add to the response the client gets (rate limit fields), as [name, value,
+   * ...]; see addResponseHeader. Not added to an upstream's 429, which passes unchanged.
+   */
+  responseHeaders: string[] | undefined = undefined;
+  /** The client's address through trusted proxies' X-Forwarded-For, once a policy has read it. */
+  forwardedAddress: string | undefined = undefined;
+  /** The rate limit policy whose decision the access log reports, and that decision. */
+  rateLimitPolicy: string | undefined = undefined;
+  rateLimitOutcome: string | undefined = undefined;
   /** Local failure code when the gateway produced or cut the response. */
   code: ErrorCode | undefined = undefined;
   /** The in-flight upstream attempt, while one runs. */
@@ -56,7 +68,7 @@ export class RequestContext {
   totalTimer: NodeJS.Timeout | undefined = undefined;
   decisions: Decision[] | undefined = undefined;
   finished = false;
-  /** The route's compiled filters and header policy. */
+  /** The route's compiled policies, header policy and admission gate. */
   plan: RoutePlan | undefined = undefined;
   /** Admitted by the upstream's breaker/bulkhead: release once when the request ends. */
   admitted = false;
@@ -75,6 +87,8 @@ export class RequestContext {
   /** When the current attempt's response head arrived (0 before). */
   headAt = 0;
   totalExpired = false;
+  /** A WebSocket handshake: the client's socket and what the upgrade needs (undefined: a request). */
+  tunnel: Tunnel | undefined = undefined;
   /** The connection, kept for after the response detached from it. */
   socket: import('node:stream').Duplex | undefined = undefined;
   pipeline: Pipeline | undefined = undefined;
@@ -95,6 +109,26 @@ export class RequestContext {
     if (this.decisions === undefined) this.decisions = [{ stage, detail }];
     else this.decisions.push({ stage, detail });
   }
+}
+
+/**
+ * Add a header to the client's response. A name already added gets the value appended to its
+ * list (`a, b`): the fields policies add are lists, and one field line per name suits HTTP/2's
+ * compatibility API as well as HTTP/1.1.
+ */
+export function addResponseHeader(ctx: RequestContext, name: string, value: string): void {
+  const list = ctx.responseHeaders;
+  if (list === undefined) {
+    ctx.responseHeaders = [name, value];
+    return;
+  }
+  for (let i = 0; i < list.length; i += 2) {
+    if (list[i] === name) {
+      list[i + 1] = `${list[i + 1]}, ${value}`;
+      return;
+    }
+  }
+  list.push(name, value);
 }
 
 const kClosing = Symbol('peregrine.closing');

@@ -1,9 +1,13 @@
 /**
  * The request path, top to bottom:
  *
- *   accept → context (ids, server span) → normalise path → match route → pick endpoint
- *     → build upstream headers → attempt (client span, undici dispatch, streaming both ways)
+ *   accept → context (ids, server span) → normalise path → match route → route policies
+ *     → admit (upstream gate, breaker, bulkhead) → pick endpoint → build upstream headers
+ *     → attempt (client span, undici dispatch, streaming both ways)
  *     → finish (metrics, access log, span end)
+ *
+ * A WebSocket handshake takes the same stages in the same order (`upgrade`); only the attempt's
+ * forwarding differs: a 101 joins the two sockets (forward/websocket.ts).
  *
  * Everything here reads the immutable Snapshot captured when the request arrived.
  */
@@ -34,10 +38,17 @@ import {
   RequestContext,
 } from './context.ts';
 import type { RequestFilter } from './filters/filter.ts';
-import { type AttemptObserver, ResponseForwarder } from './forward/forwarder.ts';
+import { ResponseForwarder } from './forward/forwarder.ts';
 import { buildUpstreamHeaders } from './forward/headers.ts';
 import { plainAddress, type TrustCheck } from './forward/trusted-proxies.ts';
 import type { AttemptOutcome } from './forward/upstream-errors.ts';
+import {
+  acceptUpgrade,
+  holdAdmission,
+  TunnelForwarder,
+  type TunnelObserver,
+  upgradeOutcome,
+} from './forward/websocket.ts';
 import { type RawProblem, sendProblem, writeRawProblem } from './respond.ts';
 import { normalizePath } from './routing/path-normalize.ts';
 import type { Endpoint, EndpointDispatchOptions } from './upstream/endpoint.ts';
@@ -214,7 +225,7 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
   });
 }
 
-export class Pipeline implements AttemptObserver {
+export class Pipeline implements TunnelObserver {
   readonly listener: ListenerInfo;
   readonly host: DataplaneHost;
   readonly telemetry: Telemetry;
@@ -242,12 +253,47 @@ export class Pipeline implements AttemptObserver {
       }
       if (!res.shouldKeepAlive) markConnectionClosing(socket);
     }
-    const ctx = new RequestContext(req, res, this.host.currentSnapshot(), performance.now());
-    ctx.pipeline = this;
-    (res as ResponseWithContext)[kContext] = ctx;
+    const ctx = this.begin(req, res);
     ctx.socket = socket;
     socket[kPending] = (socket[kPending] ?? 0) + 1;
     if (req.httpVersionMajor === 1) socket[kLatest] = ctx;
+    if (refusal !== undefined) {
+      this.respondWithError(ctx, refusal);
+      return;
+    }
+    try {
+      this.route(ctx);
+    } catch (err) {
+      this.respondWithError(ctx, asGatewayError(err));
+    }
+  }
+
+  /**
+   * The `upgrade` listener: a WebSocket handshake, through the same stages as any request. Its
+   * socket gets a response object of its own, so a refusal, or an upstream's answer other than
+   * 101, is written like any response (and closes the connection).
+   */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const tunnel = acceptUpgrade(req, socket, head);
+    if (tunnel === undefined) return;
+    const ctx = this.begin(req, tunnel.res);
+    ctx.tunnel = tunnel;
+    try {
+      // A tunnel would outlive the drain.
+      if (this.host.draining) throw new GatewayError('SHUTTING_DOWN');
+      // The bytes after the head belong to the upgraded protocol; a handshake has no body.
+      if (hasBody(req)) throw new GatewayError('BAD_REQUEST', 'a WebSocket handshake has no body');
+      this.route(ctx);
+    } catch (err) {
+      this.respondWithError(ctx, asGatewayError(err));
+    }
+  }
+
+  /** Context, ids and the SERVER span: the first stage of every exchange. */
+  begin(req: IncomingMessage, res: ServerResponse): RequestContext {
+    const ctx = new RequestContext(req, res, this.host.currentSnapshot(), performance.now());
+    ctx.pipeline = this;
+    (res as ResponseWithContext)[kContext] = ctx;
     res.once('close', onResponseClose);
     this.host.requestStarted();
     this.telemetry.metrics.requestStarted(this.listener.name);
@@ -267,16 +313,7 @@ export class Pipeline implements AttemptObserver {
     ctx.traceId = ids.traceId;
     ctx.spanId = ids.spanId;
     ctx.sampled = ids.sampled;
-
-    if (refusal !== undefined) {
-      this.respondWithError(ctx, refusal);
-      return;
-    }
-    try {
-      this.route(ctx);
-    } catch (err) {
-      this.respondWithError(ctx, asGatewayError(err));
-    }
+    return ctx;
   }
 
   route(ctx: RequestContext): void {
@@ -305,9 +342,9 @@ export class Pipeline implements AttemptObserver {
     const cluster = ctx.snapshot.clusters.get(route.upstream);
     if (!cluster) throw new GatewayError('UPSTREAM_UNAVAILABLE', `upstream ${route.upstream} is not defined`);
     ctx.cluster = cluster;
-    const plan = ctx.snapshot.plans.get(route.name);
+    const plan = ctx.snapshot.plans.get(route.name)!;
     ctx.plan = plan;
-    const filters = plan?.filters;
+    const filters = plan.filters;
     if (filters) this.runFilters(ctx, filters, 0);
     else this.admit(ctx);
   }
@@ -340,10 +377,13 @@ export class Pipeline implements AttemptObserver {
     }
   }
 
-  /** Circuit breaker and bulkhead: may answer 503 at once, or queue the request. */
+  /**
+   * The upstream's admission: its upstream-side policies, circuit breaker and bulkhead; may answer
+   * at once (503, or the policy's refusal), or queue the request.
+   */
   admit(ctx: RequestContext): void {
     const cluster = ctx.cluster!;
-    const verdict = cluster.admit(ctx);
+    const verdict = cluster.admit(ctx, ctx.plan!.admission);
     if (verdict === undefined) {
       ctx.admitted = true;
       this.start(ctx);
@@ -475,7 +515,12 @@ export class Pipeline implements AttemptObserver {
     }
     this.telemetry.tracing.injectInto(span, headers);
 
-    const forwarder = new ResponseForwarder(ctx, endpoint, this, span, this.host);
+    // The one place requests and WebSocket handshakes part: how the upstream's answer is forwarded.
+    const tunnel = ctx.tunnel;
+    const forwarder =
+      tunnel === undefined
+        ? new ResponseForwarder(ctx, endpoint, this, span, this.host)
+        : new TunnelForwarder(ctx, endpoint, this, span, this.host);
     ctx.forwarder = forwarder;
     cluster.attemptStarted(endpoint);
     this.telemetry.metrics.upstreamStarted(cluster.name);
@@ -493,6 +538,8 @@ export class Pipeline implements AttemptObserver {
       body,
       servername: endpoint.servername,
     };
+    // undici writes `Connection: upgrade` and `Upgrade` itself, and hands over the socket on 101.
+    if (tunnel !== undefined) opts.upgrade = 'websocket';
     forwarder.startTimers(cluster.config.timeouts.response, cluster.config.timeouts.idle);
     endpoint.pool.dispatch(opts, forwarder);
   }
@@ -572,6 +619,7 @@ export class Pipeline implements AttemptObserver {
     if (error.code === 'CLIENT_CLOSED') {
       this.clearTotalTimer(ctx);
       ctx.code ??= 'CLIENT_CLOSED';
+      if (ctx.tunnel !== undefined) ctx.tunnel.failure = outcome;
       return;
     }
     if (ctx.pendingRetry) {
@@ -603,7 +651,23 @@ export class Pipeline implements AttemptObserver {
       }
     }
     this.clearTotalTimer(ctx);
+    if (ctx.tunnel !== undefined) ctx.tunnel.failure = outcome;
     this.respondWithError(ctx, error);
+  }
+
+  /**
+   * A WebSocket handshake got its 101 and the sockets are joined: the exchange is finished for
+   * the telemetry (the handshake's status and duration), but an admitted tunnel keeps its bulkhead
+   * slot until it closes (docs/decisions.md, "WebSocket upgrades").
+   */
+  tunnelOpened(ctx: RequestContext): void {
+    ctx.forwarder = undefined;
+    this.clearTotalTimer(ctx);
+    if (ctx.admitted) {
+      ctx.admitted = false;
+      holdAdmission(ctx.tunnel!, ctx.cluster!, ctx.breakerTicket);
+    }
+    this.finish(ctx);
   }
 
   scheduleRetry(ctx: RequestContext): void {
@@ -663,6 +727,9 @@ export class Pipeline implements AttemptObserver {
     }
     if (res.destroyed) return;
     res.setHeader('x-request-id', ctx.requestId);
+    const extra = ctx.responseHeaders;
+    if (extra !== undefined)
+      for (let i = 0; i < extra.length; i += 2) res.setHeader(extra[i]!, extra[i + 1]!);
     // After a framing error or a body timeout the request body may still be unread: close rather
     // than reuse.
     // (HTTP/2 has no Connection header: a stream is independent of the session.)
@@ -687,7 +754,8 @@ export class Pipeline implements AttemptObserver {
     if (ctx.finished) return;
     ctx.finished = true;
     const { res, req } = ctx;
-    const completed = responseCompleted(res);
+    const tunnel = ctx.tunnel;
+    const completed = tunnel?.open === true || responseCompleted(res);
     if (!completed) {
       // The connection closed before the response completed: the client went away, or we cut it.
       ctx.code ??= 'CLIENT_CLOSED';
@@ -726,6 +794,7 @@ export class Pipeline implements AttemptObserver {
         ctx.requestId,
       );
     }
+    if (tunnel !== undefined) metrics.recordWebSocketUpgrade(ctx.route?.name, upgradeOutcome(ctx, tunnel));
     const span = ctx.span;
     if (span) {
       span.setAttribute('url.path', ctx.path);
@@ -733,10 +802,13 @@ export class Pipeline implements AttemptObserver {
       if (ctx.decisions) span.setAttribute('peregrine.decisions', ctx.decisions.map(formatDecision));
       if (ctx.sampled) span.setAttribute('peregrine.request_id', ctx.requestId);
       if (ctx.subject !== undefined) span.setAttribute('enduser.id', ctx.subject);
-      if (ctx.plan?.filters)
+      const denials = ctx.plan?.denials;
+      if (denials)
         span.setAttribute(
-          'peregrine.auth.result',
-          ctx.code === undefined || ctx.upstreamStatus ? 'allow' : authResultOf(ctx.code),
+          'peregrine.policy.result',
+          ctx.code === undefined || ctx.upstreamStatus || !denials.has(ctx.code)
+            ? 'allow'
+            : `deny:${ctx.code}`,
         );
       endServerSpan(span, sent ? status : undefined, ctx.code);
     }
@@ -799,20 +871,6 @@ function limitBody(req: IncomingMessage, max: number): BodyLimit {
   req.on('error', (err) => limiter.destroy(err));
   req.pipe(limiter);
   return limiter;
-}
-
-const DENIALS: ReadonlySet<string> = new Set([
-  'AUTH_REQUIRED',
-  'INVALID_TOKEN',
-  'INSUFFICIENT_SCOPE',
-  'FORBIDDEN',
-  'AUTH_UNAVAILABLE',
-  'MTLS_REQUIRED',
-  'IDENTITY_DENIED',
-]);
-
-function authResultOf(code: string): string {
-  return DENIALS.has(code) ? `deny:${code}` : 'allow';
 }
 
 function formatDecision(d: { stage: string; detail: string }): string {

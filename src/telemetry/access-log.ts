@@ -44,6 +44,9 @@ export interface AccessLogRecord {
   clientIdentity?: string | undefined;
   /** Authenticated subject (JWT `sub`); never the token. */
   subject?: string | undefined;
+  /** The rate limit policy whose decision is reported (the weightiest of the request's), and that decision. */
+  rateLimitPolicy?: string | undefined;
+  rateLimitOutcome?: string | undefined;
 }
 
 export interface AccessLog {
@@ -75,6 +78,8 @@ export interface AccessExchange {
   readonly responseBytes?: number;
   readonly upstreamDurationMs?: number | undefined;
   readonly subject?: string | undefined;
+  readonly rateLimitPolicy?: string | undefined;
+  readonly rateLimitOutcome?: string | undefined;
 }
 
 /** Milliseconds to the microsecond. */
@@ -120,6 +125,8 @@ export function accessRecord(
     attempts: x.attempts,
     clientIdentity: x.identity,
     subject: x.subject,
+    rateLimitPolicy: x.rateLimitPolicy,
+    rateLimitOutcome: x.rateLimitOutcome,
   };
 }
 
@@ -217,6 +224,8 @@ export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
       line += `,"attempts":${rec.attempts}`;
       if (rec.clientIdentity !== undefined) line += `,"clientIdentity":${jsonString(rec.clientIdentity)}`;
       if (rec.subject !== undefined) line += `,"subject":${jsonString(rec.subject)}`;
+      if (rec.rateLimitPolicy !== undefined)
+        line += `,"rateLimitPolicy":${quoted(rec.rateLimitPolicy)},"rateLimitOutcome":${quoted(rec.rateLimitOutcome ?? '')}`;
       batch.add(`${line},"msg":"access"}\n`);
     },
     flush() {

@@ -246,9 +246,10 @@ const SCRAPE_SERIES = ['up', 'scrape_duration_seconds', 'scrape_samples_scraped'
 /** Every metric family the gateway's registry exports: name → type (counter, gauge, histogram, ...). */
 export async function exportedFamilies(): Promise<Map<string, string>> {
   const metrics = createMetrics({ exemplars: true, version: 'test' });
-  // Registered on first use (by a gateway with Redis, with a registry).
+  // Registered on first use (by a gateway with Redis, with a registry, with rate limits).
   void metrics.redis;
   void metrics.registryMetrics;
+  void metrics.rateLimits;
   const { body } = await renderMetrics(metrics, undefined);
   const families = new Map<string, string>();
   for (const m of body.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {

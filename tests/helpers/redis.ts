@@ -23,6 +23,12 @@ export interface TestRedis {
   stop(): Promise<void>;
   /** Start again on the same port and directory. */
   start(): Promise<void>;
+  /**
+   * Freeze the server (SIGSTOP): connections stay open and nothing is answered, like a Redis
+   * that is alive but too slow. `resume()` (SIGCONT) thaws it.
+   */
+  pause(): void;
+  resume(): void;
   /** Send a command through a fresh connection; resolves with the raw reply. */
   command(...args: string[]): Promise<string>;
   /** Stop and remove the directory. Safe to call twice. */
@@ -137,6 +143,8 @@ export async function startRedis(opts: { persistent?: boolean } = {}): Promise<T
   let closed = false;
   const stop = async (): Promise<void> => {
     if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+    // A paused server would not see the SIGTERM until thawed.
+    proc.kill('SIGCONT');
     proc.kill('SIGTERM');
     const killed = await Promise.race([exited.then(() => true), sleep(5000, false)]);
     if (!killed) {
@@ -156,6 +164,12 @@ export async function startRedis(opts: { persistent?: boolean } = {}): Promise<T
       return isRunning();
     },
     stop,
+    pause() {
+      if (isRunning()) proc!.kill('SIGSTOP');
+    },
+    resume() {
+      if (isRunning()) proc!.kill('SIGCONT');
+    },
     async start() {
       if (isRunning()) return;
       await start(false);

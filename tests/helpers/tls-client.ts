@@ -29,6 +29,11 @@ export interface HttpsResult {
   protocol: string | null;
 }
 
+/** A client trusting `ca`, presenting `cert` (with its key) when given. */
+export function clientTls(ca: string, cert?: { readonly cert: string; readonly key: string }): ClientTls {
+  return cert ? { ca, cert: cert.cert, key: cert.key } : { ca };
+}
+
 /** One HTTP/1.1 request over a new TLS connection (no agent, no session reuse). */
 export function httpsFetch(
   port: number,

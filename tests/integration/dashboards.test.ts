@@ -138,8 +138,25 @@ function gatewayConfig(s: Servers, extraRoutes: RouteInput[] = []): Partial<Conf
         outlierDetection: noEjection,
       },
     },
+    // Five requests a second per policy, for traffic of about 20 a second: limited all along.
+    policies: {
+      'rl-memory': { kind: 'rate_limit', limitBy: 'none', limits: [{ points: 5, duration: '1s' }] },
+      'rl-redis': {
+        kind: 'rate_limit',
+        limitBy: 'none',
+        limits: [{ points: 5, duration: '1s' }],
+        store: { type: 'redis', replicas: 1 },
+      },
+    },
     routes: [
       { name: 'api', match: { path: '/api' }, upstream: 'echo', rewrite: { stripPrefix: '/api' } },
+      ...['rl-memory', 'rl-redis'].map((name) => ({
+        name,
+        match: { path: `/${name}` },
+        upstream: 'echo',
+        rewrite: { stripPrefix: `/${name}` },
+        policies: [name],
+      })),
       { name: 'refused', match: { path: '/refused' }, upstream: 'refused' },
       ...['flapping', 'stingy', 'outlier', 'bulkhead', 'checked'].map((name) => ({
         name,
@@ -336,10 +353,14 @@ describe('the test traffic', () => {
     'registry changes arriving through Redis': 'peregrine_registry_propagation_seconds_count > 0',
     'registry refusals': 'peregrine_registry_denials_total{reason="no_credential"} > 0',
     'instances draining': 'max_over_time(peregrine_registry_instances{state="draining"}[1m]) > 0',
+    'requests rate limited in memory':
+      'peregrine_ratelimit_decisions_total{policy="rl-memory", outcome="limited"} > 0',
+    'requests rate limited through Redis':
+      'peregrine_ratelimit_store_duration_seconds_count{policy="rl-redis", result="ok"} > 0',
   };
 
   it(
-    'drives every resilience mechanism the resilience dashboard shows, span export and the registry',
+    'drives every resilience mechanism the resilience dashboard shows, span export, the registry and rate limits',
     () => expectSeries(driven, 'the traffic did not produce'),
     QUERY_DEADLINE_MS + 15_000,
   );
@@ -710,6 +731,8 @@ function startTraffic(g: TestGateway): Traffic {
     ...[1, 2, 3].map(() => loop(20, () => hit('/bulkhead/delay/200'))),
     // Panic mode: half of these go to the endpoint that fails its health checks.
     loop(200, () => hit('/checked/echo')),
+    // Over the rate limits' 5 a second: limited, in memory and in Redis.
+    loop(50, () => Promise.all([hit('/rl-memory/echo'), hit('/rl-redis/echo')])),
     ...registryTraffic(g, loop, stopper.signal),
   ];
   return {

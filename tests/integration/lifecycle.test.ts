@@ -2,13 +2,13 @@
  * The real CLI process, started as it ships (the `bin/peregrine.js` launcher, run through its
  * `#!` line): SIGHUP reloads, SIGTERM drains in-flight requests and exits 0.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { type GatewayProcess, startGatewayProcess } from '../helpers/gateway-process.ts';
 import { rawExchange, statusCodes } from '../helpers/raw-http.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
@@ -20,14 +20,6 @@ afterAll(async () => {
   await up?.close();
 });
 
-interface Running {
-  child: ChildProcess;
-  port: number;
-  adminPort: number;
-  logs: Record<string, unknown>[];
-  exit: Promise<number | null>;
-}
-
 function configYaml(routes: { name: string; path: string }[]): string {
   return stringify({
     listeners: [{ name: 'edge', address: '127.0.0.1:0' }],
@@ -38,49 +30,15 @@ function configYaml(routes: { name: string; path: string }[]): string {
   });
 }
 
-async function startCli(file: string): Promise<Running> {
-  // The launcher's `#!/usr/bin/env -S node …` finds Node on PATH: this Node (24) first.
-  const child = spawn('bin/peregrine.js', ['run', '--config', file], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}` },
-  });
-  const logs: Record<string, unknown>[] = [];
-  let buf = '';
-  let stderr = '';
-  child.stderr!.on('data', (c: Buffer) => {
-    stderr += c.toString();
-  });
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const ready = new Promise<{ port: number; adminPort: number }>((resolve, reject) => {
-    child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString();
-      let i = buf.indexOf('\n');
-      while (i >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        i = buf.indexOf('\n');
-        if (!line.startsWith('{')) continue;
-        const rec = JSON.parse(line) as Record<string, unknown>;
-        logs.push(rec);
-        if (rec.msg === 'peregrine ready') {
-          const listeners = rec.listeners as Record<string, string>;
-          resolve({
-            port: Number(listeners.edge!.split(':').pop()),
-            adminPort: Number(String(rec.admin).split(':').pop()),
-          });
-        }
-      }
-    });
-    void exit.then((code) => reject(new Error(`gateway exited early (${code}): ${stderr}`)));
-  });
-  const { port, adminPort } = await ready;
+async function startCli(file: string): Promise<GatewayProcess> {
+  const gw = await startGatewayProcess(file);
   // The process is Node itself (env execs it) with the launcher's V8 flags and malloc setting, so
   // signals reach it.
-  expect(readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0')).toEqual(
+  expect(readFileSync(`/proc/${gw.child.pid}/cmdline`, 'utf8').split('\0')).toEqual(
     expect.arrayContaining(['--max-semi-space-size=8', '--heap-growing-percent=30']),
   );
-  expect(readFileSync(`/proc/${child.pid}/environ`, 'utf8').split('\0')).toContain('MALLOC_ARENA_MAX=2');
-  return { child, port, adminPort, logs, exit };
+  expect(readFileSync(`/proc/${gw.child.pid}/environ`, 'utf8').split('\0')).toContain('MALLOC_ARENA_MAX=2');
+  return gw;
 }
 
 function get(port: number, path: string): Promise<{ status: number; headers: Record<string, unknown> }> {

@@ -22,6 +22,7 @@ import {
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import {
   type ClientTls,
+  clientTls,
   h2Request,
   h2Session,
   httpsFetch,
@@ -84,7 +85,7 @@ afterAll(async () => {
 });
 
 function as(cert?: IssuedCert): ClientTls {
-  return cert ? { ca: pki.ca.cert, cert: cert.cert, key: cert.key } : { ca: pki.ca.cert };
+  return clientTls(pki.ca.cert, cert);
 }
 
 interface Echo {

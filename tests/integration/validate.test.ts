@@ -187,6 +187,29 @@ describe('peregrine validate: unknown keys', () => {
   });
 });
 
+describe('peregrine validate: route policies', () => {
+  it('reports an unknown policy kind and a reference to a missing policy at their lines, exit 2', () => {
+    const { file, status, stdout, stderr } = validate(
+      [
+        'listeners: [{ name: edge, address: 127.0.0.1:8080 }]',
+        'upstreams: { u: { endpoints: [http://127.0.0.1:3001] } }',
+        'policies:',
+        '  mesh: { kind: identity, allow: [spiffe://prod/ns/payments/sa/api] }',
+        '  limits: { kind: quota }',
+        'routes:',
+        '  - { name: r, upstream: u, policies: [mesh, limit] }',
+        '',
+      ].join('\n'),
+    );
+    expect(stdout).toBe('');
+    expect(stderr).toEqual([
+      `${file}:5 policies.limits.kind: unknown policy kind "quota" (kinds: identity, jwt, rate_limit)`,
+      `${file}:7 routes.0.policies.1: unknown policy "limit"`,
+    ]);
+    expect(status).toBe(2);
+  });
+});
+
 describe('peregrine validate: the admin port', () => {
   it("checks the admin listener's certificate files and its token, at their lines", () => {
     writeFileSync(join(dir, 'short.token'), 'too-short\n');

@@ -124,6 +124,17 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     this.controller?.resume();
   }
 
+  /**
+   * End this attempt without a response to relay (a WebSocket tunnel took its connection over):
+   * its timers stop and a later abort does nothing. False when it had already ended.
+   */
+  protected settle(): boolean {
+    if (this.#done) return false;
+    this.#done = true;
+    this.#clearTimers();
+    return true;
+  }
+
   /** Abort this attempt (client went away, total timeout). Safe after completion. */
   abort(reason: Error): void {
     if (this.#done) return;
@@ -168,7 +179,9 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     // this one are already being answered).
     const close = this.lifecycle.draining && ctx.req.httpVersionMajor !== 2 && isLastPending(ctx.socket);
     if (close) markConnectionClosing(ctx.socket);
-    res.writeHead(statusCode, responseHeaderList(headers, ctx.requestId, close));
+    // An upstream's own 429 passes as it is: its Retry-After and limits are the upstream's word.
+    const extra = statusCode === 429 ? undefined : ctx.responseHeaders;
+    res.writeHead(statusCode, responseHeaderList(headers, ctx.requestId, close, extra));
     if (this.#bodyIdleMs > 0) this.#bodyTimer = setTimeout(onBodyIdle, this.#bodyIdleMs, this);
   }
 

@@ -191,13 +191,15 @@ const RESPONSE_DROP: ReadonlySet<string> = new Set(RESPONSE_HOP_BY_HOP);
  * The client response head as a flat [name, value, ...] list, built in one pass over undici's
  * header object: hop-by-hop headers and every header the upstream's Connection names are left
  * out, the upstream's X-Request-Id is replaced by the gateway's, and `connection: close` is added
- * when asked. Deleting from undici's object instead (cleanResponseHeaders) turns it into a slow
+ * when asked, and so are the gateway's own headers (`extra`, [name, value, ...]: rate limit
+ * fields). Deleting from undici's object instead (cleanResponseHeaders) turns it into a slow
  * dictionary that Node then walks; this list is what `writeHead` takes as it is.
  */
 export function responseHeaderList(
   headers: IncomingHttpHeaders,
   requestId: string,
   close: boolean,
+  extra?: readonly string[],
 ): (string | string[])[] {
   const connection = headers.connection;
   const named =
@@ -212,6 +214,7 @@ export function responseHeaderList(
     out.push(name, value);
   }
   out.push('x-request-id', requestId);
+  if (extra !== undefined) for (let i = 0; i < extra.length; i++) out.push(extra[i]!);
   if (close) out.push('connection', 'close');
   return out;
 }

@@ -1,4 +1,4 @@
-import { BlockList, isIPv6 } from 'node:net';
+import { BlockList, isIP, isIPv6 } from 'node:net';
 
 export type TrustCheck = (peerAddress: string | undefined) => boolean;
 
@@ -28,4 +28,27 @@ export function createTrustCheck(cidrs: readonly string[]): TrustCheck {
     const addr = plainAddress(peer);
     return list.check(addr, isIPv6(addr) ? 'ipv6' : 'ipv4');
   };
+}
+
+/**
+ * The client's address as the trusted forwarded chain tells it: the peer's own address, unless
+ * the peer is a trusted proxy; then X-Forwarded-For is read right to left, past every trusted
+ * proxy, and the first address not on the list is the client. An entry that is not an IP address
+ * stops the walk at the trusted hop that reported it (anything further left is the client's own
+ * claim). Only peers on the list are believed, so a client cannot choose the address it is known by.
+ */
+export function forwardedClientAddress(peer: string, xff: string | undefined, trust: TrustCheck): string {
+  if (xff === undefined || !trust(peer)) return peer;
+  let hop = peer;
+  let end = xff.length;
+  while (end > 0) {
+    const comma = xff.lastIndexOf(',', end - 1);
+    const entry = xff.slice(comma + 1, end).trim();
+    end = comma < 0 ? 0 : comma;
+    if (entry.length === 0) continue;
+    if (isIP(entry) === 0) return hop;
+    hop = plainAddress(entry);
+    if (!trust(hop)) return hop;
+  }
+  return hop;
 }

@@ -1,32 +1,37 @@
 /**
- * WebSocket upgrades, proxied end to end: the handshake goes to the upstream through the same
- * route table and header hygiene as any request; once the upstream answers 101 the two sockets are
- * joined byte for byte. Anything other than 101 is relayed to the client as a normal response.
+ * WebSocket upgrades. A handshake is a request: it takes the pipeline's stages in their order
+ * (context and SERVER span, normalise, route, policies, admission, endpoint, upstream headers,
+ * CLIENT span with trace context, finish), and only its forwarding differs. Its socket gets a
+ * response object of its own, so a refusal or an upstream's answer other than 101 is written like
+ * any response; a 101 joins the two sockets byte for byte.
  */
 
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import { STATUS_CODES } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import { ServerResponse, STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { asGatewayError, type ErrorCode, GatewayError } from '../../errors.ts';
-import { accessRecord } from '../../telemetry/access-log.ts';
+import { GatewayError } from '../../errors.ts';
 import type { WebSocketOutcome } from '../../telemetry/metrics.ts';
-import { peerIdentityOf } from '../../tls/peer-identity.ts';
-import { RequestContext } from '../context.ts';
-import type { RequestFilter } from '../filters/filter.ts';
-import { assertHostPresent, type Pipeline, requestIdOf } from '../pipeline.ts';
-import { rawProblem, writeRawProblem } from '../respond.ts';
-import { normalizePath } from '../routing/path-normalize.ts';
-import type { EndpointDispatchOptions } from '../upstream/endpoint.ts';
-import { buildUpstreamHeaders, cleanResponseHeaders } from './headers.ts';
-import { plainAddress } from './trusted-proxies.ts';
-import { classifyUpstreamError } from './upstream-errors.ts';
+import { endClientSpan } from '../../telemetry/tracing.ts';
+import type { RequestContext } from '../context.ts';
+import type { Pipeline } from '../pipeline.ts';
+import type { Cluster } from '../upstream/cluster.ts';
+import type { Endpoint } from '../upstream/endpoint.ts';
+import { type AttemptObserver, ResponseForwarder } from './forwarder.ts';
+import { cleanResponseHeaders } from './headers.ts';
+import type { AttemptOutcome } from './upstream-errors.ts';
 
 /** Node's `shouldUpgradeCallback`: only WebSocket upgrades leave the HTTP request path. */
 export function isWebSocketUpgrade(req: IncomingMessage): boolean {
   const upgrade = req.headers.upgrade;
   return typeof upgrade === 'string' && upgrade.toLowerCase() === 'websocket' && req.method === 'GET';
+}
+
+/** The `upgrade` listener of a listener's HTTP server. */
+export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  pipeline.upgrade(req, socket, head);
 }
 
 function headBlock(statusCode: number, headers: IncomingHttpHeaders): string {
@@ -40,48 +45,119 @@ function headBlock(statusCode: number, headers: IncomingHttpHeaders): string {
   return `${out}\r\n`;
 }
 
-function destroyBoth(a: Duplex, b: Duplex): void {
-  a.destroy();
-  b.destroy();
+function destroyOnError(this: Duplex): void {
+  this.destroy();
 }
 
-class UpgradeHandler implements Dispatcher.DispatchHandler {
-  readonly client: Duplex;
+/** The client side of a WebSocket handshake: its socket, and its answer while it is not a 101. */
+export class Tunnel {
+  readonly socket: Duplex;
+  /** Bytes the client sent after the handshake head: the upstream gets them once the tunnel is up. */
   readonly head: Buffer;
-  readonly onDone: (
-    outcome: WebSocketOutcome,
-    status: number,
-    code: ErrorCode | undefined,
-    responseBytes: number,
-  ) => void;
-  readonly reasonHeader: string | false;
-  readonly requestId: string;
-  #done = false;
+  /** Writes a refusal, or an upstream's answer other than 101, and then closes the connection. */
+  readonly res: ServerResponse;
+  /** The upstream answered 101 and the two sockets are joined. */
+  open = false;
+  /** How the handshake's last attempt ended when the upstream exchange failed or the client left. */
+  failure: AttemptOutcome | undefined = undefined;
+  readonly #relayDrain: () => void;
 
-  constructor(
-    client: Duplex,
-    head: Buffer,
-    onDone: (
-      outcome: WebSocketOutcome,
-      status: number,
-      code: ErrorCode | undefined,
-      responseBytes: number,
-    ) => void,
-    reasonHeader: string | false,
-    requestId: string,
-  ) {
-    this.client = client;
+  constructor(res: ServerResponse, socket: Duplex, head: Buffer) {
+    this.res = res;
+    this.socket = socket;
     this.head = head;
-    this.reasonHeader = reasonHeader;
-    this.requestId = requestId;
-    this.onDone = onDone;
+    // The HTTP server's own drain relay left with the upgrade; a relayed body needs one.
+    this.#relayDrain = () => {
+      if (res.writableNeedDrain) res.emit('drain');
+    };
+    socket.on('drain', this.#relayDrain);
   }
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    // A client that leaves during the handshake cancels it.
-    this.client.once('close', () => {
-      if (!this.#done) controller.abort(new GatewayError('CLIENT_CLOSED'));
-    });
+  /**
+   * The upstream answered 101: write its head to the client, with the gateway's own headers
+   * (`extra`, [name, value, ...]: rate limit fields), and join the sockets.
+   */
+  join(
+    upstream: Duplex,
+    statusCode: number,
+    headers: IncomingHttpHeaders,
+    requestId: string,
+    extra: readonly string[] | undefined,
+  ): void {
+    const client = this.socket;
+    this.res.detachSocket(client as Socket);
+    client.removeListener('drain', this.#relayDrain);
+    const connection = headers.connection;
+    const upgrade = headers.upgrade;
+    cleanResponseHeaders(headers);
+    headers.connection = typeof connection === 'string' ? connection : 'Upgrade';
+    headers.upgrade = typeof upgrade === 'string' ? upgrade : 'websocket';
+    headers['x-request-id'] = requestId;
+    if (extra !== undefined)
+      for (let i = 0; i < extra.length; i += 2) {
+        const name = extra[i]!;
+        const own = headers[name];
+        headers[name] = typeof own === 'string' ? `${own}, ${extra[i + 1]}` : extra[i + 1];
+      }
+    client.write(headBlock(statusCode, headers));
+    if (this.head.length > 0) upstream.write(this.head);
+    upstream.on('error', destroyOnError);
+    upstream.on('close', () => client.destroy());
+    client.on('close', () => upstream.destroy());
+    upstream.pipe(client);
+    client.pipe(upstream);
+    this.open = true;
+  }
+}
+
+function closeAfterAnswer(this: ServerResponse): void {
+  (this.socket as Socket | null)?.destroySoon();
+}
+
+/**
+ * The tunnel of an upgrade request, with a response object bound to its socket; undefined (the
+ * socket destroyed) when the connection still owes an earlier pipelined response, which the
+ * handshake's answer must not interleave with.
+ */
+export function acceptUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Tunnel | undefined {
+  // The HTTP server's socket listeners left with the upgrade; an error must not go unhandled.
+  socket.on('error', destroyOnError);
+  const res = new ServerResponse(req);
+  // Whatever is answered instead of a 101 closes the connection: the bytes after the handshake
+  // are not HTTP.
+  res.shouldKeepAlive = false;
+  try {
+    res.assignSocket(socket as Socket);
+  } catch {
+    socket.destroy();
+    return undefined;
+  }
+  res.once('finish', closeAfterAnswer);
+  return new Tunnel(res, socket, head);
+}
+
+/** What a handshake's attempt reports besides what any attempt does. */
+export interface TunnelObserver extends AttemptObserver {
+  /** The upstream answered 101 and the tunnel is up. */
+  tunnelOpened(ctx: RequestContext): void;
+}
+
+/**
+ * One attempt of a WebSocket handshake. An answer other than 101 is relayed as a response
+ * (ResponseForwarder: retry on status, timeouts, backpressure); a 101 hands the connection over.
+ */
+export class TunnelForwarder extends ResponseForwarder {
+  readonly #tunnels: TunnelObserver;
+
+  constructor(
+    ctx: RequestContext,
+    endpoint: Endpoint,
+    observer: TunnelObserver,
+    span: ResponseForwarder['span'],
+    lifecycle: { readonly draining: boolean },
+  ) {
+    super(ctx, endpoint, observer, span, lifecycle);
+    this.#tunnels = observer;
   }
 
   onRequestUpgrade(
@@ -90,243 +166,44 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     headers: IncomingHttpHeaders,
     upstream: Duplex,
   ): void {
-    this.#done = true;
-    const client = this.client;
-    if (client.destroyed) {
+    if (!this.settle()) {
       upstream.destroy();
-      this.onDone('client_abort', statusCode, 'CLIENT_CLOSED', 0);
       return;
     }
-    const connection = headers.connection;
-    const upgrade = headers.upgrade;
-    cleanResponseHeaders(headers);
-    headers.connection = typeof connection === 'string' ? connection : 'Upgrade';
-    headers.upgrade = typeof upgrade === 'string' ? upgrade : 'websocket';
-    client.write(headBlock(statusCode, headers));
-    if (this.head.length > 0) upstream.write(this.head);
-    upstream.on('error', () => destroyBoth(client, upstream));
-    client.on('error', () => destroyBoth(client, upstream));
-    upstream.on('close', () => client.destroy());
-    client.on('close', () => upstream.destroy());
-    upstream.pipe(client);
-    client.pipe(upstream);
-    this.onDone('success', statusCode, undefined, 0);
+    const { ctx } = this;
+    const tunnel = ctx.tunnel!;
+    ctx.upstreamStatus = statusCode;
+    ctx.headAt = performance.now();
+    if (tunnel.socket.destroyed) {
+      upstream.destroy();
+      if (this.span) endClientSpan(this.span, statusCode, 'CLIENT_CLOSED', 'client_abort');
+      this.observer.attemptFinished(ctx, this.endpoint, 'client_abort', statusCode);
+      this.observer.upstreamFailed(ctx, new GatewayError('CLIENT_CLOSED'), this, 'client_abort');
+      return;
+    }
+    tunnel.join(upstream, statusCode, headers, ctx.requestId, ctx.responseHeaders);
+    ctx.res.statusCode = statusCode;
+    if (this.span) endClientSpan(this.span, statusCode, undefined);
+    this.observer.attemptFinished(ctx, this.endpoint, 'success', statusCode);
+    this.#tunnels.tunnelOpened(ctx);
   }
-
-  onResponseStart(
-    _controller: Dispatcher.DispatchController,
-    statusCode: number,
-    headers: IncomingHttpHeaders,
-  ): void {
-    cleanResponseHeaders(headers);
-    headers.connection = 'close';
-    if (!this.client.destroyed) this.client.write(headBlock(statusCode, headers));
-    this.statusCode = statusCode;
-  }
-
-  statusCode = 0;
-  /** Body bytes sent to the client: a relayed refusal's, or the gateway's own problem. */
-  responseBytes = 0;
-
-  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.client.destroyed) return;
-    this.client.write(chunk);
-    this.responseBytes += chunk.length;
-  }
-
-  onResponseEnd(): void {
-    this.#done = true;
-    this.client.end();
-    this.onDone('rejected', this.statusCode, undefined, this.responseBytes);
-  }
-
-  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
-    if (this.#done) return;
-    this.#done = true;
-    const { error: gwError, outcome } = classifyUpstreamError(error);
-    if (this.statusCode === 0)
-      this.responseBytes += writeRawProblem(
-        this.client,
-        rawProblem(gwError.code, { requestId: this.requestId }),
-        this.reasonHeader,
-      );
-    else this.client.destroy();
-    this.onDone(outcome, this.statusCode || gwError.status, gwError.code, this.responseBytes);
-  }
-}
-
-interface UpgradeRecord {
-  readonly startedAt: number;
-  readonly requestId: string;
-  readonly clientAddress: string;
-  /** Verified mTLS identity of the connection (TLS listeners). */
-  readonly clientIdentity: string | undefined;
-  path: string;
-  route: string | undefined;
-  upstream: string | undefined;
-  endpoint: string | undefined;
-  /** Body bytes sent to the client (a refusal's problem, or the upstream's non-101 answer). */
-  responseBytes: number;
 }
 
 /**
- * One handshake = one request in the telemetry: requests_total, the upgrade counter, a local
- * response when the gateway refused it, and an access-log line.
+ * An open tunnel keeps the bulkhead slot its handshake was admitted with until it closes: each
+ * one is a connection its upstream serves for as long as it lasts.
  */
-function recordUpgrade(
-  pipeline: Pipeline,
-  req: IncomingMessage,
-  rec: UpgradeRecord,
-  outcome: WebSocketOutcome,
-  status: number,
-  code: ErrorCode | undefined,
-): void {
-  const { metrics, accessLog } = pipeline.telemetry;
-  const ms = performance.now() - rec.startedAt;
-  metrics.recordWebSocketUpgrade(rec.route, outcome);
-  metrics.recordRequest(pipeline.listener.name, rec.route, 'GET', status, ms / 1000, undefined);
-  if (code) {
-    metrics.recordLocalResponse(rec.route, code);
-    // A handshake has no span of its own here: no trace id to show.
-    pipeline.telemetry.decisions.record(
-      pipeline.listener.name,
-      rec.route,
-      rec.upstream,
-      status,
-      code,
-      '',
-      false,
-      rec.requestId,
-    );
-  }
-  metrics.recordBytes(rec.route, 0, rec.responseBytes);
-  if (accessLog.enabled)
-    accessLog.log(
-      accessRecord(
-        pipeline.listener.name,
-        rec.route,
-        rec.upstream,
-        rec.endpoint,
-        'GET',
-        status,
-        ms,
-        req.headers['user-agent'],
-        {
-          path: rec.path,
-          requestId: rec.requestId,
-          clientAddress: rec.clientAddress,
-          code,
-          attempts: rec.endpoint ? 1 : 0,
-          identity: rec.clientIdentity,
-          responseBytes: rec.responseBytes,
-        },
-      ),
-    );
+export function holdAdmission(tunnel: Tunnel, cluster: Cluster, breakerTicket: number): void {
+  const held = { breakerTicket };
+  if (tunnel.socket.destroyed) cluster.release(held);
+  else tunnel.socket.once('close', () => cluster.release(held));
 }
 
-/** Run a route's filters (mTLS identity, JWT) for a handshake; throws the refusal. */
-async function runFilters(filters: readonly RequestFilter[], ctx: RequestContext): Promise<void> {
-  for (const filter of filters) {
-    const pending = filter.onRequest(ctx);
-    if (pending !== undefined) await pending;
-  }
-}
-
-/** The `upgrade` listener of a listener's HTTP server. */
-export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: Duplex, head: Buffer): void {
-  socket.on('error', () => socket.destroy());
-  const peer = pipeline.listener.proto === 'https' ? peerIdentityOf(req.socket) : undefined;
-  const rec: UpgradeRecord = {
-    startedAt: performance.now(),
-    requestId: requestIdOf(req),
-    clientAddress: plainAddress(req.socket.remoteAddress),
-    clientIdentity: peer?.id,
-    path: '-',
-    route: undefined,
-    upstream: undefined,
-    endpoint: undefined,
-    responseBytes: 0,
-  };
-  const refuse = (err: unknown): void => {
-    const error = asGatewayError(err);
-    rec.responseBytes = writeRawProblem(
-      socket,
-      rawProblem(error.code, { requestId: rec.requestId }),
-      pipeline.listener.reasonHeader,
-      error.headers,
-    );
-    recordUpgrade(pipeline, req, rec, 'refused', error.status, error.code);
-  };
-  try {
-    if (pipeline.host.draining) throw new GatewayError('SHUTTING_DOWN');
-    assertHostPresent(req);
-    const target = normalizePath(req.url ?? '/');
-    if ('error' in target) throw new GatewayError('BAD_REQUEST', `invalid request target (${target.error})`);
-    rec.path = target.path;
-    const snapshot = pipeline.host.currentSnapshot();
-    const match = snapshot.routes.match(req.headers.host, target.path, 'GET', req.headers);
-    if (!match) throw new GatewayError('ROUTE_NOT_FOUND');
-    const route = match.route;
-    rec.route = route.name;
-    rec.upstream = route.upstream;
-    const plan = snapshot.plans.get(route.name);
-    // A handshake passes the same filters as any request on the route (mTLS allow-list, JWT).
-    const ctx = new RequestContext(req, undefined as unknown as ServerResponse, snapshot, rec.startedAt);
-    ctx.requestId = rec.requestId;
-    ctx.clientAddress = rec.clientAddress;
-    ctx.identity = peer?.id;
-    const proceed = (): void => {
-      const cluster = snapshot.clusters.get(route.upstream);
-      const endpoint = cluster?.balancer.pick();
-      if (!cluster || !endpoint) throw new GatewayError('NO_HEALTHY_ENDPOINT');
-      rec.endpoint = endpoint.id;
-      const headers = buildUpstreamHeaders(req.rawHeaders, {
-        trusted: pipeline.listener.trust(rec.clientAddress),
-        peerAddress: rec.clientAddress,
-        proto: pipeline.listener.proto,
-        upstreamHost: route.hostRewrite ?? (route.preserveHost ? undefined : endpoint.host),
-        requestId: rec.requestId,
-        underscores: pipeline.listener.underscores,
-        clientCert: peer?.xfcc,
-        strip: plan?.stripHeaders ?? undefined,
-      });
-      if (ctx.upstreamHeaders) for (const h of ctx.upstreamHeaders) headers.push(h);
-      const path = route.rewritePath(target.path);
-      const opts: EndpointDispatchOptions = {
-        method: 'GET',
-        path: path + target.query,
-        headers,
-        upgrade: 'websocket',
-        body: null,
-        servername: endpoint.servername,
-      };
-      endpoint.pool.dispatch(
-        opts,
-        new UpgradeHandler(
-          socket,
-          head,
-          (outcome, status, code, responseBytes) => {
-            rec.responseBytes = responseBytes;
-            recordUpgrade(pipeline, req, rec, outcome, status, code);
-          },
-          pipeline.listener.reasonHeader,
-          rec.requestId,
-        ),
-      );
-    };
-    if (!plan?.filters) {
-      proceed();
-      return;
-    }
-    runFilters(plan.filters, ctx).then(() => {
-      if (socket.destroyed) return;
-      try {
-        proceed();
-      } catch (err) {
-        refuse(err);
-      }
-    }, refuse);
-  } catch (err) {
-    refuse(err);
-  }
+/** The `outcome` label of peregrine_websocket_upgrades_total for a finished handshake. */
+export function upgradeOutcome(ctx: RequestContext, tunnel: Tunnel): WebSocketOutcome {
+  if (tunnel.open) return 'success';
+  const failure = tunnel.failure;
+  if (failure !== undefined && failure !== 'success') return failure;
+  if (ctx.upstreamStatus !== 0 && ctx.code === undefined) return 'rejected';
+  return ctx.code === 'CLIENT_CLOSED' ? 'client_abort' : 'refused';
 }

@@ -106,7 +106,8 @@ interface TakenOver {
  * applied to its live set instead (`applyEndpoints`).
  */
 export function upstreamFingerprint(config: UpstreamConfig): string {
-  const { endpoints: _endpoints, discovery: _discovery, ...policy } = config;
+  // `policies` (admission gates) are compiled into the routes' plans, not held by the cluster.
+  const { endpoints: _endpoints, discovery: _discovery, policies: _policies, ...policy } = config;
   return JSON.stringify(policy);
 }
 
@@ -166,6 +167,23 @@ export interface EndpointDescription {
  */
 export interface AdmissionTicket {
   breakerTicket: number;
+}
+
+/**
+ * An upstream-side policy consulted at admission (an upstream rate ceiling), before the breaker
+ * and bulkhead: what it refuses never takes a probe or a slot. Compiled with the snapshot, one per
+ * upstream, and passed to `admit` by the pipeline (RoutePlan.admission), so requests and WebSocket
+ * handshakes meet it alike and a reload that keeps the Cluster can still change it. `T`: what the
+ * gate reads of a request (the pipeline's gates get its RequestContext).
+ */
+export interface AdmissionGate<T extends AdmissionTicket = AdmissionTicket> {
+  /** The policy's name, for decisions and errors. */
+  readonly name: string;
+  /**
+   * undefined: pass; a GatewayError: refuse with it; a Promise only when the decision must wait
+   * (a shared store), settling to one of the two.
+   */
+  admit(req: T): GatewayError | undefined | Promise<GatewayError | undefined>;
 }
 
 export interface ClusterDescription {
@@ -627,14 +645,27 @@ export class Cluster {
 
   /**
    * May a request go to this upstream? undefined: yes, and the caller holds a slot it must give
-   * back with `release(req)` exactly once. A GatewayError: no (CIRCUIT_OPEN with a Retry-After
-   * header, or UPSTREAM_OVERLOADED); nothing to release. A Promise only when the bulkhead queues
-   * the request; it settles to one of the two (a request that went away meanwhile releases the
-   * slot it is granted). Sets `req.breakerTicket`, which the request's attempt results and its
-   * release hand back.
+   * back with `release(req)` exactly once. A GatewayError: no (the gate's refusal, CIRCUIT_OPEN
+   * with a Retry-After header, or UPSTREAM_OVERLOADED); nothing to release. A Promise only when the
+   * gate or the bulkhead must wait; it settles to one of the two (a request that went away
+   * meanwhile releases the slot it is granted). `gate`: the upstream-side policies, asked first.
+   * Sets `req.breakerTicket`, which the request's attempt results and its release hand back.
    */
-  admit(req: AdmissionTicket): GatewayError | undefined | Promise<GatewayError | undefined> {
+  admit<T extends AdmissionTicket>(
+    req: T,
+    gate: AdmissionGate<T> | null = null,
+  ): GatewayError | undefined | Promise<GatewayError | undefined> {
     req.breakerTicket = NO_TICKET;
+    if (gate !== null) {
+      const verdict = gate.admit(req);
+      if (verdict instanceof Promise) return verdict.then((refused) => refused ?? this.#admitHere(req));
+      if (verdict !== undefined) return verdict;
+    }
+    return this.#admitHere(req);
+  }
+
+  /** The breaker, then the bulkhead. */
+  #admitHere(req: AdmissionTicket): GatewayError | undefined | Promise<GatewayError | undefined> {
     const breaker = this.#breaker;
     if (breaker !== undefined) {
       const ticket = breaker.allow();

@@ -12,6 +12,7 @@ describe('bench Peregrine configs', async () => {
     otlpEndpoint: 'http://127.0.0.1:18083',
     jwt,
     tls: { certFile: '/tmp/bench-cert.pem', keyFile: '/tmp/bench-key.pem' },
+    redisUrl: 'redis://127.0.0.1:18084',
   };
 
   it.each(PEREGRINE_PROFILES)('%s is a valid Peregrine config', (profile) => {
@@ -52,9 +53,23 @@ describe('bench Peregrine configs', async () => {
     expect(plain.listeners[0]!.tls).toBeUndefined();
   });
 
+  it('ratelimit counts every request of its route with a limit it never reaches, in memory or in Redis', () => {
+    for (const profile of ['ratelimit', 'ratelimit-redis'] as const) {
+      const cfg = ConfigSchema.parse(peregrineConfig({ profile, ...base, ...extras }));
+      expect(cfg.routes[0]!.policies).toEqual(['bench']);
+      const policy = cfg.policies.bench as unknown as {
+        limits: { points: number }[];
+        store: { type: string };
+      };
+      expect(policy.limits[0]!.points).toBeGreaterThanOrEqual(1_000_000_000);
+      expect(policy.store.type).toBe(profile === 'ratelimit' ? 'memory' : 'redis');
+    }
+  });
+
   it('refuses a profile without what it needs', () => {
     expect(() => peregrineConfig({ profile: 'jwt', ...base })).toThrow(/jwt/);
     expect(() => peregrineConfig({ profile: 'https', ...base })).toThrow(/tls/);
+    expect(() => peregrineConfig({ profile: 'ratelimit-redis', ...base })).toThrow(/redisUrl/);
   });
 });
 

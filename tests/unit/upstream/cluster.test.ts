@@ -2,7 +2,12 @@ import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { AttemptOutcome } from '../../../src/dataplane/forward/upstream-errors.ts';
 import { NO_TICKET } from '../../../src/dataplane/upstream/circuit-breaker.ts';
-import { type AdmissionTicket, Cluster, type ClusterDeps } from '../../../src/dataplane/upstream/cluster.ts';
+import {
+  type AdmissionGate,
+  type AdmissionTicket,
+  Cluster,
+  type ClusterDeps,
+} from '../../../src/dataplane/upstream/cluster.ts';
 import type { Endpoint } from '../../../src/dataplane/upstream/endpoint.ts';
 import { GatewayError } from '../../../src/errors.ts';
 import { createMetrics, type GatewayMetrics, renderMetrics } from '../../../src/telemetry/metrics.ts';
@@ -674,5 +679,50 @@ describe('Cluster: outlier ejection, eligibility, panic mode, telemetry', () => 
     ]);
     expect(d.endpoints[0]!.ewmaMs).toBeLessThanOrEqual(30);
     expect(JSON.parse(JSON.stringify(d))).toEqual(d);
+  });
+});
+
+describe('Cluster: the admission gate (upstream-side policies)', () => {
+  const refusal = new GatewayError('UPSTREAM_OVERLOADED', 'gate says no');
+
+  function gate(verdicts: (GatewayError | undefined | Promise<GatewayError | undefined>)[]): AdmissionGate & {
+    asked: number;
+  } {
+    return {
+      name: 'ceiling',
+      asked: 0,
+      admit() {
+        return verdicts[this.asked++];
+      },
+    };
+  }
+
+  it('is asked first: what it refuses takes no breaker probe and no bulkhead slot', () => {
+    const c = make({
+      bulkhead: { maxConcurrent: 1, maxQueued: 0 },
+      circuitBreaker: { consecutiveFailures: 1, openDuration: '10s' },
+    });
+    const g = gate([refusal, undefined]);
+    expect(c.admit(ticket(), g)).toBe(refusal);
+    expect(c.describe().bulkhead).toMatchObject({ active: 0 });
+    const req = ticket();
+    expect(c.admit(req, g)).toBeUndefined();
+    expect(c.describe().bulkhead).toMatchObject({ active: 1 });
+    expect(g.asked).toBe(2);
+    c.release(req);
+  });
+
+  it('a gate that must wait settles before the breaker and bulkhead are asked', async () => {
+    const c = make({ bulkhead: { maxConcurrent: 1, maxQueued: 0 } });
+    let pass!: (v: GatewayError | undefined) => void;
+    const g = gate([new Promise((r) => (pass = r)), Promise.resolve(refusal)]);
+    const first = c.admit(ticket(), g) as Promise<GatewayError | undefined>;
+    expect(first).toBeInstanceOf(Promise);
+    expect(c.describe().bulkhead).toMatchObject({ active: 0 });
+    pass(undefined);
+    expect(await first).toBeUndefined();
+    expect(c.describe().bulkhead).toMatchObject({ active: 1 });
+    expect(await c.admit(ticket(), g)).toBe(refusal);
+    expect(c.describe().bulkhead).toMatchObject({ active: 1 });
   });
 });

@@ -11,7 +11,6 @@ import { GatewayError } from '../../../errors.ts';
 import type { ScalarCell } from '../../../telemetry/metric-cells.ts';
 import type { GatewayMetrics } from '../../../telemetry/metrics.ts';
 import type { RequestContext } from '../../context.ts';
-import type { CompiledRoute } from '../../routing/route-table.ts';
 import type { RequestFilter } from '../filter.ts';
 import type { RouteIdentityConfig } from './schema.ts';
 
@@ -94,24 +93,4 @@ export function createIdentityFilter(
   metrics: DecisionMetrics,
 ): IdentityFilter {
   return new IdentityFilter(routeName, cfg, metrics);
-}
-
-const byRoute = new WeakMap<CompiledRoute, IdentityFilter | null>();
-
-/**
- * The identity filter of a compiled route, built on first use and kept for the route's lifetime
- * (a reload compiles new routes, so new filters). Undefined when the route has no `identity`.
- * Interim: used by the pipeline's identity hook until route filters are compiled into snapshots.
- */
-export function identityFilterFor(
-  route: CompiledRoute,
-  metrics: DecisionMetrics,
-): IdentityFilter | undefined {
-  let filter = byRoute.get(route);
-  if (filter === undefined) {
-    const cfg = route.config.identity;
-    filter = cfg ? createIdentityFilter(route.name, cfg, metrics) : null;
-    byRoute.set(route, filter);
-  }
-  return filter ?? undefined;
 }

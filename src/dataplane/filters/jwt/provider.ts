@@ -131,7 +131,6 @@ export class AuthProvider {
   #staticError: { at: number; message: string } | undefined = undefined;
   /** Verifications in flight by token: a burst of requests with a new token verifies it once. */
   readonly #pending = new Map<string, Promise<VerifiedToken | VerifyFailure>>();
-  #refs = 0;
   #closed = false;
 
   constructor(name: string, config: AuthProviderConfig, deps: AuthProviderDeps) {
@@ -262,15 +261,6 @@ export class AuthProvider {
 
   get closed(): boolean {
     return this.#closed;
-  }
-
-  /** providers.ts counts the provider sets using this provider; the last release closes it. */
-  acquire(): void {
-    this.#refs++;
-  }
-
-  release(): void {
-    if (--this.#refs <= 0) this.close();
   }
 
   close(): void {

@@ -1,16 +1,15 @@
 /**
  * The configured token issuers, built from `auth.providers` each time the dynamic config is
- * compiled. Like upstream clusters (src/control/snapshot.ts), a provider whose config did not
- * change is carried over from the previous set, the same object with its key set, refresh timers
- * and token cache, so a reload neither refetches keys nor re-verifies tokens.
- *
- * Ownership: each set holds a reference on each of its providers; `close()` releases them and a
- * provider closes when no set holds it. So the previous set can be closed after the swap, and a
- * new set that is discarded (its snapshot failed to compile) can be closed, in either order,
- * without closing what the other still uses.
+ * compiled. Like a policy's state, a provider is kept by the rule of carried-state.ts: one whose
+ * name and config fingerprint did not change is carried over from the previous set, the same
+ * object with its key set, refresh timers and token cache, so a reload neither refetches keys nor
+ * re-verifies tokens. Each set holds a reference on each of its providers and a provider closes
+ * when no set holds it, so the previous set can be closed after the swap, and a new set that is
+ * discarded (its snapshot failed to compile) can be closed, in either order.
  */
 import type { Logger } from 'pino';
 import type { GatewayMetrics } from '../../../telemetry/metrics.ts';
+import { CarriedState } from '../carried-state.ts';
 import type { JwksFetcher } from './jwks-fetch.ts';
 import { AuthProvider, type AuthProviderStatus, providerFingerprint } from './provider.ts';
 import type { AuthConfig, AuthProviderConfig } from './schema.ts';
@@ -45,54 +44,50 @@ export interface AuthProvidersDeps {
 
 class ProviderSet implements AuthProviders {
   readonly names: readonly string[];
-  readonly #byName: ReadonlyMap<string, AuthProvider>;
-  #closed = false;
+  readonly state: CarriedState<AuthProvider>;
 
   constructor(cfg: AuthConfig, previous: AuthProviders | undefined, deps: AuthProvidersDeps) {
-    const byName = new Map<string, AuthProvider>();
+    const state = new CarriedState(previous instanceof ProviderSet ? previous.state : undefined);
     for (const [name, config] of Object.entries(cfg.providers)) {
-      const old = previous?.get(name);
       const fingerprint = providerFingerprint(config);
-      let provider: AuthProvider;
-      if (old !== undefined && !old.closed && old.fingerprint === fingerprint) provider = old;
-      else {
-        provider = new AuthProvider(name, config, {
-          metrics: deps.metrics,
-          logger: deps.logger,
-          now: deps.now,
-          fetcher: deps.fetcherFor?.(name, config),
-          fingerprint,
-        });
-      }
-      provider.acquire();
-      byName.set(name, provider);
+      state.take(
+        name,
+        fingerprint,
+        () =>
+          new AuthProvider(name, config, {
+            metrics: deps.metrics,
+            logger: deps.logger,
+            now: deps.now,
+            fetcher: deps.fetcherFor?.(name, config),
+            fingerprint,
+          }),
+      );
     }
-    this.#byName = byName;
-    this.names = [...byName.keys()];
+    state.seal();
+    this.state = state;
+    this.names = state.keys();
   }
 
   get(name: string): AuthProvider | undefined {
-    return this.#byName.get(name);
+    return this.state.get(name);
   }
 
   providersReady(): { ready: boolean; notReady: string[] } {
     const notReady: string[] = [];
-    for (const [name, p] of this.#byName) if (!p.ready) notReady.push(name);
+    for (const p of this.state.values()) if (!p.ready) notReady.push(p.name);
     return { ready: notReady.length === 0, notReady };
   }
 
   async start(): Promise<void> {
-    await Promise.all([...this.#byName.values()].map((p) => p.start()));
+    await Promise.all(this.state.values().map((p) => p.start()));
   }
 
   describe(): AuthProviderStatus[] {
-    return [...this.#byName.values()].map((p) => p.status());
+    return this.state.values().map((p) => p.status());
   }
 
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    for (const p of this.#byName.values()) p.release();
+    this.state.close();
   }
 }
 

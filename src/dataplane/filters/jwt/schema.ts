@@ -6,7 +6,7 @@
  */
 import { createPublicKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { z } from 'zod';
-import { duration, size } from '../../../config/fields.ts';
+import { duration, isRecord, size } from '../../../config/fields.ts';
 
 /**
  * Asymmetric JWS algorithms only. HMAC (HS*) is left out on purpose: keys come from a JWKS or PEM
@@ -362,25 +362,33 @@ export interface RouteAuthIssue {
   message: string;
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
+/** checkRouteAuth against the `auth.providers` of a whole (possibly unvalidated) config. */
+export function checkJwtPolicy(
+  settings: unknown,
+  config: Readonly<Record<string, unknown>>,
+  path: (string | number)[],
+  issues: RouteAuthIssue[],
+): void {
+  // `auth` absent means no providers; of the wrong type, references cannot be judged.
+  const auth = config.auth ?? {};
+  const providers = isRecord(auth) ? (auth.providers ?? {}) : undefined;
+  checkRouteAuth(settings, isRecord(providers) ? providers : undefined, path, issues);
 }
 
 /**
- * Cross-checks of one route's `auth` against `auth.providers`: named providers exist, a route
- * that needs a token has a provider, and the route's providers have distinct issuers (the token's
- * `iss` picks the provider). Reads defensively: it may run on unvalidated input.
- * `providers` undefined means the providers section is unusable, so references are not judged.
- * Issues are appended to `issues`.
+ * Cross-checks of one JWT policy (a route's `auth`, or a named `kind: jwt` policy at `path`)
+ * against `auth.providers`: named providers exist, a policy that needs a token has a provider,
+ * and its providers have distinct issuers (the token's `iss` picks the provider). Reads
+ * defensively: it may run on unvalidated input. `providers` undefined means the providers section
+ * is unusable, so references are not judged. Issues are appended to `issues`.
  */
 export function checkRouteAuth(
   routeAuth: unknown,
   providers: Record<string, unknown> | undefined,
-  routePath: (string | number)[],
+  path: (string | number)[],
   issues: RouteAuthIssue[],
 ): void {
   if (!isRecord(routeAuth) || providers === undefined || routeAuth.mode === 'none') return;
-  const path = [...routePath, 'auth'];
   let names: string[];
   if (Array.isArray(routeAuth.providers)) {
     names = [];
