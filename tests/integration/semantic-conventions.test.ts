@@ -8,15 +8,13 @@
  * model's names).
  */
 import type { IncomingMessage } from 'node:http';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WebSocket, WebSocketServer } from 'ws';
 import { SCOPE_NAME } from '../../src/telemetry/tracing.ts';
 import { VERSION } from '../../src/version.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from '../helpers/otlp-receiver.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { opened, type WsUpstream, wsHandshake, wsUpstream } from '../helpers/ws-upstream.ts';
 
 const OTLP_UNSET = 0;
 const OTLP_ERROR = 2;
@@ -25,10 +23,7 @@ const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/;
 let up: TestUpstream;
 /** Answers 503 to the first try of each request id, then passes it to the echo handler. */
 let flaky: TestUpstream;
-let wsHttp: Server;
-let wss: WebSocketServer;
-/** The handshakes the WebSocket upstream received. */
-const upgrades: IncomingMessage[] = [];
+let chat: WsUpstream;
 let otlp: OtlpReceiver;
 let gw: TestGateway;
 
@@ -45,11 +40,7 @@ beforeAll(async () => {
     res.writeHead(503, { 'content-type': 'text/plain' }).end('busy');
     return true;
   });
-  wsHttp = createServer();
-  wss = new WebSocketServer({ server: wsHttp });
-  wss.on('headers', (_headers, req) => upgrades.push(req));
-  wss.on('connection', (sock) => sock.on('message', (m) => sock.send(`echo:${m.toString()}`)));
-  await new Promise<void>((resolve) => wsHttp.listen(0, '127.0.0.1', resolve));
+  chat = await wsUpstream();
   otlp = await startOtlpReceiver();
   const fast = { base: '1ms', max: '2ms' };
   gw = await startGateway({
@@ -61,7 +52,7 @@ beforeAll(async () => {
       users: { endpoints: [up.url] },
       flaky: { endpoints: [flaky.url], retries: { statuses: [503], backoff: fast } },
       dead: { endpoints: ['http://127.0.0.1:1'], retries: { maxAttempts: 1 } },
-      chat: { endpoints: [`http://127.0.0.1:${(wsHttp.address() as AddressInfo).port}`] },
+      chat: { endpoints: [chat.url] },
     },
     routes: [
       { name: 'users-api', match: { path: '/users' }, upstream: 'users', rewrite: { stripPrefix: '/users' } },
@@ -82,9 +73,7 @@ afterAll(async () => {
   await otlp?.close();
   await up?.close();
   await flaky?.close();
-  for (const c of wss?.clients ?? []) c.terminate();
-  await new Promise((resolve) => wss?.close(resolve));
-  await new Promise((resolve) => wsHttp?.close(resolve));
+  await chat?.close();
 });
 
 interface Exchange {
@@ -298,17 +287,12 @@ describe('spans by the OpenTelemetry HTTP conventions', () => {
   });
 
   it('a WebSocket upgrade: a SERVER and a CLIENT span like any request, and the upstream joins the trace', async () => {
-    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/chat/room-1`, {
-      headers: { 'x-request-id': 'sc-ws' },
-    });
-    await new Promise((resolve, reject) => {
-      ws.once('open', resolve);
-      ws.once('error', reject);
-    });
-    const reply = new Promise<string>((resolve) => ws.once('message', (m) => resolve(m.toString())));
-    ws.send('hi');
+    const h = wsHandshake(gw.port, '/chat/room-1', { 'x-request-id': 'sc-ws' });
+    await opened(h);
+    const reply = new Promise<string>((resolve) => h.ws.once('message', (m) => resolve(m.toString())));
+    h.ws.send('hi');
     expect(await reply).toBe('echo:hi');
-    ws.close();
+    h.ws.close();
 
     const { server, clients, line } = await exchange('sc-ws', 1);
     expect(line).toMatchObject({ status: 101, route: 'chat' });
@@ -321,17 +305,17 @@ describe('spans by the OpenTelemetry HTTP conventions', () => {
       'http.response.status_code': 101,
     });
     const [client] = clients;
-    const port = (wsHttp.address() as AddressInfo).port;
+    const port = Number(new URL(chat.url).port);
     expect(client!.status.code).toBe(OTLP_UNSET);
     expect(client!.attributes).toMatchObject({
       'http.request.method': 'GET',
       'server.address': '127.0.0.1',
       'server.port': port,
-      'url.full': `http://127.0.0.1:${port}/chat/room-1`,
+      'url.full': `${chat.url}/chat/room-1`,
       'peer.service': 'chat',
       'http.response.status_code': 101,
     });
-    const handshake = upgrades.find((r) => r.headers['x-request-id'] === 'sc-ws')!;
+    const handshake = chat.handshakes.find((r) => r.headers['x-request-id'] === 'sc-ws')!;
     expect(parentOf(handshake.headers)).toBe(client!.spanId);
   });
 });
