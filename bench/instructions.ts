@@ -15,6 +15,9 @@
  *
  *   node bench/instructions.ts [passthrough|lean|observed|ratelimit|bare-undici|bare-undici-default|express-hpm …]
  *   (default: passthrough bare-undici bare-undici-default)
+ *   wide: passthrough over an upstream of BENCH_WIDE_ENDPOINTS (1000) endpoints, all served by one
+ *   process (bench/peers/wide-upstream.ts, which then serves every target: passthrough's one
+ *   endpoint is its first address)
  *   BENCH_CG_WARMUP (40000): uninstrumented warmup requests
  *   BENCH_CG_REQUESTS (5000): requests in the counted window
  *
@@ -35,6 +38,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { callgrindTotal, costByCategory } from './lib/callgrind.ts';
+import { intFromEnv } from './lib/env.ts';
 import { peregrineArgv, peregrineEnv } from './lib/launcher.ts';
 import { peregrineConfigYaml } from './lib/peregrine-config.ts';
 import {
@@ -48,10 +52,12 @@ import {
 } from './lib/proc.ts';
 import { fileStamp, fmtNum, markdownTable } from './lib/table.ts';
 import { childEnv, startPeer } from './lib/targets.ts';
+import { startWideUpstream } from './lib/wide.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const WHICH = [
   'passthrough',
+  'wide',
   'lean',
   'observed',
   'ratelimit',
@@ -105,6 +111,10 @@ function findTools(): Tools {
   return { valgrind, control, annotate };
 }
 
+function wideEndpoints(): number {
+  return intFromEnv('BENCH_WIDE_ENDPOINTS', 1000, 2);
+}
+
 function envCount(name: string, fallback: number): number {
   const raw = process.env[name];
   const n = raw === undefined ? fallback : Number(raw);
@@ -133,6 +143,8 @@ function callgrindArgs(outFile: string): string[] {
 interface Upstreams {
   upstream: string;
   otlp: string | undefined;
+  /** The wide upstream's endpoints, when `wide` is measured. */
+  wide: string[] | undefined;
 }
 
 /** The target under valgrind, ready to answer; `url` is where the load goes. */
@@ -164,11 +176,12 @@ async function startUnderCallgrind(
   writeFileSync(
     config,
     peregrineConfigYaml({
-      profile: which,
+      profile: which === 'wide' ? 'passthrough' : which,
       listenPort,
       adminPort,
       upstreamOrigin: up.upstream,
       otlpEndpoint: up.otlp,
+      endpoints: which === 'wide' ? up.wide : undefined,
     }),
   );
   const proc = spawnManaged(
@@ -318,6 +331,7 @@ function label(which: Which): string {
   if (which === 'bare-undici') return `bare-undici (${launcherGcFlags().join(' ') || 'no flags'})`;
   if (which === 'bare-undici-default') return 'bare-undici (Node defaults)';
   if (which === 'express-hpm') return 'express + http-proxy-middleware (Node defaults)';
+  if (which === 'wide') return `peregrine passthrough, ${wideEndpoints()} endpoints`;
   return `peregrine ${which} (launcher: ${peregrineArgv(ROOT).slice(0, -1).join(' ') || 'no flags'})`;
 }
 
@@ -397,8 +411,17 @@ async function main(): Promise<void> {
   const rows: Measured[] = [];
   const failed: string[] = [];
   try {
-    const upstream = await startPeer({ node, root: ROOT }, 'upstream.ts');
-    await waitForHttp(`${upstream.origin}/`, { proc: upstream.proc });
+    let upstream: { origin: string };
+    let wide: string[] | undefined;
+    if (targets.includes('wide')) {
+      const w = await startWideUpstream({ node, root: ROOT }, wideEndpoints());
+      upstream = w;
+      wide = w.origins;
+    } else {
+      const peer = await startPeer({ node, root: ROOT }, 'upstream.ts');
+      await waitForHttp(`${peer.origin}/`, { proc: peer.proc });
+      upstream = peer;
+    }
     let otlp: string | undefined;
     if (targets.includes('observed')) {
       const sink = await startPeer({ node, root: ROOT }, 'otlp-sink.ts');
@@ -407,7 +430,7 @@ async function main(): Promise<void> {
     }
     for (const which of targets) {
       try {
-        rows.push(await measure(which, tools, tmp, { upstream: upstream.origin, otlp }, counts));
+        rows.push(await measure(which, tools, tmp, { upstream: upstream.origin, otlp, wide }, counts));
       } catch (err) {
         log(`${which} failed: ${(err as Error).stack ?? String(err)}`);
         failed.push(`${which}: ${(err as Error).message.split('\n', 1)[0]}`);

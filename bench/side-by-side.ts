@@ -20,13 +20,12 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { ConfigInput } from '../src/config/schema.ts';
-import { cpuMs } from './lib/cpu.ts';
-import { totalErrors } from './lib/load.ts';
+import { takeFlag } from './lib/args.ts';
 import { type PeregrineProfile, peregrineConfig } from './lib/peregrine-config.ts';
 import { pinPlan, pinSelf, pinTarget } from './lib/pin.ts';
-import { findExecutable, installCleanup, type Managed, stopAll, waitForHttp } from './lib/proc.ts';
+import { findExecutable, installCleanup, type Managed, runMain, stopAll, waitForHttp } from './lib/proc.ts';
+import { median, sideBySideRound } from './lib/side-by-side-round.ts';
 import { startPeer, startPeregrine } from './lib/targets.ts';
-import { runWrk } from './lib/wrk.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -82,24 +81,11 @@ async function startVariant(
   return started;
 }
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
 async function main(): Promise<void> {
   installCleanup(log);
   const args = process.argv.slice(2);
-  const flag = (name: string): string | undefined => {
-    const i = args.indexOf(name);
-    if (i < 0) return undefined;
-    const value = args[i + 1];
-    args.splice(i, 2);
-    return value;
-  };
-  const bDir = flag('--b-dir');
-  const rounds = Number(flag('--rounds') ?? 3);
+  const bDir = takeFlag(args, '--b-dir');
+  const rounds = Number(takeFlag(args, '--rounds') ?? 3);
   if (args.length < 1 || args.length > 2 || !(rounds >= 1)) {
     throw new Error('usage: node bench/side-by-side.ts <A> [B] [--b-dir DIR] [--rounds N]');
   }
@@ -126,23 +112,20 @@ async function main(): Promise<void> {
         await startVariant(a, tmp, 'a', upstream.origin, sink.origin, pin),
         await startVariant(b, tmp, 'b', upstream.origin, sink.origin, pin),
       ];
-      const load = (s: number) =>
-        Promise.all([ga, gb].map((g) => runWrk(wrk, g.url, { durationS: s, connections, threads: 1 })));
-      await load(warmupS);
-      const before = [cpuMs(ga.proc.pid), cpuMs(gb.proc.pid)];
-      const [ra, rb] = await load(durationS);
-      const after = [cpuMs(ga.proc.pid), cpuMs(gb.proc.pid)];
-      if (before.includes(undefined) || after.includes(undefined)) throw new Error('a gateway exited');
-      for (const r of [ra!, rb!]) {
-        if (totalErrors(r) > 0)
-          throw new Error(`errors under load: ${JSON.stringify(r.errors)}, non-2xx ${r.non2xx3xx}`);
-      }
-      const usA = ((after[0]! - before[0]!) * 1000) / ra!.requests;
-      const usB = ((after[1]! - before[1]!) * 1000) / rb!.requests;
+      const {
+        usA,
+        usB,
+        a: ra,
+        b: rb,
+      } = await sideBySideRound(wrk, ga, gb, {
+        warmupS,
+        durationS,
+        connections,
+      });
       ratios.push(usB / usA);
       console.log(
-        `round ${round}: A ${a.label} ${usA.toFixed(1)} µs/req (${ra!.requests} req), ` +
-          `B ${b.label}${bDir ? ` (${bDir})` : ''} ${usB.toFixed(1)} µs/req (${rb!.requests} req), B/A ${(usB / usA).toFixed(3)}`,
+        `round ${round}: A ${a.label} ${usA.toFixed(1)} µs/req (${ra.requests} req), ` +
+          `B ${b.label}${bDir ? ` (${bDir})` : ''} ${usB.toFixed(1)} µs/req (${rb.requests} req), B/A ${(usB / usA).toFixed(3)}`,
       );
       await Promise.all([ga.proc.stop(), gb.proc.stop()]);
     }
@@ -155,12 +138,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (import.meta.main) {
-  main().then(
-    () => process.exit(0),
-    (err: unknown) => {
-      log(`side-by-side: ${err instanceof Error ? err.message : String(err)}`);
-      void stopAll().finally(() => process.exit(1));
-    },
-  );
-}
+if (import.meta.main) runMain('side-by-side', main);

@@ -45,6 +45,12 @@ export interface PeregrineConfigOptions {
   jwt?: BenchJwtProvider;
   /** PEM files of the listener's certificate and key (https only). */
   tls?: { certFile: string; keyFile: string };
+  /**
+   * The upstream's endpoints, when not just `upstreamOrigin` (a wide upstream: bench/peers/wide-upstream.ts),
+   * and settings merged into its policy (e.g. `healthCheck`, `balancer`).
+   */
+  endpoints?: readonly string[];
+  upstream?: Record<string, unknown>;
   /** The Redis the counters live in (ratelimit-redis only). */
   redisUrl?: string;
 }
@@ -91,8 +97,9 @@ export function peregrineConfig(o: PeregrineConfigOptions): ConfigInput {
     lifecycle: { watchConfig: false, drainTimeout: '1s' },
     upstreams: {
       bench: {
-        endpoints: [o.upstreamOrigin],
+        endpoints: o.endpoints === undefined ? [o.upstreamOrigin] : [...o.endpoints],
         ...(o.profile === 'lean' ? RESILIENCE_OFF : {}),
+        ...o.upstream,
       },
     },
     routes: [

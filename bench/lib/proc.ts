@@ -113,6 +113,20 @@ export async function stopAll(graceMs = 2000): Promise<void> {
   for (const pid of groups) signalGroup(pid, 'SIGKILL');
 }
 
+/**
+ * Run a bench tool's `main` when its file is the entry point: exit 0 when it resolves; else say why
+ * (prefixed with `name`), stop every child and exit 1.
+ */
+export function runMain(name: string, main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      process.stderr.write(`${name}: ${err instanceof Error ? err.message : String(err)}\n`);
+      void stopAll().finally(() => process.exit(1));
+    },
+  );
+}
+
 let installed = false;
 
 /**

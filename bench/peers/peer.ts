@@ -25,10 +25,12 @@ export function upstreamOrigin(): string {
  * Exit when the bench goes away: on SIGTERM/SIGINT, and when the IPC channel to the parent closes
  * (the parent died, even by SIGKILL), so no peer outlives a run.
  */
-export function exitWithParent(server: Server): void {
+export function exitWithParent(...servers: Server[]): void {
   const stop = () => {
-    server.closeAllConnections();
-    server.close();
+    for (const server of servers) {
+      server.closeAllConnections();
+      server.close();
+    }
     process.exit(0);
   };
   process.on('SIGTERM', stop);

@@ -241,7 +241,7 @@ export function createAdminApp(src: AdminSource): Express {
         ...c.describe(),
         discovery: src.store.discovery.status(c.name) ?? null,
         timeouts: c.config.timeouts,
-        pools: Object.fromEntries(c.endpoints.map((e) => [e.id, poolStats(e.pool.stats)])),
+        pools: Object.fromEntries(c.endpoints.map((e) => [e.id, poolStats(e.openedPool?.stats ?? NO_POOL)])),
       })),
     });
   });
@@ -276,6 +276,9 @@ function apiPaths(app: Express): string[] {
   }
   return paths;
 }
+
+/** The stats of an endpoint whose pool was never made (it has never been used). */
+const NO_POOL = { connected: 0, free: 0, pending: 0, queued: 0, running: 0, size: 0 } as const;
 
 function poolStats(stats: {
   connected: number;

@@ -11,7 +11,7 @@ import { AuthSchema, RouteAuthSchema } from '../dataplane/filters/jwt/schema.ts'
 import { checkPolicies, PolicySchema } from '../dataplane/filters/policy-schema.ts';
 import { Http2Schema } from '../dataplane/listener/http2-schema.ts';
 import { compileRoutePath } from '../dataplane/routing/route-path.ts';
-import { EndpointsSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
+import { EndpointsSchema, ReplicaSchema, upstreamPolicyShape } from '../dataplane/upstream/policy-schema.ts';
 import { checkEndpointSource, DiscoverySchema } from '../discovery/schema.ts';
 import { checkRegistry, RegistrySchema } from '../registry/schema.ts';
 import { RedisSchema } from '../stores/schema.ts';
@@ -232,6 +232,8 @@ export const ConfigSchema = z
     redis: RedisSchema.optional(),
     /** The service registry (static). Absent: no registry. docs/registry.md. */
     registry: RegistrySchema.optional(),
+    /** This process among the gateway's replicas (static), for the aperture. docs/resilience.md#aperture. */
+    replica: ReplicaSchema.optional(),
     upstreams: z.record(name, UpstreamSchema).default({}),
     routes: z.array(RouteSchema).default([]),
     /** Token issuers (dynamic: reloaded with routes). */

@@ -9,13 +9,20 @@ import type { Logger } from 'pino';
 import { fingerprintOf, type LoadedConfig, loadConfigApart } from '../config/load-apart.ts';
 import { ConfigError, type ConfigIssue } from '../config/loader.ts';
 import { type Config, dynamicPart } from '../config/schema.ts';
+import { replicaPosition } from '../dataplane/upstream/aperture.ts';
 import { Discovery } from '../discovery/discovery.ts';
 import { createDnsProviderFactory } from '../discovery/dns-provider.ts';
 import type { ProviderFactories } from '../discovery/provider.ts';
 import type { RedisConnection } from '../stores/redis.ts';
 import type { GatewayMetrics } from '../telemetry/metrics.ts';
 import { UpstreamTlsSet } from '../tls/upstream-tls.ts';
-import { type CompileResult, compileSnapshot, compileSnapshotInSlices, type Snapshot } from './snapshot.ts';
+import {
+  type CompileResult,
+  compileSnapshot,
+  compileSnapshotInSlices,
+  type Snapshot,
+  type SnapshotDeps,
+} from './snapshot.ts';
 
 /**
  * A reload compiles in slices of about this long, with a turn of the event loop between: requests
@@ -33,7 +40,7 @@ export type ReloadResult =
   | { readonly ok: true; readonly version: number; readonly changed: boolean }
   | { readonly ok: false; readonly failure: ReloadFailure };
 
-const STATIC_KEYS = ['listeners', 'admin', 'telemetry', 'lifecycle', 'redis', 'registry'] as const;
+const STATIC_KEYS = ['listeners', 'admin', 'telemetry', 'lifecycle', 'redis', 'registry', 'replica'] as const;
 
 export class ConfigStore {
   readonly file: string | undefined;
@@ -51,7 +58,7 @@ export class ConfigStore {
   #queued: Promise<ReloadResult> | undefined;
   readonly #logger: Logger;
   readonly #metrics: GatewayMetrics;
-  readonly #redis: RedisConnection | undefined;
+  readonly #snapshotDeps: SnapshotDeps;
   readonly #env: NodeJS.ProcessEnv;
   /** configFingerprint of the dynamic part serving now. */
   #fingerprint: string;
@@ -78,16 +85,22 @@ export class ConfigStore {
     this.#effective = config;
     this.#logger = opts.logger;
     this.#metrics = opts.metrics;
-    this.#redis = opts.redis;
     this.#env = opts.env ?? process.env;
     this.#fingerprint = fingerprintOf(config);
     this.upstreamTls = new UpstreamTlsSet({ logger: opts.logger, metrics: opts.metrics });
-    this.#current = compileSnapshot(dynamicPart(config), this.#version, undefined, {
+    this.#snapshotDeps = {
       metrics: opts.metrics,
       logger: opts.logger,
       tls: this.upstreamTls,
       redis: opts.redis,
-    }).snapshot;
+      replica: replicaPosition(config.replica),
+    };
+    this.#current = compileSnapshot(
+      dynamicPart(config),
+      this.#version,
+      undefined,
+      this.#snapshotDeps,
+    ).snapshot;
     void this.#current.auth.start();
     this.#configureRouteMetrics();
     this.discovery = new Discovery({
@@ -181,7 +194,7 @@ export class ConfigStore {
           dynamic,
           this.#version + 1,
           this.#current,
-          { metrics: this.#metrics, logger: this.#logger, tls: this.upstreamTls, redis: this.#redis },
+          this.#snapshotDeps,
           COMPILE_SLICE_MS,
         );
       } catch (err) {

@@ -6,6 +6,7 @@ import type { PolicyState } from '../dataplane/filters/filter.ts';
 import { type AuthProviders, createAuthProviders } from '../dataplane/filters/jwt/providers.ts';
 import { POLICY_KINDS } from '../dataplane/filters/kinds.ts';
 import { type RouteTable, routeTableSteps } from '../dataplane/routing/route-table.ts';
+import type { ReplicaPosition } from '../dataplane/upstream/aperture.ts';
 import { Cluster, upstreamFingerprint } from '../dataplane/upstream/cluster.ts';
 import { runInSlices, runNow, type Steps } from '../slices.ts';
 import type { RedisConnection } from '../stores/redis.ts';
@@ -39,6 +40,8 @@ export interface SnapshotDeps {
   readonly tls?: UpstreamTlsSet | undefined;
   /** The shared Redis connection, for policies that count in Redis (absent: none may). */
   readonly redis?: RedisConnection | undefined;
+  /** This process among its replicas (the static `replica`), for every upstream's aperture. */
+  readonly replica?: ReplicaPosition | undefined;
 }
 
 export interface CompileResult {
@@ -127,6 +130,7 @@ function* compileSteps(
           fingerprint,
           previous: old,
           tls: deps.tls,
+          replica: deps.replica,
         });
         created.push(cluster);
         clusters.set(name, cluster);

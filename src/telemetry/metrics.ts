@@ -107,6 +107,8 @@ export interface UpstreamStateSource {
   endpointStates(): readonly number[];
   ejectedEndpoints(): number;
   panicMode(): boolean;
+  /** Endpoints the balancer chooses among: the aperture's window, or every eligible one. */
+  endpointsInUse(): number;
 }
 
 /**
@@ -289,6 +291,7 @@ export class GatewayMetrics {
   readonly upstreamEjectedEndpoints: Gauge<'upstream'>;
   readonly upstreamEndpoints: Gauge<'upstream' | 'state'>;
   readonly upstreamPanicMode: Gauge<'upstream'>;
+  readonly upstreamEndpointsInUse: Gauge<'upstream'>;
   readonly upstreamQueued: Gauge<'upstream'>;
   readonly upstreamRetryBudgetRemaining: Gauge<'upstream'>;
   readonly discoveryRefreshes: Counter<'upstream' | 'source' | 'outcome'>;
@@ -569,6 +572,16 @@ export class GatewayMetrics {
           for (let i = 0; i < ENDPOINT_STATES.length; i++)
             this.set({ upstream, state: ENDPOINT_STATES[i]! }, counts[i] ?? 0);
         }
+      },
+    });
+    this.upstreamEndpointsInUse = new Gauge({
+      name: 'peregrine_upstream_endpoints_in_use',
+      help: "Endpoints the balancer chooses among: on a wide upstream the aperture's window, else every eligible one.",
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [upstream, s] of sources) this.set({ upstream }, s.endpointsInUse());
       },
     });
     this.upstreamPanicMode = new Gauge({

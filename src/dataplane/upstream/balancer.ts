@@ -28,7 +28,9 @@ export interface PickContext {
  */
 export interface Balancer {
   readonly kind: string;
+  /** O(1), or O(log n) with unequal weights: never a scan of the set. */
   pick(ctx?: PickContext): Endpoint | undefined;
+  /** The balancer may keep `endpoints`: the caller hands over an array it never changes again. */
   update(endpoints: readonly Endpoint[]): void;
 }
 
@@ -98,6 +100,25 @@ export class WeightedSampler {
 
 /** Draws before a power-of-two-choices pick gives up on sampling around tried endpoints. */
 const DRAWS = 8;
+
+/**
+ * A uniformly random endpoint of `list`, not tried while an untried one exists: sampled around
+ * the tried ones, and only after DRAWS misses from a filtered copy.
+ */
+export function drawOne(
+  list: readonly Endpoint[],
+  random: Random,
+  tried: readonly Endpoint[] | undefined,
+): Endpoint | undefined {
+  const n = list.length;
+  if (tried === undefined || tried.length === 0) return list[Math.floor(random() * n)];
+  for (let k = 0; k < DRAWS; k++) {
+    const e = list[Math.floor(random() * n)]!;
+    if (!wasTried(tried, e)) return e;
+  }
+  const rest = untried(list, tried);
+  return rest[Math.floor(random() * rest.length)];
+}
 
 /**
  * The two candidates of a power-of-two-choices pick, drawn by weight, distinct, and not tried

@@ -10,8 +10,15 @@ import { WeightedRoundRobinBalancer } from './weighted-round-robin.ts';
 export const DEFAULT_DECAY_MS = 10_000;
 export const DEFAULT_RTT_MS = 30;
 
+/** A balancer's own settings: the aperture is the cluster's (aperture.ts). */
+type BalancerSettings = BalancerConfig extends infer C
+  ? C extends unknown
+    ? Omit<C, 'aperture'>
+    : never
+  : never;
+
 export function createBalancer(
-  cfg: BalancerConfig,
+  cfg: BalancerSettings,
   endpoints: readonly Endpoint[],
   deps: BalancerDeps,
 ): Balancer {

@@ -11,6 +11,7 @@ import {
 } from '../../telemetry/metrics.ts';
 import { type UpstreamTls, UpstreamTlsSet } from '../../tls/upstream-tls.ts';
 import { type AttemptOutcome, isClientSide, type UpstreamTlsFailure } from '../forward/upstream-errors.ts';
+import { Aperture, type ApertureDescription, type ReplicaPosition, replicaPosition } from './aperture.ts';
 import { type Balancer, type PickContext, wasTried } from './balancer.ts';
 import { createBalancer, DEFAULT_DECAY_MS, DEFAULT_RTT_MS } from './balancers.ts';
 import { Bulkhead } from './bulkhead.ts';
@@ -59,6 +60,11 @@ export interface ClusterDeps {
   readonly random?: Random | undefined;
   /** upstreamFingerprint(config), when the caller has computed it already (compileSnapshot has). */
   readonly fingerprint?: string | undefined;
+  /**
+   * This process among its replicas (the static `replica` setting), where the aperture's windows
+   * start; by default a position hashed from the host name and process id.
+   */
+  readonly replica?: ReplicaPosition | undefined;
   /**
    * The cluster this one replaces on a reload (its policy changed). Its endpoint set is taken
    * over: endpoints whose transport settings (`endpointTransport`: URL, pool options, connect and
@@ -130,6 +136,27 @@ export interface EndpointUpdate {
 const NO_CHANGE: EndpointChange = Object.freeze({ added: [], removed: [], updated: [] });
 /** Endpoint ids named per list in the log line of a set change (the counts are always there). */
 const LOGGED_IDS = 10;
+/**
+ * At most one "endpoint set changed" line per upstream in this long: the first change is logged at
+ * once, the ones after it are summed into one line at the end of the interval. With a registry
+ * feeding 1,000 instances, one line per registration would drown the log.
+ */
+export const SET_LOG_INTERVAL_MS = 10_000;
+/** How often a widened aperture looks at the peak of attempts in flight to see whether it may narrow. */
+export const APERTURE_PERIOD_MS = 30_000;
+
+let defaultReplica: ReplicaPosition | undefined;
+
+/** Set changes not yet logged (SET_LOG_INTERVAL_MS). */
+interface PendingSetLog {
+  changes: number;
+  added: number;
+  removed: number;
+  updated: number;
+  addedIds: string[];
+  removedIds: string[];
+  timer: NodeJS.Timeout;
+}
 
 export interface EndpointDescription {
   id: string;
@@ -147,6 +174,8 @@ export interface EndpointDescription {
   state: (typeof ENDPOINT_STATES)[number];
   /** Whether the balancer may choose it now (in panic mode, every endpoint may). */
   eligible: boolean;
+  /** Whether the balancer chooses among it: eligible and, on a wide upstream, in the aperture. */
+  inUse: boolean;
   health: HealthDescription | null;
   ejection: {
     ejected: boolean;
@@ -194,6 +223,8 @@ export interface ClusterDescription {
   circuitBreaker: CircuitDescription | null;
   retryBudget: { remaining: number; ratio: number; minRetriesPerSecond: number; windowMs: number } | null;
   bulkhead: { active: number; queued: number; maxConcurrent: number; maxQueued: number } | null;
+  /** The subset this replica balances over (null: no aperture, every eligible endpoint). */
+  aperture: ApertureDescription | null;
   endpoints: EndpointDescription[];
 }
 
@@ -219,6 +250,10 @@ const TLS_FAILURE_MESSAGES: Readonly<Record<UpstreamTlsFailure['kind'], string>>
 function detachedSeries(): UpstreamResilienceSeries {
   const cell = () => ({ labels: {}, value: 0 });
   return { decisions: UPSTREAM_DECISIONS.map(cell), retries: RETRY_REASONS.map(cell) };
+}
+
+function flushSetLog(cluster: Cluster): void {
+  cluster.flushSetLog();
 }
 
 function isGatewayStatus(status: number): boolean {
@@ -294,6 +329,19 @@ export class Cluster {
   /** False once a newer cluster took the bulkhead over: its waiters are that cluster's to reject. */
   #ownsBulkhead = true;
   #eligible: readonly Endpoint[] = [];
+  /** What the balancer chooses among: the aperture's window over #eligible, or #eligible itself. */
+  #inUse: readonly Endpoint[] = [];
+  readonly #aperture: Aperture | undefined;
+  /** Whether an endpoint of the set is among #eligible (the rule #refresh applies). */
+  readonly #isCandidate = (e: Endpoint): boolean => !e.draining && (this.#panic || (e.healthy && !e.ejected));
+  /** Attempts in flight above which the aperture widens (Infinity: it cannot, or there is none). */
+  #widenAt = Infinity;
+  /** The most attempts in flight since the aperture last looked (APERTURE_PERIOD_MS). */
+  #peak = 0;
+  /** When a widened aperture looks again (monotonic ms); Infinity while it is at its base size. */
+  #bandCheckAt = Infinity;
+  #lastSetLogAt = -Infinity;
+  #pendingSetLog: PendingSetLog | undefined = undefined;
   /** The live set, in the order endpoints joined; replaced (never mutated) on each change. */
   #members: readonly Endpoint[] = [];
   readonly #byId = new Map<string, Endpoint>();
@@ -346,6 +394,11 @@ export class Cluster {
     this.#members = members;
     for (const e of members) this.#byId.set(e.id, e);
     this.balancer = createBalancer(balancerCfg, members, { now, random });
+    if (balancerCfg.kind !== 'consistent_hash' && balancerCfg.aperture.enabled) {
+      defaultReplica ??= replicaPosition(undefined);
+      this.#aperture = new Aperture(balancerCfg.aperture, deps.replica ?? defaultReplica);
+      this.#aperture.setMembers(members);
+    }
 
     const timeouts = config.timeouts;
     this.retryPolicy = new RetryPolicy(config.retries, timeouts.request, random);
@@ -404,6 +457,7 @@ export class Cluster {
     this.#health = config.healthCheck
       ? new HealthChecker(config.healthCheck, members, {
           random,
+          now,
           connectTimeoutMs: timeouts.connect,
           hooks: { onChange: (e, healthy, detail) => this.#healthChanged(e, healthy, detail) },
         })
@@ -423,6 +477,7 @@ export class Cluster {
       endpointStates: () => this.#endpointStates(),
       ejectedEndpoints: () => this.#outliers?.ejectedCount ?? 0,
       panicMode: () => this.#panic,
+      endpointsInUse: () => this.#inUse.length,
     };
     this.#unwatch = deps.metrics?.watchUpstream(name, source) ?? (() => undefined);
     // Nothing above touched a shared endpoint, so a cluster whose construction throws leaves the
@@ -597,24 +652,69 @@ export class Cluster {
     }
     this.#members = members;
     this.#outliers?.resize(members.length);
+    if (added.length > 0 || removed.length > 0) this.#aperture?.setMembers(members, { added, removed });
     this.#refresh();
     const change: EndpointChange = {
       added: added.map((e) => e.id),
       removed: removed.map((e) => e.id),
       updated: updated.map((e) => e.id),
     };
-    this.#logger.info(
-      {
-        endpoints: members.length,
-        added: change.added.length,
-        removed: change.removed.length,
-        updated: change.updated.length,
-        addedIds: change.added.slice(0, LOGGED_IDS),
-        removedIds: change.removed.slice(0, LOGGED_IDS),
-      },
-      'endpoint set changed',
-    );
+    this.#logSetChange(change);
     return change;
+  }
+
+  /** One log line for this change, or summed into the next one (SET_LOG_INTERVAL_MS). */
+  #logSetChange(change: EndpointChange): void {
+    const now = this.#now();
+    let pending = this.#pendingSetLog;
+    if (pending === undefined && now - this.#lastSetLogAt >= SET_LOG_INTERVAL_MS) {
+      this.#lastSetLogAt = now;
+      this.#logger.info(
+        {
+          endpoints: this.#members.length,
+          added: change.added.length,
+          removed: change.removed.length,
+          updated: change.updated.length,
+          addedIds: change.added.slice(0, LOGGED_IDS),
+          removedIds: change.removed.slice(0, LOGGED_IDS),
+        },
+        'endpoint set changed',
+      );
+      return;
+    }
+    if (pending === undefined) {
+      const wait = Math.max(0, this.#lastSetLogAt + SET_LOG_INTERVAL_MS - now);
+      pending = {
+        changes: 0,
+        added: 0,
+        removed: 0,
+        updated: 0,
+        addedIds: [],
+        removedIds: [],
+        timer: setTimeout(flushSetLog, wait, this).unref(),
+      };
+      this.#pendingSetLog = pending;
+    }
+    pending.changes++;
+    pending.added += change.added.length;
+    pending.removed += change.removed.length;
+    pending.updated += change.updated.length;
+    for (const id of change.added) if (pending.addedIds.length < LOGGED_IDS) pending.addedIds.push(id);
+    for (const id of change.removed) if (pending.removedIds.length < LOGGED_IDS) pending.removedIds.push(id);
+  }
+
+  /** Log the changes summed since the last line (its timer fired, or the cluster is closing). */
+  flushSetLog(): void {
+    const pending = this.#pendingSetLog;
+    if (pending === undefined) return;
+    clearTimeout(pending.timer);
+    this.#pendingSetLog = undefined;
+    this.#lastSetLogAt = this.#now();
+    const { timer: _timer, ...counts } = pending;
+    this.#logger.info(
+      { endpoints: this.#members.length, ...counts },
+      `endpoint set changed (${pending.changes} changes)`,
+    );
   }
 
   /** An endpoint leaves the set: its checks and ejection stop, its pool drains and closes. */
@@ -715,7 +815,9 @@ export class Cluster {
 
   attemptStarted(endpoint: Endpoint): void {
     endpoint.inFlight++;
-    this.inFlight++;
+    const n = ++this.inFlight;
+    if (n > this.#peak) this.#peak = n;
+    if (n > this.#widenAt) this.#widen(n);
   }
 
   /**
@@ -764,6 +866,7 @@ export class Cluster {
       return;
     }
     const now = this.#now();
+    if (now >= this.#bandCheckAt) this.#checkBand(now);
     const noResponse = outcome !== 'success';
     const gatewayError = noResponse || isGatewayStatus(status);
     if (breaker !== undefined && ticket !== NO_TICKET) {
@@ -788,7 +891,7 @@ export class Cluster {
    * panic mode is every endpoint but the draining ones (removed ones are out of the set already).
    */
   #hasUntried(tried: readonly Endpoint[] | undefined): boolean {
-    for (const e of this.#eligible) if (!wasTried(tried, e)) return true;
+    for (const e of this.#inUse) if (!wasTried(tried, e)) return true;
     return false;
   }
 
@@ -871,6 +974,7 @@ export class Cluster {
     const now = this.#now();
     const wallNow = Date.now();
     const eligible = new Set(this.#eligible);
+    const inUse = this.#inUse === this.#eligible ? eligible : new Set(this.#inUse);
     const budget = this.#budget;
     const bulkhead = this.#bulkhead;
     const retries = this.config.retries;
@@ -896,6 +1000,7 @@ export class Cluster {
             maxQueued: bulkhead.maxQueued,
           }
         : null,
+      aperture: this.#aperture?.describe() ?? null,
       endpoints: this.#members.map((e) => ({
         id: e.id,
         source: e.source,
@@ -906,6 +1011,7 @@ export class Cluster {
         inFlight: e.inFlight,
         state: e.draining ? 'draining' : !e.healthy ? 'unhealthy' : e.ejected ? 'ejected' : 'healthy',
         eligible: eligible.has(e),
+        inUse: inUse.has(e),
         health: this.#health?.describe(e) ?? null,
         ejection: {
           ejected: e.ejected,
@@ -969,6 +1075,7 @@ export class Cluster {
     this.#closed = true;
     this.#unwatch();
     this.#outliers?.close();
+    this.flushSetLog();
     if (this.#tls !== undefined) this.#endpointDeps.tls!.release(this.#tls);
     this.#tls = undefined;
   }
@@ -1009,7 +1116,47 @@ export class Cluster {
     }
     this.#panic = panic;
     this.#eligible = panic ? all : eligible;
-    this.balancer.update(this.#eligible);
+    this.#applyWindow();
+  }
+
+  /**
+   * Give the balancer what it chooses among: the aperture's window over the eligible endpoints, or
+   * all of them. Health checks run at the full rate for the endpoints the window covers.
+   */
+  #applyWindow(): void {
+    const candidates = this.#eligible;
+    const aperture = this.#aperture;
+    const chosen = aperture === undefined ? candidates : aperture.choose(candidates, this.#isCandidate);
+    this.#inUse = chosen;
+    this.balancer.update(chosen);
+    this.#widenAt = chosen === candidates ? Infinity : aperture!.size * aperture!.maxLoad;
+    this.#health?.focus(chosen === candidates ? undefined : aperture!.watched);
+  }
+
+  /** More attempts in flight than the aperture's window is meant to carry: widen it. */
+  #widen(inFlight: number): void {
+    const aperture = this.#aperture!;
+    const from = aperture.size;
+    if (!aperture.grow(inFlight)) return;
+    this.#logger.info(
+      { from, to: aperture.size, inFlight, maxLoad: aperture.maxLoad },
+      'aperture widened: more attempts in flight than its endpoints should carry',
+    );
+    this.#applyWindow();
+    this.#peak = inFlight;
+    if (this.#bandCheckAt === Infinity) this.#bandCheckAt = this.#now() + APERTURE_PERIOD_MS;
+  }
+
+  /** A period of a widened aperture ended: narrow it if its peak fits in fewer endpoints. */
+  #checkBand(now: number): void {
+    const aperture = this.#aperture!;
+    const from = aperture.size;
+    if (aperture.shrink(this.#peak)) {
+      this.#logger.info({ from, to: aperture.size, peakInFlight: this.#peak }, 'aperture narrowed');
+      this.#applyWindow();
+    }
+    this.#peak = this.inFlight;
+    this.#bandCheckAt = aperture.size > aperture.baseSize ? now + APERTURE_PERIOD_MS : Infinity;
   }
 
   #circuitTransition(t: CircuitTransition): void {

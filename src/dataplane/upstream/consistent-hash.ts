@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { type Balancer, type PickContext, untried, wasTried } from './balancer.ts';
+import { type Balancer, drawOne, type PickContext, wasTried } from './balancer.ts';
 import type { Random } from './clock.ts';
 import type { Endpoint } from './endpoint.ts';
 import { hash32 } from './hash.ts';
@@ -85,10 +85,7 @@ export class ConsistentHashBalancer implements Balancer {
     if (list.length <= 1) return list[0];
     const tried = ctx?.tried;
     const key = ctx?.hashKey ?? this.#keyOf(ctx);
-    if (key === undefined) {
-      const candidates = untried(list, tried);
-      return candidates[Math.floor(this.#random() * candidates.length)];
-    }
+    if (key === undefined) return drawOne(list, this.#random, tried);
     const points = this.#points;
     const owners = this.#owners;
     const h = hash32(key);
@@ -114,7 +111,7 @@ export class ConsistentHashBalancer implements Balancer {
   }
 
   update(endpoints: readonly Endpoint[]): void {
-    this.#list = [...endpoints];
+    this.#list = endpoints;
     if (endpoints.length === 0) {
       this.#points = new Uint32Array(0);
       this.#owners = [];
@@ -127,14 +124,40 @@ export class ConsistentHashBalancer implements Balancer {
       totalWeight += e.weight;
     }
     const scale = Math.min(POINTS_PER_ENDPOINT / minWeight, MAX_POINTS / totalWeight);
-    const entries: { point: number; owner: Endpoint }[] = [];
-    for (const e of endpoints) {
-      const count = Math.max(1, Math.round(e.weight * scale));
-      for (let i = 0; i < count; i++) entries.push({ point: hash32(`${e.id}#${i}`), owner: e });
+    // Ties (a 32-bit collision) go to the lower id, so every replica builds the same ring: the
+    // rank by id rides in the low bits of each sort key (point × 2^20 + rank, exact in a double).
+    const byId = [...endpoints].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const points = byId.map((e) => pointsOf(e, Math.max(1, Math.round(e.weight * scale))));
+    let total = 0;
+    for (const p of points) total += p.length;
+    const keys = new Float64Array(total);
+    let k = 0;
+    for (let rank = 0; rank < byId.length; rank++)
+      for (const point of points[rank]!) keys[k++] = point * RANKS + rank;
+    keys.sort();
+    const ring = new Uint32Array(total);
+    const owners = new Array<Endpoint>(total);
+    for (let i = 0; i < total; i++) {
+      const rank = keys[i]! % RANKS;
+      ring[i] = (keys[i]! - rank) / RANKS;
+      owners[i] = byId[rank]!;
     }
-    // Ties (a 32-bit collision) are broken by id so every replica builds the same ring.
-    entries.sort((a, b) => a.point - b.point || (a.owner.id < b.owner.id ? -1 : 1));
-    this.#points = Uint32Array.from(entries, (x) => x.point);
-    this.#owners = entries.map((x) => x.owner);
+    this.#points = ring;
+    this.#owners = owners;
   }
+}
+
+/** Room for the rank of an endpoint in a ring sort key: up to 2^20 endpoints. */
+const RANKS = 2 ** 20;
+
+/** An endpoint's ring points for a point count, computed once: a rebuild then only sorts. */
+const pointCache = new WeakMap<Endpoint, Uint32Array>();
+
+function pointsOf(e: Endpoint, count: number): Uint32Array {
+  const cached = pointCache.get(e);
+  if (cached !== undefined && cached.length === count) return cached;
+  const points = new Uint32Array(count);
+  for (let i = 0; i < count; i++) points[i] = hash32(`${e.id}#${i}`);
+  pointCache.set(e, points);
+  return points;
 }

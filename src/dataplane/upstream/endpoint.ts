@@ -93,6 +93,22 @@ function hostnameOf(host: string): string {
   return colon < 0 ? host : host.slice(0, colon);
 }
 
+/** Pool options undici has accepted, as JSON: each is tried once, not once per endpoint. */
+const acceptedOptions = new Set<string>();
+
+/**
+ * Throw now what undici's Pool constructor would throw for these options, so that a cluster with
+ * bad pool options fails to build (and a reload fails) instead of its first request.
+ */
+function checkPoolOptions(cfg: EndpointTransportConfig): void {
+  const options = poolOptions(cfg, {});
+  const key = JSON.stringify(options);
+  if (acceptedOptions.has(key)) return;
+  void new Pool('http://127.0.0.1', options).destroy();
+  if (acceptedOptions.size >= 100) acceptedOptions.clear();
+  acceptedOptions.add(key);
+}
+
 /**
  * Everything an endpoint's pool is built from (its URL, the host it is addressed as, and the pool
  * options: connections, keep-alive, connect and body timeouts, and for `https://` the TLS settings
@@ -142,7 +158,8 @@ export class Endpoint {
    * Never set back (the same origin added again is a new Endpoint).
    */
   removed = false;
-  readonly pool: Pool;
+  #pool: Pool | undefined;
+  readonly #transportConfig: EndpointTransportConfig;
   /** endpointTransport() of the config it was built from. */
   readonly transport: string;
   /** Attempts in progress (least-request and peak-EWMA read it). */
@@ -165,6 +182,7 @@ export class Endpoint {
   rttMs = 0;
   rttAt = 0;
   #closed = false;
+  #destroyed = false;
   /** Clusters holding it: after a reload the new cluster and the one it replaced share it. */
   #holders = 0;
   /** `https://` only: how its connections speak TLS, and where the upstream's TLS was taken from. */
@@ -189,6 +207,8 @@ export class Endpoint {
     this.metadata = info.metadata ?? NO_METADATA;
     this.draining = info.state === 'draining';
     this.transport = transportKey(this.url, this.host, cfg);
+    checkPoolOptions(cfg);
+    this.#transportConfig = cfg;
     // The name it is addressed as: an address resolved from a name is still that name's host.
     const hostname = hostnameOf(this.host);
     if (this.url.protocol === 'https:') {
@@ -206,7 +226,28 @@ export class Endpoint {
         },
       };
     } else this.servername = hostname;
-    this.pool = new Pool(this.id, poolOptions(cfg, this.connector(cfg.timeouts.connect)));
+  }
+
+  /**
+   * Its connection pool, made at first use: on a wide upstream most endpoints are outside this
+   * replica's aperture and never need one (an undici Pool is about 19 KB before any connection).
+   */
+  get pool(): Pool {
+    let pool = this.#pool;
+    if (pool === undefined) {
+      const cfg = this.#transportConfig;
+      pool = new Pool(this.id, poolOptions(cfg, this.connector(cfg.timeouts.connect)));
+      this.#pool = pool;
+      // Asked for after close(): a pool in the same state, so nothing can use it.
+      if (this.#destroyed) void pool.destroy();
+      else if (this.#closed) void pool.close();
+    }
+    return pool;
+  }
+
+  /** The pool if one was made: for views that must not make one. */
+  get openedPool(): Pool | undefined {
+    return this.#pool;
   }
 
   /**
@@ -279,7 +320,7 @@ export class Endpoint {
     if (this.#closed) return;
     this.#closed = true;
     try {
-      await this.pool.close();
+      await this.#pool?.close();
     } finally {
       this.#releaseTls();
     }
@@ -288,8 +329,9 @@ export class Endpoint {
   /** Abort everything now (shutdown after the drain timeout). */
   async destroy(): Promise<void> {
     this.#closed = true;
+    this.#destroyed = true;
     try {
-      await this.pool.destroy();
+      await this.#pool?.destroy();
     } finally {
       this.#releaseTls();
     }

@@ -31,7 +31,7 @@ export class LeastRequestBalancer implements Balancer {
   }
 
   update(endpoints: readonly Endpoint[]): void {
-    this.#list = [...endpoints];
-    this.#sampler = new WeightedSampler(this.#list);
+    this.#list = endpoints;
+    this.#sampler = new WeightedSampler(endpoints);
   }
 }

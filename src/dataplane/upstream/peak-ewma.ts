@@ -77,7 +77,7 @@ export class PeakEwmaBalancer implements Balancer {
   }
 
   update(endpoints: readonly Endpoint[]): void {
-    this.#list = [...endpoints];
-    this.#sampler = new WeightedSampler(this.#list);
+    this.#list = endpoints;
+    this.#sampler = new WeightedSampler(endpoints);
   }
 }

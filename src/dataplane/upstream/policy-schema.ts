@@ -71,15 +71,47 @@ const balancerCommon = {
   panicThreshold: percent(50),
 };
 
+/**
+ * Subsetting for wide upstreams (Finagle's deterministic aperture): each gateway replica balances
+ * over a window of the upstream's endpoints rather than all of them, so it holds connections to
+ * few, keeps them warm, and the replicas together cover the set (docs/resilience.md#aperture).
+ */
+export const ApertureSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Endpoints a replica balances over at least; every endpoint when the upstream has no more. */
+  minEndpoints: z.number().int().min(1).max(100_000).default(12),
+  /**
+   * Attempts in flight per endpoint in use above which the window widens; it narrows again when
+   * the peak of 30 s would fit in two thirds of it.
+   */
+  maxLoad: z.number().positive().max(10_000).default(4),
+});
+
+/**
+ * This process among the gateway replicas that share its upstreams (static): replica `index` of
+ * `count` takes window `index` of each upstream's ring, so together they cover every endpoint.
+ * Absent: a position from a hash of the host name and process id, and no coverage guarantee.
+ */
+export const ReplicaSchema = z
+  .strictObject({
+    index: z.number().int().min(0),
+    count: z.number().int().min(1).max(100_000),
+  })
+  .refine((r) => r.index < r.count, { message: 'index must be below count', path: ['index'] });
+
 /** The default balancer kind; chosen by bench/micro/balancers.ts (see docs/resilience.md). */
 export const DEFAULT_BALANCER = 'peak_ewma';
 
+/** Consistent hashing has none: every replica must map a key to the same endpoint. */
+const withAperture = { aperture: ApertureSchema.prefault({}) };
+
 export const BalancerSchema = z.discriminatedUnion('kind', [
-  z.strictObject({ kind: z.literal('least_request'), ...balancerCommon }),
-  z.strictObject({ kind: z.literal('round_robin'), ...balancerCommon }),
+  z.strictObject({ kind: z.literal('least_request'), ...balancerCommon, ...withAperture }),
+  z.strictObject({ kind: z.literal('round_robin'), ...balancerCommon, ...withAperture }),
   z.strictObject({
     kind: z.literal('peak_ewma'),
     ...balancerCommon,
+    ...withAperture,
     /** Time constant of the latency average's decay. */
     decay: duration('10s'),
     /** Latency assumed for an endpoint before its first response. */
@@ -176,7 +208,19 @@ const statusOrRange = z.union([
 
 export const HealthCheckSchema = z.strictObject({
   path: z.string().startsWith('/', 'path must start with /').default('/healthz'),
+  /** How often an endpoint in use is checked (one in the aperture's window, or any without one). */
   interval: duration('10s'),
+  /**
+   * How often an endpoint not in use (outside the aperture's window) is checked; never more often
+   * than `interval`. Envoy's no-traffic interval: a replica need not watch closely what it does not use.
+   */
+  idleInterval: duration('60s'),
+  /**
+   * At most this many checks a second of endpoints not in use, per upstream: past
+   * idleChecksPerSecond × idleInterval of them (600), each is checked less often, so the sweep's
+   * cost stops growing with the set.
+   */
+  idleChecksPerSecond: z.number().positive().max(10_000).default(10),
   timeout: duration('1s'),
   /** Consecutive passing checks that make an unhealthy endpoint healthy. */
   healthyThreshold: z.number().int().min(1).default(2),
@@ -202,6 +246,8 @@ export type EndpointSpec = z.output<typeof EndpointSchema>;
 export type BalancerConfig = z.output<typeof BalancerSchema>;
 export type BalancerKind = BalancerConfig['kind'];
 export type HashOnConfig = z.output<typeof HashOnSchema>;
+export type ApertureConfig = z.output<typeof ApertureSchema>;
+export type ReplicaConfig = z.output<typeof ReplicaSchema>;
 export type RetryConfig = z.output<typeof RetrySchema>;
 export type RetryCondition = (typeof RETRY_CONDITIONS)[number];
 export type CircuitBreakerConfig = z.output<typeof CircuitBreakerSchema>;

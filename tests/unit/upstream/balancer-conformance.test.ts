@@ -130,7 +130,7 @@ describe.each(KINDS)('Balancer conformance: $kind', (cfg) => {
 });
 
 describe('WeightedRoundRobinBalancer', () => {
-  it('interleaves by weight (smooth): 5,1,1 gives a a b a c a a', () => {
+  it('interleaves by weight (earliest deadline first): 5,1,1 gives a a a b c a a', () => {
     const [a, b, c] = eps(3, [5, 1, 1]);
     const bal = createBalancer({ kind: 'round_robin', panicThreshold: 50 }, [a!, b!, c!], {
       now: () => 0,
@@ -142,7 +142,7 @@ describe('WeightedRoundRobinBalancer', () => {
       [c, 'c'],
     ]);
     const seq = Array.from({ length: 14 }, () => names.get(bal.pick()!)).join('');
-    expect(seq).toBe('aabacaaaabacaa');
+    expect(seq).toBe('aaabcaaaaabcaa');
   });
 
   it.each([

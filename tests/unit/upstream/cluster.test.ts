@@ -660,6 +660,7 @@ describe('Cluster: outlier ejection, eligibility, panic mode, telemetry', () => 
       circuitBreaker: { state: 'closed', trips: 0 },
       retryBudget: { remaining: 3, ratio: 0.2, minRetriesPerSecond: 3, windowMs: 10_000 },
       bulkhead: null,
+      aperture: { inUse: 1, size: 1, baseSize: 1, minEndpoints: 12, maxLoad: 4, replica: null },
     });
     expect(d.endpoints).toEqual([
       {
@@ -672,6 +673,7 @@ describe('Cluster: outlier ejection, eligibility, panic mode, telemetry', () => 
         inFlight: 0,
         state: 'healthy',
         eligible: true,
+        inUse: true,
         health: null,
         ejection: { ejected: false, until: null, count: 0, consecutiveGatewayErrors: 0, consecutive5xx: 0 },
         ewmaMs: expect.any(Number),

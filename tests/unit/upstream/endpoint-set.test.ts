@@ -9,7 +9,7 @@
 import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { NO_TICKET } from '../../../src/dataplane/upstream/circuit-breaker.ts';
-import type { Cluster } from '../../../src/dataplane/upstream/cluster.ts';
+import { type Cluster, SET_LOG_INTERVAL_MS } from '../../../src/dataplane/upstream/cluster.ts';
 import type { Endpoint } from '../../../src/dataplane/upstream/endpoint.ts';
 import { createMetrics, renderMetrics } from '../../../src/telemetry/metrics.ts';
 import { BALANCER_KINDS, clusterFactory, ManualClock, ORIGINS, TLS_FAILURE, tally } from './helpers.ts';
@@ -303,6 +303,7 @@ describe('live endpoint set: the rest of the contract', () => {
       lastCheckAt: null,
       lastStatus: null,
       lastError: null,
+      rate: 'interval',
     });
     c.removeEndpoint(A);
     expect(c.describe().endpoints.map((e) => e.id)).toEqual([B]);
@@ -355,5 +356,44 @@ describe('live endpoint set: the rest of the contract', () => {
       addedIds: [B, C],
       removedIds: [A],
     });
+  });
+
+  it('sums the changes that follow within 10 s into one line, logged when the interval ends or at close', async () => {
+    vi.useFakeTimers();
+    const clock = new ManualClock();
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'info' }, { write: (s: string) => lines.push(JSON.parse(s)) });
+    const c = make({ endpoints: [A] }, { logger, now: clock.now });
+    const changes = () => lines.filter((l) => String(l.msg).startsWith('endpoint set changed'));
+    c.addEndpoint({ url: B });
+    expect(changes()).toHaveLength(1);
+    // 100 registrations and deregistrations a few ms apart: no line each.
+    for (let i = 0; i < 50; i++) {
+      clock.advance(50);
+      c.addEndpoint({ url: `http://127.0.0.2:${20_000 + i}` });
+      clock.advance(50);
+      if (i % 2 === 0) c.removeEndpoint(`http://127.0.0.2:${20_000 + i}`);
+    }
+    expect(changes()).toHaveLength(1);
+    clock.advance(SET_LOG_INTERVAL_MS);
+    vi.advanceTimersByTime(SET_LOG_INTERVAL_MS);
+    expect(changes()).toHaveLength(2);
+    expect(changes()[1]).toMatchObject({
+      msg: 'endpoint set changed (75 changes)',
+      endpoints: 27,
+      changes: 75,
+      added: 50,
+      removed: 25,
+      addedIds: Array.from({ length: 10 }, (_, i) => `http://127.0.0.2:${20_000 + i}`),
+    });
+    // The next change after a quiet interval is logged at once again; one pending at close is flushed.
+    clock.advance(SET_LOG_INTERVAL_MS);
+    c.removeEndpoint(B);
+    expect(changes()).toHaveLength(3);
+    c.removeEndpoint(A);
+    expect(changes()).toHaveLength(3);
+    await c.close();
+    expect(changes()).toHaveLength(4);
+    expect(changes()[3]).toMatchObject({ changes: 1, removed: 1, removedIds: [A] });
   });
 });

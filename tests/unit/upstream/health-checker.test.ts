@@ -18,6 +18,8 @@ import { tally, upstream } from './helpers.ts';
 
 interface HealthServer {
   readonly url: string;
+  /** Connections accepted, and open now. */
+  readonly connections: { accepted: number; open: number };
   /** Status the health path answers with; 0 = never answer. */
   status: number;
   /** Arrival times (ms) of health checks. */
@@ -50,9 +52,16 @@ async function healthServer(status = 200): Promise<HealthServer> {
     }
     res.writeHead(state.status, { 'content-type': 'text/plain' }).end('ok');
   });
+  const connections = { accepted: 0, open: 0 };
+  server.on('connection', (socket) => {
+    connections.accepted++;
+    connections.open++;
+    socket.on('close', () => connections.open--);
+  });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   const s: HealthServer = Object.assign(state, {
+    connections,
     url: `http://127.0.0.1:${port}`,
     close: async () => {
       for (const r of hanging) r.destroy();
@@ -186,6 +195,25 @@ describe('HealthChecker (real servers)', () => {
     expect(Math.min(...gaps)).toBeLessThan(interval * (1 + jitter) + 100);
     // Jitter spreads them: not all within a couple of ms of each other.
     expect(Math.max(...gaps) - Math.min(...gaps)).toBeGreaterThan(4);
+  });
+
+  it('keeps one connection for an endpoint in use; an idle-rate check opens one and closes it after the answer', async () => {
+    const used = await healthServer(200);
+    const idle = await healthServer(200);
+    const eps = clusterOf([used.url, idle.url]).endpoints;
+    const { hc } = checker(eps, { interval: '20ms', idleInterval: '30ms' });
+    hc.focus([eps[0]!]);
+    hc.start();
+    await vi.waitFor(() => expect(idle.checks.length).toBeGreaterThanOrEqual(4), { timeout: 5000 });
+    await vi.waitFor(() => expect(idle.connections.open).toBe(0), { timeout: 5000 });
+    expect(idle.connections.accepted).toBe(idle.checks.length);
+    expect(used.checks.length).toBeGreaterThanOrEqual(4);
+    expect(used.connections.accepted).toBe(1);
+    expect(used.connections.open).toBe(1);
+    expect(hc.describe(eps[1]!)).toMatchObject({ rate: 'idle', lastStatus: 200 });
+    // Out of use: its kept connection goes at its next check.
+    hc.focus([]);
+    await vi.waitFor(() => expect(used.connections.open).toBe(0), { timeout: 5000 });
   });
 
   it('close() stops checking', async () => {

@@ -5,7 +5,13 @@ import { ConfigSchema, UpstreamSchema } from '../../../src/config/schema.ts';
 describe('UpstreamSchema resilience keys', () => {
   it('applies the documented defaults', () => {
     const u = UpstreamSchema.parse({ endpoints: ['http://a:1'] });
-    expect(u.balancer).toEqual({ kind: 'peak_ewma', panicThreshold: 50, decay: 10_000, defaultRtt: 30 });
+    expect(u.balancer).toEqual({
+      kind: 'peak_ewma',
+      panicThreshold: 50,
+      decay: 10_000,
+      defaultRtt: 30,
+      aperture: { enabled: true, minEndpoints: 12, maxLoad: 4 },
+    });
     expect(u.retries).toEqual({
       maxAttempts: 2,
       retryOn: ['connect-failure', 'refused', 'reset'],
@@ -43,6 +49,8 @@ describe('UpstreamSchema resilience keys', () => {
     expect(u.healthCheck).toEqual({
       path: '/healthz',
       interval: 10_000,
+      idleInterval: 60_000,
+      idleChecksPerSecond: 10,
       timeout: 1000,
       healthyThreshold: 2,
       unhealthyThreshold: 3,
