@@ -8,7 +8,13 @@
 import { JsonTraceSerializer, ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { TelemetrySchema } from '../../src/config/schema.ts';
-import { createTracing, endClientSpan, endServerSpan } from '../../src/telemetry/tracing.ts';
+import {
+  attemptSpanAttributes,
+  createTracing,
+  endClientSpan,
+  endServerSpan,
+  routeServerSpan,
+} from '../../src/telemetry/tracing.ts';
 import { bench, header } from './harness.ts';
 
 const BATCH = 512;
@@ -34,16 +40,12 @@ while (spans.length < BATCH) {
       'client.address': '127.0.0.1',
     },
   );
-  server.updateName('GET all');
-  server.setAttribute('http.route', 'all');
-  const client = tracing.startClientSpan(server, 'GET bench', {
-    'http.request.method': 'GET',
-    'server.address': '127.0.0.1',
-    'server.port': 3001,
-    'peregrine.upstream': 'bench',
-    'peregrine.endpoint': 'http://127.0.0.1:3001',
-    'peregrine.attempt': 1,
-  });
+  routeServerSpan(server, 'GET', '/*', 'all');
+  const client = tracing.startClientSpan(
+    server,
+    'GET bench',
+    attemptSpanAttributes('GET', 'http://127.0.0.1:3001', '127.0.0.1', 3001, '/', '', 'bench', 0),
+  );
   endClientSpan(client, 200, undefined);
   server.setAttribute('url.path', '/');
   server.setAttribute('peregrine.request_id', crypto.randomUUID());

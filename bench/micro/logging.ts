@@ -35,6 +35,7 @@ const RECORD: AccessLogRecord = {
   responseBytes: 512,
   traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
   spanId: '00f067aa0ba902b7',
+  sampled: true,
   requestId: '3f2a0b7e-1c1d-4b2a-9e1e-2f0c8d7a6b5c',
   clientAddress: '10.1.2.3',
   code: undefined,

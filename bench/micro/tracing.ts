@@ -27,7 +27,14 @@ import {
   TraceIdRatioBasedSampler,
 } from '@opentelemetry/sdk-trace-base';
 import { TelemetrySchema } from '../../src/config/schema.ts';
-import { createTracing, endClientSpan, endServerSpan, type Tracing } from '../../src/telemetry/tracing.ts';
+import {
+  attemptSpanAttributes,
+  createTracing,
+  endClientSpan,
+  endServerSpan,
+  routeServerSpan,
+  type Tracing,
+} from '../../src/telemetry/tracing.ts';
 import { bench, header } from './harness.ts';
 
 class DroppingExporter implements SpanExporter {
@@ -53,19 +60,28 @@ const SAMPLED_CHILD: IncomingHttpHeaders = {
 
 function oneRequest(t: Tracing, headers: IncomingHttpHeaders): void {
   const server = t.startServerSpan('GET', headers, { 'url.scheme': 'http', 'client.address': '10.0.0.1' });
-  const client = t.startClientSpan(server, 'GET users-svc', {
-    'http.request.method': 'GET',
-    'server.address': '10.0.0.5',
-    'server.port': 8080,
-    'peregrine.upstream': 'users-svc',
-    'peregrine.endpoint': 'http://10.0.0.5:8080',
-    'peregrine.attempt': 1,
-  });
+  routeServerSpan(server, 'GET', '/users/*', 'users');
+  // As the pipeline does: the attempt is described only when its parent is recorded.
+  const client = server.isRecording()
+    ? t.startClientSpan(
+        server,
+        'GET users-svc',
+        attemptSpanAttributes(
+          'GET',
+          'http://10.0.0.5:8080',
+          '10.0.0.5',
+          8080,
+          '/users/42',
+          '',
+          'users-svc',
+          0,
+        ),
+      )
+    : t.startClientSpan(server, 'GET', {});
   const outbound: Record<string, string | string[]> = {};
   t.inject(client, outbound);
   t.traceIds(server);
   endClientSpan(client, 200, undefined);
-  server.updateName('GET users');
   endServerSpan(server, 200, undefined);
 }
 

@@ -74,6 +74,11 @@ export const TracingSchema = z.strictObject({
   /** Root sampling ratio for requests without a sampled parent (parent-based). */
   sampleRatio: z.number().min(0).max(1).default(0.1),
   /**
+   * Put the process's command line on the trace resource (`process.command_args`). Off: a command
+   * line can carry secrets.
+   */
+  commandArgs: z.boolean().default(false),
+  /**
    * A trace backend's page for one trace, with `{traceId}` where the id goes (Jaeger:
    * `http://jaeger:16686/trace/{traceId}`): the status page links each local decision to it.
    */

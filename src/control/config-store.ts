@@ -244,7 +244,11 @@ export class ConfigStore {
   /** Which routes now serving have a latency histogram of their own. */
   #configureRouteMetrics(): void {
     this.#metrics.configureRoutes(
-      this.#current.routes.routes.map((r) => ({ name: r.name, histogram: r.config.metrics?.histogram })),
+      this.#current.routes.routes.map((r) => ({
+        name: r.name,
+        histogram: r.config.metrics?.histogram,
+        httpRoute: r.httpRoute,
+      })),
     );
   }
 

@@ -21,8 +21,14 @@ import { routeTableFor, type Snapshot } from '../control/snapshot.ts';
 import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
 import type { MeshSide } from '../sidecar/mesh-telemetry.ts';
 import { accessRecord } from '../telemetry/access-log.ts';
+import { protocolVersionOf } from '../telemetry/http-attributes.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
-import { endServerSpan } from '../telemetry/tracing.ts';
+import {
+  attemptSpanAttributes,
+  endServerSpan,
+  routeServerSpan,
+  setServerQuery,
+} from '../telemetry/tracing.ts';
 import { peerIdentityOf } from '../tls/peer-identity.ts';
 import {
   type ConnectionSocket,
@@ -115,6 +121,7 @@ type ResponseWithContext = ServerResponse & { [kContext]?: RequestContext };
 /** A client-supplied request id is kept only when it is this tame; otherwise a UUID replaces it. */
 export const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 const NO_ROUTE = '_none';
+const NO_ATTRIBUTES: Readonly<Record<string, never>> = Object.freeze({});
 
 /** The client's `x-request-id` when it is tame, a new UUID otherwise. */
 export function requestIdOf(req: IncomingMessage): string {
@@ -303,6 +310,7 @@ export class Pipeline implements TunnelObserver {
     const span = this.telemetry.tracing.startServerSpan(req.method ?? 'GET', req.headers, {
       'url.scheme': this.listener.proto,
       'client.address': ctx.clientAddress,
+      'network.protocol.version': protocolVersionOf(req),
     });
     ctx.span = span;
     if (ctx.identity !== undefined) span.setAttribute('peregrine.client.identity', ctx.identity);
@@ -333,8 +341,7 @@ export class Pipeline implements TunnelObserver {
     ctx.route = route;
     // The decision log is built for sampled requests only: it is read from their spans.
     if (ctx.sampled) ctx.decide('route', `${route.name} (priority ${route.priority})`);
-    ctx.span?.updateName(`${method} ${route.name}`);
-    ctx.span?.setAttribute('http.route', route.name);
+    if (ctx.span !== undefined) routeServerSpan(ctx.span, method, route.httpRoute, route.name);
     const maxBody = route.config.limits?.maxBodySize ?? 0;
     if (maxBody > 0) {
       const declared = req.headers['content-length'];
@@ -493,14 +500,25 @@ export class Pipeline implements TunnelObserver {
     if (ctx.upstreamHeaders) for (const h of ctx.upstreamHeaders) headers.push(h);
 
     const method = req.method ?? 'GET';
-    const span = this.telemetry.tracing.startClientSpan(ctx.span!, `${method} ${cluster.name}`, {
-      'http.request.method': method,
-      'server.address': endpoint.url.hostname,
-      'server.port': Number(endpoint.url.port) || (endpoint.url.protocol === 'https:' ? 443 : 80),
-      'peregrine.upstream': cluster.name,
-      'peregrine.endpoint': endpoint.id,
-      'peregrine.attempt': ctx.attempts,
-    });
+    const path = route.rewritePath(ctx.path);
+    const parent = ctx.span!;
+    // Named and described only when it can be recorded: most requests are not sampled.
+    const span = parent.isRecording()
+      ? this.telemetry.tracing.startClientSpan(
+          parent,
+          `${method} ${cluster.name}`,
+          attemptSpanAttributes(
+            method,
+            endpoint.id,
+            endpoint.url.hostname,
+            Number(endpoint.url.port) || (endpoint.url.protocol === 'https:' ? 443 : 80),
+            path,
+            ctx.query,
+            cluster.name,
+            ctx.attempts - 1,
+          ),
+        )
+      : this.telemetry.tracing.startClientSpan(parent, method, NO_ATTRIBUTES);
     if (ctx.retryReason !== undefined && span.isRecording()) {
       span.setAttribute('peregrine.retry.reason', ctx.retryReason);
       span.setAttribute('peregrine.retry.backoff_ms', ctx.backoffMs);
@@ -523,7 +541,6 @@ export class Pipeline implements TunnelObserver {
       // A chunked body has no declared size: count it on the way and cut it at the limit.
       body = limitBody(req, maxBody);
     }
-    const path = route.rewritePath(ctx.path);
     const opts: EndpointDispatchOptions = {
       method: method as Dispatcher.HttpMethod,
       path: ctx.query ? path + ctx.query : path,
@@ -757,7 +774,9 @@ export class Pipeline implements TunnelObserver {
     }
     if (ctx.retryTimer) clearTimeout(ctx.retryTimer);
     if (ctx.admitted) ctx.cluster!.release(ctx);
-    const status = completed || res.headersSent ? res.statusCode : 499;
+    // 499: the client went away before any response (nothing was sent: no status on the span).
+    const sent = completed || res.headersSent;
+    const status = sent ? res.statusCode : 499;
     const durationMs = performance.now() - ctx.startedAt;
     const routeName = ctx.route?.name ?? NO_ROUTE;
     const method = req.method ?? 'GET';
@@ -790,6 +809,7 @@ export class Pipeline implements TunnelObserver {
     const span = ctx.span;
     if (span) {
       span.setAttribute('url.path', ctx.path);
+      setServerQuery(span, ctx.query);
       if (ctx.decisions) span.setAttribute('peregrine.decisions', ctx.decisions.map(formatDecision));
       if (ctx.sampled) span.setAttribute('peregrine.request_id', ctx.requestId);
       if (ctx.subject !== undefined) span.setAttribute('enduser.id', ctx.subject);
@@ -801,7 +821,7 @@ export class Pipeline implements TunnelObserver {
             ? 'allow'
             : `deny:${ctx.code}`,
         );
-      endServerSpan(span, status, ctx.code);
+      endServerSpan(span, sent ? status : undefined, ctx.code);
     }
     const accessLog = this.telemetry.accessLog;
     if (accessLog.enabled)

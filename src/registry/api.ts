@@ -19,6 +19,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Span } from '@opentelemetry/api';
 import { plainAddress } from '../dataplane/forward/trusted-proxies.ts';
 import { type ErrorCode, GatewayError, toProblem } from '../errors.ts';
+import { protocolVersionOf } from '../telemetry/http-attributes.ts';
 import type { RegistryDenialReason } from '../telemetry/metrics.ts';
 import type { Telemetry } from '../telemetry/telemetry.ts';
 import { endServerSpan, SPAN_ATTR, serverSpanName } from '../telemetry/tracing.ts';
@@ -171,7 +172,9 @@ export class RegistryApi {
     const method = req.method ?? 'GET';
     const span = tracing.startServerSpan(method, req.headers, {
       [SPAN_ATTR.URL_PATH]: (req.url ?? '/').split('?')[0]!,
+      [SPAN_ATTR.URL_SCHEME]: (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
       [SPAN_ATTR.CLIENT_ADDRESS]: plainAddress(req.socket.remoteAddress),
+      [SPAN_ATTR.NETWORK_PROTOCOL_VERSION]: protocolVersionOf(req),
     });
     this.#serve(req, res, span).catch((err: unknown) => {
       this.#fail(

@@ -1,7 +1,9 @@
 /**
  * One JSON line per finished request (`"type":"access","msg":"access"`), joinable with traces by
- * traceId. The record is a fixed set of scalar fields: no header bag, no query string (it may hold
- * tokens), so there is nothing for redaction to catch.
+ * `trace_id`, `span_id` and `trace_flags`: the OpenTelemetry log data model's names, which the
+ * Collector's filelog trace parser reads by default (docs/observability.md). The record is a fixed
+ * set of scalar fields: no header bag, no query string (it may hold tokens), so there is nothing
+ * for redaction to catch.
  */
 import type { Logger } from 'pino';
 import { LineBatch, LogDestination } from './log-destination.ts';
@@ -24,10 +26,12 @@ export interface AccessLogRecord {
   // quote, backslash or control character. They cannot: ids are lower-case hex (drawn by the
   // gateway, or taken from a traceparent/B3 header only after the propagator checked it is hex),
   // the request id matches REQUEST_ID_RE or is a UUID, and the address is the socket's.
-  /** 32 hex digits, or '' when the exchange has no trace. */
-  traceId: string;
-  /** 16 hex digits, or ''. */
-  spanId: string;
+  /** 32 hex digits (`trace_id`); undefined or '' when the exchange has no trace (left out). */
+  traceId: string | undefined;
+  /** 16 hex digits (`span_id`, the SERVER span's). */
+  spanId: string | undefined;
+  /** The trace's sampled flag (`trace_flags` `01` or `00`). */
+  sampled: boolean;
   /** The client's `x-request-id` when it matches REQUEST_ID_RE, else a UUID; '' when none. */
   requestId: string;
   /** The peer's IP address as the socket reports it; '' when unknown. */
@@ -69,6 +73,7 @@ export interface AccessExchange {
   readonly identity: string | undefined;
   readonly traceId?: string;
   readonly spanId?: string;
+  readonly sampled?: boolean;
   readonly requestBytes?: number;
   readonly responseBytes?: number;
   readonly upstreamDurationMs?: number | undefined;
@@ -110,8 +115,9 @@ export function accessRecord(
     upstreamDurationMs: upstreamMs === undefined ? undefined : round(upstreamMs),
     requestBytes: x.requestBytes ?? 0,
     responseBytes: x.responseBytes ?? 0,
-    traceId: x.traceId ?? '',
-    spanId: x.spanId ?? '',
+    traceId: x.traceId,
+    spanId: x.spanId,
+    sampled: x.sampled === true,
     requestId: x.requestId,
     clientAddress: x.clientAddress,
     code: x.code,
@@ -209,7 +215,8 @@ export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
         line += `,"upstreamDurationMs":${millisText(rec.upstreamDurationMs)}`;
       line += `,"requestBytes":${rec.requestBytes},"responseBytes":${rec.responseBytes}`;
       // Ids and the peer address are written as they are: see AccessLogRecord.
-      line += `,"traceId":"${rec.traceId}","spanId":"${rec.spanId}"`;
+      if (rec.traceId)
+        line += `,"trace_id":"${rec.traceId}","span_id":"${rec.spanId}","trace_flags":"${rec.sampled ? '01' : '00'}"`;
       line += `,"requestId":"${rec.requestId}","clientAddress":"${rec.clientAddress}"`;
       if (rec.code !== undefined) line += `,"code":${quoted(rec.code)}`;
       if (ua !== undefined)

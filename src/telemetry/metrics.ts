@@ -10,14 +10,7 @@
  * use prom-client's classes directly.
  */
 
-import {
-  Counter,
-  collectDefaultMetrics,
-  Gauge,
-  Histogram,
-  Registry,
-  type RegistryContentType,
-} from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, type RegistryContentType } from 'prom-client';
 import { HTTP_METHODS } from '../config/http-methods.ts';
 import type { Http2CloseReason } from '../dataplane/listener/http2-session-guard.ts';
 import type { ErrorCode } from '../errors.ts';
@@ -31,6 +24,7 @@ import {
   type Labels,
   type ScalarCell,
 } from './metric-cells.ts';
+import { registerRuntimeMetrics } from './runtime-metrics.ts';
 
 export const NO_ROUTE = '_none';
 
@@ -267,6 +261,8 @@ export class GatewayMetrics {
   readonly exemplars: boolean;
   readonly requestsTotal: CellMetric;
   readonly requestDuration: CellHistogram;
+  /** 1 per route with a latency histogram of its own, labelled with its `http_route`. */
+  readonly routeInfo: CellMetric;
   readonly requestsInFlight: CellMetric;
   readonly openConnections: CellMetric;
   readonly pipelinedDropped: CellMetric;
@@ -352,6 +348,9 @@ export class GatewayMetrics {
   private readonly otherDurations = new Map<string, HistogramCell>();
   /** upstream → its endpoint source, read by the discovery gauges at scrape time. */
   private readonly discoverySources = new Map<string, DiscoveryStateSource>();
+  /** route → its routeInfo series (`http_route` in the labels). */
+  private readonly routeInfoCells = new Map<string, ScalarCell>();
+  readonly #stopRuntime: () => void;
 
   constructor(opts: MetricsOptions) {
     // Prometheus text by default; renderMetrics() switches to OpenMetrics for scrapers that ask.
@@ -376,6 +375,12 @@ export class GatewayMetrics {
       labelNames: ['listener', 'route', 'method', 'status'],
       buckets: opts.latencyBuckets ?? LATENCY_BUCKETS,
       exemplars: opts.exemplars,
+      registry,
+    });
+    this.routeInfo = new CellMetric('gauge', {
+      name: 'peregrine_route_info',
+      help: 'Always 1, per route with a latency histogram of its own: its path template as http_route (what spans carry as http.route).',
+      labelNames: ['route', 'http_route'],
       registry,
     });
     this.requestsInFlight = new CellMetric('gauge', {
@@ -724,7 +729,12 @@ export class GatewayMetrics {
         this.set(metrics.spanQueue?.() ?? 0);
       },
     });
-    collectDefaultMetrics({ register: registry, prefix: 'peregrine_' });
+    this.#stopRuntime = registerRuntimeMetrics(registry, 'peregrine_');
+  }
+
+  /** Stop what runs in the background (the event-loop monitor). Idempotent. */
+  close(): void {
+    this.#stopRuntime();
   }
 
   /** One export of a batch of `spans` spans, by result. */
@@ -816,13 +826,22 @@ export class GatewayMetrics {
    * The routes now configured and whether each has a latency histogram of its own (undefined:
    * the default). A route that loses its histogram drops its series and records into `_other`
    * from now on; one that gains it starts its own. Counters stay per route either way.
+   * `peregrine_route_info` follows: one series per route with a histogram of its own.
    */
   configureRoutes(
-    routes: Iterable<{ readonly name: string; readonly histogram: boolean | undefined }>,
+    routes: Iterable<{
+      readonly name: string;
+      readonly histogram: boolean | undefined;
+      readonly httpRoute: string;
+    }>,
   ): void {
     const exceptions = new Set<string>();
-    for (const r of routes)
+    const info = new Map<string, string>();
+    for (const r of routes) {
       if (r.histogram !== undefined && r.histogram !== this.routeHistogramDefault) exceptions.add(r.name);
+      if ((r.histogram ?? this.routeHistogramDefault) === true) info.set(r.name, r.httpRoute);
+    }
+    this.setRouteInfo(info);
     const before = this.routeHistogramExceptions;
     this.routeHistogramExceptions = exceptions;
     const changed = new Set<string>();
@@ -839,6 +858,21 @@ export class GatewayMetrics {
           }
         }
       }
+    }
+  }
+
+  /** Keep one routeInfo series per entry of `info` (route → http_route), and no others. */
+  private setRouteInfo(info: ReadonlyMap<string, string>): void {
+    for (const [route, cell] of this.routeInfoCells) {
+      if (info.get(route) === cell.labels.http_route) continue;
+      this.routeInfo.remove(cell);
+      this.routeInfoCells.delete(route);
+    }
+    for (const [route, httpRoute] of info) {
+      if (this.routeInfoCells.has(route)) continue;
+      const cell = this.routeInfo.cell({ route, http_route: httpRoute });
+      cell.value = 1;
+      this.routeInfoCells.set(route, cell);
     }
   }
 

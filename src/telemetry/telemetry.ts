@@ -39,6 +39,7 @@ export function createTelemetry(
   const tracing = createTracing(cfg, {
     spanProcessorForTests: opts.spanProcessor,
     report: { metrics, logger },
+    version: opts.version,
   });
   const accessLog = createAccessLog(logger, cfg.accessLog.enabled);
   const decisions = new RecentDecisions(opts.recentDecisions ?? RECENT_DECISIONS);
@@ -52,6 +53,7 @@ export function createTelemetry(
     shutdown() {
       closing ??= (async () => {
         accessLog.flush();
+        metrics.close();
         await tracing.shutdown();
         await flushLogger(logger);
       })();

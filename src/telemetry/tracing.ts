@@ -15,7 +15,7 @@
  * cost little more than two random ids; the SDK's modules are not even loaded then.
  */
 
-import { randomFillSync } from 'node:crypto';
+import { randomFillSync, randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { createRequire } from 'node:module';
 import {
@@ -40,6 +40,7 @@ import {
 import type * as OtlpHttpModule from '@opentelemetry/exporter-trace-otlp-http';
 import { B3Propagator } from '@opentelemetry/propagator-b3';
 import type * as ResourcesModule from '@opentelemetry/resources';
+import type { ResourceDetector } from '@opentelemetry/resources';
 import type * as SdkModule from '@opentelemetry/sdk-trace-base';
 import type { IdGenerator, SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import {
@@ -47,27 +48,35 @@ import {
   ATTR_ERROR_TYPE,
   ATTR_HTTP_REQUEST_METHOD,
   ATTR_HTTP_REQUEST_METHOD_ORIGINAL,
+  ATTR_HTTP_REQUEST_RESEND_COUNT,
   ATTR_HTTP_RESPONSE_STATUS_CODE,
   ATTR_HTTP_ROUTE,
+  ATTR_NETWORK_PROTOCOL_VERSION,
   ATTR_SERVER_ADDRESS,
   ATTR_SERVER_PORT,
+  ATTR_SERVICE_INSTANCE_ID,
   ATTR_SERVICE_NAME,
+  ATTR_SERVICE_VERSION,
   ATTR_URL_FULL,
   ATTR_URL_PATH,
+  ATTR_URL_QUERY,
   ATTR_URL_SCHEME,
   ATTR_USER_AGENT_ORIGINAL,
 } from '@opentelemetry/semantic-conventions';
 import type { TelemetryConfig } from '../config/schema.ts';
 import { HTTP_METHODS } from '../config/schema.ts';
 import { ERROR_CODES, type ErrorCode } from '../errors.ts';
+import { VERSION } from '../version.ts';
+import { redactQuery, serverAddressOf } from './http-attributes.ts';
 import type { AttemptOutcome } from './metrics.ts';
 import { observeSpanExport, type SpanExportObservation, type SpanExportReport } from './span-export.ts';
 
 export interface Tracing {
   /**
    * Extract W3C traceparent/tracestate (and B3 single and multi header as input) from the inbound
-   * headers; start a SERVER span named after the method, to be renamed `${method} ${routeName}`
-   * once a route matched.
+   * headers; start a SERVER span named after the method, to be renamed `{method} {http.route}`
+   * once a route matched (routeServerSpan). `server.address` and `server.port` come from the Host
+   * (or `:authority`), the default port from `url.scheme` in `attributes`.
    */
   startServerSpan(method: string, headers: IncomingHttpHeaders, attributes: Attributes): Span;
   /** CLIENT span for one upstream attempt, child of the server span. */
@@ -102,13 +111,26 @@ export const B3_HEADERS: ReadonlySet<string> = new Set([
   'x-b3-flags',
 ]);
 
+/**
+ * The name of the service on the other side of a CLIENT span, under the two names tools read:
+ * `peer.service` is what the Collector's servicegraph connector and Tempo's service graphs look
+ * for by default (the node of an uninstrumented upstream); the conventions have since deprecated
+ * it for `server.service.name` (development), which they do not read by default yet. Defined here: the semantic-conventions package keeps unstable names out of its stable entry
+ * point (docs/decisions.md, "Span attributes: the HTTP conventions").
+ */
+const ATTR_PEER_SERVICE = 'peer.service';
+const ATTR_SERVER_SERVICE_NAME = 'server.service.name';
+
 /** Span attribute names used by the gateway (stable HTTP semantic conventions + peregrine.*). */
 export const SPAN_ATTR = {
   HTTP_REQUEST_METHOD: ATTR_HTTP_REQUEST_METHOD,
   HTTP_REQUEST_METHOD_ORIGINAL: ATTR_HTTP_REQUEST_METHOD_ORIGINAL,
+  HTTP_REQUEST_RESEND_COUNT: ATTR_HTTP_REQUEST_RESEND_COUNT,
   HTTP_RESPONSE_STATUS_CODE: ATTR_HTTP_RESPONSE_STATUS_CODE,
   HTTP_ROUTE: ATTR_HTTP_ROUTE,
+  NETWORK_PROTOCOL_VERSION: ATTR_NETWORK_PROTOCOL_VERSION,
   URL_PATH: ATTR_URL_PATH,
+  URL_QUERY: ATTR_URL_QUERY,
   URL_SCHEME: ATTR_URL_SCHEME,
   URL_FULL: ATTR_URL_FULL,
   SERVER_ADDRESS: ATTR_SERVER_ADDRESS,
@@ -116,16 +138,22 @@ export const SPAN_ATTR = {
   CLIENT_ADDRESS: ATTR_CLIENT_ADDRESS,
   USER_AGENT_ORIGINAL: ATTR_USER_AGENT_ORIGINAL,
   ERROR_TYPE: ATTR_ERROR_TYPE,
-  UPSTREAM: 'peregrine.upstream',
+  PEER_SERVICE: ATTR_PEER_SERVICE,
+  SERVER_SERVICE_NAME: ATTR_SERVER_SERVICE_NAME,
+  ROUTE: 'peregrine.route',
   ENDPOINT: 'peregrine.endpoint',
-  ATTEMPT: 'peregrine.attempt',
   CODE: 'peregrine.code',
   OUTCOME: 'peregrine.outcome',
 } as const;
 const ATTR_PEREGRINE_CODE = SPAN_ATTR.CODE;
 const ATTR_PEREGRINE_OUTCOME = SPAN_ATTR.OUTCOME;
+const ATTR_PEREGRINE_ROUTE = SPAN_ATTR.ROUTE;
+const ATTR_PEREGRINE_ENDPOINT = SPAN_ATTR.ENDPOINT;
 
 const KNOWN_METHODS: ReadonlySet<string> = new Set(HTTP_METHODS);
+
+/** The instrumentation scope of every span (its version is the gateway's). */
+export const SCOPE_NAME = 'peregrine';
 
 /** http.request.method of a method outside the known set, or of a request whose method is unknown. */
 export const UNKNOWN_METHOD = '_OTHER';
@@ -135,27 +163,80 @@ export function spanMethod(method: string): string {
   return KNOWN_METHODS.has(method) ? method : UNKNOWN_METHOD;
 }
 
-/** `{method} {route}`, or `{method}` before a route matched; `HTTP` stands for unknown methods. */
+/**
+ * `{method} {target}`, or `{method}` without a target; `HTTP` stands for unknown methods (the HTTP
+ * conventions' span name). The target is `http.route` on SERVER spans.
+ */
 export function serverSpanName(method: string, route?: string): string {
   const m = KNOWN_METHODS.has(method) ? method : 'HTTP';
   return route === undefined ? m : `${m} ${route}`;
 }
 
 /**
- * End a SERVER span, status per the HTTP semantic conventions: ERROR for a 5xx, whether the status
- * was sent or belongs to the local failure that cut the response (`code`); a 4xx leaves the status
- * unset (the client's failure, not the server's). `error.type` goes with ERROR: the local code
- * when the gateway failed the request, else the status as a string. A local code that is not an
- * error of the span (404 no route, 401, 499 client gone) is kept as `peregrine.code`.
+ * A route matched: the SERVER span is named `{method} {http.route}` and carries the route's path
+ * template as `http.route` and its name as `peregrine.route`.
  */
-export function endServerSpan(span: Span, status: number, code: ErrorCode | undefined): void {
+export function routeServerSpan(span: Span, method: string, httpRoute: string, routeName: string): void {
+  if (!span.isRecording()) return;
+  span.updateName(serverSpanName(method, httpRoute));
+  span.setAttribute(ATTR_HTTP_ROUTE, httpRoute);
+  span.setAttribute(ATTR_PEREGRINE_ROUTE, routeName);
+}
+
+/** `url.query` of a SERVER span: keys only (redactQuery); nothing when the request had no query. */
+export function setServerQuery(span: Span, query: string): void {
+  if (query !== '' && span.isRecording()) span.setAttribute(ATTR_URL_QUERY, redactQuery(query));
+}
+
+/**
+ * End a SERVER span, status per the HTTP semantic conventions: ERROR for a 5xx, whether the status
+ * was sent or belongs to the local failure that cut the response (`code`), and for an exchange the
+ * client cut short (`CLIENT_CLOSED`: the response was not delivered, which the conventions count
+ * as a failed request); any other 4xx leaves the status unset (the client's failure, not the
+ * server's) and carries no `error.type`. `error.type` goes with ERROR: the local code when the
+ * gateway failed the request, else a 5xx status as a string, else `CLIENT_CLOSED`. A local code
+ * that is not an error of the span (404 no route, 401) is kept as `peregrine.code`. `status` is
+ * the status sent, undefined when none was (`http.response.status_code` is then absent).
+ */
+export function endServerSpan(span: Span, status: number | undefined, code: ErrorCode | undefined): void {
   if (span.isRecording()) {
-    span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status);
+    if (status !== undefined) span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status);
     if (code !== undefined) span.setAttribute(ATTR_PEREGRINE_CODE, code);
     if (code !== undefined && ERROR_CODES[code].status >= 500) markError(span, code);
-    else if (status >= 500) markError(span, String(status));
+    else if (status !== undefined && status >= 500) markError(span, String(status));
+    else if (code === 'CLIENT_CLOSED') markError(span, code);
   }
   span.end();
+}
+
+/**
+ * Attributes of the CLIENT span of one upstream attempt (build them only for a recording parent):
+ * the stable HTTP client attributes, `url.full` from the endpoint's origin (its id, which never
+ * holds userinfo) and the path and query sent (values redacted: redactQuery), the upstream's name
+ * as the peer service, and `http.request.resend_count` from the second attempt on.
+ */
+export function attemptSpanAttributes(
+  method: string,
+  origin: string,
+  address: string,
+  port: number,
+  path: string,
+  query: string,
+  upstream: string,
+  resendCount: number,
+): Attributes {
+  const attributes: Attributes = {
+    [ATTR_HTTP_REQUEST_METHOD]: spanMethod(method),
+    [ATTR_SERVER_ADDRESS]: address,
+    [ATTR_SERVER_PORT]: port,
+    [ATTR_URL_FULL]: query === '' ? `${origin}${path}` : `${origin}${path}?${redactQuery(query)}`,
+    [ATTR_PEER_SERVICE]: upstream,
+    [ATTR_SERVER_SERVICE_NAME]: upstream,
+    [ATTR_PEREGRINE_ENDPOINT]: origin,
+  };
+  if (method !== attributes[ATTR_HTTP_REQUEST_METHOD]) attributes[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = method;
+  if (resendCount > 0) attributes[ATTR_HTTP_REQUEST_RESEND_COUNT] = resendCount;
+  return attributes;
 }
 
 /**
@@ -392,9 +473,15 @@ class GatewayTracing implements Tracing {
       if (ua !== undefined && attributes[ATTR_USER_AGENT_ORIGINAL] === undefined) {
         span.setAttribute(ATTR_USER_AGENT_ORIGINAL, ua);
       }
-      const host = headers.host;
-      if (host !== undefined && attributes[ATTR_SERVER_ADDRESS] === undefined) {
-        span.setAttribute(ATTR_SERVER_ADDRESS, hostWithoutPort(host));
+      if (attributes[ATTR_SERVER_ADDRESS] === undefined) {
+        const server = serverAddressOf(
+          headers.host ?? (headers[':authority'] as string | undefined),
+          String(attributes[ATTR_URL_SCHEME] ?? ''),
+        );
+        if (server !== undefined) {
+          span.setAttribute(ATTR_SERVER_ADDRESS, server.address);
+          if (server.port !== undefined) span.setAttribute(ATTR_SERVER_PORT, server.port);
+        }
       }
     }
     return span;
@@ -453,15 +540,6 @@ function settleWithin(work: Promise<void>): Promise<void> {
   });
 }
 
-function hostWithoutPort(host: string): string {
-  if (host.startsWith('[')) {
-    const end = host.indexOf(']');
-    return end > 0 ? host.slice(1, end) : host;
-  }
-  const colon = host.indexOf(':');
-  return colon === -1 ? host : host.slice(0, colon);
-}
-
 /**
  * The root sampling ratio. OTEL_TRACES_SAMPLER_ARG overrides the configured ratio;
  * OTEL_TRACES_SAMPLER, when set, replaces the whole sampler of an exporting provider
@@ -508,9 +586,40 @@ function createExporter(cfg: TelemetryConfig['tracing']): SpanExporter | undefin
   }
 }
 
+/**
+ * `service.instance.id`: one random UUID per process (the conventions' recommendation), so the
+ * spans of replicas, and of the same replica before and after a restart, stay apart.
+ * OTEL_RESOURCE_ATTRIBUTES can set another.
+ */
+export const SERVICE_INSTANCE_ID = randomUUID();
+
+const ATTR_PROCESS_COMMAND_ARGS = 'process.command_args';
+
+/**
+ * The SDK's process detector without `process.command_args` (unless `commandArgs`): a command
+ * line can carry secrets (`--password=...`, tokens in arguments), and the resource goes out with
+ * every batch of spans.
+ */
+function processDetectorWithout(detector: ResourceDetector, commandArgs: boolean): ResourceDetector {
+  if (commandArgs) return detector;
+  return {
+    detect(config) {
+      const detected = detector.detect(config);
+      const attributes = { ...detected.attributes };
+      delete attributes[ATTR_PROCESS_COMMAND_ARGS];
+      return { ...detected, attributes };
+    },
+  };
+}
+
 export function createTracing(
   cfg: TelemetryConfig,
-  opts?: { spanProcessorForTests?: SpanProcessor | undefined; report?: SpanExportReport },
+  opts?: {
+    spanProcessorForTests?: SpanProcessor | undefined;
+    report?: SpanExportReport;
+    /** The gateway's version: `service.version` and the instrumentation scope's version. */
+    version?: string;
+  },
 ): Tracing {
   const exporter = getBooleanFromEnv('OTEL_SDK_DISABLED') ? undefined : createExporter(cfg.tracing);
   const processors: SpanProcessor[] = [];
@@ -546,9 +655,25 @@ export function createTracing(
     processDetector,
     resourceFromAttributes,
   } = requireLazily('@opentelemetry/resources') as typeof ResourcesModule;
+  const version = opts?.version ?? VERSION;
+  // Later merges win: the environment (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) over the file.
   const resource = defaultResource()
-    .merge(resourceFromAttributes({ [ATTR_SERVICE_NAME]: cfg.serviceName }))
-    .merge(detectResources({ detectors: [envDetector, hostDetector, processDetector] }));
+    .merge(
+      resourceFromAttributes({
+        [ATTR_SERVICE_NAME]: cfg.serviceName,
+        [ATTR_SERVICE_VERSION]: version,
+        [ATTR_SERVICE_INSTANCE_ID]: SERVICE_INSTANCE_ID,
+      }),
+    )
+    .merge(
+      detectResources({
+        detectors: [
+          hostDetector,
+          processDetectorWithout(processDetector, cfg.tracing.commandArgs),
+          envDetector,
+        ],
+      }),
+    );
   const envSampler = getStringFromEnv('OTEL_TRACES_SAMPLER') !== undefined;
   const provider = new BasicTracerProvider({
     resource,
@@ -559,7 +684,7 @@ export function createTracing(
     ...(envSampler ? {} : { sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) }) }),
   });
   const starter = new SpanStarter(
-    provider.getTracer('peregrine'),
+    provider.getTracer(SCOPE_NAME, version),
     !envSampler,
     ratioBound(ratio),
     idGenerator,

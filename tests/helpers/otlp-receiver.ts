@@ -24,6 +24,8 @@ export interface ReceivedSpan {
   traceState: string | undefined;
   /** Attributes of the resource the span was exported under (service.name, ...). */
   resource: Record<string, unknown>;
+  /** The instrumentation scope that made the span. */
+  scope: { name: string; version: string | undefined };
 }
 
 export interface OtlpReceiver {
@@ -77,7 +79,7 @@ interface JsonSpan {
 interface ExportRequest {
   resourceSpans?: {
     resource?: { attributes?: KeyValue[] };
-    scopeSpans?: { spans?: JsonSpan[] }[];
+    scopeSpans?: { scope?: { name?: string; version?: string }; spans?: JsonSpan[] }[];
   }[];
 }
 
@@ -104,6 +106,7 @@ function decodeRequest(req: ExportRequest): ReceivedSpan[] {
   for (const rs of req.resourceSpans ?? []) {
     const resource = decodeAttributes(rs.resource?.attributes);
     for (const ss of rs.scopeSpans ?? []) {
+      const scope = { name: ss.scope?.name ?? '', version: ss.scope?.version || undefined };
       for (const s of ss.spans ?? []) {
         spans.push({
           traceId: s.traceId,
@@ -115,6 +118,7 @@ function decodeRequest(req: ExportRequest): ReceivedSpan[] {
           status: { code: s.status?.code ?? 0, message: s.status?.message || undefined },
           traceState: s.traceState ? s.traceState : undefined,
           resource,
+          scope,
         });
       }
     }

@@ -19,6 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import type { ConfigInput } from '../../src/config/schema.ts';
+import { OTEL_HTTP_DURATION_BUCKETS } from '../../src/telemetry/latency-buckets.ts';
 import { removeCertFiles } from '../helpers/certs.ts';
 import {
   dashboardFiles,
@@ -38,6 +39,11 @@ import { type FoundTool, findTool, PROMETHEUS } from '../helpers/tools.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
 const SCRAPE_INTERVAL = '1s';
+const RULE_FILES = ['peregrine-rules.yml', 'peregrine-otel-rules.yml'].map((f) =>
+  join(import.meta.dirname, '../../deployment/prometheus', f),
+);
+/** The bucket boundaries OpenTelemetry recommends for HTTP durations, and +Inf. */
+const OTEL_LE = [...OTEL_HTTP_DURATION_BUCKETS.map(String), '+Inf'];
 /**
  * Values Grafana would give its built-ins. $__rate_interval is at least 4 scrape intervals in
  * Grafana; 10 s with 1 s scrapes leaves room for a late scrape.
@@ -381,23 +387,63 @@ describe('the test traffic', () => {
 
   it(
     'drives every resilience mechanism the resilience dashboard shows, span export, the registry, rate limits and the mesh',
-    async () => {
-      const checks = Object.entries(driven).map(([what, expr]) => ({
-        where: `${what}: ${expr}`,
-        run: () => prom!.instantQuery(expr),
-      }));
-      const failures = await untilAllPass(checks);
-      if (failures.length > 0)
-        expect.fail(`the traffic did not produce\n${failures.join('\n')}${await prom!.context()}`);
-    },
+    () => expectSeries(driven, 'the traffic did not produce'),
     QUERY_DEADLINE_MS + 15_000,
   );
+});
+
+/**
+ * deployment/prometheus/peregrine-otel-rules.yml, evaluated by this Prometheus: the series a
+ * dashboard written for OpenTelemetry's HTTP metrics reads exist, with their labels, and their
+ * buckets are exactly OpenTelemetry's (so they sum `by (le)` with other services' histograms).
+ */
+describe('the OpenTelemetry recording rules', () => {
+  const recorded: Readonly<Record<string, string>> = {
+    'server latency by route template':
+      'http_server_request_duration_seconds_bucket{http_route="/api/*", http_request_method="GET", http_response_status_code="200", le="0.075"}',
+    'server errors typed by status': 'http_server_request_duration_seconds_count{error_type="503"}',
+    'requests that matched no route, without http_route':
+      'http_server_request_duration_seconds_count{http_route="", http_response_status_code="404"}',
+    'server sums': 'http_server_request_duration_seconds_sum{http_route="/api/*"}',
+    'a quantile over the recorded buckets':
+      'histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket[10s])))',
+    'client latency by server address and port':
+      'http_client_request_duration_seconds_bucket{upstream="echo", server_address="127.0.0.1", server_port=~"[0-9]+", url_scheme="http", le="0.75"}',
+    'failed attempts typed by outcome':
+      'http_client_request_duration_seconds_count{upstream="refused", error_type="connect_error"}',
+    'client sums': 'http_client_request_duration_seconds_sum{upstream="echo"}',
+  };
+
+  it(
+    'produce the OpenTelemetry-named series from the gateway',
+    () => expectSeries(recorded, 'the recording rules did not produce'),
+    QUERY_DEADLINE_MS + 15_000,
+  );
+
+  it('record exactly the OpenTelemetry bucket boundaries', async () => {
+    for (const family of [
+      'http_server_request_duration_seconds_bucket',
+      'http_client_request_duration_seconds_bucket',
+    ]) {
+      expect((await prom!.labelValues('le', family)).sort(), family).toEqual([...OTEL_LE].sort());
+    }
+  });
 });
 
 // --- checks ---------------------------------------------------------------------------------
 
 /** undefined: passed; {retry}: not yet (no data); {fatal}: will not pass (invalid query). */
 type Outcome = undefined | { retry: string } | { fatal: string };
+
+/** Every expression (`what` → PromQL) returns series before the deadline; fails with those that do not. */
+async function expectSeries(exprs: Readonly<Record<string, string>>, failure: string): Promise<void> {
+  const checks = Object.entries(exprs).map(([what, expr]) => ({
+    where: `${what}: ${expr}`,
+    run: () => prom!.instantQuery(expr),
+  }));
+  const failures = await untilAllPass(checks);
+  if (failures.length > 0) expect.fail(`${failure}\n${failures.join('\n')}${await prom!.context()}`);
+}
 
 /** Run every check until it passes or the deadline; returns one message per failed check. */
 async function untilAllPass(checks: { where: string; run: () => Promise<Outcome> }[]): Promise<string[]> {
@@ -480,6 +526,9 @@ async function startPrometheus(bin: FoundTool, adminPorts: number[]): Promise<Pr
       `  scrape_interval: ${SCRAPE_INTERVAL}`,
       `  scrape_timeout: ${SCRAPE_INTERVAL}`,
       `  evaluation_interval: ${SCRAPE_INTERVAL}`,
+      // The shipped rules, evaluated against the gateway: the OpenTelemetry-named series are checked below.
+      'rule_files:',
+      ...RULE_FILES.map((f) => `  - ${JSON.stringify(f)}`),
       'scrape_configs:',
       '  - job_name: peregrine',
       '    metrics_path: /metrics',

@@ -2,7 +2,8 @@
  * Every Prometheus file shipped in deployment/prometheus/ passes promtool: `check config` for a
  * configuration (with the rule files it names), `check rules` for a rules file. promtool comes
  * with the Prometheus the README recommends (Debian's `prometheus` package), found like every
- * tool the tests run (tests/helpers/tools.ts). Rules may only name metrics the gateway exports.
+ * tool the tests run (tests/helpers/tools.ts). Rules may only name metrics the gateway exports,
+ * and the recording rules pass their unit tests in tests/prometheus/ (`promtool test rules`).
  */
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -18,6 +19,12 @@ const files = readdirSync(DIR)
   .filter((f) => /\.ya?ml$/.test(f))
   .sort();
 
+/** Unit tests of the rules (`promtool test rules`), kept out of deployment/. */
+const RULE_TESTS = join(import.meta.dirname, '../prometheus');
+const ruleTests = readdirSync(RULE_TESTS)
+  .filter((f) => f.endsWith('.test.yml'))
+  .sort();
+
 /** A rules file has `groups`; anything else here is a Prometheus configuration. */
 function kindOf(file: string): 'rules' | 'config' {
   const doc = parse(readFileSync(join(DIR, file), 'utf8')) as Record<string, unknown> | null;
@@ -29,8 +36,18 @@ interface RuleFile {
 }
 
 describe('deployment/prometheus', () => {
-  it('ships a configuration and a rules file', () => {
-    expect(files.map(kindOf).sort()).toEqual(['config', 'rules']);
+  it('ships a configuration, the alert rules and the OpenTelemetry recording rules', () => {
+    expect(files.map(kindOf).sort()).toEqual(['config', 'rules', 'rules']);
+  });
+
+  it.each(ruleTests)('%s: promtool test rules passes', (file) => {
+    const promtool = findTool(PROMTOOL, 'the Prometheus configuration test');
+    const run = spawnSync(promtool.path, ['test', 'rules', file], {
+      cwd: RULE_TESTS,
+      encoding: 'utf8',
+      env: promtool.env,
+    });
+    expect(run.status, `promtool test rules ${file}\n${run.stdout}${run.stderr}`).toBe(0);
   });
 
   it.each(files)('%s passes promtool', (file) => {

@@ -95,7 +95,7 @@ describe('refusals by the HTTP parser', () => {
       expect(line).toMatchObject({
         status,
         code,
-        traceId: problem.traceId,
+        trace_id: problem.traceId,
         responseBytes: Buffer.byteLength(res!.body),
       });
       expect(await responseBodyBytes('_none')).toBe(bytesBefore + Buffer.byteLength(res!.body));
@@ -105,7 +105,7 @@ describe('refusals by the HTTP parser', () => {
       await processor.forceFlush();
       const span = exporter.getFinishedSpans().find((s) => s.spanContext().traceId === problem.traceId);
       expect(span?.attributes).toMatchObject({ 'http.response.status_code': status, 'peregrine.code': code });
-      expect(span?.spanContext().spanId).toBe(line!.spanId);
+      expect(span?.spanContext().spanId).toBe(line!.span_id);
     },
   );
 
@@ -119,7 +119,7 @@ describe('refusals by the HTTP parser', () => {
     expect(problem.requestId).toMatch(UUID);
     expect(gw.logs.access().find((l) => l.requestId === problem.requestId)).toMatchObject({
       status: 400,
-      traceId: problem.traceId,
+      trace_id: problem.traceId,
       responseBytes: Buffer.byteLength(refusal.body),
     });
   });
@@ -142,7 +142,7 @@ describe('refusals of broken HTTP/1.1 framing', () => {
     expect(line).toMatchObject({
       status: 400,
       code: 'BAD_REQUEST',
-      traceId: problem.traceId,
+      trace_id: problem.traceId,
       responseBytes: bytes,
     });
     expect(line!.route ?? '_none').toBe(route);

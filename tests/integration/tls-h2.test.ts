@@ -504,7 +504,7 @@ describe('malformed HTTP/2 fields (RFC 9113 §8.2, threat catalogue D)', () => {
     expect(gw.logs.access().find((l) => l.requestId === problem.requestId)).toMatchObject({
       status: 400,
       code: 'BAD_REQUEST',
-      traceId: problem.traceId,
+      trace_id: problem.traceId,
       responseBytes: Buffer.byteLength(answered.body!),
     });
     // The reset one: its own line, with ids of its own and no body.
@@ -515,7 +515,7 @@ describe('malformed HTTP/2 fields (RFC 9113 §8.2, threat catalogue D)', () => {
     expect(others).toHaveLength(1);
     expect(others[0]).toMatchObject({ status: 400, responseBytes: 0 });
     expect(others[0]!.requestId).toMatch(/^[0-9a-f-]{36}$/);
-    expect(others[0]!.traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(others[0]!.trace_id).toMatch(/^[0-9a-f]{32}$/);
   });
 });
 

@@ -60,8 +60,9 @@ describe('tracing through the gateway', () => {
     const server = spans.find((s) => s.kind === 'server')!;
     const client = spans.find((s) => s.kind === 'client')!;
     expect(server.parentSpanId).toBe(parentSpan);
-    expect(server.name).toBe('GET users-api');
-    expect(server.attributes['http.route']).toBe('users-api');
+    expect(server.name).toBe('GET /users/*');
+    expect(server.attributes['http.route']).toBe('/users/*');
+    expect(server.attributes['peregrine.route']).toBe('users-api');
     expect(server.attributes['http.response.status_code']).toBe(200);
     expect(server.resource['service.name']).toBe('peregrine-test');
     expect(server.attributes['peregrine.request_id']).toBe(res.headers.get('x-request-id'));
@@ -69,15 +70,21 @@ describe('tracing through the gateway', () => {
     expect(decisions[0]).toBe('route: users-api (priority 0)');
     expect(decisions[1]).toMatch(/^endpoint: http:\/\/127\.0\.0\.1:\d+ by \w+, attempt 1$/);
     expect(client.parentSpanId).toBe(server.spanId);
-    expect(client.attributes['peregrine.upstream']).toBe('users');
-    expect(client.attributes['peregrine.attempt']).toBe(1);
+    expect(client.attributes['peer.service']).toBe('users');
+    expect(client.attributes['http.request.resend_count']).toBeUndefined();
     expect(client.attributes['http.response.status_code']).toBe(200);
     // The upstream's parent is the client span: the trace continues across the hop.
     expect(tp[2]).toBe(client.spanId);
 
     // The access log line carries the same trace id.
-    const line = gw.logs.access().find((l) => l.traceId === parentTrace);
-    expect(line).toMatchObject({ route: 'users-api', upstream: 'users', status: 200, spanId: server.spanId });
+    const line = gw.logs.access().find((l) => l.trace_id === parentTrace);
+    expect(line).toMatchObject({
+      route: 'users-api',
+      upstream: 'users',
+      status: 200,
+      span_id: server.spanId,
+      trace_flags: '01',
+    });
   });
 
   it('starts a new trace when none comes in, accepts B3 input, and marks failed attempts as errors', async () => {
@@ -109,7 +116,7 @@ describe('tracing through the gateway', () => {
       expect(res.status).toBe(status);
       await res.arrayBuffer();
       const line = gw.logs.access().find((l) => l.requestId === res.headers.get('x-request-id'))!;
-      const spans = await spansOfTrace(line.traceId as string, line.upstream ? 2 : 1);
+      const spans = await spansOfTrace(line.trace_id as string, line.upstream ? 2 : 1);
       return {
         server: spans.find((s) => s.kind === 'server')!,
         client: spans.find((s) => s.kind === 'client'),

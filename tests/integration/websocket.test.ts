@@ -192,10 +192,11 @@ describe('WebSocket upgrades are traced like requests', () => {
     const ofTrace = spans.getFinishedSpans().filter((s) => s.spanContext().traceId === parentTrace);
     const server = ofTrace.find((s) => s.kind === 1)!; // SpanKind.SERVER
     const client = ofTrace.find((s) => s.kind === 2)!; // SpanKind.CLIENT
-    expect(server.name).toBe('GET ws');
+    expect(server.name).toBe('GET /*');
+    expect(server.attributes).toMatchObject({ 'http.route': '/*', 'peregrine.route': 'ws' });
     expect(server.attributes['http.response.status_code']).toBe(101);
     expect(client.parentSpanContext?.spanId).toBe(server.spanContext().spanId);
-    expect(client.attributes['peregrine.upstream']).toBe('u');
+    expect(client.attributes['peer.service']).toBe('u');
     expect(client.attributes['http.response.status_code']).toBe(101);
 
     const seen = up.handshakes[0]!;
@@ -204,15 +205,16 @@ describe('WebSocket upgrades are traced like requests', () => {
     expect(tp[2]).toBe(client.spanContext().spanId);
     expect(seen.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
 
-    await waitFor(() => gw.logs.access().some((l) => l.traceId === parentTrace));
-    const line = gw.logs.access().find((l) => l.traceId === parentTrace)!;
+    await waitFor(() => gw.logs.access().some((l) => l.trace_id === parentTrace));
+    const line = gw.logs.access().find((l) => l.trace_id === parentTrace)!;
     expect(line).toMatchObject({
       route: 'ws',
       upstream: 'u',
       status: 101,
       path: '/chat',
       attempts: 1,
-      spanId: server.spanContext().spanId,
+      span_id: server.spanContext().spanId,
+      trace_flags: '01',
       requestId: seen.headers['x-request-id'],
     });
   });
@@ -257,7 +259,7 @@ describe('WebSocket upgrades are traced like requests', () => {
     expect(line).toMatchObject({
       status: 502,
       code: 'UPSTREAM_CONNECT_FAILED',
-      traceId: problem.traceId,
+      trace_id: problem.traceId,
       responseBytes: Buffer.byteLength(answer.body),
     });
     await waitFor(() =>

@@ -75,7 +75,7 @@ export function countRefusal(
   metrics.recordBytes(undefined, 0, bytes);
   metrics.recordLocalResponse(undefined, code);
   decisions.record(listener, undefined, undefined, status, code, traceId, sampled, requestId);
-  endServerSpan(span, status, code);
+  endServerSpan(span, answer === undefined ? undefined : status, code);
   if (accessLog.enabled)
     accessLog.log(
       accessRecord(listener, undefined, undefined, undefined, '-', status, 0, undefined, {
@@ -87,6 +87,7 @@ export function countRefusal(
         identity: undefined,
         traceId,
         spanId,
+        sampled,
         responseBytes: bytes,
       }),
     );

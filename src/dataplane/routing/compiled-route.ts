@@ -52,6 +52,7 @@ export class RouteImpl implements CompiledRoute {
   readonly name: string;
   readonly upstream: string;
   readonly priority: number;
+  readonly httpRoute: string;
   readonly config: RouteConfig;
   readonly preserveHost: boolean;
   readonly hostRewrite: string | undefined;
@@ -130,6 +131,7 @@ export class RouteImpl implements CompiledRoute {
         this.anchor = path;
       }
     }
+    this.httpRoute = httpRouteOf(this.pathKind, path);
 
     let mask = 0;
     for (const m of match.methods ?? []) mask |= METHOD_BITS.get(m) ?? 0;
@@ -187,6 +189,16 @@ export class RouteImpl implements CompiledRoute {
       if (!headerEquals(headers[names[i]!], this.headerValues[i]!)) return false;
     return true;
   }
+}
+
+/**
+ * `http.route` of a route. A prefix is written as the template with the same reach: `/users`
+ * matches `/users` and anything below it, as `/users/*` does; `/users/` only what is below it, for
+ * which `/users/*` is the nearest template (the two differ on `/users` alone).
+ */
+function httpRouteOf(kind: number, path: string): string {
+  if (kind !== PATH_PREFIX) return path;
+  return path.endsWith('/') ? `${path}*` : `${path}/*`;
 }
 
 function headerEquals(actual: string | string[] | undefined, expected: string): boolean {

@@ -45,6 +45,12 @@ export interface CompiledRoute {
   /** Upstream name. */
   readonly upstream: string;
   readonly priority: number;
+  /**
+   * The path template the route matches, as the span attribute `http.route` (and the metric
+   * label `http_route`) carries it: an exact path as it is, a template as written (`/users/:id`),
+   * a prefix as the template that matches what it does (`/users` → `/users/*`).
+   */
+  readonly httpRoute: string;
   /** The validated config it came from. */
   readonly config: RouteConfig;
   readonly preserveHost: boolean;

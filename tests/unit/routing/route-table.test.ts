@@ -55,6 +55,25 @@ function names(routes: readonly CompiledRoute[]): string[] {
 }
 
 describe('createRouteTable', () => {
+  it('gives each route its path template as http.route: exact as is, templates as written, prefixes as /*', () => {
+    const t = table(
+      route('exact', { path: '/health', pathType: 'exact' }),
+      route('template', { path: '/users/:id/orders/*', pathType: 'template' }),
+      route('prefix', { path: '/api' }),
+      route('raw-prefix', { path: '/files/' }),
+      route('everything', { path: '/' }),
+      route('normalised', { path: '/a/./b//c', pathType: 'exact' }),
+    );
+    expect(Object.fromEntries(t.routes.map((r) => [r.name, r.httpRoute]))).toEqual({
+      exact: '/health',
+      template: '/users/:id/orders/*',
+      prefix: '/api/*',
+      'raw-prefix': '/files/*',
+      everything: '/*',
+      normalised: '/a/b/c',
+    });
+  });
+
   it('a table with no routes matches nothing', () => {
     const t = table();
     expect(t.routes).toEqual([]);

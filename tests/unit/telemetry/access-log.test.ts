@@ -27,6 +27,7 @@ const RECORD: AccessLogRecord = {
   responseBytes: 512,
   traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
   spanId: '00f067aa0ba902b7',
+  sampled: true,
   requestId: '3f2a0b7e-1c1d-4b2a-9e1e-2f0c8d7a6b5c',
   clientAddress: '10.1.2.3',
   code: undefined,
@@ -51,7 +52,7 @@ describe('createAccessLog', () => {
     });
     access.flush();
     const [ok, notFound] = out.lines();
-    const { code: _code, ...defined } = RECORD;
+    const { code: _code, traceId, spanId, sampled: _sampled, ...defined } = RECORD;
     expect(ok).toEqual({
       level: 'info',
       time: expect.any(Number),
@@ -59,6 +60,10 @@ describe('createAccessLog', () => {
       type: 'access',
       msg: 'access',
       ...defined,
+      // The OpenTelemetry log data model's names for the trace context.
+      trace_id: traceId,
+      span_id: spanId,
+      trace_flags: '01',
     });
     expect(notFound).toMatchObject({
       type: 'access',
@@ -71,6 +76,26 @@ describe('createAccessLog', () => {
     expect(notFound).not.toHaveProperty('route');
     expect(notFound).not.toHaveProperty('upstreamDurationMs');
     expect(out.text().split('\n').filter(Boolean)).toHaveLength(2);
+  });
+
+  it('writes the trace context under the OpenTelemetry names, unsampled as 00, absent when there is none', () => {
+    const out = memoryStream();
+    const access = createAccessLog(createLogger(cfg(), out.stream), true);
+    access.log({ ...RECORD, sampled: false });
+    access.log({ ...RECORD, traceId: undefined, spanId: undefined, sampled: false });
+    access.log({ ...RECORD, traceId: '', spanId: '', sampled: false });
+    access.flush();
+    const [unsampled, none, empty] = out.lines();
+    expect(unsampled).toMatchObject({
+      trace_id: RECORD.traceId,
+      span_id: RECORD.spanId,
+      trace_flags: '00',
+    });
+    for (const line of [none, empty]) {
+      for (const key of ['trace_id', 'span_id', 'trace_flags', 'traceId', 'spanId'])
+        expect(line).not.toHaveProperty(key);
+    }
+    expect(out.text()).not.toContain('traceId');
   });
 
   it('honours the configured level: access lines are info lines', () => {
@@ -285,6 +310,7 @@ describe('accessRecord', () => {
         identity: undefined,
         traceId: RECORD.traceId,
         spanId: RECORD.spanId,
+        sampled: true,
         requestBytes: 0,
         responseBytes: 512,
         upstreamDurationMs: 0.9000004,
@@ -303,7 +329,9 @@ describe('accessRecord', () => {
       attempts: 0,
       identity: undefined,
     });
-    expect(rec).toMatchObject({ path: '-', traceId: '', spanId: '', requestBytes: 0, responseBytes: 0 });
+    expect(rec).toMatchObject({ path: '-', sampled: false, requestBytes: 0, responseBytes: 0 });
+    expect(rec.traceId).toBeUndefined();
+    expect(rec.spanId).toBeUndefined();
     expect(rec.upstreamDurationMs).toBeUndefined();
   });
 });

@@ -83,7 +83,13 @@ describe('createMetrics + renderMetrics', () => {
     // prom-client default process metrics, prefixed.
     expect(body).toContain('# TYPE peregrine_process_cpu_user_seconds_total counter');
     expect(body).toContain('peregrine_process_resident_memory_bytes');
-    expect(body).toContain('peregrine_nodejs_eventloop_lag_seconds');
+    // Event-loop delay as a histogram, not prom-client's per-scrape quantile gauges.
+    expect(body).toContain('# TYPE peregrine_nodejs_eventloop_delay_seconds histogram');
+    expect(body).toContain('peregrine_nodejs_eventloop_delay_seconds_bucket{le="+Inf"}');
+    expect(body).not.toContain('eventloop_lag');
+    // No gauge named like a counter (promtool check metrics refuses them).
+    for (const [, name] of body.matchAll(/^# TYPE (\S+) (?:gauge|histogram)$/gm))
+      expect(name).not.toMatch(/_total$/);
     // No exemplars and no OpenMetrics terminator in the Prometheus format.
     expect(body).not.toContain('# {');
     expect(body).not.toContain('# EOF');
@@ -255,9 +261,9 @@ describe('per-route series cost', () => {
   it('a route without a histogram of its own keeps its counters and shares the _other latency series', async () => {
     const m = createMetrics({ exemplars: false, version: 't' });
     m.configureRoutes([
-      { name: 'tenant-a', histogram: false },
-      { name: 'tenant-b', histogram: false },
-      { name: 'users', histogram: undefined },
+      { name: 'tenant-a', histogram: false, httpRoute: '/tenant-a/*' },
+      { name: 'tenant-b', histogram: false, httpRoute: '/tenant-b/*' },
+      { name: 'users', histogram: undefined, httpRoute: '/users/*' },
     ]);
     m.recordRequest('edge', 'tenant-a', 'GET', 200, 0.004, undefined);
     m.recordRequest('edge', 'tenant-b', 'GET', 200, 0.004, undefined);
@@ -270,7 +276,11 @@ describe('per-route series cost', () => {
       'peregrine_requests_total{listener="edge",route="tenant-b",method="GET",status="200"} 1',
     );
     expect(histogramLines(body, 'tenant-a')).toEqual([]);
-    expect(histogramLines(body, 'users')).toHaveLength(17);
+    expect(histogramLines(body, 'users')).toHaveLength(20);
+    // The routes with a histogram of their own say which path template they stand for.
+    expect(samples(body, 'peregrine_route_info')).toEqual([
+      'peregrine_route_info{route="users",http_route="/users/*"} 1',
+    ]);
     expect(body).toContain(
       'peregrine_request_duration_seconds_count{listener="edge",route="_other",method="GET",status="200"} 2',
     );
@@ -280,26 +290,29 @@ describe('per-route series cost', () => {
   it('routeHistograms false: only routes that ask get one; a reload can change that either way', async () => {
     const m = createMetrics({ exemplars: false, version: 't', routeHistograms: false });
     m.configureRoutes([
-      { name: 'checkout', histogram: true },
-      { name: 'tenant-a', histogram: undefined },
+      { name: 'checkout', histogram: true, httpRoute: '/checkout/*' },
+      { name: 'tenant-a', histogram: undefined, httpRoute: '/tenant-a/*' },
     ]);
     m.recordRequest('edge', 'checkout', 'POST', 201, 0.2, undefined);
     m.recordRequest('edge', 'tenant-a', 'GET', 200, 0.004, undefined);
     m.recordRequest('edge', undefined, 'GET', 404, 0.001, undefined);
     let { body } = await renderMetrics(m, undefined);
-    expect(histogramLines(body, 'checkout')).toHaveLength(17);
+    expect(histogramLines(body, 'checkout')).toHaveLength(20);
     expect(histogramLines(body, 'tenant-a')).toEqual([]);
     // Requests that matched no route keep their own series: one set, not one per route.
-    expect(histogramLines(body, '_none')).toHaveLength(17);
+    expect(histogramLines(body, '_none')).toHaveLength(20);
 
     // The reload swaps the two: checkout's series go, tenant-a starts its own.
     m.configureRoutes([
-      { name: 'checkout', histogram: false },
-      { name: 'tenant-a', histogram: true },
+      { name: 'checkout', histogram: false, httpRoute: '/checkout/*' },
+      { name: 'tenant-a', histogram: true, httpRoute: '/tenant-a/*' },
     ]);
     m.recordRequest('edge', 'checkout', 'POST', 201, 0.2, undefined);
     m.recordRequest('edge', 'tenant-a', 'GET', 200, 0.004, undefined);
     ({ body } = await renderMetrics(m, undefined));
+    expect(samples(body, 'peregrine_route_info')).toEqual([
+      'peregrine_route_info{route="tenant-a",http_route="/tenant-a/*"} 1',
+    ]);
     expect(histogramLines(body, 'checkout')).toEqual([]);
     expect(histogramLines(body, 'tenant-a')).toContain(
       'peregrine_request_duration_seconds_count{listener="edge",route="tenant-a",method="GET",status="200"} 1',

@@ -12,16 +12,21 @@ import {
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type TelemetryConfig, TelemetrySchema } from '../../../src/config/schema.ts';
 import {
+  attemptSpanAttributes,
   B3_HEADERS,
   createTracing,
   endClientSpan,
   endServerSpan,
   ratioBound,
   ratioKey,
+  routeServerSpan,
+  SCOPE_NAME,
+  SERVICE_INSTANCE_ID,
   SPAN_ATTR,
   serverSpanName,
   type Tracing,
 } from '../../../src/telemetry/tracing.ts';
+import { VERSION } from '../../../src/version.ts';
 import { type OtlpReceiver, startOtlpReceiver } from '../../helpers/otlp-receiver.ts';
 
 const PARENT_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -55,17 +60,21 @@ function oneRequest(
       [SPAN_ATTR.CLIENT_ADDRESS]: '10.0.0.1',
     },
   );
-  server.updateName(serverSpanName('GET', 'users'));
-  server.setAttribute(SPAN_ATTR.HTTP_ROUTE, 'users');
-  const client = t.startClientSpan(server, 'GET users-svc', {
-    [SPAN_ATTR.HTTP_REQUEST_METHOD]: 'GET',
-    [SPAN_ATTR.SERVER_ADDRESS]: '10.0.0.5',
-    [SPAN_ATTR.SERVER_PORT]: 8080,
-    [SPAN_ATTR.URL_FULL]: 'http://10.0.0.5:8080/users/1',
-    [SPAN_ATTR.UPSTREAM]: 'users-svc',
-    [SPAN_ATTR.ENDPOINT]: 'http://10.0.0.5:8080',
-    [SPAN_ATTR.ATTEMPT]: 1,
-  });
+  routeServerSpan(server, 'GET', '/users/:id', 'users');
+  const client = t.startClientSpan(
+    server,
+    'GET users-svc',
+    attemptSpanAttributes(
+      'GET',
+      'http://10.0.0.5:8080',
+      '10.0.0.5',
+      8080,
+      '/users/1',
+      '?fields=name&token=s3cr3t',
+      'users-svc',
+      0,
+    ),
+  );
   const outbound: Record<string, string | string[]> = { traceparent: 'client-sent', accept: '*/*' };
   t.inject(client, outbound);
   endClientSpan(client, 200, undefined);
@@ -113,17 +122,30 @@ describe('createTracing with the OTLP exporter', () => {
     expect(server.spanId).toBe(ids.server);
     expect(server.traceId).toBe(ids.traceId);
     expect(server.parentSpanId).toBeUndefined();
-    expect(server.name).toBe('GET users');
+    expect(server.name).toBe('GET /users/:id');
     expect(server.attributes).toMatchObject({
       'http.request.method': 'GET',
       'url.scheme': 'http',
       'client.address': '10.0.0.1',
       'server.address': 'api.example.com',
+      'server.port': 8080,
       'user_agent.original': 'test/1',
-      'http.route': 'users',
+      'http.route': '/users/:id',
+      'peregrine.route': 'users',
       'http.response.status_code': 200,
     });
-    expect(server.resource['service.name']).toBe('peregrine-test');
+    expect(server.resource).toMatchObject({
+      'service.name': 'peregrine-test',
+      'service.version': VERSION,
+      'service.instance.id': SERVICE_INSTANCE_ID,
+    });
+    expect(SERVICE_INSTANCE_ID).toMatch(
+      /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
+    );
+    // The process is described, but not by its command line (which can carry secrets).
+    expect(server.resource['process.pid']).toBe(process.pid);
+    expect(server.resource).not.toHaveProperty('process.command_args');
+    expect(server.scope).toEqual({ name: SCOPE_NAME, version: VERSION });
 
     expect(client.parentSpanId).toBe(server.spanId);
     expect(client.traceId).toBe(server.traceId);
@@ -133,12 +155,14 @@ describe('createTracing with the OTLP exporter', () => {
       'http.request.method': 'GET',
       'server.address': '10.0.0.5',
       'server.port': 8080,
-      'url.full': 'http://10.0.0.5:8080/users/1',
+      'url.full': 'http://10.0.0.5:8080/users/1?fields=REDACTED&token=REDACTED',
       'http.response.status_code': 200,
-      'peregrine.upstream': 'users-svc',
+      'peer.service': 'users-svc',
+      'server.service.name': 'users-svc',
       'peregrine.endpoint': 'http://10.0.0.5:8080',
-      'peregrine.attempt': 1,
     });
+    // A first attempt is no resend.
+    expect(client.attributes).not.toHaveProperty('http.request.resend_count');
   });
 
   it('continues an inbound W3C trace and forwards its tracestate', async () => {
@@ -413,15 +437,16 @@ describe('span helpers', () => {
     return { t, finished };
   }
 
-  it('marks server spans as errors for 5xx only, whether sent or the status of the local failure', async () => {
+  it("marks server spans as errors for 5xx, sent or the local failure's, and for responses not delivered", async () => {
     const { t, finished } = recorded();
     endServerSpan(t.startServerSpan('GET', {}, {}), 404, 'ROUTE_NOT_FOUND');
     endServerSpan(t.startServerSpan('GET', {}, {}), 503, 'NO_HEALTHY_ENDPOINT');
     endServerSpan(t.startServerSpan('GET', {}, {}), 502, undefined);
     endServerSpan(t.startServerSpan('GET', {}, {}), 200, 'UPSTREAM_BODY_TIMEOUT');
-    endServerSpan(t.startServerSpan('GET', {}, {}), 499, 'CLIENT_CLOSED');
+    endServerSpan(t.startServerSpan('GET', {}, {}), undefined, 'CLIENT_CLOSED');
     endServerSpan(t.startServerSpan('GET', {}, {}), 502, 'CLIENT_CLOSED');
-    const [notFound, unavailable, relayed, cut, gone, goneAfter502] = await finished();
+    endServerSpan(t.startServerSpan('GET', {}, {}), 200, 'CLIENT_CLOSED');
+    const [notFound, unavailable, relayed, cut, gone, goneAfter502, goneAfter200] = await finished();
     expect(notFound!.status.code).toBe(SpanStatusCode.UNSET);
     expect(notFound!.attributes['error.type']).toBeUndefined();
     expect(notFound!.attributes).toMatchObject({
@@ -439,10 +464,18 @@ describe('span helpers', () => {
     // The head went out as 200, then the gateway cut the body: a server failure all the same.
     expect(cut!.status.code).toBe(SpanStatusCode.ERROR);
     expect(cut!.attributes['error.type']).toBe('UPSTREAM_BODY_TIMEOUT');
-    // The client went away: not the server's failure.
-    expect(gone!.status.code).toBe(SpanStatusCode.UNSET);
-    expect(gone!.attributes['error.type']).toBeUndefined();
+    // The client went away before any response: the request failed (cancelled), and no status
+    // code was sent, so none is recorded.
+    expect(gone!.status.code).toBe(SpanStatusCode.ERROR);
+    expect(gone!.attributes['error.type']).toBe('CLIENT_CLOSED');
+    expect(gone!.attributes).not.toHaveProperty('http.response.status_code');
+    // After the head: the server's own 5xx stays the error; a 200 cut short is an error too.
     expect(goneAfter502!.attributes['error.type']).toBe('502');
+    expect(goneAfter200!.status.code).toBe(SpanStatusCode.ERROR);
+    expect(goneAfter200!.attributes).toMatchObject({
+      'error.type': 'CLIENT_CLOSED',
+      'http.response.status_code': 200,
+    });
   });
 
   it('marks client spans as errors for 4xx, 5xx and failed attempts, with or without a status', async () => {
@@ -496,15 +529,89 @@ describe('span helpers', () => {
     expect(answered!.attributes['error.type']).toBe('503');
   });
 
-  it('names spans after the method and route, folding unknown methods', async () => {
+  it('names spans after the method and route template, folding unknown methods', async () => {
     expect(serverSpanName('GET')).toBe('GET');
-    expect(serverSpanName('POST', 'orders')).toBe('POST orders');
-    expect(serverSpanName('PROPFIND', 'dav')).toBe('HTTP dav');
+    expect(serverSpanName('POST', '/orders/*')).toBe('POST /orders/*');
+    expect(serverSpanName('PROPFIND', '/dav/*')).toBe('HTTP /dav/*');
     const { t, finished } = recorded();
     t.startServerSpan('PROPFIND', {}, {}).end();
-    expect((await finished())[0]!.attributes).toMatchObject({
+    const routed = t.startServerSpan('PROPFIND', {}, {});
+    routeServerSpan(routed, 'PROPFIND', '/dav/*', 'dav');
+    routed.end();
+    const [unknown, dav] = await finished();
+    expect(unknown!.attributes).toMatchObject({
       'http.request.method': '_OTHER',
       'http.request.method_original': 'PROPFIND',
     });
+    expect(dav!.name).toBe('HTTP /dav/*');
+    expect(dav!.attributes).toMatchObject({ 'http.route': '/dav/*', 'peregrine.route': 'dav' });
+  });
+
+  it('takes server.address and server.port from the Host, the port from the scheme when it names none', async () => {
+    const { t, finished } = recorded();
+    t.startServerSpan('GET', { host: 'api.example.com' }, { 'url.scheme': 'https' }).end();
+    t.startServerSpan('GET', { host: '[::1]:8443' }, { 'url.scheme': 'https' }).end();
+    t.startServerSpan('GET', { ':authority': 'h2.example.com:9443' } as IncomingHttpHeaders, {
+      'url.scheme': 'https',
+    }).end();
+    t.startServerSpan('GET', {}, { 'url.scheme': 'http' }).end();
+    const [named, v6, h2, none] = await finished();
+    expect(named!.attributes).toMatchObject({ 'server.address': 'api.example.com', 'server.port': 443 });
+    expect(v6!.attributes).toMatchObject({ 'server.address': '::1', 'server.port': 8443 });
+    expect(h2!.attributes).toMatchObject({ 'server.address': 'h2.example.com', 'server.port': 9443 });
+    expect(none!.attributes).not.toHaveProperty('server.address');
+    expect(none!.attributes).not.toHaveProperty('server.port');
+  });
+
+  it('describes an attempt: url.full with query values redacted, the peer service, resends counted', () => {
+    expect(
+      attemptSpanAttributes(
+        'GET',
+        'https://pay.internal',
+        'pay.internal',
+        443,
+        '/v1/charge',
+        '',
+        'payments',
+        2,
+      ),
+    ).toEqual({
+      'http.request.method': 'GET',
+      'server.address': 'pay.internal',
+      'server.port': 443,
+      'url.full': 'https://pay.internal/v1/charge',
+      'peer.service': 'payments',
+      'server.service.name': 'payments',
+      'peregrine.endpoint': 'https://pay.internal',
+      'http.request.resend_count': 2,
+    });
+    expect(
+      attemptSpanAttributes(
+        'PURGE',
+        'http://10.0.0.5:8080',
+        '10.0.0.5',
+        8080,
+        '/c',
+        '?sig=abc&x',
+        'cache',
+        0,
+      ),
+    ).toMatchObject({
+      'http.request.method': '_OTHER',
+      'http.request.method_original': 'PURGE',
+      'url.full': 'http://10.0.0.5:8080/c?sig=REDACTED&REDACTED',
+    });
+  });
+
+  it('leaves the command line off the resource unless tracing.commandArgs asks for it', async () => {
+    const t = open(config({ exporter: 'otlp', endpoint: receiver.url, sampleRatio: 1, commandArgs: true }));
+    t.startServerSpan('GET', {}, {}).end();
+    await t.shutdown();
+    const [span] = await receiver.waitForSpans(1);
+    expect(span!.resource['process.command_args']).toEqual([
+      process.argv[0],
+      ...process.execArgv,
+      ...process.argv.slice(1),
+    ]);
   });
 });
