@@ -6,7 +6,7 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
-import { fingerprintOf, type LoadedConfig, loadConfigApart } from '../config/load-apart.ts';
+import { ConfigLoader, fingerprintOf, type LoadedConfig } from '../config/load-apart.ts';
 import { ConfigError, type ConfigIssue } from '../config/loader.ts';
 import { type Config, dynamicPart } from '../config/schema.ts';
 import { replicaPosition } from '../dataplane/upstream/aperture.ts';
@@ -74,6 +74,8 @@ export class ConfigStore {
   #fingerprint: string;
   /** Aborted by close(): a reload still loading stops, none starts. */
   readonly #closing = new AbortController();
+  /** Loads the file for reloads, in a child process kept between them. */
+  readonly #loader = new ConfigLoader();
   /** Endpoint sources of the serving upstreams; synced after every swap. */
   readonly discovery: Discovery;
 
@@ -97,6 +99,7 @@ export class ConfigStore {
     this.#metrics = opts.metrics;
     this.#env = opts.env ?? process.env;
     this.#fingerprint = fingerprintOf(config);
+    if (this.file) this.#loader.remember(config);
     this.upstreamTls = new UpstreamTlsSet({ logger: opts.logger, metrics: opts.metrics });
     this.#snapshotDeps = {
       metrics: opts.metrics,
@@ -177,7 +180,7 @@ export class ConfigStore {
     let next: LoadedConfig;
     try {
       // Parsing and validating a large file takes a second of CPU: away from the event loop.
-      next = await loadConfigApart(this.file, this.#env, this.#closing.signal);
+      next = await this.#loader.load(this.file, this.#env, this.#closing.signal);
     } catch (err) {
       const issues =
         err instanceof ConfigError ? err.issues : [{ file: this.file, path: '', message: String(err) }];
@@ -271,6 +274,7 @@ export class ConfigStore {
     this.#closing.abort();
     await this.#reloading;
     await this.#queued;
+    this.#loader.close();
   }
 
   async close(): Promise<void> {
