@@ -14,8 +14,9 @@ import { Discovery } from '../discovery/discovery.ts';
 import { createDnsProviderFactory } from '../discovery/dns-provider.ts';
 import type { ProviderFactories } from '../discovery/provider.ts';
 import { staticSidecarPart } from '../sidecar/derive.ts';
+import { runInSlices } from '../slices.ts';
 import type { RedisConnection } from '../stores/redis.ts';
-import type { GatewayMetrics } from '../telemetry/metrics.ts';
+import type { GatewayMetrics, RouteMetricsConfig } from '../telemetry/metrics.ts';
 import { UpstreamTlsSet } from '../tls/upstream-tls.ts';
 import {
   type CompileResult,
@@ -51,6 +52,12 @@ const STATIC_KEYS = [
   'registry',
   'replica',
 ] as const;
+
+/** What the metrics are told of a snapshot's routes. */
+function* routeMetrics(snapshot: Snapshot): Iterable<RouteMetricsConfig> {
+  for (const r of snapshot.routes.routes)
+    yield { name: r.name, histogram: r.config.metrics?.histogram, httpRoute: r.httpRoute };
+}
 
 export class ConfigStore {
   readonly file: string | undefined;
@@ -235,7 +242,8 @@ export class ConfigStore {
       this.discovery.sync(this.#current);
       compiled.retire();
       void this.#current.auth.start();
-      this.#configureRouteMetrics();
+      // After the swap, in slices too: a route's series follow its settings a few ms later.
+      await runInSlices(this.#metrics.configureRoutesSteps(routeMetrics(this.#current)), COMPILE_SLICE_MS);
     }
     this.#lastFailure = undefined;
     this.#lastSuccessAt = new Date().toISOString();
@@ -246,13 +254,7 @@ export class ConfigStore {
 
   /** Which routes now serving have a latency histogram of their own. */
   #configureRouteMetrics(): void {
-    this.#metrics.configureRoutes(
-      this.#current.routes.routes.map((r) => ({
-        name: r.name,
-        histogram: r.config.metrics?.histogram,
-        httpRoute: r.httpRoute,
-      })),
-    );
+    this.#metrics.configureRoutes(routeMetrics(this.#current));
   }
 
   #fail(trigger: string, issues: readonly ConfigIssue[]): ReloadResult {
