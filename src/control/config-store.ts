@@ -4,6 +4,8 @@
  * in flight finish on the snapshot they started with. A reload that fails leaves the last good
  * snapshot serving, is logged and counted, and its issues are kept for the admin API.
  */
+
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { ConfigLoader, fingerprintOf, type LoadedConfig } from '../config/load-apart.ts';
@@ -193,6 +195,8 @@ export class ConfigStore {
         err instanceof ConfigError ? err.issues : [{ file: this.file, path: '', message: String(err) }];
       return this.#fail(trigger, issues);
     }
+    // The last message from the child was read in this turn: compile from the next one.
+    await nextTurn();
     return this.#apply(next, trigger);
   }
 
