@@ -152,22 +152,23 @@ export class RouteImpl implements CompiledRoute {
 }
 
 /** What a route's conditions and rewrite compile to: a function of its config alone. */
-interface RouteShape {
-  readonly hostKind: number;
-  readonly host: string;
-  readonly pathKind: number;
-  readonly path: string;
-  readonly prefixMode: number;
-  readonly template: PathTemplate | undefined;
-  readonly anchor: string;
-  readonly httpRoute: string;
-  readonly methodMask: number;
-  readonly headerNames: readonly string[] | undefined;
-  readonly headerValues: readonly string[];
-  readonly constraints: number;
-  readonly stripPrefix: string | undefined;
-  readonly addPrefix: string | undefined;
-}
+type RouteShape = Pick<
+  RouteImpl,
+  | 'hostKind'
+  | 'host'
+  | 'pathKind'
+  | 'path'
+  | 'prefixMode'
+  | 'template'
+  | 'anchor'
+  | 'httpRoute'
+  | 'methodMask'
+  | 'headerNames'
+  | 'headerValues'
+  | 'constraints'
+  | 'stripPrefix'
+  | 'addPrefix'
+>;
 
 /**
  * Shapes by route config object. A reload hands the compile the previous load's object for every
