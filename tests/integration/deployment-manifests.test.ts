@@ -310,6 +310,14 @@ describe('deployment/kubernetes', () => {
     for (const s of referenced) expect(docs, `docs/deployment.md creates ${s}`).toContain(s);
   });
 
+  it('every image is set by the kustomization or pinned to a tag', () => {
+    const set = new Set((kustomization.images as Obj[]).map((i) => i.name));
+    for (const w of workloads)
+      for (const c of containersOf(w))
+        expect(set.has(c.image) || /^[\w./-]+:[\w.-]+$/.test(c.image), `${c.name}: ${c.image}`).toBe(true);
+    expect(readDockerfile(join(COMPOSE, 'demo-app.Dockerfile')).entrypoint).toBeDefined();
+  });
+
   it('every container runs non-root, read-only, without capabilities', () => {
     for (const w of workloads) {
       const pod = w.spec.template.spec;
