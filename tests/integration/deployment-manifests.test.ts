@@ -356,6 +356,9 @@ describe('deployment/kubernetes', () => {
       const declared = (container.ports as Obj[]).map((p) => p.containerPort).sort();
       expect(declared, container.name).toEqual([...ports.all].sort());
       expect(container.readinessProbe.httpGet.path).toBe('/readyz');
+      const annotations = workload.spec.template.metadata.annotations ?? {};
+      if (annotations['prometheus.io/port'] !== undefined)
+        expect(Number(annotations['prometheus.io/port'])).toBe(ports.admin);
       for (const probe of [container.livenessProbe, container.startupProbe])
         expect(probe.httpGet.path).toBe('/healthz');
       for (const probe of [container.readinessProbe, container.livenessProbe, container.startupProbe])
@@ -509,7 +512,8 @@ const meshCerts = (() => {
   const script = mounts.find((m) => m.target === s.entrypoint[1])!;
   const run = spawnSync(s.entrypoint[0], [script.host], {
     cwd: ROOT,
-    env: cliEnv({ ...env, PEREGRINE: PEREGRINE, CERT_OWNER: `${process.getuid!()}:${process.getgid!()}` }),
+    // The checkout is laid out as the image's WORKDIR: the script's default bin/peregrine.js.
+    env: cliEnv({ ...env, CERT_OWNER: `${process.getuid!()}:${process.getgid!()}` }),
     encoding: 'utf8',
   });
   return run;
