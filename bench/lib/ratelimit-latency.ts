@@ -8,12 +8,10 @@
  * nothing while another is loaded. Goal (issue 15): the Redis limiter adds at most 1 ms to the
  * p99.
  */
-import { cpuMs, machineCpuWindow, waitForQuiet } from './cpu.ts';
 import { intFromEnv } from './env.ts';
-import { type Group, log } from './feature-bench.ts';
+import type { Group } from './feature-bench.ts';
 import { goal, info } from './goals.ts';
-import { FOREIGN_PCT } from './measure.ts';
-import { PacedLoad, pacedFailures } from './paced.ts';
+import { pacedTurns } from './paced-turns.ts';
 import { pinTarget } from './pin.ts';
 import { type LatencySummary, summariseLatencies } from './stats.ts';
 import { fmtInt, fmtMs, fmtNum, markdownTable } from './table.ts';
@@ -36,20 +34,6 @@ export interface LatencyRow {
   skipped?: string;
 }
 
-interface Loaded {
-  id: TargetId;
-  running: RunningTarget;
-  load: PacedLoad;
-  latencies: number[];
-  cpuMs: number;
-  failed: number;
-}
-
-/** Slice k's order: forward on even turns, reversed on odd ones, so no target always follows another. */
-export function sliceOrder<T>(items: readonly T[], turn: number): T[] {
-  return turn % 2 === 0 ? [...items] : [...items].reverse();
-}
-
 const diff = (a: number | undefined, b: number | undefined) =>
   a === undefined || b === undefined ? undefined : a - b;
 
@@ -62,7 +46,7 @@ export const latencyGroup: Group = {
     const sliceS = intFromEnv('BENCH_RL_SLICE', 1);
     const connections = intFromEnv('BENCH_RL_CONNECTIONS', 16);
     const rows: LatencyRow[] = [];
-    const loaded: Loaded[] = [];
+    const running: { id: TargetId; running: RunningTarget }[] = [];
     let foreignPct: number | undefined;
     try {
       for (const t of TARGETS.filter((x) => IDS.includes(x.id))) {
@@ -78,52 +62,38 @@ export const latencyGroup: Group = {
           });
           continue;
         }
-        const running = await t.start(ctx);
-        if (ctx.pin) pinTarget(ctx.pin, running.pid);
-        loaded.push({
-          id: t.id,
-          running,
-          load: new PacedLoad(running.url, connections),
-          latencies: [],
-          cpuMs: 0,
-          failed: 0,
+        const r = await t.start(ctx);
+        running.push({ id: t.id, running: r });
+        if (ctx.pin) pinTarget(ctx.pin, r.pid);
+      }
+      const turns = await pacedTurns(
+        running.map(({ id, running: r }) => ({ id, url: r.url, pids: [r.pid] })),
+        {
+          rate,
+          durationS,
+          sliceS,
+          warmupS: settings.warmupS,
+          connections,
+          quietWaitS: settings.quietWaitS,
+          shared: [
+            ctx.upstream.proc.pid,
+            ctx.otlp.proc.pid,
+            ...running.flatMap(({ running: r }) => r.companions ?? []),
+          ],
+        },
+      );
+      foreignPct = turns.foreignPct;
+      for (const t of turns.results) {
+        rows.push({
+          target: t.id,
+          latency: summariseLatencies(t.latenciesMs),
+          requests: t.latenciesMs.length,
+          cpuUsPerReq: (t.cpuMs[0]! * 1000) / Math.max(1, t.latenciesMs.length),
+          failed: t.failed,
         });
       }
-      for (const l of loaded) if (settings.warmupS > 0) await l.load.run(rate, settings.warmupS);
-      const pids = () => [
-        ctx.upstream.proc.pid,
-        ctx.otlp.proc.pid,
-        ...loaded.flatMap((l) => [l.running.pid, ...(l.running.companions ?? [])]),
-      ];
-      await waitForQuiet(pids, FOREIGN_PCT, settings.quietWaitS * 1000);
-      log(`latency: ${loaded.length} targets × ${durationS} s at ${rate} req/s in ${sliceS} s slices`);
-      const machine = machineCpuWindow(pids);
-      for (let turn = 0; turn < Math.ceil(durationS / sliceS); turn++) {
-        for (const l of sliceOrder(loaded, turn)) {
-          const before = cpuMs(l.running.pid);
-          const r = await l.load.run(rate, sliceS);
-          const after = cpuMs(l.running.pid);
-          if (before === undefined || after === undefined) throw new Error(`${l.id} exited`);
-          l.cpuMs += after - before;
-          l.latencies.push(...r.latenciesMs);
-          l.failed += pacedFailures(r);
-        }
-      }
-      foreignPct = machine()?.foreignPct;
     } finally {
-      for (const l of loaded) {
-        await l.load.close();
-        await l.running.stop();
-      }
-    }
-    for (const l of loaded) {
-      rows.push({
-        target: l.id,
-        latency: summariseLatencies(l.latencies),
-        requests: l.latencies.length,
-        cpuUsPerReq: (l.cpuMs * 1000) / Math.max(1, l.latencies.length),
-        failed: l.failed,
-      });
+      for (const { running: r } of running) await r.stop();
     }
     rows.sort((a, b) => IDS.indexOf(a.target) - IDS.indexOf(b.target));
     const by = (id: TargetId) => rows.find((r) => r.target === id);
