@@ -5,12 +5,11 @@
  * proxy, the TLS on the hop and the mesh's own work add. Also the CPU per request of each
  * process at that rate.
  */
-import { intFromEnv } from './env.ts';
 import type { Group } from './feature-bench.ts';
 import { info } from './goals.ts';
 import { handshakesPer1000, type MeshCounts, meshCertsFor, meshCounts, startMesh } from './mesh.ts';
-import { pacedTurns } from './paced-turns.ts';
-import { type LatencySummary, summariseLatencies } from './stats.ts';
+import { pacedTurns, turnsFromEnv } from './paced-turns.ts';
+import { added, type LatencySummary, summariseLatencies } from './stats.ts';
 import { fmtInt, fmtMs, fmtNum, markdownTable } from './table.ts';
 
 type Path = 'passthrough' | 'mesh';
@@ -24,17 +23,12 @@ export interface MeshLatencyRow {
   failed: number;
 }
 
-const diff = (a: number | undefined, b: number | undefined) =>
-  a === undefined || b === undefined ? undefined : a - b;
-
 export const meshLatencyGroup: Group = {
   id: 'latency',
   title: 'Latency added by the mesh hop at a fixed rate',
   async run({ ctx, settings }) {
-    const rate = intFromEnv('BENCH_MESH_RATE', 1000);
-    const durationS = intFromEnv('BENCH_MESH_LATENCY_DURATION', 20);
-    const sliceS = intFromEnv('BENCH_MESH_SLICE', 1);
-    const connections = intFromEnv('BENCH_MESH_CONNECTIONS', 16);
+    const turnSettings = turnsFromEnv('BENCH_MESH');
+    const { rate, durationS, sliceS, connections } = turnSettings;
     const mesh = await startMesh(ctx, await meshCertsFor(ctx));
     let turns: Awaited<ReturnType<typeof pacedTurns<Path>>>;
     let counts: MeshCounts;
@@ -51,11 +45,8 @@ export const meshLatencyGroup: Group = {
           },
         ],
         {
-          rate,
-          durationS,
-          sliceS,
+          ...turnSettings,
           warmupS: settings.warmupS,
-          connections,
           quietWaitS: settings.quietWaitS,
           shared: [ctx.upstream.proc.pid, ctx.otlp.proc.pid, mesh.registry.proc.pid],
         },
@@ -90,10 +81,10 @@ export const meshLatencyGroup: Group = {
     const checks = [
       info(
         `mesh hop: p50 added over passthrough at ${fmtInt(rate)} req/s`,
-        diff(hop?.latency?.p50, pass?.latency?.p50),
+        added(hop?.latency?.p50, pass?.latency?.p50),
         'ms',
       ),
-      info('mesh hop: p99 added over passthrough', diff(hop?.latency?.p99, pass?.latency?.p99), 'ms'),
+      info('mesh hop: p99 added over passthrough', added(hop?.latency?.p99, pass?.latency?.p99), 'ms'),
       info(
         'outbound sidecar CPU per request / passthrough at the fixed rate',
         passUs && hop ? hop.cpuUsPerReq[0]! / passUs : undefined,

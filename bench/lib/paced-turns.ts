@@ -7,6 +7,7 @@
  * another is loaded. The CPU of each contestant's processes is read around its own slices only.
  */
 import { cpuMs, machineCpuWindow, waitForQuiet } from './cpu.ts';
+import { intFromEnv } from './env.ts';
 import { log } from './feature-bench.ts';
 import { FOREIGN_PCT } from './measure.ts';
 import { PacedLoad, pacedFailures } from './paced.ts';
@@ -41,6 +42,21 @@ export interface PacedTurnsOptions {
   quietWaitS: number;
   /** The bench's own long-lived processes besides the contestants' (upstream, sink). */
   shared: readonly number[];
+}
+
+/**
+ * The turns' settings from `<prefix>_RATE` (1,000 req/s), `<prefix>_DURATION` (20 s for each
+ * gateway), `<prefix>_SLICE` (1 s) and `<prefix>_CONNECTIONS` (16).
+ */
+export function turnsFromEnv(
+  prefix: string,
+): Pick<PacedTurnsOptions, 'rate' | 'durationS' | 'sliceS' | 'connections'> {
+  return {
+    rate: intFromEnv(`${prefix}_RATE`, 1000),
+    durationS: intFromEnv(`${prefix}_DURATION`, 20),
+    sliceS: intFromEnv(`${prefix}_SLICE`, 1),
+    connections: intFromEnv(`${prefix}_CONNECTIONS`, 16),
+  };
 }
 
 /** Slice k's order: forward on even turns, reversed on odd ones, so no contestant always follows another. */

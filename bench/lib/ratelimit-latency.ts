@@ -8,12 +8,11 @@
  * nothing while another is loaded. Goal (issue 15): the Redis limiter adds at most 1 ms to the
  * p99.
  */
-import { intFromEnv } from './env.ts';
 import type { Group } from './feature-bench.ts';
 import { goal, info } from './goals.ts';
-import { pacedTurns } from './paced-turns.ts';
+import { pacedTurns, turnsFromEnv } from './paced-turns.ts';
 import { pinTarget } from './pin.ts';
-import { type LatencySummary, summariseLatencies } from './stats.ts';
+import { added, type LatencySummary, summariseLatencies } from './stats.ts';
 import { fmtInt, fmtMs, fmtNum, markdownTable } from './table.ts';
 import { type RunningTarget, TARGETS, type TargetId } from './targets.ts';
 
@@ -34,17 +33,12 @@ export interface LatencyRow {
   skipped?: string;
 }
 
-const diff = (a: number | undefined, b: number | undefined) =>
-  a === undefined || b === undefined ? undefined : a - b;
-
 export const latencyGroup: Group = {
   id: 'latency',
   title: 'Latency and CPU added by the limiter at a fixed rate',
   async run({ ctx, settings }) {
-    const rate = intFromEnv('BENCH_RL_RATE', 1000);
-    const durationS = intFromEnv('BENCH_RL_DURATION', 20);
-    const sliceS = intFromEnv('BENCH_RL_SLICE', 1);
-    const connections = intFromEnv('BENCH_RL_CONNECTIONS', 16);
+    const turnSettings = turnsFromEnv('BENCH_RL');
+    const { rate, durationS, sliceS, connections } = turnSettings;
     const rows: LatencyRow[] = [];
     const running: { id: TargetId; running: RunningTarget }[] = [];
     let foreignPct: number | undefined;
@@ -69,11 +63,8 @@ export const latencyGroup: Group = {
       const turns = await pacedTurns(
         running.map(({ id, running: r }) => ({ id, url: r.url, pids: [r.pid] })),
         {
-          rate,
-          durationS,
-          sliceS,
+          ...turnSettings,
           warmupS: settings.warmupS,
-          connections,
           quietWaitS: settings.quietWaitS,
           shared: [
             ctx.upstream.proc.pid,
@@ -120,23 +111,23 @@ export const latencyGroup: Group = {
     const checks = [
       goal(
         `Redis limiter: p99 added over passthrough at ${fmtInt(rate)} req/s`,
-        diff(red?.latency?.p99, pass?.latency?.p99),
+        added(red?.latency?.p99, pass?.latency?.p99),
         '≤',
         ADDED_P99_GOAL_MS,
         'ms',
       ),
-      info('Redis limiter: p50 added over passthrough', diff(red?.latency?.p50, pass?.latency?.p50), 'ms'),
+      info('Redis limiter: p50 added over passthrough', added(red?.latency?.p50, pass?.latency?.p50), 'ms'),
       info(
         'Redis limiter: p50 added over the memory limiter',
-        diff(red?.latency?.p50, mem?.latency?.p50),
+        added(red?.latency?.p50, mem?.latency?.p50),
         'ms',
       ),
       info(
         'Redis limiter: p99 added over the memory limiter',
-        diff(red?.latency?.p99, mem?.latency?.p99),
+        added(red?.latency?.p99, mem?.latency?.p99),
         'ms',
       ),
-      info('memory limiter: p99 added over passthrough', diff(mem?.latency?.p99, pass?.latency?.p99), 'ms'),
+      info('memory limiter: p99 added over passthrough', added(mem?.latency?.p99, pass?.latency?.p99), 'ms'),
       info(
         'gateway CPU per request at the fixed rate: Redis / memory limiter',
         red && mem ? red.cpuUsPerReq / mem.cpuUsPerReq : undefined,
