@@ -43,7 +43,20 @@ interface SidecarBase {
   /** The registration API, `http://127.0.0.1:<port>`. */
   registryUrl: string;
   files: SidecarFiles;
+  /** A sidecar under valgrind (bench/instructions.ts): see UNDER_VALGRIND. */
+  underValgrind?: boolean;
 }
+
+/**
+ * A sidecar under valgrind runs ~50× slower, which its periodic work does not know: its 1 s
+ * readiness probe of the app times out (and the registration drains), and per request counted,
+ * probes and lease renewals weigh ~50× more than natively. Under valgrind it probes and renews
+ * seldom, with long timeouts; what a request runs is unchanged.
+ */
+const UNDER_VALGRIND = {
+  readiness: { interval: '60s', timeout: '60s' },
+  ttl: '5m',
+} as const;
 
 export interface InboundSidecarOptions extends SidecarBase {
   inboundPort: number;
@@ -53,7 +66,26 @@ export interface InboundSidecarOptions extends SidecarBase {
 
 export interface OutboundSidecarOptions extends SidecarBase {
   outboundPort: number;
+  /** Policy sections of the destination that differ from a destination's defaults. */
+  upstream?: Record<string, unknown>;
 }
+
+/**
+ * Timeouts for a peer under valgrind (bench/instructions.ts), which is ~50× slower: a TLS handshake
+ * with one can outlast the 2 s connect timeout. Only the timers' lengths change, not the code a
+ * request runs.
+ */
+export const SLOW_PEER_TIMEOUTS = {
+  timeouts: { connect: '60s', response: '120s', idle: '120s', request: '0s' },
+} as const;
+
+/**
+ * The pool of an outbound sidecar under valgrind: few connections, each kept busy. With one per
+ * client connection (50), some sat idle past the inbound listener's 5 s keep-alive while the slow
+ * sidecar's own idle timer ran late, so it sent requests on connections already closed (resets,
+ * then the circuit breaker opened). Requests wait in the pool's queue instead.
+ */
+export const SLOW_CALLER_POOL = { pool: { connections: 8 } } as const;
 
 function sidecarFrame(service: string, o: SidecarBase): ConfigInput {
   return {
@@ -85,6 +117,7 @@ function sidecarSection(service: string, o: SidecarBase) {
       token: { env: REGISTRY_TOKEN_ENV },
       // Every process stops together at the end of a measurement: nobody to drain for.
       drainDelay: '0s',
+      ...(o.underValgrind ? { ttl: UNDER_VALGRIND.ttl } : {}),
     },
   };
 }
@@ -102,7 +135,7 @@ export function inboundSidecarConfig(o: InboundSidecarOptions): ConfigInput {
       inbound: {
         address: `127.0.0.1:${o.inboundPort}`,
         app: o.app,
-        readiness: { path: '/', interval: '1s' },
+        readiness: { path: '/', ...(o.underValgrind ? UNDER_VALGRIND.readiness : { interval: '1s' }) },
         allow: [meshIdentity(MESH_CALLER)],
       },
       outbound: { address: '127.0.0.1:0', services: [] },
@@ -120,7 +153,11 @@ export function outboundSidecarConfig(o: OutboundSidecarOptions): ConfigInput {
     ...sidecarFrame(MESH_CALLER, o),
     sidecar: {
       ...sidecarSection(MESH_CALLER, o),
-      outbound: { address: `127.0.0.1:${o.outboundPort}`, services: [MESH_DESTINATION] },
+      outbound: {
+        address: `127.0.0.1:${o.outboundPort}`,
+        services: [MESH_DESTINATION],
+        ...(o.upstream ? { upstream: o.upstream } : {}),
+      },
     },
   };
 }

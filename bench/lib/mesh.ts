@@ -19,6 +19,8 @@ import {
   meshConfigYaml,
   outboundSidecarConfig,
   type SidecarFiles,
+  SLOW_CALLER_POOL,
+  SLOW_PEER_TIMEOUTS,
 } from './mesh-config.ts';
 import { peregrineConfigYaml } from './peregrine-config.ts';
 import { pinTarget } from './pin.ts';
@@ -57,7 +59,10 @@ export async function makeMeshCerts(dir: string): Promise<MeshCerts> {
 export type SidecarRole = 'inbound' | 'outbound';
 
 export interface MeshOptions {
-  /** Run this sidecar under `wrap` (callgrind), the rest as usual. */
+  /**
+   * Run this sidecar under `wrap` (callgrind), the rest as usual; the outbound sidecar then waits
+   * longer for the inbound one (SLOW_PEER_TIMEOUTS).
+   */
   wrapped?: { role: SidecarRole; command: string; args: readonly string[]; readyTimeoutMs: number };
   /** Start the passthrough gateway too (default true). */
   passthrough?: boolean;
@@ -148,6 +153,7 @@ export async function startMesh(
             registryUrl,
             app: ctx.upstream.origin,
             files: certs.destination,
+            underValgrind: o.wrapped?.role === 'inbound',
           }),
         ),
       'inbound',
@@ -157,7 +163,21 @@ export async function startMesh(
       (outboundPort, adminPort) =>
         meshConfigYaml(
           'outbound',
-          outboundSidecarConfig({ outboundPort, adminPort, registryUrl, files: certs.caller }),
+          outboundSidecarConfig({
+            outboundPort,
+            adminPort,
+            registryUrl,
+            files: certs.caller,
+            underValgrind: o.wrapped?.role === 'outbound',
+            ...(o.wrapped
+              ? {
+                  upstream: {
+                    ...SLOW_PEER_TIMEOUTS,
+                    ...(o.wrapped.role === 'outbound' ? SLOW_CALLER_POOL : {}),
+                  },
+                }
+              : {}),
+          }),
         ),
       'outbound',
     );
