@@ -44,6 +44,7 @@ export const ATTEMPT_OUTCOMES = [
   'client_abort',
   'client_timeout',
   'client_error',
+  'stale_connection',
   'other',
 ] as const;
 export type AttemptOutcome = (typeof ATTEMPT_OUTCOMES)[number];
@@ -85,7 +86,14 @@ export interface CertificateExpiry {
 export const UPSTREAM_DECISIONS = ['retry', 'budget_exhausted', 'circuit_open', 'overloaded'] as const;
 export type UpstreamDecision = (typeof UPSTREAM_DECISIONS)[number];
 /** Why an attempt was retried (label `reason` of peregrine_upstream_retries_total). */
-export const RETRY_REASONS = ['connect_failure', 'refused', 'reset', 'timeout', 'status'] as const;
+export const RETRY_REASONS = [
+  'connect_failure',
+  'refused',
+  'reset',
+  'timeout',
+  'status',
+  'stale_connection',
+] as const;
 export type RetryReason = (typeof RETRY_REASONS)[number];
 /** Circuit breaker states: peregrine_upstream_circuit_state's value is the index. */
 export const CIRCUIT_STATES = ['closed', 'open', 'half_open'] as const;
