@@ -19,11 +19,19 @@ interface ScriptedApp {
   close(): Promise<void>;
 }
 
-/** Answers the n-th probe (1-based) with `status(n)`. */
-async function scriptedApp(status: (n: number) => number): Promise<ScriptedApp> {
+/**
+ * Answers the n-th probe (1-based) with `status(n)`, after holding the event loop (the test's, and
+ * so the prober's) for `busyMs(n)`: a probe in flight while the sidecar's loop is blocked.
+ */
+async function scriptedApp(
+  status: (n: number) => number,
+  busyMs?: (n: number) => number,
+): Promise<ScriptedApp> {
   const app = { url: '', probes: 0, close: async () => undefined } as ScriptedApp;
   const server: Server = createServer((_req, res) => {
     app.probes += 1;
+    const until = performance.now() + (busyMs?.(app.probes) ?? 0);
+    while (performance.now() < until);
     res.statusCode = status(app.probes);
     res.end();
   });
@@ -41,6 +49,26 @@ const opened: { close(): Promise<void> }[] = [];
 afterEach(async () => {
   for (const o of opened.splice(0).reverse()) await o.close();
 });
+
+type Thresholds = Pick<AppReadinessOptions, 'failureThreshold' | 'successThreshold'>;
+
+/** Probes of `app`, closed after the test, with the changes they make and the probe count at each. */
+function probing(
+  app: ScriptedApp,
+  opts: Partial<AppReadinessOptions> & Thresholds,
+): { readiness: AppReadiness; changes: (ReadinessChange & { probe: number })[] } {
+  const readiness = new AppReadiness({
+    path: '/ready',
+    intervalMs: 5,
+    timeoutMs: 2000,
+    app: app.url,
+    ...opts,
+  });
+  opened.push(readiness);
+  const changes = follow(readiness, app);
+  readiness.start();
+  return { readiness, changes };
+}
 
 function follow(readiness: AppReadiness, app: ScriptedApp): (ReadinessChange & { probe: number })[] {
   const changes: (ReadinessChange & { probe: number })[] = [];
@@ -81,17 +109,12 @@ describe('ReadinessThresholds', () => {
 });
 
 describe('AppReadiness', () => {
-  const base = { path: '/ready', intervalMs: 5, timeoutMs: 2000 };
-
   it('one failed probe does not drain; failureThreshold in a row do; successThreshold bring it back', async () => {
     // Probes 1-2 pass (ready); 3 fails alone; 5-7 fail in a row; 8 passes alone, 9 fails; 10-11 pass.
     const failing = new Set([3, 5, 6, 7, 9]);
     const app = await scriptedApp((n) => (failing.has(n) ? 503 : 200));
     opened.push(app);
-    const readiness = new AppReadiness({ ...base, app: app.url, failureThreshold: 3, successThreshold: 2 });
-    opened.push(readiness);
-    const changes = follow(readiness, app);
-    readiness.start();
+    const { readiness, changes } = probing(app, { failureThreshold: 3, successThreshold: 2 });
     await until('twelve probes', () => app.probes >= 12);
     await readiness.close();
     expect(
@@ -104,48 +127,33 @@ describe('AppReadiness', () => {
   });
 
   it("does not count the sidecar's own event-loop lag against the application", async () => {
-    const app = await scriptedApp(() => 200);
+    // Probes 2-4 are answered after the loop was held for three timeouts: their timers fire late,
+    // before the answers (sent at once after the hold) are read.
+    const app = await scriptedApp(
+      () => 200,
+      (n) => (n >= 2 && n <= 4 ? 600 : 0),
+    );
     opened.push(app);
-    const readiness = new AppReadiness({
-      ...base,
+    const { readiness, changes } = probing(app, {
       intervalMs: 20,
       timeoutMs: 200,
-      app: app.url,
       failureThreshold: 1,
       successThreshold: 1,
     });
-    opened.push(readiness);
-    const changes = follow(readiness, app);
-    readiness.start();
-    await readiness.whenReady();
-    const before = app.probes;
-    // Block the loop for three timeouts while probes are due: the timers fire late, before the
-    // (prompt) answers are read.
-    for (let i = 0; i < 3; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 25));
-      const until = performance.now() + 600;
-      while (performance.now() < until);
-    }
-    await until('probes after the lag', () => app.probes >= before + 5);
+    await until('six probes', () => app.probes >= 6);
     expect(readiness.ready).toBe(true);
-    expect(changes.map((c) => c.ready)).toEqual([true]);
+    expect(changes.map(({ ready, check }) => ({ ready, check }))).toEqual([{ ready: true, check: '200' }]);
   });
 
   it('a probe the application does not answer in time fails as a timeout', async () => {
     const app = await scriptedApp(() => 200);
     opened.push(app);
-    const readiness = new AppReadiness({
-      ...base,
-      path: '/ready',
-      app: app.url,
+    const { readiness, changes } = probing(app, {
       intervalMs: 10,
       timeoutMs: 100,
       failureThreshold: 2,
       successThreshold: 1,
     });
-    opened.push(readiness);
-    const changes = follow(readiness, app);
-    readiness.start();
     await readiness.whenReady();
     // From now on the application holds every probe.
     await app.close();
