@@ -79,25 +79,28 @@ function follow(readiness: AppReadiness, app: ScriptedApp): (ReadinessChange & {
 describe('ReadinessThresholds', () => {
   it('turns not ready after failureThreshold failures in a row, ready after successThreshold passes', () => {
     const t = new ReadinessThresholds(3, 2);
-    expect(t.record(true)).toBe(false);
-    expect(t.record(true)).toBe(true);
-    expect(t.ready).toBe(true);
-    // Two failures, then a pass: the run is broken, still ready.
-    expect(t.record(false)).toBe(false);
-    expect(t.record(false)).toBe(false);
-    expect(t.record(true)).toBe(false);
-    expect(t.record(false)).toBe(false);
-    expect(t.record(false)).toBe(false);
-    expect(t.record(false)).toBe(true);
-    expect(t.ready).toBe(false);
-    expect(t.consecutive).toBe(3);
-    // One pass is not enough to come back with successThreshold 2; a failure restarts the run.
-    expect(t.record(true)).toBe(false);
-    expect(t.record(false)).toBe(false);
-    expect(t.record(true)).toBe(false);
-    expect(t.record(true)).toBe(true);
-    expect(t.ready).toBe(true);
-    expect(t.consecutive).toBe(2);
+    // [probe passed, state changed by it]
+    const script: [boolean, boolean][] = [
+      [true, false],
+      [true, true], // ready after two passes
+      [false, false],
+      [false, false],
+      [true, false], // two failures, then a pass: the run is broken, still ready
+      [false, false],
+      [false, false],
+      [false, true], // not ready after three failures in a row
+      [true, false],
+      [false, false], // one pass is not enough to come back; a failure restarts the run
+      [true, false],
+      [true, true], // ready again after two passes in a row
+    ];
+    const states: boolean[] = [];
+    for (const [passed] of script) {
+      states.push(t.record(passed));
+      if (states.length === 8) expect([t.ready, t.consecutive]).toEqual([false, 3]);
+    }
+    expect(states).toEqual(script.map(([, changed]) => changed));
+    expect([t.ready, t.consecutive]).toEqual([true, 2]);
   });
 
   it('with thresholds of 1 follows every probe', () => {
