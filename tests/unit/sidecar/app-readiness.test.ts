@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   AppReadiness,
+  type AppReadinessOptions,
   type ReadinessChange,
   ReadinessThresholds,
 } from '../../../src/sidecar/app-readiness.ts';
