@@ -15,6 +15,12 @@
  *
  *   node bench/instructions.ts [passthrough|lean|observed|ratelimit|bare-undici|bare-undici-default|express-hpm …]
  *   (default: passthrough bare-undici bare-undici-default)
+ *   sidecar-outbound, sidecar-inbound: one sidecar of a mesh hop (bench/lib/mesh.ts: registry, the
+ *   inbound sidecar in front of the upstream, the outbound one in front of it, mTLS between them),
+ *   that one under valgrind and the rest natively; the load goes to the outbound listener
+ *   (Host: bench) either way. Under valgrind a sidecar probes its app and renews its lease seldom,
+ *   the outbound side waits long for its peer and keeps 8 connections busy rather than 50 half
+ *   idle (bench/lib/mesh-config.ts says why): the code a request runs is the same
  *   wide: passthrough over an upstream of BENCH_WIDE_ENDPOINTS (1000) endpoints, all served by one
  *   process (bench/peers/wide-upstream.ts, which then serves every target: passthrough's one
  *   endpoint is its first address)
@@ -40,6 +46,7 @@ import { promisify } from 'node:util';
 import { callgrindTotal, costByCategory } from './lib/callgrind.ts';
 import { intFromEnv } from './lib/env.ts';
 import { peregrineArgv, peregrineEnv } from './lib/launcher.ts';
+import { type MeshCerts, makeMeshCerts, startMesh } from './lib/mesh.ts';
 import { peregrineConfigYaml } from './lib/peregrine-config.ts';
 import {
   findExecutable,
@@ -64,6 +71,8 @@ const WHICH = [
   'bare-undici',
   'bare-undici-default',
   'express-hpm',
+  'sidecar-outbound',
+  'sidecar-inbound',
 ] as const;
 type Which = (typeof WHICH)[number];
 const DEFAULT_TARGETS: readonly Which[] = ['passthrough', 'bare-undici', 'bare-undici-default'];
@@ -142,21 +151,47 @@ function callgrindArgs(outFile: string): string[] {
 
 interface Upstreams {
   upstream: string;
+  /** The mesh's certificates, when a sidecar is measured. */
+  certs: MeshCerts | undefined;
   otlp: string | undefined;
   /** The wide upstream's endpoints, when `wide` is measured. */
   wide: string[] | undefined;
 }
 
-/** The target under valgrind, ready to answer; `url` is where the load goes. */
+interface UnderCallgrind {
+  proc: Managed;
+  /** Where the load goes, with `headers`. */
+  url: string;
+  headers?: Readonly<Record<string, string>>;
+  /** Stop the processes started alongside it (the rest of a mesh). */
+  stopRest?: () => Promise<void>;
+}
+
+/** The target under valgrind, ready to answer. */
 async function startUnderCallgrind(
   which: Which,
   tools: Tools,
   tmp: string,
   outFile: string,
   up: Upstreams,
-): Promise<{ proc: Managed; url: string }> {
+): Promise<UnderCallgrind> {
   const node = process.execPath;
   const vg = callgrindArgs(outFile);
+  if (which === 'sidecar-outbound' || which === 'sidecar-inbound') {
+    // The whole mesh hop, with this one sidecar under valgrind; the load goes to the outbound one.
+    const role = which === 'sidecar-outbound' ? 'outbound' : 'inbound';
+    const mesh = await startMesh(
+      { peregrineDir: ROOT, tmpDir: tmp, pin: undefined, upstream: { origin: up.upstream } },
+      up.certs!,
+      { wrapped: { role, command: tools.valgrind, args: vg, readyTimeoutMs: READY_MS }, passthrough: false },
+    );
+    return {
+      proc: mesh[role].proc,
+      url: mesh.url,
+      headers: mesh.headers,
+      stopRest: () => mesh.stop(),
+    };
+  }
   if (which === 'bare-undici' || which === 'bare-undici-default' || which === 'express-hpm') {
     // Like the wall-clock bench: express-hpm and bare-undici-default on Node's defaults.
     const flags = which === 'bare-undici' ? launcherGcFlags() : [];
@@ -217,13 +252,18 @@ type Autocannon = (opts: {
   connections: number;
   amount: number;
   timeout: number;
+  headers: Readonly<Record<string, string>>;
 }) => Promise<AmountResult>;
 
 /** Exactly `amount` requests over 50 connections (autocannon, in this process); how many were 2xx. */
-async function send(url: string, amount: number): Promise<{ ok: number; failed: number }> {
+async function send(
+  url: string,
+  amount: number,
+  headers: Readonly<Record<string, string>> = {},
+): Promise<{ ok: number; failed: number }> {
   const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
   // Generous timeout: the target runs ~50x slower under valgrind.
-  const r = await autocannon({ url, connections: CONNECTIONS, amount, timeout: 30 });
+  const r = await autocannon({ url, connections: CONNECTIONS, amount, timeout: 30, headers });
   return { ok: r['2xx'], failed: r.non2xx + r.errors };
 }
 
@@ -237,8 +277,9 @@ function assertRunning(proc: Managed, when: string): void {
 }
 
 /** `amount` requests to the target, which must still be running afterwards. */
-async function load(proc: Managed, url: string, amount: number): Promise<{ ok: number; failed: number }> {
-  const r = await send(url, amount);
+async function load(target: UnderCallgrind, amount: number): Promise<{ ok: number; failed: number }> {
+  const { proc, url, headers } = target;
+  const r = await send(url, amount, headers);
   assertRunning(proc, `during ${amount} requests`);
   return r;
 }
@@ -282,15 +323,16 @@ async function measure(
   const t0 = Date.now();
   const outFile = join(tmp, `${which}.cg.out`);
   log(`${which}: starting under callgrind`);
-  const { proc, url } = await startUnderCallgrind(which, tools, tmp, outFile, up);
+  const target = await startUnderCallgrind(which, tools, tmp, outFile, up);
+  const { proc } = target;
   try {
     log(`${which}: ready after ${fmtNum((Date.now() - t0) / 1000, 0)} s; ${counts.warmup} warmup requests`);
-    await load(proc, url, counts.warmup);
+    await load(target, counts.warmup);
     await callgrindControl(tools, proc, ['-i', 'on']);
-    await load(proc, url, SETTLE_REQUESTS);
+    await load(target, SETTLE_REQUESTS);
     await callgrindControl(tools, proc, ['-z']);
     log(`${which}: counting ${counts.requests} requests`);
-    const window = await load(proc, url, counts.requests);
+    const window = await load(target, counts.requests);
     await callgrindControl(tools, proc, ['-d']);
     const dumpFile = `${outFile}.1`;
     const ir = callgrindTotal(await waitForDump(dumpFile, proc));
@@ -324,6 +366,7 @@ async function measure(
     };
   } finally {
     await proc.stop(15_000);
+    await target.stopRest?.();
   }
 }
 
@@ -332,6 +375,8 @@ function label(which: Which): string {
   if (which === 'bare-undici-default') return 'bare-undici (Node defaults)';
   if (which === 'express-hpm') return 'express + http-proxy-middleware (Node defaults)';
   if (which === 'wide') return `peregrine passthrough, ${wideEndpoints()} endpoints`;
+  if (which === 'sidecar-outbound' || which === 'sidecar-inbound')
+    return `peregrine ${which.slice('sidecar-'.length)} sidecar of a mesh hop (mTLS, registry; the other sidecar natively)`;
   return `peregrine ${which} (launcher: ${peregrineArgv(ROOT).slice(0, -1).join(' ') || 'no flags'})`;
 }
 
@@ -428,9 +473,10 @@ async function main(): Promise<void> {
       await waitForHttp(`${sink.origin}/stats`, { proc: sink.proc });
       otlp = sink.origin;
     }
+    const certs = targets.some((t) => t.startsWith('sidecar-')) ? await makeMeshCerts(tmp) : undefined;
     for (const which of targets) {
       try {
-        rows.push(await measure(which, tools, tmp, { upstream: upstream.origin, otlp, wide }, counts));
+        rows.push(await measure(which, tools, tmp, { upstream: upstream.origin, otlp, wide, certs }, counts));
       } catch (err) {
         log(`${which} failed: ${(err as Error).stack ?? String(err)}`);
         failed.push(`${which}: ${(err as Error).message.split('\n', 1)[0]}`);

@@ -74,13 +74,13 @@ export class PacedLoad {
     await new Promise<void>((done) => {
       const tick = (): void => {
         const elapsed = performance.now() - t0;
+        // A late last tick (a busy event loop) still sends every request due before the end.
+        const due = elapsed >= endMs ? Math.ceil((endMs * rate) / 1000) : dueCount(elapsed, rate);
+        while (result.sent < due) send();
         if (elapsed >= endMs) {
           clearInterval(timer);
           done();
-          return;
         }
-        const due = dueCount(elapsed, rate);
-        while (result.sent < due) send();
       };
       const timer = setInterval(tick, 1);
       tick();

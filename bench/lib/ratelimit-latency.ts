@@ -8,14 +8,11 @@
  * nothing while another is loaded. Goal (issue 15): the Redis limiter adds at most 1 ms to the
  * p99.
  */
-import { cpuMs, machineCpuWindow, waitForQuiet } from './cpu.ts';
-import { intFromEnv } from './env.ts';
-import { type Group, log } from './feature-bench.ts';
+import type { Group } from './feature-bench.ts';
 import { goal, info } from './goals.ts';
-import { FOREIGN_PCT } from './measure.ts';
-import { PacedLoad, pacedFailures } from './paced.ts';
+import { pacedTurns, turnsFromEnv } from './paced-turns.ts';
 import { pinTarget } from './pin.ts';
-import { type LatencySummary, summariseLatencies } from './stats.ts';
+import { added, type LatencySummary, summariseLatencies } from './stats.ts';
 import { fmtInt, fmtMs, fmtNum, markdownTable } from './table.ts';
 import { type RunningTarget, TARGETS, type TargetId } from './targets.ts';
 
@@ -36,33 +33,14 @@ export interface LatencyRow {
   skipped?: string;
 }
 
-interface Loaded {
-  id: TargetId;
-  running: RunningTarget;
-  load: PacedLoad;
-  latencies: number[];
-  cpuMs: number;
-  failed: number;
-}
-
-/** Slice k's order: forward on even turns, reversed on odd ones, so no target always follows another. */
-export function sliceOrder<T>(items: readonly T[], turn: number): T[] {
-  return turn % 2 === 0 ? [...items] : [...items].reverse();
-}
-
-const diff = (a: number | undefined, b: number | undefined) =>
-  a === undefined || b === undefined ? undefined : a - b;
-
 export const latencyGroup: Group = {
   id: 'latency',
   title: 'Latency and CPU added by the limiter at a fixed rate',
   async run({ ctx, settings }) {
-    const rate = intFromEnv('BENCH_RL_RATE', 1000);
-    const durationS = intFromEnv('BENCH_RL_DURATION', 20);
-    const sliceS = intFromEnv('BENCH_RL_SLICE', 1);
-    const connections = intFromEnv('BENCH_RL_CONNECTIONS', 16);
+    const turnSettings = turnsFromEnv('BENCH_RL');
+    const { rate, durationS, sliceS, connections } = turnSettings;
     const rows: LatencyRow[] = [];
-    const loaded: Loaded[] = [];
+    const running: { id: TargetId; running: RunningTarget }[] = [];
     let foreignPct: number | undefined;
     try {
       for (const t of TARGETS.filter((x) => IDS.includes(x.id))) {
@@ -78,52 +56,35 @@ export const latencyGroup: Group = {
           });
           continue;
         }
-        const running = await t.start(ctx);
-        if (ctx.pin) pinTarget(ctx.pin, running.pid);
-        loaded.push({
-          id: t.id,
-          running,
-          load: new PacedLoad(running.url, connections),
-          latencies: [],
-          cpuMs: 0,
-          failed: 0,
+        const r = await t.start(ctx);
+        running.push({ id: t.id, running: r });
+        if (ctx.pin) pinTarget(ctx.pin, r.pid);
+      }
+      const turns = await pacedTurns(
+        running.map(({ id, running: r }) => ({ id, url: r.url, pids: [r.pid] })),
+        {
+          ...turnSettings,
+          warmupS: settings.warmupS,
+          quietWaitS: settings.quietWaitS,
+          shared: [
+            ctx.upstream.proc.pid,
+            ctx.otlp.proc.pid,
+            ...running.flatMap(({ running: r }) => r.companions ?? []),
+          ],
+        },
+      );
+      foreignPct = turns.foreignPct;
+      for (const t of turns.results) {
+        rows.push({
+          target: t.id,
+          latency: summariseLatencies(t.latenciesMs),
+          requests: t.latenciesMs.length,
+          cpuUsPerReq: (t.cpuMs[0]! * 1000) / Math.max(1, t.latenciesMs.length),
+          failed: t.failed,
         });
       }
-      for (const l of loaded) if (settings.warmupS > 0) await l.load.run(rate, settings.warmupS);
-      const pids = () => [
-        ctx.upstream.proc.pid,
-        ctx.otlp.proc.pid,
-        ...loaded.flatMap((l) => [l.running.pid, ...(l.running.companions ?? [])]),
-      ];
-      await waitForQuiet(pids, FOREIGN_PCT, settings.quietWaitS * 1000);
-      log(`latency: ${loaded.length} targets × ${durationS} s at ${rate} req/s in ${sliceS} s slices`);
-      const machine = machineCpuWindow(pids);
-      for (let turn = 0; turn < Math.ceil(durationS / sliceS); turn++) {
-        for (const l of sliceOrder(loaded, turn)) {
-          const before = cpuMs(l.running.pid);
-          const r = await l.load.run(rate, sliceS);
-          const after = cpuMs(l.running.pid);
-          if (before === undefined || after === undefined) throw new Error(`${l.id} exited`);
-          l.cpuMs += after - before;
-          l.latencies.push(...r.latenciesMs);
-          l.failed += pacedFailures(r);
-        }
-      }
-      foreignPct = machine()?.foreignPct;
     } finally {
-      for (const l of loaded) {
-        await l.load.close();
-        await l.running.stop();
-      }
-    }
-    for (const l of loaded) {
-      rows.push({
-        target: l.id,
-        latency: summariseLatencies(l.latencies),
-        requests: l.latencies.length,
-        cpuUsPerReq: (l.cpuMs * 1000) / Math.max(1, l.latencies.length),
-        failed: l.failed,
-      });
+      for (const { running: r } of running) await r.stop();
     }
     rows.sort((a, b) => IDS.indexOf(a.target) - IDS.indexOf(b.target));
     const by = (id: TargetId) => rows.find((r) => r.target === id);
@@ -150,23 +111,23 @@ export const latencyGroup: Group = {
     const checks = [
       goal(
         `Redis limiter: p99 added over passthrough at ${fmtInt(rate)} req/s`,
-        diff(red?.latency?.p99, pass?.latency?.p99),
+        added(red?.latency?.p99, pass?.latency?.p99),
         '≤',
         ADDED_P99_GOAL_MS,
         'ms',
       ),
-      info('Redis limiter: p50 added over passthrough', diff(red?.latency?.p50, pass?.latency?.p50), 'ms'),
+      info('Redis limiter: p50 added over passthrough', added(red?.latency?.p50, pass?.latency?.p50), 'ms'),
       info(
         'Redis limiter: p50 added over the memory limiter',
-        diff(red?.latency?.p50, mem?.latency?.p50),
+        added(red?.latency?.p50, mem?.latency?.p50),
         'ms',
       ),
       info(
         'Redis limiter: p99 added over the memory limiter',
-        diff(red?.latency?.p99, mem?.latency?.p99),
+        added(red?.latency?.p99, mem?.latency?.p99),
         'ms',
       ),
-      info('memory limiter: p99 added over passthrough', diff(mem?.latency?.p99, pass?.latency?.p99), 'ms'),
+      info('memory limiter: p99 added over passthrough', added(mem?.latency?.p99, pass?.latency?.p99), 'ms'),
       info(
         'gateway CPU per request at the fixed rate: Redis / memory limiter',
         red && mem ? red.cpuUsPerReq / mem.cpuUsPerReq : undefined,

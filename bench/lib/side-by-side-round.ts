@@ -1,7 +1,8 @@
 /**
- * One round of two gateways measured side by side (bench/side-by-side.ts, bench/wide.ts): both
- * loaded at once, each by its own wrk, and the CPU time each spent per request over the same
- * seconds. Whatever slows the machine slows both, so their ratio holds where absolute numbers drift.
+ * One round of two gateways measured side by side (bench/side-by-side.ts, bench/wide.ts,
+ * bench/mesh.ts): both loaded at once, each by its own wrk, and the CPU time each spent per request
+ * over the same seconds. Whatever slows the machine slows both, so their ratio holds where absolute
+ * numbers drift. A side may be more than one process (a mesh hop: two sidecars), each accounted.
  */
 import { cpuMs } from './cpu.ts';
 import { type LoadResult, totalErrors } from './load.ts';
@@ -9,44 +10,60 @@ import type { Managed } from './proc.ts';
 import { runWrk } from './wrk.ts';
 
 export interface Loaded {
+  /** The process wrk loads. */
   proc: Managed;
   url: string;
+  /** Headers wrk sends with every request (e.g. `Host`). */
+  headers?: Readonly<Record<string, string>>;
+  /** The processes whose CPU this side is charged, in order (default: `proc`). */
+  cpuOf?: readonly Managed[];
 }
 
 export interface RoundResult {
-  /** CPU µs per request of A and B. */
+  /** CPU µs per request of A and B (each side's processes summed). */
   usA: number;
   usB: number;
+  /** CPU µs per request of each process of A and B, in `cpuOf` order. */
+  perProcA: number[];
+  perProcB: number[];
   a: LoadResult;
   b: LoadResult;
 }
 
-/** Warm both up for `warmupS`, then load both for `durationS` and read their CPU time. */
+/**
+ * Warm both up for `warmupS`, call `afterWarmup` (e.g. to read counters), then load both for
+ * `durationS` and read their CPU time.
+ */
 export async function sideBySideRound(
   wrk: string,
   ga: Loaded,
   gb: Loaded,
-  opts: { warmupS: number; durationS: number; connections: number },
+  opts: { warmupS: number; durationS: number; connections: number; afterWarmup?: () => Promise<void> },
 ): Promise<RoundResult> {
   const load = (s: number) =>
     Promise.all(
-      [ga, gb].map((g) => runWrk(wrk, g.url, { durationS: s, connections: opts.connections, threads: 1 })),
+      [ga, gb].map((g) =>
+        runWrk(wrk, g.url, { durationS: s, connections: opts.connections, threads: 1, headers: g.headers }),
+      ),
     );
+  const procsA = ga.cpuOf ?? [ga.proc];
+  const procsB = gb.cpuOf ?? [gb.proc];
+  const cpu = () => [...procsA, ...procsB].map((p) => cpuMs(p.pid));
   await load(opts.warmupS);
-  const before = [cpuMs(ga.proc.pid), cpuMs(gb.proc.pid)];
+  await opts.afterWarmup?.();
+  const before = cpu();
   const [ra, rb] = await load(opts.durationS);
-  const after = [cpuMs(ga.proc.pid), cpuMs(gb.proc.pid)];
+  const after = cpu();
   if (before.includes(undefined) || after.includes(undefined)) throw new Error('a gateway exited');
   for (const r of [ra!, rb!]) {
     if (totalErrors(r) > 0)
       throw new Error(`errors under load: ${JSON.stringify(r.errors)}, non-2xx ${r.non2xx3xx}`);
   }
-  return {
-    usA: ((after[0]! - before[0]!) * 1000) / ra!.requests,
-    usB: ((after[1]! - before[1]!) * 1000) / rb!.requests,
-    a: ra!,
-    b: rb!,
-  };
+  const us = (i: number, requests: number) => ((after[i]! - before[i]!) * 1000) / requests;
+  const perProcA = procsA.map((_, i) => us(i, ra!.requests));
+  const perProcB = procsB.map((_, i) => us(procsA.length + i, rb!.requests));
+  const sum = (xs: number[]) => xs.reduce((s, x) => s + x, 0);
+  return { usA: sum(perProcA), usB: sum(perProcB), perProcA, perProcB, a: ra!, b: rb! };
 }
 
 export function median(xs: readonly number[]): number {

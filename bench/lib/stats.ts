@@ -19,3 +19,8 @@ export function summariseLatencies(values: readonly number[]): LatencySummary | 
     max: sorted[sorted.length - 1]!,
   };
 }
+
+/** `a - b`, or undefined when either is missing (a latency added over a reference). */
+export function added(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined || b === undefined ? undefined : a - b;
+}

@@ -96,17 +96,22 @@ export async function startPeregrine(opts: {
   /** Extra environment (e.g. the registry token). */
   env?: Record<string, string>;
   stdout?: 'ignore' | 'pipe';
+  /** Run Node under another program (`valgrind --tool=callgrind …`): `<command> <args…> <node> …`. */
+  wrap?: { command: string; args: readonly string[] };
+  /** How long to wait for /readyz (default 15 s; a gateway under valgrind needs far longer). */
+  readyTimeoutMs?: number;
 }): Promise<{ proc: Managed; url: string; admin: string }> {
   const [listenPort, adminPort] = [await freePort(), await freePort()];
   writeFileSync(opts.configFile, opts.yaml(listenPort, adminPort));
+  const node = [...(opts.nodeArgs ?? []), ...peregrineArgv(opts.dir), 'run', '--config', opts.configFile];
   const proc = spawnManaged(
     opts.name,
-    process.execPath,
-    [...(opts.nodeArgs ?? []), ...peregrineArgv(opts.dir), 'run', '--config', opts.configFile],
+    opts.wrap?.command ?? process.execPath,
+    opts.wrap ? [...opts.wrap.args, process.execPath, ...node] : node,
     { env: peregrineEnv(opts.dir, childEnv(opts.env)), cwd: opts.dir, stdout: opts.stdout ?? 'ignore' },
   );
   const admin = `http://127.0.0.1:${adminPort}`;
-  await waitForHttp(`${admin}/readyz`, { proc });
+  await waitForHttp(`${admin}/readyz`, { proc, timeoutMs: opts.readyTimeoutMs });
   return { proc, url: `http://127.0.0.1:${listenPort}/`, admin };
 }
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { selectGroups } from '../../../bench/lib/feature-bench.ts';
 import { goal, info } from '../../../bench/lib/goals.ts';
+import { sliceOrder } from '../../../bench/lib/paced-turns.ts';
 import { trialOf } from '../../../bench/lib/ratelimit-accuracy.ts';
-import { sliceOrder } from '../../../bench/lib/ratelimit-latency.ts';
 import { churnStep } from '../../../bench/lib/registry-churn.ts';
 import { checkTable } from '../../../bench/lib/report.ts';
 import { registryStores } from '../../../bench/registry.ts';
