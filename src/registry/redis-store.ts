@@ -55,7 +55,7 @@ export interface RedisStoreOptions {
   readonly logger: Logger;
 }
 
-/** At most this many leases are expired per sweep (one script must stay short). */
+/** At most this many leases are expired, or renewals announced, per script (one script must stay short). */
 const SWEEP_BATCH = 500;
 
 type Script = (...args: (string | number)[]) => Promise<unknown>;
@@ -307,7 +307,13 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     const keys = [...this.#renewed];
     this.#renewed = new Set();
     try {
-      await this.#scripts.renewals(this.#channel, newEpoch(), Date.now(), ...keys);
+      for (let i = 0; i < keys.length; i += SWEEP_BATCH)
+        await this.#scripts.renewals(
+          this.#channel,
+          newEpoch(),
+          Date.now(),
+          ...keys.slice(i, i + SWEEP_BATCH),
+        );
     } catch (err) {
       // Other replicas show older expiries until the next batch or resync; routing is unaffected.
       this.#failed('renew', err);
@@ -569,6 +575,8 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     this.#closed = true;
     for (const t of this.#timers) clearInterval(t);
     for (const off of this.#unlisten) off();
+    // The other replicas take the last renewals now rather than at their next re-read.
+    if (this.#redis.ready) await this.#announceRenewals();
     await this.#resyncing?.catch(() => undefined);
     if (this.#subscribed && this.#subscriber.ready)
       await this.#subscriber.client.unsubscribe(this.#channel).catch(() => undefined);
