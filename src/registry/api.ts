@@ -27,6 +27,7 @@ import { endServerSpan, SPAN_ATTR, serverSpanName } from '../telemetry/tracing.t
 import { peerIdentityOf } from '../tls/peer-identity.ts';
 import type { AddressPolicy } from './address-policy.ts';
 import type { Credential, Credentials } from './credentials.ts';
+import { isoTime } from './iso-time.ts';
 import type { RateLimiter } from './rate-limit.ts';
 import type { ParsedRegistration } from './registration.ts';
 import { INSTANCE_ID_RE, SERVICE_NAME_RE } from './schema.ts';
@@ -142,9 +143,9 @@ export function instanceJson(i: Instance): Record<string, unknown> {
     metadata: i.metadata,
     state: i.state,
     ttlMs: i.ttlMs,
-    expiresAt: new Date(i.expiresAt).toISOString(),
-    lastHeartbeat: new Date(i.lastHeartbeat).toISOString(),
-    registeredAt: new Date(i.registeredAt).toISOString(),
+    expiresAt: isoTime(i.expiresAt),
+    lastHeartbeat: isoTime(i.lastHeartbeat),
+    registeredAt: isoTime(i.registeredAt),
     registeredVia: i.registeredVia,
   };
 }
