@@ -5,7 +5,13 @@
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
 
-export type Steps<T> = Generator<void, T, void>;
+/**
+ * Yielded before a step that takes a few ms in one piece (sorting 10,000 routes): in slices, that
+ * step starts a slice of its own rather than ending one that is nearly full.
+ */
+export const BIG_STEP: unique symbol = Symbol('big step');
+
+export type Steps<T> = Generator<typeof BIG_STEP | undefined, T, void>;
 
 /** Run `steps` to the end without giving the event loop a turn. */
 export function runNow<T>(steps: Steps<T>): T {
@@ -21,7 +27,7 @@ export async function runInSlices<T>(steps: Steps<T>, sliceMs: number): Promise<
   for (;;) {
     const step = steps.next();
     if (step.done) return step.value;
-    if (performance.now() - sliceStart >= sliceMs) {
+    if (step.value === BIG_STEP || performance.now() - sliceStart >= sliceMs) {
       await nextTurn();
       sliceStart = performance.now();
     }

@@ -4,9 +4,11 @@
  * in flight finish on the snapshot they started with. A reload that fails leaves the last good
  * snapshot serving, is logged and counted, and its issues are kept for the admin API.
  */
+
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
-import { fingerprintOf, type LoadedConfig, loadConfigApart } from '../config/load-apart.ts';
+import { ConfigLoader, fingerprintOf, type LoadedConfig } from '../config/load-apart.ts';
 import { ConfigError, type ConfigIssue } from '../config/loader.ts';
 import { type Config, dynamicPart } from '../config/schema.ts';
 import { replicaPosition } from '../dataplane/upstream/aperture.ts';
@@ -14,8 +16,9 @@ import { Discovery } from '../discovery/discovery.ts';
 import { createDnsProviderFactory } from '../discovery/dns-provider.ts';
 import type { ProviderFactories } from '../discovery/provider.ts';
 import { staticSidecarPart } from '../sidecar/derive.ts';
+import { runInSlices } from '../slices.ts';
 import type { RedisConnection } from '../stores/redis.ts';
-import type { GatewayMetrics } from '../telemetry/metrics.ts';
+import type { GatewayMetrics, RouteMetricsConfig } from '../telemetry/metrics.ts';
 import { UpstreamTlsSet } from '../tls/upstream-tls.ts';
 import {
   type CompileResult,
@@ -52,6 +55,12 @@ const STATIC_KEYS = [
   'replica',
 ] as const;
 
+/** What the metrics are told of a snapshot's routes. */
+function* routeMetrics(snapshot: Snapshot): Iterable<RouteMetricsConfig> {
+  for (const r of snapshot.routes.routes)
+    yield { name: r.name, histogram: r.config.metrics?.histogram, httpRoute: r.httpRoute };
+}
+
 export class ConfigStore {
   readonly file: string | undefined;
   /** The config the process started with: its static part is what runs until restart. */
@@ -74,6 +83,8 @@ export class ConfigStore {
   #fingerprint: string;
   /** Aborted by close(): a reload still loading stops, none starts. */
   readonly #closing = new AbortController();
+  /** Loads the file for reloads, in a child process kept between them. */
+  readonly #loader = new ConfigLoader();
   /** Endpoint sources of the serving upstreams; synced after every swap. */
   readonly discovery: Discovery;
 
@@ -97,6 +108,7 @@ export class ConfigStore {
     this.#metrics = opts.metrics;
     this.#env = opts.env ?? process.env;
     this.#fingerprint = fingerprintOf(config);
+    if (this.file) this.#loader.remember(config);
     this.upstreamTls = new UpstreamTlsSet({ logger: opts.logger, metrics: opts.metrics });
     this.#snapshotDeps = {
       metrics: opts.metrics,
@@ -177,12 +189,14 @@ export class ConfigStore {
     let next: LoadedConfig;
     try {
       // Parsing and validating a large file takes a second of CPU: away from the event loop.
-      next = await loadConfigApart(this.file, this.#env, this.#closing.signal);
+      next = await this.#loader.load(this.file, this.#env, this.#closing.signal);
     } catch (err) {
       const issues =
         err instanceof ConfigError ? err.issues : [{ file: this.file, path: '', message: String(err) }];
       return this.#fail(trigger, issues);
     }
+    // The last message from the child was read in this turn: compile from the next one.
+    await nextTurn();
     return this.#apply(next, trigger);
   }
 
@@ -232,7 +246,8 @@ export class ConfigStore {
       this.discovery.sync(this.#current);
       compiled.retire();
       void this.#current.auth.start();
-      this.#configureRouteMetrics();
+      // After the swap, in slices too: a route's series follow its settings a few ms later.
+      await runInSlices(this.#metrics.configureRoutesSteps(routeMetrics(this.#current)), COMPILE_SLICE_MS);
     }
     this.#lastFailure = undefined;
     this.#lastSuccessAt = new Date().toISOString();
@@ -243,13 +258,7 @@ export class ConfigStore {
 
   /** Which routes now serving have a latency histogram of their own. */
   #configureRouteMetrics(): void {
-    this.#metrics.configureRoutes(
-      this.#current.routes.routes.map((r) => ({
-        name: r.name,
-        histogram: r.config.metrics?.histogram,
-        httpRoute: r.httpRoute,
-      })),
-    );
+    this.#metrics.configureRoutes(routeMetrics(this.#current));
   }
 
   #fail(trigger: string, issues: readonly ConfigIssue[]): ReloadResult {
@@ -271,6 +280,7 @@ export class ConfigStore {
     this.#closing.abort();
     await this.#reloading;
     await this.#queued;
+    this.#loader.close();
   }
 
   async close(): Promise<void> {

@@ -14,6 +14,7 @@ import { Counter, Gauge, Histogram, Registry, type RegistryContentType } from 'p
 import { HTTP_METHODS } from '../config/http-methods.ts';
 import type { Http2CloseReason } from '../dataplane/listener/http2-session-guard.ts';
 import type { ErrorCode } from '../errors.ts';
+import { runNow, type Steps } from '../slices.ts';
 import type { ClientCertReason, HandshakeFailureReason } from '../tls/reasons.ts';
 import { type TextSink, writeExposition } from './exposition.ts';
 import { LATENCY_BUCKETS } from './latency-buckets.ts';
@@ -828,20 +829,24 @@ export class GatewayMetrics {
    * from now on; one that gains it starts its own. Counters stay per route either way.
    * `peregrine_route_info` follows: one series per route with a histogram of its own.
    */
-  configureRoutes(
-    routes: Iterable<{
-      readonly name: string;
-      readonly histogram: boolean | undefined;
-      readonly httpRoute: string;
-    }>,
-  ): void {
+  configureRoutes(routes: Iterable<RouteMetricsConfig>): void {
+    runNow(this.configureRoutesSteps(routes));
+  }
+
+  /**
+   * configureRoutes in steps (src/slices.ts), a yield every ROUTES_PER_STEP routes: a reload
+   * configures 10,000 routes between requests. The new settings take effect together at the end.
+   */
+  *configureRoutesSteps(routes: Iterable<RouteMetricsConfig>): Steps<void> {
     const exceptions = new Set<string>();
     const info = new Map<string, string>();
+    let n = 0;
     for (const r of routes) {
       if (r.histogram !== undefined && r.histogram !== this.routeHistogramDefault) exceptions.add(r.name);
       if ((r.histogram ?? this.routeHistogramDefault) === true) info.set(r.name, r.httpRoute);
+      if (++n % ROUTES_PER_STEP === 0) yield;
     }
-    this.setRouteInfo(info);
+    yield* this.setRouteInfoSteps(info);
     const before = this.routeHistogramExceptions;
     this.routeHistogramExceptions = exceptions;
     const changed = new Set<string>();
@@ -862,13 +867,16 @@ export class GatewayMetrics {
   }
 
   /** Keep one routeInfo series per entry of `info` (route → http_route), and no others. */
-  private setRouteInfo(info: ReadonlyMap<string, string>): void {
+  private *setRouteInfoSteps(info: ReadonlyMap<string, string>): Steps<void> {
+    let n = 0;
     for (const [route, cell] of this.routeInfoCells) {
+      if (++n % ROUTES_PER_STEP === 0) yield;
       if (info.get(route) === cell.labels.http_route) continue;
       this.routeInfo.remove(cell);
       this.routeInfoCells.delete(route);
     }
     for (const [route, httpRoute] of info) {
+      if (++n % ROUTES_PER_STEP === 0) yield;
       if (this.routeInfoCells.has(route)) continue;
       const cell = this.routeInfo.cell({ route, http_route: httpRoute });
       cell.value = 1;
@@ -1224,6 +1232,16 @@ export function metricsContentType(accept: string | undefined): string {
 
 /** Scrapes of one registry run one at a time: the format is registry-wide state (see below). */
 const renderQueues = new WeakMap<GatewayMetrics, Promise<unknown>>();
+
+/** What configureRoutes is told of a route. */
+export interface RouteMetricsConfig {
+  readonly name: string;
+  readonly histogram: boolean | undefined;
+  readonly httpRoute: string;
+}
+
+/** Routes configured between two yields of configureRoutesSteps: well under a millisecond. */
+const ROUTES_PER_STEP = 500;
 
 /**
  * A scrape renders in slices of about this long, with a turn of the event loop between them:

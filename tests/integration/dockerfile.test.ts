@@ -5,55 +5,25 @@
  * ENTRYPOINT and CMD, its ENV) and fails once that gateway is gone.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfigFile } from '../../src/config/loader.ts';
 import { splitAddress } from '../../src/dataplane/listener/listener.ts';
+import { readDockerfile } from '../helpers/dockerfile.ts';
 import { freePort } from '../helpers/ports.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 
-interface Instruction {
-  readonly keyword: string;
-  readonly args: string;
-}
-
-/** Instructions of the Dockerfile's last stage (the image), continuation lines joined. */
-function runtimeStage(): Instruction[] {
-  const text = readFileSync(join(ROOT, 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ');
-  const all = text
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l !== '' && !l.startsWith('#'))
-    .map((l) => {
-      const [keyword, ...rest] = l.split(/\s+/);
-      return { keyword: keyword!.toUpperCase(), args: rest.join(' ') };
-    });
-  const from = all.map((i) => i.keyword).lastIndexOf('FROM');
-  return all.slice(from);
-}
-
-const stage = runtimeStage();
-const one = (keyword: string) => stage.filter((i) => i.keyword === keyword).at(-1)?.args;
-/** The JSON (exec) form of ENTRYPOINT, CMD or a HEALTHCHECK command. */
-const execForm = (args: string) => JSON.parse(args) as string[];
-
-const workdir = one('WORKDIR')!;
+const image = readDockerfile(join(ROOT, 'Dockerfile'));
+const { stage } = image;
+const workdir = image.workdir!;
 /** The image's environment (ENV KEY=value ...). */
-const imageEnv: Record<string, string> = Object.fromEntries(
-  stage
-    .filter((i) => i.keyword === 'ENV')
-    .flatMap((i) => [...i.args.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1]!, m[2]!])),
-);
-const entrypoint = execForm(one('ENTRYPOINT')!);
-const cmd = execForm(one('CMD')!);
-const healthcheck = (() => {
-  const args = one('HEALTHCHECK')!;
-  const at = args.indexOf('CMD ');
-  return execForm(args.slice(at + 4));
-})();
+const imageEnv = image.env;
+const entrypoint = image.entrypoint!;
+const cmd = image.cmd!;
+const healthcheck = image.healthcheck!;
 /** A path inside the image (absolute, or relative to WORKDIR) → the same file in the checkout. */
 const inRepo = (path: string) => join(ROOT, relative(workdir, join(workdir, path)));
 
@@ -107,7 +77,7 @@ describe('Dockerfile', () => {
       const config = await loadConfigFile(inRepo(file!));
       const admin = splitAddress(config.admin.address);
       expect(admin.host).toBe('127.0.0.1');
-      const exposed = one('EXPOSE')!.split(/\s+/).map(Number);
+      const exposed = image.exposed;
       expect(exposed).toEqual(
         expect.arrayContaining([admin.port, ...config.listeners.map((l) => splitAddress(l.address).port)]),
       );

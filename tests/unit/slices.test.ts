@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { runInSlices, runNow, type Steps } from '../../src/slices.ts';
+import { BIG_STEP, runInSlices, runNow, type Steps } from '../../src/slices.ts';
 
 function* count(n: number, log: number[]): Steps<number> {
   for (let i = 0; i < n; i++) {
@@ -48,6 +48,30 @@ describe('steps', () => {
     await runInSlices(count(1000, log), 60_000);
     running = false;
     expect(turns).toBeLessThan(5);
+  });
+
+  it('a big step starts a slice of its own, however long the slice', async () => {
+    const log: string[] = [];
+    function* steps(): Steps<void> {
+      log.push('small');
+      yield;
+      log.push('small');
+      yield BIG_STEP;
+      log.push('big');
+      yield;
+      log.push('small');
+    }
+    let running = true;
+    const tick = (): void => {
+      log.push('turn');
+      if (running) setImmediate(tick);
+    };
+    setImmediate(tick);
+    await runInSlices(steps(), 60_000);
+    running = false;
+    // One turn, between the small steps and the big one: none within the long slice otherwise.
+    expect(log).toEqual(['small', 'small', 'turn', 'big', 'small']);
+    expect(runNow(steps())).toBeUndefined();
   });
 
   it('a step that throws rejects', async () => {

@@ -85,6 +85,8 @@ export class RouteImpl implements CompiledRoute {
   readonly plainMatch: RouteMatch;
 
   constructor(config: RouteConfig, index: number) {
+    const shape = shapeOf(config);
+    if (typeof shape === 'string') throw new RouteCompileError(config.name, index, shape);
     this.name = config.name;
     this.upstream = config.upstream;
     this.priority = config.priority;
@@ -92,62 +94,20 @@ export class RouteImpl implements CompiledRoute {
     this.preserveHost = config.preserveHost;
     this.hostRewrite = config.rewrite?.host;
     this.index = index;
-
-    const match = config.match;
-    let host = (match.host ?? '').toLowerCase();
-    if (host.endsWith('.')) host = host.slice(0, -1);
-    if (host === '') {
-      this.hostKind = HOST_NONE;
-      this.host = '';
-    } else if (host.startsWith('*.')) {
-      this.hostKind = HOST_WILDCARD;
-      this.host = host.slice(1);
-    } else {
-      this.hostKind = HOST_EXACT;
-      this.host = host;
-    }
-
-    const compiled = compileRoutePath(match.path, match.pathType);
-    if (compiled.error !== undefined) throw new RouteCompileError(config.name, index, compiled.error);
-    const path = compiled.path;
-    this.path = path;
-    this.template = compiled.template;
-    this.prefixMode = PREFIX_SEGMENT;
-    if (match.pathType === 'exact') {
-      this.pathKind = PATH_EXACT;
-      this.anchor = path;
-    } else if (compiled.template !== undefined) {
-      this.pathKind = PATH_TEMPLATE;
-      this.anchor = compiled.template.anchor;
-    } else {
-      this.pathKind = PATH_PREFIX;
-      if (path === '/') {
-        this.prefixMode = PREFIX_ANY;
-        this.anchor = '';
-      } else if (path.endsWith('/')) {
-        this.prefixMode = PREFIX_RAW;
-        this.anchor = path.slice(0, -1);
-      } else {
-        this.anchor = path;
-      }
-    }
-    this.httpRoute = httpRouteOf(this.pathKind, path);
-
-    let mask = 0;
-    for (const m of match.methods ?? []) mask |= METHOD_BITS.get(m) ?? 0;
-    this.methodMask = match.methods === undefined ? ANY_METHOD : mask;
-
-    const headers = Object.entries(match.headers ?? {});
-    this.headerNames = headers.length === 0 ? undefined : headers.map(([n]) => n.toLowerCase());
-    this.headerValues = headers.map(([, v]) => v);
-    this.constraints = (match.methods === undefined ? 0 : 1) + headers.length;
-
-    const strip = config.rewrite?.stripPrefix;
-    // `/users/` strips like `/users`; stripping `/` changes nothing.
-    const trimmed = strip?.endsWith('/') ? strip.slice(0, -1) : strip;
-    this.stripPrefix = trimmed === '' ? undefined : trimmed;
-    this.addPrefix = config.rewrite?.addPrefix;
-
+    this.hostKind = shape.hostKind;
+    this.host = shape.host;
+    this.pathKind = shape.pathKind;
+    this.path = shape.path;
+    this.prefixMode = shape.prefixMode;
+    this.template = shape.template;
+    this.anchor = shape.anchor;
+    this.httpRoute = shape.httpRoute;
+    this.methodMask = shape.methodMask;
+    this.headerNames = shape.headerNames;
+    this.headerValues = shape.headerValues;
+    this.constraints = shape.constraints;
+    this.stripPrefix = shape.stripPrefix;
+    this.addPrefix = shape.addPrefix;
     this.plainMatch = Object.freeze({ route: this, params: undefined });
   }
 
@@ -189,6 +149,101 @@ export class RouteImpl implements CompiledRoute {
       if (!headerEquals(headers[names[i]!], this.headerValues[i]!)) return false;
     return true;
   }
+}
+
+/** What a route's conditions and rewrite compile to: a function of its config alone. */
+type RouteShape = Pick<
+  RouteImpl,
+  | 'hostKind'
+  | 'host'
+  | 'pathKind'
+  | 'path'
+  | 'prefixMode'
+  | 'template'
+  | 'anchor'
+  | 'httpRoute'
+  | 'methodMask'
+  | 'headerNames'
+  | 'headerValues'
+  | 'constraints'
+  | 'stripPrefix'
+  | 'addPrefix'
+>;
+
+/**
+ * Shapes by route config object. A reload hands the compile the previous load's object for every
+ * route whose config did not change (config/load-apart.ts), so a reload that adds one route
+ * compiles one path; the tables and their ranks are rebuilt, the shapes are not.
+ */
+const shapes = new WeakMap<RouteConfig, RouteShape>();
+
+/** The route's shape, or why it cannot be compiled. */
+function shapeOf(config: RouteConfig): RouteShape | string {
+  const known = shapes.get(config);
+  if (known !== undefined) return known;
+  const shape = compileShape(config);
+  if (typeof shape !== 'string') shapes.set(config, shape);
+  return shape;
+}
+
+function compileShape(config: RouteConfig): RouteShape | string {
+  const match = config.match;
+  let host = (match.host ?? '').toLowerCase();
+  if (host.endsWith('.')) host = host.slice(0, -1);
+  let hostKind: number;
+  if (host === '') hostKind = HOST_NONE;
+  else if (host.startsWith('*.')) {
+    hostKind = HOST_WILDCARD;
+    host = host.slice(1);
+  } else hostKind = HOST_EXACT;
+
+  const compiled = compileRoutePath(match.path, match.pathType);
+  if (compiled.error !== undefined) return compiled.error;
+  const path = compiled.path;
+  let pathKind: number;
+  let prefixMode = PREFIX_SEGMENT;
+  let anchor: string;
+  if (match.pathType === 'exact') {
+    pathKind = PATH_EXACT;
+    anchor = path;
+  } else if (compiled.template !== undefined) {
+    pathKind = PATH_TEMPLATE;
+    anchor = compiled.template.anchor;
+  } else {
+    pathKind = PATH_PREFIX;
+    if (path === '/') {
+      prefixMode = PREFIX_ANY;
+      anchor = '';
+    } else if (path.endsWith('/')) {
+      prefixMode = PREFIX_RAW;
+      anchor = path.slice(0, -1);
+    } else {
+      anchor = path;
+    }
+  }
+
+  let mask = 0;
+  for (const m of match.methods ?? []) mask |= METHOD_BITS.get(m) ?? 0;
+  const headers = Object.entries(match.headers ?? {});
+  const strip = config.rewrite?.stripPrefix;
+  // `/users/` strips like `/users`; stripping `/` changes nothing.
+  const trimmed = strip?.endsWith('/') ? strip.slice(0, -1) : strip;
+  return {
+    hostKind,
+    host,
+    pathKind,
+    path,
+    prefixMode,
+    template: compiled.template,
+    anchor,
+    httpRoute: httpRouteOf(pathKind, path),
+    methodMask: match.methods === undefined ? ANY_METHOD : mask,
+    headerNames: headers.length === 0 ? undefined : headers.map(([n]) => n.toLowerCase()),
+    headerValues: headers.map(([, v]) => v),
+    constraints: (match.methods === undefined ? 0 : 1) + headers.length,
+    stripPrefix: trimmed === '' ? undefined : trimmed,
+    addPrefix: config.rewrite?.addPrefix,
+  };
 }
 
 /**

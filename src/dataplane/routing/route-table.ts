@@ -24,7 +24,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RouteConfig } from '../../config/schema.ts';
-import { runNow, type Steps } from '../../slices.ts';
+import { BIG_STEP, runNow, type Steps } from '../../slices.ts';
 import {
   HOST_EXACT,
   HOST_NONE,
@@ -285,6 +285,7 @@ export function* routeTableSteps(routes: readonly RouteConfig[]): Steps<RouteTab
     ordered.push(new RouteImpl(routes[i]!, i));
     yield;
   }
+  yield BIG_STEP;
   ordered.sort(comparePrecedence);
   for (let i = 0; i < ordered.length; i++) ordered[i]!.rank = i;
   yield;

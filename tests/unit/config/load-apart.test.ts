@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { fingerprintOf, loadConfigApart } from '../../../src/config/load-apart.ts';
+import { stringify } from 'yaml';
+import { ConfigLoader, fingerprintOf, loadConfigApart } from '../../../src/config/load-apart.ts';
 import { ConfigError, loadConfigFile } from '../../../src/config/loader.ts';
 import { dynamicPart } from '../../../src/config/schema.ts';
 
@@ -56,5 +57,69 @@ describe('loadConfigApart', () => {
     expect(fingerprintOf(moved)).toBe(fingerprintOf(base));
     const routes = dynamicPart(base).routes.map((r, i) => (i === 0 ? { ...r, priority: r.priority + 1 } : r));
     expect(fingerprintOf({ ...base, routes })).not.toBe(fingerprintOf(base));
+  });
+});
+
+describe('ConfigLoader', () => {
+  const file = join(dir, 'warm.yaml');
+  const write = (paths: string[]) =>
+    writeFileSync(
+      file,
+      stringify({
+        listeners: [{ name: 'edge', address: '127.0.0.1:0' }],
+        upstreams: { u: { endpoints: ['http://127.0.0.1:9'] } },
+        routes: paths.map((path, i) => ({ name: `r${i}`, upstream: 'u', match: { path } })),
+      }),
+    );
+
+  it('keeps its child between loads, and stops it once idle for keepMs', async () => {
+    const loader = new ConfigLoader({ keepMs: 300 });
+    try {
+      write(['/a']);
+      await loader.load(file, {});
+      const pid = loader.pid;
+      expect(pid).toBeTypeOf('number');
+      write(['/b']);
+      expect((await loader.load(file, {})).config.routes[0]!.match.path).toBe('/b');
+      expect(loader.pid).toBe(pid);
+      await expect.poll(() => loader.pid, { timeout: 10_000, interval: 50 }).toBeUndefined();
+      // The next load starts another.
+      expect((await loader.load(file, {})).config.routes[0]!.match.path).toBe('/b');
+      expect(loader.pid).not.toBe(pid);
+    } finally {
+      loader.close();
+    }
+  });
+
+  it('gives back the object of an unchanged route, a new one for a changed route', async () => {
+    const loader = new ConfigLoader();
+    try {
+      write(['/a', '/b']);
+      const initial = await loadConfigFile(file, {});
+      loader.remember(initial);
+      write(['/a', '/c', '/d']);
+      const { config } = await loader.load(file, {});
+      expect(config.routes[0]).toBe(initial.routes[0]);
+      expect(config.routes[1]).not.toBe(initial.routes[1]);
+      expect(config.routes.map((r) => r.match.path)).toEqual(['/a', '/c', '/d']);
+      // Remembered from the last load.
+      const again = await loader.load(file, {});
+      expect(again.config.routes[2]).toBe(config.routes[2]);
+    } finally {
+      loader.close();
+    }
+  });
+
+  it('replaces a child that died between loads', async () => {
+    const loader = new ConfigLoader();
+    try {
+      write(['/a']);
+      await loader.load(file, {});
+      process.kill(loader.pid!, 'SIGKILL');
+      await expect.poll(() => loader.pid, { timeout: 10_000, interval: 50 }).toBeUndefined();
+      expect((await loader.load(file, {})).config.routes).toHaveLength(1);
+    } finally {
+      loader.close();
+    }
   });
 });

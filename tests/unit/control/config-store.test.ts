@@ -1,7 +1,8 @@
 /**
  * The store's reload path at the level of its parts: the file is loaded in a child process (the
  * loader is never called in this one), the route table is built once per start and once per
- * reload (validation builds none), and concurrent reloads each resolve with a run that read the
+ * reload (validation builds none), a reload compiles only the routes and upstreams whose config
+ * changed, and concurrent reloads each resolve with a run that read the
  * file after them.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,6 +13,7 @@ import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vites
 import { stringify } from 'yaml';
 import * as loader from '../../../src/config/loader.ts';
 import { ConfigStore } from '../../../src/control/config-store.ts';
+import * as routePath from '../../../src/dataplane/routing/route-path.ts';
 import * as routeTable from '../../../src/dataplane/routing/route-table.ts';
 import { createMetrics } from '../../../src/telemetry/metrics.ts';
 
@@ -22,6 +24,10 @@ vi.mock(import('../../../src/dataplane/routing/route-table.ts'), async (importOr
     createRouteTable: vi.fn(original.createRouteTable),
     routeTableSteps: vi.fn(original.routeTableSteps),
   };
+});
+vi.mock(import('../../../src/dataplane/routing/route-path.ts'), async (importOriginal) => {
+  const original = await importOriginal();
+  return { ...original, compileRoutePath: vi.fn(original.compileRoutePath) };
 });
 vi.mock(import('../../../src/config/loader.ts'), async (importOriginal) => {
   const original = await importOriginal();
@@ -96,6 +102,56 @@ describe('ConfigStore', () => {
     // Parsed and validated in the child process, not here.
     expect(loader.loadConfigFile).not.toHaveBeenCalled();
     expect(loader.loadConfigSource).not.toHaveBeenCalled();
+  });
+
+  it('a reload that adds a route compiles that route alone and keeps every upstream', async () => {
+    const file = join(dir, 'adds.yaml');
+    const upstreams = Object.fromEntries(
+      Array.from({ length: 5 }, (_, k) => [`u${k}`, { endpoints: [`http://127.0.0.1:${9000 + k}`] }]),
+    );
+    const route = (i: number) => ({
+      name: `r${i}`,
+      upstream: `u${i % 5}`,
+      match:
+        i % 3 === 0
+          ? { host: `h${i}.example.com` }
+          : i % 3 === 1
+            ? { path: `/p${i}/:id`, pathType: 'template' }
+            : { path: `/e${i}`, pathType: 'exact', methods: ['GET'] },
+    });
+    const write = (routes: number, changed?: number) =>
+      writeFileSync(
+        file,
+        stringify({
+          listeners: [{ name: 'edge', address: '127.0.0.1:0' }],
+          upstreams,
+          routes: Array.from({ length: routes }, (_, i) =>
+            i === changed ? { ...route(i), priority: 5 } : route(i),
+          ),
+        }),
+      );
+    write(60);
+    const s = await startStore(file);
+    const before = s.current;
+    vi.clearAllMocks();
+
+    write(61);
+    expect(await s.reload('test')).toMatchObject({ ok: true, changed: true });
+    expect(s.current.routes.routes).toHaveLength(61);
+    // One path compiled in this process: the new route's.
+    // Route 60 has a host and the default path.
+    expect(vi.mocked(routePath.compileRoutePath).mock.calls).toEqual([['/', 'prefix']]);
+    const rebuilt = [...s.current.clusters].filter(([name, c]) => before.clusters.get(name) !== c);
+    expect(rebuilt).toHaveLength(0);
+    expect(s.current.clusters.size).toBe(5);
+
+    // A changed route is compiled again, and only it.
+    vi.clearAllMocks();
+    write(61, 7);
+    expect(await s.reload('test')).toMatchObject({ ok: true, changed: true });
+    expect(vi.mocked(routePath.compileRoutePath)).toHaveBeenCalledTimes(1);
+    expect(vi.mocked(routePath.compileRoutePath)).toHaveBeenCalledWith('/p7/:id', 'template');
+    expect(s.current.routes.routes.find((r) => r.name === 'r7')!.priority).toBe(5);
   });
 
   it('an unchanged file compiles nothing and keeps the version', async () => {

@@ -287,6 +287,29 @@ describe('per-route series cost', () => {
     expect(samples(body, 'peregrine_requests_total').some((l) => l.includes('_other'))).toBe(false);
   });
 
+  it('configureRoutesSteps configures 2,000 routes in small steps, the histogram settings at the end', async () => {
+    const m = createMetrics({ exemplars: false, version: 't' });
+    const routes = Array.from({ length: 2000 }, (_, i) => ({
+      name: `r${i}`,
+      histogram: i === 0 ? false : undefined,
+      httpRoute: `/r${i}/*`,
+    }));
+    m.recordRequest('edge', 'r0', 'GET', 200, 0.004, undefined);
+    const steps = m.configureRoutesSteps(routes);
+    let yields = 0;
+    for (let step = steps.next(); !step.done; step = steps.next()) {
+      yields++;
+      // r0 keeps its own histogram until the last step.
+      if (yields === 1)
+        expect(histogramLines((await renderMetrics(m, undefined)).body, 'r0')).toHaveLength(20);
+    }
+    // 500 routes a step: 4 to read 2,000, 3 to add 1,999 info series.
+    expect(yields).toBe(7);
+    const { body } = await renderMetrics(m, undefined);
+    expect(histogramLines(body, 'r0')).toEqual([]);
+    expect(samples(body, 'peregrine_route_info')).toHaveLength(1999);
+  });
+
   it('routeHistograms false: only routes that ask get one; a reload can change that either way', async () => {
     const m = createMetrics({ exemplars: false, version: 't', routeHistograms: false });
     m.configureRoutes([
