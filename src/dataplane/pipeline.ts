@@ -520,8 +520,8 @@ export class Pipeline implements TunnelObserver {
           attemptSpanAttributes(
             method,
             endpoint.id,
-            endpoint.url.hostname,
-            Number(endpoint.url.port) || (endpoint.url.protocol === 'https:' ? 443 : 80),
+            endpoint.serverAddress,
+            endpoint.serverPort,
             path,
             ctx.query,
             cluster.name,

@@ -14,10 +14,11 @@
  * allowed only for the services the credential names. Failures are problem+json with a stable
  * code; refusals are counted by reason. docs/registry.md is the reference.
  */
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Span } from '@opentelemetry/api';
 import { plainAddress } from '../dataplane/forward/trusted-proxies.ts';
+import { requestIdOf } from '../dataplane/pipeline.ts';
 import { type ErrorCode, GatewayError, toProblem } from '../errors.ts';
 import { protocolVersionOf } from '../telemetry/http-attributes.ts';
 import type { RegistryDenialReason } from '../telemetry/metrics.ts';
@@ -26,6 +27,7 @@ import { endServerSpan, SPAN_ATTR, serverSpanName } from '../telemetry/tracing.t
 import { peerIdentityOf } from '../tls/peer-identity.ts';
 import type { AddressPolicy } from './address-policy.ts';
 import type { Credential, Credentials } from './credentials.ts';
+import { isoTime } from './iso-time.ts';
 import type { RateLimiter } from './rate-limit.ts';
 import type { ParsedRegistration } from './registration.ts';
 import { INSTANCE_ID_RE, SERVICE_NAME_RE } from './schema.ts';
@@ -141,19 +143,28 @@ export function instanceJson(i: Instance): Record<string, unknown> {
     metadata: i.metadata,
     state: i.state,
     ttlMs: i.ttlMs,
-    expiresAt: new Date(i.expiresAt).toISOString(),
-    lastHeartbeat: new Date(i.lastHeartbeat).toISOString(),
-    registeredAt: new Date(i.registeredAt).toISOString(),
+    expiresAt: isoTime(i.expiresAt),
+    lastHeartbeat: isoTime(i.lastHeartbeat),
+    registeredAt: isoTime(i.registeredAt),
     registeredVia: i.registeredVia,
   };
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+/** Equal strings, compared in time that depends on their length only (a credential is compared). */
+function sameSecret(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, requestId: string): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(text),
     'cache-control': 'no-store',
+    'x-request-id': requestId,
   });
   res.end(text);
 }
@@ -161,6 +172,8 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 export class RegistryApi {
   readonly #deps: RegistryApiDeps;
   readonly #watches = new Set<ServerResponse>();
+  /** Per connection: the Authorization header it last authenticated with, and its credential. */
+  readonly #lastCredential = new WeakMap<Socket, { authorization: string; credential: Credential }>();
 
   constructor(deps: RegistryApiDeps) {
     this.#deps = deps;
@@ -170,22 +183,27 @@ export class RegistryApi {
   handle = (req: IncomingMessage, res: ServerResponse): void => {
     const { tracing } = this.#deps.telemetry;
     const method = req.method ?? 'GET';
+    // As on the data plane: the client's tame x-request-id or a new one, in the answer, the
+    // problem body, the span and the log lines of this request.
+    const requestId = requestIdOf(req);
     const span = tracing.startServerSpan(method, req.headers, {
       [SPAN_ATTR.URL_PATH]: (req.url ?? '/').split('?')[0]!,
       [SPAN_ATTR.URL_SCHEME]: (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
       [SPAN_ATTR.CLIENT_ADDRESS]: plainAddress(req.socket.remoteAddress),
       [SPAN_ATTR.NETWORK_PROTOCOL_VERSION]: protocolVersionOf(req),
     });
-    this.#serve(req, res, span).catch((err: unknown) => {
+    if (span.isRecording()) span.setAttribute('peregrine.request_id', requestId);
+    this.#serve(req, res, span, requestId).catch((err: unknown) => {
       this.#fail(
         res,
         span,
         err instanceof GatewayError ? err : new GatewayError('INTERNAL', undefined, { cause: err }),
+        requestId,
       );
     });
   };
 
-  async #serve(req: IncomingMessage, res: ServerResponse, span: Span): Promise<void> {
+  async #serve(req: IncomingMessage, res: ServerResponse, span: Span, requestId: string): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://registry');
     let route: Route | undefined;
     try {
@@ -220,7 +238,7 @@ export class RegistryApi {
       );
 
     if (method === 'GET') {
-      this.#read(req, res, route, url, span);
+      this.#read(req, res, route, url, span, requestId);
       return;
     }
     const { service, id } = route as { service: string; id: string };
@@ -243,13 +261,16 @@ export class RegistryApi {
           instance = await this.#store(() => store.deregister(service, id));
           if (instance === undefined) throw notFound(service, id);
           metrics.recordDeregistration(service);
-          logger.info({ service, id, principal: credential.principal }, 'registry instance deregistered');
+          logger.info(
+            { service, id, principal: credential.principal, requestId },
+            'registry instance deregistered',
+          );
           span.setAttribute('peregrine.registry.outcome', 'deregistered');
-          res.writeHead(204, { 'cache-control': 'no-store' }).end();
+          res.writeHead(204, { 'cache-control': 'no-store', 'x-request-id': requestId }).end();
           endServerSpan(span, 204, undefined);
           return;
         }
-        const result = await this.#register(req, service, id, credential, via);
+        const result = await this.#register(req, service, id, credential, via, requestId);
         instance = result.instance;
         outcome = result.outcome;
         status = outcome === 'created' ? 201 : 200;
@@ -266,17 +287,25 @@ export class RegistryApi {
         instance = await this.#store(() => store.drain(service, id, via));
         if (instance === undefined) throw notFound(service, id);
         metrics.recordDrain(service);
-        logger.info({ service, id, principal: credential.principal }, 'registry instance draining');
+        logger.info(
+          { service, id, principal: credential.principal, requestId },
+          'registry instance draining',
+        );
         outcome = 'drained';
       }
     }
     span.setAttribute('peregrine.registry.outcome', outcome);
-    sendJson(res, status, {
-      outcome,
-      instance: instanceJson(instance),
-      // When to renew: a third of the lease leaves two more tries before it expires.
-      heartbeatIntervalMs: Math.floor(instance.ttlMs / 3),
-    });
+    sendJson(
+      res,
+      status,
+      {
+        outcome,
+        instance: instanceJson(instance),
+        // When to renew: a third of the lease leaves two more tries before it expires.
+        heartbeatIntervalMs: Math.floor(instance.ttlMs / 3),
+      },
+      requestId,
+    );
     endServerSpan(span, status, undefined);
   }
 
@@ -286,6 +315,7 @@ export class RegistryApi {
     id: string,
     credential: Credential,
     via: string,
+    requestId: string,
   ): Promise<{ outcome: string; instance: Instance }> {
     const body = await readJson(req);
     const parsed = this.#deps.parse(service, id, body);
@@ -326,6 +356,7 @@ export class RegistryApi {
           state: registration.state,
           outcome: result.outcome,
           principal: credential.principal,
+          requestId,
         },
         'registry instance registered',
       );
@@ -345,8 +376,19 @@ export class RegistryApi {
   }
 
   #authenticate(req: IncomingMessage): Credential {
-    const auth = this.#deps.credentials.authenticate(peerIdentityOf(req.socket), req.headers.authorization);
-    if (auth.ok) return auth.credential;
+    const authorization = req.headers.authorization;
+    // A keep-alive client sends the same header with every renewal: compared with what this
+    // connection last authenticated with, it is not hashed and looked up again. The connection's
+    // peer identity cannot change, so the header alone decides.
+    const last = this.#lastCredential.get(req.socket);
+    if (last !== undefined && authorization !== undefined && sameSecret(last.authorization, authorization))
+      return last.credential;
+    const auth = this.#deps.credentials.authenticate(peerIdentityOf(req.socket), authorization);
+    if (auth.ok) {
+      if (authorization !== undefined)
+        this.#lastCredential.set(req.socket, { authorization, credential: auth.credential });
+      return auth.credential;
+    }
     if (auth.reason === 'no_credential')
       throw new ApiError('AUTH_REQUIRED', auth.detail, 'no_credential', {
         headers: { 'www-authenticate': 'Bearer realm="peregrine-registry"' },
@@ -356,30 +398,40 @@ export class RegistryApi {
     });
   }
 
-  #read(req: IncomingMessage, res: ServerResponse, route: Route, url: URL, span: Span): void {
+  #read(
+    req: IncomingMessage,
+    res: ServerResponse,
+    route: Route,
+    url: URL,
+    span: Span,
+    requestId: string,
+  ): void {
     const store = this.#deps.store;
     switch (route.kind) {
       case 'services':
-        sendJson(res, 200, {
-          gatewayId: this.#deps.gatewayId,
-          store: store.health(),
-          services: store.services(),
-        });
+        sendJson(
+          res,
+          200,
+          { gatewayId: this.#deps.gatewayId, store: store.health(), services: store.services() },
+          requestId,
+        );
         break;
       case 'service':
-        sendJson(res, 200, {
-          service: route.service,
-          instances: store.list(route.service).map(instanceJson),
-        });
+        sendJson(
+          res,
+          200,
+          { service: route.service, instances: store.list(route.service).map(instanceJson) },
+          requestId,
+        );
         break;
       case 'instance': {
         const instance = store.get(route.service, route.id);
         if (instance === undefined) throw notFound(route.service, route.id);
-        sendJson(res, 200, { instance: instanceJson(instance) });
+        sendJson(res, 200, { instance: instanceJson(instance) }, requestId);
         break;
       }
       default:
-        this.#watch(req, res, url.searchParams.getAll('service'));
+        this.#watch(req, res, url.searchParams.getAll('service'), requestId);
         endServerSpan(span, 200, undefined);
         return;
     }
@@ -390,7 +442,7 @@ export class RegistryApi {
    * Server-sent events: `snapshot` (the instances now), then one `change` per change; of every
    * service, or of the services named (`?service=a&service=b`).
    */
-  #watch(req: IncomingMessage, res: ServerResponse, services: string[]): void {
+  #watch(req: IncomingMessage, res: ServerResponse, services: string[], requestId: string): void {
     for (const service of services) if (!SERVICE_NAME_RE.test(service)) throw badName('service', service);
     if (services.length > MAX_WATCHED_SERVICES)
       throw new ApiError(
@@ -411,6 +463,7 @@ export class RegistryApi {
       'content-type': 'text/event-stream',
       'cache-control': 'no-store',
       'x-accel-buffering': 'no',
+      'x-request-id': requestId,
     });
     req.socket.setTimeout(0);
     const named = [...new Set(services)];
@@ -447,20 +500,20 @@ export class RegistryApi {
     for (const res of this.#watches) res.end();
   }
 
-  #fail(res: ServerResponse, span: Span, err: GatewayError): void {
+  #fail(res: ServerResponse, span: Span, err: GatewayError, requestId: string): void {
     const { telemetry, reasonHeader } = this.#deps;
     const denial = err instanceof ApiError ? err.denial : undefined;
     if (denial !== undefined) {
       telemetry.metrics.registryMetrics.recordDenial(denial);
       telemetry.logger.debug(
-        { reason: denial, code: err.code, detail: err.message },
+        { reason: denial, code: err.code, detail: err.message, requestId },
         'registry request refused',
       );
     } else if (err.code === 'INTERNAL') {
-      telemetry.logger.error({ err: err.cause ?? err, code: err.code }, 'registry request failed');
+      telemetry.logger.error({ err: err.cause ?? err, code: err.code, requestId }, 'registry request failed');
     } else if (err.status >= 500) {
       // A store outage: logged once by the Redis connection and counted per operation, not per request.
-      telemetry.logger.debug({ code: err.code, detail: err.message }, 'registry request failed');
+      telemetry.logger.debug({ code: err.code, detail: err.message, requestId }, 'registry request failed');
     }
     endServerSpan(span, err.status, err.code);
     if (res.headersSent) {
@@ -469,7 +522,7 @@ export class RegistryApi {
     }
     const { traceId } = telemetry.tracing.traceIds(span);
     const problem = {
-      ...toProblem(err, { traceId, requestId: randomUUID() }),
+      ...toProblem(err, { traceId, requestId }),
       ...(err instanceof ApiError ? err.extra : {}),
     };
     const text = JSON.stringify(problem);
@@ -478,6 +531,7 @@ export class RegistryApi {
       'content-type': 'application/problem+json',
       'content-length': Buffer.byteLength(text),
       'cache-control': 'no-store',
+      'x-request-id': requestId,
       ...(reasonHeader ? { [reasonHeader]: err.code } : {}),
     });
     res.end(text);

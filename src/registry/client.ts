@@ -228,7 +228,9 @@ export class RegistrationClient extends EventEmitter {
           this.emit('registered', instance);
           this.#started?.resolve(instance);
           this.#started = undefined;
-          this.#schedule(this.#heartbeatDelay(), () => this.#heartbeat());
+          // setState() while this registration was in flight: it was sent with the state before.
+          if (instance.state !== undefined && instance.state !== this.#wanted) this.#register();
+          else this.#schedule(this.#heartbeatDelay(), () => this.#heartbeat());
           return;
         }
         const err = rejection(a);

@@ -93,9 +93,11 @@ export class MemoryRegistryStore extends ViewedStore implements RegistryStore {
     const now = this.#now();
     const existing = this.#live(service, id, now);
     if (existing === undefined) return undefined;
-    const instance = { ...existing, expiresAt: now + existing.ttlMs, lastHeartbeat: now, registeredVia: via };
-    this.view.upsert(instance, 'updated');
-    return instance;
+    return this.view.renew(service, id, {
+      expiresAt: now + existing.ttlMs,
+      lastHeartbeat: now,
+      registeredVia: via,
+    });
   }
 
   async drain(service: string, id: string, via: string): Promise<Instance | undefined> {

@@ -146,7 +146,11 @@ local rev = publish(channel, ep, op, cause, field, spec, lease, at)
 return {outcome, lease, rev, ep}
 `;
 
-/** renew: ARGV field, viaJson, channel, epochCandidate, at. Returns {lease, spec, rev, epoch} or nil. */
+/**
+ * renew: ARGV field, viaJson, channel, epochCandidate, at. Returns {lease, spec, epoch} or nil.
+ * A renewal moves lease times only, which no watcher follows: it publishes nothing here. The
+ * renewing replica announces its renewals in batches (RENEWALS_SCRIPT), one event per sweep.
+ */
 export const RENEW_SCRIPT = `${PRELUDE}
 local field, channel, at, now, ep, raw = lease_change()
 if not raw then return nil end
@@ -156,8 +160,31 @@ local lease = lease_json(old.state, old.ttlMs, expires, now, old.registeredAt, A
 redis.call('HSET', KEYS[2], field, lease)
 redis.call('ZADD', KEYS[3], expires, field)
 keep_keys(expires, now)
-local rev = publish(channel, ep, 'renew', 'renewed', field, nil, lease, at)
-return {lease, redis.call('HGET', KEYS[1], field), rev, ep}
+return {lease, redis.call('HGET', KEYS[1], field), ep}
+`;
+
+/**
+ * renewals: ARGV channel, epochCandidate, at, field1, field2, ... The leases of those fields that
+ * are live now, published as one `renew` event (one revision) so other replicas' views show the
+ * new expiries; fields gone meanwhile are left out. Returns the revision, or 0 when none was live.
+ */
+export const RENEWALS_SCRIPT = `${PRELUDE}
+local channel, at = ARGV[1], ARGV[3]
+local now = now_ms()
+local parts = {}
+for i = 4, #ARGV do
+  local field = ARGV[i]
+  local score = tonumber(redis.call('ZSCORE', KEYS[3], field) or '0')
+  local lease = redis.call('HGET', KEYS[2], field)
+  if lease and score > now then parts[#parts + 1] = cjson.encode(field) .. ':' .. lease end
+end
+if #parts == 0 then return 0 end
+local ep = epoch(ARGV[2])
+local rev = redis.call('INCR', KEYS[5])
+redis.call('PUBLISH', channel, '{"epoch":' .. cjson.encode(ep) .. ',"rev":' .. rev ..
+  ',"op":"renewals","cause":"renewed","at":' .. at .. ',"key":"","spec":null,"lease":null,"leases":{' ..
+  table.concat(parts, ',') .. '}}')
+return rev
 `;
 
 /** drain: ARGV field, viaJson, channel, epochCandidate, at. Returns {lease, spec, rev, epoch} or nil. */

@@ -26,6 +26,7 @@ import {
   REGISTRY_CHANNEL,
   REGISTRY_KEYS,
   RENEW_SCRIPT,
+  RENEWALS_SCRIPT,
   SNAPSHOT_SCRIPT,
   SWEEP_SCRIPT,
 } from './redis-scripts.ts';
@@ -54,7 +55,7 @@ export interface RedisStoreOptions {
   readonly logger: Logger;
 }
 
-/** At most this many leases are expired per sweep (one script must stay short). */
+/** At most this many leases are expired, or renewals announced, per script (one script must stay short). */
 const SWEEP_BATCH = 500;
 
 type Script = (...args: (string | number)[]) => Promise<unknown>;
@@ -62,13 +63,15 @@ type Script = (...args: (string | number)[]) => Promise<unknown>;
 interface ChangeEvent {
   readonly epoch: string;
   readonly rev: number;
-  readonly op: 'set' | 'renew' | 'del';
+  /** `renewals`: lease times of several instances (`leases`), renewed through one replica. */
+  readonly op: 'set' | 'renew' | 'del' | 'renewals';
   readonly cause: ChangeCause | 'renewed';
   /** Origin gateway's wall clock (ms) when it sent the write, for the propagation histogram. */
   readonly at: number;
   readonly key: string;
   readonly spec: InstanceSpec | null;
   readonly lease: Lease | null;
+  readonly leases?: Readonly<Record<string, Lease>>;
 }
 
 interface Lease {
@@ -137,7 +140,14 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
   readonly #subscriber: RedisConnection;
   readonly #opts: RedisStoreOptions;
   readonly #channel: string;
-  readonly #scripts: Record<'register' | 'renew' | 'drain' | 'deregister' | 'sweep' | 'snapshot', Script>;
+  readonly #scripts: Record<
+    'register' | 'renew' | 'renewals' | 'drain' | 'deregister' | 'sweep' | 'snapshot',
+    Script
+  >;
+  /** `registeredVia` as the scripts take it (JSON), made once per gateway name. */
+  readonly #viaJson = new Map<string, string>();
+  /** Keys renewed through this replica since the last sweep, announced together then. */
+  #renewed = new Set<string>();
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #unlisten: (() => void)[] = [];
   /** Epoch and revision the view corresponds to; undefined before the first full read. */
@@ -178,6 +188,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     this.#scripts = {
       register: define('Register', REGISTER_SCRIPT),
       renew: define('Renew', RENEW_SCRIPT),
+      renewals: define('Renewals', RENEWALS_SCRIPT),
       drain: define('Drain', DRAIN_SCRIPT),
       deregister: define('Deregister', DEREGISTER_SCRIPT),
       sweep: define('Sweep', SWEEP_SCRIPT),
@@ -213,7 +224,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
         spec,
         reg.state,
         reg.ttlMs,
-        JSON.stringify(via),
+        this.#via(via),
         this.#opts.limits.maxServices,
         this.#opts.limits.maxInstancesPerService,
         this.#channel,
@@ -244,30 +255,69 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     return { outcome: outcome as RegisterOutcome, instance };
   }
 
-  renew(service: string, id: string, via: string): Promise<Instance | undefined> {
-    return this.#leaseChange('renew', service, id, via, 'updated');
-  }
-
-  drain(service: string, id: string, via: string): Promise<Instance | undefined> {
-    return this.#leaseChange('drain', service, id, via, 'drained');
-  }
-
-  async #leaseChange(
-    op: 'renew' | 'drain',
-    service: string,
-    id: string,
-    via: string,
-    cause: ChangeCause,
-  ): Promise<Instance | undefined> {
+  /**
+   * Renew in one script that publishes nothing: lease times are no change for watchers, and an
+   * event per renewal would wake every replica for each heartbeat. This replica's view takes the
+   * new times at once; the others get them with the next batch (#announceRenewals, every sweep).
+   */
+  async renew(service: string, id: string, via: string): Promise<Instance | undefined> {
     const key = `${service}/${id}`;
-    const reply = (await this.#run(op, () =>
-      this.#scripts[op](key, JSON.stringify(via), this.#channel, newEpoch(), Date.now()),
+    const reply = (await this.#run('renew', () =>
+      this.#scripts.renew(key, this.#via(via), this.#channel, newEpoch(), Date.now()),
+    )) as [string, string, string] | null;
+    if (reply === null) return undefined;
+    const [leaseJson, specJson, epoch] = reply;
+    const lease = JSON.parse(leaseJson) as Lease;
+    const current = this.view.get(service, id);
+    const instance =
+      current !== undefined && current.state === lease.state
+        ? { ...current, ...lease }
+        : toInstance(key, JSON.parse(specJson) as InstanceSpec, lease);
+    if (epoch === this.#epoch) {
+      this.view.renew(service, id, lease);
+      this.#renewed.add(key);
+    } else this.#maybeResync('gap');
+    return instance;
+  }
+
+  async drain(service: string, id: string, via: string): Promise<Instance | undefined> {
+    const key = `${service}/${id}`;
+    const reply = (await this.#run('drain', () =>
+      this.#scripts.drain(key, this.#via(via), this.#channel, newEpoch(), Date.now()),
     )) as [string, string, number, string] | null;
     if (reply === null) return undefined;
     const [lease, spec, rev, epoch] = reply;
     const instance = toInstance(key, JSON.parse(spec) as InstanceSpec, JSON.parse(lease) as Lease);
-    if (rev > 0) this.#applyOwn(key, rev, epoch, () => this.view.upsert(instance, cause));
+    if (rev > 0) this.#applyOwn(key, rev, epoch, () => this.view.upsert(instance, 'drained'));
     return instance;
+  }
+
+  #via(via: string): string {
+    let json = this.#viaJson.get(via);
+    if (json === undefined) {
+      json = JSON.stringify(via);
+      if (this.#viaJson.size < 16) this.#viaJson.set(via, json);
+    }
+    return json;
+  }
+
+  /** Publish the leases renewed through this replica since the last call, as one event. */
+  async #announceRenewals(): Promise<void> {
+    if (this.#renewed.size === 0) return;
+    const keys = [...this.#renewed];
+    this.#renewed = new Set();
+    try {
+      for (let i = 0; i < keys.length; i += SWEEP_BATCH)
+        await this.#scripts.renewals(
+          this.#channel,
+          newEpoch(),
+          Date.now(),
+          ...keys.slice(i, i + SWEEP_BATCH),
+        );
+    } catch (err) {
+      // Other replicas show older expiries until the next batch or resync; routing is unaffected.
+      this.#failed('renew', err);
+    }
   }
 
   async deregister(service: string, id: string): Promise<Instance | undefined> {
@@ -355,6 +405,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     else if (!this.#subscribed && !this.#subscribing) void this.#subscribe();
     if (!this.#redis.ready) return;
     if (this.#epoch === undefined && this.#resyncing === undefined) this.#maybeResync('start');
+    void this.#announceRenewals();
     let fields: string[];
     try {
       fields = (await this.#scripts.sweep(this.#channel, newEpoch(), Date.now(), SWEEP_BATCH)) as string[];
@@ -418,6 +469,17 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     const [service, id] = splitKey(event.key);
     if (event.op === 'del') {
       this.view.remove(service, id, event.cause as ChangeCause);
+      return;
+    }
+    if (event.op === 'renewals') {
+      for (const [key, lease] of Object.entries(event.leases ?? {})) {
+        const known = this.#keyRevs.get(key);
+        if (known !== undefined && known >= event.rev) continue;
+        const [s, i] = splitKey(key);
+        // Every lease in the batch was live at its revision: one this view lacks is a missed change.
+        if (this.view.renew(s, i, lease) === undefined)
+          throw new Error(`renewal of an instance this replica does not know: ${key}`);
+      }
       return;
     }
     const lease = event.lease;
@@ -513,6 +575,8 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     this.#closed = true;
     for (const t of this.#timers) clearInterval(t);
     for (const off of this.#unlisten) off();
+    // The other replicas take the last renewals now rather than at their next re-read.
+    if (this.#redis.ready) await this.#announceRenewals();
     await this.#resyncing?.catch(() => undefined);
     if (this.#subscribed && this.#subscriber.ready)
       await this.#subscriber.client.unsubscribe(this.#channel).catch(() => undefined);

@@ -73,7 +73,11 @@ export const RegistryListenerSchema = z.strictObject({
   /** Time allowed for the request head; the whole request must arrive within `requestTimeout`. */
   headersTimeout: duration('10s'),
   requestTimeout: duration('30s'),
-  keepAliveTimeout: duration('5s'),
+  /**
+   * Idle keep-alive. Longer than the renewal interval (a third of the TTL: 5 s by default), so a
+   * heartbeat finds its connection open instead of paying for a new one each time.
+   */
+  keepAliveTimeout: duration('65s'),
 });
 
 export const RegistrySchema = z

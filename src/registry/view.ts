@@ -15,6 +15,9 @@ import {
 
 const EMPTY: readonly Instance[] = Object.freeze([]);
 
+/** What a renewal changes: the lease's times and the gateway that renewed it. */
+export type LeaseTimes = Pick<Instance, 'expiresAt' | 'lastHeartbeat' | 'registeredVia'>;
+
 function sameMetadata(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
   const ka = Object.keys(a);
   if (ka.length !== Object.keys(b).length) return false;
@@ -104,6 +107,35 @@ export class RegistryView {
     if (previous === undefined || !sameRouting(previous, instance))
       this.#emit({ type: 'upsert', cause, instance });
     return previous;
+  }
+
+  /**
+   * Take a renewal's lease times for an instance the view holds: no watcher hears of it (routing
+   * is unchanged), nothing but the instance's record is touched. A renewal older than what the
+   * view shows is ignored. Returns the instance as the view now holds it; undefined when unknown
+   * (a renewal never brings an instance back).
+   */
+  renew(service: string, id: string, lease: LeaseTimes): Instance | undefined {
+    const byId = this.#services.get(service);
+    const current = byId?.get(id);
+    if (byId === undefined || current === undefined) return undefined;
+    if (
+      lease.lastHeartbeat < current.lastHeartbeat ||
+      (lease.lastHeartbeat === current.lastHeartbeat &&
+        lease.expiresAt === current.expiresAt &&
+        lease.registeredVia === current.registeredVia)
+    )
+      return current;
+    const renewed: Instance = {
+      ...current,
+      expiresAt: lease.expiresAt,
+      lastHeartbeat: lease.lastHeartbeat,
+      registeredVia: lease.registeredVia,
+    };
+    byId.set(id, renewed);
+    // list() is rebuilt when next asked for (reads are rare next to renewals).
+    this.#lists.delete(service);
+    return renewed;
   }
 
   /** Remove an instance; watchers hear of it. Returns what was removed. */

@@ -8,6 +8,8 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { EndpointSink } from '../../src/discovery/provider.ts';
+import { createRegistryProviderFactory } from '../../src/discovery/registry-provider.ts';
 import {
   ALL_SERVICES,
   type Instance,
@@ -18,6 +20,7 @@ import {
   type RegistryStore,
   type StoreLimits,
 } from '../../src/registry/store.ts';
+import { silentLogger } from '../helpers/registry.ts';
 
 export interface StoreHarness {
   readonly store: RegistryStore;
@@ -33,6 +36,18 @@ export interface ConformanceOptions {
 }
 
 export const VIA = 'gateway-a';
+
+/** An endpoint sink that counts what it is told (an endpoint set published, changed, or failed). */
+export function countingSink(): EndpointSink & { calls: Record<keyof EndpointSink, number> } {
+  const calls = { replace: 0, upsert: 0, remove: 0, fail: 0 };
+  return {
+    calls,
+    replace: () => void calls.replace++,
+    upsert: () => void calls.upsert++,
+    remove: () => void calls.remove++,
+    fail: () => void calls.fail++,
+  };
+}
 
 export function spec(overrides: Partial<InstanceSpec> = {}): InstanceSpec {
   return {
@@ -179,6 +194,36 @@ export function registryStoreConformance(name: string, opts: ConformanceOptions)
       expect(await store.renew('payments', 'p-2', VIA)).toBeUndefined();
       expect(await store.renew('orders', 'p-1', VIA)).toBeUndefined();
       expect(w.seen).toEqual([]);
+    });
+
+    it('renewals are no change: no watcher hears of them and no endpoint set is published again', async () => {
+      const { store, elapse } = await harness();
+      await store.register(registration('payments', 'p-1', ttl), VIA);
+      await store.register(registration('payments', 'p-2', ttl, { spec: { port: 8081 } }), VIA);
+      const w = changes(store);
+      const sink = countingSink();
+      const provider = createRegistryProviderFactory(store, { healthIntervalMs: 60_000 })(
+        {
+          registry: 'payments',
+          filter: {},
+        },
+        { upstream: 'payments', logger: silentLogger },
+      );
+      provider.start(sink);
+      expect(sink.calls).toEqual({ replace: 1, upsert: 0, remove: 0, fail: 0 });
+      let last: Instance | undefined;
+      for (let i = 0; i < 10; i++) {
+        await elapse(Math.floor(ttl / 20));
+        last = await store.renew('payments', 'p-1', VIA);
+        expect(await store.renew('payments', 'p-2', VIA)).toBeDefined();
+        expect((await store.register(registration('payments', 'p-1', ttl), VIA)).outcome).toBe('renewed');
+      }
+      expect(store.get('payments', 'p-1')?.lastHeartbeat).toBeGreaterThanOrEqual(last!.lastHeartbeat);
+      // A real change afterwards is heard exactly once, so the silence above was not a deaf watcher.
+      await store.drain('payments', 'p-2', VIA);
+      await eventually(() => expect(w.summary()).toEqual(['upsert:drained:payments/p-2']));
+      expect(sink.calls).toEqual({ replace: 1, upsert: 1, remove: 0, fail: 0 });
+      provider.close();
     });
 
     it('heartbeats keep a lease alive past its TTL; silence expires it', async () => {

@@ -47,7 +47,8 @@ beforeAll(async () => {
   process.env.PEREGRINE_TEST_FLOOD_TOKEN = FLOOD_TOKEN;
   gw = await startGateway(
     {
-      telemetry: { tracing: { sampleRatio: 1 } },
+      // debug: refusals are logged there, with their request id.
+      telemetry: { logLevel: 'debug', tracing: { sampleRatio: 1 } },
       registry: {
         gatewayId: 'gw-test',
         listener: {
@@ -96,6 +97,7 @@ interface ApiJson {
   code?: string;
   detail?: string;
   traceId?: string;
+  requestId?: string;
   errors?: { field: string }[];
   outcome?: string;
   instance: InstanceJson;
@@ -115,10 +117,11 @@ interface Call {
   cert?: IssuedCert;
   body?: unknown;
   raw?: string;
+  headers?: Record<string, string>;
 }
 
 async function call(path: string, c: Call = {}) {
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = { ...c.headers };
   if (c.token) headers.authorization = `Bearer ${c.token}`;
   const body = c.raw ?? (c.body === undefined ? undefined : JSON.stringify(c.body));
   if (body !== undefined) headers['content-type'] = 'application/json';
@@ -473,6 +476,50 @@ describe('leases through the API', () => {
       'peregrine.registry.outcome': 'created',
       'http.response.status_code': 201,
     });
+  });
+
+  it("a problem's requestId is the request's: in its x-request-id header, its span and its log line", async () => {
+    spans.reset();
+    const refused = await put('payments', 'rid-1', instance, {});
+    expectProblem(refused, 401, 'AUTH_REQUIRED');
+    const id = refused.headers['x-request-id'] as string;
+    expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    expect(refused.json?.requestId).toBe(id);
+    const span = spans.getFinishedSpans().find((s) => s.attributes['peregrine.request_id'] === id);
+    expect(span?.attributes['http.response.status_code']).toBe(401);
+    const line = gw.logs
+      .text()
+      .split('\n')
+      .find((l) => l.includes(id));
+    expect(line).toContain('registry request refused');
+
+    // A tame id from the client is kept, as on the data plane; anything else is replaced.
+    const given = await call('/v1/services/payments/instances/nobody/heartbeat', {
+      method: 'POST',
+      token: TOKEN,
+      headers: { 'x-request-id': 'client-req.42' },
+    });
+    expectProblem(given, 404, 'INSTANCE_NOT_FOUND');
+    expect(given.headers['x-request-id']).toBe('client-req.42');
+    expect(given.json?.requestId).toBe('client-req.42');
+    const wild = await call('/v1/services/payments/instances/nobody/heartbeat', {
+      method: 'POST',
+      token: TOKEN,
+      headers: { 'x-request-id': 'no spaces allowed' },
+    });
+    expect(wild.json?.requestId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(wild.headers['x-request-id']).toBe(wild.json?.requestId);
+
+    // Answers that succeed name their request too.
+    const ok = await put('payments', 'rid-1', instance, {
+      token: TOKEN,
+      headers: { 'x-request-id': 'reg-1' },
+    });
+    expect(ok.status).toBe(201);
+    expect(ok.headers['x-request-id']).toBe('reg-1');
+    expect(gw.logs.text()).toMatch(
+      /"requestId":"reg-1".*registry instance registered|registry instance registered.*"requestId":"reg-1"/,
+    );
   });
 
   it('is served on its own listener only: the data plane and the admin API do not answer it', async () => {

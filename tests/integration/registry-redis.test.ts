@@ -6,10 +6,21 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createRegistryProviderFactory } from '../../src/discovery/registry-provider.ts';
+import { REGISTRY_CHANNEL } from '../../src/registry/redis-scripts.ts';
 import { RegistryUnavailableError } from '../../src/registry/store.ts';
-import { eventually, registration, VIA } from '../conformance/registry-store.ts';
+import { countingSink, eventually, registration, VIA } from '../conformance/registry-store.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
-import { metricOf, newPrefix, type RedisReplica, redisReplica, SWEEP_MS } from '../helpers/registry.ts';
+import {
+  metricOf,
+  newPrefix,
+  type RedisReplica,
+  redisConnection,
+  redisReplica,
+  SWEEP_MS,
+  silentLogger,
+  testMetrics,
+} from '../helpers/registry.ts';
 
 const TTL = 1500;
 
@@ -93,6 +104,61 @@ describe('two replicas on one Redis', () => {
     }
     expect(ids(a)).toEqual(['p-1']);
     expect(ids(b)).toEqual(['p-1']);
+  });
+
+  it('renewals publish no event each: A announces them in batches, B takes the leases and hears no change', async () => {
+    const [a, b, prefix] = await twoReplicas();
+    const keys = ['p-1', 'p-2', 'p-3'];
+    for (const [n, id] of keys.entries())
+      await a.store.register(registration('payments', id, 60_000, { spec: { port: 8080 + n } }), VIA);
+    await eventually(() => expect(ids(b)).toEqual(keys), 1000);
+    const events: { op: string; key: string; leases?: Record<string, unknown> }[] = [];
+    const listener = redisConnection(redis.url, prefix, testMetrics());
+    const channel = `${prefix}${REGISTRY_CHANNEL}`;
+    const subscriber = listener.subscriber();
+    subscriber.client.on('message', (_: string, m: string) => events.push(JSON.parse(m)));
+    await eventually(() => expect(subscriber.ready).toBe(true));
+    await subscriber.client.subscribe(channel);
+    const heard = { a: [] as string[], b: [] as string[] };
+    a.store.watch('payments', (c) => heard.a.push(`${c.type}:${c.cause}`));
+    b.store.watch('payments', (c) => heard.b.push(`${c.type}:${c.cause}`));
+    const sink = countingSink();
+    const provider = createRegistryProviderFactory(b.store, { healthIntervalMs: 60_000 })(
+      {
+        registry: 'payments',
+        filter: {},
+      },
+      { upstream: 'payments', logger: silentLogger },
+    );
+    provider.start(sink);
+    try {
+      const renewals = 30;
+      const last = new Map<string, number>();
+      for (let i = 0; i < renewals; i++) {
+        const id = keys[i % keys.length]!;
+        last.set(id, (await a.store.renew('payments', id, 'gateway-a'))!.expiresAt);
+        if (i % 10 === 9) await sleep(SWEEP_MS);
+      }
+      for (const [id, expiresAt] of last)
+        await eventually(() => expect(b.store.get('payments', id)?.expiresAt).toBe(expiresAt), 1000);
+      // No event per renewal: batches (at most one per sweep), naming every renewed instance.
+      expect(events.filter((e) => e.op !== 'renewals')).toEqual([]);
+      expect(events.length).toBeGreaterThan(0);
+      expect(events.length).toBeLessThan(renewals);
+      expect(new Set(events.flatMap((e) => Object.keys(e.leases ?? {})))).toEqual(
+        new Set(keys.map((id) => `payments/${id}`)),
+      );
+      expect(heard).toEqual({ a: [], b: [] });
+      expect(sink.calls).toEqual({ replace: 1, upsert: 0, remove: 0, fail: 0 });
+      // A real change is heard once at each, and changes B's endpoint set once.
+      await a.store.drain('payments', 'p-2', 'gateway-a');
+      await eventually(() => expect(heard).toEqual({ a: ['upsert:drained'], b: ['upsert:drained'] }), 1000);
+      expect(sink.calls).toEqual({ replace: 1, upsert: 1, remove: 0, fail: 0 });
+      expect(await metric(b, 'peregrine_registry_resyncs_total', { reason: 'gap' })).toBe(0);
+    } finally {
+      provider.close();
+      await listener.close();
+    }
   });
 
   it('an expiry is seen by both replicas, and counted once', async () => {

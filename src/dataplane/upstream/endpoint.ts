@@ -143,6 +143,9 @@ export class Endpoint {
   readonly url: URL;
   /** Host header value when the route does not preserve the client's. */
   readonly host: string;
+  /** `server.address` and `server.port` of its attempts' spans: the URL's, read once. */
+  readonly serverAddress: string;
+  readonly serverPort: number;
   /** Which source put it in its upstream's set. */
   source: EndpointSource;
   /**
@@ -211,6 +214,8 @@ export class Endpoint {
     this.url = new URL(info.url);
     this.id = this.url.origin;
     this.host = info.host ?? this.url.host;
+    this.serverAddress = this.url.hostname;
+    this.serverPort = Number(this.url.port) || (this.url.protocol === 'https:' ? 443 : 80);
     this.source = source;
     this.weight = info.weight ?? 1;
     this.zone = info.zone;

@@ -30,6 +30,15 @@ describe('registry configuration', () => {
     expect(issues({ ...base, registry: {} })).toEqual([]);
   });
 
+  it("keeps a registration client's connection open between renewals (a third of the TTL)", () => {
+    const r = RegistrySchema.parse({
+      listener: {},
+      credentials: { tokens: [{ name: 'fleet', env: 'FLEET_TOKEN', services: ['payments'] }] },
+    });
+    expect(r.listener?.keepAliveTimeout).toBe(65_000);
+    expect(r.listener!.keepAliveTimeout).toBeGreaterThan(r.lease.defaultTtl / 3);
+  });
+
   it('checks what spans sections: redis for the Redis store, a port of its own, credentials for an API', () => {
     expect(issues({ ...base, registry: { store: 'redis' } })).toEqual([
       'registry.store: store redis needs the redis section',
