@@ -83,6 +83,8 @@ export class RequestContext {
   retryTimer: NodeJS.Timeout | undefined = undefined;
   pendingRetry: { readonly delayMs: number; readonly reason: string } | undefined = undefined;
   retryReason: string | undefined = undefined;
+  /** An attempt failed on a stale pooled connection and was (or could have been) sent again. */
+  staleRetried = false;
   backoffMs = 0;
   /** When the current attempt's response head arrived (0 before). */
   headAt = 0;

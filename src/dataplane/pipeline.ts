@@ -208,6 +208,11 @@ function onTotalTimeout(ctx: RequestContext): void {
   }
 }
 
+/** Attempts the retry policy counts: a stale connection's replay is not one of them. */
+function policyAttempts(ctx: RequestContext): number {
+  return ctx.staleRetried ? ctx.attempts - 1 : ctx.attempts;
+}
+
 function runRetry(ctx: RequestContext): void {
   ctx.retryTimer = undefined;
   if (!ctx.finished) ctx.pipeline!.guard(ctx, () => ctx.pipeline!.attempt(ctx));
@@ -476,7 +481,12 @@ export class Pipeline implements TunnelObserver {
         throw refusal;
       }
     }
-    const endpoint = cluster.pick(ctx);
+    const last = ctx.endpoint;
+    // A stale connection's replay goes to the same endpoint (it did nothing wrong), while it stays.
+    const endpoint =
+      ctx.retryReason === 'stale_connection' && last !== undefined && !last.removed && !last.draining
+        ? last
+        : cluster.pick(ctx);
     if (!endpoint) throw new GatewayError('NO_HEALTHY_ENDPOINT', cluster.noEndpointReason());
     ctx.endpoint = endpoint;
     ctx.attempts++;
@@ -551,7 +561,8 @@ export class Pipeline implements TunnelObserver {
     // undici writes `Connection: upgrade` and `Upgrade` itself, and hands over the socket on 101.
     if (tunnel !== undefined) opts.upgrade = 'websocket';
     forwarder.startTimers(cluster.config.timeouts.response, cluster.config.timeouts.idle);
-    endpoint.pool.dispatch(opts, forwarder);
+    if (ctx.retryReason === 'stale_connection' && endpoint === last) endpoint.dispatchFresh(opts, forwarder);
+    else endpoint.pool.dispatch(opts, forwarder);
   }
 
   attemptFinished(ctx: RequestContext, endpoint: Endpoint, outcome: AttemptOutcome, status: number): void {
@@ -589,7 +600,7 @@ export class Pipeline implements TunnelObserver {
    */
   retryOnStatus(ctx: RequestContext, status: number, retryAfter: string | undefined): boolean {
     const decision = ctx.cluster!.retryDecision({
-      attempt: ctx.attempts,
+      attempt: policyAttempts(ctx),
       method: ctx.req.method ?? 'GET',
       outcome: 'success',
       status,
@@ -637,13 +648,15 @@ export class Pipeline implements TunnelObserver {
       this.scheduleRetry(ctx);
       return;
     }
+    if (outcome === 'stale_connection') ctx.staleRetried = true;
     if (!ctx.res.headersSent && !ctx.finished && outcome !== 'client_abort' && !ctx.totalExpired) {
       const decision = ctx.cluster!.retryDecision({
-        attempt: ctx.attempts,
+        attempt: policyAttempts(ctx),
         method: ctx.req.method ?? 'GET',
         outcome,
         status: ctx.upstreamStatus,
         bytesSent: forwarder.controller !== undefined,
+        bodySent: forwarder.bodySent,
         bodyReplayable: ctx.bodyReplayable,
         elapsedMs: performance.now() - ctx.firstAttemptAt,
         tried: ctx.tried,

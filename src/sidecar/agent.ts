@@ -16,8 +16,8 @@ import { createRegistryProviderFactory } from '../discovery/registry-provider.ts
 import type { RegistryDiscoveryConfig } from '../discovery/schema.ts';
 import { RegistrationClient, RegistrationRejectedError } from '../registry/client.ts';
 import { RegistryFollower } from '../registry/follower.ts';
-import type { GatewayMetrics } from '../telemetry/metrics.ts';
-import { AppReadiness } from './app-readiness.ts';
+import type { GatewayMetrics, MeshMetrics } from '../telemetry/metrics.ts';
+import { AppReadiness, type ReadinessChange } from './app-readiness.ts';
 import { INBOUND, identityPattern, OUTBOUND, outboundServices } from './derive.ts';
 import { MeshSide } from './mesh-telemetry.ts';
 import { RegistryChannel } from './registry-channel.ts';
@@ -44,6 +44,7 @@ export class SidecarAgent {
   readonly follower: RegistryFollower;
   readonly readiness: AppReadiness | undefined;
   readonly #logger: Logger;
+  readonly #metrics: MeshMetrics;
   readonly #sides: ReadonlyMap<string, MeshSide>;
   #registration: RegistrationClient | undefined;
   #phase: RegistrationPhase;
@@ -55,6 +56,7 @@ export class SidecarAgent {
   constructor(config: SidecarConfig, deps: SidecarAgentDeps) {
     this.config = config;
     this.#logger = deps.logger;
+    this.#metrics = deps.metrics.mesh;
     this.channel = new RegistryChannel(config, deps);
     this.follower = new RegistryFollower({
       url: config.registry.url,
@@ -72,6 +74,8 @@ export class SidecarAgent {
             path: inbound.readiness.path,
             intervalMs: inbound.readiness.interval,
             timeoutMs: inbound.readiness.timeout,
+            failureThreshold: inbound.readiness.failureThreshold,
+            successThreshold: inbound.readiness.successThreshold,
           });
     this.#phase = inbound === undefined ? 'none' : 'waiting_for_app';
     const side = (direction: 'inbound' | 'outbound'): MeshSide =>
@@ -120,10 +124,13 @@ export class SidecarAgent {
     this.follower.start();
     const readiness = this.readiness;
     if (readiness === undefined || inboundPort === undefined) return;
-    readiness.on('change', (ready: boolean) => {
-      this.#logger.info(
-        { app: readiness.url, ready, check: readiness.lastCheck },
-        'application readiness changed',
+    readiness.on('change', ({ ready, check, consecutive }: ReadinessChange) => {
+      this.#metrics.readinessChanged(ready);
+      this.#logger[ready ? 'info' : 'warn'](
+        { app: readiness.url, ready, check, consecutive },
+        ready
+          ? `application ready after ${consecutive} passed probe(s) in a row`
+          : `application not ready after ${consecutive} failed probe(s) in a row (last: ${check}); draining the registration`,
       );
       // After the first registration, readiness moves the registration between active and draining.
       this.#registration?.setState(ready ? 'active' : 'draining');
@@ -226,6 +233,7 @@ export class SidecarAgent {
               url: this.readiness.url,
               ready: this.readiness.ready,
               lastCheck: this.readiness.lastCheck ?? null,
+              consecutive: this.readiness.consecutive,
             },
       registry: { url: this.config.registry.url, follower: this.follower.health() },
       outbound: outboundServices(this.config).map((s) => s.service),

@@ -129,6 +129,10 @@ export const SidecarInboundSchema = z.strictObject({
       path: z.string().startsWith('/', 'path must start with /').default('/'),
       interval: duration('1s'),
       timeout: duration('1s'),
+      /** Failed probes in a row before a ready application is drained (Kubernetes' default, 3). */
+      failureThreshold: z.number().int().min(1).max(100).default(3),
+      /** Passed probes in a row before a not-ready application is ready (and first registered). */
+      successThreshold: z.number().int().min(1).max(100).default(1),
     })
     .prefault({}),
   /** Caller identities allowed on every path (routes may say otherwise). Default: the whole trust domain. */

@@ -44,6 +44,7 @@ export const ATTEMPT_OUTCOMES = [
   'client_abort',
   'client_timeout',
   'client_error',
+  'stale_connection',
   'other',
 ] as const;
 export type AttemptOutcome = (typeof ATTEMPT_OUTCOMES)[number];
@@ -85,7 +86,14 @@ export interface CertificateExpiry {
 export const UPSTREAM_DECISIONS = ['retry', 'budget_exhausted', 'circuit_open', 'overloaded'] as const;
 export type UpstreamDecision = (typeof UPSTREAM_DECISIONS)[number];
 /** Why an attempt was retried (label `reason` of peregrine_upstream_retries_total). */
-export const RETRY_REASONS = ['connect_failure', 'refused', 'reset', 'timeout', 'status'] as const;
+export const RETRY_REASONS = [
+  'connect_failure',
+  'refused',
+  'reset',
+  'timeout',
+  'status',
+  'stale_connection',
+] as const;
 export type RetryReason = (typeof RETRY_REASONS)[number];
 /** Circuit breaker states: peregrine_upstream_circuit_state's value is the index. */
 export const CIRCUIT_STATES = ['closed', 'open', 'half_open'] as const;
@@ -1655,8 +1663,24 @@ export interface MeshPeerSeries {
 export class MeshMetrics {
   readonly requests: CellMetric;
   readonly duration: CellHistogram;
+  /** 1 while the local application passes its readiness probes (thresholds applied), else 0. */
+  readonly appReady: Gauge;
+  readonly appReadinessChanges: Counter<'ready'>;
 
   constructor(registry: Registry<RegistryContentType>, buckets: readonly number[], exemplars: boolean) {
+    this.appReady = new Gauge({
+      name: 'peregrine_mesh_app_ready',
+      help: 'Whether the local application is ready by its readiness probes (1) or not (0): a sidecar drains its registration while it is 0.',
+      registers: [registry],
+    });
+    this.appReadinessChanges = new Counter({
+      name: 'peregrine_mesh_app_readiness_changes_total',
+      help: 'Changes of the local application readiness, by the state it changed to (ready="true" or "false"), each after its threshold of probes in a row.',
+      labelNames: ['ready'],
+      registers: [registry],
+    });
+    this.appReadinessChanges.inc({ ready: 'true' }, 0);
+    this.appReadinessChanges.inc({ ready: 'false' }, 0);
     this.requests = new CellMetric('counter', {
       name: 'peregrine_mesh_requests_total',
       help: 'Requests through a sidecar, by direction (inbound: from a mesh peer; outbound: from the local application), source and destination service, and status.',
@@ -1671,6 +1695,11 @@ export class MeshMetrics {
       exemplars,
       registry,
     });
+  }
+
+  readinessChanged(ready: boolean): void {
+    this.appReady.set(ready ? 1 : 0);
+    this.appReadinessChanges.inc({ ready: ready ? 'true' : 'false' });
   }
 
   /** The series of one pair of services; the caller keeps it (one per peer). */

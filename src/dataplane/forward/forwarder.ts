@@ -9,9 +9,15 @@ import type { Dispatcher } from 'undici';
 import { GatewayError } from '../../errors.ts';
 import { endClientSpan } from '../../telemetry/tracing.ts';
 import { isLastPending, markConnectionClosing, type RequestContext } from '../context.ts';
+import { onFreshConnection } from '../upstream/connector.ts';
 import type { Endpoint } from '../upstream/endpoint.ts';
 import { responseHeaderList } from './headers.ts';
-import { type AttemptOutcome, classifyUpstreamError, isClientSide } from './upstream-errors.ts';
+import {
+  type AttemptOutcome,
+  classifyUpstreamError,
+  isClientSide,
+  isStaleConnectionFailure,
+} from './upstream-errors.ts';
 
 /** What the forwarder reports back to the pipeline, which owns metrics and the response. */
 export interface AttemptObserver {
@@ -71,6 +77,10 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
   #pausedAt = 0;
   #heldMs = 0;
   #done = false;
+  /** Written on a connection that had served a request before (see onFreshConnection). */
+  reused = false;
+  /** A byte of the request body was written upstream. */
+  bodySent = false;
   /** This attempt's response is being dropped: the request goes to another attempt. */
   #dropped = false;
   #onDrain: (() => void) | undefined = undefined;
@@ -144,12 +154,14 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
+    this.reused = !onFreshConnection();
     // Given up while undici still had it queued (e.g. the client left during the connect): undici
     // offers no way to unqueue, so stop it here, before it is written upstream.
     if (this.#done) controller.abort(new GatewayError('CLIENT_CLOSED'));
   }
 
   onBodySent(chunk: Buffer | string): void {
+    this.bodySent = true;
     this.ctx.requestBytes += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
   }
 
@@ -228,7 +240,16 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
     }
     const classified = classifyUpstreamError(error);
     let outcome = classified.outcome;
-    if (!isClientSide(outcome)) {
+    // The endpoint closed an idle connection as this request went out on it: its right, not its
+    // failure. Once per request; the retry goes out on a fresh connection (docs/resilience.md).
+    if (
+      outcome === 'reset' &&
+      !ctx.staleRetried &&
+      !ctx.res.destroyed &&
+      isStaleConnectionFailure(error, this.reused, ctx.upstreamStatus)
+    )
+      outcome = 'stale_connection';
+    else if (!isClientSide(outcome)) {
       // A client that is gone, or that held the exchange up until a timeout ran out, says nothing
       // about the upstream: such results must not open its breaker or eject it.
       if (ctx.res.destroyed) outcome = 'client_abort';

@@ -114,6 +114,32 @@ export function isClientSide(outcome: AttemptOutcome): boolean {
   return outcome === 'client_abort' || outcome === 'client_timeout' || outcome === 'client_error';
 }
 
+/**
+ * Outcomes that say nothing about the endpoint, for the circuit breaker, outlier detection and the
+ * latency estimate: the client-side ones, and `stale_connection` (a pooled connection the endpoint
+ * had closed while idle, as HTTP/1.1 lets it, failed as a request was written on it).
+ */
+export function isNeutral(outcome: AttemptOutcome): boolean {
+  return outcome === 'stale_connection' || isClientSide(outcome);
+}
+
+/**
+ * How a request written on a connection the peer has just closed fails: a reset, a write to a
+ * closed socket, or undici's `other side closed`/`closed` (UND_ERR_SOCKET).
+ */
+const STALE_CONNECTION_CODES: ReadonlySet<string> = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+
+/**
+ * Whether a failed attempt is a stale pooled connection: it went out on a connection that had
+ * already served a request (reused), failed with a reset or close before any response head, and
+ * the request is not itself a retry of one (a second such failure is the endpoint's).
+ */
+export function isStaleConnectionFailure(err: unknown, reused: boolean, status: number): boolean {
+  if (!reused || status !== 0) return false;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && STALE_CONNECTION_CODES.has(code);
+}
+
 function outcomeOf(err: GatewayError): AttemptOutcome {
   if (err.code === 'CLIENT_CLOSED') return 'client_abort';
   // The request the client sent (its body) is what failed: too large, or badly framed.

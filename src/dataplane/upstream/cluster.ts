@@ -10,7 +10,7 @@ import {
   type UpstreamStateSource,
 } from '../../telemetry/metrics.ts';
 import { type UpstreamTls, UpstreamTlsSet } from '../../tls/upstream-tls.ts';
-import { type AttemptOutcome, isClientSide, type UpstreamTlsFailure } from '../forward/upstream-errors.ts';
+import { type AttemptOutcome, isNeutral, type UpstreamTlsFailure } from '../forward/upstream-errors.ts';
 import { Aperture, type ApertureDescription, type ReplicaPosition, replicaPosition } from './aperture.ts';
 import { type Balancer, type PickContext, wasTried } from './balancer.ts';
 import { createBalancer, DEFAULT_DECAY_MS, DEFAULT_RTT_MS } from './balancers.ts';
@@ -861,7 +861,7 @@ export class Cluster {
     if (endpoint.removed || endpoint.draining) this.#endpointLeft(endpoint);
     const breaker = this.#breaker;
     const ticket = req.breakerTicket;
-    if (isClientSide(outcome)) {
+    if (isNeutral(outcome)) {
       if (breaker !== undefined && ticket !== NO_TICKET) req.breakerTicket = breaker.onNeutral(ticket);
       return;
     }

@@ -22,6 +22,28 @@ interface SessionSlot {
   generation: number;
 }
 
+/**
+ * True while undici is being handed a connection just made. undici writes the requests waiting
+ * for it synchronously inside that callback, so a dispatch handler whose `onRequestStart` runs
+ * then is on a fresh connection, and one whose runs at any other time is on a reused one (the
+ * pool had it idle, or it had just finished a response). undici says neither in its handler API.
+ */
+let handingOver = false;
+
+/** Whether the request starting now goes out on a connection just made (see `handingOver`). */
+export function onFreshConnection(): boolean {
+  return handingOver;
+}
+
+function handOver(callback: buildConnector.Callback, err: Error | null, socket: Socket | null): void {
+  handingOver = err === null;
+  try {
+    (callback as (err: Error | null, socket: Socket | null) => void)(err, socket);
+  } finally {
+    handingOver = false;
+  }
+}
+
 function onConnectTimeout(socket: Socket, options: buildConnector.Options, timeoutMs: number): void {
   socket.destroy(
     new errors.ConnectTimeoutError(
@@ -84,22 +106,19 @@ function tlsConnector(o: TlsConnect): Connector {
  * time. undici's own runs on its coarse clock, which ticks about every half second: a 250 ms
  * timeout fired after 0.5-1 s. This one is a plain timer per connection (connections are rare next
  * to requests), up to the end of the TLS handshake, and times out as undici's does, with
- * UND_ERR_CONNECT_TIMEOUT. `timeoutMs` 0: no timeout.
+ * UND_ERR_CONNECT_TIMEOUT. `timeoutMs` 0: no timeout. Either way the connection is handed over
+ * marked fresh (`onFreshConnection`).
  */
 export function createConnector(timeoutMs: number, tls?: TlsConnect): Connector {
   const connect =
     tls === undefined ? (buildConnector({ timeout: 0 }) as unknown as Connector) : tlsConnector(tls);
-  if (timeoutMs <= 0) return connect;
-  return function connectWithTimeout(
-    options: buildConnector.Options,
-    callback: buildConnector.Callback,
-  ): Socket {
+  return function connectMarked(options: buildConnector.Options, callback: buildConnector.Callback): Socket {
     let timer: NodeJS.Timeout | undefined;
-    const socket = connect(options, function connected(...args: Parameters<buildConnector.Callback>) {
+    const socket = connect(options, function connected(err: Error | null, sock: Socket | null) {
       clearTimeout(timer);
-      callback(...args);
-    });
-    timer = setTimeout(onConnectTimeout, timeoutMs, socket, options, timeoutMs);
+      handOver(callback, err, sock);
+    } as buildConnector.Callback);
+    if (timeoutMs > 0) timer = setTimeout(onConnectTimeout, timeoutMs, socket, options, timeoutMs);
     return socket;
   };
 }

@@ -47,6 +47,8 @@ export interface RetryInput {
    * failed before undici started writing it (no connection, or still queued in the pool).
    */
   readonly bytesSent: boolean;
+  /** Whether any byte of the request body was written (a stale connection's retry reads it). */
+  readonly bodySent?: boolean | undefined;
   /** No body, or a body buffered in full (≤ retries.bufferBody) that can be sent again. */
   readonly bodyReplayable: boolean;
   /** The upstream's Retry-After, in ms (see parseRetryAfter). */
@@ -71,12 +73,15 @@ const NO: { readonly [R in NoRetryReason]: RetryDecision } = {
   budget_exhausted: { retry: false, reason: 'budget_exhausted' },
 };
 
-const CONDITION_OF: { readonly [R in Exclude<RetryReason, 'status'>]: RetryCondition } = {
-  connect_failure: 'connect-failure',
-  refused: 'refused',
-  reset: 'reset',
-  timeout: 'timeout',
-};
+const STALE_RETRY: RetryDecision = { retry: true, delayMs: 0, reason: 'stale_connection' };
+
+const CONDITION_OF: { readonly [R in Exclude<RetryReason, 'status' | 'stale_connection'>]: RetryCondition } =
+  {
+    connect_failure: 'connect-failure',
+    refused: 'refused',
+    reset: 'reset',
+    timeout: 'timeout',
+  };
 
 /**
  * Which kind of retryable failure an attempt is, or undefined when it is none: a response was
@@ -88,7 +93,7 @@ export function failureKind(
   status: number,
   bytesSent: boolean,
   statuses: ReadonlySet<number>,
-): RetryReason | 'response_started' | undefined {
+): Exclude<RetryReason, 'stale_connection'> | 'response_started' | undefined {
   if (outcome === 'success') return statuses.has(status) ? 'status' : undefined;
   if (isClientSide(outcome)) return undefined;
   // The head arrived and the body failed: the client already has the head.
@@ -157,6 +162,7 @@ export class RetryPolicy {
   }
 
   decide(input: RetryInput, gates: RetryGates): RetryDecision {
+    if (input.outcome === 'stale_connection') return this.#decideStale(input, gates);
     if (this.maxAttempts <= 1) return NO.disabled;
     if (input.attempt >= this.maxAttempts) return NO.max_attempts;
     const kind = failureKind(input.outcome, input.status, input.bytesSent, this.statuses);
@@ -178,5 +184,20 @@ export class RetryPolicy {
     if (this.#totalTimeoutMs > 0 && input.elapsedMs + delayMs >= this.#totalTimeoutMs) return NO.deadline;
     if (!gates.tryWithdraw()) return NO.budget_exhausted;
     return { retry: true, delayMs, reason: kind };
+  }
+
+  /**
+   * A request that failed on a stale pooled connection (the endpoint had closed it idle) goes out
+   * again at once, on a fresh connection to the same endpoint: a transport replay, as HTTP/1.1
+   * clients do (RFC 9112 §9.3.1), not a policy retry, so neither `maxAttempts`, `retryOn` nor the
+   * budget apply; it is made once per request (the forwarder's outcome says so). Safe only when the
+   * endpoint cannot have acted on the request: an idempotent method, or no body byte written.
+   */
+  #decideStale(input: RetryInput, gates: RetryGates): RetryDecision {
+    if (!IDEMPOTENT_METHODS.has(input.method) && input.bodySent !== false) return NO.non_idempotent;
+    if (!input.bodyReplayable) return NO.body_not_replayable;
+    if (gates.circuitOpen()) return NO.circuit_open;
+    if (this.#totalTimeoutMs > 0 && input.elapsedMs >= this.#totalTimeoutMs) return NO.deadline;
+    return STALE_RETRY;
   }
 }

@@ -241,7 +241,7 @@ describe('Cluster: the per-request calls', () => {
     expect(c.retryDecision({ ...base, attempt: 2 })).toEqual({ retry: false, reason: 'max_attempts' });
     const s = m.upstreamResilience('svc');
     expect(s.decisions.map((x) => x.value)).toEqual([1, 0, 0, 0]);
-    expect(s.retries.map((x) => x.value)).toEqual([1, 0, 0, 0, 0]);
+    expect(s.retries.map((x) => x.value)).toEqual([1, 0, 0, 0, 0, 0]);
   });
 
   it('retryDecision: the budget runs out under a flood of failures and says so', () => {

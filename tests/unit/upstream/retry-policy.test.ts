@@ -283,3 +283,30 @@ describe('parseRetryAfter', () => {
     expect(parseRetryAfter(['2', '9'], now)).toBe(2000);
   });
 });
+
+describe('RetryPolicy.decide, a stale pooled connection', () => {
+  const stale = { outcome: 'stale_connection', bytesSent: true } as const;
+  const shut: RetryGates = { ...open, tryWithdraw: () => false };
+  const tripped: RetryGates = { ...open, circuitOpen: () => true };
+  it.each([
+    // [what, policy config, input, gates, expected reason]
+    ['GET, retries disabled, budget empty', { maxAttempts: 1 }, {}, shut, 'stale_connection'],
+    [
+      'GET at maxAttempts, retryOn without reset',
+      { retryOn: ['timeout'] },
+      { attempt: 2 },
+      open,
+      'stale_connection',
+    ],
+    ['POST whose body was not written', {}, { method: 'POST', bodySent: false }, open, 'stale_connection'],
+    ['POST whose body was written', {}, { method: 'POST', bodySent: true }, open, 'non_idempotent'],
+    ['POST, body not known to be unsent', {}, { method: 'POST' }, open, 'non_idempotent'],
+    ['GET, body not replayable', {}, { bodyReplayable: false }, open, 'body_not_replayable'],
+    ['GET, circuit open', {}, {}, tripped, 'circuit_open'],
+    ['GET, past the deadline', {}, { elapsedMs: 30_000 }, open, 'deadline'],
+  ] as const)('%s → %s', (_what, cfg, over, gates, reason) => {
+    const d = policy(cfg).decide(input({ ...stale, ...over }), gates);
+    expect(d.reason).toBe(reason);
+    if (d.retry) expect(d.delayMs).toBe(0);
+  });
+});
