@@ -11,7 +11,6 @@
  *
  * Everything here reads the immutable Snapshot captured when the request arrived.
  */
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import { performance } from 'node:perf_hooks';
@@ -19,6 +18,7 @@ import { type Duplex, Transform, type TransformCallback } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { routeTableFor, type Snapshot } from '../control/snapshot.ts';
 import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
+import { requestIdOf } from '../request-id.ts';
 import type { MeshSide } from '../sidecar/mesh-telemetry.ts';
 import { accessRecord } from '../telemetry/access-log.ts';
 import { protocolVersionOf } from '../telemetry/http-attributes.ts';
@@ -118,16 +118,8 @@ export function deferClientError(socket: Duplex, problem: RawProblem): boolean {
 }
 type ResponseWithContext = ServerResponse & { [kContext]?: RequestContext };
 
-/** A client-supplied request id is kept only when it is this tame; otherwise a UUID replaces it. */
-export const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 const NO_ROUTE = '_none';
 const NO_ATTRIBUTES: Readonly<Record<string, never>> = Object.freeze({});
-
-/** The client's `x-request-id` when it is tame, a new UUID otherwise. */
-export function requestIdOf(req: IncomingMessage): string {
-  const given = req.headers['x-request-id'];
-  return typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomUUID();
-}
 
 function hasBody(req: IncomingMessage): boolean {
   const cl = req.headers['content-length'];
