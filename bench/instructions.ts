@@ -24,6 +24,12 @@
  *   wide: passthrough over an upstream of BENCH_WIDE_ENDPOINTS (1000) endpoints, all served by one
  *   process (bench/peers/wide-upstream.ts, which then serves every target: passthrough's one
  *   endpoint is its first address)
+ *   registry-memory, registry-redis: one renewal (POST …/heartbeat) of the registration API, memory
+ *   or Redis store (redis-server started natively), as bench:registry's heartbeats group sets the
+ *   gateway up; registry-floor: a bare node:http server answering the same requests alike
+ *   (bench/peers/heartbeat-floor.ts). BENCH_CG_RENEWERS (100) instances each renew over a
+ *   keep-alive connection of their own, in turn and one at a time (bench/lib/registry-renewals.ts
+ *   says why), not through autocannon
  *   BENCH_CG_WARMUP (40000): uninstrumented warmup requests
  *   BENCH_CG_REQUESTS (5000): requests in the counted window
  *
@@ -57,8 +63,11 @@ import {
   stopAll,
   waitForHttp,
 } from './lib/proc.ts';
+import { startBenchRedis } from './lib/redis.ts';
+import { benchRegistryToken, REGISTRY_TOKEN_ENV, registryGatewayYaml } from './lib/registry-config.ts';
+import { RenewalFleet } from './lib/registry-renewals.ts';
 import { fileStamp, fmtNum, markdownTable } from './lib/table.ts';
-import { childEnv, startPeer } from './lib/targets.ts';
+import { childEnv, startPeer, startPeregrine } from './lib/targets.ts';
 import { startWideUpstream } from './lib/wide.ts';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -73,6 +82,9 @@ const WHICH = [
   'express-hpm',
   'sidecar-outbound',
   'sidecar-inbound',
+  'registry-memory',
+  'registry-redis',
+  'registry-floor',
 ] as const;
 type Which = (typeof WHICH)[number];
 const DEFAULT_TARGETS: readonly Which[] = ['passthrough', 'bare-undici', 'bare-undici-default'];
@@ -165,6 +177,100 @@ interface UnderCallgrind {
   headers?: Readonly<Record<string, string>>;
   /** Stop the processes started alongside it (the rest of a mesh). */
   stopRest?: () => Promise<void>;
+  /** Sends `amount` requests its own way (instead of autocannon to `url`). */
+  load?: (amount: number) => Promise<{ ok: number; failed: number }>;
+}
+
+/** The heartbeats group's fleet shape (bench/lib/registry-heartbeats.ts): services, TTL. */
+const RENEWAL_SERVICES = 10;
+const RENEWAL_TTL_MS = 15_000;
+
+/**
+ * A registration API (or the floor) under valgrind, and a fleet of instances registered with it
+ * that renew one at a time.
+ */
+async function startRegistryTarget(
+  which: 'registry-memory' | 'registry-redis' | 'registry-floor',
+  vg: readonly string[],
+  valgrind: string,
+  tmp: string,
+): Promise<UnderCallgrind> {
+  const instances = intFromEnv('BENCH_CG_RENEWERS', 100, 1);
+  const port = await freePort();
+  let proc: Managed;
+  let redis: Awaited<ReturnType<typeof startBenchRedis>> | undefined;
+  if (which === 'registry-floor') {
+    const peer = await startPeer({ node: valgrind, root: ROOT }, 'heartbeat-floor.ts', {}, [
+      ...vg,
+      process.execPath,
+      ...launcherGcFlags(),
+    ]);
+    proc = peer.proc;
+    await readyOrStop(proc, [`${peer.origin}/`]);
+    return withFleet(proc, peer.port, instances, undefined);
+  }
+  if (which === 'registry-redis') redis = await startBenchRedis('redis-registry');
+  const services = Array.from({ length: RENEWAL_SERVICES }, (_, k) => `hb-${k}`);
+  try {
+    const gw = await startPeregrine({
+      name: `peregrine-${which}`,
+      dir: ROOT,
+      configFile: join(tmp, `${which}.yaml`),
+      yaml: (listenPort, adminPort) =>
+        registryGatewayYaml({
+          listenPort,
+          adminPort,
+          port,
+          store: redis === undefined ? 'memory' : 'redis',
+          redisUrl: redis?.url,
+          services: ['hb-*'],
+          upstreams: services,
+          rateLimit: { perSecond: 100_000, burst: 100_000 },
+          maxInstancesPerService: Math.max(instances, 100),
+        }),
+      env: { [REGISTRY_TOKEN_ENV]: benchRegistryToken() },
+      stdout: 'pipe',
+      wrap: { command: valgrind, args: vg },
+      readyTimeoutMs: READY_MS,
+    });
+    proc = gw.proc;
+  } catch (err) {
+    await redis?.proc.stop(2000);
+    throw err;
+  }
+  return withFleet(proc, port, instances, redis?.proc);
+}
+
+async function withFleet(
+  proc: Managed,
+  port: number,
+  instances: number,
+  companion: Managed | undefined,
+): Promise<UnderCallgrind> {
+  let fleet: RenewalFleet;
+  try {
+    fleet = await RenewalFleet.open({
+      port,
+      token: benchRegistryToken(),
+      instances,
+      services: RENEWAL_SERVICES,
+      ttlMs: RENEWAL_TTL_MS,
+    });
+    await fleet.register();
+  } catch (err) {
+    await proc.stop(5000);
+    await companion?.stop(2000);
+    throw err;
+  }
+  return {
+    proc,
+    url: `http://127.0.0.1:${port}/`,
+    load: (amount) => fleet.renew(amount),
+    stopRest: async () => {
+      fleet.close();
+      await companion?.stop(2000);
+    },
+  };
 }
 
 /** The target under valgrind, ready to answer. */
@@ -177,6 +283,8 @@ async function startUnderCallgrind(
 ): Promise<UnderCallgrind> {
   const node = process.execPath;
   const vg = callgrindArgs(outFile);
+  if (which === 'registry-memory' || which === 'registry-redis' || which === 'registry-floor')
+    return startRegistryTarget(which, vg, tools.valgrind, tmp);
   if (which === 'sidecar-outbound' || which === 'sidecar-inbound') {
     // The whole mesh hop, with this one sidecar under valgrind; the load goes to the outbound one.
     const role = which === 'sidecar-outbound' ? 'outbound' : 'inbound';
@@ -279,7 +387,7 @@ function assertRunning(proc: Managed, when: string): void {
 /** `amount` requests to the target, which must still be running afterwards. */
 async function load(target: UnderCallgrind, amount: number): Promise<{ ok: number; failed: number }> {
   const { proc, url, headers } = target;
-  const r = await send(url, amount, headers);
+  const r = target.load ? await target.load(amount) : await send(url, amount, headers);
   assertRunning(proc, `during ${amount} requests`);
   return r;
 }
@@ -375,6 +483,9 @@ function label(which: Which): string {
   if (which === 'bare-undici-default') return 'bare-undici (Node defaults)';
   if (which === 'express-hpm') return 'express + http-proxy-middleware (Node defaults)';
   if (which === 'wide') return `peregrine passthrough, ${wideEndpoints()} endpoints`;
+  if (which === 'registry-floor') return 'bare node:http answering a renewal (heartbeat-floor.ts)';
+  if (which === 'registry-memory' || which === 'registry-redis')
+    return `peregrine renewal, ${which.slice('registry-'.length)} store (one at a time)`;
   if (which === 'sidecar-outbound' || which === 'sidecar-inbound')
     return `peregrine ${which.slice('sidecar-'.length)} sidecar of a mesh hop (mTLS, registry; the other sidecar natively)`;
   return `peregrine ${which} (launcher: ${peregrineArgv(ROOT).slice(0, -1).join(' ') || 'no flags'})`;
@@ -385,7 +496,9 @@ function report(
   failed: readonly string[],
   counts: { warmup: number; requests: number },
 ): string {
-  const ref = rows.find((r) => r.which === REFERENCE);
+  // Registry targets alone: the ratios are to their own floor.
+  const ref = rows.find((r) => r.which === REFERENCE) ?? rows.find((r) => r.which === 'registry-floor');
+  const refName = ref?.which ?? REFERENCE;
   const k = (n: number) => fmtNum(n / 1000, 1);
   return [
     `## Instructions per request (callgrind), ${new Date().toISOString()}`,
@@ -398,7 +511,7 @@ function report(
       [
         'target',
         'k Ir/req',
-        `× ${REFERENCE}`,
+        `× ${refName}`,
         'compiler k/req',
         'gc k/req',
         'k excl. compiler',
