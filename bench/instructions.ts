@@ -29,7 +29,8 @@
  *   gateway up; registry-floor: a bare node:http server answering the same requests alike
  *   (bench/peers/heartbeat-floor.ts). BENCH_CG_RENEWERS (100) instances each renew over a
  *   keep-alive connection of their own, in turn and one at a time (bench/lib/registry-renewals.ts
- *   says why), not through autocannon
+ *   says why), not through autocannon; BENCH_CG_WAVE (1) at a time instead: 10 is how many of a
+ *   1,000-instance fleet's renewals fall within the Redis store's 50 ms renewal batch
  *   BENCH_CG_WARMUP (40000): uninstrumented warmup requests
  *   BENCH_CG_REQUESTS (5000): requests in the counted window
  *
@@ -196,6 +197,7 @@ async function startRegistryTarget(
   tmp: string,
 ): Promise<UnderCallgrind> {
   const instances = intFromEnv('BENCH_CG_RENEWERS', 100, 1);
+  const wave = intFromEnv('BENCH_CG_WAVE', 1, 1);
   const port = await freePort();
   let proc: Managed;
   let redis: Awaited<ReturnType<typeof startBenchRedis>> | undefined;
@@ -207,7 +209,7 @@ async function startRegistryTarget(
     ]);
     proc = peer.proc;
     await readyOrStop(proc, [`${peer.origin}/`]);
-    return withFleet(proc, peer.port, instances, undefined);
+    return withFleet(proc, peer.port, instances, wave, undefined);
   }
   if (which === 'registry-redis') redis = await startBenchRedis('redis-registry');
   const services = Array.from({ length: RENEWAL_SERVICES }, (_, k) => `hb-${k}`);
@@ -238,13 +240,14 @@ async function startRegistryTarget(
     await redis?.proc.stop(2000);
     throw err;
   }
-  return withFleet(proc, port, instances, redis?.proc);
+  return withFleet(proc, port, instances, wave, redis?.proc);
 }
 
 async function withFleet(
   proc: Managed,
   port: number,
   instances: number,
+  wave: number,
   companion: Managed | undefined,
 ): Promise<UnderCallgrind> {
   let fleet: RenewalFleet;
@@ -265,7 +268,7 @@ async function withFleet(
   return {
     proc,
     url: `http://127.0.0.1:${port}/`,
-    load: (amount) => fleet.renew(amount),
+    load: (amount) => fleet.renew(amount, wave),
     stopRest: async () => {
       fleet.close();
       await companion?.stop(2000);

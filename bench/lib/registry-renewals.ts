@@ -131,14 +131,24 @@ export class RenewalFleet {
     }
   }
 
-  /** `amount` renewals, the instances in turn, one in flight at a time; how many answered 200. */
-  async renew(amount: number): Promise<{ ok: number; failed: number }> {
+  /**
+   * `amount` renewals, the instances in turn, `wave` at a time (each over its own connection; the
+   * next wave leaves when all of this one are answered); how many answered 200. `wave` 1: one in
+   * flight at a time. More: renewals close enough together to share a store's batch, as a fleet's
+   * do (200/s from 1,000 instances puts 10 within the Redis store's 50 ms).
+   */
+  async renew(amount: number, wave = 1): Promise<{ ok: number; failed: number }> {
     let ok = 0;
-    for (let n = 0; n < amount; n++) {
-      const i = this.#next;
-      this.#next = (i + 1) % this.#connections.length;
-      const status = await this.#connections[i]!.send(this.#renewals[i]!);
-      if (status === 200) ok++;
+    for (let sent = 0; sent < amount; ) {
+      const n = Math.min(wave, amount - sent, this.#connections.length);
+      const answers: Promise<number>[] = [];
+      for (let k = 0; k < n; k++) {
+        const i = this.#next;
+        this.#next = (i + 1) % this.#connections.length;
+        answers.push(this.#connections[i]!.send(this.#renewals[i]!));
+      }
+      for (const status of await Promise.all(answers)) if (status === 200) ok++;
+      sent += n;
     }
     return { ok, failed: amount - ok };
   }
