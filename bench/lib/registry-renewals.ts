@@ -80,7 +80,10 @@ export interface RenewalFleetOptions {
   readonly ttlMs: number;
 }
 
-/** The request line and headers undici writes for a RegistrationClient call (no body: length 0). */
+/**
+ * The bytes undici writes for a RegistrationClient call (no body: length 0); a heartbeat asks for
+ * no instance back (`prefer: return=minimal`).
+ */
 function requestBytes(
   method: string,
   path: string,
@@ -88,9 +91,10 @@ function requestBytes(
   token: string,
   body: string | undefined,
 ): string {
+  const prefer = body === undefined ? 'prefer: return=minimal\r\n' : '';
   return (
     `${method} ${path} HTTP/1.1\r\nhost: 127.0.0.1:${port}\r\nconnection: keep-alive\r\n` +
-    `content-type: application/json\r\nauthorization: Bearer ${token}\r\n` +
+    `content-type: application/json\r\nauthorization: Bearer ${token}\r\n${prefer}` +
     `content-length: ${body === undefined ? 0 : Buffer.byteLength(body)}\r\n\r\n${body ?? ''}`
   );
 }
@@ -133,7 +137,7 @@ export class RenewalFleet {
 
   /**
    * `amount` renewals, the instances in turn, `wave` at a time (each over its own connection; the
-   * next wave leaves when all of this one are answered); how many answered 200. `wave` 1: one in
+   * next wave leaves when all of this one are answered); how many answered 200 or 204. `wave` 1: one in
    * flight at a time. More: renewals close enough together to share a store's batch, as a fleet's
    * do (200/s from 1,000 instances puts 10 within the Redis store's 50 ms).
    */
@@ -147,7 +151,7 @@ export class RenewalFleet {
         this.#next = (i + 1) % this.#connections.length;
         answers.push(this.#connections[i]!.send(this.#renewals[i]!));
       }
-      for (const status of await Promise.all(answers)) if (status === 200) ok++;
+      for (const status of await Promise.all(answers)) if (status === 200 || status === 204) ok++;
       sent += n;
     }
     return { ok, failed: amount - ok };

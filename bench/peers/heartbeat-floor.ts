@@ -1,7 +1,8 @@
 /**
  * The floor of a renewal: a bare node:http server that answers every request as Peregrine answers
- * a heartbeat (status, headers, a body of the same size), with no routing, authentication, store,
- * metrics or tracing. What a renewal costs in Node before the registry does anything
+ * a heartbeat (status, headers, a body of the same size; 204 and no body to `prefer:
+ * return=minimal`, as Peregrine's client asks), with no routing, authentication, store, metrics or
+ * tracing. What a renewal costs in Node before the registry does anything
  * (bench/instructions.ts `registry-floor`).
  *
  *   PORT=9902 node bench/peers/heartbeat-floor.ts
@@ -36,6 +37,16 @@ const LENGTH = Buffer.byteLength(BODY);
 
 function handle(req: IncomingMessage, res: ServerResponse): void {
   req.resume();
+  if (req.headers.prefer === 'return=minimal') {
+    res
+      .writeHead(204, {
+        'cache-control': 'no-store',
+        'preference-applied': 'return=minimal',
+        'x-request-id': randomUUID(),
+      })
+      .end();
+    return;
+  }
   res.writeHead(200, {
     'content-type': 'application/json',
     'content-length': LENGTH,

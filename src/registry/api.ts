@@ -86,14 +86,29 @@ type Route =
   | { kind: 'heartbeat' | 'drain'; service: string; id: string }
   | { kind: 'watch' };
 
-const ALLOWED: Record<Route['kind'], string> = {
-  services: 'GET',
-  service: 'GET',
-  instance: 'GET, PUT, DELETE',
-  heartbeat: 'POST',
-  drain: 'POST',
-  watch: 'GET',
+const ALLOWED: Record<Route['kind'], readonly string[]> = {
+  services: ['GET'],
+  service: ['GET'],
+  instance: ['GET', 'PUT', 'DELETE'],
+  heartbeat: ['POST'],
+  drain: ['POST'],
+  watch: ['GET'],
 };
+
+/**
+ * `Prefer: return=minimal` (RFC 7240) on a heartbeat: the client needs no body, so the renewal
+ * answers 204 and skips writing the instance out (what Peregrine's client asks for).
+ */
+const RETURN_MINIMAL = /(?:^|,)\s*return\s*=\s*"?minimal"?\s*(?:[;,]|$)/i;
+
+/** The path of a request target; `new URL` only for what it would normalise (dot segments, `\`, `//`). */
+function pathOf(target: string): string {
+  const q = target.indexOf('?');
+  const path = q === -1 ? target : target.slice(0, q);
+  if (path.includes('/.') || path.includes('\\') || path.startsWith('//'))
+    return new URL(target, 'http://registry').pathname;
+  return path;
+}
 
 const TEMPLATES: Record<Route['kind'], string> = {
   services: '/v1/services',
@@ -204,25 +219,25 @@ export class RegistryApi {
   };
 
   async #serve(req: IncomingMessage, res: ServerResponse, span: Span, requestId: string): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://registry');
+    const path = pathOf(req.url ?? '/');
     let route: Route | undefined;
     try {
-      route = routeOf(url.pathname);
+      route = routeOf(path);
     } catch (err) {
       // A malformed name in the path: still authenticate first, so anonymous callers learn nothing.
       this.#authenticate(req);
       throw err;
     }
-    if (route === undefined) throw new GatewayError('ROUTE_NOT_FOUND', `no registry API at ${url.pathname}`);
+    if (route === undefined) throw new GatewayError('ROUTE_NOT_FOUND', `no registry API at ${path}`);
     const method = req.method ?? 'GET';
     span.updateName(serverSpanName(method, TEMPLATES[route.kind]));
     span.setAttribute(SPAN_ATTR.HTTP_ROUTE, TEMPLATES[route.kind]);
     if ('service' in route) span.setAttribute('peregrine.registry.service', route.service);
     if ('id' in route) span.setAttribute('peregrine.registry.instance', route.id);
     const allowed = ALLOWED[route.kind];
-    if (!allowed.split(', ').includes(method))
+    if (!allowed.includes(method))
       throw new ApiError('METHOD_NOT_ALLOWED', `${method} is not allowed here`, undefined, {
-        headers: { allow: allowed },
+        headers: { allow: allowed.join(', ') },
       });
 
     const credential = this.#authenticate(req);
@@ -238,7 +253,7 @@ export class RegistryApi {
       );
 
     if (method === 'GET') {
-      this.#read(req, res, route, url, span, requestId);
+      this.#read(req, res, route, span, requestId);
       return;
     }
     const { service, id } = route as { service: string; id: string };
@@ -281,6 +296,19 @@ export class RegistryApi {
         if (instance === undefined) throw notFound(service, id);
         metrics.recordRenewal(service);
         outcome = 'renewed';
+        const prefer = req.headers.prefer;
+        if (typeof prefer === 'string' && RETURN_MINIMAL.test(prefer)) {
+          span.setAttribute('peregrine.registry.outcome', outcome);
+          res
+            .writeHead(204, {
+              'cache-control': 'no-store',
+              'preference-applied': 'return=minimal',
+              'x-request-id': requestId,
+            })
+            .end();
+          endServerSpan(span, 204, undefined);
+          return;
+        }
         break;
       }
       default: {
@@ -398,14 +426,7 @@ export class RegistryApi {
     });
   }
 
-  #read(
-    req: IncomingMessage,
-    res: ServerResponse,
-    route: Route,
-    url: URL,
-    span: Span,
-    requestId: string,
-  ): void {
+  #read(req: IncomingMessage, res: ServerResponse, route: Route, span: Span, requestId: string): void {
     const store = this.#deps.store;
     switch (route.kind) {
       case 'services':
@@ -431,7 +452,12 @@ export class RegistryApi {
         break;
       }
       default:
-        this.#watch(req, res, url.searchParams.getAll('service'), requestId);
+        this.#watch(
+          req,
+          res,
+          new URL(req.url ?? '/', 'http://registry').searchParams.getAll('service'),
+          requestId,
+        );
         endServerSpan(span, 200, undefined);
         return;
     }
