@@ -52,7 +52,7 @@ import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { callgrindTotal, costByCategory } from './lib/callgrind.ts';
 import { intFromEnv } from './lib/env.ts';
-import { peregrineArgv, peregrineEnv } from './lib/launcher.ts';
+import { launcherGcFlags as launcherGcFlagsOf, peregrineArgv, peregrineEnv } from './lib/launcher.ts';
 import { type MeshCerts, makeMeshCerts, startMesh } from './lib/mesh.ts';
 import { peregrineConfigYaml } from './lib/peregrine-config.ts';
 import {
@@ -148,9 +148,7 @@ function envCount(name: string, fallback: number): number {
 
 /** Peregrine launcher's GC flags (semi-space cap, heap growing), which `bare-undici` gets too. */
 function launcherGcFlags(): string[] {
-  return peregrineArgv(ROOT).filter((a) =>
-    /^--(?:(?:max|min)-semi-space-size|heap-growing-percent)=/.test(a),
-  );
+  return launcherGcFlagsOf(ROOT);
 }
 
 function callgrindArgs(outFile: string): string[] {
@@ -486,9 +484,9 @@ function label(which: Which): string {
   if (which === 'bare-undici-default') return 'bare-undici (Node defaults)';
   if (which === 'express-hpm') return 'express + http-proxy-middleware (Node defaults)';
   if (which === 'wide') return `peregrine passthrough, ${wideEndpoints()} endpoints`;
-  if (which === 'registry-floor') return 'bare node:http answering a renewal (heartbeat-floor.ts)';
+  if (which === 'registry-floor') return 'bare node:http answering renewals alike (heartbeat-floor.ts)';
   if (which === 'registry-memory' || which === 'registry-redis')
-    return `peregrine renewal, ${which.slice('registry-'.length)} store (one at a time)`;
+    return `peregrine renewal, ${which.slice('registry-'.length)} store`;
   if (which === 'sidecar-outbound' || which === 'sidecar-inbound')
     return `peregrine ${which.slice('sidecar-'.length)} sidecar of a mesh hop (mTLS, registry; the other sidecar natively)`;
   return `peregrine ${which} (launcher: ${peregrineArgv(ROOT).slice(0, -1).join(' ') || 'no flags'})`;
@@ -507,7 +505,12 @@ function report(
     `## Instructions per request (callgrind), ${new Date().toISOString()}`,
     '',
     `Node ${process.version}; ${counts.warmup} warmup requests uninstrumented, ${SETTLE_REQUESTS} settling, ` +
-      `${counts.requests} counted; ${CONNECTIONS} connections (autocannon). User-space instructions ` +
+      `${counts.requests} counted; ${CONNECTIONS} connections (autocannon)` +
+      (rows.some((r) => r.which.startsWith('registry-'))
+        ? `; registry targets: ${intFromEnv('BENCH_CG_RENEWERS', 100, 1)} instances renewing over a connection each, ` +
+          `${intFromEnv('BENCH_CG_WAVE', 1, 1)} at a time (BENCH_CG_WAVE)`
+        : '') +
+      '. User-space instructions ' +
       `(Ir) of the target process only, kernel excluded; k = thousands.`,
     '',
     markdownTable(

@@ -173,7 +173,7 @@ describe('RegistrationClient against a failing registry', () => {
   it('asks for no body on heartbeats (Prefer: return=minimal) and takes 204 or 200 alike', async () => {
     const seen: { method: string; url: string; prefer: string | undefined }[] = [];
     fake = createServer((req, res) => {
-      seen.push({ method: req.method!, url: req.url!, prefer: req.headers.prefer });
+      seen.push({ method: req.method!, url: req.url!, prefer: req.headers.prefer as string | undefined });
       req.resume();
       if (req.method === 'PUT') {
         res.writeHead(201, { 'content-type': 'application/json' });
