@@ -11,28 +11,9 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { exitWithParent, listenPort } from './peer.ts';
 
-/** A renewal's answer as the registration API writes it (docs/registry.md). */
-const BODY = JSON.stringify({
-  outcome: 'renewed',
-  instance: {
-    service: 'hb-0',
-    id: 'i-0',
-    address: '10.0.0.1',
-    port: 8080,
-    protocol: 'http',
-    zone: null,
-    version: null,
-    weight: 1,
-    metadata: {},
-    state: 'active',
-    ttlMs: 15000,
-    expiresAt: '2026-12-06T09:01:28.984Z',
-    lastHeartbeat: '2026-12-06T09:01:13.984Z',
-    registeredAt: '2026-12-06T09:01:13.697Z',
-    registeredVia: 'vm/25158',
-  },
-  heartbeatIntervalMs: 5000,
-});
+/** A renewal's answer as the registration API writes it without `prefer: return=minimal` (docs/registry.md). */
+const BODY =
+  '{"outcome":"renewed","instance":{"service":"hb-0","id":"i-0","address":"10.0.0.1","port":8080,"protocol":"http","zone":null,"version":null,"weight":1,"metadata":{},"state":"active","ttlMs":15000,"expiresAt":"2026-12-06T09:01:28.984Z","lastHeartbeat":"2026-12-06T09:01:13.984Z","registeredAt":"2026-12-06T09:01:13.697Z","registeredVia":"vm/25158"},"heartbeatIntervalMs":5000}';
 const LENGTH = Buffer.byteLength(BODY);
 
 function handle(req: IncomingMessage, res: ServerResponse): void {
