@@ -1,9 +1,10 @@
 /**
  * The connection between two sidecars, as the wire sees it: the inbound listener's accepted
  * sockets have TCP_NODELAY (Nagle's algorithm would hold a write behind an unacknowledged one
- * until the peer's delayed ACK, 40 ms or more), and its keep-alive suits the peers' pools (idle
- * connections are not closed and made again, each with a TLS handshake, while traffic goes on).
- * Real sidecars, registry and application; certificates made in the test.
+ * until the peer's delayed ACK, 40 ms or more), its keep-alive suits the peers' pools (idle
+ * connections are not closed and made again, each with a TLS handshake, while traffic goes on),
+ * and the outbound sidecar sends its peer no X-Forwarded-* headers the peer would drop. Real
+ * sidecars, registry and applications; certificates made in the test.
  */
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
@@ -100,5 +101,29 @@ describe('the hop between two sidecars', () => {
     } finally {
       await peer.close();
     }
+  });
+
+  it('sends the peer no X-Forwarded-* of its own; the peer sends its application its own', async () => {
+    const before = app.requests.length;
+    const res = await callThrough(web.gateway.address('outbound').port, 'api', '/headers', {
+      'x-forwarded-for': '203.0.113.9',
+      'x-forwarded-host': 'spoofed.example',
+    });
+    expect(res.status).toBe(200);
+    const onHop = arrived.at(-1)!;
+    expect(onHop.url).toBe('/headers');
+    expect(onHop.headers['x-forwarded-for']).toBeUndefined();
+    expect(onHop.headers['x-forwarded-proto']).toBeUndefined();
+    expect(onHop.headers['x-forwarded-host']).toBeUndefined();
+    // What the hop still carries: the Host, the request id and the trace context.
+    expect(onHop.headers.host).toBe('api');
+    expect(onHop.headers['x-request-id']).toBeTruthy();
+    expect(onHop.headers.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+    const seen = app.requests.slice(before);
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.headers['x-forwarded-for']).toBe('127.0.0.1');
+    expect(seen[0]!.headers['x-forwarded-proto']).toBe('https');
+    expect(seen[0]!.headers['x-forwarded-host']).toBe('api');
+    expect(seen[0]!.headers['x-forwarded-client-cert']).toContain(`URI=${meshId('web')}`);
   });
 });
