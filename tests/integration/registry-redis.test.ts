@@ -5,13 +5,12 @@
  * Redis never empties a replica's view; missed events are detected and repaired.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createRegistryProviderFactory } from '../../src/discovery/registry-provider.ts';
 import { REGISTRY_CHANNEL } from '../../src/registry/redis-scripts.ts';
 import { RegistryUnavailableError } from '../../src/registry/store.ts';
 import { countingSink, eventually, registration, VIA } from '../conformance/registry-store.ts';
-import { startRedis, type TestRedis } from '../helpers/redis.ts';
+import { monitorRedis, startRedis, type TestRedis } from '../helpers/redis.ts';
 import {
   metricOf,
   newPrefix,
@@ -114,12 +113,13 @@ describe('two replicas on one Redis', () => {
     await a.store.register(registration('payments', 'gone', TTL), VIA);
     await a.store.deregister('payments', 'gone');
     // The renew script is the one whose first argument is the gateway's name as JSON.
-    const scripts: string[][] = [];
-    const monitor = await new Redis(redis.url).monitor();
-    monitor.on('monitor', (_time: string, args: string[]) => {
-      if (args[0]?.toLowerCase().startsWith('eval') && args[9] === JSON.stringify('gateway-b'))
-        scripts.push(args.slice(13));
-    });
+    const monitor = await monitorRedis(redis.url);
+    const scripts = () =>
+      monitor.commands
+        .filter(
+          (args) => args[0]?.toLowerCase().startsWith('eval') && args[9] === JSON.stringify('gateway-b'),
+        )
+        .map((args) => args.slice(13));
     try {
       const before = new Map(keys.map((id) => [id, a.store.get('payments', id)!.expiresAt]));
       const renewed = await Promise.all(
@@ -132,10 +132,10 @@ describe('two replicas on one Redis', () => {
         expect(renewed[n]!.expiresAt).toBeGreaterThanOrEqual(before.get(id)!);
         expect(a.store.get('payments', id)?.lastHeartbeat).toBe(renewed[n]!.lastHeartbeat);
       }
-      await eventually(() => expect(scripts.length).toBe(1), 1000);
-      expect(scripts[0]).toEqual([...keys, 'gone'].map((id) => `payments/${id}`));
+      await eventually(() => expect(scripts()).toHaveLength(1), 1000);
+      expect(scripts()[0]).toEqual([...keys, 'gone'].map((id) => `payments/${id}`));
     } finally {
-      monitor.disconnect();
+      monitor.close();
     }
   });
 
