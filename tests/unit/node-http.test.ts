@@ -12,7 +12,9 @@ describe('node:http through require', () => {
     // A fresh process: what the gateway's static imports load, and nothing of vitest's.
     const script = `await import(${JSON.stringify(gateway)});
       process.stdout.write(JSON.stringify(process.moduleLoadList.filter((m) => m.includes('deps/undici'))));`;
-    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { timeout: 30_000 });
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], {
+      timeout: 30_000,
+    });
     expect(JSON.parse(stdout)).toEqual([]);
   }, 40_000);
 });
