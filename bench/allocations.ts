@@ -283,7 +283,9 @@ function report(rows: readonly Measured[], o: { rate: number; requests: number; 
         'heap used MB',
         'new space MB',
         'external MB',
-        'array buffers MB',
+        'after GC: RSS MB',
+        'heap used MB',
+        'external MB',
       ],
       rows.map((r) => [
         r.which,
