@@ -103,6 +103,8 @@ export class HttpListener {
   readonly server: Server;
   readonly pipeline: Pipeline;
   readonly #host: DataplaneHost;
+  /** Upgraded connections (WebSocket handshakes and tunnels), which the HTTP server no longer tracks. */
+  readonly #upgraded = new Set<Duplex>();
   #closed = false;
 
   constructor(config: ListenerConfig, host: DataplaneHost) {
@@ -122,6 +124,9 @@ export class HttpListener {
   };
 
   #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    // The HTTP server forgets a connection once it is upgraded: closeAllConnections would miss it.
+    this.#upgraded.add(socket);
+    socket.once('close', () => this.#upgraded.delete(socket));
     handleUpgrade(this.pipeline, req, socket, head);
   };
 
@@ -144,5 +149,6 @@ export class HttpListener {
   /** Cut whatever is still open (after the drain timeout). */
   destroyConnections(): void {
     this.server.closeAllConnections();
+    for (const socket of this.#upgraded) socket.destroy();
   }
 }
