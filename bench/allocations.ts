@@ -27,7 +27,7 @@ import { bytesBySite, type HeapProfileNode, largest, totalBytes } from './lib/he
 import { peregrineArgv } from './lib/launcher.ts';
 import { PacedLoad, pacedFailures } from './lib/paced.ts';
 import { peregrineConfigYaml } from './lib/peregrine-config.ts';
-import { installCleanup, type Managed, stopAll, waitForHttp } from './lib/proc.ts';
+import { installCleanup, type Managed, runMain, stopAll, waitForHttp } from './lib/proc.ts';
 import { readRssKiB } from './lib/rss.ts';
 import { fileStamp, fmtInt, fmtNum, markdownTable } from './lib/table.ts';
 import { startPeer, startPeregrine } from './lib/targets.ts';
@@ -355,11 +355,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  async (err: unknown) => {
-    log(`allocations failed: ${(err as Error).stack ?? String(err)}`);
-    await stopAll();
-    process.exit(1);
-  },
-);
+runMain('allocations', main);
