@@ -230,12 +230,15 @@ export class Pipeline implements TunnelObserver {
   readonly host: DataplaneHost;
   readonly telemetry: Telemetry;
   readonly mesh: MeshSide | undefined;
+  /** X-Forwarded-* sent upstream: not by an outbound sidecar to its mesh peers (headers.ts). */
+  readonly #forwarding: boolean;
 
   constructor(listener: ListenerInfo, host: DataplaneHost) {
     this.listener = listener;
     this.host = host;
     this.telemetry = host.telemetry;
     this.mesh = host.meshSide?.(listener.name);
+    this.#forwarding = this.mesh?.direction !== 'outbound';
     this.handle = this.handle.bind(this);
   }
 
@@ -498,6 +501,7 @@ export class Pipeline implements TunnelObserver {
       underscores: this.listener.underscores,
       clientCert: ctx.identity === undefined ? undefined : peerIdentityOf(req.socket)?.xfcc,
       strip: ctx.plan?.stripHeaders ?? undefined,
+      forwarding: this.#forwarding,
     });
     if (ctx.upstreamHeaders) for (const h of ctx.upstreamHeaders) headers.push(h);
 

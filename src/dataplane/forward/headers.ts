@@ -76,6 +76,12 @@ export interface OutboundRequestInfo {
   readonly strip?: ReadonlySet<string> | undefined;
   /** This connection's verified client certificate as an X-Forwarded-Client-Cert element (mTLS). */
   readonly clientCert?: string | undefined;
+  /**
+   * false: add no X-Forwarded-For, -Proto or -Host. An outbound sidecar's upstream is a mesh
+   * peer, which trusts no peer's forwarding headers and writes its own: sent, they would only be
+   * encrypted, parsed and dropped.
+   */
+  readonly forwarding?: boolean | undefined;
 }
 
 /** Names listed in a Connection header value, lower-cased; `close`/`keep-alive` included. */
@@ -173,9 +179,11 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], info: Outbou
 
   const host = info.upstreamHost ?? clientHost;
   if (host !== undefined) out.push('host', host);
-  out.push('x-forwarded-for', xff === undefined ? info.peerAddress : `${xff}, ${info.peerAddress}`);
-  if (!sawXfp) out.push('x-forwarded-proto', info.proto);
-  if (!sawXfh && clientHost !== undefined) out.push('x-forwarded-host', clientHost);
+  if (info.forwarding !== false) {
+    out.push('x-forwarded-for', xff === undefined ? info.peerAddress : `${xff}, ${info.peerAddress}`);
+    if (!sawXfp) out.push('x-forwarded-proto', info.proto);
+    if (!sawXfh && clientHost !== undefined) out.push('x-forwarded-host', clientHost);
+  }
   out.push('x-request-id', info.requestId);
   if (info.clientCert !== undefined)
     xfcc = xfcc === undefined ? info.clientCert : `${xfcc},${info.clientCert}`;
