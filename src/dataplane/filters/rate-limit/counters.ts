@@ -13,6 +13,7 @@ import {
 } from 'rate-limiter-flexible';
 import type { RedisConnection } from '../../../stores/redis.ts';
 import type { RateLimitStoreResult } from '../../../telemetry/metrics.ts';
+import { type Deadlined, DeadlineQueue } from './deadlines.ts';
 import type { Degradation, LimitConfig } from './schema.ts';
 
 /** What consume() needs of a limiter: rate-limiter-flexible's limiters and BurstyRateLimiter alike. */
@@ -122,6 +123,69 @@ export interface RedisCountersOptions {
 /** The outcome of one limit's Redis call: a result, or the store's failure. */
 type Answer = LimitResult | { readonly failed: unknown };
 
+/**
+ * One request's call to the store: every limit's answer, until all answered or the deadline
+ * passed (a later answer is not waited for; its count stays in Redis).
+ */
+class StoreCall<T> implements Deadlined {
+  readonly started: number;
+  readonly deadline: number;
+  settled = false;
+  readonly answers: (Answer | undefined)[];
+  #waiting: number;
+  readonly #owner: RedisCounters;
+  readonly #key: string;
+  readonly #cost: number;
+  readonly #then: (consumed: Consumed) => T;
+  readonly #resolve: (value: T | PromiseLike<T>) => void;
+  readonly #reject: (err: unknown) => void;
+
+  constructor(
+    owner: RedisCounters,
+    key: string,
+    cost: number,
+    then: (consumed: Consumed) => T,
+    resolve: (value: T | PromiseLike<T>) => void,
+    reject: (err: unknown) => void,
+    limits: number,
+    timeoutMs: number,
+  ) {
+    this.started = performance.now();
+    this.deadline = this.started + timeoutMs;
+    this.answers = limits === 1 ? [undefined] : new Array<Answer | undefined>(limits).fill(undefined);
+    this.#waiting = limits;
+    this.#owner = owner;
+    this.#key = key;
+    this.#cost = cost;
+    this.#then = then;
+    this.#resolve = resolve;
+    this.#reject = reject;
+  }
+
+  answer(i: number, a: Answer): void {
+    if (this.settled) return;
+    this.answers[i] = a;
+    if (--this.#waiting === 0) this.#finish(false);
+  }
+
+  expire(): void {
+    this.#finish(true);
+  }
+
+  #finish(timedOut: boolean): void {
+    this.settled = true;
+    const consumed = this.#owner.conclude(this.#key, this.#cost, this.answers, timedOut, this.started);
+    if (consumed instanceof Promise) consumed.then(this.#then).then(this.#resolve, this.#reject);
+    else {
+      try {
+        this.#resolve(this.#then(consumed));
+      } catch (err) {
+        this.#reject(err);
+      }
+    }
+  }
+}
+
 /** Counters in the shared Redis: one budget for every replica, as long as Redis answers in time. */
 export class RedisCounters implements Counters {
   readonly store = 'redis' as const;
@@ -130,6 +194,7 @@ export class RedisCounters implements Counters {
   readonly #timeoutMs: number;
   readonly #onError: Degradation;
   readonly #observer: StoreObserver;
+  readonly #deadlines = new DeadlineQueue<Deadlined>();
 
   constructor(opts: RedisCountersOptions) {
     const client = opts.redis.client;
@@ -161,62 +226,72 @@ export class RedisCounters implements Counters {
   }
 
   consume<T>(key: string, cost: number, then: (consumed: Consumed) => T): Promise<T> {
-    return this.#consume(key, cost).then(then);
+    return new Promise<T>((resolve, reject) => {
+      const limiters = this.#limiters;
+      const call = new StoreCall(this, key, cost, then, resolve, reject, limiters.length, this.#timeoutMs);
+      this.#deadlines.add(call, this.#timeoutMs);
+      for (let i = 0; i < limiters.length; i++) {
+        limiters[i]!.consume(key, cost).then(
+          (res) => this.#answered(call, i, { res, over: false }),
+          (err: unknown) =>
+            this.#answered(
+              call,
+              i,
+              err instanceof RateLimiterRes ? { res: err, over: true } : { failed: err },
+            ),
+        );
+      }
+    });
   }
 
-  async #consume(key: string, cost: number): Promise<Consumed> {
-    const started = performance.now();
-    const answers = await this.#ask(key, cost);
-    const seconds = (performance.now() - started) / 1000;
+  #answered<T>(call: StoreCall<T>, i: number, a: Answer): void {
+    call.answer(i, a);
+    if (call.settled) this.#deadlines.release();
+  }
+
+  /**
+   * What a store call came to: the answers, or for the limits that failed or did not answer in
+   * time, the degradation's. A Promise only when insurance limiters stand in.
+   */
+  conclude(
+    key: string,
+    cost: number,
+    answers: readonly (Answer | undefined)[],
+    timedOut: boolean,
+    started: number,
+  ): Consumed | Promise<Consumed> {
     let failures = 0;
-    let timedOut = false;
     for (const a of answers) {
-      if (a === undefined) timedOut = true;
-      else if ('failed' in a) {
+      if (a !== undefined && 'failed' in a) {
         failures++;
         this.#observer.storeFailed(a.failed);
       }
     }
+    const seconds = (performance.now() - started) / 1000;
     this.#observer.storeCall(timedOut ? 'timeout' : failures > 0 ? 'error' : 'ok', seconds);
     if (!timedOut && failures === 0) return { results: answers as LimitResult[], degraded: undefined };
     if (this.#onError === 'fail-closed') return { results: [], degraded: 'closed' };
     const insurance = this.#insurance;
-    const results: (LimitResult | undefined)[] = [];
+    if (insurance === undefined)
+      return {
+        results: answers.map((a) => (a !== undefined && !('failed' in a) ? a : undefined)),
+        degraded: 'open',
+      };
+    return this.#insure(key, cost, answers, insurance);
+  }
+
+  async #insure(
+    key: string,
+    cost: number,
+    answers: readonly (Answer | undefined)[],
+    insurance: readonly Limiter[],
+  ): Promise<Consumed> {
+    const results: LimitResult[] = [];
     for (let i = 0; i < answers.length; i++) {
       const a = answers[i];
       if (a !== undefined && !('failed' in a)) results.push(a);
-      else if (insurance === undefined) results.push(undefined);
       else results.push(await insurance[i]!.consume(key, cost).then(settledUnder, settledOver));
     }
-    return { results, degraded: insurance === undefined ? 'open' : 'insured' };
-  }
-
-  /** Every limit's answer, or undefined for those still unanswered when the timeout runs out. */
-  #ask(key: string, cost: number): Promise<(Answer | undefined)[]> {
-    const limiters = this.#limiters;
-    const answers: (Answer | undefined)[] = new Array(limiters.length).fill(undefined);
-    return new Promise((resolve) => {
-      let waiting = limiters.length;
-      // What came in by the deadline: a later answer is not waited for (its count stays in Redis).
-      const timer = setTimeout(() => {
-        waiting = -1;
-        resolve(answers.slice());
-      }, this.#timeoutMs);
-      const settle = (i: number, a: Answer) => {
-        if (waiting < 0) return;
-        answers[i] = a;
-        if (--waiting === 0) {
-          clearTimeout(timer);
-          resolve(answers);
-        }
-      };
-      limiters.forEach((l, i) => {
-        l.consume(key, cost).then(
-          (res) => settle(i, { res, over: false }),
-          (err: unknown) =>
-            settle(i, err instanceof RateLimiterRes ? { res: err, over: true } : { failed: err }),
-        );
-      });
-    });
+    return { results, degraded: 'insured' };
   }
 }
