@@ -5,16 +5,23 @@
  * time is decided by the policy's degradation: its insurance limiter (memory, the limit divided by
  * the expected replica count), nothing (fail-open), or a refusal (fail-closed).
  */
-import {
-  BurstyRateLimiter,
-  RateLimiterMemory,
-  RateLimiterRedis,
-  RateLimiterRes,
-} from 'rate-limiter-flexible';
+import { createRequire } from 'node:module';
+import type { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { RedisConnection } from '../../../stores/redis.ts';
 import type { RateLimitStoreResult } from '../../../telemetry/metrics.ts';
 import { type Deadlined, DeadlineQueue } from './deadlines.ts';
 import type { Degradation, LimitConfig } from './schema.ts';
+
+type Flexible = typeof import('rate-limiter-flexible');
+/**
+ * rate-limiter-flexible, loaded with the first policy's counters: a gateway without rate limits
+ * never holds it (about 1.4 MB of live heap, which every major GC would mark; bench/allocations.ts).
+ */
+let flexible: Flexible | undefined;
+function lib(): Flexible {
+  flexible ??= createRequire(import.meta.url)('rate-limiter-flexible') as Flexible;
+  return flexible;
+}
 
 /** What consume() needs of a limiter: rate-limiter-flexible's limiters and BurstyRateLimiter alike. */
 interface Limiter {
@@ -58,7 +65,7 @@ export interface Counters {
 }
 
 function settledOver(err: unknown): LimitResult {
-  if (err instanceof RateLimiterRes) return { res: err, over: true };
+  if (err instanceof lib().RateLimiterRes) return { res: err, over: true };
   throw err;
 }
 
@@ -71,7 +78,7 @@ function settledUnder(res: RateLimiterRes): LimitResult {
  * string concatenation (and its flattening for the lookup) per request.
  */
 function memoryLimiter(points: number, duration: number, blockDuration: number): RateLimiterMemory {
-  return new RateLimiterMemory({ points, duration, blockDuration, keyPrefix: '' });
+  return new (lib().RateLimiterMemory)({ points, duration, blockDuration, keyPrefix: '' });
 }
 
 /** Insurance and memory limits: a limit (and its burst) as memory limiters, `divisor` sharing it. */
@@ -79,7 +86,10 @@ function memoryLimit(limit: LimitConfig, divisor: number): Limiter {
   const share = (points: number) => Math.max(1, Math.floor(points / divisor));
   const main = memoryLimiter(share(limit.points), limit.duration, limit.blockDuration ?? 0);
   if (limit.burst === undefined) return main;
-  return new BurstyRateLimiter(main, memoryLimiter(share(limit.burst.points), limit.burst.duration, 0));
+  return new (lib().BurstyRateLimiter)(
+    main,
+    memoryLimiter(share(limit.burst.points), limit.burst.duration, 0),
+  );
 }
 
 /** The Redis key prefix of a limit: the policy and the window, so changing points keeps counting. */
@@ -199,7 +209,7 @@ export class RedisCounters implements Counters {
   constructor(opts: RedisCountersOptions) {
     const client = opts.redis.client;
     const redisLimiter = (points: number, duration: number, blockDuration: number, prefix: string) =>
-      new RateLimiterRedis({
+      new (lib().RateLimiterRedis)({
         storeClient: client,
         // ioredis, not node-redis; fail at once while the connection is down (no offline queue).
         useRedisPackage: false,
@@ -213,7 +223,7 @@ export class RedisCounters implements Counters {
       const prefix = limitPrefix(opts.policy, l);
       const main = redisLimiter(l.points, l.duration, l.blockDuration ?? 0, prefix);
       if (l.burst === undefined) return main;
-      return new BurstyRateLimiter(
+      return new (lib().BurstyRateLimiter)(
         main,
         redisLimiter(l.burst.points, l.burst.duration, 0, `${prefix}:burst`),
       );
@@ -237,7 +247,7 @@ export class RedisCounters implements Counters {
             this.#answered(
               call,
               i,
-              err instanceof RateLimiterRes ? { res: err, over: true } : { failed: err },
+              err instanceof lib().RateLimiterRes ? { res: err, over: true } : { failed: err },
             ),
         );
       }
