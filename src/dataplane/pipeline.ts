@@ -15,6 +15,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import { type Duplex, Transform, type TransformCallback } from 'node:stream';
+import { TraceFlags } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
 import { routeTableFor, type Snapshot } from '../control/snapshot.ts';
 import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
@@ -299,7 +300,9 @@ export class Pipeline implements TunnelObserver {
     const ctx = new RequestContext(req, res, this.host.currentSnapshot(), performance.now());
     ctx.pipeline = this;
     (res as ResponseWithContext)[kContext] = ctx;
-    res.once('close', onResponseClose);
+    // `on`, not `once`: 'close' comes once, finish() is idempotent, and `once` wraps the listener in
+    // a bound function and a state object per request.
+    res.on('close', onResponseClose);
     this.host.requestStarted();
     this.telemetry.metrics.requestStarted(this.listener.name);
 
@@ -314,10 +317,10 @@ export class Pipeline implements TunnelObserver {
     });
     ctx.span = span;
     if (ctx.identity !== undefined) span.setAttribute('peregrine.client.identity', ctx.identity);
-    const ids = this.telemetry.tracing.traceIds(span);
-    ctx.traceId = ids.traceId;
-    ctx.spanId = ids.spanId;
-    ctx.sampled = ids.sampled;
+    const sc = span.spanContext();
+    ctx.traceId = sc.traceId;
+    ctx.spanId = sc.spanId;
+    ctx.sampled = (sc.traceFlags & TraceFlags.SAMPLED) !== 0;
     return ctx;
   }
 

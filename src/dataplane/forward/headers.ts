@@ -85,13 +85,20 @@ export interface OutboundRequestInfo {
 }
 
 /** Names listed in a Connection header value, lower-cased; `close`/`keep-alive` included. */
-function connectionTokens(value: string): Set<string> {
-  const out = new Set<string>();
+function connectionTokens(value: string, out: Set<string> = new Set<string>()): Set<string> {
   for (const token of value.split(',')) {
     const t = token.trim().toLowerCase();
     if (t) out.add(t);
   }
   return out;
+}
+
+/**
+ * `Connection: keep-alive`, what most HTTP/1.1 clients send: it names only Keep-Alive, which is
+ * dropped anyway, so it needs no set of names (two Sets and a split, ~250 bytes a request).
+ */
+function onlyKeepAlive(value: string): boolean {
+  return value.length === 10 && (value === 'keep-alive' || value.toLowerCase() === 'keep-alive');
 }
 
 /**
@@ -134,11 +141,9 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], info: Outbou
     switch (rule) {
       case DROP:
         break;
-      case CONNECTION: {
-        named ??= new Set();
-        for (const t of connectionTokens(value)) named.add(t);
+      case CONNECTION:
+        if (!onlyKeepAlive(value)) named = connectionTokens(value, named);
         break;
-      }
       case HOP_TE:
         if (value.trim().toLowerCase() === 'trailers') out.push(name, value);
         break;

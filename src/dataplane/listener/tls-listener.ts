@@ -11,7 +11,7 @@
  * become anonymous. The identity of a verified peer is computed once per connection and cached on
  * the socket (peer-identity.ts).
  */
-import { type ServerOptions as HttpServerOptions, type IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerOptions as HttpServerOptions, IncomingMessage } from 'node:http';
 import {
   createSecureServer,
   type Http2SecureServer,
@@ -25,6 +25,7 @@ import type { Duplex } from 'node:stream';
 import type { SecureContext, TLSSocket } from 'node:tls';
 import type { ListenerConfig } from '../../config/schema.ts';
 import { GatewayError } from '../../errors.ts';
+import { ServerResponse } from '../../node-http.ts';
 import { type ListenerCertificateStatus, ListenerCertificates } from '../../tls/listener-certificates.ts';
 import { attachPeerIdentity, kPeerIdentity } from '../../tls/peer-identity.ts';
 import { handshakeFailureReason, isClientCertReason, verifyErrorReason } from '../../tls/reasons.ts';
