@@ -272,3 +272,49 @@ describe('WebSocket upgrades are traced like requests', () => {
     expect(server.attributes['error.type']).toBe('UPSTREAM_CONNECT_FAILED');
   });
 });
+
+describe('WebSocket tunnels on shutdown', () => {
+  const closed = (ws: Handshake['ws']) =>
+    ws.readyState === ws.CLOSED ? Promise.resolve() : new Promise<void>((r) => ws.once('close', () => r()));
+  const drainTimedOut = (gw: TestGateway) =>
+    gw.logs.lines().some((l) => l.msg === 'drain timeout reached; closing remaining connections');
+
+  it('a drain waits for an open tunnel, which keeps carrying messages, and cuts it at the drain timeout', async () => {
+    const up = await wsUpstream();
+    cleanup.push(() => up.close());
+    const gw = await gatewayFor({ endpoints: [up.url] });
+    const h = handshake(gw);
+    await opened(h);
+
+    let stopped = false;
+    const stopping = gw.gateway.shutdown(800).then(() => {
+      stopped = true;
+    });
+    const reply = new Promise<string>((r) => h.ws.once('message', (m) => r(m.toString())));
+    h.ws.send('still there');
+    expect(await reply).toBe('echo:still there');
+    expect(stopped).toBe(false);
+
+    await stopping;
+    expect(drainTimedOut(gw)).toBe(true);
+    await closed(h.ws);
+    await waitFor(() => up.sockets.length === 1 && up.sockets[0]!.readyState === up.sockets[0]!.CLOSED);
+  });
+
+  it('a tunnel its client closes during the drain lets the shutdown finish without waiting for the timeout', async () => {
+    const up = await wsUpstream();
+    cleanup.push(() => up.close());
+    const gw = await gatewayFor({ endpoints: [up.url] });
+    const h = handshake(gw);
+    await opened(h);
+
+    const stopping = gw.gateway.shutdown(60_000);
+    const reply = new Promise<string>((r) => h.ws.once('message', (m) => r(m.toString())));
+    h.ws.send('bye');
+    expect(await reply).toBe('echo:bye');
+    h.ws.close();
+    await stopping;
+    expect(drainTimedOut(gw)).toBe(false);
+    expect(gw.logs.lines().some((l) => l.msg === 'stopped')).toBe(true);
+  });
+});

@@ -29,8 +29,17 @@ export function isWebSocketUpgrade(req: IncomingMessage): boolean {
   return typeof upgrade === 'string' && upgrade.toLowerCase() === 'websocket' && req.method === 'GET';
 }
 
-/** The `upgrade` listener of a listener's HTTP server. */
+/**
+ * The `upgrade` listener of a listener's HTTP server. An upgraded connection counts as in flight
+ * until it closes, so a drain waits for its tunnel (up to the drain timeout, when the listener cuts
+ * it) as it waits for a request.
+ */
 export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  if (!socket.destroyed) {
+    const host = pipeline.host;
+    host.requestStarted();
+    socket.once('close', () => host.requestFinished());
+  }
   pipeline.upgrade(req, socket, head);
 }
 

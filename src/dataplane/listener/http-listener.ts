@@ -102,6 +102,8 @@ export class HttpListener {
   readonly server: Server;
   readonly pipeline: Pipeline;
   readonly #host: DataplaneHost;
+  /** Upgraded connections (WebSocket handshakes and tunnels), which the HTTP server no longer tracks. */
+  readonly #upgraded = new Set<Duplex>();
   #closed = false;
 
   constructor(config: ListenerConfig, host: DataplaneHost) {
@@ -121,6 +123,9 @@ export class HttpListener {
   };
 
   #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    // The HTTP server forgets a connection once it is upgraded: closeAllConnections would miss it.
+    this.#upgraded.add(socket);
+    socket.once('close', () => this.#upgraded.delete(socket));
     handleUpgrade(this.pipeline, req, socket, head);
   };
 
@@ -143,5 +148,6 @@ export class HttpListener {
   /** Cut whatever is still open (after the drain timeout). */
   destroyConnections(): void {
     this.server.closeAllConnections();
+    for (const socket of this.#upgraded) socket.destroy();
   }
 }
