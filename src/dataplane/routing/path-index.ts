@@ -64,9 +64,12 @@ export function anchorKey(anchor: string): number {
   return h & KEY_MASK;
 }
 
-/** The first slot a key probes: FNV's low bits alone cluster, so fold the high ones in. */
-function home(key: number, mask: number): number {
-  return (key ^ (key >>> 13)) & mask;
+/**
+ * The first slot a key probes, of 2^(32 - shift): Fibonacci hashing, which spreads all of the
+ * key's bits over the slot number (FNV's low bits alone cluster in a small table).
+ */
+function home(key: number, shift: number): number {
+  return Math.imul(key, 0x9e3779b1) >>> shift;
 }
 
 export class PathIndex<R extends Anchored> {
@@ -80,6 +83,7 @@ export class PathIndex<R extends Anchored> {
    */
   readonly #slots: Int32Array;
   readonly #mask: number;
+  readonly #shift: number;
   /** ListStore.anchors, by list id. */
   readonly #anchors: readonly string[];
   readonly #longestAnchor: number;
@@ -106,16 +110,18 @@ export class PathIndex<R extends Anchored> {
         continued.add(anchor.slice(0, j));
     let entries = groups.size;
     for (const prefix of continued) if (!groups.has(prefix)) entries++;
-    let slotCount = 0;
+    let bits = 0;
     if (entries > 0) {
-      slotCount = 4;
-      while (slotCount < 2 * entries) slotCount *= 2;
+      bits = 2;
+      while (1 << bits < 2 * entries) bits++;
     }
+    const slotCount = bits === 0 ? 0 : 1 << bits;
     const slots = slotCount === 0 ? NO_SLOTS : new Int32Array(2 * slotCount);
     const mask = slotCount - 1;
+    const shift = 32 - bits;
     const put = (text: string, value: number) => {
       const key = anchorKey(text);
-      let s = home(key, mask);
+      let s = home(key, shift);
       while (slots[2 * s + 1] !== 0) s = (s + 1) & mask;
       slots[2 * s] = key;
       slots[2 * s + 1] = value;
@@ -125,6 +131,7 @@ export class PathIndex<R extends Anchored> {
     for (const prefix of continued) if (!groups.has(prefix)) put(prefix, DEEPER);
     this.#slots = slots;
     this.#mask = mask;
+    this.#shift = shift;
     this.#anchors = store.anchors;
     this.#longestAnchor = longest;
     this.#size = routes.length;
@@ -151,6 +158,7 @@ export class PathIndex<R extends Anchored> {
     const slots = this.#slots;
     if (slots.length === 0) return n;
     const mask = this.#mask;
+    const shift = this.#shift;
     const anchors = this.#anchors;
     const len = path.length;
     const limit = Math.min(len, this.#longestAnchor);
@@ -164,7 +172,7 @@ export class PathIndex<R extends Anchored> {
         // Whether a longer anchor may start with this prefix: its own slot says so exactly; a
         // slot of another string with the same key may only make the pass go on for nothing.
         let deeper = false;
-        for (let s = home(key, mask); ; s = (s + 1) & mask) {
+        for (let s = home(key, shift); ; s = (s + 1) & mask) {
           const value = slots[2 * s + 1]!;
           if (value === 0) break;
           if (slots[2 * s] !== key) continue;
