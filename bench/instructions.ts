@@ -97,6 +97,7 @@ interface Measured {
   ir: number;
   compiler: number;
   gc: number;
+  scavenge: number;
   kept: string;
   seconds: number;
   note?: string;
@@ -360,6 +361,7 @@ async function measure(
       ir: ir / requests,
       compiler: cost.compiler / requests,
       gc: cost.gc / requests,
+      scavenge: cost.scavenge / requests,
       kept,
       seconds,
       note,
@@ -401,6 +403,7 @@ function report(
         `× ${REFERENCE}`,
         'compiler k/req',
         'gc k/req',
+        'of it scavenges',
         'k excl. compiler',
         '× excl.',
         'k excl. compiler, gc',
@@ -412,19 +415,22 @@ function report(
         ref ? fmtNum(r.ir / ref.ir, 2) : 'n/a',
         k(r.compiler),
         k(r.gc),
+        k(r.scavenge),
         k(r.ir - r.compiler),
         ref ? fmtNum((r.ir - r.compiler) / (ref.ir - ref.compiler), 2) : 'n/a',
         k(r.ir - r.compiler - r.gc),
         ref ? fmtNum((r.ir - r.compiler - r.gc) / (ref.ir - ref.compiler - ref.gc), 2) : 'n/a',
       ]),
-      ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
+      ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
     ),
     '',
     "A compilation by V8's optimising compilers that happens to land in the counted window adds " +
       'several k/req to a run (one ~45 M-instruction compilation is 9k/req over 5000 requests); the ' +
       '"excl. compiler" columns leave it out and repeat better. The gc column is lumpy: the window ' +
       'holds only a few scavenges and mark-compacts, and V8 sizes its heap by wall-clock speed, which ' +
-      'valgrind slows ~50×; the last two columns leave GC out as well (the code a request runs).',
+      'valgrind slows ~50×; "of it scavenges" is the young generation\'s share (allocation), the rest ' +
+      'mostly major GC, which costs by the live heap; the last two columns leave GC out as well (the ' +
+      'code a request runs).',
     '',
     ...rows.filter((r) => r.note).map((r) => `- ${r.which}: ${r.note}`),
     ...failed.map((f) => `- failed: ${f}`),

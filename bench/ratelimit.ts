@@ -10,7 +10,8 @@
  *   tolerance), tolerance 0 within a window.
  *
  * About 5 minutes on a quiet machine. Environment: BENCH_GROUPS (throughput,latency,accuracy),
- * BENCH_RL_RATE (1000 req/s), BENCH_RL_DURATION (15 s), BENCH_RL_CONNECTIONS (16),
+ * BENCH_RL_RATE (1000 req/s), BENCH_RL_DURATION (20 s), BENCH_RL_CONNECTIONS (16),
+ * BENCH_RL_REDIS_CPU (target: pinned, redis-server runs on the gateway's CPU; rest: with the bench),
  * BENCH_ACC_POINTS (100), BENCH_ACC_WINDOW (2 s), BENCH_ACC_TRIALS (10); and bench/run.ts's
  * BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_ROUNDS, BENCH_PIN, BENCH_QUIET_WAIT,
  * BENCH_RETRIES, BENCH_PEREGRINE_DIR, BENCH_KEEP_TMP. Needs wrk (else autocannon) and redis-server.

@@ -18,6 +18,11 @@ export interface CategoryCosts {
   total: number;
   compiler: number;
   gc: number;
+  /**
+   * The part of `gc` in the young generation's collector (the Scavenger): what allocation costs.
+   * The rest is mostly major GC (marking, sweeping), which costs by the size of the live heap.
+   */
+  scavenge: number;
 }
 
 /**
@@ -96,6 +101,7 @@ function matching(s: string, open: number): number {
 
 const COMPILER = [/v8::internal::compiler::/, /maglev/i, /turboshaft/i];
 const GC = [/Heap/, /Scaveng/, /MarkCompact/, /heap::/, /Sweeper/, /Marking/, /Evacuat/, /GCTracer/];
+const SCAVENGER = /Scaveng/;
 
 /** Which category a symbol's self cost counts to: V8's optimising compilers, the GC, or none. */
 export function categorise(symbol: string): CostCategory | undefined {
@@ -108,11 +114,12 @@ export function categorise(symbol: string): CostCategory | undefined {
 
 /** Sum the self costs of `callgrind_annotate --threshold=100 --auto=no` output by category. */
 export function costByCategory(annotateOutput: string): CategoryCosts {
-  const out: CategoryCosts = { total: 0, compiler: 0, gc: 0 };
+  const out: CategoryCosts = { total: 0, compiler: 0, gc: 0, scavenge: 0 };
   for (const f of parseAnnotate(annotateOutput)) {
     out.total += f.ir;
     const category = categorise(f.symbol);
     if (category) out[category] += f.ir;
+    if (category === 'gc' && SCAVENGER.test(qualifiedName(f.symbol))) out.scavenge += f.ir;
   }
   return out;
 }

@@ -81,7 +81,7 @@ export async function runFeatureBench(o: {
   if (settings.pinned)
     out.push(
       `CPU pinning (BENCH_PIN=1): the gateways on CPU ${settings.pinned.target}; the bench, load generators, ` +
-        `upstreams and Redis on CPU ${settings.pinned.rest}.`,
+        `upstreams and Redis on CPU ${settings.pinned.rest}, unless a section says otherwise.`,
     );
   for (const s of sections) {
     out.push('', `### ${s.title}`, '');

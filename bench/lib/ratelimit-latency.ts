@@ -7,11 +7,20 @@
  * alike, where back-to-back runs of a minute each drift apart; an idle target costs next to
  * nothing while another is loaded. Goal (issue 15): the Redis limiter adds at most 1 ms to the
  * p99.
+ *
+ * Pinned (BENCH_PIN=1), the Redis limiter's redis-server runs on the target's CPU with its gateway
+ * (BENCH_RL_REDIS_CPU=target, the default), not on the other CPU with the bench, its load and the
+ * upstream (`rest`, as the throughput group has it): Redis is part of what is measured, the load
+ * generator is not. On the bench's side it answered each command only when the load generator's
+ * event loop let go of that CPU, so the Redis limiter's latency included the load generator's
+ * scheduling, which no deployment has, while Redis's own CPU went uncharged. On the target's CPU
+ * the measuring side does the same work for all three gateways, and the Redis limiter's
+ * extra cost (gateway and Redis) lands where it is measured; Redis's CPU per request is reported.
  */
 import type { Group } from './feature-bench.ts';
 import { goal, info } from './goals.ts';
 import { pacedTurns, turnsFromEnv } from './paced-turns.ts';
-import { pinTarget } from './pin.ts';
+import { type PinPlan, pinTarget } from './pin.ts';
 import { added, type LatencySummary, summariseLatencies } from './stats.ts';
 import { fmtInt, fmtMs, fmtNum, markdownTable } from './table.ts';
 import { type RunningTarget, TARGETS, type TargetId } from './targets.ts';
@@ -28,9 +37,29 @@ export interface LatencyRow {
   latency: LatencySummary | undefined;
   requests: number;
   cpuUsPerReq: number;
+  /** CPU µs per request of the processes the target brought along (its redis-server). */
+  companionCpuUsPerReq?: number;
   /** Answers other than 2xx, and requests without an answer. */
   failed: number;
   skipped?: string;
+}
+
+/** Where the Redis limiter's redis-server runs when pinned: BENCH_RL_REDIS_CPU, `target` (default) or `rest`. */
+export function redisCpuFromEnv(env: NodeJS.ProcessEnv = process.env): 'target' | 'rest' {
+  const raw = env.BENCH_RL_REDIS_CPU ?? 'target';
+  if (raw !== 'target' && raw !== 'rest')
+    throw new Error(`BENCH_RL_REDIS_CPU must be target or rest, not ${JSON.stringify(raw)}`);
+  return raw;
+}
+
+/** Pin a target and, with `redisCpu: target`, the processes it brought along, to the target CPU. */
+export function pinContestant(
+  pin: PinPlan,
+  running: Pick<RunningTarget, 'pid' | 'companions'>,
+  redisCpu: 'target' | 'rest',
+): void {
+  pinTarget(pin, running.pid);
+  if (redisCpu === 'target') for (const pid of running.companions ?? []) pinTarget(pin, pid);
 }
 
 export const latencyGroup: Group = {
@@ -39,6 +68,7 @@ export const latencyGroup: Group = {
   async run({ ctx, settings }) {
     const turnSettings = turnsFromEnv('BENCH_RL');
     const { rate, durationS, sliceS, connections } = turnSettings;
+    const redisCpu = redisCpuFromEnv();
     const rows: LatencyRow[] = [];
     const running: { id: TargetId; running: RunningTarget }[] = [];
     let foreignPct: number | undefined;
@@ -58,19 +88,16 @@ export const latencyGroup: Group = {
         }
         const r = await t.start(ctx);
         running.push({ id: t.id, running: r });
-        if (ctx.pin) pinTarget(ctx.pin, r.pid);
+        if (ctx.pin) pinContestant(ctx.pin, r, redisCpu);
       }
       const turns = await pacedTurns(
-        running.map(({ id, running: r }) => ({ id, url: r.url, pids: [r.pid] })),
+        // The gateway first: cpuMs[0] is its CPU, the rest its companions'.
+        running.map(({ id, running: r }) => ({ id, url: r.url, pids: [r.pid, ...(r.companions ?? [])] })),
         {
           ...turnSettings,
           warmupS: settings.warmupS,
           quietWaitS: settings.quietWaitS,
-          shared: [
-            ctx.upstream.proc.pid,
-            ctx.otlp.proc.pid,
-            ...running.flatMap(({ running: r }) => r.companions ?? []),
-          ],
+          shared: [ctx.upstream.proc.pid, ctx.otlp.proc.pid],
         },
       );
       foreignPct = turns.foreignPct;
@@ -80,6 +107,12 @@ export const latencyGroup: Group = {
           latency: summariseLatencies(t.latenciesMs),
           requests: t.latenciesMs.length,
           cpuUsPerReq: (t.cpuMs[0]! * 1000) / Math.max(1, t.latenciesMs.length),
+          ...(t.cpuMs.length > 1
+            ? {
+                companionCpuUsPerReq:
+                  (t.cpuMs.slice(1).reduce((a, b) => a + b, 0) * 1000) / Math.max(1, t.latenciesMs.length),
+              }
+            : {}),
           failed: t.failed,
         });
       }
@@ -92,7 +125,7 @@ export const latencyGroup: Group = {
     const mem = by('peregrine-ratelimit');
     const red = by('peregrine-ratelimit-redis');
     const table = markdownTable(
-      ['target', 'answers', 'p50 ms', 'p99 ms', 'max ms', 'CPU µs/req', 'failed'],
+      ['target', 'answers', 'p50 ms', 'p99 ms', 'max ms', 'CPU µs/req', 'Redis CPU µs/req', 'failed'],
       rows.map((r) =>
         r.skipped
           ? [r.target, r.skipped]
@@ -103,10 +136,11 @@ export const latencyGroup: Group = {
               fmtMs(r.latency?.p99),
               fmtMs(r.latency?.max),
               fmtNum(r.cpuUsPerReq, 1),
+              r.companionCpuUsPerReq === undefined ? '' : fmtNum(r.companionCpuUsPerReq, 1),
               fmtInt(r.failed),
             ],
       ),
-      ['left', ...Array(6).fill('right')],
+      ['left', ...Array(7).fill('right')],
     );
     const checks = [
       goal(
@@ -134,13 +168,20 @@ export const latencyGroup: Group = {
         'ratio',
       ),
       info(
+        'CPU per request at the fixed rate, gateway and its Redis / memory limiter',
+        red && mem && red.companionCpuUsPerReq !== undefined
+          ? (red.cpuUsPerReq + red.companionCpuUsPerReq) / mem.cpuUsPerReq
+          : undefined,
+        'ratio',
+      ),
+      info(
         'gateway CPU per request at the fixed rate: memory limiter / passthrough',
         mem && pass ? mem.cpuUsPerReq / pass.cpuUsPerReq : undefined,
         'ratio',
       ),
     ];
     const notes = [
-      `Latency: the three gateways ran together and took turns: ${sliceS} s slices at ${fmtInt(rate)} req/s (BENCH_RL_RATE) each, until each had ${durationS} s, after ${settings.warmupS} s of warmup each; sent open-loop over up to ${connections} keep-alive connections from the bench process; latency from sending to the end of the body. The limit is never reached (every request is counted, none refused). Latencies include the bench's own event loop. Other processes used ${fmtNum(foreignPct, 0)}% of a core meanwhile. An "added" value below 0 is noise.`,
+      `Latency: the three gateways ran together and took turns: ${sliceS} s slices at ${fmtInt(rate)} req/s (BENCH_RL_RATE) each, until each had ${durationS} s, after ${settings.warmupS} s of warmup each; sent open-loop over up to ${connections} keep-alive connections from the bench process; latency from sending to the end of the body. The limit is never reached (every request is counted, none refused). Latencies include the bench's own event loop. ${ctx.pin ? (redisCpu === 'target' ? "Redis ran on the target CPU with its gateway (BENCH_RL_REDIS_CPU=target); CPU µs/req is the gateway's, Redis CPU µs/req its redis-server's. " : 'Redis ran on the other CPU with the bench, its load and the upstream (BENCH_RL_REDIS_CPU=rest). ') : ''}Other processes used ${fmtNum(foreignPct, 0)}% of a core meanwhile. An "added" value below 0 is noise.`,
     ];
     for (const r of rows)
       if (r.failed > 0)

@@ -15,6 +15,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import { type Duplex, Transform, type TransformCallback } from 'node:stream';
+import { TraceFlags } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
 import { routeTableFor, type Snapshot } from '../control/snapshot.ts';
 import { asGatewayError, type ErrorCode, GatewayError } from '../errors.ts';
@@ -230,12 +231,15 @@ export class Pipeline implements TunnelObserver {
   readonly host: DataplaneHost;
   readonly telemetry: Telemetry;
   readonly mesh: MeshSide | undefined;
+  /** X-Forwarded-* sent upstream: not by an outbound sidecar to its mesh peers (headers.ts). */
+  readonly #forwarding: boolean;
 
   constructor(listener: ListenerInfo, host: DataplaneHost) {
     this.listener = listener;
     this.host = host;
     this.telemetry = host.telemetry;
     this.mesh = host.meshSide?.(listener.name);
+    this.#forwarding = this.mesh?.direction !== 'outbound';
     this.handle = this.handle.bind(this);
   }
 
@@ -296,7 +300,9 @@ export class Pipeline implements TunnelObserver {
     const ctx = new RequestContext(req, res, this.host.currentSnapshot(), performance.now());
     ctx.pipeline = this;
     (res as ResponseWithContext)[kContext] = ctx;
-    res.once('close', onResponseClose);
+    // `on`, not `once`: 'close' comes once, finish() is idempotent, and `once` wraps the listener in
+    // a bound function and a state object per request.
+    res.on('close', onResponseClose);
     this.host.requestStarted();
     this.telemetry.metrics.requestStarted(this.listener.name);
 
@@ -311,10 +317,10 @@ export class Pipeline implements TunnelObserver {
     });
     ctx.span = span;
     if (ctx.identity !== undefined) span.setAttribute('peregrine.client.identity', ctx.identity);
-    const ids = this.telemetry.tracing.traceIds(span);
-    ctx.traceId = ids.traceId;
-    ctx.spanId = ids.spanId;
-    ctx.sampled = ids.sampled;
+    const sc = span.spanContext();
+    ctx.traceId = sc.traceId;
+    ctx.spanId = sc.spanId;
+    ctx.sampled = (sc.traceFlags & TraceFlags.SAMPLED) !== 0;
     return ctx;
   }
 
@@ -498,6 +504,7 @@ export class Pipeline implements TunnelObserver {
       underscores: this.listener.underscores,
       clientCert: ctx.identity === undefined ? undefined : peerIdentityOf(req.socket)?.xfcc,
       strip: ctx.plan?.stripHeaders ?? undefined,
+      forwarding: this.#forwarding,
     });
     if (ctx.upstreamHeaders) for (const h of ctx.upstreamHeaders) headers.push(h);
 

@@ -1,6 +1,6 @@
-import { type ServerResponse, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERROR_CODES, type ErrorCode, GatewayError, toProblem } from '../errors.ts';
+import { type ServerResponse, STATUS_CODES } from '../node-http.ts';
 
 /** Default response header naming the local decision behind a gateway-generated response. */
 export const REASON_HEADER = 'x-peregrine-reason';

@@ -100,6 +100,7 @@ export function deriveSidecar(sidecar: SidecarConfig, schemas: Schemas): Derived
         name: INBOUND,
         address: inbound.address,
         tls: { cert: identity.cert, key: identity.key, clientAuth: 'required', clientCa: identity.ca, watch },
+        limits: { keepAliveTimeout: inbound.keepAliveTimeout },
       }),
     );
     const parsed = schemas.upstream.parse({ endpoints: [inbound.app], ...INBOUND_POLICY }) as Record<
@@ -151,9 +152,9 @@ export function deriveSidecar(sidecar: SidecarConfig, schemas: Schemas): Derived
 
 /**
  * What of a sidecar section takes effect only at start: the service and its registration, the
- * identity files' paths, the listeners' addresses, the readiness check, the metric bounds. (The
- * application's origin, the allow-lists, the destinations and their policies reload; a new
- * destination is followed in the registry from then on.)
+ * identity files' paths, the listeners' addresses and the inbound one's keep-alive, the readiness
+ * check, the metric bounds. (The application's origin, the allow-lists, the destinations and
+ * their policies reload; a new destination is followed in the registry from then on.)
  */
 export function staticSidecarPart(sidecar: SidecarConfig | undefined): unknown {
   if (sidecar === undefined) return undefined;
@@ -165,7 +166,11 @@ export function staticSidecarPart(sidecar: SidecarConfig | undefined): unknown {
     inbound:
       sidecar.inbound === undefined
         ? undefined
-        : { address: sidecar.inbound.address, readiness: sidecar.inbound.readiness },
+        : {
+            address: sidecar.inbound.address,
+            readiness: sidecar.inbound.readiness,
+            keepAliveTimeout: sidecar.inbound.keepAliveTimeout,
+          },
     outbound: { address: sidecar.outbound.address },
   };
 }

@@ -122,6 +122,13 @@ export const SidecarInboundSchema = z.strictObject({
   address: address.default('0.0.0.0:15006'),
   /** The local application, on loopback. */
   app: appUrl,
+  /**
+   * How long an idle connection from a mesh peer stays open. Peers are other sidecars' pools,
+   * which keep a connection until 2 s before this (the Keep-Alive hint): long, so that a pool's
+   * less busy connections are not closed and made again, each time with a TLS handshake, while
+   * the traffic goes on (the edge listener's 5 s suits clients on the internet, not pools).
+   */
+  keepAliveTimeout: duration('60s'),
   /** The application's readiness: the sidecar registers only once it answers 2xx. */
   readiness: z
     .strictObject({

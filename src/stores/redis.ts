@@ -15,12 +15,23 @@
  * connection): `subscriber()` makes one on first use, with the same settings, health and metrics
  * under `connection="subscriber"`.
  */
-import { Redis, type RedisOptions } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { RedisConnectionName, RedisErrorKind, RedisMetrics, RedisState } from '../telemetry/metrics.ts';
 import type { RedisConfig } from './schema.ts';
 
 export type { RedisState } from '../telemetry/metrics.ts';
+
+/**
+ * ioredis, loaded when the first connection is made: a gateway without `redis` in its config
+ * never holds it (about 2.5 MB of live heap, which every major GC would mark; bench/allocations.ts).
+ */
+let ioredis: typeof import('ioredis') | undefined;
+function loadIoredis(): typeof import('ioredis') {
+  ioredis ??= createRequire(import.meta.url)('ioredis') as typeof import('ioredis');
+  return ioredis;
+}
 
 export interface RedisHealth {
   readonly connection: RedisConnectionName;
@@ -97,7 +108,7 @@ export class RedisConnection {
       lazyConnect: true,
       retryStrategy: (times) => reconnectDelay(times, initialDelay, maxDelay),
     };
-    this.client = new Redis(config.url, options);
+    this.client = new (loadIoredis().Redis)(config.url, options);
     deps.metrics.addConnection(name);
     this.client.on('ready', this.#onReady);
     this.client.on('error', this.#onError);

@@ -1741,6 +1741,9 @@ export type RateLimitOutcome = (typeof RATE_LIMIT_OUTCOMES)[number];
 /** How a call to the shared store ended: a reply, no reply within the policy's timeout, a failure. */
 export const RATE_LIMIT_STORE_RESULTS = ['ok', 'timeout', 'error'] as const;
 export type RateLimitStoreResult = (typeof RATE_LIMIT_STORE_RESULTS)[number];
+const RATE_LIMIT_STORE_RESULT_INDEX = Object.fromEntries(
+  RATE_LIMIT_STORE_RESULTS.map((r, i) => [r, i]),
+) as Record<RateLimitStoreResult, number>;
 
 /** Store latency buckets: the per-call timeout defaults to 50 ms, and a healthy local Redis answers in well under 1 ms. */
 const RATE_LIMIT_STORE_BUCKETS = [
@@ -1749,10 +1752,12 @@ const RATE_LIMIT_STORE_BUCKETS = [
 
 export class RateLimitMetrics {
   readonly decisions: CellMetric;
-  readonly storeDuration: Histogram<'policy' | 'result'>;
+  readonly storeDuration: CellHistogram;
   readonly insuranceActivations: Counter<'policy'>;
   readonly degraded: Gauge<'policy'>;
   readonly #cells = new Map<string, readonly ScalarCell[]>();
+  /** Per Redis-backed policy, a series per store result, made on its first observation. */
+  readonly #storeCells = new Map<string, (HistogramCell | undefined)[]>();
 
   constructor(registry: Registry<RegistryContentType>) {
     const registers = [registry as Registry];
@@ -1762,12 +1767,14 @@ export class RateLimitMetrics {
       labelNames: ['policy', 'outcome'],
       registry,
     });
-    this.storeDuration = new Histogram({
+    // Observed on every counted request: cells, not prom-client's label hashing per observation.
+    this.storeDuration = new CellHistogram({
       name: 'peregrine_ratelimit_store_duration_seconds',
       help: "Time a Redis-backed policy waited for its store per request (all its limits at once), by policy and result (ok, timeout: the policy's per-call timeout ran out, error).",
       labelNames: ['policy', 'result'],
       buckets: RATE_LIMIT_STORE_BUCKETS,
-      registers,
+      exemplars: false,
+      registry,
     });
     this.insuranceActivations = new Counter({
       name: 'peregrine_ratelimit_insurance_activations_total',
@@ -1803,7 +1810,18 @@ export class RateLimitMetrics {
   }
 
   observeStore(policy: string, result: RateLimitStoreResult, seconds: number): void {
-    this.storeDuration.observe({ policy, result }, seconds);
+    let cells = this.#storeCells.get(policy);
+    if (cells === undefined) {
+      cells = RATE_LIMIT_STORE_RESULTS.map(() => undefined);
+      this.#storeCells.set(policy, cells);
+    }
+    const i = RATE_LIMIT_STORE_RESULT_INDEX[result];
+    let cell = cells[i];
+    if (cell === undefined) {
+      cell = this.storeDuration.cell({ policy, result });
+      cells[i] = cell;
+    }
+    this.storeDuration.observe(cell, seconds, undefined);
   }
 
   setDegraded(policy: string, degraded: boolean): void {

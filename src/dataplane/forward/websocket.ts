@@ -7,12 +7,12 @@
  */
 
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
-import { ServerResponse, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { GatewayError } from '../../errors.ts';
+import { ServerResponse, STATUS_CODES } from '../../node-http.ts';
 import type { WebSocketOutcome } from '../../telemetry/metrics.ts';
 import { endClientSpan } from '../../telemetry/tracing.ts';
 import type { RequestContext } from '../context.ts';

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../../config/schema.ts';
 import { ERROR_CODES, type ErrorCode } from '../../errors.ts';
+import { createServer } from '../../node-http.ts';
 import { accessRecord } from '../../telemetry/access-log.ts';
 import { endServerSpan, UNKNOWN_METHOD } from '../../telemetry/tracing.ts';
 import { plainAddress } from '../forward/trusted-proxies.ts';

@@ -6,15 +6,11 @@
  * (tls/peer-identity.ts); a client that presents a certificate that does not verify is refused, never
  * treated as anonymous.
  */
-import {
-  createServer as createHttpServer,
-  type RequestListener,
-  type Server,
-  type ServerOptions,
-} from 'node:http';
+import type { RequestListener, Server, ServerOptions } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { createServer as createHttpServer } from '../../node-http.ts';
 import type { Telemetry } from '../../telemetry/telemetry.ts';
 import { type ListenerCertificateStatus, ListenerCertificates } from '../../tls/listener-certificates.ts';
 import { attachPeerIdentity } from '../../tls/peer-identity.ts';

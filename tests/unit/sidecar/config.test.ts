@@ -64,6 +64,19 @@ describe('mode sidecar derives what the pipeline runs', () => {
     expect(c.telemetry.serviceName).toBe('orders-sidecar');
   });
 
+  it("keeps mesh peers' idle connections a minute on the inbound listener, or as long as it says", () => {
+    const [byDefault, written] = [
+      sidecar(),
+      sidecar({ inbound: { ...SIDECAR.inbound, keepAliveTimeout: '5m' } }),
+    ];
+    expect(byDefault.data!.listeners.map((l) => [l.name, l.limits.keepAliveTimeout])).toEqual([
+      ['inbound', 60_000],
+      // The outbound listener's clients are the local application's: the ordinary default.
+      ['outbound', 5_000],
+    ]);
+    expect(written.data!.listeners[0]!.limits.keepAliveTimeout).toBe(300_000);
+  });
+
   it('lays the written policy sections over each other, whole: outbound.upstream, then the service', () => {
     const r = sidecar({
       outbound: {

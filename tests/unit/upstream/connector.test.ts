@@ -1,8 +1,11 @@
 import { createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createConnector } from '../../../src/dataplane/upstream/connector.ts';
 import { Endpoint, endpointTransport } from '../../../src/dataplane/upstream/endpoint.ts';
+import { removeCertFiles, TestCa, writeCertFiles } from '../../helpers/certs.ts';
 import { type FullBacklog, startFullBacklog } from '../../helpers/full-backlog.ts';
+import { noDelayOf } from '../../helpers/socket-options.ts';
 import { upstream } from './helpers.ts';
 
 let backlog: FullBacklog;
@@ -108,5 +111,42 @@ describe('createConnector', () => {
     // undici compares each request's servername with the connection's: the same for every request.
     expect([e.servername, ip.servername, plain.servername]).toEqual(['orders.internal', '10.0.0.5', '::1']);
     return Promise.all([e.close(), ip.close(), plain.close()]);
+  });
+
+  it('sets TCP_NODELAY on every connection it makes, TLS (mTLS to a mesh peer) and plain', async () => {
+    const ca = await TestCa.create();
+    const [server, client] = await Promise.all([
+      ca.server(),
+      ca.client('spiffe://prod.example/ns/edge/sa/gateway'),
+    ]);
+    const files = writeCertFiles(client, ca.cert);
+    const tlsServer = createTlsServer({ cert: server.cert, key: server.key }, (s) => s.on('error', () => {}));
+    await new Promise<void>((resolve) => tlsServer.listen(0, '127.0.0.1', resolve));
+    const tlsPort = (tlsServer.address() as { port: number }).port;
+    const e = new Endpoint(
+      `https://127.0.0.1:${tlsPort}`,
+      upstream({
+        endpoints: [`https://127.0.0.1:${tlsPort}`],
+        tls: { ca: files.ca, cert: files.cert, key: files.key, watch: false },
+      }),
+    );
+    const connect = (connector: ReturnType<Endpoint['connector']>, port: number, protocol: string) =>
+      new Promise<Socket>((resolve, reject) => {
+        connector({ hostname: '127.0.0.1', host: '127.0.0.1', protocol, port: String(port) }, (err, s) =>
+          err ? reject(err) : resolve(s as Socket),
+        );
+      });
+    try {
+      // The connector of the endpoint's pool and of its one-off clients (a stale connection's replay).
+      const tlsSocket = await connect(e.connector(2000), tlsPort, 'https:');
+      const plainSocket = await connect(createConnector(2000), listeningPort, 'http:');
+      expect([noDelayOf(tlsSocket), noDelayOf(plainSocket)]).toEqual([true, true]);
+      tlsSocket.destroy();
+      plainSocket.destroy();
+    } finally {
+      await e.close();
+      await new Promise((resolve) => tlsServer.close(resolve));
+      removeCertFiles();
+    }
   });
 });

@@ -5,15 +5,23 @@
  * time is decided by the policy's degradation: its insurance limiter (memory, the limit divided by
  * the expected replica count), nothing (fail-open), or a refusal (fail-closed).
  */
-import {
-  BurstyRateLimiter,
-  RateLimiterMemory,
-  RateLimiterRedis,
-  RateLimiterRes,
-} from 'rate-limiter-flexible';
+import { createRequire } from 'node:module';
+import type { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { RedisConnection } from '../../../stores/redis.ts';
 import type { RateLimitStoreResult } from '../../../telemetry/metrics.ts';
+import { type Deadlined, DeadlineQueue } from './deadlines.ts';
 import type { Degradation, LimitConfig } from './schema.ts';
+
+type Flexible = typeof import('rate-limiter-flexible');
+/**
+ * rate-limiter-flexible, loaded with the first policy's counters: a gateway without rate limits
+ * never holds it (about 1.4 MB of live heap, which every major GC would mark; bench/allocations.ts).
+ */
+let flexible: Flexible | undefined;
+function lib(): Flexible {
+  flexible ??= createRequire(import.meta.url)('rate-limiter-flexible') as Flexible;
+  return flexible;
+}
 
 /** What consume() needs of a limiter: rate-limiter-flexible's limiters and BurstyRateLimiter alike. */
 interface Limiter {
@@ -57,7 +65,7 @@ export interface Counters {
 }
 
 function settledOver(err: unknown): LimitResult {
-  if (err instanceof RateLimiterRes) return { res: err, over: true };
+  if (err instanceof lib().RateLimiterRes) return { res: err, over: true };
   throw err;
 }
 
@@ -70,7 +78,7 @@ function settledUnder(res: RateLimiterRes): LimitResult {
  * string concatenation (and its flattening for the lookup) per request.
  */
 function memoryLimiter(points: number, duration: number, blockDuration: number): RateLimiterMemory {
-  return new RateLimiterMemory({ points, duration, blockDuration, keyPrefix: '' });
+  return new (lib().RateLimiterMemory)({ points, duration, blockDuration, keyPrefix: '' });
 }
 
 /** Insurance and memory limits: a limit (and its burst) as memory limiters, `divisor` sharing it. */
@@ -78,7 +86,10 @@ function memoryLimit(limit: LimitConfig, divisor: number): Limiter {
   const share = (points: number) => Math.max(1, Math.floor(points / divisor));
   const main = memoryLimiter(share(limit.points), limit.duration, limit.blockDuration ?? 0);
   if (limit.burst === undefined) return main;
-  return new BurstyRateLimiter(main, memoryLimiter(share(limit.burst.points), limit.burst.duration, 0));
+  return new (lib().BurstyRateLimiter)(
+    main,
+    memoryLimiter(share(limit.burst.points), limit.burst.duration, 0),
+  );
 }
 
 /** The Redis key prefix of a limit: the policy and the window, so changing points keeps counting. */
@@ -122,6 +133,69 @@ export interface RedisCountersOptions {
 /** The outcome of one limit's Redis call: a result, or the store's failure. */
 type Answer = LimitResult | { readonly failed: unknown };
 
+/**
+ * One request's call to the store: every limit's answer, until all answered or the deadline
+ * passed (a later answer is not waited for; its count stays in Redis).
+ */
+class StoreCall<T> implements Deadlined {
+  readonly started: number;
+  readonly deadline: number;
+  settled = false;
+  readonly answers: (Answer | undefined)[];
+  #waiting: number;
+  readonly #owner: RedisCounters;
+  readonly #key: string;
+  readonly #cost: number;
+  readonly #then: (consumed: Consumed) => T;
+  readonly #resolve: (value: T | PromiseLike<T>) => void;
+  readonly #reject: (err: unknown) => void;
+
+  constructor(
+    owner: RedisCounters,
+    key: string,
+    cost: number,
+    then: (consumed: Consumed) => T,
+    resolve: (value: T | PromiseLike<T>) => void,
+    reject: (err: unknown) => void,
+    limits: number,
+    timeoutMs: number,
+  ) {
+    this.started = performance.now();
+    this.deadline = this.started + timeoutMs;
+    this.answers = limits === 1 ? [undefined] : new Array<Answer | undefined>(limits).fill(undefined);
+    this.#waiting = limits;
+    this.#owner = owner;
+    this.#key = key;
+    this.#cost = cost;
+    this.#then = then;
+    this.#resolve = resolve;
+    this.#reject = reject;
+  }
+
+  answer(i: number, a: Answer): void {
+    if (this.settled) return;
+    this.answers[i] = a;
+    if (--this.#waiting === 0) this.#finish(false);
+  }
+
+  expire(): void {
+    this.#finish(true);
+  }
+
+  #finish(timedOut: boolean): void {
+    this.settled = true;
+    const consumed = this.#owner.conclude(this.#key, this.#cost, this.answers, timedOut, this.started);
+    if (consumed instanceof Promise) consumed.then(this.#then).then(this.#resolve, this.#reject);
+    else {
+      try {
+        this.#resolve(this.#then(consumed));
+      } catch (err) {
+        this.#reject(err);
+      }
+    }
+  }
+}
+
 /** Counters in the shared Redis: one budget for every replica, as long as Redis answers in time. */
 export class RedisCounters implements Counters {
   readonly store = 'redis' as const;
@@ -130,11 +204,12 @@ export class RedisCounters implements Counters {
   readonly #timeoutMs: number;
   readonly #onError: Degradation;
   readonly #observer: StoreObserver;
+  readonly #deadlines = new DeadlineQueue<Deadlined>();
 
   constructor(opts: RedisCountersOptions) {
     const client = opts.redis.client;
     const redisLimiter = (points: number, duration: number, blockDuration: number, prefix: string) =>
-      new RateLimiterRedis({
+      new (lib().RateLimiterRedis)({
         storeClient: client,
         // ioredis, not node-redis; fail at once while the connection is down (no offline queue).
         useRedisPackage: false,
@@ -148,7 +223,7 @@ export class RedisCounters implements Counters {
       const prefix = limitPrefix(opts.policy, l);
       const main = redisLimiter(l.points, l.duration, l.blockDuration ?? 0, prefix);
       if (l.burst === undefined) return main;
-      return new BurstyRateLimiter(
+      return new (lib().BurstyRateLimiter)(
         main,
         redisLimiter(l.burst.points, l.burst.duration, 0, `${prefix}:burst`),
       );
@@ -161,62 +236,72 @@ export class RedisCounters implements Counters {
   }
 
   consume<T>(key: string, cost: number, then: (consumed: Consumed) => T): Promise<T> {
-    return this.#consume(key, cost).then(then);
+    return new Promise<T>((resolve, reject) => {
+      const limiters = this.#limiters;
+      const call = new StoreCall(this, key, cost, then, resolve, reject, limiters.length, this.#timeoutMs);
+      this.#deadlines.add(call, this.#timeoutMs);
+      for (let i = 0; i < limiters.length; i++) {
+        limiters[i]!.consume(key, cost).then(
+          (res) => this.#answered(call, i, { res, over: false }),
+          (err: unknown) =>
+            this.#answered(
+              call,
+              i,
+              err instanceof lib().RateLimiterRes ? { res: err, over: true } : { failed: err },
+            ),
+        );
+      }
+    });
   }
 
-  async #consume(key: string, cost: number): Promise<Consumed> {
-    const started = performance.now();
-    const answers = await this.#ask(key, cost);
-    const seconds = (performance.now() - started) / 1000;
+  #answered<T>(call: StoreCall<T>, i: number, a: Answer): void {
+    call.answer(i, a);
+    if (call.settled) this.#deadlines.release();
+  }
+
+  /**
+   * What a store call came to: the answers, or for the limits that failed or did not answer in
+   * time, the degradation's. A Promise only when insurance limiters stand in.
+   */
+  conclude(
+    key: string,
+    cost: number,
+    answers: readonly (Answer | undefined)[],
+    timedOut: boolean,
+    started: number,
+  ): Consumed | Promise<Consumed> {
     let failures = 0;
-    let timedOut = false;
     for (const a of answers) {
-      if (a === undefined) timedOut = true;
-      else if ('failed' in a) {
+      if (a !== undefined && 'failed' in a) {
         failures++;
         this.#observer.storeFailed(a.failed);
       }
     }
+    const seconds = (performance.now() - started) / 1000;
     this.#observer.storeCall(timedOut ? 'timeout' : failures > 0 ? 'error' : 'ok', seconds);
     if (!timedOut && failures === 0) return { results: answers as LimitResult[], degraded: undefined };
     if (this.#onError === 'fail-closed') return { results: [], degraded: 'closed' };
     const insurance = this.#insurance;
-    const results: (LimitResult | undefined)[] = [];
+    if (insurance === undefined)
+      return {
+        results: answers.map((a) => (a !== undefined && !('failed' in a) ? a : undefined)),
+        degraded: 'open',
+      };
+    return this.#insure(key, cost, answers, insurance);
+  }
+
+  async #insure(
+    key: string,
+    cost: number,
+    answers: readonly (Answer | undefined)[],
+    insurance: readonly Limiter[],
+  ): Promise<Consumed> {
+    const results: LimitResult[] = [];
     for (let i = 0; i < answers.length; i++) {
       const a = answers[i];
       if (a !== undefined && !('failed' in a)) results.push(a);
-      else if (insurance === undefined) results.push(undefined);
       else results.push(await insurance[i]!.consume(key, cost).then(settledUnder, settledOver));
     }
-    return { results, degraded: insurance === undefined ? 'open' : 'insured' };
-  }
-
-  /** Every limit's answer, or undefined for those still unanswered when the timeout runs out. */
-  #ask(key: string, cost: number): Promise<(Answer | undefined)[]> {
-    const limiters = this.#limiters;
-    const answers: (Answer | undefined)[] = new Array(limiters.length).fill(undefined);
-    return new Promise((resolve) => {
-      let waiting = limiters.length;
-      // What came in by the deadline: a later answer is not waited for (its count stays in Redis).
-      const timer = setTimeout(() => {
-        waiting = -1;
-        resolve(answers.slice());
-      }, this.#timeoutMs);
-      const settle = (i: number, a: Answer) => {
-        if (waiting < 0) return;
-        answers[i] = a;
-        if (--waiting === 0) {
-          clearTimeout(timer);
-          resolve(answers);
-        }
-      };
-      limiters.forEach((l, i) => {
-        l.consume(key, cost).then(
-          (res) => settle(i, { res, over: false }),
-          (err: unknown) =>
-            settle(i, err instanceof RateLimiterRes ? { res: err, over: true } : { failed: err }),
-        );
-      });
-    });
+    return { results, degraded: 'insured' };
   }
 }
