@@ -15,9 +15,10 @@
  * are indexed by path anchor, each group on its own (see PathIndex). For every exact host and
  * wildcard suffix the table lists the indexes a request for it must consult (its own, the
  * wildcard suffixes it falls under, the host-less one). A request finds that plan through a
- * bounded cache keyed by the raw Host value, gets the few candidate lists for its path with Map
- * lookups, and checks candidates in rank order, merging the lists: a method bit test, a string
- * compare, header lookups. A route without params returns a preallocated, frozen RouteMatch.
+ * bounded cache keyed by the raw Host value, gets the ids of the few candidate lists for its path
+ * from hash-table probes, and checks candidates in rank order, merging the lists: a method bit
+ * test, a string compare, header lookups. A route without params returns a preallocated, frozen
+ * RouteMatch.
  *
  * Matching rules are in docs/routing.md: HEAD does not match a GET-only route; a prefix `/api`
  * matches `/api`, `/api/` and `/api/x` but a prefix `/api/` does not match `/api`.
@@ -35,7 +36,7 @@ import {
   RouteImpl,
 } from './compiled-route.ts';
 import { normalizeHost } from './host.ts';
-import { PathIndex } from './path-index.ts';
+import { ListStore, PathIndex } from './path-index.ts';
 import { buildParams, compareTemplates } from './path-template.ts';
 
 export { RouteCompileError };
@@ -166,14 +167,16 @@ class Table implements RouteTable {
   readonly #hostAware: boolean;
   readonly #hostCache = new Map<string, Plan>();
   readonly #hostCacheLimit: number;
+  /** Every candidate list of the path indexes, by the ids collect returns. */
+  readonly #lists: readonly (readonly RouteImpl[])[];
   // Scratch space for one match at a time (matching is synchronous).
-  readonly #lists: (readonly RouteImpl[])[];
+  readonly #ids: Int32Array;
   readonly #cursors: Int32Array;
   readonly #captures: Int32Array;
 
   constructor(ordered: readonly RouteImpl[], parts: TableParts) {
     this.routes = Object.freeze(ordered.slice());
-    const { anyIndex, suffixIndexes, wildcards, exact } = parts;
+    const { anyIndex, suffixIndexes, wildcards, exact, store } = parts;
     const tail: Plan = anyIndex.size > 0 ? [anyIndex] : [];
     this.#anyHost = tail;
     this.#wildcards = wildcards;
@@ -198,7 +201,8 @@ class Table implements RouteTable {
       pathIndexes: 1 + suffixIndexes.size + exact.size,
       planEntries,
     });
-    this.#lists = Array.from({ length: maxLists }, () => ordered);
+    this.#lists = store.lists;
+    this.#ids = new Int32Array(maxLists);
     this.#cursors = new Int32Array(maxLists);
     let maxParams = 0;
     for (const r of ordered) maxParams = Math.max(maxParams, r.template?.names.length ?? 0);
@@ -212,13 +216,14 @@ class Table implements RouteTable {
     headers: IncomingHttpHeaders,
   ): RouteMatch | undefined {
     const lists = this.#lists;
+    const ids = this.#ids;
     const plan = this.#planFor(host);
     let n = 0;
-    for (let k = 0; k < plan.length; k++) n = plan[k]!.collect(path, lists, n);
+    for (let k = 0; k < plan.length; k++) n = plan[k]!.collect(path, ids, n);
     if (n === 0) return undefined;
     const bit = methodBit(method);
     if (n === 1) {
-      const list = lists[0]!;
+      const list = lists[ids[0]!]!;
       for (let k = 0; k < list.length; k++) {
         const found = check(list[k]!, path, bit, headers, this.#captures);
         if (found !== undefined) return found;
@@ -232,7 +237,7 @@ class Table implements RouteTable {
       let best = -1;
       let bestRank = Number.MAX_SAFE_INTEGER;
       for (let j = 0; j < n; j++) {
-        const list = lists[j]!;
+        const list = lists[ids[j]!]!;
         const c = cursors[j]!;
         if (c < list.length && list[c]!.rank < bestRank) {
           bestRank = list[c]!.rank;
@@ -242,7 +247,7 @@ class Table implements RouteTable {
       if (best === -1) return undefined;
       const c = cursors[best]!;
       cursors[best] = c + 1;
-      const found = check(lists[best]![c]!, path, bit, headers, this.#captures);
+      const found = check(lists[ids[best]!]![c]!, path, bit, headers, this.#captures);
       if (found !== undefined) return found;
     }
   }
@@ -298,16 +303,22 @@ interface TableParts {
   readonly suffixIndexes: ReadonlyMap<string, Index>;
   readonly wildcards: ReadonlyMap<string, Plan>;
   readonly exact: ReadonlyMap<string, Plan>;
+  /** The candidate lists of all the indexes above. */
+  readonly store: ListStore<RouteImpl>;
 }
 
 function* indexSteps(ordered: readonly RouteImpl[]): Steps<TableParts> {
-  const anyIndex = new PathIndex(ordered.filter((r) => r.hostKind === HOST_NONE));
+  const store = new ListStore<RouteImpl>();
+  const anyIndex = new PathIndex(
+    ordered.filter((r) => r.hostKind === HOST_NONE),
+    store,
+  );
   const tail: Plan = anyIndex.size > 0 ? [anyIndex] : [];
   // A suffix's wildcard part: its own index, then those of the shorter suffixes it ends with
   // (all of them match any host it matches), longest first.
   const suffixIndexes = new Map<string, Index>();
   for (const [suffix, routes] of groupBy(ordered, HOST_WILDCARD)) {
-    suffixIndexes.set(suffix, new PathIndex(routes));
+    suffixIndexes.set(suffix, new PathIndex(routes, store));
     yield;
   }
   const wildcards = new Map<string, Plan>();
@@ -321,8 +332,8 @@ function* indexSteps(ordered: readonly RouteImpl[]): Steps<TableParts> {
   }
   const exact = new Map<string, Plan>();
   for (const [host, routes] of groupBy(ordered, HOST_EXACT)) {
-    exact.set(host, [new PathIndex(routes), ...(longestSuffix(wildcards, host) ?? tail)]);
+    exact.set(host, [new PathIndex(routes, store), ...(longestSuffix(wildcards, host) ?? tail)]);
     yield;
   }
-  return { anyIndex, suffixIndexes, wildcards, exact };
+  return { anyIndex, suffixIndexes, wildcards, exact, store };
 }

@@ -632,6 +632,33 @@ describe('createRouteTable', () => {
     const single = table(route('a-prefix', { path: a }));
     expect(hit(single, { path: `${b}/x` })).toBeUndefined();
     expect(hit(single, { path: `${a}/x` })).toBe('a-prefix');
+    // `b` is only a prefix of a longer anchor and shares its slot's key with the anchor `a`, which
+    // nothing continues: the pass over `${b}/x/y/z` must go on past `b` to find `${b}/x/y`.
+    const nested = table(
+      route('a-exact', { path: a, pathType: 'exact' }),
+      route('b-deep', { path: `${b}/x/y` }),
+    );
+    expect(hit(nested, { path: `${b}/x/y/z` })).toBe('b-deep');
+    expect(hit(nested, { path: `${b}/x/y` })).toBe('b-deep');
+    expect(hit(nested, { path: `${a}/x/y` })).toBeUndefined();
+    expect(hit(nested, { path: a })).toBe('a-exact');
+  });
+
+  it('finds anchors below prefixes that are no anchor, and none past the deepest', () => {
+    const t = table(
+      route('deep', { path: '/a/b/c' }),
+      route('item', { path: '/a/b/c/d/:id', pathType: 'template' }),
+      route('other', { path: '/x/y', pathType: 'exact' }),
+    );
+    expect(hit(t, { path: '/a/b/c' })).toBe('deep');
+    expect(hit(t, { path: '/a/b/c/d/7' })).toBe('item');
+    expect(hit(t, { path: '/a/b/c/d/7/8' })).toBe('deep');
+    expect(hit(t, { path: '/a/b/c/e/f/g/h' })).toBe('deep');
+    expect(hit(t, { path: '/a/b' })).toBeUndefined();
+    expect(hit(t, { path: '/a/bc' })).toBeUndefined();
+    expect(hit(t, { path: '/x/y' })).toBe('other');
+    expect(hit(t, { path: '/x/y/z' })).toBeUndefined();
+    expect(hit(t, { path: '/x' })).toBeUndefined();
   });
 
   describe('size', () => {
