@@ -24,6 +24,13 @@
  *   wide: passthrough over an upstream of BENCH_WIDE_ENDPOINTS (1000) endpoints, all served by one
  *   process (bench/peers/wide-upstream.ts, which then serves every target: passthrough's one
  *   endpoint is its first address)
+ *   registry-memory, registry-redis: one renewal (POST …/heartbeat) of the registration API, memory
+ *   or Redis store (redis-server started natively), as bench:registry's heartbeats group sets the
+ *   gateway up; registry-floor: a bare node:http server answering the same requests alike
+ *   (bench/peers/heartbeat-floor.ts). BENCH_CG_RENEWERS (100) instances each renew over a
+ *   keep-alive connection of their own, in turn and one at a time (bench/lib/registry-renewals.ts
+ *   says why), not through autocannon; BENCH_CG_WAVE (1) at a time instead: 10 is how many of a
+ *   1,000-instance fleet's renewals fall within the Redis store's 50 ms renewal batch
  *   BENCH_CG_WARMUP (40000): uninstrumented warmup requests
  *   BENCH_CG_REQUESTS (5000): requests in the counted window
  *
@@ -45,7 +52,7 @@ import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { callgrindTotal, costByCategory } from './lib/callgrind.ts';
 import { intFromEnv } from './lib/env.ts';
-import { peregrineArgv, peregrineEnv } from './lib/launcher.ts';
+import { launcherGcFlags as launcherGcFlagsOf, peregrineArgv, peregrineEnv } from './lib/launcher.ts';
 import { type MeshCerts, makeMeshCerts, startMesh } from './lib/mesh.ts';
 import { peregrineConfigYaml } from './lib/peregrine-config.ts';
 import {
@@ -57,8 +64,11 @@ import {
   stopAll,
   waitForHttp,
 } from './lib/proc.ts';
+import { startBenchRedis } from './lib/redis.ts';
+import { benchRegistryToken, REGISTRY_TOKEN_ENV, registryGatewayYaml } from './lib/registry-config.ts';
+import { RenewalFleet } from './lib/registry-renewals.ts';
 import { fileStamp, fmtNum, markdownTable } from './lib/table.ts';
-import { childEnv, startPeer } from './lib/targets.ts';
+import { childEnv, startPeer, startPeregrine } from './lib/targets.ts';
 import { startWideUpstream } from './lib/wide.ts';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -73,6 +83,9 @@ const WHICH = [
   'express-hpm',
   'sidecar-outbound',
   'sidecar-inbound',
+  'registry-memory',
+  'registry-redis',
+  'registry-floor',
 ] as const;
 type Which = (typeof WHICH)[number];
 const DEFAULT_TARGETS: readonly Which[] = ['passthrough', 'bare-undici', 'bare-undici-default'];
@@ -136,9 +149,7 @@ function envCount(name: string, fallback: number): number {
 
 /** Peregrine launcher's GC flags (semi-space cap, heap growing), which `bare-undici` gets too. */
 function launcherGcFlags(): string[] {
-  return peregrineArgv(ROOT).filter((a) =>
-    /^--(?:(?:max|min)-semi-space-size|heap-growing-percent)=/.test(a),
-  );
+  return launcherGcFlagsOf(ROOT);
 }
 
 function callgrindArgs(outFile: string): string[] {
@@ -166,6 +177,102 @@ interface UnderCallgrind {
   headers?: Readonly<Record<string, string>>;
   /** Stop the processes started alongside it (the rest of a mesh). */
   stopRest?: () => Promise<void>;
+  /** Sends `amount` requests its own way (instead of autocannon to `url`). */
+  load?: (amount: number) => Promise<{ ok: number; failed: number }>;
+}
+
+/** The heartbeats group's fleet shape (bench/lib/registry-heartbeats.ts): services, TTL. */
+const RENEWAL_SERVICES = 10;
+const RENEWAL_TTL_MS = 15_000;
+
+/**
+ * A registration API (or the floor) under valgrind, and a fleet of instances registered with it
+ * that renew one at a time.
+ */
+async function startRegistryTarget(
+  which: 'registry-memory' | 'registry-redis' | 'registry-floor',
+  vg: readonly string[],
+  valgrind: string,
+  tmp: string,
+): Promise<UnderCallgrind> {
+  const instances = intFromEnv('BENCH_CG_RENEWERS', 100, 1);
+  const wave = intFromEnv('BENCH_CG_WAVE', 1, 1);
+  const port = await freePort();
+  let proc: Managed;
+  let redis: Awaited<ReturnType<typeof startBenchRedis>> | undefined;
+  if (which === 'registry-floor') {
+    const peer = await startPeer({ node: valgrind, root: ROOT }, 'heartbeat-floor.ts', {}, [
+      ...vg,
+      process.execPath,
+      ...launcherGcFlags(),
+    ]);
+    proc = peer.proc;
+    await readyOrStop(proc, [`${peer.origin}/`]);
+    return withFleet(proc, peer.port, instances, wave, undefined);
+  }
+  if (which === 'registry-redis') redis = await startBenchRedis('redis-registry');
+  const services = Array.from({ length: RENEWAL_SERVICES }, (_, k) => `hb-${k}`);
+  try {
+    const gw = await startPeregrine({
+      name: `peregrine-${which}`,
+      dir: ROOT,
+      configFile: join(tmp, `${which}.yaml`),
+      yaml: (listenPort, adminPort) =>
+        registryGatewayYaml({
+          listenPort,
+          adminPort,
+          port,
+          store: redis === undefined ? 'memory' : 'redis',
+          redisUrl: redis?.url,
+          services: ['hb-*'],
+          upstreams: services,
+          rateLimit: { perSecond: 100_000, burst: 100_000 },
+          maxInstancesPerService: Math.max(instances, 100),
+        }),
+      env: { [REGISTRY_TOKEN_ENV]: benchRegistryToken() },
+      stdout: 'pipe',
+      wrap: { command: valgrind, args: vg },
+      readyTimeoutMs: READY_MS,
+    });
+    proc = gw.proc;
+  } catch (err) {
+    await redis?.proc.stop(2000);
+    throw err;
+  }
+  return withFleet(proc, port, instances, wave, redis?.proc);
+}
+
+async function withFleet(
+  proc: Managed,
+  port: number,
+  instances: number,
+  wave: number,
+  companion: Managed | undefined,
+): Promise<UnderCallgrind> {
+  let fleet: RenewalFleet;
+  try {
+    fleet = await RenewalFleet.open({
+      port,
+      token: benchRegistryToken(),
+      instances,
+      services: RENEWAL_SERVICES,
+      ttlMs: RENEWAL_TTL_MS,
+    });
+    await fleet.register();
+  } catch (err) {
+    await proc.stop(5000);
+    await companion?.stop(2000);
+    throw err;
+  }
+  return {
+    proc,
+    url: `http://127.0.0.1:${port}/`,
+    load: (amount) => fleet.renew(amount, wave),
+    stopRest: async () => {
+      fleet.close();
+      await companion?.stop(2000);
+    },
+  };
 }
 
 /** The target under valgrind, ready to answer. */
@@ -178,6 +285,8 @@ async function startUnderCallgrind(
 ): Promise<UnderCallgrind> {
   const node = process.execPath;
   const vg = callgrindArgs(outFile);
+  if (which === 'registry-memory' || which === 'registry-redis' || which === 'registry-floor')
+    return startRegistryTarget(which, vg, tools.valgrind, tmp);
   if (which === 'sidecar-outbound' || which === 'sidecar-inbound') {
     // The whole mesh hop, with this one sidecar under valgrind; the load goes to the outbound one.
     const role = which === 'sidecar-outbound' ? 'outbound' : 'inbound';
@@ -280,7 +389,7 @@ function assertRunning(proc: Managed, when: string): void {
 /** `amount` requests to the target, which must still be running afterwards. */
 async function load(target: UnderCallgrind, amount: number): Promise<{ ok: number; failed: number }> {
   const { proc, url, headers } = target;
-  const r = await send(url, amount, headers);
+  const r = target.load ? await target.load(amount) : await send(url, amount, headers);
   assertRunning(proc, `during ${amount} requests`);
   return r;
 }
@@ -377,6 +486,9 @@ function label(which: Which): string {
   if (which === 'bare-undici-default') return 'bare-undici (Node defaults)';
   if (which === 'express-hpm') return 'express + http-proxy-middleware (Node defaults)';
   if (which === 'wide') return `peregrine passthrough, ${wideEndpoints()} endpoints`;
+  if (which === 'registry-floor') return 'bare node:http answering renewals alike (heartbeat-floor.ts)';
+  if (which === 'registry-memory' || which === 'registry-redis')
+    return `peregrine renewal, ${which.slice('registry-'.length)} store`;
   if (which === 'sidecar-outbound' || which === 'sidecar-inbound')
     return `peregrine ${which.slice('sidecar-'.length)} sidecar of a mesh hop (mTLS, registry; the other sidecar natively)`;
   return `peregrine ${which} (launcher: ${peregrineArgv(ROOT).slice(0, -1).join(' ') || 'no flags'})`;
@@ -387,20 +499,27 @@ function report(
   failed: readonly string[],
   counts: { warmup: number; requests: number },
 ): string {
-  const ref = rows.find((r) => r.which === REFERENCE);
+  // Registry targets alone: the ratios are to their own floor.
+  const ref = rows.find((r) => r.which === REFERENCE) ?? rows.find((r) => r.which === 'registry-floor');
+  const refName = ref?.which ?? REFERENCE;
   const k = (n: number) => fmtNum(n / 1000, 1);
   return [
     `## Instructions per request (callgrind), ${new Date().toISOString()}`,
     '',
     `Node ${process.version}; ${counts.warmup} warmup requests uninstrumented, ${SETTLE_REQUESTS} settling, ` +
-      `${counts.requests} counted; ${CONNECTIONS} connections (autocannon). User-space instructions ` +
+      `${counts.requests} counted; ${CONNECTIONS} connections (autocannon)` +
+      (rows.some((r) => r.which.startsWith('registry-'))
+        ? `; registry targets: ${intFromEnv('BENCH_CG_RENEWERS', 100, 1)} instances renewing over a connection each, ` +
+          `${intFromEnv('BENCH_CG_WAVE', 1, 1)} at a time (BENCH_CG_WAVE)`
+        : '') +
+      '. User-space instructions ' +
       `(Ir) of the target process only, kernel excluded; k = thousands.`,
     '',
     markdownTable(
       [
         'target',
         'k Ir/req',
-        `× ${REFERENCE}`,
+        `× ${refName}`,
         'compiler k/req',
         'gc k/req',
         'of it scavenges',

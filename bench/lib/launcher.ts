@@ -39,6 +39,14 @@ export function peregrineArgv(dir: string): string[] {
   return [...launcherFlags(firstLineOf(dir)), join(dir, 'bin/peregrine.js')];
 }
 
+/**
+ * The launcher's GC flags (semi-space cap, heap growing) alone: what a bench peer that stands for
+ * a floor of Peregrine runs with, so the GC settings are not the difference.
+ */
+export function launcherGcFlags(dir: string): string[] {
+  return peregrineArgv(dir).filter((a) => /^--(?:(?:max|min)-semi-space-size|heap-growing-percent)=/.test(a));
+}
+
 /** The environment the Peregrine in `dir` runs with: `base` plus what its launcher sets. */
 export function peregrineEnv(dir: string, base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return { ...base, ...launcherEnv(firstLineOf(dir)) };

@@ -3,8 +3,10 @@ import { cpuWindow, machineCpuWindow, waitForQuiet } from './cpu.ts';
 import { intFromEnv } from './env.ts';
 import { type Group, log, perStoreGroup, sleep } from './feature-bench.ts';
 import { goal, info } from './goals.ts';
+import { launcherGcFlags } from './launcher.ts';
 import { FOREIGN_PCT } from './measure.ts';
-import { askPeer, freePort, type Managed } from './proc.ts';
+import { pinTarget } from './pin.ts';
+import { askPeer, freePort, type Managed, waitForHttp } from './proc.ts';
 import { metricSum, scrapeMetrics } from './prom.ts';
 import { startBenchRedis } from './redis.ts';
 import { benchRegistryToken, REGISTRY_TOKEN_ENV } from './registry-config.ts';
@@ -16,6 +18,8 @@ import { fmtInt, fmtNum, markdownTable } from './table.ts';
 import { startPeer } from './targets.ts';
 
 export type RegistryStoreKind = 'memory' | 'redis';
+/** What a heartbeats row measures: the gateway with a store, or the floor (bench/peers/heartbeat-floor.ts). */
+export type HeartbeatTarget = RegistryStoreKind | 'floor';
 
 /** Issue 14: 1,000 instances renewing every 5 s cost the gateway at most this (% of one core). */
 export const HEARTBEAT_CPU_GOAL_PCT = 5;
@@ -23,7 +27,7 @@ const TTL_MS = 15_000;
 const RAMP_MS = 5000;
 
 export interface HeartbeatResult {
-  store: RegistryStoreKind;
+  store: HeartbeatTarget;
   instances: number;
   services: number;
   windowS: number;
@@ -53,6 +57,8 @@ function settings() {
     idleS: intFromEnv('BENCH_HB_IDLE', 5),
     /** Empty: Peregrine's default (65s, longer than the renewal interval). */
     keepAlive: process.env.BENCH_HB_KEEPALIVE ?? '',
+    /** 0: leave out the floor row (a bare node:http server answering the same fleet). */
+    floor: process.env.BENCH_HB_FLOOR !== '0',
   };
 }
 
@@ -60,9 +66,26 @@ async function fleetStats(fleet: Managed): Promise<FleetStats> {
   return askPeer<FleetStats>(fleet, 'stats', 2000);
 }
 
-async function measureStore(s: BenchSession, store: RegistryStoreKind): Promise<HeartbeatResult> {
-  const { ctx, settings: bench } = s;
+interface HeartbeatServer {
+  proc: Managed;
+  /** The registration API's origin. */
+  registry: string;
+  port: number;
+  /** The admin origin (the gateway's metrics); none for the floor. */
+  admin?: string;
+  redis?: Managed;
+}
+
+/** The gateway with its store, or the floor: the same fleet's requests answered by bare node:http. */
+async function startServer(s: BenchSession, store: HeartbeatTarget): Promise<HeartbeatServer> {
+  const { ctx } = s;
   const hb = settings();
+  if (store === 'floor') {
+    const peer = await startPeer(ctx, 'heartbeat-floor.ts', {}, launcherGcFlags(ctx.peregrineDir));
+    await waitForHttp(`${peer.origin}/`, { proc: peer.proc });
+    if (ctx.pin) pinTarget(ctx.pin, peer.proc.pid);
+    return { proc: peer.proc, registry: peer.origin, port: peer.port };
+  }
   const redis = store === 'redis' ? await startBenchRedis('redis-heartbeats') : undefined;
   const registryPort = await freePort();
   const services = Array.from({ length: hb.services }, (_, k) => `hb-${k}`);
@@ -77,6 +100,15 @@ async function measureStore(s: BenchSession, store: RegistryStoreKind): Promise<
     rateLimit: { perSecond: 100_000, burst: 100_000 },
     maxInstancesPerService: hb.instances,
   });
+  return { proc: gw.proc, registry: gw.registry, port: registryPort, admin: gw.admin, redis: redis?.proc };
+}
+
+async function measureStore(s: BenchSession, store: HeartbeatTarget): Promise<HeartbeatResult> {
+  const { ctx, settings: bench } = s;
+  const hb = settings();
+  const gw = await startServer(s, store);
+  const redis = gw.redis === undefined ? undefined : { proc: gw.redis };
+  const registryPort = gw.port;
   let fleet: Managed | undefined;
   try {
     const ours = () =>
@@ -108,7 +140,7 @@ async function measureStore(s: BenchSession, store: RegistryStoreKind): Promise<
     log(`heartbeats (${store}): ${hb.instances} instances registered; measuring ${hb.windowS} s`);
     // One renewal interval, so renewals are spread as they will stay.
     await sleep(TTL_MS / 3);
-    const before = await scrapeMetrics(gw.admin);
+    const before = gw.admin === undefined ? undefined : await scrapeMetrics(gw.admin);
     const f0 = await fleetStats(fleet);
     const gwCpu = cpuWindow(gw.proc.pid);
     const fleetCpu = cpuWindow(fleet.pid);
@@ -121,7 +153,7 @@ async function measureStore(s: BenchSession, store: RegistryStoreKind): Promise<
     const m = machine();
     const connections = establishedConnections(registryPort);
     const f1 = await fleetStats(fleet);
-    const after = await scrapeMetrics(gw.admin);
+    const after = gw.admin === undefined ? undefined : await scrapeMetrics(gw.admin);
     if (!g) throw new Error(`the gateway exited:\n${gw.proc.output()}`);
     return {
       store,
@@ -131,13 +163,15 @@ async function measureStore(s: BenchSession, store: RegistryStoreKind): Promise<
       gatewayPct: g.pctOfCore,
       idlePct,
       renewals:
-        metricSum(after, 'peregrine_registry_renewals_total') -
-        metricSum(before, 'peregrine_registry_renewals_total'),
+        after === undefined || before === undefined
+          ? Number.NaN
+          : metricSum(after, 'peregrine_registry_renewals_total') -
+            metricSum(before, 'peregrine_registry_renewals_total'),
       expectedRenewals: (hb.instances * hb.windowS * 1000) / (TTL_MS / 3),
       failures: f1.failures - f0.failures,
       reregistered: f1.reregistered - f0.reregistered,
       failureSamples: f1.failureSamples,
-      instancesSeen: metricSum(after, 'peregrine_registry_instances'),
+      instancesSeen: after === undefined ? Number.NaN : metricSum(after, 'peregrine_registry_instances'),
       ...(connections === undefined ? {} : { connections }),
       ...(r ? { redisPct: r.pctOfCore } : {}),
       fleetPct: f?.pctOfCore ?? Number.NaN,
@@ -151,16 +185,25 @@ async function measureStore(s: BenchSession, store: RegistryStoreKind): Promise<
   }
 }
 
+/** The table's name for a row. */
+function rowName(store: HeartbeatTarget): string {
+  return store === 'floor' ? 'floor: bare node:http' : store;
+}
+
 export function heartbeatsGroup(stores: readonly RegistryStoreKind[]): Group {
+  // The floor last, in the same run: what a Node server answering the same fleet costs on this
+  // machine now, for the gateway's figures to be read against.
+  const targets: HeartbeatTarget[] = settings().floor ? [...stores, 'floor'] : [...stores];
   return perStoreGroup(
     'heartbeats',
     'Heartbeats: what a fleet renewing its leases costs the gateway',
-    stores,
+    targets,
     measureStore,
     (results: HeartbeatResult[]) => {
       const hb = settings();
+      const floor = results.find((r) => r.store === 'floor');
       const rows = results.map((r) => [
-        r.store,
+        rowName(r.store),
         `${fmtInt(r.instances)} / ${r.services}`,
         `${fmtNum(r.gatewayPct, 2)}%`,
         `${fmtNum(r.idlePct, 2)}%`,
@@ -191,21 +234,40 @@ export function heartbeatsGroup(stores: readonly RegistryStoreKind[]): Group {
         rows,
         ['left', ...Array(11).fill('right')],
       );
-      const checks = results.flatMap((r) => [
-        goal(
-          `${fmtInt(r.instances)} instances renewing every 5 s, ${r.store} store: gateway CPU (% of one core)`,
-          r.gatewayPct,
-          '≤',
-          HEARTBEAT_CPU_GOAL_PCT,
-          '%',
-        ),
-        goal(`heartbeats, ${r.store} store: client failures in the window`, r.failures, '=', 0, 'count'),
-        info(
-          `heartbeats, ${r.store} store: renewals the gateway counted / one per instance every 5 s`,
-          r.renewals / r.expectedRenewals,
-          'ratio',
-        ),
-      ]);
+      const checks = results.flatMap((r) => {
+        if (r.store === 'floor')
+          return [
+            info(
+              'heartbeats, floor (bare node:http answering the same fleet): CPU (% of one core)',
+              r.gatewayPct,
+              '%',
+            ),
+          ];
+        return [
+          goal(
+            `${fmtInt(r.instances)} instances renewing every 5 s, ${r.store} store: gateway CPU (% of one core)`,
+            r.gatewayPct,
+            '≤',
+            HEARTBEAT_CPU_GOAL_PCT,
+            '%',
+          ),
+          goal(`heartbeats, ${r.store} store: client failures in the window`, r.failures, '=', 0, 'count'),
+          info(
+            `heartbeats, ${r.store} store: renewals the gateway counted / one per instance every 5 s`,
+            r.renewals / r.expectedRenewals,
+            'ratio',
+          ),
+          ...(floor
+            ? [
+                info(
+                  `heartbeats, ${r.store} store: gateway CPU / the floor's`,
+                  r.gatewayPct / floor.gatewayPct,
+                  'ratio',
+                ),
+              ]
+            : []),
+        ];
+      });
       const notes = results
         .filter((r) => r.failures > 0)
         .map((r) => `heartbeats (${r.store}): failures, e.g. ${r.failureSamples.join('; ')}`);
@@ -213,6 +275,7 @@ export function heartbeatsGroup(stores: readonly RegistryStoreKind[]): Group {
         `Heartbeats: each instance is Peregrine's RegistrationClient (TTL ${TTL_MS / 1000} s, renewing every third of it ±10%) with a keep-alive connection of its own, all in one process; ` +
           `the registration listener's keepAliveTimeout is ${hb.keepAlive || "Peregrine's default (65s)"} (BENCH_HB_KEEPALIVE; at or below the 5 s renewal interval, many connections close between renewals and are opened again). ` +
           'The token is rate-bounded at 100,000/s so the bound never refuses the fleet. Instances are 10.x.y.1:8080, never connected to (no traffic, no health checks). ' +
+          "The floor row (BENCH_HB_FLOOR=0 leaves it out) is the same fleet answered by a bare node:http server as the registration API answers it (bench/peers/heartbeat-floor.ts: 204 to a renewal, no routing, credentials, store, metrics or tracing), with the launcher's GC flags, pinned like the gateway: its CPU is what any Node server pays for these requests on this machine in this run. " +
           "The fleet talks to the gateway over loopback, where a socket write also does the receiving side's TCP work in the writer's time, which a real network would not charge the gateway (in a CPU profile of this group, writes were half the gateway's main-thread time).",
       );
       return { body: table, checks, notes, data: results };

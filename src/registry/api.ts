@@ -40,6 +40,8 @@ import {
   RegistryUnavailableError,
 } from './store.ts';
 
+/** Paths whose route is remembered (a fleet's instances each renew on a path of their own). */
+const ROUTE_CACHE_SIZE = 4096;
 /** Largest request body accepted (a registration with the largest metadata fits well within it). */
 const MAX_BODY_BYTES = 128 * 1024;
 /** Services one watch stream may name (a sidecar names the services its application calls). */
@@ -86,14 +88,29 @@ type Route =
   | { kind: 'heartbeat' | 'drain'; service: string; id: string }
   | { kind: 'watch' };
 
-const ALLOWED: Record<Route['kind'], string> = {
-  services: 'GET',
-  service: 'GET',
-  instance: 'GET, PUT, DELETE',
-  heartbeat: 'POST',
-  drain: 'POST',
-  watch: 'GET',
+const ALLOWED: Record<Route['kind'], readonly string[]> = {
+  services: ['GET'],
+  service: ['GET'],
+  instance: ['GET', 'PUT', 'DELETE'],
+  heartbeat: ['POST'],
+  drain: ['POST'],
+  watch: ['GET'],
 };
+
+/**
+ * `Prefer: return=minimal` (RFC 7240) on a heartbeat: the client needs no body, so the renewal
+ * answers 204 and skips writing the instance out (what Peregrine's client asks for).
+ */
+const RETURN_MINIMAL = /(?:^|,)\s*return\s*=\s*"?minimal"?\s*(?:[;,]|$)/i;
+
+/** The path of a request target; `new URL` only for what it would normalise (dot segments, `\`, `//`). */
+function pathOf(target: string): string {
+  const q = target.indexOf('?');
+  const path = q === -1 ? target : target.slice(0, q);
+  if (path.includes('/.') || path.includes('\\') || path.startsWith('//'))
+    return new URL(target, 'http://registry').pathname;
+  return path;
+}
 
 const TEMPLATES: Record<Route['kind'], string> = {
   services: '/v1/services',
@@ -172,6 +189,8 @@ function sendJson(res: ServerResponse, status: number, body: unknown, requestId:
 export class RegistryApi {
   readonly #deps: RegistryApiDeps;
   readonly #watches = new Set<ServerResponse>();
+  /** Valid paths' routes (immutable), so a renewal's path is not split and checked again each time. */
+  readonly #routes = new Map<string, Route>();
   /** Per connection: the Authorization header it last authenticated with, and its credential. */
   readonly #lastCredential = new WeakMap<Socket, { authorization: string; credential: Credential }>();
 
@@ -186,11 +205,14 @@ export class RegistryApi {
     // As on the data plane: the client's tame x-request-id or a new one, in the answer, the
     // problem body, the span and the log lines of this request.
     const requestId = requestIdOf(req);
+    const target = req.url ?? '/';
+    const query = target.indexOf('?');
+    // Literal keys (SPAN_ATTR's values): computed ones make V8 build the object slowly, per request.
     const span = tracing.startServerSpan(method, req.headers, {
-      [SPAN_ATTR.URL_PATH]: (req.url ?? '/').split('?')[0]!,
-      [SPAN_ATTR.URL_SCHEME]: (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
-      [SPAN_ATTR.CLIENT_ADDRESS]: plainAddress(req.socket.remoteAddress),
-      [SPAN_ATTR.NETWORK_PROTOCOL_VERSION]: protocolVersionOf(req),
+      'url.path': query === -1 ? target : target.slice(0, query),
+      'url.scheme': (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
+      'client.address': plainAddress(req.socket.remoteAddress),
+      'network.protocol.version': protocolVersionOf(req),
     });
     if (span.isRecording()) span.setAttribute('peregrine.request_id', requestId);
     this.#serve(req, res, span, requestId).catch((err: unknown) => {
@@ -204,25 +226,28 @@ export class RegistryApi {
   };
 
   async #serve(req: IncomingMessage, res: ServerResponse, span: Span, requestId: string): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://registry');
+    const path = pathOf(req.url ?? '/');
     let route: Route | undefined;
     try {
-      route = routeOf(url.pathname);
+      route = this.#route(path);
     } catch (err) {
       // A malformed name in the path: still authenticate first, so anonymous callers learn nothing.
       this.#authenticate(req);
       throw err;
     }
-    if (route === undefined) throw new GatewayError('ROUTE_NOT_FOUND', `no registry API at ${url.pathname}`);
+    if (route === undefined) throw new GatewayError('ROUTE_NOT_FOUND', `no registry API at ${path}`);
     const method = req.method ?? 'GET';
-    span.updateName(serverSpanName(method, TEMPLATES[route.kind]));
-    span.setAttribute(SPAN_ATTR.HTTP_ROUTE, TEMPLATES[route.kind]);
-    if ('service' in route) span.setAttribute('peregrine.registry.service', route.service);
-    if ('id' in route) span.setAttribute('peregrine.registry.instance', route.id);
+    // Names and attributes only for a span that is recorded (an unsampled one drops them).
+    if (span.isRecording()) {
+      span.updateName(serverSpanName(method, TEMPLATES[route.kind]));
+      span.setAttribute(SPAN_ATTR.HTTP_ROUTE, TEMPLATES[route.kind]);
+      if ('service' in route) span.setAttribute('peregrine.registry.service', route.service);
+      if ('id' in route) span.setAttribute('peregrine.registry.instance', route.id);
+    }
     const allowed = ALLOWED[route.kind];
-    if (!allowed.split(', ').includes(method))
+    if (!allowed.includes(method))
       throw new ApiError('METHOD_NOT_ALLOWED', `${method} is not allowed here`, undefined, {
-        headers: { allow: allowed },
+        headers: { allow: allowed.join(', ') },
       });
 
     const credential = this.#authenticate(req);
@@ -238,7 +263,7 @@ export class RegistryApi {
       );
 
     if (method === 'GET') {
-      this.#read(req, res, route, url, span, requestId);
+      this.#read(req, res, route, span, requestId);
       return;
     }
     const { service, id } = route as { service: string; id: string };
@@ -277,10 +302,28 @@ export class RegistryApi {
         break;
       }
       case 'heartbeat': {
-        instance = await this.#store(() => store.renew(service, id, via));
+        // No closure for #store on the one route a fleet calls 200 times a second.
+        try {
+          instance = await store.renew(service, id, via);
+        } catch (err) {
+          throw storeFailure(err);
+        }
         if (instance === undefined) throw notFound(service, id);
         metrics.recordRenewal(service);
         outcome = 'renewed';
+        const prefer = req.headers.prefer;
+        if (typeof prefer === 'string' && RETURN_MINIMAL.test(prefer)) {
+          span.setAttribute('peregrine.registry.outcome', outcome);
+          res
+            .writeHead(204, {
+              'cache-control': 'no-store',
+              'preference-applied': 'return=minimal',
+              'x-request-id': requestId,
+            })
+            .end();
+          endServerSpan(span, 204, undefined);
+          return;
+        }
         break;
       }
       default: {
@@ -364,14 +407,24 @@ export class RegistryApi {
     return result;
   }
 
+  /** The route of a path (remembered while the cache has room); throws for a malformed name. */
+  #route(path: string): Route | undefined {
+    const known = this.#routes.get(path);
+    if (known !== undefined) return known;
+    const route = routeOf(path);
+    if (route !== undefined) {
+      if (this.#routes.size >= ROUTE_CACHE_SIZE) this.#routes.clear();
+      this.#routes.set(path, route);
+    }
+    return route;
+  }
+
   /** Run a store write; an unreachable store is 503 (the client retries with backoff). */
   async #store<T>(op: () => Promise<T>): Promise<T> {
     try {
       return await op();
     } catch (err) {
-      if (err instanceof RegistryUnavailableError)
-        throw new GatewayError('REGISTRY_UNAVAILABLE', err.message, { headers: { 'retry-after': '1' } });
-      throw err;
+      throw storeFailure(err);
     }
   }
 
@@ -398,14 +451,7 @@ export class RegistryApi {
     });
   }
 
-  #read(
-    req: IncomingMessage,
-    res: ServerResponse,
-    route: Route,
-    url: URL,
-    span: Span,
-    requestId: string,
-  ): void {
+  #read(req: IncomingMessage, res: ServerResponse, route: Route, span: Span, requestId: string): void {
     const store = this.#deps.store;
     switch (route.kind) {
       case 'services':
@@ -431,7 +477,12 @@ export class RegistryApi {
         break;
       }
       default:
-        this.#watch(req, res, url.searchParams.getAll('service'), requestId);
+        this.#watch(
+          req,
+          res,
+          new URL(req.url ?? '/', 'http://registry').searchParams.getAll('service'),
+          requestId,
+        );
         endServerSpan(span, 200, undefined);
         return;
     }
@@ -536,6 +587,13 @@ export class RegistryApi {
     });
     res.end(text);
   }
+}
+
+/** What a failed store write answers: 503 when the store is unreachable (the client retries). */
+function storeFailure(err: unknown): unknown {
+  return err instanceof RegistryUnavailableError
+    ? new GatewayError('REGISTRY_UNAVAILABLE', err.message, { headers: { 'retry-after': '1' } })
+    : err;
 }
 
 function notFound(service: string, id: string): GatewayError {

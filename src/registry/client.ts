@@ -121,6 +121,8 @@ export class RegistrationClient extends EventEmitter {
   readonly #agent: Dispatcher;
   readonly #ownAgent: boolean;
   readonly #headers: Record<string, string>;
+  /** A heartbeat's: it needs no instance back (204; a registry that ignores the preference answers 200). */
+  readonly #heartbeatHeaders: Record<string, string>;
   readonly #spec: Record<string, unknown>;
   #body: string;
   #wanted: 'active' | 'draining';
@@ -159,6 +161,7 @@ export class RegistrationClient extends EventEmitter {
       });
     this.#headers = { 'content-type': 'application/json' };
     if (opts.token) this.#headers.authorization = `Bearer ${opts.token}`;
+    this.#heartbeatHeaders = { ...this.#headers, prefer: 'return=minimal' };
     this.#spec = {
       address: opts.address,
       port: opts.port,
@@ -251,10 +254,10 @@ export class RegistrationClient extends EventEmitter {
   }
 
   #heartbeat(): void {
-    this.#track(this.#call('POST', '/heartbeat')).then(
+    this.#track(this.#call('POST', '/heartbeat', undefined, this.#heartbeatHeaders)).then(
       (a) => {
         if (this.#state !== 'registered') return;
-        if (a.status === 200) {
+        if (a.status === 204 || a.status === 200) {
           this.#failures = 0;
           this.#schedule(this.#heartbeatDelay(), () => this.#heartbeat());
         } else if (a.status === 404) {
@@ -301,11 +304,16 @@ export class RegistrationClient extends EventEmitter {
     return p;
   }
 
-  async #call(method: string, suffix: string, body?: string): Promise<Answer> {
+  async #call(
+    method: string,
+    suffix: string,
+    body?: string,
+    headers: Record<string, string> = this.#headers,
+  ): Promise<Answer> {
     const timeout = this.#opts.requestTimeoutMs ?? 5000;
     const res = await request(`${this.#base}${suffix}`, {
       method,
-      headers: this.#headers,
+      headers,
       body,
       dispatcher: this.#agent,
       headersTimeout: timeout,

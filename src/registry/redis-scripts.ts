@@ -97,7 +97,7 @@ local function live_lease(field, channel, ep, at, now)
   return raw
 end
 
--- renew and drain: ARGV field, viaJson, channel, epochCandidate, at. The lease is nil when there is none.
+-- drain: ARGV field, viaJson, channel, epochCandidate, at. The lease is nil when there is none.
 local function lease_change()
   local field, channel, at = ARGV[1], ARGV[3], ARGV[5]
   local now = now_ms()
@@ -147,20 +147,38 @@ return {outcome, lease, rev, ep}
 `;
 
 /**
- * renew: ARGV field, viaJson, channel, epochCandidate, at. Returns {lease, spec, epoch} or nil.
- * A renewal moves lease times only, which no watcher follows: it publishes nothing here. The
- * renewing replica announces its renewals in batches (RENEWALS_SCRIPT), one event per sweep.
+ * renew: ARGV viaJson, channel, epochCandidate, at, field1, field2, ... Renews each live lease for
+ * its own TTL; returns {epoch, lease1, spec1, lease2, spec2, ...}, false for a field with no live
+ * lease. Several renewals share one script (the store gathers them for a moment), so a fleet's
+ * heartbeats cost Redis and the gateway one round trip per batch, not one each. A renewal moves
+ * lease times only, which no watcher follows: it publishes nothing here. The renewing replica
+ * announces its renewals in batches (RENEWALS_SCRIPT), one event per sweep.
  */
 export const RENEW_SCRIPT = `${PRELUDE}
-local field, channel, at, now, ep, raw = lease_change()
-if not raw then return nil end
-local old = cjson.decode(raw)
-local expires = now + old.ttlMs
-local lease = lease_json(old.state, old.ttlMs, expires, now, old.registeredAt, ARGV[2])
-redis.call('HSET', KEYS[2], field, lease)
-redis.call('ZADD', KEYS[3], expires, field)
-keep_keys(expires, now)
-return {lease, redis.call('HGET', KEYS[1], field), ep}
+local via, channel, at = ARGV[1], ARGV[2], ARGV[4]
+local now = now_ms()
+local ep = epoch(ARGV[3])
+local out = {ep}
+local latest = 0
+for i = 5, #ARGV do
+  local field = ARGV[i]
+  local raw = live_lease(field, channel, ep, at, now)
+  if raw then
+    local old = cjson.decode(raw)
+    local expires = now + old.ttlMs
+    local lease = lease_json(old.state, old.ttlMs, expires, now, old.registeredAt, via)
+    redis.call('HSET', KEYS[2], field, lease)
+    redis.call('ZADD', KEYS[3], expires, field)
+    if expires > latest then latest = expires end
+    out[#out + 1] = lease
+    out[#out + 1] = redis.call('HGET', KEYS[1], field)
+  else
+    out[#out + 1] = false
+    out[#out + 1] = false
+  end
+end
+if latest > 0 then keep_keys(latest, now) end
+return out
 `;
 
 /**

@@ -53,12 +53,30 @@ export interface RedisStoreOptions {
   readonly resyncInterval: number;
   readonly metrics: RegistryMetrics;
   readonly logger: Logger;
+  /** Milliseconds a renewal waits for others to share its script (default RENEW_BATCH_MS). */
+  readonly renewBatchMs?: number;
 }
+
+/**
+ * A renewal waits this long for the renewals after it, and they go to Redis in one script: a fleet
+ * of 1,000 instances renewing every 5 s (200/s) pays about one round trip per 10 renewals instead
+ * of one each, and the heartbeat's answer comes at most this much later (a client renews a third
+ * of the way into its lease).
+ */
+export const RENEW_BATCH_MS = 50;
 
 /** At most this many leases are expired, or renewals announced, per script (one script must stay short). */
 const SWEEP_BATCH = 500;
 
 type Script = (...args: (string | number)[]) => Promise<unknown>;
+
+/** A renewal waiting for its batch's script. */
+interface PendingRenewal {
+  readonly service: string;
+  readonly id: string;
+  readonly resolve: (instance: Instance | undefined) => void;
+  readonly reject: (err: unknown) => void;
+}
 
 interface ChangeEvent {
   readonly epoch: string;
@@ -148,6 +166,13 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
   readonly #viaJson = new Map<string, string>();
   /** Keys renewed through this replica since the last sweep, announced together then. */
   #renewed = new Set<string>();
+  /** Renewals gathered for the next renew script, all through the gateway `#pendingVia`. */
+  #pending: PendingRenewal[] = [];
+  #pendingVia = '';
+  #renewTimer: NodeJS.Timeout | undefined;
+  /** The last renew script sent, settled once its renewals are answered. */
+  #renewing: Promise<void> = Promise.resolve();
+  readonly #renewBatchMs: number;
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #unlisten: (() => void)[] = [];
   /** Epoch and revision the view corresponds to; undefined before the first full read. */
@@ -174,6 +199,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     super((err) => opts.logger.error({ err }, 'registry watcher failed on a change'));
     this.#redis = redis;
     this.#opts = opts;
+    this.#renewBatchMs = opts.renewBatchMs ?? RENEW_BATCH_MS;
     this.#channel = `${redis.config.keyPrefix}${REGISTRY_CHANNEL}`;
     let resolve!: () => void;
     this.#firstSync = { promise: new Promise<void>((r) => (resolve = r)), resolve };
@@ -256,25 +282,74 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
   }
 
   /**
-   * Renew in one script that publishes nothing: lease times are no change for watchers, and an
-   * event per renewal would wake every replica for each heartbeat. This replica's view takes the
-   * new times at once; the others get them with the next batch (#announceRenewals, every sweep).
+   * Renew in a script that publishes nothing: lease times are no change for watchers, and an event
+   * per renewal would wake every replica for each heartbeat. Renewals within RENEW_BATCH_MS of
+   * each other share the script (one round trip). This replica's view takes the new times at once;
+   * the others get them with the next batch (#announceRenewals, every sweep).
    */
-  async renew(service: string, id: string, via: string): Promise<Instance | undefined> {
-    const key = `${service}/${id}`;
-    const reply = (await this.#run('renew', () =>
-      this.#scripts.renew(key, this.#via(via), this.#channel, newEpoch(), Date.now()),
-    )) as [string, string, string] | null;
-    if (reply === null) return undefined;
-    const [leaseJson, specJson, epoch] = reply;
+  renew(service: string, id: string, via: string): Promise<Instance | undefined> {
+    if (this.#pending.length > 0 && via !== this.#pendingVia) this.#flushRenewals();
+    return new Promise<Instance | undefined>((resolve, reject) => {
+      this.#pendingVia = via;
+      this.#pending.push({ service, id, resolve, reject });
+      if (this.#pending.length >= SWEEP_BATCH) this.#flushRenewals();
+      else this.#renewTimer ??= setTimeout(this.#flushRenewals, this.#renewBatchMs);
+    });
+  }
+
+  /** Send the gathered renewals in one script and answer each from its part of the reply. */
+  readonly #flushRenewals = (): void => {
+    clearTimeout(this.#renewTimer);
+    this.#renewTimer = undefined;
+    const batch = this.#pending;
+    if (batch.length === 0) return;
+    this.#pending = [];
+    const keys = batch.map((r) => `${r.service}/${r.id}`);
+    this.#renewing = this.#run('renew', () =>
+      this.#scripts.renew(this.#via(this.#pendingVia), this.#channel, newEpoch(), Date.now(), ...keys),
+    ).then(
+      (reply) => {
+        if (!Array.isArray(reply) || typeof reply[0] !== 'string') {
+          const err = new RegistryUnavailableError('the registry store (Redis) gave an unexpected reply');
+          for (const r of batch) r.reject(err);
+          return;
+        }
+        const parts = reply as (string | null)[];
+        const epoch = parts[0]!;
+        for (let i = 0; i < batch.length; i++) {
+          const r = batch[i]!;
+          try {
+            r.resolve(
+              this.#renewalOf(keys[i]!, r, parts[2 * i + 1] ?? null, parts[2 * i + 2] ?? null, epoch),
+            );
+          } catch (err) {
+            r.reject(err);
+          }
+        }
+      },
+      (err: unknown) => {
+        for (const r of batch) r.reject(err);
+      },
+    );
+  };
+
+  /** One renewal's part of the reply: the instance renewed, or undefined when the lease is gone. */
+  #renewalOf(
+    key: string,
+    r: PendingRenewal,
+    leaseJson: string | null,
+    specJson: string | null,
+    epoch: string,
+  ): Instance | undefined {
+    if (leaseJson === null || specJson === null) return undefined;
     const lease = JSON.parse(leaseJson) as Lease;
-    const current = this.view.get(service, id);
+    const current = this.view.get(r.service, r.id);
     const instance =
       current !== undefined && current.state === lease.state
         ? { ...current, ...lease }
         : toInstance(key, JSON.parse(specJson) as InstanceSpec, lease);
     if (epoch === this.#epoch) {
-      this.view.renew(service, id, lease);
+      this.view.renew(r.service, r.id, lease);
       this.#renewed.add(key);
     } else this.#maybeResync('gap');
     return instance;
@@ -575,6 +650,9 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     this.#closed = true;
     for (const t of this.#timers) clearInterval(t);
     for (const off of this.#unlisten) off();
+    // Renewals still gathering are sent now, not dropped.
+    this.#flushRenewals();
+    await this.#renewing;
     // The other replicas take the last renewals now rather than at their next re-read.
     if (this.#redis.ready) await this.#announceRenewals();
     await this.#resyncing?.catch(() => undefined);

@@ -183,3 +183,41 @@ export async function startRedis(opts: { persistent?: boolean } = {}): Promise<T
     },
   };
 }
+
+export interface RedisMonitor {
+  /** Each command Redis ran since MONITOR began, as its arguments (the command name first). */
+  readonly commands: string[][];
+  close(): void;
+}
+
+/**
+ * Redis's MONITOR on a raw connection of its own (ioredis's monitor mode can mistake the stream for
+ * replies under load): resolves once Redis has confirmed it, so every later command is seen.
+ */
+export async function monitorRedis(url: string): Promise<RedisMonitor> {
+  const { hostname, port } = new URL(url);
+  const socket = connect({ host: hostname, port: Number(port) });
+  const commands: string[][] = [];
+  let buffer = '';
+  let confirmed: () => void = () => {};
+  const ok = new Promise<void>((resolve) => (confirmed = resolve));
+  socket.setEncoding('utf8');
+  socket.on('data', (chunk: string) => {
+    buffer += chunk;
+    for (let end = buffer.indexOf('\r\n'); end !== -1; end = buffer.indexOf('\r\n')) {
+      const line = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      if (line === '+OK') confirmed();
+      // `+<time> [<db> <client>] "arg" "arg" …`, quotes and backslashes escaped.
+      else
+        commands.push([...line.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1]!.replace(/\\(.)/g, '$1')));
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  socket.write('MONITOR\r\n');
+  await ok;
+  return { commands, close: () => socket.destroy() };
+}

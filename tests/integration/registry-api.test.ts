@@ -405,6 +405,42 @@ describe('leases through the API', () => {
     });
     expect(beat.status).toBe(200);
     expect(beat.json?.outcome).toBe('renewed');
+    // Prefer: return=minimal (what Peregrine's client sends): renewed, 204 and no body.
+    const renewalsBefore = await metric('peregrine_registry_renewals_total', { service: 'payments' });
+    const minimal = await call('/v1/services/payments/instances/life-1/heartbeat', {
+      method: 'POST',
+      token: TOKEN,
+      headers: { prefer: 'respond-async, return=minimal' },
+    });
+    expect(minimal.status).toBe(204);
+    expect(minimal.json).toBeUndefined();
+    expect(minimal.headers['preference-applied']).toBe('return=minimal');
+    expect(minimal.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+    const after = (await call('/v1/services/payments/instances/life-1', { token: TOKEN })).json!.instance;
+    expect(Date.parse(after.lastHeartbeat)).toBeGreaterThanOrEqual(
+      Date.parse(beat.json!.instance.lastHeartbeat),
+    );
+    expect(await metric('peregrine_registry_renewals_total', { service: 'payments' })).toBe(
+      renewalsBefore + 1,
+    );
+    // Any other preference gets the instance as before.
+    const full = await call('/v1/services/payments/instances/life-1/heartbeat', {
+      method: 'POST',
+      token: TOKEN,
+      headers: { prefer: 'return=representation' },
+    });
+    expect(full.status).toBe(200);
+    expect(full.json?.instance.id).toBe('life-1');
+    // Unknown leases are 404 either way (the client registers again).
+    expectProblem(
+      await call('/v1/services/payments/instances/nobody/heartbeat', {
+        method: 'POST',
+        token: TOKEN,
+        headers: { prefer: 'return=minimal' },
+      }),
+      404,
+      'INSTANCE_NOT_FOUND',
+    );
     const unknown = await call('/v1/services/payments/instances/nobody/heartbeat', {
       method: 'POST',
       token: TOKEN,

@@ -170,6 +170,42 @@ describe('RegistrationClient against a failing registry', () => {
     fake = undefined;
   });
 
+  it('asks for no body on heartbeats (Prefer: return=minimal) and takes 204 or 200 alike', async () => {
+    const seen: { method: string; url: string; prefer: string | undefined }[] = [];
+    fake = createServer((req, res) => {
+      seen.push({ method: req.method!, url: req.url!, prefer: req.headers.prefer as string | undefined });
+      req.resume();
+      if (req.method === 'PUT') {
+        res.writeHead(201, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ instance: { service: 'payments', id: 'm-1', ttlMs: 300 } }));
+        return;
+      }
+      // Renewals alternate: a registry that applies the preference (204), one that ignores it (200).
+      const beats = seen.filter((s) => s.url.endsWith('/heartbeat')).length;
+      if (beats % 2 === 1) res.writeHead(204, { 'preference-applied': 'return=minimal' }).end();
+      else res.writeHead(200, { 'content-type': 'application/json' }).end('{"outcome":"renewed"}');
+    });
+    await new Promise<void>((resolve) => fake!.listen(0, '127.0.0.1', resolve));
+    const c = client({
+      registry: `http://127.0.0.1:${(fake.address() as AddressInfo).port}`,
+      id: 'm-1',
+      ttlMs: 300,
+    });
+    let failures = 0;
+    let reregistered = 0;
+    c.on('failure', () => failures++);
+    c.on('reregistered', () => reregistered++);
+    await c.start();
+    await eventually(
+      () => expect(seen.filter((s) => s.url.endsWith('/heartbeat')).length).toBeGreaterThanOrEqual(4),
+      5000,
+    );
+    expect({ failures, reregistered }).toEqual({ failures: 0, reregistered: 0 });
+    expect(seen.filter((s) => s.method === 'PUT')).toHaveLength(1);
+    expect(seen[0]!.prefer).toBeUndefined();
+    for (const s of seen.slice(1)) expect(s).toMatchObject({ method: 'POST', prefer: 'return=minimal' });
+  });
+
   it('backs off between retries (doubling, with jitter) and honours Retry-After', async () => {
     const times: number[] = [];
     let answered = 0;

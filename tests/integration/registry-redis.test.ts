@@ -10,7 +10,7 @@ import { createRegistryProviderFactory } from '../../src/discovery/registry-prov
 import { REGISTRY_CHANNEL } from '../../src/registry/redis-scripts.ts';
 import { RegistryUnavailableError } from '../../src/registry/store.ts';
 import { countingSink, eventually, registration, VIA } from '../conformance/registry-store.ts';
-import { startRedis, type TestRedis } from '../helpers/redis.ts';
+import { monitorRedis, startRedis, type TestRedis } from '../helpers/redis.ts';
 import {
   metricOf,
   newPrefix,
@@ -106,6 +106,39 @@ describe('two replicas on one Redis', () => {
     expect(ids(b)).toEqual(['p-1']);
   });
 
+  it('renewals that come within a moment of each other share one script: one round trip to Redis', async () => {
+    const [a] = await twoReplicas();
+    const keys = Array.from({ length: 20 }, (_, n) => `p-${n}`);
+    for (const id of keys) await a.store.register(registration('payments', id, 60_000), VIA);
+    await a.store.register(registration('payments', 'gone', TTL), VIA);
+    await a.store.deregister('payments', 'gone');
+    // The renew script is the one whose first argument is the gateway's name as JSON.
+    const monitor = await monitorRedis(redis.url);
+    const scripts = () =>
+      monitor.commands
+        .filter(
+          (args) => args[0]?.toLowerCase().startsWith('eval') && args[9] === JSON.stringify('gateway-b'),
+        )
+        .map((args) => args.slice(13));
+    try {
+      const before = new Map(keys.map((id) => [id, a.store.get('payments', id)!.expiresAt]));
+      const renewed = await Promise.all(
+        [...keys, 'gone'].map((id) => a.store.renew('payments', id, 'gateway-b')),
+      );
+      expect(renewed.at(-1)).toBeUndefined();
+      for (const [n, id] of keys.entries()) {
+        expect(renewed[n]?.id).toBe(id);
+        expect(renewed[n]?.registeredVia).toBe('gateway-b');
+        expect(renewed[n]!.expiresAt).toBeGreaterThanOrEqual(before.get(id)!);
+        expect(a.store.get('payments', id)?.lastHeartbeat).toBe(renewed[n]!.lastHeartbeat);
+      }
+      await eventually(() => expect(scripts()).toHaveLength(1), 1000);
+      expect(scripts()[0]).toEqual([...keys, 'gone'].map((id) => `payments/${id}`));
+    } finally {
+      monitor.close();
+    }
+  });
+
   it('renewals publish no event each: A announces them in batches, B takes the leases and hears no change', async () => {
     const [a, b, prefix] = await twoReplicas();
     const keys = ['p-1', 'p-2', 'p-3'];
@@ -132,12 +165,14 @@ describe('two replicas on one Redis', () => {
     );
     provider.start(sink);
     try {
-      const renewals = 30;
+      // Ten rounds in which every instance renews, as a fleet's heartbeats come.
+      const rounds = 10;
+      const renewals = rounds * keys.length;
       const last = new Map<string, number>();
-      for (let i = 0; i < renewals; i++) {
-        const id = keys[i % keys.length]!;
-        last.set(id, (await a.store.renew('payments', id, 'gateway-a'))!.expiresAt);
-        if (i % 10 === 9) await sleep(SWEEP_MS);
+      for (let round = 0; round < rounds; round++) {
+        const renewed = await Promise.all(keys.map((id) => a.store.renew('payments', id, 'gateway-a')));
+        for (const [n, id] of keys.entries()) last.set(id, renewed[n]!.expiresAt);
+        if (round % 3 === 2) await sleep(SWEEP_MS);
       }
       for (const [id, expiresAt] of last)
         await eventually(() => expect(b.store.get('payments', id)?.expiresAt).toBe(expiresAt), 1000);
