@@ -11,7 +11,9 @@
  *
  * A and B: passthrough, lean, observed, observed:no-log, observed:no-trace, observed:ratio=R,
  * ratelimit, registry (bench/lib/peregrine-config.ts; the `:` forms change the observed profile's
- * telemetry; registry registers the upstream through the registration API once it is up). B defaults
+ * telemetry; registry registers the upstream through the registration API once it is up), or
+ * bare-undici (the floor of `npm run bench`, bench/peers/bare-undici.ts: the foundation's goals
+ * measured side by side, `bare-undici passthrough` and `bare-undici observed`). B defaults
  * to A; `--b-dir` runs B from another checkout (e.g. `git worktree add /tmp/base HEAD~1`), to price
  * a code change. Each round starts both afresh; 3 s warmup, then BENCH_DURATION (10) s measured,
  * BENCH_CONNECTIONS (25) per side. Needs wrk and taskset.
@@ -43,17 +45,20 @@ const log = (s: string) => process.stderr.write(`${s}\n`);
 
 interface Variant {
   label: string;
-  profile: PeregrineProfile;
+  profile: PeregrineProfile | typeof BARE;
   tweak(cfg: ConfigInput): void;
   dir: string;
 }
 
 /** Profiles that need no Redis: both sides share the machine, and a Redis would be a third process. */
 const SIDE_BY_SIDE_PROFILES = ['passthrough', 'lean', 'observed', 'ratelimit', 'registry'];
+/** The bare undici forwarder, the foundation goals' floor. */
+const BARE = 'bare-undici';
 
 /** `observed:no-log` and the like: a profile and a change to its telemetry. */
 export function parseVariant(spec: string, dir: string): Variant {
   const [profile, mod] = spec.split(':', 2) as [string, string | undefined];
+  if (spec === BARE) return { label: spec, profile: BARE, tweak: () => {}, dir };
   if (!SIDE_BY_SIDE_PROFILES.includes(profile)) throw new Error(`unknown profile ${profile}`);
   const tweak = (cfg: ConfigInput): void => {
     const t = cfg.telemetry!;
@@ -75,14 +80,24 @@ async function startVariant(
   otlpEndpoint: string,
   pin: NonNullable<ReturnType<typeof pinPlan>>,
 ): Promise<{ proc: Managed; url: string; stop(): Promise<void> }> {
-  const registryPort = v.profile === 'registry' ? await freePort() : undefined;
+  if (v.profile === BARE) {
+    const peer = await startPeer({ node: process.execPath, root: v.dir }, 'bare-undici.ts', {
+      UPSTREAM: upstreamOrigin,
+    });
+    pinTarget(pin, peer.proc.pid);
+    const url = `${peer.origin}/`;
+    await waitForHttp(url, { proc: peer.proc });
+    return { proc: peer.proc, url, stop: async () => void (await peer.proc.stop()) };
+  }
+  const profile = v.profile;
+  const registryPort = profile === 'registry' ? await freePort() : undefined;
   const started = await startPeregrine({
     name: `peregrine-${side}`,
     dir: v.dir,
     configFile: join(tmp, `${side}.yaml`),
     yaml: (listenPort, adminPort) => {
       const cfg = peregrineConfig({
-        profile: v.profile,
+        profile,
         listenPort,
         adminPort,
         upstreamOrigin,

@@ -54,11 +54,18 @@ afterAll(async () => {
 
 const last = () => up.requests[up.requests.length - 1]!;
 
-function policyResultOf(requestId: string | null): unknown {
-  const span = spans
-    .getFinishedSpans()
-    .find((s) => s.kind === 1 && s.attributes['peregrine.request_id'] === requestId);
-  return span?.attributes['peregrine.policy.result'];
+/**
+ * The policy result on a request's SERVER span. The span ends when the response has been written,
+ * which can be after the client has read the headers: wait for it (an exact lookup, no sleep).
+ */
+async function policyResultOf(requestId: string | null): Promise<unknown> {
+  const find = () =>
+    spans.getFinishedSpans().find((s) => s.kind === 1 && s.attributes['peregrine.request_id'] === requestId);
+  for (let waited = 0; find() === undefined; waited += 10) {
+    if (waited > 5000) throw new Error(`no SERVER span for request ${requestId}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return find()!.attributes['peregrine.policy.result'];
 }
 
 describe('named policies', () => {
@@ -68,20 +75,20 @@ describe('named policies', () => {
       const anonymous = await fetch(`${gw.url}${path}`);
       expect(anonymous.status).toBe(401);
       expect(anonymous.headers.get('x-peregrine-reason')).toBe('AUTH_REQUIRED');
-      expect(policyResultOf(anonymous.headers.get('x-request-id'))).toBe('deny:AUTH_REQUIRED');
+      expect(await policyResultOf(anonymous.headers.get('x-request-id'))).toBe('deny:AUTH_REQUIRED');
 
       const res = await fetch(`${gw.url}${path}`, {
         headers: { authorization: `Bearer ${token}`, 'x-user-id': 'mallory' },
       });
       expect(res.status).toBe(200);
-      expect(policyResultOf(res.headers.get('x-request-id'))).toBe('allow');
+      expect(await policyResultOf(res.headers.get('x-request-id'))).toBe('allow');
       // The policy's claim header replaces the client's; the token stays at the gateway.
       expect(last().headers['x-user-id']).toBe('alice');
       expect(last().headers.authorization).toBeUndefined();
     }
     const open = await fetch(`${gw.url}/open`);
     expect(open.status).toBe(200);
-    expect(policyResultOf(open.headers.get('x-request-id'))).toBeUndefined();
+    expect(await policyResultOf(open.headers.get('x-request-id'))).toBeUndefined();
   });
 
   it('/v1/routes shows each route chain in order', async () => {

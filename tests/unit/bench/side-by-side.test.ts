@@ -4,6 +4,7 @@ import { parseVariant } from '../../../bench/side-by-side.ts';
 
 function configOf(spec: string) {
   const v = parseVariant(spec, '/repo');
+  if (v.profile === 'bare-undici') throw new Error('bare-undici has no Peregrine config');
   const cfg = peregrineConfig({
     profile: v.profile,
     listenPort: 1,
@@ -34,6 +35,14 @@ describe('side-by-side variants', () => {
       tracing: { exporter: 'none', sampleRatio: 0 },
     });
     expect(configOf('observed:ratio=0.01').tracing).toMatchObject({ exporter: 'otlp', sampleRatio: 0.01 });
+  });
+
+  it('takes the bare undici forwarder as a side, the floor of the foundation goals', () => {
+    expect(parseVariant('bare-undici', '/repo')).toMatchObject({
+      label: 'bare-undici',
+      profile: 'bare-undici',
+    });
+    expect(() => parseVariant('bare-undici:no-log', '/repo')).toThrow(/unknown profile/);
   });
 
   it('refuses what it does not know', () => {
