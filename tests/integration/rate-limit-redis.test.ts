@@ -225,7 +225,9 @@ describe('two gateway processes sharing Redis', () => {
     for (const gw of gws) {
       expect(await metric(gw, 'peregrine_ratelimit_degraded', { policy: 'insured' })).toBe(0);
       // The line comes through the child's stdout, which can trail its answers.
-      await until('the recovery logged', () => gw.logs.some((l) => l.msg === 'rate limit store answering again'));
+      await until('the recovery logged', () =>
+        gw.logs.some((l) => l.msg === 'rate limit store answering again'),
+      );
     }
   });
 
