@@ -33,6 +33,8 @@
  *   1,000-instance fleet's renewals fall within the Redis store's 50 ms renewal batch
  *   BENCH_CG_WARMUP (40000): uninstrumented warmup requests
  *   BENCH_CG_REQUESTS (5000): requests in the counted window
+ *   BENCH_CG_PERF_MAP=1: Peregrine targets write V8's perf map (/tmp/perf-<pid>.map, the dump's pid),
+ *     to name the JIT code addresses callgrind_annotate prints as 0x…
  *
  * Needs valgrind (`apt-get install valgrind`); 1-3 minutes per target.
  */
@@ -332,12 +334,20 @@ async function startUnderCallgrind(
   const proc = spawnManaged(
     `peregrine-${which}`,
     tools.valgrind,
-    [...vg, node, ...peregrineArgv(ROOT), 'run', '--config', config],
+    [...vg, node, ...perfMapFlag(), ...peregrineArgv(ROOT), 'run', '--config', config],
     { env: peregrineEnv(ROOT, childEnv()), cwd: ROOT, stdout: 'ignore' },
   );
   const url = `http://127.0.0.1:${listenPort}/`;
   await readyOrStop(proc, [`http://127.0.0.1:${adminPort}/readyz`, url]);
   return { proc, url };
+}
+
+/**
+ * BENCH_CG_PERF_MAP=1: V8 writes /tmp/perf-<pid>.map, which names the JIT code addresses that
+ * callgrind_annotate shows as `0x…` (JavaScript functions compiled by V8).
+ */
+function perfMapFlag(): string[] {
+  return process.env.BENCH_CG_PERF_MAP === '1' ? ['--perf-basic-prof'] : [];
 }
 
 /** Wait for each URL to answer 200 in turn; stop the process when it never does. */
