@@ -311,19 +311,6 @@ export class RegistryApi {
         if (instance === undefined) throw notFound(service, id);
         metrics.recordRenewal(service);
         outcome = 'renewed';
-        const prefer = req.headers.prefer;
-        if (typeof prefer === 'string' && RETURN_MINIMAL.test(prefer)) {
-          span.setAttribute('peregrine.registry.outcome', outcome);
-          res
-            .writeHead(204, {
-              'cache-control': 'no-store',
-              'preference-applied': 'return=minimal',
-              'x-request-id': requestId,
-            })
-            .end();
-          endServerSpan(span, 204, undefined);
-          return;
-        }
         break;
       }
       default: {
@@ -338,6 +325,17 @@ export class RegistryApi {
       }
     }
     span.setAttribute('peregrine.registry.outcome', outcome);
+    if (outcome === 'renewed' && prefersMinimal(req)) {
+      res
+        .writeHead(204, {
+          'cache-control': 'no-store',
+          'preference-applied': 'return=minimal',
+          'x-request-id': requestId,
+        })
+        .end();
+      endServerSpan(span, 204, undefined);
+      return;
+    }
     sendJson(
       res,
       status,
@@ -587,6 +585,12 @@ export class RegistryApi {
     });
     res.end(text);
   }
+}
+
+/** The client asked for no body back (Prefer: return=minimal). */
+function prefersMinimal(req: IncomingMessage): boolean {
+  const prefer = req.headers.prefer;
+  return typeof prefer === 'string' && RETURN_MINIMAL.test(prefer);
 }
 
 /** What a failed store write answers: 503 when the store is unreachable (the client retries). */

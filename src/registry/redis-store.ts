@@ -170,7 +170,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
   #pending: PendingRenewal[] = [];
   #pendingVia = '';
   #renewTimer: NodeJS.Timeout | undefined;
-  /** The last renew script sent, settled once its renewals are answered. */
+  /** Settled once every renew script sent so far has been answered (close waits for it). */
   #renewing: Promise<void> = Promise.resolve();
   readonly #renewBatchMs: number;
   readonly #timers: NodeJS.Timeout[] = [];
@@ -305,7 +305,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     if (batch.length === 0) return;
     this.#pending = [];
     const keys = batch.map((r) => `${r.service}/${r.id}`);
-    this.#renewing = this.#run('renew', () =>
+    const sent = this.#run('renew', () =>
       this.#scripts.renew(this.#via(this.#pendingVia), this.#channel, newEpoch(), Date.now(), ...keys),
     ).then(
       (reply) => {
@@ -331,6 +331,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
         for (const r of batch) r.reject(err);
       },
     );
+    this.#renewing = Promise.all([this.#renewing, sent]).then(() => undefined);
   };
 
   /** One renewal's part of the reply: the instance renewed, or undefined when the lease is gone. */

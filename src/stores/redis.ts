@@ -15,23 +15,16 @@
  * connection): `subscriber()` makes one on first use, with the same settings, health and metrics
  * under `connection="subscriber"`.
  */
-import { createRequire } from 'node:module';
 import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
+import { lazyRequire } from '../lazy-require.ts';
 import type { RedisConnectionName, RedisErrorKind, RedisMetrics, RedisState } from '../telemetry/metrics.ts';
 import type { RedisConfig } from './schema.ts';
 
 export type { RedisState } from '../telemetry/metrics.ts';
 
-/**
- * ioredis, loaded when the first connection is made: a gateway without `redis` in its config
- * never holds it (about 2.5 MB of live heap, which every major GC would mark; bench/allocations.ts).
- */
-let ioredis: typeof import('ioredis') | undefined;
-function loadIoredis(): typeof import('ioredis') {
-  ioredis ??= createRequire(import.meta.url)('ioredis') as typeof import('ioredis');
-  return ioredis;
-}
+/** ioredis, loaded when the first connection is made (about 2.5 MB of live heap). */
+const loadIoredis = lazyRequire<typeof import('ioredis')>('ioredis');
 
 export interface RedisHealth {
   readonly connection: RedisConnectionName;

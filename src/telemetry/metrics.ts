@@ -1606,13 +1606,7 @@ export class RegistryMetrics {
   }
 
   recordRenewal(service: string): void {
-    const label = this.serviceLabel(service);
-    let cell = this.#renewalCells.get(label);
-    if (cell === undefined) {
-      cell = this.renewals.cell({ service: label });
-      this.#renewalCells.set(label, cell);
-    }
-    cell.value++;
+    seriesOf(this.#renewalCells, this.renewals, 'service', this.serviceLabel(service)).value++;
   }
 
   recordDrain(service: string): void {

@@ -5,23 +5,15 @@
  * time is decided by the policy's degradation: its insurance limiter (memory, the limit divided by
  * the expected replica count), nothing (fail-open), or a refusal (fail-closed).
  */
-import { createRequire } from 'node:module';
 import type { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { lazyRequire } from '../../../lazy-require.ts';
 import type { RedisConnection } from '../../../stores/redis.ts';
 import type { RateLimitStoreResult } from '../../../telemetry/metrics.ts';
 import { type Deadlined, DeadlineQueue } from './deadlines.ts';
 import type { Degradation, LimitConfig } from './schema.ts';
 
-type Flexible = typeof import('rate-limiter-flexible');
-/**
- * rate-limiter-flexible, loaded with the first policy's counters: a gateway without rate limits
- * never holds it (about 1.4 MB of live heap, which every major GC would mark; bench/allocations.ts).
- */
-let flexible: Flexible | undefined;
-function lib(): Flexible {
-  flexible ??= createRequire(import.meta.url)('rate-limiter-flexible') as Flexible;
-  return flexible;
-}
+/** rate-limiter-flexible, loaded with the first policy's counters (about 1.4 MB of live heap). */
+const lib = lazyRequire<typeof import('rate-limiter-flexible')>('rate-limiter-flexible');
 
 /** What consume() needs of a limiter: rate-limiter-flexible's limiters and BurstyRateLimiter alike. */
 interface Limiter {
