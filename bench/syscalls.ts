@@ -23,7 +23,7 @@ import { runPaced } from './lib/paced.ts';
 import { peregrineConfigYaml } from './lib/peregrine-config.ts';
 import { findExecutable, installCleanup, type Managed, runMain, stopAll, waitForHttp } from './lib/proc.ts';
 import { fileStamp, fmtNum, markdownTable } from './lib/table.ts';
-import { startPeer, startPeregrine } from './lib/targets.ts';
+import { startPeer, startPeregrine, startUpstreamAndSink } from './lib/targets.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const PEREGRINE_DIR = process.env.BENCH_PEREGRINE_DIR || ROOT;
@@ -130,19 +130,15 @@ async function main(): Promise<void> {
   const targets = (asked.length > 0 ? asked : ['bare-undici', 'passthrough']) as Which[];
   const tmp = mkdtempSync(join(tmpdir(), 'peregrine-syscalls-'));
   try {
-    const up = await startPeer({ node: process.execPath, root: ROOT }, 'upstream.ts');
-    await waitForHttp(`${up.origin}/`, { proc: up.proc });
-    let otlp: string | undefined;
-    if (targets.includes('observed')) {
-      const sink = await startPeer({ node: process.execPath, root: ROOT }, 'otlp-sink.ts');
-      await waitForHttp(`${sink.origin}/stats`, { proc: sink.proc });
-      otlp = sink.origin;
-    }
+    const { upstream, otlp } = await startUpstreamAndSink(
+      { node: process.execPath, root: ROOT },
+      targets.includes('observed'),
+    );
     const rows: string[][] = [];
     let setting = '';
     for (const which of targets) {
       log(`${which}: under strace`);
-      const m = await measure(which, strace, tmp, up.origin, otlp);
+      const m = await measure(which, strace, tmp, upstream, otlp);
       setting = `${m.rate} req/s over at most ${m.connections} connections`;
       rows.push([
         which,
