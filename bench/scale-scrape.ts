@@ -15,19 +15,13 @@
  *
  * Environment: BENCH_SCALE_SCRAPE_ROUTES (10000), BENCH_SCALE_SCRAPE_RUNS (5).
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pino from 'pino';
+import { readFileSync } from 'node:fs';
 import { Counter, type Registry } from 'prom-client';
-import { loadConfigFile } from '../src/config/loader.ts';
-import { ConfigStore } from '../src/control/config-store.ts';
 import { rendersItself } from '../src/telemetry/metric-cells.ts';
-import { createMetrics, writeMetrics } from '../src/telemetry/metrics.ts';
 import { intFromEnv } from './lib/env.ts';
 import { runMain } from './lib/proc.ts';
-import { scaleConfigYaml, scaleUpstreams } from './lib/scale-config.ts';
+import { scaleUpstreams } from './lib/scale-config.ts';
+import { openScaleStore, withScrapePipe } from './lib/scale-store.ts';
 
 const ROUTES = intFromEnv('BENCH_SCALE_SCRAPE_ROUTES', 10000);
 const RUNS = intFromEnv('BENCH_SCALE_SCRAPE_RUNS', 5);
@@ -104,25 +98,7 @@ async function turns(run: () => Promise<void>): Promise<{ turns: number; longest
 }
 
 async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'peregrine-scale-scrape-'));
-  const file = join(dir, 'scale.yaml');
-  writeFileSync(
-    file,
-    scaleConfigYaml({
-      routes: ROUTES,
-      listenPort: 1,
-      adminPort: 2,
-      upstreamOrigin: 'http://127.0.0.1:9',
-      extraRoutes: 0,
-    }),
-  );
-  const metrics = createMetrics({ exemplars: true, version: 'bench' });
-  const store = new ConfigStore(await loadConfigFile(file, {}), {
-    file,
-    logger: pino({ enabled: false }),
-    metrics,
-    env: {},
-  });
+  const { store, metrics, close } = await openScaleStore(ROUTES, true);
   const out = (s: string) => process.stdout.write(`${s}\n`);
   out(`${ROUTES} routes, ${scaleUpstreams(ROUTES)} upstreams`);
   try {
@@ -147,31 +123,21 @@ async function main(): Promise<void> {
     const total = costs.reduce((s, c) => s + c.ms, 0);
     out(`all ${costs.length} families: ${total.toFixed(1)} ms`);
 
-    // The reader is another process, so that its CPU is not counted.
-    const reader = spawn('cat', [], { stdio: ['pipe', 'ignore', 'inherit'] });
-    const sink = reader.stdin;
-    try {
+    await withScrapePipe(metrics, async (scrape) => {
       for (let k = 1; k <= RUNS; k++) {
         let chars = 0;
         const start = threadMs();
         const wall = performance.now();
         const t = await turns(async () => {
-          await writeMetrics(metrics, 'application/openmetrics-text', (chunk) => {
-            chars += chunk.length;
-            if (!sink.write(chunk)) return new Promise((resolve) => sink.once('drain', resolve));
-          });
+          chars = await scrape();
         });
         out(
           `scrape ${k}: main thread ${(threadMs() - start).toFixed(0)} ms CPU, ${(performance.now() - wall).toFixed(0)} ms wall, ${(chars / 1e6).toFixed(1)} MB, ${t.turns} turns, longest ${t.longestMs.toFixed(1)} ms`,
         );
       }
-    } finally {
-      sink.end();
-      reader.kill();
-    }
+    });
   } finally {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
+    await close();
   }
 }
 
