@@ -344,16 +344,22 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
   ): Instance | undefined {
     if (leaseJson === null || specJson === null) return undefined;
     const lease = JSON.parse(leaseJson) as Lease;
-    const current = this.view.get(r.service, r.id);
-    const instance =
-      current !== undefined && current.state === lease.state
-        ? { ...current, ...lease }
-        : toInstance(key, JSON.parse(specJson) as InstanceSpec, lease);
     if (epoch === this.#epoch) {
-      this.view.renew(r.service, r.id, lease);
       this.#renewed.add(key);
+      // The view's record, renewed, is the answer when it holds this very lease: no second copy.
+      const renewed = this.view.renew(r.service, r.id, lease);
+      if (
+        renewed !== undefined &&
+        renewed.state === lease.state &&
+        renewed.expiresAt === lease.expiresAt &&
+        renewed.lastHeartbeat === lease.lastHeartbeat
+      )
+        return renewed;
     } else this.#maybeResync('gap');
-    return instance;
+    const current = this.view.get(r.service, r.id);
+    return current !== undefined && current.state === lease.state
+      ? { ...current, ...lease }
+      : toInstance(key, JSON.parse(specJson) as InstanceSpec, lease);
   }
 
   async drain(service: string, id: string, via: string): Promise<Instance | undefined> {
