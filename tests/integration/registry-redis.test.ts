@@ -139,6 +139,29 @@ describe('two replicas on one Redis', () => {
     }
   });
 
+  it('a renewal of an instance the replica does not know yet answers it as Redis holds it, and re-reads', async () => {
+    const [a, b, prefix] = await twoReplicas();
+    await a.store.register(registration('payments', 'p-1', 60_000), VIA);
+    await eventually(() => expect(ids(b)).toEqual(['p-1']), 1000);
+    // An instance written straight to Redis's data: no event, no revision; B's view lacks it.
+    const field = async (hash: string) =>
+      (await redis.command('HGET', `${prefix}registry:${hash}`, 'payments/p-1')).split('\r\n')[1]!;
+    await redis.command('HSET', `${prefix}registry:spec`, 'payments/p-9', await field('spec'));
+    await redis.command('HSET', `${prefix}registry:lease`, 'payments/p-9', await field('lease'));
+    await redis.command('ZADD', `${prefix}registry:expiry`, String(Date.now() + 60_000), 'payments/p-9');
+    expect(b.store.get('payments', 'p-9')).toBeUndefined();
+    const renewed = await b.store.renew('payments', 'p-9', 'gateway-b');
+    expect(renewed).toMatchObject({
+      service: 'payments',
+      id: 'p-9',
+      address: a.store.get('payments', 'p-1')!.address,
+      registeredVia: 'gateway-b',
+    });
+    expect(renewed!.expiresAt).toBeGreaterThan(Date.now() + 30_000);
+    await eventually(() => expect(ids(b)).toEqual(['p-1', 'p-9']), 1000);
+    expect(b.store.get('payments', 'p-9')?.lastHeartbeat).toBe(renewed!.lastHeartbeat);
+  });
+
   it('renewals publish no event each: A announces them in batches, B takes the leases and hears no change', async () => {
     const [a, b, prefix] = await twoReplicas();
     const keys = ['p-1', 'p-2', 'p-3'];
