@@ -182,15 +182,17 @@ return out
 `;
 
 /**
- * renewals: ARGV channel, epochCandidate, at, field1, field2, ... The leases of those fields that
- * are live now, published as one `renew` event (one revision) so other replicas' views show the
- * new expiries; fields gone meanwhile are left out. Returns the revision, or 0 when none was live.
+ * renewals: ARGV channel, epochCandidate, at, originJson, field1, field2, ... The leases of those
+ * fields that are live now, published as one `renewals` event (one revision) so other replicas'
+ * views show the new expiries; fields gone meanwhile are left out. The event starts with its
+ * origin, the announcing replica, which knows these leases and reads no further than the revision
+ * (RENEWALS_PREFIX). Returns the revision, or 0 when none was live.
  */
 export const RENEWALS_SCRIPT = `${PRELUDE}
-local channel, at = ARGV[1], ARGV[3]
+local channel, at, origin = ARGV[1], ARGV[3], ARGV[4]
 local now = now_ms()
 local parts = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local field = ARGV[i]
   local score = tonumber(redis.call('ZSCORE', KEYS[3], field) or '0')
   local lease = redis.call('HGET', KEYS[2], field)
@@ -199,11 +201,16 @@ end
 if #parts == 0 then return 0 end
 local ep = epoch(ARGV[2])
 local rev = redis.call('INCR', KEYS[5])
-redis.call('PUBLISH', channel, '{"epoch":' .. cjson.encode(ep) .. ',"rev":' .. rev ..
+redis.call('PUBLISH', channel, '{"origin":' .. origin .. ',"epoch":' .. cjson.encode(ep) .. ',"rev":' .. rev ..
   ',"op":"renewals","cause":"renewed","at":' .. at .. ',"key":"","spec":null,"lease":null,"leases":{' ..
   table.concat(parts, ',') .. '}}')
 return rev
 `;
+
+/** How a `renewals` event announced by the replica `origin` begins: then `<epoch>","rev":<rev>,`. */
+export function renewalsPrefix(origin: string): string {
+  return `{"origin":${JSON.stringify(origin)},"epoch":"`;
+}
 
 /** drain: ARGV field, viaJson, channel, epochCandidate, at. Returns {lease, spec, rev, epoch} or nil. */
 export const DRAIN_SCRIPT = `${PRELUDE}

@@ -27,6 +27,7 @@ import {
   REGISTRY_KEYS,
   RENEW_SCRIPT,
   RENEWALS_SCRIPT,
+  renewalsPrefix,
   SNAPSHOT_SCRIPT,
   SWEEP_SCRIPT,
 } from './redis-scripts.ts';
@@ -85,7 +86,7 @@ interface ChangeEvent {
   readonly op: 'set' | 'renew' | 'del' | 'renewals';
   readonly cause: ChangeCause | 'renewed';
   /** Origin gateway's wall clock (ms) when it sent the write, for the propagation histogram. */
-  readonly at: number;
+  readonly at?: number;
   readonly key: string;
   readonly spec: InstanceSpec | null;
   readonly lease: Lease | null;
@@ -162,6 +163,9 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     'register' | 'renew' | 'renewals' | 'drain' | 'deregister' | 'sweep' | 'snapshot',
     Script
   >;
+  /** This replica in its `renewals` events (JSON), and how those events begin. */
+  readonly #origin = JSON.stringify(randomUUID());
+  readonly #ownRenewals = renewalsPrefix(JSON.parse(this.#origin) as string);
   /** `registeredVia` as the scripts take it (JSON), made once per gateway name. */
   readonly #viaJson = new Map<string, string>();
   /** Keys renewed through this replica since the last sweep, announced together then. */
@@ -400,6 +404,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
           this.#channel,
           newEpoch(),
           Date.now(),
+          this.#origin,
           ...keys.slice(i, i + SWEEP_BATCH),
         );
     } catch (err) {
@@ -516,7 +521,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     if (channel !== this.#channel || this.#closed) return;
     let event: ChangeEvent;
     try {
-      event = JSON.parse(message) as ChangeEvent;
+      event = this.#ownRenewalsEvent(message) ?? (JSON.parse(message) as ChangeEvent);
       if (typeof event.rev !== 'number' || typeof event.key !== 'string')
         throw new Error('not a change event');
     } catch (err) {
@@ -530,6 +535,30 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     }
     this.#apply(event);
   };
+
+  /**
+   * This replica's own `renewals` event as its epoch and revision, with no leases: the view took
+   * each of them from its renewal's reply, and whatever is newer came or comes in the event of the
+   * replica that renewed it later. Undefined for every other message (parsed in full).
+   */
+  #ownRenewalsEvent(message: string): ChangeEvent | undefined {
+    const prefix = this.#ownRenewals;
+    if (!message.startsWith(prefix)) return undefined;
+    const epochEnd = message.indexOf('","rev":', prefix.length);
+    const revEnd = message.indexOf(',', epochEnd + 8);
+    if (epochEnd === -1 || revEnd === -1) return undefined;
+    const rev = Number(message.slice(epochEnd + 8, revEnd));
+    if (!Number.isSafeInteger(rev)) return undefined;
+    return {
+      epoch: message.slice(prefix.length, epochEnd),
+      rev,
+      op: 'renewals',
+      cause: 'renewed',
+      key: '',
+      spec: null,
+      lease: null,
+    };
+  }
 
   #apply(event: ChangeEvent): void {
     if (event.epoch !== this.#epoch) {
