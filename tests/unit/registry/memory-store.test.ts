@@ -1,27 +1,11 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { MemoryRegistryStore } from '../../../src/registry/memory-store.ts';
-import type { Registration } from '../../../src/registry/store.ts';
+import { registration as registrationOf } from '../../conformance/registry-store.ts';
 import { silentLogger, TEST_LIMITS, testMetrics } from '../../helpers/registry.ts';
 
 const SWEEP_MS = 250;
 
-function registration(id: string, ttlMs: number): Registration {
-  return {
-    service: 'payments',
-    id,
-    spec: {
-      address: '10.0.0.1',
-      port: 8080,
-      protocol: 'http',
-      zone: null,
-      version: null,
-      weight: 1,
-      metadata: {},
-    },
-    state: 'active',
-    ttlMs,
-  };
-}
+const registration = (id: string, ttlMs: number) => registrationOf('payments', id, ttlMs);
 
 describe('memory store sweeps', () => {
   let store: MemoryRegistryStore;
