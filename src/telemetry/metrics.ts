@@ -226,6 +226,8 @@ export interface MetricsOptions {
    * (default true); the others share the `_other` series.
    */
   routeHistograms?: boolean;
+  /** Sampling interval of the event-loop delay histogram, ms (default EVENT_LOOP_RESOLUTION_MS). */
+  eventLoopResolutionMs?: number;
   /** Gateway version for peregrine_build_info. */
   version: string;
 }
@@ -717,7 +719,7 @@ export class GatewayMetrics {
         this.set(metrics.spanQueue?.() ?? 0);
       },
     });
-    this.#stopRuntime = registerRuntimeMetrics(registry, 'peregrine_');
+    this.#stopRuntime = registerRuntimeMetrics(registry, 'peregrine_', opts.eventLoopResolutionMs);
   }
 
   /** Stop what runs in the background (the event-loop monitor). Idempotent. */
