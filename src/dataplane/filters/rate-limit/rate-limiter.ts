@@ -118,10 +118,10 @@ export class RateLimiter implements PolicyState, StoreObserver {
 
   /**
    * Decide a request under this policy, in `scope` ('' for one budget; a route or upstream name
-   * for `per: route|upstream`). undefined: it may pass; a GatewayError: refuse with it; a Promise
-   * when the counters answer (always, for a counted request), settling to one of the two, or, when
-   * `throwing`, settling to undefined or rejecting with the refusal (a filter's contract: one
-   * promise less per request than turning one into the other).
+   * for `per: route|upstream`). undefined: it may pass; a GatewayError: refuse with it (when
+   * `throwing`, thrown instead: a filter's contract). Memory counters decide at once; Redis ones
+   * through a Promise settling to one of the two, or, when `throwing`, to undefined or rejecting
+   * with the refusal (one promise less per request than turning one into the other).
    */
   decide(ctx: RequestContext, scope: string, throwing: boolean): Verdict | Promise<Verdict> {
     if (this.#exemptions?.exempt(ctx)) return this.#skip(ctx, 'exempt');
@@ -264,6 +264,6 @@ export class RateLimiter implements PolicyState, StoreObserver {
   }
 
   close(): void {
-    // Memory counters expire on their own (unref'd timers); Redis counters belong to Redis.
+    this.counters.close();
   }
 }
