@@ -11,7 +11,13 @@ import { lazyRequire } from '../../../lazy-require.ts';
 import type { RedisConnection } from '../../../stores/redis.ts';
 import type { RateLimitStoreResult } from '../../../telemetry/metrics.ts';
 import { type Deadlined, DeadlineQueue } from './deadlines.ts';
-import { BurstLimit, type LimitResult, type MemoryLimit, MemoryWindow, SingleLimit } from './memory-window.ts';
+import {
+  BurstLimit,
+  type LimitResult,
+  type MemoryLimit,
+  MemoryWindow,
+  SingleLimit,
+} from './memory-window.ts';
 import type { Degradation, LimitConfig } from './schema.ts';
 
 export type { LimitResult } from './memory-window.ts';
@@ -92,6 +98,7 @@ export class MemoryCounters implements Counters {
 export interface RedisCountersOptions {
   readonly policy: string;
   readonly limits: readonly LimitConfig[];
+  /** The rate limits' connection (RedisConnection.rateLimits()): no per-command timer. */
   readonly redis: RedisConnection;
   readonly timeoutMs: number;
   readonly onError: Degradation;
@@ -171,9 +178,11 @@ export class RedisCounters implements Counters {
   readonly #timeoutMs: number;
   readonly #onError: Degradation;
   readonly #observer: StoreObserver;
+  readonly #redis: RedisConnection;
   readonly #deadlines = new DeadlineQueue<Deadlined>();
 
   constructor(opts: RedisCountersOptions) {
+    this.#redis = opts.redis;
     const client = opts.redis.client;
     const redisLimiter = (points: number, duration: number, blockDuration: number, prefix: string) =>
       new (lib().RateLimiterRedis)({
@@ -244,8 +253,11 @@ export class RedisCounters implements Counters {
         this.#observer.storeFailed(a.failed);
       }
     }
-    const seconds = (performance.now() - started) / 1000;
-    this.#observer.storeCall(timedOut ? 'timeout' : failures > 0 ? 'error' : 'ok', seconds);
+    const now = performance.now();
+    // Nothing answered in time is how a silent connection shows (the connection has no timer of its own).
+    if (timedOut) this.#redis.stalled(now);
+    else this.#redis.answered(now);
+    this.#observer.storeCall(timedOut ? 'timeout' : failures > 0 ? 'error' : 'ok', (now - started) / 1000);
     if (!timedOut && failures === 0) return { results: answers as LimitResult[], degraded: undefined };
     if (this.#onError === 'fail-closed') return { results: [], degraded: 'closed' };
     const insurance = this.#insurance;

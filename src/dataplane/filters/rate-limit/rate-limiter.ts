@@ -50,6 +50,7 @@ const DRY_RUN_LOG_INTERVAL_MS = 10_000;
 export interface RateLimiterDeps {
   readonly metrics: RateLimitMetrics;
   readonly logger: Logger;
+  /** The gateway's Redis connection; Redis policies count on its rate limit connection (rateLimits()). */
   readonly redis: RedisConnection | undefined;
 }
 
@@ -71,6 +72,7 @@ export class RateLimiter implements PolicyState, StoreObserver {
   readonly #cells: readonly ScalarCell[];
   readonly #metrics: RateLimitMetrics;
   readonly #logger: Logger;
+  /** The rate limits' Redis connection (Redis policies only). */
   readonly #redis: RedisConnection | undefined;
   /** The last store call failed: decisions are the degradation's until one succeeds. */
   #degraded = false;
@@ -82,17 +84,17 @@ export class RateLimiter implements PolicyState, StoreObserver {
     this.config = config;
     this.#metrics = deps.metrics;
     this.#logger = deps.logger;
-    this.#redis = deps.redis;
     const store = config.store;
     if (store.type === 'redis') {
       if (deps.redis === undefined)
         throw new Error(
           `rate limit policy ${name} uses Redis, but the gateway started without a redis section (static: add it and restart)`,
         );
+      this.#redis = deps.redis.rateLimits();
       this.counters = new RedisCounters({
         policy: name,
         limits: config.limits,
-        redis: deps.redis,
+        redis: this.#redis,
         timeoutMs: store.timeout,
         onError: store.onError,
         replicas: store.replicas ?? 1,

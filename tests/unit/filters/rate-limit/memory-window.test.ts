@@ -55,7 +55,12 @@ describe('MemoryWindow against rate-limiter-flexible', () => {
     it(`answers as RateLimiterMemory does, request for request: ${c.name}`, async () => {
       const theirs =
         c.burst === undefined
-          ? new RateLimiterMemory({ points: c.points, duration: c.duration, blockDuration: c.block, keyPrefix: '' })
+          ? new RateLimiterMemory({
+              points: c.points,
+              duration: c.duration,
+              blockDuration: c.block,
+              keyPrefix: '',
+            })
           : new BurstyRateLimiter(
               new RateLimiterMemory({ points: c.points, duration: c.duration, keyPrefix: '' }),
               new RateLimiterMemory({ points: c.burst.points, duration: c.burst.duration, keyPrefix: 'b' }),
