@@ -83,11 +83,16 @@ export class MemoryCounters implements Counters {
   }
 
   consume<T>(key: string, cost: number, then: (consumed: Consumed) => T): T {
+    return then(this.count(key, cost));
+  }
+
+  /** What consume() hands on, returned: no callback (a closure per request) needed. */
+  count(key: string, cost: number): Consumed {
     const limits = this.#limits;
-    if (limits.length === 1) return then({ results: [limits[0]!.consume(key, cost)], degraded: undefined });
+    if (limits.length === 1) return { results: [limits[0]!.consume(key, cost)], degraded: undefined };
     const results: LimitResult[] = [];
     for (const l of limits) results.push(l.consume(key, cost));
-    return then({ results, degraded: undefined });
+    return { results, degraded: undefined };
   }
 
   close(): void {

@@ -136,7 +136,14 @@ export class RateLimiter implements PolicyState, StoreObserver {
     const method = ctx.req.method ?? 'GET';
     const cost = this.#costByMethod?.get(method) ?? this.#costDefault;
     if (cost === 0) return this.#skip(ctx, 'cost 0');
-    return this.counters.consume(scope === '' ? key : `${scope}|${key}`, cost, (consumed) => {
+    const counted = scope === '' ? key : `${scope}|${key}`;
+    const counters = this.counters;
+    if (counters instanceof MemoryCounters) {
+      const verdict = this.#conclude(ctx, counters.count(counted, cost));
+      if (throwing && verdict !== undefined) throw verdict;
+      return verdict;
+    }
+    return counters.consume(counted, cost, (consumed) => {
       const verdict = this.#conclude(ctx, consumed);
       if (throwing && verdict !== undefined) throw verdict;
       return verdict;
