@@ -153,7 +153,7 @@ async function main(): Promise<void> {
       out.push('system calls per request:');
       for (const line of lines) {
         const m = /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$/.exec(line);
-        if (m !== null && Number(m[1]) / r.sent >= 0.01)
+        if (m !== null && m[2] !== 'total' && Number(m[1]) / r.sent >= 0.01)
           out.push(`  ${m[2]!.padEnd(16)} ${(Number(m[1]) / r.sent).toFixed(3)}`);
         const total = /^\s*100\.00\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?total$/.exec(line);
         if (total !== null) out.push(`  ${'total'.padEnd(16)} ${(Number(total[1]) / r.sent).toFixed(3)}`);
