@@ -4,13 +4,13 @@
  *
  *   node --trace-gc-nvp bench/micro/redis-promotion.ts <redis url> <get|flexible|counters> [rate] [calls]
  */
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import pino from 'pino';
 import { RateLimiterRedis } from 'rate-limiter-flexible';
 import { RedisCounters } from '../../src/dataplane/filters/rate-limit/counters.ts';
 import { RateLimitSchema } from '../../src/dataplane/filters/rate-limit/schema.ts';
-import { RedisSchema } from '../../src/stores/schema.ts';
 import { RedisConnection } from '../../src/stores/redis.ts';
+import { RedisSchema } from '../../src/stores/schema.ts';
 import { createMetrics } from '../../src/telemetry/metrics.ts';
 
 const [url, mode = 'counters', rateArg = '300', callsArg = '6000'] = process.argv.slice(2);

@@ -23,6 +23,11 @@ function connect(metrics: GatewayMetrics = testMetrics(), prefix = newPrefix()):
 
 const metric = metricOf;
 
+/** peregrine_redis_connection_state{state="closed"} of a connection. */
+function closed(metrics: GatewayMetrics, connection: string): Promise<number | undefined> {
+  return metric(metrics, 'peregrine_redis_connection_state', { connection, state: 'closed' });
+}
+
 beforeAll(async () => {
   redis = await startRedis();
 });
@@ -115,12 +120,7 @@ describe('RedisConnection', () => {
     await c.close();
     expect(c.state).toBe('closed');
     expect(sub.state).toBe('closed');
-    expect(
-      await metric(metrics, 'peregrine_redis_connection_state', {
-        connection: 'subscriber',
-        state: 'closed',
-      }),
-    ).toBe(1);
+    expect(await closed(metrics, 'subscriber')).toBe(1);
     expect(() => c.subscriber()).toThrow(/closed/);
   });
 
@@ -151,12 +151,7 @@ describe('RedisConnection', () => {
     expect(await Promise.all([shared, limited])).toEqual(['failed', 'answered']);
     await c.close();
     expect(rl.state).toBe('closed');
-    expect(
-      await metric(metrics, 'peregrine_redis_connection_state', {
-        connection: 'ratelimits',
-        state: 'closed',
-      }),
-    ).toBe(1);
+    expect(await closed(metrics, 'ratelimits')).toBe(1);
   });
 
   it('a stalled rate limit connection is cut after commandTimeout of silence, failing what it holds, and reconnects', async () => {
