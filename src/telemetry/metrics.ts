@@ -1357,8 +1357,11 @@ export class UpstreamTlsMetrics {
 
 // --- Redis and the service registry -------------------------------------------------------------
 
-/** One of Peregrine's Redis connections: `commands` (shared by every user) or `subscriber` (pub/sub). */
-export type RedisConnectionName = 'commands' | 'subscriber';
+/**
+ * One of Peregrine's Redis connections: `commands` (shared by every user), `subscriber` (pub/sub)
+ * or `ratelimits` (rate limit counters: no per-command timer, src/stores/redis.ts).
+ */
+export type RedisConnectionName = 'commands' | 'subscriber' | 'ratelimits';
 /** peregrine_redis_connection_state: 1 on the connection's current state, 0 on the others. */
 export const REDIS_STATES = ['connecting', 'ready', 'reconnecting', 'closed'] as const;
 export type RedisState = (typeof REDIS_STATES)[number];
