@@ -34,7 +34,7 @@ import { startPeer, startPeregrine, startUpstreamAndSink } from './lib/targets.t
 
 const ROOT = join(import.meta.dirname, '..');
 const PEREGRINE_DIR = process.env.BENCH_PEREGRINE_DIR || ROOT;
-const WHICH = ['passthrough', 'observed', 'lean', 'bare-undici'] as const;
+const WHICH = ['passthrough', 'observed', 'lean', 'ratelimit', 'bare-undici'] as const;
 type Which = (typeof WHICH)[number];
 const CONNECTIONS = 50;
 const SAMPLING_INTERVAL = 8192;

@@ -217,7 +217,7 @@ export class Gateway implements DataplaneHost {
       auth: adminAuthMode(adminConfig.auth, adminConfig.tls?.clientAuth),
       guard: this.#adminGuard,
       upstreamCertificates: () => this.store.upstreamTls.statuses(),
-      redis: this.redis ? () => this.redis!.health() : undefined,
+      redis: this.redis ? () => this.redis!.rateLimitHealth() : undefined,
     });
     const admin = new SideListener(
       ADMIN_LISTENER,

@@ -51,7 +51,10 @@ export interface AdminSource {
   registryInstances?(service: string | undefined, limit: number): { total: number; instances: unknown[] };
   /** The registry store's health, for readiness details (absent without a registry). */
   registryStore?(): unknown;
-  /** The shared Redis connection's health (absent without a `redis` section). */
+  /**
+   * The health of the Redis connection rate limits count on (absent without a `redis` section):
+   * their own once a Redis policy made it, the shared one's before.
+   */
   redis?(): RedisHealth;
   /** The last responses the gateway made itself (absent: an empty list). */
   readonly decisions?: RecentDecisions;

@@ -112,6 +112,11 @@ export const TelemetrySchema = z.strictObject({
        * (`routes[].metrics.histogram`). Routes without one share the `route="_other"` series.
        */
       routeHistograms: z.boolean().default(true),
+      /**
+       * How often the event-loop monitor samples (`peregrine_nodejs_eventloop_delay_seconds`).
+       * Each sample wakes an idle process; stalls shorter than this are seen only by chance.
+       */
+      eventLoopResolution: duration('50ms').refine((ms) => ms >= 1 && ms <= 1000, 'between 1ms and 1s'),
     })
     .prefault({}),
 });

@@ -1,8 +1,14 @@
 /**
- * The embedded registry store: leases in this process, expired by a sweep every `sweepInterval`.
- * The default, so a single gateway needs nothing else; its leases live as long as the process (a
- * restarted gateway is refilled as clients renew: a renewal of an unknown lease answers 404 and
- * the client registers again).
+ * The embedded registry store: leases in this process, expired by a sweep. The default, so a single
+ * gateway needs nothing else; its leases live as long as the process (a restarted gateway is
+ * refilled as clients renew: a renewal of an unknown lease answers 404 and the client registers
+ * again).
+ *
+ * The sweep runs when the earliest lease can have expired, never sooner than `sweepInterval` after
+ * the last one: a lease is removed at most `sweepInterval` after its expiry, as with a sweep every
+ * `sweepInterval`, but a fleet renewing well before its leases end wakes no timer and has no scan
+ * over every instance four times a second. A renewal only moves an expiry later, so it never moves
+ * the sweep; a registration whose lease ends before the next sweep brings it forward.
  */
 import type { Logger } from 'pino';
 import type { RegistryMetrics } from '../telemetry/metrics.ts';
@@ -19,7 +25,7 @@ import { sameSpec, ViewedStore } from './view.ts';
 
 export interface MemoryStoreOptions {
   readonly limits: StoreLimits;
-  /** Milliseconds between expiry sweeps. */
+  /** Least milliseconds between expiry sweeps (and most between an expiry and its sweep). */
   readonly sweepInterval: number;
   readonly metrics: RegistryMetrics;
   readonly logger: Logger;
@@ -33,7 +39,11 @@ export class MemoryRegistryStore extends ViewedStore implements RegistryStore {
   readonly #now: () => number;
   readonly #metrics: RegistryMetrics;
   readonly #logger: Logger;
-  readonly #timer: NodeJS.Timeout;
+  readonly #sweepInterval: number;
+  #timer: NodeJS.Timeout | undefined;
+  /** When the armed sweep runs (store clock); Infinity when none is armed. */
+  #sweepAt = Number.POSITIVE_INFINITY;
+  #lastSweep: number;
   readonly #startedAt = new Date().toISOString();
   #closed = false;
 
@@ -43,8 +53,8 @@ export class MemoryRegistryStore extends ViewedStore implements RegistryStore {
     this.#now = opts.now ?? Date.now;
     this.#metrics = opts.metrics;
     this.#logger = opts.logger;
-    this.#timer = setInterval(() => this.sweep(), opts.sweepInterval);
-    this.#timer.unref();
+    this.#sweepInterval = opts.sweepInterval;
+    this.#lastSweep = this.#now();
   }
 
   async register(reg: Registration, via: string): Promise<RegisterResult> {
@@ -86,6 +96,7 @@ export class MemoryRegistryStore extends ViewedStore implements RegistryStore {
           ? 'drained'
           : 'updated';
     this.view.upsert(instance, cause);
+    this.#sweepBy(instance.expiresAt);
     return { outcome, instance };
   }
 
@@ -123,14 +134,43 @@ export class MemoryRegistryStore extends ViewedStore implements RegistryStore {
     return { store: 'memory', synced: true, lastSync: this.#startedAt, lastError: null };
   }
 
-  /** Remove every lease that has expired; returns how many. Runs every `sweepInterval`. */
+  /** Remove every lease that has expired; returns how many. Arms the next sweep for the earliest lease left. */
   sweep(): number {
     if (this.#closed) return 0;
     const now = this.#now();
+    this.#lastSweep = now;
+    this.#disarm();
     const expired: Instance[] = [];
-    for (const instance of this.view.all()) if (instance.expiresAt <= now) expired.push(instance);
+    let earliest = Number.POSITIVE_INFINITY;
+    for (const instance of this.view.all()) {
+      if (instance.expiresAt <= now) expired.push(instance);
+      else if (instance.expiresAt < earliest) earliest = instance.expiresAt;
+    }
     for (const instance of expired) this.#expire(instance);
+    this.#sweepBy(earliest);
     return expired.length;
+  }
+
+  /** When the next sweep is armed (store clock ms), or undefined when no lease is held. */
+  get nextSweepAt(): number | undefined {
+    return this.#timer === undefined ? undefined : this.#sweepAt;
+  }
+
+  /** Make sure a sweep runs once a lease ending at `expiresAt` has ended (not sooner than the interval allows). */
+  #sweepBy(expiresAt: number): void {
+    if (this.#closed || expiresAt >= this.#sweepAt || expiresAt === Number.POSITIVE_INFINITY) return;
+    const at = Math.max(expiresAt, this.#lastSweep + this.#sweepInterval);
+    if (at >= this.#sweepAt) return;
+    this.#disarm();
+    this.#sweepAt = at;
+    this.#timer = setTimeout(sweepStore, Math.max(1, at - this.#now()), this);
+    this.#timer.unref();
+  }
+
+  #disarm(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#sweepAt = Number.POSITIVE_INFINITY;
   }
 
   /** The instance if its lease is live; an expired one is removed now (an expiry, not an absence). */
@@ -152,6 +192,10 @@ export class MemoryRegistryStore extends ViewedStore implements RegistryStore {
 
   async close(): Promise<void> {
     this.#closed = true;
-    clearInterval(this.#timer);
+    this.#disarm();
   }
+}
+
+function sweepStore(store: MemoryRegistryStore): void {
+  store.sweep();
 }

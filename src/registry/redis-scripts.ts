@@ -148,8 +148,10 @@ return {outcome, lease, rev, ep}
 
 /**
  * renew: ARGV viaJson, channel, epochCandidate, at, field1, field2, ... Renews each live lease for
- * its own TTL; returns {epoch, lease1, spec1, lease2, spec2, ...}, false for a field with no live
- * lease. Several renewals share one script (the store gathers them for a moment), so a fleet's
+ * its own TTL; returns {epoch, now, expiresAt1, expiresAt2, ...}, 0 for a field with no live lease.
+ * Only the times: the replica's view has the rest (it reads the record itself when it lacks the
+ * instance), so the reply carries no JSON to decode and parse per renewal. Several renewals share
+ * one script (the store gathers them for a moment), so a fleet's
  * heartbeats cost Redis and the gateway one round trip per batch, not one each. A renewal moves
  * lease times only, which no watcher follows: it publishes nothing here. The renewing replica
  * announces its renewals in batches (RENEWALS_SCRIPT), one event per sweep.
@@ -158,7 +160,7 @@ export const RENEW_SCRIPT = `${PRELUDE}
 local via, channel, at = ARGV[1], ARGV[2], ARGV[4]
 local now = now_ms()
 local ep = epoch(ARGV[3])
-local out = {ep}
+local out = {ep, now}
 local latest = 0
 for i = 5, #ARGV do
   local field = ARGV[i]
@@ -170,11 +172,9 @@ for i = 5, #ARGV do
     redis.call('HSET', KEYS[2], field, lease)
     redis.call('ZADD', KEYS[3], expires, field)
     if expires > latest then latest = expires end
-    out[#out + 1] = lease
-    out[#out + 1] = redis.call('HGET', KEYS[1], field)
+    out[#out + 1] = expires
   else
-    out[#out + 1] = false
-    out[#out + 1] = false
+    out[#out + 1] = 0
   end
 end
 if latest > 0 then keep_keys(latest, now) end
@@ -182,15 +182,17 @@ return out
 `;
 
 /**
- * renewals: ARGV channel, epochCandidate, at, field1, field2, ... The leases of those fields that
- * are live now, published as one `renew` event (one revision) so other replicas' views show the
- * new expiries; fields gone meanwhile are left out. Returns the revision, or 0 when none was live.
+ * renewals: ARGV channel, epochCandidate, at, originJson, field1, field2, ... The leases of those
+ * fields that are live now, published as one `renewals` event (one revision) so other replicas'
+ * views show the new expiries; fields gone meanwhile are left out. The event starts with its
+ * origin, the announcing replica, which knows these leases and reads no further than the revision
+ * (RENEWALS_PREFIX). Returns the revision, or 0 when none was live.
  */
 export const RENEWALS_SCRIPT = `${PRELUDE}
-local channel, at = ARGV[1], ARGV[3]
+local channel, at, origin = ARGV[1], ARGV[3], ARGV[4]
 local now = now_ms()
 local parts = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local field = ARGV[i]
   local score = tonumber(redis.call('ZSCORE', KEYS[3], field) or '0')
   local lease = redis.call('HGET', KEYS[2], field)
@@ -199,11 +201,16 @@ end
 if #parts == 0 then return 0 end
 local ep = epoch(ARGV[2])
 local rev = redis.call('INCR', KEYS[5])
-redis.call('PUBLISH', channel, '{"epoch":' .. cjson.encode(ep) .. ',"rev":' .. rev ..
+redis.call('PUBLISH', channel, '{"origin":' .. origin .. ',"epoch":' .. cjson.encode(ep) .. ',"rev":' .. rev ..
   ',"op":"renewals","cause":"renewed","at":' .. at .. ',"key":"","spec":null,"lease":null,"leases":{' ..
   table.concat(parts, ',') .. '}}')
 return rev
 `;
+
+/** How a `renewals` event announced by the replica `origin` begins: then `<epoch>","rev":<rev>,`. */
+export function renewalsPrefix(origin: string): string {
+  return `{"origin":${JSON.stringify(origin)},"epoch":"`;
+}
 
 /** drain: ARGV field, viaJson, channel, epochCandidate, at. Returns {lease, spec, rev, epoch} or nil. */
 export const DRAIN_SCRIPT = `${PRELUDE}

@@ -27,6 +27,7 @@ import {
   REGISTRY_KEYS,
   RENEW_SCRIPT,
   RENEWALS_SCRIPT,
+  renewalsPrefix,
   SNAPSHOT_SCRIPT,
   SWEEP_SCRIPT,
 } from './redis-scripts.ts';
@@ -43,7 +44,7 @@ import {
   type StoreHealth,
   type StoreLimits,
 } from './store.ts';
-import { ViewedStore } from './view.ts';
+import { type LeaseTimes, ViewedStore } from './view.ts';
 
 export interface RedisStoreOptions {
   readonly limits: StoreLimits;
@@ -74,7 +75,7 @@ type Script = (...args: (string | number)[]) => Promise<unknown>;
 interface PendingRenewal {
   readonly service: string;
   readonly id: string;
-  readonly resolve: (instance: Instance | undefined) => void;
+  readonly resolve: (instance: Instance | undefined | Promise<Instance | undefined>) => void;
   readonly reject: (err: unknown) => void;
 }
 
@@ -85,7 +86,7 @@ interface ChangeEvent {
   readonly op: 'set' | 'renew' | 'del' | 'renewals';
   readonly cause: ChangeCause | 'renewed';
   /** Origin gateway's wall clock (ms) when it sent the write, for the propagation histogram. */
-  readonly at: number;
+  readonly at?: number;
   readonly key: string;
   readonly spec: InstanceSpec | null;
   readonly lease: Lease | null;
@@ -162,6 +163,9 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     'register' | 'renew' | 'renewals' | 'drain' | 'deregister' | 'sweep' | 'snapshot',
     Script
   >;
+  /** This replica in its `renewals` events (JSON), and how those events begin. */
+  readonly #origin = JSON.stringify(randomUUID());
+  readonly #ownRenewals = renewalsPrefix(JSON.parse(this.#origin) as string);
   /** `registeredVia` as the scripts take it (JSON), made once per gateway name. */
   readonly #viaJson = new Map<string, string>();
   /** Keys renewed through this replica since the last sweep, announced together then. */
@@ -304,27 +308,28 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     const batch = this.#pending;
     if (batch.length === 0) return;
     this.#pending = [];
+    const via = this.#pendingVia;
     const keys = batch.map((r) => `${r.service}/${r.id}`);
     const sent = this.#run('renew', () =>
-      this.#scripts.renew(this.#via(this.#pendingVia), this.#channel, newEpoch(), Date.now(), ...keys),
+      this.#scripts.renew(this.#via(via), this.#channel, newEpoch(), Date.now(), ...keys),
     ).then(
       (reply) => {
-        if (!Array.isArray(reply) || typeof reply[0] !== 'string') {
+        if (!Array.isArray(reply) || typeof reply[0] !== 'string' || typeof reply[1] !== 'number') {
           const err = new RegistryUnavailableError('the registry store (Redis) gave an unexpected reply');
           for (const r of batch) r.reject(err);
           return;
         }
-        const parts = reply as (string | null)[];
-        const epoch = parts[0]!;
+        const parts = reply as [string, number, ...number[]];
+        const epoch = parts[0];
+        const now = parts[1];
         for (let i = 0; i < batch.length; i++) {
           const r = batch[i]!;
-          try {
+          const expiresAt = parts[i + 2];
+          if (typeof expiresAt !== 'number' || expiresAt <= 0) r.resolve(undefined);
+          else
             r.resolve(
-              this.#renewalOf(keys[i]!, r, parts[2 * i + 1] ?? null, parts[2 * i + 2] ?? null, epoch),
+              this.#renewalOf(keys[i]!, r, { expiresAt, lastHeartbeat: now, registeredVia: via }, epoch),
             );
-          } catch (err) {
-            r.reject(err);
-          }
         }
       },
       (err: unknown) => {
@@ -334,26 +339,37 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     this.#renewing = Promise.all([this.#renewing, sent]).then(() => undefined);
   };
 
-  /** One renewal's part of the reply: the instance renewed, or undefined when the lease is gone. */
+  /**
+   * One renewal's part of the reply (its new lease times): the instance renewed. The view holds the
+   * rest of it; one it lacks, or any on another epoch, is read from Redis.
+   */
   #renewalOf(
     key: string,
     r: PendingRenewal,
-    leaseJson: string | null,
-    specJson: string | null,
+    lease: LeaseTimes,
     epoch: string,
-  ): Instance | undefined {
-    if (leaseJson === null || specJson === null) return undefined;
-    const lease = JSON.parse(leaseJson) as Lease;
-    const current = this.view.get(r.service, r.id);
-    const instance =
-      current !== undefined && current.state === lease.state
-        ? { ...current, ...lease }
-        : toInstance(key, JSON.parse(specJson) as InstanceSpec, lease);
+  ): Instance | Promise<Instance | undefined> {
     if (epoch === this.#epoch) {
-      this.view.renew(r.service, r.id, lease);
       this.#renewed.add(key);
-    } else this.#maybeResync('gap');
-    return instance;
+      // The view's record, renewed, is the answer when it holds these times: no second copy.
+      const renewed = this.view.renew(r.service, r.id, lease);
+      if (renewed !== undefined)
+        return renewed.lastHeartbeat === lease.lastHeartbeat ? renewed : { ...renewed, ...lease };
+    }
+    // Out of step with Redis (an instance the view lacks, or another data set): re-read all.
+    this.#maybeResync('gap');
+    return this.#run('renew', () => this.#readInstance(key)) as Promise<Instance | undefined>;
+  }
+
+  /** An instance as Redis holds it (spec and lease), or undefined when it has none. */
+  async #readInstance(key: string): Promise<Instance | undefined> {
+    const client = this.#redis.client;
+    const [spec, lease] = await Promise.all([
+      client.hget(REGISTRY_KEYS[0], key),
+      client.hget(REGISTRY_KEYS[1], key),
+    ]);
+    if (spec === null || lease === null) return undefined;
+    return toInstance(key, JSON.parse(spec) as InstanceSpec, JSON.parse(lease) as Lease);
   }
 
   async drain(service: string, id: string, via: string): Promise<Instance | undefined> {
@@ -388,6 +404,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
           this.#channel,
           newEpoch(),
           Date.now(),
+          this.#origin,
           ...keys.slice(i, i + SWEEP_BATCH),
         );
     } catch (err) {
@@ -504,7 +521,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     if (channel !== this.#channel || this.#closed) return;
     let event: ChangeEvent;
     try {
-      event = JSON.parse(message) as ChangeEvent;
+      event = this.#ownRenewalsEvent(message) ?? (JSON.parse(message) as ChangeEvent);
       if (typeof event.rev !== 'number' || typeof event.key !== 'string')
         throw new Error('not a change event');
     } catch (err) {
@@ -518,6 +535,30 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     }
     this.#apply(event);
   };
+
+  /**
+   * This replica's own `renewals` event as its epoch and revision, with no leases: the view took
+   * each of them from its renewal's reply, and whatever is newer came or comes in the event of the
+   * replica that renewed it later. Undefined for every other message (parsed in full).
+   */
+  #ownRenewalsEvent(message: string): ChangeEvent | undefined {
+    const prefix = this.#ownRenewals;
+    if (!message.startsWith(prefix)) return undefined;
+    const epochEnd = message.indexOf('","rev":', prefix.length);
+    const revEnd = message.indexOf(',', epochEnd + 8);
+    if (epochEnd === -1 || revEnd === -1) return undefined;
+    const rev = Number(message.slice(epochEnd + 8, revEnd));
+    if (!Number.isSafeInteger(rev)) return undefined;
+    return {
+      epoch: message.slice(prefix.length, epochEnd),
+      rev,
+      op: 'renewals',
+      cause: 'renewed',
+      key: '',
+      spec: null,
+      lease: null,
+    };
+  }
 
   #apply(event: ChangeEvent): void {
     if (event.epoch !== this.#epoch) {

@@ -14,6 +14,15 @@
  * Pub/sub needs a connection of its own (RESP2 servers refuse other commands on a subscribed
  * connection): `subscriber()` makes one on first use, with the same settings, health and metrics
  * under `connection="subscriber"`.
+ *
+ * Rate limits have one too, `rateLimits()` (`connection="ratelimits"`), on every counted request's
+ * path: without ioredis's `commandTimeout`, which costs each command a timer of its own (a Timeout,
+ * a closure and a property deleted off the command when it settles) and kept the rest of the
+ * command's garbage alive into old space (docs/decisions.md, "A Redis connection for rate
+ * limits"). Its users bound each call themselves (the policies' deadline queue); what the
+ * per-command timer also did, failing commands a silent Redis never answers, is `stalled()`: a
+ * connection whose calls go unanswered for `commandTimeout` is cut and reconnected, which fails
+ * the commands it holds.
  */
 import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
@@ -77,6 +86,10 @@ export class RedisConnection {
   #lastError: { message: string; at: string } | null = null;
   #readyListeners = new Set<() => void>();
   #subscriber: RedisConnection | undefined;
+  #rateLimits: RedisConnection | undefined;
+  /** performance.now() of the last answer users reported (rate limits), and of the last cut. */
+  #answeredAt = performance.now();
+  #cutAt = Number.NEGATIVE_INFINITY;
   #closing: Promise<void> | undefined;
   /** Set once the connection has been ready: later 'error's are outages, logged once per outage. */
   #wasReady = false;
@@ -90,8 +103,8 @@ export class RedisConnection {
     const options: RedisOptions = {
       keyPrefix: config.keyPrefix,
       connectTimeout: config.connectTimeout,
-      commandTimeout: config.commandTimeout,
-      connectionName: name === 'commands' ? config.connectionName : `${config.connectionName}-sub`,
+      ...(name === 'ratelimits' ? {} : { commandTimeout: config.commandTimeout }),
+      connectionName: `${config.connectionName}${NAME_SUFFIX[name]}`,
       enableOfflineQueue: false,
       // A command caught by a disconnect fails at the first reconnection attempt, never replayed later.
       maxRetriesPerRequest: 0,
@@ -140,10 +153,47 @@ export class RedisConnection {
 
   /** The pub/sub connection, made on first use and closed with this one. */
   subscriber(): RedisConnection {
-    if (this.name === 'subscriber') throw new Error('a subscriber connection has no subscriber of its own');
+    if (this.name !== 'commands') throw new Error(`a ${this.name} connection has no subscriber of its own`);
     if (this.#closing) throw new Error('Redis connection closed');
     this.#subscriber ??= new RedisConnection(this.config, this.#deps, 'subscriber');
     return this.#subscriber;
+  }
+
+  /** The rate limits' connection (see the module comment), made on first use and closed with this one. */
+  rateLimits(): RedisConnection {
+    if (this.name !== 'commands') throw new Error(`a ${this.name} connection has no rate limit connection`);
+    if (this.#closing) throw new Error('Redis connection closed');
+    this.#rateLimits ??= new RedisConnection(this.config, this.#deps, 'ratelimits');
+    return this.#rateLimits;
+  }
+
+  /** The rate limits' connection's health once it exists, else this one's (for the admin API). */
+  rateLimitHealth(): RedisHealth {
+    return (this.#rateLimits ?? this).health();
+  }
+
+  /** A user's command was answered (an error reply included) at `now` (performance.now()). */
+  answered(now: number): void {
+    this.#answeredAt = now;
+  }
+
+  /**
+   * A user's call went unanswered past its own deadline. When nothing has been answered for
+   * `commandTimeout` (and the connection was not cut as recently), the connection is taken for
+   * stalled: its socket is destroyed, which fails every command it holds, and ioredis reconnects.
+   */
+  stalled(now: number): void {
+    const bound = this.config.commandTimeout;
+    if (now - this.#answeredAt < bound || now - this.#cutAt < bound) return;
+    this.#cutAt = now;
+    this.#answeredAt = now;
+    if (this.client.status !== 'ready') return;
+    this.#deps.logger.warn(
+      { connection: this.name, url: redactedUrl(this.config.url), silentMs: bound },
+      'Redis answered nothing in time; cutting the connection and reconnecting',
+    );
+    this.recordCommandError(new Error(`timed out: nothing answered within ${bound} ms; connection cut`));
+    this.client.stream.destroy();
   }
 
   /**
@@ -218,8 +268,7 @@ export class RedisConnection {
 
   async #close(): Promise<void> {
     this.#readyListeners.clear();
-    const sub = this.#subscriber;
-    await Promise.all([sub?.close(), this.#quit()]);
+    await Promise.all([this.#subscriber?.close(), this.#rateLimits?.close(), this.#quit()]);
     this.#setState('closed');
   }
 
@@ -246,6 +295,13 @@ export class RedisConnection {
     }
   }
 }
+
+/** What `CLIENT SETNAME` appends to `connectionName` for each connection. */
+const NAME_SUFFIX: Readonly<Record<RedisConnectionName, string>> = {
+  commands: '',
+  subscriber: '-sub',
+  ratelimits: '-rl',
+};
 
 /** Where the connection goes, for logs: scheme, host, port and database, never the credentials. */
 function redactedUrl(url: string): string {

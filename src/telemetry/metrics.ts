@@ -226,6 +226,8 @@ export interface MetricsOptions {
    * (default true); the others share the `_other` series.
    */
   routeHistograms?: boolean;
+  /** Sampling interval of the event-loop delay histogram, ms (default EVENT_LOOP_RESOLUTION_MS). */
+  eventLoopResolutionMs?: number;
   /** Gateway version for peregrine_build_info. */
   version: string;
 }
@@ -717,7 +719,7 @@ export class GatewayMetrics {
         this.set(metrics.spanQueue?.() ?? 0);
       },
     });
-    this.#stopRuntime = registerRuntimeMetrics(registry, 'peregrine_');
+    this.#stopRuntime = registerRuntimeMetrics(registry, 'peregrine_', opts.eventLoopResolutionMs);
   }
 
   /** Stop what runs in the background (the event-loop monitor). Idempotent. */
@@ -1355,8 +1357,11 @@ export class UpstreamTlsMetrics {
 
 // --- Redis and the service registry -------------------------------------------------------------
 
-/** One of Peregrine's Redis connections: `commands` (shared by every user) or `subscriber` (pub/sub). */
-export type RedisConnectionName = 'commands' | 'subscriber';
+/**
+ * One of Peregrine's Redis connections: `commands` (shared by every user), `subscriber` (pub/sub)
+ * or `ratelimits` (rate limit counters: no per-command timer, src/stores/redis.ts).
+ */
+export type RedisConnectionName = 'commands' | 'subscriber' | 'ratelimits';
 /** peregrine_redis_connection_state: 1 on the connection's current state, 0 on the others. */
 export const REDIS_STATES = ['connecting', 'ready', 'reconnecting', 'closed'] as const;
 export type RedisState = (typeof REDIS_STATES)[number];

@@ -7,15 +7,20 @@
  * `_total` gives the same number), and prom-client's `nodejs_eventloop_lag_*` gauges: quantiles
  * computed in the process over one scrape interval, which no query can aggregate across instances
  * or over time. `nodejs_eventloop_delay_seconds` replaces them: a histogram of the same samples
- * (perf_hooks.monitorEventLoopDelay, every 10 ms), whose buckets sum across instances and turn
- * into any quantile over any window with histogram_quantile.
+ * (perf_hooks.monitorEventLoopDelay, every `telemetry.metrics.eventLoopResolution`), whose buckets
+ * sum across instances and turn into any quantile over any window with histogram_quantile.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { collectDefaultMetrics, type Registry, type RegistryContentType } from 'prom-client';
 import { CellHistogram, type HistogramCell } from './metric-cells.ts';
 
-/** Sampling interval of the event-loop monitor (prom-client's default precision). */
-export const EVENT_LOOP_RESOLUTION_MS = 10;
+/**
+ * Default sampling interval of the event-loop monitor. Each tick wakes an idle process (about
+ * 45 µs of CPU each on a VM): at prom-client's 10 ms that was 0.45% of a core doing nothing, most
+ * of an idle gateway's cost. At 50 ms a stall longer than the interval is still always seen, a
+ * shorter one with a chance of its length over the interval (docs/decisions.md).
+ */
+export const EVENT_LOOP_RESOLUTION_MS = 50;
 
 /** Seconds of delay: 1 ms (timer granularity) to 5 s (a loop that stalled). */
 export const EVENT_LOOP_DELAY_BUCKETS: readonly number[] = [
@@ -98,22 +103,25 @@ class EventLoopDelayHistogram extends CellHistogram {
   readonly #monitor: ReturnType<typeof monitorEventLoopDelay>;
   readonly #cell: HistogramCell;
 
-  constructor(name: string, registry: Registry<RegistryContentType>) {
+  readonly #offsetNs: number;
+
+  constructor(name: string, registry: Registry<RegistryContentType>, resolutionMs: number) {
     super({
       name,
-      help: 'Event-loop delay: how late the event loop ran a timer due every 10 ms.',
+      help: `Event-loop delay: how late the event loop ran a timer due every ${resolutionMs} ms.`,
       labelNames: [],
       buckets: EVENT_LOOP_DELAY_BUCKETS,
       exemplars: false,
       registry,
     });
     this.#cell = this.cell({});
-    this.#monitor = monitorEventLoopDelay({ resolution: EVENT_LOOP_RESOLUTION_MS });
+    this.#offsetNs = resolutionMs * 1e6;
+    this.#monitor = monitorEventLoopDelay({ resolution: resolutionMs });
     this.#monitor.enable();
   }
 
   #fold(): void {
-    foldDelays(this.#monitor, EVENT_LOOP_DELAY_BUCKETS, EVENT_LOOP_RESOLUTION_MS * 1e6, this.#cell);
+    foldDelays(this.#monitor, EVENT_LOOP_DELAY_BUCKETS, this.#offsetNs, this.#cell);
   }
 
   override *render(openMetrics: boolean): Generator<string, void, void> {
@@ -132,16 +140,24 @@ class EventLoopDelayHistogram extends CellHistogram {
 }
 
 /**
- * Register the process and runtime metrics in `registry` under `prefix`. The returned function
- * stops the event-loop monitor.
+ * Register the process and runtime metrics in `registry` under `prefix`, the event-loop monitor
+ * sampling every `resolutionMs`. The returned function stops the monitor.
  */
-export function registerRuntimeMetrics(registry: Registry<RegistryContentType>, prefix: string): () => void {
+export function registerRuntimeMetrics(
+  registry: Registry<RegistryContentType>,
+  prefix: string,
+  resolutionMs: number = EVENT_LOOP_RESOLUTION_MS,
+): () => void {
   collectDefaultMetrics({
     register: registry as Registry,
     prefix,
     eventLoopMonitoringPrecision: IDLE_MONITOR_MS,
   });
   for (const name of LEFT_OUT) registry.removeSingleMetric(prefix + name);
-  const delay = new EventLoopDelayHistogram(`${prefix}nodejs_eventloop_delay_seconds`, registry);
+  const delay = new EventLoopDelayHistogram(
+    `${prefix}nodejs_eventloop_delay_seconds`,
+    registry,
+    resolutionMs,
+  );
   return () => delay.close();
 }

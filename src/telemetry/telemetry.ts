@@ -34,6 +34,7 @@ export function createTelemetry(
     exemplars: cfg.metrics.exemplars,
     latencyBuckets: cfg.metrics.latencyBuckets,
     routeHistograms: cfg.metrics.routeHistograms,
+    eventLoopResolutionMs: cfg.metrics.eventLoopResolution,
     version: opts.version,
   });
   const tracing = createTracing(cfg, {

@@ -1,7 +1,8 @@
 /**
  * The shared Redis connection against a real redis-server: ready, commands fail at once while
  * Redis is down (no offline queue), reconnection with backoff, a per-command deadline, state and
- * errors as metrics, a pub/sub connection of its own, idempotent close.
+ * errors as metrics, a pub/sub connection of its own, a rate limit connection of its own (no
+ * per-command timer; cut when stalled), idempotent close.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +22,11 @@ function connect(metrics: GatewayMetrics = testMetrics(), prefix = newPrefix()):
 }
 
 const metric = metricOf;
+
+/** peregrine_redis_connection_state{state="closed"} of a connection. */
+function closed(metrics: GatewayMetrics, connection: string): Promise<number | undefined> {
+  return metric(metrics, 'peregrine_redis_connection_state', { connection, state: 'closed' });
+}
 
 beforeAll(async () => {
   redis = await startRedis();
@@ -114,12 +120,76 @@ describe('RedisConnection', () => {
     await c.close();
     expect(c.state).toBe('closed');
     expect(sub.state).toBe('closed');
-    expect(
-      await metric(metrics, 'peregrine_redis_connection_state', {
-        connection: 'subscriber',
-        state: 'closed',
-      }),
-    ).toBe(1);
+    expect(await closed(metrics, 'subscriber')).toBe(1);
     expect(() => c.subscriber()).toThrow(/closed/);
+  });
+
+  it('has a rate limit connection of its own: no per-command timer, closed with it', async () => {
+    const metrics = testMetrics();
+    const c = connect(metrics);
+    const rl = c.rateLimits();
+    expect(c.rateLimits()).toBe(rl);
+    expect(() => rl.rateLimits()).toThrow(/no rate limit connection/);
+    expect(() => rl.subscriber()).toThrow(/no subscriber/);
+    await eventually(() => expect(rl.ready && c.ready).toBe(true));
+    expect(c.client.options.commandTimeout).toBe(1000);
+    expect(rl.client.options.commandTimeout).toBeUndefined();
+    expect(c.rateLimitHealth().connection).toBe('ratelimits');
+    const clients = String(await redis.command('CLIENT', 'LIST'));
+    expect(clients).toMatch(/ name=peregrine-rl /);
+    // Redis holds replies for 1.5 s: a command on the shared connection times out after its 1 s,
+    // one on the rate limit connection waits for the reply (its callers bound their own wait).
+    await redis.command('CLIENT', 'PAUSE', '1500', 'ALL');
+    const shared = c.client.get('k').then(
+      () => 'answered',
+      () => 'failed',
+    );
+    const limited = rl.client.get('k').then(
+      () => 'answered',
+      () => 'failed',
+    );
+    expect(await Promise.all([shared, limited])).toEqual(['failed', 'answered']);
+    await c.close();
+    expect(rl.state).toBe('closed');
+    expect(await closed(metrics, 'ratelimits')).toBe(1);
+  });
+
+  it('a stalled rate limit connection is cut after commandTimeout of silence, failing what it holds, and reconnects', async () => {
+    const metrics = testMetrics();
+    const c = connect(metrics);
+    const rl = c.rateLimits();
+    await eventually(() => expect(rl.ready).toBe(true));
+    redis.pause();
+    try {
+      const pending = rl.client.get('k').then(
+        () => 'answered',
+        (e: unknown) => (e instanceof Error ? e.message : String(e)),
+      );
+      const t0 = performance.now();
+      rl.answered(t0);
+      // Silent for less than commandTimeout (1 s): left alone.
+      rl.stalled(t0 + 999);
+      expect(rl.state).toBe('ready');
+      // Silent for commandTimeout: cut; the command it held fails at once, not when Redis wakes.
+      rl.stalled(t0 + 1000);
+      expect(await pending).toMatch(/max retries per request|Connection is closed/);
+      expect(
+        await metric(metrics, 'peregrine_redis_errors_total', { connection: 'ratelimits', kind: 'timeout' }),
+      ).toBe(1);
+      // A second stall within commandTimeout of the cut does not cut again.
+      rl.stalled(t0 + 1500);
+      expect(
+        await metric(metrics, 'peregrine_redis_errors_total', { connection: 'ratelimits', kind: 'timeout' }),
+      ).toBe(1);
+    } finally {
+      redis.resume();
+    }
+    await eventually(() => expect(rl.ready).toBe(true));
+    expect(await rl.client.incr('k')).toBe(1);
+    expect(
+      await metric(metrics, 'peregrine_redis_reconnects_total', { connection: 'ratelimits' }),
+    ).toBeGreaterThanOrEqual(1);
+    // The shared connection was never touched.
+    expect(await metric(metrics, 'peregrine_redis_reconnects_total', { connection: 'commands' })).toBe(0);
   });
 });

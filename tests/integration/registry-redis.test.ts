@@ -5,7 +5,7 @@
  * Redis never empties a replica's view; missed events are detected and repaired.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createRegistryProviderFactory } from '../../src/discovery/registry-provider.ts';
 import { REGISTRY_CHANNEL } from '../../src/registry/redis-scripts.ts';
 import { RegistryUnavailableError } from '../../src/registry/store.ts';
@@ -139,6 +139,29 @@ describe('two replicas on one Redis', () => {
     }
   });
 
+  it('a renewal of an instance the replica does not know yet answers it as Redis holds it, and re-reads', async () => {
+    const [a, b, prefix] = await twoReplicas();
+    await a.store.register(registration('payments', 'p-1', 60_000), VIA);
+    await eventually(() => expect(ids(b)).toEqual(['p-1']), 1000);
+    // An instance written straight to Redis's data: no event, no revision; B's view lacks it.
+    const field = async (hash: string) =>
+      (await redis.command('HGET', `${prefix}registry:${hash}`, 'payments/p-1')).split('\r\n')[1]!;
+    await redis.command('HSET', `${prefix}registry:spec`, 'payments/p-9', await field('spec'));
+    await redis.command('HSET', `${prefix}registry:lease`, 'payments/p-9', await field('lease'));
+    await redis.command('ZADD', `${prefix}registry:expiry`, String(Date.now() + 60_000), 'payments/p-9');
+    expect(b.store.get('payments', 'p-9')).toBeUndefined();
+    const renewed = await b.store.renew('payments', 'p-9', 'gateway-b');
+    expect(renewed).toMatchObject({
+      service: 'payments',
+      id: 'p-9',
+      address: a.store.get('payments', 'p-1')!.address,
+      registeredVia: 'gateway-b',
+    });
+    expect(renewed!.expiresAt).toBeGreaterThan(Date.now() + 30_000);
+    await eventually(() => expect(ids(b)).toEqual(['p-1', 'p-9']), 1000);
+    expect(b.store.get('payments', 'p-9')?.lastHeartbeat).toBe(renewed!.lastHeartbeat);
+  });
+
   it('renewals publish no event each: A announces them in batches, B takes the leases and hears no change', async () => {
     const [a, b, prefix] = await twoReplicas();
     const keys = ['p-1', 'p-2', 'p-3'];
@@ -164,6 +187,11 @@ describe('two replicas on one Redis', () => {
       { upstream: 'payments', logger: silentLogger },
     );
     provider.start(sink);
+    // Who reads the announcements: this test's listener and B; A, which announced them, does not.
+    const parse = vi.spyOn(JSON, 'parse');
+    const announcementsParsed = () =>
+      parse.mock.calls.filter(([text]) => typeof text === 'string' && text.includes('"op":"renewals"'))
+        .length;
     try {
       // Ten rounds in which every instance renews, as a fleet's heartbeats come.
       const rounds = 10;
@@ -185,12 +213,18 @@ describe('two replicas on one Redis', () => {
       );
       expect(heard).toEqual({ a: [], b: [] });
       expect(sink.calls).toEqual({ replace: 1, upsert: 0, remove: 0, fail: 0 });
+      await eventually(() => expect(announcementsParsed()).toBe(2 * events.length), 1000);
       // A real change is heard once at each, and changes B's endpoint set once.
       await a.store.drain('payments', 'p-2', 'gateway-a');
       await eventually(() => expect(heard).toEqual({ a: ['upsert:drained'], b: ['upsert:drained'] }), 1000);
       expect(sink.calls).toEqual({ replace: 1, upsert: 1, remove: 0, fail: 0 });
       expect(await metric(b, 'peregrine_registry_resyncs_total', { reason: 'gap' })).toBe(0);
+      // A kept count of the revisions all the same: B's change reaches it with no re-read.
+      await b.store.drain('payments', 'p-3', 'gateway-b');
+      await eventually(() => expect(a.store.get('payments', 'p-3')?.state).toBe('draining'), 1000);
+      expect(await metric(a, 'peregrine_registry_resyncs_total', { reason: 'gap' })).toBe(0);
     } finally {
+      parse.mockRestore();
       provider.close();
       await listener.close();
     }

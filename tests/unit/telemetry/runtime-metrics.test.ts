@@ -1,9 +1,15 @@
 import { createHistogram } from 'node:perf_hooks';
 import { Registry, type RegistryContentType } from 'prom-client';
 import { describe, expect, it } from 'vitest';
+import { TelemetrySchema } from '../../../src/config/schema.ts';
 import { CellHistogram } from '../../../src/telemetry/metric-cells.ts';
 import { createMetrics, renderMetrics } from '../../../src/telemetry/metrics.ts';
-import { countAtMost, EVENT_LOOP_DELAY_BUCKETS, foldDelays } from '../../../src/telemetry/runtime-metrics.ts';
+import {
+  countAtMost,
+  EVENT_LOOP_DELAY_BUCKETS,
+  EVENT_LOOP_RESOLUTION_MS,
+  foldDelays,
+} from '../../../src/telemetry/runtime-metrics.ts';
 
 const MS = 1e6;
 
@@ -64,7 +70,7 @@ describe('event-loop delay folded into histogram buckets', () => {
   });
 
   it('is exported as a histogram that Prometheus can aggregate, sampled while the process runs', async () => {
-    const m = createMetrics({ exemplars: false, version: 't' });
+    const m = createMetrics({ exemplars: false, version: 't', eventLoopResolutionMs: 10 });
     try {
       // Let the monitor tick, then hold the loop for 50 ms: it must see a late tick.
       await new Promise((resolve) => setTimeout(resolve, 30));
@@ -90,5 +96,39 @@ describe('event-loop delay folded into histogram buckets', () => {
       m.close();
       m.close();
     }
+  });
+
+  it('samples every 50 ms by default, not every 10 ms: an idle process is woken 20 times a second', async () => {
+    expect(EVENT_LOOP_RESOLUTION_MS).toBe(50);
+    expect(TelemetrySchema.parse({}).metrics.eventLoopResolution).toBe(50);
+    const sampleCount = async (m: ReturnType<typeof createMetrics>) => {
+      const { body } = await renderMetrics(m, undefined);
+      return Number(/^peregrine_nodejs_eventloop_delay_seconds_count (\d+)$/m.exec(body)?.[1]);
+    };
+    const m = createMetrics({ exemplars: false, version: 't' });
+    try {
+      // 400 ms: 7 ticks at 50 ms (the first opens the series), 39 at 10 ms; a loaded machine only
+      // makes fewer.
+      await sampleCount(m);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const count = await sampleCount(m);
+      expect(count).toBeGreaterThan(0);
+      expect(count).toBeLessThanOrEqual(12);
+    } finally {
+      m.close();
+    }
+  });
+
+  it('takes its interval from telemetry.metrics.eventLoopResolution, within 1 ms to 1 s', () => {
+    expect(
+      TelemetrySchema.parse({ metrics: { eventLoopResolution: '10ms' } }).metrics.eventLoopResolution,
+    ).toBe(10);
+    for (const bad of ['0ms', '2s'])
+      expect(
+        TelemetrySchema.safeParse({ metrics: { eventLoopResolution: bad } }).error?.issues[0],
+      ).toMatchObject({
+        path: ['metrics', 'eventLoopResolution'],
+        message: 'between 1ms and 1s',
+      });
   });
 });

@@ -1,31 +1,33 @@
 /**
- * A policy's counters: one rate-limiter-flexible limiter per limit (with its burst limiter when
- * the limit has one), in this process's memory or in the shared Redis. A Redis policy waits at
- * most its `timeout` for all its limits together; a limit whose store failed or did not answer in
- * time is decided by the policy's degradation: its insurance limiter (memory, the limit divided by
- * the expected replica count), nothing (fail-open), or a refusal (fail-closed).
+ * A policy's counters: one limiter per limit (with its burst when the limit has one), in this
+ * process's memory (memory-window.ts, answering synchronously) or in the shared Redis
+ * (rate-limiter-flexible's RateLimiterRedis, on the rate limits' own connection). A Redis policy
+ * waits at most its `timeout` for all its limits together; a limit whose store failed or did not
+ * answer in time is decided by the policy's degradation: its insurance limiter (memory, the limit
+ * divided by the expected replica count), nothing (fail-open), or a refusal (fail-closed).
  */
-import type { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import type { RateLimiterRes } from 'rate-limiter-flexible';
 import { lazyRequire } from '../../../lazy-require.ts';
 import type { RedisConnection } from '../../../stores/redis.ts';
 import type { RateLimitStoreResult } from '../../../telemetry/metrics.ts';
 import { type Deadlined, DeadlineQueue } from './deadlines.ts';
+import {
+  BurstLimit,
+  type LimitResult,
+  type MemoryLimit,
+  MemoryWindow,
+  SingleLimit,
+} from './memory-window.ts';
 import type { Degradation, LimitConfig } from './schema.ts';
 
-/** rate-limiter-flexible, loaded with the first policy's counters (about 1.4 MB of live heap). */
+export type { LimitResult } from './memory-window.ts';
+
+/** rate-limiter-flexible, loaded with the first Redis policy's counters (about 1.4 MB of live heap). */
 const lib = lazyRequire<typeof import('rate-limiter-flexible')>('rate-limiter-flexible');
 
-/** What consume() needs of a limiter: rate-limiter-flexible's limiters and BurstyRateLimiter alike. */
+/** What consume() needs of a Redis limiter: RateLimiterRedis and BurstyRateLimiter alike. */
 interface Limiter {
   consume(key: string, points: number): Promise<RateLimiterRes>;
-}
-
-/** One limit's answer for one request. */
-export interface LimitResult {
-  /** rate-limiter-flexible's result: remaining points and the time to the window's (or block's) end. */
-  readonly res: RateLimiterRes;
-  /** Over the limit (burst included). */
-  readonly over: boolean;
 }
 
 export interface Consumed {
@@ -49,39 +51,21 @@ export interface StoreObserver {
 export interface Counters {
   /**
    * Count a request of `cost` points under `key` in every limit, and hand what they answered to
-   * `then` (one promise for both: this is on every counted request's path).
+   * `then`: at once in memory (what `then` returns, or throws), through one promise for Redis.
    */
-  consume<T>(key: string, cost: number, then: (consumed: Consumed) => T): Promise<T>;
+  consume<T>(key: string, cost: number, then: (consumed: Consumed) => T): T | Promise<T>;
   /** Where the counters live, for the admin API. */
   readonly store: 'memory' | 'redis';
+  /** Stop their timers (idempotent). */
+  close(): void;
 }
 
-function settledOver(err: unknown): LimitResult {
-  if (err instanceof lib().RateLimiterRes) return { res: err, over: true };
-  throw err;
-}
-
-function settledUnder(res: RateLimiterRes): LimitResult {
-  return { res, over: false };
-}
-
-/**
- * A memory limiter. No key prefix: each limiter has a store of its own, and a prefix would cost a
- * string concatenation (and its flattening for the lookup) per request.
- */
-function memoryLimiter(points: number, duration: number, blockDuration: number): RateLimiterMemory {
-  return new (lib().RateLimiterMemory)({ points, duration, blockDuration, keyPrefix: '' });
-}
-
-/** Insurance and memory limits: a limit (and its burst) as memory limiters, `divisor` sharing it. */
-function memoryLimit(limit: LimitConfig, divisor: number): Limiter {
+/** A limit (and its burst) in memory, `divisor` sharing it: memory policies and insurance. */
+function memoryLimit(limit: LimitConfig, divisor: number): MemoryLimit {
   const share = (points: number) => Math.max(1, Math.floor(points / divisor));
-  const main = memoryLimiter(share(limit.points), limit.duration, limit.blockDuration ?? 0);
-  if (limit.burst === undefined) return main;
-  return new (lib().BurstyRateLimiter)(
-    main,
-    memoryLimiter(share(limit.burst.points), limit.burst.duration, 0),
-  );
+  const main = new MemoryWindow(share(limit.points), limit.duration, limit.blockDuration ?? 0);
+  if (limit.burst === undefined) return new SingleLimit(main);
+  return new BurstLimit(main, new MemoryWindow(share(limit.burst.points), limit.burst.duration));
 }
 
 /** The Redis key prefix of a limit: the policy and the window, so changing points keeps counting. */
@@ -89,31 +73,37 @@ export function limitPrefix(policy: string, limit: LimitConfig): string {
   return `rl:${policy}:${limit.duration}s`;
 }
 
-/** Counters in this process: exact, and a consume never fails. */
+/** Counters in this process: exact, synchronous, and a consume never fails. */
 export class MemoryCounters implements Counters {
   readonly store = 'memory' as const;
-  readonly #limiters: readonly Limiter[];
+  readonly #limits: readonly MemoryLimit[];
 
   constructor(limits: readonly LimitConfig[]) {
-    this.#limiters = limits.map((l) => memoryLimit(l, 1));
+    this.#limits = limits.map((l) => memoryLimit(l, 1));
   }
 
-  consume<T>(key: string, cost: number, then: (consumed: Consumed) => T): Promise<T> {
-    const limiters = this.#limiters;
-    if (limiters.length === 1)
-      return limiters[0]!.consume(key, cost).then(
-        (res) => then({ results: [{ res, over: false }], degraded: undefined }),
-        (err: unknown) => then({ results: [settledOver(err)], degraded: undefined }),
-      );
-    return Promise.all(limiters.map((l) => l.consume(key, cost).then(settledUnder, settledOver))).then(
-      (results) => then({ results, degraded: undefined }),
-    );
+  consume<T>(key: string, cost: number, then: (consumed: Consumed) => T): T {
+    return then(this.count(key, cost));
+  }
+
+  /** What consume() hands on, returned: no callback (a closure per request) needed. */
+  count(key: string, cost: number): Consumed {
+    const limits = this.#limits;
+    if (limits.length === 1) return { results: [limits[0]!.consume(key, cost)], degraded: undefined };
+    const results: LimitResult[] = [];
+    for (const l of limits) results.push(l.consume(key, cost));
+    return { results, degraded: undefined };
+  }
+
+  close(): void {
+    for (const l of this.#limits) l.close();
   }
 }
 
 export interface RedisCountersOptions {
   readonly policy: string;
   readonly limits: readonly LimitConfig[];
+  /** The rate limits' connection (RedisConnection.rateLimits()): no per-command timer. */
   readonly redis: RedisConnection;
   readonly timeoutMs: number;
   readonly onError: Degradation;
@@ -177,13 +167,10 @@ class StoreCall<T> implements Deadlined {
   #finish(timedOut: boolean): void {
     this.settled = true;
     const consumed = this.#owner.conclude(this.#key, this.#cost, this.answers, timedOut, this.started);
-    if (consumed instanceof Promise) consumed.then(this.#then).then(this.#resolve, this.#reject);
-    else {
-      try {
-        this.#resolve(this.#then(consumed));
-      } catch (err) {
-        this.#reject(err);
-      }
+    try {
+      this.#resolve(this.#then(consumed));
+    } catch (err) {
+      this.#reject(err);
     }
   }
 }
@@ -192,13 +179,15 @@ class StoreCall<T> implements Deadlined {
 export class RedisCounters implements Counters {
   readonly store = 'redis' as const;
   readonly #limiters: readonly Limiter[];
-  readonly #insurance: readonly Limiter[] | undefined;
+  readonly #insurance: readonly MemoryLimit[] | undefined;
   readonly #timeoutMs: number;
   readonly #onError: Degradation;
   readonly #observer: StoreObserver;
+  readonly #redis: RedisConnection;
   readonly #deadlines = new DeadlineQueue<Deadlined>();
 
   constructor(opts: RedisCountersOptions) {
+    this.#redis = opts.redis;
     const client = opts.redis.client;
     const redisLimiter = (points: number, duration: number, blockDuration: number, prefix: string) =>
       new (lib().RateLimiterRedis)({
@@ -261,7 +250,7 @@ export class RedisCounters implements Counters {
     answers: readonly (Answer | undefined)[],
     timedOut: boolean,
     started: number,
-  ): Consumed | Promise<Consumed> {
+  ): Consumed {
     let failures = 0;
     for (const a of answers) {
       if (a !== undefined && 'failed' in a) {
@@ -269,8 +258,11 @@ export class RedisCounters implements Counters {
         this.#observer.storeFailed(a.failed);
       }
     }
-    const seconds = (performance.now() - started) / 1000;
-    this.#observer.storeCall(timedOut ? 'timeout' : failures > 0 ? 'error' : 'ok', seconds);
+    const now = performance.now();
+    // Nothing answered in time is how a silent connection shows (the connection has no timer of its own).
+    if (timedOut) this.#redis.stalled(now);
+    else this.#redis.answered(now);
+    this.#observer.storeCall(timedOut ? 'timeout' : failures > 0 ? 'error' : 'ok', (now - started) / 1000);
     if (!timedOut && failures === 0) return { results: answers as LimitResult[], degraded: undefined };
     if (this.#onError === 'fail-closed') return { results: [], degraded: 'closed' };
     const insurance = this.#insurance;
@@ -282,18 +274,22 @@ export class RedisCounters implements Counters {
     return this.#insure(key, cost, answers, insurance);
   }
 
-  async #insure(
+  #insure(
     key: string,
     cost: number,
     answers: readonly (Answer | undefined)[],
-    insurance: readonly Limiter[],
-  ): Promise<Consumed> {
+    insurance: readonly MemoryLimit[],
+  ): Consumed {
     const results: LimitResult[] = [];
     for (let i = 0; i < answers.length; i++) {
       const a = answers[i];
-      if (a !== undefined && !('failed' in a)) results.push(a);
-      else results.push(await insurance[i]!.consume(key, cost).then(settledUnder, settledOver));
+      results.push(a !== undefined && !('failed' in a) ? a : insurance[i]!.consume(key, cost));
     }
     return { results, degraded: 'insured' };
+  }
+
+  /** Calls in flight still end by their deadline (the queue's timer stops when it empties). */
+  close(): void {
+    for (const l of this.#insurance ?? []) l.close();
   }
 }

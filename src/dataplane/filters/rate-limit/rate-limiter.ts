@@ -50,6 +50,7 @@ const DRY_RUN_LOG_INTERVAL_MS = 10_000;
 export interface RateLimiterDeps {
   readonly metrics: RateLimitMetrics;
   readonly logger: Logger;
+  /** The gateway's Redis connection; Redis policies count on its rate limit connection (rateLimits()). */
   readonly redis: RedisConnection | undefined;
 }
 
@@ -71,6 +72,7 @@ export class RateLimiter implements PolicyState, StoreObserver {
   readonly #cells: readonly ScalarCell[];
   readonly #metrics: RateLimitMetrics;
   readonly #logger: Logger;
+  /** The rate limits' Redis connection (Redis policies only). */
   readonly #redis: RedisConnection | undefined;
   /** The last store call failed: decisions are the degradation's until one succeeds. */
   #degraded = false;
@@ -82,17 +84,17 @@ export class RateLimiter implements PolicyState, StoreObserver {
     this.config = config;
     this.#metrics = deps.metrics;
     this.#logger = deps.logger;
-    this.#redis = deps.redis;
     const store = config.store;
     if (store.type === 'redis') {
       if (deps.redis === undefined)
         throw new Error(
           `rate limit policy ${name} uses Redis, but the gateway started without a redis section (static: add it and restart)`,
         );
+      this.#redis = deps.redis.rateLimits();
       this.counters = new RedisCounters({
         policy: name,
         limits: config.limits,
-        redis: deps.redis,
+        redis: this.#redis,
         timeoutMs: store.timeout,
         onError: store.onError,
         replicas: store.replicas ?? 1,
@@ -118,10 +120,10 @@ export class RateLimiter implements PolicyState, StoreObserver {
 
   /**
    * Decide a request under this policy, in `scope` ('' for one budget; a route or upstream name
-   * for `per: route|upstream`). undefined: it may pass; a GatewayError: refuse with it; a Promise
-   * when the counters answer (always, for a counted request), settling to one of the two, or, when
-   * `throwing`, settling to undefined or rejecting with the refusal (a filter's contract: one
-   * promise less per request than turning one into the other).
+   * for `per: route|upstream`). undefined: it may pass; a GatewayError: refuse with it (when
+   * `throwing`, thrown instead: a filter's contract). Memory counters decide at once; Redis ones
+   * through a Promise settling to one of the two, or, when `throwing`, to undefined or rejecting
+   * with the refusal (one promise less per request than turning one into the other).
    */
   decide(ctx: RequestContext, scope: string, throwing: boolean): Verdict | Promise<Verdict> {
     if (this.#exemptions?.exempt(ctx)) return this.#skip(ctx, 'exempt');
@@ -134,7 +136,14 @@ export class RateLimiter implements PolicyState, StoreObserver {
     const method = ctx.req.method ?? 'GET';
     const cost = this.#costByMethod?.get(method) ?? this.#costDefault;
     if (cost === 0) return this.#skip(ctx, 'cost 0');
-    return this.counters.consume(scope === '' ? key : `${scope}|${key}`, cost, (consumed) => {
+    const counted = scope === '' ? key : `${scope}|${key}`;
+    const counters = this.counters;
+    if (counters instanceof MemoryCounters) {
+      const verdict = this.#conclude(ctx, counters.count(counted, cost));
+      if (throwing && verdict !== undefined) throw verdict;
+      return verdict;
+    }
+    return counters.consume(counted, cost, (consumed) => {
       const verdict = this.#conclude(ctx, consumed);
       if (throwing && verdict !== undefined) throw verdict;
       return verdict;
@@ -264,6 +273,6 @@ export class RateLimiter implements PolicyState, StoreObserver {
   }
 
   close(): void {
-    // Memory counters expire on their own (unref'd timers); Redis counters belong to Redis.
+    this.counters.close();
   }
 }
