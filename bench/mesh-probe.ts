@@ -8,6 +8,13 @@
  *   node bench/mesh-probe.ts                # 500 req/s, 10 s each, 16 connections
  *   PROBE_RATE=1000 PROBE_DURATION=20 PROBE_CONNECTIONS=16 node bench/mesh-probe.ts
  *
+ * PROBE_PIN=1 pins as BENCH_PIN=1 does (the gateways on the last CPU, the probe and the upstream on
+ * the others). Each gateway's own count of slow answers (its request-duration histogram) is shown
+ * beside the client's, to tell time spent inside a gateway from time before it read the request.
+ * Requests slower than PROBE_SLOW_MS (20) are grouped into episodes (requests in flight together),
+ * printed with their wall-clock times, to line them up with what the gateways did then (their
+ * logs, `strace -tt -p`): a stall of one process holds every request in flight at once.
+ *
  * BENCH_PEREGRINE_DIR runs the gateways from another checkout (as bench/run.ts does).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -16,6 +23,8 @@ import { join } from 'node:path';
 import { intFromEnv } from './lib/env.ts';
 import { countsBetween, makeMeshCerts, meshCounts, startMesh } from './lib/mesh.ts';
 import { PacedLoad, pacedFailures } from './lib/paced.ts';
+import { metricSum, scrapeMetrics } from './lib/prom.ts';
+import { pinPlan, pinSelf } from './lib/pin.ts';
 import { runMain, waitForHttp } from './lib/proc.ts';
 import { summariseLatencies } from './lib/stats.ts';
 import { startPeer } from './lib/targets.ts';
@@ -23,6 +32,81 @@ import { startPeer } from './lib/targets.ts';
 const ROOT = join(import.meta.dirname, '..');
 /** Upper bounds of the buckets, ms; the last bucket is everything above. */
 const BUCKETS_MS = [1, 2, 5, 10, 20, 35, 45, 80, 120] as const;
+
+/** A stretch of time in which requests were slow: they overlap, so one cause probably held them. */
+interface Episode {
+  /** When its first slow request was sent, ms from the run's start. */
+  startMs: number;
+  endMs: number;
+  requests: number;
+  worstMs: number;
+}
+
+/**
+ * The slow requests (above `slowMs`) grouped into episodes: a request sent before the previous
+ * one's answer came joins its episode. One stalled process or connection shows as one episode of
+ * many requests; a per-request cost as many episodes of one.
+ */
+export function slowEpisodes(
+  startsMs: readonly number[],
+  latenciesMs: readonly number[],
+  slowMs: number,
+): Episode[] {
+  const slow = startsMs
+    .map((start, i) => ({ start, latency: latenciesMs[i]! }))
+    .filter((r) => r.latency > slowMs)
+    .sort((a, b) => a.start - b.start);
+  const episodes: Episode[] = [];
+  for (const r of slow) {
+    const last = episodes.at(-1);
+    if (last && r.start <= last.endMs) {
+      last.endMs = Math.max(last.endMs, r.start + r.latency);
+      last.requests++;
+      last.worstMs = Math.max(last.worstMs, r.latency);
+    } else
+      episodes.push({ startMs: r.start, endMs: r.start + r.latency, requests: 1, worstMs: r.latency });
+  }
+  return episodes;
+}
+
+function describeEpisodes(episodes: readonly Episode[], startedAtMs: number): string {
+  if (episodes.length === 0) return '  no slow requests';
+  const gaps = episodes.slice(1).map((e, i) => e.startMs - episodes[i]!.startMs);
+  const clock = (ms: number) => new Date(startedAtMs + ms).toISOString().slice(11, 23);
+  const lines = episodes
+    .slice(0, 30)
+    .map(
+      (e) =>
+        `    ${clock(e.startMs)} (+${(e.startMs / 1000).toFixed(3)} s): ${e.requests} slow, ` +
+        `worst ${e.worstMs.toFixed(1)} ms, over ${(e.endMs - e.startMs).toFixed(1)} ms`,
+    );
+  return (
+    `  ${episodes.length} slow episode(s)` +
+    (gaps.length ? `; ms between their starts: ${gaps.map((g) => g.toFixed(0)).join(' ')}` : '') +
+    `\n${lines.join('\n')}${episodes.length > 30 ? '\n    …' : ''}`
+  );
+}
+
+/** Requests a gateway answered, and how many took it over 25 and 50 ms, by its own histogram. */
+interface SeenSlow {
+  count: number;
+  over25: number;
+  over50: number;
+}
+
+async function seenSlow(admin: string): Promise<SeenSlow> {
+  const m = await scrapeMetrics(admin);
+  const bucket = (le: string) => metricSum(m, 'peregrine_request_duration_seconds_bucket', { le });
+  const count = metricSum(m, 'peregrine_request_duration_seconds_count');
+  return { count, over25: count - bucket('0.025'), over50: count - bucket('0.05') };
+}
+
+function describeSeen(name: string, before: SeenSlow, after: SeenSlow): string {
+  return (
+    `  ${name} saw ${after.count - before.count} requests, ${after.over25 - before.over25} over 25 ms, ` +
+    `${after.over50 - before.over50} over 50 ms (its own peregrine_request_duration_seconds)`
+  );
+}
 
 function buckets(latencies: readonly number[]): string {
   const counts = new Array<number>(BUCKETS_MS.length + 1).fill(0);
@@ -38,6 +122,10 @@ async function main(): Promise<void> {
   const rate = intFromEnv('PROBE_RATE', 500);
   const durationS = intFromEnv('PROBE_DURATION', 10);
   const connections = intFromEnv('PROBE_CONNECTIONS', 16);
+  const slowMs = intFromEnv('PROBE_SLOW_MS', 20);
+  // As the benchmark pins (bench/lib/pin.ts): the gateways on the last CPU, the rest on the others.
+  const pin = pinPlan({ BENCH_PIN: process.env.PROBE_PIN });
+  if (pin) pinSelf(pin);
   const tmp = mkdtempSync(join(tmpdir(), 'peregrine-mesh-probe-'));
   const up = await startPeer({ node: process.execPath, root: ROOT }, 'upstream.ts');
   try {
@@ -47,22 +135,35 @@ async function main(): Promise<void> {
       {
         peregrineDir: process.env.BENCH_PEREGRINE_DIR ?? ROOT,
         tmpDir: tmp,
-        pin: undefined,
+        pin,
         upstream: { origin: up.origin },
       },
       certs,
     );
     try {
       const paths = [
-        { id: 'passthrough', url: `${mesh.passthrough!.url}`, headers: undefined },
-        { id: 'mesh', url: mesh.url, headers: mesh.headers },
+        {
+          id: 'passthrough',
+          url: `${mesh.passthrough!.url}`,
+          headers: undefined,
+          gateways: { passthrough: mesh.passthrough!.admin },
+        },
+        {
+          id: 'mesh',
+          url: mesh.url,
+          headers: mesh.headers,
+          gateways: { outbound: mesh.outbound.admin, inbound: mesh.inbound.admin },
+        },
       ];
       for (const p of paths) {
         const load = new PacedLoad(p.url, connections);
         try {
           await load.run(rate, 2, p.headers); // warmup
           const before = p.id === 'mesh' ? await meshCounts(mesh) : undefined;
+          const gateways = Object.entries(p.gateways);
+          const seenBefore = await Promise.all(gateways.map(([, admin]) => seenSlow(admin)));
           const r = await load.run(rate, durationS, p.headers);
+          const seenAfter = await Promise.all(gateways.map(([, admin]) => seenSlow(admin)));
           const hs = before && countsBetween(before, await meshCounts(mesh));
           const s = summariseLatencies(r.latenciesMs);
           const fmt = (n: number | undefined) => (n === undefined ? '-' : n.toFixed(2));
@@ -72,7 +173,9 @@ async function main(): Promise<void> {
               (hs
                 ? `; handshakes between the sidecars ${hs.handshakesNew} new, ${hs.handshakesResumed} resumed`
                 : '') +
-              `\n  ${buckets(r.latenciesMs)}\n`,
+              `\n  ${buckets(r.latenciesMs)}\n` +
+              `${gateways.map(([name], i) => describeSeen(name, seenBefore[i]!, seenAfter[i]!)).join('\n')}\n` +
+              `${describeEpisodes(slowEpisodes(r.startsMs, r.latenciesMs, slowMs), r.startedAtMs)}\n`,
           );
         } finally {
           await load.close();

@@ -3,8 +3,9 @@
  * Peregrine under test: certificates made with `peregrine certs` (a development CA and one SVID
  * per service), a registry, the inbound sidecar in front of the bench upstream, the outbound
  * sidecar whose destination is the inbound one, and, for comparison, a passthrough gateway to the
- * same upstream. With BENCH_PIN=1 the two sidecars and the passthrough gateway share the target
- * CPU; the registry stays with the bench on the others (it is not on the request path).
+ * same upstream, or a chain of two (bench/lib/mesh-cpu.ts says why). With BENCH_PIN=1 the two
+ * sidecars and the passthrough gateway(s) share the target CPU; the registry stays with the bench
+ * on the others (it is not on the request path).
  */
 import { join } from 'node:path';
 import { runCerts } from '../../src/cli/certs.ts';
@@ -64,8 +65,12 @@ export interface MeshOptions {
    * longer for the inbound one (SLOW_PEER_TIMEOUTS).
    */
   wrapped?: { role: SidecarRole; command: string; args: readonly string[]; readyTimeoutMs: number };
-  /** Start the passthrough gateway too (default true). */
-  passthrough?: boolean;
+  /**
+   * Start the passthrough gateway too (default true); `chain`: two, the first forwarding to the
+   * second and the second to the upstream, so that the passthrough path, like the mesh hop, has two
+   * gateways per request.
+   */
+  passthrough?: boolean | 'chain';
 }
 
 export interface MeshGateway {
@@ -78,11 +83,13 @@ export interface RunningMesh {
   readonly inbound: MeshGateway;
   readonly outbound: MeshGateway;
   readonly passthrough: (MeshGateway & { url: string }) | undefined;
+  /** With `passthrough: 'chain'`: the second passthrough gateway, which the first forwards to. */
+  readonly passthroughBack: (MeshGateway & { url: string }) | undefined;
   /** The outbound listener: where the client sends its requests, with `headers`. */
   readonly url: string;
   /** Host: bench (the destination, as an application names it). */
   readonly headers: Readonly<Record<string, string>>;
-  /** The processes on the target CPU (sidecars and passthrough). */
+  /** The processes on the target CPU (sidecars and passthrough gateways). */
   readonly pids: readonly number[];
   stop(): Promise<void>;
 }
@@ -181,18 +188,26 @@ export async function startMesh(
         ),
       'outbound',
     );
+    const passthroughTo = (name: string, upstreamOrigin: string) =>
+      start(name, (listenPort, adminPort) =>
+        peregrineConfigYaml({ profile: 'passthrough', listenPort, adminPort, upstreamOrigin }),
+      );
+    const passthroughBack =
+      o.passthrough === 'chain'
+        ? await passthroughTo('mesh-passthrough-back', ctx.upstream.origin)
+        : undefined;
     const passthrough =
       o.passthrough === false
         ? undefined
-        : await start('mesh-passthrough', (listenPort, adminPort) =>
-            peregrineConfigYaml({
-              profile: 'passthrough',
-              listenPort,
-              adminPort,
-              upstreamOrigin: ctx.upstream.origin,
-            }),
+        : await passthroughTo(
+            'mesh-passthrough',
+            passthroughBack ? new URL(passthroughBack.url).origin : ctx.upstream.origin,
           );
-    const pids = [inbound.proc.pid, outbound.proc.pid, ...(passthrough ? [passthrough.proc.pid] : [])];
+    const pids = [
+      inbound.proc.pid,
+      outbound.proc.pid,
+      ...[passthrough, passthroughBack].flatMap((g) => (g ? [g.proc.pid] : [])),
+    ];
     if (ctx.pin) for (const pid of pids) pinTarget(ctx.pin, pid);
     const through = await waitForHttp(outbound.url, {
       proc: outbound.proc,
@@ -203,12 +218,18 @@ export async function startMesh(
       throw new Error(
         `the mesh answered 200 but not with the upstream's body: ${through.body.slice(0, 200)}`,
       );
+    if (passthroughBack) await waitForHttp(passthroughBack.url, { proc: passthroughBack.proc });
     if (passthrough) await waitForHttp(passthrough.url, { proc: passthrough.proc });
     return {
       registry: { proc: registry.proc, admin: registry.admin },
       inbound: { proc: inbound.proc, admin: inbound.admin },
       outbound: { proc: outbound.proc, admin: outbound.admin },
       passthrough: passthrough && { proc: passthrough.proc, admin: passthrough.admin, url: passthrough.url },
+      passthroughBack: passthroughBack && {
+        proc: passthroughBack.proc,
+        admin: passthroughBack.admin,
+        url: passthroughBack.url,
+      },
       url: outbound.url,
       headers: MESH_HOST_HEADER,
       pids,
