@@ -90,7 +90,11 @@ async function main(): Promise<void> {
     const columns: { name: string; calls: Map<string, number> }[] = [];
     try {
       const paths = [
-        { url: mesh.passthrough!.url, headers: undefined, procs: [['passthrough', mesh.passthrough!.proc.pid]] },
+        {
+          url: mesh.passthrough!.url,
+          headers: undefined,
+          procs: [['passthrough', mesh.passthrough!.proc.pid]],
+        },
         {
           url: mesh.url,
           headers: mesh.headers,
@@ -109,7 +113,7 @@ async function main(): Promise<void> {
           const counts = await Promise.all(traced.map((t) => t.stop()));
           if (pacedFailures(r) > 0 || r.latenciesMs.length !== requests)
             throw new Error(`${p.procs[0]![0]}: ${pacedFailures(r)} failed of ${r.sent}`);
-          p.procs.forEach(([name], i) => columns.push({ name, calls: counts[i]! }));
+          for (const [i, [name]] of p.procs.entries()) columns.push({ name, calls: counts[i]! });
         } finally {
           await load.close();
         }
