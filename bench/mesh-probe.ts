@@ -102,7 +102,12 @@ interface SeenSlow {
   over50: number;
   runNs: number;
   waitNs: number;
+  /** Garbage collections by kind (major, minor, incremental, weakcb) and their seconds. */
+  gcs: Record<string, number>;
+  gcSeconds: number;
 }
+
+const GC_KINDS = ['minor', 'major', 'incremental'] as const;
 
 async function seenSlow(g: { admin: string; pid: number }): Promise<SeenSlow> {
   const m = await scrapeMetrics(g.admin);
@@ -111,12 +116,17 @@ async function seenSlow(g: { admin: string; pid: number }): Promise<SeenSlow> {
   const [runNs, waitNs] = readFileSync(`/proc/${g.pid}/task/${g.pid}/schedstat`, 'utf8')
     .split(' ')
     .map(Number);
+  const gcs: Record<string, number> = {};
+  for (const kind of GC_KINDS)
+    gcs[kind] = metricSum(m, 'peregrine_nodejs_gc_duration_seconds_count', { kind });
   return {
     count,
     over25: count - bucket('0.025'),
     over50: count - bucket('0.05'),
     runNs: runNs!,
     waitNs: waitNs!,
+    gcs,
+    gcSeconds: metricSum(m, 'peregrine_nodejs_gc_duration_seconds_sum'),
   };
 }
 
@@ -126,7 +136,9 @@ function describeSeen(name: string, before: SeenSlow, after: SeenSlow): string {
   return (
     `  ${name} saw ${n} requests, ${after.over25 - before.over25} over 25 ms, ` +
     `${after.over50 - before.over50} over 50 ms (its own peregrine_request_duration_seconds); main thread ` +
-    `on the CPU ${perReq(after.runNs - before.runNs)} µs/req, waiting on the run queue ${perReq(after.waitNs - before.waitNs)} µs/req`
+    `on the CPU ${perReq(after.runNs - before.runNs)} µs/req, waiting on the run queue ${perReq(after.waitNs - before.waitNs)} µs/req; ` +
+    `GCs ${GC_KINDS.map((k) => `${k} ${after.gcs[k]! - before.gcs[k]!}`).join(', ')}, ` +
+    `${((after.gcSeconds - before.gcSeconds) * 1000).toFixed(1)} ms in all`
   );
 }
 

@@ -65,6 +65,8 @@ export interface MeshOptions {
    * longer for the inbound one (SLOW_PEER_TIMEOUTS).
    */
   wrapped?: { role: SidecarRole; command: string; args: readonly string[]; readyTimeoutMs: number };
+  /** Node options for one sidecar (e.g. the inspector, bench/allocations.ts). */
+  nodeArgs?: { role: SidecarRole; args: readonly string[] };
   /**
    * Start the passthrough gateway too (default true); `chain`: two, the first forwarding to the
    * second and the second to the upstream, so that the passthrough path, like the mesh hop, has two
@@ -130,6 +132,7 @@ export async function startMesh(
       stdout: 'pipe',
       wrap,
       readyTimeoutMs: wrap?.readyTimeoutMs,
+      nodeArgs: role !== undefined && o.nodeArgs?.role === role ? o.nodeArgs.args : undefined,
     });
     started.push(g.proc);
     return g;
