@@ -19,20 +19,16 @@
  *
  * BENCH_PEREGRINE_DIR runs the gateways from another checkout (as bench/run.ts does).
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { intFromEnv } from './lib/env.ts';
-import { countsBetween, makeMeshCerts, meshCounts, startMesh } from './lib/mesh.ts';
+import { countsBetween, meshCounts, withStandaloneMesh } from './lib/mesh.ts';
 import { PacedLoad, pacedFailures } from './lib/paced.ts';
 import { sliceOrder } from './lib/paced-turns.ts';
 import { pinPlan, pinSelf } from './lib/pin.ts';
-import { runMain, waitForHttp } from './lib/proc.ts';
+import { runMain } from './lib/proc.ts';
 import { metricSum, scrapeMetrics } from './lib/prom.ts';
 import { summariseLatencies } from './lib/stats.ts';
-import { startPeer } from './lib/targets.ts';
 
-const ROOT = join(import.meta.dirname, '..');
 /** With PROBE_SLICE: requests sent this soon after a slice starts are reported apart. */
 const SLICE_START_MS = 100;
 /** Upper bounds of the buckets, ms; the last bucket is everything above. */
@@ -161,111 +157,91 @@ async function main(): Promise<void> {
   // As the benchmark pins (bench/lib/pin.ts): the gateways on the last CPU, the rest on the others.
   const pin = pinPlan({ BENCH_PIN: process.env.PROBE_PIN });
   if (pin) pinSelf(pin);
-  const tmp = mkdtempSync(join(tmpdir(), 'peregrine-mesh-probe-'));
-  const up = await startPeer({ node: process.execPath, root: ROOT }, 'upstream.ts');
-  try {
-    await waitForHttp(`${up.origin}/`, { proc: up.proc });
-    const certs = await makeMeshCerts(tmp);
-    const mesh = await startMesh(
+  await withStandaloneMesh('mesh-probe', pin, async (mesh) => {
+    const paths = [
       {
-        peregrineDir: process.env.BENCH_PEREGRINE_DIR ?? ROOT,
-        tmpDir: tmp,
-        pin,
-        upstream: { origin: up.origin },
+        id: 'passthrough',
+        url: `${mesh.passthrough!.url}`,
+        headers: undefined,
+        gateways: { passthrough: mesh.passthrough! },
       },
-      certs,
-    );
+      {
+        id: 'mesh',
+        url: mesh.url,
+        headers: mesh.headers,
+        gateways: { outbound: mesh.outbound, inbound: mesh.inbound },
+      },
+    ];
+    const loads = paths.map((p) => ({
+      p,
+      load: new PacedLoad(p.url, connections),
+      gateways: Object.entries(p.gateways),
+      latenciesMs: [] as number[],
+      /** Epoch ms each answered request was sent, and ms into its slice. */
+      atMs: [] as number[],
+      inSliceMs: [] as number[],
+      failed: 0,
+      sent: 0,
+      seenBefore: [] as SeenSlow[],
+      countsBefore: undefined as Awaited<ReturnType<typeof meshCounts>> | undefined,
+    }));
     try {
-      const paths = [
-        {
-          id: 'passthrough',
-          url: `${mesh.passthrough!.url}`,
-          headers: undefined,
-          gateways: { passthrough: mesh.passthrough! },
-        },
-        {
-          id: 'mesh',
-          url: mesh.url,
-          headers: mesh.headers,
-          gateways: { outbound: mesh.outbound, inbound: mesh.inbound },
-        },
-      ];
-      const loads = paths.map((p) => ({
-        p,
-        load: new PacedLoad(p.url, connections),
-        gateways: Object.entries(p.gateways),
-        latenciesMs: [] as number[],
-        /** Epoch ms each answered request was sent, and ms into its slice. */
-        atMs: [] as number[],
-        inSliceMs: [] as number[],
-        failed: 0,
-        sent: 0,
-        seenBefore: [] as SeenSlow[],
-        countsBefore: undefined as Awaited<ReturnType<typeof meshCounts>> | undefined,
-      }));
-      try {
-        for (const l of loads) await l.load.run(rate, 2, l.p.headers); // warmup
-        for (const l of loads) {
-          l.seenBefore = await Promise.all(
-            l.gateways.map(([, g]) => seenSlow({ admin: g.admin, pid: g.proc.pid })),
-          );
-          if (l.p.id === 'mesh') l.countsBefore = await meshCounts(mesh);
-        }
-        const turns = Math.ceil(durationS / sliceS);
-        for (let turn = 0; turn < turns; turn++) {
-          for (const l of sliceOrder(loads, turn)) {
-            const r = await l.load.run(rate, sliceS, l.p.headers);
-            l.latenciesMs.push(...r.latenciesMs);
-            for (const ms of r.startsMs) {
-              l.atMs.push(r.startedAtMs + ms);
-              l.inSliceMs.push(ms);
-            }
-            l.failed += pacedFailures(r);
-            l.sent += r.sent;
+      for (const l of loads) await l.load.run(rate, 2, l.p.headers); // warmup
+      for (const l of loads) {
+        l.seenBefore = await Promise.all(
+          l.gateways.map(([, g]) => seenSlow({ admin: g.admin, pid: g.proc.pid })),
+        );
+        if (l.p.id === 'mesh') l.countsBefore = await meshCounts(mesh);
+      }
+      const turns = Math.ceil(durationS / sliceS);
+      for (let turn = 0; turn < turns; turn++) {
+        for (const l of sliceOrder(loads, turn)) {
+          const r = await l.load.run(rate, sliceS, l.p.headers);
+          l.latenciesMs.push(...r.latenciesMs);
+          for (const ms of r.startsMs) {
+            l.atMs.push(r.startedAtMs + ms);
+            l.inSliceMs.push(ms);
           }
+          l.failed += pacedFailures(r);
+          l.sent += r.sent;
         }
-        for (const l of loads) {
-          const seenAfter = await Promise.all(
-            l.gateways.map(([, g]) => seenSlow({ admin: g.admin, pid: g.proc.pid })),
-          );
-          const hs = l.countsBefore && countsBetween(l.countsBefore, await meshCounts(mesh));
-          const s = summariseLatencies(l.latenciesMs);
-          const fmt = (n: number | undefined) => (n === undefined ? '-' : n.toFixed(2));
-          const early = l.latenciesMs.filter((_, i) => l.inSliceMs[i]! < SLICE_START_MS);
-          const late = l.latenciesMs.filter((_, i) => l.inSliceMs[i]! >= SLICE_START_MS);
-          const p99 = (xs: number[]) => fmt(summariseLatencies(xs)?.p99);
-          const t0 = Math.min(...l.atMs);
-          process.stdout.write(
-            `${l.p.id}: ${l.latenciesMs.length} answers of ${l.sent} at ${rate} req/s, failed ${l.failed}; ` +
-              `p50 ${fmt(s?.p50)} p99 ${fmt(s?.p99)} max ${fmt(s?.max)} ms` +
-              (hs
-                ? `; handshakes between the sidecars ${hs.handshakesNew} new, ${hs.handshakesResumed} resumed`
-                : '') +
-              (turns > 1
-                ? `\n  ${sliceS} s slices in turns: p99 of the first ${SLICE_START_MS} ms of each slice ${p99(early)} ms (${early.length} requests), of the rest ${p99(late)} ms`
-                : '') +
-              `\n  ${buckets(l.latenciesMs)}\n` +
-              `${l.gateways.map(([name], i) => describeSeen(name, l.seenBefore[i]!, seenAfter[i]!)).join('\n')}\n` +
-              `${describeEpisodes(
-                slowEpisodes(
-                  l.atMs.map((at) => at - t0),
-                  l.latenciesMs,
-                  slowMs,
-                ),
-                t0,
-              )}\n`,
-          );
-        }
-      } finally {
-        for (const l of loads) await l.load.close();
+      }
+      for (const l of loads) {
+        const seenAfter = await Promise.all(
+          l.gateways.map(([, g]) => seenSlow({ admin: g.admin, pid: g.proc.pid })),
+        );
+        const hs = l.countsBefore && countsBetween(l.countsBefore, await meshCounts(mesh));
+        const s = summariseLatencies(l.latenciesMs);
+        const fmt = (n: number | undefined) => (n === undefined ? '-' : n.toFixed(2));
+        const early = l.latenciesMs.filter((_, i) => l.inSliceMs[i]! < SLICE_START_MS);
+        const late = l.latenciesMs.filter((_, i) => l.inSliceMs[i]! >= SLICE_START_MS);
+        const p99 = (xs: number[]) => fmt(summariseLatencies(xs)?.p99);
+        const t0 = Math.min(...l.atMs);
+        process.stdout.write(
+          `${l.p.id}: ${l.latenciesMs.length} answers of ${l.sent} at ${rate} req/s, failed ${l.failed}; ` +
+            `p50 ${fmt(s?.p50)} p99 ${fmt(s?.p99)} max ${fmt(s?.max)} ms` +
+            (hs
+              ? `; handshakes between the sidecars ${hs.handshakesNew} new, ${hs.handshakesResumed} resumed`
+              : '') +
+            (turns > 1
+              ? `\n  ${sliceS} s slices in turns: p99 of the first ${SLICE_START_MS} ms of each slice ${p99(early)} ms (${early.length} requests), of the rest ${p99(late)} ms`
+              : '') +
+            `\n  ${buckets(l.latenciesMs)}\n` +
+            `${l.gateways.map(([name], i) => describeSeen(name, l.seenBefore[i]!, seenAfter[i]!)).join('\n')}\n` +
+            `${describeEpisodes(
+              slowEpisodes(
+                l.atMs.map((at) => at - t0),
+                l.latenciesMs,
+                slowMs,
+              ),
+              t0,
+            )}\n`,
+        );
       }
     } finally {
-      await mesh.stop();
+      for (const l of loads) await l.load.close();
     }
-  } finally {
-    await up.proc.stop();
-    rmSync(tmp, { recursive: true, force: true });
-  }
+  });
 }
 
 if (import.meta.main) runMain('mesh-probe', main);

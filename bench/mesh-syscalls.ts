@@ -12,17 +12,11 @@
  * BENCH_PEREGRINE_DIR runs the gateways from another checkout. Needs strace.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { intFromEnv } from './lib/env.ts';
-import { makeMeshCerts, startMesh } from './lib/mesh.ts';
+import { withStandaloneMesh } from './lib/mesh.ts';
 import { PacedLoad, pacedFailures } from './lib/paced.ts';
-import { findExecutable, runMain, waitForHttp } from './lib/proc.ts';
+import { findExecutable, runMain } from './lib/proc.ts';
 import { fmtNum, markdownTable } from './lib/table.ts';
-import { startPeer } from './lib/targets.ts';
-
-const ROOT = join(import.meta.dirname, '..');
 
 /** Calls by system call name, from strace -c's summary table. */
 export function parseStraceSummary(text: string): Map<string, number> {
@@ -73,72 +67,52 @@ async function main(): Promise<void> {
   const requests = intFromEnv('SYSCALLS_REQUESTS', 2000);
   const rate = intFromEnv('SYSCALLS_RATE', 200);
   const connections = intFromEnv('SYSCALLS_CONNECTIONS', 16);
-  const tmp = mkdtempSync(join(tmpdir(), 'peregrine-mesh-syscalls-'));
-  const up = await startPeer({ node: process.execPath, root: ROOT }, 'upstream.ts');
-  try {
-    await waitForHttp(`${up.origin}/`, { proc: up.proc });
-    const certs = await makeMeshCerts(tmp);
-    const mesh = await startMesh(
+  const columns: { name: string; calls: Map<string, number> }[] = [];
+  await withStandaloneMesh('mesh-syscalls', undefined, async (mesh) => {
+    const paths = [
       {
-        peregrineDir: process.env.BENCH_PEREGRINE_DIR ?? ROOT,
-        tmpDir: tmp,
-        pin: undefined,
-        upstream: { origin: up.origin },
+        url: mesh.passthrough!.url,
+        headers: undefined,
+        procs: [['passthrough', mesh.passthrough!.proc.pid]],
       },
-      certs,
-    );
-    const columns: { name: string; calls: Map<string, number> }[] = [];
-    try {
-      const paths = [
-        {
-          url: mesh.passthrough!.url,
-          headers: undefined,
-          procs: [['passthrough', mesh.passthrough!.proc.pid]],
-        },
-        {
-          url: mesh.url,
-          headers: mesh.headers,
-          procs: [
-            ['outbound', mesh.outbound.proc.pid],
-            ['inbound', mesh.inbound.proc.pid],
-          ],
-        },
-      ] as const;
-      for (const p of paths) {
-        const load = new PacedLoad(p.url, connections);
-        try {
-          await load.run(rate, 2, p.headers); // warmup: connections open, code compiled
-          const traced = await Promise.all(p.procs.map(([, pid]) => traceSyscalls(strace, pid)));
-          const r = await load.run(rate, requests / rate, p.headers);
-          const counts = await Promise.all(traced.map((t) => t.stop()));
-          if (pacedFailures(r) > 0 || r.latenciesMs.length !== requests)
-            throw new Error(`${p.procs[0]![0]}: ${pacedFailures(r)} failed of ${r.sent}`);
-          for (const [i, [name]] of p.procs.entries()) columns.push({ name, calls: counts[i]! });
-        } finally {
-          await load.close();
-        }
+      {
+        url: mesh.url,
+        headers: mesh.headers,
+        procs: [
+          ['outbound', mesh.outbound.proc.pid],
+          ['inbound', mesh.inbound.proc.pid],
+        ],
+      },
+    ] as const;
+    for (const p of paths) {
+      const load = new PacedLoad(p.url, connections);
+      try {
+        await load.run(rate, 2, p.headers); // warmup: connections open, code compiled
+        const traced = await Promise.all(p.procs.map(([, pid]) => traceSyscalls(strace, pid)));
+        const r = await load.run(rate, requests / rate, p.headers);
+        const counts = await Promise.all(traced.map((t) => t.stop()));
+        if (pacedFailures(r) > 0 || r.latenciesMs.length !== requests)
+          throw new Error(`${p.procs[0]![0]}: ${pacedFailures(r)} failed of ${r.sent}`);
+        for (const [i, [name]] of p.procs.entries()) columns.push({ name, calls: counts[i]! });
+      } finally {
+        await load.close();
       }
-    } finally {
-      await mesh.stop();
     }
-    const names = [...new Set(columns.flatMap((c) => [...c.calls.keys()]))];
-    const perReq = (c: (typeof columns)[number], name: string) => (c.calls.get(name) ?? 0) / requests;
-    names.sort((a, b) => perReq(columns[1]!, b) - perReq(columns[1]!, a));
-    const rows = names
-      .filter((n) => columns.some((c) => perReq(c, n) >= 0.005))
-      .map((n) => [n, ...columns.map((c) => fmtNum(perReq(c, n), 2))]);
-    rows.push([
-      '**total**',
-      ...columns.map((c) => fmtNum([...c.calls.values()].reduce((s, x) => s + x, 0) / requests, 2)),
-    ]);
-    process.stdout.write(
-      `System calls per request (strace -c -f; ${requests} requests at ${rate} req/s over up to ${connections} connections per path)\n\n` +
-        `${markdownTable(['syscall', ...columns.map((c) => c.name)], rows, ['left', ...columns.map(() => 'right' as const)])}\n`,
-    );
-  } finally {
-    await up.proc.stop();
-    rmSync(tmp, { recursive: true, force: true });
-  }
+  });
+  const names = [...new Set(columns.flatMap((c) => [...c.calls.keys()]))];
+  const perReq = (c: (typeof columns)[number], name: string) => (c.calls.get(name) ?? 0) / requests;
+  names.sort((a, b) => perReq(columns[1]!, b) - perReq(columns[1]!, a));
+  const rows = names
+    .filter((n) => columns.some((c) => perReq(c, n) >= 0.005))
+    .map((n) => [n, ...columns.map((c) => fmtNum(perReq(c, n), 2))]);
+  rows.push([
+    '**total**',
+    ...columns.map((c) => fmtNum([...c.calls.values()].reduce((s, x) => s + x, 0) / requests, 2)),
+  ]);
+  process.stdout.write(
+    `System calls per request (strace -c -f; ${requests} requests at ${rate} req/s over up to ${connections} connections per path)\n\n` +
+      `${markdownTable(['syscall', ...columns.map((c) => c.name)], rows, ['left', ...columns.map(() => 'right' as const)])}\n`,
+  );
 }
 
 if (import.meta.main) runMain('mesh-syscalls', main);

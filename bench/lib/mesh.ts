@@ -7,6 +7,8 @@
  * sidecars and the passthrough gateway(s) share the target CPU; the registry stays with the bench
  * on the others (it is not on the request path).
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCerts } from '../../src/cli/certs.ts';
 import { UPSTREAM_BODY } from '../peers/upstream.ts';
@@ -24,11 +26,11 @@ import {
   SLOW_PEER_TIMEOUTS,
 } from './mesh-config.ts';
 import { peregrineConfigYaml } from './peregrine-config.ts';
-import { pinTarget } from './pin.ts';
+import { type PinPlan, pinTarget } from './pin.ts';
 import { freePort, type Managed, waitForHttp } from './proc.ts';
 import { metricSum, scrapeMetrics } from './prom.ts';
 import { benchRegistryToken, REGISTRY_TOKEN_ENV, registryGatewayYaml } from './registry-config.ts';
-import { type BenchContext, startPeregrine } from './targets.ts';
+import { type BenchContext, startPeer, startPeregrine } from './targets.ts';
 
 export interface MeshCerts {
   /** The destination's (inbound sidecar's) SVID. */
@@ -241,6 +243,41 @@ export async function startMesh(
   } catch (err) {
     await stop();
     throw err;
+  }
+}
+
+/**
+ * For the light tools outside a bench session (bench/mesh-probe.ts, bench/mesh-syscalls.ts): the
+ * bench upstream, certificates in a temporary directory and the mesh with one passthrough gateway,
+ * from BENCH_PEREGRINE_DIR or this checkout; `fn` runs against it, then everything stops.
+ */
+export async function withStandaloneMesh<T>(
+  name: string,
+  pin: PinPlan | undefined,
+  fn: (mesh: RunningMesh) => Promise<T>,
+): Promise<T> {
+  const root = join(import.meta.dirname, '../..');
+  const tmp = mkdtempSync(join(tmpdir(), `peregrine-${name}-`));
+  const up = await startPeer({ node: process.execPath, root }, 'upstream.ts');
+  try {
+    await waitForHttp(`${up.origin}/`, { proc: up.proc });
+    const mesh = await startMesh(
+      {
+        peregrineDir: process.env.BENCH_PEREGRINE_DIR ?? root,
+        tmpDir: tmp,
+        pin,
+        upstream: { origin: up.origin },
+      },
+      await makeMeshCerts(tmp),
+    );
+    try {
+      return await fn(mesh);
+    } finally {
+      await mesh.stop();
+    }
+  } finally {
+    await up.proc.stop();
+    rmSync(tmp, { recursive: true, force: true });
   }
 }
 
