@@ -12,17 +12,11 @@
  * Environment: BENCH_SCALE_CPU_ROUTES (10000), BENCH_SCALE_CPU_RELOADS (5),
  * BENCH_SCALE_CPU_SCRAPES (3).
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pino from 'pino';
-import { loadConfigFile } from '../src/config/loader.ts';
-import { ConfigStore } from '../src/control/config-store.ts';
-import { createMetrics, writeMetrics } from '../src/telemetry/metrics.ts';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { intFromEnv } from './lib/env.ts';
 import { runMain } from './lib/proc.ts';
-import { type ScaleConfigOptions, scaleConfigYaml, scaleUpstreams } from './lib/scale-config.ts';
+import { scaleConfigYaml, scaleUpstreams } from './lib/scale-config.ts';
+import { openScaleStore, withScrapePipe } from './lib/scale-store.ts';
 
 const ROUTES = intFromEnv('BENCH_SCALE_CPU_ROUTES', 10000);
 const RELOADS = intFromEnv('BENCH_SCALE_CPU_RELOADS', 5);
@@ -69,23 +63,7 @@ async function longestTurn<T>(run: () => Promise<T>): Promise<{ result: T; longe
 }
 
 async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'peregrine-scale-cpu-'));
-  const file = join(dir, 'scale.yaml');
-  const options: ScaleConfigOptions = {
-    routes: ROUTES,
-    listenPort: 1,
-    adminPort: 2,
-    upstreamOrigin: 'http://127.0.0.1:9',
-    extraRoutes: 0,
-  };
-  writeFileSync(file, scaleConfigYaml(options));
-  const metrics = createMetrics({ exemplars: false, version: 'bench' });
-  const store = new ConfigStore(await loadConfigFile(file, {}), {
-    file,
-    logger: pino({ enabled: false }),
-    metrics,
-    env: {},
-  });
+  const { store, metrics, file, options, close } = await openScaleStore(ROUTES, false);
   const out = (s: string) => process.stdout.write(`${s}\n`);
   out(`${ROUTES} routes, ${scaleUpstreams(ROUTES)} upstreams`);
   try {
@@ -101,30 +79,17 @@ async function main(): Promise<void> {
     }
     for (const route of store.current.routes.routes)
       metrics.recordRequest('scale', route.name, 'GET', 200, 0.003, undefined);
-    // The reader is another process, so that its CPU is not counted.
-    const reader = spawn('cat', [], { stdio: ['pipe', 'ignore', 'inherit'] });
-    const sink = reader.stdin;
-    try {
+    await withScrapePipe(metrics, async (scrape) => {
       for (let k = 1; k <= SCRAPES; k++) {
-        let bytes = 0;
         const start = threadMs();
-        const { longestMs } = await longestTurn(() =>
-          writeMetrics(metrics, 'application/openmetrics-text', (chunk) => {
-            bytes += chunk.length;
-            if (!sink.write(chunk)) return new Promise((resolve) => sink.once('drain', resolve));
-          }),
-        );
+        const { result: chars, longestMs } = await longestTurn(scrape);
         out(
-          `scrape ${k}: main thread ${(threadMs() - start).toFixed(0)} ms, ${(bytes / 1e6).toFixed(1)} MB, longest turn ${longestMs.toFixed(1)} ms`,
+          `scrape ${k}: main thread ${(threadMs() - start).toFixed(0)} ms, ${(chars / 1e6).toFixed(1)} MB, longest turn ${longestMs.toFixed(1)} ms`,
         );
       }
-    } finally {
-      sink.end();
-      reader.kill();
-    }
+    });
   } finally {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
+    await close();
   }
 }
 

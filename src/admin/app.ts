@@ -87,9 +87,15 @@ export function createAdminApp(src: AdminSource): Express {
     try {
       await writeMetrics(src.metrics, accept, function writeChunk(chunk: string) {
         if (res.destroyed || res.write(chunk)) return;
+        // Both listeners go whichever fires: a scrape waits hundreds of times at 10,000 routes.
         return new Promise<void>((resolve) => {
-          res.once('drain', resolve);
-          res.once('close', resolve);
+          const go = (): void => {
+            res.off('drain', go);
+            res.off('close', go);
+            resolve();
+          };
+          res.on('drain', go);
+          res.on('close', go);
         });
       });
     } catch (err) {

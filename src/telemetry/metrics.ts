@@ -21,8 +21,10 @@ import { LATENCY_BUCKETS } from './latency-buckets.ts';
 import {
   CellHistogram,
   CellMetric,
+  type EmitSeries,
   type HistogramCell,
   type Labels,
+  ReadGauge,
   type ScalarCell,
 } from './metric-cells.ts';
 import { registerRuntimeMetrics } from './runtime-metrics.ts';
@@ -294,19 +296,19 @@ export class GatewayMetrics {
   readonly jwksStale: Gauge<'provider'>;
   readonly upstreamDecisions: CellMetric;
   readonly upstreamRetries: CellMetric;
-  readonly upstreamCircuitState: Gauge<'upstream'>;
+  readonly upstreamCircuitState: ReadGauge<UpstreamStateSource>;
   readonly upstreamCircuitTransitions: Counter<'upstream' | 'from' | 'to'>;
   readonly upstreamEjections: Counter<'upstream' | 'endpoint'>;
-  readonly upstreamEjectedEndpoints: Gauge<'upstream'>;
-  readonly upstreamEndpoints: Gauge<'upstream' | 'state'>;
-  readonly upstreamPanicMode: Gauge<'upstream'>;
-  readonly upstreamEndpointsInUse: Gauge<'upstream'>;
-  readonly upstreamQueued: Gauge<'upstream'>;
-  readonly upstreamRetryBudgetRemaining: Gauge<'upstream'>;
+  readonly upstreamEjectedEndpoints: ReadGauge<UpstreamStateSource>;
+  readonly upstreamEndpoints: ReadGauge<UpstreamStateSource>;
+  readonly upstreamPanicMode: ReadGauge<UpstreamStateSource>;
+  readonly upstreamEndpointsInUse: ReadGauge<UpstreamStateSource>;
+  readonly upstreamQueued: ReadGauge<UpstreamStateSource>;
+  readonly upstreamRetryBudgetRemaining: ReadGauge<UpstreamStateSource>;
   readonly discoveryRefreshes: Counter<'upstream' | 'source' | 'outcome'>;
-  readonly discoveryEndpoints: Gauge<'upstream' | 'source'>;
-  readonly discoveryLastSuccess: Gauge<'upstream' | 'source'>;
-  readonly discoveryStale: Gauge<'upstream' | 'source'>;
+  readonly discoveryEndpoints: ReadGauge<DiscoveryStateSource>;
+  readonly discoveryLastSuccess: ReadGauge<DiscoveryStateSource>;
+  readonly discoveryStale: ReadGauge<DiscoveryStateSource>;
 
   readonly tlsHandshakes: CellMetric;
   readonly tlsHandshakeFailures: Counter<'listener' | 'reason'>;
@@ -551,126 +553,103 @@ export class GatewayMetrics {
       registers,
     });
     // Upstream gauges are read from the live clusters at scrape time: nothing on the request path.
-    const sources = this.upstreamSources;
-    this.upstreamCircuitState = new Gauge({
-      name: 'peregrine_upstream_circuit_state',
-      help: 'Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open.',
-      labelNames: ['upstream'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [upstream, s] of sources) this.set({ upstream }, s.circuitState());
-      },
-    });
-    this.upstreamEjectedEndpoints = new Gauge({
-      name: 'peregrine_upstream_ejected_endpoints',
-      help: 'Endpoints currently ejected by outlier detection.',
-      labelNames: ['upstream'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [upstream, s] of sources) this.set({ upstream }, s.ejectedEndpoints());
-      },
-    });
-    this.upstreamEndpoints = new Gauge({
+    const upstreamGauge = (
+      name: string,
+      help: string,
+      read: (source: UpstreamStateSource) => number,
+    ): ReadGauge<UpstreamStateSource> =>
+      new ReadGauge({
+        name,
+        help,
+        labelNames: ['upstream'],
+        registry,
+        sources: this.upstreamSources,
+        read: (upstream, source, emit) => emit({ upstream }, read(source)),
+      });
+    this.upstreamCircuitState = upstreamGauge(
+      'peregrine_upstream_circuit_state',
+      'Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open.',
+      (s) => s.circuitState(),
+    );
+    this.upstreamEjectedEndpoints = upstreamGauge(
+      'peregrine_upstream_ejected_endpoints',
+      'Endpoints currently ejected by outlier detection.',
+      (s) => s.ejectedEndpoints(),
+    );
+    this.upstreamEndpoints = new ReadGauge({
       name: 'peregrine_upstream_endpoints',
       help: 'Endpoints per upstream by state: healthy (eligible), unhealthy (active checks), ejected, draining.',
       labelNames: ['upstream', 'state'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [upstream, s] of sources) {
-          const counts = s.endpointStates();
-          for (let i = 0; i < ENDPOINT_STATES.length; i++)
-            this.set({ upstream, state: ENDPOINT_STATES[i]! }, counts[i] ?? 0);
-        }
+      registry,
+      sources: this.upstreamSources,
+      read(upstream, source, emit) {
+        const counts = source.endpointStates();
+        for (let i = 0; i < ENDPOINT_STATES.length; i++)
+          emit({ upstream, state: ENDPOINT_STATES[i]! }, counts[i] ?? 0);
       },
     });
-    this.upstreamEndpointsInUse = new Gauge({
-      name: 'peregrine_upstream_endpoints_in_use',
-      help: "Endpoints the balancer chooses among: on a wide upstream the aperture's window, else every eligible one.",
-      labelNames: ['upstream'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [upstream, s] of sources) this.set({ upstream }, s.endpointsInUse());
-      },
-    });
-    this.upstreamPanicMode = new Gauge({
-      name: 'peregrine_upstream_panic_mode',
-      help: '1 while too few endpoints are eligible and the balancer spreads over all of them.',
-      labelNames: ['upstream'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [upstream, s] of sources) this.set({ upstream }, s.panicMode() ? 1 : 0);
-      },
-    });
-    this.upstreamQueued = new Gauge({
-      name: 'peregrine_upstream_queued',
-      help: 'Requests waiting for a bulkhead slot.',
-      labelNames: ['upstream'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [upstream, s] of sources) this.set({ upstream }, s.queued());
-      },
-    });
-    this.upstreamRetryBudgetRemaining = new Gauge({
-      name: 'peregrine_upstream_retry_budget_remaining',
-      help: 'Retries the retry budget would allow right now.',
-      labelNames: ['upstream'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [upstream, s] of sources) this.set({ upstream }, s.retryBudgetRemaining());
-      },
-    });
+    this.upstreamEndpointsInUse = upstreamGauge(
+      'peregrine_upstream_endpoints_in_use',
+      "Endpoints the balancer chooses among: on a wide upstream the aperture's window, else every eligible one.",
+      (s) => s.endpointsInUse(),
+    );
+    this.upstreamPanicMode = upstreamGauge(
+      'peregrine_upstream_panic_mode',
+      '1 while too few endpoints are eligible and the balancer spreads over all of them.',
+      (s) => (s.panicMode() ? 1 : 0),
+    );
+    this.upstreamQueued = upstreamGauge(
+      'peregrine_upstream_queued',
+      'Requests waiting for a bulkhead slot.',
+      (s) => s.queued(),
+    );
+    this.upstreamRetryBudgetRemaining = upstreamGauge(
+      'peregrine_upstream_retry_budget_remaining',
+      'Retries the retry budget would allow right now.',
+      (s) => s.retryBudgetRemaining(),
+    );
     this.discoveryRefreshes = new Counter({
       name: 'peregrine_discovery_refreshes_total',
       help: 'Reads of upstream endpoint sources (a DNS resolution, a registry read or change, the static list applied), by outcome.',
       labelNames: ['upstream', 'source', 'outcome'],
       registers,
     });
-    const discovery = this.discoverySources;
-    this.discoveryEndpoints = new Gauge({
-      name: 'peregrine_discovery_endpoints',
-      help: "Endpoints in an upstream's live set by the source that put them there.",
-      labelNames: ['upstream', 'source'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [upstream, d] of discovery) {
-          const counts = d.endpointsBySource();
-          this.set({ upstream, source: d.source }, counts[d.source] ?? 0);
-          for (const [source, n] of Object.entries(counts))
-            if (source !== d.source && n > 0) this.set({ upstream, source }, n);
-        }
+    const discoveryGauge = (
+      name: string,
+      help: string,
+      read: (upstream: string, source: DiscoveryStateSource, emit: EmitSeries) => void,
+    ): ReadGauge<DiscoveryStateSource> =>
+      new ReadGauge({
+        name,
+        help,
+        labelNames: ['upstream', 'source'],
+        registry,
+        sources: this.discoverySources,
+        read,
+      });
+    this.discoveryEndpoints = discoveryGauge(
+      'peregrine_discovery_endpoints',
+      "Endpoints in an upstream's live set by the source that put them there.",
+      (upstream, d, emit) => {
+        const counts = d.endpointsBySource();
+        emit({ upstream, source: d.source }, counts[d.source] ?? 0);
+        for (const [source, n] of Object.entries(counts))
+          if (source !== d.source && n > 0) emit({ upstream, source }, n);
       },
-    });
-    this.discoveryLastSuccess = new Gauge({
-      name: 'peregrine_discovery_last_success_timestamp_seconds',
-      help: "Unix time of the last successful refresh of an upstream's endpoint source.",
-      labelNames: ['upstream', 'source'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [upstream, d] of discovery) {
-          const at = d.lastSuccessAt();
-          if (at !== undefined) this.set({ upstream, source: d.source }, at / 1000);
-        }
+    );
+    this.discoveryLastSuccess = discoveryGauge(
+      'peregrine_discovery_last_success_timestamp_seconds',
+      "Unix time of the last successful refresh of an upstream's endpoint source.",
+      (upstream, d, emit) => {
+        const at = d.lastSuccessAt();
+        if (at !== undefined) emit({ upstream, source: d.source }, at / 1000);
       },
-    });
-    this.discoveryStale = new Gauge({
-      name: 'peregrine_discovery_stale',
-      help: "1 while an upstream's endpoints are last-known-good: its source's last refresh failed (or none succeeded yet).",
-      labelNames: ['upstream', 'source'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [upstream, d] of discovery) this.set({ upstream, source: d.source }, d.stale() ? 1 : 0);
-      },
-    });
+    );
+    this.discoveryStale = discoveryGauge(
+      'peregrine_discovery_stale',
+      "1 while an upstream's endpoints are last-known-good: its source's last refresh failed (or none succeeded yet).",
+      (upstream, d, emit) => emit({ upstream, source: d.source }, d.stale() ? 1 : 0),
+    );
     this.tlsHandshakes = new CellMetric('counter', {
       name: 'peregrine_tls_handshakes_total',
       help: 'TLS handshakes completed, by listener, protocol version and ALPN protocol.',
@@ -1252,12 +1231,6 @@ export interface RouteMetricsConfig {
 const ROUTES_PER_STEP = 500;
 
 /**
- * A scrape renders in slices of about this long, with a turn of the event loop between them:
- * requests wait at most about one slice for a scrape (exposition.ts).
- */
-const SCRAPE_SLICE_MS = 5;
-
-/**
  * Render for the admin /metrics endpoint: Prometheus text by default, OpenMetrics (with
  * exemplars) when `accept` asks for it. `sink` receives the text chunk by chunk (a returned
  * promise holds the next chunk back); the result says which content type it is.
@@ -1301,7 +1274,7 @@ async function renderNow(
   const contentType = openMetrics ? OPENMETRICS_CONTENT_TYPE : PROMETHEUS_CONTENT_TYPE;
   registry.setContentType(contentType);
   try {
-    await writeExposition(registry, openMetrics, sink, SCRAPE_SLICE_MS);
+    await writeExposition(registry, openMetrics, sink);
     return { contentType };
   } finally {
     registry.setContentType(PROMETHEUS_CONTENT_TYPE);

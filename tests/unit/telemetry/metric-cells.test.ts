@@ -5,7 +5,7 @@
 import { Counter, Gauge, Histogram, Registry, type RegistryContentType } from 'prom-client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { writeExposition } from '../../../src/telemetry/exposition.ts';
-import { CellHistogram, CellMetric } from '../../../src/telemetry/metric-cells.ts';
+import { CellHistogram, CellMetric, type Labels, ReadGauge } from '../../../src/telemetry/metric-cells.ts';
 
 const BUCKETS = [0.001, 0.01, 0.1, 1];
 const FORMATS = [Registry.PROMETHEUS_CONTENT_TYPE, Registry.OPENMETRICS_CONTENT_TYPE] as const;
@@ -137,6 +137,97 @@ describe('CellMetric / CellHistogram render like prom-client', () => {
     expect(() => c.cell({ a: '1', b: '2' })).toThrow(/do not match/);
   });
 
+  it.each(FORMATS)(
+    'ReadGauge renders what a prom-client Gauge filled by collect() renders (%s)',
+    async (format) => {
+      // 300 sources of 3 series each, one of them absent for some sources, with odd names.
+      const sources = new Map<string, { n: number }>();
+      for (let i = 0; i < 300; i++) sources.set(i === 7 ? 'odd "name"\\\n' : `u${i}`, { n: i });
+      const states = ['a', 'b', 'c'] as const;
+      const read = (key: string, s: { n: number }, emit: (labels: Labels, value: number) => void): void => {
+        for (const [k, state] of states.entries())
+          if (k !== 2 || s.n % 4 === 0) emit({ upstream: key, state }, k === 1 ? s.n / 3 : s.n * k);
+      };
+      const ref = registry(format);
+      new Gauge({
+        name: 'g',
+        help: 'h',
+        labelNames: ['upstream', 'state'],
+        registers: [ref as Registry],
+        collect() {
+          this.reset();
+          for (const [key, s] of sources) read(key, s, (labels, value) => this.set(labels, value));
+        },
+      });
+      const ours = registry(format);
+      new ReadGauge({
+        name: 'g',
+        help: 'h',
+        labelNames: ['upstream', 'state'],
+        registry: ours,
+        sources,
+        read,
+      });
+      const expected = await ref.metrics();
+      expect(expected).toContain('g{upstream="u8",state="c"} 16');
+      expect(await ours.metrics()).toBe(expected);
+      const chunks: string[] = [];
+      await writeExposition(ours, format === Registry.OPENMETRICS_CONTENT_TYPE, (c) => {
+        chunks.push(c);
+      });
+      expect(chunks.join('')).toBe(expected);
+    },
+  );
+
+  it('a render writes the series that existed when it began, each once', () => {
+    // A scrape spanning two reloads: a route's series removed after the render passed it and
+    // created again before the render ended must not be written twice.
+    const r = registry(Registry.PROMETHEUS_CONTENT_TYPE);
+    const hist = new CellHistogram({
+      name: 'h',
+      help: 'h',
+      labelNames: ['route'],
+      buckets: BUCKETS,
+      exemplars: false,
+      registry: r,
+    });
+    const counter = new CellMetric('counter', {
+      name: 'c_total',
+      help: 'h',
+      labelNames: ['route'],
+      registry: r,
+    });
+    const hCells = Array.from({ length: 50 }, (_, i) => hist.cell({ route: `r${i}` }));
+    const cCells = Array.from({ length: 500 }, (_, i) => counter.cell({ route: `r${i}` }));
+    const renderSpanning = (render: Generator<string, void, void>, reload: () => void): string => {
+      let text = '';
+      let step = 0;
+      for (const piece of render) {
+        text += piece;
+        if (++step === 2) reload();
+      }
+      return text;
+    };
+    const hText = renderSpanning(hist.render(false), () => {
+      hist.remove(hCells[0]!);
+      hist.observe(hist.cell({ route: 'r0' }), 0.5, undefined);
+      hist.observe(hist.cell({ route: 'new' }), 0.5, undefined);
+    });
+    expect(hText.split('\n').filter((l) => l.startsWith('h_count{route="r0"}'))).toEqual([
+      'h_count{route="r0"} 0',
+    ]);
+    expect(hText).not.toContain('route="new"');
+    const cText = renderSpanning(counter.render(false), () => {
+      counter.remove(cCells[0]!);
+      counter.cell({ route: 'r0' }).value = 1;
+    });
+    expect(cText.split('\n').filter((l) => l.startsWith('c_total{route="r0"}'))).toEqual([
+      'c_total{route="r0"} 0',
+    ]);
+    // The next render sees the new series.
+    expect([...hist.render(false)].join('')).toContain('h_count{route="new"} 1');
+  });
+
   it('reset() zeroes the series', async () => {
     const r = registry(Registry.PROMETHEUS_CONTENT_TYPE);
     const c = new CellMetric('counter', { name: 'c_total', help: 'h', labelNames: ['a'], registry: r });
@@ -202,7 +293,11 @@ describe('writeExposition (the scrape) renders what Registry#metrics() renders',
     const sink = (c: string) => {
       chunks.push(c);
     };
-    await writeExposition(ours, format === Registry.OPENMETRICS_CONTENT_TYPE, sink, 1, 4096);
+    await writeExposition(ours, format === Registry.OPENMETRICS_CONTENT_TYPE, sink, {
+      chunkChars: 4096,
+      sliceChars: 8192,
+      sliceMs: 1,
+    });
     expect(chunks.join('')).toBe(expected);
     expect(expected).toContain('lat_seconds_bucket{le="0.001",route="r1"} 1');
     // Written as it renders, not as one string.
@@ -212,18 +307,43 @@ describe('writeExposition (the scrape) renders what Registry#metrics() renders',
     expect(await ours.getSingleMetricAsString('pc_total')).toContain('# TYPE pc_total counter');
   });
 
-  it('gives the event loop a turn between slices', async () => {
+  it('gives the event loop a turn after every slice, and nothing else', async () => {
     const r = populated(Registry.PROMETHEUS_CONTENT_TYPE);
-    let turns = 0;
+    const expected = await populated(Registry.PROMETHEUS_CONTENT_TYPE).metrics();
+    // A setImmediate chain started before the scrape runs once in each turn of the event loop.
+    let ticks = 0;
     let running = true;
     const tick = (): void => {
-      turns++;
+      ticks++;
       if (running) setImmediate(tick);
     };
     setImmediate(tick);
-    // A slice of 0 ms ends after every piece (64 series): this render takes several.
-    await writeExposition(r, false, () => undefined, 0);
+    let queuedBefore = false;
+    setImmediate(() => {
+      queuedBefore = true;
+    });
+    const chunks: string[] = [];
+    const ticksAtChunk: number[] = [];
+    // No time budget: slices end by characters only, so the count does not depend on the machine.
+    const turns = await writeExposition(
+      r,
+      false,
+      (c) => {
+        chunks.push(c);
+        ticksAtChunk.push(ticks);
+      },
+      { chunkChars: 1024, sliceChars: 4096, sliceMs: Number.POSITIVE_INFINITY },
+    );
+    const ticksAtEnd = ticks;
     running = false;
-    expect(turns).toBeGreaterThan(5);
+    expect(chunks.join('')).toBe(expected);
+    // Every slice is at most 4 KB plus one piece (8 KB at most here): at least this many.
+    expect(turns).toBeGreaterThanOrEqual(Math.floor(expected.length / (4096 + 8192)));
+    // Each turn the scrape gave is exactly one turn of the loop: nothing ran in one piece longer.
+    expect(ticksAtEnd).toBe(turns);
+    expect(queuedBefore).toBe(true);
+    // The first chunk went out before the loop turned: the render streams as it goes.
+    expect(ticksAtChunk[0]).toBe(0);
+    expect(new Set(ticksAtChunk).size).toBeGreaterThan(1);
   });
 });

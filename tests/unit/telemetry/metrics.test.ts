@@ -6,7 +6,9 @@ import {
   OPENMETRICS_CONTENT_TYPE,
   PROMETHEUS_CONTENT_TYPE,
   renderMetrics,
+  type UpstreamStateSource,
   wantsOpenMetrics,
+  writeMetrics,
 } from '../../../src/telemetry/metrics.ts';
 
 const TRACE_ID = '0af7651916cd43dd8448eb211c80319c';
@@ -346,5 +348,135 @@ describe('per-route series cost', () => {
     expect(body).toContain(
       'peregrine_requests_total{listener="edge",route="checkout",method="POST",status="201"} 2',
     );
+  });
+});
+
+describe('a scrape at scale', () => {
+  /** Routes with traffic and 200 upstreams watched: every kind of family, many series. */
+  function large(routes = 2000): GatewayMetrics {
+    const m = createMetrics({ exemplars: true, version: 't' });
+    m.configureRoutes(
+      Array.from({ length: routes }, (_, i) => ({
+        name: `r${i}`,
+        histogram: undefined,
+        httpRoute: `/r${i}/*`,
+      })),
+    );
+    for (let i = 0; i < routes; i++) {
+      m.recordRequest(
+        'edge',
+        `r${i}`,
+        i % 3 === 0 ? 'POST' : 'GET',
+        200 + (i % 2),
+        (i % 50) / 1000,
+        i % 7 === 0 ? TRACE_ID : undefined,
+      );
+      m.recordBytes(`r${i}`, i, 2 * i);
+    }
+    for (let u = 0; u < 200; u++) {
+      const source: UpstreamStateSource = {
+        circuitState: () => u % 3,
+        queued: () => u,
+        retryBudgetRemaining: () => u / 2,
+        endpointStates: () => [u, 1, 0, u % 2],
+        ejectedEndpoints: () => 0,
+        panicMode: () => u % 5 === 0,
+        endpointsInUse: () => u + 1,
+      };
+      m.watchUpstream(`svc${u}`, source);
+      m.recordAttempt(`svc${u}`, `http://10.0.${u >> 8}.${u & 255}:80`, 'success', 200, 0.002, undefined);
+    }
+    return m;
+  }
+
+  /** The text without the process metrics, whose series change from one render to the next. */
+  const stable = (text: string): string =>
+    text
+      .split('\n')
+      .filter((l) => !/^(# (HELP|TYPE) )?peregrine_(process|nodejs)_/.test(l))
+      .join('\n');
+
+  /** Sample lines keyed by series (name and labels): each must appear once. */
+  function seriesOf(body: string): string[] {
+    return body
+      .split('\n')
+      .filter((l) => l !== '' && !l.startsWith('#'))
+      .map((l) => l.replace(/ # \{.*$/, '').replace(/ [^ ]+$/, ''));
+  }
+
+  it.each([undefined, OM_ACCEPT])(
+    'renders byte for byte what prom-client renders from the same series (%s)',
+    async (accept) => {
+      const m = large();
+      const { contentType, body } = await renderMetrics(m, accept);
+      m.registry.setContentType(contentType as typeof PROMETHEUS_CONTENT_TYPE);
+      const reference = await m.registry.metrics();
+      m.registry.setContentType(PROMETHEUS_CONTENT_TYPE);
+      expect(body.length).toBeGreaterThan(2_000_000);
+      expect(stable(body)).toBe(stable(reference));
+      expect(body).toContain('peregrine_upstream_endpoints{upstream="svc199",state="healthy"} 199');
+    },
+  );
+
+  it('concurrent scrapes each get the whole text, once', async () => {
+    const m = large(500);
+    const bodies = await Promise.all(
+      Array.from({ length: 4 }, () => renderMetrics(m, OM_ACCEPT).then((r) => r.body)),
+    );
+    const series = seriesOf(bodies[0]!);
+    expect(new Set(series).size).toBe(series.length);
+    for (const body of bodies) expect(stable(body)).toBe(stable(bodies[0]!));
+  });
+
+  it('a scrape during reloads writes each series once, and the families whole', async () => {
+    const m = large();
+    const routes = (r0Histogram: boolean) =>
+      Array.from({ length: 2000 }, (_, i) => ({
+        name: `r${i}`,
+        histogram: i === 0 ? r0Histogram : undefined,
+        httpRoute: i === 1999 ? '/moved/*' : `/r${i}/*`,
+      }));
+    let reloads = 0;
+    const text: string[] = [];
+    await writeMetrics(m, undefined, (chunk) => {
+      text.push(chunk);
+      // Once r0's latency series are written, two reloads between chunks: r0 loses its
+      // histogram, then gets it back (a new series with the old labels), with traffic on it
+      // after each; r1999's template changes.
+      if (
+        reloads === 0 &&
+        chunk.includes('peregrine_request_duration_seconds_count{listener="edge",route="r0",')
+      ) {
+        reloads = 1;
+        m.configureRoutes(routes(false));
+        m.recordRequest('edge', 'r0', 'GET', 200, 0.001, undefined);
+      } else if (reloads === 1) {
+        reloads = 2;
+        m.configureRoutes(routes(true));
+        m.recordRequest('edge', 'r0', 'GET', 200, 0.001, undefined);
+      }
+      return new Promise<void>((resolve) => setImmediate(resolve));
+    });
+    expect(reloads).toBe(2);
+    const body = text.join('');
+    const series = seriesOf(body);
+    expect(new Set(series).size).toBe(series.length);
+    // Every family once, its samples together after its own header.
+    const families = body
+      .split('\n')
+      .filter((l) => l.startsWith('# TYPE '))
+      .map((l) => l.split(' ')[2]);
+    expect(new Set(families).size).toBe(families.length);
+    expect(families).toContain('peregrine_upstream_endpoints');
+    // The next scrape shows the state after both reloads.
+    const after = (await renderMetrics(m, undefined)).body;
+    // r0's POST series got a new histogram (its old observations went with the old one).
+    expect(after).toContain(
+      'peregrine_request_duration_seconds_count{listener="edge",route="r0",method="POST",status="200"} 0',
+    );
+    expect(after).toContain(
+      'peregrine_request_duration_seconds_count{listener="edge",route="r0",method="GET",status="200"} 1',
+    );
+    expect(after).toContain('peregrine_route_info{route="r1999",http_route="/moved/*"} 1');
   });
 });
