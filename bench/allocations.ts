@@ -12,7 +12,10 @@
  * heap spaces and RSS at the end of the window, and the call sites that allocate most (self, and
  * attributed to the nearest Peregrine frame).
  *
- *   node bench/allocations.ts [passthrough|observed|lean|bare-undici …]   (default: bare-undici passthrough observed)
+ *   node bench/allocations.ts [passthrough|observed|lean|bare-undici|sidecar-outbound|sidecar-inbound …]
+ *   (default: bare-undici passthrough observed)
+ *   sidecar-outbound, sidecar-inbound: one sidecar of a mesh hop (bench/lib/mesh.ts), the other
+ *   natively; the load goes to the outbound listener (Host: bench) either way
  *   BENCH_ALLOC_RATE (500): requests per second (≤ 1000: a load that leaves the machine to others)
  *   BENCH_ALLOC_REQUESTS (10000): requests in the counted window
  *   BENCH_ALLOC_WARMUP (5000): requests before it
@@ -25,6 +28,7 @@ import { join, relative } from 'node:path';
 import { intFromEnv } from './lib/env.ts';
 import { bytesBySite, type HeapProfileNode, largest, totalBytes } from './lib/heap-profile.ts';
 import { peregrineArgv } from './lib/launcher.ts';
+import { makeMeshCerts, startMesh } from './lib/mesh.ts';
 import { PacedLoad, pacedFailures } from './lib/paced.ts';
 import { peregrineConfigYaml } from './lib/peregrine-config.ts';
 import { installCleanup, type Managed, runMain, stopAll, waitForHttp } from './lib/proc.ts';
@@ -34,7 +38,15 @@ import { startPeer, startPeregrine, startUpstreamAndSink } from './lib/targets.t
 
 const ROOT = join(import.meta.dirname, '..');
 const PEREGRINE_DIR = process.env.BENCH_PEREGRINE_DIR || ROOT;
-const WHICH = ['passthrough', 'observed', 'lean', 'ratelimit', 'bare-undici'] as const;
+const WHICH = [
+  'passthrough',
+  'observed',
+  'lean',
+  'ratelimit',
+  'bare-undici',
+  'sidecar-outbound',
+  'sidecar-inbound',
+] as const;
 type Which = (typeof WHICH)[number];
 const CONNECTIONS = 50;
 const SAMPLING_INTERVAL = 8192;
@@ -150,13 +162,30 @@ interface TargetState {
   spaces: Record<string, number>;
 }
 
+interface StartedTarget {
+  /** The process measured. */
+  proc: Managed;
+  url: string;
+  headers?: Readonly<Record<string, string>>;
+  stop(): Promise<void>;
+}
+
 async function startTarget(
   which: Which,
   tmp: string,
   upstream: string,
   otlp: string | undefined,
-): Promise<{ proc: Managed; url: string }> {
+): Promise<StartedTarget> {
   const inspect = ['--inspect=127.0.0.1:0'];
+  if (which === 'sidecar-outbound' || which === 'sidecar-inbound') {
+    const role = which === 'sidecar-outbound' ? 'outbound' : 'inbound';
+    const mesh = await startMesh(
+      { peregrineDir: PEREGRINE_DIR, tmpDir: tmp, pin: undefined, upstream: { origin: upstream } },
+      await makeMeshCerts(mkdtempSync(join(tmp, 'mesh-'))),
+      { passthrough: false, nodeArgs: { role, args: inspect } },
+    );
+    return { proc: mesh[role].proc, url: mesh.url, headers: mesh.headers, stop: mesh.stop };
+  }
   if (which === 'bare-undici') {
     // With the launcher's GC flags, as bench/instructions.ts gives it.
     const gcFlags = peregrineArgv(ROOT).filter((a) =>
@@ -170,9 +199,9 @@ async function startTarget(
     );
     const url = `${peer.origin}/`;
     await waitForHttp(url, { proc: peer.proc });
-    return { proc: peer.proc, url };
+    return { proc: peer.proc, url, stop: () => peer.proc.stop(5000).then(() => undefined) };
   }
-  return startPeregrine({
+  const g = await startPeregrine({
     name: `peregrine-${which}`,
     dir: PEREGRINE_DIR,
     configFile: join(tmp, `peregrine-${which}.yaml`),
@@ -186,6 +215,7 @@ async function startTarget(
       }),
     nodeArgs: inspect,
   });
+  return { proc: g.proc, url: g.url, stop: () => g.proc.stop(5000).then(() => undefined) };
 }
 
 async function measure(
@@ -195,12 +225,13 @@ async function measure(
   otlp: string | undefined,
   o: { rate: number; requests: number; warmup: number; top: number },
 ): Promise<Measured> {
-  const { proc, url } = await startTarget(which, tmp, upstream, otlp);
+  const target = await startTarget(which, tmp, upstream, otlp);
+  const { proc, url, headers } = target;
   const inspector = await Inspector.connect(await inspectorUrl(proc));
   const load = new PacedLoad(url, CONNECTIONS);
   try {
     log(`${which}: warmup, ${o.warmup} requests at ${o.rate}/s`);
-    await load.run(o.rate, o.warmup / o.rate);
+    await load.run(o.rate, o.warmup / o.rate, headers);
     await inspector.evaluate(INSTALL_GC_COUNTER);
     const before = await inspector.evaluate<TargetState>(READ_STATE);
     await inspector.send('HeapProfiler.startSampling', {
@@ -213,7 +244,7 @@ async function measure(
     const rssTimer = setInterval(() => {
       rssKiB = Math.max(rssKiB, readRssKiB(proc.pid) ?? 0);
     }, 250);
-    const window = await load.run(o.rate, o.requests / o.rate);
+    const window = await load.run(o.rate, o.requests / o.rate, headers);
     clearInterval(rssTimer);
     rssKiB = Math.max(rssKiB, readRssKiB(proc.pid) ?? 0);
     const { profile } = await inspector.send<{ profile: { head: HeapProfileNode } }>(
@@ -252,7 +283,7 @@ async function measure(
   } finally {
     inspector.close();
     await load.close();
-    await proc.stop(5000);
+    await target.stop();
   }
 }
 

@@ -3,9 +3,12 @@
  * Peregrine under test: certificates made with `peregrine certs` (a development CA and one SVID
  * per service), a registry, the inbound sidecar in front of the bench upstream, the outbound
  * sidecar whose destination is the inbound one, and, for comparison, a passthrough gateway to the
- * same upstream. With BENCH_PIN=1 the two sidecars and the passthrough gateway share the target
- * CPU; the registry stays with the bench on the others (it is not on the request path).
+ * same upstream, or a chain of two (bench/lib/mesh-cpu.ts says why). With BENCH_PIN=1 the two
+ * sidecars and the passthrough gateway(s) share the target CPU; the registry stays with the bench
+ * on the others (it is not on the request path).
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCerts } from '../../src/cli/certs.ts';
 import { UPSTREAM_BODY } from '../peers/upstream.ts';
@@ -23,11 +26,11 @@ import {
   SLOW_PEER_TIMEOUTS,
 } from './mesh-config.ts';
 import { peregrineConfigYaml } from './peregrine-config.ts';
-import { pinTarget } from './pin.ts';
+import { type PinPlan, pinTarget } from './pin.ts';
 import { freePort, type Managed, waitForHttp } from './proc.ts';
 import { metricSum, scrapeMetrics } from './prom.ts';
 import { benchRegistryToken, REGISTRY_TOKEN_ENV, registryGatewayYaml } from './registry-config.ts';
-import { type BenchContext, startPeregrine } from './targets.ts';
+import { type BenchContext, startPeer, startPeregrine } from './targets.ts';
 
 export interface MeshCerts {
   /** The destination's (inbound sidecar's) SVID. */
@@ -64,8 +67,14 @@ export interface MeshOptions {
    * longer for the inbound one (SLOW_PEER_TIMEOUTS).
    */
   wrapped?: { role: SidecarRole; command: string; args: readonly string[]; readyTimeoutMs: number };
-  /** Start the passthrough gateway too (default true). */
-  passthrough?: boolean;
+  /** Node options for one sidecar (e.g. the inspector, bench/allocations.ts). */
+  nodeArgs?: { role: SidecarRole; args: readonly string[] };
+  /**
+   * Start the passthrough gateway too (default true); `chain`: two, the first forwarding to the
+   * second and the second to the upstream, so that the passthrough path, like the mesh hop, has two
+   * gateways per request.
+   */
+  passthrough?: boolean | 'chain';
 }
 
 export interface MeshGateway {
@@ -78,11 +87,13 @@ export interface RunningMesh {
   readonly inbound: MeshGateway;
   readonly outbound: MeshGateway;
   readonly passthrough: (MeshGateway & { url: string }) | undefined;
+  /** With `passthrough: 'chain'`: the second passthrough gateway, which the first forwards to. */
+  readonly passthroughBack: (MeshGateway & { url: string }) | undefined;
   /** The outbound listener: where the client sends its requests, with `headers`. */
   readonly url: string;
   /** Host: bench (the destination, as an application names it). */
   readonly headers: Readonly<Record<string, string>>;
-  /** The processes on the target CPU (sidecars and passthrough). */
+  /** The processes on the target CPU (sidecars and passthrough gateways). */
   readonly pids: readonly number[];
   stop(): Promise<void>;
 }
@@ -123,6 +134,7 @@ export async function startMesh(
       stdout: 'pipe',
       wrap,
       readyTimeoutMs: wrap?.readyTimeoutMs,
+      nodeArgs: role !== undefined && o.nodeArgs?.role === role ? o.nodeArgs.args : undefined,
     });
     started.push(g.proc);
     return g;
@@ -181,18 +193,26 @@ export async function startMesh(
         ),
       'outbound',
     );
+    const passthroughTo = (name: string, upstreamOrigin: string) =>
+      start(name, (listenPort, adminPort) =>
+        peregrineConfigYaml({ profile: 'passthrough', listenPort, adminPort, upstreamOrigin }),
+      );
+    const passthroughBack =
+      o.passthrough === 'chain'
+        ? await passthroughTo('mesh-passthrough-back', ctx.upstream.origin)
+        : undefined;
     const passthrough =
       o.passthrough === false
         ? undefined
-        : await start('mesh-passthrough', (listenPort, adminPort) =>
-            peregrineConfigYaml({
-              profile: 'passthrough',
-              listenPort,
-              adminPort,
-              upstreamOrigin: ctx.upstream.origin,
-            }),
+        : await passthroughTo(
+            'mesh-passthrough',
+            passthroughBack ? new URL(passthroughBack.url).origin : ctx.upstream.origin,
           );
-    const pids = [inbound.proc.pid, outbound.proc.pid, ...(passthrough ? [passthrough.proc.pid] : [])];
+    const pids = [
+      inbound.proc.pid,
+      outbound.proc.pid,
+      ...[passthrough, passthroughBack].flatMap((g) => (g ? [g.proc.pid] : [])),
+    ];
     if (ctx.pin) for (const pid of pids) pinTarget(ctx.pin, pid);
     const through = await waitForHttp(outbound.url, {
       proc: outbound.proc,
@@ -203,12 +223,18 @@ export async function startMesh(
       throw new Error(
         `the mesh answered 200 but not with the upstream's body: ${through.body.slice(0, 200)}`,
       );
+    if (passthroughBack) await waitForHttp(passthroughBack.url, { proc: passthroughBack.proc });
     if (passthrough) await waitForHttp(passthrough.url, { proc: passthrough.proc });
     return {
       registry: { proc: registry.proc, admin: registry.admin },
       inbound: { proc: inbound.proc, admin: inbound.admin },
       outbound: { proc: outbound.proc, admin: outbound.admin },
       passthrough: passthrough && { proc: passthrough.proc, admin: passthrough.admin, url: passthrough.url },
+      passthroughBack: passthroughBack && {
+        proc: passthroughBack.proc,
+        admin: passthroughBack.admin,
+        url: passthroughBack.url,
+      },
       url: outbound.url,
       headers: MESH_HOST_HEADER,
       pids,
@@ -217,6 +243,41 @@ export async function startMesh(
   } catch (err) {
     await stop();
     throw err;
+  }
+}
+
+/**
+ * For the light tools outside a bench session (bench/mesh-probe.ts, bench/mesh-syscalls.ts): the
+ * bench upstream, certificates in a temporary directory and the mesh with one passthrough gateway,
+ * from BENCH_PEREGRINE_DIR or this checkout; `fn` runs against it, then everything stops.
+ */
+export async function withStandaloneMesh<T>(
+  name: string,
+  pin: PinPlan | undefined,
+  fn: (mesh: RunningMesh) => Promise<T>,
+): Promise<T> {
+  const root = join(import.meta.dirname, '../..');
+  const tmp = mkdtempSync(join(tmpdir(), `peregrine-${name}-`));
+  const up = await startPeer({ node: process.execPath, root }, 'upstream.ts');
+  try {
+    await waitForHttp(`${up.origin}/`, { proc: up.proc });
+    const mesh = await startMesh(
+      {
+        peregrineDir: process.env.BENCH_PEREGRINE_DIR ?? root,
+        tmpDir: tmp,
+        pin,
+        upstream: { origin: up.origin },
+      },
+      await makeMeshCerts(tmp),
+    );
+    try {
+      return await fn(mesh);
+    } finally {
+      await mesh.stop();
+    }
+  } finally {
+    await up.proc.stop();
+    rmSync(tmp, { recursive: true, force: true });
   }
 }
 

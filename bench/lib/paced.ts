@@ -24,6 +24,10 @@ export interface PacedResult {
   rate: number;
   /** Milliseconds from sending to the end of the response body, one per answered request. */
   latenciesMs: number[];
+  /** When each answered request was sent, ms from the run's start (`latenciesMs`'s order). */
+  startsMs: number[];
+  /** The run's start, epoch ms (to line `startsMs` up with other processes' clocks). */
+  startedAtMs: number;
   /** Answers by status code. */
   statuses: Record<string, number>;
   /** Requests that got no answer (socket errors, timeouts). */
@@ -51,8 +55,19 @@ export class PacedLoad {
     durationS: number,
     headers?: Readonly<Record<string, string>>,
   ): Promise<PacedResult> {
-    const result: PacedResult = { sent: 0, durationS, rate: 0, latenciesMs: [], statuses: {}, errors: 0 };
+    const result: PacedResult = {
+      sent: 0,
+      durationS,
+      rate: 0,
+      latenciesMs: [],
+      startsMs: [],
+      startedAtMs: Date.now(),
+      statuses: {},
+      errors: 0,
+    };
     const pending = new Set<Promise<void>>();
+    const t0 = performance.now();
+    result.startedAtMs = Date.now();
     const send = (): void => {
       const start = performance.now();
       const p = this.#pool
@@ -60,6 +75,7 @@ export class PacedLoad {
         .then(async (res) => {
           await res.body.dump();
           result.latenciesMs.push(performance.now() - start);
+          result.startsMs.push(start - t0);
           result.statuses[res.statusCode] = (result.statuses[res.statusCode] ?? 0) + 1;
         })
         .catch(() => {
@@ -69,7 +85,6 @@ export class PacedLoad {
       pending.add(p);
       result.sent++;
     };
-    const t0 = performance.now();
     const endMs = durationS * 1000;
     await new Promise<void>((done) => {
       const tick = (): void => {
