@@ -34,7 +34,7 @@ import { peregrineConfigYaml } from './lib/peregrine-config.ts';
 import { installCleanup, type Managed, runMain, stopAll, waitForHttp } from './lib/proc.ts';
 import { readRssKiB } from './lib/rss.ts';
 import { fileStamp, fmtInt, fmtNum, markdownTable } from './lib/table.ts';
-import { startPeer, startPeregrine } from './lib/targets.ts';
+import { startPeer, startPeregrine, startUpstreamAndSink } from './lib/targets.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const PEREGRINE_DIR = process.env.BENCH_PEREGRINE_DIR || ROOT;
@@ -370,16 +370,12 @@ async function main(): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'peregrine-allocations-'));
   process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
   try {
-    const peer = await startPeer({ node: process.execPath, root: ROOT }, 'upstream.ts');
-    await waitForHttp(`${peer.origin}/`, { proc: peer.proc });
-    let otlp: string | undefined;
-    if (targets.includes('observed')) {
-      const sink = await startPeer({ node: process.execPath, root: ROOT }, 'otlp-sink.ts');
-      await waitForHttp(`${sink.origin}/stats`, { proc: sink.proc });
-      otlp = sink.origin;
-    }
+    const { upstream, otlp } = await startUpstreamAndSink(
+      { node: process.execPath, root: ROOT },
+      targets.includes('observed'),
+    );
     const rows: Measured[] = [];
-    for (const which of targets) rows.push(await measure(which, tmp, peer.origin, otlp, o));
+    for (const which of targets) rows.push(await measure(which, tmp, upstream, otlp, o));
     process.stdout.write(`${report(rows, o)}\n`);
   } finally {
     await stopAll();

@@ -15,6 +15,8 @@
  *
  *   node bench/instructions.ts [passthrough|lean|observed|ratelimit|bare-undici|bare-undici-default|express-hpm …]
  *   (default: passthrough bare-undici bare-undici-default)
+ *   observed-no-log, observed-no-trace: observed without its access log, or without its tracing
+ *   (exporter none, nothing sampled): with observed and passthrough, the share of each part
  *   sidecar-outbound, sidecar-inbound: one sidecar of a mesh hop (bench/lib/mesh.ts: registry, the
  *   inbound sidecar in front of the upstream, the outbound one in front of it, mTLS between them),
  *   that one under valgrind and the rest natively; the load goes to the outbound listener
@@ -52,11 +54,12 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
+import { stringify } from 'yaml';
 import { callgrindTotal, costByCategory } from './lib/callgrind.ts';
 import { intFromEnv } from './lib/env.ts';
 import { launcherGcFlags as launcherGcFlagsOf, peregrineArgv, peregrineEnv } from './lib/launcher.ts';
 import { type MeshCerts, makeMeshCerts, startMesh } from './lib/mesh.ts';
-import { peregrineConfigYaml } from './lib/peregrine-config.ts';
+import { type PeregrineProfile, peregrineConfig, peregrineConfigYaml } from './lib/peregrine-config.ts';
 import {
   findExecutable,
   freePort,
@@ -79,6 +82,8 @@ const WHICH = [
   'wide',
   'lean',
   'observed',
+  'observed-no-log',
+  'observed-no-trace',
   'ratelimit',
   'bare-undici',
   'bare-undici-default',
@@ -322,8 +327,7 @@ async function startUnderCallgrind(
   const config = join(tmp, `peregrine-${which}.yaml`);
   writeFileSync(
     config,
-    peregrineConfigYaml({
-      profile: which === 'wide' ? 'passthrough' : which,
+    peregrineYaml(which, {
       listenPort,
       adminPort,
       upstreamOrigin: up.upstream,
@@ -340,6 +344,21 @@ async function startUnderCallgrind(
   const url = `http://127.0.0.1:${listenPort}/`;
   await readyOrStop(proc, [`http://127.0.0.1:${adminPort}/readyz`, url]);
   return { proc, url };
+}
+
+/** The bench config of a Peregrine target; the observed variants each turn one part off. */
+function peregrineYaml(which: Which, o: Omit<Parameters<typeof peregrineConfig>[0], 'profile'>): string {
+  if (which === 'observed-no-log' || which === 'observed-no-trace') {
+    const config = peregrineConfig({ ...o, profile: 'observed' });
+    const telemetry = config.telemetry!;
+    if (which === 'observed-no-log') telemetry.accessLog = { enabled: false };
+    else telemetry.tracing = { exporter: 'none', sampleRatio: 0 };
+    return `# ${which}\n${stringify(config)}`;
+  }
+  return peregrineConfigYaml({
+    ...o,
+    profile: which === 'wide' ? 'passthrough' : (which as PeregrineProfile),
+  });
 }
 
 /**
@@ -603,7 +622,7 @@ async function main(): Promise<void> {
       upstream = peer;
     }
     let otlp: string | undefined;
-    if (targets.includes('observed')) {
+    if (targets.some((t) => t.startsWith('observed'))) {
       const sink = await startPeer({ node, root: ROOT }, 'otlp-sink.ts');
       await waitForHttp(`${sink.origin}/stats`, { proc: sink.proc });
       otlp = sink.origin;

@@ -130,6 +130,19 @@ export async function startPeer(
   return { proc, port, origin: `http://127.0.0.1:${port}` };
 }
 
+/** The bench upstream and, when `sink` (the observed profile's export), the OTLP sink; both answering. */
+export async function startUpstreamAndSink(
+  ctx: Pick<BenchContext, 'node' | 'root'>,
+  sink: boolean,
+): Promise<{ upstream: string; otlp: string | undefined }> {
+  const peer = await startPeer(ctx, 'upstream.ts');
+  await waitForHttp(`${peer.origin}/`, { proc: peer.proc });
+  if (!sink) return { upstream: peer.origin, otlp: undefined };
+  const otlp = await startPeer(ctx, 'otlp-sink.ts');
+  await waitForHttp(`${otlp.origin}/stats`, { proc: otlp.proc });
+  return { upstream: peer.origin, otlp: otlp.origin };
+}
+
 /** The target answers like the upstream does: proof that it really proxies. */
 async function ready(url: string, proc: Managed, opts: GetOptions = {}): Promise<void> {
   const res = await waitForHttp(url, { proc, ...opts });

@@ -559,7 +559,12 @@ export class Pipeline implements TunnelObserver {
     };
     // undici writes `Connection: upgrade` and `Upgrade` itself, and hands over the socket on 101.
     if (tunnel !== undefined) opts.upgrade = 'websocket';
-    forwarder.startTimers(cluster.config.timeouts.response, cluster.config.timeouts.idle);
+    const timeouts = cluster.config.timeouts;
+    forwarder.startTimers(
+      timeouts.response,
+      timeouts.idle,
+      ctx.totalTimer === undefined ? 0 : timeouts.request,
+    );
     if (ctx.retryReason === 'stale_connection' && endpoint === last) endpoint.dispatchFresh(opts, forwarder);
     else endpoint.pool.dispatch(opts, forwarder);
   }

@@ -101,11 +101,15 @@ export class ResponseForwarder implements Dispatcher.DispatchHandler {
 
   /**
    * Arm the response-head timeout now, and the body idle timeout for when the head arrives (0
-   * disables either).
+   * disables either). `totalMs`: the request's total timeout when its timer runs (else 0). A timer
+   * armed after that one for at least as long can only fall due after it, when the total timeout
+   * has already ended the exchange (the default idle timeout equals the default total): it is not
+   * armed, which saves a Timeout and its list updates per request (and a refresh per chunk).
    */
-  startTimers(responseMs: number, bodyIdleMs: number): void {
-    if (responseMs > 0) this.responseTimer = setTimeout(onResponseTimeout, responseMs, this);
-    this.#bodyIdleMs = bodyIdleMs;
+  startTimers(responseMs: number, bodyIdleMs: number, totalMs: number): void {
+    if (responseMs > 0 && !(totalMs > 0 && responseMs >= totalMs))
+      this.responseTimer = setTimeout(onResponseTimeout, responseMs, this);
+    this.#bodyIdleMs = totalMs > 0 && bodyIdleMs >= totalMs ? 0 : bodyIdleMs;
   }
 
   #clearTimers(): void {

@@ -122,6 +122,14 @@ describe('categorise and costByCategory', () => {
     ]);
   });
 
+  it("counts the GC's visit of the startup object cache as GC", () => {
+    expect(
+      categorise(
+        'void v8::internal::(anonymous namespace)::IterateObjectCache(v8::internal::Isolate*, std::vector<v8::internal::Tagged<v8::internal::Object>, std::allocator<v8::internal::Tagged<v8::internal::Object> > >*, v8::internal::Root, v8::internal::RootVisitor*)',
+      ),
+    ).toBe('gc');
+  });
+
   it('sums self cost by category', () => {
     expect(costByCategory(ANNOTATE)).toEqual({
       total: 76_228_512 + 24_418_437 + 19_360_000 + 3_031_967 + 1_394_386 + 67_711 + 54_842 + 1000 + 660,

@@ -36,6 +36,31 @@ const RECORD: AccessLogRecord = {
 };
 
 describe('createAccessLog', () => {
+  it('writes each line with its own names when consecutive records differ in any of them', () => {
+    const out = memoryStream();
+    const access = createAccessLog(createLogger(cfg(), out.stream), true);
+    // Each change alone, then back: a name left out of the comparison would repeat the last line's.
+    const records = [
+      RECORD,
+      RECORD,
+      { ...RECORD, method: 'POST' },
+      RECORD,
+      { ...RECORD, endpoint: 'http://10.0.0.9:8080' },
+      RECORD,
+      { ...RECORD, listener: 'internal' },
+      RECORD,
+      { ...RECORD, upstream: 'orders' },
+      RECORD,
+      { ...RECORD, route: 'orders' },
+      { ...RECORD, route: undefined, upstream: undefined, endpoint: undefined },
+      RECORD,
+    ];
+    for (const r of records) access.log(r);
+    access.flush();
+    const pick = (l: Record<string, unknown>) => [l.listener, l.route, l.upstream, l.endpoint, l.method];
+    expect(out.lines().map(pick)).toEqual(records.map((r) => pick(r as unknown as Record<string, unknown>)));
+  });
+
   it('writes one JSON line per request with the record fields', () => {
     const out = memoryStream();
     const access = createAccessLog(createLogger(cfg(), out.stream), true);
