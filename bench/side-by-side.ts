@@ -37,7 +37,7 @@ import {
 } from './lib/proc.ts';
 import { registerBenchUpstream } from './lib/registry-api.ts';
 import { benchRegistryToken, REGISTRY_TOKEN_ENV } from './lib/registry-config.ts';
-import { median, sideBySideRound } from './lib/side-by-side-round.ts';
+import { geometricMean, median, sideBySideRound } from './lib/side-by-side-round.ts';
 import { startPeer, startPeregrine } from './lib/targets.ts';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -169,7 +169,7 @@ async function main(): Promise<void> {
       await Promise.all([ga.stop(), gb.stop()]);
     }
     console.log(
-      `B/A CPU per request: median ${median(ratios).toFixed(3)}, range ${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)} over ${rounds} round(s)`,
+      `B/A CPU per request: median ${median(ratios).toFixed(3)}, range ${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)} over ${rounds} round(s); geometric mean ${geometricMean(ratios).toFixed(3)}${rounds % 2 ? ' (odd rounds: one order counts once more)' : ' (both orders alike)'}`,
     );
   } finally {
     await stopAll();

@@ -66,6 +66,18 @@ export async function sideBySideRound(
   return { usA: sum(perProcA), usB: sum(perProcB), perProcA, perProcB, a: ra!, b: rb! };
 }
 
+/**
+ * The geometric mean of ratios: over rounds that alternate which side starts first, an even number
+ * of them weighs both orders alike, where a median of four follows whichever two rounds sit in the
+ * middle.
+ */
+export function geometricMean(xs: readonly number[]): number {
+  if (xs.length === 0) return Number.NaN;
+  let logs = 0;
+  for (const x of xs) logs += Math.log(x);
+  return Math.exp(logs / xs.length);
+}
+
 export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { peregrineConfig } from '../../../bench/lib/peregrine-config.ts';
+import { geometricMean, median } from '../../../bench/lib/side-by-side-round.ts';
 import { parseVariant } from '../../../bench/side-by-side.ts';
 
 function configOf(spec: string) {
@@ -49,5 +50,16 @@ describe('side-by-side variants', () => {
     expect(() => parseVariant('nginx', '/repo')).toThrow(/unknown profile/);
     expect(() => configOf('observed:no-metrics')).toThrow(/unknown modifier/);
     expect(() => configOf('passthrough:no-log')).toThrow(/only the observed profile/);
+  });
+});
+
+describe('side-by-side summary', () => {
+  it('weighs both start orders alike in the geometric mean, unlike the median of four', () => {
+    // Today's passthrough/ratelimit rounds: A first, B first, A first, B first.
+    const ratios = [0.998, 1.186, 0.875, 1.196];
+    expect(median(ratios)).toBeCloseTo(1.092, 3);
+    expect(geometricMean(ratios)).toBeCloseTo(Math.sqrt(Math.sqrt(0.998 * 1.186 * 0.875 * 1.196)), 9);
+    expect(geometricMean([1.1, 1 / 1.1])).toBeCloseTo(1, 12);
+    expect(geometricMean([])).toBeNaN();
   });
 });
