@@ -34,11 +34,9 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { type IncomingHttpHeaders, request } from 'node:http';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { type RouteConfig, RouteSchema } from '../src/config/schema.ts';
-import { createRouteTable } from '../src/dataplane/routing/route-table.ts';
 import { intFromEnv } from './lib/env.ts';
 import { peregrineArgv, peregrineEnv } from './lib/launcher.ts';
 import { Probe, quantile } from './lib/probe.ts';
@@ -52,7 +50,8 @@ import {
   waitForHttp,
 } from './lib/proc.ts';
 import { treeRssKiB } from './lib/rss.ts';
-import { scaleConfigYaml, scaleHosts, scaleRequest, scaleRoute, scaleUpstreams } from './lib/scale-config.ts';
+import { scaleConfigYaml, scaleHosts, scaleRequest, scaleUpstreams } from './lib/scale-config.ts';
+import { matchWorkload } from './lib/scale-match.ts';
 import { fileStamp, fmtInt, fmtMs, fmtNum, markdownTable } from './lib/table.ts';
 import { childEnv, startPeer } from './lib/targets.ts';
 
@@ -229,44 +228,18 @@ function scrapeOnce(gw: Running): Promise<{ seconds: number; bytes: number }> {
 }
 
 /**
- * A string as the HTTP parser hands it over: flat, made from bytes. A template literal longer than
- * 12 characters is a cons string, which every charCodeAt walks through until a garbage collection
- * happens to flatten it; which requests got flattened then depended on each process's GC history,
- * not on the table (callgrind once counted 13% more instructions in match at 10 routes than at
- * 10,000 for this alone).
- */
-function asParsed(s: string): string {
-  return Buffer.from(s, 'latin1').toString('latin1');
-}
-
-/**
- * ns per RouteTable.match (median of 7 rounds) in this process: over the requests of the first
- * ten routes (the same requests at every size: what the table's size costs a request) or spread
- * across all routes (what touching that many routes costs: CPU caches).
+ * ns per RouteTable.match (median of 7 rounds) in this process, over the requests of the first
+ * ten routes or spread across all routes (see matchWorkload).
  */
 function matchCost(routes: number, spread: boolean): number {
-  const u = scaleUpstreams(routes);
-  const configs: RouteConfig[] = Array.from({ length: routes }, (_, i) =>
-    RouteSchema.parse(scaleRoute(i, u)),
-  );
-  const table = createRouteTable(configs);
-  const headers: IncomingHttpHeaders = { accept: '*/*' };
-  const reqs = Array.from({ length: spread ? routes : Math.min(10, routes) }, (_, i) => {
-    const r = scaleRequest(i);
-    return { host: asParsed(r.host ?? 'gateway.example.com:8080'), path: asParsed(r.path), method: r.method };
-  });
-  for (const r of reqs)
-    if (!table.match(r.host, r.path, r.method, headers)) throw new Error(`no match ${r.path}`);
+  const work = matchWorkload(routes, spread);
   const n = 2_000_000;
   let sink = 0;
   // CPU time of the process (every thread: GC helpers included), not wall time: on a busy
   // machine wall time also counts the turns other processes took on the core.
   const run = () => {
     const start = process.cpuUsage();
-    for (let i = 0; i < n; i++) {
-      const r = reqs[i % reqs.length]!;
-      if (table.match(r.host, r.path, r.method, headers) !== undefined) sink++;
-    }
+    sink += work.run(n);
     const used = process.cpuUsage(start);
     return ((used.user + used.system) * 1000) / n;
   };
@@ -279,7 +252,17 @@ function matchCost(routes: number, spread: boolean): number {
 /** matchCost in a fresh process, so earlier tables leave no JIT state behind. */
 function matchCostApart(routes: number, spread: boolean): Promise<number> {
   return new Promise<number>((done, fail) => {
-    const args = [import.meta.filename, 'match', String(routes), spread ? 'spread' : 'same'];
+    // Compilation on the main thread: V8 then tiers up by counts alone, the same functions in the
+    // same order at every size. With a compiler thread, which functions got TurboFan code of
+    // their own and which were inlined varied from process to process (and more at 10,000
+    // routes, whose table building keeps that thread busy), a difference of code, not of table.
+    const args = [
+      '--no-concurrent-recompilation',
+      import.meta.filename,
+      'match',
+      String(routes),
+      spread ? 'spread' : 'same',
+    ];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let text = '';
     child.stdout.on('data', (c: Buffer) => {
