@@ -26,6 +26,8 @@
  *   wide: passthrough over an upstream of BENCH_WIDE_ENDPOINTS (1000) endpoints, all served by one
  *   process (bench/peers/wide-upstream.ts, which then serves every target: passthrough's one
  *   endpoint is its first address)
+ *   ratelimit-redis: the ratelimit route with its policy counted in a local redis-server (started
+ *   natively): what the Redis store adds to a request, beside `ratelimit`
  *   registry-memory, registry-redis: one renewal (POST …/heartbeat) of the registration API, memory
  *   or Redis store (redis-server started natively), as bench:registry's heartbeats group sets the
  *   gateway up; registry-floor: a bare node:http server answering the same requests alike
@@ -85,6 +87,7 @@ const WHICH = [
   'observed-no-log',
   'observed-no-trace',
   'ratelimit',
+  'ratelimit-redis',
   'bare-undici',
   'bare-undici-default',
   'express-hpm',
@@ -325,6 +328,7 @@ async function startUnderCallgrind(
   }
   const [listenPort, adminPort] = [await freePort(), await freePort()];
   const config = join(tmp, `peregrine-${which}.yaml`);
+  const redis = which === 'ratelimit-redis' ? await startBenchRedis('redis-ratelimit') : undefined;
   writeFileSync(
     config,
     peregrineYaml(which, {
@@ -333,6 +337,7 @@ async function startUnderCallgrind(
       upstreamOrigin: up.upstream,
       otlpEndpoint: up.otlp,
       endpoints: which === 'wide' ? up.wide : undefined,
+      redisUrl: redis?.url,
     }),
   );
   const proc = spawnManaged(
@@ -342,8 +347,20 @@ async function startUnderCallgrind(
     { env: peregrineEnv(ROOT, childEnv()), cwd: ROOT, stdout: 'ignore' },
   );
   const url = `http://127.0.0.1:${listenPort}/`;
-  await readyOrStop(proc, [`http://127.0.0.1:${adminPort}/readyz`, url]);
-  return { proc, url };
+  try {
+    await readyOrStop(proc, [`http://127.0.0.1:${adminPort}/readyz`, url]);
+  } catch (err) {
+    await redis?.proc.stop(2000);
+    throw err;
+  }
+  if (redis === undefined) return { proc, url };
+  return {
+    proc,
+    url,
+    stopRest: async () => {
+      await redis.proc.stop(2000);
+    },
+  };
 }
 
 /** The bench config of a Peregrine target; the observed variants each turn one part off. */
