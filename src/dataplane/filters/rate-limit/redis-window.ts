@@ -1,0 +1,169 @@
+/**
+ * A limit counted in the shared Redis, as rate-limiter-flexible's RateLimiterRedis counts it
+ * (wrapped in its BurstyRateLimiter when the limit has a burst): the same Lua script (so the same
+ * SHA1), the same keys (`<prefix>:<key>`), the same values and expiries, the same block (`SET key
+ * <consumed> EX <blockDuration>` in a MULTI with a PTTL) and the same answers. Replicas running
+ * either count one budget together. What differs is the per-request path: that limiter wraps one
+ * EVALSHA in five promises (its `_operation`, `_consume`, the async `_upsert`, ioredis's script
+ * fallback, our own) and allocates an argument array twice; this one sends the EVALSHA itself and
+ * hands the reply to its caller from one `.then` (docs/decisions.md, "Redis counters without
+ * rate-limiter-flexible's promise chain"). tests/integration/redis-window.test.ts checks it
+ * request for request against RateLimiterRedis on a real redis-server.
+ */
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { LimitResult } from './memory-window.ts';
+
+/** rate-limiter-flexible 11's `incrTtlLuaScript`, character for character (its SHA1 is the key to Redis's script cache). */
+export const INCR_TTL_LUA =
+  "redis.call('set', KEYS[1], 0, 'EX', ARGV[2], 'NX') " +
+  "local consumed = redis.call('incrby', KEYS[1], ARGV[1]) " +
+  "local ttl = redis.call('pttl', KEYS[1]) " +
+  'if ttl == -1 then ' +
+  "  redis.call('expire', KEYS[1], ARGV[2]) " +
+  '  ttl = 1000 * ARGV[2] ' +
+  'end ' +
+  'return {consumed, ttl} ';
+
+const INCR_TTL_SHA = createHash('sha1').update(INCR_TTL_LUA).digest('hex');
+
+/** One limit's outcome of a store call: its answer, or the store's failure. */
+export type Answer = LimitResult | { readonly failed: unknown };
+
+/** Who waits for a limit's answer: the request's store call (counters.ts), told which limit answered. */
+export interface AnswerSink {
+  answer(limit: number, a: Answer): void;
+}
+
+/** One window of a limit in Redis: points per duration under a key prefix. */
+class Window {
+  readonly #client: Redis;
+  readonly #prefix: string;
+  readonly points: number;
+  readonly #durationArg: string;
+  readonly #pointsArg: string;
+  readonly #blockS: number;
+
+  constructor(client: Redis, prefix: string, points: number, durationS: number, blockDurationS: number) {
+    this.#client = client;
+    this.#prefix = `${prefix}:`;
+    this.points = points;
+    this.#durationArg = String(durationS);
+    this.#pointsArg = String(points);
+    this.#blockS = blockDurationS;
+  }
+
+  /** The key as rate-limiter-flexible's getKey() makes it. */
+  key(key: string): string {
+    return this.#prefix + key;
+  }
+
+  /** Count `cost` for `rlKey`; the reply is `[consumed, ttl ms]`. */
+  incr(rlKey: string, cost: number): Promise<unknown> {
+    // ARGV as rate-limiter-flexible sends them: cost, window, points, window (the last two unused).
+    const costArg = cost === 1 ? '1' : String(cost);
+    const d = this.#durationArg;
+    return this.#client
+      .evalsha(INCR_TTL_SHA, 1, rlKey, costArg, d, this.#pointsArg, d)
+      .catch((err: unknown) => this.#unlessNoScript(err, rlKey, costArg));
+  }
+
+  /** A Redis that lost its script cache (restarted, flushed) is sent the script itself, once per call. */
+  #unlessNoScript(err: unknown, rlKey: string, costArg: string): Promise<unknown> {
+    if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+    const d = this.#durationArg;
+    return this.#client.eval(INCR_TTL_LUA, 1, rlKey, costArg, d, this.#pointsArg, d);
+  }
+
+  /** The request that first went over starts the block (rate-limiter-flexible's `_block`). */
+  startsBlock(consumed: number, cost: number): boolean {
+    return this.#blockS > 0 && consumed > this.points && consumed <= this.points + cost;
+  }
+
+  block(rlKey: string, consumed: number): Promise<unknown> {
+    return this.#client.multi().set(rlKey, consumed, 'EX', this.#blockS).pttl(rlKey).exec();
+  }
+
+  get blockMs(): number {
+    return this.#blockS * 1000;
+  }
+}
+
+/** `[consumed, ttl]` from the script, as RateLimiterRedis reads it. */
+function reply(raw: unknown): { consumed: number; ms: number } {
+  const [consumed, ttl] = raw as [number | string, number];
+  return { consumed: typeof consumed === 'number' ? consumed : Number.parseInt(consumed, 10), ms: ttl };
+}
+
+export interface RedisLimitOptions {
+  readonly client: Redis;
+  /** The limit's key prefix (counters.ts limitPrefix); the burst's is `<prefix>:burst`. */
+  readonly prefix: string;
+  readonly points: number;
+  readonly durationS: number;
+  readonly blockDurationS: number;
+  readonly burst: { readonly points: number; readonly durationS: number } | undefined;
+}
+
+/** A limit (and its burst) in Redis. */
+export class RedisLimit {
+  readonly #client: Redis;
+  readonly #main: Window;
+  readonly #burst: Window | undefined;
+
+  constructor(o: RedisLimitOptions) {
+    this.#client = o.client;
+    this.#main = new Window(o.client, o.prefix, o.points, o.durationS, o.blockDurationS);
+    this.#burst =
+      o.burst === undefined
+        ? undefined
+        : new Window(o.client, `${o.prefix}:burst`, o.burst.points, o.burst.durationS, 0);
+  }
+
+  /**
+   * Count `cost` points for `key` and tell `sink` (as limit `i`) what Redis answered. While the
+   * connection is not ready it fails at once (rate-limiter-flexible's `rejectIfRedisNotReady`).
+   */
+  consume(key: string, cost: number, sink: AnswerSink, i: number): void {
+    if (this.#client.status !== 'ready') {
+      sink.answer(i, { failed: new Error('Redis connection is not ready') });
+      return;
+    }
+    const main = this.#main;
+    const rlKey = main.key(key);
+    main.incr(rlKey, cost).then(
+      (raw) => {
+        const r = reply(raw);
+        if (r.consumed <= main.points) {
+          sink.answer(i, {
+            res: { remainingPoints: main.points - r.consumed, msBeforeNext: r.ms },
+            over: false,
+          });
+          return;
+        }
+        this.#over(key, rlKey, cost, r.consumed, r.ms).then(
+          (a) => sink.answer(i, a),
+          (err: unknown) => sink.answer(i, { failed: err }),
+        );
+      },
+      (err: unknown) => sink.answer(i, { failed: err }),
+    );
+  }
+
+  /** The main window is spent: the block it may start, then the burst, as BurstyRateLimiter asks it. */
+  async #over(key: string, rlKey: string, cost: number, consumed: number, ms: number): Promise<Answer> {
+    const main = this.#main;
+    let msBeforeNext = ms;
+    if (main.startsBlock(consumed, cost)) {
+      await main.block(rlKey, consumed);
+      msBeforeNext = main.blockMs;
+    }
+    const burst = this.#burst;
+    if (burst === undefined) return { res: { remainingPoints: 0, msBeforeNext }, over: true };
+    const b = reply(await burst.incr(burst.key(key), cost));
+    return {
+      res: { remainingPoints: 0, msBeforeNext: Math.min(msBeforeNext, b.ms) },
+      over: b.consumed > burst.points,
+    };
+  }
+}
