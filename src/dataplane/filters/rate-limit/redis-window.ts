@@ -3,12 +3,13 @@
  * (wrapped in its BurstyRateLimiter when the limit has a burst): the same Lua script (so the same
  * SHA1), the same keys (`<prefix>:<key>`), the same values and expiries, the same block (`SET key
  * <consumed> EX <blockDuration>` in a MULTI with a PTTL) and the same answers. Replicas running
- * either count one budget together. What differs is the per-request path: that limiter wraps one
- * EVALSHA in five promises (its `_operation`, `_consume`, the async `_upsert`, ioredis's script
- * fallback, our own) and allocates an argument array twice; this one sends the EVALSHA itself and
- * hands the reply to its caller from one `.then` (docs/decisions.md, "Redis counters without
- * rate-limiter-flexible's promise chain"). tests/integration/redis-window.test.ts checks it
- * request for request against RateLimiterRedis on a real redis-server.
+ * either count one budget together. What differs is the per-request path: that limiter wraps each
+ * EVALSHA in its `_operation` and `_consume` promises, the async `_upsert` and ioredis's NOSCRIPT
+ * `.catch`, each a microtask hop before the request goes on, and builds the argument array twice;
+ * this one sends the EVALSHA itself and hands the reply on from one `.then` on the command's own
+ * promise (docs/decisions.md, "Redis counters without rate-limiter-flexible's promise chain").
+ * tests/integration/redis-window.test.ts checks it request for request against RateLimiterRedis
+ * on a real redis-server.
  */
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -58,21 +59,32 @@ class Window {
     return this.#prefix + key;
   }
 
-  /** Count `cost` for `rlKey`; the reply is `[consumed, ttl ms]`. */
+  /**
+   * Count `cost` for `rlKey`: the reply is `[consumed, ttl ms]`. A Redis that lost its script
+   * cache (restarted, flushed) answers NOSCRIPT, and is then sent the script itself (noScript()).
+   */
   incr(rlKey: string, cost: number): Promise<unknown> {
     // ARGV as rate-limiter-flexible sends them: cost, window, points, window (the last two unused).
-    const costArg = cost === 1 ? '1' : String(cost);
     const d = this.#durationArg;
-    return this.#client
-      .evalsha(INCR_TTL_SHA, 1, rlKey, costArg, d, this.#pointsArg, d)
-      .catch((err: unknown) => this.#unlessNoScript(err, rlKey, costArg));
+    return this.#client.evalsha(INCR_TTL_SHA, 1, rlKey, costArg(cost), d, this.#pointsArg, d);
   }
 
-  /** A Redis that lost its script cache (restarted, flushed) is sent the script itself, once per call. */
-  #unlessNoScript(err: unknown, rlKey: string, costArg: string): Promise<unknown> {
-    if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+  /** incr() again with the script itself, after NOSCRIPT (`err`); undefined for any other error. */
+  noScript(err: unknown, rlKey: string, cost: number): Promise<unknown> | undefined {
+    if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) return undefined;
     const d = this.#durationArg;
-    return this.#client.eval(INCR_TTL_LUA, 1, rlKey, costArg, d, this.#pointsArg, d);
+    return this.#client.eval(INCR_TTL_LUA, 1, rlKey, costArg(cost), d, this.#pointsArg, d);
+  }
+
+  /** incr(), answered through NOSCRIPT as well (the rare paths: block and burst). */
+  async incrOnce(rlKey: string, cost: number): Promise<unknown> {
+    try {
+      return await this.incr(rlKey, cost);
+    } catch (err) {
+      const again = this.noScript(err, rlKey, cost);
+      if (again === undefined) throw err;
+      return again;
+    }
   }
 
   /** The request that first went over starts the block (rate-limiter-flexible's `_block`). */
@@ -89,11 +101,12 @@ class Window {
   }
 }
 
-/** `[consumed, ttl]` from the script, as RateLimiterRedis reads it. */
-function reply(raw: unknown): { consumed: number; ms: number } {
-  const [consumed, ttl] = raw as [number | string, number];
-  return { consumed: typeof consumed === 'number' ? consumed : Number.parseInt(consumed, 10), ms: ttl };
+function costArg(cost: number): string {
+  return cost === 1 ? '1' : String(cost);
 }
+
+/** The script's reply: `[consumed, ttl ms]` (integers; RateLimiterRedis parseInt()s the first). */
+type Reply = readonly [number, number];
 
 export interface RedisLimitOptions {
   readonly client: Redis;
@@ -131,23 +144,25 @@ export class RedisLimit {
     }
     const main = this.#main;
     const rlKey = main.key(key);
-    main.incr(rlKey, cost).then(
-      (raw) => {
-        const r = reply(raw);
-        if (r.consumed <= main.points) {
-          sink.answer(i, {
-            res: { remainingPoints: main.points - r.consumed, msBeforeNext: r.ms },
-            over: false,
-          });
-          return;
-        }
-        this.#over(key, rlKey, cost, r.consumed, r.ms).then(
-          (a) => sink.answer(i, a),
-          (err: unknown) => sink.answer(i, { failed: err }),
-        );
-      },
-      (err: unknown) => sink.answer(i, { failed: err }),
-    );
+    // One .then on the command's own promise: the reply goes on to the request in one microtask.
+    const replied = (raw: unknown): void => {
+      const consumed = (raw as Reply)[0];
+      const ms = (raw as Reply)[1];
+      if (consumed <= main.points) {
+        sink.answer(i, { res: { remainingPoints: main.points - consumed, msBeforeNext: ms }, over: false });
+        return;
+      }
+      this.#over(key, rlKey, cost, consumed, ms).then(
+        (a) => sink.answer(i, a),
+        (err: unknown) => sink.answer(i, { failed: err }),
+      );
+    };
+    const failed = (err: unknown): void => sink.answer(i, { failed: err });
+    main.incr(rlKey, cost).then(replied, (err: unknown) => {
+      const again = main.noScript(err, rlKey, cost);
+      if (again === undefined) failed(err);
+      else again.then(replied, failed);
+    });
   }
 
   /** The main window is spent: the block it may start, then the burst, as BurstyRateLimiter asks it. */
@@ -160,10 +175,10 @@ export class RedisLimit {
     }
     const burst = this.#burst;
     if (burst === undefined) return { res: { remainingPoints: 0, msBeforeNext }, over: true };
-    const b = reply(await burst.incr(burst.key(key), cost));
+    const b = (await burst.incrOnce(burst.key(key), cost)) as Reply;
     return {
-      res: { remainingPoints: 0, msBeforeNext: Math.min(msBeforeNext, b.ms) },
-      over: b.consumed > burst.points,
+      res: { remainingPoints: 0, msBeforeNext: Math.min(msBeforeNext, b[1]) },
+      over: b[0] > burst.points,
     };
   }
 }
