@@ -185,7 +185,7 @@ export class RedisCounters implements Counters {
       (l) =>
         new RedisLimit({
           client,
-          prefix: limitPrefix(opts.policy, l),
+          prefix: opts.redis.ownKeyPrefix + limitPrefix(opts.policy, l),
           points: l.points,
           durationS: l.duration,
           blockDurationS: l.blockDuration ?? 0,

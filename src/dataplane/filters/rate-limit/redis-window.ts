@@ -110,7 +110,10 @@ type Reply = readonly [number, number];
 
 export interface RedisLimitOptions {
   readonly client: Redis;
-  /** The limit's key prefix (counters.ts limitPrefix); the burst's is `<prefix>:burst`. */
+  /**
+   * The limit's keys' prefix, whole (the connection's ownKeyPrefix and counters.ts limitPrefix()):
+   * the client adds nothing on the rate limits' connection. The burst's is `<prefix>:burst`.
+   */
   readonly prefix: string;
   readonly points: number;
   readonly durationS: number;
