@@ -42,7 +42,6 @@ class Window {
   readonly #prefix: string;
   readonly points: number;
   readonly #durationArg: string;
-  readonly #pointsArg: string;
   readonly #blockS: number;
 
   constructor(client: Redis, prefix: string, points: number, durationS: number, blockDurationS: number) {
@@ -50,7 +49,6 @@ class Window {
     this.#prefix = `${prefix}:`;
     this.points = points;
     this.#durationArg = String(durationS);
-    this.#pointsArg = String(points);
     this.#blockS = blockDurationS;
   }
 
@@ -64,16 +62,14 @@ class Window {
    * cache (restarted, flushed) answers NOSCRIPT, and is then sent the script itself (noScript()).
    */
   incr(rlKey: string, cost: number): Promise<unknown> {
-    // ARGV as rate-limiter-flexible sends them: cost, window, points, window (the last two unused).
-    const d = this.#durationArg;
-    return this.#client.evalsha(INCR_TTL_SHA, 1, rlKey, costArg(cost), d, this.#pointsArg, d);
+    // rate-limiter-flexible also sends points and window as ARGV[3] and [4], which the script never reads.
+    return this.#client.evalsha(INCR_TTL_SHA, 1, rlKey, costArg(cost), this.#durationArg);
   }
 
   /** incr() again with the script itself, after NOSCRIPT (`err`); undefined for any other error. */
   noScript(err: unknown, rlKey: string, cost: number): Promise<unknown> | undefined {
     if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) return undefined;
-    const d = this.#durationArg;
-    return this.#client.eval(INCR_TTL_LUA, 1, rlKey, costArg(cost), d, this.#pointsArg, d);
+    return this.#client.eval(INCR_TTL_LUA, 1, rlKey, costArg(cost), this.#durationArg);
   }
 
   /** incr(), answered through NOSCRIPT as well (the rare paths: block and burst). */
