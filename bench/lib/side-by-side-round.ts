@@ -34,6 +34,24 @@ export interface RoundResult {
 const MAX_WARMUPS = 20;
 
 /**
+ * Run `load` (which answers the requests each side got) at least once, and again until every side
+ * has had `minRequests` in all, at most `maxLoads` times. Returns the requests each side had.
+ */
+export async function warmUntil(
+  load: () => Promise<number[]>,
+  minRequests: number,
+  maxLoads = MAX_WARMUPS,
+): Promise<number[]> {
+  let warmed: number[] = [];
+  for (let i = 0; i < maxLoads; i++) {
+    const got = await load();
+    warmed = got.map((n, side) => (warmed[side] ?? 0) + n);
+    if (Math.min(...warmed) >= minRequests) break;
+  }
+  return warmed;
+}
+
+/**
  * Warm both up for `warmupS`, again until each side has answered `warmupRequests` (if given) in
  * its warmups, call `afterWarmup` (e.g. to read counters), then load both for `durationS` and read
  * their CPU time.
@@ -64,14 +82,7 @@ export async function sideBySideRound(
   const procsA = ga.cpuOf ?? [ga.proc];
   const procsB = gb.cpuOf ?? [gb.proc];
   const cpu = () => [...procsA, ...procsB].map((p) => cpuMs(p.pid));
-  const warmed = [0, 0];
-  for (let i = 0; i < MAX_WARMUPS; i++) {
-    const rs = await load(opts.warmupS);
-    rs.forEach((r, side) => {
-      warmed[side]! += r.requests;
-    });
-    if (Math.min(...warmed) >= (opts.warmupRequests ?? 0)) break;
-  }
+  await warmUntil(async () => (await load(opts.warmupS)).map((r) => r.requests), opts.warmupRequests ?? 0);
   await opts.afterWarmup?.();
   const before = cpu();
   const [ra, rb] = await load(opts.durationS);
