@@ -3,11 +3,11 @@
  * whether or not earlier ones have been answered, over at most `connections` keep-alive
  * connections, and each latency is timed in microseconds (wrk and autocannon are closed-loop, and
  * autocannon's histogram keeps whole milliseconds). Each answer is timed twice: from when it was
- * sent, and from when it was due (k / rate after the start, as wrk2 does): a late send (this
- * process's event loop was busy) counts in the second, so no stall is left out of it
- * (coordinated omission). For comparing the latency two configurations
- * add at one and the same load, well below saturation. It runs in the bench process: the latency
- * includes this process's event loop, alike for every target.
+ * sent, and from when it was due (k / rate after the start, as wrk2 does; in bursts, its burst's
+ * start): a late send (this process's event loop was busy) counts in the second, so no stall is
+ * left out of it (coordinated omission). For comparing the latency two configurations add at one
+ * and the same load, well below saturation. It runs in the bench process: the latency includes
+ * this process's event loop, alike for every target.
  */
 import { Pool } from 'undici';
 
@@ -39,9 +39,13 @@ export interface PacedResult {
   errors: number;
 }
 
-/** How many requests are due `elapsedMs` after the start at `rate` per second (the first at 0). */
-export function dueCount(elapsedMs: number, rate: number): number {
-  return elapsedMs < 0 ? 0 : Math.floor((elapsedMs * rate) / 1000) + 1;
+/**
+ * How many requests are due `elapsedMs` after the start at `rate` per second (the first at 0),
+ * sent `burst` at a time (every `burst / rate` seconds; 1: evenly spaced).
+ */
+export function dueCount(elapsedMs: number, rate: number, burst = 1): number {
+  if (elapsedMs < 0) return 0;
+  return (Math.floor((elapsedMs * rate) / 1000 / burst) + 1) * burst;
 }
 
 /** Paced runs against one URL over one pool of keep-alive connections, kept between runs. */
@@ -55,10 +59,15 @@ export class PacedLoad {
     this.#pool = new Pool(target.origin, { connections, keepAliveTimeout: 30_000 });
   }
 
+  /**
+   * `burst` > 1 sends that many requests at once, `burst / rate` seconds apart: at a low average
+   * rate, each gateway finds several requests ready per wakeup, as under saturation.
+   */
   async run(
     rate: number,
     durationS: number,
     headers?: Readonly<Record<string, string>>,
+    burst = 1,
   ): Promise<PacedResult> {
     const result: PacedResult = {
       sent: 0,
@@ -76,7 +85,8 @@ export class PacedLoad {
     result.startedAtMs = Date.now();
     const send = (): void => {
       const start = performance.now();
-      const due = t0 + (result.sent * 1000) / rate;
+      // Request k is due with its burst: the first of them, k - k % burst.
+      const due = t0 + ((result.sent - (result.sent % burst)) * 1000) / rate;
       const p = this.#pool
         .request({ method: 'GET', path: this.#path, headers, headersTimeout: 10_000, bodyTimeout: 10_000 })
         .then(async (res) => {
@@ -99,7 +109,8 @@ export class PacedLoad {
       const tick = (): void => {
         const elapsed = performance.now() - t0;
         // A late last tick (a busy event loop) still sends every request due before the end.
-        const due = elapsed >= endMs ? Math.ceil((endMs * rate) / 1000) : dueCount(elapsed, rate);
+        const total = Math.ceil((endMs * rate) / 1000);
+        const due = elapsed >= endMs ? total : Math.min(total, dueCount(elapsed, rate, burst));
         while (result.sent < due) send();
         if (elapsed >= endMs) {
           clearInterval(timer);
