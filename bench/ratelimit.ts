@@ -11,8 +11,9 @@
  * - accuracy: two replicas sharing a Redis policy at 5× its limit; goal admitted ≤ limit × (1 +
  *   tolerance), tolerance 0 within a window.
  *
- * About 5 minutes on a quiet machine. Environment: BENCH_GROUPS (throughput,latency,accuracy),
+ * About 7 minutes on a quiet machine. Environment: BENCH_GROUPS (throughput,latency,accuracy),
  * BENCH_RL_RATE (1000 req/s), BENCH_RL_DURATION (30 s: 30 turns of BENCH_RL_SLICE, 1 s), BENCH_RL_CONNECTIONS (16),
+ * BENCH_RL_WARMUP_REQUESTS (30,000 per gateway before the turns, BENCH_RL_WARMUP_RATE 2,000 req/s),
  * BENCH_RL_REDIS_CPU (target: pinned, redis-server runs on the gateway's CPU; rest: with the bench),
  * BENCH_ACC_POINTS (100), BENCH_ACC_WINDOW (2 s), BENCH_ACC_TRIALS (10); and bench/run.ts's
  * BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_ROUNDS, BENCH_PIN, BENCH_QUIET_WAIT,

@@ -32,6 +32,7 @@
  * the measuring side does the same work for all three gateways, and the Redis limiter's
  * extra cost (gateway and Redis) lands where it is measured; Redis's CPU per request is reported.
  */
+import { intFromEnv } from './env.ts';
 import type { Group } from './feature-bench.ts';
 import { goal, info } from './goals.ts';
 import { pacedTurns, type TurnLatency, turnDifferences, turnsFromEnv } from './paced-turns.ts';
@@ -90,6 +91,12 @@ export const latencyGroup: Group = {
     const turnSettings = turnsFromEnv('BENCH_RL', { durationS: DEFAULT_TURNS });
     const { rate, durationS, sliceS, connections } = turnSettings;
     const redisCpu = redisCpuFromEnv();
+    // As bench:mesh warms up (docs/decisions.md): V8 compiles a gateway's hot code, the Redis
+    // client's included, over its first tens of thousands of requests.
+    const warmup = {
+      requests: intFromEnv('BENCH_RL_WARMUP_REQUESTS', 30_000),
+      rate: intFromEnv('BENCH_RL_WARMUP_RATE', 2000),
+    };
     const rows: LatencyRow[] = [];
     const running: { id: TargetId; running: RunningTarget }[] = [];
     let foreignPct: number | undefined;
@@ -116,6 +123,7 @@ export const latencyGroup: Group = {
         running.map(({ id, running: r }) => ({ id, url: r.url, pids: [r.pid, ...(r.companions ?? [])] })),
         {
           ...turnSettings,
+          warmup,
           warmupS: settings.warmupS,
           quietWaitS: settings.quietWaitS,
           shared: [ctx.upstream.proc.pid, ctx.otlp.proc.pid],
@@ -251,7 +259,7 @@ export const latencyGroup: Group = {
       ),
     ];
     const notes = [
-      `Latency: the three gateways ran together and took turns: ${sliceS} s slices at ${fmtInt(rate)} req/s (BENCH_RL_RATE) each, until each had ${durationS} s, after ${settings.warmupS} s of warmup each; sent open-loop over up to ${connections} keep-alive connections from the bench process; latency from sending to the end of the body, and from when each request was due (a late send counts: no coordinated omission). Added latency: in every turn, the Redis limiter's slice's p50 or p99 minus passthrough's in the same turn; the goal is the median of those per-turn differences over ${p99Added?.turns ?? 0} turns (BENCH_RL_DURATION / BENCH_RL_SLICE), timed from when due, with their quartiles and the turns above ${ADDED_P99_GOAL_MS} ms; one p99 over all answers (the method until 2026-12-06) is shown beside it. The limit is never reached (every request is counted, none refused). Latencies include the bench's own event loop. ${ctx.pin ? (redisCpu === 'target' ? "Redis ran on the target CPU with its gateway (BENCH_RL_REDIS_CPU=target); CPU µs/req is the gateway's, Redis CPU µs/req its redis-server's. " : 'Redis ran on the other CPU with the bench, its load and the upstream (BENCH_RL_REDIS_CPU=rest). ') : ''}Other processes used ${fmtNum(foreignPct, 0)}% of a core meanwhile. An "added" value below 0 is noise.`,
+      `Latency: the three gateways ran together and took turns: ${sliceS} s slices at ${fmtInt(rate)} req/s (BENCH_RL_RATE) each, until each had ${durationS} s, after a warmup of ${fmtInt(warmup.requests)} requests each (${fmtInt(warmup.rate)} req/s, 16 at a time) and ${settings.warmupS} s at the rate; sent open-loop over up to ${connections} keep-alive connections from the bench process; latency from sending to the end of the body, and from when each request was due (a late send counts: no coordinated omission). Added latency: in every turn, the Redis limiter's slice's p50 or p99 minus passthrough's in the same turn; the goal is the median of those per-turn differences over ${p99Added?.turns ?? 0} turns (BENCH_RL_DURATION / BENCH_RL_SLICE), timed from when due, with their quartiles and the turns above ${ADDED_P99_GOAL_MS} ms; one p99 over all answers (the method until 2026-12-06) is shown beside it. The limit is never reached (every request is counted, none refused). Latencies include the bench's own event loop. ${ctx.pin ? (redisCpu === 'target' ? "Redis ran on the target CPU with its gateway (BENCH_RL_REDIS_CPU=target); CPU µs/req is the gateway's, Redis CPU µs/req its redis-server's. " : 'Redis ran on the other CPU with the bench, its load and the upstream (BENCH_RL_REDIS_CPU=rest). ') : ''}Other processes used ${fmtNum(foreignPct, 0)}% of a core meanwhile. An "added" value below 0 is noise.`,
     ];
     for (const r of rows)
       if (r.failed > 0)
