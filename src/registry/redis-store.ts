@@ -806,6 +806,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     await this.#renewing;
     // The other replicas take the last renewals now rather than at their next re-read.
     if (this.#redis.ready) await this.#announceRenewals();
+    clearTimeout(this.#announceTimer);
     await this.#resyncing?.catch(() => undefined);
     if (this.#subscribed && this.#subscriber.ready)
       await this.#subscriber.client.unsubscribe(this.#channel).catch(() => undefined);
