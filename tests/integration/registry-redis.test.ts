@@ -331,6 +331,31 @@ describe('two replicas on one Redis', () => {
     }
   });
 
+  it("renewals leave the keys' TTLs alone while they cover every lease with half the grace to spare", async () => {
+    const [a, , prefix] = await twoReplicas();
+    const keys = ['p-1', 'p-2', 'p-3'];
+    for (const id of keys) await a.store.register(registration('payments', id, 20_000), VIA);
+    const monitor = await monitorRedis(redis.url);
+    try {
+      for (let round = 0; round < 5; round++) {
+        await Promise.all(keys.map((id) => a.store.renew('payments', id, VIA)));
+        await sleep(SWEEP_MS);
+      }
+      // Each renew script used to set the four keys' TTLs again: 20 PEXPIREs here.
+      const pexpires = monitor.commands.filter(
+        (args) => args[0]?.toLowerCase() === 'pexpire' && args[1]?.startsWith(prefix),
+      );
+      expect(pexpires).toEqual([]);
+    } finally {
+      monitor.close();
+    }
+    const latest = Math.max(...keys.map((id) => a.store.get('payments', id)!.expiresAt));
+    for (const key of ['spec', 'lease', 'expiry', 'count']) {
+      const pttl = Number((await redis.command('PTTL', `${prefix}registry:${key}`)).slice(1));
+      expect(Date.now() + pttl).toBeGreaterThan(latest);
+    }
+  });
+
   it('a lease expires with no gateway alive: a replica started later never sees it', async () => {
     const prefix = newPrefix();
     const a = replica(prefix);
