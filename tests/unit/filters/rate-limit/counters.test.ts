@@ -1,11 +1,17 @@
 /**
  * Memory counters at window edges, on a fake clock: exactly N per window, the window opened by a
  * key's first request and ending exactly `duration` later, fewer than 2N across one boundary (the
- * fixed-window edge), what a second, shorter limit does to that edge, cost, burst and block.
+ * fixed-window edge), what a second, shorter limit does to that edge, cost, burst and block. And
+ * the insurance of a Redis policy holds at most `maxKeys` keys, as the memory store does.
  */
+import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { MemoryCounters } from '../../../../src/dataplane/filters/rate-limit/counters.ts';
+import { MemoryCounters, RedisCounters } from '../../../../src/dataplane/filters/rate-limit/counters.ts';
 import { RateLimitSchema } from '../../../../src/dataplane/filters/rate-limit/schema.ts';
+import { RedisConnection } from '../../../../src/stores/redis.ts';
+import { RedisSchema } from '../../../../src/stores/schema.ts';
+import { createMetrics } from '../../../../src/telemetry/metrics.ts';
+import { freePort } from '../../../helpers/ports.ts';
 
 function counters(settings: Record<string, unknown>): MemoryCounters {
   const cfg = RateLimitSchema.parse(settings);
@@ -140,5 +146,44 @@ describe('burst and block', () => {
     expect(admitted(c, 1)).toBe(0);
     vi.advanceTimersByTime(1);
     expect(admitted(c, 1)).toBe(1);
+  });
+});
+
+describe('insurance', () => {
+  it('holds at most maxKeys keys while Redis is unreachable, as the memory store does', async () => {
+    vi.useRealTimers();
+    // Nothing listens there: every call fails at once (no offline queue) and the insurance decides.
+    const port = await freePort();
+    const metrics = createMetrics({ exemplars: false, version: 'test' });
+    const shared = new RedisConnection(RedisSchema.parse({ url: `redis://127.0.0.1:${port}` }), {
+      logger: pino({ level: 'silent' }),
+      metrics: metrics.redis,
+    });
+    const evicted = { value: 0 };
+    const c = new RedisCounters({
+      policy: 'p',
+      limits: RateLimitSchema.parse({ limits: [{ points: 2, duration: '1m' }] }).limits,
+      redis: shared.rateLimits(),
+      timeoutMs: 50,
+      onError: 'insurance',
+      replicas: 1,
+      keyBound: { maxKeys: 10, evicted },
+      observer: { storeCall() {}, storeFailed() {} },
+    });
+    try {
+      for (let i = 0; i < 50; i++) {
+        const consumed = await c.consume(`k${i}`, 1, (x) => x);
+        expect(consumed.degraded).toBe('insured');
+      }
+      expect(c.keys).toBe(10);
+      expect(evicted.value).toBe(40);
+      // The keys held count on: k49 had 1 of its 2 points, the third request is over.
+      expect((await c.consume('k49', 1, (x) => x)).results[0]!.over).toBe(false);
+      expect((await c.consume('k49', 1, (x) => x)).results[0]!.over).toBe(true);
+    } finally {
+      c.close();
+      await shared.close();
+      metrics.close();
+    }
   });
 });
