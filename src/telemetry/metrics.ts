@@ -1742,10 +1742,15 @@ export class RateLimitMetrics {
   readonly insuranceActivations: Counter<'policy'>;
   readonly degraded: Gauge<'policy'>;
   readonly evictions: CellMetric;
-  readonly keys: ReadGauge<RateLimitKeySource>;
+  readonly keys: ReadGauge<RateLimitKeySource[]>;
   readonly #cells = new Map<string, readonly ScalarCell[]>();
   readonly #evictionCells = new Map<string, ScalarCell>();
-  readonly #keySources = new Map<string, RateLimitKeySource>();
+  /**
+   * Per policy, the counters that exist, oldest first: a reload that changes a policy builds the
+   * new ones before it closes the old, and a reload that fails closes the new ones instead. The
+   * newest is reported.
+   */
+  readonly #keySources = new Map<string, RateLimitKeySource[]>();
   /** Per Redis-backed policy, a series per store result, made on its first observation. */
   readonly #storeCells = new Map<string, (HistogramCell | undefined)[]>();
 
@@ -1791,7 +1796,7 @@ export class RateLimitMetrics {
       labelNames: ['policy'],
       registry,
       sources: this.#keySources,
-      read: (policy, source, emit) => emit({ policy }, source.keys),
+      read: (policy, sources, emit) => emit({ policy }, sources.at(-1)!.keys),
     });
   }
 
@@ -1805,14 +1810,20 @@ export class RateLimitMetrics {
     return cell;
   }
 
-  /** Report the keys of a policy's memory counters until unwatchKeys() with the same source. */
+  /** Report the keys of a policy's memory counters, until unwatchKeys() with the same source. */
   watchKeys(policy: string, source: RateLimitKeySource): void {
-    this.#keySources.set(policy, source);
+    const sources = this.#keySources.get(policy);
+    if (sources === undefined) this.#keySources.set(policy, [source]);
+    else sources.push(source);
   }
 
-  /** Stop reporting `source`; a newer source of the same policy (a reload changed it) stays. */
+  /** Forget `source`; the policy's other counters (before or after a reload) stay reported. */
   unwatchKeys(policy: string, source: RateLimitKeySource): void {
-    if (this.#keySources.get(policy) === source) this.#keySources.delete(policy);
+    const sources = this.#keySources.get(policy);
+    const i = sources?.indexOf(source) ?? -1;
+    if (i === -1) return;
+    sources!.splice(i, 1);
+    if (sources!.length === 0) this.#keySources.delete(policy);
   }
 
   /**
