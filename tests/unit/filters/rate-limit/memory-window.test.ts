@@ -175,7 +175,8 @@ describe('a cap on keys', () => {
 
   it('orders keys by when their window began: a renewed window is the youngest', () => {
     const b = bound(2);
-    const w = new MemoryWindow(5, 1, 0, b);
+    // A block of 5 s (never reached): expiry sweeps every 5 s, so steady's window renews below.
+    const w = new MemoryWindow(5, 1, 5, b);
     w.count('steady', 1);
     vi.advanceTimersByTime(500);
     w.count('other', 1);
