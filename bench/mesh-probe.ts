@@ -17,6 +17,10 @@
  * printed with their wall-clock times, to line them up with what the gateways did then (their
  * logs, `strace -tt -p`): a stall of one process holds every request in flight at once.
  *
+ * PROBE_WARMUP_REQUESTS (0) first sends that many requests to each path, 16 at a time at
+ * PROBE_WARMUP_RATE (2000) req/s, so that the probe sees the gateways after V8 has compiled their hot
+ * code (about 25,000 requests; docs/decisions.md), not while it still does.
+ *
  * BENCH_PEREGRINE_DIR runs the gateways from another checkout (as bench/run.ts does).
  */
 import { readFileSync } from 'node:fs';
@@ -154,6 +158,8 @@ async function main(): Promise<void> {
   const connections = intFromEnv('PROBE_CONNECTIONS', 16);
   const slowMs = intFromEnv('PROBE_SLOW_MS', 20);
   const sliceS = intFromEnv('PROBE_SLICE', durationS);
+  const warmupRequests = intFromEnv('PROBE_WARMUP_REQUESTS', 0);
+  const warmupRate = intFromEnv('PROBE_WARMUP_RATE', 2000);
   // As the benchmark pins (bench/lib/pin.ts): the gateways on the last CPU, the rest on the others.
   const pin = pinPlan({ BENCH_PIN: process.env.PROBE_PIN });
   if (pin) pinSelf(pin);
@@ -186,7 +192,10 @@ async function main(): Promise<void> {
       countsBefore: undefined as Awaited<ReturnType<typeof meshCounts>> | undefined,
     }));
     try {
-      for (const l of loads) await l.load.run(rate, 2, l.p.headers); // warmup
+      for (const l of loads) {
+        if (warmupRequests > 0) await l.load.run(warmupRate, warmupRequests / warmupRate, l.p.headers, 16);
+        await l.load.run(rate, 2, l.p.headers); // warmup at the probe's rate
+      }
       for (const l of loads) {
         l.seenBefore = await Promise.all(
           l.gateways.map(([, g]) => seenSlow({ admin: g.admin, pid: g.proc.pid })),

@@ -12,8 +12,10 @@
  * The certificates come from `peregrine certs` (a development CA, an SVID per service); the
  * inbound sidecar registers with a registry the outbound one follows (bench/lib/mesh.ts).
  *
- * About 4 minutes on a quiet machine. Environment: BENCH_GROUPS (cpu,latency,memory),
- * BENCH_MESH_ROUNDS (3), BENCH_MESH_RATE (1000 req/s), BENCH_MESH_DURATION (20 s: latency turns, each),
+ * About 6 minutes on a quiet machine. Environment: BENCH_GROUPS (cpu,latency,memory),
+ * BENCH_MESH_ROUNDS (3), BENCH_MESH_WARMUP_REQUESTS (30,000 per path before measuring: V8 is still
+ * compiling before that), BENCH_MESH_WARMUP_RATE (2,000 req/s: the latency group's warmup),
+ * BENCH_MESH_RATE (1000 req/s), BENCH_MESH_DURATION (20 s: latency turns, each),
  * BENCH_MESH_SLICE (1 s), BENCH_MESH_CONNECTIONS (16), BENCH_MESH_IDLE (5 s), BENCH_MESH_CONTROL
  * (chain; single: one passthrough gateway, the comparison of earlier runs); and bench/run.ts's
  * BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS (split between the two wrk), BENCH_PIN,

@@ -42,6 +42,11 @@ import { median, sideBySideRound } from './side-by-side-round.ts';
 import { fmtInt, fmtNum, markdownTable } from './table.ts';
 
 export const SIDECAR_CPU_GOAL = 1.2;
+/**
+ * Requests each path answers before its measured seconds (BENCH_MESH_WARMUP_REQUESTS): until
+ * about the 25,000th request each gateway is still compiling (docs/decisions.md).
+ */
+export const MESH_WARMUP_REQUESTS = 30_000;
 /** Steady state: a connection between the sidecars carries at least 1,000 requests. */
 export const HANDSHAKES_PER_1000_GOAL = 1;
 const SETTLE_MS = 1000;
@@ -88,6 +93,7 @@ export const meshCpuGroup: Group = {
     const wrk = findExecutable('wrk', ['/usr/local/bin', '/usr/bin']);
     if (!wrk) throw new Error('the side-by-side measurement needs wrk (apt-get install wrk)');
     const rounds = intFromEnv('BENCH_MESH_ROUNDS', 3);
+    const warmupRequests = intFromEnv('BENCH_MESH_WARMUP_REQUESTS', MESH_WARMUP_REQUESTS);
     const control = meshControlFromEnv();
     const connections = Math.max(1, Math.round(settings.connections / 2));
     const certs = await meshCertsFor(ctx);
@@ -122,6 +128,7 @@ export const meshCpuGroup: Group = {
             warmupS: settings.warmupS,
             durationS: settings.durationS,
             connections,
+            warmupRequests,
             afterWarmup: async () => {
               settled = sleep(SETTLE_MS).then(() => meshCounts(mesh));
             },
@@ -158,7 +165,7 @@ export const meshCpuGroup: Group = {
         await mesh.stop();
       }
     }
-    const result = present(rows, connections, settings, control);
+    const result = present(rows, connections, { ...settings, warmupRequests }, control);
     if (!ctx.pin)
       result.notes?.push(
         'cpu: not pinned (BENCH_PIN unset): the sidecars and passthrough shared both CPUs with wrk and the upstream, so the ratios are less steady; use BENCH_PIN=1 for the goals.',
@@ -170,7 +177,7 @@ export const meshCpuGroup: Group = {
 function present(
   rows: MeshCpuRound[],
   connections: number,
-  settings: { warmupS: number; durationS: number },
+  settings: { warmupS: number; durationS: number; warmupRequests: number },
   control: MeshControl,
 ): GroupResult {
   const hop = (r: MeshCpuRound) => r.passthroughUs + (r.passthroughBackUs ?? 0);
@@ -276,8 +283,8 @@ function present(
   ];
   const notes = [
     control === 'chain'
-      ? `CPU: ${rows.length} round(s), each with a fresh chain of two passthrough gateways (the first forwarding to the second, the second to the upstream), inbound and outbound sidecar and registry; ${settings.warmupS} s warmup, then ${settings.durationS} s measured with two wrk (${connections} connections each) at once: one on the chain, one on the mesh hop (Host: bench to the outbound listener). Both paths put two gateway processes on each request, on one shared core: the ratios compare like with like (bench/lib/mesh-cpu.ts, docs/decisions.md). "outbound ×" and "inbound ×" are each sidecar against the cheaper of the chain's two gateways (the goal); "hop ×" is both sidecars against both gateways. Absolute µs are inflated (four processes share one core and its caches): read the ratios.`
-      : `CPU: ${rows.length} round(s), each with a fresh passthrough gateway, inbound and outbound sidecar and registry; ${settings.warmupS} s warmup, then ${settings.durationS} s measured with two wrk (${connections} connections each) at once: one on passthrough, one on the mesh hop (Host: bench to the outbound listener). BENCH_MESH_CONTROL=single: one gateway per request against two that wait for each other on one shared core, so the sidecars pay for the sharing (fewer requests per wakeup, more switches); the default chain compares like with like. "hop ×" is both sidecars together.`,
+      ? `CPU: ${rows.length} round(s), each with a fresh chain of two passthrough gateways (the first forwarding to the second, the second to the upstream), inbound and outbound sidecar and registry; warmup in ${settings.warmupS} s loads until each path had answered ${settings.warmupRequests} requests (JIT compilation settled), then ${settings.durationS} s measured with two wrk (${connections} connections each) at once: one on the chain, one on the mesh hop (Host: bench to the outbound listener). Both paths put two gateway processes on each request, on one shared core: the ratios compare like with like (bench/lib/mesh-cpu.ts, docs/decisions.md). "outbound ×" and "inbound ×" are each sidecar against the cheaper of the chain's two gateways (the goal); "hop ×" is both sidecars against both gateways. Absolute µs are inflated (four processes share one core and its caches): read the ratios.`
+      : `CPU: ${rows.length} round(s), each with a fresh passthrough gateway, inbound and outbound sidecar and registry; warmup in ${settings.warmupS} s loads until each path had answered ${settings.warmupRequests} requests, then ${settings.durationS} s measured with two wrk (${connections} connections each) at once: one on passthrough, one on the mesh hop (Host: bench to the outbound listener). BENCH_MESH_CONTROL=single: one gateway per request against two that wait for each other on one shared core, so the sidecars pay for the sharing (fewer requests per wakeup, more switches); the default chain compares like with like. "hop ×" is both sidecars together.`,
     'Handshakes are counted by the sidecars themselves: the outbound side’s peregrine_upstream_tls_handshakes_total (new, resumed) and the inbound listener’s peregrine_tls_handshakes_total; "requests" is the outbound side’s peregrine_mesh_requests_total. "Steady" is from 1 s into the measured seconds to their end: when the warmup’s wrk stops, the requests it had in flight are aborted and their connections between the sidecars closed, and the pool opens them again (resumed sessions) as the measured load starts; "from start" includes that and the warmup. Without keep-alive there would be 1,000 per 1,000 requests.',
   ];
   for (const r of rows) {

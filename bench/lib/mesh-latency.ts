@@ -5,9 +5,11 @@
  * proxy, the TLS on the hop and the mesh's own work add. Also the CPU per request of each
  * process at that rate.
  */
+import { intFromEnv } from './env.ts';
 import type { Group } from './feature-bench.ts';
 import { info } from './goals.ts';
 import { handshakesPer1000, type MeshCounts, meshCertsFor, meshCounts, startMesh } from './mesh.ts';
+import { MESH_WARMUP_REQUESTS } from './mesh-cpu.ts';
 import { pacedTurns, turnsFromEnv } from './paced-turns.ts';
 import { added, type LatencySummary, summariseLatencies } from './stats.ts';
 import { fmtInt, fmtMs, fmtNum, markdownTable } from './table.ts';
@@ -29,6 +31,10 @@ export const meshLatencyGroup: Group = {
   async run({ ctx, settings }) {
     const turnSettings = turnsFromEnv('BENCH_MESH');
     const { rate, durationS, sliceS, connections } = turnSettings;
+    const warmup = {
+      requests: intFromEnv('BENCH_MESH_WARMUP_REQUESTS', MESH_WARMUP_REQUESTS),
+      rate: intFromEnv('BENCH_MESH_WARMUP_RATE', 2000),
+    };
     const mesh = await startMesh(ctx, await meshCertsFor(ctx));
     let turns: Awaited<ReturnType<typeof pacedTurns<Path>>>;
     let counts: MeshCounts;
@@ -46,6 +52,7 @@ export const meshLatencyGroup: Group = {
         ],
         {
           ...turnSettings,
+          warmup,
           warmupS: settings.warmupS,
           quietWaitS: settings.quietWaitS,
           shared: [ctx.upstream.proc.pid, ctx.otlp.proc.pid, mesh.registry.proc.pid],
@@ -102,7 +109,7 @@ export const meshLatencyGroup: Group = {
       ),
     ];
     const notes = [
-      `Latency: passthrough and the mesh hop ran together and took turns: ${sliceS} s slices at ${fmtInt(rate)} req/s (BENCH_MESH_RATE) each, until each had ${durationS} s, after ${settings.warmupS} s of warmup each; sent open-loop over up to ${connections} keep-alive connections from the bench process; latency from sending to the end of the body, so it includes the bench's own event loop alike for both. The mesh hop's CPU is outbound + inbound. An "added" value below 0 is noise.`,
+      `Latency: passthrough and the mesh hop ran together and took turns: ${sliceS} s slices at ${fmtInt(rate)} req/s (BENCH_MESH_RATE) each, until each had ${durationS} s, after a warmup of ${fmtInt(warmup.requests)} requests each (${fmtInt(warmup.rate)} req/s, 16 at a time: JIT compilation settled) and ${settings.warmupS} s at the rate; sent open-loop over up to ${connections} keep-alive connections from the bench process; latency from sending to the end of the body, so it includes the bench's own event loop alike for both. The mesh hop's CPU is outbound + inbound. An "added" value below 0 is noise.`,
       `Other processes used ${fmtNum(turns.foreignPct, 0)}% of a core during the latency turns.`,
     ];
     for (const r of rows)

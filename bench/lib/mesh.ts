@@ -248,13 +248,15 @@ export async function startMesh(
 
 /**
  * For the light tools outside a bench session (bench/mesh-probe.ts, bench/mesh-syscalls.ts): the
- * bench upstream, certificates in a temporary directory and the mesh with one passthrough gateway,
- * from BENCH_PEREGRINE_DIR or this checkout; `fn` runs against it, then everything stops.
+ * bench upstream, certificates in a temporary directory and the mesh with one passthrough gateway
+ * (or a chain of two), from BENCH_PEREGRINE_DIR or this checkout; `fn` runs against it, then
+ * everything stops.
  */
 export async function withStandaloneMesh<T>(
   name: string,
   pin: PinPlan | undefined,
   fn: (mesh: RunningMesh) => Promise<T>,
+  passthrough: MeshOptions['passthrough'] = true,
 ): Promise<T> {
   const root = join(import.meta.dirname, '../..');
   const tmp = mkdtempSync(join(tmpdir(), `peregrine-${name}-`));
@@ -269,6 +271,7 @@ export async function withStandaloneMesh<T>(
         upstream: { origin: up.origin },
       },
       await makeMeshCerts(tmp),
+      { passthrough },
     );
     try {
       return await fn(mesh);

@@ -36,6 +36,12 @@ export interface PacedTurnsOptions {
   sliceS: number;
   /** Seconds of load for each before the turns (not counted). */
   warmupS: number;
+  /**
+   * Before that, this many requests to each, sent 16 at a time at `rate` (not counted): V8 compiles
+   * a gateway's hot code over its first tens of thousands of requests, which `warmupS` at a low
+   * rate does not cover (docs/decisions.md, the mesh benchmark's warmup).
+   */
+  warmup?: { requests: number; rate: number };
   /** Most connections per contestant. */
   connections: number;
   /** Waiting for other processes to leave the CPU alone, at most this long. */
@@ -59,6 +65,9 @@ export function turnsFromEnv(
   };
 }
 
+/** Requests sent at once in the request-count warmup: each gateway finds several ready per wakeup. */
+const WARMUP_BURST = 16;
+
 /** Slice k's order: forward on even turns, reversed on odd ones, so no contestant always follows another. */
 export function sliceOrder<T>(items: readonly T[], turn: number): T[] {
   return turn % 2 === 0 ? [...items] : [...items].reverse();
@@ -74,7 +83,11 @@ export async function pacedTurns<Id extends string>(
     result: { id: c.id, latenciesMs: [], cpuMs: c.pids.map(() => 0), failed: 0 } as PacedTurnResult<Id>,
   }));
   try {
-    for (const l of loaded) if (o.warmupS > 0) await l.load.run(o.rate, o.warmupS, l.c.headers);
+    for (const l of loaded) {
+      if (o.warmup)
+        await l.load.run(o.warmup.rate, o.warmup.requests / o.warmup.rate, l.c.headers, WARMUP_BURST);
+      if (o.warmupS > 0) await l.load.run(o.rate, o.warmupS, l.c.headers);
+    }
     const pids = () => [...o.shared, ...contestants.flatMap((c) => c.pids)];
     await waitForQuiet(pids, FOREIGN_PCT, o.quietWaitS * 1000);
     log(`latency: ${loaded.length} gateways × ${o.durationS} s at ${o.rate} req/s in ${o.sliceS} s slices`);

@@ -34,9 +34,13 @@ export interface PacedResult {
   errors: number;
 }
 
-/** How many requests are due `elapsedMs` after the start at `rate` per second (the first at 0). */
-export function dueCount(elapsedMs: number, rate: number): number {
-  return elapsedMs < 0 ? 0 : Math.floor((elapsedMs * rate) / 1000) + 1;
+/**
+ * How many requests are due `elapsedMs` after the start at `rate` per second (the first at 0),
+ * sent `burst` at a time (every `burst / rate` seconds; 1: evenly spaced).
+ */
+export function dueCount(elapsedMs: number, rate: number, burst = 1): number {
+  if (elapsedMs < 0) return 0;
+  return (Math.floor((elapsedMs * rate) / 1000 / burst) + 1) * burst;
 }
 
 /** Paced runs against one URL over one pool of keep-alive connections, kept between runs. */
@@ -50,10 +54,15 @@ export class PacedLoad {
     this.#pool = new Pool(target.origin, { connections, keepAliveTimeout: 30_000 });
   }
 
+  /**
+   * `burst` > 1 sends that many requests at once, `burst / rate` seconds apart: at a low average
+   * rate, each gateway finds several requests ready per wakeup, as under saturation.
+   */
   async run(
     rate: number,
     durationS: number,
     headers?: Readonly<Record<string, string>>,
+    burst = 1,
   ): Promise<PacedResult> {
     const result: PacedResult = {
       sent: 0,
@@ -90,7 +99,8 @@ export class PacedLoad {
       const tick = (): void => {
         const elapsed = performance.now() - t0;
         // A late last tick (a busy event loop) still sends every request due before the end.
-        const due = elapsed >= endMs ? Math.ceil((endMs * rate) / 1000) : dueCount(elapsed, rate);
+        const total = Math.ceil((endMs * rate) / 1000);
+        const due = elapsed >= endMs ? total : Math.min(total, dueCount(elapsed, rate, burst));
         while (result.sent < due) send();
         if (elapsed >= endMs) {
           clearInterval(timer);

@@ -30,15 +30,48 @@ export interface RoundResult {
   b: LoadResult;
 }
 
+/** At most this many warmup loads while waiting for `warmupRequests`. */
+const MAX_WARMUPS = 20;
+
 /**
- * Warm both up for `warmupS`, call `afterWarmup` (e.g. to read counters), then load both for
- * `durationS` and read their CPU time.
+ * Run `load` (which answers the requests each side got) at least once, and again until every side
+ * has had `minRequests` in all, at most `maxLoads` times. Returns the requests each side had.
+ */
+export async function warmUntil(
+  load: () => Promise<number[]>,
+  minRequests: number,
+  maxLoads = MAX_WARMUPS,
+): Promise<number[]> {
+  let warmed: number[] = [];
+  for (let i = 0; i < maxLoads; i++) {
+    const got = await load();
+    warmed = got.map((n, side) => (warmed[side] ?? 0) + n);
+    if (Math.min(...warmed) >= minRequests) break;
+  }
+  return warmed;
+}
+
+/**
+ * Warm both up for `warmupS`, again until each side has answered `warmupRequests` (if given) in
+ * its warmups, call `afterWarmup` (e.g. to read counters), then load both for `durationS` and read
+ * their CPU time.
  */
 export async function sideBySideRound(
   wrk: string,
   ga: Loaded,
   gb: Loaded,
-  opts: { warmupS: number; durationS: number; connections: number; afterWarmup?: () => Promise<void> },
+  opts: {
+    warmupS: number;
+    durationS: number;
+    connections: number;
+    /**
+     * Requests each side must have answered before the measured seconds: V8 compiles a gateway's
+     * hot code over its first tens of thousands of requests (docs/decisions.md, the mesh
+     * benchmark's warmup), and a side that is slower per request gets fewer in the same seconds.
+     */
+    warmupRequests?: number;
+    afterWarmup?: () => Promise<void>;
+  },
 ): Promise<RoundResult> {
   const load = (s: number) =>
     Promise.all(
@@ -49,7 +82,7 @@ export async function sideBySideRound(
   const procsA = ga.cpuOf ?? [ga.proc];
   const procsB = gb.cpuOf ?? [gb.proc];
   const cpu = () => [...procsA, ...procsB].map((p) => cpuMs(p.pid));
-  await load(opts.warmupS);
+  await warmUntil(async () => (await load(opts.warmupS)).map((r) => r.requests), opts.warmupRequests ?? 0);
   await opts.afterWarmup?.();
   const before = cpu();
   const [ra, rb] = await load(opts.durationS);

@@ -14,6 +14,15 @@ describe('the paced load schedule', () => {
     expect(dueCount(1000, 100)).toBe(101);
   });
 
+  it('in bursts, sends `burst` requests at once every burst/rate s', () => {
+    expect(dueCount(-1, 800, 16)).toBe(0);
+    expect(dueCount(0, 800, 16)).toBe(16);
+    expect(dueCount(19.9, 800, 16)).toBe(16);
+    expect(dueCount(20, 800, 16)).toBe(32);
+    expect(dueCount(999.9, 800, 16)).toBe(800);
+    expect(dueCount(5, 1000, 1)).toBe(dueCount(5, 1000));
+  });
+
   it('counts as failed every answer that is not 2xx and every request without one', () => {
     expect(pacedFailures({ statuses: { '200': 10, '204': 1 }, errors: 0 })).toBe(0);
     expect(pacedFailures({ statuses: { '200': 10, '429': 3, '503': 1 }, errors: 2 })).toBe(6);
@@ -67,6 +76,20 @@ describe('PacedLoad against a real server', () => {
       const b = await load.run(100, 0.2);
       expect(a.statuses['429']).toBe(a.sent);
       expect(pacedFailures(b)).toBe(b.sent);
+    } finally {
+      await load.close();
+    }
+  });
+
+  it('in bursts, still sends exactly rate × duration requests (the schedule: dueCount above)', async () => {
+    seen = 0;
+    const load = new PacedLoad(`${url}/`, 16);
+    try {
+      // 90 is not a multiple of 16: the last burst is cut short.
+      const r = await load.run(900, 0.1, undefined, 16);
+      expect(r.sent).toBe(90);
+      expect(seen).toBe(90);
+      expect(r.statuses).toEqual({ '200': 90 });
     } finally {
       await load.close();
     }

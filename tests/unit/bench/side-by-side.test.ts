@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { peregrineConfig } from '../../../bench/lib/peregrine-config.ts';
-import { geometricMean, median } from '../../../bench/lib/side-by-side-round.ts';
+import { geometricMean, median, warmUntil } from '../../../bench/lib/side-by-side-round.ts';
 import { parseVariant } from '../../../bench/side-by-side.ts';
 
 function configOf(spec: string) {
@@ -61,5 +61,24 @@ describe('side-by-side summary', () => {
     expect(geometricMean(ratios)).toBeCloseTo(Math.sqrt(Math.sqrt(0.998 * 1.186 * 0.875 * 1.196)), 9);
     expect(geometricMean([1.1, 1 / 1.1])).toBeCloseTo(1, 12);
     expect(geometricMean([])).toBeNaN();
+  });
+});
+
+describe('the warmup by requests', () => {
+  it('loads once, then again until every side has had enough, within a bound', async () => {
+    let loads = 0;
+    const load = async () => {
+      loads++;
+      return [100, 40];
+    };
+    expect(await warmUntil(load, 0)).toEqual([100, 40]);
+    expect(loads).toBe(1);
+    loads = 0;
+    // The slower side decides: 40 a load, 200 wanted.
+    expect(await warmUntil(load, 200)).toEqual([500, 200]);
+    expect(loads).toBe(5);
+    loads = 0;
+    expect(await warmUntil(load, 1_000_000, 3)).toEqual([300, 120]);
+    expect(loads).toBe(3);
   });
 });
