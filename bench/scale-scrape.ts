@@ -15,24 +15,16 @@
  *
  * Environment: BENCH_SCALE_SCRAPE_ROUTES (10000), BENCH_SCALE_SCRAPE_RUNS (5).
  */
-import { readFileSync } from 'node:fs';
 import { Counter, type Registry } from 'prom-client';
 import { rendersItself } from '../src/telemetry/metric-cells.ts';
 import { intFromEnv } from './lib/env.ts';
 import { runMain } from './lib/proc.ts';
 import { scaleUpstreams } from './lib/scale-config.ts';
 import { openScaleStore, withScrapePipe } from './lib/scale-store.ts';
+import { threadMs, turns } from './lib/turns.ts';
 
 const ROUTES = intFromEnv('BENCH_SCALE_SCRAPE_ROUTES', 10000);
 const RUNS = intFromEnv('BENCH_SCALE_SCRAPE_RUNS', 5);
-
-/**
- * The main thread's CPU time in ms, from the scheduler's own account (ns): getrusage, behind
- * process.threadCpuUsage, ticks in 4 ms steps on this VM, and wall time counts whatever other
- * processes take from this one on a shared machine.
- */
-const threadMs = (): number =>
-  Number(readFileSync('/proc/thread-self/schedstat', 'latin1').split(' ')[0]) / 1e6;
 
 interface FamilyCost {
   name: string;
@@ -76,25 +68,6 @@ async function familyCosts(registry: Registry): Promise<FamilyCost[]> {
     registry.setContentType('text/plain; version=0.0.4; charset=utf-8' as never);
   }
   return costs;
-}
-
-/** The turns of the event loop while `run` runs (a setImmediate chain), and the longest, in ms. */
-async function turns(run: () => Promise<void>): Promise<{ turns: number; longestMs: number }> {
-  let count = 0;
-  let longest = 0;
-  let last = threadMs();
-  let running = true;
-  const tick = (): void => {
-    const now = threadMs();
-    longest = Math.max(longest, now - last);
-    last = now;
-    count++;
-    if (running) setImmediate(tick);
-  };
-  setImmediate(tick);
-  await run();
-  running = false;
-  return { turns: count, longestMs: Math.max(longest, threadMs() - last) };
 }
 
 async function main(): Promise<void> {

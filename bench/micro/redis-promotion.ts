@@ -8,7 +8,7 @@ import type { Redis } from 'ioredis';
 import pino from 'pino';
 import { RateLimiterRedis } from 'rate-limiter-flexible';
 import { RedisCounters } from '../../src/dataplane/filters/rate-limit/counters.ts';
-import { RateLimitSchema } from '../../src/dataplane/filters/rate-limit/schema.ts';
+import { DEFAULT_MAX_KEYS, RateLimitSchema } from '../../src/dataplane/filters/rate-limit/schema.ts';
 import { RedisConnection } from '../../src/stores/redis.ts';
 import { RedisSchema } from '../../src/stores/schema.ts';
 import { createMetrics } from '../../src/telemetry/metrics.ts';
@@ -33,6 +33,7 @@ async function main(): Promise<void> {
     timeoutMs: 50,
     onError: 'insurance',
     replicas: 1,
+    keyBound: { maxKeys: DEFAULT_MAX_KEYS, evicted: { value: 0 } },
     observer: { storeCall() {}, storeFailed() {} },
   });
   const call = (): Promise<unknown> =>

@@ -8,13 +8,14 @@ import { formatIssue } from '../config/loader.ts';
 import { redact } from '../config/redact.ts';
 import type { ConfigStore } from '../control/config-store.ts';
 import { describeRateLimits } from '../dataplane/filters/rate-limit/describe.ts';
+import { runInSlices } from '../slices.ts';
 import type { RedisHealth } from '../stores/redis.ts';
 import { type GatewayMetrics, metricsContentType, writeMetrics } from '../telemetry/metrics.ts';
 import type { RecentDecisions } from '../telemetry/recent-decisions.ts';
 import type { ListenerCertificateStatus } from '../tls/listener-certificates.ts';
 import type { UpstreamTlsStatus } from '../tls/upstream-tls.ts';
 import type { AdminAuthMode } from './auth.ts';
-import { routeStats } from './route-stats.ts';
+import { routeStatsJson, routeStatsSteps } from './route-stats.ts';
 import { mountUi } from './ui.ts';
 
 /** A listener as `/v1/status` shows it. */
@@ -24,6 +25,9 @@ export interface ListenerStatus {
   readonly address: string;
   readonly tls: boolean;
 }
+
+/** A view built in slices gives the event loop a turn about this often. */
+const VIEW_SLICE_MS = 2;
 
 /** Most instances one `/v1/registry/instances` answer lists (`total` says how many there are). */
 export const MAX_LISTED_INSTANCES = 1000;
@@ -231,8 +235,10 @@ export function createAdminApp(src: AdminSource): Express {
     });
   }
 
-  app.get('/v1/stats/routes', function stats(_req: Request, res: Response) {
-    sendView(res, routeStats(src.metrics));
+  app.get('/v1/stats/routes', async function stats(_req: Request, res: Response) {
+    // In slices: at 10,000 routes the whole answer is 40-80 ms of work (route-stats.ts).
+    const view = await runInSlices(routeStatsSteps(src.metrics), VIEW_SLICE_MS);
+    res.type('json').send(await runInSlices(routeStatsJson(view), VIEW_SLICE_MS));
   });
 
   app.get('/v1/decisions/recent', function decisions(req: Request, res: Response) {

@@ -76,12 +76,13 @@ local function expire(field, channel, ep, at)
   return publish(channel, ep, 'del', 'expired', field, spec or 'null', lease or 'null', at)
 end
 
--- The key TTL covers the longest lease (PTTL -1: no TTL yet).
+-- The key TTL covers the longest lease (PTTL -1: no TTL yet), with at least half the grace left:
+-- set to the lease plus the whole grace only when less is left, not at every renewal.
 local function keep_keys(expires, now)
   local want = expires - now + ${KEY_GRACE_MS}
   for i = 1, 4 do
     local p = redis.call('PTTL', KEYS[i])
-    if p == -1 or (p >= 0 and p < want) then redis.call('PEXPIRE', KEYS[i], want) end
+    if p == -1 or (p >= 0 and p < want - ${KEY_GRACE_MS / 2}) then redis.call('PEXPIRE', KEYS[i], want) end
   end
 end
 
@@ -154,7 +155,7 @@ return {outcome, lease, rev, ep}
  * one script (the store gathers them for a moment), so a fleet's
  * heartbeats cost Redis and the gateway one round trip per batch, not one each. A renewal moves
  * lease times only, which no watcher follows: it publishes nothing here. The renewing replica
- * announces its renewals in batches (RENEWALS_SCRIPT), one event per sweep.
+ * announces its renewals in batches (RENEWALS_SCRIPT), one event at most a second after the first.
  */
 export const RENEW_SCRIPT = `${PRELUDE}
 local via, channel, at = ARGV[1], ARGV[2], ARGV[4]
@@ -236,15 +237,23 @@ local rev = publish(channel, ep, 'del', 'deregistered', field, spec, lease, at)
 return {lease, spec, rev, ep}
 `;
 
-/** sweep: ARGV channel, epochCandidate, at, limit. Returns the fields it expired. */
+/**
+ * sweep: ARGV channel, epochCandidate, at, limit. Returns {now, next, field1, field2, ...}: Redis's
+ * clock, the earliest lease end left (0 when no lease is held; the replica sweeps again then, not
+ * sooner) and the fields it expired.
+ */
 export const SWEEP_SCRIPT = `${PRELUDE}
 local channel, at = ARGV[1], ARGV[3]
 local now = now_ms()
 local fields = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
-if #fields == 0 then return fields end
-local ep = epoch(ARGV[2])
-for _, field in ipairs(fields) do expire(field, channel, ep, at) end
-return fields
+if #fields > 0 then
+  local ep = epoch(ARGV[2])
+  for _, field in ipairs(fields) do expire(field, channel, ep, at) end
+end
+local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local out = {now, tonumber(first[2] or '0')}
+for _, field in ipairs(fields) do out[#out + 1] = field end
+return out
 `;
 
 /**

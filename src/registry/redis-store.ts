@@ -4,8 +4,12 @@
  * keeps a view (view.ts) that it fills with a full read and then follows through the events:
  *
  * - a lease expires on Redis's clock even when no gateway is alive: every read and write treats a
- *   lease past its expiry as gone. Live replicas sweep expired leases every `sweepInterval` and
- *   publish the expiries, so every replica sees a registration, drain or expiry within a second;
+ *   lease past its expiry as gone. Live replicas sweep expired leases when the earliest lease can
+ *   have ended (never sooner than `sweepInterval` after the last sweep) and publish the expiries,
+ *   so every replica sees a registration, drain or expiry within a second. Each sweep answers the
+ *   earliest lease end left; a lease that ends sooner reaches every replica in its registration's
+ *   event and brings the sweep forward. While a replica is not following the events (no
+ *   subscription, no first read), it sweeps every `sweepInterval`, as it cannot know;
  * - a replica re-reads everything at start, whenever either connection comes back, when an event's
  *   revision shows it missed one (or the data set's epoch changed: Redis flushed or replaced), and
  *   every `resyncInterval` as a backstop;
@@ -56,6 +60,8 @@ export interface RedisStoreOptions {
   readonly logger: Logger;
   /** Milliseconds a renewal waits for others to share its script (default RENEW_BATCH_MS). */
   readonly renewBatchMs?: number;
+  /** Milliseconds from a renewal to its announcement to other replicas (default RENEWALS_ANNOUNCE_MS). */
+  readonly announceMs?: number;
 }
 
 /**
@@ -68,6 +74,14 @@ export const RENEW_BATCH_MS = 50;
 
 /** At most this many leases are expired, or renewals announced, per script (one script must stay short). */
 const SWEEP_BATCH = 500;
+
+/**
+ * The leases renewed through a replica are announced to the others at most this long after the
+ * first of them (one event for all): other replicas show a renewed expiry within it. Renewals
+ * move lease times only, which nothing but the registry API's answers shows; at 200 renewals a
+ * second an announcement every sweepInterval (250 ms) was four round trips and four events a second.
+ */
+export const RENEWALS_ANNOUNCE_MS = 1000;
 
 type Script = (...args: (string | number)[]) => Promise<unknown>;
 
@@ -168,8 +182,16 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
   readonly #ownRenewals = renewalsPrefix(JSON.parse(this.#origin) as string);
   /** `registeredVia` as the scripts take it (JSON), made once per gateway name. */
   readonly #viaJson = new Map<string, string>();
-  /** Keys renewed through this replica since the last sweep, announced together then. */
+  /** Keys renewed through this replica since the last announcement, announced together. */
   #renewed = new Set<string>();
+  #announceTimer: NodeJS.Timeout | undefined;
+  readonly #announceMs: number;
+  /** The next sweep: its timer and when it fires (this process's clock; +∞ when none is armed). */
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #sweepAt = Number.POSITIVE_INFINITY;
+  #lastSweep = Number.NEGATIVE_INFINITY;
+  /** Redis's clock minus this process's, from the last reply that carried it (lease ends are Redis's). */
+  #clockOffset = 0;
   /** Renewals gathered for the next renew script, all through the gateway `#pendingVia`. */
   #pending: PendingRenewal[] = [];
   #pendingVia = '';
@@ -204,6 +226,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     this.#redis = redis;
     this.#opts = opts;
     this.#renewBatchMs = opts.renewBatchMs ?? RENEW_BATCH_MS;
+    this.#announceMs = opts.announceMs ?? RENEWALS_ANNOUNCE_MS;
     this.#channel = `${redis.config.keyPrefix}${REGISTRY_CHANNEL}`;
     let resolve!: () => void;
     this.#firstSync = { promise: new Promise<void>((r) => (resolve = r)), resolve };
@@ -227,19 +250,25 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
 
     this.#subscriber = redis.subscriber();
     this.#subscriber.client.on('message', this.#onMessage);
+    // A lost connection means events may be missed: sweep every sweepInterval until followed again.
+    redis.client.on('close', this.#onConnectionLost);
+    this.#subscriber.client.on('close', this.#onConnectionLost);
     this.#unlisten.push(
       () => this.#subscriber.client.off('message', this.#onMessage),
+      () => redis.client.off('close', this.#onConnectionLost),
+      () => this.#subscriber.client.off('close', this.#onConnectionLost),
       this.#subscriber.onReady(() => void this.#subscribe()),
       redis.onReady(() => this.#maybeResync(this.#everSynced ? 'reconnect' : 'start')),
     );
     if (this.#subscriber.ready) void this.#subscribe();
 
-    const sweep = setInterval(() => void this.#tick(), opts.sweepInterval);
+    // The first sweep after sweepInterval, as every one until this replica follows the events.
+    this.#lastSweep = Date.now();
+    this.#sweepSoon();
     // Also while unsubscribed: without events, a periodic read still keeps the view close.
     const resync = setInterval(() => this.#maybeResync('periodic', true), opts.resyncInterval);
-    sweep.unref();
     resync.unref();
-    this.#timers.push(sweep, resync);
+    this.#timers.push(resync);
   }
 
   // --- writes ----------------------------------------------------------------------------------
@@ -282,6 +311,9 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
           ? 'drained'
           : 'updated';
     this.#applyOwn(key, rev, epoch, () => this.view.upsert(instance, cause));
+    // The lease began at Redis's now: the offset of its clock comes with it.
+    this.#clockOffset = instance.lastHeartbeat - Date.now();
+    this.#sweepBy(instance.expiresAt);
     return { outcome: outcome as RegisterOutcome, instance };
   }
 
@@ -289,7 +321,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
    * Renew in a script that publishes nothing: lease times are no change for watchers, and an event
    * per renewal would wake every replica for each heartbeat. Renewals within RENEW_BATCH_MS of
    * each other share the script (one round trip). This replica's view takes the new times at once;
-   * the others get them with the next batch (#announceRenewals, every sweep).
+   * the others get them with the next announcement (#announceRenewals, within announceMs).
    */
   renew(service: string, id: string, via: string): Promise<Instance | undefined> {
     if (this.#pending.length > 0 && via !== this.#pendingVia) this.#flushRenewals();
@@ -322,6 +354,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
         const parts = reply as [string, number, ...number[]];
         const epoch = parts[0];
         const now = parts[1];
+        this.#clockOffset = now - Date.now();
         for (let i = 0; i < batch.length; i++) {
           const r = batch[i]!;
           const expiresAt = parts[i + 2];
@@ -351,6 +384,10 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
   ): Instance | Promise<Instance | undefined> {
     if (epoch === this.#epoch) {
       this.#renewed.add(key);
+      if (this.#announceTimer === undefined) {
+        this.#announceTimer = setTimeout(this.#announceDue, this.#announceMs);
+        this.#announceTimer.unref();
+      }
       // The view's record, renewed, is the answer when it holds these times: no second copy.
       const renewed = this.view.renew(r.service, r.id, lease);
       if (renewed !== undefined)
@@ -393,8 +430,21 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     return json;
   }
 
+  readonly #announceDue = (): void => {
+    this.#announceTimer = undefined;
+    if (this.#closed) return;
+    // Kept for when Redis answers again (the others re-read on reconnect anyway).
+    if (this.#redis.ready) void this.#announceRenewals();
+    else {
+      this.#announceTimer = setTimeout(this.#announceDue, this.#announceMs);
+      this.#announceTimer.unref();
+    }
+  };
+
   /** Publish the leases renewed through this replica since the last call, as one event. */
   async #announceRenewals(): Promise<void> {
+    clearTimeout(this.#announceTimer);
+    this.#announceTimer = undefined;
     if (this.#renewed.size === 0) return;
     const keys = [...this.#renewed];
     this.#renewed = new Set();
@@ -488,29 +538,83 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     this.#maybeResync(this.#everSynced ? 'reconnect' : 'start');
   }
 
-  /** Every sweepInterval: expire leases; retry what failed (subscription, first read). */
+  /** Whether this replica follows every change: only then can its sweeps wait for a lease's end. */
+  #following(): boolean {
+    return this.#subscribed && this.#subscriber.ready && this.#redis.ready && this.#epoch !== undefined;
+  }
+
+  /** Sweep at the next time sweepInterval allows (the periodic sweep of a replica not following). */
+  #sweepSoon(): void {
+    this.#sweepAt = Number.POSITIVE_INFINITY;
+    this.#sweepBy(Number.NEGATIVE_INFINITY, true);
+  }
+
+  /**
+   * Make sure a sweep runs once a lease ending at `expiresAt` (Redis's clock) has ended, and not
+   * sooner than sweepInterval after the last sweep. `local`: the time is this process's already.
+   */
+  #sweepBy(expiresAt: number, local = false): void {
+    if (this.#closed) return;
+    const due = local ? expiresAt : expiresAt - this.#clockOffset + 1;
+    const at = Math.max(due, this.#lastSweep + this.#opts.sweepInterval);
+    if (at >= this.#sweepAt) return;
+    clearTimeout(this.#sweepTimer);
+    this.#sweepAt = at;
+    this.#sweepTimer = setTimeout(this.#sweepDue, Math.max(1, at - Date.now()));
+    this.#sweepTimer.unref();
+  }
+
+  readonly #sweepDue = (): void => {
+    this.#sweepTimer = undefined;
+    this.#sweepAt = Number.POSITIVE_INFINITY;
+    void this.#tick();
+  };
+
+  #onConnectionLost = (): void => {
+    if (!this.#closed) this.#sweepBy(Number.NEGATIVE_INFINITY, true);
+  };
+
+  /**
+   * Expire leases, then arm the next sweep: at the earliest lease end left when this replica follows
+   * every change, else after sweepInterval. Also retries what failed (subscription, first read).
+   */
   async #tick(): Promise<void> {
     if (this.#closed) return;
+    this.#lastSweep = Date.now();
     this.#pruneKeyRevs();
     // A subscription lost with its connection is renewed when the subscriber is ready again; one
     // that failed on a ready connection is retried here.
     if (!this.#subscriber.ready) this.#subscribed = false;
     else if (!this.#subscribed && !this.#subscribing) void this.#subscribe();
-    if (!this.#redis.ready) return;
-    if (this.#epoch === undefined && this.#resyncing === undefined) this.#maybeResync('start');
-    void this.#announceRenewals();
-    let fields: string[];
-    try {
-      fields = (await this.#scripts.sweep(this.#channel, newEpoch(), Date.now(), SWEEP_BATCH)) as string[];
-    } catch (err) {
-      this.#failed('sweep', err);
+    if (!this.#redis.ready) {
+      this.#sweepSoon();
       return;
     }
-    for (const field of fields) {
-      const [service, id] = splitKey(field);
+    if (this.#epoch === undefined && this.#resyncing === undefined) this.#maybeResync('start');
+    let reply: (string | number)[];
+    try {
+      reply = (await this.#scripts.sweep(this.#channel, newEpoch(), Date.now(), SWEEP_BATCH)) as (
+        | string
+        | number
+      )[];
+    } catch (err) {
+      this.#failed('sweep', err);
+      this.#sweepSoon();
+      return;
+    }
+    const now = Number(reply[0]);
+    const next = Number(reply[1]);
+    this.#clockOffset = now - Date.now();
+    for (let i = 2; i < reply.length; i++) {
+      const [service, id] = splitKey(String(reply[i]));
       this.#opts.metrics.recordExpiration(service);
       this.#opts.logger.info({ service, id }, 'registry lease expired');
     }
+    if (this.#closed) return;
+    // A full batch may have left more expired leases; a replica not following cannot know of
+    // leases registered elsewhere since.
+    if (reply.length - 2 >= SWEEP_BATCH || !this.#following()) this.#sweepSoon();
+    else if (next > 0) this.#sweepBy(next);
   }
 
   #pruneKeyRevs(): void {
@@ -601,6 +705,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     }
     const lease = event.lease;
     if (lease === null) throw new Error(`change event without a lease for ${event.key}`);
+    this.#sweepBy(lease.expiresAt);
     if (event.op === 'renew' && event.spec === null) {
       const current = this.view.get(service, id);
       if (current === undefined)
@@ -666,6 +771,9 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     this.#rev = Number(reply[1]);
     this.#keyRevs.clear();
     const changes = this.view.replaceAll(instances);
+    let earliest = Number.POSITIVE_INFINITY;
+    for (const instance of instances) if (instance.expiresAt < earliest) earliest = instance.expiresAt;
+    if (earliest !== Number.POSITIVE_INFINITY) this.#sweepBy(earliest);
     this.#lastSync = new Date().toISOString();
     this.#opts.metrics.recordResync(reason, 'success');
     const log = changes > 0 || epochChanged || reason !== 'periodic' ? 'info' : 'debug';
@@ -691,12 +799,14 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     if (this.#closed) return;
     this.#closed = true;
     for (const t of this.#timers) clearInterval(t);
+    clearTimeout(this.#sweepTimer);
     for (const off of this.#unlisten) off();
     // Renewals still gathering are sent now, not dropped.
     this.#flushRenewals();
     await this.#renewing;
     // The other replicas take the last renewals now rather than at their next re-read.
     if (this.#redis.ready) await this.#announceRenewals();
+    clearTimeout(this.#announceTimer);
     await this.#resyncing?.catch(() => undefined);
     if (this.#subscribed && this.#subscriber.ready)
       await this.#subscriber.client.unsubscribe(this.#channel).catch(() => undefined);

@@ -1731,12 +1731,26 @@ const RATE_LIMIT_STORE_BUCKETS = [
   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 ];
 
+/** A policy's counters in memory, read at scrape time: the keys held by its fullest limit. */
+export interface RateLimitKeySource {
+  readonly keys: number;
+}
+
 export class RateLimitMetrics {
   readonly decisions: CellMetric;
   readonly storeDuration: CellHistogram;
   readonly insuranceActivations: Counter<'policy'>;
   readonly degraded: Gauge<'policy'>;
+  readonly evictions: CellMetric;
+  readonly keys: ReadGauge<RateLimitKeySource[]>;
   readonly #cells = new Map<string, readonly ScalarCell[]>();
+  readonly #evictionCells = new Map<string, ScalarCell>();
+  /**
+   * Per policy, the counters that exist, oldest first: a reload that changes a policy builds the
+   * new ones before it closes the old, and a reload that fails closes the new ones instead. The
+   * newest is reported.
+   */
+  readonly #keySources = new Map<string, RateLimitKeySource[]>();
   /** Per Redis-backed policy, a series per store result, made on its first observation. */
   readonly #storeCells = new Map<string, (HistogramCell | undefined)[]>();
 
@@ -1769,6 +1783,47 @@ export class RateLimitMetrics {
       labelNames: ['policy'],
       registers,
     });
+    // Added to on the request path (a new key at the cap): a cell.
+    this.evictions = new CellMetric('counter', {
+      name: 'peregrine_ratelimit_evictions_total',
+      help: "Keys a policy's memory counters dropped before their window ended, to hold at most maxKeys per limit (the oldest window's key goes), by policy.",
+      labelNames: ['policy'],
+      registry,
+    });
+    this.keys = new ReadGauge({
+      name: 'peregrine_ratelimit_keys',
+      help: "Keys held by a policy's memory counters (the memory store, or a Redis store's insurance), in its fullest limit: at most its maxKeys.",
+      labelNames: ['policy'],
+      registry,
+      sources: this.#keySources,
+      read: (policy, sources, emit) => emit({ policy }, sources.at(-1)!.keys),
+    });
+  }
+
+  /** The eviction counter of a policy, at 0 from its first load and the same afterwards. */
+  evictionCell(policy: string): ScalarCell {
+    let cell = this.#evictionCells.get(policy);
+    if (cell === undefined) {
+      cell = this.evictions.cell({ policy });
+      this.#evictionCells.set(policy, cell);
+    }
+    return cell;
+  }
+
+  /** Report the keys of a policy's memory counters, until unwatchKeys() with the same source. */
+  watchKeys(policy: string, source: RateLimitKeySource): void {
+    const sources = this.#keySources.get(policy);
+    if (sources === undefined) this.#keySources.set(policy, [source]);
+    else sources.push(source);
+  }
+
+  /** Forget `source`; the policy's other counters (before or after a reload) stay reported. */
+  unwatchKeys(policy: string, source: RateLimitKeySource): void {
+    const sources = this.#keySources.get(policy);
+    const i = sources?.indexOf(source) ?? -1;
+    if (i === -1) return;
+    sources!.splice(i, 1);
+    if (sources!.length === 0) this.#keySources.delete(policy);
   }
 
   /**

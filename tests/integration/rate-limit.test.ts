@@ -97,6 +97,13 @@ function config(extraRoutes: NonNullable<ConfigInput['routes']> = []): Partial<C
       ceiling: { kind: 'rate_limit', limits: [{ points: 3, duration: MINUTE }], limitBy: 'none' },
       wsCeiling: { kind: 'rate_limit', limits: [{ points: 3, duration: MINUTE }], limitBy: 'none' },
       oneUpgrade: { kind: 'rate_limit', limits: [{ points: 1, duration: MINUTE }] },
+      fewKeys: {
+        kind: 'rate_limit',
+        limits: [{ points: 2, duration: MINUTE }],
+        limitBy: 'header:x-client',
+        ifMissing: 'skip',
+        maxKeys: 5,
+      },
     },
     upstreams: {
       echo: { endpoints: [up.url] },
@@ -118,6 +125,7 @@ function config(extraRoutes: NonNullable<ConfigInput['routes']> = []): Partial<C
       route('headerReject', ['headerReject']),
       route('headerSkip', ['headerSkip']),
       route('bySubject', ['signedIn', 'bySubject']),
+      route('fewKeys', ['fewKeys']),
       route('cap1', [], 'capped'),
       route('cap2', [], 'capped'),
       route('sockets', [], 'sockets'),
@@ -432,6 +440,34 @@ describe('telemetry', () => {
       degraded: false,
     });
     expect(byName.has('signedIn')).toBe(false);
+  });
+});
+
+describe('maxKeys', () => {
+  it("holds at most maxKeys keys: a new one takes the oldest window's place, counted; the rest count on exactly", async () => {
+    const send = (client: string) =>
+      fetch(`${gw.url}/fewKeys`, { headers: { 'x-client': client } }).then(async (r) => {
+        await r.arrayBuffer();
+        // The points left (r), without the seconds to the window's end.
+        return [r.status, r.headers.get('ratelimit')?.replace(/;t=\d+$/, '')] as const;
+      });
+    // Twelve keys, one request each, in turn: the last five are held, the first seven were evicted.
+    for (let i = 1; i <= 12; i++) expect((await send(`client-${i}`))[0]).toBe(200);
+    let text = await scrape(gw.adminUrl);
+    expect(metricValue(text, 'peregrine_ratelimit_keys', { policy: 'fewKeys' })).toBe(5);
+    expect(metricValue(text, 'peregrine_ratelimit_evictions_total', { policy: 'fewKeys' })).toBe(7);
+    // A held key goes on from its count; an evicted one starts a new window (and evicts another).
+    expect(await send('client-12')).toEqual([200, '"fewKeys";r=0']);
+    expect((await send('client-12'))[0]).toBe(429);
+    expect(await send('client-1')).toEqual([200, '"fewKeys";r=1']);
+    text = await scrape(gw.adminUrl);
+    expect(metricValue(text, 'peregrine_ratelimit_keys', { policy: 'fewKeys' })).toBe(5);
+    expect(metricValue(text, 'peregrine_ratelimit_evictions_total', { policy: 'fewKeys' })).toBe(8);
+    const body = (await (await fetch(`${gw.adminUrl}/v1/ratelimits`)).json()) as {
+      policies: { name: string; maxKeys: number; keys: number }[];
+    };
+    expect(body.policies.find((p) => p.name === 'fewKeys')).toMatchObject({ maxKeys: 5, keys: 5 });
+    expect(body.policies.find((p) => p.name === 'three')).toMatchObject({ maxKeys: 100_000 });
   });
 });
 

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createRegistryProviderFactory } from '../../src/discovery/registry-provider.ts';
 import { REGISTRY_CHANNEL } from '../../src/registry/redis-scripts.ts';
+import { RENEWALS_ANNOUNCE_MS } from '../../src/registry/redis-store.ts';
 import { RegistryUnavailableError } from '../../src/registry/store.ts';
 import { countingSink, eventually, registration, VIA } from '../conformance/registry-store.ts';
 import { monitorRedis, startRedis, type TestRedis } from '../helpers/redis.ts';
@@ -91,16 +92,22 @@ describe('two replicas on one Redis', () => {
     expect(await metric(b, 'peregrine_registry_propagation_seconds_count')).toBeGreaterThanOrEqual(3);
   });
 
-  it('renewals through A move the lease B shows, and keep the instance alive at both', async () => {
+  it('renewals through A move the lease B shows (within RENEWALS_ANNOUNCE_MS), and keep the instance alive at both', async () => {
     const [a, b] = await twoReplicas();
-    await a.store.register(registration('payments', 'p-1', TTL), 'gateway-a');
+    // Long enough for B to show each renewal before the next one is due.
+    const ttl = 3 * RENEWALS_ANNOUNCE_MS;
+    await a.store.register(registration('payments', 'p-1', ttl), 'gateway-a');
+    let interval = ttl / 3;
     for (let i = 0; i < 4; i++) {
-      await sleep(TTL / 3);
+      await sleep(interval);
       const renewed = await a.store.renew('payments', 'p-1', 'gateway-a');
+      expect(renewed).toBeDefined();
+      const since = Date.now();
       await eventually(
         () => expect(b.store.get('payments', 'p-1')?.expiresAt).toBe(renewed!.expiresAt),
-        1000,
+        RENEWALS_ANNOUNCE_MS + 1000,
       );
+      interval = Math.max(0, ttl / 3 - (Date.now() - since));
     }
     expect(ids(a)).toEqual(['p-1']);
     expect(ids(b)).toEqual(['p-1']);
@@ -249,6 +256,104 @@ describe('two replicas on one Redis', () => {
       (await metric(a, 'peregrine_registry_expirations_total')) +
       (await metric(b, 'peregrine_registry_expirations_total'));
     expect(expirations).toBe(1);
+  });
+
+  it('replicas following the events sweep when a lease can have ended: none while every lease has long to run', async () => {
+    const [a, b, prefix] = await twoReplicas();
+    for (const id of ['p-1', 'p-2']) await a.store.register(registration('payments', id, 60_000), VIA);
+    await eventually(() => expect(ids(b)).toEqual(['p-1', 'p-2']), 1000);
+    // Past the sweeps of starting up (every SWEEP_MS until a replica follows the events).
+    await sleep(5 * SWEEP_MS);
+    const monitor = await monitorRedis(redis.url);
+    try {
+      await sleep(40 * SWEEP_MS);
+      const ours = monitor.commands.filter((args) => args.some((arg) => arg.startsWith(prefix)));
+      // Every SWEEP_MS, each replica used to run the sweep script: about 80 scripts here.
+      expect(ours).toEqual([]);
+    } finally {
+      monitor.close();
+    }
+    expect(ids(a)).toEqual(['p-1', 'p-2']);
+  });
+
+  it('a lease registered through a replica that stops is expired on time by another, whose sweep it brought forward', async () => {
+    const [a, b] = await twoReplicas();
+    // B's next sweep is due when this lease ends, a minute away.
+    await b.store.register(registration('payments', 'long', 60_000), VIA);
+    await eventually(() => expect(ids(a)).toEqual(['long']), 1000);
+    const { instance } = await a.store.register(registration('payments', 'short', TTL), 'gateway-a');
+    await eventually(() => expect(ids(b)).toEqual(['long', 'short']), 1000);
+    const removed: string[] = [];
+    b.store.watch('payments', (c) => removed.push(`${c.type}:${c.cause}:${c.instance.id}`));
+    await a.close();
+    await eventually(() => expect(ids(b)).toEqual(['long']), TTL + 3000);
+    expect(Date.now() - instance.expiresAt).toBeLessThan(1000);
+    expect(removed).toEqual(['remove:expired:short']);
+    expect(await metric(b, 'peregrine_registry_expirations_total')).toBe(1);
+  });
+
+  it('a fleet renewing all the time is announced to the others once per RENEWALS_ANNOUNCE_MS, not per sweep', async () => {
+    const [a, b, prefix] = await twoReplicas();
+    const keys = ['p-1', 'p-2', 'p-3'];
+    for (const id of keys) await a.store.register(registration('payments', id, 60_000), VIA);
+    await eventually(() => expect(ids(b)).toEqual(keys), 1000);
+    const listener = redisConnection(redis.url, prefix, testMetrics());
+    const announcements: string[] = [];
+    const subscriber = listener.subscriber();
+    subscriber.client.on('message', (_: string, m: string) => {
+      if (m.includes('"op":"renewals"')) announcements.push(m);
+    });
+    await eventually(() => expect(subscriber.ready).toBe(true));
+    await subscriber.client.subscribe(`${prefix}${REGISTRY_CHANNEL}`);
+    try {
+      const started = performance.now();
+      let renewals = 0;
+      while (performance.now() - started < 2.5 * RENEWALS_ANNOUNCE_MS) {
+        await Promise.all(keys.map((id) => a.store.renew('payments', id, 'gateway-a')));
+        renewals += keys.length;
+        await sleep(SWEEP_MS);
+      }
+      const elapsed = performance.now() - started;
+      // Every SWEEP_MS (50 ms) this was an announcement: about 50 of them here.
+      expect(renewals).toBeGreaterThan(30);
+      expect(announcements.length).toBeGreaterThanOrEqual(1);
+      expect(announcements.length).toBeLessThanOrEqual(Math.ceil(elapsed / RENEWALS_ANNOUNCE_MS));
+      // The last renewals reach B all the same.
+      for (const id of keys) {
+        const expiresAt = a.store.get('payments', id)!.expiresAt;
+        await eventually(
+          () => expect(b.store.get('payments', id)?.expiresAt).toBe(expiresAt),
+          RENEWALS_ANNOUNCE_MS + 1000,
+        );
+      }
+    } finally {
+      await listener.close();
+    }
+  });
+
+  it("renewals leave the keys' TTLs alone while they cover every lease with half the grace to spare", async () => {
+    const [a, , prefix] = await twoReplicas();
+    const keys = ['p-1', 'p-2', 'p-3'];
+    for (const id of keys) await a.store.register(registration('payments', id, 20_000), VIA);
+    const monitor = await monitorRedis(redis.url);
+    try {
+      for (let round = 0; round < 5; round++) {
+        await Promise.all(keys.map((id) => a.store.renew('payments', id, VIA)));
+        await sleep(SWEEP_MS);
+      }
+      // Each renew script used to set the four keys' TTLs again: 20 PEXPIREs here.
+      const pexpires = monitor.commands.filter(
+        (args) => args[0]?.toLowerCase() === 'pexpire' && args[1]?.startsWith(prefix),
+      );
+      expect(pexpires).toEqual([]);
+    } finally {
+      monitor.close();
+    }
+    const latest = Math.max(...keys.map((id) => a.store.get('payments', id)!.expiresAt));
+    for (const key of ['spec', 'lease', 'expiry', 'count']) {
+      const pttl = Number((await redis.command('PTTL', `${prefix}registry:${key}`)).slice(1));
+      expect(Date.now() + pttl).toBeGreaterThan(latest);
+    }
   });
 
   it('a lease expires with no gateway alive: a replica started later never sees it', async () => {

@@ -12,6 +12,7 @@ import type { RateLimitStoreResult } from '../../../telemetry/metrics.ts';
 import { type Deadlined, DeadlineQueue } from './deadlines.ts';
 import {
   BurstLimit,
+  type KeyBound,
   type LimitResult,
   type MemoryLimit,
   MemoryWindow,
@@ -40,24 +41,47 @@ export interface StoreObserver {
   storeFailed(err: unknown): void;
 }
 
-export interface Counters {
-  /**
-   * Count a request of `cost` points under `key` in every limit, and hand what they answered to
-   * `then`: at once in memory (what `then` returns, or throws), through one promise for Redis.
-   */
-  consume<T>(key: string, cost: number, then: (consumed: Consumed) => T): T | Promise<T>;
-  /** Where the counters live, for the admin API. */
-  readonly store: 'memory' | 'redis';
+/** Counters in this process: they answer at once. */
+export interface LocalCounters {
+  readonly store: 'memory';
+  /** Count a request of `cost` points under `key` in every limit; what they answered. */
+  count(key: string, cost: number): Consumed;
+  /** Keys held by the fullest limit (at most the policy's `maxKeys`). */
+  readonly keys: number;
   /** Stop their timers (idempotent). */
   close(): void;
 }
 
+/** Counters in a shared store: they answer through a promise. */
+export interface SharedCounters {
+  readonly store: 'redis';
+  /**
+   * Count a request of `cost` points under `key` in every limit, and settle to what `then`
+   * returns (or reject with what it throws) once they answered or the degradation decided.
+   */
+  consume<T>(key: string, cost: number, then: (consumed: Consumed) => T): Promise<T>;
+  /** Keys held in memory by the fullest insurance limit (0 without insurance). */
+  readonly keys: number;
+  /** Stop their timers (idempotent). */
+  close(): void;
+}
+
+/** A policy's counters; `store` tells which kind (the admin API shows it too). */
+export type Counters = LocalCounters | SharedCounters;
+
 /** A limit (and its burst) in memory, `divisor` sharing it: memory policies and insurance. */
-function memoryLimit(limit: LimitConfig, divisor: number): MemoryLimit {
+function memoryLimit(limit: LimitConfig, divisor: number, bound: KeyBound): MemoryLimit {
   const share = (points: number) => Math.max(1, Math.floor(points / divisor));
-  const main = new MemoryWindow(share(limit.points), limit.duration, limit.blockDuration ?? 0);
+  const main = new MemoryWindow(share(limit.points), limit.duration, limit.blockDuration ?? 0, bound);
   if (limit.burst === undefined) return new SingleLimit(main);
-  return new BurstLimit(main, new MemoryWindow(share(limit.burst.points), limit.burst.duration));
+  return new BurstLimit(main, new MemoryWindow(share(limit.burst.points), limit.burst.duration, 0, bound));
+}
+
+/** Keys held by the fullest of `limits`. */
+function keysHeld(limits: readonly MemoryLimit[]): number {
+  let most = 0;
+  for (const l of limits) most = Math.max(most, l.keys);
+  return most;
 }
 
 /** The Redis key prefix of a limit: the policy and the window, so changing points keeps counting. */
@@ -65,26 +89,25 @@ export function limitPrefix(policy: string, limit: LimitConfig): string {
   return `rl:${policy}:${limit.duration}s`;
 }
 
-/** Counters in this process: exact, synchronous, and a consume never fails. */
-export class MemoryCounters implements Counters {
+/** Counters in this process: exact (for the keys they hold), synchronous, and never failing. */
+export class MemoryCounters implements LocalCounters {
   readonly store = 'memory' as const;
   readonly #limits: readonly MemoryLimit[];
 
-  constructor(limits: readonly LimitConfig[]) {
-    this.#limits = limits.map((l) => memoryLimit(l, 1));
+  constructor(limits: readonly LimitConfig[], bound: KeyBound) {
+    this.#limits = limits.map((l) => memoryLimit(l, 1, bound));
   }
 
-  consume<T>(key: string, cost: number, then: (consumed: Consumed) => T): T {
-    return then(this.count(key, cost));
-  }
-
-  /** What consume() hands on, returned: no callback (a closure per request) needed. */
   count(key: string, cost: number): Consumed {
     const limits = this.#limits;
     if (limits.length === 1) return { results: [limits[0]!.consume(key, cost)], degraded: undefined };
     const results: LimitResult[] = [];
     for (const l of limits) results.push(l.consume(key, cost));
     return { results, degraded: undefined };
+  }
+
+  get keys(): number {
+    return keysHeld(this.#limits);
   }
 
   close(): void {
@@ -101,6 +124,8 @@ export interface RedisCountersOptions {
   readonly onError: Degradation;
   /** The replicas sharing the policy: the insurance limits are the limits divided by this. */
   readonly replicas: number;
+  /** The insurance limits' bound on keys. */
+  readonly keyBound: KeyBound;
   readonly observer: StoreObserver;
 }
 
@@ -168,7 +193,7 @@ class StoreCall<T> implements Deadlined, AnswerSink {
 }
 
 /** Counters in the shared Redis: one budget for every replica, as long as Redis answers in time. */
-export class RedisCounters implements Counters {
+export class RedisCounters implements SharedCounters {
   readonly store = 'redis' as const;
   readonly #limits: readonly RedisLimit[];
   readonly #insurance: readonly MemoryLimit[] | undefined;
@@ -193,7 +218,9 @@ export class RedisCounters implements Counters {
         }),
     );
     this.#insurance =
-      opts.onError === 'insurance' ? opts.limits.map((l) => memoryLimit(l, opts.replicas)) : undefined;
+      opts.onError === 'insurance'
+        ? opts.limits.map((l) => memoryLimit(l, opts.replicas, opts.keyBound))
+        : undefined;
     this.#timeoutMs = opts.timeoutMs;
     this.#onError = opts.onError;
     this.#observer = opts.observer;
@@ -259,6 +286,10 @@ export class RedisCounters implements Counters {
       results.push(a !== undefined && !('failed' in a) ? a : insurance[i]!.consume(key, cost));
     }
     return { results, degraded: 'insured' };
+  }
+
+  get keys(): number {
+    return this.#insurance === undefined ? 0 : keysHeld(this.#insurance);
   }
 
   /** Calls in flight still end by their deadline (the queue's timer stops when it empties). */

@@ -24,6 +24,10 @@ export interface RateLimitDescription {
   readonly cost: RateLimitConfig['cost'];
   readonly exempt: { readonly identities: readonly string[]; readonly addresses: readonly string[] } | null;
   readonly store: RateLimitConfig['store'];
+  /** The most keys each limit holds in memory (memory store, or a Redis store's insurance). */
+  readonly maxKeys: number;
+  /** Keys the fullest limit holds in memory now. */
+  readonly keys: number;
   readonly dryRun: boolean;
   readonly headers: RateLimitConfig['headers'];
   readonly appliesTo: { readonly routes: readonly string[]; readonly upstreams: readonly string[] };
@@ -58,6 +62,8 @@ export function describeRateLimits(snapshot: Snapshot): RateLimitDescription[] {
       cost: cfg.cost,
       exempt: cfg.exempt ?? null,
       store: cfg.store,
+      maxKeys: cfg.maxKeys,
+      keys: limiter?.counters.keys ?? 0,
       dryRun: cfg.dryRun,
       headers: cfg.headers,
       appliesTo: { routes, upstreams },

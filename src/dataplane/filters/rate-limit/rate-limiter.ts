@@ -26,6 +26,7 @@ import {
 } from './counters.ts';
 import { RateLimitFields, retryAfterOf } from './headers.ts';
 import { compileExemptions, compileKey, type Exemptions, fallbackKey, type KeyFunction } from './key.ts';
+import type { KeyBound } from './memory-window.ts';
 import type { RateLimitConfig } from './schema.ts';
 
 const OUTCOME = Object.fromEntries(RATE_LIMIT_OUTCOMES.map((o, i) => [o, i])) as Record<
@@ -91,6 +92,7 @@ export class RateLimiter implements PolicyState, StoreObserver {
     this.#logger = deps.logger;
     this.#timedOut = new Error(`rate limit ${name}: store call timed out`);
     const store = config.store;
+    const keyBound: KeyBound = { maxKeys: config.maxKeys, evicted: deps.metrics.evictionCell(name) };
     if (store.type === 'redis') {
       if (deps.redis === undefined)
         throw new Error(
@@ -104,12 +106,14 @@ export class RateLimiter implements PolicyState, StoreObserver {
         timeoutMs: store.timeout,
         onError: store.onError,
         replicas: store.replicas ?? 1,
+        keyBound,
         observer: this,
       });
       deps.metrics.addStorePolicy(name);
     } else {
-      this.counters = new MemoryCounters(config.limits);
+      this.counters = new MemoryCounters(config.limits, keyBound);
     }
+    if (store.type === 'memory' || store.onError === 'insurance') deps.metrics.watchKeys(name, this.counters);
     this.fields = new RateLimitFields(name, config.limits);
     this.#key = compileKey(config.limitBy);
     this.#exemptions = compileExemptions(config.exempt);
@@ -144,7 +148,7 @@ export class RateLimiter implements PolicyState, StoreObserver {
     if (cost === 0) return this.#skip(ctx, 'cost 0');
     const counted = scope === '' ? key : `${scope}|${key}`;
     const counters = this.counters;
-    if (counters instanceof MemoryCounters) {
+    if (counters.store === 'memory') {
       const verdict = this.#conclude(ctx, counters.count(counted, cost));
       if (throwing && verdict !== undefined) throw verdict;
       return verdict;
@@ -278,6 +282,7 @@ export class RateLimiter implements PolicyState, StoreObserver {
   }
 
   close(): void {
+    this.#metrics.unwatchKeys(this.name, this.counters);
     this.counters.close();
   }
 }

@@ -88,6 +88,13 @@ const identityPattern = z
     'expected a URI such as spiffe://prod.example/ns/ops/sa/probe, or one ending in /*',
   );
 
+/**
+ * About 10 MB per limit at this many keys (bytes per key measured in
+ * bench/micro/memory-window-keys.ts, docs/rate-limiting.md), and more distinct clients per window
+ * than one replica usually serves.
+ */
+export const DEFAULT_MAX_KEYS = 100_000;
+
 export const DEGRADATIONS = ['insurance', 'fail-open', 'fail-closed'] as const;
 export type Degradation = (typeof DEGRADATIONS)[number];
 
@@ -159,6 +166,12 @@ export const RateLimitSchema = z
       })
       .optional(),
     store: StoreSchema,
+    /**
+     * The most keys each limit holds in memory at once (the memory store, and a Redis store's
+     * insurance): a new key beyond it takes the place of the key whose window began first.
+     * docs/rate-limiting.md says how to size it.
+     */
+    maxKeys: z.int().min(1).max(100_000_000).default(DEFAULT_MAX_KEYS),
     /** Count, log and report decisions, but refuse nothing (and send no RateLimit fields). */
     dryRun: z.boolean().default(false),
     headers: z

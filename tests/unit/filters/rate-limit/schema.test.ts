@@ -37,9 +37,28 @@ routes:
       per: 'policy',
       cost: 1,
       store: { type: 'memory' },
+      maxKeys: 100_000,
       dryRun: false,
       headers: { standard: true, legacy: false },
     });
+  });
+
+  it('take maxKeys as a whole number from 1 to 100,000,000', () => {
+    const cfg = parse(`${U}policies:
+  api: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], maxKeys: 5000 }
+`);
+    expect(cfg.policies.api!.maxKeys).toBe(5000);
+    expect(
+      problems(`${U}policies:
+  a: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], maxKeys: 0 }
+  b: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], maxKeys: 1.5 }
+  c: { kind: rate_limit, limits: [{ points: 1, duration: 1s }], maxKeys: 1e9 }
+`),
+    ).toEqual([
+      '4 policies.a.maxKeys: Too small: expected number to be >=1',
+      '5 policies.b.maxKeys: Invalid input: expected int, received number',
+      '6 policies.c.maxKeys: Too big: expected number to be <=100000000',
+    ]);
   });
 
   it('read key none, a single key part, header names in any case, and a Redis store with its defaults', () => {
