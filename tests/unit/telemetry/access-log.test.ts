@@ -212,6 +212,24 @@ describe('createAccessLog', () => {
     });
   });
 
+  it('makes room for the longest a line can be once escaped, past the size of a slab', () => {
+    const out = memoryStream();
+    const access = createAccessLog(createLogger(cfg(), out.stream), true);
+    const path = `/${'\u0001"'.repeat(40_000)}`;
+    const subject = '€😀'.repeat(10_000);
+    access.log(RECORD);
+    access.log({ ...RECORD, path, subject, clientIdentity: subject, code: 'X"\n' });
+    access.log(RECORD);
+    access.flush();
+    const lines = out
+      .text()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.map((l) => l.path)).toEqual([RECORD.path, path, RECORD.path]);
+    expect(lines[1]).toMatchObject({ subject, clientIdentity: subject, code: 'X"\n' });
+  });
+
   it('cuts very long user agents', () => {
     const out = memoryStream();
     const access = createAccessLog(createLogger(cfg(), out.stream), true);
