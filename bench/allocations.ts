@@ -12,10 +12,11 @@
  * heap spaces and RSS at the end of the window, and the call sites that allocate most (self, and
  * attributed to the nearest Peregrine frame).
  *
- *   node bench/allocations.ts [passthrough|observed|lean|bare-undici|sidecar-outbound|sidecar-inbound …]
+ *   node bench/allocations.ts [passthrough|observed|lean|ratelimit|ratelimit-redis|bare-undici|sidecar-outbound|sidecar-inbound …]
  *   (default: bare-undici passthrough observed)
  *   sidecar-outbound, sidecar-inbound: one sidecar of a mesh hop (bench/lib/mesh.ts), the other
  *   natively; the load goes to the outbound listener (Host: bench) either way
+ *   ratelimit-redis: the ratelimit route counted in a local redis-server (started with it)
  *   BENCH_ALLOC_RATE (500): requests per second (≤ 1000: a load that leaves the machine to others)
  *   BENCH_ALLOC_REQUESTS (10000): requests in the counted window
  *   BENCH_ALLOC_WARMUP (5000): requests before it
@@ -32,6 +33,7 @@ import { makeMeshCerts, startMesh } from './lib/mesh.ts';
 import { PacedLoad, pacedFailures } from './lib/paced.ts';
 import { peregrineConfigYaml } from './lib/peregrine-config.ts';
 import { installCleanup, type Managed, runMain, stopAll, waitForHttp } from './lib/proc.ts';
+import { startBenchRedis } from './lib/redis.ts';
 import { readRssKiB } from './lib/rss.ts';
 import { fileStamp, fmtInt, fmtNum, markdownTable } from './lib/table.ts';
 import { startPeer, startPeregrine, startUpstreamAndSink } from './lib/targets.ts';
@@ -43,6 +45,7 @@ const WHICH = [
   'observed',
   'lean',
   'ratelimit',
+  'ratelimit-redis',
   'bare-undici',
   'sidecar-outbound',
   'sidecar-inbound',
@@ -201,6 +204,7 @@ async function startTarget(
     await waitForHttp(url, { proc: peer.proc });
     return { proc: peer.proc, url, stop: () => peer.proc.stop(5000).then(() => undefined) };
   }
+  const redis = which === 'ratelimit-redis' ? await startBenchRedis('redis-ratelimit') : undefined;
   const g = await startPeregrine({
     name: `peregrine-${which}`,
     dir: PEREGRINE_DIR,
@@ -212,10 +216,15 @@ async function startTarget(
         adminPort,
         upstreamOrigin: upstream,
         otlpEndpoint: otlp,
+        redisUrl: redis?.url,
       }),
     nodeArgs: inspect,
   });
-  return { proc: g.proc, url: g.url, stop: () => g.proc.stop(5000).then(() => undefined) };
+  const stop = async (): Promise<void> => {
+    await g.proc.stop(5000);
+    await redis?.proc.stop(2000);
+  };
+  return { proc: g.proc, url: g.url, stop };
 }
 
 async function measure(

@@ -26,6 +26,11 @@
  *   wide: passthrough over an upstream of BENCH_WIDE_ENDPOINTS (1000) endpoints, all served by one
  *   process (bench/peers/wide-upstream.ts, which then serves every target: passthrough's one
  *   endpoint is its first address)
+ *   ratelimit-redis: the ratelimit route with its policy counted in a local redis-server (started
+ *   natively): what the Redis store adds to a request, beside `ratelimit`. Under valgrind the
+ *   gateway reads Redis's replies ~50x later than natively: the policy waits up to 1 s (not 50 ms)
+ *   and the load uses RL_CONNECTIONS (4) connections, so the answered path is counted, not the
+ *   insurance after a timeout; the report gives the decisions by outcome to show it
  *   registry-memory, registry-redis: one renewal (POST …/heartbeat) of the registration API, memory
  *   or Redis store (redis-server started natively), as bench:registry's heartbeats group sets the
  *   gateway up; registry-floor: a bare node:http server answering the same requests alike
@@ -85,6 +90,7 @@ const WHICH = [
   'observed-no-log',
   'observed-no-trace',
   'ratelimit',
+  'ratelimit-redis',
   'bare-undici',
   'bare-undici-default',
   'express-hpm',
@@ -99,6 +105,8 @@ const DEFAULT_TARGETS: readonly Which[] = ['passthrough', 'bare-undici', 'bare-u
 /** The reference of the ratio column: the floor, with Peregrine's GC flags. */
 const REFERENCE: Which = 'bare-undici';
 const CONNECTIONS = 50;
+/** ratelimit-redis's connections (see the header). */
+const RL_CONNECTIONS = 4;
 const SETTLE_REQUESTS = 2000;
 /** Node start-up under valgrind takes 5-20 s on this kind of machine; be generous. */
 const READY_MS = 120_000;
@@ -186,6 +194,8 @@ interface UnderCallgrind {
   stopRest?: () => Promise<void>;
   /** Sends `amount` requests its own way (instead of autocannon to `url`). */
   load?: (amount: number) => Promise<{ ok: number; failed: number }>;
+  /** Something to say about the run once it is counted (read before the target stops). */
+  note?: () => Promise<string | undefined>;
 }
 
 /** The heartbeats group's fleet shape (bench/lib/registry-heartbeats.ts): services, TTL. */
@@ -325,6 +335,7 @@ async function startUnderCallgrind(
   }
   const [listenPort, adminPort] = [await freePort(), await freePort()];
   const config = join(tmp, `peregrine-${which}.yaml`);
+  const redis = which === 'ratelimit-redis' ? await startBenchRedis('redis-ratelimit') : undefined;
   writeFileSync(
     config,
     peregrineYaml(which, {
@@ -333,6 +344,7 @@ async function startUnderCallgrind(
       upstreamOrigin: up.upstream,
       otlpEndpoint: up.otlp,
       endpoints: which === 'wide' ? up.wide : undefined,
+      redisUrl: redis?.url,
     }),
   );
   const proc = spawnManaged(
@@ -342,8 +354,31 @@ async function startUnderCallgrind(
     { env: peregrineEnv(ROOT, childEnv()), cwd: ROOT, stdout: 'ignore' },
   );
   const url = `http://127.0.0.1:${listenPort}/`;
-  await readyOrStop(proc, [`http://127.0.0.1:${adminPort}/readyz`, url]);
-  return { proc, url };
+  try {
+    await readyOrStop(proc, [`http://127.0.0.1:${adminPort}/readyz`, url]);
+  } catch (err) {
+    await redis?.proc.stop(2000);
+    throw err;
+  }
+  if (redis === undefined) return { proc, url };
+  return {
+    proc,
+    url,
+    load: (amount) => send(url, amount, {}, RL_CONNECTIONS),
+    note: () => decisionsByOutcome(`http://127.0.0.1:${adminPort}/metrics`),
+    stopRest: async () => {
+      await redis.proc.stop(2000);
+    },
+  };
+}
+
+/** The rate limit decisions since start, by outcome, from the gateway's metrics. */
+async function decisionsByOutcome(metricsUrl: string): Promise<string | undefined> {
+  const text = await (await fetch(metricsUrl)).text();
+  const outcomes: string[] = [];
+  for (const m of text.matchAll(/^peregrine_ratelimit_decisions_total\{[^}]*outcome="(\w+)"[^}]*\} (\d+)/gm))
+    if (m[2] !== '0') outcomes.push(`${m[1]} ${m[2]}`);
+  return outcomes.length > 0 ? `decisions since start: ${outcomes.join(', ')}` : undefined;
 }
 
 /** The bench config of a Peregrine target; the observed variants each turn one part off. */
@@ -354,6 +389,12 @@ function peregrineYaml(which: Which, o: Omit<Parameters<typeof peregrineConfig>[
     if (which === 'observed-no-log') telemetry.accessLog = { enabled: false };
     else telemetry.tracing = { exporter: 'none', sampleRatio: 0 };
     return `# ${which}\n${stringify(config)}`;
+  }
+  if (which === 'ratelimit-redis') {
+    const config = peregrineConfig({ ...o, profile: which });
+    const bench = (config.policies as Record<string, { store: Record<string, unknown> }>).bench!;
+    bench.store.timeout = '1s';
+    return `# ${which}, store timeout 1 s under valgrind\n${stringify(config)}`;
   }
   return peregrineConfigYaml({
     ...o,
@@ -399,10 +440,11 @@ async function send(
   url: string,
   amount: number,
   headers: Readonly<Record<string, string>> = {},
+  connections = CONNECTIONS,
 ): Promise<{ ok: number; failed: number }> {
   const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
   // Generous timeout: the target runs ~50x slower under valgrind.
-  const r = await autocannon({ url, connections: CONNECTIONS, amount, timeout: 30, headers });
+  const r = await autocannon({ url, connections, amount, timeout: 30, headers });
   return { ok: r['2xx'], failed: r.non2xx + r.errors };
 }
 
@@ -475,6 +517,7 @@ async function measure(
     await callgrindControl(tools, proc, ['-d']);
     const dumpFile = `${outFile}.1`;
     const ir = callgrindTotal(await waitForDump(dumpFile, proc));
+    const targetNote = await target.note?.();
     await proc.stop(15_000);
     const resultsDir = join(ROOT, 'bench/results');
     mkdirSync(resultsDir, { recursive: true });
@@ -486,9 +529,14 @@ async function measure(
     const cost = costByCategory(stdout);
     // Divide by the requests that completed; say so when that is not all of them.
     const note =
-      window.failed > 0 || window.ok !== counts.requests
-        ? `${window.ok} of ${counts.requests} requests answered 2xx, ${window.failed} failed`
-        : undefined;
+      [
+        window.failed > 0 || window.ok !== counts.requests
+          ? `${window.ok} of ${counts.requests} requests answered 2xx, ${window.failed} failed`
+          : undefined,
+        targetNote,
+      ]
+        .filter((n) => n !== undefined)
+        .join('; ') || undefined;
     if (window.ok === 0) throw new Error(`${which}: no request of the counted window answered 2xx`);
     const requests = window.ok;
     const seconds = (Date.now() - t0) / 1000;

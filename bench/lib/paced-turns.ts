@@ -5,12 +5,19 @@
  * `durationS` seconds. Whatever the machine does meanwhile is spread over all alike, where
  * back-to-back runs of a minute each drift apart; an idle gateway costs next to nothing while
  * another is loaded. The CPU of each contestant's processes is read around its own slices only.
+ *
+ * Each slice's own p50 and p99 are kept as well (`turns`): two contestants are compared turn by
+ * turn (their slices of one turn are seconds apart) and the per-turn differences summarised by
+ * their median (turnDifferences()), which a few disturbed turns do not move, where one p99 over
+ * all answers is decided by the worst seconds of the run, whichever contestant they fell on.
  */
 import { cpuMs, machineCpuWindow, waitForQuiet } from './cpu.ts';
 import { intFromEnv } from './env.ts';
 import { log } from './feature-bench.ts';
 import { FOREIGN_PCT } from './measure.ts';
 import { PacedLoad, pacedFailures } from './paced.ts';
+import { quantile } from './probe.ts';
+import { median } from './side-by-side-round.ts';
 
 export interface PacedContestant<Id extends string = string> {
   id: Id;
@@ -20,10 +27,22 @@ export interface PacedContestant<Id extends string = string> {
   pids: readonly number[];
 }
 
+/** One contestant's slice of one turn: p50 and p99 from sending, and from when each request was due. */
+export interface TurnLatency {
+  p50: number;
+  p99: number;
+  dueP50: number;
+  dueP99: number;
+}
+
 export interface PacedTurnResult<Id extends string = string> {
   id: Id;
   /** One per answered request, ms from sending to the end of the body. */
   latenciesMs: number[];
+  /** One per answered request, ms from when it was due (paced.ts) to the end of the body. */
+  intendedLatenciesMs: number[];
+  /** One per turn, in order; undefined for a slice without answers. */
+  turns: (TurnLatency | undefined)[];
   /** CPU ms of each of `pids` over the contestant's slices. */
   cpuMs: number[];
   /** Answers other than 2xx, and requests without an answer. */
@@ -52,14 +71,15 @@ export interface PacedTurnsOptions {
 
 /**
  * The turns' settings from `<prefix>_RATE` (1,000 req/s), `<prefix>_DURATION` (20 s for each
- * gateway), `<prefix>_SLICE` (1 s) and `<prefix>_CONNECTIONS` (16).
+ * gateway, or `defaults.durationS`), `<prefix>_SLICE` (1 s) and `<prefix>_CONNECTIONS` (16).
  */
 export function turnsFromEnv(
   prefix: string,
+  defaults: { durationS?: number } = {},
 ): Pick<PacedTurnsOptions, 'rate' | 'durationS' | 'sliceS' | 'connections'> {
   return {
     rate: intFromEnv(`${prefix}_RATE`, 1000),
-    durationS: intFromEnv(`${prefix}_DURATION`, 20),
+    durationS: intFromEnv(`${prefix}_DURATION`, defaults.durationS ?? 20),
     sliceS: intFromEnv(`${prefix}_SLICE`, 1),
     connections: intFromEnv(`${prefix}_CONNECTIONS`, 16),
   };
@@ -80,7 +100,14 @@ export async function pacedTurns<Id extends string>(
   const loaded = contestants.map((c) => ({
     c,
     load: new PacedLoad(c.url, o.connections),
-    result: { id: c.id, latenciesMs: [], cpuMs: c.pids.map(() => 0), failed: 0 } as PacedTurnResult<Id>,
+    result: {
+      id: c.id,
+      latenciesMs: [],
+      intendedLatenciesMs: [],
+      turns: [],
+      cpuMs: c.pids.map(() => 0),
+      failed: 0,
+    } as PacedTurnResult<Id>,
   }));
   try {
     for (const l of loaded) {
@@ -102,6 +129,8 @@ export async function pacedTurns<Id extends string>(
           l.result.cpuMs[i]! += after[i]! - before[i]!;
         });
         l.result.latenciesMs.push(...r.latenciesMs);
+        l.result.intendedLatenciesMs.push(...r.intendedLatenciesMs);
+        l.result.turns.push(turnLatency(r.latenciesMs, r.intendedLatenciesMs));
         l.result.failed += pacedFailures(r);
       }
     }
@@ -109,4 +138,51 @@ export async function pacedTurns<Id extends string>(
   } finally {
     for (const l of loaded) await l.load.close();
   }
+}
+
+function turnLatency(sent: readonly number[], due: readonly number[]): TurnLatency | undefined {
+  if (sent.length === 0) return undefined;
+  return {
+    p50: quantile(sent, 0.5)!,
+    p99: quantile(sent, 0.99)!,
+    dueP50: quantile(due, 0.5)!,
+    dueP99: quantile(due, 0.99)!,
+  };
+}
+
+export interface TurnDifferences {
+  /** Turns in which both contestants had answers. */
+  turns: number;
+  median: number;
+  /** The 25th and 75th percentiles of the per-turn differences: how much they spread. */
+  q1: number;
+  q3: number;
+  /** Turns whose difference was above `over` (when given). */
+  above: number;
+}
+
+/**
+ * `pick(a) - pick(b)` turn by turn, summarised: the median over the turns, the quartiles, and how
+ * many turns were above `over`. undefined when no turn had answers from both.
+ */
+export function turnDifferences(
+  a: readonly (TurnLatency | undefined)[],
+  b: readonly (TurnLatency | undefined)[],
+  pick: (t: TurnLatency) => number,
+  over = Number.POSITIVE_INFINITY,
+): TurnDifferences | undefined {
+  const d: number[] = [];
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    const x = a[i];
+    const y = b[i];
+    if (x !== undefined && y !== undefined) d.push(pick(x) - pick(y));
+  }
+  if (d.length === 0) return undefined;
+  return {
+    turns: d.length,
+    median: median(d),
+    q1: quantile(d, 0.25)!,
+    q3: quantile(d, 0.75)!,
+    above: d.filter((x) => x > over).length,
+  };
 }

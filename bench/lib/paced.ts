@@ -2,9 +2,12 @@
  * An open-loop load at a fixed rate: request k is sent at k / rate seconds after the start,
  * whether or not earlier ones have been answered, over at most `connections` keep-alive
  * connections, and each latency is timed in microseconds (wrk and autocannon are closed-loop, and
- * autocannon's histogram keeps whole milliseconds). For comparing the latency two configurations
- * add at one and the same load, well below saturation. It runs in the bench process: the latency
- * includes this process's event loop, alike for every target.
+ * autocannon's histogram keeps whole milliseconds). Each answer is timed twice: from when it was
+ * sent, and from when it was due (k / rate after the start, as wrk2 does; in bursts, its burst's
+ * start): a late send (this process's event loop was busy) counts in the second, so no stall is
+ * left out of it (coordinated omission). For comparing the latency two configurations add at one
+ * and the same load, well below saturation. It runs in the bench process: the latency includes
+ * this process's event loop, alike for every target.
  */
 import { Pool } from 'undici';
 
@@ -24,6 +27,8 @@ export interface PacedResult {
   rate: number;
   /** Milliseconds from sending to the end of the response body, one per answered request. */
   latenciesMs: number[];
+  /** Milliseconds from when the request was due to the end of its body (`latenciesMs`'s order). */
+  intendedLatenciesMs: number[];
   /** When each answered request was sent, ms from the run's start (`latenciesMs`'s order). */
   startsMs: number[];
   /** The run's start, epoch ms (to line `startsMs` up with other processes' clocks). */
@@ -69,6 +74,7 @@ export class PacedLoad {
       durationS,
       rate: 0,
       latenciesMs: [],
+      intendedLatenciesMs: [],
       startsMs: [],
       startedAtMs: Date.now(),
       statuses: {},
@@ -79,11 +85,15 @@ export class PacedLoad {
     result.startedAtMs = Date.now();
     const send = (): void => {
       const start = performance.now();
+      // Request k is due with its burst: the first of them, k - k % burst.
+      const due = t0 + ((result.sent - (result.sent % burst)) * 1000) / rate;
       const p = this.#pool
         .request({ method: 'GET', path: this.#path, headers, headersTimeout: 10_000, bodyTimeout: 10_000 })
         .then(async (res) => {
           await res.body.dump();
-          result.latenciesMs.push(performance.now() - start);
+          const end = performance.now();
+          result.latenciesMs.push(end - start);
+          result.intendedLatenciesMs.push(end - due);
           result.startsMs.push(start - t0);
           result.statuses[res.statusCode] = (result.statuses[res.statusCode] ?? 0) + 1;
         })

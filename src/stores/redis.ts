@@ -22,7 +22,9 @@
  * limits"). Its users bound each call themselves (the policies' deadline queue); what the
  * per-command timer also did, failing commands a silent Redis never answers, is `stalled()`: a
  * connection whose calls go unanswered for `commandTimeout` is cut and reconnected, which fails
- * the commands it holds.
+ * the commands it holds. Its users also prefix their keys themselves (`ownKeyPrefix`): ioredis's
+ * `keyPrefix` looks each command's keys up in its command table (a lower-cased name, two closures
+ * and two arrays per command) to find what to prefix, where a user that built its key knows.
  */
 import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
@@ -79,6 +81,11 @@ export class RedisConnection {
   readonly name: RedisConnectionName;
   /** The ioredis client. Commands fail fast while disconnected; see the module comment. */
   readonly client: Redis;
+  /**
+   * What users put before their keys themselves: `keyPrefix` on the rate limits' connection
+   * (the client does not add it there), '' on the others (the client adds it).
+   */
+  readonly ownKeyPrefix: string;
   readonly #deps: RedisDeps;
   #state: RedisState = 'connecting';
   #since = new Date();
@@ -100,8 +107,9 @@ export class RedisConnection {
     this.name = name;
     this.#deps = deps;
     const { initialDelay, maxDelay } = config.reconnect;
+    this.ownKeyPrefix = name === 'ratelimits' ? config.keyPrefix : '';
     const options: RedisOptions = {
-      keyPrefix: config.keyPrefix,
+      ...(name === 'ratelimits' ? {} : { keyPrefix: config.keyPrefix }),
       connectTimeout: config.connectTimeout,
       ...(name === 'ratelimits' ? {} : { commandTimeout: config.commandTimeout }),
       connectionName: `${config.connectionName}${NAME_SUFFIX[name]}`,

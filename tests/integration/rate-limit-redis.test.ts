@@ -38,6 +38,8 @@ let redis: TestRedis;
 let up: TestUpstream;
 let gws: GatewayProcess[] = [];
 
+const KEY_PREFIX = `rl-${randomUUID().slice(0, 8)}:`;
+
 function redisStore(onError: string, extra: Record<string, unknown> = {}) {
   return { type: 'redis', onError, ...(onError === 'insurance' ? { replicas: 2 } : {}), ...extra };
 }
@@ -60,7 +62,7 @@ beforeAll(async () => {
       lifecycle: { watchConfig: false, drainTimeout: '1s' },
       redis: {
         url: redis.url,
-        keyPrefix: `rl-${randomUUID().slice(0, 8)}:`,
+        keyPrefix: KEY_PREFIX,
         commandTimeout: `${COMMAND_TIMEOUT_MS}ms`,
         reconnect: { initialDelay: '20ms', maxDelay: '200ms' },
       },
@@ -157,6 +159,11 @@ describe('two gateway processes sharing Redis', () => {
       .map((r) => Number(/;r=(\d+);/.exec(r.ratelimit ?? '')?.[1]))
       .sort((a, b) => a - b);
     expect(remaining).toEqual(Array.from({ length: N }, (_, i) => i));
+    // Counted where rate-limiter-flexible's RateLimiterRedis counts: <keyPrefix>rl:<policy>:<w>s:<key>.
+    const keys = await redis.command('KEYS', `${KEY_PREFIX}rl:shared:60s:*`);
+    expect(keys.startsWith('*1\r\n')).toBe(true);
+    const key = /\r\n(rl-[^\r]+)\r\n/.exec(keys)![1]!;
+    expect(await redis.command('GET', key)).toBe(`$${String(3 * N).length}\r\n${3 * N}\r\n`);
     // Each process decided its half through Redis (which of them got the admitted ones is a race).
     for (const gw of gws) {
       const calls = 'peregrine_ratelimit_store_duration_seconds_count';

@@ -124,10 +124,14 @@ describe('RedisConnection', () => {
     expect(() => c.subscriber()).toThrow(/closed/);
   });
 
-  it('has a rate limit connection of its own: no per-command timer, closed with it', async () => {
+  it('has a rate limit connection of its own: no per-command timer, keys prefixed by its users, closed with it', async () => {
     const metrics = testMetrics();
-    const c = connect(metrics);
+    const prefix = newPrefix();
+    const c = connect(metrics, prefix);
     const rl = c.rateLimits();
+    // The shared connection's client prefixes keys; the rate limits' users do it themselves.
+    expect([c.ownKeyPrefix, c.client.options.keyPrefix]).toEqual(['', prefix]);
+    expect([rl.ownKeyPrefix, rl.client.options.keyPrefix || '']).toEqual([prefix, '']);
     expect(c.rateLimits()).toBe(rl);
     expect(() => rl.rateLimits()).toThrow(/no rate limit connection/);
     expect(() => rl.subscriber()).toThrow(/no subscriber/);

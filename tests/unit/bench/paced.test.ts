@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dueCount, PacedLoad, pacedFailures, runPaced } from '../../../bench/lib/paced.ts';
+import { type TurnLatency, turnDifferences } from '../../../bench/lib/paced-turns.ts';
 import { summariseLatencies } from '../../../bench/lib/stats.ts';
 
 describe('the paced load schedule', () => {
@@ -35,6 +36,29 @@ describe('latency summaries', () => {
     expect(summariseLatencies(values)).toEqual({ count: 200, p50: 100, p99: 198, max: 200 });
     expect(summariseLatencies([3])).toEqual({ count: 1, p50: 3, p99: 3, max: 3 });
     expect(summariseLatencies([])).toBeUndefined();
+  });
+});
+
+describe('per-turn differences', () => {
+  const turn = (p99: number): TurnLatency => ({ p50: 0, p99, dueP50: 0, dueP99: p99 });
+
+  it('are summarised by their median, which one disturbed turn does not move', () => {
+    const a = [2, 2.5, 3, 40, 2.2].map(turn);
+    const b = [1.5, 2, 2.5, 1.8, 30].map(turn);
+    // Differences 0.5, 0.5, 0.5, 38.2, -27.8: one bad second on each side.
+    const d = turnDifferences(a, b, (t) => t.dueP99, 1)!;
+    expect(d.turns).toBe(5);
+    expect(d.median).toBeCloseTo(0.5, 9);
+    expect(d.q1).toBeCloseTo(0.5, 9);
+    expect(d.q3).toBeCloseTo(0.5, 9);
+    expect(d.above).toBe(1);
+  });
+
+  it('leave out turns in which either side had no answers, and are undefined without any', () => {
+    const d = turnDifferences([turn(3), undefined, turn(5)], [turn(1), turn(1), undefined], (t) => t.p99)!;
+    expect(d.turns).toBe(1);
+    expect(d.median).toBe(2);
+    expect(turnDifferences([undefined], [turn(1)], (t) => t.p99)).toBeUndefined();
   });
 });
 
@@ -81,6 +105,28 @@ describe('PacedLoad against a real server', () => {
     }
   });
 
+  it('times each answer from when it was due too, so a stall of the sending loop is counted', async () => {
+    const load = new PacedLoad(`${url}/`, 4);
+    try {
+      // The loop stalls for 100 ms, 100 ms in: the requests due meanwhile go out late, together.
+      setTimeout(() => {
+        const until = performance.now() + 100;
+        while (performance.now() < until);
+      }, 100);
+      const r = await load.run(200, 0.5);
+      expect(r.intendedLatenciesMs).toHaveLength(r.latenciesMs.length);
+      const early = r.latenciesMs.filter((ms, i) => r.intendedLatenciesMs[i]! < ms - 1e-6);
+      expect(early).toEqual([]);
+      const slow = (xs: readonly number[]) => xs.filter((ms) => ms > 30).length;
+      // 20 requests fell due in the stall, the first 14 of them more than 30 ms before it ended;
+      // timed from sending, only those in flight when it began took that long.
+      expect(slow(r.intendedLatenciesMs)).toBeGreaterThanOrEqual(10);
+      expect(slow(r.latenciesMs)).toBeLessThanOrEqual(4);
+    } finally {
+      await load.close();
+    }
+  });
+
   it('in bursts, still sends exactly rate × duration requests (the schedule: dueCount above)', async () => {
     seen = 0;
     const load = new PacedLoad(`${url}/`, 16);
@@ -90,6 +136,8 @@ describe('PacedLoad against a real server', () => {
       expect(r.sent).toBe(90);
       expect(seen).toBe(90);
       expect(r.statuses).toEqual({ '200': 90 });
+      // A burst's requests were all due when it went out.
+      expect(r.latenciesMs.filter((ms, i) => r.intendedLatenciesMs[i]! < ms - 1e-6)).toEqual([]);
     } finally {
       await load.close();
     }

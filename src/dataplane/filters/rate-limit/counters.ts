@@ -1,13 +1,12 @@
 /**
- * A policy's counters: one limiter per limit (with its burst when the limit has one), in this
- * process's memory (memory-window.ts, answering synchronously) or in the shared Redis
- * (rate-limiter-flexible's RateLimiterRedis, on the rate limits' own connection). A Redis policy
- * waits at most its `timeout` for all its limits together; a limit whose store failed or did not
- * answer in time is decided by the policy's degradation: its insurance limiter (memory, the limit
- * divided by the expected replica count), nothing (fail-open), or a refusal (fail-closed).
+ * A policy's counters: one limit (with its burst when the limit has one) per configured limit, in
+ * this process's memory (memory-window.ts, answering synchronously) or in the shared Redis
+ * (redis-window.ts: rate-limiter-flexible's RateLimiterRedis script and keys, on the rate limits'
+ * own connection). A Redis policy waits at most its `timeout` for all its limits together; a limit
+ * whose store failed or did not answer in time is decided by the policy's degradation: its
+ * insurance limiter (memory, the limit divided by the expected replica count), nothing
+ * (fail-open), or a refusal (fail-closed).
  */
-import type { RateLimiterRes } from 'rate-limiter-flexible';
-import { lazyRequire } from '../../../lazy-require.ts';
 import type { RedisConnection } from '../../../stores/redis.ts';
 import type { RateLimitStoreResult } from '../../../telemetry/metrics.ts';
 import { type Deadlined, DeadlineQueue } from './deadlines.ts';
@@ -19,17 +18,10 @@ import {
   MemoryWindow,
   SingleLimit,
 } from './memory-window.ts';
+import { type Answer, type AnswerSink, RedisLimit } from './redis-window.ts';
 import type { Degradation, LimitConfig } from './schema.ts';
 
 export type { LimitResult } from './memory-window.ts';
-
-/** rate-limiter-flexible, loaded with the first Redis policy's counters (about 1.4 MB of live heap). */
-const lib = lazyRequire<typeof import('rate-limiter-flexible')>('rate-limiter-flexible');
-
-/** What consume() needs of a Redis limiter: RateLimiterRedis and BurstyRateLimiter alike. */
-interface Limiter {
-  consume(key: string, points: number): Promise<RateLimiterRes>;
-}
 
 export interface Consumed {
   /** Per limit, in the policy's order; undefined where the store failed and no insurance stood in. */
@@ -137,14 +129,11 @@ export interface RedisCountersOptions {
   readonly observer: StoreObserver;
 }
 
-/** The outcome of one limit's Redis call: a result, or the store's failure. */
-type Answer = LimitResult | { readonly failed: unknown };
-
 /**
  * One request's call to the store: every limit's answer, until all answered or the deadline
  * passed (a later answer is not waited for; its count stays in Redis).
  */
-class StoreCall<T> implements Deadlined {
+class StoreCall<T> implements Deadlined, AnswerSink {
   readonly started: number;
   readonly deadline: number;
   settled = false;
@@ -182,7 +171,10 @@ class StoreCall<T> implements Deadlined {
   answer(i: number, a: Answer): void {
     if (this.settled) return;
     this.answers[i] = a;
-    if (--this.#waiting === 0) this.#finish(false);
+    if (--this.#waiting === 0) {
+      this.#finish(false);
+      this.#owner.released();
+    }
   }
 
   expire(): void {
@@ -203,7 +195,7 @@ class StoreCall<T> implements Deadlined {
 /** Counters in the shared Redis: one budget for every replica, as long as Redis answers in time. */
 export class RedisCounters implements SharedCounters {
   readonly store = 'redis' as const;
-  readonly #limiters: readonly Limiter[];
+  readonly #limits: readonly RedisLimit[];
   readonly #insurance: readonly MemoryLimit[] | undefined;
   readonly #timeoutMs: number;
   readonly #onError: Degradation;
@@ -214,26 +206,17 @@ export class RedisCounters implements SharedCounters {
   constructor(opts: RedisCountersOptions) {
     this.#redis = opts.redis;
     const client = opts.redis.client;
-    const redisLimiter = (points: number, duration: number, blockDuration: number, prefix: string) =>
-      new (lib().RateLimiterRedis)({
-        storeClient: client,
-        // ioredis, not node-redis; fail at once while the connection is down (no offline queue).
-        useRedisPackage: false,
-        rejectIfRedisNotReady: true,
-        points,
-        duration,
-        blockDuration,
-        keyPrefix: prefix,
-      });
-    this.#limiters = opts.limits.map((l) => {
-      const prefix = limitPrefix(opts.policy, l);
-      const main = redisLimiter(l.points, l.duration, l.blockDuration ?? 0, prefix);
-      if (l.burst === undefined) return main;
-      return new (lib().BurstyRateLimiter)(
-        main,
-        redisLimiter(l.burst.points, l.burst.duration, 0, `${prefix}:burst`),
-      );
-    });
+    this.#limits = opts.limits.map(
+      (l) =>
+        new RedisLimit({
+          client,
+          prefix: opts.redis.ownKeyPrefix + limitPrefix(opts.policy, l),
+          points: l.points,
+          durationS: l.duration,
+          blockDurationS: l.blockDuration ?? 0,
+          burst: l.burst === undefined ? undefined : { points: l.burst.points, durationS: l.burst.duration },
+        }),
+    );
     this.#insurance =
       opts.onError === 'insurance'
         ? opts.limits.map((l) => memoryLimit(l, opts.replicas, opts.keyBound))
@@ -245,26 +228,16 @@ export class RedisCounters implements SharedCounters {
 
   consume<T>(key: string, cost: number, then: (consumed: Consumed) => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const limiters = this.#limiters;
-      const call = new StoreCall(this, key, cost, then, resolve, reject, limiters.length, this.#timeoutMs);
+      const limits = this.#limits;
+      const call = new StoreCall(this, key, cost, then, resolve, reject, limits.length, this.#timeoutMs);
       this.#deadlines.add(call, this.#timeoutMs);
-      for (let i = 0; i < limiters.length; i++) {
-        limiters[i]!.consume(key, cost).then(
-          (res) => this.#answered(call, i, { res, over: false }),
-          (err: unknown) =>
-            this.#answered(
-              call,
-              i,
-              err instanceof lib().RateLimiterRes ? { res: err, over: true } : { failed: err },
-            ),
-        );
-      }
+      for (let i = 0; i < limits.length; i++) limits[i]!.consume(key, cost, call, i);
     });
   }
 
-  #answered<T>(call: StoreCall<T>, i: number, a: Answer): void {
-    call.answer(i, a);
-    if (call.settled) this.#deadlines.release();
+  /** A call settled by its answers: let the settled ones at the front of the deadline queue go. */
+  released(): void {
+    this.#deadlines.release();
   }
 
   /**
