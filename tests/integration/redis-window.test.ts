@@ -11,11 +11,7 @@ import { Redis } from 'ioredis';
 import { BurstyRateLimiter, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LimitResult } from '../../src/dataplane/filters/rate-limit/memory-window.ts';
-import {
-  type Answer,
-  INCR_TTL_LUA,
-  RedisLimit,
-} from '../../src/dataplane/filters/rate-limit/redis-window.ts';
+import { type Answer, RedisLimit } from '../../src/dataplane/filters/rate-limit/redis-window.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 
 let redis: TestRedis;
@@ -139,9 +135,12 @@ async function sameAsFlexible(l: Limit, steps: readonly number[]): Promise<Answe
 const over = (answers: readonly Answer[]) => answers.map((a) => ('over' in a ? a.over : 'failed'));
 
 describe('RedisLimit against RateLimiterRedis on a real Redis', () => {
-  it("runs rate-limiter-flexible's script, character for character", () => {
-    const limiter = new RateLimiterRedis({ storeClient: client, points: 1, duration: 1 });
-    expect(INCR_TTL_LUA).toBe((limiter as unknown as { _incrTtlLuaScript: string })._incrTtlLuaScript);
+  it("counts with rate-limiter-flexible's own script: the one Redis has cached afterwards", async () => {
+    const lua = incrTtlLua();
+    await client.script('FLUSH');
+    const c = ours(`rl:t${++seq}:10s`, { points: 5, durationS: 10 });
+    expect(over([await c.consume('k', 1)])).toEqual([false]);
+    expect(await client.script('EXISTS', sha(lua))).toEqual([1]);
   });
 
   it('a plain limit: the same answers, values and expiries, at every cost, across a window end', async () => {
@@ -182,7 +181,7 @@ describe('RedisLimit against RateLimiterRedis on a real Redis', () => {
     const c = ours(`rl:t${++seq}:10s`, { points: 5, durationS: 10 });
     expect(over([await c.consume('k', 1)])).toEqual([false]);
     await client.script('FLUSH');
-    expect(await client.script('EXISTS', sha(INCR_TTL_LUA))).toEqual([0]);
+    expect(await client.script('EXISTS', sha(incrTtlLua()))).toEqual([0]);
     const a = await c.consume('k', 1);
     expect(a).toMatchObject({ over: false, res: { remainingPoints: 3 } });
   });
@@ -205,6 +204,14 @@ describe('RedisLimit against RateLimiterRedis on a real Redis', () => {
     down.disconnect();
   });
 });
+
+function incrTtlLua(): string {
+  return (
+    new RateLimiterRedis({ storeClient: client, points: 1, duration: 1 }) as unknown as {
+      _incrTtlLuaScript: string;
+    }
+  )._incrTtlLuaScript;
+}
 
 function sha(text: string): string {
   return createHash('sha1').update(text).digest('hex');

@@ -1,32 +1,42 @@
 /**
  * A limit counted in the shared Redis, as rate-limiter-flexible's RateLimiterRedis counts it
- * (wrapped in its BurstyRateLimiter when the limit has a burst): the same Lua script (so the same
- * SHA1), the same keys (`<prefix>:<key>`), the same values and expiries, the same block (`SET key
- * <consumed> EX <blockDuration>` in a MULTI with a PTTL) and the same answers. Replicas running
- * either count one budget together. What differs is the per-request path: that limiter wraps each
- * EVALSHA in its `_operation` and `_consume` promises, the async `_upsert` and ioredis's NOSCRIPT
- * `.catch`, each a microtask hop before the request goes on, and builds the argument array twice;
- * this one sends the EVALSHA itself and hands the reply on from one `.then` on the command's own
- * promise (docs/decisions.md, "Redis counters without rate-limiter-flexible's promise chain").
- * tests/integration/redis-window.test.ts checks it request for request against RateLimiterRedis
- * on a real redis-server.
+ * (wrapped in its BurstyRateLimiter when the limit has a burst): the library's own Lua script,
+ * which a RateLimiterRedis defines on the client as the ioredis command `rlflxIncr` (ioredis sends
+ * EVALSHA, and the script itself on a connection that has not loaded it or after NOSCRIPT), the
+ * same keys (`<prefix>:<key>`), the same values and expiries, the same block (`SET key <consumed>
+ * EX <blockDuration>` in a MULTI with a PTTL) and the same answers. Replicas running either count
+ * one budget together. What differs is the per-request path: that limiter wraps each command in
+ * its `_operation` and `_consume` promises and the async `_upsert`, each a microtask hop before
+ * the request goes on, and builds the argument array twice; this one sends the command itself and
+ * hands the reply on from one `.then` on the command's own promise (docs/decisions.md, "Redis
+ * counters without rate-limiter-flexible's promise chain"). tests/integration/redis-window.test.ts
+ * checks it request for request against RateLimiterRedis on a real redis-server.
  */
-import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { lazyRequire } from '../../../lazy-require.ts';
 import type { LimitResult } from './memory-window.ts';
 
-/** rate-limiter-flexible 11's `incrTtlLuaScript`, character for character (its SHA1 is the key to Redis's script cache). */
-export const INCR_TTL_LUA =
-  "redis.call('set', KEYS[1], 0, 'EX', ARGV[2], 'NX') " +
-  "local consumed = redis.call('incrby', KEYS[1], ARGV[1]) " +
-  "local ttl = redis.call('pttl', KEYS[1]) " +
-  'if ttl == -1 then ' +
-  "  redis.call('expire', KEYS[1], ARGV[2]) " +
-  '  ttl = 1000 * ARGV[2] ' +
-  'end ' +
-  'return {consumed, ttl} ';
+/** rate-limiter-flexible, loaded with the first Redis policy (about 1.4 MB of live heap). */
+const lib = lazyRequire<typeof import('rate-limiter-flexible')>('rate-limiter-flexible');
 
-const INCR_TTL_SHA = createHash('sha1').update(INCR_TTL_LUA).digest('hex');
+/** A client on which rate-limiter-flexible has defined its counting script. */
+type IncrClient = Redis & {
+  rlflxIncr(key: string, points: string, secDuration: string): Promise<unknown>;
+};
+
+const scriptDefined = new WeakSet<Redis>();
+
+/**
+ * `client` with rate-limiter-flexible's counting script as the command `rlflxIncr`: a
+ * RateLimiterRedis defines it on the client it is given (once per client is enough).
+ */
+export function withIncrScript(client: Redis): IncrClient {
+  if (!scriptDefined.has(client)) {
+    new (lib().RateLimiterRedis)({ storeClient: client, points: 1, duration: 1 });
+    scriptDefined.add(client);
+  }
+  return client as IncrClient;
+}
 
 /** One limit's outcome of a store call: its answer, or the store's failure. */
 export type Answer = LimitResult | { readonly failed: unknown };
@@ -38,14 +48,14 @@ export interface AnswerSink {
 
 /** One window of a limit in Redis: points per duration under a key prefix. */
 class Window {
-  readonly #client: Redis;
+  readonly #client: IncrClient;
   readonly #prefix: string;
   readonly points: number;
   readonly #durationArg: string;
   readonly #blockS: number;
 
   constructor(client: Redis, prefix: string, points: number, durationS: number, blockDurationS: number) {
-    this.#client = client;
+    this.#client = withIncrScript(client);
     this.#prefix = `${prefix}:`;
     this.points = points;
     this.#durationArg = String(durationS);
@@ -58,29 +68,12 @@ class Window {
   }
 
   /**
-   * Count `cost` for `rlKey`: the reply is `[consumed, ttl ms]`. A Redis that lost its script
-   * cache (restarted, flushed) answers NOSCRIPT, and is then sent the script itself (noScript()).
+   * Count `cost` for `rlKey`: the reply is `[consumed, ttl ms]`. ioredis sends the script itself
+   * where the connection has not loaded it (a new connection, a restarted or flushed Redis).
    */
   incr(rlKey: string, cost: number): Promise<unknown> {
     // rate-limiter-flexible also sends points and window as ARGV[3] and [4], which the script never reads.
-    return this.#client.evalsha(INCR_TTL_SHA, 1, rlKey, costArg(cost), this.#durationArg);
-  }
-
-  /** incr() again with the script itself, after NOSCRIPT (`err`); undefined for any other error. */
-  noScript(err: unknown, rlKey: string, cost: number): Promise<unknown> | undefined {
-    if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) return undefined;
-    return this.#client.eval(INCR_TTL_LUA, 1, rlKey, costArg(cost), this.#durationArg);
-  }
-
-  /** incr(), answered through NOSCRIPT as well (the rare paths: block and burst). */
-  async incrOnce(rlKey: string, cost: number): Promise<unknown> {
-    try {
-      return await this.incr(rlKey, cost);
-    } catch (err) {
-      const again = this.noScript(err, rlKey, cost);
-      if (again === undefined) throw err;
-      return again;
-    }
+    return this.#client.rlflxIncr(rlKey, costArg(cost), this.#durationArg);
   }
 
   /** The request that first went over starts the block (rate-limiter-flexible's `_block`). */
@@ -156,12 +149,7 @@ export class RedisLimit {
         (err: unknown) => sink.answer(i, { failed: err }),
       );
     };
-    const failed = (err: unknown): void => sink.answer(i, { failed: err });
-    main.incr(rlKey, cost).then(replied, (err: unknown) => {
-      const again = main.noScript(err, rlKey, cost);
-      if (again === undefined) failed(err);
-      else again.then(replied, failed);
-    });
+    main.incr(rlKey, cost).then(replied, (err: unknown) => sink.answer(i, { failed: err }));
   }
 
   /** The main window is spent: the block it may start, then the burst, as BurstyRateLimiter asks it. */
@@ -174,7 +162,7 @@ export class RedisLimit {
     }
     const burst = this.#burst;
     if (burst === undefined) return { res: { remainingPoints: 0, msBeforeNext }, over: true };
-    const b = (await burst.incrOnce(burst.key(key), cost)) as Reply;
+    const b = (await burst.incr(burst.key(key), cost)) as Reply;
     return {
       res: { remainingPoints: 0, msBeforeNext: Math.min(msBeforeNext, b[1]) },
       over: b[0] > burst.points,
