@@ -67,6 +67,7 @@ import type { TelemetryConfig } from '../config/schema.ts';
 import { HTTP_METHODS } from '../config/schema.ts';
 import { ERROR_CODES, type ErrorCode } from '../errors.ts';
 import { VERSION } from '../version.ts';
+import { keepBundledUndiciUnloaded } from './exporter-http.ts';
 import { redactQuery, serverAddressOf } from './http-attributes.ts';
 import type { AttemptOutcome } from './metrics.ts';
 import { observeSpanExport, type SpanExportObservation, type SpanExportReport } from './span-export.ts';
@@ -576,6 +577,7 @@ function createExporter(cfg: TelemetryConfig['tracing']): SpanExporter | undefin
   switch (cfg.exporter) {
     case 'otlp': {
       const url = otlpUrl(cfg.endpoint);
+      keepBundledUndiciUnloaded();
       const { OTLPTraceExporter } = requireLazily(
         '@opentelemetry/exporter-trace-otlp-http',
       ) as typeof OtlpHttpModule;

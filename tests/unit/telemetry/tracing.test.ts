@@ -384,6 +384,42 @@ describe('loading the SDK', () => {
       after: ['exporter-trace-otlp-http', 'resources', 'sdk-trace-base'],
     });
   });
+
+  it("exports to an http: collector without loading Node's bundled undici", () => {
+    // A fresh process: `http` is only ever required, so Node's own undici could only come from the
+    // exporter's `import('http')` (its namespace's WebSocket getter).
+    const script = `
+      import { createRequire } from 'node:module';
+      import { TelemetrySchema } from './src/config/schema.ts';
+      import { createTracing } from './src/telemetry/tracing.ts';
+      const http = createRequire(import.meta.url)('node:http');
+      const bodies = [];
+      const collector = http.createServer((req, res) => {
+        let body = '';
+        req.on('data', (c) => (body += c));
+        req.on('end', () => { bodies.push(body); res.end('{}'); });
+      });
+      await new Promise((resolve) => collector.listen(0, '127.0.0.1', resolve));
+      const endpoint = 'http://127.0.0.1:' + collector.address().port;
+      const t = createTracing(TelemetrySchema.parse({ serviceName: 't', tracing: { exporter: 'otlp', endpoint, sampleRatio: 1 } }));
+      t.startServerSpan('GET', {}, {}).end();
+      await t.shutdown();
+      collector.close();
+      const spans = bodies.flatMap((b) => JSON.parse(b).resourceSpans[0].scopeSpans[0].spans);
+      const bundled = process.moduleLoadList.filter((m) => m.includes('undici'));
+      console.log(JSON.stringify({ spans: spans.map((s) => s.name), bundled }));
+    `;
+    const env: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('OTEL_')) env[k] = v;
+    const result = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: join(import.meta.dirname, '../../..'),
+      env,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(result.stderr).toBe('');
+    expect(JSON.parse(result.stdout)).toEqual({ spans: ['GET'], bundled: [] });
+  });
 });
 
 describe('root sampling on the trace id bytes', () => {
