@@ -21,18 +21,11 @@ import type { ExportResult } from '@opentelemetry/core';
 import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { TelemetrySchema } from '../../src/config/schema.ts';
-import {
-  attemptSpanAttributes,
-  createTracing,
-  endClientSpan,
-  endServerSpan,
-  routeServerSpan,
-  setServerQuery,
-  type Tracing,
-} from '../../src/telemetry/tracing.ts';
+import { createTracing } from '../../src/telemetry/tracing.ts';
 import { type CategoryCosts, costByCategory } from '../lib/callgrind.ts';
 import { intFromEnv } from '../lib/env.ts';
 import { launcherGcFlags } from '../lib/launcher.ts';
+import { pipelineSpans } from './pipeline-spans.ts';
 
 /** Serialises every batch as the OTLP/HTTP JSON exporter would, and keeps only the byte count. */
 class SerialisingExporter implements SpanExporter {
@@ -51,30 +44,6 @@ class SerialisingExporter implements SpanExporter {
 /** Requests before the counted ones, in both runs: V8 has compiled the path by then. */
 const WARMUP = 6_000;
 
-const HEADERS = { host: 'api.example.com', 'user-agent': 'wrk/4.1.0', accept: '*/*' };
-
-/** What the pipeline does with a sampled request's spans (begin, route, attempt, finish). */
-function oneRequest(t: Tracing, i: number): void {
-  const server = t.startServerSpan('GET', HEADERS, {
-    'url.scheme': 'http',
-    'client.address': '127.0.0.1',
-    'network.protocol.version': '1.1',
-  });
-  routeServerSpan(server, 'GET', '/*', 'all');
-  const client = t.startClientSpan(
-    server,
-    'GET bench',
-    attemptSpanAttributes('GET', 'http://127.0.0.1:3001', '127.0.0.1', 3001, '/', '', 'bench', 0),
-  );
-  const headers: string[] = [];
-  t.injectInto(client, headers);
-  endClientSpan(client, 200, undefined);
-  server.setAttribute('url.path', '/');
-  setServerQuery(server, '');
-  server.setAttribute('peregrine.request_id', `req-${i}`);
-  endServerSpan(server, 200, undefined);
-}
-
 async function run(requests: number): Promise<void> {
   const exporter = new SerialisingExporter();
   const tracing = createTracing(
@@ -85,7 +54,7 @@ async function run(requests: number): Promise<void> {
   // the loop yields every 64 requests, as an event loop would between requests.
   const chunk = async (n: number, from: number) => {
     for (let done = 0; done < n; done += 64) {
-      for (let i = 0; i < 64 && done + i < n; i++) oneRequest(tracing, from + done + i);
+      for (let i = 0; i < 64 && done + i < n; i++) pipelineSpans(tracing, `req-${from + done + i}`);
       await new Promise(setImmediate);
     }
   };

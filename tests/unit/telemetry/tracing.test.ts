@@ -426,6 +426,18 @@ describe('attributes given when a span starts', () => {
   });
 });
 
+/** An ES module script run from the repository's root in a fresh Node, without OTEL_* variables. */
+function runFresh(script: string) {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('OTEL_')) env[k] = v;
+  return spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    cwd: join(import.meta.dirname, '../../..'),
+    env,
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+}
+
 describe('loading the SDK', () => {
   it('is left out while no spans are recorded, and loaded once an exporter is configured', () => {
     // A fresh process: which OTel packages are loaded after createTracing with exporter none, then otlp.
@@ -445,14 +457,7 @@ describe('loading the SDK', () => {
       await otlp.shutdown();
       console.log(JSON.stringify({ before, after }));
     `;
-    const env: NodeJS.ProcessEnv = {};
-    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('OTEL_')) env[k] = v;
-    const result = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-      cwd: join(import.meta.dirname, '../../..'),
-      env,
-      encoding: 'utf8',
-      timeout: 30_000,
-    });
+    const result = runFresh(script);
     expect(result.stderr).toBe('');
     expect(JSON.parse(result.stdout)).toEqual({
       before: [],
@@ -484,14 +489,7 @@ describe('loading the SDK', () => {
       const bundled = process.moduleLoadList.filter((m) => m.includes('undici'));
       console.log(JSON.stringify({ spans: spans.map((s) => s.name), bundled }));
     `;
-    const env: NodeJS.ProcessEnv = {};
-    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('OTEL_')) env[k] = v;
-    const result = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-      cwd: join(import.meta.dirname, '../../..'),
-      env,
-      encoding: 'utf8',
-      timeout: 30_000,
-    });
+    const result = runFresh(script);
     expect(result.stderr).toBe('');
     expect(JSON.parse(result.stdout)).toEqual({ spans: ['GET'], bundled: [] });
   });
