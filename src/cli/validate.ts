@@ -47,7 +47,7 @@ export async function runValidate(file: string, out: CliOutput): Promise<number>
  * Problems with the files a valid config makes the gateway read at start: each TLS listener's
  * certificate, key and client CA bundle (the admin port's and the registration API's too) and each
  * upstream's CA bundle and client certificate, put through the checks the gateway itself runs at
- * load and on reload; and the admin and registry tokens (files and variables). A sidecar's files
+ * load and on reload; and the admin and registry tokens and the Redis password (files and variables). A sidecar's files
  * are its identity's (its derived listeners and upstreams all use them) and its registry token.
  * Paths resolve from the working directory, as for `run`.
  */
@@ -80,6 +80,8 @@ function fileIssues(source: ConfigSource): ConfigIssue[] {
       checkToken(sidecar.registry.token, 'registry token', ['sidecar', 'registry', 'token']);
     return sortIssues(issues);
   }
+  const redis = source.config.redis;
+  if (redis?.password !== undefined) checkToken(redis.password, 'redis password', ['redis', 'password']);
   source.config.listeners.forEach((listener, i) => {
     if (listener.tls !== undefined) report(checkCertificateFiles(listener.tls), ['listeners', i, 'tls']);
   });
