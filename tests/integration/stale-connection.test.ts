@@ -21,10 +21,46 @@ import { createSecureContext, TLSSocket } from 'node:tls';
 import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
-import { type CertFiles, removeCertFiles, TestCa, writeCertFiles } from '../helpers/certs.ts';
+import {
+  type CertFiles,
+  type IssuedCert,
+  removeCertFiles,
+  TestCa,
+  writeCertFiles,
+} from '../helpers/certs.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { metricValue } from '../helpers/tls-client.ts';
 import { opened as tunnelOpened, wsHandshake } from '../helpers/ws-upstream.ts';
+
+/** Listen on 127.0.0.1:0: the URL, and a close that destroys the `open()` connections first. */
+async function listening(
+  server: {
+    listen(port: number, host: string, cb: () => void): unknown;
+    address(): unknown;
+    close(cb: () => void): unknown;
+  },
+  scheme: string,
+  open: () => Iterable<Socket>,
+): Promise<{ url: string; close(): Promise<void> }> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `${scheme}://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of open()) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** `n` GETs through the gateway one after another, each answered 200 `ok`. */
+async function expectAnswered(gw: TestGateway, n = 5): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const res = await request(`${gw.url}/get/${i}`);
+    expect(res.statusCode, `request ${i + 1}`).toBe(200);
+    expect(await res.body.text()).toBe('ok');
+  }
+}
 
 interface ClosingUpstream {
   url: string;
@@ -79,14 +115,7 @@ async function closingUpstream(
       socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const scheme = tls === undefined ? 'http' : 'https';
-  up.url = `${scheme}://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  up.close = () =>
-    new Promise<void>((resolve) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => resolve());
-    });
+  Object.assign(up, await listening(server, tls === undefined ? 'http' : 'https', () => sockets));
   return up;
 }
 
@@ -127,11 +156,7 @@ describe('stale pooled connections', () => {
     opened.push(up);
     // maxAttempts 1: the replay is the transport's, not a policy retry.
     const gw = await gatewayTo(up, { maxAttempts: 1 });
-    for (let i = 0; i < 5; i++) {
-      const res = await request(`${gw.url}/get/${i}`);
-      expect(res.statusCode).toBe(200);
-      expect(await res.body.text()).toBe('ok');
-    }
+    await expectAnswered(gw);
     // Requests 2 and 4 met the pooled connection the one before had used and were reset; each was
     // sent again on a connection of its own (the upstream answers only a connection's first
     // request), which closed after it, so requests 3 and 5 found no idle connection.
@@ -210,10 +235,13 @@ async function expectReplayedWithoutFailure(gw: TestGateway, endpoint: string, s
 }
 
 let ca: TestCa;
+/** The upstreams' certificate (localhost, 127.0.0.1), and the files the gateway trusts its CA from. */
+let serverCert: IssuedCert;
 let certs: CertFiles;
 beforeAll(async () => {
   ca = await TestCa.create();
-  certs = writeCertFiles(await ca.server(), ca.cert);
+  serverCert = await ca.server();
+  certs = writeCertFiles(serverCert, ca.cert);
 });
 afterAll(() => removeCertFiles());
 
@@ -221,15 +249,10 @@ describe('stale pooled connections over TLS', () => {
   it.each<Closing>(['reset', 'close_notify'])(
     'an https:// upstream that closes an idle connection as the next request arrives (%s): sent again',
     async (closing) => {
-      const server = { cert: await ca.server(), key: '' };
-      const up = await closingUpstream({ cert: server.cert.cert, key: server.cert.key }, closing);
+      const up = await closingUpstream(serverCert, closing);
       opened.push(up);
       const gw = await gatewayTo(up, { maxAttempts: 1 }, { tls: { ca: certs.ca } });
-      for (let i = 0; i < 5; i++) {
-        const res = await request(`${gw.url}/get/${i}`);
-        expect(res.statusCode).toBe(200);
-        expect(await res.body.text()).toBe('ok');
-      }
+      await expectAnswered(gw);
       // As over plain HTTP/1.1: requests 2 and 4 met the connection the one before had used.
       expect([up.reset, up.answered, up.connections]).toEqual([2, 5, 5]);
       await expectReplayedWithoutFailure(gw, up.url, 2);
@@ -254,8 +277,7 @@ interface H2Upstream {
  */
 async function h2Upstream(mode: 'reset' | 'goaway'): Promise<H2Upstream> {
   const up = { url: '', sessions: 0, answered: 0, goneAway: 0 } as H2Upstream;
-  const cert = await ca.server();
-  const server: Http2SecureServer = createSecureServer({ cert: cert.cert, key: cert.key });
+  const server: Http2SecureServer = createSecureServer({ cert: serverCert.cert, key: serverCert.key });
   const raw = new Map<number, Socket>();
   server.on('connection', (socket: Socket) => {
     const port = socket.remotePort!;
@@ -288,13 +310,7 @@ async function h2Upstream(mode: 'reset' | 'goaway'): Promise<H2Upstream> {
     stream.close(h2constants.NGHTTP2_REFUSED_STREAM);
     session.close();
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  up.url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  up.close = () =>
-    new Promise<void>((resolve) => {
-      for (const s of raw.values()) s.destroy();
-      server.close(() => resolve());
-    });
+  Object.assign(up, await listening(server, 'https', () => raw.values()));
   return up;
 }
 
@@ -303,11 +319,7 @@ describe('stale pooled connections over HTTP/2', () => {
     const up = await h2Upstream('reset');
     opened.push(up);
     const gw = await gatewayTo(up, { maxAttempts: 1 }, { tls: { ca: certs.ca }, protocol: 'h2' });
-    for (let i = 0; i < 5; i++) {
-      const res = await request(`${gw.url}/get/${i}`);
-      expect(res.statusCode, `request ${i + 1}`).toBe(200);
-      expect(await res.body.text()).toBe('ok');
-    }
+    await expectAnswered(gw);
     // Requests 2 and 4 met the session the one before had used; each replay had a session of its
     // own, closed after it, so requests 3 and 5 opened new ones.
     expect([up.goneAway, up.answered, up.sessions]).toEqual([2, 5, 5]);
@@ -318,11 +330,7 @@ describe('stale pooled connections over HTTP/2', () => {
     const up = await h2Upstream('goaway');
     opened.push(up);
     const gw = await gatewayTo(up, { maxAttempts: 1 }, { tls: { ca: certs.ca }, protocol: 'h2' });
-    for (let i = 0; i < 5; i++) {
-      const res = await request(`${gw.url}/get/${i}`);
-      expect(res.statusCode, `request ${i + 1}`).toBe(200);
-      expect(await res.body.text()).toBe('ok');
-    }
+    await expectAnswered(gw);
     expect(up.answered).toBe(5);
     expect(up.goneAway).toBeGreaterThan(0);
     const text = await metrics(gw);
@@ -385,13 +393,7 @@ async function closingWsUpstream(): Promise<ClosingWsUpstream> {
       ws.on('message', (m) => ws.send(`echo:${m.toString()}`));
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  up.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  up.close = () =>
-    new Promise<void>((resolve) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => resolve());
-    });
+  Object.assign(up, await listening(server, 'http', () => sockets));
   return up;
 }
 
