@@ -24,6 +24,13 @@ export const RedisSchema = z
       .optional(),
     /** The password, by reference (exactly one of env or file), read once at start. */
     password: z.strictObject(secretRefShape).superRefine(checkSecretRef).optional(),
+    /** TLS (`rediss://` only): the CAs Redis's certificate must chain to. */
+    tls: z
+      .strictObject({
+        /** PEM file of CA certificates, replacing Node's public bundle (a private CA is trusted alone). */
+        ca: z.string().min(1, 'a file path is required'),
+      })
+      .optional(),
     /** Prepended to every key Peregrine writes and to its pub/sub channels. */
     keyPrefix: z
       .string()
@@ -54,6 +61,8 @@ export const RedisSchema = z
         path: ['url'],
         message: 'credentials in the url and in password/username: give them in one place (password)',
       });
+    if (r.tls !== undefined && !r.url.startsWith('rediss://'))
+      ctx.addIssue({ code: 'custom', path: ['tls'], message: 'tls needs a rediss:// url' });
     if (r.username !== undefined && r.password === undefined)
       ctx.addIssue({ code: 'custom', path: ['password'], message: 'username needs a password' });
     if (r.reconnect.maxDelay < r.reconnect.initialDelay)

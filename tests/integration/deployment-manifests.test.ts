@@ -41,7 +41,7 @@ import type { Config } from '../../src/config/schema.ts';
 import { readTokenRef } from '../../src/config/secret-ref.ts';
 import { splitAddress } from '../../src/dataplane/listener/listener.ts';
 import { isLoopbackHost } from '../../src/sidecar/schema.ts';
-import { readRedisCredentials } from '../../src/stores/redis-credentials.ts';
+import { readRedisConnectOptions } from '../../src/stores/redis-connect-options.ts';
 import { DASHBOARD_DIR } from '../helpers/dashboards.ts';
 import { readDockerfile } from '../helpers/dockerfile.ts';
 import { send, startRedis, type TestRedis } from '../helpers/redis.ts';
@@ -180,7 +180,7 @@ const redisRateLimit = (config: Config) =>
 function redisAuthOf(config: Config, env: NodeJS.ProcessEnv): string[] | undefined {
   const redis = config.redis!;
   if (redis.password !== undefined) {
-    const c = readRedisCredentials(redis, env);
+    const c = readRedisConnectOptions(redis, env);
     return c.username === undefined ? [c.password!] : [c.username, c.password!];
   }
   const url = new URL(redis.url);

@@ -1,7 +1,8 @@
 /**
  * A gateway against a real redis-server that requires authentication (`--requirepass`, and an ACL
  * user): `redis.password` (a variable or a file) and `redis.username` reach every connection the
- * registry store and the rate limits open; a wrong password leaves Redis unusable but the gateway
+ * registry store and the rate limits open, over TLS too (`rediss://`, `redis.tls.ca`: a CA made in
+ * the test; without it the server's certificate is refused); a wrong password leaves Redis unusable but the gateway
  * serving (with the fallback the policy names) and never shows the password; one that cannot be
  * read stops the start, naming the setting.
  */
@@ -13,7 +14,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfigInput } from '../../src/config/schema.ts';
 import { SecretLoadError } from '../../src/config/secret-ref.ts';
 import { eventually } from '../conformance/registry-store.ts';
+import { type CertFiles, removeCertFiles, TestCa, writeCertFiles } from '../helpers/certs.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { freePort } from '../helpers/ports.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
@@ -23,10 +26,30 @@ const USER_PASSWORD = randomBytes(24).toString('hex');
 let redis: TestRedis;
 let up: TestUpstream;
 let dir: string;
+let certs: CertFiles;
+let tlsPort: number;
 const open: TestGateway[] = [];
 
 beforeAll(async () => {
-  redis = await startRedis({ password: PASSWORD });
+  const ca = await TestCa.create();
+  certs = writeCertFiles(await ca.server(), ca.cert);
+  tlsPort = await freePort();
+  redis = await startRedis({
+    password: PASSWORD,
+    // TLS beside the plain port (which the helper and CLIENT LIST use); clients need no certificate.
+    args: [
+      '--tls-port',
+      String(tlsPort),
+      '--tls-cert-file',
+      certs.cert,
+      '--tls-key-file',
+      certs.key,
+      '--tls-ca-cert-file',
+      certs.ca,
+      '--tls-auth-clients',
+      'no',
+    ],
+  });
   up = await startUpstream();
   dir = mkdtempSync(join(tmpdir(), 'peregrine-redis-auth-'));
 });
@@ -37,6 +60,7 @@ afterAll(async () => {
   await up?.close();
   await redis?.close();
   rmSync(dir, { recursive: true, force: true });
+  removeCertFiles();
 });
 
 /** The registry on Redis, and a route limited to 2 requests a minute counted in Redis (503 if it cannot count). */
@@ -156,6 +180,33 @@ describe('Redis that requires authentication', () => {
     expect(await statuses(`${g.url}/`, 1)).toEqual([503]);
     expect(g.logs.text()).not.toContain(wrong);
     expect(JSON.stringify(g.gateway.redis!.health())).not.toContain(wrong);
+  });
+
+  it('over TLS: rediss:// with the CA of redis.tls.ca, and refused without it', async () => {
+    const prefix = `tls-${randomUUID().slice(0, 8)}:`;
+    const name = `pg-tls-${randomUUID().slice(0, 6)}`;
+    const url = `rediss://127.0.0.1:${tlsPort}`;
+    const g = await start(
+      config({ url, password: { env: 'P' }, tls: { ca: certs.ca }, connectionName: name }, prefix),
+      { P: PASSWORD },
+    );
+    await connected(g);
+    expect(await statuses(`${g.url}/`, 3)).toEqual([200, 200, 429]);
+    await eventually(async () => expect(await clients(name)).toHaveLength(3));
+    // Node's public CAs do not know the test CA: the certificate is refused, nothing is sent.
+    const untrusted = await start(config({ url, password: { env: 'P' } }, `tls-no-ca:`), { P: PASSWORD });
+    await eventually(() =>
+      expect(untrusted.gateway.redis!.health().lastError?.message).toMatch(/certificate/i),
+    );
+    expect(untrusted.gateway.redis!.ready).toBe(false);
+  });
+
+  it('a CA file that is not a certificate stops the start, naming the file', async () => {
+    const err = await start(
+      config({ url: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: certs.key } }, 'x:'),
+      {},
+    ).catch((e: unknown) => e);
+    expect((err as Error).message).toBe(`ca ${certs.key}: no PEM certificate found`);
   });
 
   it('a password that cannot be read stops the start, naming the setting', async () => {

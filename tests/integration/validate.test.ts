@@ -311,4 +311,22 @@ describe('peregrine validate: Redis', () => {
       `${file}:6 redis.password: redis password: cannot read ${dir}/no-such-redis-password (ENOENT)`,
     ]);
   });
+
+  it("reports a Redis CA bundle that holds no certificate at redis.tls's line", () => {
+    writeFileSync(join(dir, 'not-a-ca.pem'), 'hello\n');
+    const { file, status, stderr } = validate(
+      [
+        'listeners:',
+        '  - name: edge',
+        '    address: 127.0.0.1:8080',
+        'redis:',
+        '  url: rediss://redis:6380/0',
+        '  tls:',
+        `    ca: ${dir}/not-a-ca.pem`,
+        '',
+      ].join('\n'),
+    );
+    expect(status).toBe(2);
+    expect(stderr).toEqual([`${file}:7 redis.tls.ca: ca ${dir}/not-a-ca.pem: no PEM certificate found`]);
+  });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SecretLoadError } from '../../../src/config/secret-ref.ts';
 import { reconnectDelay, redisErrorKind } from '../../../src/stores/redis.ts';
-import { readRedisCredentials } from '../../../src/stores/redis-credentials.ts';
+import { readRedisConnectOptions } from '../../../src/stores/redis-connect-options.ts';
 import { RedisSchema } from '../../../src/stores/schema.ts';
 
 describe('reconnectDelay', () => {
@@ -64,33 +64,36 @@ describe('RedisSchema', () => {
       'url: credentials in the url and in password/username: give them in one place (password)',
     ]);
     expect(problems({ url: 'redis://u@redis:6379', password: { env: 'P' } })).toHaveLength(1);
+    expect(problems({ tls: { ca: '/ca.pem' } })).toEqual(['tls: tls needs a rediss:// url']);
+    expect(problems({ url: 'rediss://redis:6380', tls: { ca: '/ca.pem' } })).toEqual([]);
+    expect(problems({ url: 'rediss://redis:6380', tls: {} })).toHaveLength(1);
     // Credentials in the URL alone stay accepted (interpolated, e.g. redis://:${P}@redis).
     expect(problems({ url: 'redis://:x@redis:6379' })).toEqual([]);
   });
 });
 
-describe('readRedisCredentials', () => {
+describe('readRedisConnectOptions', () => {
   const secret = '0123456789abcdef0123';
   it('reads the password once, with the user when there is one', () => {
-    expect(readRedisCredentials(RedisSchema.parse({}), {})).toEqual({});
+    expect(readRedisConnectOptions(RedisSchema.parse({}), {})).toEqual({});
     expect(
-      readRedisCredentials(RedisSchema.parse({ password: { env: 'P' } }), { P: ` ${secret}\n` }),
+      readRedisConnectOptions(RedisSchema.parse({ password: { env: 'P' } }), { P: ` ${secret}\n` }),
     ).toEqual({
       password: secret,
     });
     expect(
-      readRedisCredentials(RedisSchema.parse({ username: 'gw', password: { env: 'P' } }), { P: secret }),
+      readRedisConnectOptions(RedisSchema.parse({ username: 'gw', password: { env: 'P' } }), { P: secret }),
     ).toEqual({ username: 'gw', password: secret });
   });
 
   it('refuses an unset, short or unreadable password, naming the setting and never the value', () => {
     const config = RedisSchema.parse({ password: { env: 'P' } });
-    expect(() => readRedisCredentials(config, {})).toThrow(
+    expect(() => readRedisConnectOptions(config, {})).toThrow(
       new SecretLoadError('redis password: environment variable P is not set'),
     );
     const short = (() => {
       try {
-        readRedisCredentials(config, { P: 'short-secret' });
+        readRedisConnectOptions(config, { P: 'short-secret' });
       } catch (err) {
         return err as Error;
       }
@@ -99,7 +102,7 @@ describe('readRedisCredentials', () => {
     expect(short!.message).toMatch(/^redis password: shorter than 16/);
     expect(short!.message).not.toContain('short-secret');
     expect(() =>
-      readRedisCredentials(RedisSchema.parse({ password: { file: '/nonexistent/p' } }), {}),
+      readRedisConnectOptions(RedisSchema.parse({ password: { file: '/nonexistent/p' } }), {}),
     ).toThrow(/^redis password: cannot read \/nonexistent\/p \(ENOENT\)$/);
   });
 });
