@@ -10,8 +10,8 @@
  *   node bench/side-by-side.ts <A> [B] [--b-dir DIR] [--rounds N]
  *
  * A and B: passthrough, lean, observed, observed:no-log, observed:no-trace, observed:ratio=R,
- * ratelimit, registry (bench/lib/peregrine-config.ts; the `:` forms change the observed profile's
- * telemetry; registry registers the upstream through the registration API once it is up), or
+ * observed:batch=N, ratelimit, registry (bench/lib/peregrine-config.ts; the `:` forms change the
+ * observed profile's telemetry, batch=N its span export's batch size; registry registers the upstream through the registration API once it is up), or
  * bare-undici (the floor of `npm run bench`, bench/peers/bare-undici.ts: the foundation's goals
  * measured side by side, `bare-undici passthrough` and `bare-undici observed`). B defaults
  * to A; `--b-dir` runs B from another checkout (e.g. `git worktree add /tmp/base HEAD~1`), to price
@@ -47,6 +47,8 @@ interface Variant {
   label: string;
   profile: PeregrineProfile | typeof BARE;
   tweak(cfg: ConfigInput): void;
+  /** Environment the gateway starts with (`OTEL_*` from the bench's own environment never reach it). */
+  env: Record<string, string>;
   dir: string;
 }
 
@@ -58,18 +60,25 @@ const BARE = 'bare-undici';
 /** `observed:no-log` and the like: a profile and a change to its telemetry. */
 export function parseVariant(spec: string, dir: string): Variant {
   const [profile, mod] = spec.split(':', 2) as [string, string | undefined];
-  if (spec === BARE) return { label: spec, profile: BARE, tweak: () => {}, dir };
+  if (spec === BARE) return { label: spec, profile: BARE, tweak: () => {}, env: {}, dir };
   if (!SIDE_BY_SIDE_PROFILES.includes(profile)) throw new Error(`unknown profile ${profile}`);
+  if (mod !== undefined && profile !== 'observed')
+    throw new Error(`${spec}: only the observed profile takes a modifier`);
+  // batch=N: the span export's batch size (the batch processor's OTEL_BSP_MAX_EXPORT_BATCH_SIZE).
+  const batch = mod?.startsWith('batch=') ? Number(mod.slice(6)) : undefined;
+  if (batch !== undefined && !(Number.isInteger(batch) && batch >= 1 && batch <= 2048))
+    throw new Error(`${spec}: the batch size is an integer from 1 to 2048 (the queue's size)`);
+  const env: Record<string, string> =
+    batch === undefined ? {} : { OTEL_BSP_MAX_EXPORT_BATCH_SIZE: String(batch) };
   const tweak = (cfg: ConfigInput): void => {
     const t = cfg.telemetry!;
-    if (mod === undefined) return;
-    if (profile !== 'observed') throw new Error(`${spec}: only the observed profile takes a modifier`);
+    if (mod === undefined || batch !== undefined) return;
     if (mod === 'no-log') t.accessLog = { enabled: false };
     else if (mod === 'no-trace') t.tracing = { exporter: 'none', sampleRatio: 0 };
     else if (mod.startsWith('ratio=')) t.tracing = { ...t.tracing, sampleRatio: Number(mod.slice(6)) };
     else throw new Error(`${spec}: unknown modifier ${mod}`);
   };
-  return { label: spec, profile: profile as PeregrineProfile, tweak, dir };
+  return { label: spec, profile: profile as PeregrineProfile, tweak, env, dir };
 }
 
 async function startVariant(
@@ -107,7 +116,7 @@ async function startVariant(
       v.tweak(cfg);
       return stringify(cfg);
     },
-    env: registryPort ? { [REGISTRY_TOKEN_ENV]: benchRegistryToken() } : {},
+    env: registryPort ? { ...v.env, [REGISTRY_TOKEN_ENV]: benchRegistryToken() } : v.env,
   });
   pinTarget(pin, started.proc.pid);
   // registry: the upstream is registered through the registration API, then served.

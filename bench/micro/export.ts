@@ -8,14 +8,9 @@
 import { JsonTraceSerializer, ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { TelemetrySchema } from '../../src/config/schema.ts';
-import {
-  attemptSpanAttributes,
-  createTracing,
-  endClientSpan,
-  endServerSpan,
-  routeServerSpan,
-} from '../../src/telemetry/tracing.ts';
+import { createTracing } from '../../src/telemetry/tracing.ts';
 import { bench, header } from './harness.ts';
+import { pipelineSpans } from './pipeline-spans.ts';
 
 const BATCH = 512;
 const spans: ReadableSpan[] = [];
@@ -31,26 +26,7 @@ const tracing = createTracing(
   TelemetrySchema.parse({ serviceName: 'bench', tracing: { exporter: 'none', sampleRatio: 1 } }),
   { spanProcessorForTests: collect },
 );
-while (spans.length < BATCH) {
-  const server = tracing.startServerSpan(
-    'GET',
-    { host: 'api.example.com', 'user-agent': 'wrk' },
-    {
-      'url.scheme': 'http',
-      'client.address': '127.0.0.1',
-    },
-  );
-  routeServerSpan(server, 'GET', '/*', 'all');
-  const client = tracing.startClientSpan(
-    server,
-    'GET bench',
-    attemptSpanAttributes('GET', 'http://127.0.0.1:3001', '127.0.0.1', 3001, '/', '', 'bench', 0),
-  );
-  endClientSpan(client, 200, undefined);
-  server.setAttribute('url.path', '/');
-  server.setAttribute('peregrine.request_id', crypto.randomUUID());
-  endServerSpan(server, 200, undefined);
-}
+while (spans.length < BATCH) pipelineSpans(tracing, crypto.randomUUID());
 
 header(`serialise a batch of ${BATCH} spans (ns per span)`);
 const json = JsonTraceSerializer.serializeRequest(spans)!;

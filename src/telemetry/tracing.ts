@@ -67,6 +67,7 @@ import type { TelemetryConfig } from '../config/schema.ts';
 import { HTTP_METHODS } from '../config/schema.ts';
 import { ERROR_CODES, type ErrorCode } from '../errors.ts';
 import { VERSION } from '../version.ts';
+import { keepBundledUndiciUnloaded } from './exporter-http.ts';
 import { redactQuery, serverAddressOf } from './http-attributes.ts';
 import type { AttemptOutcome } from './metrics.ts';
 import { observeSpanExport, type SpanExportObservation, type SpanExportReport } from './span-export.ts';
@@ -384,14 +385,14 @@ class SpanStarter {
       return this.child(parent);
     }
     if (this.tracer !== undefined && (parent !== undefined || !this.parentBased)) {
-      return this.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, context);
+      return this.recorded(this.tracer, name, SERVER, attributes, context);
     }
     const traceId = this.ids.rootTraceId();
     const sampled = this.ids.rootKey < this.rootBound;
     if (sampled && this.tracer !== undefined) {
       this.ids.presetTraceId = traceId;
       try {
-        return this.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, context);
+        return this.recorded(this.tracer, name, SERVER, attributes, context);
       } finally {
         this.ids.presetTraceId = undefined;
       }
@@ -406,11 +407,25 @@ class SpanStarter {
   startClient(parent: Span, name: string, attributes: Attributes): Span {
     const sc = parent.spanContext();
     if (this.tracer === undefined || (this.parentBased && !isSampled(sc))) return this.child(sc);
-    return this.tracer.startSpan(
-      name,
-      { kind: SpanKind.CLIENT, attributes },
-      trace.setSpan(ROOT_CONTEXT, parent),
-    );
+    return this.recorded(this.tracer, name, CLIENT, attributes, trace.setSpan(ROOT_CONTEXT, parent));
+  }
+
+  /**
+   * A span from the SDK, its attributes set once it exists: handed to `startSpan`, they would be
+   * copied and checked three times (sanitised for the sampler, again after merging the sampler's
+   * attributes, then set one by one on the span). No sampler the SDK builds reads them: the
+   * gateway's is AlwaysOn, and OTEL_TRACES_SAMPLER names only built-in samplers, which decide
+   * by the trace id and the parent alone.
+   */
+  private recorded(
+    tracer: Tracer,
+    name: string,
+    kind: typeof SERVER | typeof CLIENT,
+    attributes: Attributes,
+    context: Context,
+  ): Span {
+    const span = tracer.startSpan(name, kind, context);
+    return span.isRecording() ? span.setAttributes(attributes) : span;
   }
 
   private child(parent: SpanContext): Span {
@@ -422,6 +437,10 @@ class SpanStarter {
     });
   }
 }
+
+/** `startSpan` options without attributes, one object per kind (the SDK only reads them). */
+const SERVER = { kind: SpanKind.SERVER } as const;
+const CLIENT = { kind: SpanKind.CLIENT } as const;
 
 function isSampled(sc: SpanContext): boolean {
   return (sc.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED;
@@ -576,6 +595,7 @@ function createExporter(cfg: TelemetryConfig['tracing']): SpanExporter | undefin
   switch (cfg.exporter) {
     case 'otlp': {
       const url = otlpUrl(cfg.endpoint);
+      keepBundledUndiciUnloaded();
       const { OTLPTraceExporter } = requireLazily(
         '@opentelemetry/exporter-trace-otlp-http',
       ) as typeof OtlpHttpModule;

@@ -38,6 +38,17 @@ describe('side-by-side variants', () => {
     expect(configOf('observed:ratio=0.01').tracing).toMatchObject({ exporter: 'otlp', sampleRatio: 0.01 });
   });
 
+  it("changes the span export's batch size through the batch processor's variable, nothing else", () => {
+    expect(parseVariant('observed:batch=128', '/repo').env).toEqual({
+      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '128',
+    });
+    expect(configOf('observed:batch=128')).toEqual(configOf('observed'));
+    expect(parseVariant('observed', '/repo').env).toEqual({});
+    expect(() => parseVariant('observed:batch=0', '/repo')).toThrow(/batch size/);
+    expect(() => parseVariant('observed:batch=4096', '/repo')).toThrow(/batch size/);
+    expect(() => parseVariant('passthrough:batch=128', '/repo')).toThrow(/only the observed profile/);
+  });
+
   it('takes the bare undici forwarder as a side, the floor of the foundation goals', () => {
     expect(parseVariant('bare-undici', '/repo')).toMatchObject({
       label: 'bare-undici',

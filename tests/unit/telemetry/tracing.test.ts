@@ -351,6 +351,93 @@ describe('createTracing without an exporter', () => {
   });
 });
 
+describe('attributes given when a span starts', () => {
+  // Set on the span once the SDK made it, not handed to startSpan: every path that reaches the
+  // SDK must still deliver them, checked and in full.
+  async function recordedSpans(sampler: string | undefined, headers: IncomingHttpHeaders = {}) {
+    if (sampler !== undefined) vi.stubEnv('OTEL_TRACES_SAMPLER', sampler);
+    const exporter = new InMemorySpanExporter();
+    const processor = new SimpleSpanProcessor(exporter);
+    const t = open(config({ exporter: 'none', sampleRatio: 1 }), processor);
+    const server = t.startServerSpan(
+      'GET',
+      { host: 'api.example.com', ...headers },
+      {
+        'url.scheme': 'https',
+        'client.address': '10.0.0.1',
+        // Not an attribute value: dropped, as the SDK drops it, and the others kept.
+        'peregrine.bad': { nested: true } as unknown as string,
+      },
+    );
+    const client = t.startClientSpan(
+      server,
+      'GET users-svc',
+      attemptSpanAttributes('GET', 'http://10.0.0.5:8080', '10.0.0.5', 8080, '/a', '?q=1', 'users-svc', 1),
+    );
+    endClientSpan(client, 200, undefined);
+    endServerSpan(server, 200, undefined);
+    await processor.forceFlush();
+    const spans = exporter.getFinishedSpans();
+    return {
+      server: spans.find((s) => s.kind === SpanKind.SERVER)!,
+      client: spans.find((s) => s.kind === SpanKind.CLIENT)!,
+    };
+  }
+
+  const SERVER_ATTRIBUTES = {
+    'url.scheme': 'https',
+    'client.address': '10.0.0.1',
+    'http.request.method': 'GET',
+    'server.address': 'api.example.com',
+    'server.port': 443,
+    'http.response.status_code': 200,
+  };
+  const CLIENT_ATTRIBUTES = {
+    'http.request.method': 'GET',
+    'server.address': '10.0.0.5',
+    'server.port': 8080,
+    'url.full': 'http://10.0.0.5:8080/a?q=REDACTED',
+    'peer.service': 'users-svc',
+    'server.service.name': 'users-svc',
+    'peregrine.endpoint': 'http://10.0.0.5:8080',
+    'http.request.resend_count': 1,
+    'http.response.status_code': 200,
+  };
+
+  it('reach the SDK span for roots the gateway sampled', async () => {
+    const { server, client } = await recordedSpans(undefined);
+    expect(server.attributes).toEqual(SERVER_ATTRIBUTES);
+    expect(client.attributes).toEqual(CLIENT_ATTRIBUTES);
+  });
+
+  it('reach the SDK span for a sampled remote parent', async () => {
+    const { server, client } = await recordedSpans(undefined, {
+      traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01`,
+    });
+    expect(server.parentSpanContext?.spanId).toBe(PARENT_SPAN);
+    expect(server.attributes).toEqual(SERVER_ATTRIBUTES);
+    expect(client.attributes).toEqual(CLIENT_ATTRIBUTES);
+  });
+
+  it('reach the SDK span when OTEL_TRACES_SAMPLER decides', async () => {
+    const { server, client } = await recordedSpans('always_on');
+    expect(server.attributes).toEqual(SERVER_ATTRIBUTES);
+    expect(client.attributes).toEqual(CLIENT_ATTRIBUTES);
+  });
+});
+
+/** An ES module script run from the repository's root in a fresh Node, without OTEL_* variables. */
+function runFresh(script: string) {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('OTEL_')) env[k] = v;
+  return spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    cwd: join(import.meta.dirname, '../../..'),
+    env,
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+}
+
 describe('loading the SDK', () => {
   it('is left out while no spans are recorded, and loaded once an exporter is configured', () => {
     // A fresh process: which OTel packages are loaded after createTracing with exporter none, then otlp.
@@ -370,19 +457,41 @@ describe('loading the SDK', () => {
       await otlp.shutdown();
       console.log(JSON.stringify({ before, after }));
     `;
-    const env: NodeJS.ProcessEnv = {};
-    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('OTEL_')) env[k] = v;
-    const result = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-      cwd: join(import.meta.dirname, '../../..'),
-      env,
-      encoding: 'utf8',
-      timeout: 30_000,
-    });
+    const result = runFresh(script);
     expect(result.stderr).toBe('');
     expect(JSON.parse(result.stdout)).toEqual({
       before: [],
       after: ['exporter-trace-otlp-http', 'resources', 'sdk-trace-base'],
     });
+  });
+
+  it("exports to an http: collector without loading Node's bundled undici", () => {
+    // A fresh process: `http` is only ever required, so Node's own undici could only come from the
+    // exporter's `import('http')` (its namespace's WebSocket getter).
+    const script = `
+      import { createRequire } from 'node:module';
+      import { TelemetrySchema } from './src/config/schema.ts';
+      import { createTracing } from './src/telemetry/tracing.ts';
+      const http = createRequire(import.meta.url)('node:http');
+      const bodies = [];
+      const collector = http.createServer((req, res) => {
+        let body = '';
+        req.on('data', (c) => (body += c));
+        req.on('end', () => { bodies.push(body); res.end('{}'); });
+      });
+      await new Promise((resolve) => collector.listen(0, '127.0.0.1', resolve));
+      const endpoint = 'http://127.0.0.1:' + collector.address().port;
+      const t = createTracing(TelemetrySchema.parse({ serviceName: 't', tracing: { exporter: 'otlp', endpoint, sampleRatio: 1 } }));
+      t.startServerSpan('GET', {}, {}).end();
+      await t.shutdown();
+      collector.close();
+      const spans = bodies.flatMap((b) => JSON.parse(b).resourceSpans[0].scopeSpans[0].spans);
+      const bundled = process.moduleLoadList.filter((m) => m.includes('undici'));
+      console.log(JSON.stringify({ spans: spans.map((s) => s.name), bundled }));
+    `;
+    const result = runFresh(script);
+    expect(result.stderr).toBe('');
+    expect(JSON.parse(result.stdout)).toEqual({ spans: ['GET'], bundled: [] });
   });
 });
 
