@@ -247,6 +247,7 @@ async function startRegistryTarget(
           maxInstancesPerService: Math.max(instances, 100),
         }),
       env: { [REGISTRY_TOKEN_ENV]: benchRegistryToken() },
+      nodeArgs: perfMapFlag(),
       stdout: 'pipe',
       wrap: { command: valgrind, args: vg },
       readyTimeoutMs: READY_MS,

@@ -66,11 +66,13 @@ export interface RedisStoreOptions {
 
 /**
  * A renewal waits this long for the renewals after it, and they go to Redis in one script: a fleet
- * of 1,000 instances renewing every 5 s (200/s) pays about one round trip per 10 renewals instead
+ * of 1,000 instances renewing every 5 s (200/s) pays about one round trip per 20 renewals instead
  * of one each, and the heartbeat's answer comes at most this much later (a client renews a third
- * of the way into its lease).
+ * of the way into its lease, so a lease of 15 s has 10 s left). 50 ms until December 2026: each
+ * batch's command, reply and wakeup cost about as much as ten renewals' share of them
+ * (docs/decisions.md, "Renewal batches: one argument, one reply string, keys prefixed once").
  */
-export const RENEW_BATCH_MS = 50;
+export const RENEW_BATCH_MS = 100;
 
 /** At most this many leases are expired, or renewals announced, per script (one script must stay short). */
 const SWEEP_BATCH = 500;
@@ -173,6 +175,8 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
   readonly #subscriber: RedisConnection;
   readonly #opts: RedisStoreOptions;
   readonly #channel: string;
+  /** REGISTRY_KEYS with the connection's prefix (the client adds none). */
+  readonly #keys: readonly string[];
   readonly #scripts: Record<
     'register' | 'renew' | 'renewals' | 'drain' | 'deregister' | 'sweep' | 'snapshot',
     Script
@@ -231,12 +235,14 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     let resolve!: () => void;
     this.#firstSync = { promise: new Promise<void>((r) => (resolve = r)), resolve };
     const client = redis.client;
+    this.#keys = REGISTRY_KEYS.map((k) => `${redis.ownKeyPrefix}${k}`);
+    const keys = this.#keys;
     const define = (name: string, lua: string): Script => {
-      // Shared client: the command names are the registry's own. KEYS are prefixed by ioredis.
+      // Shared client: the command names are the registry's own. KEYS are prefixed here, once.
       const command = `peregrineRegistry${name}`;
-      client.defineCommand(command, { numberOfKeys: REGISTRY_KEYS.length, lua });
+      client.defineCommand(command, { numberOfKeys: keys.length, lua });
       const fn = (client as unknown as Record<string, Script>)[command]!.bind(client);
-      return (...args) => fn(...REGISTRY_KEYS, ...args);
+      return (...args) => fn(...keys, ...args);
     };
     this.#scripts = {
       register: define('Register', REGISTER_SCRIPT),
@@ -343,22 +349,23 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
     const via = this.#pendingVia;
     const keys = batch.map((r) => `${r.service}/${r.id}`);
     const sent = this.#run('renew', () =>
-      this.#scripts.renew(this.#via(via), this.#channel, newEpoch(), Date.now(), ...keys),
+      this.#scripts.renew(this.#via(via), this.#channel, newEpoch(), Date.now(), keys.join(' ')),
     ).then(
       (reply) => {
-        if (!Array.isArray(reply) || typeof reply[0] !== 'string' || typeof reply[1] !== 'number') {
+        // `epoch now expiresAt…`: one per renewal, in order.
+        const parts = typeof reply === 'string' ? reply.split(' ') : [];
+        const now = Number(parts[1]);
+        if (parts.length !== batch.length + 2 || !Number.isSafeInteger(now)) {
           const err = new RegistryUnavailableError('the registry store (Redis) gave an unexpected reply');
           for (const r of batch) r.reject(err);
           return;
         }
-        const parts = reply as [string, number, ...number[]];
-        const epoch = parts[0];
-        const now = parts[1];
+        const epoch = parts[0]!;
         this.#clockOffset = now - Date.now();
         for (let i = 0; i < batch.length; i++) {
           const r = batch[i]!;
-          const expiresAt = parts[i + 2];
-          if (typeof expiresAt !== 'number' || expiresAt <= 0) r.resolve(undefined);
+          const expiresAt = Number(parts[i + 2]);
+          if (!(expiresAt > 0)) r.resolve(undefined);
           else
             r.resolve(
               this.#renewalOf(keys[i]!, r, { expiresAt, lastHeartbeat: now, registeredVia: via }, epoch),
@@ -402,8 +409,8 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
   async #readInstance(key: string): Promise<Instance | undefined> {
     const client = this.#redis.client;
     const [spec, lease] = await Promise.all([
-      client.hget(REGISTRY_KEYS[0], key),
-      client.hget(REGISTRY_KEYS[1], key),
+      client.hget(this.#keys[0]!, key),
+      client.hget(this.#keys[1]!, key),
     ]);
     if (spec === null || lease === null) return undefined;
     return toInstance(key, JSON.parse(spec) as InstanceSpec, JSON.parse(lease) as Lease);
@@ -455,7 +462,7 @@ export class RedisRegistryStore extends ViewedStore implements RegistryStore {
           newEpoch(),
           Date.now(),
           this.#origin,
-          ...keys.slice(i, i + SWEEP_BATCH),
+          keys.slice(i, i + SWEEP_BATCH).join(' '),
         );
     } catch (err) {
       // Other replicas show older expiries until the next batch or resync; routing is unaffected.

@@ -22,9 +22,13 @@
  * limits"). Its users bound each call themselves (the policies' deadline queue); what the
  * per-command timer also did, failing commands a silent Redis never answers, is `stalled()`: a
  * connection whose calls go unanswered for `commandTimeout` is cut and reconnected, which fails
- * the commands it holds. Its users also prefix their keys themselves (`ownKeyPrefix`): ioredis's
- * `keyPrefix` looks each command's keys up in its command table (a lower-cased name, two closures
- * and two arrays per command) to find what to prefix, where a user that built its key knows.
+ * the commands it holds.
+ *
+ * Users of every connection prefix their keys themselves (`ownKeyPrefix`): ioredis's `keyPrefix`
+ * looks each command's keys up in its command table (a lower-cased name, two closures and two
+ * arrays per command) to find what to prefix, where a user that built its key knows. On the
+ * registry's renewal batches that was about 1,800 instructions a renewal (docs/decisions.md,
+ * "Renewal batches: one argument, one reply string, keys prefixed once").
  */
 import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
@@ -84,10 +88,7 @@ export class RedisConnection {
   readonly name: RedisConnectionName;
   /** The ioredis client. Commands fail fast while disconnected; see the module comment. */
   readonly client: Redis;
-  /**
-   * What users put before their keys themselves: `keyPrefix` on the rate limits' connection
-   * (the client does not add it there), '' on the others (the client adds it).
-   */
+  /** What users put before their keys themselves (`keyPrefix`: the client adds nothing). */
   readonly ownKeyPrefix: string;
   readonly #deps: RedisDeps;
   #state: RedisState = 'connecting';
@@ -110,10 +111,9 @@ export class RedisConnection {
     this.name = name;
     this.#deps = deps;
     const { initialDelay, maxDelay } = config.reconnect;
-    this.ownKeyPrefix = name === 'ratelimits' ? config.keyPrefix : '';
+    this.ownKeyPrefix = config.keyPrefix;
     const options: RedisOptions = {
       ...deps.connect,
-      ...(name === 'ratelimits' ? {} : { keyPrefix: config.keyPrefix }),
       connectTimeout: config.connectTimeout,
       ...(name === 'ratelimits' ? {} : { commandTimeout: config.commandTimeout }),
       connectionName: `${config.connectionName}${NAME_SUFFIX[name]}`,

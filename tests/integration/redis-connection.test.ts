@@ -40,14 +40,15 @@ afterAll(async () => {
 });
 
 describe('RedisConnection', () => {
-  it('connects, prefixes keys, and reports its state', async () => {
+  it('connects, leaves keys to its users to prefix, and reports its state', async () => {
     const metrics = testMetrics();
     const prefix = newPrefix();
     const c = connect(metrics, prefix);
     let readies = 0;
     c.onReady(() => readies++);
     await eventually(() => expect(c.ready).toBe(true));
-    await c.client.set('k', 'v');
+    await c.client.set(`${c.ownKeyPrefix}k`, 'v');
+    expect(c.ownKeyPrefix).toBe(prefix);
     expect(await redis.command('GET', `${prefix}k`)).toBe('$1\r\nv\r\n');
     expect(readies).toBe(1);
     expect(c.health()).toMatchObject({ connection: 'commands', state: 'ready', lastError: null });
@@ -124,13 +125,13 @@ describe('RedisConnection', () => {
     expect(() => c.subscriber()).toThrow(/closed/);
   });
 
-  it('has a rate limit connection of its own: no per-command timer, keys prefixed by its users, closed with it', async () => {
+  it('has a rate limit connection of its own: no per-command timer, keys prefixed by the users of both, closed with it', async () => {
     const metrics = testMetrics();
     const prefix = newPrefix();
     const c = connect(metrics, prefix);
     const rl = c.rateLimits();
-    // The shared connection's client prefixes keys; the rate limits' users do it themselves.
-    expect([c.ownKeyPrefix, c.client.options.keyPrefix]).toEqual(['', prefix]);
+    // Neither client prefixes keys: their users do it themselves.
+    expect([c.ownKeyPrefix, c.client.options.keyPrefix || '']).toEqual([prefix, '']);
     expect([rl.ownKeyPrefix, rl.client.options.keyPrefix || '']).toEqual([prefix, '']);
     expect(c.rateLimits()).toBe(rl);
     expect(() => rl.rateLimits()).toThrow(/no rate limit connection/);

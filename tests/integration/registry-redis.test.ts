@@ -140,7 +140,8 @@ describe('two replicas on one Redis', () => {
         expect(a.store.get('payments', id)?.lastHeartbeat).toBe(renewed[n]!.lastHeartbeat);
       }
       await eventually(() => expect(scripts()).toHaveLength(1), 1000);
-      expect(scripts()[0]).toEqual([...keys, 'gone'].map((id) => `payments/${id}`));
+      // All of them in one argument, separated by spaces.
+      expect(scripts()[0]).toEqual([[...keys, 'gone'].map((id) => `payments/${id}`).join(' ')]);
     } finally {
       monitor.close();
     }
