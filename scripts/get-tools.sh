@@ -6,8 +6,8 @@
 #
 #   scripts/get-tools.sh [package ...]     default: prometheus redis-server
 #
-# prometheus brings `prometheus` and `promtool`; redis-server brings `redis-server` (its binary is
-# in redis-tools, fetched with it). Uses the machine's apt package lists when they are there, else
+# prometheus brings `prometheus` and `promtool`; redis-server brings `redis-server` and `redis-cli`
+# (their binaries are in redis-tools, fetched with it). Uses the machine's apt package lists when they are there, else
 # downloads its own into .tools/apt (no root needed for either).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,7 +57,7 @@ done
 rm -f ./*.deb
 
 echo "get-tools: extracted ${want[*]} into .tools/root"
-for bin in prometheus promtool redis-server; do
+for bin in prometheus promtool redis-server redis-cli; do
   [ -e "$root/usr/bin/$bin" ] && echo "  $root/usr/bin/$bin"
 done
 exit 0

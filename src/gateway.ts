@@ -25,6 +25,7 @@ import { SidecarAgent } from './sidecar/agent.ts';
 import { INBOUND } from './sidecar/derive.ts';
 import type { MeshSide } from './sidecar/mesh-telemetry.ts';
 import { RedisConnection } from './stores/redis.ts';
+import { readRedisConnectOptions } from './stores/redis-connect-options.ts';
 import { createTelemetry, type Telemetry } from './telemetry/telemetry.ts';
 import { VERSION } from './version.ts';
 
@@ -84,6 +85,9 @@ export class Gateway implements DataplaneHost {
 
   private constructor(opts: GatewayOptions) {
     const { config } = opts;
+    // Read before anything opens: a password or CA that cannot be used stops the start, naming the setting.
+    const redisConnect =
+      config.redis === undefined ? undefined : readRedisConnectOptions(config.redis, opts.env ?? process.env);
     this.telemetry = createTelemetry(config.telemetry, {
       version: VERSION,
       logDestination: opts.logDestination,
@@ -96,6 +100,7 @@ export class Gateway implements DataplaneHost {
       ? new RedisConnection(config.redis, {
           logger: logger.child({ component: 'redis' }),
           metrics: metrics.redis,
+          connect: redisConnect,
         })
       : undefined;
     let registry: Registry | undefined;

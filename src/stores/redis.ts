@@ -30,6 +30,7 @@ import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { lazyRequire } from '../lazy-require.ts';
 import type { RedisConnectionName, RedisErrorKind, RedisMetrics, RedisState } from '../telemetry/metrics.ts';
+import type { RedisConnectOptions } from './redis-connect-options.ts';
 import type { RedisConfig } from './schema.ts';
 
 export type { RedisState } from '../telemetry/metrics.ts';
@@ -50,6 +51,8 @@ export interface RedisHealth {
 export interface RedisDeps {
   readonly logger: Logger;
   readonly metrics: RedisMetrics;
+  /** What to AUTH with and which CAs to trust (readRedisConnectOptions). */
+  readonly connect?: RedisConnectOptions;
 }
 
 /** The delay before reconnection attempt `times` (1-based): doubling, capped, with up to 50% jitter off. */
@@ -109,6 +112,7 @@ export class RedisConnection {
     const { initialDelay, maxDelay } = config.reconnect;
     this.ownKeyPrefix = name === 'ratelimits' ? config.keyPrefix : '';
     const options: RedisOptions = {
+      ...deps.connect,
       ...(name === 'ratelimits' ? {} : { keyPrefix: config.keyPrefix }),
       connectTimeout: config.connectTimeout,
       ...(name === 'ratelimits' ? {} : { commandTimeout: config.commandTimeout }),

@@ -4,17 +4,33 @@
  */
 import { z } from 'zod';
 import { duration } from '../config/fields.ts';
+import { checkSecretRef, secretRefShape } from '../config/secret-ref.ts';
 
 export const RedisSchema = z
   .strictObject({
     /**
      * `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS. A password is best given
-     * through interpolation (`${REDIS_PASSWORD}`); the admin API shows the URL without it.
+     * by `password` (a variable or a file, never in the config); the admin API shows the URL
+     * without credentials either way.
      */
     url: z
       .string()
       .regex(/^rediss?:\/\/\S+$/, 'expected redis://host:port[/db] or rediss://host:port[/db]')
       .default('redis://127.0.0.1:6379'),
+    /** ACL user to AUTH as (Redis 6+); without it, AUTH is for the `default` user (`requirepass`). */
+    username: z
+      .string()
+      .regex(/^[!-~]{1,128}$/, 'printable characters without spaces, at most 128')
+      .optional(),
+    /** The password, by reference (exactly one of env or file), read once at start. */
+    password: z.strictObject(secretRefShape).superRefine(checkSecretRef).optional(),
+    /** TLS (`rediss://` only): the CAs Redis's certificate must chain to. */
+    tls: z
+      .strictObject({
+        /** PEM file of CA certificates, replacing Node's public bundle (a private CA is trusted alone). */
+        ca: z.string().min(1, 'a file path is required'),
+      })
+      .optional(),
     /** Prepended to every key Peregrine writes and to its pub/sub channels. */
     keyPrefix: z
       .string()
@@ -39,6 +55,16 @@ export const RedisSchema = z
       .default('peregrine'),
   })
   .superRefine((r, ctx) => {
+    if (r.password !== undefined && urlHasCredentials(r.url))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['url'],
+        message: 'credentials in the url and in password/username: give them in one place (password)',
+      });
+    if (r.tls !== undefined && !r.url.startsWith('rediss://'))
+      ctx.addIssue({ code: 'custom', path: ['tls'], message: 'tls needs a rediss:// url' });
+    if (r.username !== undefined && r.password === undefined)
+      ctx.addIssue({ code: 'custom', path: ['password'], message: 'username needs a password' });
     if (r.reconnect.maxDelay < r.reconnect.initialDelay)
       ctx.addIssue({
         code: 'custom',
@@ -48,3 +74,13 @@ export const RedisSchema = z
   });
 
 export type RedisConfig = z.output<typeof RedisSchema>;
+
+/** Whether the URL carries a user or password (`redis://user:pass@host`, `redis://:pass@host`). */
+export function urlHasCredentials(url: string): boolean {
+  try {
+    const u = new URL(url);
+    return u.username !== '' || u.password !== '';
+  } catch {
+    return false;
+  }
+}

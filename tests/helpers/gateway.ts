@@ -86,7 +86,13 @@ export function testConfig(input: Partial<ConfigInput>): ConfigInput {
 
 export async function startGateway(
   input: Partial<ConfigInput>,
-  opts: { spanProcessor?: SpanProcessor; asFile?: boolean; providers?: Partial<ProviderFactories> } = {},
+  opts: {
+    spanProcessor?: SpanProcessor;
+    asFile?: boolean;
+    providers?: Partial<ProviderFactories>;
+    /** The environment secret references are read from (default: the process's). */
+    env?: NodeJS.ProcessEnv;
+  } = {},
 ): Promise<TestGateway> {
   const { stream, capture } = captureLogs();
   const full = testConfig(input);
@@ -103,6 +109,7 @@ export async function startGateway(
     logDestination: stream,
     spanProcessor: opts.spanProcessor,
     providers: opts.providers,
+    env: opts.env,
   });
   const addr = gateway.address();
   return {

@@ -29,7 +29,9 @@ export interface TestRedis {
    */
   pause(): void;
   resume(): void;
-  /** Send a command through a fresh connection; resolves with the raw reply. */
+  /** The `requirepass` it was started with, if any. */
+  readonly password: string | undefined;
+  /** Send a command through a fresh connection (authenticated when it has a password); resolves with the raw reply. */
   command(...args: string[]): Promise<string>;
   /** Stop and remove the directory. Safe to call twice. */
   close(): Promise<void>;
@@ -41,8 +43,21 @@ process.once('exit', () => {
   for (const p of running) p.kill('SIGKILL');
 });
 
-/** RESP-encode a command, send it on a new connection, return the first reply line(s). */
-function send(port: number, args: string[], timeoutMs = 2000): Promise<string> {
+const resp = (args: string[]): string =>
+  `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
+
+/**
+ * RESP-encode a command, send it on a new connection (after `AUTH <auth...>` when given: a
+ * password, or a user and a password), return the first reply line(s) of the command (AUTH's
+ * reply instead when AUTH is refused).
+ */
+export function send(
+  port: number,
+  args: string[],
+  timeoutMs = 2000,
+  auth?: readonly string[],
+): Promise<string> {
+  const authOk = auth === undefined ? '' : '+OK\r\n';
   return new Promise((resolve, reject) => {
     const socket = connect({ host: '127.0.0.1', port });
     let data = '';
@@ -56,18 +71,30 @@ function send(port: number, args: string[], timeoutMs = 2000): Promise<string> {
     });
     socket.on('data', (chunk) => {
       data += chunk.toString();
-      if (data.endsWith('\r\n')) {
+      const authRefused = authOk !== '' && data.length >= authOk.length && !data.startsWith(authOk);
+      if (data.endsWith('\r\n') && (authRefused || data.length > authOk.length)) {
         clearTimeout(timer);
         socket.end();
-        resolve(data);
+        resolve(authRefused ? data : data.slice(authOk.length));
       }
     });
-    socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`);
+    socket.write((auth === undefined ? '' : resp(['AUTH', ...auth])) + resp(args));
   });
 }
 
-export async function startRedis(opts: { persistent?: boolean } = {}): Promise<TestRedis> {
+export interface StartRedisOptions {
+  readonly persistent?: boolean;
+  /** `--requirepass`: every client must AUTH (the `default` user's password). */
+  readonly password?: string;
+  /** More server arguments, after the helper's own (a later option wins in redis-server). */
+  readonly args?: readonly string[];
+  /** A configuration file, read before every argument (as `redis-server <file> [options]`). */
+  readonly configFile?: string;
+}
+
+export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedis> {
   const redis = findTool(REDIS_SERVER, 'the Redis-backed tests');
+  const auth = opts.password === undefined ? undefined : [opts.password];
   const dir = mkdtempSync(join(tmpdir(), 'peregrine-redis-'));
   let port = 0;
   let proc: ChildProcess | undefined;
@@ -76,6 +103,7 @@ export async function startRedis(opts: { persistent?: boolean } = {}): Promise<T
 
   const spawnOnce = async (): Promise<boolean> => {
     const args = [
+      ...(opts.configFile === undefined ? [] : [opts.configFile]),
       '--port',
       String(port),
       '--bind',
@@ -92,6 +120,8 @@ export async function startRedis(opts: { persistent?: boolean } = {}): Promise<T
       'no',
       '--loglevel',
       'warning',
+      ...(opts.password === undefined ? [] : ['--requirepass', opts.password]),
+      ...(opts.args ?? []),
     ];
     log = '';
     const p = spawn(redis.path, args, { env: redis.env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -114,7 +144,8 @@ export async function startRedis(opts: { persistent?: boolean } = {}): Promise<T
     const deadline = Date.now() + 10_000;
     while (!done && Date.now() < deadline) {
       try {
-        if ((await send(port, ['PING'], 500)).startsWith('+PONG')) return true;
+        // Up: PONG, or (a password from `args` or the file, unknown here) a demand to authenticate.
+        if (/^(\+PONG|-NOAUTH)/.test(await send(port, ['PING'], 500, auth))) return true;
       } catch {
         // not up yet
       }
@@ -174,7 +205,8 @@ export async function startRedis(opts: { persistent?: boolean } = {}): Promise<T
       if (isRunning()) return;
       await start(false);
     },
-    command: (...args) => send(port, args),
+    password: opts.password,
+    command: (...args) => send(port, args, 2000, auth),
     async close() {
       if (closed) return;
       closed = true;

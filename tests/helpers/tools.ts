@@ -38,6 +38,12 @@ export const REDIS_SERVER: ToolSpec = {
   envVar: 'REDIS_SERVER_BIN',
   debianPackage: 'redis-server',
 };
+/** In redis-tools, which scripts/get-tools.sh fetches with redis-server. */
+export const REDIS_CLI: ToolSpec = {
+  command: 'redis-cli',
+  envVar: 'REDIS_CLI_BIN',
+  debianPackage: 'redis-tools',
+};
 
 export const CHROMIUM: ToolSpec = {
   command: 'chromium',

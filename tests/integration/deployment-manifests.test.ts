@@ -12,6 +12,13 @@
  * manifest sets is one the code or the config reads. Prometheus configs pass `promtool check
  * config` with the rule files mounted as the container sees them; the Grafana provisioning names
  * dashboards that exist and a trace datasource for the exemplars.
+ *
+ * Security as shipped: a real redis-server, started with each manifest's own arguments (and its
+ * generated config file), refuses a client that does not AUTH and accepts the credentials every
+ * Peregrine config that uses Redis reads with its container's environment (Secret stand-ins are per
+ * Secret key, so two manifests reading different Secrets disagree); Redis's probes pass with their
+ * credentials; no admin API listens beyond loopback without a token or client certificates;
+ * Prometheus sends each process's token; Compose publishes nothing beyond the host's loopback.
  */
 import { spawnSync } from 'node:child_process';
 import {
@@ -22,6 +29,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,10 +38,14 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { loadConfigFile } from '../../src/config/loader.ts';
 import type { Config } from '../../src/config/schema.ts';
+import { readTokenRef } from '../../src/config/secret-ref.ts';
 import { splitAddress } from '../../src/dataplane/listener/listener.ts';
+import { isLoopbackHost } from '../../src/sidecar/schema.ts';
+import { readRedisConnectOptions } from '../../src/stores/redis-connect-options.ts';
 import { DASHBOARD_DIR } from '../helpers/dashboards.ts';
 import { readDockerfile } from '../helpers/dockerfile.ts';
-import { findTool, PROMTOOL } from '../helpers/tools.ts';
+import { send, startRedis, type TestRedis } from '../helpers/redis.ts';
+import { findTool, PROMTOOL, REDIS_CLI } from '../helpers/tools.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const K8S = join(ROOT, 'deployment/kubernetes');
@@ -42,7 +54,11 @@ const PEREGRINE = join(ROOT, 'bin/peregrine.js');
 const IMAGE = readDockerfile(join(ROOT, 'Dockerfile'));
 
 const work = mkdtempSync(join(tmpdir(), 'peregrine-deployment-'));
-afterAll(() => rmSync(work, { recursive: true, force: true }));
+const redises: TestRedis[] = [];
+afterAll(async () => {
+  for (const r of redises.splice(0)) await r.close();
+  rmSync(work, { recursive: true, force: true });
+});
 let dirs = 0;
 const freshDir = (name: string) => {
   const d = join(work, `${++dirs}-${name}`);
@@ -157,6 +173,62 @@ const redisRateLimit = (config: Config) =>
     (p) => p.kind === 'rate_limit' && (p as { store?: { type?: string } }).store?.type === 'redis',
   );
 
+/**
+ * What a Peregrine process AUTHs to Redis with, read with its environment the way the gateway
+ * reads it: `redis.password` (and `username`), or credentials in the URL. Undefined: none.
+ */
+function redisAuthOf(config: Config, env: NodeJS.ProcessEnv): string[] | undefined {
+  const redis = config.redis!;
+  if (redis.password !== undefined) {
+    const c = readRedisConnectOptions(redis, env);
+    return c.username === undefined ? [c.password!] : [c.username, c.password!];
+  }
+  const url = new URL(redis.url);
+  if (url.password === '') return undefined;
+  const password = decodeURIComponent(url.password);
+  return url.username === '' ? [password] : [decodeURIComponent(url.username), password];
+}
+
+/**
+ * The admin API is reachable beyond loopback with no credential: neither a token nor client
+ * certificates (the gateway only warns about it at start).
+ */
+function adminOpen(config: Config): boolean {
+  const { address, auth, tls } = config.admin;
+  const certificates = tls?.clientAuth !== undefined && tls.clientAuth !== 'none';
+  return !isLoopbackHost(splitAddress(address).host) && auth.token === undefined && !certificates;
+}
+
+/**
+ * A Redis started as a manifest starts it (its arguments, and its configuration file first when
+ * there is one), on a loopback port of the test's: refused without AUTH (the server must require
+ * it), answered with the credentials the Peregrine process reads.
+ */
+async function expectRedisRequiresAuth(
+  argv: readonly string[],
+  peregrineAuth: readonly string[] | undefined,
+): Promise<TestRedis> {
+  expect(argv[0]).toBe('redis-server');
+  const rest = argv.slice(1);
+  const configFile = rest[0] !== undefined && !rest[0].startsWith('--') ? rest.shift() : undefined;
+  const redis = await startRedis({ configFile, args: rest });
+  redises.push(redis);
+  expect(await send(redis.port, ['PING']), 'Redis answers a client that did not AUTH').toMatch(/^-NOAUTH/);
+  expect(peregrineAuth, 'the Peregrine config that talks to Redis has credentials').toBeDefined();
+  expect(await send(redis.port, ['PING'], 2000, peregrineAuth)).toBe('+PONG\r\n');
+  return redis;
+}
+
+/**
+ * A Redis probe or health check as its container runs it (redis-cli reads the password from
+ * REDISCLI_AUTH), against `redis`: `-p <port>` added after each `redis-cli`. Its exit status and output.
+ */
+function runRedisCheck(shellCommand: string, redis: TestRedis, env: Record<string, string>) {
+  const cli = findTool(REDIS_CLI, 'the deployment manifests test');
+  const script = shellCommand.replace(/(^|[\s|;&])redis-cli\b/g, `$1'${cli.path}' -p ${redis.port}`);
+  return spawnSync('/bin/sh', ['-c', script], { env: { ...cli.env, ...env }, encoding: 'utf8' });
+}
+
 const secondsOf = (ms: number) => ms / 1000;
 const sleepOf = (container: Obj): number => {
   const cmd = container.lifecycle?.preStop?.exec?.command as string[] | undefined;
@@ -195,6 +267,7 @@ const portOf = (containers: Obj[], port: string | number): number | undefined =>
 interface PeregrineContainer {
   readonly workload: Obj;
   readonly container: Obj;
+  readonly env: Record<string, string>;
   readonly config: Config;
   readonly configText: string;
   readonly ports: ReturnType<typeof servedPorts>;
@@ -220,6 +293,24 @@ function issueInto(dir: string, serviceAccount: string, trustDomain: string): vo
   expect(issue.status, issue.stderr).toBe(0);
 }
 
+/**
+ * The environment a container gets: its values (with `$(VAR)` expanded), a stand-in for each
+ * Secret key (the same for every container that references the same key), the pod's fields.
+ */
+function containerEnv(container: Obj): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const e of container.env ?? []) {
+    if (e.value !== undefined)
+      env[e.name] = String(e.value).replace(/\$\((\w+)\)/g, (_, v: string) => env[v] ?? '');
+    else if (e.valueFrom?.secretKeyRef) {
+      const { name, key } = e.valueFrom.secretKeyRef;
+      env[e.name] = `secret-${name}-${key}-0123456789abcdef`;
+    } else if (e.valueFrom?.fieldRef?.fieldPath === 'status.podIP') env[e.name] = '10.1.4.17';
+    else env[e.name] = 'peregrine-7f9c-x2';
+  }
+  return env;
+}
+
 /** The container's file system (its mounts) and environment, then its config validated and loaded. */
 async function loadK8sContainer(workload: Obj, container: Obj): Promise<PeregrineContainer> {
   const pod = workload.spec.template.spec;
@@ -243,15 +334,7 @@ async function loadK8sContainer(workload: Obj, container: Obj): Promise<Peregrin
       issueInto(host, pod.serviceAccountName, td);
     }
   }
-  const env: Record<string, string> = {};
-  for (const e of container.env ?? []) {
-    if (e.value !== undefined)
-      env[e.name] = String(e.value).replace(/\$\((\w+)\)/g, (_, v: string) => env[v] ?? '');
-    else if (e.valueFrom?.secretKeyRef)
-      env[e.name] = `secret-${e.valueFrom.secretKeyRef.name}-0123456789abcdef`;
-    else if (e.valueFrom?.fieldRef?.fieldPath === 'status.podIP') env[e.name] = '10.1.4.17';
-    else env[e.name] = 'peregrine-7f9c-x2';
-  }
+  const env = containerEnv(container);
   expect(container.command, 'the image ENTRYPOINT runs; the manifest gives its arguments').toBeUndefined();
   const args = container.args as string[];
   expect(args[0]).toBe(IMAGE.cmd![0]);
@@ -263,7 +346,7 @@ async function loadK8sContainer(workload: Obj, container: Obj): Promise<Peregrin
   const config = await validated(configFile, env);
   const siblings = JSON.stringify(container.env ?? []);
   expect(unreadPeregrineEnv(Object.keys(env), configText, siblings)).toEqual([]);
-  return { workload, container, config, configText, ports: servedPorts(config) };
+  return { workload, container, env, config, configText, ports: servedPorts(config) };
 }
 
 const peregrineContainers: Promise<PeregrineContainer[]> = (async () => {
@@ -349,6 +432,41 @@ describe('deployment/kubernetes', () => {
     const port = service.spec.ports.find((p: Obj) => p.port === Number(url.port));
     expect(port).toBeDefined();
     expect(portOf(podsSelectedBy(service.spec.selector).flatMap(containersOf), port.targetPort)).toBe(6379);
+  });
+
+  it('Redis requires the password of its Secret; every Peregrine config that uses Redis authenticates with it', async () => {
+    const users = (await peregrineContainers).filter((p) => p.config.redis !== undefined);
+    expect(users.length).toBeGreaterThan(0);
+    const redisWorkload = named('Deployment', 'redis');
+    const container = redisWorkload.spec.template.spec.containers.find((c: Obj) => c.name === 'redis');
+    const env = containerEnv(container);
+    // Its data directory, where the test put it.
+    const dataDirs = (container.volumeMounts as Obj[]).map((m) => ({
+      target: m.mountPath as string,
+      host: freshDir(`redis-${m.name}`),
+    }));
+    const args = (container.args as string[]).map((a) =>
+      remap(`${a.replace(/\$\((\w+)\)/g, (_, v: string) => env[v] ?? '')}/`, dataDirs).slice(0, -1),
+    );
+    expect(container.command, 'the image runs redis-server with these arguments').toBeUndefined();
+    for (const user of users) {
+      const redis = await expectRedisRequiresAuth(
+        ['redis-server', ...args],
+        redisAuthOf(user.config, user.env),
+      );
+      // The probes authenticate too (else Redis never turns ready and the gateway has no Redis).
+      for (const probe of [container.readinessProbe, container.livenessProbe]) {
+        const run = runRedisCheck(probe.exec.command.join(' '), redis, env);
+        expect(run.stdout.trim(), run.stderr).toBe('PONG');
+      }
+    }
+  });
+
+  it('no admin API listens beyond loopback without a token or client certificates', async () => {
+    const all = await peregrineContainers;
+    expect(all.length).toBeGreaterThan(1);
+    for (const p of all)
+      expect(adminOpen(p.config), `${p.workload.metadata.name}/${p.container.name}`).toBe(false);
   });
 
   it('container ports, probes and the drain agree with what each Peregrine process serves', async () => {
@@ -519,9 +637,27 @@ const meshCerts = (() => {
   return run;
 })();
 
+/** secrets.sh run as its service runs it, with its volumes here (before the configs that read them). */
+const composeSecrets = (() => {
+  const s = services.secrets!;
+  const mounts = volumesOf(s);
+  for (const m of mounts) if (!m.bind) mkdirSync(m.host, { recursive: true });
+  const env = Object.fromEntries(
+    Object.entries(composeEnv(s)).map(([k, v]) => [k, remap(`${v}/`, mounts).slice(0, -1)]),
+  );
+  const script = mounts.find((m) => m.target === s.entrypoint[1])!;
+  const me = `${process.getuid!()}:${process.getgid!()}`;
+  return spawnSync(s.entrypoint[0], [script.host], {
+    cwd: ROOT,
+    env: cliEnv({ ...env, PEREGRINE_OWNER: me, REDIS_OWNER: me, TOKEN_OWNER: me }),
+    encoding: 'utf8',
+  });
+})();
+
 interface ComposePeregrine {
   readonly name: string;
   readonly service: Obj;
+  readonly env: Record<string, string>;
   readonly config: Config;
   readonly configText: string;
   readonly ports: ReturnType<typeof servedPorts>;
@@ -541,7 +677,7 @@ const composePeregrines: Promise<ComposePeregrine[]> = (async () => {
     writeFileSync(local, remap(configText, mounts));
     const config = await validated(local, env);
     expect(unreadPeregrineEnv(Object.keys(env), configText, '')).toEqual([]);
-    out.push({ name, service: s, config, configText, ports: servedPorts(config) });
+    out.push({ name, service: s, env, config, configText, ports: servedPorts(config) });
   }
   return out;
 })();
@@ -563,6 +699,52 @@ describe('deployment/compose', () => {
     expect(meshCerts.status, meshCerts.stderr).toBe(0);
     const s = services['mesh-certs']!;
     expect(s.restart).toBe('no');
+  });
+
+  it('secrets.sh makes the Redis password and the admin token, each readable by its owner only', () => {
+    expect(composeSecrets.status, composeSecrets.stderr).toBe(0);
+    expect(services.secrets!.restart).toBe('no');
+    for (const volume of ['redis-secret', 'admin-token']) {
+      const dir = join(work, 'volumes', volume);
+      for (const f of readdirSync(dir)) {
+        // No group or other access beyond reading (the token's group is Prometheus's).
+        expect(statSync(join(dir, f)).mode & 0o137, `${volume}/${f}`).toBe(0);
+        expect(readFileSync(join(dir, f), 'utf8')).toMatch(/[0-9a-f]{64}/);
+      }
+    }
+    // Secrets are made, never committed.
+    expect(readdirSync(COMPOSE).filter((f) => /secret|token|password|\.env$/i.test(f))).toEqual([
+      'secrets.sh',
+    ]);
+  });
+
+  it('Redis requires the password; the gateway authenticates with it and the health check passes', async () => {
+    expect(composeSecrets.status, composeSecrets.stderr).toBe(0);
+    const users = (await composePeregrines).filter((p) => p.config.redis !== undefined);
+    expect(users.map((p) => p.name)).toEqual(['gateway']);
+    const redisService = services.redis!;
+    const mounts = volumesOf(redisService);
+    const argv = (redisService.command as string[]).map((a) => remap(`${a}/`, mounts).slice(0, -1));
+    for (const user of users) {
+      expect(new URL(user.config.redis!.url).hostname).toBe('redis');
+      const redis = await expectRedisRequiresAuth(argv, redisAuthOf(user.config, user.env));
+      const [kind, shell] = redisService.healthcheck.test as string[];
+      expect(kind).toBe('CMD-SHELL');
+      // Compose turns `$$` into `$`.
+      const run = runRedisCheck(remap(shell!.replaceAll('$$', '$'), mounts), redis, {});
+      expect(run.status, `${run.stdout}${run.stderr}`).toBe(0);
+    }
+    expect(redisService.depends_on.secrets.condition).toBe('service_completed_successfully');
+  });
+
+  it('every admin API needs a token, and nothing is published beyond the host’s loopback', async () => {
+    const all = await composePeregrines;
+    for (const p of all) {
+      expect(adminOpen(p.config), p.name).toBe(false);
+      expect(p.config.admin.auth.token, p.name).toBeDefined();
+    }
+    for (const [name, s] of Object.entries(services))
+      for (const port of (s.ports ?? []) as string[]) expect(port, name).toMatch(/^127\.0\.0\.1:\d+:\d+$/);
   });
 
   it('each Peregrine service runs the image’s entrypoint with a config that passes validate', async () => {
@@ -653,7 +835,7 @@ describe('deployment/compose', () => {
     const root = freshDir('prometheus');
     for (const m of volumesOf(prometheus)) {
       mkdirSync(dirname(join(root, m.target)), { recursive: true });
-      cpSync(m.host, join(root, m.target));
+      cpSync(m.host, join(root, m.target), { recursive: true });
     }
     const configArg = (prometheus.command as string[]).find((a) => a.startsWith('--config.file='))!;
     const configFile = join(root, configArg.split('=')[1]!);
@@ -673,6 +855,16 @@ describe('deployment/compose', () => {
       .sort();
     const expected = (await composePeregrines).map((p) => `${p.name}:${p.ports.admin}`).sort();
     expect(targets).toEqual(expected);
+    // Each job sends the token of the processes it scrapes (the file resolves from the config's directory).
+    for (const job of config.scrape_configs as Obj[]) {
+      for (const target of job.static_configs.flatMap((c: Obj) => c.targets as string[])) {
+        const p = (await composePeregrines).find((x) => `${x.name}:${x.ports.admin}` === target)!;
+        if (p.config.admin.auth.token === undefined) continue;
+        expect(job.authorization?.type ?? 'Bearer', target).toBe('Bearer');
+        const sent = readFileSync(resolve(dirname(configFile), job.authorization.credentials_file), 'utf8');
+        expect(sent.trim(), target).toBe(readTokenRef(p.config.admin.auth.token, 'admin token', p.env));
+      }
+    }
     expect(services.grafana!.depends_on.prometheus).toBeDefined();
   });
 

@@ -291,3 +291,42 @@ describe('peregrine validate: the admin port', () => {
     ]);
   });
 });
+
+describe('peregrine validate: Redis', () => {
+  it('reads the Redis password as the gateway would, and reports it at its line', () => {
+    const { file, status, stderr } = validate(
+      [
+        'listeners:',
+        '  - name: edge',
+        '    address: 127.0.0.1:8080',
+        'redis:',
+        '  url: redis://redis:6379/0',
+        '  password:',
+        `    file: ${dir}/no-such-redis-password`,
+        '',
+      ].join('\n'),
+    );
+    expect(status).toBe(2);
+    expect(stderr).toEqual([
+      `${file}:6 redis.password: redis password: cannot read ${dir}/no-such-redis-password (ENOENT)`,
+    ]);
+  });
+
+  it("reports a Redis CA bundle that holds no certificate at redis.tls's line", () => {
+    writeFileSync(join(dir, 'not-a-ca.pem'), 'hello\n');
+    const { file, status, stderr } = validate(
+      [
+        'listeners:',
+        '  - name: edge',
+        '    address: 127.0.0.1:8080',
+        'redis:',
+        '  url: rediss://redis:6380/0',
+        '  tls:',
+        `    ca: ${dir}/not-a-ca.pem`,
+        '',
+      ].join('\n'),
+    );
+    expect(status).toBe(2);
+    expect(stderr).toEqual([`${file}:7 redis.tls.ca: ca ${dir}/not-a-ca.pem: no PEM certificate found`]);
+  });
+});

@@ -48,7 +48,20 @@ export interface ClassifiedError {
 
 const CONNECT_REFUSED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
 const NAME_FAILURES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL']);
-const RESETS = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ECONNABORTED']);
+/**
+ * The connection went away under the request. UND_ERR_INFO is undici closing a connection by
+ * design with the request unanswered: chiefly an HTTP/2 GOAWAY without an error, which refuses the
+ * streams it did not process (RFC 9113 §6.8) and which undici does not replay itself when the body
+ * is a stream.
+ */
+const RESETS = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'ECONNABORTED',
+  'UND_ERR_INFO',
+]);
 
 /**
  * OpenSSL's certificate verification results (X509_V_ERR_*), as Node names them in `err.code` when
@@ -125,9 +138,15 @@ export function isNeutral(outcome: AttemptOutcome): boolean {
 
 /**
  * How a request written on a connection the peer has just closed fails: a reset, a write to a
- * closed socket, or undici's `other side closed`/`closed` (UND_ERR_SOCKET).
+ * closed socket, undici's `other side closed`/`closed` (UND_ERR_SOCKET), or an HTTP/2 peer's
+ * GOAWAY refusing the stream (UND_ERR_INFO).
  */
-const STALE_CONNECTION_CODES: ReadonlySet<string> = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+const STALE_CONNECTION_CODES: ReadonlySet<string> = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'UND_ERR_SOCKET',
+  'UND_ERR_INFO',
+]);
 
 /**
  * Whether a failed attempt is a stale pooled connection: it went out on a connection that had
@@ -181,7 +200,7 @@ export function classifyUpstreamError(err: unknown): ClassifiedError {
       };
     if (RESETS.has(code))
       return { error: new GatewayError('UPSTREAM_RESET', undefined, { cause: err }), outcome: 'reset' };
-    if (code.startsWith('HPE_') || code === 'UND_ERR_INFO' || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH')
+    if (code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH')
       return {
         error: new GatewayError('UPSTREAM_PROTOCOL_ERROR', undefined, { cause: err }),
         outcome: 'protocol_error',

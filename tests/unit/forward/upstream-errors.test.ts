@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   classifyUpstreamError,
   isClientSide,
+  isStaleConnectionFailure,
   upstreamTlsFailure,
 } from '../../../src/dataplane/forward/upstream-errors.ts';
 import { GatewayError } from '../../../src/errors.ts';
@@ -17,6 +18,8 @@ describe('classifyUpstreamError', () => {
     ['ENOTFOUND', 'UPSTREAM_UNAVAILABLE', 'connect_error'],
     ['UND_ERR_CONNECT_TIMEOUT', 'UPSTREAM_CONNECT_TIMEOUT', 'timeout'],
     ['ECONNRESET', 'UPSTREAM_RESET', 'reset'],
+    // undici closing the connection with the request unanswered (an HTTP/2 GOAWAY without error).
+    ['UND_ERR_INFO', 'UPSTREAM_RESET', 'reset'],
     ['HPE_INVALID_CONSTANT', 'UPSTREAM_PROTOCOL_ERROR', 'protocol_error'],
     ['CERT_HAS_EXPIRED', 'UPSTREAM_TLS_VERIFY_FAILED', 'tls_error'],
     ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UPSTREAM_TLS_VERIFY_FAILED', 'tls_error'],
@@ -33,6 +36,14 @@ describe('classifyUpstreamError', () => {
     expect(c.error.cause).toBe(err);
     // Never the upstream's or OpenSSL's text in what the client may see.
     expect(c.error.message).not.toContain('never reads');
+  });
+
+  it('a reset, a closed socket or a GOAWAY before any response, on a reused connection, is a stale one', () => {
+    for (const code of ['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_INFO'])
+      expect(isStaleConnectionFailure(coded(code), true, 0), code).toBe(true);
+    expect(isStaleConnectionFailure(coded('UND_ERR_INFO'), false, 0)).toBe(false);
+    expect(isStaleConnectionFailure(coded('UND_ERR_INFO'), true, 200)).toBe(false);
+    expect(isStaleConnectionFailure(coded('HPE_INVALID_CONSTANT'), true, 0)).toBe(false);
   });
 
   it.each([
