@@ -40,8 +40,10 @@
  *   1,000-instance fleet's renewals fall within the Redis store's 50 ms renewal batch
  *   BENCH_CG_WARMUP (40000): uninstrumented warmup requests
  *   BENCH_CG_REQUESTS (5000): requests in the counted window
- *   BENCH_CG_PERF_MAP=1: Peregrine targets write V8's perf map (/tmp/perf-<pid>.map, the dump's pid),
- *     to name the JIT code addresses callgrind_annotate prints as 0x…
+ *   BENCH_CG_PERF_MAP=1: Peregrine targets (a sidecar target: the sidecar under valgrind) write V8's
+ *     perf map (/tmp/perf-<pid>.map, the dump's pid), to name the JIT code addresses
+ *     callgrind_annotate prints as 0x…
+ *   BENCH_MESH_PROTOCOL (http1; h2): what the sidecar targets' hop speaks (bench/lib/mesh-config.ts)
  *
  * Needs valgrind (`apt-get install valgrind`); 1-3 minutes per target.
  */
@@ -311,7 +313,11 @@ async function startUnderCallgrind(
     const mesh = await startMesh(
       { peregrineDir: ROOT, tmpDir: tmp, pin: undefined, upstream: { origin: up.upstream } },
       up.certs!,
-      { wrapped: { role, command: tools.valgrind, args: vg, readyTimeoutMs: READY_MS }, passthrough: false },
+      {
+        wrapped: { role, command: tools.valgrind, args: vg, readyTimeoutMs: READY_MS },
+        nodeArgs: { role, args: perfMapFlag() },
+        passthrough: false,
+      },
     );
     return {
       proc: mesh[role].proc,

@@ -17,7 +17,8 @@
  * compiling before that), BENCH_MESH_WARMUP_RATE (2,000 req/s: the latency group's warmup),
  * BENCH_MESH_RATE (1000 req/s), BENCH_MESH_DURATION (20 s: latency turns, each),
  * BENCH_MESH_SLICE (1 s), BENCH_MESH_CONNECTIONS (16), BENCH_MESH_IDLE (5 s), BENCH_MESH_CONTROL
- * (chain; single: one passthrough gateway, the comparison of earlier runs); and bench/run.ts's
+ * (chain; single: one passthrough gateway, the comparison of earlier runs), BENCH_MESH_PROTOCOL
+ * (http1; h2: the hop between the sidecars over HTTP/2); and bench/run.ts's
  * BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS (split between the two wrk), BENCH_PIN,
  * BENCH_QUIET_WAIT, BENCH_PEREGRINE_DIR, BENCH_KEEP_TMP. Needs wrk.
  */

@@ -156,10 +156,23 @@ export function outboundSidecarConfig(o: OutboundSidecarOptions): ConfigInput {
       outbound: {
         address: `127.0.0.1:${o.outboundPort}`,
         services: [MESH_DESTINATION],
-        ...(o.upstream ? { upstream: o.upstream } : {}),
+        ...(o.upstream && Object.keys(o.upstream).length > 0 ? { upstream: o.upstream } : {}),
       },
     },
   };
+}
+
+/**
+ * BENCH_MESH_PROTOCOL: what the hop between the two sidecars speaks, as the outbound sidecar's
+ * `protocol` (the inbound listener offers HTTP/2 and HTTP/1.1): `http1` (the default, nothing
+ * set) or `h2`. The mesh benchmark and the callgrind targets take it (decisions.md, "The mesh
+ * hop's CPU: what was measured, kept and left").
+ */
+export function meshProtocolFromEnv(env: NodeJS.ProcessEnv): { protocol?: 'h2' } {
+  const raw = env.BENCH_MESH_PROTOCOL ?? 'http1';
+  if (raw === 'http1') return {};
+  if (raw === 'h2') return { protocol: 'h2' };
+  throw new Error(`BENCH_MESH_PROTOCOL must be http1 or h2, not ${JSON.stringify(raw)}`);
 }
 
 export function meshConfigYaml(which: string, config: ConfigInput): string {

@@ -20,6 +20,7 @@ import {
   MESH_NAMESPACE,
   MESH_TRUST_DOMAIN,
   meshConfigYaml,
+  meshProtocolFromEnv,
   outboundSidecarConfig,
   type SidecarFiles,
   SLOW_CALLER_POOL,
@@ -181,14 +182,11 @@ export async function startMesh(
             registryUrl,
             files: certs.caller,
             underValgrind: o.wrapped?.role === 'outbound',
-            ...(o.wrapped
-              ? {
-                  upstream: {
-                    ...SLOW_PEER_TIMEOUTS,
-                    ...(o.wrapped.role === 'outbound' ? SLOW_CALLER_POOL : {}),
-                  },
-                }
-              : {}),
+            upstream: {
+              ...(o.wrapped ? SLOW_PEER_TIMEOUTS : {}),
+              ...(o.wrapped?.role === 'outbound' ? SLOW_CALLER_POOL : {}),
+              ...meshProtocolFromEnv(process.env),
+            },
           }),
         ),
       'outbound',

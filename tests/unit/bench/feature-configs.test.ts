@@ -6,6 +6,7 @@ import {
   MESH_DESTINATION,
   meshConfigYaml,
   meshIdentity,
+  meshProtocolFromEnv,
   outboundSidecarConfig,
 } from '../../../bench/lib/mesh-config.ts';
 import { ACCURACY_POLICY, accuracyConfigYaml, TRIAL_HEADER } from '../../../bench/lib/ratelimit-config.ts';
@@ -133,5 +134,19 @@ describe('mesh bench sidecars', () => {
     expect(up.tls?.identity?.expectPattern).toBe('spiffe://bench.local/ns/*/sa/{service}');
     expect(cfg.routes.map((r) => r.match.host)).toContain(MESH_DESTINATION);
     expect(meshIdentity(MESH_DESTINATION)).toBe('spiffe://bench.local/ns/bench/sa/bench');
+    // No policy of its own unless asked: the destination gets the upstream defaults.
+    expect(up.protocol).toBe('http1');
+    expect(
+      outboundSidecarConfig({ ...common, outboundPort: 18084, upstream: {} }).sidecar,
+    ).not.toHaveProperty('outbound.upstream');
+  });
+
+  it('BENCH_MESH_PROTOCOL=h2: the hop speaks HTTP/2; http1 by default; anything else refused', () => {
+    expect(meshProtocolFromEnv({})).toEqual({});
+    expect(meshProtocolFromEnv({ BENCH_MESH_PROTOCOL: 'http1' })).toEqual({});
+    expect(() => meshProtocolFromEnv({ BENCH_MESH_PROTOCOL: 'h3' })).toThrow(/http1 or h2, not "h3"/);
+    const upstream = meshProtocolFromEnv({ BENCH_MESH_PROTOCOL: 'h2' });
+    const cfg = valid(outboundSidecarConfig({ ...common, outboundPort: 18084, upstream }));
+    expect(cfg.upstreams[`outbound.${MESH_DESTINATION}`]!.protocol).toBe('h2');
   });
 });
