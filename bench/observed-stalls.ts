@@ -10,7 +10,7 @@
  *   node bench/observed-stalls.ts [rate=3000] [seconds=20] [--node-arg=--flag ...]
  *   (OTEL_* in the environment reach the gateway)
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +21,7 @@ import { peregrineArgv, peregrineEnv } from './lib/launcher.ts';
 import { PacedLoad } from './lib/paced.ts';
 import { peregrineConfigYaml } from './lib/peregrine-config.ts';
 import { quantile } from './lib/probe.ts';
-import { freePort, httpGet, installCleanup, stopAll, waitForHttp } from './lib/proc.ts';
+import { freePort, httpGet, installCleanup, runMain, stopAll, waitForHttp } from './lib/proc.ts';
 import { RssSampler } from './lib/rss.ts';
 import { childEnv, startUpstreamAndSink } from './lib/targets.ts';
 
@@ -155,6 +155,7 @@ async function main(): Promise<void> {
   const rate = Number(positional[0] ?? 3000);
   const seconds = Number(positional[1] ?? 20);
   const tmp = mkdtempSync(join(tmpdir(), 'peregrine-stalls-'));
+  let gateway: ChildProcess | undefined;
   try {
     const { upstream, otlp } = await startUpstreamAndSink({ node: process.execPath, root: ROOT }, true);
     const [listenPort, adminPort] = [await freePort(), await freePort()];
@@ -190,6 +191,7 @@ async function main(): Promise<void> {
       ],
       { env: peregrineEnv(ROOT, env), cwd: ROOT, stdio: ['ignore', out, 'inherit'] },
     );
+    gateway = child;
     const admin = `http://127.0.0.1:${adminPort}`;
     await waitForHttp(`${admin}/readyz`, { timeoutMs: 20_000 });
     const url = `http://127.0.0.1:${listenPort}/`;
@@ -276,16 +278,11 @@ async function main(): Promise<void> {
     );
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
+    if (gateway !== undefined && gateway.exitCode === null && gateway.signalCode === null)
+      gateway.kill('SIGKILL');
     await stopAll();
     rmSync(tmp, { recursive: true, force: true });
   }
 }
 
-main().then(
-  () => process.exit(0),
-  async (err: unknown) => {
-    log(`observed-stalls failed: ${(err as Error).stack ?? String(err)}`);
-    await stopAll();
-    process.exit(1);
-  },
-);
+runMain('observed-stalls', main);
