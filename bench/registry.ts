@@ -7,7 +7,9 @@
  * - heartbeats: 1,000 instances renewing every 5 s, no data-plane traffic; the gateway's CPU ≤ 5%
  *   of one core, with the memory store and with Redis. Both gateways and the floor (bare node:http)
  *   run at once, each with a fleet of its own, their CPU read over the same turns: the median of
- *   the turns is the goal's figure, beside the floor's and the per-turn differences.
+ *   the turns is the goal's figure, beside the floor's and the per-turn differences, and each
+ *   server's user and system time and wakeups per renewal (loopback charges the fleet's receive to
+ *   the writer's system time).
  * - propagation: two replicas on one Redis; register, drain, deregister through A, seen on B's
  *   watch stream; p50/p99/max, goal p99 ≤ 1 s; and expiry.
  * - churn: one endpoint registered or deregistered every 100 ms under wrk's load; goal: no failed

@@ -4,7 +4,7 @@
  * shared machine that is a steadier measure of proxy cost than req/s. Linux only.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { processTree } from './rss.ts';
 
 let ticksPerSecond: number | undefined;
@@ -51,6 +51,44 @@ export function cpuWindow(pid: number): () => { ms: number; pctOfCore: number } 
     const wall = performance.now() - t0;
     if (start === undefined || end === undefined || wall <= 0) return undefined;
     return { ms: end - start, pctOfCore: ((end - start) / wall) * 100 };
+  };
+}
+
+/**
+ * Starts a window over one process's CPU split as the kernel accounts it: user (its own code) and
+ * system (its syscalls, and the softirq work that ran on their way: on loopback, the receiving
+ * side's TCP work and wakeup), in % of one core, and its threads' voluntary context switches per
+ * second (each one a wait that ended in a wakeup). `end()` is undefined when the process is gone.
+ */
+export function cpuSplitWindow(
+  pid: number,
+): () => { userPct: number; systemPct: number; switchesPerS: number } | undefined {
+  const read = () => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      let switches = 0;
+      for (const tid of readdirSync(`/proc/${pid}/task`)) {
+        const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+        switches += Number(/\nvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
+      }
+      return { user: Number(f[11]), system: Number(f[12]), switches };
+    } catch {
+      return undefined;
+    }
+  };
+  const start = read();
+  const t0 = performance.now();
+  return () => {
+    const end = read();
+    const wallS = (performance.now() - t0) / 1000;
+    if (start === undefined || end === undefined || wallS <= 0) return undefined;
+    const pct = (ticks: number) => (ticks * 100) / clockTicks() / wallS;
+    return {
+      userPct: pct(end.user - start.user),
+      systemPct: pct(end.system - start.system),
+      switchesPerS: (end.switches - start.switches) / wallS,
+    };
   };
 }
 

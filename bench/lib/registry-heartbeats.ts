@@ -1,5 +1,5 @@
 import type { FleetStats } from '../peers/heartbeats.ts';
-import { cpuWindow, machineCpuWindow, waitForQuiet } from './cpu.ts';
+import { cpuSplitWindow, cpuWindow, machineCpuWindow, waitForQuiet } from './cpu.ts';
 import { intFromEnv } from './env.ts';
 import { type Group, log, sleep } from './feature-bench.ts';
 import { goal, info } from './goals.ts';
@@ -51,6 +51,10 @@ export interface HeartbeatResult {
   connections?: number;
   /** Medians over the turns. */
   redisPct?: number;
+  /** The server's CPU split as the kernel accounts it (% of one core), and its wakeups per renewal. */
+  userPct: number;
+  systemPct: number;
+  wakeupsPerRenewal: number;
   fleetPct: number;
   rssMB: number;
   foreignPct?: number;
@@ -120,6 +124,9 @@ interface Loaded {
   pcts: number[];
   redisPcts: number[];
   fleetPcts: number[];
+  userPcts: number[];
+  systemPcts: number[];
+  switchesPerS: number[];
 }
 
 function startFleet(s: BenchSession, server: HeartbeatServer): Promise<{ proc: Managed }> {
@@ -152,6 +159,7 @@ async function waitForFleet(l: Loaded, instances: number): Promise<void> {
 function turnWindows(loaded: readonly Loaded[]): () => void {
   const windows = loaded.map((l) => ({
     server: cpuWindow(l.server.proc.pid),
+    split: cpuSplitWindow(l.server.proc.pid),
     redis: l.server.redis ? cpuWindow(l.server.redis.pid) : undefined,
     fleet: cpuWindow(l.fleet!.pid),
   }));
@@ -161,6 +169,12 @@ function turnWindows(loaded: readonly Loaded[]): () => void {
       const g = w.server();
       if (!g) throw new Error(`${l.target} exited:\n${l.server.proc.output()}`);
       l.pcts.push(g.pctOfCore);
+      const split = w.split();
+      if (split) {
+        l.userPcts.push(split.userPct);
+        l.systemPcts.push(split.systemPct);
+        l.switchesPerS.push(split.switchesPerS);
+      }
       const r = w.redis?.();
       if (r) l.redisPcts.push(r.pctOfCore);
       l.fleetPcts.push(w.fleet()?.pctOfCore ?? Number.NaN);
@@ -198,7 +212,16 @@ async function measureTogether(
   const loaded: Loaded[] = [];
   try {
     for (const target of targets)
-      loaded.push({ target, server: await startServer(s, target), pcts: [], redisPcts: [], fleetPcts: [] });
+      loaded.push({
+        target,
+        server: await startServer(s, target),
+        pcts: [],
+        redisPcts: [],
+        fleetPcts: [],
+        userPcts: [],
+        systemPcts: [],
+        switchesPerS: [],
+      });
     const ours = () =>
       [
         ctx.upstream.proc.pid,
@@ -257,6 +280,9 @@ async function measureTogether(
         ...(connections === undefined ? {} : { connections }),
         ...(l.redisPcts.length ? { redisPct: median(l.redisPcts) } : {}),
         fleetPct: median(l.fleetPcts),
+        userPct: median(l.userPcts),
+        systemPct: median(l.systemPcts),
+        wakeupsPerRenewal: median(l.switchesPerS) / ((hb.instances * 1000) / (TTL_MS / 3)),
         rssMB: (treeRssKiB(l.server.proc.pid) ?? 0) / 1024,
         ...(m ? { foreignPct: m.foreignPct } : {}),
       };
@@ -313,6 +339,8 @@ function present(results: HeartbeatResult[], tookS: number) {
     `${fmtInt(r.instances)} / ${r.services}`,
     spreadText(r.cpu),
     spreadText(overFloor(r)),
+    `${pct(r.userPct)} / ${pct(r.systemPct)}`,
+    fmtNum(r.wakeupsPerRenewal, 2),
     pct(r.idlePct),
     `${fmtInt(r.renewals)} (${fmtInt(r.expectedRenewals)})`,
     `${fmtInt(r.failures)} / ${fmtInt(r.reregistered)}`,
@@ -329,6 +357,8 @@ function present(results: HeartbeatResult[], tookS: number) {
       'instances / services',
       `gateway CPU, median of ${hb.turns} × ${hb.turnS} s turns (quartiles)`,
       'minus the floor in the same turn, median (quartiles)',
+      'user / system, medians',
+      'wakeups per renewal',
       'gateway CPU idle',
       'renewals counted (at 5 s)',
       'client failures / re-registrations',
@@ -340,7 +370,7 @@ function present(results: HeartbeatResult[], tookS: number) {
       'other processes',
     ],
     rows,
-    ['left', ...Array(12).fill('right')],
+    ['left', ...Array(14).fill('right')],
   );
   const checks = results.flatMap((r) => {
     if (r.store === 'floor')
@@ -388,7 +418,8 @@ function present(results: HeartbeatResult[], tookS: number) {
       `the registration listener's keepAliveTimeout is ${hb.keepAlive || "Peregrine's default (65s)"} (BENCH_HB_KEEPALIVE; at or below the 5 s renewal interval, many connections close between renewals and are opened again). ` +
       'The token is rate-bounded at 100,000/s so the bound never refuses the fleet. Instances are 10.x.y.1:8080, never connected to (no traffic, no health checks). ' +
       "The floor row (BENCH_HB_FLOOR=0 leaves it out) is the same fleet answered by a bare node:http server as the registration API answers it (bench/peers/heartbeat-floor.ts: 204 to a renewal, no routing, credentials, store, metrics or tracing), with the launcher's GC flags, pinned like the gateways. " +
-      "The fleets talk to the servers over loopback, where a socket write also does the receiving side's TCP work in the writer's time, which a real network would not charge the gateway (in a CPU profile of this group, writes were half the gateway's main-thread time).",
+      "User / system: the kernel's split of each server's CPU (tick-sampled, medians of the turns); wakeups per renewal: its threads' voluntary context switches a second over the fleet's renewals a second. " +
+      "The fleets talk to the servers over loopback, where a socket write also does the receiving side's TCP work and wakes the fleet's process, in the writer's system time, which a real network would not charge the gateway: in a CPU profile of this group (docs/decisions.md, 2026-12-06) a renewal's write cost the memory store and the floor about 25 µs, 17 µs of it the fleet's side, and the Redis store, which writes about 20 answers in one turn, about 12 µs. The floor pays that as the memory store does, so the memory store's difference from the floor leaves it out (the Redis store's is smaller by its batching); what a store adds over the floor is user time.",
   );
   return { body: table, checks, notes, data: results };
 }

@@ -703,7 +703,7 @@ export class GatewayMetrics {
     for (const outcome of SPAN_OUTCOMES) this.tracingSpans.inc({ outcome }, 0);
     this.tracingExportDuration = new Histogram({
       name: 'peregrine_tracing_export_duration_seconds',
-      help: 'Time to export one batch of spans (retries included), by result.',
+      help: 'Time to export one request of spans (a batch or a slice of one; retries included), by result.',
       labelNames: ['outcome'],
       buckets: LATENCY_BUCKETS as number[],
       registers,

@@ -7,8 +7,13 @@ import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { TelemetrySchema } from '../../../src/config/schema.ts';
 import { createMetrics, type GatewayMetrics, renderMetrics } from '../../../src/telemetry/metrics.ts';
-import { EXPORT_LOG_INTERVAL_MS, observeSpanExport } from '../../../src/telemetry/span-export.ts';
+import {
+  EXPORT_LOG_INTERVAL_MS,
+  EXPORT_SLICE_SPANS,
+  observeSpanExport,
+} from '../../../src/telemetry/span-export.ts';
 import { createTracing, type Tracing } from '../../../src/telemetry/tracing.ts';
+import { startOtlpReceiver } from '../../helpers/otlp-receiver.ts';
 import { memoryStream } from './memory-stream.ts';
 
 const opened: (() => Promise<void>)[] = [];
@@ -73,6 +78,98 @@ describe('observeSpanExport', () => {
       7,
     );
     expect(await sample(metrics, 'peregrine_tracing_spans_total{outcome="dropped"}')).toBe(0);
+  });
+});
+
+describe('a batch larger than EXPORT_SLICE_SPANS', () => {
+  /** An exporter that keeps every slice it is handed and the callback that ends it. */
+  function heldExporter() {
+    const slices: { spans: ReadableSpan[]; done: (r: ExportResult) => void }[] = [];
+    const exporter: SpanExporter = {
+      export: (spans, done) => void slices.push({ spans, done }),
+      shutdown: () => Promise.resolve(),
+    };
+    return { slices, exporter };
+  }
+  const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+  const spansNumbered = (n: number) =>
+    Array.from({ length: n }, (_, i) => ({ name: `s${i}` })) as unknown as ReadableSpan[];
+
+  it('goes to the exporter in slices, one a turn, and ends once every slice has its result', async () => {
+    const metrics = createMetrics({ exemplars: false, version: 'test' });
+    const held = heldExporter();
+    const exporter = observeSpanExport({ metrics, logger: pino(memoryStream().stream) }).exporter(
+      held.exporter,
+    );
+    const batch = spansNumbered(2 * EXPORT_SLICE_SPANS + 44);
+    const results: ExportResult[] = [];
+    exporter.export(batch, (r) => results.push(r));
+
+    // One slice in this turn, the next in the next: the serialisation is spread over turns.
+    expect(held.slices.map((s) => s.spans.length)).toEqual([EXPORT_SLICE_SPANS]);
+    await turn();
+    expect(held.slices).toHaveLength(2);
+    await turn();
+    await turn();
+    expect(held.slices.map((s) => s.spans.length)).toEqual([EXPORT_SLICE_SPANS, EXPORT_SLICE_SPANS, 44]);
+    expect(held.slices.flatMap((s) => s.spans)).toEqual(batch);
+
+    // Results in any order; the batch ends with the last one, once.
+    held.slices[2]!.done({ code: 0 });
+    held.slices[0]!.done({ code: 0 });
+    expect(results).toEqual([]);
+    held.slices[1]!.done({ code: 0 });
+    expect(results).toEqual([{ code: 0 }]);
+    expect(await sample(metrics, 'peregrine_tracing_spans_total{outcome="exported"}')).toBe(batch.length);
+    expect(await sample(metrics, 'peregrine_tracing_export_duration_seconds_count{outcome="exported"}')).toBe(
+      3,
+    );
+  });
+
+  it('fails when any slice fails, counting the spans of each slice by its own outcome', async () => {
+    const metrics = createMetrics({ exemplars: false, version: 'test' });
+    const held = heldExporter();
+    const exporter = observeSpanExport({ metrics, logger: pino(memoryStream().stream) }).exporter(
+      held.exporter,
+    );
+    const results: ExportResult[] = [];
+    exporter.export(spansNumbered(EXPORT_SLICE_SPANS + 10), (r) => results.push(r));
+    await turn();
+    const error = new Error('collector said 503');
+    held.slices[1]!.done({ code: 1, error });
+    held.slices[0]!.done({ code: 0 });
+    expect(results).toEqual([{ code: 1, error }]);
+    expect(await sample(metrics, 'peregrine_tracing_spans_total{outcome="exported"}')).toBe(
+      EXPORT_SLICE_SPANS,
+    );
+    expect(await sample(metrics, 'peregrine_tracing_spans_total{outcome="failed"}')).toBe(10);
+  });
+
+  it('reaches a real collector whole: every span once, in requests of at most EXPORT_SLICE_SPANS', async () => {
+    const receiver = await startOtlpReceiver();
+    opened.push(() => receiver.close());
+    vi.stubEnv('OTEL_BSP_SCHEDULE_DELAY', '3600000');
+    vi.stubEnv('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', '');
+    vi.stubEnv('OTEL_EXPORTER_OTLP_ENDPOINT', '');
+    const metrics = createMetrics({ exemplars: false, version: 'test' });
+    const tracing = createTracing(
+      TelemetrySchema.parse({ tracing: { exporter: 'otlp', endpoint: receiver.url, sampleRatio: 1 } }),
+      { report: { metrics, logger: pino(memoryStream().stream) } },
+    );
+    // 512 spans fill the processor's default batch: one export, four slices.
+    const ids = new Set<string>();
+    for (let i = 0; i < 512; i++) {
+      const span = tracing.startServerSpan('GET', {}, {});
+      ids.add(span.spanContext().spanId);
+      span.end();
+    }
+    const received = await receiver.waitForSpans(512);
+    await tracing.shutdown();
+    expect(receiver.rejected()).toEqual([]);
+    expect(new Set(received.map((s) => s.spanId))).toEqual(ids);
+    expect(received).toHaveLength(512);
+    expect(receiver.contentTypes()).toHaveLength(512 / EXPORT_SLICE_SPANS);
+    expect(await sample(metrics, 'peregrine_tracing_spans_total{outcome="exported"}')).toBe(512);
   });
 });
 
