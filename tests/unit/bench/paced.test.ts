@@ -119,9 +119,10 @@ describe('PacedLoad against a real server', () => {
       expect(early).toEqual([]);
       const slow = (xs: readonly number[]) => xs.filter((ms) => ms > 30).length;
       // 20 requests fell due in the stall, the first 14 of them more than 30 ms before it ended;
-      // timed from sending, only those in flight when it began took that long.
+      // timed from sending, only those in flight when it began took that long (and any a busy
+      // machine slowed, which are slow timed from when due as well).
       expect(slow(r.intendedLatenciesMs)).toBeGreaterThanOrEqual(10);
-      expect(slow(r.latenciesMs)).toBeLessThanOrEqual(4);
+      expect(slow(r.intendedLatenciesMs) - slow(r.latenciesMs)).toBeGreaterThanOrEqual(8);
     } finally {
       await load.close();
     }
