@@ -215,142 +215,139 @@ export class RegistryApi {
       'network.protocol.version': protocolVersionOf(req),
     });
     if (span.isRecording()) span.setAttribute('peregrine.request_id', requestId);
-    // #serve answers its own failures: no closure and no second promise per request for a catch.
-    void this.#serve(req, res, span, requestId);
-  };
-
-  async #serve(req: IncomingMessage, res: ServerResponse, span: Span, requestId: string): Promise<void> {
-    try {
-      const path = pathOf(req.url ?? '/');
-      let route: Route | undefined;
-      try {
-        route = this.#route(path);
-      } catch (err) {
-        // A malformed name in the path: still authenticate first, so anonymous callers learn nothing.
-        this.#authenticate(req);
-        throw err;
-      }
-      if (route === undefined) throw new GatewayError('ROUTE_NOT_FOUND', `no registry API at ${path}`);
-      const method = req.method ?? 'GET';
-      // Names and attributes only for a span that is recorded (an unsampled one drops them).
-      if (span.isRecording()) {
-        span.updateName(serverSpanName(method, TEMPLATES[route.kind]));
-        span.setAttribute(SPAN_ATTR.HTTP_ROUTE, TEMPLATES[route.kind]);
-        if ('service' in route) span.setAttribute('peregrine.registry.service', route.service);
-        if ('id' in route) span.setAttribute('peregrine.registry.instance', route.id);
-      }
-      const allowed = ALLOWED[route.kind];
-      if (!allowed.includes(method))
-        throw new ApiError('METHOD_NOT_ALLOWED', `${method} is not allowed here`, undefined, {
-          headers: { allow: allowed.join(', ') },
-        });
-
-      const credential = this.#authenticate(req);
-      const wait = this.#deps.rateLimiter.take(credential.principal);
-      if (wait > 0)
-        throw new ApiError(
-          'REGISTRY_RATE_LIMITED',
-          `too many requests for ${credential.principal}`,
-          'rate_limited',
-          {
-            headers: { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) },
-          },
-        );
-
-      if (method === 'GET') {
-        this.#read(req, res, route, span, requestId);
-        return;
-      }
-      const { service, id } = route as { service: string; id: string };
-      if (!credential.mayRegister(service))
-        throw new ApiError(
-          'FORBIDDEN',
-          `${credential.principal} may not register service ${service}`,
-          'service_not_allowed',
-        );
-      const via = this.#deps.gatewayId;
-      const store = this.#deps.store;
-      const metrics = this.#deps.telemetry.metrics.registryMetrics;
-      const logger = this.#deps.telemetry.logger;
-      let instance: Instance | undefined;
-      let status = 200;
-      let outcome: string;
-      switch (route.kind) {
-        case 'instance': {
-          if (method === 'DELETE') {
-            instance = await this.#store(() => store.deregister(service, id));
-            if (instance === undefined) throw notFound(service, id);
-            metrics.recordDeregistration(service);
-            logger.info(
-              { service, id, principal: credential.principal, requestId },
-              'registry instance deregistered',
-            );
-            span.setAttribute('peregrine.registry.outcome', 'deregistered');
-            res.writeHead(204, { 'cache-control': 'no-store', 'x-request-id': requestId }).end();
-            endServerSpan(span, 204, undefined);
-            return;
-          }
-          const result = await this.#register(req, service, id, credential, via, requestId);
-          instance = result.instance;
-          outcome = result.outcome;
-          status = outcome === 'created' ? 201 : 200;
-          break;
-        }
-        case 'heartbeat': {
-          // No closure for #store on the one route a fleet calls 200 times a second.
-          try {
-            instance = await store.renew(service, id, via);
-          } catch (err) {
-            throw storeFailure(err);
-          }
-          if (instance === undefined) throw notFound(service, id);
-          metrics.recordRenewal(service);
-          outcome = 'renewed';
-          break;
-        }
-        default: {
-          instance = await this.#store(() => store.drain(service, id, via));
-          if (instance === undefined) throw notFound(service, id);
-          metrics.recordDrain(service);
-          logger.info(
-            { service, id, principal: credential.principal, requestId },
-            'registry instance draining',
-          );
-          outcome = 'drained';
-        }
-      }
-      span.setAttribute('peregrine.registry.outcome', outcome);
-      if (outcome === 'renewed' && prefersMinimal(req)) {
-        res
-          .writeHead(204, {
-            'cache-control': 'no-store',
-            'preference-applied': 'return=minimal',
-            'x-request-id': requestId,
-          })
-          .end();
-        endServerSpan(span, 204, undefined);
-        return;
-      }
-      sendJson(
-        res,
-        status,
-        {
-          outcome,
-          instance: instanceJson(instance),
-          // When to renew: a third of the lease leaves two more tries before it expires.
-          heartbeatIntervalMs: Math.floor(instance.ttlMs / 3),
-        },
-        requestId,
-      );
-      endServerSpan(span, status, undefined);
-    } catch (err) {
+    this.#serve(req, res, span, requestId).catch((err: unknown) => {
       this.#fail(
         res,
         span,
         err instanceof GatewayError ? err : new GatewayError('INTERNAL', undefined, { cause: err }),
         requestId,
       );
+    });
+  };
+
+  async #serve(req: IncomingMessage, res: ServerResponse, span: Span, requestId: string): Promise<void> {
+    const path = pathOf(req.url ?? '/');
+    let route: Route | undefined;
+    try {
+      route = this.#route(path);
+    } catch (err) {
+      // A malformed name in the path: still authenticate first, so anonymous callers learn nothing.
+      this.#authenticate(req);
+      throw err;
     }
+    if (route === undefined) throw new GatewayError('ROUTE_NOT_FOUND', `no registry API at ${path}`);
+    const method = req.method ?? 'GET';
+    // Names and attributes only for a span that is recorded (an unsampled one drops them).
+    if (span.isRecording()) {
+      span.updateName(serverSpanName(method, TEMPLATES[route.kind]));
+      span.setAttribute(SPAN_ATTR.HTTP_ROUTE, TEMPLATES[route.kind]);
+      if ('service' in route) span.setAttribute('peregrine.registry.service', route.service);
+      if ('id' in route) span.setAttribute('peregrine.registry.instance', route.id);
+    }
+    const allowed = ALLOWED[route.kind];
+    if (!allowed.includes(method))
+      throw new ApiError('METHOD_NOT_ALLOWED', `${method} is not allowed here`, undefined, {
+        headers: { allow: allowed.join(', ') },
+      });
+
+    const credential = this.#authenticate(req);
+    const wait = this.#deps.rateLimiter.take(credential.principal);
+    if (wait > 0)
+      throw new ApiError(
+        'REGISTRY_RATE_LIMITED',
+        `too many requests for ${credential.principal}`,
+        'rate_limited',
+        {
+          headers: { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) },
+        },
+      );
+
+    if (method === 'GET') {
+      this.#read(req, res, route, span, requestId);
+      return;
+    }
+    const { service, id } = route as { service: string; id: string };
+    if (!credential.mayRegister(service))
+      throw new ApiError(
+        'FORBIDDEN',
+        `${credential.principal} may not register service ${service}`,
+        'service_not_allowed',
+      );
+    const via = this.#deps.gatewayId;
+    const store = this.#deps.store;
+    const metrics = this.#deps.telemetry.metrics.registryMetrics;
+    const logger = this.#deps.telemetry.logger;
+    let instance: Instance | undefined;
+    let status = 200;
+    let outcome: string;
+    switch (route.kind) {
+      case 'instance': {
+        if (method === 'DELETE') {
+          instance = await this.#store(() => store.deregister(service, id));
+          if (instance === undefined) throw notFound(service, id);
+          metrics.recordDeregistration(service);
+          logger.info(
+            { service, id, principal: credential.principal, requestId },
+            'registry instance deregistered',
+          );
+          span.setAttribute('peregrine.registry.outcome', 'deregistered');
+          res.writeHead(204, { 'cache-control': 'no-store', 'x-request-id': requestId }).end();
+          endServerSpan(span, 204, undefined);
+          return;
+        }
+        const result = await this.#register(req, service, id, credential, via, requestId);
+        instance = result.instance;
+        outcome = result.outcome;
+        status = outcome === 'created' ? 201 : 200;
+        break;
+      }
+      case 'heartbeat': {
+        // No closure for #store on the one route a fleet calls 200 times a second.
+        try {
+          instance = await store.renew(service, id, via);
+        } catch (err) {
+          throw storeFailure(err);
+        }
+        if (instance === undefined) throw notFound(service, id);
+        metrics.recordRenewal(service);
+        outcome = 'renewed';
+        break;
+      }
+      default: {
+        instance = await this.#store(() => store.drain(service, id, via));
+        if (instance === undefined) throw notFound(service, id);
+        metrics.recordDrain(service);
+        logger.info(
+          { service, id, principal: credential.principal, requestId },
+          'registry instance draining',
+        );
+        outcome = 'drained';
+      }
+    }
+    span.setAttribute('peregrine.registry.outcome', outcome);
+    if (outcome === 'renewed' && prefersMinimal(req)) {
+      res
+        .writeHead(204, {
+          'cache-control': 'no-store',
+          'preference-applied': 'return=minimal',
+          'x-request-id': requestId,
+        })
+        .end();
+      endServerSpan(span, 204, undefined);
+      return;
+    }
+    sendJson(
+      res,
+      status,
+      {
+        outcome,
+        instance: instanceJson(instance),
+        // When to renew: a third of the lease leaves two more tries before it expires.
+        heartbeatIntervalMs: Math.floor(instance.ttlMs / 3),
+      },
+      requestId,
+    );
+    endServerSpan(span, status, undefined);
   }
 
   async #register(
