@@ -67,7 +67,7 @@ console.log(
     ],
     [...rows, ['total', total] as const].map(([kind, v]) => [
       kind,
-      fmtNum(v[0]! / 1000, 1) + 'k',
+      `${fmtNum(v[0]! / 1000, 1)}k`,
       ...v.slice(1).map((x) => fmtNum(x, 1)),
     ]),
   ),
