@@ -329,4 +329,50 @@ describe('peregrine validate: Redis', () => {
     expect(status).toBe(2);
     expect(stderr).toEqual([`${file}:7 redis.tls.ca: ca ${dir}/not-a-ca.pem: no PEM certificate found`]);
   });
+
+  it("reports a Redis client key that is not the certificate's, and an unreadable certificate, at their lines", () => {
+    const redis = (cert: string, key: string) =>
+      [
+        'listeners:',
+        '  - name: edge',
+        '    address: 127.0.0.1:8080',
+        'redis:',
+        '  url: rediss://redis:6380/0',
+        '  tls:',
+        `    ca: ${dir}/ca.crt`,
+        `    cert: ${cert}`,
+        `    key: ${key}`,
+        '',
+      ].join('\n');
+    const mismatched = validate(redis(`${dir}/good.crt`, `${dir}/other.key`));
+    expect(mismatched.status).toBe(2);
+    expect(mismatched.stderr).toEqual([
+      `${mismatched.file}:9 redis.tls.key: key ${dir}/other.key does not match certificate ${dir}/good.crt`,
+    ]);
+    const missing = validate(redis(`${dir}/nope.crt`, `${dir}/good.key`));
+    expect(missing.stderr).toEqual([
+      `${missing.file}:8 redis.tls.cert: certificate ${dir}/nope.crt: cannot read (ENOENT)`,
+    ]);
+    const good = validate(redis(`${dir}/good.crt`, `${dir}/good.key`));
+    expect([good.status, good.stderr]).toEqual([0, []]);
+  });
+
+  it('refuses a Redis client certificate without its key', () => {
+    const { file, status, stderr } = validate(
+      [
+        'listeners:',
+        '  - name: edge',
+        '    address: 127.0.0.1:8080',
+        'redis:',
+        '  url: rediss://redis:6380/0',
+        '  tls:',
+        `    cert: ${dir}/good.crt`,
+        '',
+      ].join('\n'),
+    );
+    expect(status).toBe(2);
+    expect(stderr).toEqual([
+      `${file}:6 redis.tls.key: cert and key come together (the client certificate and its private key)`,
+    ]);
+  });
 });
