@@ -41,39 +41,24 @@ const open: TestGateway[] = [];
 beforeAll(async () => {
   const ca = await TestCa.create();
   certs = writeCertFiles(await ca.server(), ca.cert);
+  /** TLS beside the plain port (which the helper and CLIENT LIST use), on `port`. */
+  const tlsArgs = (port: number, authClients: 'yes' | 'no') => [
+    '--tls-port',
+    String(port),
+    '--tls-cert-file',
+    certs.cert,
+    '--tls-key-file',
+    certs.key,
+    '--tls-ca-cert-file',
+    certs.ca,
+    '--tls-auth-clients',
+    authClients,
+  ];
   tlsPort = await freePort();
-  redis = await startRedis({
-    password: PASSWORD,
-    // TLS beside the plain port (which the helper and CLIENT LIST use); clients need no certificate.
-    args: [
-      '--tls-port',
-      String(tlsPort),
-      '--tls-cert-file',
-      certs.cert,
-      '--tls-key-file',
-      certs.key,
-      '--tls-ca-cert-file',
-      certs.ca,
-      '--tls-auth-clients',
-      'no',
-    ],
-  });
+  // Clients need no certificate.
+  redis = await startRedis({ password: PASSWORD, args: tlsArgs(tlsPort, 'no') });
   mtlsPort = await freePort();
-  mtlsRedis = await startRedis({
-    password: PASSWORD,
-    args: [
-      '--tls-port',
-      String(mtlsPort),
-      '--tls-cert-file',
-      certs.cert,
-      '--tls-key-file',
-      certs.key,
-      '--tls-ca-cert-file',
-      certs.ca,
-      '--tls-auth-clients',
-      'yes',
-    ],
-  });
+  mtlsRedis = await startRedis({ password: PASSWORD, args: tlsArgs(mtlsPort, 'yes') });
   client = writeCertFiles(await ca.issue({ cn: 'peregrine-gateway', eku: ['clientAuth'] }), ca.cert);
   const other = await TestCa.create('Another CA');
   stranger = writeCertFiles(await other.issue({ cn: 'peregrine-gateway', eku: ['clientAuth'] }), ca.cert);
