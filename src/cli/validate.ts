@@ -13,7 +13,7 @@ import {
 } from '../config/loader.ts';
 import { readTokenRef, SecretLoadError, type SecretRef } from '../config/secret-ref.ts';
 import { Credentials } from '../registry/credentials.ts';
-import { checkRedisCa } from '../stores/redis-connect-options.ts';
+import { checkRedisTlsFiles } from '../stores/redis-connect-options.ts';
 import { checkCertificateFiles } from '../tls/listener-certificates.ts';
 import type { CertificateLoadError } from '../tls/pem.ts';
 import { UpstreamTlsSchema } from '../tls/schema.ts';
@@ -48,7 +48,7 @@ export async function runValidate(file: string, out: CliOutput): Promise<number>
  * Problems with the files a valid config makes the gateway read at start: each TLS listener's
  * certificate, key and client CA bundle (the admin port's and the registration API's too) and each
  * upstream's CA bundle and client certificate, put through the checks the gateway itself runs at
- * load and on reload; and the admin and registry tokens and the Redis password (files and variables) and CA bundle. A sidecar's files
+ * load and on reload; and the admin and registry tokens and the Redis password (files and variables), CA bundle and client certificate. A sidecar's files
  * are its identity's (its derived listeners and upstreams all use them) and its registry token.
  * Paths resolve from the working directory, as for `run`.
  */
@@ -83,7 +83,7 @@ function fileIssues(source: ConfigSource): ConfigIssue[] {
   }
   const redis = source.config.redis;
   if (redis?.password !== undefined) checkToken(redis.password, 'redis password', ['redis', 'password']);
-  if (redis?.tls !== undefined) report(checkRedisCa(redis.tls.ca).problems, ['redis', 'tls']);
+  if (redis?.tls !== undefined) report(checkRedisTlsFiles(redis.tls).problems, ['redis', 'tls']);
   source.config.listeners.forEach((listener, i) => {
     if (listener.tls !== undefined) report(checkCertificateFiles(listener.tls), ['listeners', i, 'tls']);
   });

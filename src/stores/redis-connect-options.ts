@@ -1,44 +1,70 @@
 /**
- * What Peregrine's Redis connections AUTH with and which CAs they trust: `redis.username`, the
- * password `redis.password` points at, and the PEM bundle of `redis.tls.ca`, read once at start
- * (every connection of one gateway shares them). A password that cannot be read stops the start
- * naming the setting, never the value; so does a CA file that is unreadable or holds no certificate.
+ * What Peregrine's Redis connections AUTH with and what their TLS uses: `redis.username`, the
+ * password `redis.password` points at, the PEM bundle of `redis.tls.ca` and the client certificate
+ * and key of `redis.tls.cert`/`redis.tls.key`, read once at start (every connection of one gateway
+ * shares them; docs/decisions.md, "Redis client certificates: read once"). A password that cannot
+ * be read stops the start naming the setting, never the value; so does a TLS file that is
+ * unreadable, holds no certificate, a key that does not match, or an expired certificate.
  */
 import { readTokenRef } from '../config/secret-ref.ts';
-import { type CertificateLoadError, checkCaBundle, joinProblems } from '../tls/pem.ts';
+import { type CertificateLoadError, checkCaBundle, checkPair, joinProblems } from '../tls/pem.ts';
 import type { RedisConfig } from './schema.ts';
+
+/** The TLS options of every Redis connection: Node's `tls.connect` options, as ioredis passes them. */
+export interface RedisTlsOptions {
+  readonly ca?: string;
+  readonly cert?: string;
+  readonly key?: string;
+}
 
 /** ioredis's options for them (`tls` merged over the `{}` that `rediss://` implies). */
 export interface RedisConnectOptions {
   readonly username?: string;
   readonly password?: string;
-  readonly tls?: { readonly ca: string };
+  readonly tls?: RedisTlsOptions;
 }
 
 /**
  * Throws SecretLoadError when the password is unset, unreadable, short or has whitespace, and
- * CertificateLoadError when the CA bundle cannot be used.
+ * CertificateLoadError when a TLS file cannot be used.
  */
 export function readRedisConnectOptions(config: RedisConfig, env: NodeJS.ProcessEnv): RedisConnectOptions {
   const password =
     config.password === undefined ? undefined : readTokenRef(config.password, 'redis password', env);
-  const ca = config.tls?.ca === undefined ? undefined : readRedisCa(config.tls.ca);
+  const tls = config.tls === undefined ? undefined : readRedisTls(config.tls);
   return {
     ...(config.username === undefined ? {} : { username: config.username }),
     ...(password === undefined ? {} : { password }),
-    ...(ca === undefined ? {} : { tls: { ca } }),
+    ...(tls === undefined ? {} : { tls }),
   };
 }
 
-/** The CA bundle's PEM, or the problems with it (for `peregrine validate` too). */
-export function checkRedisCa(file: string): { pem?: string; problems: CertificateLoadError[] } {
+/**
+ * The PEM texts of `redis.tls`, or every problem with its files (for `peregrine validate` too): the
+ * CA bundle parses; the certificate parses, its key matches it and it has not expired.
+ */
+export function checkRedisTlsFiles(
+  tls: NonNullable<RedisConfig['tls']>,
+  now = Date.now(),
+): { options?: RedisTlsOptions; problems: CertificateLoadError[] } {
   const problems: CertificateLoadError[] = [];
-  const bundle = checkCaBundle(file, 'ca', problems);
-  return { pem: bundle?.pem, problems };
+  const ca = tls.ca === undefined ? undefined : checkCaBundle(tls.ca, 'ca', problems);
+  const pair =
+    tls.cert === undefined || tls.key === undefined
+      ? undefined
+      : checkPair(tls.cert, tls.key, { cert: 'cert', key: 'key' }, now, problems);
+  if (problems.length > 0) return { problems };
+  return {
+    options: {
+      ...(ca === undefined ? {} : { ca: ca.pem }),
+      ...(pair === undefined ? {} : { cert: pair.certPem, key: pair.keyPem }),
+    },
+    problems,
+  };
 }
 
-function readRedisCa(file: string): string {
-  const { pem, problems } = checkRedisCa(file);
-  if (pem === undefined) throw joinProblems(problems);
-  return pem;
+function readRedisTls(tls: NonNullable<RedisConfig['tls']>): RedisTlsOptions {
+  const { options, problems } = checkRedisTlsFiles(tls);
+  if (options === undefined) throw joinProblems(problems);
+  return options;
 }

@@ -35,6 +35,7 @@ import type { Logger } from 'pino';
 import { lazyRequire } from '../lazy-require.ts';
 import type { RedisConnectionName, RedisErrorKind, RedisMetrics, RedisState } from '../telemetry/metrics.ts';
 import type { RedisConnectOptions } from './redis-connect-options.ts';
+import { explainRedisTlsError } from './redis-tls-errors.ts';
 import type { RedisConfig } from './schema.ts';
 
 export type { RedisState } from '../telemetry/metrics.ts';
@@ -105,6 +106,9 @@ export class RedisConnection {
   /** Set once the connection has been ready: later 'error's are outages, logged once per outage. */
   #wasReady = false;
   #outageLogged = false;
+  /** `rediss://`: errors are explained (redis-tls-errors.ts); set between the handshake and 'ready'. */
+  readonly #tls: boolean;
+  #handshakeDone = false;
 
   constructor(config: RedisConfig, deps: RedisDeps, name: RedisConnectionName = 'commands') {
     this.config = config;
@@ -112,6 +116,7 @@ export class RedisConnection {
     this.#deps = deps;
     const { initialDelay, maxDelay } = config.reconnect;
     this.ownKeyPrefix = config.keyPrefix;
+    this.#tls = config.url.startsWith('rediss://');
     const options: RedisOptions = {
       ...deps.connect,
       connectTimeout: config.connectTimeout,
@@ -129,6 +134,7 @@ export class RedisConnection {
     this.client = new (loadIoredis().Redis)(config.url, options);
     deps.metrics.addConnection(name);
     this.client.on('ready', this.#onReady);
+    if (this.#tls) this.client.on('connect', this.#onHandshake);
     this.client.on('error', this.#onError);
     this.client.on('reconnecting', this.#onReconnecting);
     this.client.on('end', this.#onEnd);
@@ -229,7 +235,12 @@ export class RedisConnection {
     this.#deps.metrics.setState(this.name, state);
   }
 
+  #onHandshake = (): void => {
+    this.#handshakeDone = true;
+  };
+
   #onReady = (): void => {
+    this.#handshakeDone = false;
     const recovered = this.#wasReady || this.#reconnects > 0;
     this.#wasReady = true;
     this.#outageLogged = false;
@@ -248,18 +259,31 @@ export class RedisConnection {
   };
 
   #onError = (err: Error): void => {
-    this.#lastError = { message: err.message, at: new Date().toISOString() };
+    const explained = this.#tls
+      ? explainRedisTlsError(err, {
+          afterHandshake: this.#handshakeDone,
+          clientCertificate: this.#deps.connect?.tls?.cert !== undefined,
+        })
+      : undefined;
+    const message = explained ?? err.message;
+    this.#lastError = { message, at: new Date().toISOString() };
     this.#deps.metrics.recordError(this.name, 'connection');
     if (!this.#outageLogged) {
       this.#outageLogged = true;
       this.#deps.logger.warn(
-        { connection: this.name, url: redactedUrl(this.config.url), error: err.message },
+        {
+          connection: this.name,
+          url: redactedUrl(this.config.url),
+          error: message,
+          ...(explained === undefined ? {} : { cause: err.message }),
+        },
         this.#wasReady ? 'Redis connection lost; reconnecting' : 'cannot connect to Redis; retrying',
       );
     }
   };
 
   #onReconnecting = (): void => {
+    this.#handshakeDone = false;
     this.#reconnects++;
     this.#deps.metrics.recordReconnect(this.name);
     this.#setState('reconnecting');

@@ -6,6 +6,8 @@ import { z } from 'zod';
 import { duration } from '../config/fields.ts';
 import { checkSecretRef, secretRefShape } from '../config/secret-ref.ts';
 
+const pemFile = z.string().min(1, 'a file path is required');
+
 export const RedisSchema = z
   .strictObject({
     /**
@@ -24,11 +26,32 @@ export const RedisSchema = z
       .optional(),
     /** The password, by reference (exactly one of env or file), read once at start. */
     password: z.strictObject(secretRefShape).superRefine(checkSecretRef).optional(),
-    /** TLS (`rediss://` only): the CAs Redis's certificate must chain to. */
+    /**
+     * TLS (`rediss://` only): the CAs Redis's certificate must chain to, and the client certificate
+     * for a Redis that demands one (`tls-auth-clients yes`). Files read once at start.
+     */
     tls: z
       .strictObject({
         /** PEM file of CA certificates, replacing Node's public bundle (a private CA is trusted alone). */
-        ca: z.string().min(1, 'a file path is required'),
+        ca: pemFile.optional(),
+        /** PEM file: the client certificate presented to Redis, then its intermediates. */
+        cert: pemFile.optional(),
+        /** PEM file: the unencrypted private key of `cert`. */
+        key: pemFile.optional(),
+      })
+      .superRefine((t, ctx) => {
+        if ((t.cert === undefined) !== (t.key === undefined))
+          ctx.addIssue({
+            code: 'custom',
+            path: [t.cert === undefined ? 'cert' : 'key'],
+            message: 'cert and key come together (the client certificate and its private key)',
+          });
+        else if (t.ca === undefined && t.cert === undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['ca'],
+            message: 'tls needs ca, or cert and key (rediss:// alone verifies against the public CAs)',
+          });
       })
       .optional(),
     /** Prepended to every key Peregrine writes and to its pub/sub channels. */

@@ -6,10 +6,10 @@
  * (tests/helpers/tools.ts: REDIS_SERVER_BIN, PATH, or .tools/ from scripts/get-tools.sh).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './ports.ts';
 import { findTool, REDIS_SERVER } from './tools.ts';
@@ -31,6 +31,10 @@ export interface TestRedis {
   resume(): void;
   /** The `requirepass` it was started with, if any. */
   readonly password: string | undefined;
+  /** The process the helper spawned (with `launch`: the shell, which must have become redis-server). */
+  readonly pid: number | undefined;
+  /** With `launch`: the arguments redis-server was given, as it received them. */
+  launchedArgs(): string[];
   /** Send a command through a fresh connection (authenticated when it has a password); resolves with the raw reply. */
   command(...args: string[]): Promise<string>;
   /** Stop and remove the directory. Safe to call twice. */
@@ -90,7 +94,24 @@ export interface StartRedisOptions {
   readonly args?: readonly string[];
   /** A configuration file, read before every argument (as `redis-server <file> [options]`). */
   readonly configFile?: string;
+  /**
+   * Start it as a container would: `argv` runs as it is (a shell script, or `redis-server …`) with
+   * only `env` and a PATH whose `redis-server` records its arguments and runs the real one with
+   * them, then the helper's port, address, directory and log level (later options win). The other
+   * options but `password` are not used.
+   */
+  readonly launch?: { readonly argv: readonly string[]; readonly env?: Readonly<Record<string, string>> };
 }
+
+/** `command` as an absolute path, looked up on `path` when it is a bare name. */
+function absolutePath(command: string, path = ''): string {
+  if (command.includes('/')) return command;
+  for (const d of path.split(':')) if (d !== '' && existsSync(join(d, command))) return join(d, command);
+  throw new Error(`${command} is not on PATH`);
+}
+
+/** Shell single-quoting. */
+const sq = (s: string): string => `'${s.replaceAll("'", `'\\''`)}'`;
 
 export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedis> {
   const redis = findTool(REDIS_SERVER, 'the Redis-backed tests');
@@ -124,7 +145,10 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
       ...(opts.args ?? []),
     ];
     log = '';
-    const p = spawn(redis.path, args, { env: redis.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p =
+      opts.launch === undefined
+        ? spawn(redis.path, args, { env: redis.env, stdio: ['ignore', 'pipe', 'pipe'] })
+        : launch(opts.launch);
     proc = p;
     running.add(p);
     let done = false;
@@ -169,6 +193,25 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
     }
   };
 
+  const bin = join(dir, 'bin');
+  const argsFile = join(dir, 'launched-args');
+  /** The container's command, with the recording `redis-server` first on its PATH. */
+  const launch = (l: NonNullable<StartRedisOptions['launch']>): ChildProcess => {
+    const real = absolutePath(redis.path, redis.env.PATH);
+    const own = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--daemonize', 'no'];
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(
+      join(bin, 'redis-server'),
+      `#!/bin/sh\nprintf '%s\\n' "$@" > ${sq(argsFile)}\nexec ${sq(real)} "$@" ${[...own, '--loglevel', 'warning'].map(sq).join(' ')}\n`,
+      { mode: 0o755 },
+    );
+    const env: Record<string, string> = { ...l.env, PATH: `${bin}:${dirname(real)}:/usr/bin:/bin` };
+    // A local copy of redis-server (tests/helpers/tools.ts) finds its libraries through this.
+    if (redis.env.LD_LIBRARY_PATH !== undefined) env.LD_LIBRARY_PATH = redis.env.LD_LIBRARY_PATH;
+    const [file, ...rest] = l.argv;
+    return spawn(file!, rest, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  };
+
   port = await freePort();
   await start(true);
   let closed = false;
@@ -206,6 +249,10 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
       await start(false);
     },
     password: opts.password,
+    get pid() {
+      return proc?.pid;
+    },
+    launchedArgs: () => readFileSync(argsFile, 'utf8').split('\n').slice(0, -1),
     command: (...args) => send(port, args, 2000, auth),
     async close() {
       if (closed) return;

@@ -117,11 +117,12 @@ function servedPorts(config: Config): { data: number[]; registry?: number; admin
 function remap(text: string, mounts: readonly { target: string; host: string }[]): string {
   const targets = [...mounts].sort((a, b) => b.target.length - a.target.length);
   const escaped = targets.map((m) => m.target.replace(/\/$/, '').replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
-  // One pass, so a rewritten path is never rewritten again (a mount at /tmp, say).
-  const re = new RegExp(`(?<![\\w/.-])(${escaped.join('|')})/`, 'g');
+  // One pass, so a rewritten path is never rewritten again (a mount at /tmp, say). A path ends at
+  // a `/`, a space, a quote or the end of the text (`--dir /data` in a script).
+  const re = new RegExp(`(?<![\\w/.-])(${escaped.join('|')})(?=[/\\s"']|$)`, 'gm');
   return text.replace(
     re,
-    (_, target: string) => `${targets.find((m) => m.target.replace(/\/$/, '') === target)!.host}/`,
+    (_, target: string) => targets.find((m) => m.target.replace(/\/$/, '') === target)!.host,
   );
 }
 
@@ -200,22 +201,32 @@ function adminOpen(config: Config): boolean {
 }
 
 /**
- * A Redis started as a manifest starts it (its arguments, and its configuration file first when
- * there is one), on a loopback port of the test's: refused without AUTH (the server must require
- * it), answered with the credentials the Peregrine process reads.
+ * A Redis started as a manifest starts it (its command line, run as it is: a shell script, or
+ * `redis-server` with its arguments and configuration file), with the container's environment only,
+ * on a loopback port of the test's: refused without AUTH (the server must require it), answered with
+ * the credentials the Peregrine process reads. Those credentials are in none of the arguments
+ * redis-server was given (Redis overwrites its process title once up, so they are read as given,
+ * not from /proc) nor in its environment, and the process started is Redis itself (`exec`: the
+ * SIGTERM of a stopping container reaches it).
  */
 async function expectRedisRequiresAuth(
   argv: readonly string[],
+  env: Record<string, string>,
   peregrineAuth: readonly string[] | undefined,
 ): Promise<TestRedis> {
-  expect(argv[0]).toBe('redis-server');
-  const rest = argv.slice(1);
-  const configFile = rest[0] !== undefined && !rest[0].startsWith('--') ? rest.shift() : undefined;
-  const redis = await startRedis({ configFile, args: rest });
+  const redis = await startRedis({ launch: { argv, env } });
   redises.push(redis);
   expect(await send(redis.port, ['PING']), 'Redis answers a client that did not AUTH').toMatch(/^-NOAUTH/);
   expect(peregrineAuth, 'the Peregrine config that talks to Redis has credentials').toBeDefined();
   expect(await send(redis.port, ['PING'], 2000, peregrineAuth)).toBe('+PONG\r\n');
+  const password = peregrineAuth!.at(-1)!;
+  const given = redis.launchedArgs();
+  expect(given.length, 'redis-server was run').toBeGreaterThan(0);
+  expect(given.join(' '), "Redis's arguments (ps, the container runtime's spec)").not.toContain(password);
+  expect(readFileSync(`/proc/${redis.pid}/environ`, 'utf8'), "Redis's environment").not.toContain(password);
+  expect(readFileSync(`/proc/${redis.pid}/comm`, 'utf8').trim(), 'the process started is Redis').toBe(
+    'redis-server',
+  );
   return redis;
 }
 
@@ -228,6 +239,19 @@ function runRedisCheck(shellCommand: string, redis: TestRedis, env: Record<strin
   const script = shellCommand.replace(/(^|[\s|;&])redis-cli\b/g, `$1'${cli.path}' -p ${redis.port}`);
   return spawnSync('/bin/sh', ['-c', script], { env: { ...cli.env, ...env }, encoding: 'utf8' });
 }
+
+/** An exec probe's command as a shell line: its script when it is `sh -c <script>`, else its words. */
+const probeScript = (command: readonly string[]): string =>
+  /^(\/bin\/)?sh$/.test(command[0]!) && command[1] === '-c' ? command[2]! : command.join(' ');
+
+/**
+ * The kubelet's expansion of a container's command and arguments: `$(VAR)` of a variable the
+ * container has becomes its value, `$$` a `$`, anything else stays as written.
+ */
+const kubeletExpand = (text: string, env: Record<string, string>): string =>
+  text.replace(/\$\$|\$\(([^)]*)\)/g, (m, name: string | undefined) =>
+    m === '$$' ? '$' : name !== undefined && name in env ? env[name]! : m,
+  );
 
 const secondsOf = (ms: number) => ms / 1000;
 const sleepOf = (container: Obj): number => {
@@ -293,6 +317,9 @@ function issueInto(dir: string, serviceAccount: string, trustDomain: string): vo
   expect(issue.status, issue.stderr).toBe(0);
 }
 
+/** What the test puts in a Secret's key: the same for every container and volume that reads it. */
+const secretStandIn = (name: string, key: string): string => `secret-${name}-${key}-0123456789abcdef`;
+
 /**
  * The environment a container gets: its values (with `$(VAR)` expanded), a stand-in for each
  * Secret key (the same for every container that references the same key), the pod's fields.
@@ -304,7 +331,7 @@ function containerEnv(container: Obj): Record<string, string> {
       env[e.name] = String(e.value).replace(/\$\((\w+)\)/g, (_, v: string) => env[v] ?? '');
     else if (e.valueFrom?.secretKeyRef) {
       const { name, key } = e.valueFrom.secretKeyRef;
-      env[e.name] = `secret-${name}-${key}-0123456789abcdef`;
+      env[e.name] = secretStandIn(name, key);
     } else if (e.valueFrom?.fieldRef?.fieldPath === 'status.podIP') env[e.name] = '10.1.4.17';
     else env[e.name] = 'peregrine-7f9c-x2';
   }
@@ -434,29 +461,37 @@ describe('deployment/kubernetes', () => {
     expect(portOf(podsSelectedBy(service.spec.selector).flatMap(containersOf), port.targetPort)).toBe(6379);
   });
 
-  it('Redis requires the password of its Secret; every Peregrine config that uses Redis authenticates with it', async () => {
+  it('Redis requires the password of its Secret, which stays out of its arguments; every Peregrine config that uses Redis authenticates with it', async () => {
     const users = (await peregrineContainers).filter((p) => p.config.redis !== undefined);
     expect(users.length).toBeGreaterThan(0);
     const redisWorkload = named('Deployment', 'redis');
-    const container = redisWorkload.spec.template.spec.containers.find((c: Obj) => c.name === 'redis');
+    const pod = redisWorkload.spec.template.spec;
+    const container = pod.containers.find((c: Obj) => c.name === 'redis');
     const env = containerEnv(container);
-    // Its data directory, where the test put it.
-    const dataDirs = (container.volumeMounts as Obj[]).map((m) => ({
-      target: m.mountPath as string,
-      host: freshDir(`redis-${m.name}`),
-    }));
-    const args = (container.args as string[]).map((a) =>
-      remap(`${a.replace(/\$\((\w+)\)/g, (_, v: string) => env[v] ?? '')}/`, dataDirs).slice(0, -1),
+    // Its volumes, where the test put them: the data directory, and the Secret's keys as files.
+    const root = freshDir('redis');
+    const mounts = (container.volumeMounts as Obj[]).map((m) => {
+      const host = join(root, m.mountPath);
+      mkdirSync(host, { recursive: true });
+      const secret = pod.volumes.find((v: Obj) => v.name === m.name).secret as Obj | undefined;
+      if (secret !== undefined)
+        for (const item of secret.items as Obj[])
+          writeFileSync(join(host, item.path), `${secretStandIn(secret.secretName, item.key)}\n`);
+      return { target: m.mountPath as string, host };
+    });
+    // Without a command, the image's entrypoint runs redis-server with the arguments (`-…` ones).
+    const argv = [...(container.command ?? ['redis-server']), ...(container.args ?? [])].map((a: string) =>
+      remap(`${kubeletExpand(a, env)}/`, mounts).slice(0, -1),
     );
-    expect(container.command, 'the image runs redis-server with these arguments').toBeUndefined();
     for (const user of users) {
-      const redis = await expectRedisRequiresAuth(
-        ['redis-server', ...args],
-        redisAuthOf(user.config, user.env),
-      );
+      const redis = await expectRedisRequiresAuth(argv, env, redisAuthOf(user.config, user.env));
       // The probes authenticate too (else Redis never turns ready and the gateway has no Redis).
       for (const probe of [container.readinessProbe, container.livenessProbe]) {
-        const run = runRedisCheck(probe.exec.command.join(' '), redis, env);
+        const script = remap(
+          probeScript(probe.exec.command.map((a: string) => kubeletExpand(a, env))),
+          mounts,
+        );
+        const run = runRedisCheck(script, redis, env);
         expect(run.stdout.trim(), run.stderr).toBe('PONG');
       }
     }
@@ -727,7 +762,7 @@ describe('deployment/compose', () => {
     const argv = (redisService.command as string[]).map((a) => remap(`${a}/`, mounts).slice(0, -1));
     for (const user of users) {
       expect(new URL(user.config.redis!.url).hostname).toBe('redis');
-      const redis = await expectRedisRequiresAuth(argv, redisAuthOf(user.config, user.env));
+      const redis = await expectRedisRequiresAuth(argv, {}, redisAuthOf(user.config, user.env));
       const [kind, shell] = redisService.healthcheck.test as string[];
       expect(kind).toBe('CMD-SHELL');
       // Compose turns `$$` into `$`.

@@ -4,7 +4,10 @@
  * registry store and the rate limits open, over TLS too (`rediss://`, `redis.tls.ca`: a CA made in
  * the test; without it the server's certificate is refused); a wrong password leaves Redis unusable but the gateway
  * serving (with the fallback the policy names) and never shows the password; one that cannot be
- * read stops the start, naming the setting.
+ * read stops the start, naming the setting. A Redis that demands client certificates
+ * (`--tls-auth-clients yes`) takes every connection of a gateway with `redis.tls.cert`/`key` from
+ * its CA, and refuses one without a certificate or with one from another CA: the gateway logs why,
+ * keeps serving and retries.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -28,28 +31,37 @@ let up: TestUpstream;
 let dir: string;
 let certs: CertFiles;
 let tlsPort: number;
+/** Demands a client certificate from `certs.ca`'s CA; `client` is one, `stranger` one from another CA. */
+let mtlsRedis: TestRedis;
+let mtlsPort: number;
+let client: CertFiles;
+let stranger: CertFiles;
 const open: TestGateway[] = [];
 
 beforeAll(async () => {
   const ca = await TestCa.create();
   certs = writeCertFiles(await ca.server(), ca.cert);
+  /** TLS beside the plain port (which the helper and CLIENT LIST use), on `port`. */
+  const tlsArgs = (port: number, authClients: 'yes' | 'no') => [
+    '--tls-port',
+    String(port),
+    '--tls-cert-file',
+    certs.cert,
+    '--tls-key-file',
+    certs.key,
+    '--tls-ca-cert-file',
+    certs.ca,
+    '--tls-auth-clients',
+    authClients,
+  ];
   tlsPort = await freePort();
-  redis = await startRedis({
-    password: PASSWORD,
-    // TLS beside the plain port (which the helper and CLIENT LIST use); clients need no certificate.
-    args: [
-      '--tls-port',
-      String(tlsPort),
-      '--tls-cert-file',
-      certs.cert,
-      '--tls-key-file',
-      certs.key,
-      '--tls-ca-cert-file',
-      certs.ca,
-      '--tls-auth-clients',
-      'no',
-    ],
-  });
+  // Clients need no certificate.
+  redis = await startRedis({ password: PASSWORD, args: tlsArgs(tlsPort, 'no') });
+  mtlsPort = await freePort();
+  mtlsRedis = await startRedis({ password: PASSWORD, args: tlsArgs(mtlsPort, 'yes') });
+  client = writeCertFiles(await ca.issue({ cn: 'peregrine-gateway', eku: ['clientAuth'] }), ca.cert);
+  const other = await TestCa.create('Another CA');
+  stranger = writeCertFiles(await other.issue({ cn: 'peregrine-gateway', eku: ['clientAuth'] }), ca.cert);
   up = await startUpstream();
   dir = mkdtempSync(join(tmpdir(), 'peregrine-redis-auth-'));
 });
@@ -59,6 +71,7 @@ afterEach(async () => {
 afterAll(async () => {
   await up?.close();
   await redis?.close();
+  await mtlsRedis?.close();
   rmSync(dir, { recursive: true, force: true });
   removeCertFiles();
 });
@@ -101,8 +114,8 @@ async function connected(g: TestGateway): Promise<void> {
 }
 
 /** `CLIENT LIST` lines of the connections named `name*` (only an authenticated client can SETNAME). */
-async function clients(name: string): Promise<string[]> {
-  const list = await redis.command('CLIENT', 'LIST');
+async function clients(name: string, server = redis): Promise<string[]> {
+  const list = await server.command('CLIENT', 'LIST');
   return list.split('\n').filter((l) => new RegExp(`\\bname=${name}(-\\w+)?\\s`).test(l));
 }
 
@@ -217,5 +230,71 @@ describe('Redis that requires authentication', () => {
     expect((err as Error).message).toBe(
       'redis password: environment variable UNSET_REDIS_PASSWORD is not set',
     );
+  });
+});
+
+describe('Redis that demands a client certificate (tls-auth-clients yes)', () => {
+  const url = () => `rediss://127.0.0.1:${mtlsPort}`;
+  const mtls = (tls: Record<string, string>, name: string) =>
+    config({ url: url(), password: { env: 'P' }, tls, connectionName: name }, `${name}:`);
+
+  it('with redis.tls.cert and key: every connection is in, the registry and the rate limits work', async () => {
+    const name = `pg-mtls-${randomUUID().slice(0, 6)}`;
+    const g = await start(mtls({ ca: certs.ca, cert: client.cert, key: client.key }, name), { P: PASSWORD });
+    await connected(g);
+    // Counted in Redis (503 if it could not count, fail-closed).
+    expect(await statuses(`${g.url}/`, 3)).toEqual([200, 200, 429]);
+    // The registry: what one replica registers, Redis holds.
+    const spec = {
+      address: '10.0.0.7',
+      port: 8080,
+      protocol: 'http' as const,
+      zone: 'a',
+      version: '1',
+      weight: 1,
+      metadata: {},
+    };
+    await g.gateway.registry!.store.register(
+      { service: 'orders', id: 'o-1', spec, state: 'active', ttlMs: 30_000 },
+      'test',
+    );
+    expect(await mtlsRedis.command('HKEYS', `${name}:registry:spec`)).toMatch(/orders.*o-1/);
+    // Commands, pub/sub and rate limits: all three over TLS with the certificate.
+    await eventually(async () => expect(await clients(name, mtlsRedis)).toHaveLength(3));
+  });
+
+  it('without a client certificate: refused, logged, the gateway serves and retries', async () => {
+    const name = `pg-nocert-${randomUUID().slice(0, 6)}`;
+    const g = await start(mtls({ ca: certs.ca }, name), { P: PASSWORD });
+    const why = /tls-auth-clients yes.*set redis\.tls\.cert and redis\.tls\.key/;
+    await eventually(() => expect(g.gateway.redis!.health().lastError?.message).toMatch(why));
+    expect(g.gateway.redis!.ready).toBe(false);
+    expect(g.logs.text()).toMatch(/cannot connect to Redis/);
+    expect(g.logs.text()).toMatch(why);
+    expect(await statuses(`${g.url}/`, 1)).toEqual([503]);
+    expect(await clients(name, mtlsRedis)).toEqual([]);
+    expect(g.logs.text()).not.toContain(PASSWORD);
+  });
+
+  it('a client certificate from another CA is refused', async () => {
+    const name = `pg-other-${randomUUID().slice(0, 6)}`;
+    const g = await start(mtls({ ca: certs.ca, cert: stranger.cert, key: stranger.key }, name), {
+      P: PASSWORD,
+    });
+    // The alert (unknown ca) or, when the client's first command wins the race with it, the reset.
+    const why =
+      /Redis refused the client certificate of redis\.tls\.cert \(alert: unknown ca\)|after the TLS handshake \(ECONNRESET\): it refused the client certificate of redis\.tls\.cert/;
+    await eventually(() => expect(g.gateway.redis!.health().lastError?.message).toMatch(why));
+    expect(g.gateway.redis!.ready).toBe(false);
+    expect(g.logs.text()).toMatch(why);
+    expect(await statuses(`${g.url}/`, 1)).toEqual([503]);
+    expect(await clients(name, mtlsRedis)).toEqual([]);
+  });
+
+  it("a key that is not the certificate's stops the start, naming both files", async () => {
+    const err = await start(mtls({ ca: certs.ca, cert: client.cert, key: stranger.key }, 'x'), {
+      P: PASSWORD,
+    }).catch((e: unknown) => e);
+    expect((err as Error).message).toBe(`key ${stranger.key} does not match certificate ${client.cert}`);
   });
 });

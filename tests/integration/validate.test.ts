@@ -293,6 +293,19 @@ describe('peregrine validate: the admin port', () => {
 });
 
 describe('peregrine validate: Redis', () => {
+  /** A gateway on `rediss://` whose `redis.tls` section holds `lines` (from line 7 on). */
+  const redisTls = (...lines: string[]) =>
+    [
+      'listeners:',
+      '  - name: edge',
+      '    address: 127.0.0.1:8080',
+      'redis:',
+      '  url: rediss://redis:6380/0',
+      '  tls:',
+      ...lines.map((l) => `    ${l}`),
+      '',
+    ].join('\n');
+
   it('reads the Redis password as the gateway would, and reports it at its line', () => {
     const { file, status, stderr } = validate(
       [
@@ -314,19 +327,32 @@ describe('peregrine validate: Redis', () => {
 
   it("reports a Redis CA bundle that holds no certificate at redis.tls's line", () => {
     writeFileSync(join(dir, 'not-a-ca.pem'), 'hello\n');
-    const { file, status, stderr } = validate(
-      [
-        'listeners:',
-        '  - name: edge',
-        '    address: 127.0.0.1:8080',
-        'redis:',
-        '  url: rediss://redis:6380/0',
-        '  tls:',
-        `    ca: ${dir}/not-a-ca.pem`,
-        '',
-      ].join('\n'),
-    );
+    const { file, status, stderr } = validate(redisTls(`ca: ${dir}/not-a-ca.pem`));
     expect(status).toBe(2);
     expect(stderr).toEqual([`${file}:7 redis.tls.ca: ca ${dir}/not-a-ca.pem: no PEM certificate found`]);
+  });
+
+  it("reports a Redis client key that is not the certificate's, and an unreadable certificate, at their lines", () => {
+    const redis = (cert: string, key: string) =>
+      redisTls(`ca: ${dir}/ca.crt`, `cert: ${cert}`, `key: ${key}`);
+    const mismatched = validate(redis(`${dir}/good.crt`, `${dir}/other.key`));
+    expect(mismatched.status).toBe(2);
+    expect(mismatched.stderr).toEqual([
+      `${mismatched.file}:9 redis.tls.key: key ${dir}/other.key does not match certificate ${dir}/good.crt`,
+    ]);
+    const missing = validate(redis(`${dir}/nope.crt`, `${dir}/good.key`));
+    expect(missing.stderr).toEqual([
+      `${missing.file}:8 redis.tls.cert: certificate ${dir}/nope.crt: cannot read (ENOENT)`,
+    ]);
+    const good = validate(redis(`${dir}/good.crt`, `${dir}/good.key`));
+    expect([good.status, good.stderr]).toEqual([0, []]);
+  });
+
+  it('refuses a Redis client certificate without its key', () => {
+    const { file, status, stderr } = validate(redisTls(`cert: ${dir}/good.crt`));
+    expect(status).toBe(2);
+    expect(stderr).toEqual([
+      `${file}:6 redis.tls.key: cert and key come together (the client certificate and its private key)`,
+    ]);
   });
 });
