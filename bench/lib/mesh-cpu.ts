@@ -39,6 +39,7 @@ import {
 import { findExecutable } from './proc.ts';
 import { RssSampler } from './rss.ts';
 import { median, sideBySideRound } from './side-by-side-round.ts';
+import { type Switches, switchesPerRequest, threadSwitches } from './switches.ts';
 import { fmtInt, fmtNum, markdownTable } from './table.ts';
 
 export const SIDECAR_CPU_GOAL = 1.2;
@@ -76,6 +77,30 @@ export interface MeshCpuRound {
   total: MeshCounts;
   maxRssMB: { passthrough?: number; outbound?: number; inbound?: number };
   foreignPct: number | undefined;
+  /**
+   * Each process's main-thread context switches per request over the measured seconds (the chain's
+   * second gateway absent with BENCH_MESH_CONTROL=single): voluntary ones are its wakeups, which
+   * at the same load tell whether a sidecar is woken for fewer requests than a gateway of the chain.
+   */
+  switches?: Partial<Record<SwitchedProcess, Switches>>;
+}
+
+type SwitchedProcess = 'passthrough' | 'passthroughBack' | 'outbound' | 'inbound';
+
+/** Main-thread wakeups and preemptions per request, by process (docs/decisions.md, "Loop turns"). */
+export function switchesNote(s: NonNullable<MeshCpuRound['switches']>): string {
+  const names: Record<SwitchedProcess, string> = {
+    passthrough: 'passthrough',
+    passthroughBack: 'passthrough 2nd',
+    outbound: 'outbound',
+    inbound: 'inbound',
+  };
+  const each = (f: (x: Switches) => number) =>
+    (Object.keys(names) as SwitchedProcess[])
+      .filter((k) => s[k] !== undefined)
+      .map((k) => `${names[k]} ${fmtNum(f(s[k]!), 3)}`)
+      .join(', ');
+  return `main-thread sleeps per request (voluntary switches) ${each((x) => x.voluntary)}; preempted (involuntary) ${each((x) => x.involuntary)}.`;
 }
 
 const ratio = (rows: readonly MeshCpuRound[], f: (r: MeshCpuRound) => number) =>
@@ -114,6 +139,13 @@ export const meshCpuGroup: Group = {
         // flight were aborted and their connections to the inbound sidecar closed with them (as a
         // client going away should); the pool opens them again as the measured load starts.
         let settled: Promise<MeshCounts> | undefined;
+        const mains: [SwitchedProcess, number][] = [
+          ['passthrough', pass.proc.pid],
+          ...(back ? [['passthroughBack', back.proc.pid] as [SwitchedProcess, number]] : []),
+          ['outbound', mesh.outbound.proc.pid],
+          ['inbound', mesh.inbound.proc.pid],
+        ];
+        let switchesBefore: Switches[] = [];
         const machine = machineCpuWindow(() => [...shared(), ...mesh.pids, mesh.registry.proc.pid]);
         const r = await sideBySideRound(
           wrk,
@@ -130,10 +162,12 @@ export const meshCpuGroup: Group = {
             connections,
             warmupRequests,
             afterWarmup: async () => {
+              switchesBefore = mains.map(([, pid]) => threadSwitches(pid));
               settled = sleep(SETTLE_MS).then(() => meshCounts(mesh));
             },
           },
         );
+        const switchesAfter = mains.map(([, pid]) => threadSwitches(pid));
         const foreignPct = machine()?.foreignPct;
         const total = await meshCounts(mesh);
         const rss = (s: RssSampler) => s.stop().maxMB;
@@ -153,6 +187,16 @@ export const meshCpuGroup: Group = {
             inbound: rss(samplers.inbound),
           },
           foreignPct,
+          switches: Object.fromEntries(
+            mains.map(([k], i) => [
+              k,
+              switchesPerRequest(
+                switchesBefore[i]!,
+                switchesAfter[i]!,
+                k === 'outbound' || k === 'inbound' ? r.b.requests : r.a.requests,
+              ),
+            ]),
+          ),
         };
         rows.push(row);
         log(
@@ -295,6 +339,7 @@ function present(
       );
     if ((r.foreignPct ?? 0) > FOREIGN_PCT)
       notes.push(`cpu round ${r.round}: other processes used ${fmtNum(r.foreignPct, 0)}% of a core.`);
+    if (r.switches) notes.push(`cpu round ${r.round}: ${switchesNote(r.switches)}`);
   }
   return { body: `${table}\n\n${rssTable}`, checks, notes, data: rows };
 }
