@@ -5,6 +5,7 @@
  * trusted proxy), and every refusal counted with a reason.
  */
 import type { OutgoingHttpHeaders } from 'node:http2';
+import { Client } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import {
@@ -241,6 +242,52 @@ describe('mTLS with clientAuth required', () => {
       denied.close();
     } finally {
       session.close();
+    }
+  });
+
+  it("never gives one connection's identity to another's requests: two peers interleaved on keep-alive", async () => {
+    // One kept-alive connection per peer (undici's Client holds one), their requests alternating
+    // and overlapping, all forwarded over the gateway's one upstream pool.
+    const client = (cert: IssuedCert) =>
+      new Client(`https://127.0.0.1:${ports.strict}`, {
+        connect: { ca: pki.ca.cert, cert: cert.cert, key: cert.key, servername: 'localhost' },
+      });
+    const peers = [
+      { cert: pki.payments, client: client(pki.payments), connects: 0 },
+      { cert: pki.orders, client: client(pki.orders), connects: 0 },
+    ];
+    for (const p of peers)
+      p.client.on('connect', () => {
+        p.connects++;
+      });
+    try {
+      for (let round = 0; round < 4; round++) {
+        const sent = [];
+        for (let i = 0; i < 6; i++) {
+          const peer = peers[i % 2]!;
+          sent.push(
+            peer.client
+              .request({
+                path: `/who/${round}/${i}`,
+                method: 'GET',
+                // Forged by the client: never forwarded, whoever sends it.
+                headers: { 'x-forwarded-client-cert': `Hash=${peers[(i + 1) % 2]!.cert.sha256}` },
+              })
+              .then(async (r) => ({ peer, status: r.statusCode, body: await r.body.text() })),
+          );
+        }
+        for (const { peer, status, body } of await Promise.all(sent)) {
+          expect(status).toBe(200);
+          const elements = parseXfcc(echoed(body).headers['x-forwarded-client-cert']!);
+          expect(elements).toHaveLength(1);
+          expect(elements[0]).toContainEqual(['Hash', peer.cert.sha256]);
+          expect(elements[0]).toContainEqual(['Subject', subjectOf(peer.cert)]);
+        }
+      }
+      // Each peer's requests came over its one connection: the identity was read per connection.
+      for (const p of peers) expect(p.connects).toBe(1);
+    } finally {
+      await Promise.all(peers.map((p) => p.client.close()));
     }
   });
 
