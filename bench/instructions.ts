@@ -43,6 +43,7 @@
  *   BENCH_CG_PERF_MAP=1: Peregrine targets (a sidecar target: the sidecar under valgrind) write V8's
  *     perf map (/tmp/perf-<pid>.map, the dump's pid), to name the JIT code addresses
  *     callgrind_annotate prints as 0x…
+ *   BENCH_CG_CACHE_SIM=1: simulate the caches too (D1/LL misses per function in the dump; ~2× slower)
  *   BENCH_MESH_PROTOCOL (http1; h2): what the sidecar targets' hop speaks (bench/lib/mesh-config.ts)
  *
  * Needs valgrind (`apt-get install valgrind`); 1-3 minutes per target.
@@ -164,6 +165,12 @@ function envCount(name: string, fallback: number): number {
   return n;
 }
 
+/**
+ * BENCH_CG_CACHE_SIM=1: callgrind also simulates the caches (D1 and LL misses by function in the
+ * dump, `callgrind_annotate --show=D1mr,D1mw,DLmr,DLmw`); the run is ~2× slower, Ir unchanged.
+ */
+const CACHE_SIM = process.env.BENCH_CG_CACHE_SIM === '1';
+
 /** Peregrine launcher's GC flags (semi-space cap, heap growing), which `bare-undici` gets too. */
 function launcherGcFlags(): string[] {
   return launcherGcFlagsOf(ROOT);
@@ -175,6 +182,7 @@ function callgrindArgs(outFile: string): string[] {
     '--smc-check=all-non-file',
     '--instr-atstart=no',
     `--callgrind-out-file=${outFile}`,
+    ...(CACHE_SIM ? ['--cache-sim=yes'] : []),
   ];
 }
 
@@ -530,7 +538,7 @@ async function measure(
     mkdirSync(resultsDir, { recursive: true });
     const kept = join(resultsDir, `${fileStamp()}-${which}.callgrind.out`);
     copyFileSync(dumpFile, kept);
-    const { stdout } = await run(tools.annotate, ['--threshold=100', '--auto=no', kept], {
+    const { stdout } = await run(tools.annotate, ['--threshold=100', '--auto=no', '--show=Ir', kept], {
       maxBuffer: 256 * 1024 * 1024,
     });
     const cost = costByCategory(stdout);

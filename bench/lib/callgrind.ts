@@ -63,6 +63,37 @@ export function parseAnnotate(text: string): FunctionCost[] {
   return out;
 }
 
+/** One function of `callgrind_annotate --show=<events>` output: its self costs, in the order shown. */
+export interface FunctionCosts {
+  symbol: string;
+  /** The object file (`[/usr/lib/…/libc.so.6]`); `???` for code without one (V8's JIT code). */
+  object: string;
+  costs: number[];
+}
+
+/**
+ * Function lines of `callgrind_annotate --auto=no --show=A,B,…` output, `columns` events shown:
+ * `1,234 ( 0.5%) 56 ( 0.1%)  .  file:symbol [object]`, where `.` is a zero. The program-totals
+ * line is left out.
+ */
+export function parseAnnotateColumns(text: string, columns: number): FunctionCosts[] {
+  const line = new RegExp(`^\\s*((?:(?:[\\d,]+ \\(\\s*[\\d.]+%\\)|\\.|0)\\s+){${columns}})(\\S.*)$`);
+  const out: FunctionCosts[] = [];
+  for (const row of text.split('\n')) {
+    const m = line.exec(row);
+    if (!m || m[2]!.endsWith('PROGRAM TOTALS')) continue;
+    const costs = m[1]!
+      .replace(/\(\s*[\d.]+%\)/g, '')
+      .trim()
+      .split(/\s+/)
+      .map((v) => (v === '.' ? 0 : Number(v.replaceAll(',', ''))));
+    const object = / \[([^\]]*)\]$/.exec(m[2]!)?.[1] ?? '???';
+    const located = m[2]!.replace(/ \[[^\]]*\]$/, '');
+    out.push({ symbol: located.slice(located.indexOf(':') + 1), object, costs });
+  }
+  return out;
+}
+
 const OPEN = new Set(['<', '(', '{', '[']);
 const CLOSE = new Set(['>', ')', '}', ']']);
 

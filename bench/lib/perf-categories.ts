@@ -22,7 +22,12 @@ export function codeCategory(dso: string, sym: string): string {
     return 'JS: other';
   }
   if (/TLSWrap|NodeBIO|node::crypto::/.test(sym)) return 'Node TLSWrap and BIO';
-  if (/^(SSL|ssl|tls|ossl|EVP|evp|aes|gcm|vaes|CRYPTO|BIO_|OPENSSL|ERR_|RAND|OSSL|ghash)/.test(sym))
+  // The record layer's packet writer and BIO adapters, and the AES-GCM assembly, are OpenSSL's too.
+  if (
+    /^(SSL|ssl|tls|ossl|EVP|evp|aes|_aesni|gcm|vaes|CRYPTO|BIO_|OPENSSL|ERR_|RAND|OSSL|ghash|W?PACKET_|generic_aes|bread_conv|bwrite_conv)/.test(
+      sym,
+    )
+  )
     return 'OpenSSL';
   if (/compiler::|[Mm]aglev|[Tt]urboshaft|Baseline.*Compil/.test(sym)) return 'V8 compilers';
   if (

@@ -4,6 +4,7 @@ import {
   categorise,
   costByCategory,
   parseAnnotate,
+  parseAnnotateColumns,
   qualifiedName,
 } from '../../../bench/lib/callgrind.ts';
 
@@ -137,5 +138,35 @@ describe('categorise and costByCategory', () => {
       gc: 24_418_437 + 660,
       scavenge: 24_418_437,
     });
+  });
+
+  // `callgrind_annotate --show=Ir,I1mr,D1mr,D1mw` of a dump made with --cache-sim=yes (callgrind
+  // 3.19.0): zeros print as `.` or `0`, JIT code has no object.
+  const COLUMNS = `Ir                   I1mr             D1mr             D1mw              file:function
+--------------------------------------------------------------------------------
+1,415,668,044 (100.0%) 40,142,135 (100.0%) 22,092,539 (100.0%) 3,139,296 (100.0%)  PROGRAM TOTALS
+ 8,549,565 ( 0.60%)    454,478 ( 1.13%)  167,360 ( 0.76%)   65,864 ( 2.10%)  ./malloc/./malloc/malloc.c:_int_malloc [/usr/lib/x86_64-linux-gnu/libc.so.6]
+29,461,614 ( 2.08%)        242 ( 0.00%)        0                .           ???:v8::internal::Foo::Bar(int) ${NODE}
+11,869,253 ( 0.84%)    970,115 ( 2.42%)  451,321 ( 2.04%)   18,345 ( 0.58%)  ???:0x000000002822c1c0 [???]
+`;
+
+  it('reads every shown event of a function, with its object', () => {
+    expect(parseAnnotateColumns(COLUMNS, 4)).toEqual([
+      {
+        symbol: '_int_malloc',
+        object: '/usr/lib/x86_64-linux-gnu/libc.so.6',
+        costs: [8_549_565, 454_478, 167_360, 65_864],
+      },
+      {
+        symbol: 'v8::internal::Foo::Bar(int)',
+        object: '/work/main/node_modules/node/bin/node',
+        costs: [29_461_614, 242, 0, 0],
+      },
+      { symbol: '0x000000002822c1c0', object: '???', costs: [11_869_253, 970_115, 451_321, 18_345] },
+    ]);
+  });
+
+  it('reads no function lines when fewer events are shown than asked for', () => {
+    expect(parseAnnotateColumns(ANNOTATE, 4)).toEqual([]);
   });
 });

@@ -5,6 +5,9 @@ describe('perf samples by kind of code', () => {
   it('tells TLS, malloc, JIT code by owner, V8 and the kernel apart', () => {
     expect(codeCategory('node', 'tls_read_record')).toBe('OpenSSL');
     expect(codeCategory('node', 'ossl_aes_gcm_encrypt_avx512')).toBe('OpenSSL');
+    expect(codeCategory('node', '_aesni_ctr32_ghash_6x')).toBe('OpenSSL');
+    expect(codeCategory('node', 'WPACKET_put_bytes__')).toBe('OpenSSL');
+    expect(codeCategory('node', 'generic_aes_gcm_cipher_update')).toBe('OpenSSL');
     expect(codeCategory('node', 'node::crypto::NodeBIO::PeekWritable')).toBe('Node TLSWrap and BIO');
     expect(codeCategory('libc.so.6', 'malloc_consolidate')).toBe('libc malloc');
     expect(codeCategory('libc.so.6', '__memmove_avx512_unaligned_erms')).toBe('libc other');
