@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { duration } from '../config/fields.ts';
 import { checkSecretRef, secretRefShape } from '../config/secret-ref.ts';
+import { checkClientPair } from '../tls/schema.ts';
 
 const pemFile = z.string().min(1, 'a file path is required');
 
@@ -40,13 +41,8 @@ export const RedisSchema = z
         key: pemFile.optional(),
       })
       .superRefine((t, ctx) => {
-        if ((t.cert === undefined) !== (t.key === undefined))
-          ctx.addIssue({
-            code: 'custom',
-            path: [t.cert === undefined ? 'cert' : 'key'],
-            message: 'cert and key come together (the client certificate and its private key)',
-          });
-        else if (t.ca === undefined && t.cert === undefined)
+        if (!checkClientPair(t, ctx)) return;
+        if (t.ca === undefined && t.cert === undefined)
           ctx.addIssue({
             code: 'custom',
             path: ['ca'],

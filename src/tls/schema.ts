@@ -133,6 +133,20 @@ export const UpstreamIdentitySchema = z
       ctx.addIssue({ code: 'custom', message: 'identity takes exactly one of expect and expectPattern' });
   });
 
+/**
+ * A client certificate and its key come together (upstream TLS, `redis.tls`). False when one is
+ * missing, with the issue on the one that is.
+ */
+export function checkClientPair(t: { cert?: string; key?: string }, ctx: z.RefinementCtx): boolean {
+  if ((t.cert === undefined) === (t.key === undefined)) return true;
+  ctx.addIssue({
+    code: 'custom',
+    path: [t.cert === undefined ? 'cert' : 'key'],
+    message: 'cert and key come together (the client certificate and its private key)',
+  });
+  return false;
+}
+
 export const UpstreamTlsSchema = z
   .strictObject({
     /**
@@ -154,12 +168,7 @@ export const UpstreamTlsSchema = z
     watch: z.boolean().default(true),
   })
   .superRefine((t, ctx) => {
-    if ((t.cert === undefined) !== (t.key === undefined))
-      ctx.addIssue({
-        code: 'custom',
-        path: [t.cert === undefined ? 'cert' : 'key'],
-        message: 'cert and key come together (the client certificate and its private key)',
-      });
+    checkClientPair(t, ctx);
     if (t.identity !== undefined && t.ca === undefined)
       ctx.addIssue({
         code: 'custom',
