@@ -31,6 +31,12 @@ export class Managed {
   readonly child: ChildProcess;
   readonly pid: number;
   readonly exited: Promise<ExitInfo>;
+  /**
+   * The process has exited and its stdout and stderr are read to their end. 'exit' can come
+   * before the pipes' last data: output() read on `exited` alone can miss what the process
+   * printed last (wrk prints its whole result as it exits).
+   */
+  readonly closed: Promise<ExitInfo>;
   exit: ExitInfo | undefined = undefined;
   #tail = '';
 
@@ -56,6 +62,9 @@ export class Managed {
         live.delete(this);
         resolve(this.exit);
       });
+    });
+    this.closed = new Promise((resolve) => {
+      this.child.once('close', (code, signal) => resolve({ code, signal }));
     });
     // Errors after start (EPIPE on the IPC channel at exit) are not ours to report.
     this.child.on('error', () => {});

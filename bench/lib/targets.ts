@@ -367,7 +367,7 @@ export async function peregrinePreflight(node: string, peregrineDir: string, tmp
       cwd: peregrineDir,
     },
   );
-  const exit = await proc.exited;
+  const exit = await proc.closed;
   if (exit.code !== 0) throw new Error(`Peregrine in ${peregrineDir} does not run:\n${proc.output()}`);
 }
 

@@ -86,7 +86,7 @@ export async function runWrk(wrkPath: string, url: string, opts: LoadOptions): P
   const args = wrkArgs(url, opts);
   const proc = spawnManaged('wrk', wrkPath, args);
   const watchdog = setTimeout(() => void proc.stop(1000), (opts.durationS + 20) * 1000);
-  const exit = await proc.exited;
+  const exit = await proc.closed;
   clearTimeout(watchdog);
   if (exit.code !== 0) throw new Error(`wrk exited ${exit.code ?? exit.signal}:\n${proc.output()}`);
   return parseWrkOutput(proc.output());
