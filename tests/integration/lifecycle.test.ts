@@ -34,8 +34,8 @@ async function startCli(file: string): Promise<GatewayProcess> {
   const gw = await startGatewayProcess(file);
   // The process is Node itself (env execs it) with the launcher's V8 flags and malloc setting, so
   // signals reach it.
-  expect(readFileSync(`/proc/${gw.child.pid}/cmdline`, 'utf8').split('\0')).toEqual(
-    expect.arrayContaining(['--max-semi-space-size=8', '--heap-growing-percent=30']),
+  expect(readFileSync(`/proc/${gw.child.pid}/cmdline`, 'utf8').split('\0')).toContain(
+    '--max-semi-space-size=8',
   );
   expect(readFileSync(`/proc/${gw.child.pid}/environ`, 'utf8').split('\0')).toContain('MALLOC_ARENA_MAX=2');
   return gw;

@@ -10,11 +10,7 @@ const ROOT = join(import.meta.dirname, '../../..');
 describe('bin/peregrine.js launcher', () => {
   it('carries its Node flags and environment on the #! line, which the bench reads back', () => {
     const argv = peregrineArgv(ROOT);
-    expect(argv).toEqual([
-      '--max-semi-space-size=8',
-      '--heap-growing-percent=30',
-      join(ROOT, 'bin/peregrine.js'),
-    ]);
+    expect(argv).toEqual(['--max-semi-space-size=8', join(ROOT, 'bin/peregrine.js')]);
     expect(peregrineEnv(ROOT, { PATH: '/bin', MALLOC_ARENA_MAX: '8' })).toEqual({
       PATH: '/bin',
       MALLOC_ARENA_MAX: '2',
