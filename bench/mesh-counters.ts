@@ -29,6 +29,7 @@ import { samplesByCategory } from './lib/perf-categories.ts';
 import { pinPlan, pinSelf } from './lib/pin.ts';
 import { findExecutable, runMain } from './lib/proc.ts';
 import { metricSum, scrapeMetrics } from './lib/prom.ts';
+import { threadSwitches } from './lib/switches.ts';
 import { fmtNum, markdownTable } from './lib/table.ts';
 
 /** Linux's USER_HZ: /proc/<pid>/stat's CPU times are in hundredths of a second. */
@@ -48,9 +49,9 @@ function counters(pid: number, metrics: Awaited<ReturnType<typeof scrapeMetrics>
   let voluntary = 0;
   let involuntary = 0;
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-    voluntary += Number(/\nvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
-    involuntary += Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    const thread = threadSwitches(pid, Number(tid));
+    voluntary += thread.voluntary;
+    involuntary += thread.involuntary;
   }
   const [runNs, , slices] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ').map(Number);
   const gc = (kind: string) => metricSum(metrics, 'peregrine_nodejs_gc_duration_seconds_count', { kind });

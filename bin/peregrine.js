@@ -3,8 +3,8 @@
 // through this file). Node 24 runs the TypeScript sources directly (type stripping); there is no
 // build step. The #! line's settings keep memory down: --max-semi-space-size caps V8's young
 // generation, MALLOC_ARENA_MAX=2 glibc's per-thread arenas (the old generation grows as V8
-// chooses: capping it doubled the traced gateway's p99 at saturation); the compile cache (NODE_COMPILE_CACHE, else
-// <tmpdir>/node-compile-cache), enabled before the sources are imported, skips the TypeScript
+// chooses: capping it doubled the traced gateway's p99 at saturation); the compile cache
+// (NODE_COMPILE_CACHE, else <tmpdir>/node-compile-cache), enabled before the sources are imported, skips the TypeScript
 // stripper on later starts. Why each, with the measurements: docs/decisions.md, "Launcher".
 import asyncHooks from 'node:async_hooks';
 import module from 'node:module';

@@ -6,6 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { processTree } from './rss.ts';
+import { threadSwitches } from './switches.ts';
 
 let ticksPerSecond: number | undefined;
 
@@ -69,8 +70,7 @@ export function cpuSplitWindow(
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       let switches = 0;
       for (const tid of readdirSync(`/proc/${pid}/task`)) {
-        const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-        switches += Number(/\nvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
+        switches += threadSwitches(pid, Number(tid)).voluntary;
       }
       return { user: Number(f[11]), system: Number(f[12]), switches };
     } catch {

@@ -5,9 +5,7 @@
 import { z } from 'zod';
 import { duration } from '../config/fields.ts';
 import { checkSecretRef, secretRefShape } from '../config/secret-ref.ts';
-import { checkClientPair } from '../tls/schema.ts';
-
-const pemFile = z.string().min(1, 'a file path is required');
+import { checkClientPair, pemFile } from '../tls/schema.ts';
 
 export const RedisSchema = z
   .strictObject({

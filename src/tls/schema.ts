@@ -19,7 +19,8 @@ const tlsVersion = z.enum(TLS_VERSIONS, {
 export const CLIENT_AUTH_MODES = ['none', 'optional', 'required'] as const;
 export type ClientAuthMode = (typeof CLIENT_AUTH_MODES)[number];
 
-const pemFile = z.string().min(1, 'a file path is required');
+/** A PEM file's path (the TLS settings of listeners, upstreams and Redis). */
+export const pemFile = z.string().min(1, 'a file path is required');
 
 /**
  * The TLS 1.2 suites of Mozilla's "intermediate" profile (Server Side TLS 5.7): ECDHE key exchange
